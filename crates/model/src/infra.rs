@@ -1,0 +1,277 @@
+//! Platform resources whose data planes arrive in later issues: hosts (written
+//! by agents), flavors, instances and volumes (model + CRUD + quota here).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{validate_name, ApiError, Kind, Scope, Usage};
+
+// ---------------------------------------------------------------- hosts
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub hostname: String,
+    /// Address other hosts and the control plane reach this host's agent at.
+    pub address: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// False in maintenance mode: the scheduler places nothing new here.
+    #[serde(default = "yes")]
+    pub schedulable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HostPhase {
+    /// The agent holds its lease.
+    Ready,
+    /// The agent's lease expired (agent dead, host down or partitioned).
+    #[default]
+    NotReady,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    #[serde(default)]
+    pub phase: HostPhase,
+    /// When the phase last changed, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub agent_version: String,
+    /// The store lease the agent keeps alive (liveness).
+    #[serde(default)]
+    pub lease: i64,
+}
+
+pub struct Host;
+impl Kind for Host {
+    const KIND: &'static str = "Host";
+    const PLURAL: &'static str = "hosts";
+    const ID_PREFIX: &'static str = "hst";
+    const SCOPE: Scope = Scope::Global;
+    const ADMIN_WRITE: bool = true;
+    type Spec = HostSpec;
+    type Status = HostStatus;
+    fn validate(spec: &HostSpec) -> Result<(), ApiError> {
+        if spec.hostname.is_empty() || spec.hostname.len() > 253 {
+            return Err(ApiError::invalid_field(
+                "spec.hostname",
+                "hostname is 1–253 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- flavors
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorSpec {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorStatus {}
+
+pub struct Flavor;
+impl Kind for Flavor {
+    const KIND: &'static str = "Flavor";
+    const PLURAL: &'static str = "flavors";
+    const ID_PREFIX: &'static str = "flv";
+    const SCOPE: Scope = Scope::Global;
+    const ADMIN_WRITE: bool = true;
+    type Spec = FlavorSpec;
+    type Status = FlavorStatus;
+    fn validate(spec: &FlavorSpec) -> Result<(), ApiError> {
+        if !(1..=256).contains(&spec.vcpus) {
+            return Err(ApiError::invalid_field("spec.vcpus", "vcpus must be 1–256"));
+        }
+        if !(64..=4 * 1024 * 1024).contains(&spec.memory_mib) {
+            return Err(ApiError::invalid_field(
+                "spec.memory_mib",
+                "memory_mib must be 64–4194304 (4 TiB)",
+            ));
+        }
+        if !(1..=65536).contains(&spec.disk_gib) {
+            return Err(ApiError::invalid_field(
+                "spec.disk_gib",
+                "disk_gib must be 1–65536",
+            ));
+        }
+        if spec.gpus > 8 {
+            return Err(ApiError::invalid_field(
+                "spec.gpus",
+                "at most 8 GPUs per flavor",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- images
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Visible to every project (admins only).
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub os: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageStatus {
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+}
+
+pub struct Image;
+impl Kind for Image {
+    const KIND: &'static str = "Image";
+    const PLURAL: &'static str = "images";
+    const ID_PREFIX: &'static str = "img";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = ImageSpec;
+    type Status = ImageStatus;
+    fn validate(spec: &ImageSpec) -> Result<(), ApiError> {
+        if spec.os.chars().count() > 64 || spec.os.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                "spec.os",
+                "os is at most 64 printable characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- instances
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// Flavor name or id.
+    pub flavor: String,
+    /// Image name or id.
+    pub image: String,
+    /// Desired power state: true = running.
+    #[serde(default = "yes")]
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum InstancePhase {
+    #[default]
+    Pending,
+    Scheduled,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Deleting,
+    Unschedulable,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceStatus {
+    #[serde(default)]
+    pub phase: InstancePhase,
+    /// The host the scheduler bound the instance to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Why the instance is in its phase (e.g. the scheduler's reason).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Resources resolved from the flavor at creation (what the quota charged).
+    #[serde(default)]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub disk_gib: u64,
+}
+
+pub struct Instance;
+impl Kind for Instance {
+    const KIND: &'static str = "Instance";
+    const PLURAL: &'static str = "instances";
+    const ID_PREFIX: &'static str = "ins";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = InstanceSpec;
+    type Status = InstanceStatus;
+    fn validate(spec: &InstanceSpec) -> Result<(), ApiError> {
+        validate_name("spec.flavor", &spec.flavor)?;
+        validate_name("spec.image", &spec.image)
+    }
+    fn usage(_spec: &InstanceSpec, status: &InstanceStatus) -> Usage {
+        Usage {
+            instances: 1,
+            vcpus: status.vcpus as u64,
+            memory_mib: status.memory_mib,
+            ..Usage::default()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- volumes
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    pub size_gib: u64,
+    #[serde(default)]
+    pub bootable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeStatus {
+    #[serde(default)]
+    pub phase: String,
+}
+
+pub struct Volume;
+impl Kind for Volume {
+    const KIND: &'static str = "Volume";
+    const PLURAL: &'static str = "volumes";
+    const ID_PREFIX: &'static str = "vol";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = VolumeSpec;
+    type Status = VolumeStatus;
+    fn validate(spec: &VolumeSpec) -> Result<(), ApiError> {
+        if !(1..=65536).contains(&spec.size_gib) {
+            return Err(ApiError::invalid_field(
+                "spec.size_gib",
+                "size_gib must be 1–65536 (64 TiB)",
+            ));
+        }
+        Ok(())
+    }
+    fn usage(spec: &VolumeSpec, _status: &VolumeStatus) -> Usage {
+        Usage {
+            volume_gib: spec.size_gib,
+            ..Usage::default()
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Yunhan's resource model: every resource is one document of `metadata`, `spec`
+//! (what the user wants, written only by the API) and `status` (what is true,
+//! written by controllers and agents). Pure types and validation; no I/O.
+
+mod error;
+mod identity;
+mod infra;
+mod meta;
+mod quota;
+
+pub use error::{ApiError, ErrorCode};
+pub use identity::{
+    ApiKey, ApiKeySpec, ApiKeyStatus, Project, ProjectSpec, ProjectStatus, Role, User, UserSpec,
+    UserStatus,
+};
+pub use infra::{
+    Flavor, FlavorSpec, FlavorStatus, Host, HostPhase, HostSpec, HostStatus, Image, ImageSpec,
+    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, Volume, VolumeSpec,
+    VolumeStatus,
+};
+pub use meta::{
+    new_id, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta, Resource,
+    Scope, UpdateRequest,
+};
+pub use quota::{Quota, Usage};

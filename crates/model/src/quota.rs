@@ -1,0 +1,130 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Per-project limits. Absent fields mean the platform default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub instances: u64,
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub volume_gib: u64,
+    pub elastic_ips: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            instances: 20,
+            vcpus: 40,
+            memory_mib: 80 * 1024,
+            volume_gib: 2000,
+            elastic_ips: 10,
+        }
+    }
+}
+
+/// What a project currently holds, in the same units as [`Quota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    #[serde(default)]
+    pub instances: u64,
+    #[serde(default)]
+    pub vcpus: u64,
+    #[serde(default)]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub volume_gib: u64,
+    #[serde(default)]
+    pub elastic_ips: u64,
+}
+
+impl Usage {
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+
+    pub fn plus(self, o: Usage) -> Usage {
+        Usage {
+            instances: self.instances + o.instances,
+            vcpus: self.vcpus + o.vcpus,
+            memory_mib: self.memory_mib + o.memory_mib,
+            volume_gib: self.volume_gib + o.volume_gib,
+            elastic_ips: self.elastic_ips + o.elastic_ips,
+        }
+    }
+
+    pub fn minus(self, o: Usage) -> Usage {
+        Usage {
+            instances: self.instances.saturating_sub(o.instances),
+            vcpus: self.vcpus.saturating_sub(o.vcpus),
+            memory_mib: self.memory_mib.saturating_sub(o.memory_mib),
+            volume_gib: self.volume_gib.saturating_sub(o.volume_gib),
+            elastic_ips: self.elastic_ips.saturating_sub(o.elastic_ips),
+        }
+    }
+
+    /// The first resource over `quota`, as (name, used-after, limit).
+    pub fn exceeds(&self, quota: &Quota) -> Option<(&'static str, u64, u64)> {
+        [
+            ("instances", self.instances, quota.instances),
+            ("vcpus", self.vcpus, quota.vcpus),
+            ("memory_mib", self.memory_mib, quota.memory_mib),
+            ("volume_gib", self.volume_gib, quota.volume_gib),
+            ("elastic_ips", self.elastic_ips, quota.elastic_ips),
+        ]
+        .into_iter()
+        .find(|(_, used, limit)| used > limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn usage() -> impl Strategy<Value = Usage> {
+        (
+            0u64..1000,
+            0u64..1000,
+            0u64..1 << 20,
+            0u64..1 << 20,
+            0u64..100,
+        )
+            .prop_map(
+                |(instances, vcpus, memory_mib, volume_gib, elastic_ips)| Usage {
+                    instances,
+                    vcpus,
+                    memory_mib,
+                    volume_gib,
+                    elastic_ips,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn plus_then_minus_is_identity(a in usage(), b in usage()) {
+            prop_assert_eq!(a.plus(b).minus(b), a);
+        }
+    }
+
+    #[test]
+    fn reports_first_exceeded_resource() {
+        let q = Quota {
+            instances: 2,
+            vcpus: 4,
+            memory_mib: 1024,
+            volume_gib: 10,
+            elastic_ips: 1,
+        };
+        let u = Usage {
+            instances: 2,
+            vcpus: 5,
+            ..Default::default()
+        };
+        assert_eq!(u.exceeds(&q), Some(("vcpus", 5, 4)));
+        assert_eq!(Usage::default().exceeds(&q), None);
+    }
+}
