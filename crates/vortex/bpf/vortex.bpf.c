@@ -1,0 +1,507 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* Vortex XDP data plane.
+ *
+ * For every packet: parse Ethernet → IPv4/IPv6 → TCP/UDP (or ICMP "frag
+ * needed"/"packet too big" quoting a VIP flow); look the (dst, dport, proto)
+ * up in `vips`; anything that is not VIP traffic gets XDP_PASS untouched.
+ * VIP traffic: the conntrack entry for the 5-tuple wins (unless its backend is
+ * DOWN); otherwise the Maglev table of the VIP picks the backend by
+ * flow_hash_v1(5-tuple) % M and a conntrack entry is created. Then forward:
+ * DSR (destination MAC rewrite, XDP_TX) or VXLAN encapsulation (XDP_TX).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "vortex.h"
+
+/* <linux/icmp.h> drags in libc headers; the 8-byte ICMP header is all we need. */
+struct vx_icmphdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u32 rest;
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+
+#ifndef BPF_F_NO_COMMON_LRU
+#define BPF_F_NO_COMMON_LRU (1U << 1)
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
+	__type(key, struct vx_vip_key);
+	__type(value, struct vx_vip_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vips SEC(".maps");
+
+/* Addresses that carry a VIP: fragments / malformed packets to these are
+ * dropped (they cannot be load balanced), not passed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
+	__type(key, struct vx_addr_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_addrs SEC(".maps");
+
+/* Maglev tables: (vip_index * 2 + slot) * M + (hash % M) -> backend id.
+ * max_entries is set by the loader to max_vips * 2 * M. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT * 2 * 65537);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VX_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct vx_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backends SEC(".maps");
+
+/* Connection tracking: one hash shared by all CPUs with per-CPU LRU lists
+ * (BPF_F_NO_COMMON_LRU), so eviction is CPU-local and lock-light while a flow
+ * that moves between CPUs (RSS changes, ECMP failover) is still found. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VX_CT_DEFAULT);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, struct vx_flow_key);
+	__type(value, struct vx_ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct vx_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VX_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct vx_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VX_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vx_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void stat_add(void *map, __u32 idx, __u64 bytes)
+{
+	struct vx_stat *s = bpf_map_lookup_elem(map, &idx);
+	if (s) {
+		s->packets += 1;
+		s->bytes += bytes;
+	}
+}
+
+/* ---- flow hash, version 1 (mirror of src/hash.rs::flow_hash) ---- */
+static __always_inline __u32 rotl32(__u32 x, __u32 r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 mix_word(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rotl32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rotl32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 flow_hash_v1(const struct vx_flow_key *k)
+{
+	__u32 h = 0x59565831; /* "YVX1" */
+	__u32 ports = (__u32)k->sport | ((__u32)k->dport << 16);
+
+	h = mix_word(h, k->src[0]);
+	h = mix_word(h, k->src[1]);
+	h = mix_word(h, k->src[2]);
+	h = mix_word(h, k->src[3]);
+	h = mix_word(h, k->dst[0]);
+	h = mix_word(h, k->dst[1]);
+	h = mix_word(h, k->dst[2]);
+	h = mix_word(h, k->dst[3]);
+	h = mix_word(h, ports);
+	h = mix_word(h, (__u32)k->proto);
+	h ^= 40;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline int is_vip_addr(const struct vx_flow_key *k)
+{
+	struct vx_addr_key a = {};
+
+	a.addr[0] = k->dst[0];
+	a.addr[1] = k->dst[1];
+	a.addr[2] = k->dst[2];
+	a.addr[3] = k->dst[3];
+	a.family = k->family;
+	return bpf_map_lookup_elem(&vip_addrs, &a) != NULL;
+}
+
+static __always_inline struct vx_vip_info *lookup_vip(const struct vx_flow_key *k)
+{
+	struct vx_vip_key v = {};
+
+	v.addr[0] = k->dst[0];
+	v.addr[1] = k->dst[1];
+	v.addr[2] = k->dst[2];
+	v.addr[3] = k->dst[3];
+	v.port = k->dport;
+	v.proto = k->proto;
+	v.family = k->family;
+	return bpf_map_lookup_elem(&vips, &v);
+}
+
+/* Returns the backend id or VX_NO_BACKEND. */
+static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
+					  const struct vx_vip_info *vip, int track,
+					  __u32 *hash_out)
+{
+	struct vx_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
+	__u32 zero = 0, id;
+	__u32 h = flow_hash_v1(k);
+
+	*hash_out = h;
+	if (ct) {
+		id = ct->backend;
+		struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
+		if (b && b->state != VX_BE_DOWN) {
+			count(VX_C_CT_HIT);
+			return id;
+		}
+	}
+	count(VX_C_CT_MISS);
+
+	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->ring_size == 0)
+		return VX_NO_BACKEND;
+	__u32 m = cfg->ring_size;
+	__u32 slot = vip->active_slot & 1;
+	__u32 idx = (vip->index * 2 + slot) * m + h % m;
+	__u32 *e = bpf_map_lookup_elem(&ring, &idx);
+	if (!e || *e == VX_NO_BACKEND)
+		return VX_NO_BACKEND;
+	id = *e;
+	if (track) {
+		struct vx_ct_value v = {
+			.backend = id,
+			.vip = vip->index,
+			.last_seen_ns = 0,
+		};
+		bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
+	}
+	return id;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+#define VXLAN_OVERHEAD (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + 8)
+
+struct vxlanhdr_ {
+	__be32 flags;
+	__be32 vni;
+};
+
+static __always_inline int encap_vxlan(struct xdp_md *ctx, const struct vx_backend *b, __u32 hash)
+{
+	__u32 zero = 0;
+	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_DROP;
+	__u32 src_ip = cfg->vxlan_src;
+	__u32 inner_len = ctx->data_end - ctx->data;
+
+	if (bpf_xdp_adjust_head(ctx, -(int)VXLAN_OVERHEAD))
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	struct udphdr *udp = (void *)(ip + 1);
+	struct vxlanhdr_ *vx = (void *)(udp + 1);
+	struct ethhdr *inner = (void *)(vx + 1);
+	if ((void *)(inner + 1) > data_end)
+		return XDP_DROP;
+
+	/* Outer source MAC = the MAC the packet was sent to (ours). */
+	__builtin_memcpy(eth->h_source, inner->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	/* Inner destination MAC = the backend's VXLAN device. */
+	__builtin_memcpy(inner->h_source, inner->h_dest, ETH_ALEN);
+	__builtin_memcpy(inner->h_dest, b->inner_mac, ETH_ALEN);
+
+	__u16 tot = inner_len + sizeof(*ip) + sizeof(*udp) + sizeof(*vx);
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(tot);
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000); /* DF */
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_UDP;
+	ip->check = 0;
+	ip->saddr = src_ip;
+	ip->daddr = b->tunnel_ip;
+	__u32 sum = 0;
+	__u16 *w = (__u16 *)ip;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	ip->check = csum_fold(sum);
+
+	/* Source port carries flow entropy for ECMP/RSS on the underlay (RFC 7348). */
+	udp->source = bpf_htons(49152 | (hash & 0x3fff));
+	udp->dest = bpf_htons(VX_VXLAN_PORT);
+	udp->len = bpf_htons(tot - sizeof(*ip));
+	udp->check = 0;
+	vx->flags = bpf_htonl(0x08000000);
+	vx->vni = bpf_htonl(b->vni << 8);
+	return XDP_TX;
+}
+
+static __always_inline int forward(struct xdp_md *ctx, const struct vx_flow_key *k,
+				   const struct vx_vip_info *vip, int track)
+{
+	__u32 hash;
+	__u32 id = pick_backend(k, vip, track, &hash);
+	__u64 len = ctx->data_end - ctx->data;
+
+	if (id == VX_NO_BACKEND) {
+		count(VX_C_NO_BACKEND);
+		return XDP_DROP;
+	}
+	struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
+	if (!b) {
+		count(VX_C_NO_BACKEND);
+		return XDP_DROP;
+	}
+	stat_add(&vip_stats, vip->index, len);
+	stat_add(&backend_stats, id, len);
+
+	if (b->mode == VX_MODE_VXLAN) {
+		int rc = encap_vxlan(ctx, b, hash);
+		count(rc == XDP_TX ? VX_C_TX : VX_C_ENCAP_FAIL);
+		return rc;
+	}
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+	count(VX_C_TX);
+	return XDP_TX;
+}
+
+/* Drop what is addressed to a VIP address but cannot be balanced; pass the rest. */
+static __always_inline int unbalanceable(const struct vx_flow_key *k, __u32 reason)
+{
+	if (is_vip_addr(k)) {
+		count(reason);
+		return XDP_DROP;
+	}
+	count(VX_C_PASS);
+	return XDP_PASS;
+}
+
+static __always_inline int pass(void)
+{
+	count(VX_C_PASS);
+	return XDP_PASS;
+}
+
+/* Fill ports from an L4 header at `l4`; returns 0 on success. */
+static __always_inline int read_ports(struct vx_flow_key *k, void *l4, void *data_end)
+{
+	if (k->proto == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > data_end)
+			return -1;
+		k->sport = t->source;
+		k->dport = t->dest;
+		return 0;
+	}
+	struct udphdr *u = l4;
+	if ((void *)(u + 1) > data_end)
+		return -1;
+	k->sport = u->source;
+	k->dport = u->dest;
+	return 0;
+}
+
+/* ICMPv4 type 3 code 4 quoting a packet the backend sent from the VIP:
+ * rebuild the client→VIP 5-tuple from the quoted header and send the ICMP
+ * to the backend that owns that flow, so PMTU discovery works with DSR. */
+static __always_inline int handle_icmp4(struct xdp_md *ctx, struct vx_flow_key *k, void *l4,
+					void *data_end)
+{
+	struct vx_icmphdr *icmp = l4;
+	if ((void *)(icmp + 1) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	if (icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_FRAG_NEEDED)
+		return pass();
+	struct iphdr *in = (void *)(icmp + 1);
+	if ((void *)(in + 1) > data_end || in->ihl != 5)
+		return unbalanceable(k, VX_C_MALFORMED);
+	__u16 *ports = (void *)(in + 1);
+	if ((void *)(ports + 2) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	if (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP)
+		return pass();
+	struct vx_flow_key f = {};
+	f.family = 4;
+	f.proto = in->protocol;
+	f.src[0] = in->daddr;
+	f.dst[0] = in->saddr;
+	f.sport = ports[1];
+	f.dport = ports[0];
+	struct vx_vip_info *vip = lookup_vip(&f);
+	if (!vip)
+		return pass();
+	count(VX_C_ICMP_PTB);
+	return forward(ctx, &f, vip, 0);
+}
+
+static __always_inline int handle_icmp6(struct xdp_md *ctx, struct vx_flow_key *k, void *l4,
+					void *data_end)
+{
+	struct icmp6hdr *icmp = l4;
+	if ((void *)(icmp + 1) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	if (icmp->icmp6_type != ICMPV6_PKT_TOOBIG)
+		return pass();
+	struct ipv6hdr *in = (void *)(icmp + 1);
+	if ((void *)(in + 1) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	__u16 *ports = (void *)(in + 1);
+	if ((void *)(ports + 2) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	if (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP)
+		return pass();
+	struct vx_flow_key f = {};
+	f.family = 6;
+	f.proto = in->nexthdr;
+	__builtin_memcpy(f.src, &in->daddr, 16);
+	__builtin_memcpy(f.dst, &in->saddr, 16);
+	f.sport = ports[1];
+	f.dport = ports[0];
+	struct vx_vip_info *vip = lookup_vip(&f);
+	if (!vip)
+		return pass();
+	count(VX_C_ICMP_PTB);
+	return forward(ctx, &f, vip, 0);
+}
+
+SEC("xdp")
+int vortex_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct vx_flow_key k = {};
+	void *l4;
+
+	if ((void *)(eth + 1) > data_end)
+		return pass();
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end)
+			return pass();
+		if (ip->version != 4 || ip->ihl < 5)
+			return pass();
+		k.family = 4;
+		k.proto = ip->protocol;
+		k.src[0] = ip->saddr;
+		k.dst[0] = ip->daddr;
+		if (ip->frag_off & bpf_htons(0x3fff)) /* MF or offset */
+			return unbalanceable(&k, VX_C_FRAGMENT);
+		l4 = (void *)ip + ip->ihl * 4;
+		if (k.proto == IPPROTO_ICMP)
+			return handle_icmp4(ctx, &k, l4, data_end);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return pass();
+		if (ip6->version != 6)
+			return pass();
+		k.family = 6;
+		k.proto = ip6->nexthdr;
+		__builtin_memcpy(k.src, &ip6->saddr, 16);
+		__builtin_memcpy(k.dst, &ip6->daddr, 16);
+		l4 = (void *)(ip6 + 1);
+		if (k.proto == IPPROTO_ICMPV6)
+			return handle_icmp6(ctx, &k, l4, data_end);
+		if (k.proto == 44 /* fragment header */)
+			return unbalanceable(&k, VX_C_FRAGMENT);
+		if (k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP)
+			/* extension headers are not parsed: not balanceable */
+			return unbalanceable(&k, VX_C_MALFORMED);
+	} else {
+		return pass();
+	}
+
+	if (k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP)
+		return pass();
+	if (read_ports(&k, l4, data_end))
+		return unbalanceable(&k, VX_C_MALFORMED);
+	struct vx_vip_info *vip = lookup_vip(&k);
+	if (!vip)
+		return pass();
+	return forward(ctx, &k, vip, 1);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,92 @@
+/* Shared layouts between the XDP program and the Rust loader (src/dataplane.rs
+ * mirrors these structs with #[repr(C)]; keep them in sync). */
+#ifndef YUNHAN_VORTEX_H
+#define YUNHAN_VORTEX_H
+
+#include <linux/types.h>
+
+#define VX_MAX_VIPS_DEFAULT 16
+#define VX_MAX_BACKENDS 4096
+#define VX_CT_DEFAULT 262144
+#define VX_NO_BACKEND 0xffffffffu
+
+/* backend.state */
+#define VX_BE_ACTIVE 0   /* in the table (or draining): conntrack honoured */
+#define VX_BE_DOWN 1     /* failed health check / removed: conntrack ignored */
+
+/* backend.mode */
+#define VX_MODE_DSR 0    /* rewrite destination MAC, same L2 */
+#define VX_MODE_VXLAN 1  /* encapsulate in VXLAN/UDP/IPv4 */
+
+#define VX_VXLAN_PORT 4789
+
+/* counters[] indices */
+enum {
+	VX_C_PASS = 0,     /* not VIP traffic: XDP_PASS */
+	VX_C_TX,           /* forwarded */
+	VX_C_CT_HIT,
+	VX_C_CT_MISS,
+	VX_C_NO_BACKEND,   /* VIP without any usable backend: dropped */
+	VX_C_FRAGMENT,     /* fragment to a VIP address: dropped */
+	VX_C_MALFORMED,    /* truncated L4 / unsupported ext header to a VIP address: dropped */
+	VX_C_ICMP_PTB,     /* ICMP frag-needed / packet-too-big forwarded to a backend */
+	VX_C_ENCAP_FAIL,
+	VX_C_MAX,
+};
+
+struct vx_flow_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u8 pad[2];
+};
+
+struct vx_ct_value {
+	__u32 backend;
+	__u32 vip;
+	__u64 last_seen_ns;
+};
+
+struct vx_vip_key {
+	__u32 addr[4];
+	__u16 port; /* network order */
+	__u8 proto;
+	__u8 family;
+};
+
+struct vx_vip_info {
+	__u32 index;       /* 0..max_vips: selects the table pair and stats slot */
+	__u32 active_slot; /* 0 or 1: which of the two tables is live */
+};
+
+struct vx_addr_key {
+	__u32 addr[4];
+	__u32 family;
+};
+
+struct vx_backend {
+	__u32 addr[4];
+	__u8 mac[6];       /* DSR: backend MAC; VXLAN: next-hop MAC of the tunnel endpoint */
+	__u8 inner_mac[6]; /* VXLAN: MAC of the backend's VXLAN device */
+	__u8 family;
+	__u8 mode;
+	__u8 state;
+	__u8 pad;
+	__u32 tunnel_ip;   /* VXLAN: outer destination (IPv4, network order) */
+	__u32 vni;         /* VXLAN: host order */
+};
+
+struct vx_config {
+	__u32 ring_size;   /* Maglev table size M (prime) */
+	__u32 vxlan_src;   /* outer source IPv4, network order */
+};
+
+struct vx_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif

@@ -1,0 +1,246 @@
+//! The Vortex configuration file (TOML). The same file on every LB node of an
+//! ECMP group gives identical Maglev tables.
+//!
+//! ```toml
+//! table_size = 65537            # prime, >= 100 x backends of the largest VIP
+//!
+//! [[vip]]
+//! name = "web"
+//! address = "10.0.1.1"
+//! port = 80
+//! protocol = "tcp"              # or "udp"
+//! [vip.health]
+//! kind = "http"                 # "tcp" (connect), "http" (GET, 2xx/3xx) or "none"
+//! path = "/"
+//! interval_ms = 500
+//! timeout_ms = 400
+//! rise = 2                      # consecutive successes to come back
+//! fall = 2                      # consecutive failures to be removed
+//! [[vip.backend]]
+//! address = "10.0.0.11"
+//! mac = "02:00:00:00:00:11"     # optional for IPv4: read from the neighbour table
+//! weight = 1                    # 0 = drain: no new flows, existing ones stay
+//! # vxlan = { remote = "192.168.1.11", vni = 7, inner_mac = "02:..." }  # L3 backends
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::VortexError;
+use crate::maglev::{validate_size, DEFAULT_TABLE_SIZE};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+    #[serde(default, rename = "vip")]
+    pub vips: Vec<VipConfig>,
+}
+
+fn default_table_size() -> u32 {
+    DEFAULT_TABLE_SIZE
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(default = "default_proto")]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_proto() -> Protocol {
+    Protocol::Tcp
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    None,
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    /// Port to check; defaults to the VIP port.
+    pub port: Option<u16>,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            kind: HealthKind::Tcp,
+            port: None,
+            path: "/".into(),
+            interval_ms: 1000,
+            timeout_ms: 800,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: IpAddr,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub vxlan: Option<VxlanConfig>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanConfig {
+    /// Underlay address of the VXLAN endpoint in front of the backend.
+    pub remote: Ipv4Addr,
+    pub vni: u32,
+    /// MAC of the backend's VXLAN device (inner destination MAC).
+    pub inner_mac: String,
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, VortexError> {
+        let c: Config = toml::from_str(text).map_err(|e| VortexError::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        c.validate().map_err(|msg| VortexError::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, VortexError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| VortexError::io(format!("reading {}", path.display()), e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        validate_size(self.table_size, 0).map_err(|e| e.to_string())?;
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.vips {
+            if !seen.insert((v.address, v.port, v.protocol)) {
+                return Err(format!(
+                    "duplicate VIP {}:{}/{:?}",
+                    v.address, v.port, v.protocol
+                ));
+            }
+            validate_size(self.table_size, v.backends.len())
+                .map_err(|e| format!("vip {}: {e}", v.name))?;
+            let mut addrs = std::collections::HashSet::new();
+            for b in &v.backends {
+                if !addrs.insert(b.address) {
+                    return Err(format!("vip {}: duplicate backend {}", v.name, b.address));
+                }
+                if b.address.is_ipv4() != v.address.is_ipv4() && b.vxlan.is_none() {
+                    return Err(format!(
+                        "vip {}: backend {} has another address family (only VXLAN can cross families)",
+                        v.name, b.address
+                    ));
+                }
+                if let Some(m) = &b.mac {
+                    crate::packet::parse_mac(m).ok_or_else(|| format!("bad mac {m:?}"))?;
+                }
+                if b.address.is_ipv6() && b.mac.is_none() && b.vxlan.is_none() {
+                    return Err(format!(
+                        "backend {}: IPv6 backends need an explicit mac",
+                        b.address
+                    ));
+                }
+                if let Some(x) = &b.vxlan {
+                    crate::packet::parse_mac(&x.inner_mac)
+                        .ok_or_else(|| format!("bad inner_mac {:?}", x.inner_mac))?;
+                    if x.vni >= 1 << 24 {
+                        return Err(format!("vni {} does not fit 24 bits", x.vni));
+                    }
+                    if b.mac.is_none() {
+                        return Err(format!("backend {}: VXLAN needs mac (next hop)", b.address));
+                    }
+                }
+            }
+            if v.health.rise == 0 || v.health.fall == 0 {
+                return Err(format!("vip {}: rise and fall must be >= 1", v.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_example() {
+        let text = r#"
+table_size = 1009
+[[vip]]
+name = "web"
+address = "10.0.1.1"
+port = 80
+[vip.health]
+kind = "http"
+rise = 1
+fall = 2
+[[vip.backend]]
+address = "10.0.0.11"
+[[vip.backend]]
+address = "10.0.0.12"
+weight = 0
+mac = "02:00:00:00:00:12"
+"#;
+        let c = Config::parse(text, Path::new("x")).unwrap();
+        assert_eq!(c.vips[0].backends[1].weight, 0);
+        assert_eq!(c.vips[0].health.kind, HealthKind::Http);
+        assert_eq!(c.vips[0].health.interval_ms, 1000);
+    }
+
+    #[test]
+    fn rejects_non_prime_and_unknown_fields() {
+        assert!(Config::parse("table_size = 1000", Path::new("x")).is_err());
+        assert!(Config::parse("tablesize = 1009", Path::new("x")).is_err());
+    }
+}

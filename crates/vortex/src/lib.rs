@@ -1,0 +1,16 @@
+//! Vortex: an XDP layer-4 load balancer with Maglev consistent hashing,
+//! per-flow connection tracking and direct server return / VXLAN forwarding.
+//!
+//! * [`hash`] and [`maglev`] are pure and deterministic (property-tested);
+//! * the XDP program lives in `bpf/vortex.bpf.c` and is compiled by `build.rs`;
+//!   [`dataplane`] loads it (aya) and owns its maps.
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod error;
+pub mod hash;
+pub mod maglev;
+pub mod packet;
+
+pub use error::VortexError;
