@@ -145,6 +145,15 @@ impl Controller {
         self.backend_ids.get(&addr).copied()
     }
 
+    /// Whether the (possibly recovered) data plane has this backend marked DOWN.
+    pub fn is_down(&self, addr: IpAddr) -> bool {
+        self.backend_ids
+            .get(&addr)
+            .and_then(|id| self.backend_entries.get(id))
+            .map(|e| e.state == BE_DOWN)
+            .unwrap_or(false)
+    }
+
     pub fn vip_info(&self, k: &VipKey) -> Option<VipInfo> {
         self.vips.get(k).copied()
     }

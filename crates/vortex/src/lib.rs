@@ -5,12 +5,15 @@
 //! * the XDP program lives in `bpf/vortex.bpf.c` and is compiled by `build.rs`;
 //!   [`dataplane`] loads it (aya) and owns its maps.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod error;
 pub mod hash;
+pub mod health;
 pub mod maglev;
 pub mod packet;
 
+pub use cli::{run, VortexArgs};
 pub use error::VortexError;
