@@ -178,8 +178,9 @@ pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
             );
             print!("{}", patch_rows(&r.patches, None));
             println!(
-                "target stopped for {} ({} threads, {} attempt{})",
+                "target stopped for {} (fully frozen {}; {} threads, {} attempt{})",
                 ms(r.stop.stop_us),
+                ms(r.stop.frozen_us),
                 r.stop.threads,
                 r.stop.attempts,
                 if r.stop.attempts == 1 { "" } else { "s" }
@@ -224,8 +225,9 @@ pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
             );
             print!("{}", patch_rows(&r.reverted, None));
             println!(
-                "target stopped for {} ({} threads, {} attempt{})",
+                "target stopped for {} (fully frozen {}; {} threads, {} attempt{})",
                 ms(r.stop.stop_us),
+                ms(r.stop.frozen_us),
                 r.stop.threads,
                 r.stop.attempts,
                 if r.stop.attempts == 1 { "" } else { "s" }

@@ -167,6 +167,15 @@ impl Elf {
     /// Parses an ELF file. ELF32 files parse (header only) so callers can refuse them with
     /// a precise message; their symbols and program headers are left empty.
     pub fn parse(b: &[u8]) -> Result<Elf, ElfError> {
+        Elf::parse_with(b, true)
+    }
+
+    /// Header and program headers only (cheap, even for a large executable).
+    pub fn parse_headers(b: &[u8]) -> Result<Elf, ElfError> {
+        Elf::parse_with(b, false)
+    }
+
+    fn parse_with(b: &[u8], full: bool) -> Result<Elf, ElfError> {
         let (class64, machine) = header_machine(b)?;
         let e_type = rd_u16(b, 16)?;
         let mut elf = Elf {
@@ -200,7 +209,7 @@ impl Elf {
                 memsz: rd_u64(b, o + 40)?,
             });
         }
-        if shnum == 0 || shoff == 0 {
+        if !full || shnum == 0 || shoff == 0 {
             return Ok(elf);
         }
         if shentsize < 64 {
@@ -229,14 +238,21 @@ impl Elf {
             _ => &[],
         };
         for sh in &raw {
-            let data = if sh.sh_type == SHT_NOBITS {
-                Vec::new()
-            } else {
+            let name = cstr(shstr, sh.name as usize);
+            // Keep only small, non-debug section contents (the manifest lives in one).
+            let keep = sh.sh_type != SHT_NOBITS
+                && sh.sh_type != SHT_SYMTAB
+                && !name.starts_with(".debug")
+                && !name.starts_with(".zdebug")
+                && sh.size <= 1 << 20;
+            let data = if keep {
                 slice(b, sh.offset, sh.size)?.to_vec()
+            } else {
+                Vec::new()
             };
             elf.sections.push((
                 Section {
-                    name: cstr(shstr, sh.name as usize),
+                    name,
                     sh_type: sh.sh_type,
                     size: sh.size,
                 },
@@ -244,6 +260,7 @@ impl Elf {
             ));
         }
         // .dynsym first so that `dynamic` is known; .symtab adds the local/static ones.
+        let mut exported: std::collections::HashSet<(String, u64)> = Default::default();
         for want in [SHT_DYNSYM, SHT_SYMTAB] {
             for sh in raw.iter().filter(|s| s.sh_type == want) {
                 let strtab = match raw.get(sh.link as usize) {
@@ -266,12 +283,9 @@ impl Elf {
                         global: matches!(info >> 4, 1 | 2),
                         dynamic: want == SHT_DYNSYM,
                     };
-                    if want == SHT_SYMTAB
-                        && elf
-                            .symbols
-                            .iter()
-                            .any(|s| s.dynamic && s.name == sym.name && s.value == sym.value)
-                    {
+                    if want == SHT_DYNSYM {
+                        exported.insert((sym.name.clone(), sym.value));
+                    } else if exported.contains(&(sym.name.clone(), sym.value)) {
                         continue;
                     }
                     elf.symbols.push(sym);
@@ -352,15 +366,13 @@ mod tests {
     }
 
     #[test]
-    fn parses_own_test_binary() {
+    fn parses_own_test_binary_headers() {
         let exe = std::fs::read("/proc/self/exe").unwrap();
-        let e = Elf::parse(&exe).unwrap();
+        let e = Elf::parse_headers(&exe).unwrap();
         assert!(e.class64);
         assert_eq!(e.machine, EM_X86_64);
         assert!(!e.is_static());
-        assert!(!e.symbols.is_empty());
-        let main = e.lookup("main").expect("main symbol");
-        assert_eq!(main.sym_type, SymType::Func);
+        assert!(e.symbols.is_empty());
     }
 
     #[test]
@@ -372,6 +384,10 @@ mod tests {
         assert_eq!(e.e_type, ET_DYN);
         let s = e.lookup("dlopen").or_else(|| e.lookup("malloc")).unwrap();
         assert_eq!(s.sym_type, SymType::Func);
-        assert!(s.size > 0);
+        assert!(s.size > 0 && s.global && s.dynamic);
+        let errno = e.lookup("errno");
+        assert!(errno.is_none_or(|s| s.sym_type == SymType::Tls));
+        assert!(!e.is_static());
+        assert!(e.first_load_vaddr() == 0);
     }
 }

@@ -54,6 +54,10 @@ pub struct StopStats {
     /// Time every thread was stopped in the successful attempt (first interrupt to last
     /// detach), microseconds.
     pub stop_us: u64,
+    /// Time the process was entirely frozen (last thread stopped to first thread resumed),
+    /// microseconds. The rest of `stop_us` is spent waiting for threads to reach their
+    /// stop, which on a busy host is mostly scheduler latency.
+    pub frozen_us: u64,
     /// Attempts needed (1 = no thread was in the way).
     pub attempts: u32,
     pub threads: usize,
@@ -155,6 +159,7 @@ fn stop_and_write(
             mem.write(s.addr, &s.bytes)?;
         }
         let threads = stopped.threads.len();
+        let frozen_us = stopped.stopped_at.elapsed().as_micros() as u64;
         stopped.resume();
         let stop_us = t0.elapsed().as_micros() as u64;
         // Read back after resuming (not part of the stop window).
@@ -170,6 +175,7 @@ fn stop_and_write(
             originals,
             StopStats {
                 stop_us,
+                frozen_us,
                 attempts: attempt,
                 threads,
             },

@@ -110,7 +110,7 @@ pub fn check_target(pid: i32) -> Result<(), HotpatchError> {
             if class64 { "ELF64" } else { "ELF32" }
         )));
     }
-    let e = Elf::parse(&bytes).map_err(|e| unsupported(e.0))?;
+    let e = Elf::parse_headers(&bytes).map_err(|e| unsupported(e.0))?;
     if e.is_static() {
         return Err(unsupported(
             "it is statically linked (no PT_INTERP): there is no dynamic loader to load a patch library with".into(),
@@ -282,7 +282,10 @@ mod tests {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(objs.list()[0].path, exe.to_string_lossy());
         // A libc function resolves to the address our own process uses for it.
-        let r = objs.find("getpid", None, &|_| false).unwrap().unwrap();
+        let r = objs
+            .find("getpid", Some("libc"), &|_| false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.sym_type, SymType::Func);
         assert!(r.object.contains("libc") && r.addr > 0, "{r:?}");
         assert!(objs

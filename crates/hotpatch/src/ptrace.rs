@@ -99,10 +99,10 @@ pub fn wait(tid: i32, nohang: bool) -> io::Result<Status> {
     }
 }
 
-/// Waits for a stop (or exit) of `tid` until `deadline`. Spins briefly first, since stops
-/// usually arrive within microseconds and every microsecond here is target downtime.
+/// Waits for a stop (or exit) of `tid` until `deadline`, polling with short sleeps: a
+/// busy-wait here would steal the very CPU the target's threads need to reach their stop.
 pub fn wait_until(tid: i32, deadline: Instant) -> io::Result<Option<Status>> {
-    let mut spins = 0u32;
+    set_fine_timer_slack();
     loop {
         match wait(tid, true)? {
             Status::Running => {}
@@ -111,12 +111,15 @@ pub fn wait_until(tid: i32, deadline: Instant) -> io::Result<Option<Status>> {
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        spins += 1;
-        if spins < 200 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        std::thread::sleep(Duration::from_micros(10));
+    }
+}
+
+/// Lets our short sleeps be short (the default 50 µs timer slack would dominate them).
+fn set_fine_timer_slack() {
+    // SAFETY: prctl(PR_SET_TIMERSLACK) takes integer arguments and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
     }
 }
 
@@ -252,6 +255,7 @@ pub fn thread_ids(pid: i32) -> Result<Vec<i32>, HotpatchError> {
 pub struct AllStopped {
     pub pid: i32,
     pub threads: Vec<Stopped>,
+    /// When the last thread reached its stop (the process is fully frozen from then on).
     pub stopped_at: Instant,
 }
 
@@ -316,6 +320,7 @@ impl AllStopped {
         if all.threads.is_empty() {
             return Err(HotpatchError::ProcessNotFound { pid });
         }
+        all.stopped_at = Instant::now();
         Ok(all)
     }
 
