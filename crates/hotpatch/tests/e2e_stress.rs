@@ -11,9 +11,9 @@ use yunhan_hotpatch::{ApplyOptions, RevertOptions};
 
 const CYCLES: usize = 100;
 /// Spinning threads (default 4: twice the cores of the CI machine, so threads compete for
-/// CPU); `HOTPATCH_STRESS_workers` overrides it for benchmarks.
+/// CPU); `HOTPATCH_STRESS_WORKERS` overrides it for benchmarks.
 fn workers() -> u32 {
-    std::env::var("HOTPATCH_STRESS_workers")
+    std::env::var("HOTPATCH_STRESS_WORKERS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4)
