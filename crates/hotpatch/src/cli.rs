@@ -21,8 +21,8 @@ pub enum OutputFormat {
 pub enum HotpatchCommand {
     /// Load a patch library into a running process and redirect old functions to new ones.
     ///
-    /// The library is loaded with the target's own dlopen, then every thread is stopped for
-    /// well under a millisecond while the entry of each old function is overwritten with a
+    /// The library is loaded with the target's own dlopen, then every thread is stopped briefly
+    /// (the stop time is printed) while the entry of each old function is overwritten with a
     /// jump to its replacement. Which function replaces which comes from --map, else from a
     /// `.yunhan_hotpatch` section in the library (`old=new` lines), else from the naming
     /// convention NAME_vN → NAME. Nothing is changed if any check fails.
