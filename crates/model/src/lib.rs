@@ -19,7 +19,7 @@ pub use infra::{
     VolumeStatus,
 };
 pub use meta::{
-    new_id, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta, Resource,
-    Scope, UpdateRequest,
+    new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
+    Resource, Scope, UpdateRequest,
 };
 pub use quota::{Quota, Usage};

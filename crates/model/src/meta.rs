@@ -107,6 +107,15 @@ pub struct UpdateRequest<S> {
     pub spec: S,
 }
 
+/// The current time as stored in documents: RFC 3339 UTC, whole seconds.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A new random id with the kind's prefix: `ins-` + 16 hex digits (64 bits).
 pub fn new_id(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();

@@ -11,6 +11,7 @@ mod etcd;
 mod local;
 mod mem;
 pub mod objects;
+pub mod reconcile;
 
 pub use api::{
     prefix_end, Compare, Event, EventKind, KeyValue, LeaseId, Op, RangePage, Store, StoreError,

@@ -1,0 +1,128 @@
+//! First start: the admin project, user and key, and the default flavors.
+
+use yunhan_model::{
+    new_id, ApiKey, ApiKeySpec, ApiKeyStatus, Flavor, FlavorSpec, Metadata, Project, ProjectSpec,
+    Resource, Role, User, UserSpec,
+};
+use yunhan_store::objects::{ObjectError, Objects};
+
+use crate::auth::{mint_token, store_secret};
+use crate::handlers::now;
+
+/// Flavors every cloud starts with: (name, vCPUs, memory MiB, disk GiB).
+pub const DEFAULT_FLAVORS: [(&str, u32, u64, u64); 4] = [
+    ("tiny", 1, 256, 1),
+    ("small", 1, 512, 5),
+    ("medium", 2, 2048, 20),
+    ("large", 4, 8192, 40),
+];
+
+/// What a first start created.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub admin_token: String,
+    pub project_id: String,
+}
+
+fn meta(prefix: &str, name: &str, project: Option<String>) -> Metadata {
+    Metadata {
+        id: new_id(prefix),
+        name: name.to_string(),
+        project,
+        labels: Default::default(),
+        created: now(),
+        revision: 0,
+        deleting: None,
+    }
+}
+
+async fn ensure<K: yunhan_model::Kind>(
+    objects: &Objects,
+    doc: Resource<K::Spec, K::Status>,
+) -> Result<Option<Resource<K::Spec, K::Status>>, ObjectError> {
+    match objects.create::<K>(doc).await {
+        Ok(d) => Ok(Some(d)),
+        Err(ObjectError::AlreadyExists { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the admin identity on an empty store. Returns `None` when an admin
+/// already exists (a later start, or another server won the race): creation
+/// is a compare-and-swap on the name index, so exactly one server bootstraps.
+pub async fn bootstrap(objects: &Objects) -> Result<Option<Bootstrap>, ObjectError> {
+    for (name, vcpus, memory_mib, disk_gib) in DEFAULT_FLAVORS {
+        ensure::<Flavor>(
+            objects,
+            Resource {
+                metadata: meta("flv", name, None),
+                spec: FlavorSpec {
+                    vcpus,
+                    memory_mib,
+                    disk_gib,
+                    gpus: 0,
+                },
+                status: Default::default(),
+            },
+        )
+        .await?;
+    }
+    let project = match ensure::<Project>(
+        objects,
+        Resource {
+            metadata: meta("prj", "admin", None),
+            spec: ProjectSpec {
+                description: "The platform operators' project".into(),
+                quota: Default::default(),
+            },
+            status: Default::default(),
+        },
+    )
+    .await?
+    {
+        Some(p) => p,
+        None => objects
+            .get_by_name::<Project>(yunhan_store::objects::GLOBAL_SCOPE, "admin")
+            .await?
+            .ok_or_else(|| ObjectError::ProjectNotFound("admin".into()))?,
+    };
+    let Some(user) = ensure::<User>(
+        objects,
+        Resource {
+            metadata: meta("usr", "admin", None),
+            spec: UserSpec {
+                project: project.metadata.id.clone(),
+                role: Role::Admin,
+            },
+            status: Default::default(),
+        },
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let key_id = new_id("key");
+    let (token, hash) = mint_token(&key_id);
+    store_secret(objects, &key_id, hash)
+        .await
+        .map_err(|_| ObjectError::Conflict(0))?;
+    let mut m = meta("key", "bootstrap", Some(project.metadata.id.clone()));
+    m.id = key_id;
+    objects
+        .create::<ApiKey>(Resource {
+            metadata: m,
+            spec: ApiKeySpec {
+                user: Some(user.metadata.id.clone()),
+            },
+            status: ApiKeyStatus {
+                prefix: token.chars().take(12).collect(),
+                role: Some(Role::Admin),
+                user: user.metadata.id,
+            },
+        })
+        .await?;
+    Ok(Some(Bootstrap {
+        admin_token: token,
+        project_id: project.metadata.id,
+    }))
+}

@@ -1,0 +1,479 @@
+//! Routes and the generic CRUD handlers every resource kind shares.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use yunhan_model::{
+    new_id, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
+    CreateRequest, ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, Project, Resource,
+    Role, Scope, UpdateRequest, User, Volume,
+};
+use yunhan_store::objects::{object_prefix, Doc, GLOBAL_SCOPE};
+
+use crate::auth::{mint_token, store_secret, Principal};
+use crate::error::{HttpError, Result};
+use crate::extract::{JsonBody, QueryParams};
+use crate::hooks::{lookup, Deleted, Hooks};
+use crate::Shared;
+
+pub use yunhan_model::now;
+
+/// One page of a list.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListResponse<T> {
+    pub items: Vec<T>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Items per page, 1–1000 (default 100).
+    limit: Option<usize>,
+    page_token: Option<String>,
+    /// Admins: only this project's objects (id or name).
+    project: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectQuery {
+    /// Admins: resolve names in this project (id or name).
+    project: Option<String>,
+}
+
+/// Response of `POST /v1/api-keys`: the token is shown this once.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedApiKey {
+    pub api_key: Resource<ApiKeySpec, ApiKeyStatus>,
+    /// The bearer token. It is not stored and cannot be shown again.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhoAmI {
+    pub user: String,
+    pub project: String,
+    pub role: Role,
+}
+
+fn forbidden(what: &str) -> HttpError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!("{what} needs the platform-admin role"),
+    )
+    .into()
+}
+
+fn not_found<K: Kind>(what: &str) -> HttpError {
+    ApiError::not_found(K::KIND, what).into()
+}
+
+/// May `p` read `doc`? (Objects of other projects do not exist for members.)
+fn visible<K: Hooks>(p: &Principal, doc: &Doc<K>) -> bool {
+    p.is_admin()
+        || (!K::ADMIN_READ && (K::owner(doc) == Some(p.project.as_str()) || K::public(doc)))
+}
+
+/// May `p` change `doc` (given it is visible)?
+fn writable<K: Hooks>(p: &Principal, doc: &Doc<K>) -> bool {
+    p.is_admin() || (!K::ADMIN_WRITE && K::owner(doc) == Some(p.project.as_str()))
+}
+
+/// The project an admin named (id or name), or the caller's own.
+async fn resolve_project(s: &Shared, p: &Principal, named: Option<&str>) -> Result<String> {
+    let Some(named) = named else {
+        return Ok(p.project.clone());
+    };
+    let found = lookup::<Project>(s, GLOBAL_SCOPE, named).await?;
+    match found {
+        Some(proj) if p.is_admin() || proj.metadata.id == p.project => Ok(proj.metadata.id),
+        _ => Err(not_found::<Project>(named)),
+    }
+}
+
+/// The scope names are resolved in for kind `K`.
+async fn name_scope<K: Kind>(s: &Shared, p: &Principal, project: Option<&str>) -> Result<String> {
+    match K::SCOPE {
+        Scope::Global => Ok(GLOBAL_SCOPE.to_string()),
+        Scope::Project => resolve_project(s, p, project).await,
+    }
+}
+
+async fn find<K: Hooks>(
+    s: &Shared,
+    p: &Principal,
+    id: &str,
+    project: Option<&str>,
+) -> Result<Doc<K>> {
+    if K::ADMIN_READ && !p.is_admin() {
+        return Err(forbidden(&format!("reading {}", K::PLURAL)));
+    }
+    let scope = name_scope::<K>(s, p, project).await?;
+    match lookup::<K>(s, &scope, id).await? {
+        Some(doc) if visible::<K>(p, &doc) => Ok(doc),
+        _ => Err(not_found::<K>(id)),
+    }
+}
+
+async fn list<K: Hooks>(
+    State(s): State<Shared>,
+    p: Principal,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Json<ListResponse<Doc<K>>>> {
+    if K::ADMIN_READ && !p.is_admin() {
+        return Err(forbidden(&format!("listing {}", K::PLURAL)));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "limit must be 1–1000").into());
+    }
+    let prefix = object_prefix::<K>(None);
+    let after = match &q.page_token {
+        None => None,
+        Some(t) => {
+            let key = hex::decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|k| k.starts_with(&prefix))
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "page_token",
+                        "the page token is not valid; start again without it",
+                    )
+                })?;
+            Some(key)
+        }
+    };
+    let scope = match K::SCOPE {
+        Scope::Global => Some(GLOBAL_SCOPE.to_string()),
+        Scope::Project if p.is_admin() => match q.project.as_deref() {
+            Some(named) => Some(resolve_project(&s, &p, Some(named)).await?),
+            None => None,
+        },
+        // Members see their project (and, for kinds with public objects, those too).
+        Scope::Project if K::HAS_PUBLIC => None,
+        Scope::Project => Some(p.project.clone()),
+    };
+    let (docs, next) = s
+        .objects
+        .list::<K>(scope.as_deref(), after.as_deref(), limit)
+        .await?;
+    Ok(Json(ListResponse {
+        items: docs.into_iter().filter(|d| visible::<K>(&p, d)).collect(),
+        next_page_token: next.map(hex::encode),
+    }))
+}
+
+async fn show<K: Hooks>(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ObjectQuery>,
+) -> Result<Json<Doc<K>>> {
+    Ok(Json(find::<K>(&s, &p, &id, q.project.as_deref()).await?))
+}
+
+async fn create<K: Hooks>(
+    State(s): State<Shared>,
+    p: Principal,
+    JsonBody(req): JsonBody<CreateRequest<K::Spec>>,
+) -> Result<Response> {
+    if K::ADMIN_WRITE && !p.is_admin() {
+        return Err(forbidden(&format!("creating {}", K::PLURAL)));
+    }
+    validate_name("metadata.name", &req.metadata.name)?;
+    validate_labels(&req.metadata.labels)?;
+    K::validate(&req.spec)?;
+    let project = match K::SCOPE {
+        Scope::Project => Some(resolve_project(&s, &p, req.metadata.project.as_deref()).await?),
+        Scope::Global if req.metadata.project.is_some() => {
+            return Err(ApiError::invalid_field(
+                "metadata.project",
+                format!("{} are platform-wide and belong to no project", K::PLURAL),
+            )
+            .into())
+        }
+        Scope::Global => None,
+    };
+    let mut doc: Doc<K> = Resource {
+        metadata: Metadata {
+            id: new_id(K::ID_PREFIX),
+            name: req.metadata.name,
+            project,
+            labels: req.metadata.labels,
+            created: now(),
+            revision: 0,
+            deleting: None,
+        },
+        spec: req.spec,
+        status: Default::default(),
+    };
+    K::prepare_create(&s, &p, &mut doc).await?;
+    let doc = s.objects.create::<K>(doc).await?;
+    let id = doc.metadata.id.clone();
+    Ok(created(K::PLURAL, &id, Json(doc)))
+}
+
+fn created(plural: &str, id: &str, body: impl IntoResponse) -> Response {
+    let mut resp = (StatusCode::CREATED, body).into_response();
+    if let Ok(v) = format!("/v1/{plural}/{id}").parse() {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+async fn update<K: Hooks>(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ObjectQuery>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<UpdateRequest<K::Spec>>,
+) -> Result<Json<Doc<K>>> {
+    if K::ADMIN_WRITE && !p.is_admin() {
+        return Err(forbidden(&format!("changing {}", K::PLURAL)));
+    }
+    let old = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    if !writable::<K>(&p, &old) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this {} belongs to another project; it can be read but not changed",
+                K::KIND
+            ),
+        )
+        .into());
+    }
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
+    if let Some(want) = req.revision.or(if_match) {
+        if want != old.metadata.revision {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the object is at revision {}, not {want}; read it again and retry",
+                    old.metadata.revision
+                ),
+            )
+            .into());
+        }
+    }
+    K::validate(&req.spec)?;
+    let mut new = old.clone();
+    new.spec = req.spec;
+    if let Some(labels) = req.labels {
+        validate_labels(&labels)?;
+        new.metadata.labels = labels;
+    }
+    K::check_update(&old, &new)?;
+    Ok(Json(s.objects.update::<K>(&new).await?))
+}
+
+async fn remove<K: Hooks>(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ObjectQuery>,
+) -> Result<Response> {
+    if K::ADMIN_WRITE && !p.is_admin() {
+        return Err(forbidden(&format!("deleting {}", K::PLURAL)));
+    }
+    let doc = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    if !writable::<K>(&p, &doc) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this {} belongs to another project", K::KIND),
+        )
+        .into());
+    }
+    Ok(match K::delete(&s, doc).await? {
+        Deleted::Now => StatusCode::NO_CONTENT.into_response(),
+        Deleted::Pending(doc) => (StatusCode::ACCEPTED, Json(*doc)).into_response(),
+    })
+}
+
+async fn create_key(
+    State(s): State<Shared>,
+    p: Principal,
+    JsonBody(req): JsonBody<CreateRequest<ApiKeySpec>>,
+) -> Result<Response> {
+    validate_name("metadata.name", &req.metadata.name)?;
+    validate_labels(&req.metadata.labels)?;
+    if req.metadata.project.is_some() {
+        return Err(ApiError::invalid_field(
+            "metadata.project",
+            "a key belongs to its user's project; omit metadata.project",
+        )
+        .into());
+    }
+    let user = match req.spec.user.as_deref() {
+        None => p.user.clone(),
+        Some(u) if !p.is_admin() && u != p.user => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "members may only create keys for themselves",
+            )
+            .into())
+        }
+        Some(u) => u.to_string(),
+    };
+    let user = lookup::<User>(&s, GLOBAL_SCOPE, &user)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field("spec.user", format!("user {user:?} does not exist"))
+        })?;
+    let id = new_id(ApiKey::ID_PREFIX);
+    let (token, hash) = mint_token(&id);
+    let doc = Resource {
+        metadata: Metadata {
+            id: id.clone(),
+            name: req.metadata.name,
+            project: Some(user.spec.project.clone()),
+            labels: req.metadata.labels,
+            created: now(),
+            revision: 0,
+            deleting: None,
+        },
+        spec: ApiKeySpec {
+            user: Some(user.metadata.id.clone()),
+        },
+        status: ApiKeyStatus {
+            prefix: token.chars().take(12).collect(),
+            role: Some(user.spec.role),
+            user: user.metadata.id,
+        },
+    };
+    store_secret(&s.objects, &id, hash).await?;
+    let doc = s.objects.create::<ApiKey>(doc).await?;
+    Ok(created(
+        ApiKey::PLURAL,
+        &id,
+        Json(CreatedApiKey {
+            api_key: doc,
+            token,
+        }),
+    ))
+}
+
+async fn whoami(p: Principal) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: p.user,
+        project: p.project,
+        role: p.role,
+    })
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    match s.objects.store().current_revision().await {
+        Ok(rev) => Json(serde_json::json!({"status": "ok", "revision": rev})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let rev = s
+        .objects
+        .store()
+        .current_revision()
+        .await
+        .map_or(-1.0, |r| r as f64);
+    let body = s.metrics.render(&[(
+        "yunhan_store_revision",
+        "The store's current revision.",
+        rev,
+    )]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| crate::openapi::openapi_document().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
+}
+
+async fn unmatched() -> HttpError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; GET /v1/openapi.json lists them",
+    )
+    .into()
+}
+
+async fn method_not_allowed() -> HttpError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this path",
+    )
+    .into()
+}
+
+async fn track(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    s.metrics
+        .observe(&method, &route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// `GET/POST /v1/<plural>` and `GET/PUT/DELETE /v1/<plural>/{id}`.
+fn crud<K: Hooks>(router: Router<Shared>) -> Router<Shared> {
+    router
+        .route(
+            &format!("/v1/{}", K::PLURAL),
+            get(list::<K>).post(create::<K>),
+        )
+        .route(
+            &format!("/v1/{}/{{id}}", K::PLURAL),
+            get(show::<K>).put(update::<K>).delete(remove::<K>),
+        )
+}
+
+pub fn routes(state: Shared, body_limit: usize) -> Router {
+    let mut r = Router::new();
+    r = crud::<Project>(r);
+    r = crud::<User>(r);
+    r = crud::<Host>(r);
+    r = crud::<Flavor>(r);
+    r = crud::<Image>(r);
+    r = crud::<Instance>(r);
+    r = crud::<Volume>(r);
+    r = r
+        .route("/v1/api-keys", get(list::<ApiKey>).post(create_key))
+        .route(
+            "/v1/api-keys/{id}",
+            get(show::<ApiKey>).delete(remove::<ApiKey>),
+        )
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
+    r.fallback(unmatched)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}

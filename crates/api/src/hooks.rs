@@ -1,0 +1,258 @@
+//! Per-kind rules layered on the generic CRUD handlers: reference checks on
+//! create, what may change on update, visibility and how deletion proceeds.
+
+use async_trait::async_trait;
+use yunhan_model::{
+    ApiError, ApiKey, ErrorCode, Flavor, Host, Image, Instance, InstancePhase, Kind, Project,
+    Scope, User, Volume,
+};
+use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
+use yunhan_store::StoreExt;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::AppState;
+
+pub enum Deleted<K: Kind> {
+    /// Gone now (204).
+    Now,
+    /// Marked for deletion; a controller or agent finishes it (202).
+    Pending(Box<Doc<K>>),
+}
+
+#[async_trait]
+pub trait Hooks: Kind + Sized {
+    /// Resolves references and fills creation-time status before the write.
+    async fn prepare_create(_s: &AppState, _p: &Principal, _doc: &mut Doc<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Refuses changes an update may not make.
+    fn check_update(_old: &Doc<Self>, _new: &Doc<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The project an object is owned by, for scoping (None: platform-wide).
+    fn owner(doc: &Doc<Self>) -> Option<&str> {
+        doc.metadata.project.as_deref()
+    }
+
+    /// Some objects of other projects are public (list must look beyond the
+    /// caller's project).
+    const HAS_PUBLIC: bool = false;
+
+    /// Readable by members of every project (e.g. public images).
+    fn public(_doc: &Doc<Self>) -> bool {
+        Self::SCOPE == Scope::Global
+    }
+
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}
+
+fn conflict(msg: String) -> crate::HttpError {
+    ApiError::new(ErrorCode::Conflict, msg).into()
+}
+
+#[async_trait]
+impl Hooks for Project {
+    fn owner(doc: &Doc<Self>) -> Option<&str> {
+        Some(&doc.metadata.id)
+    }
+    fn public(_doc: &Doc<Self>) -> bool {
+        false
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        if !doc.status.usage.is_zero() {
+            return Err(conflict(format!(
+                "project {:?} still holds resources ({:?}); delete them first",
+                doc.metadata.name, doc.status.usage
+            )));
+        }
+        let users = s.objects.list_all::<User>(Some(GLOBAL_SCOPE)).await?;
+        if let Some(u) = users.iter().find(|u| u.spec.project == doc.metadata.id) {
+            return Err(conflict(format!(
+                "project {:?} still has users (e.g. {:?}); delete them first",
+                doc.metadata.name, u.metadata.name
+            )));
+        }
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}
+
+#[async_trait]
+impl Hooks for User {
+    async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        if s.objects.get::<Project>(&doc.spec.project).await?.is_none() {
+            return Err(ApiError::invalid_field(
+                "spec.project",
+                format!("project {:?} does not exist", doc.spec.project),
+            )
+            .into());
+        }
+        Ok(())
+    }
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.project != new.spec.project {
+            return Err(
+                ApiError::invalid_field("spec.project", "a user's project cannot change").into(),
+            );
+        }
+        Ok(())
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        // The user's keys go with the user.
+        for key in s
+            .objects
+            .list_all::<ApiKey>(Some(&doc.spec.project))
+            .await?
+        {
+            if key.status.user == doc.metadata.id {
+                <ApiKey as Hooks>::delete(s, key).await?;
+            }
+        }
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}
+
+#[async_trait]
+impl Hooks for ApiKey {
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        s.objects.delete::<Self>(&doc).await?;
+        s.objects
+            .store()
+            .delete(&format!("/yunhan/secrets/api-keys/{}", doc.metadata.id))
+            .await?;
+        s.auth.forget_key(&doc.metadata.id);
+        Ok(Deleted::Now)
+    }
+}
+
+#[async_trait]
+impl Hooks for Host {}
+
+#[async_trait]
+impl Hooks for Flavor {}
+
+#[async_trait]
+impl Hooks for Volume {}
+
+#[async_trait]
+impl Hooks for Image {
+    const HAS_PUBLIC: bool = true;
+    async fn prepare_create(_s: &AppState, p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        if doc.spec.public && !p.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only platform admins may publish public images",
+            )
+            .into());
+        }
+        doc.status.phase = "Active".into();
+        Ok(())
+    }
+    fn check_update(_old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if new.spec.public && new.metadata.project.as_deref() != _old.metadata.project.as_deref() {
+            return Err(conflict("an image's project cannot change".into()));
+        }
+        Ok(())
+    }
+    fn public(doc: &Doc<Self>) -> bool {
+        doc.spec.public
+    }
+}
+
+/// Finds an object by id, or by name in `scope`.
+pub async fn lookup<K: Kind>(
+    s: &AppState,
+    scope: &str,
+    id_or_name: &str,
+) -> Result<Option<Doc<K>>> {
+    if looks_like_id::<K>(id_or_name) {
+        return Ok(s.objects.get::<K>(id_or_name).await?);
+    }
+    Ok(s.objects.get_by_name::<K>(scope, id_or_name).await?)
+}
+
+pub fn looks_like_id<K: Kind>(s: &str) -> bool {
+    s.strip_prefix(K::ID_PREFIX)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[async_trait]
+impl Hooks for Instance {
+    async fn prepare_create(s: &AppState, p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        let flavor = lookup::<Flavor>(s, GLOBAL_SCOPE, &doc.spec.flavor)
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "spec.flavor",
+                    format!(
+                        "flavor {:?} does not exist; 'yunhan flavor list' shows the flavors",
+                        doc.spec.flavor
+                    ),
+                )
+            })?;
+        let project = doc
+            .metadata
+            .project
+            .clone()
+            .unwrap_or_else(|| p.project.clone());
+        let image = lookup::<Image>(s, &project, &doc.spec.image).await?;
+        let image = match image {
+            Some(i) => Some(i),
+            None => find_public_image(s, &doc.spec.image).await?,
+        };
+        let image =
+            image.filter(|i| i.spec.public || i.metadata.project.as_deref() == Some(&project));
+        if image.is_none() {
+            return Err(ApiError::invalid_field(
+                "spec.image",
+                format!(
+                    "image {:?} does not exist; 'yunhan image list' shows the images",
+                    doc.spec.image
+                ),
+            )
+            .into());
+        }
+        doc.status.vcpus = flavor.spec.vcpus;
+        doc.status.memory_mib = flavor.spec.memory_mib;
+        doc.status.disk_gib = flavor.spec.disk_gib;
+        doc.status.phase = InstancePhase::Pending;
+        Ok(())
+    }
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.flavor != new.spec.flavor || old.spec.image != new.spec.image {
+            return Err(conflict(
+                "an instance's flavor and image cannot change".into(),
+            ));
+        }
+        Ok(())
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        if doc.status.host.is_none() {
+            s.objects.delete::<Self>(&doc).await?;
+            return Ok(Deleted::Now);
+        }
+        // Bound to a host: its agent tears the VM down and removes the object.
+        let mut doc = doc;
+        if doc.metadata.deleting.is_none() {
+            doc.metadata.deleting = Some(crate::handlers::now());
+            doc = s.objects.update::<Self>(&doc).await?;
+        }
+        Ok(Deleted::Pending(Box::new(doc)))
+    }
+}
+
+async fn find_public_image(s: &AppState, name: &str) -> Result<Option<Doc<Image>>> {
+    Ok(s.objects
+        .list_all::<Image>(None)
+        .await?
+        .into_iter()
+        .find(|i| i.spec.public && i.metadata.name == name))
+}

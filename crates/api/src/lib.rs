@@ -1,0 +1,86 @@
+//! The REST API: versioned resources under `/v1`, each a `metadata`/`spec`/
+//! `status` document. Handlers validate and write `spec` only; controllers and
+//! agents write `status`. Every lookup is scoped to the caller's project.
+
+mod auth;
+mod bootstrap;
+mod error;
+mod extract;
+mod handlers;
+mod hooks;
+mod metrics;
+mod openapi;
+mod ratelimit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use yunhan_store::{objects::Objects, Store};
+
+pub use auth::{Principal, TOKEN_PREFIX};
+pub use bootstrap::{bootstrap, Bootstrap, DEFAULT_FLAVORS};
+pub use error::HttpError;
+pub use openapi::openapi_document;
+
+/// Tunables of the API server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Sustained requests per second allowed per API key.
+    pub rate_per_sec: f64,
+    /// Requests a key may burst above the sustained rate.
+    pub burst: f64,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a verified token is remembered (argon2 is deliberately slow).
+    pub token_cache_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            rate_per_sec: 200.0,
+            burst: 400.0,
+            body_limit: 1024 * 1024,
+            token_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) struct AppState {
+    pub objects: Objects,
+    pub auth: auth::Authenticator,
+    pub limiter: ratelimit::RateLimiter,
+    pub metrics: metrics::Metrics,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// The API's router, ready to serve.
+pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
+    let objects = Objects::new(store);
+    let state = Arc::new(AppState {
+        auth: auth::Authenticator::new(objects.clone(), config.token_cache_ttl),
+        objects,
+        limiter: ratelimit::RateLimiter::new(config.rate_per_sec, config.burst),
+        metrics: metrics::Metrics::default(),
+    });
+    handlers::routes(state, config.body_limit)
+}
+
+/// Serves the API on `addr` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(store, config);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

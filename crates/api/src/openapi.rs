@@ -1,0 +1,236 @@
+//! The OpenAPI 3.0 document, generated from the same types the handlers use
+//! (schemars), so the contract cannot drift from the code.
+
+use schemars::gen::{SchemaGenerator, SchemaSettings};
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+use yunhan_model::{
+    ApiError, ApiKey, ApiKeySpec, CreateRequest, Flavor, Host, Image, Instance, Kind, Project,
+    UpdateRequest, User, Volume,
+};
+use yunhan_store::objects::Doc;
+
+use crate::handlers::{CreatedApiKey, ListResponse, WhoAmI};
+
+struct Builder {
+    gen: SchemaGenerator,
+    paths: Map<String, Value>,
+}
+
+fn error_responses(codes: &[u16]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in codes {
+        let desc = match c {
+            400 => "invalid request (codes: malformed_json, invalid_request, invalid_field)",
+            401 => "missing or invalid token (unauthenticated)",
+            403 => "needs the admin role (forbidden) or over quota (quota_exceeded)",
+            404 => "no such object in the caller's scope (not_found)",
+            409 => "name taken (already_exists) or changed meanwhile (conflict)",
+            413 => "body too large (payload_too_large)",
+            415 => "body is not JSON (unsupported_media_type)",
+            429 => "rate limited (rate_limited); see Retry-After",
+            _ => "store unavailable (unavailable)",
+        };
+        let mut resp = json!({
+            "description": desc,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}
+        });
+        if *c == 429 {
+            resp["headers"] = json!({"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}});
+        }
+        m.insert(c.to_string(), resp);
+    }
+    m
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn json_response(desc: &str, schema: Value) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": schema}}})
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true,
+           "description": "the object's id, or its name in the caller's project",
+           "schema": {"type": "string", "minLength": 1}})
+}
+
+fn project_param() -> Value {
+    json!({"name": "project", "in": "query", "required": false,
+           "description": "admins: the project (id or name) to look in",
+           "schema": {"type": "string", "minLength": 1}})
+}
+
+impl Builder {
+    fn schema<T: JsonSchema>(&mut self) -> Value {
+        serde_json::to_value(self.gen.subschema_for::<T>()).unwrap_or(Value::Null)
+    }
+
+    fn op(&mut self, path: &str, method: &str, op: Value) {
+        let entry = self
+            .paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[method] = op;
+    }
+
+    fn kind<K: Kind>(&mut self, create: bool, update: bool) {
+        let doc = self.schema::<Doc<K>>();
+        let list = self.schema::<ListResponse<Doc<K>>>();
+        let p = K::PLURAL;
+        let collection = format!("/v1/{p}");
+        let item = format!("/v1/{p}/{{id}}");
+        let mut responses = error_responses(&[400, 401, 403, 404, 429, 503]);
+        responses.insert("200".into(), json_response("one page of objects", list));
+        self.op(
+            &collection,
+            "get",
+            json!({
+                "operationId": format!("list_{p}").replace('-', "_"),
+                "summary": format!("List {p} visible to the caller"),
+                "tags": [K::KIND],
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": false,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "page_token", "in": "query", "required": false,
+                     "schema": {"type": "string"}},
+                    project_param(),
+                ],
+                "responses": responses,
+            }),
+        );
+        if create {
+            let body = self.schema::<CreateRequest<K::Spec>>();
+            let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 415, 429, 503]);
+            responses.insert("201".into(), json_response("created", doc.clone()));
+            self.op(
+                &collection,
+                "post",
+                json!({
+                    "operationId": format!("create_{p}").replace('-', "_"),
+                    "summary": format!("Create a {}", K::KIND),
+                    "tags": [K::KIND],
+                    "requestBody": json_body(body),
+                    "responses": responses,
+                }),
+            );
+        }
+        let mut responses = error_responses(&[400, 401, 403, 404, 429, 503]);
+        responses.insert("200".into(), json_response("the object", doc.clone()));
+        self.op(
+            &item,
+            "get",
+            json!({
+                "operationId": format!("get_{p}").replace('-', "_"),
+                "summary": format!("Show a {}", K::KIND),
+                "tags": [K::KIND],
+                "parameters": [id_param(), project_param()],
+                "responses": responses,
+            }),
+        );
+        if update {
+            let body = self.schema::<UpdateRequest<K::Spec>>();
+            let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 415, 429, 503]);
+            responses.insert(
+                "200".into(),
+                json_response("the updated object", doc.clone()),
+            );
+            self.op(&item, "put", json!({
+                "operationId": format!("update_{p}").replace('-', "_"),
+                "summary": format!("Replace a {}'s spec (compare-and-swap with `revision` or If-Match)", K::KIND),
+                "tags": [K::KIND],
+                "parameters": [id_param(), project_param(),
+                    {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
+                "requestBody": json_body(body),
+                "responses": responses,
+            }));
+        }
+        let mut responses = error_responses(&[400, 401, 403, 404, 409, 429, 503]);
+        responses.insert("204".into(), json!({"description": "deleted"}));
+        responses.insert("202".into(), json_response("deletion in progress", doc));
+        self.op(
+            &item,
+            "delete",
+            json!({
+                "operationId": format!("delete_{p}").replace('-', "_"),
+                "summary": format!("Delete a {}", K::KIND),
+                "tags": [K::KIND],
+                "parameters": [id_param(), project_param()],
+                "responses": responses,
+            }),
+        );
+    }
+}
+
+/// The whole OpenAPI 3.0.3 document served at `/v1/openapi.json`.
+pub fn openapi_document() -> Value {
+    let mut b = Builder {
+        gen: SchemaSettings::openapi3().into_generator(),
+        paths: Map::new(),
+    };
+    b.kind::<Project>(true, true);
+    b.kind::<User>(true, true);
+    b.kind::<Host>(true, true);
+    b.kind::<Flavor>(true, true);
+    b.kind::<Image>(true, true);
+    b.kind::<Instance>(true, true);
+    b.kind::<Volume>(true, true);
+    b.kind::<ApiKey>(false, false);
+
+    let key_body = b.schema::<CreateRequest<ApiKeySpec>>();
+    let created = b.schema::<CreatedApiKey>();
+    let mut responses = error_responses(&[400, 401, 403, 409, 413, 415, 429, 503]);
+    responses.insert(
+        "201".into(),
+        json_response("the key and its token (shown once)", created),
+    );
+    b.op(
+        "/v1/api-keys",
+        "post",
+        json!({
+            "operationId": "create_api_keys",
+            "summary": "Create an API key; the response holds the token, shown only this once",
+            "tags": ["ApiKey"],
+            "requestBody": json_body(key_body),
+            "responses": responses,
+        }),
+    );
+
+    let who = b.schema::<WhoAmI>();
+    let mut responses = error_responses(&[401, 429]);
+    responses.insert("200".into(), json_response("the caller", who));
+    b.op("/v1/whoami", "get", json!({"operationId": "whoami", "summary": "Who the token belongs to", "responses": responses}));
+
+    let _ = b.schema::<ApiError>();
+    let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
+    let mut public = Map::new();
+    public.insert("/healthz".into(), json!({"get": {"operationId": "healthz", "security": [],
+        "summary": "Liveness and store reachability",
+        "responses": {"200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "503": {"description": "store unavailable", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    public.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "security": [],
+        "summary": "Prometheus metrics",
+        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
+    public.insert("/v1/openapi.json".into(), json!({"get": {"operationId": "openapi", "security": [],
+        "summary": "This document",
+        "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    let mut paths = b.paths;
+    paths.extend(public);
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Yunhan API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Yunhan private cloud. Every resource is {metadata, spec, status}; errors are {code, message, details} with the stable codes in docs/errors.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
+        },
+    })
+}

@@ -1,0 +1,115 @@
+use std::time::Duration;
+
+use serde_json::Value;
+use yunhan_model::ApiError;
+
+/// A thin JSON client for the REST API.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}", .0.message)]
+    Api(ApiError, u16),
+    #[error("cannot reach the Yunhan API at {endpoint}: {why}.\nIs the server running? Start an all-in-one cloud with 'yunhan up', or point --endpoint / YUNHAN_ENDPOINT at your server.")]
+    Unreachable { endpoint: String, why: String },
+    #[error("unexpected response from the API ({status}): {body}")]
+    Protocol { status: u16, body: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+impl Client {
+    pub fn new(endpoint: &str, token: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("a client with only timeouts set always builds");
+        Client {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ClientError> {
+        let url = format!("{}{}", self.endpoint, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            why: root_cause(&e),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            why: root_cause(&e),
+        })?;
+        if (200..300).contains(&status) {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|_| ClientError::Protocol { status, body: text });
+        }
+        match serde_json::from_str::<ApiError>(&text) {
+            Ok(e) => Err(ClientError::Api(e, status)),
+            Err(_) => Err(ClientError::Protocol { status, body: text }),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        Ok(self
+            .request(reqwest::Method::GET, path, None)
+            .await?
+            .unwrap_or(Value::Null))
+    }
+
+    /// Every item of a list endpoint, following page tokens.
+    pub async fn list(&self, path: &str) -> Result<Vec<Value>, ClientError> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &token {
+                Some(t) => format!("{path}{sep}limit=1000&page_token={t}"),
+                None => format!("{path}{sep}limit=1000"),
+            };
+            let page = self.get(&url).await?;
+            if let Some(arr) = page["items"].as_array() {
+                items.extend(arr.iter().cloned());
+            }
+            match page["next_page_token"].as_str() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,816 @@
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientError};
+use crate::config::{default_path, ClientConfig};
+use crate::output::{print, text, Column, Format};
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// API endpoint, e.g. http://127.0.0.1:7070 [default: from the config file]
+    #[arg(long, env = "YUNHAN_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+    /// API token (yh_…) [default: from the config file]
+    #[arg(long, env = "YUNHAN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client config file [default: ~/.config/yunhan/config.toml]
+    #[arg(long, env = "YUNHAN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Output format: a table for people, JSON for scripts
+    #[arg(short = 'o', long, value_enum, default_value_t, global = true)]
+    pub output: Format,
+}
+
+/// `list`, `show`, `create`, `delete` for one resource kind.
+macro_rules! resource_command {
+    ($(#[$m:meta])* $name:ident, $create:ty) => {
+        $(#[$m])*
+        #[derive(Subcommand, Debug, Clone)]
+        pub enum $name {
+            /// List them (all pages)
+            #[command(alias = "ls")]
+            List,
+            /// Show one, by name or id
+            Show { name: String },
+            /// Create one
+            Create($create),
+            /// Delete one, by name or id
+            #[command(alias = "rm")]
+            Delete {
+                name: String,
+                /// Wait until it is completely gone
+                #[arg(long)]
+                wait: bool,
+            },
+        }
+    };
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProjectCreate {
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Quota: instances
+    #[arg(long, default_value_t = 20)]
+    pub instances: u64,
+    /// Quota: vCPUs
+    #[arg(long, default_value_t = 40)]
+    pub vcpus: u64,
+    /// Quota: memory in MiB
+    #[arg(long, default_value_t = 81920)]
+    pub memory_mib: u64,
+    /// Quota: volume GiB
+    #[arg(long, default_value_t = 2000)]
+    pub volume_gib: u64,
+    /// Quota: elastic IPs
+    #[arg(long, default_value_t = 10)]
+    pub elastic_ips: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UserCreate {
+    pub name: String,
+    /// The user's project (name or id)
+    #[arg(long)]
+    pub project: String,
+    /// Make the user a platform admin
+    #[arg(long)]
+    pub admin: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeyCreate {
+    pub name: String,
+    /// Create the key for this user (admins only; default: yourself)
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FlavorCreate {
+    pub name: String,
+    #[arg(long)]
+    pub vcpus: u32,
+    /// Memory in MiB
+    #[arg(long)]
+    pub memory_mib: u64,
+    /// Root disk in GiB
+    #[arg(long)]
+    pub disk_gib: u64,
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImageCreate {
+    pub name: String,
+    /// Visible to every project (admins only)
+    #[arg(long)]
+    pub public: bool,
+    #[arg(long, default_value = "")]
+    pub os: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VmCreate {
+    pub name: String,
+    /// Image name or id ('yunhan image list')
+    #[arg(long)]
+    pub image: String,
+    /// Flavor name or id ('yunhan flavor list')
+    #[arg(long)]
+    pub flavor: String,
+    /// Wait until the VM runs (or fails), showing progress
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VolumeCreate {
+    pub name: String,
+    /// Size, e.g. 10GiB, 1TiB (whole GiB)
+    #[arg(long, value_parser = parse_gib)]
+    pub size: u64,
+    #[arg(long)]
+    pub bootable: bool,
+}
+
+resource_command!(
+    /// Projects (tenants) and their quotas
+    ProjectCommand, ProjectCreate);
+resource_command!(
+    /// Users (admin)
+    UserCommand, UserCreate);
+resource_command!(
+    /// API keys: bearer tokens for the API and this CLI
+    KeyCommand, KeyCreate);
+resource_command!(
+    /// Flavors: instance sizes
+    FlavorCommand, FlavorCreate);
+resource_command!(
+    /// Images that VMs boot from
+    ImageCommand, ImageCreate);
+resource_command!(
+    /// Virtual machines
+    VmCommand, VmCreate);
+resource_command!(
+    /// Block volumes
+    VolumeCommand, VolumeCreate);
+
+/// Hypervisor hosts (agents register them)
+#[derive(Subcommand, Debug, Clone)]
+pub enum HostCommand {
+    /// List hosts with their health (Ready / NotReady)
+    #[command(alias = "ls")]
+    List,
+    /// Show one host, by name or id
+    Show { name: String },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    #[command(subcommand)]
+    Host(HostCommand),
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(subcommand)]
+    Key(KeyCommand),
+    #[command(subcommand)]
+    Flavor(FlavorCommand),
+    #[command(subcommand)]
+    Image(ImageCommand),
+    #[command(subcommand, alias = "instance")]
+    Vm(VmCommand),
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Show who the configured token belongs to
+    Whoami,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s or 5m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("{s:?} is not a duration like 90s or 5m")),
+    }
+}
+
+fn parse_gib(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 10GiB"))?;
+    match unit.to_ascii_lowercase().as_str() {
+        "" | "g" | "gb" | "gib" => Ok(n),
+        "t" | "tb" | "tib" => Ok(n * 1024),
+        _ => Err(format!("{s:?}: use whole GiB or TiB, e.g. 10GiB")),
+    }
+}
+
+/// Table columns and URL segment of a kind.
+struct Kind {
+    plural: &'static str,
+    singular: &'static str,
+    columns: &'static [Column],
+}
+
+const HOSTS: Kind = Kind {
+    plural: "hosts",
+    singular: "host",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "STATUS",
+            get: |v| text(&v["status"]["phase"]),
+        },
+        Column {
+            header: "CPUS",
+            get: |v| text(&v["spec"]["cpus"]),
+        },
+        Column {
+            header: "MEMORY_MIB",
+            get: |v| text(&v["spec"]["memory_mib"]),
+        },
+        Column {
+            header: "DISK_GIB",
+            get: |v| text(&v["spec"]["disk_gib"]),
+        },
+        Column {
+            header: "ADDRESS",
+            get: |v| text(&v["spec"]["address"]),
+        },
+        Column {
+            header: "SCHEDULABLE",
+            get: |v| text(&v["spec"]["schedulable"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const PROJECTS: Kind = Kind {
+    plural: "projects",
+    singular: "project",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "INSTANCES",
+            get: |v| {
+                format!(
+                    "{}/{}",
+                    v["status"]["usage"]["instances"], v["spec"]["quota"]["instances"]
+                )
+            },
+        },
+        Column {
+            header: "VCPUS",
+            get: |v| {
+                format!(
+                    "{}/{}",
+                    v["status"]["usage"]["vcpus"], v["spec"]["quota"]["vcpus"]
+                )
+            },
+        },
+        Column {
+            header: "MEMORY_MIB",
+            get: |v| {
+                format!(
+                    "{}/{}",
+                    v["status"]["usage"]["memory_mib"], v["spec"]["quota"]["memory_mib"]
+                )
+            },
+        },
+        Column {
+            header: "VOLUME_GIB",
+            get: |v| {
+                format!(
+                    "{}/{}",
+                    v["status"]["usage"]["volume_gib"], v["spec"]["quota"]["volume_gib"]
+                )
+            },
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const USERS: Kind = Kind {
+    plural: "users",
+    singular: "user",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "ROLE",
+            get: |v| text(&v["spec"]["role"]),
+        },
+        Column {
+            header: "PROJECT",
+            get: |v| text(&v["spec"]["project"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const KEYS: Kind = Kind {
+    plural: "api-keys",
+    singular: "API key",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "PREFIX",
+            get: |v| text(&v["status"]["prefix"]),
+        },
+        Column {
+            header: "USER",
+            get: |v| text(&v["status"]["user"]),
+        },
+        Column {
+            header: "ROLE",
+            get: |v| text(&v["status"]["role"]),
+        },
+        Column {
+            header: "CREATED",
+            get: |v| text(&v["metadata"]["created"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const FLAVORS: Kind = Kind {
+    plural: "flavors",
+    singular: "flavor",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "VCPUS",
+            get: |v| text(&v["spec"]["vcpus"]),
+        },
+        Column {
+            header: "MEMORY_MIB",
+            get: |v| text(&v["spec"]["memory_mib"]),
+        },
+        Column {
+            header: "DISK_GIB",
+            get: |v| text(&v["spec"]["disk_gib"]),
+        },
+        Column {
+            header: "GPUS",
+            get: |v| text(&v["spec"]["gpus"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const IMAGES: Kind = Kind {
+    plural: "images",
+    singular: "image",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "STATUS",
+            get: |v| text(&v["status"]["phase"]),
+        },
+        Column {
+            header: "PUBLIC",
+            get: |v| text(&v["spec"]["public"]),
+        },
+        Column {
+            header: "OS",
+            get: |v| text(&v["spec"]["os"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+const VMS: Kind = Kind {
+    plural: "instances",
+    singular: "VM",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "STATUS",
+            get: |v| text(&v["status"]["phase"]),
+        },
+        Column {
+            header: "HOST",
+            get: |v| text(&v["status"]["host"]),
+        },
+        Column {
+            header: "FLAVOR",
+            get: |v| text(&v["spec"]["flavor"]),
+        },
+        Column {
+            header: "IMAGE",
+            get: |v| text(&v["spec"]["image"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+        Column {
+            header: "MESSAGE",
+            get: |v| text(&v["status"]["message"]),
+        },
+    ],
+};
+const VOLUMES: Kind = Kind {
+    plural: "volumes",
+    singular: "volume",
+    columns: &[
+        Column {
+            header: "NAME",
+            get: |v| text(&v["metadata"]["name"]),
+        },
+        Column {
+            header: "SIZE_GIB",
+            get: |v| text(&v["spec"]["size_gib"]),
+        },
+        Column {
+            header: "STATUS",
+            get: |v| text(&v["status"]["phase"]),
+        },
+        Column {
+            header: "ID",
+            get: |v| text(&v["metadata"]["id"]),
+        },
+    ],
+};
+
+fn client_for(args: &ClientArgs) -> Result<Client, ClientError> {
+    let path = args.config.clone().unwrap_or_else(default_path);
+    let file = ClientConfig::load(&path).ok();
+    let endpoint = args
+        .endpoint
+        .clone()
+        .or_else(|| file.as_ref().map(|c| c.endpoint.clone()))
+        .ok_or_else(|| ClientError::Usage(format!(
+            "no API endpoint configured: {} does not exist.\nStart an all-in-one cloud with 'yunhan up' (it writes that file), or pass --endpoint and --token.",
+            path.display()
+        )))?;
+    let token = args
+        .token
+        .clone()
+        .or_else(|| file.map(|c| c.token))
+        .unwrap_or_default();
+    Ok(Client::new(&endpoint, &token))
+}
+
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Ctx {
+    client: Client,
+    format: Format,
+}
+
+impl Ctx {
+    async fn list(&self, k: &Kind) -> Result<(), ClientError> {
+        let items = self.client.list(&format!("/v1/{}", k.plural)).await?;
+        print(self.format, k.columns, &Value::Array(items));
+        Ok(())
+    }
+
+    async fn show(&self, k: &Kind, name: &str) -> Result<Value, ClientError> {
+        let v = self
+            .client
+            .get(&format!("/v1/{}/{}", k.plural, path_segment(name)))
+            .await?;
+        print(self.format, k.columns, &v);
+        Ok(v)
+    }
+
+    async fn create(&self, k: &Kind, body: Value) -> Result<Value, ClientError> {
+        let v = self
+            .client
+            .request(Method::POST, &format!("/v1/{}", k.plural), Some(&body))
+            .await?
+            .unwrap_or(Value::Null);
+        Ok(v)
+    }
+
+    async fn delete(&self, k: &Kind, name: &str, wait: bool) -> Result<(), ClientError> {
+        let path = format!("/v1/{}/{}", k.plural, path_segment(name));
+        let obj = self.client.get(&path).await?;
+        let id = text(&obj["metadata"]["id"]);
+        self.client.request(Method::DELETE, &path, None).await?;
+        if wait {
+            let by_id = format!("/v1/{}/{}", k.plural, id);
+            wait_for(
+                &self.client,
+                &by_id,
+                &format!("{} {name} to be deleted", k.singular),
+                Duration::from_secs(300),
+                |v| v.is_none().then_some(Ok(())),
+            )
+            .await?;
+        }
+        if self.format == Format::Json {
+            println!("{}", json!({"deleted": id}));
+        } else {
+            eprintln!("deleted {} {name} ({id})", k.singular);
+        }
+        Ok(())
+    }
+}
+
+/// Polls `path` until `done` says so, drawing a spinner with the current
+/// phase on a terminal (plain lines on phase changes otherwise).
+async fn wait_for(
+    client: &Client,
+    path: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(Option<&Value>) -> Option<Result<(), String>>,
+) -> Result<Option<Value>, ClientError> {
+    const SPIN: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut last_phase = String::new();
+    let mut i = 0;
+    loop {
+        let current = match client.get(path).await {
+            Ok(v) => Some(v),
+            Err(ClientError::Api(e, 404)) if e.code == yunhan_model::ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let phase = current
+            .as_ref()
+            .map_or("gone".to_string(), |v| text(&v["status"]["phase"]));
+        if tty {
+            eprint!(
+                "\r\x1b[2K{} waiting for {what}: {phase} ({}s)",
+                SPIN[i % SPIN.len()],
+                start.elapsed().as_secs()
+            );
+            let _ = std::io::stderr().flush();
+        } else if phase != last_phase {
+            eprintln!("waiting for {what}: {phase}");
+        }
+        last_phase = phase;
+        if let Some(result) = done(current.as_ref()) {
+            if tty {
+                eprintln!();
+            }
+            return result.map(|_| current).map_err(ClientError::Usage);
+        }
+        if start.elapsed() > timeout {
+            if tty {
+                eprintln!();
+            }
+            return Err(ClientError::Timeout(timeout, what.to_string()));
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs one client command.
+pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
+    let ctx = Ctx {
+        client: client_for(&args)?,
+        format: args.output,
+    };
+    match cmd {
+        Command::Whoami => {
+            let v = ctx.client.get("/v1/whoami").await?;
+            let cols = [
+                Column {
+                    header: "USER",
+                    get: |v| text(&v["user"]),
+                },
+                Column {
+                    header: "PROJECT",
+                    get: |v| text(&v["project"]),
+                },
+                Column {
+                    header: "ROLE",
+                    get: |v| text(&v["role"]),
+                },
+            ];
+            print(ctx.format, &cols, &v);
+        }
+        Command::Host(HostCommand::List) => ctx.list(&HOSTS).await?,
+        Command::Host(HostCommand::Show { name }) => drop(ctx.show(&HOSTS, &name).await?),
+        Command::Project(c) => match c {
+            ProjectCommand::List => ctx.list(&PROJECTS).await?,
+            ProjectCommand::Show { name } => drop(ctx.show(&PROJECTS, &name).await?),
+            ProjectCommand::Delete { name, wait } => ctx.delete(&PROJECTS, &name, wait).await?,
+            ProjectCommand::Create(a) => {
+                let v = ctx.create(&PROJECTS, json!({
+                    "metadata": {"name": a.name},
+                    "spec": {"description": a.description, "quota": {
+                        "instances": a.instances, "vcpus": a.vcpus, "memory_mib": a.memory_mib,
+                        "volume_gib": a.volume_gib, "elastic_ips": a.elastic_ips}},
+                })).await?;
+                print(ctx.format, PROJECTS.columns, &v);
+            }
+        },
+        Command::User(c) => match c {
+            UserCommand::List => ctx.list(&USERS).await?,
+            UserCommand::Show { name } => drop(ctx.show(&USERS, &name).await?),
+            UserCommand::Delete { name, wait } => ctx.delete(&USERS, &name, wait).await?,
+            UserCommand::Create(a) => {
+                let project = ctx
+                    .client
+                    .get(&format!("/v1/projects/{}", path_segment(&a.project)))
+                    .await?;
+                let v = ctx.create(&USERS, json!({
+                    "metadata": {"name": a.name},
+                    "spec": {"project": project["metadata"]["id"], "role": if a.admin { "admin" } else { "member" }},
+                })).await?;
+                print(ctx.format, USERS.columns, &v);
+            }
+        },
+        Command::Key(c) => match c {
+            KeyCommand::List => ctx.list(&KEYS).await?,
+            KeyCommand::Show { name } => drop(ctx.show(&KEYS, &name).await?),
+            KeyCommand::Delete { name, wait } => ctx.delete(&KEYS, &name, wait).await?,
+            KeyCommand::Create(a) => {
+                let mut spec = json!({});
+                if let Some(u) = a.user {
+                    let user = ctx
+                        .client
+                        .get(&format!("/v1/users/{}", path_segment(&u)))
+                        .await?;
+                    spec["user"] = user["metadata"]["id"].clone();
+                }
+                let v = ctx
+                    .create(&KEYS, json!({"metadata": {"name": a.name}, "spec": spec}))
+                    .await?;
+                match ctx.format {
+                    Format::Json => {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                    }
+                    Format::Table => {
+                        print!(
+                            "{}",
+                            crate::output::table(KEYS.columns, std::slice::from_ref(&v["api_key"]))
+                        );
+                        println!("\ntoken: {}\nThis token is shown only once: store it now (e.g. YUNHAN_TOKEN).", text(&v["token"]));
+                    }
+                }
+            }
+        },
+        Command::Flavor(c) => match c {
+            FlavorCommand::List => ctx.list(&FLAVORS).await?,
+            FlavorCommand::Show { name } => drop(ctx.show(&FLAVORS, &name).await?),
+            FlavorCommand::Delete { name, wait } => ctx.delete(&FLAVORS, &name, wait).await?,
+            FlavorCommand::Create(a) => {
+                let v = ctx.create(&FLAVORS, json!({
+                    "metadata": {"name": a.name},
+                    "spec": {"vcpus": a.vcpus, "memory_mib": a.memory_mib, "disk_gib": a.disk_gib, "gpus": a.gpus},
+                })).await?;
+                print(ctx.format, FLAVORS.columns, &v);
+            }
+        },
+        Command::Image(c) => {
+            match c {
+                ImageCommand::List => ctx.list(&IMAGES).await?,
+                ImageCommand::Show { name } => drop(ctx.show(&IMAGES, &name).await?),
+                ImageCommand::Delete { name, wait } => ctx.delete(&IMAGES, &name, wait).await?,
+                ImageCommand::Create(a) => {
+                    let v = ctx.create(&IMAGES, json!({
+                    "metadata": {"name": a.name}, "spec": {"public": a.public, "os": a.os},
+                })).await?;
+                    print(ctx.format, IMAGES.columns, &v);
+                }
+            }
+        }
+        Command::Vm(c) => match c {
+            VmCommand::List => ctx.list(&VMS).await?,
+            VmCommand::Show { name } => drop(ctx.show(&VMS, &name).await?),
+            VmCommand::Delete { name, wait } => ctx.delete(&VMS, &name, wait).await?,
+            VmCommand::Create(a) => {
+                let mut v = ctx.create(&VMS, json!({
+                    "metadata": {"name": a.name}, "spec": {"image": a.image, "flavor": a.flavor},
+                })).await?;
+                if a.wait {
+                    let path = format!("/v1/instances/{}", text(&v["metadata"]["id"]));
+                    let what = format!("VM {} to run", a.name);
+                    v = wait_for(&ctx.client, &path, &what, a.timeout, |cur| {
+                        let cur = cur?;
+                        match cur["status"]["phase"].as_str() {
+                            Some("Running") => Some(Ok(())),
+                            Some(p @ ("Failed" | "Unschedulable")) => Some(Err(format!(
+                                "VM {} is {p}: {}",
+                                text(&cur["metadata"]["name"]),
+                                text(&cur["status"]["message"])
+                            ))),
+                            _ => None,
+                        }
+                    })
+                    .await?
+                    .unwrap_or(v);
+                }
+                print(ctx.format, VMS.columns, &v);
+            }
+        },
+        Command::Volume(c) => match c {
+            VolumeCommand::List => ctx.list(&VOLUMES).await?,
+            VolumeCommand::Show { name } => drop(ctx.show(&VOLUMES, &name).await?),
+            VolumeCommand::Delete { name, wait } => ctx.delete(&VOLUMES, &name, wait).await?,
+            VolumeCommand::Create(a) => {
+                let v = ctx.create(&VOLUMES, json!({
+                    "metadata": {"name": a.name}, "spec": {"size_gib": a.size, "bootable": a.bootable},
+                })).await?;
+                print(ctx.format, VOLUMES.columns, &v);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// A hint for an API error code, printed under the error.
+pub fn hint(e: &ClientError) -> Option<&'static str> {
+    use yunhan_model::ErrorCode::*;
+    match e {
+        ClientError::Api(api, _) => match api.code {
+            Unauthenticated => {
+                Some("check the token: ~/.config/yunhan/config.toml, --token or YUNHAN_TOKEN")
+            }
+            Forbidden => Some("this needs an admin token"),
+            NotFound => Some("'yunhan <kind> list' shows what exists in your project"),
+            RateLimited => Some("slow down, or ask an admin for a higher rate limit"),
+            Unavailable => {
+                Some("the control plane's store is unreachable; check 'yunhan server' logs")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_durations() {
+        assert_eq!(parse_gib("10GiB"), Ok(10));
+        assert_eq!(parse_gib("2T"), Ok(2048));
+        assert!(parse_gib("1.5G").is_err());
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn escapes_path_segments() {
+        assert_eq!(path_segment("vm-1.a_b"), "vm-1.a_b");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
+}

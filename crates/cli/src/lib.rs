@@ -1,0 +1,11 @@
+//! The `yunhan` client commands. They talk only to the REST API, print tables
+//! by default (`-o json` for scripts) and explain what to do next on errors.
+
+mod client;
+mod commands;
+pub mod config;
+mod output;
+
+pub use client::{Client, ClientError};
+pub use commands::{hint, run, ClientArgs, Command};
+pub use config::ClientConfig;

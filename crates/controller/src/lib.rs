@@ -1,0 +1,43 @@
+//! Controllers move the world toward `spec`: each is a level-triggered
+//! [`Reconciler`] run by [`run_reconciler`] (watch + periodic resync), and
+//! only the elected leader ([`leader`]) runs them.
+
+pub mod leader;
+pub mod liveness;
+pub mod placement;
+pub mod scheduler;
+
+pub use leader::{run_as_leader, LeaderConfig};
+pub use yunhan_store::reconcile::{run_reconciler, Reconciler};
+
+pub use yunhan_model::now;
+
+/// Where agents' liveness keys live (each attached to the agent's lease).
+pub fn alive_key(host_id: &str) -> String {
+    format!("{}{host_id}", ALIVE_PREFIX)
+}
+
+pub const ALIVE_PREFIX: &str = "/yunhan/alive/hosts/";
+
+use std::sync::Arc;
+use tokio::sync::watch;
+use yunhan_store::objects::Objects;
+
+/// Runs every control-plane controller until `shutdown` flips to true.
+pub async fn run_controllers(objects: Objects, shutdown: watch::Receiver<bool>) {
+    let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
+        Arc::new(liveness::HostLiveness),
+        Arc::new(scheduler::Scheduler::default()),
+    ];
+    let mut tasks = Vec::new();
+    for r in reconcilers {
+        tasks.push(tokio::spawn(run_reconciler(
+            r,
+            objects.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

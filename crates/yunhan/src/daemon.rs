@@ -1,0 +1,290 @@
+//! The long-running roles: `up`, `server`, `agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tokio::sync::watch;
+use yunhan_store::objects::Objects;
+use yunhan_store::Store;
+
+/// Start an all-in-one cloud: API server, controllers and a host agent in one
+/// process, on an embedded store under --data-dir. The first start creates the
+/// admin and writes ~/.config/yunhan/config.toml (mode 0600).
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where the store and the agent's state live [default: ~/.local/share/yunhan]
+    #[arg(long, env = "YUNHAN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the API listens on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// This host's name in the cloud [default: the machine's hostname]
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Run the control plane (API + leader-elected controllers). Several servers
+/// may share one etcd cluster; only the elected leader runs the controllers.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// The store: etcd://h1:2379,h2:2379,h3:2379, or a directory for the
+    /// embedded single-node store
+    #[arg(long, env = "YUNHAN_STORE")]
+    store: String,
+    /// Address the API listens on
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// On first start, write the admin's client config here
+    /// [default: ~/.config/yunhan/config.toml]
+    #[arg(long)]
+    write_config: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Run a host agent: registers this host, keeps its liveness lease and runs
+/// the host's instances.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The store the control plane uses (etcd://h1:2379,…)
+    #[arg(long, env = "YUNHAN_STORE")]
+    store: String,
+    /// This host's name in the cloud [default: the machine's hostname]
+    #[arg(long)]
+    name: Option<String>,
+    /// The address other hosts reach this host at
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    /// Agent state directory (VM files, identity)
+    #[arg(long, default_value = "/var/lib/yunhan/agent")]
+    state_dir: PathBuf,
+    /// Liveness lease TTL: a dead agent's host turns NotReady after this
+    #[arg(long, default_value = "3", value_name = "SECONDS")]
+    lease_ttl: u64,
+}
+
+/// API tuning shared by `up` and `server`.
+#[derive(Args, Debug, Clone)]
+pub struct Tuning {
+    /// Sustained API requests per second allowed per API key
+    #[arg(long, default_value_t = 200.0)]
+    rate_limit: f64,
+    /// Requests per key allowed in a burst above the sustained rate
+    #[arg(long, default_value_t = 400.0)]
+    rate_burst: f64,
+    /// Largest accepted request body, in bytes
+    #[arg(long, default_value_t = 1024 * 1024)]
+    body_limit: usize,
+}
+
+impl Tuning {
+    fn api_config(&self) -> yunhan_api::ApiConfig {
+        yunhan_api::ApiConfig {
+            rate_per_sec: self.rate_limit,
+            burst: self.rate_burst,
+            body_limit: self.body_limit,
+            ..Default::default()
+        }
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("YUNHAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("yunhan")
+}
+
+/// A watch channel that flips to true on SIGINT or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    yunhan_store::open(url).await.with_context(|| {
+        if url.starts_with("etcd://") {
+            format!("cannot reach etcd at {url}; is the cluster up? ('scripts/setup' installs etcd-server)")
+        } else {
+            format!("cannot open the store at {url}; the embedded store is used by one process at a time — is another 'yunhan up' or 'yunhan server' running on it?")
+        }
+    })
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; is another Yunhan running? Pick another address with --listen")
+    })
+}
+
+/// First start: create the admin and write the client config.
+async fn bootstrap(objects: &Objects, endpoint: &str, config_path: PathBuf) -> anyhow::Result<()> {
+    match yunhan_api::bootstrap(objects)
+        .await
+        .context("bootstrapping the admin identity")?
+    {
+        Some(b) => {
+            let cfg = yunhan_cli::ClientConfig {
+                endpoint: endpoint.to_string(),
+                token: b.admin_token,
+            };
+            cfg.save(&config_path)
+                .with_context(|| format!("writing the client config {}", config_path.display()))?;
+            eprintln!(
+                "created the admin user; client config written to {}",
+                config_path.display()
+            );
+        }
+        None => {
+            // Keep an existing config pointing at where we listen now.
+            if let Ok(mut cfg) = yunhan_cli::ClientConfig::load(&config_path) {
+                if cfg.endpoint != endpoint {
+                    cfg.endpoint = endpoint.to_string();
+                    let _ = cfg.save(&config_path);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn_controllers(
+    store: Arc<dyn Store>,
+    objects: Objects,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let identity = format!("{}:{}", hostname(), std::process::id());
+    let cfg = yunhan_controller::LeaderConfig {
+        key: "/yunhan/leader/controllers".into(),
+        identity,
+        ttl: Duration::from_secs(3),
+    };
+    tokio::spawn(yunhan_controller::run_as_leader(
+        store,
+        cfg,
+        shutdown,
+        move |stop| yunhan_controller::run_controllers(objects.clone(), stop),
+    ))
+}
+
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    tuning: &Tuning,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    yunhan_api::serve(listener, store, tuning.api_config(), async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await
+    .context("API server failed")
+}
+
+pub async fn up(a: UpArgs) -> anyhow::Result<()> {
+    init_logging();
+    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let store_dir = data_dir.join("store");
+    let store = open_store(&store_dir.to_string_lossy()).await?;
+    let objects = Objects::new(store.clone());
+    let listener = bind(a.listen).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
+
+    let shutdown = shutdown_signal();
+    let controllers = spawn_controllers(store.clone(), objects.clone(), shutdown.clone());
+    let agent_cfg = yunhan_agent::AgentConfig {
+        name: a.name.unwrap_or_else(hostname),
+        address: a.listen.ip().to_string(),
+        state_dir: data_dir.join("agent"),
+        lease_ttl: Duration::from_secs(3),
+    };
+    let agent = tokio::spawn(yunhan_agent::run(
+        objects.clone(),
+        agent_cfg,
+        shutdown.clone(),
+    ));
+    eprintln!(
+        "Yunhan is up: API {endpoint}, data in {}",
+        data_dir.display()
+    );
+    eprintln!("try: yunhan host list");
+    serve_api(listener, store, &a.tuning, shutdown).await?;
+    let _ = controllers.await;
+    agent.await.context("agent task")?.context("agent failed")?;
+    Ok(())
+}
+
+pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let store = open_store(&a.store).await?;
+    let objects = Objects::new(store.clone());
+    let listener = bind(a.listen).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    bootstrap(
+        &objects,
+        &endpoint,
+        a.write_config
+            .unwrap_or_else(yunhan_cli::config::default_path),
+    )
+    .await?;
+    let shutdown = shutdown_signal();
+    let controllers = spawn_controllers(store.clone(), objects, shutdown.clone());
+    eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
+    serve_api(listener, store, &a.tuning, shutdown).await?;
+    let _ = controllers.await;
+    Ok(())
+}
+
+pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
+    init_logging();
+    if a.lease_ttl == 0 {
+        bail!("--lease-ttl must be at least 1 second");
+    }
+    let store = open_store(&a.store).await?;
+    let cfg = yunhan_agent::AgentConfig {
+        name: a.name.unwrap_or_else(hostname),
+        address: a.address,
+        state_dir: a.state_dir,
+        lease_ttl: Duration::from_secs(a.lease_ttl),
+    };
+    yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
+    Ok(())
+}
