@@ -57,6 +57,8 @@ impl Kind for Host {
     const ID_PREFIX: &'static str = "hst";
     const SCOPE: Scope = Scope::Global;
     const ADMIN_WRITE: bool = true;
+    /// Tenants do not see the hypervisors.
+    const ADMIN_READ: bool = true;
     type Spec = HostSpec;
     type Status = HostStatus;
     fn validate(spec: &HostSpec) -> Result<(), ApiError> {

@@ -1,0 +1,197 @@
+//! Harness for end-to-end tests: spawns the real `yunhan` binary with a fresh
+//! HOME and talks to it over HTTP like any client would.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_yunhan");
+
+/// Polls `f` every 50 ms until it returns Some, panicking after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `yunhan up` all-in-one cloud in its own HOME.
+pub struct Cloud {
+    pub home: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub endpoint: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    args: Vec<String>,
+    starts: usize,
+}
+
+impl Cloud {
+    pub async fn up(extra: &[&str]) -> Cloud {
+        let mut c = Cloud {
+            home: tempfile::tempdir().expect("temp HOME"),
+            child: None,
+            endpoint: String::new(),
+            token: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+        };
+        c.start().await;
+        c
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.home.path().join(format!("up-{}.log", self.starts))
+    }
+
+    /// Starts (or restarts) the process and waits until it serves.
+    pub async fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.home.path().join("data"))
+            .args(&self.args)
+            .env("HOME", self.home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("YUNHAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn yunhan up");
+        self.child = Some(child);
+        let log_path = self.log_path();
+        let endpoint = eventually("yunhan up to announce its API", Duration::from_secs(60), || {
+            let log_path = log_path.clone();
+            async move {
+                let text = std::fs::read_to_string(&log_path).ok()?;
+                let line = text.lines().find(|l| l.starts_with("Yunhan is up: API "))?;
+                Some(line["Yunhan is up: API ".len()..].split(',').next()?.to_string())
+            }
+        })
+        .await;
+        self.endpoint = endpoint;
+        let cfg = std::fs::read_to_string(self.config_path()).expect("config.toml written");
+        self.token = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("token = "))
+            .map(|t| t.trim_matches('"').to_string())
+            .expect("token in config");
+        let http = self.http.clone();
+        let url = format!("{}/healthz", self.endpoint);
+        eventually("healthz", Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.home.path().join(".config/yunhan/config.toml")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a client command as this cloud's user.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("YUNHAN_ENDPOINT")
+            .env_remove("YUNHAN_TOKEN")
+            .output()
+            .expect("run yunhan")
+    }
+
+    /// One API request; returns the status and the JSON body (Null if none).
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{}", self.endpoint, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.token.clone()), body).await
+    }
+
+    /// Creates `kind` as admin, asserting 201; returns the document.
+    pub async fn create(&self, token: &str, plural: &str, name: &str, spec: Value) -> Value {
+        let (s, v) = self
+            .call("POST", &format!("/v1/{plural}"), Some(token), Some(&json!({"metadata": {"name": name}, "spec": spec})))
+            .await;
+        assert_eq!(s, 201, "create {plural}/{name}: {v}");
+        v
+    }
+
+    /// A project with a member user and that user's token.
+    pub async fn tenant(&self, name: &str, quota: Option<Value>) -> Tenant {
+        let mut spec = json!({"description": format!("tenant {name}")});
+        if let Some(q) = quota {
+            spec["quota"] = q;
+        }
+        let admin = self.token.clone();
+        let project = self.create(&admin, "projects", name, spec).await;
+        let pid = project["metadata"]["id"].as_str().unwrap().to_string();
+        let user = self.create(&admin, "users", &format!("{name}-user"), json!({"project": pid, "role": "member"})).await;
+        let uid = user["metadata"]["id"].as_str().unwrap().to_string();
+        let (s, key) = self
+            .admin("POST", "/v1/api-keys", Some(&json!({"metadata": {"name": format!("{name}-key")}, "spec": {"user": uid}})))
+            .await;
+        assert_eq!(s, 201, "{key}");
+        Tenant { project: pid, user: uid, token: key["token"].as_str().unwrap().to_string() }
+    }
+}
+
+pub struct Tenant {
+    pub project: String,
+    pub user: String,
+    pub token: String,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
