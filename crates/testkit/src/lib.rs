@@ -1,0 +1,161 @@
+//! Yunhan's test harness, used only as a dev-dependency: real daemons on
+//! loopback for end-to-end tests, and polling helpers so tests never use
+//! fixed sleeps as synchronisation.
+//!
+//! - [`EtcdCluster`]: 1..n real `etcd` members on 127.0.0.1 (free ports, one
+//!   temp data dir each, logs captured), readiness by polling, leader lookup,
+//!   `kill`/`restart` of single members, everything killed and removed on drop.
+//! - [`wait_until`] / [`wait_until_async`]: poll a condition until a deadline.
+//! - [`free_port`] / [`free_ports`]: free TCP ports on 127.0.0.1.
+//! - [`spawn_owned`]: spawn a child that the kernel kills if the test process
+//!   dies without running destructors (e.g. a runner's timeout SIGKILL).
+//!
+//! Binaries are looked up on `PATH`; when one is missing the error says to run
+//! `scripts/setup`.
+
+mod etcd;
+mod process;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use etcd::{EtcdCluster, EtcdOptions};
+pub use process::spawn_owned;
+
+/// Polls `cond` every `poll` until it returns true (→ `true`) or `within` has
+/// passed (→ `false`). The condition is always tried at least once, and once
+/// more at the deadline. Blocking: use [`wait_until_async`] inside async code.
+pub fn wait_until(within: Duration, poll: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(poll.min(deadline - now));
+    }
+}
+
+/// [`wait_until`] for an async condition (sleeps with `tokio::time`).
+pub async fn wait_until_async<F, Fut>(within: Duration, poll: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read
+/// back, released). Another process may take it before it is used: starters
+/// that can detect that ([`EtcdCluster`]) retry with fresh ports.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports on 127.0.0.1 (all held until every one is chosen,
+/// so they never repeat within one call).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .expect("local_addr of a bound listener")
+                .port()
+        })
+        .collect()
+}
+
+/// The path of executable `name` on `PATH`, or an error telling the reader to
+/// run `scripts/setup` (which installs the Debian `package`).
+pub fn require_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{name}` was not found on PATH: run scripts/setup \
+                 (it installs the Debian package `{package}`)"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_polls_until_true_or_deadline() {
+        let mut n = 0;
+        assert!(wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                n == 3
+            }
+        ));
+        assert_eq!(n, 3);
+        let start = Instant::now();
+        assert!(!wait_until(
+            Duration::from_millis(30),
+            Duration::from_millis(5),
+            || false
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn wait_until_async_polls() {
+        let mut n = 0;
+        assert!(
+            wait_until_async(Duration::from_secs(5), Duration::from_millis(1), || {
+                n += 1;
+                let done = n == 2;
+                async move { done }
+            })
+            .await
+        );
+        assert!(
+            !wait_until_async(Duration::ZERO, Duration::from_millis(1), || async { false }).await
+        );
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_bindable() {
+        let ports = free_ports(8);
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 8);
+        std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    }
+
+    #[test]
+    fn missing_binary_says_to_run_setup() {
+        let err = require_binary("yunhan-no-such-binary", "nothing").unwrap_err();
+        assert!(err.to_string().contains("scripts/setup"), "{err}");
+        assert!(require_binary("sh", "dash").is_ok());
+    }
+}
