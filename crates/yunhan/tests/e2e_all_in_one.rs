@@ -14,9 +14,16 @@ async fn e2e_up_contract_host_ready_config_health_openapi_metrics() {
 
     // The config names the endpoint and the admin token, mode 0600.
     let cfg = std::fs::read_to_string(cloud.config_path()).unwrap();
-    assert!(cfg.contains(&format!("endpoint = \"{}\"", cloud.endpoint)), "{cfg}");
+    assert!(
+        cfg.contains(&format!("endpoint = \"{}\"", cloud.endpoint)),
+        "{cfg}"
+    );
     assert!(cfg.contains("token = \"yh_"), "{cfg}");
-    let mode = std::fs::metadata(cloud.config_path()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(cloud.config_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 
     // Within 60 s: one host, Ready — as a table and as JSON.
@@ -40,10 +47,18 @@ async fn e2e_up_contract_host_ready_config_health_openapi_metrics() {
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/v1/instances"]["post"].is_object());
-    let metrics = cloud.http.get(format!("{}/metrics", cloud.endpoint)).send().await.unwrap();
+    let metrics = cloud
+        .http
+        .get(format!("{}/metrics", cloud.endpoint))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("# TYPE yunhan_http_requests_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE yunhan_http_requests_total counter"),
+        "{text}"
+    );
     assert!(text.contains("yunhan_store_revision "), "{text}");
 
     // Out of the box: flavors, including a small one.
@@ -65,13 +80,23 @@ async fn e2e_cli_errors_teach_what_to_do() {
     assert!(stderr(&out).contains("yunhan up"), "{}", stderr(&out));
     // Connection refused: say the server is not running and how to start it.
     let out = std::process::Command::new(common::BIN)
-        .args(["host", "list", "--endpoint", "http://127.0.0.1:9", "--token", "x"])
+        .args([
+            "host",
+            "list",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+        ])
         .env("HOME", home.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("cannot reach") && err.contains("yunhan up"), "{err}");
+    assert!(
+        err.contains("cannot reach") && err.contains("yunhan up"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +104,9 @@ async fn e2e_vm_create_is_scheduled_and_delete_wait_finishes() {
     let cloud = Cloud::up(&[]).await;
     let out = cloud.cli(&["image", "create", "tiny", "--os", "busybox"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = cloud.cli(&["vm", "create", "vm1", "--image", "tiny", "--flavor", "tiny", "-o", "json"]);
+    let out = cloud.cli(&[
+        "vm", "create", "vm1", "--image", "tiny", "--flavor", "tiny", "-o", "json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The scheduler binds it to the only host.
     let host = eventually("vm1 scheduled", Duration::from_secs(30), || async {
@@ -123,9 +150,11 @@ async fn e2e_kill9_mid_write_loses_no_acknowledged_write() {
             }
         }));
     }
-    eventually("some acknowledged writes", Duration::from_secs(60), || async {
-        (acked.lock().unwrap().len() >= 200).then_some(())
-    })
+    eventually(
+        "some acknowledged writes",
+        Duration::from_secs(60),
+        || async { (acked.lock().unwrap().len() >= 200).then_some(()) },
+    )
     .await;
     cloud.kill9(); // mid-write: the writers are still going
     for w in writers {

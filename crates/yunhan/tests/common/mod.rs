@@ -21,7 +21,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -44,7 +47,10 @@ impl Cloud {
             child: None,
             endpoint: String::new(),
             token: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
         };
@@ -75,14 +81,23 @@ impl Cloud {
             .expect("spawn yunhan up");
         self.child = Some(child);
         let log_path = self.log_path();
-        let endpoint = eventually("yunhan up to announce its API", Duration::from_secs(60), || {
-            let log_path = log_path.clone();
-            async move {
-                let text = std::fs::read_to_string(&log_path).ok()?;
-                let line = text.lines().find(|l| l.starts_with("Yunhan is up: API "))?;
-                Some(line["Yunhan is up: API ".len()..].split(',').next()?.to_string())
-            }
-        })
+        let endpoint = eventually(
+            "yunhan up to announce its API",
+            Duration::from_secs(60),
+            || {
+                let log_path = log_path.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log_path).ok()?;
+                    let line = text.lines().find(|l| l.starts_with("Yunhan is up: API "))?;
+                    Some(
+                        line["Yunhan is up: API ".len()..]
+                            .split(',')
+                            .next()?
+                            .to_string(),
+                    )
+                }
+            },
+        )
         .await;
         self.endpoint = endpoint;
         let cfg = std::fs::read_to_string(self.config_path()).expect("config.toml written");
@@ -96,7 +111,14 @@ impl Cloud {
         eventually("healthz", Duration::from_secs(30), || {
             let http = http.clone();
             let url = url.clone();
-            async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
         })
         .await;
     }
@@ -125,7 +147,13 @@ impl Cloud {
     }
 
     /// One API request; returns the status and the JSON body (Null if none).
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(m, format!("{}{}", self.endpoint, path));
         if let Some(t) = token {
@@ -141,13 +169,19 @@ impl Cloud {
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        self.call(method, path, Some(&self.token.clone()), body).await
+        self.call(method, path, Some(&self.token.clone()), body)
+            .await
     }
 
     /// Creates `kind` as admin, asserting 201; returns the document.
     pub async fn create(&self, token: &str, plural: &str, name: &str, spec: Value) -> Value {
         let (s, v) = self
-            .call("POST", &format!("/v1/{plural}"), Some(token), Some(&json!({"metadata": {"name": name}, "spec": spec})))
+            .call(
+                "POST",
+                &format!("/v1/{plural}"),
+                Some(token),
+                Some(&json!({"metadata": {"name": name}, "spec": spec})),
+            )
             .await;
         assert_eq!(s, 201, "create {plural}/{name}: {v}");
         v
@@ -162,13 +196,28 @@ impl Cloud {
         let admin = self.token.clone();
         let project = self.create(&admin, "projects", name, spec).await;
         let pid = project["metadata"]["id"].as_str().unwrap().to_string();
-        let user = self.create(&admin, "users", &format!("{name}-user"), json!({"project": pid, "role": "member"})).await;
+        let user = self
+            .create(
+                &admin,
+                "users",
+                &format!("{name}-user"),
+                json!({"project": pid, "role": "member"}),
+            )
+            .await;
         let uid = user["metadata"]["id"].as_str().unwrap().to_string();
         let (s, key) = self
-            .admin("POST", "/v1/api-keys", Some(&json!({"metadata": {"name": format!("{name}-key")}, "spec": {"user": uid}})))
+            .admin(
+                "POST",
+                "/v1/api-keys",
+                Some(&json!({"metadata": {"name": format!("{name}-key")}, "spec": {"user": uid}})),
+            )
             .await;
         assert_eq!(s, 201, "{key}");
-        Tenant { project: pid, user: uid, token: key["token"].as_str().unwrap().to_string() }
+        Tenant {
+            project: pid,
+            user: uid,
+            token: key["token"].as_str().unwrap().to_string(),
+        }
     }
 }
 
