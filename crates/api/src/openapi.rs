@@ -139,10 +139,9 @@ impl Builder {
             );
             self.op(&item, "put", json!({
                 "operationId": format!("update_{p}").replace('-', "_"),
-                "summary": format!("Replace a {}'s spec (compare-and-swap with `revision` or If-Match)", K::KIND),
+                "summary": format!("Replace a {}'s spec (compare-and-swap when `revision` is given)", K::KIND),
                 "tags": [K::KIND],
-                "parameters": [id_param(), project_param(),
-                    {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}],
+                "parameters": [id_param(), project_param()],
                 "requestBody": json_body(body),
                 "responses": responses,
             }));

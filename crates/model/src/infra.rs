@@ -77,10 +77,14 @@ impl Kind for Host {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlavorSpec {
+    #[schemars(range(min = 1, max = 256))]
     pub vcpus: u32,
+    #[schemars(range(min = 64, max = 4194304))]
     pub memory_mib: u64,
+    #[schemars(range(min = 1, max = 65536))]
     pub disk_gib: u64,
     #[serde(default)]
+    #[schemars(range(max = 8))]
     pub gpus: u32,
 }
 
@@ -170,8 +174,10 @@ impl Kind for Image {
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Flavor name or id.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"))]
     pub flavor: String,
     /// Image name or id.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"))]
     pub image: String,
     /// Desired power state: true = running.
     #[serde(default = "yes")]
@@ -240,6 +246,7 @@ impl Kind for Instance {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
+    #[schemars(range(min = 1, max = 65536))]
     pub size_gib: u64,
     #[serde(default)]
     pub bootable: bool,
