@@ -1,0 +1,205 @@
+//! Typed QMP commands: each is a struct serialised as the command's
+//! `arguments`, with its reply type.
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::types::{
+    MigrationCapabilityStatus, MigrationInfo, MigrationParameters, StatusInfo, VersionInfo,
+};
+
+/// A QMP command. Arguments are the struct's serde serialisation (unit
+/// structs and empty objects send no `arguments`).
+pub trait Command: Serialize + Send + Sync {
+    /// The wire name, e.g. `query-status`.
+    const NAME: &'static str;
+    /// What `return` deserialises to.
+    type Response: DeserializeOwned + Send + 'static;
+}
+
+/// The `{}` reply of commands that return nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+macro_rules! unit_command {
+    ($(#[$m:meta])* $ty:ident, $name:literal, $resp:ty) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct $ty;
+        impl Command for $ty {
+            const NAME: &'static str = $name;
+            type Response = $resp;
+        }
+    };
+}
+
+unit_command!(
+    /// Capabilities negotiation; the client sends it on connect.
+    QmpCapabilities, "qmp_capabilities", Empty);
+unit_command!(QueryStatus, "query-status", StatusInfo);
+unit_command!(QueryVersion, "query-version", VersionInfo);
+unit_command!(
+    /// Resume a paused VM (emits `RESUME`).
+    Cont, "cont", Empty);
+unit_command!(
+    /// Pause the VM (emits `STOP`).
+    Stop, "stop", Empty);
+unit_command!(
+    /// Press the ACPI power button (emits `POWERDOWN`; the guest decides).
+    SystemPowerdown, "system_powerdown", Empty);
+unit_command!(
+    /// Hard reset (emits `RESET`).
+    SystemReset, "system_reset", Empty);
+unit_command!(
+    /// Exit QEMU immediately (emits `SHUTDOWN`, then the socket closes).
+    Quit, "quit", Empty);
+unit_command!(QueryMigrate, "query-migrate", MigrationInfo);
+unit_command!(
+    /// The current migration parameters, as QEMU reports them.
+    QueryMigrateParameters, "query-migrate-parameters", Map<String, Value>);
+unit_command!(MigrateCancel, "migrate_cancel", Empty);
+
+/// `human-monitor-command`: run an HMP command, returns its text output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HumanMonitorCommand {
+    pub command_line: String,
+}
+impl Command for HumanMonitorCommand {
+    const NAME: &'static str = "human-monitor-command";
+    type Response = String;
+}
+
+/// `blockdev-add`. The options are driver-specific (QAPI `BlockdevOptions`),
+/// so this is a JSON object with helpers for the common shapes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct BlockdevAdd(pub Map<String, Value>);
+
+impl BlockdevAdd {
+    /// Any driver: `{"driver": driver, "node-name": node_name}` plus `set`s.
+    pub fn new(driver: &str, node_name: &str) -> Self {
+        let mut m = Map::new();
+        m.insert("driver".into(), driver.into());
+        m.insert("node-name".into(), node_name.into());
+        Self(m)
+    }
+    /// A host file (protocol node).
+    pub fn file(node_name: &str, filename: &str) -> Self {
+        Self::new("file", node_name).set("filename", filename)
+    }
+    /// A format node (`raw`, `qcow2`) on top of another node.
+    pub fn format(driver: &str, node_name: &str, file_node: &str) -> Self {
+        Self::new(driver, node_name).set("file", file_node)
+    }
+    /// A `null-co` node of `size` bytes (reads zeroes, discards writes).
+    pub fn null(node_name: &str, size: u64) -> Self {
+        Self::new("null-co", node_name).set("size", size)
+    }
+    pub fn read_only(self, ro: bool) -> Self {
+        self.set("read-only", ro)
+    }
+    /// Sets any option.
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+    pub fn node_name(&self) -> Option<&str> {
+        self.0.get("node-name").and_then(Value::as_str)
+    }
+}
+impl Command for BlockdevAdd {
+    const NAME: &'static str = "blockdev-add";
+    type Response = Empty;
+}
+
+/// `blockdev-del`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BlockdevDel {
+    pub node_name: String,
+}
+impl Command for BlockdevDel {
+    const NAME: &'static str = "blockdev-del";
+    type Response = Empty;
+}
+
+/// `device_add`: `driver`, `id` and driver properties (`drive`, `bus`, `addr`,
+/// `mac`, `netdev`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceAdd {
+    pub driver: String,
+    pub id: String,
+    #[serde(flatten)]
+    pub props: Map<String, Value>,
+}
+impl DeviceAdd {
+    pub fn new(driver: &str, id: &str) -> Self {
+        Self {
+            driver: driver.into(),
+            id: id.into(),
+            props: Map::new(),
+        }
+    }
+    pub fn prop(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.props.insert(key.into(), value.into());
+        self
+    }
+}
+impl Command for DeviceAdd {
+    const NAME: &'static str = "device_add";
+    type Response = Empty;
+}
+
+/// `device_del`: a request; completion is the `DEVICE_DELETED` event (the
+/// guest must cooperate for PCI devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceDel {
+    pub id: String,
+}
+impl Command for DeviceDel {
+    const NAME: &'static str = "device_del";
+    type Response = Empty;
+}
+
+/// `block_resize` of a node to `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BlockResize {
+    pub node_name: String,
+    pub size: u64,
+}
+impl Command for BlockResize {
+    const NAME: &'static str = "block_resize";
+    type Response = Empty;
+}
+
+/// `migrate` to a URI (`tcp:host:port`, `unix:path`, `exec:cmd`, `file:path`).
+/// Returns at once; progress is `query-migrate` / `MIGRATION` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Migrate {
+    pub uri: String,
+}
+impl Command for Migrate {
+    const NAME: &'static str = "migrate";
+    type Response = Empty;
+}
+
+/// `migrate-set-capabilities`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrateSetCapabilities {
+    pub capabilities: Vec<MigrationCapabilityStatus>,
+}
+impl Command for MigrateSetCapabilities {
+    const NAME: &'static str = "migrate-set-capabilities";
+    type Response = Empty;
+}
+
+/// `migrate-set-parameters`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct MigrateSetParameters(pub MigrationParameters);
+impl Command for MigrateSetParameters {
+    const NAME: &'static str = "migrate-set-parameters";
+    type Response = Empty;
+}
