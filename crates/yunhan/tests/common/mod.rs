@@ -66,8 +66,8 @@ impl Cloud {
     pub async fn start(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let child = Command::new(BIN)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.home.path().join("data"))
             .args(&self.args)
             .env("HOME", self.home.path())
@@ -76,9 +76,8 @@ impl Cloud {
             .env("YUNHAN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn yunhan up");
+            .stderr(log);
+        let child = yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan up");
         self.child = Some(child);
         let log_path = self.log_path();
         let endpoint = eventually(
