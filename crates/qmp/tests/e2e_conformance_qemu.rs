@@ -33,4 +33,9 @@ async fn start() -> Target {
     }
 }
 
-conformance_suite!(start);
+/// In a module named `e2e_qemu` so that every test name carries the `e2e_`
+/// prefix nextest uses to put it in the limited-concurrency group.
+mod e2e_qemu {
+    use super::conformance;
+    crate::conformance_suite!(super::start);
+}
