@@ -53,6 +53,7 @@ pub async fn register(objects: &Objects, cfg: &AgentConfig) -> Result<String, Ag
         memory_mib: found.memory_mib,
         disk_gib: found.disk_gib,
         schedulable,
+        gpus: cfg.gpus.clone(),
     };
     loop {
         if let Some(existing) = objects.get_by_name::<Host>(GLOBAL_SCOPE, &cfg.name).await? {

@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Liveness lease TTL: a dead agent's host turns NotReady after about this long.
     pub lease_ttl: Duration,
+    /// PCI addresses of GPUs this host offers for passthrough.
+    pub gpus: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_model::{
     new_id, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
-    CreateRequest, ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, Project, Resource,
-    Role, Scope, UpdateRequest, User, Volume,
+    CreateRequest, ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, PlacementGroup,
+    Project, Resource, Role, Scope, UpdateRequest, User, Volume,
 };
 use yunhan_store::objects::{object_prefix, Doc, GLOBAL_SCOPE};
 
@@ -461,6 +461,7 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
     r = crud::<Image>(r);
     r = crud::<Instance>(r);
     r = crud::<Volume>(r);
+    r = crud::<PlacementGroup>(r);
     r = r
         .route("/v1/api-keys", get(list::<ApiKey>).post(create_key))
         .route(

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use yunhan_model::{
-    ApiError, ApiKey, ErrorCode, Flavor, Host, Image, Instance, InstancePhase, Kind, Project,
-    Scope, User, Volume,
+    ApiError, ApiKey, ErrorCode, Flavor, Host, Image, Instance, InstancePhase, Kind,
+    PlacementGroup, Project, Scope, User, Volume,
 };
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
@@ -140,6 +140,27 @@ impl Hooks for Flavor {}
 
 #[async_trait]
 impl Hooks for Volume {}
+
+#[async_trait]
+impl Hooks for PlacementGroup {
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        let members = s
+            .objects
+            .list_all::<Instance>(doc.metadata.project.as_deref())
+            .await?;
+        if let Some(m) = members
+            .iter()
+            .find(|i| i.spec.placement_group.as_deref() == Some(doc.metadata.id.as_str()))
+        {
+            return Err(conflict(format!(
+                "placement group {:?} still has instance {:?}; delete it first",
+                doc.metadata.name, m.metadata.name
+            )));
+        }
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}
 
 #[async_trait]
 impl Hooks for Image {

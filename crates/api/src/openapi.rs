@@ -5,8 +5,8 @@ use schemars::gen::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use yunhan_model::{
-    ApiError, ApiKey, ApiKeySpec, CreateRequest, Flavor, Host, Image, Instance, Kind, Project,
-    UpdateRequest, User, Volume,
+    ApiError, ApiKey, ApiKeySpec, CreateRequest, Flavor, Host, Image, Instance, Kind,
+    PlacementGroup, Project, UpdateRequest, User, Volume,
 };
 use yunhan_store::objects::Doc;
 
@@ -176,6 +176,7 @@ pub fn openapi_document() -> Value {
     b.kind::<Image>(true, true);
     b.kind::<Instance>(true, true);
     b.kind::<Volume>(true, true);
+    b.kind::<PlacementGroup>(true, true);
     b.kind::<ApiKey>(false, false);
 
     let key_body = b.schema::<CreateRequest<ApiKeySpec>>();

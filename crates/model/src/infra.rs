@@ -20,6 +20,9 @@ pub struct HostSpec {
     /// False in maintenance mode: the scheduler places nothing new here.
     #[serde(default = "yes")]
     pub schedulable: bool,
+    /// PCI addresses of GPUs this host passes through to instances (VFIO).
+    #[serde(default)]
+    pub gpus: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -92,6 +95,22 @@ pub struct FlavorSpec {
 #[serde(deny_unknown_fields)]
 pub struct FlavorStatus {}
 
+/// The GPU shapes the reference platform allows: (GPUs, vCPUs, memory GiB).
+pub const GPU_SHAPES: [(u32, u32, u64); 12] = [
+    (1, 4, 8),
+    (1, 4, 16),
+    (1, 8, 16),
+    (1, 8, 32),
+    (2, 8, 16),
+    (2, 8, 32),
+    (2, 16, 32),
+    (2, 16, 64),
+    (4, 16, 32),
+    (4, 16, 64),
+    (4, 32, 64),
+    (4, 32, 128),
+];
+
 pub struct Flavor;
 impl Kind for Flavor {
     const KIND: &'static str = "Flavor";
@@ -137,15 +156,43 @@ pub struct ImageSpec {
     pub public: bool,
     #[serde(default)]
     pub os: String,
+    /// Kernel command line of a direct-kernel image (kernel + initrd, like
+    /// OpenStack's AKI/ARI); absent for disk images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_cmdline: Option<String>,
+    /// Smallest root disk (GiB) instances of this image may have (0 = the image's size).
+    #[serde(default)]
+    #[schemars(range(max = 65536))]
+    pub min_disk_gib: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageStatus {
+    /// `Pending` (no data yet), `Active` (usable) or `Failed` (see `message`).
     #[serde(default)]
     pub phase: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Format the data was uploaded in (`raw`, `qcow2`); stored as RAW.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_format: String,
+    /// Virtual size of the disk, bytes.
     #[serde(default)]
     pub size_bytes: u64,
+    /// Bytes actually allocated in the image store (thin).
+    #[serde(default)]
+    pub allocated_bytes: u64,
+    /// `sha256:<hex>` of the stored RAW disk (or kernel for direct-kernel images).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub checksum: String,
+    /// Where the server keeps the RAW disk (on the image store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<String>,
 }
 
 pub struct Image;
@@ -174,14 +221,35 @@ impl Kind for Image {
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Flavor name or id.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+    )]
     pub flavor: String,
     /// Image name or id.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+    )]
     pub image: String,
     /// Desired power state: true = running.
     #[serde(default = "yes")]
     pub running: bool,
+    /// Placement group (name or id) whose anti-affinity rule applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_group: Option<String>,
+    /// cloud-init user-data (a `#!` script or `#cloud-config`), at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// SSH public keys authorised for root in the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+    /// Bump to request a reboot (the agent reboots once per new value).
+    #[serde(default)]
+    pub reboot_generation: u64,
+    /// The requested reboot is a hard reset rather than a guest (ACPI) reboot.
+    #[serde(default)]
+    pub reboot_hard: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -216,6 +284,26 @@ pub struct InstanceStatus {
     pub memory_mib: u64,
     #[serde(default)]
     pub disk_gib: u64,
+    #[serde(default)]
+    pub gpus: u32,
+    /// PCI addresses of the host GPUs given to this instance (by the scheduler).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<String>,
+    /// Accelerator QEMU runs with (`kvm` or `tcg`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub accel: String,
+    /// Path of the serial console log on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<String>,
+    /// UNIX socket of the interactive serial console on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_socket: Option<String>,
+    /// The last `spec.reboot_generation` the agent carried out.
+    #[serde(default)]
+    pub reboot_generation: u64,
+    /// When the VM last started, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 pub struct Instance;
@@ -229,7 +317,28 @@ impl Kind for Instance {
     type Status = InstanceStatus;
     fn validate(spec: &InstanceSpec) -> Result<(), ApiError> {
         validate_name("spec.flavor", &spec.flavor)?;
-        validate_name("spec.image", &spec.image)
+        validate_name("spec.image", &spec.image)?;
+        if let Some(g) = &spec.placement_group {
+            validate_name("spec.placement_group", g)?;
+        }
+        if spec.user_data.as_ref().is_some_and(|u| u.len() > 64 * 1024) {
+            return Err(ApiError::invalid_field(
+                "spec.user_data",
+                "user_data is at most 64 KiB",
+            ));
+        }
+        if spec.ssh_keys.len() > 16
+            || spec
+                .ssh_keys
+                .iter()
+                .any(|k| k.len() > 8192 || k.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid_field(
+                "spec.ssh_keys",
+                "at most 16 single-line SSH public keys",
+            ));
+        }
+        Ok(())
     }
     fn usage(_spec: &InstanceSpec, status: &InstanceStatus) -> Usage {
         Usage {
@@ -282,5 +391,76 @@ impl Kind for Volume {
             volume_gib: spec.size_gib,
             ..Usage::default()
         }
+    }
+}
+
+// ---------------------------------------------------------------- placement groups
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementPolicy {
+    /// Members never share a host; a member that cannot be placed is Unschedulable.
+    #[default]
+    HardAntiAffinity,
+    /// Members avoid sharing a host when another host fits.
+    SoftAntiAffinity,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementGroupSpec {
+    #[serde(default)]
+    pub policy: PlacementPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementGroupStatus {}
+
+/// A "business group": instances spread over hosts for availability.
+pub struct PlacementGroup;
+impl Kind for PlacementGroup {
+    const KIND: &'static str = "PlacementGroup";
+    const PLURAL: &'static str = "placement-groups";
+    const ID_PREFIX: &'static str = "pg";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = PlacementGroupSpec;
+    type Status = PlacementGroupStatus;
+    fn validate(_spec: &PlacementGroupSpec) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flavor(gpus: u32, vcpus: u32, gib: u64) -> FlavorSpec {
+        FlavorSpec {
+            vcpus,
+            memory_mib: gib * 1024,
+            disk_gib: 20,
+            gpus,
+        }
+    }
+
+    #[test]
+    fn gpu_flavors_accept_only_reference_shapes() {
+        for (g, c, m) in GPU_SHAPES {
+            Flavor::validate(&flavor(g, c, m)).unwrap();
+        }
+        for (g, c, m) in [
+            (1, 2, 8),
+            (1, 4, 32),
+            (2, 4, 16),
+            (3, 16, 32),
+            (4, 16, 16),
+            (8, 64, 256),
+        ] {
+            let err = Flavor::validate(&flavor(g, c, m)).unwrap_err();
+            assert_eq!(err.details["field"], "spec.gpus", "{g}/{c}/{m}");
+        }
+        Flavor::validate(&flavor(0, 3, 5)).unwrap();
     }
 }

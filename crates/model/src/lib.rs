@@ -15,8 +15,9 @@ pub use identity::{
 };
 pub use infra::{
     Flavor, FlavorSpec, FlavorStatus, Host, HostPhase, HostSpec, HostStatus, Image, ImageSpec,
-    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, Volume, VolumeSpec,
-    VolumeStatus,
+    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, PlacementGroup,
+    PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy, Volume, VolumeSpec, VolumeStatus,
+    GPU_SHAPES,
 };
 pub use meta::{
     new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,

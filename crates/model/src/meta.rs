@@ -79,7 +79,10 @@ pub struct Resource<S, T> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectMeta {
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+    )]
     pub name: String,
     /// Target project (admins only; members always create in their own project).
     #[serde(default, skip_serializing_if = "Option::is_none")]

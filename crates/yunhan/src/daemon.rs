@@ -67,6 +67,9 @@ pub struct AgentArgs {
     /// Liveness lease TTL: a dead agent's host turns NotReady after this
     #[arg(long, default_value = "3", value_name = "SECONDS")]
     lease_ttl: u64,
+    /// A GPU to offer for passthrough, by PCI address (repeatable), e.g. 0000:3b:00.0
+    #[arg(long = "gpu", value_name = "PCI")]
+    gpus: Vec<String>,
 }
 
 /// API tuning shared by `up` and `server`.
@@ -235,6 +238,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         address: a.listen.ip().to_string(),
         state_dir: data_dir.join("agent"),
         lease_ttl: Duration::from_secs(3),
+        gpus: Vec::new(),
     };
     let agent = tokio::spawn(yunhan_agent::run(
         objects.clone(),
@@ -284,6 +288,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
         address: a.address,
         state_dir: a.state_dir,
         lease_ttl: Duration::from_secs(a.lease_ttl),
+        gpus: a.gpus,
     };
     yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
     Ok(())
