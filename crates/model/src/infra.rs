@@ -87,7 +87,7 @@ pub struct FlavorSpec {
     #[schemars(range(min = 1, max = 65536))]
     pub disk_gib: u64,
     #[serde(default)]
-    #[schemars(range(max = 8))]
+    #[schemars(range(max = 4))]
     pub gpus: u32,
 }
 
@@ -136,10 +136,27 @@ impl Kind for Flavor {
                 "disk_gib must be 1–65536",
             ));
         }
-        if spec.gpus > 8 {
+        if spec.gpus > 0 && !GPU_SHAPES.contains(&(spec.gpus, spec.vcpus, spec.memory_mib / 1024)) {
+            let allowed: Vec<String> = GPU_SHAPES
+                .iter()
+                .filter(|(g, _, _)| *g == spec.gpus)
+                .map(|(g, c, m)| format!("{g} GPU / {c} vCPU / {m} GiB"))
+                .collect();
+            let msg = if allowed.is_empty() {
+                "GPU flavors have 1, 2 or 4 GPUs".to_string()
+            } else {
+                format!(
+                    "a {}-GPU flavor must be one of: {}",
+                    spec.gpus,
+                    allowed.join(", ")
+                )
+            };
+            return Err(ApiError::invalid_field("spec.gpus", msg));
+        }
+        if spec.gpus > 0 && spec.memory_mib % 1024 != 0 {
             return Err(ApiError::invalid_field(
-                "spec.gpus",
-                "at most 8 GPUs per flavor",
+                "spec.memory_mib",
+                "GPU flavors have whole GiB of memory",
             ));
         }
         Ok(())
