@@ -112,6 +112,15 @@ async fn name_scope<K: Kind>(s: &Shared, p: &Principal, project: Option<&str>) -
     }
 }
 
+pub async fn find_visible<K: Hooks>(
+    s: &Shared,
+    p: &Principal,
+    id: &str,
+    project: Option<&str>,
+) -> Result<Doc<K>> {
+    find::<K>(s, p, id, project).await
+}
+
 async fn find<K: Hooks>(
     s: &Shared,
     p: &Principal,
@@ -126,6 +135,30 @@ async fn find<K: Hooks>(
         Some(doc) if visible::<K>(p, &doc) => Ok(doc),
         _ => Err(not_found::<K>(id)),
     }
+}
+
+/// Finds an object the caller may change (404 if invisible, 403 if read-only).
+pub async fn find_writable<K: Hooks>(
+    s: &Shared,
+    p: &Principal,
+    id: &str,
+    project: Option<&str>,
+) -> Result<Doc<K>> {
+    if K::ADMIN_WRITE && !p.is_admin() {
+        return Err(forbidden(&format!("changing {}", K::PLURAL)));
+    }
+    let doc = find::<K>(s, p, id, project).await?;
+    if !writable::<K>(p, &doc) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this {} belongs to another project; it can be read but not changed",
+                K::KIND
+            ),
+        )
+        .into());
+    }
+    Ok(doc)
 }
 
 async fn list<K: Hooks>(
@@ -468,6 +501,11 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
             "/v1/api-keys/{id}",
             get(show::<ApiKey>).delete(remove::<ApiKey>),
         )
+        .route(
+            "/v1/images/{id}/data",
+            axum::routing::put(crate::images::upload),
+        )
+        .route("/v1/instances/{id}/console", get(crate::console::log))
         .route("/v1/whoami", get(whoami))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))

@@ -173,7 +173,7 @@ impl Hooks for Image {
             )
             .into());
         }
-        doc.status.phase = "Active".into();
+        doc.status.phase = "Pending".into();
         Ok(())
     }
     fn check_update(_old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
@@ -184,6 +184,11 @@ impl Hooks for Image {
     }
     fn public(doc: &Doc<Self>) -> bool {
         doc.spec.public
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        s.objects.delete::<Self>(&doc).await?;
+        crate::images::remove_files(&s.image_dir, &doc.metadata.id).await;
+        Ok(Deleted::Now)
     }
 }
 

@@ -4,10 +4,12 @@
 
 mod auth;
 mod bootstrap;
+mod console;
 mod error;
 mod extract;
 mod handlers;
 mod hooks;
+mod images;
 mod metrics;
 mod openapi;
 mod ratelimit;
@@ -35,6 +37,10 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// How long a verified token is remembered (argon2 is deliberately slow).
     pub token_cache_ttl: Duration,
+    /// The image store: where uploaded images are kept as sparse RAW files.
+    pub image_dir: std::path::PathBuf,
+    /// Largest image upload, in bytes.
+    pub image_max_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +50,8 @@ impl Default for ApiConfig {
             burst: 400.0,
             body_limit: 1024 * 1024,
             token_cache_ttl: Duration::from_secs(30),
+            image_dir: "/var/lib/yunhan/images".into(),
+            image_max_bytes: 64 << 30,
         }
     }
 }
@@ -53,6 +61,8 @@ pub(crate) struct AppState {
     pub auth: auth::Authenticator,
     pub limiter: ratelimit::RateLimiter,
     pub metrics: metrics::Metrics,
+    pub image_dir: std::path::PathBuf,
+    pub image_max_bytes: u64,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -65,6 +75,8 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         objects,
         limiter: ratelimit::RateLimiter::new(config.rate_per_sec, config.burst),
         metrics: metrics::Metrics::default(),
+        image_dir: config.image_dir.clone(),
+        image_max_bytes: config.image_max_bytes,
     });
     handlers::routes(state, config.body_limit)
 }

@@ -198,6 +198,38 @@ pub fn openapi_document() -> Value {
         }),
     );
 
+    let image = b.schema::<Doc<Image>>();
+    let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the image, Active once its data is complete", image),
+    );
+    b.op("/v1/images/{id}/data", "put", json!({
+        "operationId": "upload_image_data",
+        "summary": "Upload an image's disk (qcow2 or raw, stored as sparse RAW), kernel or initrd; admins may import a server path with `source`",
+        "tags": ["Image"],
+        "parameters": [id_param(), project_param(),
+            {"name": "part", "in": "query", "required": false, "schema": {"type": "string", "enum": ["disk", "kernel", "initrd"], "default": "disk"}},
+            {"name": "source", "in": "query", "required": false, "schema": {"type": "string", "minLength": 1}}],
+        "requestBody": {"required": false, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": responses,
+    }));
+    let mut responses = error_responses(&[400, 401, 403, 404, 409, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json!({"description": "console text from `offset`; `X-Console-Offset` is where to continue",
+        "headers": {"X-Console-Offset": {"schema": {"type": "integer"}}},
+        "content": {"text/plain": {"schema": {"type": "string"}}}}),
+    );
+    b.op("/v1/instances/{id}/console", "get", json!({
+        "operationId": "instance_console",
+        "summary": "Read the serial console log",
+        "tags": ["Instance"],
+        "parameters": [id_param(), project_param(),
+            {"name": "offset", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}}],
+        "responses": responses,
+    }));
+
     let who = b.schema::<WhoAmI>();
     let mut responses = error_responses(&[401, 429]);
     responses.insert("200".into(), json_response("the caller", who));

@@ -58,9 +58,72 @@ impl Client {
             endpoint: self.endpoint.clone(),
             why: root_cause(&e),
         })?;
+        Self::decode(&self.endpoint, resp).await
+    }
+
+    /// Streams `file` as the body of a PUT (image uploads).
+    pub async fn upload(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+    ) -> Result<Option<Value>, ClientError> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let url = format!("{}{}", self.endpoint, path);
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::from(f))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                why: root_cause(&e),
+            })?;
+        Self::decode(&self.endpoint, resp).await
+    }
+
+    /// A chunk of an instance's console log from `offset`, and the next offset.
+    pub async fn console(&self, id: &str, offset: u64) -> Result<(String, u64), ClientError> {
+        let url = format!(
+            "{}/v1/instances/{id}/console?offset={offset}",
+            self.endpoint
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                why: root_cause(&e),
+            })?;
+        let status = resp.status().as_u16();
+        let next = resp
+            .headers()
+            .get("x-console-offset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(offset);
+        let text = resp.text().await.unwrap_or_default();
+        if status != 200 {
+            return Err(match serde_json::from_str::<ApiError>(&text) {
+                Ok(e) => ClientError::Api(e, status),
+                Err(_) => ClientError::Protocol { status, body: text },
+            });
+        }
+        Ok((text, next))
+    }
+
+    async fn decode(endpoint: &str, resp: reqwest::Response) -> Result<Option<Value>, ClientError> {
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| ClientError::Unreachable {
-            endpoint: self.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             why: root_cause(&e),
         })?;
         if (200..300).contains(&status) {

@@ -29,7 +29,7 @@ pub struct ClientArgs {
 
 /// `list`, `show`, `create`, `delete` for one resource kind.
 macro_rules! resource_command {
-    ($(#[$m:meta])* $name:ident, $create:ty) => {
+    ($(#[$m:meta])* $name:ident, $create:ty $(, { $($extra:tt)* })?) => {
         $(#[$m])*
         #[derive(Subcommand, Debug, Clone)]
         pub enum $name {
@@ -48,6 +48,7 @@ macro_rules! resource_command {
                 #[arg(long)]
                 wait: bool,
             },
+            $($($extra)*)?
         }
     };
 }
@@ -111,11 +112,29 @@ pub struct FlavorCreate {
 #[derive(Args, Debug, Clone)]
 pub struct ImageCreate {
     pub name: String,
+    /// Disk image to upload (qcow2 or raw); stored as sparse RAW
+    #[arg(long, conflicts_with = "kernel")]
+    pub file: Option<PathBuf>,
+    /// Direct-kernel image: the kernel to upload (with --initrd and --cmdline)
+    #[arg(long, requires = "cmdline")]
+    pub kernel: Option<PathBuf>,
+    /// Direct-kernel image: the initrd to upload
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Direct-kernel image: the kernel command line
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// Admins: import --file/--kernel/--initrd from paths on the server instead of uploading
+    #[arg(long)]
+    pub server_path: bool,
     /// Visible to every project (admins only)
     #[arg(long)]
     pub public: bool,
     #[arg(long, default_value = "")]
     pub os: String,
+    /// Smallest root disk, GiB, instances of this image need
+    #[arg(long, default_value_t = 0)]
+    pub min_disk_gib: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -160,9 +179,37 @@ resource_command!(
 resource_command!(
     /// Images that VMs boot from
     ImageCommand, ImageCreate);
+/// Wait options for power operations.
+#[derive(Args, Debug, Clone)]
+pub struct PowerArgs {
+    pub name: String,
+    /// Wait until the VM reaches the new state, showing progress
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 resource_command!(
-    /// Virtual machines
-    VmCommand, VmCreate);
+/// Virtual machines
+VmCommand, VmCreate, {
+    /// Shut a VM down (ACPI power button, then forced after a timeout)
+    Stop(PowerArgs),
+    /// Start a stopped VM
+    Start(PowerArgs),
+    /// Reboot a VM (guest reboot; --hard for a reset)
+    Reboot {
+        #[command(flatten)]
+        power: PowerArgs,
+        /// Reset the VM instead of asking the guest to reboot
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Print the VM's serial console log (the boot log)
+    Log { name: String },
+    /// Stream the VM's serial console (Ctrl-C to leave)
+    Console { name: String },
+});
 resource_command!(
     /// Block volumes
     VolumeCommand, VolumeCreate);
@@ -567,6 +614,103 @@ impl Ctx {
     }
 }
 
+/// Creates the image, then uploads (or imports) its parts; a failed upload
+/// deletes the image again so nothing half-made is left.
+async fn create_image(ctx: &Ctx, a: ImageCreate) -> Result<(), ClientError> {
+    let mut spec = json!({"public": a.public, "os": a.os, "min_disk_gib": a.min_disk_gib});
+    if let Some(c) = &a.cmdline {
+        spec["kernel_cmdline"] = json!(c);
+    }
+    let mut v = ctx
+        .create(&IMAGES, json!({"metadata": {"name": a.name}, "spec": spec}))
+        .await?;
+    let id = text(&v["metadata"]["id"]);
+    for (part, file) in [
+        ("disk", &a.file),
+        ("kernel", &a.kernel),
+        ("initrd", &a.initrd),
+    ] {
+        let Some(file) = file else { continue };
+        let uploaded = if a.server_path {
+            let src = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            let path = format!(
+                "/v1/images/{id}/data?part={part}&source={}",
+                query_escape(&src.to_string_lossy())
+            );
+            ctx.client.request(Method::PUT, &path, None).await
+        } else {
+            ctx.client
+                .upload(&format!("/v1/images/{id}/data?part={part}"), file)
+                .await
+        };
+        match uploaded {
+            Ok(Some(doc)) => v = doc,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = ctx
+                    .client
+                    .request(Method::DELETE, &format!("/v1/images/{id}"), None)
+                    .await;
+                return Err(e);
+            }
+        }
+    }
+    print(ctx.format, IMAGES.columns, &v);
+    Ok(())
+}
+
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Ctx {
+    /// Changes a VM's spec with `change`, then optionally waits for `phase`.
+    async fn power(
+        &self,
+        a: &PowerArgs,
+        change: impl Fn(&mut Value),
+        phase: &'static str,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/instances/{}", path_segment(&a.name));
+        let cur = self.client.get(&path).await?;
+        let mut spec = cur["spec"].clone();
+        change(&mut spec);
+        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
+        let mut v = self
+            .client
+            .request(Method::PUT, &path, Some(&body))
+            .await?
+            .unwrap_or(Value::Null);
+        if a.wait {
+            let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
+            let what = format!("VM {} to be {phase}", a.name);
+            v = wait_for(&self.client, &by_id, &what, a.timeout, |cur| {
+                let cur = cur?;
+                match cur["status"]["phase"].as_str() {
+                    Some(p) if p == phase => Some(Ok(())),
+                    Some("Failed") => Some(Err(format!(
+                        "VM {} failed: {}",
+                        a.name,
+                        text(&cur["status"]["message"])
+                    ))),
+                    _ => None,
+                }
+            })
+            .await?
+            .unwrap_or(v);
+        }
+        print(self.format, VMS.columns, &v);
+        Ok(())
+    }
+}
+
 /// Polls `path` until `done` says so, drawing a spinner with the current
 /// phase on a terminal (plain lines on phase changes otherwise).
 async fn wait_for(
@@ -717,23 +861,87 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                 print(ctx.format, FLAVORS.columns, &v);
             }
         },
-        Command::Image(c) => {
-            match c {
-                ImageCommand::List => ctx.list(&IMAGES).await?,
-                ImageCommand::Show { name } => drop(ctx.show(&IMAGES, &name).await?),
-                ImageCommand::Delete { name, wait } => ctx.delete(&IMAGES, &name, wait).await?,
-                ImageCommand::Create(a) => {
-                    let v = ctx.create(&IMAGES, json!({
-                    "metadata": {"name": a.name}, "spec": {"public": a.public, "os": a.os},
-                })).await?;
-                    print(ctx.format, IMAGES.columns, &v);
-                }
-            }
-        }
+        Command::Image(c) => match c {
+            ImageCommand::List => ctx.list(&IMAGES).await?,
+            ImageCommand::Show { name } => drop(ctx.show(&IMAGES, &name).await?),
+            ImageCommand::Delete { name, wait } => ctx.delete(&IMAGES, &name, wait).await?,
+            ImageCommand::Create(a) => create_image(&ctx, a).await?,
+        },
         Command::Vm(c) => match c {
             VmCommand::List => ctx.list(&VMS).await?,
             VmCommand::Show { name } => drop(ctx.show(&VMS, &name).await?),
             VmCommand::Delete { name, wait } => ctx.delete(&VMS, &name, wait).await?,
+            VmCommand::Stop(a) => {
+                ctx.power(&a, |spec| spec["running"] = json!(false), "Stopped")
+                    .await?
+            }
+            VmCommand::Start(a) => {
+                ctx.power(&a, |spec| spec["running"] = json!(true), "Running")
+                    .await?
+            }
+            VmCommand::Reboot { power, hard } => {
+                let before = ctx
+                    .client
+                    .get(&format!("/v1/instances/{}", path_segment(&power.name)))
+                    .await?;
+                let generation = before["spec"]["reboot_generation"].as_u64().unwrap_or(0) + 1;
+                let request = PowerArgs {
+                    wait: false,
+                    ..power.clone()
+                };
+                ctx.power(
+                    &request,
+                    |spec| {
+                        spec["reboot_generation"] = json!(generation);
+                        spec["reboot_hard"] = json!(hard);
+                    },
+                    "Running",
+                )
+                .await?;
+                if power.wait {
+                    let path = format!("/v1/instances/{}", text(&before["metadata"]["id"]));
+                    wait_for(
+                        &ctx.client,
+                        &path,
+                        &format!("VM {} to reboot", power.name),
+                        power.timeout,
+                        |cur| {
+                            let cur = cur?;
+                            let done = cur["status"]["reboot_generation"].as_u64()
+                                >= Some(generation)
+                                && cur["status"]["phase"] == "Running";
+                            done.then_some(Ok(()))
+                        },
+                    )
+                    .await?;
+                }
+            }
+            VmCommand::Log { name } => {
+                let v = ctx
+                    .client
+                    .get(&format!("/v1/instances/{}", path_segment(&name)))
+                    .await?;
+                let (text, _) = ctx.client.console(&text(&v["metadata"]["id"]), 0).await?;
+                print!("{text}");
+            }
+            VmCommand::Console { name } => {
+                let v = ctx
+                    .client
+                    .get(&format!("/v1/instances/{}", path_segment(&name)))
+                    .await?;
+                let id = text(&v["metadata"]["id"]);
+                eprintln!("streaming the console of {name} (Ctrl-C to leave)");
+                let mut offset = 0;
+                loop {
+                    let (chunk, next) = ctx.client.console(&id, offset).await?;
+                    print!("{chunk}");
+                    let _ = std::io::stdout().flush();
+                    if next == offset {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    offset = next;
+                }
+            }
             VmCommand::Create(a) => {
                 let mut v = ctx.create(&VMS, json!({
                     "metadata": {"name": a.name}, "spec": {"image": a.image, "flavor": a.flavor},

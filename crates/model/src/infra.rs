@@ -153,7 +153,7 @@ impl Kind for Flavor {
             };
             return Err(ApiError::invalid_field("spec.gpus", msg));
         }
-        if spec.gpus > 0 && spec.memory_mib % 1024 != 0 {
+        if spec.gpus > 0 && !spec.memory_mib.is_multiple_of(1024) {
             return Err(ApiError::invalid_field(
                 "spec.memory_mib",
                 "GPU flavors have whole GiB of memory",

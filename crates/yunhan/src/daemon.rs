@@ -44,6 +44,9 @@ pub struct ServerArgs {
     /// [default: ~/.config/yunhan/config.toml]
     #[arg(long)]
     write_config: Option<PathBuf>,
+    /// The image store: where uploaded images are kept (sparse RAW)
+    #[arg(long, default_value = "/var/lib/yunhan/images")]
+    image_dir: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -87,11 +90,12 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    fn api_config(&self) -> yunhan_api::ApiConfig {
+    fn api_config(&self, image_dir: PathBuf) -> yunhan_api::ApiConfig {
         yunhan_api::ApiConfig {
             rate_per_sec: self.rate_limit,
             burst: self.rate_burst,
             body_limit: self.body_limit,
+            image_dir,
             ..Default::default()
         }
     }
@@ -211,10 +215,10 @@ fn spawn_controllers(
 async fn serve_api(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,
-    tuning: &Tuning,
+    config: yunhan_api::ApiConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    yunhan_api::serve(listener, store, tuning.api_config(), async move {
+    yunhan_api::serve(listener, store, config, async move {
         let _ = shutdown.wait_for(|s| *s).await;
     })
     .await
@@ -250,7 +254,13 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     eprintln!("try: yunhan host list");
-    serve_api(listener, store, &a.tuning, shutdown).await?;
+    serve_api(
+        listener,
+        store,
+        a.tuning.api_config(data_dir.join("images")),
+        shutdown,
+    )
+    .await?;
     let _ = controllers.await;
     agent.await.context("agent task")?.context("agent failed")?;
     Ok(())
@@ -272,7 +282,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(store.clone(), objects, shutdown.clone());
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
-    serve_api(listener, store, &a.tuning, shutdown).await?;
+    serve_api(listener, store, a.tuning.api_config(a.image_dir), shutdown).await?;
     let _ = controllers.await;
     Ok(())
 }

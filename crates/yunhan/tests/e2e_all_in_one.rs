@@ -102,8 +102,47 @@ async fn e2e_cli_errors_teach_what_to_do() {
 #[tokio::test]
 async fn e2e_vm_create_is_scheduled_and_delete_wait_finishes() {
     let cloud = Cloud::up(&[]).await;
-    let out = cloud.cli(&["image", "create", "tiny", "--os", "busybox"]);
+    let disk = cloud.home.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let out = cloud.cli(&[
+        "image",
+        "create",
+        "tiny",
+        "--os",
+        "busybox",
+        "--file",
+        disk.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Active"), "{}", stdout(&out));
+    // Not a disk: refused, and the image is rolled back.
+    let junk = cloud.home.path().join("junk.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/hostname",
+            "-F",
+            "raw",
+        ])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cloud.cli(&[
+        "image",
+        "create",
+        "escape",
+        "--file",
+        junk.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("backing file"), "{}", stderr(&out));
+    let out = cloud.cli(&["image", "list"]);
+    assert!(!stdout(&out).contains("escape"), "{}", stdout(&out));
     let out = cloud.cli(&[
         "vm", "create", "vm1", "--image", "tiny", "--flavor", "tiny", "-o", "json",
     ]);

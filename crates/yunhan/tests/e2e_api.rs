@@ -277,7 +277,7 @@ async fn e2e_quota_holds_under_100_concurrent_creates() {
     let cloud = Cloud::up(&[]).await;
     let quota = json!({"instances": 7, "vcpus": 1000, "memory_mib": 1_000_000, "volume_gib": 1000, "elastic_ips": 1});
     let t = cloud.tenant("racer", Some(quota)).await;
-    cloud.create(&t.token, "images", "img", json!({})).await;
+    cloud.image(&t.token, "img").await;
     let mut tasks = Vec::new();
     for i in 0..100 {
         let http = cloud.http.clone();

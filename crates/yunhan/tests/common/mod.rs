@@ -186,6 +186,27 @@ impl Cloud {
         v
     }
 
+    /// An Active image: created, then a 1 MiB raw disk uploaded to it.
+    pub async fn image(&self, token: &str, name: &str) -> Value {
+        let img = self
+            .create(token, "images", name, json!({"os": "test"}))
+            .await;
+        let id = img["metadata"]["id"].as_str().unwrap();
+        let r = self
+            .http
+            .put(format!("{}/v1/images/{id}/data", self.endpoint))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(vec![0u8; 1 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"]["phase"], "Active", "{v}");
+        v
+    }
+
     /// A project with a member user and that user's token.
     pub async fn tenant(&self, name: &str, quota: Option<Value>) -> Tenant {
         let mut spec = json!({"description": format!("tenant {name}")});

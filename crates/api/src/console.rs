@@ -1,0 +1,74 @@
+//! The serial console log of an instance, read from the file the agent
+//! publishes in `status.console_log`. (It is a path on the instance's host:
+//! this works when the API server shares the host's filesystem, as with
+//! `yunhan up` and agents on the same machine.)
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use yunhan_model::{ApiError, ErrorCode, Instance};
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::extract::QueryParams;
+use crate::Shared;
+
+const MAX_CHUNK: u64 = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleQuery {
+    /// Byte offset to read from (the previous response's `X-Console-Offset`).
+    #[serde(default)]
+    offset: u64,
+    project: Option<String>,
+}
+
+/// `GET /v1/instances/{id}/console?offset=N`: up to 1 MiB of the serial log
+/// from `offset`, as text; `X-Console-Offset` is where to continue.
+pub async fn log(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ConsoleQuery>,
+) -> Result<Response> {
+    let inst = crate::handlers::find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
+    let Some(path) = inst.status.console_log.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "instance {:?} has no console yet (it is {:?})",
+                inst.metadata.name, inst.status.phase
+            ),
+        )
+        .into());
+    };
+    let mut f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => {
+            return Err(ApiError::new(ErrorCode::Conflict, "the console log is not readable from this API server (it lives on the instance's host)").into())
+        }
+    };
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let start = q.offset.min(len);
+    let _ = f.seek(std::io::SeekFrom::Start(start)).await;
+    let mut buf = Vec::new();
+    let _ = f.take(MAX_CHUNK).read_to_end(&mut buf).await;
+    let next = start + buf.len() as u64;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-console-offset"),
+                next.to_string(),
+            ),
+        ],
+        String::from_utf8_lossy(&buf).into_owned(),
+    )
+        .into_response())
+}
