@@ -1,8 +1,12 @@
 //! Pure placement decisions: which host an instance goes to. No I/O, so it is
 //! property-tested and benchmarked at data-centre scale.
 
+use std::collections::BTreeSet;
+
+pub use yunhan_model::PlacementPolicy;
+
 /// A host as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Candidate {
     pub id: String,
     pub cpus: u32,
@@ -13,13 +17,27 @@ pub struct Candidate {
     pub used_vcpus: u64,
     pub used_memory_mib: u64,
     pub used_disk_gib: u64,
+    /// Placement groups with a member on this host.
+    pub groups: BTreeSet<String>,
+    /// GPUs (PCI addresses) not given to any instance, in order.
+    pub free_gpus: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Demand {
     pub vcpus: u64,
     pub memory_mib: u64,
     pub disk_gib: u64,
+    pub gpus: u32,
+    /// The instance's placement group and its rule.
+    pub group: Option<(String, PlacementPolicy)>,
+}
+
+/// Where an instance goes and which GPUs it gets there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement<'a> {
+    pub host: &'a Candidate,
+    pub gpus: Vec<String>,
 }
 
 /// Admin-set overcommit ratios (vCPUs per physical CPU, memory multiplier).
@@ -57,9 +75,19 @@ impl Candidate {
             Some("not enough memory")
         } else if self.used_disk_gib + d.disk_gib > self.disk_gib {
             Some("not enough disk")
+        } else if (self.free_gpus.len() as u32) < d.gpus {
+            Some("not enough free GPUs")
+        } else if matches!(&d.group, Some((g, PlacementPolicy::HardAntiAffinity)) if self.groups.contains(g))
+        {
+            Some("hard anti-affinity: a member of the placement group is already there")
         } else {
             None
         }
+    }
+
+    /// Would this host break the demand's soft anti-affinity?
+    fn crowded(&self, d: &Demand) -> bool {
+        matches!(&d.group, Some((g, PlacementPolicy::SoftAntiAffinity)) if self.groups.contains(g))
     }
     /// The host's load after placing `d`: the larger of CPU and memory fractions.
     fn load_after(&self, d: &Demand, p: &Policy) -> f64 {
@@ -69,26 +97,33 @@ impl Candidate {
     }
 }
 
-/// Least-loaded host that fits; ties go to the smallest id (deterministic).
-/// `Err` says why nothing fits, counting hosts per reason.
-pub fn place<'a>(hosts: &'a [Candidate], d: &Demand, p: &Policy) -> Result<&'a Candidate, String> {
-    let mut best: Option<(&Candidate, f64)> = None;
+/// Least-loaded host that fits, preferring hosts without a member of a soft
+/// anti-affinity group; ties go to the smallest id (deterministic). `Err`
+/// says why nothing fits, counting hosts per reason.
+pub fn place<'a>(hosts: &'a [Candidate], d: &Demand, p: &Policy) -> Result<Placement<'a>, String> {
+    // Ordered by (crowded by a soft group, load, id): smaller is better.
+    let mut best: Option<(&Candidate, bool, f64)> = None;
     let mut reasons: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for h in hosts {
         if let Some(why) = h.misfit(d, p) {
             *reasons.entry(why).or_default() += 1;
             continue;
         }
+        let crowded = h.crowded(d);
         let load = h.load_after(d, p);
         let better = match best {
             None => true,
-            Some((b, bl)) => load < bl || (load == bl && h.id < b.id),
+            Some((b, bc, bl)) => (crowded, load, h.id.as_str()) < (bc, bl, b.id.as_str()),
         };
         if better {
-            best = Some((h, load));
+            best = Some((h, crowded, load));
         }
     }
-    best.map(|(h, _)| h).ok_or_else(|| {
+    best.map(|(h, _, _)| Placement {
+        host: h,
+        gpus: h.free_gpus[..d.gpus as usize].to_vec(),
+    })
+    .ok_or_else(|| {
         if hosts.is_empty() {
             return "no hosts are registered; start an agent with 'yunhan agent'".to_string();
         }
@@ -113,57 +148,89 @@ mod tests {
 
     fn host() -> impl Strategy<Value = Candidate> {
         (
-            0u32..1000,
-            1u32..64,
-            512u64..262_144,
-            10u64..4000,
-            any::<bool>(),
-            0u64..128,
-            0u64..262_144,
-            0u64..4000,
+            (
+                0u32..1000,
+                1u32..64,
+                512u64..262_144,
+                10u64..4000,
+                any::<bool>(),
+            ),
+            (0u64..128, 0u64..262_144, 0u64..4000),
+            (proptest::collection::btree_set("g[0-3]", 0..3), 0usize..5),
         )
             .prop_map(
-                |(id, cpus, memory_mib, disk_gib, schedulable, uv, um, ud)| Candidate {
-                    id: format!("hst-{id:04}"),
-                    cpus,
-                    memory_mib,
-                    disk_gib,
-                    schedulable,
-                    used_vcpus: uv,
-                    used_memory_mib: um,
-                    used_disk_gib: ud,
+                |((id, cpus, memory_mib, disk_gib, schedulable), (uv, um, ud), (groups, gpus))| {
+                    Candidate {
+                        id: format!("hst-{id:04}"),
+                        cpus,
+                        memory_mib,
+                        disk_gib,
+                        schedulable,
+                        used_vcpus: uv,
+                        used_memory_mib: um,
+                        used_disk_gib: ud,
+                        groups,
+                        free_gpus: (0..gpus).map(|i| format!("0000:0{i}:00.0")).collect(),
+                    }
                 },
             )
     }
 
     fn demand() -> impl Strategy<Value = Demand> {
-        (1u64..32, 64u64..65_536, 1u64..500).prop_map(|(vcpus, memory_mib, disk_gib)| Demand {
-            vcpus,
-            memory_mib,
-            disk_gib,
-        })
+        (
+            1u64..32,
+            64u64..65_536,
+            1u64..500,
+            0u32..3,
+            proptest::option::of(("g[0-3]", any::<bool>())),
+        )
+            .prop_map(|(vcpus, memory_mib, disk_gib, gpus, group)| Demand {
+                vcpus,
+                memory_mib,
+                disk_gib,
+                gpus,
+                group: group.map(|(g, hard)| {
+                    let policy = if hard {
+                        PlacementPolicy::HardAntiAffinity
+                    } else {
+                        PlacementPolicy::SoftAntiAffinity
+                    };
+                    (g, policy)
+                }),
+            })
     }
 
     proptest! {
         #[test]
-        fn never_places_over_capacity(hosts in proptest::collection::vec(host(), 0..30), d in demand()) {
+        fn never_over_capacity_nor_against_anti_affinity(hosts in proptest::collection::vec(host(), 0..30), d in demand()) {
             let p = Policy::default();
-            if let Ok(h) = place(&hosts, &d, &p) {
-                prop_assert!(h.schedulable);
-                prop_assert!(h.used_vcpus + d.vcpus <= (h.cpus as f64 * p.cpu_ratio) as u64);
-                prop_assert!(h.used_memory_mib + d.memory_mib <= h.memory_mib);
-                prop_assert!(h.used_disk_gib + d.disk_gib <= h.disk_gib);
-            } else {
-                prop_assert!(hosts.iter().all(|h| h.misfit(&d, &p).is_some()));
+            match place(&hosts, &d, &p) {
+                Ok(Placement { host: h, gpus }) => {
+                    prop_assert!(h.schedulable);
+                    prop_assert!(h.used_vcpus + d.vcpus <= (h.cpus as f64 * p.cpu_ratio) as u64);
+                    prop_assert!(h.used_memory_mib + d.memory_mib <= h.memory_mib);
+                    prop_assert!(h.used_disk_gib + d.disk_gib <= h.disk_gib);
+                    prop_assert_eq!(gpus.len() as u32, d.gpus);
+                    prop_assert!(gpus.iter().all(|g| h.free_gpus.contains(g)));
+                    match &d.group {
+                        Some((g, PlacementPolicy::HardAntiAffinity)) => prop_assert!(!h.groups.contains(g)),
+                        Some((g, PlacementPolicy::SoftAntiAffinity)) if h.groups.contains(g) => {
+                            // Crowding a soft group only when no uncrowded host fits.
+                            prop_assert!(hosts.iter().all(|o| o.misfit(&d, &p).is_some() || o.groups.contains(g)));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(_) => prop_assert!(hosts.iter().all(|h| h.misfit(&d, &p).is_some())),
             }
         }
 
         #[test]
         fn deterministic_and_order_independent(mut hosts in proptest::collection::vec(host(), 1..30), d in demand()) {
             let p = Policy::default();
-            let a = place(&hosts, &d, &p).map(|h| h.id.clone());
+            let a = place(&hosts, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
             hosts.reverse();
-            let b = place(&hosts, &d, &p).map(|h| h.id.clone());
+            let b = place(&hosts, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
             prop_assert_eq!(a, b);
         }
     }
@@ -177,22 +244,72 @@ mod tests {
             disk_gib: 100,
             schedulable: true,
             used_vcpus: used,
-            used_memory_mib: 0,
-            used_disk_gib: 0,
+            ..Default::default()
         };
         let hosts = vec![mk("a", 6), mk("b", 2)];
         let d = Demand {
             vcpus: 1,
             memory_mib: 512,
             disk_gib: 1,
+            ..Default::default()
         };
-        assert_eq!(place(&hosts, &d, &Policy::default()).unwrap().id, "b");
+        assert_eq!(place(&hosts, &d, &Policy::default()).unwrap().host.id, "b");
         let big = Demand {
             vcpus: 16,
             memory_mib: 512,
             disk_gib: 1,
+            ..Default::default()
         };
         let why = place(&hosts, &big, &Policy::default()).unwrap_err();
         assert!(why.contains("2 host(s): not enough vCPUs"), "{why}");
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn hard_group_spreads_then_refuses() {
+        let mut hosts: Vec<Candidate> = ["a", "b"]
+            .iter()
+            .map(|id| Candidate {
+                id: id.to_string(),
+                cpus: 8,
+                memory_mib: 8192,
+                disk_gib: 100,
+                schedulable: true,
+                ..Default::default()
+            })
+            .collect();
+        let d = Demand {
+            vcpus: 1,
+            memory_mib: 256,
+            disk_gib: 1,
+            gpus: 0,
+            group: Some(("web".into(), PlacementPolicy::HardAntiAffinity)),
+        };
+        let p = Policy::default();
+        for _ in 0..2 {
+            let id = place(&hosts, &d, &p).unwrap().host.id.clone();
+            hosts
+                .iter_mut()
+                .find(|h| h.id == id)
+                .unwrap()
+                .groups
+                .insert("web".into());
+        }
+        assert!(
+            hosts.iter().all(|h| h.groups.contains("web")),
+            "one member per host"
+        );
+        let why = place(&hosts, &d, &p).unwrap_err();
+        assert!(why.contains("hard anti-affinity"), "{why}");
+        // A soft group would still place the third member.
+        let soft = Demand {
+            group: Some(("web".into(), PlacementPolicy::SoftAntiAffinity)),
+            ..d
+        };
+        assert!(place(&hosts, &soft, &p).is_ok());
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use yunhan_model::{Host, HostPhase, Instance, InstancePhase};
+use yunhan_model::{Host, HostPhase, Instance, InstancePhase, PlacementGroup};
 use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::placement::{place, Candidate, Demand, Policy};
@@ -30,6 +30,12 @@ impl Reconciler for Scheduler {
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let hosts = objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?;
         let instances = objects.list_all::<Instance>(None).await?;
+        let groups: HashMap<String, yunhan_model::PlacementPolicy> = objects
+            .list_all::<PlacementGroup>(None)
+            .await?
+            .into_iter()
+            .map(|g| (g.metadata.id, g.spec.policy))
+            .collect();
         let mut candidates: Vec<Candidate> = hosts
             .iter()
             .map(|h| Candidate {
@@ -38,9 +44,8 @@ impl Reconciler for Scheduler {
                 memory_mib: h.spec.memory_mib,
                 disk_gib: h.spec.disk_gib,
                 schedulable: h.spec.schedulable && h.status.phase == HostPhase::Ready,
-                used_vcpus: 0,
-                used_memory_mib: 0,
-                used_disk_gib: 0,
+                free_gpus: h.spec.gpus.clone(),
+                ..Default::default()
             })
             .collect();
         let index: HashMap<String, usize> = candidates
@@ -53,6 +58,12 @@ impl Reconciler for Scheduler {
                 candidates[h].used_vcpus += i.status.vcpus as u64;
                 candidates[h].used_memory_mib += i.status.memory_mib;
                 candidates[h].used_disk_gib += i.status.disk_gib;
+                candidates[h]
+                    .free_gpus
+                    .retain(|g| !i.status.gpu_devices.contains(g));
+                if let Some(g) = &i.spec.placement_group {
+                    candidates[h].groups.insert(g.clone());
+                }
             }
         }
         for inst in instances {
@@ -67,16 +78,24 @@ impl Reconciler for Scheduler {
                 vcpus: inst.status.vcpus as u64,
                 memory_mib: inst.status.memory_mib,
                 disk_gib: inst.status.disk_gib,
+                gpus: inst.status.gpus,
+                group: inst
+                    .spec
+                    .placement_group
+                    .as_ref()
+                    .map(|g| (g.clone(), groups.get(g).copied().unwrap_or_default())),
             };
-            let decision = place(&candidates, &d, &self.policy).map(|h| h.id.clone());
+            let decision =
+                place(&candidates, &d, &self.policy).map(|p| (p.host.id.clone(), p.gpus));
             let written = objects
                 .modify::<Instance>(&inst.metadata.id, |doc| {
                     if doc.status.host.is_some() || doc.metadata.deleting.is_some() {
                         return false;
                     }
                     match &decision {
-                        Ok(host) => {
+                        Ok((host, gpus)) => {
                             doc.status.host = Some(host.clone());
+                            doc.status.gpu_devices = gpus.clone();
                             doc.status.phase = InstancePhase::Scheduled;
                             doc.status.message.clear();
                         }
@@ -93,12 +112,16 @@ impl Reconciler for Scheduler {
                     true
                 })
                 .await?;
-            if let (Some(doc), Ok(host)) = (written, &decision) {
+            if let (Some(doc), Ok((host, gpus))) = (written, &decision) {
                 if doc.status.host.as_ref() == Some(host) {
                     let c = &mut candidates[index[host]];
                     c.used_vcpus += d.vcpus;
                     c.used_memory_mib += d.memory_mib;
                     c.used_disk_gib += d.disk_gib;
+                    c.free_gpus.retain(|g| !gpus.contains(g));
+                    if let Some((g, _)) = &d.group {
+                        c.groups.insert(g.clone());
+                    }
                     tracing::info!(instance = %doc.metadata.name, %host, "scheduled");
                 }
             }
