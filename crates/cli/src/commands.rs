@@ -50,7 +50,28 @@ macro_rules! resource_command {
             },
             $($($extra)*)?
         }
+
+        impl $name {
+            /// The verbs every kind shares, or the command back if it is kind-specific.
+            // The command is handed straight back to a match; boxing it buys nothing.
+            #[allow(clippy::result_large_err)]
+            fn verb(self) -> Result<Verb, $name> {
+                match self {
+                    $name::List => Ok(Verb::List),
+                    $name::Show { name } => Ok(Verb::Show(name)),
+                    $name::Delete { name, wait } => Ok(Verb::Delete(name, wait)),
+                    other => Err(other),
+                }
+            }
+        }
     };
+}
+
+/// `list`, `show`, `delete`: the same for every kind.
+enum Verb {
+    List,
+    Show(String),
+    Delete(String, bool),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -146,12 +167,32 @@ pub struct VmCreate {
     /// Flavor name or id ('yunhan flavor list')
     #[arg(long)]
     pub flavor: String,
+    /// Placement group (name or id): spread over hosts by its anti-affinity rule
+    #[arg(long)]
+    pub placement_group: Option<String>,
+    /// cloud-init user-data file (a '#!' script or '#cloud-config')
+    #[arg(long)]
+    pub user_data: Option<PathBuf>,
+    /// SSH public key authorised for root (repeatable)
+    #[arg(long = "ssh-key")]
+    pub ssh_keys: Vec<String>,
+    /// Create it stopped
+    #[arg(long)]
+    pub stopped: bool,
     /// Wait until the VM runs (or fails), showing progress
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlacementGroupCreate {
+    pub name: String,
+    /// hard: members never share a host; soft: they avoid it when they can
+    #[arg(long, value_parser = ["hard", "soft"], default_value = "hard")]
+    pub policy: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -213,6 +254,9 @@ VmCommand, VmCreate, {
 resource_command!(
     /// Block volumes
     VolumeCommand, VolumeCreate);
+resource_command!(
+    /// Placement groups: spread VMs over hosts (anti-affinity)
+    PlacementGroupCommand, PlacementGroupCreate);
 
 /// Hypervisor hosts (agents register them)
 #[derive(Subcommand, Debug, Clone)]
@@ -242,6 +286,8 @@ pub enum Command {
     Vm(VmCommand),
     #[command(subcommand)]
     Volume(VolumeCommand),
+    #[command(subcommand, name = "placement-group", alias = "pg")]
+    PlacementGroup(PlacementGroupCommand),
     /// Show who the configured token belongs to
     Whoami,
 }
@@ -271,6 +317,16 @@ fn parse_gib(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A column showing `v[a][b]`.
+macro_rules! col {
+    ($header:literal, $a:literal, $b:literal) => {
+        Column {
+            header: $header,
+            get: |v| text(&v[$a][$b]),
+        }
+    };
+}
+
 /// Table columns and URL segment of a kind.
 struct Kind {
     plural: &'static str,
@@ -282,48 +338,21 @@ const HOSTS: Kind = Kind {
     plural: "hosts",
     singular: "host",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "STATUS",
-            get: |v| text(&v["status"]["phase"]),
-        },
-        Column {
-            header: "CPUS",
-            get: |v| text(&v["spec"]["cpus"]),
-        },
-        Column {
-            header: "MEMORY_MIB",
-            get: |v| text(&v["spec"]["memory_mib"]),
-        },
-        Column {
-            header: "DISK_GIB",
-            get: |v| text(&v["spec"]["disk_gib"]),
-        },
-        Column {
-            header: "ADDRESS",
-            get: |v| text(&v["spec"]["address"]),
-        },
-        Column {
-            header: "SCHEDULABLE",
-            get: |v| text(&v["spec"]["schedulable"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("STATUS", "status", "phase"),
+        col!("CPUS", "spec", "cpus"),
+        col!("MEMORY_MIB", "spec", "memory_mib"),
+        col!("DISK_GIB", "spec", "disk_gib"),
+        col!("ADDRESS", "spec", "address"),
+        col!("SCHEDULABLE", "spec", "schedulable"),
+        col!("ID", "metadata", "id"),
     ],
 };
 const PROJECTS: Kind = Kind {
     plural: "projects",
     singular: "project",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
+        col!("NAME", "metadata", "name"),
         Column {
             header: "INSTANCES",
             get: |v| {
@@ -360,151 +389,82 @@ const PROJECTS: Kind = Kind {
                 )
             },
         },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("ID", "metadata", "id"),
     ],
 };
 const USERS: Kind = Kind {
     plural: "users",
     singular: "user",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "ROLE",
-            get: |v| text(&v["spec"]["role"]),
-        },
-        Column {
-            header: "PROJECT",
-            get: |v| text(&v["spec"]["project"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("ROLE", "spec", "role"),
+        col!("PROJECT", "spec", "project"),
+        col!("ID", "metadata", "id"),
     ],
 };
 const KEYS: Kind = Kind {
     plural: "api-keys",
     singular: "API key",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "PREFIX",
-            get: |v| text(&v["status"]["prefix"]),
-        },
-        Column {
-            header: "USER",
-            get: |v| text(&v["status"]["user"]),
-        },
-        Column {
-            header: "ROLE",
-            get: |v| text(&v["status"]["role"]),
-        },
-        Column {
-            header: "CREATED",
-            get: |v| text(&v["metadata"]["created"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("PREFIX", "status", "prefix"),
+        col!("USER", "status", "user"),
+        col!("ROLE", "status", "role"),
+        col!("CREATED", "metadata", "created"),
+        col!("ID", "metadata", "id"),
     ],
 };
 const FLAVORS: Kind = Kind {
     plural: "flavors",
     singular: "flavor",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "VCPUS",
-            get: |v| text(&v["spec"]["vcpus"]),
-        },
-        Column {
-            header: "MEMORY_MIB",
-            get: |v| text(&v["spec"]["memory_mib"]),
-        },
-        Column {
-            header: "DISK_GIB",
-            get: |v| text(&v["spec"]["disk_gib"]),
-        },
-        Column {
-            header: "GPUS",
-            get: |v| text(&v["spec"]["gpus"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("VCPUS", "spec", "vcpus"),
+        col!("MEMORY_MIB", "spec", "memory_mib"),
+        col!("DISK_GIB", "spec", "disk_gib"),
+        col!("GPUS", "spec", "gpus"),
+        col!("ID", "metadata", "id"),
     ],
 };
 const IMAGES: Kind = Kind {
     plural: "images",
     singular: "image",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "STATUS",
-            get: |v| text(&v["status"]["phase"]),
-        },
-        Column {
-            header: "PUBLIC",
-            get: |v| text(&v["spec"]["public"]),
-        },
-        Column {
-            header: "OS",
-            get: |v| text(&v["spec"]["os"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("STATUS", "status", "phase"),
+        col!("PUBLIC", "spec", "public"),
+        col!("OS", "spec", "os"),
+        col!("ID", "metadata", "id"),
     ],
 };
 const VMS: Kind = Kind {
     plural: "instances",
     singular: "VM",
     columns: &[
+        col!("NAME", "metadata", "name"),
+        col!("STATUS", "status", "phase"),
+        col!("HOST", "status", "host"),
+        col!("FLAVOR", "spec", "flavor"),
+        col!("IMAGE", "spec", "image"),
+        col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
+    ],
+};
+const PLACEMENT_GROUPS: Kind = Kind {
+    plural: "placement-groups",
+    singular: "placement group",
+    columns: &[
         Column {
             header: "NAME",
             get: |v| text(&v["metadata"]["name"]),
         },
         Column {
-            header: "STATUS",
-            get: |v| text(&v["status"]["phase"]),
-        },
-        Column {
-            header: "HOST",
-            get: |v| text(&v["status"]["host"]),
-        },
-        Column {
-            header: "FLAVOR",
-            get: |v| text(&v["spec"]["flavor"]),
-        },
-        Column {
-            header: "IMAGE",
-            get: |v| text(&v["spec"]["image"]),
+            header: "POLICY",
+            get: |v| text(&v["spec"]["policy"]),
         },
         Column {
             header: "ID",
             get: |v| text(&v["metadata"]["id"]),
-        },
-        Column {
-            header: "MESSAGE",
-            get: |v| text(&v["status"]["message"]),
         },
     ],
 };
@@ -512,22 +472,10 @@ const VOLUMES: Kind = Kind {
     plural: "volumes",
     singular: "volume",
     columns: &[
-        Column {
-            header: "NAME",
-            get: |v| text(&v["metadata"]["name"]),
-        },
-        Column {
-            header: "SIZE_GIB",
-            get: |v| text(&v["spec"]["size_gib"]),
-        },
-        Column {
-            header: "STATUS",
-            get: |v| text(&v["status"]["phase"]),
-        },
-        Column {
-            header: "ID",
-            get: |v| text(&v["metadata"]["id"]),
-        },
+        col!("NAME", "metadata", "name"),
+        col!("SIZE_GIB", "spec", "size_gib"),
+        col!("STATUS", "status", "phase"),
+        col!("ID", "metadata", "id"),
     ],
 };
 
@@ -565,6 +513,14 @@ struct Ctx {
 }
 
 impl Ctx {
+    async fn verb(&self, k: &Kind, v: Verb) -> Result<(), ClientError> {
+        match v {
+            Verb::List => self.list(k).await,
+            Verb::Show(name) => self.show(k, &name).await.map(drop),
+            Verb::Delete(name, wait) => self.delete(k, &name, wait).await,
+        }
+    }
+
     async fn list(&self, k: &Kind) -> Result<(), ClientError> {
         let items = self.client.list(&format!("/v1/{}", k.plural)).await?;
         print(self.format, k.columns, &Value::Array(items));
@@ -789,194 +745,236 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         }
         Command::Host(HostCommand::List) => ctx.list(&HOSTS).await?,
         Command::Host(HostCommand::Show { name }) => drop(ctx.show(&HOSTS, &name).await?),
-        Command::Project(c) => match c {
-            ProjectCommand::List => ctx.list(&PROJECTS).await?,
-            ProjectCommand::Show { name } => drop(ctx.show(&PROJECTS, &name).await?),
-            ProjectCommand::Delete { name, wait } => ctx.delete(&PROJECTS, &name, wait).await?,
-            ProjectCommand::Create(a) => {
-                let v = ctx.create(&PROJECTS, json!({
+        Command::Project(c) => match c.verb() {
+            Ok(v) => ctx.verb(&PROJECTS, v).await?,
+            Err(c) => match c {
+                ProjectCommand::Create(a) => {
+                    let v = ctx.create(&PROJECTS, json!({
                     "metadata": {"name": a.name},
                     "spec": {"description": a.description, "quota": {
                         "instances": a.instances, "vcpus": a.vcpus, "memory_mib": a.memory_mib,
                         "volume_gib": a.volume_gib, "elastic_ips": a.elastic_ips}},
                 })).await?;
-                print(ctx.format, PROJECTS.columns, &v);
-            }
+                    print(ctx.format, PROJECTS.columns, &v);
+                }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::User(c) => match c {
-            UserCommand::List => ctx.list(&USERS).await?,
-            UserCommand::Show { name } => drop(ctx.show(&USERS, &name).await?),
-            UserCommand::Delete { name, wait } => ctx.delete(&USERS, &name, wait).await?,
-            UserCommand::Create(a) => {
-                let project = ctx
-                    .client
-                    .get(&format!("/v1/projects/{}", path_segment(&a.project)))
-                    .await?;
-                let v = ctx.create(&USERS, json!({
+        Command::User(c) => match c.verb() {
+            Ok(v) => ctx.verb(&USERS, v).await?,
+            Err(c) => match c {
+                UserCommand::Create(a) => {
+                    let project = ctx
+                        .client
+                        .get(&format!("/v1/projects/{}", path_segment(&a.project)))
+                        .await?;
+                    let v = ctx.create(&USERS, json!({
                     "metadata": {"name": a.name},
                     "spec": {"project": project["metadata"]["id"], "role": if a.admin { "admin" } else { "member" }},
                 })).await?;
-                print(ctx.format, USERS.columns, &v);
-            }
+                    print(ctx.format, USERS.columns, &v);
+                }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::Key(c) => match c {
-            KeyCommand::List => ctx.list(&KEYS).await?,
-            KeyCommand::Show { name } => drop(ctx.show(&KEYS, &name).await?),
-            KeyCommand::Delete { name, wait } => ctx.delete(&KEYS, &name, wait).await?,
-            KeyCommand::Create(a) => {
-                let mut spec = json!({});
-                if let Some(u) = a.user {
-                    let user = ctx
-                        .client
-                        .get(&format!("/v1/users/{}", path_segment(&u)))
+        Command::Key(c) => match c.verb() {
+            Ok(v) => ctx.verb(&KEYS, v).await?,
+            Err(c) => match c {
+                KeyCommand::Create(a) => {
+                    let mut spec = json!({});
+                    if let Some(u) = a.user {
+                        let user = ctx
+                            .client
+                            .get(&format!("/v1/users/{}", path_segment(&u)))
+                            .await?;
+                        spec["user"] = user["metadata"]["id"].clone();
+                    }
+                    let v = ctx
+                        .create(&KEYS, json!({"metadata": {"name": a.name}, "spec": spec}))
                         .await?;
-                    spec["user"] = user["metadata"]["id"].clone();
-                }
-                let v = ctx
-                    .create(&KEYS, json!({"metadata": {"name": a.name}, "spec": spec}))
-                    .await?;
-                match ctx.format {
-                    Format::Json => {
-                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                    match ctx.format {
+                        Format::Json => {
+                            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                        }
+                        Format::Table => {
+                            print!(
+                                "{}",
+                                crate::output::table(
+                                    KEYS.columns,
+                                    std::slice::from_ref(&v["api_key"])
+                                )
+                            );
+                            println!("\ntoken: {}\nThis token is shown only once: store it now (e.g. YUNHAN_TOKEN).", text(&v["token"]));
+                        }
                     }
-                    Format::Table => {
-                        print!(
-                            "{}",
-                            crate::output::table(KEYS.columns, std::slice::from_ref(&v["api_key"]))
-                        );
-                        println!("\ntoken: {}\nThis token is shown only once: store it now (e.g. YUNHAN_TOKEN).", text(&v["token"]));
-                    }
                 }
-            }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::Flavor(c) => match c {
-            FlavorCommand::List => ctx.list(&FLAVORS).await?,
-            FlavorCommand::Show { name } => drop(ctx.show(&FLAVORS, &name).await?),
-            FlavorCommand::Delete { name, wait } => ctx.delete(&FLAVORS, &name, wait).await?,
-            FlavorCommand::Create(a) => {
-                let v = ctx.create(&FLAVORS, json!({
+        Command::Flavor(c) => match c.verb() {
+            Ok(v) => ctx.verb(&FLAVORS, v).await?,
+            Err(c) => match c {
+                FlavorCommand::Create(a) => {
+                    let v = ctx.create(&FLAVORS, json!({
                     "metadata": {"name": a.name},
                     "spec": {"vcpus": a.vcpus, "memory_mib": a.memory_mib, "disk_gib": a.disk_gib, "gpus": a.gpus},
                 })).await?;
-                print(ctx.format, FLAVORS.columns, &v);
-            }
+                    print(ctx.format, FLAVORS.columns, &v);
+                }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::Image(c) => match c {
-            ImageCommand::List => ctx.list(&IMAGES).await?,
-            ImageCommand::Show { name } => drop(ctx.show(&IMAGES, &name).await?),
-            ImageCommand::Delete { name, wait } => ctx.delete(&IMAGES, &name, wait).await?,
-            ImageCommand::Create(a) => create_image(&ctx, a).await?,
+        Command::Image(c) => match c.verb() {
+            Ok(v) => ctx.verb(&IMAGES, v).await?,
+            Err(c) => match c {
+                ImageCommand::Create(a) => create_image(&ctx, a).await?,
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::Vm(c) => match c {
-            VmCommand::List => ctx.list(&VMS).await?,
-            VmCommand::Show { name } => drop(ctx.show(&VMS, &name).await?),
-            VmCommand::Delete { name, wait } => ctx.delete(&VMS, &name, wait).await?,
-            VmCommand::Stop(a) => {
-                ctx.power(&a, |spec| spec["running"] = json!(false), "Stopped")
-                    .await?
-            }
-            VmCommand::Start(a) => {
-                ctx.power(&a, |spec| spec["running"] = json!(true), "Running")
-                    .await?
-            }
-            VmCommand::Reboot { power, hard } => {
-                let before = ctx
-                    .client
-                    .get(&format!("/v1/instances/{}", path_segment(&power.name)))
-                    .await?;
-                let generation = before["spec"]["reboot_generation"].as_u64().unwrap_or(0) + 1;
-                let request = PowerArgs {
-                    wait: false,
-                    ..power.clone()
-                };
-                ctx.power(
-                    &request,
-                    |spec| {
-                        spec["reboot_generation"] = json!(generation);
-                        spec["reboot_hard"] = json!(hard);
-                    },
-                    "Running",
-                )
-                .await?;
-                if power.wait {
-                    let path = format!("/v1/instances/{}", text(&before["metadata"]["id"]));
-                    wait_for(
-                        &ctx.client,
-                        &path,
-                        &format!("VM {} to reboot", power.name),
-                        power.timeout,
-                        |cur| {
-                            let cur = cur?;
-                            let done = cur["status"]["reboot_generation"].as_u64()
-                                >= Some(generation)
-                                && cur["status"]["phase"] == "Running";
-                            done.then_some(Ok(()))
+        Command::Vm(c) => match c.verb() {
+            Ok(v) => ctx.verb(&VMS, v).await?,
+            Err(c) => match c {
+                VmCommand::Stop(a) => {
+                    ctx.power(&a, |spec| spec["running"] = json!(false), "Stopped")
+                        .await?
+                }
+                VmCommand::Start(a) => {
+                    ctx.power(&a, |spec| spec["running"] = json!(true), "Running")
+                        .await?
+                }
+                VmCommand::Reboot { power, hard } => {
+                    let before = ctx
+                        .client
+                        .get(&format!("/v1/instances/{}", path_segment(&power.name)))
+                        .await?;
+                    let generation = before["spec"]["reboot_generation"].as_u64().unwrap_or(0) + 1;
+                    let request = PowerArgs {
+                        wait: false,
+                        ..power.clone()
+                    };
+                    ctx.power(
+                        &request,
+                        |spec| {
+                            spec["reboot_generation"] = json!(generation);
+                            spec["reboot_hard"] = json!(hard);
                         },
+                        "Running",
                     )
                     .await?;
-                }
-            }
-            VmCommand::Log { name } => {
-                let v = ctx
-                    .client
-                    .get(&format!("/v1/instances/{}", path_segment(&name)))
-                    .await?;
-                let (text, _) = ctx.client.console(&text(&v["metadata"]["id"]), 0).await?;
-                print!("{text}");
-            }
-            VmCommand::Console { name } => {
-                let v = ctx
-                    .client
-                    .get(&format!("/v1/instances/{}", path_segment(&name)))
-                    .await?;
-                let id = text(&v["metadata"]["id"]);
-                eprintln!("streaming the console of {name} (Ctrl-C to leave)");
-                let mut offset = 0;
-                loop {
-                    let (chunk, next) = ctx.client.console(&id, offset).await?;
-                    print!("{chunk}");
-                    let _ = std::io::stdout().flush();
-                    if next == offset {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    if power.wait {
+                        let path = format!("/v1/instances/{}", text(&before["metadata"]["id"]));
+                        wait_for(
+                            &ctx.client,
+                            &path,
+                            &format!("VM {} to reboot", power.name),
+                            power.timeout,
+                            |cur| {
+                                let cur = cur?;
+                                let done = cur["status"]["reboot_generation"].as_u64()
+                                    >= Some(generation)
+                                    && cur["status"]["phase"] == "Running";
+                                done.then_some(Ok(()))
+                            },
+                        )
+                        .await?;
                     }
-                    offset = next;
                 }
-            }
-            VmCommand::Create(a) => {
-                let mut v = ctx.create(&VMS, json!({
-                    "metadata": {"name": a.name}, "spec": {"image": a.image, "flavor": a.flavor},
-                })).await?;
-                if a.wait {
-                    let path = format!("/v1/instances/{}", text(&v["metadata"]["id"]));
-                    let what = format!("VM {} to run", a.name);
-                    v = wait_for(&ctx.client, &path, &what, a.timeout, |cur| {
-                        let cur = cur?;
-                        match cur["status"]["phase"].as_str() {
-                            Some("Running") => Some(Ok(())),
-                            Some(p @ ("Failed" | "Unschedulable")) => Some(Err(format!(
-                                "VM {} is {p}: {}",
-                                text(&cur["metadata"]["name"]),
-                                text(&cur["status"]["message"])
-                            ))),
-                            _ => None,
+                VmCommand::Log { name } => {
+                    let v = ctx
+                        .client
+                        .get(&format!("/v1/instances/{}", path_segment(&name)))
+                        .await?;
+                    let (text, _) = ctx.client.console(&text(&v["metadata"]["id"]), 0).await?;
+                    print!("{text}");
+                }
+                VmCommand::Console { name } => {
+                    let v = ctx
+                        .client
+                        .get(&format!("/v1/instances/{}", path_segment(&name)))
+                        .await?;
+                    let id = text(&v["metadata"]["id"]);
+                    eprintln!("streaming the console of {name} (Ctrl-C to leave)");
+                    let mut offset = 0;
+                    loop {
+                        let (chunk, next) = ctx.client.console(&id, offset).await?;
+                        print!("{chunk}");
+                        let _ = std::io::stdout().flush();
+                        if next == offset {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
                         }
-                    })
-                    .await?
-                    .unwrap_or(v);
+                        offset = next;
+                    }
                 }
-                print(ctx.format, VMS.columns, &v);
-            }
+                VmCommand::Create(a) => {
+                    let mut spec =
+                        json!({"image": a.image, "flavor": a.flavor, "running": !a.stopped});
+                    if let Some(g) = &a.placement_group {
+                        spec["placement_group"] = json!(g);
+                    }
+                    if let Some(f) = &a.user_data {
+                        let data = std::fs::read_to_string(f).map_err(|e| {
+                            ClientError::Usage(format!("cannot read {}: {e}", f.display()))
+                        })?;
+                        spec["user_data"] = json!(data);
+                    }
+                    if !a.ssh_keys.is_empty() {
+                        spec["ssh_keys"] = json!(a.ssh_keys);
+                    }
+                    let mut v = ctx
+                        .create(&VMS, json!({"metadata": {"name": a.name}, "spec": spec}))
+                        .await?;
+                    if a.wait {
+                        let path = format!("/v1/instances/{}", text(&v["metadata"]["id"]));
+                        let what = format!("VM {} to run", a.name);
+                        v = wait_for(&ctx.client, &path, &what, a.timeout, |cur| {
+                            let cur = cur?;
+                            match cur["status"]["phase"].as_str() {
+                                Some("Running") => Some(Ok(())),
+                                Some(p @ ("Failed" | "Unschedulable")) => Some(Err(format!(
+                                    "VM {} is {p}: {}",
+                                    text(&cur["metadata"]["name"]),
+                                    text(&cur["status"]["message"])
+                                ))),
+                                _ => None,
+                            }
+                        })
+                        .await?
+                        .unwrap_or(v);
+                    }
+                    print(ctx.format, VMS.columns, &v);
+                }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
-        Command::Volume(c) => match c {
-            VolumeCommand::List => ctx.list(&VOLUMES).await?,
-            VolumeCommand::Show { name } => drop(ctx.show(&VOLUMES, &name).await?),
-            VolumeCommand::Delete { name, wait } => ctx.delete(&VOLUMES, &name, wait).await?,
-            VolumeCommand::Create(a) => {
-                let v = ctx.create(&VOLUMES, json!({
+        Command::PlacementGroup(c) => match c.verb() {
+            Ok(v) => ctx.verb(&PLACEMENT_GROUPS, v).await?,
+            Err(PlacementGroupCommand::Create(a)) => {
+                let policy = if a.policy == "soft" {
+                    "soft_anti_affinity"
+                } else {
+                    "hard_anti_affinity"
+                };
+                let v = ctx
+                    .create(
+                        &PLACEMENT_GROUPS,
+                        json!({"metadata": {"name": a.name}, "spec": {"policy": policy}}),
+                    )
+                    .await?;
+                print(ctx.format, PLACEMENT_GROUPS.columns, &v);
+            }
+            Err(_) => unreachable!("list, show and delete are handled by verb()"),
+        },
+        Command::Volume(c) => match c.verb() {
+            Ok(v) => ctx.verb(&VOLUMES, v).await?,
+            Err(c) => match c {
+                VolumeCommand::Create(a) => {
+                    let v = ctx.create(&VOLUMES, json!({
                     "metadata": {"name": a.name}, "spec": {"size_gib": a.size, "bootable": a.bootable},
                 })).await?;
-                print(ctx.format, VOLUMES.columns, &v);
-            }
+                    print(ctx.format, VOLUMES.columns, &v);
+                }
+                _ => unreachable!("list, show and delete are handled by verb()"),
+            },
         },
     }
     Ok(())

@@ -4,47 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, BIN};
+use common::{eventually, Proc, BIN};
 use serde_json::Value;
-use yunhan_testkit::{free_port, spawn_owned, EtcdCluster};
-
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(dir: &Path, tag: &str, args: &[&str]) -> Proc {
-        let log = dir.join(format!("{tag}.log"));
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("HOME", dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        Proc {
-            child: spawn_owned(cmd).expect("spawn yunhan"),
-            log,
-        }
-    }
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use yunhan_testkit::{free_port, EtcdCluster};
 
 fn host_phase(dir: &Path, cfg: &Path, name: &str) -> Option<String> {
     let out = Command::new(BIN)

@@ -264,3 +264,55 @@ pub fn stderr(o: &Output) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// The repository root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Builds (or reuses) the test guest in `target/test-guest`; returns its dir.
+pub fn test_guest() -> PathBuf {
+    let out = workspace().join("target/test-guest");
+    let o = Command::new(workspace().join("scripts/build-test-guest"))
+        .arg(&out)
+        .output()
+        .expect("run scripts/build-test-guest");
+    assert!(o.status.success(), "build-test-guest failed: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A `yunhan` process (server, agent) with its stderr in a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(dir: &Path, tag: &str, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{tag}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        Proc {
+            child: yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan"),
+            log,
+        }
+    }
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
