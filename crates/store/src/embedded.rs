@@ -8,7 +8,9 @@ use crate::api::{KeyValue, LeaseId, RangePage, Store, StoreError, Txn, TxnResult
 use crate::local::{Batch, Durable, Engine, Snapshot};
 use crate::mem::engine_store;
 
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+// Keys as bytes: redb compares them on every lookup, and &str would be
+// UTF-8-validated at each comparison.
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LEASES: TableDefinition<i64, u64> = TableDefinition::new("leases");
 const HEADER: usize = 32;
@@ -55,14 +57,19 @@ struct Redb(Database);
 
 impl Durable for Redb {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let records: Vec<(&[u8], Vec<u8>)> = batch
+            .puts
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), encode(v)))
+            .collect();
         let tx = self.0.begin_write().map_err(io)?;
         {
             let mut kv = tx.open_table(KV).map_err(io)?;
             for k in &batch.deletes {
-                kv.remove(k.as_str()).map_err(io)?;
+                kv.remove(k.as_bytes()).map_err(io)?;
             }
-            for (k, v) in &batch.puts {
-                kv.insert(k.as_str(), encode(v).as_slice()).map_err(io)?;
+            for (k, v) in &records {
+                kv.insert(*k, v.as_slice()).map_err(io)?;
             }
             let mut meta = tx.open_table(META).map_err(io)?;
             meta.insert("revision", batch.revision).map_err(io)?;
@@ -101,7 +108,9 @@ impl EmbeddedStore {
             let kv = rtx.open_table(KV).map_err(io)?;
             for item in kv.iter().map_err(io)? {
                 let (k, v) = item.map_err(io)?;
-                snap.kvs.push(decode(k.value(), v.value())?);
+                let key = std::str::from_utf8(k.value())
+                    .map_err(|_| StoreError::Corrupt("a key is not UTF-8".into()))?;
+                snap.kvs.push(decode(key, v.value())?);
             }
             let leases = rtx.open_table(LEASES).map_err(io)?;
             for item in leases.iter().map_err(io)? {
