@@ -1,10 +1,11 @@
 //! The host agent. It registers its Host, proves liveness by keeping a lease
-//! (the key `/yunhan/alive/hosts/<id>` dies with it), and reconciles the
-//! instances bound to its host. Compute, network and storage data planes plug
-//! in here as their issues land; the agent keeps running them when the
-//! control plane is down.
+//! (the key `/yunhan/alive/hosts/<id>` dies with it), and runs the instances
+//! bound to its host (`compute`: one QEMU per VM, see docs/compute.md).
+//! Network and storage data planes plug in here as their issues land; the
+//! agent keeps VMs running when the control plane is down, and VMs outlive
+//! the agent.
 
-mod finalizer;
+pub mod compute;
 mod host;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use yunhan_store::objects::{ObjectError, Objects};
 use yunhan_store::reconcile::run_reconciler;
 
+pub use compute::{AccelMode, ComputeConfig};
 pub use host::{discover, Discovered};
 
 #[derive(Debug, Clone)]
@@ -29,12 +31,16 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// PCI addresses of GPUs this host offers for passthrough.
     pub gpus: Vec<String>,
+    /// Compute data plane settings (accelerator, QEMU user, stop timeout).
+    pub compute: ComputeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Objects(#[from] ObjectError),
+    #[error("compute: {0}")]
+    Compute(std::io::Error),
     #[error("agent state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -42,7 +48,17 @@ pub enum AgentError {
     },
 }
 
-/// Runs the agent until `shutdown` becomes true.
+/// Aborts a task when dropped, so dropping `run` (e.g. a killed agent task)
+/// stops everything it started — but never the VMs.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the agent until `shutdown` becomes true. VMs keep running after it
+/// returns; the next agent re-attaches to them.
 pub async fn run(
     objects: Objects,
     cfg: AgentConfig,
@@ -54,18 +70,20 @@ pub async fn run(
     })?;
     let host_id = host::register(&objects, &cfg).await?;
     tracing::info!(host = %cfg.name, id = %host_id, "agent registered");
-    let lease = tokio::spawn(host::keep_alive(
+    let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, cfg.compute.clone())
+        .map_err(AgentError::Compute)?;
+    let mut lease = AbortOnDrop(tokio::spawn(host::keep_alive(
         objects.clone(),
         host_id.clone(),
         cfg.lease_ttl,
         shutdown.clone(),
-    ));
-    let fin = tokio::spawn(run_reconciler(
-        Arc::new(finalizer::Finalizer { host_id }),
+    )));
+    let mut vms = AbortOnDrop(tokio::spawn(run_reconciler(
+        Arc::new(compute),
         objects,
         shutdown,
-    ));
-    let _ = lease.await;
-    let _ = fin.await;
+    )));
+    let _ = (&mut lease.0).await;
+    let _ = (&mut vms.0).await;
     Ok(())
 }

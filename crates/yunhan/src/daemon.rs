@@ -73,6 +73,15 @@ pub struct AgentArgs {
     /// A GPU to offer for passthrough, by PCI address (repeatable), e.g. 0000:3b:00.0
     #[arg(long = "gpu", value_name = "PCI")]
     gpus: Vec<String>,
+    /// VM accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg
+    #[arg(long, env = "YUNHAN_ACCEL", default_value = "auto")]
+    accel: yunhan_agent::AccelMode,
+    /// Unprivileged user QEMU runs as (created if missing)
+    #[arg(long, default_value = "yunhan-qemu")]
+    qemu_user: String,
+    /// Seconds a guest gets to power off on stop before QEMU is quit/killed
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    stop_timeout: u64,
 }
 
 /// API tuning shared by `up` and `server`.
@@ -243,6 +252,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         state_dir: data_dir.join("agent"),
         lease_ttl: Duration::from_secs(3),
         gpus: Vec::new(),
+        compute: yunhan_agent::ComputeConfig::default(),
     };
     let agent = tokio::spawn(yunhan_agent::run(
         objects.clone(),
@@ -299,6 +309,12 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
         state_dir: a.state_dir,
         lease_ttl: Duration::from_secs(a.lease_ttl),
         gpus: a.gpus,
+        compute: yunhan_agent::ComputeConfig {
+            accel: a.accel,
+            qemu_user: Some(a.qemu_user),
+            stop_timeout: Duration::from_secs(a.stop_timeout),
+            ..Default::default()
+        },
     };
     yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
     Ok(())

@@ -1,0 +1,300 @@
+//! The QEMU command line, as a pure function of a [`VmPlan`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The accelerator a VM runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Kvm,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+}
+
+/// What the VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Boot {
+    /// The root disk, through the firmware (SeaBIOS).
+    Disk,
+    /// Direct kernel boot (the per-VM copies of the image's kernel and initrd).
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+}
+
+/// Everything the command line depends on. Paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPlan {
+    pub instance_id: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub accel: Accelerator,
+    /// The VM directory: disk, seed, sockets, logs, pidfile live here.
+    pub dir: PathBuf,
+    pub boot: Boot,
+    /// The NIC's MAC address.
+    pub mac: String,
+    /// Host PCI addresses passed through with VFIO.
+    pub gpus: Vec<String>,
+}
+
+impl VmPlan {
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.raw")
+    }
+    pub fn seed(&self) -> PathBuf {
+        self.dir.join("seed.iso")
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+}
+
+/// The seccomp policy QEMU confines itself with (verified against QEMU 10.0:
+/// it is incompatible with `-daemonize` and `-run-with user=`, which is why
+/// the agent detaches QEMU and drops its privileges itself).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// QEMU option values separate properties with commas; a literal comma is
+/// written twice.
+fn esc(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// The arguments after the binary name.
+pub fn build_argv(plan: &VmPlan) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    a.push("-no-user-config".into());
+    a.push("-nodefaults".into());
+    let mut push = |opt: &str, val: String| {
+        a.push(opt.to_string());
+        a.push(val);
+    };
+    push(
+        "-name",
+        format!("guest={},debug-threads=on", esc(&plan.name)),
+    );
+    push("-machine", format!("q35,accel={}", plan.accel.as_str()));
+    push(
+        "-cpu",
+        match plan.accel {
+            Accelerator::Kvm => "host".into(),
+            Accelerator::Tcg => "max".into(),
+        },
+    );
+    push("-smp", plan.vcpus.to_string());
+    push("-m", format!("{}M", plan.memory_mib));
+    push("-display", "none".into());
+    push("-vga", "none".into());
+    push("-msg", "timestamp=on".into());
+    // Root disk: thin RAW, host page cache (works on every file system,
+    // including tmpfs, which refuses O_DIRECT), discards punch holes.
+    push(
+        "-blockdev",
+        format!(
+            "driver=file,node-name=root-file,filename={},cache.direct=off,discard=unmap",
+            esc(&p(&plan.disk()))
+        ),
+    );
+    push(
+        "-blockdev",
+        "driver=raw,node-name=root,file=root-file,discard=unmap".into(),
+    );
+    // The firmware boots the root disk; with -kernel the kernel comes first
+    // (QEMU's linuxboot option ROM claims boot index 0).
+    push(
+        "-device",
+        match plan.boot {
+            Boot::Disk => "virtio-blk-pci,id=root-disk,drive=root,bootindex=0".into(),
+            Boot::Kernel { .. } => "virtio-blk-pci,id=root-disk,drive=root".into(),
+        },
+    );
+    // NoCloud seed, read-only.
+    push(
+        "-blockdev",
+        format!(
+            "driver=file,node-name=seed-file,filename={},read-only=on",
+            esc(&p(&plan.seed()))
+        ),
+    );
+    push(
+        "-blockdev",
+        "driver=raw,node-name=seed,file=seed-file,read-only=on".into(),
+    );
+    push("-device", "virtio-blk-pci,id=seed-disk,drive=seed".into());
+    if let Boot::Kernel {
+        kernel,
+        initrd,
+        cmdline,
+    } = &plan.boot
+    {
+        push("-kernel", p(kernel));
+        if let Some(initrd) = initrd {
+            push("-initrd", p(initrd));
+        }
+        push("-append", cmdline.clone());
+    }
+    // User-mode NIC, isolated from the host and the outside (restrict=on)
+    // until VPC networking lands; QEMU's DHCP server still answers.
+    push("-netdev", "user,id=net0,restrict=on".into());
+    push(
+        "-device",
+        format!("virtio-net-pci,id=nic0,netdev=net0,mac={}", plan.mac),
+    );
+    for (i, gpu) in plan.gpus.iter().enumerate() {
+        push("-device", format!("vfio-pci,id=gpu{i},host={}", esc(gpu)));
+    }
+    push(
+        "-chardev",
+        format!(
+            "socket,id=ser0,path={},server=on,wait=off,logfile={},logappend=on",
+            esc(&p(&plan.console_socket())),
+            esc(&p(&plan.serial_log()))
+        ),
+    );
+    push("-serial", "chardev:ser0".into());
+    push(
+        "-qmp",
+        format!("unix:{},server=on,wait=off", esc(&p(&plan.qmp_socket()))),
+    );
+    push("-pidfile", p(&plan.pidfile()));
+    push("-sandbox", SANDBOX.into());
+    a
+}
+
+/// A stable locally administered MAC (QEMU's 52:54:00 prefix) from the id.
+pub fn mac_for(instance_id: &str) -> String {
+    // FNV-1a: stable across releases, no dependency.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in instance_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (h >> 16) as u8,
+        (h >> 8) as u8,
+        h as u8
+    )
+}
+
+/// Whether `cmdline` (the NUL-separated `/proc/<pid>/cmdline`) is a QEMU
+/// this agent started for `instance_id`: a `qemu-system-*` binary whose
+/// `-pidfile` is `<...>/<instance_id>/qemu.pid`.
+pub fn cmdline_matches(cmdline: &[u8], instance_id: &str) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_qemu = args.iter().take(2).any(|a| {
+        let s = String::from_utf8_lossy(a);
+        Path::new(s.as_ref())
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with("qemu-system-"))
+    });
+    if !is_qemu {
+        return false;
+    }
+    let want = format!("/{instance_id}/qemu.pid");
+    args.windows(2)
+        .any(|w| w[0] == b"-pidfile" && String::from_utf8_lossy(w[1]).ends_with(&want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(accel: Accelerator, boot: Boot, gpus: Vec<String>) -> VmPlan {
+        VmPlan {
+            instance_id: "ins-00000000000000aa".into(),
+            name: "web-1".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            accel,
+            dir: "/var/lib/yunhan/agent/vms/ins-00000000000000aa".into(),
+            boot,
+            mac: mac_for("ins-00000000000000aa"),
+            gpus,
+        }
+    }
+
+    #[test]
+    fn tcg_disk_vm() {
+        insta::assert_json_snapshot!(build_argv(&plan(Accelerator::Tcg, Boot::Disk, vec![])));
+    }
+
+    #[test]
+    fn direct_kernel_vm() {
+        let boot = Boot::Kernel {
+            kernel: "/var/lib/yunhan/agent/vms/ins-00000000000000aa/kernel".into(),
+            initrd: Some("/var/lib/yunhan/agent/vms/ins-00000000000000aa/initrd".into()),
+            cmdline: "console=ttyS0 quiet panic=-1".into(),
+        };
+        insta::assert_json_snapshot!(build_argv(&plan(Accelerator::Tcg, boot, vec![])));
+    }
+
+    #[test]
+    fn gpu_vm_with_two_vfio_devices() {
+        let gpus = vec!["0000:3b:00.0".into(), "0000:af:00.0".into()];
+        insta::assert_json_snapshot!(build_argv(&plan(Accelerator::Kvm, Boot::Disk, gpus)));
+    }
+
+    #[test]
+    fn kvm_vm() {
+        insta::assert_json_snapshot!(build_argv(&plan(Accelerator::Kvm, Boot::Disk, vec![])));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let mut pl = plan(Accelerator::Tcg, Boot::Disk, vec![]);
+        pl.dir = "/srv/a,b/ins-1".into();
+        let argv = build_argv(&pl);
+        assert!(argv
+            .iter()
+            .any(|a| a.contains("filename=/srv/a,,b/ins-1/disk.raw,")));
+    }
+
+    #[test]
+    fn mac_is_stable_and_local() {
+        assert_eq!(mac_for("ins-1"), mac_for("ins-1"));
+        assert_ne!(mac_for("ins-1"), mac_for("ins-2"));
+        assert!(mac_for("ins-1").starts_with("52:54:00:"));
+    }
+
+    #[test]
+    fn pid_cmdline_matching() {
+        let ours =
+            b"/usr/bin/qemu-system-x86_64\0-name\0guest=a\0-pidfile\0/s/vms/ins-1/qemu.pid\0";
+        assert!(cmdline_matches(ours, "ins-1"));
+        assert!(!cmdline_matches(ours, "ins-2"));
+        // started through setsid: argv[0] is still QEMU after exec
+        let other = b"/usr/bin/python3\0-pidfile\0/s/vms/ins-1/qemu.pid\0";
+        assert!(!cmdline_matches(other, "ins-1"));
+        assert!(!cmdline_matches(b"", "ins-1")); // a zombie
+        let similar = b"qemu-system-x86_64\0-pidfile\0/s/vms/ins-10/qemu.pid\0";
+        assert!(!cmdline_matches(similar, "ins-1"));
+    }
+}

@@ -1,0 +1,640 @@
+//! The compute data plane: converges the instances bound to this host to
+//! their spec by running one QEMU per VM. Design note: `docs/compute.md`.
+
+pub mod accel;
+pub mod argv;
+pub mod runtime;
+pub mod seed;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinSet;
+use yunhan_model::{Image, Instance, InstancePhase, Resource};
+use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_store::reconcile::Reconciler;
+
+pub use accel::AccelMode;
+use argv::{mac_for, Accelerator, Boot, VmPlan};
+use runtime::{Runtime, StartRequest};
+
+type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
+
+/// Compute settings of the agent.
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    /// `auto` (probe KVM, fall back to TCG), `kvm` or `tcg`.
+    pub accel: AccelMode,
+    /// The unprivileged user QEMU runs as; created if missing (the agent
+    /// must be root to drop to it). None: QEMU runs as the agent's user.
+    pub qemu_user: Option<String>,
+    /// How long a guest gets to power off after the ACPI power button
+    /// before QEMU is quit (then killed).
+    pub stop_timeout: Duration,
+    /// The QEMU binary.
+    pub qemu_binary: PathBuf,
+    /// How often instances are re-checked without store changes (notices
+    /// QEMU processes that died).
+    pub resync: Duration,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            accel: AccelMode::Auto,
+            qemu_user: Some("yunhan-qemu".into()),
+            stop_timeout: Duration::from_secs(30),
+            qemu_binary: "qemu-system-x86_64".into(),
+            resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one pass does for one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    Start,
+    Stop,
+    Reboot {
+        hard: bool,
+    },
+    /// Kill QEMU, remove the VM directory, then the object.
+    Teardown,
+    /// Only the reported phase is wrong (e.g. re-attached after an agent restart).
+    Report(InstancePhase),
+}
+
+/// The decision, a pure function of the instance and whether its QEMU lives.
+///
+/// - deleting → teardown;
+/// - alive and wanted: reboot if `spec.reboot_generation` is ahead, else
+///   report Running;
+/// - alive and not wanted → stop;
+/// - dead and wanted → start (a first start, a start after Stopped, or a
+///   restart of a VM whose QEMU died or that powered itself off) — except
+///   after a failed start, which waits for the user to stop and start again;
+/// - dead and not wanted → report Stopped.
+pub fn decide(inst: &Doc<Instance>, alive: bool) -> Action {
+    let (spec, status) = (&inst.spec, &inst.status);
+    if inst.metadata.deleting.is_some() {
+        return Action::Teardown;
+    }
+    match (alive, spec.running) {
+        (true, true) if spec.reboot_generation > status.reboot_generation => Action::Reboot {
+            hard: spec.reboot_hard,
+        },
+        (true, true) if status.phase != InstancePhase::Running => {
+            Action::Report(InstancePhase::Running)
+        }
+        (true, true) => Action::Nothing,
+        (true, false) => Action::Stop,
+        (false, true) if status.phase == InstancePhase::Failed => Action::Nothing,
+        (false, true) => Action::Start,
+        (false, false) if status.phase != InstancePhase::Stopped => {
+            Action::Report(InstancePhase::Stopped)
+        }
+        (false, false) => Action::Nothing,
+    }
+}
+
+/// The compute reconciler of one host.
+pub struct Compute {
+    inner: Arc<Inner>,
+    /// Operations in flight (start/stop/...); aborted when the agent stops.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+struct Inner {
+    host_id: String,
+    cfg: ComputeConfig,
+    rt: Runtime,
+    accel: tokio::sync::OnceCell<Accelerator>,
+    /// Instances with an operation in flight.
+    busy: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases an instance's busy mark when its operation ends (or is aborted).
+struct BusyGuard(Arc<Inner>, String);
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        lock(&self.0.busy).remove(&self.1);
+    }
+}
+
+impl Compute {
+    /// Prepares `<state_dir>/vms` and the QEMU user.
+    pub fn new(
+        host_id: String,
+        state_dir: &std::path::Path,
+        cfg: ComputeConfig,
+    ) -> Result<Compute, std::io::Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let vms_dir = state_dir.join("vms");
+        std::fs::create_dir_all(&vms_dir)?;
+        // QEMU (unprivileged) must traverse to its VM dir, but not list others.
+        for d in [state_dir, vms_dir.as_path()] {
+            let mode = std::fs::metadata(d)?.permissions().mode() & 0o7777;
+            if mode & 0o011 != 0o011 {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011))?;
+            }
+        }
+        let run_as = match &cfg.qemu_user {
+            None => None,
+            Some(_) if !nix::unistd::geteuid().is_root() => {
+                tracing::warn!(
+                    "the agent is not root: QEMU runs as the agent's user, not the QEMU user"
+                );
+                None
+            }
+            Some(user) => match runtime::ensure_user(user) {
+                Ok(ids) => Some(ids),
+                Err(e) => return Err(std::io::Error::other(e)),
+            },
+        };
+        let rt = Runtime {
+            vms_dir,
+            qemu: cfg.qemu_binary.clone(),
+            run_as,
+            stop_timeout: cfg.stop_timeout,
+            start_timeout: Duration::from_secs(30),
+        };
+        Ok(Compute {
+            inner: Arc::new(Inner {
+                host_id,
+                cfg,
+                rt,
+                accel: tokio::sync::OnceCell::new(),
+                busy: Mutex::new(HashSet::new()),
+            }),
+            tasks: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Runs `op` for `id` unless an operation for it is already in flight.
+    fn spawn_op<F>(&self, id: &str, op: impl FnOnce(Arc<Inner>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if !lock(&self.inner.busy).insert(id.to_string()) {
+            return;
+        }
+        let guard = BusyGuard(self.inner.clone(), id.to_string());
+        let fut = op(self.inner.clone());
+        lock(&self.tasks).spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+    }
+}
+
+#[async_trait]
+impl Reconciler for Compute {
+    fn name(&self) -> &'static str {
+        "agent-compute"
+    }
+    fn watches(&self) -> Vec<String> {
+        vec!["/yunhan/objects/instances/".into()]
+    }
+    fn resync(&self) -> Duration {
+        self.inner.cfg.resync
+    }
+    async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
+        {
+            let mut tasks = lock(&self.tasks);
+            while let Some(r) = tasks.try_join_next() {
+                if let Err(e) = r {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "compute operation panicked");
+                    }
+                }
+            }
+        }
+        // A store error ends the pass here: VMs keep running as they are.
+        let all = objects.list_all::<Instance>(None).await?;
+        let me = self.inner.host_id.as_str();
+        let mine: HashMap<String, Doc<Instance>> = all
+            .into_iter()
+            .filter(|i| i.status.host.as_deref() == Some(me))
+            .map(|i| (i.metadata.id.clone(), i))
+            .collect();
+        for (id, inst) in &mine {
+            if lock(&self.inner.busy).contains(id) {
+                continue;
+            }
+            let alive = self.inner.rt.running_pid(id).is_some();
+            let action = decide(inst, alive);
+            if action == Action::Nothing {
+                continue;
+            }
+            let (objects, inst) = (objects.clone(), inst.clone());
+            self.spawn_op(id, move |inner| async move {
+                inner.act(&objects, inst, action).await;
+            });
+        }
+        // VMs of instances that are gone or bound elsewhere: stop and remove.
+        for id in self.inner.rt.list_vms() {
+            if mine.contains_key(&id) || lock(&self.inner.busy).contains(&id) {
+                continue;
+            }
+            let key = id.clone();
+            self.spawn_op(&key, move |inner| async move {
+                tracing::warn!(instance = %id, "orphan VM (instance gone or bound elsewhere): removing it");
+                if let Err(e) = inner.rt.destroy(&id).await {
+                    tracing::error!(instance = %id, error = %e, "cannot remove orphan VM");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    async fn act(&self, objects: &Objects, inst: Doc<Instance>, action: Action) {
+        let id = inst.metadata.id.clone();
+        let r = match action {
+            Action::Nothing => Ok(()),
+            Action::Report(phase) => self.report(objects, &inst, phase).await,
+            Action::Start => self.start(objects, &inst).await,
+            Action::Stop => self.stop(objects, &inst).await,
+            Action::Reboot { hard } => self.reboot(objects, &inst, hard).await,
+            Action::Teardown => self.teardown(objects, &inst).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(instance = %id, error = %e, "compute operation failed; will retry");
+        }
+    }
+
+    /// CAS-writes the status of `id` while it is still bound to this host.
+    async fn set_status(
+        &self,
+        objects: &Objects,
+        id: &str,
+        f: impl Fn(&mut yunhan_model::InstanceStatus) + Send + Sync,
+    ) -> Result<(), ObjectError> {
+        let me = self.host_id.clone();
+        objects
+            .modify::<Instance>(id, |d| {
+                if d.status.host.as_deref() != Some(me.as_str()) {
+                    return false;
+                }
+                let before = d.status.clone();
+                f(&mut d.status);
+                d.status != before
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn report(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        phase: InstancePhase,
+    ) -> Result<(), ObjectError> {
+        let plan_dir = self.rt.vm_dir(&inst.metadata.id);
+        let accel = self.accel_if_known();
+        self.set_status(objects, &inst.metadata.id, |s| {
+            s.phase = phase;
+            if phase == InstancePhase::Running {
+                s.console_log = Some(plan_dir.join("serial.log").display().to_string());
+                s.console_socket = Some(plan_dir.join("console.sock").display().to_string());
+                if s.accel.is_empty() {
+                    if let Some(a) = accel {
+                        s.accel = a.as_str().into();
+                    }
+                }
+            } else {
+                s.message.clear();
+            }
+        })
+        .await
+    }
+
+    fn accel_if_known(&self) -> Option<Accelerator> {
+        self.accel.get().copied()
+    }
+
+    async fn accelerator(&self) -> Accelerator {
+        *self
+            .accel
+            .get_or_init(|| {
+                accel::choose(
+                    self.cfg.accel,
+                    &self.cfg.qemu_binary,
+                    &self.rt.vms_dir,
+                    self.rt.run_as,
+                )
+            })
+            .await
+    }
+
+    async fn start(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
+        let id = inst.metadata.id.as_str();
+        let was = inst.status.phase;
+        self.set_status(objects, id, |s| {
+            s.phase = InstancePhase::Starting;
+            s.message = match was {
+                InstancePhase::Running | InstancePhase::Starting => {
+                    "QEMU was not running; starting it again".into()
+                }
+                _ => String::new(),
+            };
+        })
+        .await?;
+        let accel = self.accelerator().await;
+        let req = match self.plan(objects, inst, accel).await {
+            Ok(r) => r,
+            Err(msg) => return self.fail(objects, id, msg).await,
+        };
+        let t0 = std::time::Instant::now();
+        match self.rt.start(&req).await {
+            Ok(pid) => {
+                tracing::info!(
+                    instance = id,
+                    pid,
+                    accel = accel.as_str(),
+                    took_ms = t0.elapsed().as_millis() as u64,
+                    "VM started"
+                );
+                let dir = req.plan.dir.clone();
+                let gen = inst.spec.reboot_generation;
+                self.set_status(objects, id, |s| {
+                    s.phase = InstancePhase::Running;
+                    s.message.clear();
+                    s.accel = accel.as_str().into();
+                    s.started_at = Some(yunhan_model::now());
+                    s.console_log = Some(dir.join("serial.log").display().to_string());
+                    s.console_socket = Some(dir.join("console.sock").display().to_string());
+                    // A (re)start carries out any pending reboot request.
+                    s.reboot_generation = s.reboot_generation.max(gen);
+                })
+                .await
+            }
+            Err(e) => self.fail(objects, id, e.to_string()).await,
+        }
+    }
+
+    async fn fail(&self, objects: &Objects, id: &str, msg: String) -> Result<(), ObjectError> {
+        tracing::warn!(instance = id, "VM failed to start: {msg}");
+        self.set_status(objects, id, |s| {
+            s.phase = InstancePhase::Failed;
+            s.message = msg.clone();
+        })
+        .await
+    }
+
+    /// Resolves the image and flavor resources into a start request.
+    async fn plan(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        accel: Accelerator,
+    ) -> Result<StartRequest, String> {
+        let image = find_image(objects, inst)
+            .await
+            .map_err(|e| format!("reading image {:?}: {e}", inst.spec.image))?
+            .ok_or_else(|| format!("image {:?} not found", inst.spec.image))?;
+        if image.status.phase != "Active" {
+            return Err(format!(
+                "image {:?} is {}, not Active",
+                inst.spec.image,
+                if image.status.phase.is_empty() {
+                    "Pending"
+                } else {
+                    &image.status.phase
+                }
+            ));
+        }
+        let id = &inst.metadata.id;
+        let dir = self.rt.vm_dir(id);
+        let (boot, image_kernel) = match &image.status.kernel_path {
+            Some(k) => (
+                Boot::Kernel {
+                    kernel: dir.join("kernel"),
+                    initrd: image
+                        .status
+                        .initrd_path
+                        .as_ref()
+                        .map(|_| dir.join("initrd")),
+                    cmdline: image
+                        .spec
+                        .kernel_cmdline
+                        .clone()
+                        .unwrap_or_else(|| "console=ttyS0".into()),
+                },
+                Some((
+                    PathBuf::from(k),
+                    image.status.initrd_path.as_ref().map(PathBuf::from),
+                )),
+            ),
+            None if image.status.disk_path.is_some() => (Boot::Disk, None),
+            None => {
+                return Err(format!(
+                    "image {:?} has neither a disk nor a kernel",
+                    inst.spec.image
+                ))
+            }
+        };
+        let mac = mac_for(id);
+        let seed = seed::seed_files(
+            id,
+            &inst.metadata.name,
+            &mac,
+            inst.spec.user_data.as_deref(),
+            &inst.spec.ssh_keys,
+        );
+        Ok(StartRequest {
+            plan: VmPlan {
+                instance_id: id.clone(),
+                name: inst.metadata.name.clone(),
+                vcpus: inst.status.vcpus.max(1),
+                memory_mib: inst.status.memory_mib.max(64),
+                accel,
+                dir,
+                boot,
+                mac,
+                gpus: inst.status.gpu_devices.clone(),
+            },
+            image_disk: image.status.disk_path.as_ref().map(PathBuf::from),
+            image_kernel,
+            disk_bytes: inst.status.disk_gib << 30,
+            seed,
+        })
+    }
+
+    async fn stop(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
+        let id = inst.metadata.id.as_str();
+        self.set_status(objects, id, |s| s.phase = InstancePhase::Stopping)
+            .await?;
+        if let Err(e) = self.rt.stop(id).await {
+            tracing::warn!(instance = id, error = %e, "stop failed; will retry");
+            return Ok(());
+        }
+        self.set_status(objects, id, |s| {
+            s.phase = InstancePhase::Stopped;
+            s.message.clear();
+        })
+        .await
+    }
+
+    async fn reboot(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        hard: bool,
+    ) -> Result<(), ObjectError> {
+        let id = inst.metadata.id.as_str();
+        let gen = inst.spec.reboot_generation;
+        match self.rt.reboot(id, hard).await {
+            Ok(()) => {
+                tracing::info!(instance = id, hard, generation = gen, "VM rebooted");
+                self.set_status(objects, id, |s| {
+                    s.reboot_generation = s.reboot_generation.max(gen);
+                    s.phase = InstancePhase::Running;
+                })
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(instance = id, error = %e, "reboot failed; will retry");
+                Ok(())
+            }
+        }
+    }
+
+    async fn teardown(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
+        let id = inst.metadata.id.as_str();
+        self.set_status(objects, id, |s| s.phase = InstancePhase::Deleting)
+            .await?;
+        if let Err(e) = self.rt.destroy(id).await {
+            tracing::warn!(instance = id, error = %e, "teardown failed; will retry");
+            return Ok(());
+        }
+        // The object may have moved on (our own status writes): delete the
+        // current version.
+        loop {
+            let Some(cur) = objects.get::<Instance>(id).await? else {
+                return Ok(());
+            };
+            match objects.delete::<Instance>(&cur).await {
+                Ok(()) => {
+                    tracing::info!(instance = id, "VM deleted");
+                    return Ok(());
+                }
+                Err(ObjectError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn looks_like_image_id(s: &str) -> bool {
+    s.strip_prefix("img-")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The instance's image: by id, by name in its project, or a public image by name.
+async fn find_image(
+    objects: &Objects,
+    inst: &Doc<Instance>,
+) -> Result<Option<Doc<Image>>, ObjectError> {
+    let want = inst.spec.image.as_str();
+    if looks_like_image_id(want) {
+        return objects.get::<Image>(want).await;
+    }
+    if let Some(p) = inst.metadata.project.as_deref() {
+        if let Some(i) = objects.get_by_name::<Image>(p, want).await? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(objects
+        .list_all::<Image>(None)
+        .await?
+        .into_iter()
+        .find(|i| i.spec.public && i.metadata.name == want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata};
+
+    fn inst(running: bool, phase: InstancePhase) -> Doc<Instance> {
+        Resource {
+            metadata: Metadata {
+                id: "ins-1".into(),
+                name: "vm".into(),
+                project: None,
+                labels: Default::default(),
+                created: String::new(),
+                revision: 1,
+                deleting: None,
+            },
+            spec: InstanceSpec {
+                running,
+                ..Default::default()
+            },
+            status: InstanceStatus {
+                phase,
+                host: Some("hst-1".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn start_stop_report() {
+        use InstancePhase::*;
+        assert_eq!(decide(&inst(true, Scheduled), false), Action::Start);
+        assert_eq!(decide(&inst(true, Stopped), false), Action::Start);
+        assert_eq!(decide(&inst(true, Running), false), Action::Start); // QEMU died
+        assert_eq!(decide(&inst(true, Failed), false), Action::Nothing);
+        assert_eq!(decide(&inst(false, Failed), false), Action::Report(Stopped));
+        assert_eq!(decide(&inst(true, Running), true), Action::Nothing);
+        assert_eq!(decide(&inst(true, Starting), true), Action::Report(Running)); // re-attach
+        assert_eq!(decide(&inst(false, Running), true), Action::Stop);
+        assert_eq!(decide(&inst(false, Stopped), false), Action::Nothing);
+        assert_eq!(
+            decide(&inst(false, Scheduled), false),
+            Action::Report(Stopped)
+        );
+    }
+
+    #[test]
+    fn reboot_once_per_generation() {
+        let mut i = inst(true, InstancePhase::Running);
+        i.spec.reboot_generation = 2;
+        i.status.reboot_generation = 1;
+        assert_eq!(decide(&i, true), Action::Reboot { hard: false });
+        i.spec.reboot_hard = true;
+        assert_eq!(decide(&i, true), Action::Reboot { hard: true });
+        i.status.reboot_generation = 2;
+        assert_eq!(decide(&i, true), Action::Nothing);
+        // A reboot asked of a stopped-but-wanted VM is a start.
+        i.status.reboot_generation = 1;
+        i.status.phase = InstancePhase::Stopped;
+        assert_eq!(decide(&i, false), Action::Start);
+    }
+
+    #[test]
+    fn deleting_wins() {
+        let mut i = inst(true, InstancePhase::Running);
+        i.metadata.deleting = Some("now".into());
+        assert_eq!(decide(&i, true), Action::Teardown);
+        assert_eq!(decide(&i, false), Action::Teardown);
+    }
+
+    #[test]
+    fn image_ids() {
+        assert!(looks_like_image_id("img-0123456789abcdef"));
+        assert!(!looks_like_image_id("img-web"));
+        assert!(!looks_like_image_id("debian"));
+    }
+}

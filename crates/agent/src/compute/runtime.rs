@@ -1,0 +1,465 @@
+//! QEMU processes and their files. One directory per VM,
+//! `<state_dir>/vms/<instance id>/` (0700, owned by the QEMU user):
+//! `disk.raw`, `kernel`/`initrd` (direct-kernel images), `seed.iso`,
+//! `qmp.sock`, `console.sock`, `serial.log`, `qemu.log` (QEMU's stderr),
+//! `qemu.pid`, `argv.json`.
+//!
+//! QEMU is started detached (its own session, through `setsid`), as the
+//! unprivileged QEMU user, so it outlives the agent; the pidfile plus
+//! `/proc/<pid>/cmdline` identify it again after an agent restart.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use yunhan_qmp::{ConnectOptions, Qmp, QmpClient, RunState};
+
+use super::argv::{build_argv, cmdline_matches, VmPlan};
+use super::seed::{write_iso, SeedFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Prepare(String),
+    /// QEMU refused to start; the message is the end of its stderr.
+    #[error("QEMU failed to start: {0}")]
+    Qemu(String),
+    #[error("QMP: {0}")]
+    Qmp(#[from] yunhan_qmp::QmpError),
+}
+
+/// What to create a VM from.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub plan: VmPlan,
+    /// The image's RAW disk to copy (absent: an empty disk).
+    pub image_disk: Option<PathBuf>,
+    /// Direct-kernel images: the image's kernel and initrd, copied into the VM dir.
+    pub image_kernel: Option<(PathBuf, Option<PathBuf>)>,
+    /// The root disk's size (it grows to this; never shrinks).
+    pub disk_bytes: u64,
+    pub seed: SeedFiles,
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub vms_dir: PathBuf,
+    pub qemu: PathBuf,
+    /// uid/gid QEMU runs as (None: the agent's own).
+    pub run_as: Option<(u32, u32)>,
+    pub stop_timeout: Duration,
+    /// How long QEMU may take to bring its QMP socket up.
+    pub start_timeout: Duration,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
+    RuntimeError::Prepare(format!("{what} {}: {e}", path.display()))
+}
+
+impl Runtime {
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir.join(id)
+    }
+
+    /// Instance ids that have a VM directory here.
+    pub fn list_vms(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.vms_dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("ins-"))
+            .collect()
+    }
+
+    /// The PID of the live QEMU of `id` (pidfile + cmdline check), if any.
+    pub fn running_pid(&self, id: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.vm_dir(id).join("qemu.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        is_our_qemu(pid, id).then_some(pid)
+    }
+
+    /// Creates what is missing in the VM directory and starts QEMU; returns
+    /// once QMP answers and the VM runs. On failure nothing is left running,
+    /// and a VM directory this call created is removed.
+    pub async fn start(&self, req: &StartRequest) -> Result<i32, RuntimeError> {
+        let id = &req.plan.instance_id;
+        let dir = self.vm_dir(id);
+        let fresh = !dir.join("disk.raw").exists();
+        let r = self.start_inner(req).await;
+        if r.is_err() {
+            if let Some(pid) = self.running_pid(id) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if fresh {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        r
+    }
+
+    async fn start_inner(&self, req: &StartRequest) -> Result<i32, RuntimeError> {
+        let plan = &req.plan;
+        let dir = &plan.dir;
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        self.own(dir, 0o700)?;
+        // Root disk: a thin copy of the image, grown to the flavor's size.
+        let disk = plan.disk();
+        if !disk.exists() {
+            let tmp = dir.join("disk.raw.tmp");
+            match &req.image_disk {
+                Some(src) => copy_thin(src, &tmp).await?,
+                None => {
+                    std::fs::File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+                }
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(|e| io_err("opening", &tmp, e))?;
+            let len = f.metadata().map_err(|e| io_err("stat", &tmp, e))?.len();
+            if len < req.disk_bytes {
+                f.set_len(req.disk_bytes)
+                    .map_err(|e| io_err("growing", &tmp, e))?;
+            }
+            std::fs::rename(&tmp, &disk).map_err(|e| io_err("renaming", &tmp, e))?;
+        }
+        self.own(&disk, 0o600)?;
+        if let Some((kernel, initrd)) = &req.image_kernel {
+            for (src, name) in [(Some(kernel), "kernel"), (initrd.as_ref(), "initrd")] {
+                let Some(src) = src else { continue };
+                let dst = dir.join(name);
+                if !dst.exists() {
+                    let tmp = dir.join(format!("{name}.tmp"));
+                    copy_thin(src, &tmp).await?;
+                    std::fs::rename(&tmp, &dst).map_err(|e| io_err("renaming", &tmp, e))?;
+                }
+                self.own(&dst, 0o400)?;
+            }
+        }
+        // A fresh seed every start (user data may have changed).
+        write_iso(&req.seed, dir, &plan.seed())
+            .await
+            .map_err(|e| RuntimeError::Prepare(format!("seed: {e}")))?;
+        self.own(&plan.seed(), 0o400)?;
+        let argv = build_argv(plan);
+        let argv_json = serde_json::to_vec_pretty(&json!({
+            "binary": self.qemu,
+            "argv": argv,
+            "run_as": self.run_as,
+        }))
+        .unwrap_or_default();
+        let argv_path = dir.join("argv.json");
+        std::fs::write(&argv_path, argv_json).map_err(|e| io_err("writing", &argv_path, e))?;
+        for stale in [plan.qmp_socket(), plan.console_socket(), plan.pidfile()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let log_path = dir.join("qemu.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_err("opening", &log_path, e))?;
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io_err("opening", &log_path, e))?;
+
+        // `setsid` (util-linux) makes QEMU a session leader in place (same
+        // PID, no fork: a freshly spawned child is never a group leader), so
+        // signals to the agent's terminal or process group never reach VMs.
+        let mut cmd = tokio::process::Command::new("setsid");
+        cmd.arg(&self.qemu)
+            .args(&argv)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(false);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::Prepare(format!("cannot run setsid/QEMU: {e}")))?;
+        let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+        // Reaps QEMU if it exits while this agent lives.
+        tokio::spawn(async move {
+            let st = child.wait().await;
+            let _ = exit_tx.send(st);
+        });
+        let opts = ConnectOptions {
+            timeout: self.start_timeout,
+        };
+        let qmp = tokio::select! {
+            r = QmpClient::connect_retry(plan.qmp_socket(), opts, self.start_timeout) => r,
+            st = &mut exit_rx => {
+                let st = st.map(|s| s.map(|s| s.to_string()).unwrap_or_default()).unwrap_or_default();
+                return Err(RuntimeError::Qemu(log_tail(&log_path, log_start, &st)));
+            }
+        };
+        let qmp = match qmp {
+            Ok(q) => q,
+            Err(e) => {
+                // QEMU may have died while we were connecting: prefer its own words.
+                if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), exit_rx).await {
+                    let st = st.map(|s| s.to_string()).unwrap_or_default();
+                    return Err(RuntimeError::Qemu(log_tail(&log_path, log_start, &st)));
+                }
+                return Err(RuntimeError::Qemu(format!("no QMP: {e}")));
+            }
+        };
+        let status = qmp.query_status().await?;
+        if status.status != RunState::Running {
+            let _ = qmp.quit().await;
+            return Err(RuntimeError::Qemu(format!(
+                "VM is {:?} after start, not running",
+                status.status
+            )));
+        }
+        // Sockets and logs: owner only (the directory is 0700 already).
+        for f in [
+            plan.qmp_socket(),
+            plan.console_socket(),
+            plan.serial_log(),
+            plan.pidfile(),
+            log_path.clone(),
+        ] {
+            let _ = self.own(&f, 0o600);
+        }
+        let pid = self
+            .running_pid(&plan.instance_id)
+            .ok_or_else(|| RuntimeError::Qemu("QEMU runs but its pidfile does not match".into()))?;
+        Ok(pid)
+    }
+
+    /// chown to the QEMU user (when dropping privileges) + chmod.
+    fn own(&self, path: &Path, mode: u32) -> Result<(), RuntimeError> {
+        if let Some((uid, gid)) = self.run_as {
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| io_err("chown", path, e.into()))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err("chmod", path, e))
+    }
+
+    async fn qmp(&self, id: &str) -> Result<QmpClient, RuntimeError> {
+        let opts = ConnectOptions {
+            timeout: Duration::from_secs(10),
+        };
+        Ok(QmpClient::connect_with(self.vm_dir(id).join("qmp.sock"), opts).await?)
+    }
+
+    /// Waits until QEMU `pid` of `id` is gone; false on timeout.
+    async fn wait_gone(&self, pid: i32, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !is_our_qemu(pid, id) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Graceful stop: ACPI power button, wait up to `stop_timeout`, then QMP
+    /// `quit`, then SIGKILL.
+    pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(pid) = self.running_pid(id) else {
+            return Ok(());
+        };
+        if let Ok(qmp) = self.qmp(id).await {
+            if qmp.system_powerdown().await.is_ok()
+                && self.wait_gone(pid, id, self.stop_timeout).await
+            {
+                return Ok(());
+            }
+            tracing::warn!(
+                instance = id,
+                "guest ignored the power button; quitting QEMU"
+            );
+        }
+        self.kill(id).await
+    }
+
+    /// Immediate stop: QMP `quit`, then SIGKILL by the pidfile's PID.
+    pub async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(pid) = self.running_pid(id) else {
+            return Ok(());
+        };
+        if let Ok(Ok(qmp)) = tokio::time::timeout(Duration::from_secs(2), self.qmp(id)).await {
+            let _ = qmp.quit().await;
+            if self.wait_gone(pid, id, Duration::from_secs(5)).await {
+                return Ok(());
+            }
+        }
+        if is_our_qemu(pid, id) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if self.wait_gone(pid, id, Duration::from_secs(10)).await {
+            Ok(())
+        } else {
+            Err(RuntimeError::Prepare(format!(
+                "QEMU {pid} of {id} survived SIGKILL"
+            )))
+        }
+    }
+
+    /// Kills the VM and removes its directory.
+    pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        self.kill(id).await?;
+        let dir = self.vm_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &dir, e)),
+        }
+    }
+
+    /// Hard: `system_reset`. Soft: Ctrl-Alt-Del on the PS/2 keyboard (the
+    /// guest's init reboots cleanly; `system_powerdown` would power it off).
+    pub async fn reboot(&self, id: &str, hard: bool) -> Result<(), RuntimeError> {
+        let qmp = self.qmp(id).await?;
+        if hard {
+            qmp.system_reset().await?;
+        } else {
+            let key = |k: &str| json!({"type": "qcode", "data": k});
+            qmp.execute_raw(
+                "send-key",
+                json!({"keys": [key("ctrl"), key("alt"), key("delete")]}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pid` is a live QEMU started for `id` (zombies have no cmdline).
+pub fn is_our_qemu(pid: i32, id: &str) -> bool {
+    pid > 1 && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| cmdline_matches(&c, id))
+}
+
+/// `cp --reflink=auto --sparse=always`: instant on CoW file systems, sparse elsewhere.
+async fn copy_thin(src: &Path, dst: &Path) -> Result<(), RuntimeError> {
+    let out = tokio::process::Command::new("cp")
+        .args(["--reflink=auto", "--sparse=always", "--"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Prepare(format!("cannot run cp: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let _ = std::fs::remove_file(dst);
+        Err(RuntimeError::Prepare(format!(
+            "copying {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The last lines QEMU wrote to stderr since `from`, for `status.message`.
+fn log_tail(path: &Path, from: u64, exit: &str) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("; ");
+    match (tail.is_empty(), exit.is_empty()) {
+        (true, _) => format!("QEMU {exit} without a message"),
+        (false, true) => tail,
+        (false, false) => format!("{tail} ({exit})"),
+    }
+}
+
+/// Creates the QEMU user if it is missing (agent running as root), and
+/// returns its uid/gid.
+pub fn ensure_user(name: &str) -> Result<(u32, u32), String> {
+    use nix::unistd::User;
+    if let Ok(Some(u)) = User::from_name(name) {
+        return Ok((u.uid.as_raw(), u.gid.as_raw()));
+    }
+    let out = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run useradd: {e}"))?;
+    match User::from_name(name) {
+        Ok(Some(u)) => {
+            tracing::info!(user = name, uid = u.uid.as_raw(), "created the QEMU user");
+            Ok((u.uid.as_raw(), u.gid.as_raw()))
+        }
+        _ => Err(format!(
+            "user {name} does not exist and useradd failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_last_lines_of_this_start() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("qemu.log");
+        std::fs::write(&p, "old run\n").unwrap();
+        let from = 8;
+        let mut s = std::fs::read_to_string(&p).unwrap();
+        for i in 0..8 {
+            s.push_str(&format!("line {i}\n\n"));
+        }
+        std::fs::write(&p, s).unwrap();
+        assert_eq!(
+            log_tail(&p, from, "exit status: 1"),
+            "line 3; line 4; line 5; line 6; line 7 (exit status: 1)"
+        );
+        assert_eq!(
+            log_tail(&p, 1000, "exit status: 1"),
+            "QEMU exit status: 1 without a message"
+        );
+    }
+
+    #[test]
+    fn a_missing_pidfile_is_not_running() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = Runtime {
+            vms_dir: d.path().into(),
+            qemu: "qemu-system-x86_64".into(),
+            run_as: None,
+            stop_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(1),
+        };
+        std::fs::create_dir(d.path().join("ins-1")).unwrap();
+        assert_eq!(rt.running_pid("ins-1"), None);
+        // Our own PID is alive but is not QEMU.
+        std::fs::write(
+            d.path().join("ins-1/qemu.pid"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        assert_eq!(rt.running_pid("ins-1"), None);
+        assert_eq!(rt.list_vms(), vec!["ins-1".to_string()]);
+    }
+}
