@@ -267,6 +267,13 @@ impl Runtime {
         let deadline = Instant::now() + timeout;
         loop {
             if !is_our_qemu(pid, id) {
+                // Exited. Give its parent (this agent's reaper task, or init
+                // after an agent restart) a moment to reap the zombie, so
+                // "gone" also means gone from /proc for whoever looks next.
+                let reaped = Instant::now() + Duration::from_secs(2);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < reaped {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 return true;
             }
             if Instant::now() >= deadline {
