@@ -377,6 +377,25 @@ async fn e2e_vm_lifecycle_reattach_orphan_and_delete() {
     })
     .await;
 
+    // Soft reboot of A: Ctrl-Alt-Del, the guest shuts down cleanly and boots
+    // again in the same QEMU process.
+    let a_pid = env.pid(&a);
+    env.change(&a, |s| {
+        s.reboot_generation = 1;
+        s.reboot_hard = false;
+    })
+    .await;
+    env.wait_serial(&a, "third boot (soft reboot)", |l| {
+        count(l, "YUNHAN-READY hostname=vm-a ") >= 3
+    })
+    .await;
+    assert!(
+        env.serial(&a).contains("YUNHAN-SHUTDOWN"),
+        "clean guest shutdown"
+    );
+    assert_eq!(env.pid(&a), a_pid, "same QEMU process");
+    assert_eq!(env.get(&a).await.unwrap().status.reboot_generation, 1);
+
     // "Kill" the agent (drop its task mid-flight): VMs keep running.
     agent.task.abort();
     let _ = agent.task.await;
