@@ -4,64 +4,14 @@
 //!
 //!   cargo run --release -p yunhan --example api_bench -- [COUNT] [CLIENTS]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
-struct Server {
-    child: Child,
-    endpoint: String,
-    token: String,
-    _home: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|p| p.parent()).expect("target dir").join("yunhan")
-}
-
-fn start(args: &[&str]) -> Server {
-    let home = tempfile::tempdir().unwrap();
-    let port = yunhan_testkit::free_port();
-    let log = home.path().join("server.log");
-    let mut cmd = Command::new(binary());
-    cmd.args(args)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--rate-limit", "1000000", "--rate-burst", "1000000"])
-        .env("HOME", home.path())
-        .env("YUNHAN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    if args[0] == "up" {
-        cmd.args(["--data-dir", home.path().join("data").to_str().unwrap()]);
-    } else {
-        cmd.args(["--image-dir", home.path().join("images").to_str().unwrap()]);
-    }
-    let child = yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan");
-    let cfg = home.path().join(".config/yunhan/config.toml");
-    assert!(
-        yunhan_testkit::wait_until(Duration::from_secs(60), Duration::from_millis(50), || cfg.exists()),
-        "server did not start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let token = text.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_string();
-    Server { child, endpoint: format!("http://127.0.0.1:{port}"), token, _home: home }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
+mod common;
+use common::{pct, start, Server};
 
 /// Runs `count` operations from `clients` tasks; returns (ops/s, p50 ms, p99 ms).
 async fn run<F, Fut>(count: usize, clients: usize, op: F) -> (f64, f64, f64)
