@@ -99,6 +99,15 @@ async fn inspect(path: &Path, max_virtual: u64) -> Result<QemuImgInfo> {
             "qcow2 images with an external data file are refused",
         ));
     }
+    if info.format == "raw" && info.virtual_size % 512 != 0 {
+        return Err(bad(
+            "data",
+            format!(
+                "this is not a disk image: {} bytes is not a whole number of 512-byte sectors",
+                info.virtual_size
+            ),
+        ));
+    }
     if info.virtual_size == 0 || info.virtual_size > max_virtual {
         return Err(bad(
             "data",

@@ -24,10 +24,14 @@ use tokio::sync::watch;
 use yunhan_store::objects::Objects;
 
 /// Runs every control-plane controller until `shutdown` flips to true.
-pub async fn run_controllers(objects: Objects, shutdown: watch::Receiver<bool>) {
+pub async fn run_controllers(
+    objects: Objects,
+    policy: placement::Policy,
+    shutdown: watch::Receiver<bool>,
+) {
     let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
         Arc::new(liveness::HostLiveness),
-        Arc::new(scheduler::Scheduler::default()),
+        Arc::new(scheduler::Scheduler { policy }),
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

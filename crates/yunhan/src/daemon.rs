@@ -96,9 +96,27 @@ pub struct Tuning {
     /// Largest accepted request body, in bytes
     #[arg(long, default_value_t = 1024 * 1024)]
     body_limit: usize,
+    /// vCPUs the scheduler may place per physical CPU (CPU overcommit)
+    #[arg(long, default_value_t = 2.0)]
+    cpu_overcommit: f64,
+    /// Memory overcommit ratio (1.0 = none, the safe default)
+    #[arg(long, default_value_t = 1.0)]
+    memory_overcommit: f64,
 }
 
 impl Tuning {
+    fn placement(&self) -> anyhow::Result<yunhan_controller::placement::Policy> {
+        if !(self.cpu_overcommit >= 1.0 && self.cpu_overcommit <= 16.0)
+            || !(self.memory_overcommit >= 1.0 && self.memory_overcommit <= 4.0)
+        {
+            bail!("--cpu-overcommit must be 1–16 and --memory-overcommit 1–4");
+        }
+        Ok(yunhan_controller::placement::Policy {
+            cpu_ratio: self.cpu_overcommit,
+            memory_ratio: self.memory_overcommit,
+        })
+    }
+
     fn api_config(&self, image_dir: PathBuf) -> yunhan_api::ApiConfig {
         yunhan_api::ApiConfig {
             rate_per_sec: self.rate_limit,
@@ -205,6 +223,7 @@ async fn bootstrap(objects: &Objects, endpoint: &str, config_path: PathBuf) -> a
 fn spawn_controllers(
     store: Arc<dyn Store>,
     objects: Objects,
+    policy: yunhan_controller::placement::Policy,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let identity = format!("{}:{}", hostname(), std::process::id());
@@ -217,7 +236,7 @@ fn spawn_controllers(
         store,
         cfg,
         shutdown,
-        move |stop| yunhan_controller::run_controllers(objects.clone(), stop),
+        move |stop| yunhan_controller::run_controllers(objects.clone(), policy, stop),
     ))
 }
 
@@ -245,7 +264,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
 
     let shutdown = shutdown_signal();
-    let controllers = spawn_controllers(store.clone(), objects.clone(), shutdown.clone());
+    let controllers = spawn_controllers(
+        store.clone(),
+        objects.clone(),
+        a.tuning.placement()?,
+        shutdown.clone(),
+    );
     let agent_cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.listen.ip().to_string(),
@@ -290,7 +314,12 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     let shutdown = shutdown_signal();
-    let controllers = spawn_controllers(store.clone(), objects, shutdown.clone());
+    let controllers = spawn_controllers(
+        store.clone(),
+        objects,
+        a.tuning.placement()?,
+        shutdown.clone(),
+    );
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
     serve_api(listener, store, a.tuning.api_config(a.image_dir), shutdown).await?;
     let _ = controllers.await;
