@@ -99,7 +99,7 @@ async fn inspect(path: &Path, max_virtual: u64) -> Result<QemuImgInfo> {
             "qcow2 images with an external data file are refused",
         ));
     }
-    if info.format == "raw" && info.virtual_size % 512 != 0 {
+    if info.format == "raw" && !info.virtual_size.is_multiple_of(512) {
         return Err(bad(
             "data",
             format!(
