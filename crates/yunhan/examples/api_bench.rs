@@ -48,9 +48,16 @@ where
 }
 
 async fn bench(name: &str, s: &Server, count: usize, clients: usize) -> [(f64, f64, f64); 2] {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
     // One untimed request so the token is verified (argon2) and cached.
-    http.get(format!("{}/v1/whoami", s.endpoint)).bearer_auth(&s.token).send().await.unwrap();
+    http.get(format!("{}/v1/whoami", s.endpoint))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     let (h, e, t) = (http.clone(), s.endpoint.clone(), s.token.clone());
     let create = run(count, clients, move |i| {
         let (h, e, t) = (h.clone(), e.clone(), t.clone());
@@ -65,7 +72,12 @@ async fn bench(name: &str, s: &Server, count: usize, clients: usize) -> [(f64, f
     let get = run(count, clients, move |i| {
         let (h, e, t) = (h.clone(), e.clone(), t.clone());
         async move {
-            let r = h.get(format!("{e}/v1/volumes/v{i}")).bearer_auth(&t).send().await.unwrap();
+            let r = h
+                .get(format!("{e}/v1/volumes/v{i}"))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
         }
     })
@@ -82,7 +94,9 @@ async fn main() {
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(32);
     // Quota: the admin project's default volume quota is 2000 GiB.
     let count = count.min(1900);
-    println!("API create+get of volumes: {count} ops, {clients} concurrent clients (release build)");
+    println!(
+        "API create+get of volumes: {count} ops, {clients} concurrent clients (release build)"
+    );
     let embedded = start(&["up"]);
     let e = bench("up (embedded store)", &embedded, count, clients).await;
     drop(embedded);

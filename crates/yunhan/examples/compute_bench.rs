@@ -19,26 +19,48 @@ async fn main() {
     let kind = args.get(3).cloned().unwrap_or_else(|| "kernel".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let guest = root.join("target/test-guest");
-    let built = std::process::Command::new(root.join("scripts/build-test-guest")).arg(&guest).status().unwrap();
+    let built = std::process::Command::new(root.join("scripts/build-test-guest"))
+        .arg(&guest)
+        .status()
+        .unwrap();
     assert!(built.success(), "scripts/build-test-guest failed");
 
     let server = start(&["up"]);
     let http = reqwest::Client::new();
     let (e, t) = (server.endpoint.clone(), server.token.clone());
     let api = |m: reqwest::Method, p: &str| http.request(m, format!("{e}{p}")).bearer_auth(&t);
-    let spec = if kind == "disk" { json!({}) } else { json!({"kernel_cmdline": "console=ttyS0 quiet panic=-1"}) };
+    let spec = if kind == "disk" {
+        json!({})
+    } else {
+        json!({"kernel_cmdline": "console=ttyS0 quiet panic=-1"})
+    };
     let img: Value = api(reqwest::Method::POST, "/v1/images")
         .json(&json!({"metadata": {"name": "guest"}, "spec": spec}))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = img["metadata"]["id"].as_str().unwrap().to_string();
     let parts: &[(&str, &str)] = if kind == "disk" {
         &[("disk", "test-guest.raw")]
     } else {
-        &[("kernel", "test-guest.vmlinux"), ("initrd", "test-guest.initrd")]
+        &[
+            ("kernel", "test-guest.vmlinux"),
+            ("initrd", "test-guest.initrd"),
+        ]
     };
     for (part, file) in parts {
         let body = tokio::fs::read(guest.join(file)).await.unwrap();
-        let r = api(reqwest::Method::PUT, &format!("/v1/images/{id}/data?part={part}")).body(body).send().await.unwrap();
+        let r = api(
+            reqwest::Method::PUT,
+            &format!("/v1/images/{id}/data?part={part}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     }
 
@@ -46,28 +68,64 @@ async fn main() {
     let mut to_ready = Vec::new();
     let mut accel = String::new();
     for w in 0..total.div_ceil(wave) {
-        let names: Vec<String> = (0..wave.min(total - w * wave)).map(|i| format!("b{w}-{i}")).collect();
+        let names: Vec<String> = (0..wave.min(total - w * wave))
+            .map(|i| format!("b{w}-{i}"))
+            .collect();
         let mut pending = Vec::new();
         for n in &names {
             let t0 = Instant::now();
             let v: Value = api(reqwest::Method::POST, "/v1/instances")
-                .json(&json!({"metadata": {"name": n}, "spec": {"image": "guest", "flavor": "tiny"}}))
-                .send().await.unwrap().json().await.unwrap();
-            pending.push((v["metadata"]["id"].as_str().unwrap().to_string(), n.clone(), t0, None::<Duration>));
+                .json(
+                    &json!({"metadata": {"name": n}, "spec": {"image": "guest", "flavor": "tiny"}}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            pending.push((
+                v["metadata"]["id"].as_str().unwrap().to_string(),
+                n.clone(),
+                t0,
+                None::<Duration>,
+            ));
         }
         let deadline = Instant::now() + Duration::from_secs(600);
         while !pending.is_empty() {
-            assert!(Instant::now() < deadline, "VMs did not become ready in time");
+            assert!(
+                Instant::now() < deadline,
+                "VMs did not become ready in time"
+            );
             let mut left = Vec::new();
             for (vid, name, t0, running) in pending {
-                let v: Value = api(reqwest::Method::GET, &format!("/v1/instances/{vid}")).send().await.unwrap().json().await.unwrap();
+                let v: Value = api(reqwest::Method::GET, &format!("/v1/instances/{vid}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 assert_ne!(v["status"]["phase"], "Failed", "{v}");
-                let running = running.or_else(|| (v["status"]["phase"] == "Running").then(|| t0.elapsed()));
+                let running =
+                    running.or_else(|| (v["status"]["phase"] == "Running").then(|| t0.elapsed()));
                 if accel.is_empty() {
-                    accel = v["status"]["accel"].as_str().unwrap_or_default().to_string();
+                    accel = v["status"]["accel"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                 }
                 let log = match running {
-                    Some(_) => api(reqwest::Method::GET, &format!("/v1/instances/{vid}/console")).send().await.unwrap().text().await.unwrap(),
+                    Some(_) => api(
+                        reqwest::Method::GET,
+                        &format!("/v1/instances/{vid}/console"),
+                    )
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
                     None => String::new(),
                 };
                 if log.contains(&format!("YUNHAN-READY hostname={name}")) {
@@ -81,11 +139,20 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for n in &names {
-            api(reqwest::Method::DELETE, &format!("/v1/instances/{n}")).send().await.unwrap();
+            api(reqwest::Method::DELETE, &format!("/v1/instances/{n}"))
+                .send()
+                .await
+                .unwrap();
         }
         // Wait for the wave to be gone before the next one.
         loop {
-            let l: Value = api(reqwest::Method::GET, "/v1/instances").send().await.unwrap().json().await.unwrap();
+            let l: Value = api(reqwest::Method::GET, "/v1/instances")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if l["items"].as_array().unwrap().is_empty() {
                 break;
             }
@@ -95,6 +162,14 @@ async fn main() {
     to_running.sort();
     to_ready.sort();
     println!("{total} VMs ({kind} boot), {wave} at a time, accel={accel}, 256 MiB / 1 vCPU each");
-    println!("POST → Running (QEMU up):   p50 {:>8.0} ms  p99 {:>8.0} ms", pct(&to_running, 0.5), pct(&to_running, 0.99));
-    println!("POST → readiness marker:    p50 {:>8.0} ms  p99 {:>8.0} ms", pct(&to_ready, 0.5), pct(&to_ready, 0.99));
+    println!(
+        "POST → Running (QEMU up):   p50 {:>8.0} ms  p99 {:>8.0} ms",
+        pct(&to_running, 0.5),
+        pct(&to_running, 0.99)
+    );
+    println!(
+        "POST → readiness marker:    p50 {:>8.0} ms  p99 {:>8.0} ms",
+        pct(&to_ready, 0.5),
+        pct(&to_ready, 0.99)
+    );
 }

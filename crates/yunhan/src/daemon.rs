@@ -106,9 +106,9 @@ pub struct Tuning {
 
 impl Tuning {
     fn placement(&self) -> anyhow::Result<yunhan_controller::placement::Policy> {
-        if !(self.cpu_overcommit >= 1.0 && self.cpu_overcommit <= 16.0)
-            || !(self.memory_overcommit >= 1.0 && self.memory_overcommit <= 4.0)
-        {
+        let valid = (1.0..=16.0).contains(&self.cpu_overcommit)
+            && (1.0..=4.0).contains(&self.memory_overcommit);
+        if !valid {
             bail!("--cpu-overcommit must be 1–16 and --memory-overcommit 1–4");
         }
         Ok(yunhan_controller::placement::Policy {

@@ -21,10 +21,14 @@ fn log(cloud: &Cloud, name: &str) -> String {
 }
 
 async fn wait_log(cloud: &Cloud, name: &str, needle: &str, timeout: Duration) -> String {
-    eventually(&format!("{needle:?} on {name}'s console"), timeout, || async {
-        let l = log(cloud, name);
-        l.contains(needle).then_some(l)
-    })
+    eventually(
+        &format!("{needle:?} on {name}'s console"),
+        timeout,
+        || async {
+            let l = log(cloud, name);
+            l.contains(needle).then_some(l)
+        },
+    )
     .await
 }
 
@@ -33,7 +37,10 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn qemu_pid(cloud: &Cloud, id: &str) -> Option<u32> {
-    let p = cloud.home.path().join(format!("data/agent/vms/{id}/qemu.pid"));
+    let p = cloud
+        .home
+        .path()
+        .join(format!("data/agent/vms/{id}/qemu.pid"));
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
@@ -47,12 +54,29 @@ async fn e2e_compute_contract_image_vm_lifecycle_and_console() {
     let out = cloud.cli(&["flavor", "list"]);
     assert!(stdout(&out).contains("tiny"));
 
-    let out = cloud.cli(&["vm", "create", "vm1", "--image", "tiny", "--flavor", "tiny", "--wait", "--timeout", "240s"]);
+    let out = cloud.cli(&[
+        "vm",
+        "create",
+        "vm1",
+        "--image",
+        "tiny",
+        "--flavor",
+        "tiny",
+        "--wait",
+        "--timeout",
+        "240s",
+    ]);
     assert!(out.status.success(), "vm create --wait: {}", stderr(&out));
     let v = vm(&cloud, "vm1");
     assert_eq!(v["status"]["phase"], "Running", "{v}");
     assert!(v["status"]["host"].as_str().unwrap().starts_with("hst-"));
-    wait_log(&cloud, "vm1", "YUNHAN-READY hostname=vm1", Duration::from_secs(240)).await;
+    wait_log(
+        &cloud,
+        "vm1",
+        "YUNHAN-READY hostname=vm1",
+        Duration::from_secs(240),
+    )
+    .await;
 
     let out = cloud.cli(&["vm", "stop", "vm1", "--wait"]);
     assert!(out.status.success(), "stop: {}", stderr(&out));
@@ -61,12 +85,25 @@ async fn e2e_compute_contract_image_vm_lifecycle_and_console() {
     assert!(out.status.success(), "start: {}", stderr(&out));
     assert_eq!(vm(&cloud, "vm1")["status"]["phase"], "Running");
 
-    let id = vm(&cloud, "vm1")["metadata"]["id"].as_str().unwrap().to_string();
+    let id = vm(&cloud, "vm1")["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pid = qemu_pid(&cloud, &id).expect("a pidfile for the running VM");
     let out = cloud.cli(&["vm", "delete", "vm1", "--wait"]);
     assert!(out.status.success(), "delete: {}", stderr(&out));
-    eventually("QEMU gone", Duration::from_secs(30), || async { (!pid_alive(pid)).then_some(()) }).await;
-    assert!(!cloud.home.path().join(format!("data/agent/vms/{id}")).exists(), "nothing left behind");
+    eventually("QEMU gone", Duration::from_secs(30), || async {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(
+        !cloud
+            .home
+            .path()
+            .join(format!("data/agent/vms/{id}"))
+            .exists(),
+        "nothing left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +113,15 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
     let kernel = guest.join("test-guest.vmlinux");
     let initrd = guest.join("test-guest.initrd");
     let out = cloud.cli(&[
-        "image", "create", "dk", "--kernel", kernel.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(),
-        "--cmdline", "console=ttyS0 quiet panic=-1",
+        "image",
+        "create",
+        "dk",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["va", "vb"] {
@@ -85,13 +129,32 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     for name in ["va", "vb"] {
-        wait_log(&cloud, name, &format!("YUNHAN-READY hostname={name}"), Duration::from_secs(240)).await;
+        wait_log(
+            &cloud,
+            name,
+            &format!("YUNHAN-READY hostname={name}"),
+            Duration::from_secs(240),
+        )
+        .await;
     }
-    let ids: Vec<String> = ["va", "vb"].iter().map(|n| vm(&cloud, n)["metadata"]["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = ["va", "vb"]
+        .iter()
+        .map(|n| {
+            vm(&cloud, n)["metadata"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     let pids: Vec<u32> = ids.iter().map(|id| qemu_pid(&cloud, id).unwrap()).collect();
     let logs: Vec<String> = ["va", "vb"]
         .iter()
-        .map(|n| vm(&cloud, n)["status"]["console_log"].as_str().unwrap().to_string())
+        .map(|n| {
+            vm(&cloud, n)["status"]["console_log"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
 
     cloud.kill9();
@@ -99,19 +162,30 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
     for (pid, log) in pids.iter().zip(&logs) {
         assert!(pid_alive(*pid), "QEMU {pid} died with the agent");
         let before = std::fs::metadata(log).unwrap().len();
-        eventually("console output continues", Duration::from_secs(30), || async {
-            (std::fs::metadata(log).unwrap().len() > before).then_some(())
-        })
+        eventually(
+            "console output continues",
+            Duration::from_secs(30),
+            || async { (std::fs::metadata(log).unwrap().len() > before).then_some(()) },
+        )
         .await;
     }
     cloud.start().await;
     for (name, pid) in ["va", "vb"].iter().zip(&pids) {
-        eventually(&format!("{name} reported Running after restart"), Duration::from_secs(60), || async {
-            (vm(&cloud, name)["status"]["phase"] == "Running").then_some(())
-        })
+        eventually(
+            &format!("{name} reported Running after restart"),
+            Duration::from_secs(60),
+            || async { (vm(&cloud, name)["status"]["phase"] == "Running").then_some(()) },
+        )
         .await;
-        let id = vm(&cloud, name)["metadata"]["id"].as_str().unwrap().to_string();
-        assert_eq!(qemu_pid(&cloud, &id), Some(*pid), "re-attached, not restarted");
+        let id = vm(&cloud, name)["metadata"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            qemu_pid(&cloud, &id),
+            Some(*pid),
+            "re-attached, not restarted"
+        );
     }
     for name in ["va", "vb"] {
         let out = cloud.cli(&["vm", "delete", name, "--wait"]);
@@ -132,44 +206,133 @@ async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
     let cfg = dir.path().join("client.toml");
     let (cfg_s, images) = (cfg.to_str().unwrap().to_string(), dir.path().join("images"));
     let listen = format!("127.0.0.1:{}", yunhan_testkit::free_port());
-    let _server = Proc::spawn(dir.path(), "server", &[
-        "server", "--store", &url, "--listen", &listen, "--write-config", &cfg_s, "--image-dir", images.to_str().unwrap(),
-    ]);
-    eventually("admin config", Duration::from_secs(60), || async { cfg.exists().then_some(()) }).await;
+    let _server = Proc::spawn(
+        dir.path(),
+        "server",
+        &[
+            "server",
+            "--store",
+            &url,
+            "--listen",
+            &listen,
+            "--write-config",
+            &cfg_s,
+            "--image-dir",
+            images.to_str().unwrap(),
+        ],
+    );
+    eventually("admin config", Duration::from_secs(60), || async {
+        cfg.exists().then_some(())
+    })
+    .await;
     let mut agents = Vec::new();
     for n in ["node-1", "node-2"] {
         let state = dir.path().join(n);
-        agents.push(Proc::spawn(dir.path(), n, &["agent", "--store", &url, "--name", n, "--state-dir", state.to_str().unwrap(), "--lease-ttl", "2"]));
+        agents.push(Proc::spawn(
+            dir.path(),
+            n,
+            &[
+                "agent",
+                "--store",
+                &url,
+                "--name",
+                n,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--lease-ttl",
+                "2",
+            ],
+        ));
     }
     let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN).args(args).args(["--config", &cfg_s]).env("HOME", dir.path()).output().unwrap()
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .args(["--config", &cfg_s])
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
     };
     eventually("two Ready hosts", Duration::from_secs(60), || async {
         let out = cli(&["host", "list", "-o", "json"]);
         let hosts: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (hosts.as_array()?.iter().filter(|h| h["status"]["phase"] == "Ready").count() == 2).then_some(())
+        (hosts
+            .as_array()?
+            .iter()
+            .filter(|h| h["status"]["phase"] == "Ready")
+            .count()
+            == 2)
+            .then_some(())
     })
     .await;
-    let (kernel, initrd) = (guest.join("test-guest.vmlinux"), guest.join("test-guest.initrd"));
-    let out = cli(&["image", "create", "dk", "--kernel", kernel.to_str().unwrap(), "--initrd", initrd.to_str().unwrap(), "--cmdline", "console=ttyS0 quiet panic=-1"]);
+    let (kernel, initrd) = (
+        guest.join("test-guest.vmlinux"),
+        guest.join("test-guest.initrd"),
+    );
+    let out = cli(&[
+        "image",
+        "create",
+        "dk",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cli(&["placement-group", "create", "web", "--policy", "hard"]);
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["web-1", "web-2", "web-3"] {
-        let out = cli(&["vm", "create", name, "--image", "dk", "--flavor", "tiny", "--placement-group", "web"]);
+        let out = cli(&[
+            "vm",
+            "create",
+            name,
+            "--image",
+            "dk",
+            "--flavor",
+            "tiny",
+            "--placement-group",
+            "web",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let show = |name: &str| -> Value { serde_json::from_slice(&cli(&["vm", "show", name, "-o", "json"]).stdout).unwrap_or(Value::Null) };
-    let hosts: Vec<String> = eventually("two members placed, the third refused", Duration::from_secs(60), || async {
-        let v: Vec<Value> = ["web-1", "web-2", "web-3"].iter().map(|n| show(n)).collect();
-        let placed: Vec<String> = v.iter().filter_map(|x| x["status"]["host"].as_str().map(str::to_string)).collect();
-        let refused = v.iter().filter(|x| x["status"]["phase"] == "Unschedulable").count();
-        (placed.len() == 2 && refused == 1).then_some(placed)
-    })
+    let show = |name: &str| -> Value {
+        serde_json::from_slice(&cli(&["vm", "show", name, "-o", "json"]).stdout)
+            .unwrap_or(Value::Null)
+    };
+    let hosts: Vec<String> = eventually(
+        "two members placed, the third refused",
+        Duration::from_secs(60),
+        || async {
+            let v: Vec<Value> = ["web-1", "web-2", "web-3"]
+                .iter()
+                .map(|n| show(n))
+                .collect();
+            let placed: Vec<String> = v
+                .iter()
+                .filter_map(|x| x["status"]["host"].as_str().map(str::to_string))
+                .collect();
+            let refused = v
+                .iter()
+                .filter(|x| x["status"]["phase"] == "Unschedulable")
+                .count();
+            (placed.len() == 2 && refused == 1).then_some(placed)
+        },
+    )
     .await;
     assert_ne!(hosts[0], hosts[1], "hard anti-affinity: different hosts");
-    let refused = ["web-1", "web-2", "web-3"].iter().map(|n| show(n)).find(|x| x["status"]["phase"] == "Unschedulable").unwrap();
-    assert!(refused["status"]["message"].as_str().unwrap().contains("anti-affinity"), "{refused}");
+    let refused = ["web-1", "web-2", "web-3"]
+        .iter()
+        .map(|n| show(n))
+        .find(|x| x["status"]["phase"] == "Unschedulable")
+        .unwrap();
+    assert!(
+        refused["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anti-affinity"),
+        "{refused}"
+    );
     for name in ["web-1", "web-2", "web-3"] {
         let out = cli(&["vm", "delete", name, "--wait"]);
         assert!(out.status.success(), "{}", stderr(&out));

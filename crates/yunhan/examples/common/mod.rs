@@ -21,7 +21,10 @@ impl Drop for Server {
 /// The `yunhan` binary next to this example's target directory.
 pub fn binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|p| p.parent()).expect("target dir").join("yunhan")
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("yunhan")
 }
 
 /// Starts `yunhan <args>` (`up` or `server …`) and waits for its client config.
@@ -31,7 +34,14 @@ pub fn start(args: &[&str]) -> Server {
     let log = home.path().join("server.log");
     let mut cmd = Command::new(binary());
     cmd.args(args)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--rate-limit", "1000000", "--rate-burst", "1000000"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rate-limit",
+            "1000000",
+            "--rate-burst",
+            "1000000",
+        ])
         .env("HOME", home.path())
         .env("YUNHAN_LOG", "warn")
         .stdout(Stdio::null())
@@ -44,15 +54,25 @@ pub fn start(args: &[&str]) -> Server {
     let child = yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan");
     let cfg = home.path().join(".config/yunhan/config.toml");
     assert!(
-        yunhan_testkit::wait_until(Duration::from_secs(60), Duration::from_millis(50), || cfg.exists()),
+        yunhan_testkit::wait_until(Duration::from_secs(60), Duration::from_millis(50), || cfg
+            .exists()),
         "server did not start: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let token = text.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_string();
-    Server { child, endpoint: format!("http://127.0.0.1:{port}"), token, _home: home }
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        token,
+        _home: home,
+    }
 }
-
 
 /// The value at quantile `p` of sorted latencies, in milliseconds.
 pub fn pct(sorted: &[Duration], p: f64) -> f64 {

@@ -267,7 +267,10 @@ pub fn exists(p: &Path) -> bool {
 
 /// The repository root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Builds (or reuses) the test guest in `target/test-guest`; returns its dir.
@@ -277,7 +280,11 @@ pub fn test_guest() -> PathBuf {
         .arg(&out)
         .output()
         .expect("run scripts/build-test-guest");
-    assert!(o.status.success(), "build-test-guest failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "build-test-guest failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
@@ -315,4 +322,3 @@ impl Drop for Proc {
         self.kill9();
     }
 }
-
