@@ -72,3 +72,75 @@ pub async fn log(
     )
         .into_response())
 }
+
+/// `GET /v1/instances/{id}/console/attach` (WebSocket): an interactive
+/// serial console. Bytes typed by the client go to the guest's ttyS0 through
+/// the QEMU chardev socket the agent publishes in `status.console_socket`;
+/// the guest's output comes back as binary messages.
+pub async fn attach(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ConsoleQuery>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response> {
+    let inst =
+        crate::handlers::find_writable::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
+    let Some(path) = inst.status.console_socket.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "instance {:?} has no console yet (it is {:?})",
+                inst.metadata.name, inst.status.phase
+            ),
+        )
+        .into());
+    };
+    let unix = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+        ApiError::new(ErrorCode::Conflict, format!("the console is not reachable from this API server ({e}); is the VM running on this host?"))
+    })?;
+    Ok(ws.on_upgrade(move |socket| pipe(socket, unix)))
+}
+
+async fn pipe(ws: axum::extract::ws::WebSocket, unix: tokio::net::UnixStream) {
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut unix_rx, mut unix_tx) = unix.into_split();
+    let to_guest = async move {
+        while let Some(Ok(msg)) = ws_rx.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if unix_tx.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    let from_guest = async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match unix_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws_tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = to_guest => {}
+        _ = from_guest => {}
+    }
+}

@@ -506,6 +506,10 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
             axum::routing::put(crate::images::upload),
         )
         .route("/v1/instances/{id}/console", get(crate::console::log))
+        .route(
+            "/v1/instances/{id}/console/attach",
+            get(crate::console::attach),
+        )
         .route("/v1/whoami", get(whoami))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))

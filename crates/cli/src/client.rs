@@ -176,3 +176,49 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     }
     cur.to_string()
 }
+
+/// An interactive console session over the API's WebSocket.
+pub type ConsoleStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Client {
+    /// Opens `GET /v1/instances/{id}/console/attach` as a WebSocket.
+    pub async fn attach_console(&self, id: &str) -> Result<ConsoleStream, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let ws_url = match self.endpoint.strip_prefix("http://") {
+            Some(rest) => format!("ws://{rest}/v1/instances/{id}/console/attach"),
+            None => {
+                return Err(ClientError::Usage(
+                    "interactive consoles need an http:// endpoint; use 'yunhan vm console --read-only'".into(),
+                ))
+            }
+        };
+        let mut req = ws_url
+            .into_client_request()
+            .map_err(|e| ClientError::Usage(format!("bad console URL: {e}")))?;
+        let auth = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| ClientError::Usage("the token is not a valid header value".into()))?;
+        req.headers_mut().insert("authorization", auth);
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                Err(match serde_json::from_str::<ApiError>(&body) {
+                    Ok(e) => ClientError::Api(e, status),
+                    Err(_) => ClientError::Protocol { status, body },
+                })
+            }
+            Err(e) => Err(ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                why: e.to_string(),
+            }),
+        }
+    }
+}

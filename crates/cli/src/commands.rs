@@ -248,8 +248,14 @@ VmCommand, VmCreate, {
     },
     /// Print the VM's serial console log (the boot log)
     Log { name: String },
-    /// Stream the VM's serial console (Ctrl-C to leave)
-    Console { name: String },
+    /// Attach to the VM's serial console (interactive; Ctrl-] leaves).
+    /// Without a terminal, or with --read-only, follow the console output.
+    Console {
+        name: String,
+        /// Only follow the output (never type into the guest)
+        #[arg(long)]
+        read_only: bool,
+    },
 });
 resource_command!(
     /// Block volumes
@@ -887,13 +893,17 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                     let (text, _) = ctx.client.console(&text(&v["metadata"]["id"]), 0).await?;
                     print!("{text}");
                 }
-                VmCommand::Console { name } => {
+                VmCommand::Console { name, read_only } => {
                     let v = ctx
                         .client
                         .get(&format!("/v1/instances/{}", path_segment(&name)))
                         .await?;
                     let id = text(&v["metadata"]["id"]);
-                    eprintln!("streaming the console of {name} (Ctrl-C to leave)");
+                    if !read_only && std::io::stdin().is_terminal() {
+                        let ws = ctx.client.attach_console(&id).await?;
+                        return crate::console::interactive(ws, &name).await;
+                    }
+                    eprintln!("following the console of {name} (Ctrl-C to leave)");
                     let mut offset = 0;
                     loop {
                         let (chunk, next) = ctx.client.console(&id, offset).await?;

@@ -4,8 +4,9 @@
 mod client;
 mod commands;
 pub mod config;
+mod console;
 mod output;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ConsoleStream};
 pub use commands::{hint, run, ClientArgs, Command};
 pub use config::ClientConfig;

@@ -32,6 +32,53 @@ async fn wait_log(cloud: &Cloud, name: &str, needle: &str, timeout: Duration) ->
     .await
 }
 
+/// Types into the guest's shell over the API's WebSocket console and reads the answer.
+async fn interactive_console_answers(cloud: &Cloud, id: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let url = format!(
+        "{}/v1/instances/{id}/console/attach",
+        cloud.endpoint.replace("http://", "ws://")
+    );
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", cloud.token).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("console WebSocket");
+    // The guest opens a shell when Enter is pressed; ask it to compute something
+    // (repeating until the shell is there), and poll the answer with a deadline.
+    ws.send(Message::Binary(b"\n".to_vec().into()))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    while !seen.contains("answer-42") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer on the console: {seen}"
+        );
+        ws.send(Message::Binary(b"echo answer-$((6*7))\n".to_vec().into()))
+            .await
+            .unwrap();
+        let round = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(round, ws.next()).await {
+            if let Message::Binary(b) = msg {
+                seen.push_str(&String::from_utf8_lossy(&b));
+                if seen.contains("answer-42") {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(seen.contains("answer-42"));
+    // Without a token: refused before any upgrade.
+    let req = url.into_client_request().unwrap();
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
+
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -77,6 +124,7 @@ async fn e2e_compute_contract_image_vm_lifecycle_and_console() {
         Duration::from_secs(240),
     )
     .await;
+    interactive_console_answers(&cloud, v["metadata"]["id"].as_str().unwrap()).await;
 
     let out = cloud.cli(&["vm", "stop", "vm1", "--wait"]);
     assert!(out.status.success(), "stop: {}", stderr(&out));
