@@ -324,19 +324,22 @@ async fn e2e_vm_lifecycle_reattach_orphan_and_delete() {
         .await;
     eprintln!("both READY after {:.1?}", t0.elapsed());
 
-    // Containment: QEMU runs as yunhan-qemu, its files are private.
+    // Containment: each VM's QEMU runs under its own uid (with the
+    // yunhan-qemu group), never root, and its files are private to it.
     let qemu_user = nix::unistd::User::from_name("yunhan-qemu")
         .unwrap()
         .unwrap();
+    let mut uids = Vec::new();
     for id in [&a, &b] {
         let dir = env.vm_dir(id);
-        let proc_uid = std::fs::metadata(format!("/proc/{}", env.pid(id)))
-            .unwrap()
-            .uid();
-        assert_eq!(proc_uid, qemu_user.uid.as_raw(), "QEMU's uid");
+        let proc_md = std::fs::metadata(format!("/proc/{}", env.pid(id))).unwrap();
+        let proc_uid = proc_md.uid();
+        assert_ne!(proc_uid, 0, "QEMU must not run as root");
+        assert_eq!(proc_md.gid(), qemu_user.gid.as_raw(), "QEMU's group");
+        uids.push(proc_uid);
         let md = std::fs::metadata(&dir).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o700);
-        assert_eq!(md.uid(), qemu_user.uid.as_raw());
+        assert_eq!(md.uid(), proc_uid, "the VM dir belongs to its own QEMU");
         for f in ["disk.raw", "qmp.sock", "console.sock", "serial.log"] {
             let m = std::fs::metadata(dir.join(f)).unwrap();
             assert_eq!(m.permissions().mode() & 0o077, 0, "{f} is private");
@@ -347,6 +350,10 @@ async fn e2e_vm_lifecycle_reattach_orphan_and_delete() {
             "sandbox (seccomp filter) active"
         );
     }
+    assert_ne!(
+        uids[0], uids[1],
+        "one uid per VM: a guest cannot open another's disk"
+    );
     // The root disk grew to the flavor's size, thin.
     let disk = std::fs::metadata(env.vm_dir(&b).join("disk.raw")).unwrap();
     assert_eq!(disk.len(), 1 << 30);

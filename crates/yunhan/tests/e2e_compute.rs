@@ -79,6 +79,12 @@ async fn interactive_console_answers(cloud: &Cloud, id: &str) {
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
+fn proc_uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -205,6 +211,28 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
         })
         .collect();
 
+    // Containment: each guest's QEMU runs under its own unprivileged uid and
+    // owns only its own files (mode 0600), so one cannot open the other's disk.
+    let uids: Vec<u32> = pids.iter().map(|p| proc_uid(*p)).collect();
+    assert!(
+        uids.iter().all(|u| *u != 0),
+        "QEMU must not run as root: {uids:?}"
+    );
+    assert_ne!(uids[0], uids[1], "one uid per VM");
+    for (id, uid) in ids.iter().zip(&uids) {
+        use std::os::unix::fs::MetadataExt;
+        let disk = cloud
+            .home
+            .path()
+            .join(format!("data/agent/vms/{id}/disk.raw"));
+        let meta = std::fs::metadata(&disk)
+            .unwrap_or_else(|_| std::fs::metadata(disk.with_file_name("kernel")).unwrap());
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o077),
+            (*uid, 0),
+            "{id}: owned by its VM, private"
+        );
+    }
     cloud.kill9();
     // The guests keep running and their consoles keep ticking.
     for (pid, log) in pids.iter().zip(&logs) {

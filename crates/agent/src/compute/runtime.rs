@@ -49,11 +49,26 @@ pub struct StartRequest {
 pub struct Runtime {
     pub vms_dir: PathBuf,
     pub qemu: PathBuf,
-    /// uid/gid QEMU runs as (None: the agent's own).
+    /// The QEMU user's uid/gid (None: QEMU runs as the agent's own user).
+    /// Each VM runs under its own uid derived from it (see [`Runtime::vm_ids`]).
     pub run_as: Option<(u32, u32)>,
     pub stop_timeout: Duration,
     /// How long QEMU may take to bring its QMP socket up.
     pub start_timeout: Duration,
+}
+
+/// chown to the VM's uid (when dropping privileges) + chmod.
+fn own(ids: Option<(u32, u32)>, path: &Path, mode: u32) -> Result<(), RuntimeError> {
+    if let Some((uid, gid)) = ids {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io_err("chown", path, e.into()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err("chmod", path, e))
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
@@ -106,11 +121,51 @@ impl Runtime {
         r
     }
 
+    /// The uid/gid one VM's QEMU runs as: a uid of its own (so one guest's
+    /// QEMU cannot open another guest's files, which are all mode 0600/0700),
+    /// with the QEMU user's group. Chosen once per VM dir, unique on this
+    /// host, remembered in `<vm dir>/uid`.
+    fn vm_ids(&self, dir: &Path) -> Result<Option<(u32, u32)>, RuntimeError> {
+        const BASE: u32 = 2_000_000;
+        const SLOTS: u32 = 1_000_000;
+        let Some((_, gid)) = self.run_as else {
+            return Ok(None);
+        };
+        let file = dir.join("uid");
+        if let Some(uid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok(Some((uid, gid)));
+        }
+        let taken: std::collections::HashSet<u32> = self
+            .list_vms()
+            .iter()
+            .filter_map(|id| std::fs::read_to_string(self.vm_dir(id).join("uid")).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        let mut slot = (hash % SLOTS as u64) as u32;
+        while taken.contains(&(BASE + slot)) {
+            slot = (slot + 1) % SLOTS;
+        }
+        let uid = BASE + slot;
+        std::fs::write(&file, uid.to_string()).map_err(|e| io_err("writing", &file, e))?;
+        Ok(Some((uid, gid)))
+    }
+
     async fn start_inner(&self, req: &StartRequest) -> Result<i32, RuntimeError> {
         let plan = &req.plan;
         let dir = &plan.dir;
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
-        self.own(dir, 0o700)?;
+        let ids = self.vm_ids(dir)?;
+        own(ids, dir, 0o700)?;
         // Root disk: a thin copy of the image, grown to the flavor's size.
         let disk = plan.disk();
         if !disk.exists() {
@@ -132,7 +187,7 @@ impl Runtime {
             }
             std::fs::rename(&tmp, &disk).map_err(|e| io_err("renaming", &tmp, e))?;
         }
-        self.own(&disk, 0o600)?;
+        own(ids, &disk, 0o600)?;
         if let Some((kernel, initrd)) = &req.image_kernel {
             for (src, name) in [(Some(kernel), "kernel"), (initrd.as_ref(), "initrd")] {
                 let Some(src) = src else { continue };
@@ -142,19 +197,19 @@ impl Runtime {
                     copy_thin(src, &tmp).await?;
                     std::fs::rename(&tmp, &dst).map_err(|e| io_err("renaming", &tmp, e))?;
                 }
-                self.own(&dst, 0o400)?;
+                own(ids, &dst, 0o400)?;
             }
         }
         // A fresh seed every start (user data may have changed).
         write_iso(&req.seed, dir, &plan.seed())
             .await
             .map_err(|e| RuntimeError::Prepare(format!("seed: {e}")))?;
-        self.own(&plan.seed(), 0o400)?;
+        own(ids, &plan.seed(), 0o400)?;
         let argv = build_argv(plan);
         let argv_json = serde_json::to_vec_pretty(&json!({
             "binary": self.qemu,
             "argv": argv,
-            "run_as": self.run_as,
+            "run_as": ids,
         }))
         .unwrap_or_default();
         let argv_path = dir.join("argv.json");
@@ -184,7 +239,7 @@ impl Runtime {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(false);
-        if let Some((uid, gid)) = self.run_as {
+        if let Some((uid, gid)) = ids {
             cmd.uid(uid).gid(gid);
         }
         let mut child = cmd
@@ -233,26 +288,12 @@ impl Runtime {
             plan.pidfile(),
             log_path.clone(),
         ] {
-            let _ = self.own(&f, 0o600);
+            let _ = own(ids, &f, 0o600);
         }
         let pid = self
             .running_pid(&plan.instance_id)
             .ok_or_else(|| RuntimeError::Qemu("QEMU runs but its pidfile does not match".into()))?;
         Ok(pid)
-    }
-
-    /// chown to the QEMU user (when dropping privileges) + chmod.
-    fn own(&self, path: &Path, mode: u32) -> Result<(), RuntimeError> {
-        if let Some((uid, gid)) = self.run_as {
-            nix::unistd::chown(
-                path,
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )
-            .map_err(|e| io_err("chown", path, e.into()))?;
-        }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| io_err("chmod", path, e))
     }
 
     async fn qmp(&self, id: &str) -> Result<QmpClient, RuntimeError> {
