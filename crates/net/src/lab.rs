@@ -1,0 +1,446 @@
+//! Network-namespace lab: N "hosts" (namespaces) on an underlay bridge namespace, and
+//! "namespace guests" (a namespace behind a veth standing in for a VM's NIC; its host-side
+//! end lives in the host's namespace, named like the VM tap would be).
+//!
+//! All names start with a per-lab prefix (`yn<pid><tag>`); dropping the [`Lab`] (also while
+//! unwinding from a panic) kills the processes it started and deletes every namespace with
+//! that prefix, which removes every link in them. Traffic stays inside these namespaces:
+//! the underlay uses 192.0.2.0/24 (TEST-NET-1) on a bridge no other namespace is attached to.
+use crate::plan::PortPlan;
+use crate::realise::Target;
+use std::io;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct LabHost {
+    pub id: String,
+    pub netns: String,
+    pub vtep: Ipv4Addr,
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub underlay: String,
+    pub hosts: Vec<LabHost>,
+    children: Vec<Child>,
+}
+
+fn sh(argv: &[&str]) -> io::Result<Output> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{}: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+impl Lab {
+    /// An underlay bridge and one namespace per host (`eth0` with the host's VTEP/24).
+    pub fn new(tag: &str, hosts: &[(&str, Ipv4Addr)], underlay_mtu: u16) -> io::Result<Lab> {
+        let prefix = format!("yn{}{tag}", std::process::id());
+        let mut lab = Lab {
+            underlay: format!("{prefix}-ul"),
+            prefix,
+            hosts: vec![],
+            children: vec![],
+        };
+        let ul = lab.underlay.clone();
+        let mtu = underlay_mtu.to_string();
+        sh(&["ip", "netns", "add", &ul])?;
+        sh(&[
+            "ip", "-n", &ul, "link", "add", "ul", "mtu", &mtu, "type", "bridge",
+        ])?;
+        sh(&["ip", "-n", &ul, "link", "set", "ul", "up"])?;
+        for (i, (id, vtep)) in hosts.iter().enumerate() {
+            let ns = format!("{}-h-{id}", lab.prefix);
+            sh(&["ip", "netns", "add", &ns])?;
+            lab.hosts.push(LabHost {
+                id: id.to_string(),
+                netns: ns.clone(),
+                vtep: *vtep,
+            });
+            let port = format!("u{i}");
+            sh(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "mtu", &mtu, "type", "veth", "peer",
+                "name", &port, "netns", &ul,
+            ])?;
+            sh(&[
+                "ip", "-n", &ul, "link", "set", &port, "master", "ul", "mtu", &mtu, "up",
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{vtep}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    pub fn host(&self, id: &str) -> &LabHost {
+        self.hosts
+            .iter()
+            .find(|h| h.id == id)
+            .unwrap_or_else(|| panic!("no lab host {id}"))
+    }
+
+    /// Where the realiser of host `id` works.
+    pub fn target(&self, id: &str) -> Target {
+        Target {
+            netns: Some(self.host(id).netns.clone()),
+            router_prefix: format!("{}-{id}-", self.prefix),
+            state_dir: None,
+        }
+    }
+
+    pub fn guest_ns(&self, port: &str) -> String {
+        format!("{}-g-{port}", self.prefix)
+    }
+
+    /// A namespace guest for a local port of `host`: `eth0` with the port's MAC, address,
+    /// MTU and default route; the host end is `port.device` in the host namespace.
+    pub fn add_guest(&self, host: &str, port: &PortPlan, mtu: u16) -> io::Result<String> {
+        let g = self.guest_ns(&port.id);
+        let h = &self.host(host).netns;
+        let mtu = mtu.to_string();
+        sh(&["ip", "netns", "add", &g])?;
+        sh(&[
+            "ip",
+            "-n",
+            h,
+            "link",
+            "add",
+            &port.device,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &g,
+        ])?;
+        sh(&["ip", "-n", h, "link", "set", &port.device, "up"])?;
+        let mac = port.mac.to_string();
+        sh(&[
+            "ip", "-n", &g, "link", "set", "eth0", "address", &mac, "mtu", &mtu, "up",
+        ])?;
+        sh(&["ip", "-n", &g, "link", "set", "lo", "up"])?;
+        let addr = format!("{}/{}", port.ip, port.prefix_len);
+        sh(&["ip", "-n", &g, "addr", "add", &addr, "dev", "eth0"])?;
+        sh(&[
+            "ip",
+            "-n",
+            &g,
+            "route",
+            "add",
+            "default",
+            "via",
+            &port.gateway.to_string(),
+        ])?;
+        Ok(g)
+    }
+
+    /// Runs a command inside a namespace and returns its output (success or not).
+    pub fn exec(&self, ns: &str, argv: &[&str]) -> io::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// One ping with a deadline in seconds; true if answered.
+    pub fn ping(&self, ns: &str, ip: Ipv4Addr, wait_s: u32) -> bool {
+        self.exec(
+            ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                &wait_s.to_string(),
+                &ip.to_string(),
+            ],
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    }
+
+    /// Pings until one answer or the deadline (first packets may wait for a link to settle).
+    pub fn ping_within(&self, ns: &str, ip: Ipv4Addr, deadline: Duration) -> bool {
+        let end = Instant::now() + deadline;
+        loop {
+            if self.ping(ns, ip, 1) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+        }
+    }
+
+    /// Starts a long-running process in a namespace; it is killed when the lab drops.
+    pub fn spawn(&mut self, ns: &str, argv: &[&str]) -> io::Result<u32> {
+        let c = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = c.id();
+        self.children.push(c);
+        Ok(pid)
+    }
+
+    /// Kills a process started with [`Lab::spawn`].
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `f` on a thread that has entered namespace `ns`: sockets it creates belong to
+    /// that namespace and can be used from any thread afterwards.
+    pub fn in_netns<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || -> io::Result<T> {
+            let fd = std::fs::File::open(&path)?;
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io::Error::other(format!("setns {path}: {e}")))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+    }
+
+    /// Received packets on a guest's `eth0`.
+    pub fn rx_packets(&self, ns: &str) -> io::Result<u64> {
+        let o = self.exec(ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?;
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| io::Error::other(format!("rx_packets: {e}")))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let listed = Command::new("ip").args(["netns", "list"]).output();
+        if let Ok(o) = listed {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or_default();
+                if name.starts_with(&format!("{}-", self.prefix)) {
+                    let _ = Command::new("ip").args(["netns", "del", name]).output();
+                }
+            }
+        }
+    }
+}
+
+/// Small models shared by unit tests, snapshots and the e2e lab.
+pub mod fixtures {
+    use crate::addr::MacAddr;
+    use crate::model::*;
+    use std::net::Ipv4Addr;
+
+    pub fn mac(s: &str) -> MacAddr {
+        s.parse().expect("mac")
+    }
+
+    pub fn port(
+        id: &str,
+        vpc: &str,
+        subnet: &str,
+        host: &str,
+        ip: &str,
+        m: &str,
+        sgs: &[&str],
+    ) -> Port {
+        Port {
+            id: id.into(),
+            vpc: vpc.into(),
+            subnet: subnet.into(),
+            host: Some(host.into()),
+            mac: mac(m),
+            ip: ip.parse().expect("ip"),
+            security_groups: sgs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn subnet(id: &str, vpc: &str, cidr: &str, gw: &str, gw_mac: &str) -> Subnet {
+        Subnet {
+            id: id.into(),
+            vpc: vpc.into(),
+            cidr: cidr.parse().expect("cidr"),
+            gateway_ip: gw.parse().expect("ip"),
+            gateway_mac: mac(gw_mac),
+        }
+    }
+
+    pub fn ingress(protocol: Protocol, ports: Option<(u16, u16)>, peer: Peer) -> Rule {
+        Rule {
+            direction: Direction::Ingress,
+            protocol,
+            ports: ports.map(|(from, to)| PortRange { from, to }),
+            peer,
+        }
+    }
+
+    pub fn cidr(s: &str) -> Peer {
+        Peer::Cidr(s.parse().expect("cidr"))
+    }
+
+    /// Two hosts; VPC `vpc-a` (VNI 42, two subnets) and `vpc-b` (VNI 43) reuse 10.0.0.0/16.
+    pub fn two_host_model() -> NetworkModel {
+        NetworkModel {
+            hosts: vec![
+                Host {
+                    id: "host-a".into(),
+                    vtep: Ipv4Addr::new(192, 0, 2, 10),
+                },
+                Host {
+                    id: "host-b".into(),
+                    vtep: Ipv4Addr::new(192, 0, 2, 11),
+                },
+            ],
+            vpcs: vec![
+                Vpc {
+                    id: "vpc-a".into(),
+                    vni: 42,
+                    cidr: "10.0.0.0/16".parse().unwrap(),
+                },
+                Vpc {
+                    id: "vpc-b".into(),
+                    vni: 43,
+                    cidr: "10.0.0.0/16".parse().unwrap(),
+                },
+            ],
+            subnets: vec![
+                subnet(
+                    "sn-a1",
+                    "vpc-a",
+                    "10.0.1.0/24",
+                    "10.0.1.1",
+                    "02:00:00:00:a1:01",
+                ),
+                subnet(
+                    "sn-a2",
+                    "vpc-a",
+                    "10.0.2.0/24",
+                    "10.0.2.1",
+                    "02:00:00:00:a2:01",
+                ),
+                subnet(
+                    "sn-b1",
+                    "vpc-b",
+                    "10.0.1.0/24",
+                    "10.0.1.1",
+                    "02:00:00:00:b1:01",
+                ),
+            ],
+            ports: vec![
+                port(
+                    "pa1",
+                    "vpc-a",
+                    "sn-a1",
+                    "host-a",
+                    "10.0.1.10",
+                    "02:00:00:0a:01:0a",
+                    &["sg-web"],
+                ),
+                port(
+                    "pa2",
+                    "vpc-a",
+                    "sn-a1",
+                    "host-b",
+                    "10.0.1.11",
+                    "02:00:00:0a:01:0b",
+                    &["sg-web"],
+                ),
+                port(
+                    "pa3",
+                    "vpc-a",
+                    "sn-a2",
+                    "host-b",
+                    "10.0.2.10",
+                    "02:00:00:0a:02:0a",
+                    &["sg-db"],
+                ),
+                port(
+                    "pb1",
+                    "vpc-b",
+                    "sn-b1",
+                    "host-a",
+                    "10.0.1.10",
+                    "02:00:00:0b:01:0a",
+                    &["sg-b"],
+                ),
+                port(
+                    "pb2",
+                    "vpc-b",
+                    "sn-b1",
+                    "host-b",
+                    "10.0.1.11",
+                    "02:00:00:0b:01:0b",
+                    &["sg-b"],
+                ),
+            ],
+            security_groups: vec![
+                SecurityGroup {
+                    id: "sg-web".into(),
+                    vpc: "vpc-a".into(),
+                    rules: vec![
+                        ingress(Protocol::Tcp, Some((80, 80)), cidr("0.0.0.0/0")),
+                        ingress(Protocol::Icmp, None, cidr("10.0.0.0/16")),
+                    ],
+                },
+                SecurityGroup {
+                    id: "sg-db".into(),
+                    vpc: "vpc-a".into(),
+                    rules: vec![
+                        ingress(
+                            Protocol::Tcp,
+                            Some((5432, 5432)),
+                            Peer::Group("sg-web".into()),
+                        ),
+                        ingress(Protocol::Icmp, None, cidr("0.0.0.0/0")),
+                    ],
+                },
+                SecurityGroup {
+                    id: "sg-b".into(),
+                    vpc: "vpc-b".into(),
+                    rules: vec![ingress(Protocol::Any, None, cidr("0.0.0.0/0"))],
+                },
+            ],
+            elastic_ips: vec![],
+            underlay_mtu: 1500,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Yunhan software-defined networking.
+//!
+//! - [`addr`]: IPv4 CIDRs and MAC addresses (serde as strings).
+//! - [`ipam`]: address allocation inside a subnet.
+//! - [`model`]: the plain input of the network compiler ([`model::NetworkModel`]) and its
+//!   validation (subnets inside their VPC, no overlaps within a VPC, unique VNIs, …).
+//! - [`compile`]: the pure network compiler: model → one [`plan::HostPlan`] per host.
+//! - [`nft`]: renders a host plan's security groups as one nftables table (pure text).
+//! - [`realise`]: applies a host plan to Linux (ip/bridge/nft/conntrack behind a
+//!   [`realise::Runner`] seam), idempotently, repairing drift.
+//! - [`lab`]: network-namespace test lab (hosts on an underlay bridge, namespace guests).
+pub mod addr;
+pub mod compile;
+pub mod ipam;
+pub mod lab;
+pub mod model;
+pub mod names;
+pub mod nft;
+pub mod plan;
+pub mod realise;
+
+pub use addr::{Ipv4Cidr, MacAddr};
+pub use compile::{compile_all, compile_host};
+pub use model::NetworkModel;
+pub use plan::HostPlan;

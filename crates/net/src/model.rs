@@ -1,0 +1,475 @@
+//! The input of the network compiler: a plain snapshot of the network resources.
+//!
+//! It is deliberately independent of the API's resource documents (`yunhan-model`): the
+//! controller maps store objects into a [`NetworkModel`] and hands it to the compiler.
+use crate::addr::{Ipv4Cidr, MacAddr};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkModel {
+    pub hosts: Vec<Host>,
+    pub vpcs: Vec<Vpc>,
+    pub subnets: Vec<Subnet>,
+    pub ports: Vec<Port>,
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroup>,
+    /// Elastic IPs (1:1 NAT on the host of the port). Carried into plans; not realised yet.
+    #[serde(default)]
+    pub elastic_ips: Vec<ElasticIp>,
+    /// MTU of the underlay; the overlay gets 50 bytes less (VXLAN over IPv4).
+    #[serde(default = "default_mtu")]
+    pub underlay_mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// A hypervisor host and its underlay tunnel endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub id: String,
+    pub vtep: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vpc {
+    pub id: String,
+    /// 24-bit VXLAN network identifier, unique across VPCs.
+    pub vni: u32,
+    pub cidr: Ipv4Cidr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    pub id: String,
+    pub vpc: String,
+    pub cidr: Ipv4Cidr,
+    pub gateway_ip: Ipv4Addr,
+    pub gateway_mac: MacAddr,
+}
+
+/// A network interface. `host` is where it is plugged in (the host of its VM); a detached
+/// interface has none and is not part of any plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub id: String,
+    pub vpc: String,
+    pub subnet: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub vpc: String,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+/// Who is on the other side of a rule: addresses, or the members of a security group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    Cidr(Ipv4Cidr),
+    Group(String),
+}
+
+/// One allow rule. Semantics: ingress is denied unless a rule of one of the port's groups
+/// allows it (members of the port's own groups are always allowed in); egress is allowed
+/// unless the port's groups have egress rules, then only what they allow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub direction: Direction,
+    pub protocol: Protocol,
+    /// Only for tcp/udp; `None` = every port.
+    #[serde(default)]
+    pub ports: Option<PortRange>,
+    pub peer: Peer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIp {
+    pub id: String,
+    pub address: Ipv4Addr,
+    #[serde(default)]
+    pub port: Option<String>,
+    #[serde(default)]
+    pub bandwidth_mbit: Option<u32>,
+}
+
+/// Why a model is not valid. The compiler refuses invalid models as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("duplicate {kind} id {id:?}")]
+    DuplicateId { kind: &'static str, id: String },
+    #[error("invalid {kind} id {id:?} (letters, digits and '-' only, 1-64 characters)")]
+    BadId { kind: &'static str, id: String },
+    #[error("{kind} {id:?} refers to unknown {target} {target_id:?}")]
+    Unknown {
+        kind: &'static str,
+        id: String,
+        target: &'static str,
+        target_id: String,
+    },
+    #[error("VPC {vpc:?}: VNI {vni} out of range 1..={max}", max = MAX_VNI)]
+    BadVni { vpc: String, vni: u32 },
+    #[error("VNI {vni} is used by VPCs {a:?} and {b:?}")]
+    DuplicateVni { vni: u32, a: String, b: String },
+    #[error("VTEP {vtep} is used by hosts {a:?} and {b:?}")]
+    DuplicateVtep {
+        vtep: Ipv4Addr,
+        a: String,
+        b: String,
+    },
+    #[error("subnet {subnet:?} ({cidr}) is not inside its VPC's CIDR {vpc_cidr}")]
+    SubnetOutsideVpc {
+        subnet: String,
+        cidr: Ipv4Cidr,
+        vpc_cidr: Ipv4Cidr,
+    },
+    #[error("subnets {a:?} and {b:?} of VPC {vpc:?} overlap")]
+    SubnetOverlap { vpc: String, a: String, b: String },
+    #[error("subnet {subnet:?}: {reason}")]
+    BadSubnet { subnet: String, reason: String },
+    #[error("port {port:?}: {reason}")]
+    BadPort { port: String, reason: String },
+    #[error("security group {group:?}: {reason}")]
+    BadGroup { group: String, reason: String },
+}
+
+/// Ids become parts of device, chain and set names: keep them tame.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Pairs of overlapping CIDRs among `items` (sorted sweep: O(n log n) + overlaps).
+pub fn overlapping<'a, K: Clone>(
+    items: impl IntoIterator<Item = (K, &'a Ipv4Cidr)>,
+) -> Vec<(K, K)> {
+    let mut v: Vec<(u32, u32, K)> = items
+        .into_iter()
+        .map(|(k, c)| (u32::from(c.network()), u32::from(c.broadcast()), k))
+        .collect();
+    v.sort_by_key(|(lo, hi, _)| (*lo, *hi));
+    let mut out = Vec::new();
+    // CIDR blocks either nest or are disjoint, so comparing with the widest open block suffices
+    // to find at least one overlap for every block that has one.
+    let mut open: Option<(u32, usize)> = None;
+    for i in 0..v.len() {
+        if let Some((hi, j)) = open {
+            if v[i].0 <= hi {
+                out.push((v[j].2.clone(), v[i].2.clone()));
+                continue;
+            }
+        }
+        open = Some((v[i].1, i));
+    }
+    out
+}
+
+impl NetworkModel {
+    /// Checks every invariant the compiler relies on; returns all problems found.
+    pub fn validate(&self) -> Result<(), Vec<ModelError>> {
+        let mut errs = Vec::new();
+        let mut ids = |kind: &'static str, it: &mut dyn Iterator<Item = &String>| {
+            let mut seen = HashSet::new();
+            for id in it {
+                if !valid_id(id) {
+                    errs.push(ModelError::BadId {
+                        kind,
+                        id: id.clone(),
+                    });
+                }
+                if !seen.insert(id.clone()) {
+                    errs.push(ModelError::DuplicateId {
+                        kind,
+                        id: id.clone(),
+                    });
+                }
+            }
+        };
+        ids("host", &mut self.hosts.iter().map(|h| &h.id));
+        ids("vpc", &mut self.vpcs.iter().map(|v| &v.id));
+        ids("subnet", &mut self.subnets.iter().map(|s| &s.id));
+        ids("port", &mut self.ports.iter().map(|p| &p.id));
+        ids(
+            "security group",
+            &mut self.security_groups.iter().map(|g| &g.id),
+        );
+        ids("elastic ip", &mut self.elastic_ips.iter().map(|e| &e.id));
+
+        let mut vteps: HashMap<Ipv4Addr, &str> = HashMap::new();
+        for h in &self.hosts {
+            if let Some(a) = vteps.insert(h.vtep, &h.id) {
+                errs.push(ModelError::DuplicateVtep {
+                    vtep: h.vtep,
+                    a: a.into(),
+                    b: h.id.clone(),
+                });
+            }
+        }
+        let hosts: HashSet<&str> = self.hosts.iter().map(|h| h.id.as_str()).collect();
+        let mut vnis: HashMap<u32, &str> = HashMap::new();
+        let vpcs: HashMap<&str, &Vpc> = self.vpcs.iter().map(|v| (v.id.as_str(), v)).collect();
+        for v in &self.vpcs {
+            if v.vni == 0 || v.vni > MAX_VNI {
+                errs.push(ModelError::BadVni {
+                    vpc: v.id.clone(),
+                    vni: v.vni,
+                });
+            }
+            if let Some(a) = vnis.insert(v.vni, &v.id) {
+                errs.push(ModelError::DuplicateVni {
+                    vni: v.vni,
+                    a: a.into(),
+                    b: v.id.clone(),
+                });
+            }
+        }
+        let unknown = |kind, id: &str, target, target_id: &str| ModelError::Unknown {
+            kind,
+            id: id.into(),
+            target,
+            target_id: target_id.into(),
+        };
+        let subnets: HashMap<&str, &Subnet> =
+            self.subnets.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut by_vpc: BTreeMap<&str, Vec<&Subnet>> = BTreeMap::new();
+        for s in &self.subnets {
+            let Some(v) = vpcs.get(s.vpc.as_str()) else {
+                errs.push(unknown("subnet", &s.id, "vpc", &s.vpc));
+                continue;
+            };
+            if !v.cidr.contains_cidr(&s.cidr) {
+                errs.push(ModelError::SubnetOutsideVpc {
+                    subnet: s.id.clone(),
+                    cidr: s.cidr,
+                    vpc_cidr: v.cidr,
+                });
+            }
+            if let Err(e) = crate::ipam::Ipam::new(s.cidr, Some(s.gateway_ip)) {
+                errs.push(ModelError::BadSubnet {
+                    subnet: s.id.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            if s.gateway_mac.is_multicast() || s.gateway_mac.is_zero() {
+                errs.push(ModelError::BadSubnet {
+                    subnet: s.id.clone(),
+                    reason: format!("gateway MAC {} is not unicast", s.gateway_mac),
+                });
+            }
+            by_vpc.entry(&s.vpc).or_default().push(s);
+        }
+        for (vpc, ss) in &by_vpc {
+            for (a, b) in overlapping(ss.iter().map(|s| (s.id.clone(), &s.cidr))) {
+                errs.push(ModelError::SubnetOverlap {
+                    vpc: (*vpc).into(),
+                    a,
+                    b,
+                });
+            }
+        }
+        let groups: HashMap<&str, &SecurityGroup> = self
+            .security_groups
+            .iter()
+            .map(|g| (g.id.as_str(), g))
+            .collect();
+        for g in &self.security_groups {
+            if !vpcs.contains_key(g.vpc.as_str()) {
+                errs.push(unknown("security group", &g.id, "vpc", &g.vpc));
+            }
+            for r in &g.rules {
+                let bad = |reason: String| ModelError::BadGroup {
+                    group: g.id.clone(),
+                    reason,
+                };
+                if let Some(p) = r.ports {
+                    if !matches!(r.protocol, Protocol::Tcp | Protocol::Udp) {
+                        errs.push(bad("port ranges only apply to tcp and udp".into()));
+                    }
+                    if p.from > p.to || p.from == 0 {
+                        errs.push(bad(format!("bad port range {}-{}", p.from, p.to)));
+                    }
+                }
+                if let Peer::Group(other) = &r.peer {
+                    match groups.get(other.as_str()) {
+                        None => {
+                            errs.push(unknown("security group", &g.id, "security group", other))
+                        }
+                        Some(o) if o.vpc != g.vpc => {
+                            errs.push(bad(format!("peer group {other:?} is in another VPC")))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut ips: HashSet<(&str, Ipv4Addr)> = HashSet::new();
+        let mut macs: HashSet<(&str, MacAddr)> = HashSet::new();
+        for p in &self.ports {
+            let bad = |reason: String| ModelError::BadPort {
+                port: p.id.clone(),
+                reason,
+            };
+            let Some(s) = subnets.get(p.subnet.as_str()) else {
+                errs.push(unknown("port", &p.id, "subnet", &p.subnet));
+                continue;
+            };
+            if s.vpc != p.vpc {
+                errs.push(bad(format!("subnet {:?} is not in VPC {:?}", s.id, p.vpc)));
+            }
+            if !s.cidr.contains(p.ip)
+                || p.ip == s.gateway_ip
+                || p.ip == s.cidr.network()
+                || p.ip == s.cidr.broadcast()
+            {
+                errs.push(bad(format!(
+                    "{} is not a usable address of {}",
+                    p.ip, s.cidr
+                )));
+            }
+            if p.mac.is_multicast() || p.mac.is_zero() {
+                errs.push(bad(format!("MAC {} is not unicast", p.mac)));
+            }
+            if !ips.insert((&p.vpc, p.ip)) {
+                errs.push(bad(format!(
+                    "address {} is used twice in VPC {:?}",
+                    p.ip, p.vpc
+                )));
+            }
+            if !macs.insert((&p.vpc, p.mac)) {
+                errs.push(bad(format!(
+                    "MAC {} is used twice in VPC {:?}",
+                    p.mac, p.vpc
+                )));
+            }
+            if let Some(h) = &p.host {
+                if !hosts.contains(h.as_str()) {
+                    errs.push(unknown("port", &p.id, "host", h));
+                }
+            }
+            for g in &p.security_groups {
+                match groups.get(g.as_str()) {
+                    None => errs.push(unknown("port", &p.id, "security group", g)),
+                    Some(sg) if sg.vpc != p.vpc => {
+                        errs.push(bad(format!("security group {g:?} is in another VPC")))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Gateway MACs must not collide with port MACs in the same VPC.
+        for s in &self.subnets {
+            if macs.contains(&(s.vpc.as_str(), s.gateway_mac)) {
+                errs.push(ModelError::BadSubnet {
+                    subnet: s.id.clone(),
+                    reason: format!("gateway MAC {} is also a port's MAC", s.gateway_mac),
+                });
+            }
+        }
+        let ports: BTreeSet<&str> = self.ports.iter().map(|p| p.id.as_str()).collect();
+        for e in &self.elastic_ips {
+            if let Some(p) = &e.port {
+                if !ports.contains(p.as_str()) {
+                    errs.push(unknown("elastic ip", &e.id, "port", p));
+                }
+            }
+        }
+        if self.underlay_mtu < 1280 {
+            errs.push(ModelError::BadSubnet {
+                subnet: String::new(),
+                reason: format!("underlay MTU {} below 1280", self.underlay_mtu),
+            });
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cidr() -> impl Strategy<Value = Ipv4Cidr> {
+        (0u32..64, 20u8..=28)
+            .prop_map(|(a, l)| Ipv4Cidr::containing(Ipv4Addr::from(0x0a00_0000 | (a << 8)), l))
+    }
+
+    proptest! {
+        /// The sweep finds an overlap exactly when some pair overlaps (brute force).
+        #[test]
+        fn overlap_detection_matches_brute_force(cs in proptest::collection::vec(cidr(), 0..12)) {
+            let brute = (0..cs.len()).any(|i| (i + 1..cs.len()).any(|j| cs[i].overlaps(&cs[j])));
+            let found = overlapping(cs.iter().enumerate());
+            prop_assert_eq!(!found.is_empty(), brute);
+            for (i, j) in found {
+                prop_assert!(cs[i].overlaps(&cs[j]));
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_overlapping_subnets_but_not_across_vpcs() {
+        let mut m = crate::compile::tests::small_model();
+        m.validate().unwrap();
+        let mut s = m.subnets[0].clone();
+        s.id = "sn-dup".into();
+        s.cidr = "10.0.1.128/25".parse().unwrap();
+        s.gateway_ip = "10.0.1.129".parse().unwrap();
+        m.subnets.push(s);
+        let errs = m.validate().unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| matches!(e, ModelError::SubnetOverlap { .. })),
+            "{errs:?}"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Names of the Linux objects a plan creates (all at most 15 characters, IFNAMSIZ − 1).
+//! The compute agent uses [`port_device`] to name the tap/veth of a VM's NIC.
+use sha2::{Digest, Sha256};
+
+fn short_hash(s: &str, n: usize) -> String {
+    let h = Sha256::digest(s.as_bytes());
+    hex::encode(h)[..n].to_string()
+}
+
+/// The bridge of a VPC on a host (`ynb-` + 6 hex digits of the VNI).
+pub fn bridge(vni: u32) -> String {
+    format!("ynb-{vni:06x}")
+}
+/// The VXLAN device of a VPC on a host.
+pub fn vxlan(vni: u32) -> String {
+    format!("ynx-{vni:06x}")
+}
+/// The router namespace of a VPC on a host (the realiser may prefix it).
+pub fn router_netns(vni: u32) -> String {
+    format!("ynr-{vni:06x}")
+}
+/// Host side of a subnet's router veth (a port of the VPC bridge).
+pub fn router_host_dev(subnet: &str) -> String {
+    format!("yng{}", short_hash(subnet, 10))
+}
+/// Router side of a subnet's router veth (holds the gateway IP and MAC).
+pub fn router_dev(subnet: &str) -> String {
+    format!("gw{}", short_hash(subnet, 10))
+}
+/// The host-side device of a port (the VM's tap, or a lab guest's veth peer).
+pub fn port_device(port: &str) -> String {
+    format!("ynt{}", short_hash(port, 10))
+}
+/// The nftables table that holds a host's security groups.
+pub const NFT_TABLE: &str = "yunhan";
+/// Prefixes of devices the realiser owns (it deletes stale ones).
+pub const OWNED_PREFIXES: [&str; 3] = ["ynb-", "ynx-", "yng"];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lengths() {
+        for n in [
+            super::bridge(0xffffff),
+            super::vxlan(0xffffff),
+            super::router_netns(1),
+            super::router_host_dev("sn-x"),
+            super::router_dev("sn-x"),
+            super::port_device("p-1"),
+        ] {
+            assert!(n.len() <= 15, "{n}");
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! End-to-end: the realiser on a network-namespace lab (root; iproute2, nftables, conntrack,
+//! ping). Hosts are namespaces on an underlay bridge; guests are namespaces behind veths.
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use yunhan_net::compile::compile_all;
+use yunhan_net::lab::{fixtures, Lab};
+use yunhan_net::model::{NetworkModel, Peer, Protocol};
+use yunhan_net::plan::HostPlan;
+use yunhan_net::realise::{Realiser, SystemRunner};
+
+struct World {
+    lab: Lab,
+    plans: BTreeMap<String, HostPlan>,
+    realisers: BTreeMap<String, Realiser<SystemRunner>>,
+}
+
+impl World {
+    fn new(tag: &str, m: &NetworkModel) -> World {
+        let hosts: Vec<(&str, Ipv4Addr)> =
+            m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
+        let lab = Lab::new(tag, &hosts, m.underlay_mtu).expect("lab");
+        let plans = compile_all(m).expect("compile");
+        for (h, p) in &plans {
+            for port in &p.ports {
+                lab.add_guest(h, port, p.mtu).expect("guest");
+            }
+        }
+        let mut w = World {
+            realisers: plans
+                .keys()
+                .map(|h| (h.clone(), Realiser::new(SystemRunner, lab.target(h))))
+                .collect(),
+            lab,
+            plans: BTreeMap::new(),
+        };
+        let t = Instant::now();
+        let changes = w.apply(m);
+        eprintln!("first apply: {changes} changes in {:?}", t.elapsed());
+        w
+    }
+
+    /// Compiles and applies to every host; returns the number of changes.
+    fn apply(&mut self, m: &NetworkModel) -> usize {
+        self.plans = compile_all(m).expect("compile");
+        let mut n = 0;
+        for (h, r) in &mut self.realisers {
+            let rep = r
+                .apply(&self.plans[h])
+                .unwrap_or_else(|e| panic!("apply {h}: {e}"));
+            assert!(rep.missing_ports.is_empty(), "{h}: {rep:?}");
+            n += rep.changes;
+        }
+        n
+    }
+
+    fn g(&self, port: &str) -> String {
+        self.lab.guest_ns(port)
+    }
+
+    fn host_ns(&self, h: &str) -> String {
+        self.lab.host(h).netns.clone()
+    }
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// An echo server on `addr:port` inside a guest (runs until the test process ends).
+fn echo_server(ns: &str, addr: Ipv4Addr, port: u16) {
+    let l = Lab::in_netns(ns, move || TcpListener::bind((addr, port)))
+        .expect("netns")
+        .expect("bind");
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn connect(ns: &str, addr: Ipv4Addr, port: u16, timeout: Duration) -> Option<TcpStream> {
+    let sa = SocketAddr::from((addr, port));
+    Lab::in_netns(ns, move || TcpStream::connect_timeout(&sa, timeout))
+        .expect("netns")
+        .ok()
+}
+
+fn echo_ok(s: &mut TcpStream, timeout: Duration) -> bool {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let msg = b"yunhan-echo";
+    if s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 11];
+    s.read_exact(&mut buf).is_ok() && &buf == msg
+}
+
+/// A TCP round trip succeeds within `deadline` (retrying: first packets may wait for ARP).
+fn tcp_ok(ns: &str, addr: Ipv4Addr, port: u16, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(mut s) = connect(ns, addr, port, Duration::from_millis(700)) {
+            if echo_ok(&mut s, Duration::from_secs(1)) {
+                return true;
+            }
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+    }
+}
+
+/// No TCP connection can be made (the SYN is dropped or refused).
+fn tcp_blocked(ns: &str, addr: Ipv4Addr, port: u16) -> bool {
+    connect(ns, addr, port, Duration::from_millis(700)).is_none()
+}
+
+fn neigh_mac(lab: &Lab, ns: &str, addr: Ipv4Addr) -> Option<String> {
+    let o = lab
+        .exec(ns, &["ip", "-j", "neigh", "show", &addr.to_string()])
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    v.as_array()?
+        .iter()
+        .find_map(|n| n["lladdr"].as_str().map(String::from))
+}
+
+#[test]
+fn e2e_same_vpc_two_hosts_ping_tcp_idempotent_and_drift() {
+    let m = fixtures::two_host_model();
+    let mut w = World::new("a", &m);
+    // pa1 (host-a) and pa2 (host-b): same VPC, same subnet, same group.
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa1"), ip("10.0.1.11"), Duration::from_secs(5)));
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa2"), ip("10.0.1.10"), Duration::from_secs(5)));
+    echo_server(&w.g("pa2"), ip("10.0.1.11"), 7000);
+    assert!(tcp_ok(
+        &w.g("pa1"),
+        ip("10.0.1.11"),
+        7000,
+        Duration::from_secs(5)
+    ));
+    // ARP was answered from the plan (the VXLAN device's proxy), with the right MAC.
+    assert_eq!(
+        neigh_mac(&w.lab, &w.g("pa1"), ip("10.0.1.11")).as_deref(),
+        Some("02:00:00:0a:01:0b")
+    );
+
+    // Idempotent: the same plan again changes nothing.
+    let t = Instant::now();
+    assert_eq!(w.apply(&m), 0);
+    eprintln!("no-op apply (2 hosts): {:?}", t.elapsed());
+    // Also for a fresh realiser (an agent restart): nothing in memory, still no changes.
+    let mut fresh = Realiser::new(SystemRunner, w.lab.target("host-a"));
+    assert_eq!(fresh.apply(&w.plans["host-a"]).unwrap().changes, 0);
+
+    // Drift: a deleted VXLAN device, FDB entry, router neighbour and nft table come back.
+    let ha = w.host_ns("host-a");
+    let hb = w.host_ns("host-b");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["ip", "-n", &ha, "link", "del", "ynx-00002a"]);
+    run(&[
+        "bridge",
+        "-n",
+        &hb,
+        "fdb",
+        "del",
+        "02:00:00:0a:01:0a",
+        "dev",
+        "ynx-00002a",
+        "dst",
+        "192.0.2.10",
+        "self",
+    ]);
+    run(&[
+        "ip", "netns", "exec", &ha, "nft", "delete", "table", "inet", "yunhan",
+    ]);
+    assert!(!w.lab.ping(&w.g("pa1"), ip("10.0.1.11"), 1));
+    let repaired = w.apply(&m);
+    assert!(repaired >= 3, "repaired {repaired}");
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa1"), ip("10.0.1.11"), Duration::from_secs(5)));
+    assert!(tcp_ok(
+        &w.g("pa1"),
+        ip("10.0.1.11"),
+        7000,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(w.apply(&m), 0);
+}
+
+#[test]
+fn e2e_two_subnets_through_the_distributed_router() {
+    let m = fixtures::two_host_model();
+    let w = World::new("b", &m);
+    // pa1 (10.0.1.10, host-a) → pa3 (10.0.2.10, host-b): one routed hop via the local router.
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa1"), ip("10.0.2.10"), Duration::from_secs(5)));
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa3"), ip("10.0.1.10"), Duration::from_secs(5)));
+    let o = w
+        .lab
+        .exec(&w.g("pa1"), &["ping", "-c", "1", "-W", "2", "10.0.2.10"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ttl=63"), "one router hop expected: {text}");
+    // The gateway answers on every host with the same address and MAC.
+    for g in ["pa1", "pa2"] {
+        assert!(w
+            .lab
+            .ping_within(&w.g(g), ip("10.0.1.1"), Duration::from_secs(3)));
+        assert_eq!(
+            neigh_mac(&w.lab, &w.g(g), ip("10.0.1.1")).as_deref(),
+            Some("02:00:00:00:a1:01")
+        );
+    }
+    // sg-db allows 5432 from sg-web members only.
+    echo_server(&w.g("pa3"), ip("10.0.2.10"), 5432);
+    echo_server(&w.g("pa3"), ip("10.0.2.10"), 5433);
+    assert!(tcp_ok(
+        &w.g("pa1"),
+        ip("10.0.2.10"),
+        5432,
+        Duration::from_secs(5)
+    ));
+    assert!(tcp_blocked(&w.g("pa1"), ip("10.0.2.10"), 5433));
+}
+
+#[test]
+fn e2e_isolation_of_vpcs_with_identical_cidrs() {
+    let mut m = fixtures::two_host_model();
+    // A port only VPC B has, and open security groups in both VPCs so only isolation counts.
+    m.ports.push(fixtures::port(
+        "pb3",
+        "vpc-b",
+        "sn-b1",
+        "host-b",
+        "10.0.1.12",
+        "02:00:00:0b:01:0c",
+        &["sg-b"],
+    ));
+    for g in &mut m.security_groups {
+        g.rules.push(fixtures::ingress(
+            Protocol::Any,
+            None,
+            fixtures::cidr("0.0.0.0/0"),
+        ));
+    }
+    let w = World::new("c", &m);
+    // Same addresses, different VPCs: each reaches its own twin.
+    assert!(w
+        .lab
+        .ping_within(&w.g("pa1"), ip("10.0.1.11"), Duration::from_secs(5)));
+    assert!(w
+        .lab
+        .ping_within(&w.g("pb1"), ip("10.0.1.11"), Duration::from_secs(5)));
+    assert_eq!(
+        neigh_mac(&w.lab, &w.g("pa1"), ip("10.0.1.11")).as_deref(),
+        Some("02:00:00:0a:01:0b")
+    );
+    assert_eq!(
+        neigh_mac(&w.lab, &w.g("pb1"), ip("10.0.1.11")).as_deref(),
+        Some("02:00:00:0b:01:0b")
+    );
+    // A listener only in VPC B is not reachable from VPC A at the same address.
+    echo_server(&w.g("pb2"), ip("10.0.1.11"), 7001);
+    assert!(tcp_ok(
+        &w.g("pb1"),
+        ip("10.0.1.11"),
+        7001,
+        Duration::from_secs(5)
+    ));
+    assert!(tcp_blocked(&w.g("pa1"), ip("10.0.1.11"), 7001));
+    // Crafted frames: a VPC A guest addresses VPC B guests' MACs directly (remote and
+    // local); each victim counts frames from pa1's MAC at its NIC's ingress.
+    let pa1 = w.g("pa1");
+    for (fake_ip, mac, victim) in [
+        ("10.0.1.12", "02:00:00:0b:01:0c", "pb3"),
+        ("10.0.1.11", "02:00:00:0b:01:0b", "pb2"),
+        ("10.0.1.99", "02:00:00:0b:01:0a", "pb1"),
+    ] {
+        let counter = "table netdev spy {\n chain i { type filter hook ingress device \"eth0\" priority 0; ether saddr 02:00:00:0a:01:0a counter; }\n}\n";
+        let path = std::env::temp_dir().join(format!("yn-spy-{}-{victim}.nft", std::process::id()));
+        std::fs::write(&path, counter).unwrap();
+        let o = w
+            .lab
+            .exec(&w.g(victim), &["nft", "-f", path.to_str().unwrap()])
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = w
+            .lab
+            .exec(
+                &pa1,
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    fake_ip,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            )
+            .unwrap();
+        assert!(o.status.success());
+        assert!(!w
+            .lab
+            .exec(&pa1, &["ping", "-c", "3", "-i", "0.2", "-W", "1", fake_ip])
+            .unwrap()
+            .status
+            .success());
+        let o = w
+            .lab
+            .exec(&w.g(victim), &["nft", "list", "table", "netdev", "spy"])
+            .unwrap();
+        let listing = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            listing.contains("counter packets 0 bytes 0"),
+            "{victim} received frames from VPC A:\n{listing}"
+        );
+        let _ = w
+            .lab
+            .exec(&pa1, &["ip", "neigh", "del", fake_ip, "dev", "eth0"]);
+    }
+    // An address only VPC B has: no ping, no ARP answer.
+    assert!(!w.lab.ping(&w.g("pa1"), ip("10.0.1.12"), 1));
+    assert_eq!(neigh_mac(&w.lab, &w.g("pa1"), ip("10.0.1.12")), None);
+    assert!(w
+        .lab
+        .ping_within(&w.g("pb1"), ip("10.0.1.12"), Duration::from_secs(5)));
+}
+
+#[test]
+fn e2e_security_groups_matrix_and_rule_removal_cuts_connections() {
+    let mut m = fixtures::two_host_model();
+    // pa4: same subnet as pa1, on host-a, in no group (ingress: nothing allowed).
+    m.ports.push(fixtures::port(
+        "pa4",
+        "vpc-a",
+        "sn-a1",
+        "host-a",
+        "10.0.1.12",
+        "02:00:00:0a:01:0c",
+        &[],
+    ));
+    let mut w = World::new("d", &m);
+    let (pa1, pa2, pa3, pa4) = (w.g("pa1"), w.g("pa2"), w.g("pa3"), w.g("pa4"));
+    for (ns, a, p) in [
+        (&pa2, "10.0.1.11", 80),
+        (&pa2, "10.0.1.11", 22),
+        (&pa3, "10.0.2.10", 5432),
+        (&pa4, "10.0.1.12", 80),
+        (&pa1, "10.0.1.10", 80),
+        (&pa1, "10.0.1.10", 22),
+    ] {
+        echo_server(ns, ip(a), p);
+    }
+    let t = Instant::now();
+    let d = Duration::from_secs(5);
+    // (case, allowed?)
+    let cases: Vec<(&str, bool)> = vec![
+        (
+            "no group → web:80 (cidr rule, remote)",
+            tcp_ok(&pa4, ip("10.0.1.11"), 80, d),
+        ),
+        (
+            "no group → web:22 (no rule)",
+            !tcp_blocked(&pa4, ip("10.0.1.11"), 22),
+        ),
+        (
+            "web → web:22 (same group, remote)",
+            tcp_ok(&pa1, ip("10.0.1.11"), 22, d),
+        ),
+        (
+            "no group → web:80 (same host)",
+            tcp_ok(&pa4, ip("10.0.1.10"), 80, d),
+        ),
+        (
+            "no group → web:22 (same host)",
+            !tcp_blocked(&pa4, ip("10.0.1.10"), 22),
+        ),
+        (
+            "web → db:5432 (group peer, routed)",
+            tcp_ok(&pa1, ip("10.0.2.10"), 5432, d),
+        ),
+        (
+            "no group → db:5432 (not in peer group)",
+            !tcp_blocked(&pa4, ip("10.0.2.10"), 5432),
+        ),
+        (
+            "web → no group:80 (default deny ingress)",
+            !tcp_blocked(&pa2, ip("10.0.1.12"), 80),
+        ),
+        (
+            "no group → web icmp (icmp from 10/16)",
+            w.lab.ping_within(&pa4, ip("10.0.1.11"), d),
+        ),
+        (
+            "web → no group icmp (default deny)",
+            w.lab.ping(&pa1, ip("10.0.1.12"), 1),
+        ),
+        (
+            "anyone → db icmp (icmp from 0/0)",
+            w.lab.ping_within(&pa4, ip("10.0.2.10"), d),
+        ),
+        (
+            "db → web:22 (db not in web)",
+            !tcp_blocked(&pa3, ip("10.0.1.11"), 22),
+        ),
+    ];
+    let want = [
+        true, false, true, true, false, true, false, false, true, false, true, false,
+    ];
+    let mut bad = vec![];
+    for ((name, got), want) in cases.iter().zip(want) {
+        eprintln!("{:5} {name}", if *got == want { "ok" } else { "FAIL" });
+        if *got != want {
+            bad.push(*name);
+        }
+    }
+    eprintln!("matrix: {} cases in {:?}", cases.len(), t.elapsed());
+    assert!(bad.is_empty(), "security group matrix: {bad:?}");
+
+    // An open connection (no group → web:80) dies within 2 s of removing the rule.
+    let mut s = connect(&pa4, ip("10.0.1.11"), 80, Duration::from_secs(2)).expect("connect");
+    assert!(echo_ok(&mut s, Duration::from_secs(1)));
+    let web = m
+        .security_groups
+        .iter_mut()
+        .find(|g| g.id == "sg-web")
+        .unwrap();
+    web.rules.retain(|r| {
+        !(r.protocol == Protocol::Tcp && r.peer == Peer::Cidr("0.0.0.0/0".parse().unwrap()))
+    });
+    let t = Instant::now();
+    assert!(w.apply(&m) > 0);
+    let applied = t.elapsed();
+    let mut cut = None;
+    while t.elapsed() < Duration::from_secs(3) {
+        if !echo_ok(&mut s, Duration::from_millis(200)) {
+            cut = Some(t.elapsed());
+            break;
+        }
+    }
+    eprintln!("rule removal: applied in {applied:?}, connection cut after {cut:?}");
+    let cut = cut.expect("the connection survived the rule removal");
+    assert!(cut < Duration::from_secs(2), "cut after {cut:?}");
+    assert!(tcp_blocked(&pa4, ip("10.0.1.11"), 80));
+    // Same-group traffic is untouched.
+    assert!(tcp_ok(&pa1, ip("10.0.1.11"), 22, d));
+}
