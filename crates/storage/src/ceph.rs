@@ -1,0 +1,928 @@
+//! `ceph`: RBD images in one pool of a Ceph cluster.
+//!
+//! Control goes through the `rbd` and `ceph` CLIs (`-c conf --id user
+//! [--keyring k] --format json`); their exit status is the errno of the
+//! failure (2 = ENOENT, 16 = EBUSY, 17 = EEXIST), which maps to
+//! [`StorageError`]. Data never passes through Yunhan: QEMU opens images with
+//! its own librbd driver ([`QemuDisk::Rbd`]).
+//!
+//! Base images are RBD images named `.img.<base>` (volume names cannot start
+//! with `.`) with one protected snapshot `base`; root disks are copy-on-write
+//! clones of it (`rbd clone`), so a 20 GiB root disk costs nothing until the
+//! guest writes. `clone_from_snapshot` protects the volume's snapshot and
+//! clones it the same way; a snapshot with clones cannot be deleted (InUse)
+//! until the clones are deleted.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::cmd;
+use crate::error::{Result, StorageError};
+use crate::sizes::{validate_extend, validate_name, validate_size};
+use crate::{PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
+
+const ENOENT: i32 = 2;
+const EBUSY: i32 = 16;
+const EEXIST: i32 = 17;
+const ENOTEMPTY: i32 = 39;
+
+/// Base images live under this RBD name prefix (never a volume name).
+const IMAGE_PREFIX: &str = ".img.";
+/// The protected snapshot of a base image that root disks clone.
+const BASE_SNAP: &str = "base";
+
+/// How a Ceph cluster is reached: its ceph.conf and a cephx identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CephCluster {
+    pub conf: PathBuf,
+    /// cephx id without `client.` (e.g. `admin`).
+    pub user: String,
+    /// Keyring file, if ceph.conf does not name it.
+    pub keyring: Option<PathBuf>,
+}
+
+/// CRUSH failure domain of a replicated rule / EC profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureDomain {
+    /// Replicas on distinct OSDs: only for single-box dev clusters.
+    Osd,
+    Host,
+    Rack,
+    Datacenter,
+}
+
+impl FailureDomain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureDomain::Osd => "osd",
+            FailureDomain::Host => "host",
+            FailureDomain::Rack => "rack",
+            FailureDomain::Datacenter => "datacenter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "osd" => FailureDomain::Osd,
+            "host" => FailureDomain::Host,
+            "rack" => FailureDomain::Rack,
+            "datacenter" => FailureDomain::Datacenter,
+            other => {
+                return Err(StorageError::invalid(format!(
+                    "failure domain `{other}` is not one of osd, host, rack, datacenter"
+                )))
+            }
+        })
+    }
+
+    /// The replicated CRUSH rule Yunhan creates for this failure domain.
+    pub fn rule_name(self) -> String {
+        format!("yunhan-replicated-{}", self.as_str())
+    }
+}
+
+/// A replicated RBD pool as the admin config describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub name: String,
+    pub size: u32,
+    pub min_size: u32,
+    pub failure_domain: FailureDomain,
+    pub pg_num: u32,
+}
+
+impl PoolSpec {
+    /// Size 3 / min_size 2, 32 PGs.
+    pub fn replicated(name: &str, failure_domain: FailureDomain) -> Self {
+        PoolSpec {
+            name: name.to_string(),
+            size: 3,
+            min_size: 2,
+            failure_domain,
+            pg_num: 32,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        validate_name("pool", &self.name)?;
+        if self.size == 0 || self.min_size == 0 || self.min_size > self.size {
+            return Err(StorageError::invalid(format!(
+                "pool `{}`: need 1 <= min_size ({}) <= size ({})",
+                self.name, self.min_size, self.size
+            )));
+        }
+        if self.pg_num == 0 || !self.pg_num.is_power_of_two() {
+            return Err(StorageError::invalid(format!(
+                "pool `{}`: pg_num {} must be a power of two",
+                self.name, self.pg_num
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A pool's redundancy as the cluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRedundancy {
+    pub size: u32,
+    pub min_size: u32,
+    pub crush_rule: String,
+    /// The bucket type the rule spreads replicas over (`osd`, `host`, …).
+    pub failure_domain: Option<String>,
+}
+
+/// `ceph health` + `ceph df`, for `yunhan storage status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    /// `HEALTH_OK`, `HEALTH_WARN` or `HEALTH_ERR`.
+    pub status: String,
+    /// Health check codes with their summaries.
+    pub checks: Vec<(String, String)>,
+    /// Raw capacity, all OSDs.
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub avail_bytes: u64,
+}
+
+fn errno_of(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn json_of(bytes: &[u8], c: &Command) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Backend {
+        command: cmd::render(c),
+        stderr: format!(
+            "unparsable JSON output ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        ),
+    })
+}
+
+fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl CephCluster {
+    /// The `client.admin` identity; the keyring comes from ceph.conf.
+    pub fn admin(conf: impl Into<PathBuf>) -> Self {
+        CephCluster {
+            conf: conf.into(),
+            user: "admin".into(),
+            keyring: None,
+        }
+    }
+
+    fn base(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.arg("-c").arg(&self.conf).arg("--id").arg(&self.user);
+        if let Some(k) = &self.keyring {
+            c.arg("--keyring").arg(k);
+        }
+        c
+    }
+
+    /// `rbd …` (its progress lines are dropped from error messages).
+    fn rbd(&self) -> Command {
+        self.base("rbd")
+    }
+
+    /// `ceph …` with a connect timeout so a dead cluster fails instead of hanging.
+    fn ceph(&self) -> Command {
+        let mut c = self.base("ceph");
+        c.args(["--connect-timeout", "15"]);
+        c
+    }
+
+    async fn ceph_json(&self, args: &[&str]) -> Result<Value> {
+        let mut c = self.ceph();
+        c.args(args).args(["--format", "json"]);
+        let out = cmd::run(&mut c).await?;
+        json_of(&out, &c)
+    }
+
+    async fn ceph_run(&self, args: &[&str]) -> Result<()> {
+        let mut c = self.ceph();
+        c.args(args);
+        cmd::run(&mut c).await.map(drop)
+    }
+
+    pub async fn health(&self) -> Result<ClusterHealth> {
+        let h = self.ceph_json(&["health"]).await?;
+        let df = self.ceph_json(&["df"]).await?;
+        let stats = df.get("stats").cloned().unwrap_or_default();
+        let checks = h
+            .get("checks")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(code, c)| {
+                        let msg = c
+                            .pointer("/summary/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        (code.clone(), msg.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ClusterHealth {
+            status: h
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("UNKNOWN")
+                .to_string(),
+            checks,
+            total_bytes: u64_at(&stats, "total_bytes"),
+            used_bytes: u64_at(&stats, "total_used_raw_bytes"),
+            avail_bytes: u64_at(&stats, "total_avail_bytes"),
+        })
+    }
+
+    /// Creates (idempotently) the replicated CRUSH rule for `fd`; returns its name.
+    pub async fn ensure_replicated_rule(&self, fd: FailureDomain) -> Result<String> {
+        let name = fd.rule_name();
+        self.ceph_run(&[
+            "osd",
+            "crush",
+            "rule",
+            "create-replicated",
+            &name,
+            "default",
+            fd.as_str(),
+        ])
+        .await?;
+        Ok(name)
+    }
+
+    /// Creates (or re-applies) a replicated RBD pool: CRUSH rule for the
+    /// failure domain, size/min_size, the `rbd` application, `rbd pool init`.
+    pub async fn ensure_pool(&self, spec: &PoolSpec) -> Result<()> {
+        spec.validate()?;
+        let rule = self.ensure_replicated_rule(spec.failure_domain).await?;
+        let pg = spec.pg_num.to_string();
+        let name = spec.name.as_str();
+        self.ceph_run(&["osd", "pool", "create", name, &pg, &pg, "replicated", &rule])
+            .await?;
+        self.ceph_run(&["osd", "pool", "set", name, "crush_rule", &rule])
+            .await?;
+        self.ceph_run(&["osd", "pool", "set", name, "size", &spec.size.to_string()])
+            .await?;
+        self.ceph_run(&[
+            "osd",
+            "pool",
+            "set",
+            name,
+            "min_size",
+            &spec.min_size.to_string(),
+        ])
+        .await?;
+        self.ceph_run(&["osd", "pool", "application", "enable", name, "rbd"])
+            .await?;
+        let mut c = self.rbd();
+        c.args(["pool", "init", name]);
+        cmd::run(&mut c).await.map(drop)
+    }
+
+    /// An erasure-code profile (k data + m coding chunks) for later object and
+    /// file pools; refused by Ceph if a profile of that name differs.
+    pub async fn ensure_ec_profile(
+        &self,
+        name: &str,
+        k: u32,
+        m: u32,
+        fd: FailureDomain,
+    ) -> Result<()> {
+        validate_name("erasure-code profile", name)?;
+        if k < 2 || m < 1 {
+            return Err(StorageError::invalid(format!(
+                "erasure-code profile `{name}`: need k >= 2 and m >= 1 (got k={k} m={m})"
+            )));
+        }
+        self.ceph_run(&[
+            "osd",
+            "erasure-code-profile",
+            "set",
+            name,
+            &format!("k={k}"),
+            &format!("m={m}"),
+            &format!("crush-failure-domain={}", fd.as_str()),
+        ])
+        .await
+    }
+
+    /// `(k, m, failure domain)` of an erasure-code profile.
+    pub async fn ec_profile(&self, name: &str) -> Result<(u32, u32, String)> {
+        let v = self
+            .ceph_json(&["osd", "erasure-code-profile", "get", name])
+            .await?;
+        let num = |key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| StorageError::not_found("erasure-code profile", name))
+        };
+        Ok((
+            num("k")?,
+            num("m")?,
+            v.get("crush-failure-domain")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        ))
+    }
+
+    pub async fn pool_exists(&self, pool: &str) -> Result<bool> {
+        let mut c = self.ceph();
+        c.args(["osd", "pool", "get", pool, "size"]);
+        let out = cmd::output(&mut c).await?;
+        match errno_of(&out) {
+            Some(0) => Ok(true),
+            Some(ENOENT) => Ok(false),
+            _ => Err(cmd::backend(&c, &out)),
+        }
+    }
+
+    pub async fn delete_pool(&self, pool: &str) -> Result<()> {
+        self.ceph_run(&[
+            "osd",
+            "pool",
+            "rm",
+            pool,
+            pool,
+            "--yes-i-really-really-mean-it",
+        ])
+        .await
+    }
+
+    /// Size, min_size and the failure domain of a pool's CRUSH rule.
+    pub async fn pool_redundancy(&self, pool: &str) -> Result<PoolRedundancy> {
+        if !self.pool_exists(pool).await? {
+            return Err(StorageError::not_found("pool", pool));
+        }
+        let v = self.ceph_json(&["osd", "pool", "get", pool, "all"]).await?;
+        let rule = v
+            .get("crush_rule")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let r = self
+            .ceph_json(&["osd", "crush", "rule", "dump", &rule])
+            .await?;
+        let failure_domain = r.get("steps").and_then(Value::as_array).and_then(|steps| {
+            steps.iter().find_map(|s| {
+                let op = s.get("op")?.as_str()?;
+                op.starts_with("choose")
+                    .then(|| s.get("type")?.as_str().map(String::from))?
+            })
+        });
+        Ok(PoolRedundancy {
+            size: u64_at(&v, "size") as u32,
+            min_size: u64_at(&v, "min_size") as u32,
+            crush_rule: rule,
+            failure_domain,
+        })
+    }
+}
+
+/// Volumes as RBD images in one pool.
+pub struct CephDriver {
+    cluster: CephCluster,
+    pool: String,
+}
+
+impl CephDriver {
+    /// A driver for `pool`, which must exist (see [`CephCluster::ensure_pool`]).
+    pub async fn open(cluster: CephCluster, pool: &str) -> Result<Self> {
+        validate_name("pool", pool)?;
+        if !cluster.pool_exists(pool).await? {
+            return Err(StorageError::not_found("pool", pool));
+        }
+        Ok(CephDriver {
+            cluster,
+            pool: pool.to_string(),
+        })
+    }
+
+    pub fn cluster(&self) -> &CephCluster {
+        &self.cluster
+    }
+
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    fn spec(&self, image: &str) -> String {
+        format!("{}/{image}", self.pool)
+    }
+
+    fn base_image(base: &str) -> String {
+        format!("{IMAGE_PREFIX}{base}")
+    }
+
+    /// Runs an `rbd` command; ENOENT/EEXIST/EBUSY become the given errors.
+    async fn rbd(&self, args: &[&str], on: Errno<'_>) -> Result<Vec<u8>> {
+        let mut c = self.cluster.rbd();
+        c.args(args);
+        let out = cmd::output(&mut c).await?;
+        match errno_of(&out) {
+            Some(0) => Ok(out.stdout),
+            Some(ENOENT) if on.enoent.is_some() => {
+                let (k, n) = on.enoent.unwrap_or_default();
+                Err(StorageError::not_found(k, n))
+            }
+            Some(EEXIST) if on.eexist.is_some() => {
+                let (k, n) = on.eexist.unwrap_or_default();
+                Err(StorageError::exists(k, n))
+            }
+            _ => Err(cmd::backend(&c, &out)),
+        }
+    }
+
+    async fn rbd_json(&self, args: &[&str], on: Errno<'_>) -> Result<Value> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--format", "json"]);
+        let out = self.rbd(&all, on).await?;
+        serde_json::from_slice(&out).map_err(|e| StorageError::Backend {
+            command: format!("rbd {}", all.join(" ")),
+            stderr: format!("unparsable JSON ({e})"),
+        })
+    }
+
+    async fn image_info(&self, image: &str, kind: &'static str, shown: &str) -> Result<Value> {
+        self.rbd_json(&["info", &self.spec(image)], Errno::enoent(kind, shown))
+            .await
+    }
+
+    async fn snaps(&self, image: &str) -> Result<Vec<Value>> {
+        let v = self
+            .rbd_json(
+                &["snap", "ls", &self.spec(image)],
+                Errno::enoent("volume", image),
+            )
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    async fn snap_of(&self, volume: &str, snap: &str) -> Result<Value> {
+        validate_name("volume", volume)?;
+        validate_name("snapshot", snap)?;
+        self.snaps(volume)
+            .await?
+            .into_iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(snap))
+            .ok_or_else(|| StorageError::not_found("snapshot", format!("{volume}@{snap}")))
+    }
+
+    fn is_protected(snap: &Value) -> bool {
+        snap.get("protected").and_then(Value::as_str) == Some("true")
+    }
+
+    /// Clones of `image@snap` (`pool/name` each).
+    async fn children(&self, image: &str, snap: &str) -> Result<Vec<String>> {
+        let v = self
+            .rbd_json(
+                &["children", &format!("{}@{snap}", self.spec(image))],
+                Errno::enoent("snapshot", &format!("{image}@{snap}")),
+            )
+            .await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| {
+                        Some(format!(
+                            "{}/{}",
+                            c.get("pool")?.as_str()?,
+                            c.get("image")?.as_str()?
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Unprotects and deletes one snapshot, refusing while it has clones.
+    async fn remove_snapshot(&self, image: &str, snap: &Value) -> Result<()> {
+        let name = snap.get("name").and_then(Value::as_str).unwrap_or_default();
+        let at = format!("{}@{name}", self.spec(image));
+        if Self::is_protected(snap) {
+            let kids = self.children(image, name).await?;
+            if !kids.is_empty() {
+                return Err(StorageError::InUse {
+                    what: format!("snapshot {image}@{name}"),
+                    by: format!("its clones {} (delete them first)", kids.join(", ")),
+                });
+            }
+            self.rbd(&["snap", "unprotect", &at], Errno::none()).await?;
+        }
+        self.rbd(&["snap", "rm", &at], Errno::none())
+            .await
+            .map(drop)
+    }
+
+    /// Deletes an RBD image and its snapshots (InUse if any has clones).
+    async fn remove_image(&self, image: &str, kind: &'static str, shown: &str) -> Result<()> {
+        let snaps = self.snaps(image).await.map_err(|e| match e {
+            StorageError::NotFound { .. } => StorageError::not_found(kind, shown),
+            e => e,
+        })?;
+        // Check every snapshot before changing anything.
+        for s in &snaps {
+            let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+            if Self::is_protected(s) && !self.children(image, name).await?.is_empty() {
+                return Err(StorageError::InUse {
+                    what: format!("{kind} {shown}"),
+                    by: format!(
+                        "snapshot `{name}` has clones: {} (delete them first)",
+                        self.children(image, name).await?.join(", ")
+                    ),
+                });
+            }
+        }
+        for s in &snaps {
+            self.remove_snapshot(image, s).await?;
+        }
+        let mut c = self.cluster.rbd();
+        c.args(["rm", &self.spec(image)]);
+        let out = cmd::output(&mut c).await?;
+        match errno_of(&out) {
+            Some(0) => Ok(()),
+            Some(ENOENT) => Err(StorageError::not_found(kind, shown)),
+            Some(EBUSY) | Some(ENOTEMPTY) => Err(StorageError::InUse {
+                what: format!("{kind} {shown}"),
+                by: cmd::stderr_of(&out),
+            }),
+            _ => Err(cmd::backend(&c, &out)),
+        }
+    }
+
+    fn info_of(name: &str, v: &Value) -> VolumeInfo {
+        let parent = v.get("parent").and_then(|p| {
+            let image = p.get("image")?.as_str()?;
+            let snap = p.get("snapshot")?.as_str()?;
+            let image = image.strip_prefix(IMAGE_PREFIX).unwrap_or(image);
+            Some(format!("{image}@{snap}"))
+        });
+        VolumeInfo {
+            name: name.to_string(),
+            size_bytes: u64_at(v, "size"),
+            parent,
+        }
+    }
+
+    /// `rbd clone` of a protected snapshot, resized to `size`; removed again
+    /// if the resize fails.
+    async fn clone_to(
+        &self,
+        from: &str,
+        new_volume: &str,
+        size: Option<u64>,
+    ) -> Result<VolumeInfo> {
+        self.rbd(
+            &["clone", from, &self.spec(new_volume)],
+            Errno::eexist("volume", new_volume),
+        )
+        .await?;
+        if let Some(size) = size {
+            if let Err(e) = self.resize(new_volume, size).await {
+                let _ = self.remove_image(new_volume, "volume", new_volume).await;
+                return Err(e);
+            }
+        }
+        self.info(new_volume).await
+    }
+
+    async fn resize(&self, image: &str, size: u64) -> Result<()> {
+        self.rbd(
+            &["resize", "--size", &format!("{size}B"), &self.spec(image)],
+            Errno::enoent("volume", image),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Protects `image@snap` unless it already is.
+    async fn ensure_protected(&self, image: &str, snap: &Value) -> Result<()> {
+        if Self::is_protected(snap) {
+            return Ok(());
+        }
+        let name = snap.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mut c = self.cluster.rbd();
+        c.args(["snap", "protect", &format!("{}@{name}", self.spec(image))]);
+        let out = cmd::output(&mut c).await?;
+        // EBUSY: protected meanwhile by a concurrent clone.
+        match errno_of(&out) {
+            Some(0) | Some(EBUSY) => Ok(()),
+            _ => Err(cmd::backend(&c, &out)),
+        }
+    }
+}
+
+/// Which exit statuses of an `rbd` command map to NotFound/AlreadyExists.
+#[derive(Default, Clone, Copy)]
+struct Errno<'a> {
+    enoent: Option<(&'static str, &'a str)>,
+    eexist: Option<(&'static str, &'a str)>,
+}
+
+impl<'a> Errno<'a> {
+    fn none() -> Self {
+        Errno::default()
+    }
+    fn enoent(kind: &'static str, name: &'a str) -> Self {
+        Errno {
+            enoent: Some((kind, name)),
+            eexist: None,
+        }
+    }
+    fn eexist(kind: &'static str, name: &'a str) -> Self {
+        Errno {
+            enoent: None,
+            eexist: Some((kind, name)),
+        }
+    }
+}
+
+#[async_trait]
+impl VolumeDriver for CephDriver {
+    fn kind(&self) -> &'static str {
+        "ceph"
+    }
+
+    async fn create(&self, name: &str, size_bytes: u64) -> Result<VolumeInfo> {
+        validate_name("volume", name)?;
+        validate_size(size_bytes)?;
+        self.rbd(
+            &[
+                "create",
+                "--image-format",
+                "2",
+                "--size",
+                &format!("{size_bytes}B"),
+                &self.spec(name),
+            ],
+            Errno::eexist("volume", name),
+        )
+        .await?;
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            size_bytes,
+            parent: None,
+        })
+    }
+
+    async fn info(&self, name: &str) -> Result<VolumeInfo> {
+        validate_name("volume", name)?;
+        let v = self.image_info(name, "volume", name).await?;
+        Ok(Self::info_of(name, &v))
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let v = self
+            .rbd_json(&["ls", &self.pool], Errno::enoent("pool", &self.pool))
+            .await?;
+        let mut names: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|n| !n.starts_with('.'))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        validate_name("volume", name)?;
+        self.remove_image(name, "volume", name).await
+    }
+
+    async fn extend(&self, name: &str, new_size_bytes: u64) -> Result<VolumeInfo> {
+        let cur = self.info(name).await?;
+        validate_extend(cur.size_bytes, new_size_bytes)?;
+        if new_size_bytes > cur.size_bytes {
+            self.resize(name, new_size_bytes).await?;
+        }
+        self.info(name).await
+    }
+
+    async fn snapshot(&self, volume: &str, snap: &str) -> Result<SnapshotInfo> {
+        validate_name("volume", volume)?;
+        validate_name("snapshot", snap)?;
+        let info = self.info(volume).await?;
+        let at = format!("{volume}@{snap}");
+        self.rbd(
+            &["snap", "create", &format!("{}@{snap}", self.spec(volume))],
+            Errno {
+                enoent: Some(("volume", volume)),
+                eexist: Some(("snapshot", &at)),
+            },
+        )
+        .await?;
+        Ok(SnapshotInfo {
+            name: snap.to_string(),
+            size_bytes: info.size_bytes,
+        })
+    }
+
+    async fn list_snapshots(&self, volume: &str) -> Result<Vec<SnapshotInfo>> {
+        validate_name("volume", volume)?;
+        Ok(self
+            .snaps(volume)
+            .await?
+            .iter()
+            .filter_map(|s| {
+                Some(SnapshotInfo {
+                    name: s.get("name")?.as_str()?.to_string(),
+                    size_bytes: u64_at(s, "size"),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_snapshot(&self, volume: &str, snap: &str) -> Result<()> {
+        let s = self.snap_of(volume, snap).await?;
+        self.remove_snapshot(volume, &s).await
+    }
+
+    async fn restore(&self, volume: &str, snap: &str) -> Result<()> {
+        self.snap_of(volume, snap).await?;
+        self.rbd(
+            &["snap", "rollback", &format!("{}@{snap}", self.spec(volume))],
+            Errno::enoent("snapshot", &format!("{volume}@{snap}")),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn clone_from_snapshot(
+        &self,
+        volume: &str,
+        snap: &str,
+        new_volume: &str,
+        size_bytes: Option<u64>,
+    ) -> Result<VolumeInfo> {
+        validate_name("volume", new_volume)?;
+        let s = self.snap_of(volume, snap).await?;
+        let snap_size = u64_at(&s, "size");
+        if let Some(size) = size_bytes {
+            validate_extend(snap_size, size)?;
+        }
+        // Checked first so a taken name does not leave a protected snapshot behind.
+        if self.info(new_volume).await.is_ok() {
+            return Err(StorageError::exists("volume", new_volume));
+        }
+        self.ensure_protected(volume, &s).await?;
+        let from = format!("{}@{snap}", self.spec(volume));
+        self.clone_to(&from, new_volume, size_bytes.filter(|&s| s > snap_size))
+            .await
+    }
+
+    async fn import_image(&self, path: &Path, base: &str) -> Result<bool> {
+        validate_name("image", base)?;
+        let image = Self::base_image(base);
+        if let Ok(snaps) = self.snaps(&image).await {
+            if snaps.iter().any(|s| {
+                s.get("name").and_then(Value::as_str) == Some(BASE_SNAP) && Self::is_protected(s)
+            }) {
+                return Ok(false);
+            }
+            // A half-finished import (crash between convert and protect): redo it.
+            self.remove_image(&image, "image", base).await?;
+        }
+        if tokio::fs::metadata(path).await.is_err() {
+            return Err(StorageError::not_found(
+                "image file",
+                path.display().to_string(),
+            ));
+        }
+        let target = QemuDisk::Rbd {
+            pool: self.pool.clone(),
+            image: image.clone(),
+            conf: self.cluster.conf.clone(),
+            user: self.cluster.user.clone(),
+        };
+        let mut c = Command::new("qemu-img");
+        c.args(["convert", "-O", "raw"])
+            .arg(path)
+            .arg(target.filename());
+        let r = async {
+            cmd::run(&mut c).await?;
+            let at = format!("{}@{BASE_SNAP}", self.spec(&image));
+            self.rbd(&["snap", "create", &at], Errno::none()).await?;
+            self.rbd(&["snap", "protect", &at], Errno::none()).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = self.remove_image(&image, "image", base).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    async fn clone_for_root(
+        &self,
+        base: &str,
+        new_volume: &str,
+        size_bytes: u64,
+    ) -> Result<VolumeInfo> {
+        validate_name("image", base)?;
+        validate_name("volume", new_volume)?;
+        validate_size(size_bytes)?;
+        let image = Self::base_image(base);
+        let v = self.image_info(&image, "image", base).await?;
+        let image_size = u64_at(&v, "size");
+        if size_bytes < image_size {
+            return Err(StorageError::invalid(format!(
+                "a root disk of {size_bytes} bytes is smaller than image `{base}` ({image_size} bytes)"
+            )));
+        }
+        let from = format!("{}@{BASE_SNAP}", self.spec(&image));
+        self.clone_to(
+            &from,
+            new_volume,
+            (size_bytes > image_size).then_some(size_bytes),
+        )
+        .await
+    }
+
+    async fn delete_image(&self, base: &str) -> Result<()> {
+        validate_name("image", base)?;
+        self.remove_image(&Self::base_image(base), "image", base)
+            .await
+    }
+
+    async fn usage(&self, volume: &str) -> Result<VolumeUsage> {
+        validate_name("volume", volume)?;
+        let v = self
+            .rbd_json(&["du", &self.spec(volume)], Errno::enoent("volume", volume))
+            .await?;
+        let head = v
+            .get("images")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|i| i.get("snapshot").is_none()))
+            .cloned()
+            .unwrap_or_default();
+        Ok(VolumeUsage {
+            logical_bytes: u64_at(&head, "provisioned_size"),
+            physical_bytes: u64_at(&head, "used_size"),
+        })
+    }
+
+    async fn pool_usage(&self) -> Result<PoolUsage> {
+        let du = self
+            .rbd_json(&["du", "-p", &self.pool], Errno::enoent("pool", &self.pool))
+            .await?;
+        let df = self.cluster.ceph_json(&["df"]).await?;
+        let stats = df
+            .get("pools")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some(&self.pool))
+            })
+            .and_then(|p| p.get("stats"))
+            .cloned();
+        // `stored` is data before replication; `max_avail` is what can still be
+        // stored given the replication and the fullest OSD.
+        let (stored, capacity) = match stats {
+            Some(stats) => {
+                let stored = u64_at(&stats, "stored");
+                (stored, stored.saturating_add(u64_at(&stats, "max_avail")))
+            }
+            // A pool the mgr has not reported yet: empty, and the raw space
+            // left divided by its replication.
+            None => {
+                let size = self.cluster.pool_redundancy(&self.pool).await?.size.max(1);
+                let avail = df
+                    .pointer("/stats/total_avail_bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                (0, avail / u64::from(size))
+            }
+        };
+        Ok(PoolUsage::new(
+            u64_at(&du, "total_provisioned_size"),
+            stored,
+            capacity,
+        ))
+    }
+
+    async fn qemu_drive(&self, volume: &str) -> Result<QemuDisk> {
+        self.info(volume).await?;
+        Ok(QemuDisk::Rbd {
+            pool: self.pool.clone(),
+            image: volume.to_string(),
+            conf: self.cluster.conf.clone(),
+            user: self.cluster.user.clone(),
+        })
+    }
+}
