@@ -82,9 +82,30 @@ pub fn render(plan: &HostPlan) -> String {
         "\t\ttype filter hook prerouting priority raw; policy accept;"
     )
     .unwrap();
+    // The tunnel itself needs no connection tracking (it would only cost throughput).
+    writeln!(
+        o,
+        "\t\tiifname != \"ynb-*\" ip daddr {} udp dport {} notrack",
+        plan.vtep, plan.vxlan_port
+    )
+    .unwrap();
     for v in &plan.vpcs {
         writeln!(o, "\t\tiifname \"{}\" ct zone set {}", v.bridge, v.zone).unwrap();
     }
+    writeln!(o, "\t}}\n").unwrap();
+
+    writeln!(o, "\tchain output {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype filter hook output priority raw; policy accept;"
+    )
+    .unwrap();
+    writeln!(
+        o,
+        "\t\tip saddr {} udp dport {} notrack",
+        plan.vtep, plan.vxlan_port
+    )
+    .unwrap();
     writeln!(o, "\t}}\n").unwrap();
 
     writeln!(o, "\tchain forward {{").unwrap();
