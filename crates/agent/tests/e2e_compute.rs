@@ -2,8 +2,7 @@
 //! objects go straight into a MemStore, the agent runs in-process and boots
 //! the test guest (scripts/build-test-guest) under QEMU for real.
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,29 +21,8 @@ type Doc<S, T> = Resource<S, T>;
 const BOOT: Duration = Duration::from_secs(90);
 const STEP: Duration = Duration::from_secs(30);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 fn guest_dir() -> PathBuf {
-    let dir = std::env::var_os("YUNHAN_TEST_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/test-guest"));
-    let out = std::process::Command::new(workspace().join("scripts/build-test-guest"))
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run scripts/build-test-guest");
-    assert!(
-        out.status.success(),
-        "build-test-guest failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
+    yunhan_testkit::test_guest()
 }
 
 /// Kills the QEMUs of this test (by their pidfiles, after checking the

@@ -14,35 +14,11 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(120);
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    yunhan_testkit::workspace_root()
 }
 
-/// The built guest (built once; the script is idempotent and locks).
 fn guest_dir() -> PathBuf {
-    let dir = std::env::var_os("YUNHAN_TEST_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/test-guest"));
-    let t = Instant::now();
-    let out = std::process::Command::new(workspace().join("scripts/build-test-guest"))
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run scripts/build-test-guest");
-    assert!(
-        out.status.success(),
-        "build-test-guest failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!(
-        "test guest ready in {:.1?} ({})",
-        t.elapsed(),
-        dir.display()
-    );
-    dir
+    yunhan_testkit::test_guest()
 }
 
 fn make_seed(dir: &Path, args: &[&str]) -> PathBuf {

@@ -17,7 +17,7 @@ mod etcd;
 mod process;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use etcd::{EtcdCluster, EtcdOptions};
@@ -99,6 +99,33 @@ pub fn require_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
                  (it installs the Debian package `{package}`)"
             )
         })
+}
+
+/// The repository root (where `scripts/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// The test guest (`scripts/build-test-guest`), built once and reused: the
+/// script is idempotent and takes a lock. `YUNHAN_TEST_GUEST_DIR` overrides
+/// where it goes (default `target/test-guest`).
+pub fn test_guest() -> PathBuf {
+    let dir = std::env::var_os("YUNHAN_TEST_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/test-guest"));
+    let out = std::process::Command::new(workspace_root().join("scripts/build-test-guest"))
+        .arg(&dir)
+        .output()
+        .expect("run scripts/build-test-guest");
+    assert!(
+        out.status.success(),
+        "scripts/build-test-guest failed (run scripts/setup first): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
 }
 
 #[cfg(test)]

@@ -265,28 +265,8 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
-/// The repository root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// Builds (or reuses) the test guest in `target/test-guest`; returns its dir.
-pub fn test_guest() -> PathBuf {
-    let out = workspace().join("target/test-guest");
-    let o = Command::new(workspace().join("scripts/build-test-guest"))
-        .arg(&out)
-        .output()
-        .expect("run scripts/build-test-guest");
-    assert!(
-        o.status.success(),
-        "build-test-guest failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
+#[allow(unused_imports)] // only the compute tests boot guests
+pub use yunhan_testkit::test_guest;
 
 /// A `yunhan` process (server, agent) with its stderr in a log file.
 pub struct Proc {
