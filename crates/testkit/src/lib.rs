@@ -128,6 +128,41 @@ pub fn test_guest() -> PathBuf {
     dir
 }
 
+/// Kills the QEMU processes of VMs whose state lives under `dir` (found by
+/// their `qemu.pid` files; a PID is killed only if its command line names a
+/// path under `dir`). VMs deliberately outlive their agent, so a test that
+/// stops its cloud must stop its VMs too.
+pub fn kill_vms_under(dir: &Path) {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, out);
+            } else if p.file_name().is_some_and(|n| n == "qemu.pid") {
+                out.push(p);
+            }
+        }
+    }
+    let mut pidfiles = Vec::new();
+    walk(dir, &mut pidfiles);
+    let needle = dir.to_string_lossy().into_owned();
+    for f in pidfiles {
+        let Some(pid) = std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,15 @@ async fn interactive_console_answers(cloud: &Cloud, id: &str) {
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
+/// Stops the VMs under a directory when the test ends, passed or failed.
+struct KillVmsOnDrop(std::path::PathBuf);
+
+impl Drop for KillVmsOnDrop {
+    fn drop(&mut self) {
+        yunhan_testkit::kill_vms_under(&self.0);
+    }
+}
+
 fn proc_uid(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -279,6 +288,7 @@ async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
     let etcd = yunhan_testkit::EtcdCluster::start(1);
     let url = etcd.store_url();
     let dir = tempfile::tempdir().unwrap();
+    let _vms = KillVmsOnDrop(dir.path().to_path_buf());
     let cfg = dir.path().join("client.toml");
     let (cfg_s, images) = (cfg.to_str().unwrap().to_string(), dir.path().join("images"));
     let listen = format!("127.0.0.1:{}", yunhan_testkit::free_port());

@@ -15,6 +15,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // VMs outlive the agent by design: stop the ones this run started.
+        yunhan_testkit::kill_vms_under(self._home.path());
     }
 }
 

@@ -250,6 +250,8 @@ pub struct Tenant {
 impl Drop for Cloud {
     fn drop(&mut self) {
         self.kill9();
+        // VMs outlive the agent by design: stop this cloud's VMs too.
+        yunhan_testkit::kill_vms_under(self.home.path());
     }
 }
 
