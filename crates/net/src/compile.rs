@@ -6,13 +6,16 @@
 //! router, so the VPC is the reach set), a router namespace with every subnet's gateway,
 //! and the security-group rules of its local ports with the address sets they refer to.
 //! Its size grows with its own ports and their VPC peers, never with unrelated VPCs.
+use crate::addr::MacAddr;
 use crate::model::{
     Direction, Host, ModelError, NetworkModel, Peer, Port, SecurityGroup, Subnet, Vpc,
 };
+use crate::model::{NatGateway, Vip};
 use crate::names;
 use crate::plan::{
-    EipPlan, FdbEntry, GroupSet, HostPlan, Neighbour, PeerPlan, PortPlan, RouterInterface,
-    RouterPlan, RulePlan, VpcPlan, VXLAN_PORT,
+    EipPlan, ExternalPlan, FdbEntry, GroupSet, HostPlan, NatGatewayPlan, Neighbour, PeerPlan,
+    PortPlan, RouterInterface, RouterPlan, RulePlan, TransitPlan, UplinkPlan, VipPlan, VpcPlan,
+    VXLAN_PORT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -56,6 +59,9 @@ pub struct Index<'a> {
     ports_by_host: HashMap<&'a str, Vec<&'a Port>>,
     groups: HashMap<&'a str, &'a SecurityGroup>,
     members: HashMap<&'a str, Vec<Ipv4Addr>>,
+    ports: HashMap<&'a str, &'a Port>,
+    nat_by_vpc: HashMap<&'a str, &'a NatGateway>,
+    vips_by_vpc: HashMap<&'a str, Vec<&'a Vip>>,
 }
 
 impl<'a> Index<'a> {
@@ -76,7 +82,16 @@ impl<'a> Index<'a> {
                 .map(|g| (g.id.as_str(), g))
                 .collect(),
             members: HashMap::new(),
+            ports: m.ports.iter().map(|p| (p.id.as_str(), p)).collect(),
+            nat_by_vpc: m.nat_gateways.iter().map(|n| (n.vpc.as_str(), n)).collect(),
+            vips_by_vpc: HashMap::new(),
         };
+        for v in &m.vips {
+            ix.vips_by_vpc.entry(&v.vpc).or_default().push(v);
+        }
+        for v in ix.vips_by_vpc.values_mut() {
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         for s in &m.subnets {
             ix.subnets_by_vpc.entry(&s.vpc).or_default().push(s);
         }
@@ -111,11 +126,19 @@ impl<'a> Index<'a> {
             .get(host.id.as_str())
             .map(|v| v.as_slice())
             .unwrap_or(&[]);
-        // VPCs of the local ports, by VNI.
+        // VPCs of the local ports and of the NAT gateways realised here, by VNI.
         let mut vpcs: Vec<&Vpc> = local
             .iter()
-            .map(|p| {
-                let v = self.vpcs[p.vpc.as_str()];
+            .map(|p| p.vpc.as_str())
+            .chain(
+                self.m
+                    .nat_gateways
+                    .iter()
+                    .filter(|n| n.host == host.id)
+                    .map(|n| n.vpc.as_str()),
+            )
+            .map(|id| {
+                let v = self.vpcs[id];
                 (v.vni, v)
             })
             .collect::<BTreeMap<u32, &Vpc>>()
@@ -139,7 +162,6 @@ impl<'a> Index<'a> {
                     vtep: self.hosts[p.host.as_deref().unwrap_or_default()].vtep,
                 })
                 .collect();
-            fdb.sort();
             let mut neighbours: Vec<Neighbour> = peers
                 .iter()
                 .map(|p| Neighbour {
@@ -148,7 +170,6 @@ impl<'a> Index<'a> {
                     subnet: p.subnet.clone(),
                 })
                 .collect();
-            neighbours.sort();
             let interfaces = self
                 .subnets_by_vpc
                 .get(v.id.as_str())
@@ -163,8 +184,39 @@ impl<'a> Index<'a> {
                     host_dev: names::router_host_dev(&s.id),
                     router_dev: names::router_dev(&s.id),
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let nat = self.nat_by_vpc.get(v.id.as_str()).copied();
+            let transit = nat.and_then(|n| {
+                let via = interfaces.first()?;
+                let t = TransitPlan {
+                    nat_gateway: n.id.clone(),
+                    mac: MacAddr::from_key(&format!("transit/{}", v.id)),
+                    local: n.host == host.id,
+                    host_dev: names::transit_host_dev(&v.id),
+                    router_dev: names::TRANSIT_ROUTER_DEV.into(),
+                    via_dev: via.router_dev.clone(),
+                };
+                if !t.local {
+                    fdb.push(FdbEntry {
+                        mac: t.mac,
+                        vtep: self.hosts[n.host.as_str()].vtep,
+                    });
+                }
+                Some(t)
+            });
+            let vips = self.vip_plans(host, v, &mut fdb, &mut neighbours);
+            fdb.sort();
+            neighbours.sort();
+            let uplink = self.needs_uplink(host, v).then(|| UplinkPlan {
+                host_dev: names::uplink_host_dev(v.vni),
+                router_dev: names::UPLINK_ROUTER_DEV.into(),
+                host_mac: MacAddr::from_key(&format!("uplink-host/{}", v.vni)),
+                router_mac: MacAddr::from_key(&format!("uplink-router/{}", v.vni)),
+            });
             vpc_plans.push(VpcPlan {
+                uplink,
+                transit,
+                vips,
                 vpc: v.id.clone(),
                 vni: v.vni,
                 zone: zones[&v.vni],
@@ -223,6 +275,14 @@ impl<'a> Index<'a> {
                     groups,
                     ingress: ingress.into_iter().collect(),
                     egress: (!egress.is_empty()).then(|| egress.into_iter().collect()),
+                    vips: self
+                        .vips_by_vpc
+                        .get(p.vpc.as_str())
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| v.ports.contains(&p.id))
+                        .map(|v| (v.ip, v.effective_mac()))
+                        .collect(),
                 }
             })
             .collect();
@@ -241,7 +301,9 @@ impl<'a> Index<'a> {
             .iter()
             .filter_map(|e| {
                 let p = local_ids.get(e.port.as_deref()?)?;
+                let x = self.external_leg(host, e.address)?;
                 Some(EipPlan {
+                    external: x.0.id.clone(),
                     id: e.id.clone(),
                     address: e.address,
                     port: p.id.clone(),
@@ -252,6 +314,8 @@ impl<'a> Index<'a> {
             })
             .collect();
         elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
+        let nat_gateways = self.nat_plans(host, &vpc_plans, local);
+        let externals = self.external_plans(host, &elastic_ips, &nat_gateways);
 
         let mut plan = HostPlan {
             host: host.id.clone(),
@@ -262,10 +326,196 @@ impl<'a> Index<'a> {
             ports,
             groups,
             elastic_ips,
+            externals,
+            nat_gateways,
             hash: String::new(),
         };
         plan.hash = plan.compute_hash();
         plan
+    }
+}
+
+impl Index<'_> {
+    /// The external network holding `addr` and this host's device on it.
+    fn external_leg(
+        &self,
+        host: &Host,
+        addr: Ipv4Addr,
+    ) -> Option<(&crate::model::ExternalNetwork, &str)> {
+        let x = self.m.external_of(addr)?;
+        let leg = x.legs.iter().find(|l| l.host == host.id)?;
+        Some((x, leg.device.as_str()))
+    }
+
+    /// A VPC's router needs an uplink on this host when an elastic IP of a local port or
+    /// the VPC's NAT gateway is realised here.
+    fn needs_uplink(&self, host: &Host, v: &Vpc) -> bool {
+        let nat_here = self
+            .nat_by_vpc
+            .get(v.id.as_str())
+            .is_some_and(|n| n.host == host.id);
+        nat_here
+            || self.m.elastic_ips.iter().any(|e| {
+                e.port
+                    .as_deref()
+                    .and_then(|p| self.ports.get(p))
+                    .is_some_and(|p| p.vpc == v.id && p.host.as_deref() == Some(&host.id))
+                    && self.external_leg(host, e.address).is_some()
+            })
+    }
+
+    /// The VPC's shared VIPs on this host; the holder's MAC location goes into the FDB
+    /// (when remote) and its address into the neighbours (ARP answered from the plan).
+    fn vip_plans(
+        &self,
+        host: &Host,
+        v: &Vpc,
+        fdb: &mut Vec<FdbEntry>,
+        neighbours: &mut Vec<Neighbour>,
+    ) -> Vec<VipPlan> {
+        let vips = self
+            .vips_by_vpc
+            .get(v.id.as_str())
+            .map(|x| x.as_slice())
+            .unwrap_or(&[]);
+        vips.iter()
+            .map(|vip| {
+                let mac = vip.effective_mac();
+                let holder_host = vip
+                    .holder
+                    .as_deref()
+                    .and_then(|h| self.ports.get(h))
+                    .and_then(|p| p.host.as_deref());
+                if let Some(hh) = holder_host {
+                    neighbours.push(Neighbour {
+                        ip: vip.ip,
+                        mac,
+                        subnet: vip.subnet.clone(),
+                    });
+                    if hh != host.id {
+                        fdb.push(FdbEntry {
+                            mac,
+                            vtep: self.hosts[hh].vtep,
+                        });
+                    }
+                }
+                let mut local_members: Vec<(String, String)> = vip
+                    .ports
+                    .iter()
+                    .filter(|p| {
+                        self.ports
+                            .get(p.as_str())
+                            .is_some_and(|p| p.host.as_deref() == Some(&host.id))
+                    })
+                    .map(|p| (p.clone(), names::port_device(p)))
+                    .collect();
+                local_members.sort();
+                local_members.dedup();
+                VipPlan {
+                    id: vip.id.clone(),
+                    ip: vip.ip,
+                    mac,
+                    subnet: vip.subnet.clone(),
+                    holder: vip.holder.clone(),
+                    local_members,
+                }
+            })
+            .collect()
+    }
+
+    /// NAT gateways of the planned VPCs: everything on the gateway host; elsewhere the
+    /// covered sources and the port-forwards to local ports (their replies take the transit).
+    fn nat_plans(&self, host: &Host, vpcs: &[VpcPlan], local: &[&Port]) -> Vec<NatGatewayPlan> {
+        let mut out: Vec<NatGatewayPlan> = vpcs
+            .iter()
+            .filter(|v| v.transit.is_some())
+            .filter_map(|v| {
+                let n = self.nat_by_vpc.get(v.vpc.as_str())?;
+                let here = n.host == host.id;
+                if here && self.external_leg(host, n.external_ip).is_none() {
+                    return None;
+                }
+                let subnets = self
+                    .subnets_by_vpc
+                    .get(v.vpc.as_str())
+                    .map(|x| x.as_slice())
+                    .unwrap_or(&[]);
+                let mut sources: Vec<_> = subnets
+                    .iter()
+                    .filter(|s| n.subnets.is_empty() || n.subnets.contains(&s.id))
+                    .map(|s| s.cidr)
+                    .collect();
+                sources.sort();
+                let mut dnat: Vec<_> = n
+                    .dnat
+                    .iter()
+                    .filter(|d| {
+                        here || local
+                            .iter()
+                            .any(|p| p.vpc == v.vpc && p.ip == d.internal_ip)
+                    })
+                    .cloned()
+                    .collect();
+                dnat.sort();
+                Some(NatGatewayPlan {
+                    id: n.id.clone(),
+                    vni: v.vni,
+                    address: n.external_ip,
+                    local: here,
+                    sources,
+                    dnat,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// External networks with addresses realised on this host. Routing tables are
+    /// `0x10000 + 16 bits of SHA-256(id)`, probing upwards on a collision (in id order).
+    fn external_plans(
+        &self,
+        host: &Host,
+        eips: &[EipPlan],
+        nats: &[NatGatewayPlan],
+    ) -> Vec<ExternalPlan> {
+        let mut by_id: BTreeMap<&str, ExternalPlan> = BTreeMap::new();
+        let addrs = eips
+            .iter()
+            .map(|e| (e.address, e.vni))
+            .chain(nats.iter().filter(|n| n.local).map(|n| (n.address, n.vni)));
+        for (addr, vni) in addrs {
+            let Some((x, dev)) = self.external_leg(host, addr) else {
+                continue;
+            };
+            by_id
+                .entry(x.id.as_str())
+                .or_insert_with(|| ExternalPlan {
+                    id: x.id.clone(),
+                    cidr: x.cidr,
+                    gateway_ip: x.gateway_ip,
+                    device: dev.into(),
+                    table: 0,
+                    addresses: vec![],
+                })
+                .addresses
+                .push((addr, vni));
+        }
+        let mut taken = BTreeSet::new();
+        by_id
+            .into_values()
+            .map(|mut x| {
+                use sha2::{Digest, Sha256};
+                let h = Sha256::digest(x.id.as_bytes());
+                let mut t = 0x10000 + u32::from(u16::from_be_bytes([h[0], h[1]]));
+                while !taken.insert(t) {
+                    t += 1;
+                }
+                x.table = t;
+                x.addresses.sort();
+                x
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use yunhan_net::compile::compile_all;
 use yunhan_net::lab::{fixtures, Lab};
-use yunhan_net::model::{NetworkModel, Peer, Protocol};
+use yunhan_net::model::{ElasticIp, NetworkModel, Peer, Protocol};
 use yunhan_net::plan::HostPlan;
 use yunhan_net::realise::{Realiser, SystemRunner};
 
@@ -14,13 +14,33 @@ struct World {
     lab: Lab,
     plans: BTreeMap<String, HostPlan>,
     realisers: BTreeMap<String, Realiser<SystemRunner>>,
+    /// The "outside" namespace on the external network (203.0.113.1), if any.
+    outside: String,
 }
 
 impl World {
     fn new(tag: &str, m: &NetworkModel) -> World {
+        Self::build(tag, m, false)
+    }
+
+    /// With the lab's external network (hosts' `ext0` at 203.0.113.10+i, outside at .1).
+    fn with_external(tag: &str, m: &NetworkModel) -> World {
+        Self::build(tag, m, true)
+    }
+
+    fn build(tag: &str, m: &NetworkModel, external: bool) -> World {
         let hosts: Vec<(&str, Ipv4Addr)> =
             m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
         let lab = Lab::new(tag, &hosts, m.underlay_mtu).expect("lab");
+        let mut outside = String::new();
+        if external {
+            let addrs: Vec<Ipv4Addr> = (0..hosts.len())
+                .map(|i| Ipv4Addr::new(203, 0, 113, 10 + i as u8))
+                .collect();
+            outside = lab
+                .add_external("203.0.113.0/24".parse().unwrap(), ip("203.0.113.1"), &addrs)
+                .expect("external network");
+        }
         let plans = compile_all(m).expect("compile");
         for (h, p) in &plans {
             for port in &p.ports {
@@ -34,6 +54,7 @@ impl World {
                 .collect(),
             lab,
             plans: BTreeMap::new(),
+            outside,
         };
         let t = Instant::now();
         let changes = w.apply(m);
@@ -478,4 +499,149 @@ fn e2e_security_groups_matrix_and_rule_removal_cuts_connections() {
     assert!(tcp_blocked(&pa4, ip("10.0.1.11"), 80));
     // Same-group traffic is untouched.
     assert!(tcp_ok(&pa1, ip("10.0.1.11"), 22, d));
+}
+
+/// A server that answers every connection with one line and closes: `banner`, or the
+/// address the connection came from (what the server sees as the source).
+fn banner_server(ns: &str, addr: Ipv4Addr, port: u16, banner: Option<&str>) {
+    let l = Lab::in_netns(ns, move || TcpListener::bind((addr, port)))
+        .expect("netns")
+        .expect("bind");
+    let banner = banner.map(String::from);
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let line = match (&banner, c.peer_addr()) {
+                (Some(b), _) => b.clone(),
+                (None, Ok(p)) => p.ip().to_string(),
+                (None, Err(_)) => continue,
+            };
+            let _ = c.write_all(format!("{line}\n").as_bytes());
+        }
+    });
+}
+
+/// The line a [`banner_server`] answers, retrying until `deadline`.
+fn banner(ns: &str, addr: Ipv4Addr, port: u16, deadline: Duration) -> Option<String> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(mut s) = connect(ns, addr, port, Duration::from_millis(700)) {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut line = String::new();
+            if s.read_to_string(&mut line).is_ok() && !line.is_empty() {
+                return Some(line.trim().to_string());
+            }
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+    }
+}
+
+/// Lets everything from the external network into every group (the guests' security
+/// groups still judge external traffic after the NAT).
+fn open_to_external(m: &mut NetworkModel) {
+    for g in &mut m.security_groups {
+        g.rules.push(fixtures::ingress(
+            Protocol::Any,
+            None,
+            fixtures::cidr("203.0.113.0/24"),
+        ));
+    }
+}
+
+#[test]
+fn e2e_network_elastic_ip_nat_bandwidth_and_unbind() {
+    let mut m = fixtures::two_host_model();
+    m.external_networks.push(fixtures::external(&m));
+    open_to_external(&mut m);
+    // pa1 (vpc-a) and pb1 (vpc-b) are both 10.0.1.10 on host-a: each gets an elastic IP.
+    const CAP: u32 = 20;
+    m.elastic_ips = vec![
+        ElasticIp {
+            id: "eip-a".into(),
+            address: ip("203.0.113.50"),
+            port: Some("pa1".into()),
+            bandwidth_mbit: Some(CAP),
+        },
+        ElasticIp {
+            id: "eip-b".into(),
+            address: ip("203.0.113.51"),
+            port: Some("pb1".into()),
+            bandwidth_mbit: None,
+        },
+    ];
+    let mut w = World::with_external("e", &m);
+    let out = w.outside.clone();
+    // Outside → elastic IPs: ping, and TCP lands on the right guest of the right VPC.
+    for a in ["203.0.113.50", "203.0.113.51"] {
+        assert!(
+            w.lab.ping_within(&out, ip(a), Duration::from_secs(5)),
+            "ping {a}"
+        );
+    }
+    banner_server(&w.g("pa1"), ip("10.0.1.10"), 7000, Some("pa1"));
+    banner_server(&w.g("pb1"), ip("10.0.1.10"), 7000, Some("pb1"));
+    let d = Duration::from_secs(5);
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 7000, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.51"), 7000, d).as_deref(),
+        Some("pb1")
+    );
+    // Guest → outside leaves from its elastic IP (SNAT), each VPC from its own.
+    banner_server(&out, ip("203.0.113.1"), 9000, None);
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.50")
+    );
+    assert_eq!(
+        banner(&w.g("pb1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.51")
+    );
+    // A guest without an elastic IP (and no NAT gateway) has no way out.
+    assert!(!w.lab.ping(&w.g("pa2"), ip("203.0.113.1"), 1));
+    // Idempotent with the external pieces too.
+    assert_eq!(w.apply(&m), 0);
+
+    // The cap holds in both directions (iperf3, 4 s).
+    let cap = f64::from(CAP) * 1e6;
+    let (ga, out2) = (w.g("pa1"), out.clone());
+    let up = w.lab.iperf3(&out2, &ga, "203.0.113.1", 4, false).unwrap();
+    let down = w.lab.iperf3(&out2, &ga, "203.0.113.1", 4, true).unwrap();
+    eprintln!(
+        "elastic IP cap {CAP} Mbit/s: guest→outside {:.2} Mbit/s, outside→guest {:.2} Mbit/s",
+        up / 1e6,
+        down / 1e6
+    );
+    for (dir, r) in [("egress", up), ("ingress", down)] {
+        assert!(
+            (cap * 0.9..=cap * 1.1).contains(&r),
+            "{dir} {:.2} Mbit/s not within ±10 % of {CAP}",
+            r / 1e6
+        );
+    }
+
+    // Unbinding stops it: no answer at the address, no way out for the guest.
+    m.elastic_ips[0].port = None;
+    assert!(w.apply(&m) > 0);
+    assert!(!w.lab.ping(&out, ip("203.0.113.50"), 1));
+    assert!(tcp_blocked(&out, ip("203.0.113.50"), 7000));
+    assert!(!w.lab.ping(&w.g("pa1"), ip("203.0.113.1"), 1));
+    // The other VPC's elastic IP is untouched.
+    assert_eq!(
+        banner(&out, ip("203.0.113.51"), 7000, d).as_deref(),
+        Some("pb1")
+    );
+    // Removing everything external leaves nothing behind (no tables, rules, proxies).
+    m.elastic_ips.clear();
+    w.apply(&m);
+    assert_eq!(w.apply(&m), 0);
+    let ha = w.host_ns("host-a");
+    let rules = w.lab.exec(&ha, &["ip", "rule", "show"]).unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains("203.0.113"), "{rules}");
+    let proxies = w.lab.exec(&ha, &["ip", "neigh", "show", "proxy"]).unwrap();
+    assert!(proxies.stdout.is_empty());
 }
