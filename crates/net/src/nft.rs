@@ -216,6 +216,15 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
         writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {ips} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" ether type ip6 drop").unwrap();
+        // A VIP is only ever announced with its own MAC: peers' ARP caches (and the plan's
+        // answers) then stay right across failovers.
+        for (ip, mac) in &p.vips {
+            writeln!(
+                o,
+                "\t\tiifname \"{d}\" arp saddr ip {ip} arp saddr ether != {mac} drop"
+            )
+            .unwrap();
+        }
     }
     writeln!(o, "\t}}").unwrap();
     writeln!(o, "}}").unwrap();

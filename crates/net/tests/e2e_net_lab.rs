@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use yunhan_net::compile::compile_all;
 use yunhan_net::lab::{fixtures, Lab};
-use yunhan_net::model::{ElasticIp, NetworkModel, Peer, Protocol};
+use yunhan_net::model::{DnatRule, ElasticIp, NatGateway, NetworkModel, Peer, Protocol, Vip};
 use yunhan_net::plan::HostPlan;
 use yunhan_net::realise::{Realiser, SystemRunner};
 
@@ -644,4 +644,223 @@ fn e2e_network_elastic_ip_nat_bandwidth_and_unbind() {
     assert!(!rules.contains("203.0.113"), "{rules}");
     let proxies = w.lab.exec(&ha, &["ip", "neigh", "show", "proxy"]).unwrap();
     assert!(proxies.stdout.is_empty());
+}
+
+#[test]
+fn e2e_network_nat_gateway_snat_from_another_host_and_dnat() {
+    let mut m = fixtures::two_host_model();
+    m.external_networks.push(fixtures::external(&m));
+    open_to_external(&mut m);
+    // The gateway runs on host-b; pa1 (10.0.1.10) is on host-a, pa3 (10.0.2.10) on host-b.
+    m.nat_gateways.push(NatGateway {
+        id: "nat-a".into(),
+        vpc: "vpc-a".into(),
+        external_ip: ip("203.0.113.60"),
+        subnets: vec![],
+        dnat: vec![
+            DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8080,
+                internal_ip: ip("10.0.1.10"),
+                internal_port: 80,
+            },
+            DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8081,
+                internal_ip: ip("10.0.2.10"),
+                internal_port: 80,
+            },
+        ],
+        host: "host-b".into(),
+    });
+    // pb1 (vpc-b, same 10.0.1.10 on host-a) has no NAT gateway: it must not get out.
+    let mut w = World::with_external("f", &m);
+    let out = w.outside.clone();
+    let d = Duration::from_secs(5);
+    banner_server(&out, ip("203.0.113.1"), 9000, None);
+    // SNAT: from the other host (through the transit) and from the gateway's own host.
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    assert_eq!(
+        banner(&w.g("pa3"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    assert!(w.lab.ping_within(&w.g("pa2"), ip("203.0.113.1"), d));
+    assert!(!w.lab.ping(&w.g("pb1"), ip("203.0.113.1"), 1));
+    // DNAT: port-forwards to a guest on another host and to one on the gateway's host.
+    banner_server(&w.g("pa1"), ip("10.0.1.10"), 80, Some("pa1"));
+    banner_server(&w.g("pa3"), ip("10.0.2.10"), 80, Some("pa3"));
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8080, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8081, d).as_deref(),
+        Some("pa3")
+    );
+    assert!(tcp_blocked(&out, ip("203.0.113.60"), 80));
+    assert_eq!(w.apply(&m), 0);
+    // An elastic IP wins over the gateway for its port.
+    m.elastic_ips.push(ElasticIp {
+        id: "eip-a".into(),
+        address: ip("203.0.113.50"),
+        port: Some("pa1".into()),
+        bandwidth_mbit: None,
+    });
+    w.apply(&m);
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.50")
+    );
+    assert_eq!(
+        banner(&w.g("pa3"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    // Limited to subnet sn-a2: pa2 (sn-a1, no elastic IP) loses its way out.
+    m.nat_gateways[0].subnets = vec!["sn-a2".into()];
+    w.apply(&m);
+    assert!(!w.lab.ping(&w.g("pa2"), ip("203.0.113.1"), 1));
+    assert!(w.lab.ping_within(&w.g("pa3"), ip("203.0.113.1"), d));
+    // Removing the gateway removes its address and transit.
+    m.nat_gateways.clear();
+    w.apply(&m);
+    assert!(!w.lab.ping(&w.g("pa3"), ip("203.0.113.1"), 1));
+    assert!(tcp_blocked(&out, ip("203.0.113.60"), 8081));
+    assert_eq!(w.apply(&m), 0);
+}
+
+/// keepalived-style takeover inside a namespace guest: the VIP on a macvlan with the VIP's
+/// MAC (`use_vmac`), ARP answered only by the interface holding an address and sent from
+/// the interface's own address (`arp_ignore=1`, `arp_announce=2`), and a gratuitous ARP
+/// from the VIP's MAC.
+fn take_vip(lab: &Lab, ns: &str, vip: Ipv4Addr, mac: &str) {
+    let vip = vip.to_string();
+    for argv in [
+        vec![
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ],
+        vec![
+            "ip", "link", "add", "vip0", "link", "eth0", "type", "macvlan", "mode", "private",
+        ],
+        vec!["ip", "link", "set", "vip0", "address", mac, "up"],
+        vec!["ip", "addr", "add", &format!("{vip}/32"), "dev", "vip0"],
+        vec![
+            "busybox", "arping", "-U", "-c", "1", "-I", "vip0", "-s", &vip, &vip,
+        ],
+    ] {
+        let o = lab.exec(ns, &argv).unwrap();
+        assert!(
+            o.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+fn drop_vip(lab: &Lab, ns: &str) {
+    let o = lab.exec(ns, &["ip", "link", "del", "vip0"]).unwrap();
+    assert!(o.status.success());
+}
+
+#[test]
+fn e2e_network_vip_failover_between_hosts() {
+    let mut m = fixtures::two_host_model();
+    // pa4: a client on host-a next to the first holder; pa3 (host-b, other subnet) is routed.
+    m.ports.push(fixtures::port(
+        "pa4",
+        "vpc-a",
+        "sn-a1",
+        "host-a",
+        "10.0.1.12",
+        "02:00:00:0a:01:0c",
+        &["sg-web"],
+    ));
+    let vip = ip("10.0.1.100");
+    m.vips.push(Vip {
+        id: "vip1".into(),
+        vpc: "vpc-a".into(),
+        subnet: "sn-a1".into(),
+        ip: vip,
+        mac: None,
+        ports: vec!["pa1".into(), "pa2".into()],
+        holder: Some("pa1".into()),
+    });
+    let mac = m.vips[0].effective_mac().to_string();
+    let mut w = World::new("g", &m);
+    let d = Duration::from_secs(5);
+    for (g, name) in [("pa1", "pa1"), ("pa2", "pa2")] {
+        banner_server(&w.g(g), ip("0.0.0.0"), 80, Some(name));
+    }
+    take_vip(&w.lab, &w.g("pa1"), vip, &mac);
+    let holders = |w: &World, h: &str| w.realisers[h].vip_holders(&w.plans[h]).unwrap();
+    assert_eq!(holders(&w, "host-a"), vec![("vip1".into(), "pa1".into())]);
+    assert!(holders(&w, "host-b").is_empty());
+    for c in ["pa4", "pa3"] {
+        assert!(w.lab.ping_within(&w.g(c), vip, d), "{c} → VIP");
+        assert_eq!(banner(&w.g(c), vip, 80, d).as_deref(), Some("pa1"));
+    }
+    assert_eq!(w.apply(&m), 0);
+
+    // Failover: pa1 lets go, pa2 (host-b) takes over and announces; host-b's probe sees it,
+    // the controller (here: the test) records the holder and every host applies its plan.
+    let t0 = Instant::now();
+    drop_vip(&w.lab, &w.g("pa1"));
+    take_vip(&w.lab, &w.g("pa2"), vip, &mac);
+    let deadline = t0 + Duration::from_secs(5);
+    while holders(&w, "host-b") != vec![("vip1".to_string(), "pa2".to_string())] {
+        assert!(Instant::now() < deadline, "host-b never saw pa2 announce");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+    let detected = t0.elapsed();
+    m.vips[0].holder = Some("pa2".into());
+    assert!(w.apply(&m) > 0);
+    let applied = t0.elapsed();
+    for c in ["pa4", "pa3"] {
+        assert!(
+            w.lab.ping_within(&w.g(c), vip, d),
+            "{c} → VIP after failover"
+        );
+    }
+    let reachable = t0.elapsed();
+    for c in ["pa4", "pa3"] {
+        assert_eq!(banner(&w.g(c), vip, 80, d).as_deref(), Some("pa2"));
+    }
+    eprintln!(
+        "VIP failover: detected {detected:?}, plans applied {applied:?}, reachable from both clients {reachable:?}"
+    );
+    // Host-a no longer claims it; the plans agree; a non-member may not send from the VIP.
+    assert!(holders(&w, "host-a").is_empty());
+    assert_eq!(w.apply(&m), 0);
+    let o = w
+        .lab
+        .exec(
+            &w.g("pa4"),
+            &["ip", "addr", "add", "10.0.1.100/32", "dev", "eth0"],
+        )
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!w
+        .lab
+        .exec(
+            &w.g("pa4"),
+            &[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                "10.0.1.100",
+                "10.0.1.11"
+            ]
+        )
+        .unwrap()
+        .status
+        .success());
 }
