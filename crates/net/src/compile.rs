@@ -734,4 +734,269 @@ pub(crate) mod tests {
             prop_assert_eq!(&before["h0"], &after["h0"]);
         }
     }
+
+    // ---- external networks, elastic IPs, NAT gateways, VIPs ----
+
+    #[test]
+    fn external_plan_snapshots() {
+        let plans = compile_all(&crate::lab::fixtures::external_model()).unwrap();
+        for h in ["host-a", "host-b"] {
+            insta::assert_json_snapshot!(format!("external_plan_{h}"), plans[h]);
+            insta::assert_snapshot!(format!("external_nft_{h}"), crate::nft::render(&plans[h]));
+            for v in &plans[h].vpcs {
+                if let Some(r) = crate::nft::render_router(&plans[h], v.vni) {
+                    insta::assert_snapshot!(format!("router_nft_{h}_{}", v.vni), r);
+                }
+            }
+        }
+    }
+
+    fn errors_of(m: &NetworkModel) -> String {
+        match m.validate() {
+            Ok(()) => String::new(),
+            Err(e) => e
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn bad_external_input_is_refused_with_reasons() {
+        use crate::model::{DnatRule, Protocol};
+        let base = crate::lab::fixtures::external_model();
+        assert_eq!(errors_of(&base), "");
+        type Edit = fn(&mut NetworkModel);
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                |m| m.elastic_ips[0].address = "198.51.100.7".parse().unwrap(),
+                "in no external network",
+            ),
+            (
+                |m| m.elastic_ips[0].address = "203.0.113.1".parse().unwrap(),
+                "not a usable address",
+            ),
+            (
+                |m| m.elastic_ips[1].address = "203.0.113.50".parse().unwrap(),
+                "also used by",
+            ),
+            (
+                |m| m.nat_gateways[0].external_ip = "203.0.113.50".parse().unwrap(),
+                "also used by",
+            ),
+            (
+                |m| m.elastic_ips[1].port = Some("pa1".into()),
+                "already has an elastic IP",
+            ),
+            (
+                |m| m.elastic_ips[0].bandwidth_mbit = Some(0),
+                "bandwidth must be > 0",
+            ),
+            (
+                |m| m.external_networks[0].gateway_ip = "10.1.1.1".parse().unwrap(),
+                "outside",
+            ),
+            (
+                |m| m.external_networks[0].legs[0].device = "a/b".into(),
+                "bad device name",
+            ),
+            (
+                |m| m.external_networks[0].legs.retain(|l| l.host != "host-b"),
+                "has no leg",
+            ),
+            (
+                |m| m.nat_gateways[0].subnets = vec!["sn-b1".into()],
+                "is not in VPC",
+            ),
+            (|m| m.nat_gateways[0].host = "nope".into(), "unknown host"),
+            (
+                |m| m.nat_gateways[0].dnat[0].protocol = Protocol::Icmp,
+                "tcp or udp",
+            ),
+            (|m| m.nat_gateways[0].dnat[0].external_port = 0, "port 0"),
+            (
+                |m| m.nat_gateways[0].dnat[0].internal_ip = "10.0.1.99".parse().unwrap(),
+                "is no port",
+            ),
+            (
+                |m| {
+                    let d = m.nat_gateways[0].dnat[0].clone();
+                    m.nat_gateways[0].dnat.push(DnatRule {
+                        internal_port: 81,
+                        ..d
+                    });
+                },
+                "forwarded twice",
+            ),
+            (
+                |m| {
+                    let mut n = m.nat_gateways[0].clone();
+                    n.id = "nat-2".into();
+                    n.external_ip = "203.0.113.61".parse().unwrap();
+                    m.nat_gateways.push(n);
+                },
+                "already has a NAT gateway",
+            ),
+            (
+                |m| m.vips[0].ip = "10.0.2.100".parse().unwrap(),
+                "not a usable address",
+            ),
+            (
+                |m| m.vips[0].ip = "10.0.1.11".parse().unwrap(),
+                "already used",
+            ),
+            (|m| m.vips[0].ports.push("pb1".into()), "is no port of VPC"),
+            (|m| m.vips[0].holder = Some("pa3".into()), "not a member"),
+            (
+                |m| m.vips[0].mac = Some("02:00:00:0a:01:0b".parse().unwrap()),
+                "not a free unicast MAC",
+            ),
+        ];
+        for (i, (edit, want)) in cases.into_iter().enumerate() {
+            let mut m = base.clone();
+            edit(&mut m);
+            let got = errors_of(&m);
+            assert!(got.contains(want), "case {i}: want {want:?}, got {got:?}");
+            assert!(matches!(compile_all(&m), Err(CompileError::Invalid(_))));
+        }
+    }
+
+    /// Random external extras on a random model: an external network with a leg on every
+    /// host but the last, elastic IPs on random ports, a NAT gateway for vpc0 on a random
+    /// host, a VIP in vpc0 with random members and holder.
+    fn arb_external_model() -> impl Strategy<Value = NetworkModel> {
+        (
+            arb_model(),
+            proptest::collection::vec((0usize..40, proptest::option::of(1u32..1000)), 0..6),
+            0usize..5,
+            proptest::collection::vec(0usize..40, 0..4),
+            0usize..4,
+        )
+            .prop_map(|(mut m, eips, nat_host, members, holder)| {
+                let legs = m.hosts.len() - 1;
+                m.external_networks.push(crate::model::ExternalNetwork {
+                    id: "ext".into(),
+                    cidr: "203.0.113.0/24".parse().unwrap(),
+                    gateway_ip: "203.0.113.1".parse().unwrap(),
+                    legs: m.hosts[..legs]
+                        .iter()
+                        .map(|h| crate::model::ExternalLeg {
+                            host: h.id.clone(),
+                            device: "ext0".into(),
+                        })
+                        .collect(),
+                });
+                let n = m.ports.len();
+                let mut bound = HashSet::new();
+                for (i, (p, bw)) in eips.into_iter().enumerate() {
+                    let port = (n > 0 && bound.insert(p % n)).then(|| m.ports[p % n].id.clone());
+                    m.elastic_ips.push(crate::model::ElasticIp {
+                        id: format!("eip{i}"),
+                        address: Ipv4Addr::new(203, 0, 113, 50 + i as u8),
+                        port,
+                        bandwidth_mbit: bw,
+                    });
+                }
+                m.nat_gateways.push(crate::model::NatGateway {
+                    id: "nat0".into(),
+                    vpc: "vpc0".into(),
+                    external_ip: "203.0.113.200".parse().unwrap(),
+                    subnets: vec![],
+                    dnat: vec![],
+                    host: m.hosts[nat_host % legs].id.clone(),
+                });
+                let vpc0: Vec<String> = m
+                    .ports
+                    .iter()
+                    .filter(|p| p.vpc == "vpc0")
+                    .map(|p| p.id.clone())
+                    .collect();
+                if !vpc0.is_empty() {
+                    let mut ports: Vec<String> = members
+                        .iter()
+                        .map(|i| vpc0[i % vpc0.len()].clone())
+                        .collect();
+                    ports.sort();
+                    ports.dedup();
+                    let holder = ports.get(holder).cloned();
+                    m.vips.push(crate::model::Vip {
+                        id: "vip0".into(),
+                        vpc: "vpc0".into(),
+                        subnet: "vpc0-sn0".into(),
+                        ip: "10.0.0.250".parse().unwrap(),
+                        mac: None,
+                        ports,
+                        holder,
+                    });
+                }
+                m
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Each host gets exactly the external pieces it realises: elastic IPs of its own
+        /// ports (where it has a leg), an uplink only where one is needed, the NAT gateway's
+        /// VPC (even without local ports) and transit on every host of that VPC, VIP
+        /// entries pointing at the holder's host; deterministic under reordering.
+        #[test]
+        fn external_pieces_go_exactly_where_needed(m in arb_external_model()) {
+            prop_assert_eq!(m.validate(), Ok(()));
+            let plans = compile_all(&m).unwrap();
+            let host_of: HashMap<&str, Option<&str>> =
+                m.ports.iter().map(|p| (p.id.as_str(), p.host.as_deref())).collect();
+            let vtep: HashMap<&str, Ipv4Addr> =
+                m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
+            let last = m.hosts.last().unwrap().id.clone();
+            let nat = &m.nat_gateways[0];
+            for (host, plan) in &plans {
+                let want: BTreeSet<&str> = m.elastic_ips.iter()
+                    .filter(|e| e.port.as_deref().and_then(|p| host_of[p]) == Some(host.as_str()) && *host != last)
+                    .map(|e| e.id.as_str()).collect();
+                let got: BTreeSet<&str> = plan.elastic_ips.iter().map(|e| e.id.as_str()).collect();
+                prop_assert_eq!(&want, &got);
+                for v in &plan.vpcs {
+                    let needs = plan.elastic_ips.iter().any(|e| e.vni == v.vni)
+                        || (v.vpc == nat.vpc && nat.host == *host);
+                    prop_assert_eq!(v.uplink.is_some(), needs, "uplink of {} on {}", v.vpc, host);
+                    match &v.transit {
+                        Some(t) => {
+                            prop_assert_eq!(&v.vpc, &nat.vpc);
+                            prop_assert_eq!(t.local, nat.host == *host);
+                            let to_gw = v.fdb.iter().any(|f| f.mac == t.mac && f.vtep == vtep[nat.host.as_str()]);
+                            prop_assert_eq!(to_gw, !t.local);
+                        }
+                        None => prop_assert!(v.vpc != nat.vpc),
+                    }
+                    for vip in m.vips.iter().filter(|x| x.vpc == v.vpc) {
+                        let hh = vip.holder.as_deref().and_then(|h| host_of[h]);
+                        let mac = vip.effective_mac();
+                        prop_assert_eq!(v.neighbours.iter().any(|n| n.ip == vip.ip && n.mac == mac), hh.is_some());
+                        let fdb: Vec<_> = v.fdb.iter().filter(|f| f.mac == mac).collect();
+                        match hh {
+                            Some(hh) if hh != host => prop_assert!(fdb.len() == 1 && fdb[0].vtep == vtep[hh]),
+                            _ => prop_assert!(fdb.is_empty()),
+                        }
+                    }
+                }
+                if nat.host == *host {
+                    prop_assert!(plan.vpcs.iter().any(|v| v.vpc == nat.vpc));
+                    prop_assert!(plan.nat_gateways.iter().any(|n| n.local));
+                }
+                let addrs: BTreeSet<Ipv4Addr> = plan.externals.iter()
+                    .flat_map(|x| x.addresses.iter().map(|(a, _)| *a)).collect();
+                let mut want: BTreeSet<Ipv4Addr> = plan.elastic_ips.iter().map(|e| e.address).collect();
+                if plan.nat_gateways.iter().any(|n| n.local) {
+                    want.insert(nat.external_ip);
+                }
+                prop_assert_eq!(addrs, want);
+            }
+            let mut shuffled = m.clone();
+            shuffled.elastic_ips.reverse();
+            shuffled.ports.reverse();
+            prop_assert_eq!(compile_all(&shuffled).unwrap(), plans);
+        }
+    }
 }

@@ -407,6 +407,52 @@ pub mod fixtures {
         Peer::Cidr(s.parse().expect("cidr"))
     }
 
+    /// [`two_host_model`] with everything external: the lab's external network, an elastic
+    /// IP for `pa1` (capped at 20 Mbit/s) and one for `pb1` (same private address, other
+    /// VPC), a NAT gateway for `vpc-a` on host-b with a port-forward to `pa1`, and a VIP
+    /// shared by `pa1` and `pa2`, held by `pa1`.
+    pub fn external_model() -> NetworkModel {
+        let mut m = two_host_model();
+        m.external_networks.push(external(&m));
+        m.elastic_ips = vec![
+            ElasticIp {
+                id: "eip-a".into(),
+                address: "203.0.113.50".parse().expect("ip"),
+                port: Some("pa1".into()),
+                bandwidth_mbit: Some(20),
+            },
+            ElasticIp {
+                id: "eip-b".into(),
+                address: "203.0.113.51".parse().expect("ip"),
+                port: Some("pb1".into()),
+                bandwidth_mbit: None,
+            },
+        ];
+        m.nat_gateways.push(NatGateway {
+            id: "nat-a".into(),
+            vpc: "vpc-a".into(),
+            external_ip: "203.0.113.60".parse().expect("ip"),
+            subnets: vec![],
+            dnat: vec![DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8080,
+                internal_ip: "10.0.1.10".parse().expect("ip"),
+                internal_port: 80,
+            }],
+            host: "host-b".into(),
+        });
+        m.vips.push(Vip {
+            id: "vip1".into(),
+            vpc: "vpc-a".into(),
+            subnet: "sn-a1".into(),
+            ip: "10.0.1.100".parse().expect("ip"),
+            mac: None,
+            ports: vec!["pa1".into(), "pa2".into()],
+            holder: Some("pa1".into()),
+        });
+        m
+    }
+
     /// The lab's external network: 203.0.113.0/24 (TEST-NET-3), upstream router .1, every
     /// host of `m` on it through `ext0`.
     pub fn external(m: &NetworkModel) -> ExternalNetwork {

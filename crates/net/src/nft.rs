@@ -357,15 +357,25 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     .unwrap();
     writeln!(o, "\t\tiifname \"{UP}\" accept").unwrap();
     let nat_mark = |n: &crate::plan::NatGatewayPlan| if n.local { 1 } else { 2 };
-    if let Some(n) = nat {
+    if v.uplink.is_some() {
+        // Replies of flows NATed here (elastic IPs, the gateway's own forwards, also when
+        // they come back through the transit) leave the way they came.
+        writeln!(
+            o,
+            "\t\tct direction reply ct status dnat meta mark set 0x1 accept"
+        )
+        .unwrap();
+    }
+    if let Some(n) = nat.filter(|n| !n.local) {
+        // Elsewhere the router only sees the reply half of a forwarded flow (as untracked
+        // or new): send it back to the gateway.
         for d in &n.dnat {
             writeln!(
                 o,
-                "\t\tip saddr {} {} sport {} meta mark set 0x{} accept",
+                "\t\tip saddr {} {} sport {} meta mark set 0x2 accept",
                 d.internal_ip,
                 proto(d.protocol),
                 d.internal_port,
-                nat_mark(n)
             )
             .unwrap();
         }

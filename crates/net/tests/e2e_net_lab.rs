@@ -718,6 +718,15 @@ fn e2e_network_nat_gateway_snat_from_another_host_and_dnat() {
         banner(&w.g("pa3"), ip("203.0.113.1"), 9000, d).as_deref(),
         Some("203.0.113.60")
     );
+    // pa1:80 is reachable both through its elastic IP and through the gateway's forward.
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 80, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8080, d).as_deref(),
+        Some("pa1")
+    );
     // Limited to subnet sn-a2: pa2 (sn-a1, no elastic IP) loses its way out.
     m.nat_gateways[0].subnets = vec!["sn-a2".into()];
     w.apply(&m);
