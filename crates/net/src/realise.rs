@@ -1333,6 +1333,14 @@ impl<R: Runner> Realiser<R> {
         if let Some(u) = &v.uplink {
             changes += self.apply_tc(rns, &u.router_dev, &shaping_classes(plan, v.vni))?;
         }
+        // Flows NATed to an address whose mapping changed or went keep no old translation.
+        if let Some(prev) = previous {
+            for a in nat_changes(prev, plan, v.vni) {
+                for dir in ["-d", "-q"] {
+                    self.run(Cmd::new(rns, &["conntrack", "-D", dir, &a.to_string()]).tolerant())?;
+                }
+            }
+        }
         Ok(changes)
     }
 }
@@ -1456,6 +1464,30 @@ fn rules_of(v: &[Value]) -> Vec<(u64, String, String)> {
         .collect()
 }
 
+/// External addresses of a VPC whose translation differs between two plans (changed or
+/// gone): their conntrack entries (original destination, reply destination) must go.
+pub fn nat_changes(prev: &HostPlan, next: &HostPlan, vni: u32) -> Vec<std::net::Ipv4Addr> {
+    let mappings = |p: &HostPlan| -> BTreeMap<std::net::Ipv4Addr, String> {
+        let eips = p
+            .elastic_ips
+            .iter()
+            .filter(|e| e.vni == vni)
+            .map(|e| (e.address, e.private_ip.to_string()));
+        let nats = p
+            .nat_gateways
+            .iter()
+            .filter(|n| n.vni == vni && n.local)
+            .map(|n| (n.address, format!("{:?}{:?}", n.sources, n.dnat)));
+        eips.chain(nats).collect()
+    };
+    let (before, after) = (mappings(prev), mappings(next));
+    before
+        .into_iter()
+        .filter(|(a, m)| after.get(a) != Some(m))
+        .map(|(a, _)| a)
+        .collect()
+}
+
 /// What a port's rules allow, resolved (rules + the member addresses of the groups used).
 fn fingerprint(plan: &HostPlan, p: &PortPlan, ingress: bool) -> String {
     let members: HashMap<&str, &Vec<std::net::Ipv4Addr>> = plan
@@ -1549,6 +1581,48 @@ mod tests {
         // Never a flooding entry.
         assert!(!lines.contains("00:00:00:00:00:00"), "{lines}");
         assert!(lines.contains("[h] nft -f -"), "{lines}");
+    }
+
+    #[test]
+    fn external_pieces_are_realised_and_removed() {
+        let m = crate::lab::fixtures::external_model();
+        let plans = compile_all(&m).unwrap();
+        let mut real = Realiser::new(RecordingRunner::default(), Target::default());
+        real.apply(&plans["host-a"]).unwrap();
+        let lines = real.runner().lines().join("\n");
+        for want in [
+            "link add name ynu-00002a address",
+            "type veth peer name uplink address",
+            "neigh replace proxy 203.0.113.50 dev ext0",
+            "route replace 203.0.113.50/32 via 169.254.0.2 dev ynu-00002a onlink table",
+            "route replace default via 203.0.113.1 dev ext0 table",
+            "rule add pref 1000 to 203.0.113.0/24 table",
+            "rule add pref 1001 from 203.0.113.0/24 table",
+            "route replace default via 169.254.0.1 dev uplink onlink table 100",
+            "route replace default via 169.254.255.1 dev gwe565d34afe onlink table 101",
+            "rule add pref 33001 fwmark 0x1 table 100",
+            "rule add pref 33002 fwmark 0x2 table 101",
+            "tc qdisc replace dev ynu-00002a root handle 1: htb default 0",
+            "tc class replace dev uplink parent 1: classid 1:10 htb rate 20mbit ceil 20mbit",
+            "snat to 203.0.113.50",
+            "net.ipv4.neigh.ext0.proxy_delay=0",
+        ] {
+            assert!(lines.contains(want), "missing {want:?} in\n{lines}");
+        }
+        // Unbinding the capped elastic IP flushes its translations.
+        let mut m2 = m.clone();
+        m2.elastic_ips[0].port = None;
+        let p2 = compile_all(&m2).unwrap();
+        assert_eq!(
+            nat_changes(&plans["host-a"], &p2["host-a"], 42),
+            vec!["203.0.113.50".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert!(nat_changes(&plans["host-a"], &plans["host-a"], 42).is_empty());
+        real.runner().commands.lock().unwrap().clear();
+        real.apply(&p2["host-a"]).unwrap();
+        let lines = real.runner().lines().join("\n");
+        assert!(lines.contains("conntrack -D -d 203.0.113.50"), "{lines}");
+        assert!(lines.contains("conntrack -D -q 203.0.113.50"), "{lines}");
     }
 
     #[test]
