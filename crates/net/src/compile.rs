@@ -147,6 +147,27 @@ impl<'a> Index<'a> {
         vpcs.sort_by_key(|v| v.vni);
         let zones = zones(vpcs.iter().map(|v| v.vni));
 
+        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
+        let mut elastic_ips: Vec<EipPlan> = self
+            .m
+            .elastic_ips
+            .iter()
+            .filter_map(|e| {
+                let p = local_ids.get(e.port.as_deref()?)?;
+                let x = self.external_leg(host, e.address)?;
+                Some(EipPlan {
+                    external: x.0.id.clone(),
+                    id: e.id.clone(),
+                    address: e.address,
+                    port: p.id.clone(),
+                    private_ip: p.ip,
+                    vni: self.vpcs[p.vpc.as_str()].vni,
+                    bandwidth_mbit: e.bandwidth_mbit,
+                })
+            })
+            .collect();
+        elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
+        let eip_vnis: BTreeSet<u32> = elastic_ips.iter().map(|e| e.vni).collect();
         let mut vpc_plans = Vec::with_capacity(vpcs.len());
         for v in &vpcs {
             let peers = self
@@ -207,7 +228,9 @@ impl<'a> Index<'a> {
             let vips = self.vip_plans(host, v, &mut fdb, &mut neighbours);
             fdb.sort();
             neighbours.sort();
-            let uplink = self.needs_uplink(host, v).then(|| UplinkPlan {
+            // The router needs a way out here for a local port's elastic IP or the gateway.
+            let nat_here = nat.is_some_and(|n| n.host == host.id);
+            let uplink = (nat_here || eip_vnis.contains(&v.vni)).then(|| UplinkPlan {
                 host_dev: names::uplink_host_dev(v.vni),
                 router_dev: names::UPLINK_ROUTER_DEV.into(),
                 host_mac: MacAddr::from_key(&format!("uplink-host/{}", v.vni)),
@@ -294,26 +317,6 @@ impl<'a> Index<'a> {
                 members: self.members.get(g).cloned().unwrap_or_default(),
             })
             .collect();
-        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
-        let mut elastic_ips: Vec<EipPlan> = self
-            .m
-            .elastic_ips
-            .iter()
-            .filter_map(|e| {
-                let p = local_ids.get(e.port.as_deref()?)?;
-                let x = self.external_leg(host, e.address)?;
-                Some(EipPlan {
-                    external: x.0.id.clone(),
-                    id: e.id.clone(),
-                    address: e.address,
-                    port: p.id.clone(),
-                    private_ip: p.ip,
-                    vni: self.vpcs[p.vpc.as_str()].vni,
-                    bandwidth_mbit: e.bandwidth_mbit,
-                })
-            })
-            .collect();
-        elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
         let nat_gateways = self.nat_plans(host, &vpc_plans, local);
         let externals = self.external_plans(host, &elastic_ips, &nat_gateways);
 
@@ -345,23 +348,6 @@ impl Index<'_> {
         let x = self.m.external_of(addr)?;
         let leg = x.legs.iter().find(|l| l.host == host.id)?;
         Some((x, leg.device.as_str()))
-    }
-
-    /// A VPC's router needs an uplink on this host when an elastic IP of a local port or
-    /// the VPC's NAT gateway is realised here.
-    fn needs_uplink(&self, host: &Host, v: &Vpc) -> bool {
-        let nat_here = self
-            .nat_by_vpc
-            .get(v.id.as_str())
-            .is_some_and(|n| n.host == host.id);
-        nat_here
-            || self.m.elastic_ips.iter().any(|e| {
-                e.port
-                    .as_deref()
-                    .and_then(|p| self.ports.get(p))
-                    .is_some_and(|p| p.vpc == v.id && p.host.as_deref() == Some(&host.id))
-                    && self.external_leg(host, e.address).is_some()
-            })
     }
 
     /// The VPC's shared VIPs on this host; the holder's MAC location goes into the FDB

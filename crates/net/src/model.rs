@@ -625,6 +625,14 @@ impl NetworkModel {
             }
         }
         let port_of: HashMap<&str, &Port> = self.ports.iter().map(|p| (p.id.as_str(), p)).collect();
+        let port_ips: HashSet<(&str, Ipv4Addr)> =
+            self.ports.iter().map(|p| (p.vpc.as_str(), p.ip)).collect();
+        let port_macs: HashSet<(&str, MacAddr)> =
+            self.ports.iter().map(|p| (p.vpc.as_str(), p.mac)).collect();
+        let mut vip_ips: HashMap<(&str, Ipv4Addr), usize> = HashMap::new();
+        for v in &self.vips {
+            *vip_ips.entry((v.vpc.as_str(), v.ip)).or_default() += 1;
+        }
         let mut bound = HashSet::new();
         for e in &self.elastic_ips {
             if let Some(p) = &e.port {
@@ -706,11 +714,7 @@ impl NetworkModel {
                         format!("{:?} port {} forwarded twice", d.protocol, d.external_port),
                     ));
                 }
-                if !self
-                    .ports
-                    .iter()
-                    .any(|p| p.vpc == n.vpc && p.ip == d.internal_ip)
-                {
+                if !port_ips.contains(&(n.vpc.as_str(), d.internal_ip)) {
                     errs.push(bad(
                         "nat gateway",
                         &n.id,
@@ -736,19 +740,11 @@ impl NetworkModel {
                     v.subnet, v.vpc
                 ))),
             }
-            if self.ports.iter().any(|p| p.vpc == v.vpc && p.ip == v.ip)
-                || self
-                    .vips
-                    .iter()
-                    .any(|o| o.id != v.id && o.vpc == v.vpc && o.ip == v.ip)
-            {
+            if port_ips.contains(&(v.vpc.as_str(), v.ip)) || vip_ips[&(v.vpc.as_str(), v.ip)] > 1 {
                 errs.push(b(format!("address {} is already used", v.ip)));
             }
             let mac = v.effective_mac();
-            if mac.is_multicast()
-                || mac.is_zero()
-                || self.ports.iter().any(|p| p.vpc == v.vpc && p.mac == mac)
-            {
+            if mac.is_multicast() || mac.is_zero() || port_macs.contains(&(v.vpc.as_str(), mac)) {
                 errs.push(b(format!("MAC {mac} is not a free unicast MAC")));
             }
             for p in &v.ports {
