@@ -147,6 +147,22 @@ fn iperf_bench(secs: u32) {
         lab.host("host-a").netns.clone(),
         lab.host("host-b").netns.clone(),
     );
+    if let Ok(cmd) = std::env::var("NET_BENCH_SETUP") {
+        let o = Command::new("sh")
+            .args(["-c", &cmd])
+            .env("HA", &ha)
+            .env("HB", &hb)
+            .env("GA", &ga)
+            .env("GB", &gb)
+            .env("UL", &lab.underlay)
+            .output()
+            .unwrap();
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let mut under = vec![];
     let mut over = vec![];
     for _ in 0..2 {
