@@ -623,6 +623,38 @@ fn e2e_network_elastic_ip_nat_bandwidth_and_unbind() {
         );
     }
 
+    // Drift: a deleted uplink, proxy entry, external route table and NAT table come back.
+    let ha = w.host_ns("host-a");
+    let rns = format!("{}-host-a-ynr-00002a", w.lab.prefix);
+    for (ns, argv) in [
+        (&ha, vec!["ip", "link", "del", "ynu-00002a"]),
+        (
+            &ha,
+            vec!["ip", "neigh", "del", "proxy", "203.0.113.51", "dev", "ext0"],
+        ),
+        (&rns, vec!["nft", "delete", "table", "ip", "yunhan_router"]),
+    ] {
+        let o = w.lab.exec(ns, &argv).unwrap();
+        assert!(o.status.success(), "{argv:?}");
+    }
+    let table = w.plans["host-a"].externals[0].table.to_string();
+    let o = w
+        .lab
+        .exec(&ha, &["ip", "route", "flush", "table", &table])
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!w.lab.ping(&out, ip("203.0.113.50"), 1));
+    let repaired = w.apply(&m);
+    assert!(repaired >= 4, "repaired {repaired}");
+    for a in ["203.0.113.50", "203.0.113.51"] {
+        assert!(w.lab.ping_within(&out, ip(a), d), "ping {a} after repair");
+    }
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 7000, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(w.apply(&m), 0);
+
     // Unbinding stops it: no answer at the address, no way out for the guest.
     m.elastic_ips[0].port = None;
     assert!(w.apply(&m) > 0);
@@ -638,7 +670,6 @@ fn e2e_network_elastic_ip_nat_bandwidth_and_unbind() {
     m.elastic_ips.clear();
     w.apply(&m);
     assert_eq!(w.apply(&m), 0);
-    let ha = w.host_ns("host-a");
     let rules = w.lab.exec(&ha, &["ip", "rule", "show"]).unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(!rules.contains("203.0.113"), "{rules}");
