@@ -298,14 +298,6 @@ impl<'a> Index<'a> {
                     groups,
                     ingress: ingress.into_iter().collect(),
                     egress: (!egress.is_empty()).then(|| egress.into_iter().collect()),
-                    vips: self
-                        .vips_by_vpc
-                        .get(p.vpc.as_str())
-                        .into_iter()
-                        .flatten()
-                        .filter(|v| v.ports.contains(&p.id))
-                        .map(|v| (v.ip, v.effective_mac()))
-                        .collect(),
                 }
             })
             .collect();

@@ -120,11 +120,11 @@ pub fn render(plan: &HostPlan) -> String {
     let mut vip_seen = std::collections::HashSet::new();
     for p in &plan.ports {
         let z = zone_of[&p.vni];
-        let vips: Vec<_> = p
-            .vips
-            .iter()
+        let vips: Vec<_> = plan
+            .port_vips(p)
+            .into_iter()
             .filter(|(ip, _)| vip_seen.insert((z, *ip)))
-            .map(|(ip, _)| *ip)
+            .map(|(ip, _)| ip)
             .collect();
         for a in std::iter::once(p.ip).chain(vips) {
             if p.egress.is_some() {
@@ -193,6 +193,7 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
     for p in &plan.ports {
         let d = &p.device;
         // VIP members may also send from the VIP's MAC and address.
+        let vips = plan.port_vips(p);
         let one_or_set = |first: String, more: Vec<String>| {
             if more.is_empty() {
                 first
@@ -206,11 +207,11 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
         };
         let macs = one_or_set(
             p.mac.to_string(),
-            p.vips.iter().map(|(_, m)| m.to_string()).collect(),
+            vips.iter().map(|(_, m)| m.to_string()).collect(),
         );
         let ips = one_or_set(
             p.ip.to_string(),
-            p.vips.iter().map(|(i, _)| i.to_string()).collect(),
+            vips.iter().map(|(i, _)| i.to_string()).collect(),
         );
         writeln!(o, "\t\tiifname \"{d}\" ether saddr != {macs} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
@@ -218,7 +219,7 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
         writeln!(o, "\t\tiifname \"{d}\" ether type ip6 drop").unwrap();
         // A VIP is only ever announced with its own MAC: peers' ARP caches (and the plan's
         // answers) then stay right across failovers.
-        for (ip, mac) in &p.vips {
+        for (ip, mac) in &vips {
             writeln!(
                 o,
                 "\t\tiifname \"{d}\" arp saddr ip {ip} arp saddr ether != {mac} drop"

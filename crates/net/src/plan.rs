@@ -107,7 +107,8 @@ pub struct VipPlan {
     pub mac: MacAddr,
     pub subnet: String,
     pub holder: Option<String>,
-    /// Member ports on this host (port id, device), by id: where the holder is looked for.
+    /// Member ports on this host (port id, device), by id: they may send from the VIP's
+    /// address and MAC, and the holder is looked for among them.
     pub local_members: Vec<(String, String)>,
 }
 
@@ -197,9 +198,6 @@ pub struct PortPlan {
     pub ingress: Vec<RulePlan>,
     /// `None`: all egress allowed; otherwise only these.
     pub egress: Option<Vec<RulePlan>>,
-    /// Shared VIPs this port may announce: (IP, MAC) it may also send from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vips: Vec<(Ipv4Addr, MacAddr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -242,6 +240,16 @@ pub struct EipPlan {
 }
 
 impl HostPlan {
+    /// The shared VIPs a local port may announce: (IP, MAC).
+    pub fn port_vips(&self, p: &PortPlan) -> Vec<(Ipv4Addr, MacAddr)> {
+        self.vpc(p.vni)
+            .into_iter()
+            .flat_map(|v| &v.vips)
+            .filter(|x| x.local_members.iter().any(|(id, _)| *id == p.id))
+            .map(|x| (x.ip, x.mac))
+            .collect()
+    }
+
     /// The hash of everything but the hash.
     pub fn compute_hash(&self) -> String {
         use sha2::{Digest, Sha256};
