@@ -4,6 +4,8 @@
 # underlay (host→host), same run, with iperf3. The compiler benchmark is criterion:
 #   cargo bench -p yunhan-net --bench compile
 #   bench/net.sh [PORTS=500] [SECONDS=5]
+# Experiments: NET_BENCH_SETUP='<sh snippet>' runs before the iperf3 rounds, with $HA $HB
+# (host namespaces), $GA $GB (guest namespaces) and $UL (underlay namespace) set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup >/dev/null

@@ -74,6 +74,61 @@ fn model(hosts: usize, vpcs: usize, per_vpc: usize) -> NetworkModel {
     m
 }
 
+/// The same model with everything external: one external network (legs on every host),
+/// an elastic IP (capped) for every 10th port, a NAT gateway per VPC with one port-forward,
+/// a VIP per VPC shared by its first two ports.
+fn with_external(mut m: NetworkModel) -> NetworkModel {
+    m.external_networks.push(ExternalNetwork {
+        id: "ext".into(),
+        cidr: "100.64.0.0/16".parse().unwrap(),
+        gateway_ip: "100.64.0.1".parse().unwrap(),
+        legs: m
+            .hosts
+            .iter()
+            .map(|h| ExternalLeg {
+                host: h.id.clone(),
+                device: "ext0".into(),
+            })
+            .collect(),
+    });
+    let addr = |i: usize| Ipv4Addr::from(0x6440_0000u32 + 10 + i as u32);
+    for (i, p) in m.ports.iter().enumerate().filter(|(i, _)| i % 10 == 0) {
+        m.elastic_ips.push(ElasticIp {
+            id: format!("eip{i}"),
+            address: addr(i),
+            port: Some(p.id.clone()),
+            bandwidth_mbit: Some(100),
+        });
+    }
+    let n = m.ports.len();
+    for (v, vpc) in m.vpcs.iter().enumerate() {
+        let ports: Vec<&Port> = m.ports.iter().filter(|p| p.vpc == vpc.id).collect();
+        m.nat_gateways.push(NatGateway {
+            id: format!("nat{v}"),
+            vpc: vpc.id.clone(),
+            external_ip: addr(n + v),
+            subnets: vec![],
+            dnat: vec![DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8080,
+                internal_ip: ports[1].ip,
+                internal_port: 80,
+            }],
+            host: m.hosts[v % m.hosts.len()].id.clone(),
+        });
+        m.vips.push(Vip {
+            id: format!("vip{v}"),
+            vpc: vpc.id.clone(),
+            subnet: ports[0].subnet.clone(),
+            ip: Ipv4Addr::from(u32::from(ports[0].ip) + 3000),
+            mac: None,
+            ports: vec![ports[0].id.clone(), ports[2].id.clone()],
+            holder: Some(ports[0].id.clone()),
+        });
+    }
+    m
+}
+
 fn sizes(label: &str, m: &NetworkModel) {
     let plans = compile_all(m).unwrap();
     let mut bytes: Vec<usize> = plans
@@ -103,6 +158,10 @@ fn bench(c: &mut Criterion) {
     for (label, m) in [
         ("100h_10k_ports_400vpcs", model(100, 400, 25)),
         ("100h_10k_ports_10vpcs", model(100, 10, 1000)),
+        (
+            "100h_10k_ports_400vpcs_external",
+            with_external(model(100, 400, 25)),
+        ),
     ] {
         sizes(label, &m);
         g.bench_function(format!("{label}/all_hosts"), |b| {

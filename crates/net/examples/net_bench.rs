@@ -124,32 +124,8 @@ fn apply_bench(n: usize) {
 }
 
 fn iperf(ns_server: &str, ns_client: &str, server_ip: &str, secs: u32, lab: &mut Lab) -> f64 {
-    let pid = lab
-        .spawn(ns_server, &["iperf3", "-s", "-1", "-B", server_ip])
-        .unwrap();
-    // Wait until the server listens (poll with a deadline, no fixed sleep).
-    let end = Instant::now() + Duration::from_secs(5);
-    let mut out = None;
-    while Instant::now() < end {
-        let o = lab
-            .exec(
-                ns_client,
-                &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J"],
-            )
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        if o.status.success() && v.get("error").is_none() {
-            out = Some(o.stdout);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
-    }
-    lab.kill(pid);
-    let out = out.expect("iperf3 ran");
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("iperf3: {}", String::from_utf8_lossy(&out)))
+    lab.iperf3(ns_server, ns_client, server_ip, secs, false)
+        .expect("iperf3 ran")
         / 1e9
 }
 
@@ -171,6 +147,22 @@ fn iperf_bench(secs: u32) {
         lab.host("host-a").netns.clone(),
         lab.host("host-b").netns.clone(),
     );
+    if let Ok(cmd) = std::env::var("NET_BENCH_SETUP") {
+        let o = Command::new("sh")
+            .args(["-c", &cmd])
+            .env("HA", &ha)
+            .env("HB", &hb)
+            .env("GA", &ga)
+            .env("GB", &gb)
+            .env("UL", &lab.underlay)
+            .output()
+            .unwrap();
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let mut under = vec![];
     let mut over = vec![];
     for _ in 0..2 {

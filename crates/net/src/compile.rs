@@ -6,13 +6,16 @@
 //! router, so the VPC is the reach set), a router namespace with every subnet's gateway,
 //! and the security-group rules of its local ports with the address sets they refer to.
 //! Its size grows with its own ports and their VPC peers, never with unrelated VPCs.
+use crate::addr::MacAddr;
 use crate::model::{
     Direction, Host, ModelError, NetworkModel, Peer, Port, SecurityGroup, Subnet, Vpc,
 };
+use crate::model::{NatGateway, Vip};
 use crate::names;
 use crate::plan::{
-    EipPlan, FdbEntry, GroupSet, HostPlan, Neighbour, PeerPlan, PortPlan, RouterInterface,
-    RouterPlan, RulePlan, VpcPlan, VXLAN_PORT,
+    EipPlan, ExternalPlan, FdbEntry, GroupSet, HostPlan, NatGatewayPlan, Neighbour, PeerPlan,
+    PortPlan, RouterInterface, RouterPlan, RulePlan, TransitPlan, UplinkPlan, VipPlan, VpcPlan,
+    VXLAN_PORT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -56,6 +59,9 @@ pub struct Index<'a> {
     ports_by_host: HashMap<&'a str, Vec<&'a Port>>,
     groups: HashMap<&'a str, &'a SecurityGroup>,
     members: HashMap<&'a str, Vec<Ipv4Addr>>,
+    ports: HashMap<&'a str, &'a Port>,
+    nat_by_vpc: HashMap<&'a str, &'a NatGateway>,
+    vips_by_vpc: HashMap<&'a str, Vec<&'a Vip>>,
 }
 
 impl<'a> Index<'a> {
@@ -76,7 +82,16 @@ impl<'a> Index<'a> {
                 .map(|g| (g.id.as_str(), g))
                 .collect(),
             members: HashMap::new(),
+            ports: m.ports.iter().map(|p| (p.id.as_str(), p)).collect(),
+            nat_by_vpc: m.nat_gateways.iter().map(|n| (n.vpc.as_str(), n)).collect(),
+            vips_by_vpc: HashMap::new(),
         };
+        for v in &m.vips {
+            ix.vips_by_vpc.entry(&v.vpc).or_default().push(v);
+        }
+        for v in ix.vips_by_vpc.values_mut() {
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         for s in &m.subnets {
             ix.subnets_by_vpc.entry(&s.vpc).or_default().push(s);
         }
@@ -111,11 +126,19 @@ impl<'a> Index<'a> {
             .get(host.id.as_str())
             .map(|v| v.as_slice())
             .unwrap_or(&[]);
-        // VPCs of the local ports, by VNI.
+        // VPCs of the local ports and of the NAT gateways realised here, by VNI.
         let mut vpcs: Vec<&Vpc> = local
             .iter()
-            .map(|p| {
-                let v = self.vpcs[p.vpc.as_str()];
+            .map(|p| p.vpc.as_str())
+            .chain(
+                self.m
+                    .nat_gateways
+                    .iter()
+                    .filter(|n| n.host == host.id)
+                    .map(|n| n.vpc.as_str()),
+            )
+            .map(|id| {
+                let v = self.vpcs[id];
                 (v.vni, v)
             })
             .collect::<BTreeMap<u32, &Vpc>>()
@@ -124,6 +147,27 @@ impl<'a> Index<'a> {
         vpcs.sort_by_key(|v| v.vni);
         let zones = zones(vpcs.iter().map(|v| v.vni));
 
+        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
+        let mut elastic_ips: Vec<EipPlan> = self
+            .m
+            .elastic_ips
+            .iter()
+            .filter_map(|e| {
+                let p = local_ids.get(e.port.as_deref()?)?;
+                let x = self.external_leg(host, e.address)?;
+                Some(EipPlan {
+                    external: x.0.id.clone(),
+                    id: e.id.clone(),
+                    address: e.address,
+                    port: p.id.clone(),
+                    private_ip: p.ip,
+                    vni: self.vpcs[p.vpc.as_str()].vni,
+                    bandwidth_mbit: e.bandwidth_mbit,
+                })
+            })
+            .collect();
+        elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
+        let eip_vnis: BTreeSet<u32> = elastic_ips.iter().map(|e| e.vni).collect();
         let mut vpc_plans = Vec::with_capacity(vpcs.len());
         for v in &vpcs {
             let peers = self
@@ -139,7 +183,6 @@ impl<'a> Index<'a> {
                     vtep: self.hosts[p.host.as_deref().unwrap_or_default()].vtep,
                 })
                 .collect();
-            fdb.sort();
             let mut neighbours: Vec<Neighbour> = peers
                 .iter()
                 .map(|p| Neighbour {
@@ -148,7 +191,6 @@ impl<'a> Index<'a> {
                     subnet: p.subnet.clone(),
                 })
                 .collect();
-            neighbours.sort();
             let interfaces = self
                 .subnets_by_vpc
                 .get(v.id.as_str())
@@ -163,8 +205,41 @@ impl<'a> Index<'a> {
                     host_dev: names::router_host_dev(&s.id),
                     router_dev: names::router_dev(&s.id),
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let nat = self.nat_by_vpc.get(v.id.as_str()).copied();
+            let transit = nat.and_then(|n| {
+                let via = interfaces.first()?;
+                let t = TransitPlan {
+                    nat_gateway: n.id.clone(),
+                    mac: MacAddr::from_key(&format!("transit/{}", v.id)),
+                    local: n.host == host.id,
+                    host_dev: names::transit_host_dev(&v.id),
+                    router_dev: names::TRANSIT_ROUTER_DEV.into(),
+                    via_dev: via.router_dev.clone(),
+                };
+                if !t.local {
+                    fdb.push(FdbEntry {
+                        mac: t.mac,
+                        vtep: self.hosts[n.host.as_str()].vtep,
+                    });
+                }
+                Some(t)
+            });
+            let vips = self.vip_plans(host, v, &mut fdb, &mut neighbours);
+            fdb.sort();
+            neighbours.sort();
+            // The router needs a way out here for a local port's elastic IP or the gateway.
+            let nat_here = nat.is_some_and(|n| n.host == host.id);
+            let uplink = (nat_here || eip_vnis.contains(&v.vni)).then(|| UplinkPlan {
+                host_dev: names::uplink_host_dev(v.vni),
+                router_dev: names::UPLINK_ROUTER_DEV.into(),
+                host_mac: MacAddr::from_key(&format!("uplink-host/{}", v.vni)),
+                router_mac: MacAddr::from_key(&format!("uplink-router/{}", v.vni)),
+            });
             vpc_plans.push(VpcPlan {
+                uplink,
+                transit,
+                vips,
                 vpc: v.id.clone(),
                 vni: v.vni,
                 zone: zones[&v.vni],
@@ -234,24 +309,8 @@ impl<'a> Index<'a> {
                 members: self.members.get(g).cloned().unwrap_or_default(),
             })
             .collect();
-        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
-        let mut elastic_ips: Vec<EipPlan> = self
-            .m
-            .elastic_ips
-            .iter()
-            .filter_map(|e| {
-                let p = local_ids.get(e.port.as_deref()?)?;
-                Some(EipPlan {
-                    id: e.id.clone(),
-                    address: e.address,
-                    port: p.id.clone(),
-                    private_ip: p.ip,
-                    vni: self.vpcs[p.vpc.as_str()].vni,
-                    bandwidth_mbit: e.bandwidth_mbit,
-                })
-            })
-            .collect();
-        elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
+        let nat_gateways = self.nat_plans(host, &vpc_plans, local);
+        let externals = self.external_plans(host, &elastic_ips, &nat_gateways);
 
         let mut plan = HostPlan {
             host: host.id.clone(),
@@ -262,10 +321,179 @@ impl<'a> Index<'a> {
             ports,
             groups,
             elastic_ips,
+            externals,
+            nat_gateways,
             hash: String::new(),
         };
         plan.hash = plan.compute_hash();
         plan
+    }
+}
+
+impl Index<'_> {
+    /// The external network holding `addr` and this host's device on it.
+    fn external_leg(
+        &self,
+        host: &Host,
+        addr: Ipv4Addr,
+    ) -> Option<(&crate::model::ExternalNetwork, &str)> {
+        let x = self.m.external_of(addr)?;
+        let leg = x.legs.iter().find(|l| l.host == host.id)?;
+        Some((x, leg.device.as_str()))
+    }
+
+    /// The VPC's shared VIPs on this host; the holder's MAC location goes into the FDB
+    /// (when remote) and its address into the neighbours (ARP answered from the plan).
+    fn vip_plans(
+        &self,
+        host: &Host,
+        v: &Vpc,
+        fdb: &mut Vec<FdbEntry>,
+        neighbours: &mut Vec<Neighbour>,
+    ) -> Vec<VipPlan> {
+        let vips = self
+            .vips_by_vpc
+            .get(v.id.as_str())
+            .map(|x| x.as_slice())
+            .unwrap_or(&[]);
+        vips.iter()
+            .map(|vip| {
+                let mac = vip.effective_mac();
+                let holder_host = vip
+                    .holder
+                    .as_deref()
+                    .and_then(|h| self.ports.get(h))
+                    .and_then(|p| p.host.as_deref());
+                if let Some(hh) = holder_host {
+                    neighbours.push(Neighbour {
+                        ip: vip.ip,
+                        mac,
+                        subnet: vip.subnet.clone(),
+                    });
+                    if hh != host.id {
+                        fdb.push(FdbEntry {
+                            mac,
+                            vtep: self.hosts[hh].vtep,
+                        });
+                    }
+                }
+                let mut local_members: Vec<(String, String)> = vip
+                    .ports
+                    .iter()
+                    .filter(|p| {
+                        self.ports
+                            .get(p.as_str())
+                            .is_some_and(|p| p.host.as_deref() == Some(&host.id))
+                    })
+                    .map(|p| (p.clone(), names::port_device(p)))
+                    .collect();
+                local_members.sort();
+                local_members.dedup();
+                VipPlan {
+                    id: vip.id.clone(),
+                    ip: vip.ip,
+                    mac,
+                    subnet: vip.subnet.clone(),
+                    holder: vip.holder.clone(),
+                    local_members,
+                }
+            })
+            .collect()
+    }
+
+    /// NAT gateways of the planned VPCs: everything on the gateway host; elsewhere the
+    /// covered sources and the port-forwards to local ports (their replies take the transit).
+    fn nat_plans(&self, host: &Host, vpcs: &[VpcPlan], local: &[&Port]) -> Vec<NatGatewayPlan> {
+        let mut out: Vec<NatGatewayPlan> = vpcs
+            .iter()
+            .filter(|v| v.transit.is_some())
+            .filter_map(|v| {
+                let n = self.nat_by_vpc.get(v.vpc.as_str())?;
+                let here = n.host == host.id;
+                if here && self.external_leg(host, n.external_ip).is_none() {
+                    return None;
+                }
+                let subnets = self
+                    .subnets_by_vpc
+                    .get(v.vpc.as_str())
+                    .map(|x| x.as_slice())
+                    .unwrap_or(&[]);
+                let mut sources: Vec<_> = subnets
+                    .iter()
+                    .filter(|s| n.subnets.is_empty() || n.subnets.contains(&s.id))
+                    .map(|s| s.cidr)
+                    .collect();
+                sources.sort();
+                let mut dnat: Vec<_> = n
+                    .dnat
+                    .iter()
+                    .filter(|d| {
+                        here || local
+                            .iter()
+                            .any(|p| p.vpc == v.vpc && p.ip == d.internal_ip)
+                    })
+                    .cloned()
+                    .collect();
+                dnat.sort();
+                Some(NatGatewayPlan {
+                    id: n.id.clone(),
+                    vni: v.vni,
+                    address: n.external_ip,
+                    local: here,
+                    sources,
+                    dnat,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// External networks with addresses realised on this host. Routing tables are
+    /// `0x10000 + 16 bits of SHA-256(id)`, probing upwards on a collision (in id order).
+    fn external_plans(
+        &self,
+        host: &Host,
+        eips: &[EipPlan],
+        nats: &[NatGatewayPlan],
+    ) -> Vec<ExternalPlan> {
+        let mut by_id: BTreeMap<&str, ExternalPlan> = BTreeMap::new();
+        let addrs = eips
+            .iter()
+            .map(|e| (e.address, e.vni))
+            .chain(nats.iter().filter(|n| n.local).map(|n| (n.address, n.vni)));
+        for (addr, vni) in addrs {
+            let Some((x, dev)) = self.external_leg(host, addr) else {
+                continue;
+            };
+            by_id
+                .entry(x.id.as_str())
+                .or_insert_with(|| ExternalPlan {
+                    id: x.id.clone(),
+                    cidr: x.cidr,
+                    gateway_ip: x.gateway_ip,
+                    device: dev.into(),
+                    table: 0,
+                    addresses: vec![],
+                })
+                .addresses
+                .push((addr, vni));
+        }
+        let mut taken = BTreeSet::new();
+        by_id
+            .into_values()
+            .map(|mut x| {
+                use sha2::{Digest, Sha256};
+                let h = Sha256::digest(x.id.as_bytes());
+                let mut t = 0x10000 + u32::from(u16::from_be_bytes([h[0], h[1]]));
+                while !taken.insert(t) {
+                    t += 1;
+                }
+                x.table = t;
+                x.addresses.sort();
+                x
+            })
+            .collect()
     }
 }
 
@@ -482,6 +710,271 @@ pub(crate) mod tests {
             m2.ports.push(p);
             let after = compile_all(&m2).unwrap();
             prop_assert_eq!(&before["h0"], &after["h0"]);
+        }
+    }
+
+    // ---- external networks, elastic IPs, NAT gateways, VIPs ----
+
+    #[test]
+    fn external_plan_snapshots() {
+        let plans = compile_all(&crate::lab::fixtures::external_model()).unwrap();
+        for h in ["host-a", "host-b"] {
+            insta::assert_json_snapshot!(format!("external_plan_{h}"), plans[h]);
+            insta::assert_snapshot!(format!("external_nft_{h}"), crate::nft::render(&plans[h]));
+            for v in &plans[h].vpcs {
+                if let Some(r) = crate::nft::render_router(&plans[h], v.vni) {
+                    insta::assert_snapshot!(format!("router_nft_{h}_{}", v.vni), r);
+                }
+            }
+        }
+    }
+
+    fn errors_of(m: &NetworkModel) -> String {
+        match m.validate() {
+            Ok(()) => String::new(),
+            Err(e) => e
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn bad_external_input_is_refused_with_reasons() {
+        use crate::model::{DnatRule, Protocol};
+        let base = crate::lab::fixtures::external_model();
+        assert_eq!(errors_of(&base), "");
+        type Edit = fn(&mut NetworkModel);
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                |m| m.elastic_ips[0].address = "198.51.100.7".parse().unwrap(),
+                "in no external network",
+            ),
+            (
+                |m| m.elastic_ips[0].address = "203.0.113.1".parse().unwrap(),
+                "not a usable address",
+            ),
+            (
+                |m| m.elastic_ips[1].address = "203.0.113.50".parse().unwrap(),
+                "also used by",
+            ),
+            (
+                |m| m.nat_gateways[0].external_ip = "203.0.113.50".parse().unwrap(),
+                "also used by",
+            ),
+            (
+                |m| m.elastic_ips[1].port = Some("pa1".into()),
+                "already has an elastic IP",
+            ),
+            (
+                |m| m.elastic_ips[0].bandwidth_mbit = Some(0),
+                "bandwidth must be > 0",
+            ),
+            (
+                |m| m.external_networks[0].gateway_ip = "10.1.1.1".parse().unwrap(),
+                "outside",
+            ),
+            (
+                |m| m.external_networks[0].legs[0].device = "a/b".into(),
+                "bad device name",
+            ),
+            (
+                |m| m.external_networks[0].legs.retain(|l| l.host != "host-b"),
+                "has no leg",
+            ),
+            (
+                |m| m.nat_gateways[0].subnets = vec!["sn-b1".into()],
+                "is not in VPC",
+            ),
+            (|m| m.nat_gateways[0].host = "nope".into(), "unknown host"),
+            (
+                |m| m.nat_gateways[0].dnat[0].protocol = Protocol::Icmp,
+                "tcp or udp",
+            ),
+            (|m| m.nat_gateways[0].dnat[0].external_port = 0, "port 0"),
+            (
+                |m| m.nat_gateways[0].dnat[0].internal_ip = "10.0.1.99".parse().unwrap(),
+                "is no port",
+            ),
+            (
+                |m| {
+                    let d = m.nat_gateways[0].dnat[0].clone();
+                    m.nat_gateways[0].dnat.push(DnatRule {
+                        internal_port: 81,
+                        ..d
+                    });
+                },
+                "forwarded twice",
+            ),
+            (
+                |m| {
+                    let mut n = m.nat_gateways[0].clone();
+                    n.id = "nat-2".into();
+                    n.external_ip = "203.0.113.61".parse().unwrap();
+                    m.nat_gateways.push(n);
+                },
+                "already has a NAT gateway",
+            ),
+            (
+                |m| m.vips[0].ip = "10.0.2.100".parse().unwrap(),
+                "not a usable address",
+            ),
+            (
+                |m| m.vips[0].ip = "10.0.1.11".parse().unwrap(),
+                "already used",
+            ),
+            (|m| m.vips[0].ports.push("pb1".into()), "is no port of VPC"),
+            (|m| m.vips[0].holder = Some("pa3".into()), "not a member"),
+            (
+                |m| m.vips[0].mac = Some("02:00:00:0a:01:0b".parse().unwrap()),
+                "not a free unicast MAC",
+            ),
+        ];
+        for (i, (edit, want)) in cases.into_iter().enumerate() {
+            let mut m = base.clone();
+            edit(&mut m);
+            let got = errors_of(&m);
+            assert!(got.contains(want), "case {i}: want {want:?}, got {got:?}");
+            assert!(matches!(compile_all(&m), Err(CompileError::Invalid(_))));
+        }
+    }
+
+    /// Random external extras on a random model: an external network with a leg on every
+    /// host but the last, elastic IPs on random ports, a NAT gateway for vpc0 on a random
+    /// host, a VIP in vpc0 with random members and holder.
+    fn arb_external_model() -> impl Strategy<Value = NetworkModel> {
+        (
+            arb_model(),
+            proptest::collection::vec((0usize..40, proptest::option::of(1u32..1000)), 0..6),
+            0usize..5,
+            proptest::collection::vec(0usize..40, 0..4),
+            0usize..4,
+        )
+            .prop_map(|(mut m, eips, nat_host, members, holder)| {
+                let legs = m.hosts.len() - 1;
+                m.external_networks.push(crate::model::ExternalNetwork {
+                    id: "ext".into(),
+                    cidr: "203.0.113.0/24".parse().unwrap(),
+                    gateway_ip: "203.0.113.1".parse().unwrap(),
+                    legs: m.hosts[..legs]
+                        .iter()
+                        .map(|h| crate::model::ExternalLeg {
+                            host: h.id.clone(),
+                            device: "ext0".into(),
+                        })
+                        .collect(),
+                });
+                let n = m.ports.len();
+                let mut bound = HashSet::new();
+                for (i, (p, bw)) in eips.into_iter().enumerate() {
+                    let port = (n > 0 && bound.insert(p % n)).then(|| m.ports[p % n].id.clone());
+                    m.elastic_ips.push(crate::model::ElasticIp {
+                        id: format!("eip{i}"),
+                        address: Ipv4Addr::new(203, 0, 113, 50 + i as u8),
+                        port,
+                        bandwidth_mbit: bw,
+                    });
+                }
+                m.nat_gateways.push(crate::model::NatGateway {
+                    id: "nat0".into(),
+                    vpc: "vpc0".into(),
+                    external_ip: "203.0.113.200".parse().unwrap(),
+                    subnets: vec![],
+                    dnat: vec![],
+                    host: m.hosts[nat_host % legs].id.clone(),
+                });
+                let vpc0: Vec<String> = m
+                    .ports
+                    .iter()
+                    .filter(|p| p.vpc == "vpc0")
+                    .map(|p| p.id.clone())
+                    .collect();
+                if !vpc0.is_empty() {
+                    let mut ports: Vec<String> = members
+                        .iter()
+                        .map(|i| vpc0[i % vpc0.len()].clone())
+                        .collect();
+                    ports.sort();
+                    ports.dedup();
+                    let holder = ports.get(holder).cloned();
+                    m.vips.push(crate::model::Vip {
+                        id: "vip0".into(),
+                        vpc: "vpc0".into(),
+                        subnet: "vpc0-sn0".into(),
+                        ip: "10.0.0.250".parse().unwrap(),
+                        mac: None,
+                        ports,
+                        holder,
+                    });
+                }
+                m
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Each host gets exactly the external pieces it realises: elastic IPs of its own
+        /// ports (where it has a leg), an uplink only where one is needed, the NAT gateway's
+        /// VPC (even without local ports) and transit on every host of that VPC, VIP
+        /// entries pointing at the holder's host; deterministic under reordering.
+        #[test]
+        fn external_pieces_go_exactly_where_needed(m in arb_external_model()) {
+            prop_assert_eq!(m.validate(), Ok(()));
+            let plans = compile_all(&m).unwrap();
+            let host_of: HashMap<&str, Option<&str>> =
+                m.ports.iter().map(|p| (p.id.as_str(), p.host.as_deref())).collect();
+            let vtep: HashMap<&str, Ipv4Addr> =
+                m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
+            let last = m.hosts.last().unwrap().id.clone();
+            let nat = &m.nat_gateways[0];
+            for (host, plan) in &plans {
+                let want: BTreeSet<&str> = m.elastic_ips.iter()
+                    .filter(|e| e.port.as_deref().and_then(|p| host_of[p]) == Some(host.as_str()) && *host != last)
+                    .map(|e| e.id.as_str()).collect();
+                let got: BTreeSet<&str> = plan.elastic_ips.iter().map(|e| e.id.as_str()).collect();
+                prop_assert_eq!(&want, &got);
+                for v in &plan.vpcs {
+                    let needs = plan.elastic_ips.iter().any(|e| e.vni == v.vni)
+                        || (v.vpc == nat.vpc && nat.host == *host);
+                    prop_assert_eq!(v.uplink.is_some(), needs, "uplink of {} on {}", v.vpc, host);
+                    match &v.transit {
+                        Some(t) => {
+                            prop_assert_eq!(&v.vpc, &nat.vpc);
+                            prop_assert_eq!(t.local, nat.host == *host);
+                            let to_gw = v.fdb.iter().any(|f| f.mac == t.mac && f.vtep == vtep[nat.host.as_str()]);
+                            prop_assert_eq!(to_gw, !t.local);
+                        }
+                        None => prop_assert!(v.vpc != nat.vpc),
+                    }
+                    for vip in m.vips.iter().filter(|x| x.vpc == v.vpc) {
+                        let hh = vip.holder.as_deref().and_then(|h| host_of[h]);
+                        let mac = vip.effective_mac();
+                        prop_assert_eq!(v.neighbours.iter().any(|n| n.ip == vip.ip && n.mac == mac), hh.is_some());
+                        let fdb: Vec<_> = v.fdb.iter().filter(|f| f.mac == mac).collect();
+                        match hh {
+                            Some(hh) if hh != host => prop_assert!(fdb.len() == 1 && fdb[0].vtep == vtep[hh]),
+                            _ => prop_assert!(fdb.is_empty()),
+                        }
+                    }
+                }
+                if nat.host == *host {
+                    prop_assert!(plan.vpcs.iter().any(|v| v.vpc == nat.vpc));
+                    prop_assert!(plan.nat_gateways.iter().any(|n| n.local));
+                }
+                let addrs: BTreeSet<Ipv4Addr> = plan.externals.iter()
+                    .flat_map(|x| x.addresses.iter().map(|(a, _)| *a)).collect();
+                let mut want: BTreeSet<Ipv4Addr> = plan.elastic_ips.iter().map(|e| e.address).collect();
+                if plan.nat_gateways.iter().any(|n| n.local) {
+                    want.insert(nat.external_ip);
+                }
+                prop_assert_eq!(addrs, want);
+            }
+            let mut shuffled = m.clone();
+            shuffled.elastic_ips.reverse();
+            shuffled.ports.reverse();
+            prop_assert_eq!(compile_all(&shuffled).unwrap(), plans);
         }
     }
 }

@@ -155,6 +155,58 @@ impl Lab {
         Ok(g)
     }
 
+    /// An external network: a bridge namespace, every host's `ext0` on it (with the
+    /// address `host_addrs[i]`/len, like a node's provider-network address) and an "outside"
+    /// namespace whose `eth0` holds `gateway` (the upstream router). Returns the outside
+    /// namespace; the hosts' device is [`Lab::EXTERNAL_DEVICE`].
+    pub fn add_external(
+        &self,
+        cidr: crate::addr::Ipv4Cidr,
+        gateway: Ipv4Addr,
+        host_addrs: &[Ipv4Addr],
+    ) -> io::Result<String> {
+        let br = format!("{}-ext", self.prefix);
+        let out = format!("{}-out", self.prefix);
+        let len = cidr.prefix_len();
+        sh(&["ip", "netns", "add", &br])?;
+        sh(&["ip", "-n", &br, "link", "add", "ext", "type", "bridge"])?;
+        sh(&["ip", "-n", &br, "link", "set", "ext", "up"])?;
+        let mut legs: Vec<(String, String, Option<Ipv4Addr>)> = self
+            .hosts
+            .iter()
+            .zip(host_addrs)
+            .map(|(h, a)| (h.netns.clone(), Self::EXTERNAL_DEVICE.to_string(), Some(*a)))
+            .collect();
+        sh(&["ip", "netns", "add", &out])?;
+        legs.push((out.clone(), "eth0".into(), Some(gateway)));
+        for (i, (ns, dev, addr)) in legs.iter().enumerate() {
+            let port = format!("x{i}");
+            sh(&[
+                "ip", "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", &port, "netns",
+                &br,
+            ])?;
+            sh(&["ip", "-n", &br, "link", "set", &port, "master", "ext", "up"])?;
+            if let Some(a) = addr {
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{a}/{len}"),
+                    "dev",
+                    dev,
+                ])?;
+            }
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(out)
+    }
+
+    /// The hosts' device on the lab's external network.
+    pub const EXTERNAL_DEVICE: &'static str = "ext0";
+
     /// Runs a command inside a namespace and returns its output (success or not).
     pub fn exec(&self, ns: &str, argv: &[&str]) -> io::Result<Output> {
         Command::new("ip")
@@ -236,6 +288,44 @@ impl Lab {
         .map_err(|_| io::Error::other("netns thread panicked"))?
     }
 
+    /// One iperf3 TCP run (`secs` seconds, the first one omitted) from `client_ns` to a
+    /// server started in `server_ns` on `server_ip`; `reverse`: the server sends. Returns
+    /// the received rate in bit/s. The server is polled for readiness, then stopped.
+    pub fn iperf3(
+        &mut self,
+        server_ns: &str,
+        client_ns: &str,
+        server_ip: &str,
+        secs: u32,
+        reverse: bool,
+    ) -> io::Result<f64> {
+        let pid = self.spawn(server_ns, &["iperf3", "-s", "-1", "-B", server_ip])?;
+        let end = Instant::now() + Duration::from_secs(5);
+        let secs = secs.to_string();
+        let mut argv = vec!["iperf3", "-c", server_ip, "-t", &secs, "-O", "1", "-J"];
+        if reverse {
+            argv.push("-R");
+        }
+        let result = loop {
+            let o = self.exec(client_ns, &argv)?;
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            if o.status.success() && v.get("error").is_none() {
+                break v["end"]["sum_received"]["bits_per_second"]
+                    .as_f64()
+                    .ok_or_else(|| io::Error::other("iperf3: no sum_received"));
+            }
+            if Instant::now() >= end {
+                break Err(io::Error::other(format!(
+                    "iperf3: {}",
+                    String::from_utf8_lossy(&o.stdout)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
+        };
+        self.kill(pid);
+        result
+    }
+
     /// Received packets on a guest's `eth0`.
     pub fn rx_packets(&self, ns: &str) -> io::Result<u64> {
         let o = self.exec(ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?;
@@ -315,6 +405,70 @@ pub mod fixtures {
 
     pub fn cidr(s: &str) -> Peer {
         Peer::Cidr(s.parse().expect("cidr"))
+    }
+
+    /// [`two_host_model`] with everything external: the lab's external network, an elastic
+    /// IP for `pa1` (capped at 20 Mbit/s) and one for `pb1` (same private address, other
+    /// VPC), a NAT gateway for `vpc-a` on host-b with a port-forward to `pa1`, and a VIP
+    /// shared by `pa1` and `pa2`, held by `pa1`.
+    pub fn external_model() -> NetworkModel {
+        let mut m = two_host_model();
+        m.external_networks.push(external(&m));
+        m.elastic_ips = vec![
+            ElasticIp {
+                id: "eip-a".into(),
+                address: "203.0.113.50".parse().expect("ip"),
+                port: Some("pa1".into()),
+                bandwidth_mbit: Some(20),
+            },
+            ElasticIp {
+                id: "eip-b".into(),
+                address: "203.0.113.51".parse().expect("ip"),
+                port: Some("pb1".into()),
+                bandwidth_mbit: None,
+            },
+        ];
+        m.nat_gateways.push(NatGateway {
+            id: "nat-a".into(),
+            vpc: "vpc-a".into(),
+            external_ip: "203.0.113.60".parse().expect("ip"),
+            subnets: vec![],
+            dnat: vec![DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8080,
+                internal_ip: "10.0.1.10".parse().expect("ip"),
+                internal_port: 80,
+            }],
+            host: "host-b".into(),
+        });
+        m.vips.push(Vip {
+            id: "vip1".into(),
+            vpc: "vpc-a".into(),
+            subnet: "sn-a1".into(),
+            ip: "10.0.1.100".parse().expect("ip"),
+            mac: None,
+            ports: vec!["pa1".into(), "pa2".into()],
+            holder: Some("pa1".into()),
+        });
+        m
+    }
+
+    /// The lab's external network: 203.0.113.0/24 (TEST-NET-3), upstream router .1, every
+    /// host of `m` on it through `ext0`.
+    pub fn external(m: &NetworkModel) -> ExternalNetwork {
+        ExternalNetwork {
+            id: "ext".into(),
+            cidr: "203.0.113.0/24".parse().expect("cidr"),
+            gateway_ip: "203.0.113.1".parse().expect("ip"),
+            legs: m
+                .hosts
+                .iter()
+                .map(|h| ExternalLeg {
+                    host: h.id.clone(),
+                    device: crate::lab::Lab::EXTERNAL_DEVICE.into(),
+                })
+                .collect(),
+        }
     }
 
     /// Two hosts; VPC `vpc-a` (VNI 42, two subnets) and `vpc-b` (VNI 43) reuse 10.0.0.0/16.
@@ -439,8 +593,8 @@ pub mod fixtures {
                     rules: vec![ingress(Protocol::Any, None, cidr("0.0.0.0/0"))],
                 },
             ],
-            elastic_ips: vec![],
             underlay_mtu: 1500,
+            ..Default::default()
         }
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! - [`addr`]: IPv4 CIDRs and MAC addresses (serde as strings).
 //! - [`ipam`]: address allocation inside a subnet.
-//! - [`model`]: the plain input of the network compiler ([`model::NetworkModel`]) and its
-//!   validation (subnets inside their VPC, no overlaps within a VPC, unique VNIs, …).
+//! - [`model`]: the plain input of the network compiler ([`model::NetworkModel`]: hosts,
+//!   VPCs, subnets, ports, security groups, external networks, elastic IPs, NAT gateways,
+//!   shared VIPs) and its validation (subnets inside their VPC, no overlaps within a VPC,
+//!   unique VNIs, external addresses used once, …).
 //! - [`compile`]: the pure network compiler: model → one [`plan::HostPlan`] per host.
-//! - [`nft`]: renders a host plan's security groups as one nftables table (pure text).
+//! - [`nft`]: renders a host plan's security groups as one nftables table, and each router
+//!   namespace's NAT/routing-mark/shaping table (pure text).
 //! - [`realise`]: applies a host plan to Linux (ip/bridge/nft/conntrack behind a
 //!   [`realise::Runner`] seam), idempotently, repairing drift.
 //! - [`lab`]: network-namespace test lab (hosts on an underlay bridge, namespace guests).

@@ -19,9 +19,19 @@ pub struct NetworkModel {
     pub ports: Vec<Port>,
     #[serde(default)]
     pub security_groups: Vec<SecurityGroup>,
-    /// Elastic IPs (1:1 NAT on the host of the port). Carried into plans; not realised yet.
+    /// Elastic IPs: 1:1 NAT on the host of the port, on the external network whose CIDR
+    /// holds the address.
     #[serde(default)]
     pub elastic_ips: Vec<ElasticIp>,
+    /// Admin-defined external networks (where elastic IPs and NAT gateway addresses live).
+    #[serde(default)]
+    pub external_networks: Vec<ExternalNetwork>,
+    /// NAT gateways: SNAT for a VPC (or some subnets) and DNAT port-forwards.
+    #[serde(default)]
+    pub nat_gateways: Vec<NatGateway>,
+    /// Shared virtual IPs (keepalived-style failover between ports).
+    #[serde(default)]
+    pub vips: Vec<Vip>,
     /// MTU of the underlay; the overlay gets 50 bytes less (VXLAN over IPv4).
     #[serde(default = "default_mtu")]
     pub underlay_mtu: u16,
@@ -140,6 +150,82 @@ pub struct ElasticIp {
     pub bandwidth_mbit: Option<u32>,
 }
 
+/// An external (provider) network: addresses of elastic IPs and NAT gateways come from its
+/// CIDR; `gateway_ip` is its upstream router. Each host reaches it through its own device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalNetwork {
+    pub id: String,
+    pub cidr: Ipv4Cidr,
+    pub gateway_ip: Ipv4Addr,
+    /// Per host, the host-namespace device (interface or bridge) on this network. Hosts
+    /// without a leg cannot run elastic IPs or NAT gateways of this network.
+    #[serde(default)]
+    pub legs: Vec<ExternalLeg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalLeg {
+    pub host: String,
+    pub device: String,
+}
+
+/// A NAT gateway of a VPC, realised on `host` (picked by the controller).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatGateway {
+    pub id: String,
+    pub vpc: String,
+    /// Its address on an external network (SNAT source, DNAT destination).
+    pub external_ip: Ipv4Addr,
+    /// Subnets whose ports without an elastic IP are SNATed; empty = the whole VPC.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub dnat: Vec<DnatRule>,
+    pub host: String,
+}
+
+/// A port-forward: `external_ip:external_port` → `internal_ip:internal_port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnatRule {
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    pub external_port: u16,
+    pub internal_ip: Ipv4Addr,
+    pub internal_port: u16,
+}
+
+/// A shared virtual IP: any member port may announce it (send from it, answer ARP for it);
+/// `holder` is the member that currently does, as detected on its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub id: String,
+    pub vpc: String,
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    /// The MAC members announce the VIP with (keepalived `use_vmac`); default: derived from
+    /// the id ([`Vip::effective_mac`]).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Member ports allowed to announce it.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub holder: Option<String>,
+}
+
+impl Vip {
+    /// The VIP's MAC: the given one, or a stable locally administered one from the id.
+    pub fn effective_mac(&self) -> MacAddr {
+        self.mac
+            .unwrap_or_else(|| MacAddr::from_key(&format!("vip/{}", self.id)))
+    }
+}
+
 /// Why a model is not valid. The compiler refuses invalid models as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -178,6 +264,12 @@ pub enum ModelError {
     BadPort { port: String, reason: String },
     #[error("security group {group:?}: {reason}")]
     BadGroup { group: String, reason: String },
+    #[error("{kind} {id:?}: {reason}")]
+    Bad {
+        kind: &'static str,
+        id: String,
+        reason: String,
+    },
 }
 
 /// Ids become parts of device, chain and set names: keep them tame.
@@ -240,6 +332,12 @@ impl NetworkModel {
             &mut self.security_groups.iter().map(|g| &g.id),
         );
         ids("elastic ip", &mut self.elastic_ips.iter().map(|e| &e.id));
+        ids(
+            "external network",
+            &mut self.external_networks.iter().map(|e| &e.id),
+        );
+        ids("nat gateway", &mut self.nat_gateways.iter().map(|e| &e.id));
+        ids("vip", &mut self.vips.iter().map(|e| &e.id));
 
         let mut vteps: HashMap<Ipv4Addr, &str> = HashMap::new();
         for h in &self.hosts {
@@ -419,6 +517,7 @@ impl NetworkModel {
                 }
             }
         }
+        self.validate_external(&mut errs);
         if self.underlay_mtu < 1280 {
             errs.push(ModelError::BadSubnet {
                 subnet: String::new(),
@@ -429,6 +528,235 @@ impl NetworkModel {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+
+    /// The external network whose CIDR holds `addr`.
+    pub fn external_of(&self, addr: Ipv4Addr) -> Option<&ExternalNetwork> {
+        self.external_networks
+            .iter()
+            .find(|x| x.cidr.contains(addr))
+    }
+
+    /// External networks, elastic IP / NAT gateway addresses, NAT gateways and VIPs.
+    fn validate_external(&self, errs: &mut Vec<ModelError>) {
+        let bad = |kind, id: &str, reason: String| ModelError::Bad {
+            kind,
+            id: id.into(),
+            reason,
+        };
+        let hosts: HashSet<&str> = self.hosts.iter().map(|h| h.id.as_str()).collect();
+        for (a, b) in overlapping(
+            self.external_networks
+                .iter()
+                .map(|x| (x.id.clone(), &x.cidr)),
+        ) {
+            errs.push(bad(
+                "external network",
+                &a,
+                format!("overlaps external network {b:?}"),
+            ));
+        }
+        for x in &self.external_networks {
+            if !x.cidr.contains(x.gateway_ip) {
+                errs.push(bad(
+                    "external network",
+                    &x.id,
+                    format!("gateway {} is outside {}", x.gateway_ip, x.cidr),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for l in &x.legs {
+                if !hosts.contains(l.host.as_str()) {
+                    errs.push(ModelError::Unknown {
+                        kind: "external network",
+                        id: x.id.clone(),
+                        target: "host",
+                        target_id: l.host.clone(),
+                    });
+                }
+                if !seen.insert(&l.host) {
+                    errs.push(bad(
+                        "external network",
+                        &x.id,
+                        format!("two legs on host {:?}", l.host),
+                    ));
+                }
+                if l.device.is_empty()
+                    || l.device.len() > 15
+                    || !l.device.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+                {
+                    errs.push(bad(
+                        "external network",
+                        &x.id,
+                        format!("bad device name {:?}", l.device),
+                    ));
+                }
+            }
+        }
+        // Every external address (elastic IP or NAT gateway) is used once, inside an external
+        // network, and is neither its network, broadcast nor gateway address.
+        let mut used: HashMap<Ipv4Addr, String> = HashMap::new();
+        let addresses = self
+            .elastic_ips
+            .iter()
+            .map(|e| ("elastic ip", &e.id, e.address))
+            .chain(
+                self.nat_gateways
+                    .iter()
+                    .map(|n| ("nat gateway", &n.id, n.external_ip)),
+            );
+        for (kind, id, a) in addresses {
+            match self.external_of(a) {
+                None => errs.push(bad(kind, id, format!("{a} is in no external network"))),
+                Some(x)
+                    if a == x.gateway_ip || a == x.cidr.network() || a == x.cidr.broadcast() =>
+                {
+                    errs.push(bad(
+                        kind,
+                        id,
+                        format!("{a} is not a usable address of {}", x.cidr),
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(other) = used.insert(a, id.clone()) {
+                errs.push(bad(kind, id, format!("{a} is also used by {other:?}")));
+            }
+        }
+        let port_of: HashMap<&str, &Port> = self.ports.iter().map(|p| (p.id.as_str(), p)).collect();
+        let port_ips: HashSet<(&str, Ipv4Addr)> =
+            self.ports.iter().map(|p| (p.vpc.as_str(), p.ip)).collect();
+        let port_macs: HashSet<(&str, MacAddr)> =
+            self.ports.iter().map(|p| (p.vpc.as_str(), p.mac)).collect();
+        let mut vip_ips: HashMap<(&str, Ipv4Addr), usize> = HashMap::new();
+        for v in &self.vips {
+            *vip_ips.entry((v.vpc.as_str(), v.ip)).or_default() += 1;
+        }
+        let mut bound = HashSet::new();
+        for e in &self.elastic_ips {
+            if let Some(p) = &e.port {
+                if !bound.insert(p) {
+                    errs.push(bad(
+                        "elastic ip",
+                        &e.id,
+                        format!("port {p:?} already has an elastic IP"),
+                    ));
+                }
+            }
+            if e.bandwidth_mbit == Some(0) {
+                errs.push(bad("elastic ip", &e.id, "bandwidth must be > 0".into()));
+            }
+        }
+        let subnets: HashMap<&str, &Subnet> =
+            self.subnets.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut per_vpc = HashSet::new();
+        for n in &self.nat_gateways {
+            if !self.vpcs.iter().any(|v| v.id == n.vpc) {
+                errs.push(ModelError::Unknown {
+                    kind: "nat gateway",
+                    id: n.id.clone(),
+                    target: "vpc",
+                    target_id: n.vpc.clone(),
+                });
+            }
+            if !per_vpc.insert(&n.vpc) {
+                errs.push(bad(
+                    "nat gateway",
+                    &n.id,
+                    format!("VPC {:?} already has a NAT gateway", n.vpc),
+                ));
+            }
+            if !hosts.contains(n.host.as_str()) {
+                errs.push(ModelError::Unknown {
+                    kind: "nat gateway",
+                    id: n.id.clone(),
+                    target: "host",
+                    target_id: n.host.clone(),
+                });
+            } else if let Some(x) = self.external_of(n.external_ip) {
+                if !x.legs.iter().any(|l| l.host == n.host) {
+                    errs.push(bad(
+                        "nat gateway",
+                        &n.id,
+                        format!(
+                            "host {:?} has no leg on external network {:?}",
+                            n.host, x.id
+                        ),
+                    ));
+                }
+            }
+            for s in &n.subnets {
+                if subnets.get(s.as_str()).is_none_or(|s| s.vpc != n.vpc) {
+                    errs.push(bad(
+                        "nat gateway",
+                        &n.id,
+                        format!("subnet {s:?} is not in VPC {:?}", n.vpc),
+                    ));
+                }
+            }
+            let mut fwd = HashSet::new();
+            for d in &n.dnat {
+                if !matches!(d.protocol, Protocol::Tcp | Protocol::Udp) {
+                    errs.push(bad(
+                        "nat gateway",
+                        &n.id,
+                        "port-forwards are tcp or udp".into(),
+                    ));
+                }
+                if d.external_port == 0 || d.internal_port == 0 {
+                    errs.push(bad("nat gateway", &n.id, "port 0 is not a port".into()));
+                }
+                if !fwd.insert((d.protocol, d.external_port)) {
+                    errs.push(bad(
+                        "nat gateway",
+                        &n.id,
+                        format!("{:?} port {} forwarded twice", d.protocol, d.external_port),
+                    ));
+                }
+                if !port_ips.contains(&(n.vpc.as_str(), d.internal_ip)) {
+                    errs.push(bad(
+                        "nat gateway",
+                        &n.id,
+                        format!("{} is no port of VPC {:?}", d.internal_ip, n.vpc),
+                    ));
+                }
+            }
+        }
+        for v in &self.vips {
+            let b = |reason: String| bad("vip", &v.id, reason);
+            match subnets.get(v.subnet.as_str()) {
+                Some(s) if s.vpc == v.vpc => {
+                    if !s.cidr.contains(v.ip)
+                        || v.ip == s.gateway_ip
+                        || v.ip == s.cidr.network()
+                        || v.ip == s.cidr.broadcast()
+                    {
+                        errs.push(b(format!("{} is not a usable address of {}", v.ip, s.cidr)));
+                    }
+                }
+                _ => errs.push(b(format!(
+                    "subnet {:?} is not in VPC {:?}",
+                    v.subnet, v.vpc
+                ))),
+            }
+            if port_ips.contains(&(v.vpc.as_str(), v.ip)) || vip_ips[&(v.vpc.as_str(), v.ip)] > 1 {
+                errs.push(b(format!("address {} is already used", v.ip)));
+            }
+            let mac = v.effective_mac();
+            if mac.is_multicast() || mac.is_zero() || port_macs.contains(&(v.vpc.as_str(), mac)) {
+                errs.push(b(format!("MAC {mac} is not a free unicast MAC")));
+            }
+            for p in &v.ports {
+                if port_of.get(p.as_str()).is_none_or(|p| p.vpc != v.vpc) {
+                    errs.push(b(format!("member {p:?} is no port of VPC {:?}", v.vpc)));
+                }
+            }
+            if let Some(h) = &v.holder {
+                if !v.ports.contains(h) {
+                    errs.push(b(format!("holder {h:?} is not a member")));
+                }
+            }
         }
     }
 }

@@ -31,6 +31,23 @@ pub fn router_dev(subnet: &str) -> String {
 pub fn port_device(port: &str) -> String {
     format!("ynt{}", short_hash(port, 10))
 }
+/// Host side of a VPC router's uplink veth (towards the external networks).
+pub fn uplink_host_dev(vni: u32) -> String {
+    format!("{UPLINK_PREFIX}{vni:06x}")
+}
+/// Router side of the uplink veth (inside the router namespace).
+pub const UPLINK_ROUTER_DEV: &str = "uplink";
+/// Host side of the NAT gateway's transit veth (a port of the VPC bridge).
+pub fn transit_host_dev(vpc: &str) -> String {
+    // Subnet ids never contain '/': no clash with router_host_dev.
+    router_host_dev(&format!("{vpc}/transit"))
+}
+/// Router side of the transit veth.
+pub const TRANSIT_ROUTER_DEV: &str = "transit";
+/// Prefix of uplink host devices (owned by the realiser like [`OWNED_PREFIXES`]).
+pub const UPLINK_PREFIX: &str = "ynu-";
+/// The nftables table of a router namespace (NAT, routing marks, shaping marks).
+pub const NFT_ROUTER_TABLE: &str = "yunhan_router";
 /// The nftables table that holds a host's security groups.
 pub const NFT_TABLE: &str = "yunhan";
 /// Prefixes of devices the realiser owns (it deletes stale ones).
@@ -47,6 +64,8 @@ mod tests {
             super::router_host_dev("sn-x"),
             super::router_dev("sn-x"),
             super::port_device("p-1"),
+            super::uplink_host_dev(0xffffff),
+            super::transit_host_dev("vpc-x"),
         ] {
             assert!(n.len() <= 15, "{n}");
         }

@@ -116,14 +116,44 @@ pub fn render(plan: &HostPlan) -> String {
     .unwrap();
     writeln!(o, "\t\tct state established,related accept").unwrap();
     writeln!(o, "\t\tct state invalid drop").unwrap();
+    // A shared VIP is judged by the rules of its first local member.
+    let mut vip_seen = std::collections::HashSet::new();
     for p in &plan.ports {
         let z = zone_of[&p.vni];
-        if p.egress.is_some() {
-            writeln!(o, "\t\tct zone {z} ip saddr {} jump {}", p.ip, chain_out(p)).unwrap();
+        let vips: Vec<_> = plan
+            .port_vips(p)
+            .into_iter()
+            .filter(|(ip, _)| vip_seen.insert((z, *ip)))
+            .map(|(ip, _)| ip)
+            .collect();
+        for a in std::iter::once(p.ip).chain(vips) {
+            if p.egress.is_some() {
+                writeln!(o, "\t\tct zone {z} ip saddr {a} jump {}", chain_out(p)).unwrap();
+            }
+            writeln!(o, "\t\tct zone {z} ip daddr {a} jump {}", chain_in(p)).unwrap();
         }
-        writeln!(o, "\t\tct zone {z} ip daddr {} jump {}", p.ip, chain_in(p)).unwrap();
     }
     writeln!(o, "\t}}").unwrap();
+
+    // Inbound bandwidth caps of elastic IPs: classify into the uplink's HTB class.
+    let shaped = shaping(plan);
+    if !shaped.is_empty() {
+        writeln!(o, "\n\tchain postrouting {{").unwrap();
+        writeln!(
+            o,
+            "\t\ttype filter hook postrouting priority filter; policy accept;"
+        )
+        .unwrap();
+        for s in &shaped {
+            writeln!(
+                o,
+                "\t\toifname \"{}\" ip daddr {} meta priority set {}",
+                s.host_dev, s.address, s.classid
+            )
+            .unwrap();
+        }
+        writeln!(o, "\t}}").unwrap();
+    }
 
     for p in &plan.ports {
         writeln!(o, "\n\tchain {} {{", chain_in(p)).unwrap();
@@ -162,13 +192,229 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
     .unwrap();
     for p in &plan.ports {
         let d = &p.device;
-        writeln!(o, "\t\tiifname \"{d}\" ether saddr != {} drop", p.mac).unwrap();
-        writeln!(o, "\t\tiifname \"{d}\" ip saddr != {} drop", p.ip).unwrap();
-        writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {} drop", p.ip).unwrap();
+        // VIP members may also send from the VIP's MAC and address.
+        let vips = plan.port_vips(p);
+        let one_or_set = |first: String, more: Vec<String>| {
+            if more.is_empty() {
+                first
+            } else {
+                let mut all = vec![first];
+                all.extend(more);
+                all.sort();
+                all.dedup();
+                format!("{{ {} }}", all.join(", "))
+            }
+        };
+        let macs = one_or_set(
+            p.mac.to_string(),
+            vips.iter().map(|(_, m)| m.to_string()).collect(),
+        );
+        let ips = one_or_set(
+            p.ip.to_string(),
+            vips.iter().map(|(i, _)| i.to_string()).collect(),
+        );
+        writeln!(o, "\t\tiifname \"{d}\" ether saddr != {macs} drop").unwrap();
+        writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
+        writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {ips} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" ether type ip6 drop").unwrap();
+        // A VIP is only ever announced with its own MAC: peers' ARP caches (and the plan's
+        // answers) then stay right across failovers.
+        for (ip, mac) in &vips {
+            writeln!(
+                o,
+                "\t\tiifname \"{d}\" arp saddr ip {ip} arp saddr ether != {mac} drop"
+            )
+            .unwrap();
+        }
     }
     writeln!(o, "\t}}").unwrap();
     writeln!(o, "}}").unwrap();
+}
+
+/// One capped elastic IP: its HTB class on both legs of its VPC's uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaped {
+    pub vni: u32,
+    pub address: std::net::Ipv4Addr,
+    pub private_ip: std::net::Ipv4Addr,
+    pub mbit: u32,
+    /// `1:<minor>` (hex, as tc and nft write it).
+    pub classid: String,
+    /// Host side of the uplink: inbound traffic (towards the guest) is shaped here.
+    pub host_dev: String,
+}
+
+/// The capped elastic IPs of a plan: per VPC uplink, classes `1:10`, `1:11`, … in id order.
+pub fn shaping(plan: &HostPlan) -> Vec<Shaped> {
+    let mut out = Vec::new();
+    for v in &plan.vpcs {
+        let Some(up) = &v.uplink else { continue };
+        let capped = plan
+            .elastic_ips
+            .iter()
+            .filter(|e| e.vni == v.vni)
+            .filter_map(|e| Some((e, e.bandwidth_mbit?)));
+        for (i, (e, mbit)) in capped.enumerate() {
+            out.push(Shaped {
+                vni: v.vni,
+                address: e.address,
+                private_ip: e.private_ip,
+                mbit,
+                classid: format!("1:{:x}", 0x10 + i),
+                host_dev: up.host_dev.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The nftables table of one VPC's router namespace (`None`: nothing external there):
+/// 1:1 NAT of elastic IPs, NAT gateway SNAT/DNAT, routing marks (1 = out of the uplink,
+/// 2 = to the NAT gateway's host through the transit) and outbound shaping classes.
+/// Unmarked traffic has no route out of the VPC: nothing leaves un-NATed.
+pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
+    use crate::names::{NFT_ROUTER_TABLE, UPLINK_ROUTER_DEV as UP};
+    let v = plan.vpc(vni)?;
+    let eips: Vec<_> = plan
+        .elastic_ips
+        .iter()
+        .filter(|e| e.vni == vni && v.uplink.is_some())
+        .collect();
+    let nat = plan.nat_gateways.iter().find(|n| n.vni == vni);
+    if eips.is_empty() && nat.is_none() {
+        return None;
+    }
+    let cidrs = |n: &crate::plan::NatGatewayPlan| {
+        let c: Vec<String> = n.sources.iter().map(|c| c.to_string()).collect();
+        if c.len() == 1 {
+            c[0].clone()
+        } else {
+            format!("{{ {} }}", c.join(", "))
+        }
+    };
+    let proto = |p: Protocol| if p == Protocol::Udp { "udp" } else { "tcp" };
+    let mut o = String::new();
+    writeln!(o, "table ip {NFT_ROUTER_TABLE} {{").unwrap();
+    writeln!(o, "\tchain prerouting {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    )
+    .unwrap();
+    for e in &eips {
+        writeln!(
+            o,
+            "\t\tiifname \"{UP}\" ip daddr {} dnat to {}",
+            e.address, e.private_ip
+        )
+        .unwrap();
+    }
+    if let Some(n) = nat.filter(|n| n.local) {
+        for d in &n.dnat {
+            writeln!(
+                o,
+                "\t\tiifname \"{UP}\" ip daddr {} {} dport {} dnat to {}:{}",
+                n.address,
+                proto(d.protocol),
+                d.external_port,
+                d.internal_ip,
+                d.internal_port
+            )
+            .unwrap();
+        }
+    }
+    writeln!(o, "\t}}\n").unwrap();
+    writeln!(o, "\tchain postrouting {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    )
+    .unwrap();
+    for e in &eips {
+        writeln!(
+            o,
+            "\t\toifname \"{UP}\" ip saddr {} snat to {}",
+            e.private_ip, e.address
+        )
+        .unwrap();
+    }
+    if let Some(n) = nat.filter(|n| n.local && !n.sources.is_empty()) {
+        writeln!(
+            o,
+            "\t\toifname \"{UP}\" ip saddr {} snat to {}",
+            cidrs(n),
+            n.address
+        )
+        .unwrap();
+    }
+    writeln!(o, "\t}}\n").unwrap();
+    // Marks pick the way out: replies of port-forwards first (they must go back the way
+    // they came), then elastic IPs, then what the NAT gateway covers.
+    writeln!(o, "\tchain route_mark {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype filter hook prerouting priority mangle; policy accept;"
+    )
+    .unwrap();
+    writeln!(o, "\t\tiifname \"{UP}\" accept").unwrap();
+    let nat_mark = |n: &crate::plan::NatGatewayPlan| if n.local { 1 } else { 2 };
+    if v.uplink.is_some() {
+        // Replies of flows NATed here (elastic IPs, the gateway's own forwards, also when
+        // they come back through the transit) leave the way they came.
+        writeln!(
+            o,
+            "\t\tct direction reply ct status dnat meta mark set 0x1 accept"
+        )
+        .unwrap();
+    }
+    if let Some(n) = nat.filter(|n| !n.local) {
+        // Elsewhere the router only sees the reply half of a forwarded flow (as untracked
+        // or new): send it back to the gateway.
+        for d in &n.dnat {
+            writeln!(
+                o,
+                "\t\tip saddr {} {} sport {} meta mark set 0x2 accept",
+                d.internal_ip,
+                proto(d.protocol),
+                d.internal_port,
+            )
+            .unwrap();
+        }
+    }
+    for e in &eips {
+        writeln!(o, "\t\tip saddr {} meta mark set 0x1 accept", e.private_ip).unwrap();
+    }
+    if let Some(n) = nat.filter(|n| !n.sources.is_empty()) {
+        // On the gateway host this also catches what other hosts send through the transit.
+        writeln!(
+            o,
+            "\t\tip saddr {} meta mark set 0x{} accept",
+            cidrs(n),
+            nat_mark(n)
+        )
+        .unwrap();
+    }
+    writeln!(o, "\t}}").unwrap();
+    let shaped: Vec<Shaped> = shaping(plan).into_iter().filter(|s| s.vni == vni).collect();
+    if !shaped.is_empty() {
+        writeln!(o, "\n\tchain shape {{").unwrap();
+        writeln!(
+            o,
+            "\t\ttype filter hook postrouting priority filter; policy accept;"
+        )
+        .unwrap();
+        for s in &shaped {
+            writeln!(
+                o,
+                "\t\toifname \"{UP}\" ip saddr {} meta priority set {}",
+                s.private_ip, s.classid
+            )
+            .unwrap();
+        }
+        writeln!(o, "\t}}").unwrap();
+    }
+    writeln!(o, "}}").unwrap();
+    Some(o)
 }
 
 /// Normalises `nft list table` output (or [`render`] output) for comparison: counters lose

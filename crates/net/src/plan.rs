@@ -22,9 +22,15 @@ pub struct HostPlan {
     pub ports: Vec<PortPlan>,
     /// Address sets of the security groups the local ports' rules refer to, by id.
     pub groups: Vec<GroupSet>,
-    /// 1:1 NAT of elastic IPs of local ports (not realised yet).
+    /// 1:1 NAT of elastic IPs of local ports (in their VPC's router namespace).
     #[serde(default)]
     pub elastic_ips: Vec<EipPlan>,
+    /// External networks this host reaches for its elastic IPs and NAT gateways, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<ExternalPlan>,
+    /// NAT gateways of the local VPCs (`local`: realised on this host), by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_gateways: Vec<NatGatewayPlan>,
     /// SHA-256 of the plan's JSON with this field empty.
     pub hash: String,
 }
@@ -43,6 +49,99 @@ pub struct VpcPlan {
     pub fdb: Vec<FdbEntry>,
     /// IP → MAC of every port of the VPC (local and remote): ARP is answered from these.
     pub neighbours: Vec<Neighbour>,
+    /// The router's leg to the host namespace, towards the external networks (only where
+    /// an elastic IP or NAT gateway needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkPlan>,
+    /// Where traffic for the VPC's NAT gateway goes (see [`TransitPlan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transit: Option<TransitPlan>,
+    /// Shared virtual IPs of the VPC, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<VipPlan>,
+}
+
+/// Addresses of the point-to-point legs (link-local; the same on every VPC's leg: they are
+/// only ever used as next hops with permanent neighbour entries, per device).
+pub const UPLINK_HOST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 0, 1);
+pub const UPLINK_ROUTER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 0, 2);
+pub const TRANSIT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 255, 1);
+/// Policy routing tables inside a router namespace: external traffic leaves through the
+/// uplink (mark 1) or through the transit to the NAT gateway's host (mark 2).
+pub const ROUTER_TABLE_UPLINK: u32 = 100;
+pub const ROUTER_TABLE_TRANSIT: u32 = 101;
+
+/// A veth between a VPC's router namespace (`router_dev`) and the host namespace
+/// (`host_dev`), with fixed MACs so both ends use permanent neighbours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkPlan {
+    pub host_dev: String,
+    pub router_dev: String,
+    pub host_mac: MacAddr,
+    pub router_mac: MacAddr,
+}
+
+/// Transit to the NAT gateway: the gateway host's router has an extra leg on the VPC bridge
+/// with `mac` (`local` = this host is the gateway host: `host_dev`/`router_dev` exist here);
+/// other hosts' routers send covered traffic to [`TRANSIT_IP`] = `mac` out of `via_dev`,
+/// and their FDB points `mac` at the gateway host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitPlan {
+    pub nat_gateway: String,
+    pub mac: MacAddr,
+    pub local: bool,
+    pub host_dev: String,
+    pub router_dev: String,
+    /// Router interface (of the first subnet) the transit next hop is reached through.
+    pub via_dev: String,
+}
+
+/// A shared VIP as one host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipPlan {
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub subnet: String,
+    pub holder: Option<String>,
+    /// Member ports on this host (port id, device), by id: they may send from the VIP's
+    /// address and MAC, and the holder is looked for among them.
+    pub local_members: Vec<(String, String)>,
+}
+
+/// An external network as one host uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalPlan {
+    pub id: String,
+    pub cidr: Ipv4Cidr,
+    pub gateway_ip: Ipv4Addr,
+    /// The host's device on the network.
+    pub device: String,
+    /// Policy routing table (host namespace) holding the network's routes and the routes of
+    /// the external addresses realised here; selected by `from`/`to` the CIDR.
+    pub table: u32,
+    /// External addresses that live behind this host's routers: (address, VNI), sorted.
+    pub addresses: Vec<(Ipv4Addr, u32)>,
+}
+
+/// A NAT gateway as one host of its VPC sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatGatewayPlan {
+    pub id: String,
+    pub vni: u32,
+    pub address: Ipv4Addr,
+    /// Realised on this host (SNAT/DNAT here), else this host only sends covered traffic
+    /// (and replies of port-forwards to its local ports) through the transit.
+    pub local: bool,
+    /// Sources that are SNATed (subnet CIDRs), sorted.
+    pub sources: Vec<Ipv4Cidr>,
+    /// Port-forwards (on other hosts: only those to local ports), sorted.
+    pub dnat: Vec<crate::model::DnatRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,9 +234,22 @@ pub struct EipPlan {
     pub private_ip: Ipv4Addr,
     pub vni: u32,
     pub bandwidth_mbit: Option<u32>,
+    /// The external network holding `address`.
+    #[serde(default)]
+    pub external: String,
 }
 
 impl HostPlan {
+    /// The shared VIPs a local port may announce: (IP, MAC).
+    pub fn port_vips(&self, p: &PortPlan) -> Vec<(Ipv4Addr, MacAddr)> {
+        self.vpc(p.vni)
+            .into_iter()
+            .flat_map(|v| &v.vips)
+            .filter(|x| x.local_members.iter().any(|(id, _)| *id == p.id))
+            .map(|x| (x.ip, x.mac))
+            .collect()
+    }
+
     /// The hash of everything but the hash.
     pub fn compute_hash(&self) -> String {
         use sha2::{Digest, Sha256};
@@ -162,6 +274,8 @@ impl HostPlan {
             ports: vec![],
             groups: vec![],
             elastic_ips: vec![],
+            externals: vec![],
+            nat_gateways: vec![],
             hash: String::new(),
         };
         p.hash = p.compute_hash();

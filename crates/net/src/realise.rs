@@ -16,7 +16,10 @@
 //! commands and answers observations from canned output, for unit tests.
 use crate::names::{self, NFT_TABLE};
 use crate::nft;
-use crate::plan::{HostPlan, PortPlan, VpcPlan};
+use crate::plan::{
+    HostPlan, PortPlan, VpcPlan, ROUTER_TABLE_TRANSIT, ROUTER_TABLE_UPLINK, TRANSIT_IP,
+    UPLINK_HOST_IP, UPLINK_ROUTER_IP,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -219,6 +222,8 @@ pub struct Realiser<R: Runner> {
     last: Option<HostPlan>,
     /// (hash of the nft text applied, what `nft list` showed right after).
     last_nft_listing: Option<(String, String)>,
+    /// The same per router namespace (its NAT table).
+    router_nft_listing: HashMap<String, (String, String)>,
 }
 
 // ---- observed state ----
@@ -296,6 +301,7 @@ impl<R: Runner> Realiser<R> {
             target,
             last: None,
             last_nft_listing: None,
+            router_nft_listing: HashMap::new(),
         }
     }
 
@@ -430,13 +436,18 @@ impl<R: Runner> Realiser<R> {
             .flat_map(|v| {
                 let mut d = vec![v.bridge.clone(), v.vxlan.clone()];
                 d.extend(v.router.interfaces.iter().map(|i| i.host_dev.clone()));
+                d.extend(v.uplink.iter().map(|u| u.host_dev.clone()));
+                d.extend(
+                    v.transit
+                        .iter()
+                        .filter(|t| t.local)
+                        .map(|t| t.host_dev.clone()),
+                );
                 d
             })
             .collect();
         for name in links.keys() {
-            if names::OWNED_PREFIXES.iter().any(|p| name.starts_with(p))
-                && !planned_devs.contains(name)
-            {
+            if owned(name) && !planned_devs.contains(name) {
                 ipb.push(format!("link del dev {name}"));
             }
         }
@@ -524,6 +535,30 @@ impl<R: Runner> Realiser<R> {
                     }
                 }
             }
+            // Uplink (router ↔ host namespace) and, on the NAT gateway's host, the transit
+            // leg (router ↔ VPC bridge): veths with fixed MACs.
+            if let Some(u) = &v.uplink {
+                veth_to_router(
+                    &mut ipb,
+                    links.get(&u.host_dev),
+                    (&u.host_dev, Some(u.host_mac)),
+                    (&u.router_dev, u.router_mac),
+                    &rns,
+                    None,
+                    mtu,
+                );
+            }
+            if let Some(t) = v.transit.as_ref().filter(|t| t.local) {
+                veth_to_router(
+                    &mut ipb,
+                    links.get(&t.host_dev),
+                    (&t.host_dev, None),
+                    (&t.router_dev, t.mac),
+                    &rns,
+                    Some(&v.bridge),
+                    mtu,
+                );
+            }
             // Local port devices (created by the compute agent or the lab).
             for p in plan.ports.iter().filter(|p| p.vni == v.vni) {
                 match links.get(&p.device) {
@@ -593,13 +628,21 @@ impl<R: Runner> Realiser<R> {
             for i in &v.router.interfaces {
                 want_master.insert((i.host_dev.clone(), i.gateway_mac.to_string()));
             }
+            if let Some(t) = v.transit.as_ref().filter(|t| t.local) {
+                want_master.insert((t.host_dev.clone(), t.mac.to_string()));
+            }
+            if let Some(u) = &v.uplink {
+                want_neigh.insert(
+                    (u.host_dev.clone(), UPLINK_ROUTER_IP.to_string()),
+                    u.router_mac.to_string(),
+                );
+            }
             for n in &v.neighbours {
                 if remote.contains(&n.mac.to_string()) {
                     want_neigh.insert((v.vxlan.clone(), n.ip.to_string()), n.mac.to_string());
                 }
             }
         }
-        let owned = |dev: &str| names::OWNED_PREFIXES.iter().any(|p| dev.starts_with(p));
         for (dev, mac, dst) in &have_tunnel {
             if owned(dev)
                 && planned_devs.contains(dev)
@@ -663,7 +706,8 @@ impl<R: Runner> Realiser<R> {
 
         // Router namespaces.
         for v in &plan.vpcs {
-            report.changes += self.apply_router(plan, v)?;
+            let prev = previous.as_ref().filter(|p| p.vpc(v.vni).is_some());
+            report.changes += self.apply_router(plan, v, prev)?;
         }
 
         // Security groups: one atomic table replacement when anything differs.
@@ -701,8 +745,289 @@ impl<R: Runner> Realiser<R> {
                 report.conntrack_flushes += 1;
             }
         }
+        // External networks (policy routes, proxy ARP) and inbound shaping on the uplinks:
+        // last, so a missing external device cannot hold back the rest of the plan.
+        report.changes += self.apply_external(plan, previous.as_ref())?;
+        for v in &plan.vpcs {
+            if let Some(u) = &v.uplink {
+                report.changes += self.apply_tc(ns, &u.host_dev, &shaping_classes(plan, v.vni))?;
+            }
+        }
         self.save_last(plan)?;
         Ok(report)
+    }
+
+    /// Sets the sysctls that differ; returns 1 if it had to.
+    fn sysctls(&self, ns: Option<&str>, want: &[(String, String)]) -> Result<usize, RealiseError> {
+        let mut argv = vec!["sysctl", "-n"];
+        argv.extend(want.iter().map(|(k, _)| k.as_str()));
+        let got = self.run(Cmd::new(ns, &argv).tolerant())?;
+        let got: Vec<&str> = got.lines().map(str::trim).collect();
+        let wrong: Vec<String> = want
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, v))| got.get(*i) != Some(&v.as_str()))
+            .map(|(_, (k, v))| format!("{k}={v}"))
+            .collect();
+        if wrong.is_empty() {
+            return Ok(0);
+        }
+        let mut argv = vec!["sysctl", "-q", "-w"];
+        argv.extend(wrong.iter().map(String::as_str));
+        self.run(Cmd::new(ns, &argv))?;
+        Ok(1)
+    }
+
+    /// The host side of external networks: forwarding, proxy ARP for the external addresses
+    /// realised here (answered on the external device, without delay), and one policy
+    /// routing table per network, used `from`/`to` its CIDR: the network, its gateway as
+    /// default route, and each external address via its VPC's uplink.
+    fn apply_external(
+        &self,
+        plan: &HostPlan,
+        previous: Option<&HostPlan>,
+    ) -> Result<usize, RealiseError> {
+        let ns = self.ns();
+        let all: Vec<&crate::plan::ExternalPlan> = plan
+            .externals
+            .iter()
+            .chain(previous.into_iter().flat_map(|p| p.externals.iter()))
+            .collect();
+        if all.is_empty() {
+            return Ok(0);
+        }
+        let mut changes = 0;
+        if !plan.externals.is_empty() {
+            let mut want = vec![("net.ipv4.ip_forward".to_string(), "1".to_string())];
+            for x in &plan.externals {
+                want.push((
+                    format!("net.ipv4.neigh.{}.proxy_delay", x.device),
+                    "0".into(),
+                ));
+            }
+            changes += self.sysctls(ns, &want)?;
+        }
+        let mut b = Batch::default();
+        let out = self.run(Cmd::new(ns, &["ip", "-j", "neigh", "show", "proxy"]))?;
+        let have: BTreeSet<(String, String)> = parse_json("ip neigh show proxy", &out)?
+            .iter()
+            .filter_map(|n| Some((n["dev"].as_str()?.into(), n["dst"].as_str()?.into())))
+            .collect();
+        let want: BTreeSet<(String, String)> = plan
+            .externals
+            .iter()
+            .flat_map(|x| {
+                x.addresses
+                    .iter()
+                    .map(|(a, _)| (x.device.clone(), a.to_string()))
+            })
+            .collect();
+        for (dev, a) in have.difference(&want) {
+            let ours = all
+                .iter()
+                .any(|x| x.device == *dev && a.parse().is_ok_and(|ip| x.cidr.contains(ip)));
+            if ours {
+                b.push(format!("neigh del proxy {a} dev {dev}"));
+            }
+        }
+        for (dev, a) in want.difference(&have) {
+            b.push(format!("neigh replace proxy {a} dev {dev}"));
+        }
+        let tables: BTreeSet<u32> = all.iter().map(|x| x.table).collect();
+        for t in &tables {
+            let have = self.route_table(ns, *t)?;
+            let mut want: BTreeMap<String, String> = BTreeMap::new();
+            if let Some(x) = plan.externals.iter().find(|x| x.table == *t) {
+                let d = &x.device;
+                want.insert(
+                    format!("{} dev {d}", x.cidr),
+                    format!("route replace {} dev {d} table {t}", x.cidr),
+                );
+                want.insert(
+                    format!("default via {} dev {d}", x.gateway_ip),
+                    format!(
+                        "route replace default via {} dev {d} table {t}",
+                        x.gateway_ip
+                    ),
+                );
+                for (a, vni) in &x.addresses {
+                    let up = names::uplink_host_dev(*vni);
+                    want.insert(
+                        format!("{a} via {UPLINK_ROUTER_IP} dev {up}"),
+                        format!(
+                            "route replace {a}/32 via {UPLINK_ROUTER_IP} dev {up} onlink table {t}"
+                        ),
+                    );
+                }
+            }
+            for h in have.iter().filter(|h| !want.contains_key(*h)) {
+                let dst = h.split(' ').next().unwrap_or_default();
+                b.push(format!("route del {dst} table {t}"));
+            }
+            for (k, cmd) in &want {
+                if !have.contains(k) {
+                    b.push(cmd.clone());
+                }
+            }
+        }
+        let want: BTreeSet<(u64, String, String)> = plan
+            .externals
+            .iter()
+            .flat_map(|x| {
+                [
+                    (EXT_RULE_PREF, format!("to {}", x.cidr), x.table.to_string()),
+                    (
+                        EXT_RULE_PREF + 1,
+                        format!("from {}", x.cidr),
+                        x.table.to_string(),
+                    ),
+                ]
+            })
+            .collect();
+        self.sync_rules(ns, &mut b, &want, |_, t| {
+            t.parse::<u32>().is_ok_and(|t| tables.contains(&t))
+        })?;
+        changes += b.len();
+        self.ip_batch(ns, &b)?;
+        Ok(changes)
+    }
+
+    /// The routes of a table as canonical lines (empty if the table does not exist: then
+    /// `ip -j` fails after printing an unterminated list).
+    fn route_table(&self, ns: Option<&str>, t: u32) -> Result<BTreeSet<String>, RealiseError> {
+        let out = self.run(
+            Cmd::new(ns, &["ip", "-j", "route", "show", "table", &t.to_string()]).tolerant(),
+        )?;
+        if out.trim() == "[" {
+            return Ok(BTreeSet::new());
+        }
+        Ok(routes_of(&parse_json("ip route show", &out)?))
+    }
+
+    /// Adds the wanted policy rules and queues the deletion of ours (`is_ours(pref, table)`)
+    /// that are not wanted, into `b`.
+    fn sync_rules(
+        &self,
+        ns: Option<&str>,
+        b: &mut Batch,
+        want: &BTreeSet<(u64, String, String)>,
+        is_ours: impl Fn(u64, &str) -> bool,
+    ) -> Result<(), RealiseError> {
+        let out = self.run(Cmd::new(ns, &["ip", "-j", "rule", "show"]))?;
+        let have: BTreeSet<(u64, String, String)> = rules_of(&parse_json("ip rule show", &out)?)
+            .into_iter()
+            .collect();
+        for (p, sel, t) in have.difference(want) {
+            if is_ours(*p, t) {
+                b.push(format!("rule del pref {p} {sel} table {t}"));
+            }
+        }
+        for (p, sel, t) in want.difference(&have) {
+            b.push(format!("rule add pref {p} {sel} table {t}"));
+        }
+        Ok(())
+    }
+
+    /// An HTB root with one class per capped address (`classes`: classid, Mbit/s), or no
+    /// HTB at all when nothing is capped. Classification is done by nftables
+    /// (`meta priority set`), so there are no tc filters to keep in sync.
+    fn apply_tc(
+        &self,
+        ns: Option<&str>,
+        dev: &str,
+        classes: &[(String, u32)],
+    ) -> Result<usize, RealiseError> {
+        let q = self.run(Cmd::new(ns, &["tc", "-j", "qdisc", "show", "dev", dev]))?;
+        let is_htb = parse_json("tc qdisc show", &q)?.iter().any(|q| {
+            q["root"].as_bool() == Some(true) && q["kind"] == "htb" && q["handle"] == "1:"
+        });
+        let mut cmds: Vec<Vec<String>> = Vec::new();
+        let tc = |args: &str| -> Vec<String> {
+            std::iter::once("tc".to_string())
+                .chain(args.split(' ').map(String::from))
+                .collect()
+        };
+        if classes.is_empty() {
+            if is_htb {
+                cmds.push(tc(&format!("qdisc del dev {dev} root")));
+            }
+        } else {
+            let mut have: BTreeMap<String, f64> = BTreeMap::new();
+            if is_htb {
+                // `tc -j class show` prints no JSON for htb here: parse the text.
+                let out = self.run(Cmd::new(ns, &["tc", "class", "show", "dev", dev]))?;
+                for l in out.lines() {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    let rate = w
+                        .iter()
+                        .position(|x| *x == "rate")
+                        .and_then(|i| w.get(i + 1))
+                        .and_then(|r| parse_rate(r));
+                    if let (Some("htb"), Some(id), Some(r)) = (w.get(1).copied(), w.get(2), rate) {
+                        have.insert(id.to_string(), r);
+                    }
+                }
+            } else {
+                cmds.push(tc(&format!(
+                    "qdisc replace dev {dev} root handle 1: htb default 0"
+                )));
+            }
+            for (id, mbit) in classes {
+                let want = f64::from(*mbit) * 1e6;
+                if have.get(id).is_none_or(|r| (r - want).abs() > want * 0.01) {
+                    cmds.push(tc(&format!(
+                        "class replace dev {dev} parent 1: classid {id} htb rate {mbit}mbit ceil {mbit}mbit"
+                    )));
+                }
+            }
+            for id in have.keys() {
+                if !classes.iter().any(|(c, _)| c == id) {
+                    cmds.push(tc(&format!("class del dev {dev} classid {id}")));
+                }
+            }
+        }
+        for c in &cmds {
+            let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+            self.run(Cmd::new(ns, &argv))?;
+        }
+        Ok(cmds.len())
+    }
+
+    /// Which local member port announces each shared VIP now: the VPC bridge saw a frame
+    /// from the VIP's MAC on that member's device within [`VIP_FRESH_SECS`] (a holder sends
+    /// from the VIP MAC: gratuitous ARP on takeover, then its replies). Returns
+    /// (vip id, port id), sorted. The agent reports these to the controller, which
+    /// recompiles (the holder's MAC moves in every host's FDB); probe before re-applying
+    /// the current plan, which moves the VIP MAC back where the plan says it is.
+    pub fn vip_holders(&self, plan: &HostPlan) -> Result<Vec<(String, String)>, RealiseError> {
+        let mut out = BTreeSet::new();
+        for v in plan
+            .vpcs
+            .iter()
+            .filter(|v| v.vips.iter().any(|x| !x.local_members.is_empty()))
+        {
+            let fdb = self.run(Cmd::new(
+                self.ns(),
+                &["bridge", "-s", "-j", "fdb", "show", "br", &v.bridge],
+            ))?;
+            for e in parse_json("bridge fdb show", &fdb)? {
+                let (Some(mac), Some(dev)) = (e["mac"].as_str(), e["ifname"].as_str()) else {
+                    continue;
+                };
+                if e["updated"].as_u64().is_none_or(|u| u > VIP_FRESH_SECS) {
+                    continue;
+                }
+                for vip in &v.vips {
+                    if !mac.eq_ignore_ascii_case(&vip.mac.to_string()) {
+                        continue;
+                    }
+                    if let Some((port, _)) = vip.local_members.iter().find(|(_, d)| d == dev) {
+                        out.insert((vip.id.clone(), port.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Both of our tables as `nft` lists them (empty text for a missing one).
@@ -716,14 +1041,21 @@ impl<R: Runner> Realiser<R> {
         Ok(s)
     }
 
-    /// One VPC's router namespace: loopback, forwarding, gateway interfaces, neighbours.
-    fn apply_router(&self, plan: &HostPlan, v: &VpcPlan) -> Result<usize, RealiseError> {
-        let rns = self.router_ns(v);
-        let rns = Some(rns.as_str());
+    /// One VPC's router namespace: loopback, forwarding, gateway interfaces, neighbours,
+    /// and its way out (uplink, transit, NAT table, outbound shaping) where planned now or
+    /// before (`previous`: the last plan, when it had this VPC).
+    fn apply_router(
+        &mut self,
+        plan: &HostPlan,
+        v: &VpcPlan,
+        previous: Option<&HostPlan>,
+    ) -> Result<usize, RealiseError> {
+        let rns_name = self.router_ns(v);
+        let rns = Some(rns_name.as_str());
         let mut changes = 0;
         // Forwarding on; every subnet's gateway sits on the same L2 segment (one VNI per
         // VPC), so each interface must answer ARP only for its own address (no ARP flux).
-        const SYSCTLS: [(&str, &str); 7] = [
+        const SYSCTLS: [(&str, &str); 9] = [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.arp_ignore", "1"),
             ("net.ipv4.conf.all.arp_announce", "2"),
@@ -732,25 +1064,16 @@ impl<R: Runner> Realiser<R> {
             // IPv4 only for now: no router advertisements or MLD into the VPC.
             ("net.ipv6.conf.all.disable_ipv6", "1"),
             ("net.ipv6.conf.default.disable_ipv6", "1"),
+            // NAT gateway transit: covered traffic enters the gateway's router through the
+            // transit leg while its replies leave through a subnet interface.
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
         ];
-        let keys: Vec<&str> = SYSCTLS.iter().map(|(k, _)| *k).collect();
-        let mut argv = vec!["sysctl", "-n"];
-        argv.extend(&keys);
-        let got = self.run(Cmd::new(rns, &argv))?;
-        let got: Vec<&str> = got.lines().map(str::trim).collect();
-        let wrong: Vec<String> = SYSCTLS
+        let want: Vec<(String, String)> = SYSCTLS
             .iter()
-            .enumerate()
-            .filter(|(i, (_, v))| got.get(*i) != Some(v))
-            .map(|(_, (k, v))| format!("{k}={v}"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if !wrong.is_empty() {
-            let mut argv = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
-            argv.extend(wrong.iter().cloned());
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            self.run(Cmd::new(rns, &argv))?;
-            changes += 1;
-        }
+        changes += self.sysctls(rns, &want)?;
         let out = self.run(Cmd::new(rns, &["ip", "-j", "-d", "addr", "show"]))?;
         let raw = parse_json("ip addr show", &out)?;
         let links = links_of(&raw);
@@ -813,7 +1136,35 @@ impl<R: Runner> Realiser<R> {
                 b.push(format!("link set dev {} up", i.router_dev));
             }
         }
-        // Stale interfaces (a deleted subnet) go away with their veth.
+        // The uplink and the transit leg (created from the host side with their MACs).
+        let legs: Vec<(&str, crate::addr::MacAddr)> = v
+            .uplink
+            .iter()
+            .map(|u| (u.router_dev.as_str(), u.router_mac))
+            .chain(
+                v.transit
+                    .iter()
+                    .filter(|t| t.local)
+                    .map(|t| (t.router_dev.as_str(), t.mac)),
+            )
+            .collect();
+        for (dev, mac) in &legs {
+            match links.get(*dev) {
+                None => b.push(format!("link set dev {dev} mtu {mtu} up")),
+                Some(l) => {
+                    if !l.mac.eq_ignore_ascii_case(&mac.to_string()) {
+                        b.push(format!("link set dev {dev} address {mac}"));
+                    }
+                    if l.mtu != mtu {
+                        b.push(format!("link set dev {dev} mtu {mtu}"));
+                    }
+                    if !l.up {
+                        b.push(format!("link set dev {dev} up"));
+                    }
+                }
+            }
+        }
+        // Stale interfaces (a deleted subnet, a gone uplink) go away with their veth.
         let planned: BTreeSet<&str> = v
             .router
             .interfaces
@@ -821,7 +1172,14 @@ impl<R: Runner> Realiser<R> {
             .map(|i| i.router_dev.as_str())
             .collect();
         for (name, l) in &links {
-            if name.starts_with("gw") && l.kind == "veth" && !planned.contains(name.as_str()) {
+            let ours = name.starts_with("gw")
+                || name == names::UPLINK_ROUTER_DEV
+                || name == names::TRANSIT_ROUTER_DEV;
+            if ours
+                && l.kind == "veth"
+                && !planned.contains(name.as_str())
+                && !legs.iter().any(|(d, _)| d == name)
+            {
                 b.push(format!("link del dev {name}"));
             }
         }
@@ -851,6 +1209,19 @@ impl<R: Runner> Realiser<R> {
                 want.insert((dev.to_string(), n.ip.to_string()), n.mac.to_string());
             }
         }
+        // Next hops of the ways out: the host end of the uplink, the gateway's transit leg.
+        if let Some(u) = &v.uplink {
+            want.insert(
+                (u.router_dev.clone(), UPLINK_HOST_IP.to_string()),
+                u.host_mac.to_string(),
+            );
+        }
+        if let Some(t) = v.transit.as_ref().filter(|t| !t.local) {
+            want.insert(
+                (t.via_dev.clone(), TRANSIT_IP.to_string()),
+                t.mac.to_string(),
+            );
+        }
         for (k, _) in have.iter().filter(|(k, _)| !want.contains_key(*k)) {
             if planned.contains(k.0.as_str()) {
                 b.push(format!("neigh del {} dev {}", k.1, k.0));
@@ -865,8 +1236,256 @@ impl<R: Runner> Realiser<R> {
         }
         changes += b.len();
         self.ip_batch(rns, &b)?;
+        changes += self.apply_router_exits(plan, v, previous, &rns_name)?;
         Ok(changes)
     }
+
+    /// A router's ways out of the VPC: table 100 (uplink, mark 1) and table 101 (transit,
+    /// mark 2) with their rules, the NAT table, outbound shaping on the uplink. Skipped
+    /// (no observation at all) for VPCs without any, now and before.
+    fn apply_router_exits(
+        &mut self,
+        plan: &HostPlan,
+        v: &VpcPlan,
+        previous: Option<&HostPlan>,
+        rns_name: &str,
+    ) -> Result<usize, RealiseError> {
+        let rns = Some(rns_name);
+        let transit = v.transit.as_ref().filter(|t| !t.local);
+        let rendered = nft::render_router(plan, v.vni);
+        let prev_v = previous.and_then(|p| p.vpc(v.vni));
+        let had = prev_v.is_some_and(|p| p.uplink.is_some() || p.transit.is_some())
+            || previous.is_some_and(|p| nft::render_router(p, v.vni).is_some());
+        if v.uplink.is_none() && transit.is_none() && rendered.is_none() && !had {
+            return Ok(0);
+        }
+        let mut changes = 0;
+        let mut b = Batch::default();
+        let mut want_rules = BTreeSet::new();
+        let tables = [
+            (
+                ROUTER_TABLE_UPLINK,
+                v.uplink
+                    .as_ref()
+                    .map(|u| (UPLINK_HOST_IP, u.router_dev.clone())),
+                "0x1",
+            ),
+            (
+                ROUTER_TABLE_TRANSIT,
+                transit.map(|t| (TRANSIT_IP, t.via_dev.clone())),
+                "0x2",
+            ),
+        ];
+        for (t, via, mark) in &tables {
+            let have = self.route_table(rns, *t)?;
+            let want: BTreeSet<String> = via
+                .iter()
+                .map(|(gw, dev)| format!("default via {gw} dev {dev}"))
+                .collect();
+            for h in have.difference(&want) {
+                let dst = h.split(' ').next().unwrap_or_default();
+                b.push(format!("route del {dst} table {t}"));
+            }
+            if let Some((gw, dev)) = via {
+                if !have.contains(&format!("default via {gw} dev {dev}")) {
+                    b.push(format!(
+                        "route replace default via {gw} dev {dev} onlink table {t}"
+                    ));
+                }
+                let pref = u64::from(ROUTER_RULE_PREF + *t - ROUTER_TABLE_UPLINK);
+                want_rules.insert((pref, format!("fwmark {mark}"), t.to_string()));
+            }
+        }
+        self.sync_rules(rns, &mut b, &want_rules, |p, _| {
+            (u64::from(ROUTER_RULE_PREF)..u64::from(ROUTER_RULE_PREF) + 2).contains(&p)
+        })?;
+        changes += b.len();
+        self.ip_batch(rns, &b)?;
+
+        // The NAT table: replaced atomically when it differs, deleted when unplanned.
+        let table = names::NFT_ROUTER_TABLE;
+        let listing = self.run(Cmd::new(rns, &["nft", "list", "table", "ip", table]).tolerant())?;
+        match rendered {
+            Some(r) => {
+                let hash = {
+                    use sha2::{Digest, Sha256};
+                    hex::encode(Sha256::digest(r.as_bytes()))
+                };
+                let norm = nft::normalize(&listing);
+                let same = norm == nft::normalize(&r)
+                    || self.router_nft_listing.get(rns_name) == Some(&(hash.clone(), norm));
+                if !same || listing.trim().is_empty() {
+                    let batch = format!("table ip {table}\ndelete table ip {table}\n{r}");
+                    self.run(Cmd::new(rns, &["nft", "-f", "-"]).stdin(batch))?;
+                    changes += 1;
+                    let after =
+                        self.run(Cmd::new(rns, &["nft", "list", "table", "ip", table]).tolerant())?;
+                    self.router_nft_listing
+                        .insert(rns_name.to_string(), (hash, nft::normalize(&after)));
+                }
+            }
+            None if !listing.trim().is_empty() => {
+                self.run(Cmd::new(rns, &["nft", "delete", "table", "ip", table]))?;
+                changes += 1;
+            }
+            None => {}
+        }
+        if let Some(u) = &v.uplink {
+            changes += self.apply_tc(rns, &u.router_dev, &shaping_classes(plan, v.vni))?;
+        }
+        // Flows NATed to an address whose mapping changed or went keep no old translation.
+        if let Some(prev) = previous {
+            for a in nat_changes(prev, plan, v.vni) {
+                for dir in ["-d", "-q"] {
+                    self.run(Cmd::new(rns, &["conntrack", "-D", dir, &a.to_string()]).tolerant())?;
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// Priority of the policy rules selecting an external network's table (`to`, then `from`).
+const EXT_RULE_PREF: u64 = 1000;
+/// Priority of the router namespace's mark rules (after `main`: routes inside the VPC win).
+const ROUTER_RULE_PREF: u32 = 33001;
+/// A VIP announcement older than this (seconds since the bridge last saw the VIP's MAC on
+/// a member port) is not news.
+pub const VIP_FRESH_SECS: u64 = 10;
+
+/// Devices the realiser owns in the host namespace (it deletes unplanned ones).
+fn owned(dev: &str) -> bool {
+    names::OWNED_PREFIXES.iter().any(|p| dev.starts_with(p))
+        || dev.starts_with(names::UPLINK_PREFIX)
+}
+
+/// Creates (or repairs) a veth whose far end lives in a router namespace with a fixed MAC;
+/// the near end optionally joins a bridge.
+fn veth_to_router(
+    b: &mut Batch,
+    have: Option<&Link>,
+    (near, near_mac): (&str, Option<crate::addr::MacAddr>),
+    (far, far_mac): (&str, crate::addr::MacAddr),
+    rns: &str,
+    bridge: Option<&str>,
+    mtu: u64,
+) {
+    match have {
+        Some(l)
+            if l.kind == "veth"
+                && near_mac.is_none_or(|m| l.mac.eq_ignore_ascii_case(&m.to_string())) =>
+        {
+            if let Some(br) = bridge.filter(|br| l.master.as_deref() != Some(*br)) {
+                b.push(format!("link set dev {near} master {br}"));
+            }
+            if l.mtu != mtu {
+                b.push(format!("link set dev {near} mtu {mtu}"));
+            }
+            if !l.up {
+                b.push(format!("link set dev {near} up"));
+            }
+        }
+        other => {
+            if other.is_some() {
+                b.push(format!("link del dev {near}"));
+            }
+            let addr = near_mac
+                .map(|m| format!(" address {m}"))
+                .unwrap_or_default();
+            b.push(format!(
+                "link add name {near}{addr} mtu {mtu} type veth peer name {far} address {far_mac} netns {rns}"
+            ));
+            if let Some(br) = bridge {
+                b.push(format!("link set dev {near} master {br}"));
+            }
+            b.push(format!("link set dev {near} up"));
+        }
+    }
+}
+
+/// HTB classes (classid, Mbit/s) of a VPC's capped elastic IPs on this host.
+fn shaping_classes(plan: &HostPlan, vni: u32) -> Vec<(String, u32)> {
+    nft::shaping(plan)
+        .into_iter()
+        .filter(|s| s.vni == vni)
+        .map(|s| (s.classid, s.mbit))
+        .collect()
+}
+
+/// A tc rate as printed (`20Mbit`, `1Gbit`, `500Kbit`, `1500bit`) in bit/s.
+fn parse_rate(s: &str) -> Option<f64> {
+    let i = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let n: f64 = s[..i].parse().ok()?;
+    let mul = match &s[i..] {
+        "bit" => 1.0,
+        "Kbit" => 1e3,
+        "Mbit" => 1e6,
+        "Gbit" => 1e9,
+        _ => return None,
+    };
+    Some(n * mul)
+}
+
+/// Routes of a table as canonical `dst [via gw] dev dev` lines.
+fn routes_of(v: &[Value]) -> BTreeSet<String> {
+    v.iter()
+        .filter_map(|r| {
+            let dst = r["dst"].as_str()?;
+            let dev = r["dev"].as_str()?;
+            Some(match r["gateway"].as_str() {
+                Some(gw) => format!("{dst} via {gw} dev {dev}"),
+                None => format!("{dst} dev {dev}"),
+            })
+        })
+        .collect()
+}
+
+/// Policy rules as (priority, canonical selector + table) pairs.
+fn rules_of(v: &[Value]) -> Vec<(u64, String, String)> {
+    v.iter()
+        .filter_map(|r| {
+            let pref = r["priority"].as_u64()?;
+            let table = match &r["table"] {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            let mut sel = Vec::new();
+            if let Some(src) = r["src"].as_str().filter(|s| *s != "all") {
+                sel.push(format!("from {src}/{}", r["srclen"].as_u64().unwrap_or(32)));
+            }
+            if let Some(dst) = r["dst"].as_str() {
+                sel.push(format!("to {dst}/{}", r["dstlen"].as_u64().unwrap_or(32)));
+            }
+            if let Some(m) = r["fwmark"].as_str() {
+                sel.push(format!("fwmark {m}"));
+            }
+            Some((pref, sel.join(" "), table))
+        })
+        .collect()
+}
+
+/// External addresses of a VPC whose translation differs between two plans (changed or
+/// gone): their conntrack entries (original destination, reply destination) must go.
+pub fn nat_changes(prev: &HostPlan, next: &HostPlan, vni: u32) -> Vec<std::net::Ipv4Addr> {
+    let mappings = |p: &HostPlan| -> BTreeMap<std::net::Ipv4Addr, String> {
+        let eips = p
+            .elastic_ips
+            .iter()
+            .filter(|e| e.vni == vni)
+            .map(|e| (e.address, e.private_ip.to_string()));
+        let nats = p
+            .nat_gateways
+            .iter()
+            .filter(|n| n.vni == vni && n.local)
+            .map(|n| (n.address, format!("{:?}{:?}", n.sources, n.dnat)));
+        eips.chain(nats).collect()
+    };
+    let (before, after) = (mappings(prev), mappings(next));
+    before
+        .into_iter()
+        .filter(|(a, m)| after.get(a) != Some(m))
+        .map(|(a, _)| a)
+        .collect()
 }
 
 /// What a port's rules allow, resolved (rules + the member addresses of the groups used).
@@ -962,6 +1581,48 @@ mod tests {
         // Never a flooding entry.
         assert!(!lines.contains("00:00:00:00:00:00"), "{lines}");
         assert!(lines.contains("[h] nft -f -"), "{lines}");
+    }
+
+    #[test]
+    fn external_pieces_are_realised_and_removed() {
+        let m = crate::lab::fixtures::external_model();
+        let plans = compile_all(&m).unwrap();
+        let mut real = Realiser::new(RecordingRunner::default(), Target::default());
+        real.apply(&plans["host-a"]).unwrap();
+        let lines = real.runner().lines().join("\n");
+        for want in [
+            "link add name ynu-00002a address",
+            "type veth peer name uplink address",
+            "neigh replace proxy 203.0.113.50 dev ext0",
+            "route replace 203.0.113.50/32 via 169.254.0.2 dev ynu-00002a onlink table",
+            "route replace default via 203.0.113.1 dev ext0 table",
+            "rule add pref 1000 to 203.0.113.0/24 table",
+            "rule add pref 1001 from 203.0.113.0/24 table",
+            "route replace default via 169.254.0.1 dev uplink onlink table 100",
+            "route replace default via 169.254.255.1 dev gwe565d34afe onlink table 101",
+            "rule add pref 33001 fwmark 0x1 table 100",
+            "rule add pref 33002 fwmark 0x2 table 101",
+            "tc qdisc replace dev ynu-00002a root handle 1: htb default 0",
+            "tc class replace dev uplink parent 1: classid 1:10 htb rate 20mbit ceil 20mbit",
+            "snat to 203.0.113.50",
+            "net.ipv4.neigh.ext0.proxy_delay=0",
+        ] {
+            assert!(lines.contains(want), "missing {want:?} in\n{lines}");
+        }
+        // Unbinding the capped elastic IP flushes its translations.
+        let mut m2 = m.clone();
+        m2.elastic_ips[0].port = None;
+        let p2 = compile_all(&m2).unwrap();
+        assert_eq!(
+            nat_changes(&plans["host-a"], &p2["host-a"], 42),
+            vec!["203.0.113.50".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert!(nat_changes(&plans["host-a"], &plans["host-a"], 42).is_empty());
+        real.runner().commands.lock().unwrap().clear();
+        real.apply(&p2["host-a"]).unwrap();
+        let lines = real.runner().lines().join("\n");
+        assert!(lines.contains("conntrack -D -d 203.0.113.50"), "{lines}");
+        assert!(lines.contains("conntrack -D -q 203.0.113.50"), "{lines}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use yunhan_net::compile::compile_all;
 use yunhan_net::lab::{fixtures, Lab};
-use yunhan_net::model::{NetworkModel, Peer, Protocol};
+use yunhan_net::model::{DnatRule, ElasticIp, NatGateway, NetworkModel, Peer, Protocol, Vip};
 use yunhan_net::plan::HostPlan;
 use yunhan_net::realise::{Realiser, SystemRunner};
 
@@ -14,13 +14,33 @@ struct World {
     lab: Lab,
     plans: BTreeMap<String, HostPlan>,
     realisers: BTreeMap<String, Realiser<SystemRunner>>,
+    /// The "outside" namespace on the external network (203.0.113.1), if any.
+    outside: String,
 }
 
 impl World {
     fn new(tag: &str, m: &NetworkModel) -> World {
+        Self::build(tag, m, false)
+    }
+
+    /// With the lab's external network (hosts' `ext0` at 203.0.113.10+i, outside at .1).
+    fn with_external(tag: &str, m: &NetworkModel) -> World {
+        Self::build(tag, m, true)
+    }
+
+    fn build(tag: &str, m: &NetworkModel, external: bool) -> World {
         let hosts: Vec<(&str, Ipv4Addr)> =
             m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
         let lab = Lab::new(tag, &hosts, m.underlay_mtu).expect("lab");
+        let mut outside = String::new();
+        if external {
+            let addrs: Vec<Ipv4Addr> = (0..hosts.len())
+                .map(|i| Ipv4Addr::new(203, 0, 113, 10 + i as u8))
+                .collect();
+            outside = lab
+                .add_external("203.0.113.0/24".parse().unwrap(), ip("203.0.113.1"), &addrs)
+                .expect("external network");
+        }
         let plans = compile_all(m).expect("compile");
         for (h, p) in &plans {
             for port in &p.ports {
@@ -34,6 +54,7 @@ impl World {
                 .collect(),
             lab,
             plans: BTreeMap::new(),
+            outside,
         };
         let t = Instant::now();
         let changes = w.apply(m);
@@ -478,4 +499,408 @@ fn e2e_security_groups_matrix_and_rule_removal_cuts_connections() {
     assert!(tcp_blocked(&pa4, ip("10.0.1.11"), 80));
     // Same-group traffic is untouched.
     assert!(tcp_ok(&pa1, ip("10.0.1.11"), 22, d));
+}
+
+/// A server that answers every connection with one line and closes: `banner`, or the
+/// address the connection came from (what the server sees as the source).
+fn banner_server(ns: &str, addr: Ipv4Addr, port: u16, banner: Option<&str>) {
+    let l = Lab::in_netns(ns, move || TcpListener::bind((addr, port)))
+        .expect("netns")
+        .expect("bind");
+    let banner = banner.map(String::from);
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let line = match (&banner, c.peer_addr()) {
+                (Some(b), _) => b.clone(),
+                (None, Ok(p)) => p.ip().to_string(),
+                (None, Err(_)) => continue,
+            };
+            let _ = c.write_all(format!("{line}\n").as_bytes());
+        }
+    });
+}
+
+/// The line a [`banner_server`] answers, retrying until `deadline`.
+fn banner(ns: &str, addr: Ipv4Addr, port: u16, deadline: Duration) -> Option<String> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(mut s) = connect(ns, addr, port, Duration::from_millis(700)) {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut line = String::new();
+            if s.read_to_string(&mut line).is_ok() && !line.is_empty() {
+                return Some(line.trim().to_string());
+            }
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+    }
+}
+
+/// Lets everything from the external network into every group (the guests' security
+/// groups still judge external traffic after the NAT).
+fn open_to_external(m: &mut NetworkModel) {
+    for g in &mut m.security_groups {
+        g.rules.push(fixtures::ingress(
+            Protocol::Any,
+            None,
+            fixtures::cidr("203.0.113.0/24"),
+        ));
+    }
+}
+
+#[test]
+fn e2e_network_elastic_ip_nat_bandwidth_and_unbind() {
+    let mut m = fixtures::two_host_model();
+    m.external_networks.push(fixtures::external(&m));
+    open_to_external(&mut m);
+    // pa1 (vpc-a) and pb1 (vpc-b) are both 10.0.1.10 on host-a: each gets an elastic IP.
+    const CAP: u32 = 20;
+    m.elastic_ips = vec![
+        ElasticIp {
+            id: "eip-a".into(),
+            address: ip("203.0.113.50"),
+            port: Some("pa1".into()),
+            bandwidth_mbit: Some(CAP),
+        },
+        ElasticIp {
+            id: "eip-b".into(),
+            address: ip("203.0.113.51"),
+            port: Some("pb1".into()),
+            bandwidth_mbit: None,
+        },
+    ];
+    let mut w = World::with_external("e", &m);
+    let out = w.outside.clone();
+    // Outside → elastic IPs: ping, and TCP lands on the right guest of the right VPC.
+    for a in ["203.0.113.50", "203.0.113.51"] {
+        assert!(
+            w.lab.ping_within(&out, ip(a), Duration::from_secs(5)),
+            "ping {a}"
+        );
+    }
+    banner_server(&w.g("pa1"), ip("10.0.1.10"), 7000, Some("pa1"));
+    banner_server(&w.g("pb1"), ip("10.0.1.10"), 7000, Some("pb1"));
+    let d = Duration::from_secs(5);
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 7000, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.51"), 7000, d).as_deref(),
+        Some("pb1")
+    );
+    // Guest → outside leaves from its elastic IP (SNAT), each VPC from its own.
+    banner_server(&out, ip("203.0.113.1"), 9000, None);
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.50")
+    );
+    assert_eq!(
+        banner(&w.g("pb1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.51")
+    );
+    // A guest without an elastic IP (and no NAT gateway) has no way out.
+    assert!(!w.lab.ping(&w.g("pa2"), ip("203.0.113.1"), 1));
+    // Idempotent with the external pieces too.
+    assert_eq!(w.apply(&m), 0);
+
+    // The cap holds in both directions (iperf3, 4 s).
+    let cap = f64::from(CAP) * 1e6;
+    let (ga, out2) = (w.g("pa1"), out.clone());
+    let up = w.lab.iperf3(&out2, &ga, "203.0.113.1", 4, false).unwrap();
+    let down = w.lab.iperf3(&out2, &ga, "203.0.113.1", 4, true).unwrap();
+    eprintln!(
+        "elastic IP cap {CAP} Mbit/s: guest→outside {:.2} Mbit/s, outside→guest {:.2} Mbit/s",
+        up / 1e6,
+        down / 1e6
+    );
+    for (dir, r) in [("egress", up), ("ingress", down)] {
+        assert!(
+            (cap * 0.9..=cap * 1.1).contains(&r),
+            "{dir} {:.2} Mbit/s not within ±10 % of {CAP}",
+            r / 1e6
+        );
+    }
+
+    // Drift: a deleted uplink, proxy entry, external route table and NAT table come back.
+    let ha = w.host_ns("host-a");
+    let rns = format!("{}-host-a-ynr-00002a", w.lab.prefix);
+    for (ns, argv) in [
+        (&ha, vec!["ip", "link", "del", "ynu-00002a"]),
+        (
+            &ha,
+            vec!["ip", "neigh", "del", "proxy", "203.0.113.51", "dev", "ext0"],
+        ),
+        (&rns, vec!["nft", "delete", "table", "ip", "yunhan_router"]),
+    ] {
+        let o = w.lab.exec(ns, &argv).unwrap();
+        assert!(o.status.success(), "{argv:?}");
+    }
+    let table = w.plans["host-a"].externals[0].table.to_string();
+    let o = w
+        .lab
+        .exec(&ha, &["ip", "route", "flush", "table", &table])
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!w.lab.ping(&out, ip("203.0.113.50"), 1));
+    let repaired = w.apply(&m);
+    assert!(repaired >= 4, "repaired {repaired}");
+    for a in ["203.0.113.50", "203.0.113.51"] {
+        assert!(w.lab.ping_within(&out, ip(a), d), "ping {a} after repair");
+    }
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 7000, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(w.apply(&m), 0);
+
+    // Unbinding stops it: no answer at the address, no way out for the guest.
+    m.elastic_ips[0].port = None;
+    assert!(w.apply(&m) > 0);
+    assert!(!w.lab.ping(&out, ip("203.0.113.50"), 1));
+    assert!(tcp_blocked(&out, ip("203.0.113.50"), 7000));
+    assert!(!w.lab.ping(&w.g("pa1"), ip("203.0.113.1"), 1));
+    // The other VPC's elastic IP is untouched.
+    assert_eq!(
+        banner(&out, ip("203.0.113.51"), 7000, d).as_deref(),
+        Some("pb1")
+    );
+    // Removing everything external leaves nothing behind (no tables, rules, proxies).
+    m.elastic_ips.clear();
+    w.apply(&m);
+    assert_eq!(w.apply(&m), 0);
+    let rules = w.lab.exec(&ha, &["ip", "rule", "show"]).unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains("203.0.113"), "{rules}");
+    let proxies = w.lab.exec(&ha, &["ip", "neigh", "show", "proxy"]).unwrap();
+    assert!(proxies.stdout.is_empty());
+}
+
+#[test]
+fn e2e_network_nat_gateway_snat_from_another_host_and_dnat() {
+    let mut m = fixtures::two_host_model();
+    m.external_networks.push(fixtures::external(&m));
+    open_to_external(&mut m);
+    // The gateway runs on host-b; pa1 (10.0.1.10) is on host-a, pa3 (10.0.2.10) on host-b.
+    m.nat_gateways.push(NatGateway {
+        id: "nat-a".into(),
+        vpc: "vpc-a".into(),
+        external_ip: ip("203.0.113.60"),
+        subnets: vec![],
+        dnat: vec![
+            DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8080,
+                internal_ip: ip("10.0.1.10"),
+                internal_port: 80,
+            },
+            DnatRule {
+                protocol: Protocol::Tcp,
+                external_port: 8081,
+                internal_ip: ip("10.0.2.10"),
+                internal_port: 80,
+            },
+        ],
+        host: "host-b".into(),
+    });
+    // pb1 (vpc-b, same 10.0.1.10 on host-a) has no NAT gateway: it must not get out.
+    let mut w = World::with_external("f", &m);
+    let out = w.outside.clone();
+    let d = Duration::from_secs(5);
+    banner_server(&out, ip("203.0.113.1"), 9000, None);
+    // SNAT: from the other host (through the transit) and from the gateway's own host.
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    assert_eq!(
+        banner(&w.g("pa3"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    assert!(w.lab.ping_within(&w.g("pa2"), ip("203.0.113.1"), d));
+    assert!(!w.lab.ping(&w.g("pb1"), ip("203.0.113.1"), 1));
+    // DNAT: port-forwards to a guest on another host and to one on the gateway's host.
+    banner_server(&w.g("pa1"), ip("10.0.1.10"), 80, Some("pa1"));
+    banner_server(&w.g("pa3"), ip("10.0.2.10"), 80, Some("pa3"));
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8080, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8081, d).as_deref(),
+        Some("pa3")
+    );
+    assert!(tcp_blocked(&out, ip("203.0.113.60"), 80));
+    assert_eq!(w.apply(&m), 0);
+    // An elastic IP wins over the gateway for its port.
+    m.elastic_ips.push(ElasticIp {
+        id: "eip-a".into(),
+        address: ip("203.0.113.50"),
+        port: Some("pa1".into()),
+        bandwidth_mbit: None,
+    });
+    w.apply(&m);
+    assert_eq!(
+        banner(&w.g("pa1"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.50")
+    );
+    assert_eq!(
+        banner(&w.g("pa3"), ip("203.0.113.1"), 9000, d).as_deref(),
+        Some("203.0.113.60")
+    );
+    // pa1:80 is reachable both through its elastic IP and through the gateway's forward.
+    assert_eq!(
+        banner(&out, ip("203.0.113.50"), 80, d).as_deref(),
+        Some("pa1")
+    );
+    assert_eq!(
+        banner(&out, ip("203.0.113.60"), 8080, d).as_deref(),
+        Some("pa1")
+    );
+    // Limited to subnet sn-a2: pa2 (sn-a1, no elastic IP) loses its way out.
+    m.nat_gateways[0].subnets = vec!["sn-a2".into()];
+    w.apply(&m);
+    assert!(!w.lab.ping(&w.g("pa2"), ip("203.0.113.1"), 1));
+    assert!(w.lab.ping_within(&w.g("pa3"), ip("203.0.113.1"), d));
+    // Removing the gateway removes its address and transit.
+    m.nat_gateways.clear();
+    w.apply(&m);
+    assert!(!w.lab.ping(&w.g("pa3"), ip("203.0.113.1"), 1));
+    assert!(tcp_blocked(&out, ip("203.0.113.60"), 8081));
+    assert_eq!(w.apply(&m), 0);
+}
+
+/// keepalived-style takeover inside a namespace guest: the VIP on a macvlan with the VIP's
+/// MAC (`use_vmac`), ARP answered only by the interface holding an address and sent from
+/// the interface's own address (`arp_ignore=1`, `arp_announce=2`), and a gratuitous ARP
+/// from the VIP's MAC.
+fn take_vip(lab: &Lab, ns: &str, vip: Ipv4Addr, mac: &str) {
+    let vip = vip.to_string();
+    for argv in [
+        vec![
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ],
+        vec![
+            "ip", "link", "add", "vip0", "link", "eth0", "type", "macvlan", "mode", "private",
+        ],
+        vec!["ip", "link", "set", "vip0", "address", mac, "up"],
+        vec!["ip", "addr", "add", &format!("{vip}/32"), "dev", "vip0"],
+        vec![
+            "busybox", "arping", "-U", "-c", "1", "-I", "vip0", "-s", &vip, &vip,
+        ],
+    ] {
+        let o = lab.exec(ns, &argv).unwrap();
+        assert!(
+            o.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+fn drop_vip(lab: &Lab, ns: &str) {
+    let o = lab.exec(ns, &["ip", "link", "del", "vip0"]).unwrap();
+    assert!(o.status.success());
+}
+
+#[test]
+fn e2e_network_vip_failover_between_hosts() {
+    let mut m = fixtures::two_host_model();
+    // pa4: a client on host-a next to the first holder; pa3 (host-b, other subnet) is routed.
+    m.ports.push(fixtures::port(
+        "pa4",
+        "vpc-a",
+        "sn-a1",
+        "host-a",
+        "10.0.1.12",
+        "02:00:00:0a:01:0c",
+        &["sg-web"],
+    ));
+    let vip = ip("10.0.1.100");
+    m.vips.push(Vip {
+        id: "vip1".into(),
+        vpc: "vpc-a".into(),
+        subnet: "sn-a1".into(),
+        ip: vip,
+        mac: None,
+        ports: vec!["pa1".into(), "pa2".into()],
+        holder: Some("pa1".into()),
+    });
+    let mac = m.vips[0].effective_mac().to_string();
+    let mut w = World::new("g", &m);
+    let d = Duration::from_secs(5);
+    for (g, name) in [("pa1", "pa1"), ("pa2", "pa2")] {
+        banner_server(&w.g(g), ip("0.0.0.0"), 80, Some(name));
+    }
+    take_vip(&w.lab, &w.g("pa1"), vip, &mac);
+    let holders = |w: &World, h: &str| w.realisers[h].vip_holders(&w.plans[h]).unwrap();
+    assert_eq!(holders(&w, "host-a"), vec![("vip1".into(), "pa1".into())]);
+    assert!(holders(&w, "host-b").is_empty());
+    for c in ["pa4", "pa3"] {
+        assert!(w.lab.ping_within(&w.g(c), vip, d), "{c} → VIP");
+        assert_eq!(banner(&w.g(c), vip, 80, d).as_deref(), Some("pa1"));
+    }
+    assert_eq!(w.apply(&m), 0);
+
+    // Failover: pa1 lets go, pa2 (host-b) takes over and announces; host-b's probe sees it,
+    // the controller (here: the test) records the holder and every host applies its plan.
+    let t0 = Instant::now();
+    drop_vip(&w.lab, &w.g("pa1"));
+    take_vip(&w.lab, &w.g("pa2"), vip, &mac);
+    let deadline = t0 + Duration::from_secs(5);
+    while holders(&w, "host-b") != vec![("vip1".to_string(), "pa2".to_string())] {
+        assert!(Instant::now() < deadline, "host-b never saw pa2 announce");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+    let detected = t0.elapsed();
+    m.vips[0].holder = Some("pa2".into());
+    assert!(w.apply(&m) > 0);
+    let applied = t0.elapsed();
+    for c in ["pa4", "pa3"] {
+        assert!(
+            w.lab.ping_within(&w.g(c), vip, d),
+            "{c} → VIP after failover"
+        );
+    }
+    let reachable = t0.elapsed();
+    for c in ["pa4", "pa3"] {
+        assert_eq!(banner(&w.g(c), vip, 80, d).as_deref(), Some("pa2"));
+    }
+    eprintln!(
+        "VIP failover: detected {detected:?}, plans applied {applied:?}, reachable from both clients {reachable:?}"
+    );
+    // Host-a no longer claims it; the plans agree; a non-member may not send from the VIP.
+    assert!(holders(&w, "host-a").is_empty());
+    assert_eq!(w.apply(&m), 0);
+    let o = w
+        .lab
+        .exec(
+            &w.g("pa4"),
+            &["ip", "addr", "add", "10.0.1.100/32", "dev", "eth0"],
+        )
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!w
+        .lab
+        .exec(
+            &w.g("pa4"),
+            &[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                "10.0.1.100",
+                "10.0.1.11"
+            ]
+        )
+        .unwrap()
+        .status
+        .success());
 }
