@@ -7,6 +7,7 @@
 
 pub mod compute;
 mod host;
+pub mod network;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use yunhan_store::reconcile::run_reconciler;
 
 pub use compute::{AccelMode, ComputeConfig};
 pub use host::{discover, Discovered};
+pub use network::NetworkConfig;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -33,6 +35,8 @@ pub struct AgentConfig {
     pub gpus: Vec<String>,
     /// Compute data plane settings (accelerator, QEMU user, stop timeout).
     pub compute: ComputeConfig,
+    /// Network data plane settings (namespace, VTEP).
+    pub network: NetworkConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +74,16 @@ pub async fn run(
     })?;
     let host_id = host::register(&objects, &cfg).await?;
     tracing::info!(host = %cfg.name, id = %host_id, "agent registered");
-    let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, cfg.compute.clone())
+    let mut compute_cfg = cfg.compute.clone();
+    compute_cfg.netns = cfg.network.netns.clone();
+    let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, compute_cfg)
         .map_err(AgentError::Compute)?;
+    let net = network::NetAgent::new(host_id.clone(), &cfg.state_dir, cfg.network.clone());
+    let mut net = AbortOnDrop(tokio::spawn(run_reconciler(
+        Arc::new(net),
+        objects.clone(),
+        shutdown.clone(),
+    )));
     let mut lease = AbortOnDrop(tokio::spawn(host::keep_alive(
         objects.clone(),
         host_id.clone(),
@@ -85,5 +97,6 @@ pub async fn run(
     )));
     let _ = (&mut lease.0).await;
     let _ = (&mut vms.0).await;
+    let _ = (&mut net.0).await;
     Ok(())
 }

@@ -88,6 +88,7 @@ impl Env {
                 resync: Duration::from_millis(500),
                 ..Default::default()
             },
+            network: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(yunhan_agent::run(self.objects.clone(), cfg, rx));

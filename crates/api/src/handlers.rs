@@ -314,6 +314,7 @@ async fn update<K: Hooks>(
         new.metadata.labels = labels;
     }
     K::check_update(&old, &new)?;
+    K::prepare_update(&s, &p, &old, &mut new).await?;
     Ok(Json(s.objects.update::<K>(&new).await?))
 }
 
@@ -473,7 +474,7 @@ async fn track(State(s): State<Shared>, req: Request, next: Next) -> Response {
 }
 
 /// `GET/POST /v1/<plural>` and `GET/PUT/DELETE /v1/<plural>/{id}`.
-fn crud<K: Hooks>(router: Router<Shared>) -> Router<Shared> {
+pub(crate) fn crud<K: Hooks>(router: Router<Shared>) -> Router<Shared> {
     router
         .route(
             &format!("/v1/{}", K::PLURAL),
@@ -495,6 +496,7 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
     r = crud::<Instance>(r);
     r = crud::<Volume>(r);
     r = crud::<PlacementGroup>(r);
+    r = crate::network::routes(r);
     r = r
         .route("/v1/api-keys", get(list::<ApiKey>).post(create_key))
         .route(

@@ -32,6 +32,16 @@ pub trait Hooks: Kind + Sized {
         Ok(())
     }
 
+    /// Resolves references of an update (names → ids) and checks them against the store.
+    async fn prepare_update(
+        _s: &AppState,
+        _p: &Principal,
+        _old: &Doc<Self>,
+        _new: &mut Doc<Self>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// The project an object is owned by, for scoping (None: platform-wide).
     fn owner(doc: &Doc<Self>) -> Option<&str> {
         doc.metadata.project.as_deref()
@@ -250,6 +260,9 @@ impl Hooks for Instance {
         doc.status.memory_mib = flavor.spec.memory_mib;
         doc.status.disk_gib = flavor.spec.disk_gib;
         doc.status.phase = InstancePhase::Pending;
+        if let Some(nic) = doc.spec.nic.clone() {
+            crate::network::create_primary_nic(s, doc, &nic).await?;
+        }
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
@@ -258,11 +271,17 @@ impl Hooks for Instance {
                 "an instance's flavor and image cannot change".into(),
             ));
         }
+        if old.spec.nic != new.spec.nic {
+            return Err(conflict(
+                "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'".into(),
+            ));
+        }
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         if doc.status.host.is_none() {
             s.objects.delete::<Self>(&doc).await?;
+            crate::network::release_instance_nics(s, &doc).await?;
             return Ok(Deleted::Now);
         }
         // Bound to a host: its agent tears the VM down and removes the object.

@@ -11,6 +11,7 @@ mod handlers;
 mod hooks;
 mod images;
 mod metrics;
+mod network;
 mod openapi;
 mod ratelimit;
 

@@ -177,6 +177,14 @@ pub fn openapi_document() -> Value {
     b.kind::<Instance>(true, true);
     b.kind::<Volume>(true, true);
     b.kind::<PlacementGroup>(true, true);
+    b.kind::<yunhan_model::Vpc>(true, true);
+    b.kind::<yunhan_model::Subnet>(true, true);
+    b.kind::<yunhan_model::NetworkInterface>(true, true);
+    b.kind::<yunhan_model::SecurityGroup>(true, true);
+    b.kind::<yunhan_model::ElasticIpPool>(true, true);
+    b.kind::<yunhan_model::ElasticIp>(true, true);
+    b.kind::<yunhan_model::NatGateway>(true, true);
+    b.kind::<yunhan_model::Vip>(true, true);
     b.kind::<ApiKey>(false, false);
 
     let key_body = b.schema::<CreateRequest<ApiKeySpec>>();

@@ -30,8 +30,8 @@ pub struct ClientArgs {
 /// `list`, `show`, `create`, `delete` for one resource kind.
 macro_rules! resource_command {
     ($(#[$m:meta])* $name:ident, $create:ty $(, { $($extra:tt)* })?) => {
-        $(#[$m])*
         #[derive(Subcommand, Debug, Clone)]
+        $(#[$m])*
         pub enum $name {
             /// List them (all pages)
             #[command(alias = "ls")]
@@ -66,9 +66,10 @@ macro_rules! resource_command {
         }
     };
 }
+pub(crate) use resource_command;
 
 /// `list`, `show`, `delete`: the same for every kind.
-enum Verb {
+pub(crate) enum Verb {
     List,
     Show(String),
     Delete(String, bool),
@@ -176,6 +177,15 @@ pub struct VmCreate {
     /// SSH public key authorised for root (repeatable)
     #[arg(long = "ssh-key")]
     pub ssh_keys: Vec<String>,
+    /// Give the VM a primary NIC in this subnet (name or id); it is deleted with the VM
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// The primary NIC's fixed address [default: the next free one]
+    #[arg(long, requires = "subnet")]
+    pub ip: Option<String>,
+    /// A security group of the primary NIC (repeatable) [default: the VPC's default group]
+    #[arg(long = "security-group", value_name = "GROUP", requires = "subnet")]
+    pub security_groups: Vec<String>,
     /// Create it stopped
     #[arg(long)]
     pub stopped: bool,
@@ -296,6 +306,8 @@ pub enum Command {
     PlacementGroup(PlacementGroupCommand),
     /// Show who the configured token belongs to
     Whoami,
+    #[command(flatten)]
+    Network(crate::network::NetworkCommand),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -334,10 +346,10 @@ macro_rules! col {
 }
 
 /// Table columns and URL segment of a kind.
-struct Kind {
-    plural: &'static str,
-    singular: &'static str,
-    columns: &'static [Column],
+pub(crate) struct Kind {
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub columns: &'static [Column],
 }
 
 const HOSTS: Kind = Kind {
@@ -504,7 +516,7 @@ fn client_for(args: &ClientArgs) -> Result<Client, ClientError> {
     Ok(Client::new(&endpoint, &token))
 }
 
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
@@ -513,13 +525,13 @@ fn path_segment(s: &str) -> String {
         .collect()
 }
 
-struct Ctx {
-    client: Client,
-    format: Format,
+pub(crate) struct Ctx {
+    pub client: Client,
+    pub format: Format,
 }
 
 impl Ctx {
-    async fn verb(&self, k: &Kind, v: Verb) -> Result<(), ClientError> {
+    pub(crate) async fn verb(&self, k: &Kind, v: Verb) -> Result<(), ClientError> {
         match v {
             Verb::List => self.list(k).await,
             Verb::Show(name) => self.show(k, &name).await.map(drop),
@@ -542,7 +554,7 @@ impl Ctx {
         Ok(v)
     }
 
-    async fn create(&self, k: &Kind, body: Value) -> Result<Value, ClientError> {
+    pub(crate) async fn create(&self, k: &Kind, body: Value) -> Result<Value, ClientError> {
         let v = self
             .client
             .request(Method::POST, &format!("/v1/{}", k.plural), Some(&body))
@@ -749,6 +761,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
             ];
             print(ctx.format, &cols, &v);
         }
+        Command::Network(c) => crate::network::run(&ctx, c).await?,
         Command::Host(HostCommand::List) => ctx.list(&HOSTS).await?,
         Command::Host(HostCommand::Show { name }) => drop(ctx.show(&HOSTS, &name).await?),
         Command::Project(c) => match c.verb() {
@@ -929,6 +942,13 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                     }
                     if !a.ssh_keys.is_empty() {
                         spec["ssh_keys"] = json!(a.ssh_keys);
+                    }
+                    if let Some(subnet) = &a.subnet {
+                        let mut nic = json!({"subnet": subnet, "security_groups": a.security_groups});
+                        if let Some(ip) = &a.ip {
+                            nic["ip"] = json!(ip);
+                        }
+                        spec["nic"] = nic;
                     }
                     let mut v = ctx
                         .create(&VMS, json!({"metadata": {"name": a.name}, "spec": spec}))

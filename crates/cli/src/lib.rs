@@ -5,6 +5,7 @@ mod client;
 mod commands;
 pub mod config;
 mod console;
+mod network;
 mod output;
 
 pub use client::{Client, ClientError, ConsoleStream};

@@ -4,6 +4,7 @@
 
 pub mod leader;
 pub mod liveness;
+pub mod network;
 pub mod placement;
 pub mod scheduler;
 
@@ -32,6 +33,7 @@ pub async fn run_controllers(
     let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
         Arc::new(liveness::HostLiveness),
         Arc::new(scheduler::Scheduler { policy }),
+        Arc::new(network::NetworkController::default()),
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Conflict,
     /// The project's quota does not allow this.
     QuotaExceeded,
+    /// The subnet (or elastic IP pool) has no free address left.
+    IpExhausted,
     /// Too many requests for this API key; retry after `Retry-After` seconds.
     RateLimited,
     /// The HTTP method is not allowed on this path.
@@ -46,7 +48,7 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::QuotaExceeded => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::AlreadyExists | ErrorCode::Conflict => 409,
+            ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::IpExhausted => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Conflict => "conflict",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::IpExhausted => "ip_exhausted",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Internal => "internal",
@@ -76,7 +79,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidField,
@@ -88,6 +91,7 @@ impl ErrorCode {
         ErrorCode::AlreadyExists,
         ErrorCode::Conflict,
         ErrorCode::QuotaExceeded,
+        ErrorCode::IpExhausted,
         ErrorCode::RateLimited,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Internal,

@@ -267,6 +267,10 @@ pub struct InstanceSpec {
     /// The requested reboot is a hard reset rather than a guest (ACPI) reboot.
     #[serde(default)]
     pub reboot_hard: bool,
+    /// A primary NIC to create with the instance (deleted with it). Cannot change; attach
+    /// more NICs by setting their `spec.instance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<crate::network::PrimaryNic>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -337,6 +341,9 @@ impl Kind for Instance {
         validate_name("spec.image", &spec.image)?;
         if let Some(g) = &spec.placement_group {
             validate_name("spec.placement_group", g)?;
+        }
+        if let Some(n) = &spec.nic {
+            n.validate()?;
         }
         if spec.user_data.as_ref().is_some_and(|u| u.len() > 64 * 1024) {
             return Err(ApiError::invalid_field(

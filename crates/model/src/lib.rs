@@ -6,6 +6,7 @@ mod error;
 mod identity;
 mod infra;
 mod meta;
+pub mod network;
 mod quota;
 
 pub use error::{ApiError, ErrorCode};
@@ -22,5 +23,9 @@ pub use infra::{
 pub use meta::{
     new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
     Resource, Scope, UpdateRequest,
+};
+pub use network::{
+    ElasticIp, ElasticIpPool, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip,
+    Vpc,
 };
 pub use quota::{Quota, Usage};

@@ -82,6 +82,14 @@ pub struct AgentArgs {
     /// Seconds a guest gets to power off on stop before QEMU is quit/killed
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     stop_timeout: u64,
+    /// Realise VPC networking (bridges, VXLAN, router namespaces, nftables, VM taps)
+    /// inside this existing network namespace instead of the agent's own (a test lab's
+    /// "host"); QEMU itself stays in the agent's namespace
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// This host's VXLAN tunnel endpoint on the underlay [default: --address]
+    #[arg(long, value_name = "IP")]
+    vtep: Option<std::net::Ipv4Addr>,
 }
 
 /// API tuning shared by `up` and `server`.
@@ -277,6 +285,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(3),
         gpus: Vec::new(),
         compute: yunhan_agent::ComputeConfig::default(),
+        network: yunhan_agent::NetworkConfig::default(),
     };
     let agent = tokio::spawn(yunhan_agent::run(
         objects.clone(),
@@ -342,6 +351,11 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
             accel: a.accel,
             qemu_user: Some(a.qemu_user),
             stop_timeout: Duration::from_secs(a.stop_timeout),
+            ..Default::default()
+        },
+        network: yunhan_agent::NetworkConfig {
+            netns: a.netns,
+            vtep: a.vtep,
             ..Default::default()
         },
     };

@@ -49,6 +49,36 @@ pub struct VmPlan {
     pub mac: String,
     /// Host PCI addresses passed through with VFIO.
     pub gpus: Vec<String>,
+    /// VPC NICs (TAP file descriptors inherited by QEMU). None: the user-mode NIC.
+    #[serde(default)]
+    pub nics: Vec<VmNic>,
+}
+
+/// A VPC NIC of a VM: a TAP device the agent opened, passed to QEMU by descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNic {
+    /// The NetworkInterface id (also the QEMU device id, for hot unplug).
+    pub id: String,
+    pub mac: String,
+    /// The TAP device in the host's network namespace.
+    pub device: String,
+    /// Its descriptor number in QEMU (inherited across exec).
+    pub fd: i32,
+    pub mtu: u16,
+}
+
+impl VmNic {
+    /// `netdev_add` / `-netdev` arguments.
+    pub fn netdev(&self) -> String {
+        format!("tap,id=nd-{},fd={}", self.id, self.fd)
+    }
+    /// `device_add` / `-device` arguments.
+    pub fn device(&self) -> String {
+        format!(
+            "virtio-net-pci,id={},netdev=nd-{},mac={},host_mtu={}",
+            self.id, self.id, self.mac, self.mtu
+        )
+    }
 }
 
 impl VmPlan {
@@ -160,13 +190,20 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
         }
         push("-append", cmdline.clone());
     }
-    // User-mode NIC, isolated from the host and the outside (restrict=on)
-    // until VPC networking lands; QEMU's DHCP server still answers.
-    push("-netdev", "user,id=net0,restrict=on".into());
-    push(
-        "-device",
-        format!("virtio-net-pci,id=nic0,netdev=net0,mac={}", plan.mac),
-    );
+    // VPC NICs: TAPs in the host's namespace, plugged into the VPC bridge by the
+    // network agent. Without any, a user-mode NIC isolated from the host and the
+    // outside (restrict=on); QEMU's DHCP server still answers.
+    if plan.nics.is_empty() {
+        push("-netdev", "user,id=net0,restrict=on".into());
+        push(
+            "-device",
+            format!("virtio-net-pci,id=nic0,netdev=net0,mac={}", plan.mac),
+        );
+    }
+    for nic in &plan.nics {
+        push("-netdev", nic.netdev());
+        push("-device", nic.device());
+    }
     for (i, gpu) in plan.gpus.iter().enumerate() {
         push("-device", format!("vfio-pci,id=gpu{i},host={}", esc(gpu)));
     }
@@ -238,7 +275,23 @@ mod tests {
             boot,
             mac: mac_for("ins-00000000000000aa"),
             gpus,
+            nics: vec![],
         }
+    }
+
+    #[test]
+    fn vm_with_two_vpc_nics() {
+        let mut p = plan(Accelerator::Tcg, Boot::Disk, vec![]);
+        for (i, id) in ["nic-00000000000000a1", "nic-00000000000000a2"].iter().enumerate() {
+            p.nics.push(VmNic {
+                id: id.to_string(),
+                mac: format!("52:54:0a:0a:01:0{}", i + 2),
+                device: yunhan_net::names::port_device(id),
+                fd: 40 + i as i32,
+                mtu: 1450,
+            });
+        }
+        insta::assert_json_snapshot!(build_argv(&p));
     }
 
     #[test]

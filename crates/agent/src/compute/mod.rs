@@ -39,6 +39,8 @@ pub struct ComputeConfig {
     /// How often instances are re-checked without store changes (notices
     /// QEMU processes that died).
     pub resync: Duration,
+    /// The network namespace VM taps are created in (the agent's `--netns`).
+    pub netns: Option<String>,
 }
 
 impl Default for ComputeConfig {
@@ -49,6 +51,7 @@ impl Default for ComputeConfig {
             stop_timeout: Duration::from_secs(30),
             qemu_binary: "qemu-system-x86_64".into(),
             resync: Duration::from_secs(2),
+            netns: None,
         }
     }
 }
@@ -350,10 +353,22 @@ impl Inner {
         })
         .await?;
         let accel = self.accelerator().await;
-        let req = match self.plan(objects, inst, accel).await {
+        let mut req = match self.plan(objects, inst, accel).await {
             Ok(r) => r,
             Err(msg) => return self.fail(objects, id, msg).await,
         };
+        for nic in &mut req.plan.nics {
+            match crate::network::open_tap(self.cfg.netns.as_deref(), &nic.device) {
+                Ok(fd) => {
+                    nic.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                    req.inherit_fds.push(Arc::new(fd));
+                }
+                Err(e) => {
+                    let msg = format!("creating the TAP of NIC {}: {e}", nic.id);
+                    return self.fail(objects, id, msg).await;
+                }
+            }
+        }
         let t0 = std::time::Instant::now();
         match self.rt.start(&req).await {
             Ok(pid) => {
@@ -444,13 +459,37 @@ impl Inner {
             }
         };
         let mac = mac_for(id);
+        let attached = crate::network::instance_nics(objects, inst.metadata.project.as_deref(), id)
+            .await
+            .map_err(|e| format!("reading the instance's NICs: {e}"))?;
+        let mtu = crate::network::GUEST_MTU;
+        let seed_nics: Vec<seed::SeedNic> = attached
+            .iter()
+            .map(|n| seed::SeedNic {
+                mac: n.mac.clone(),
+                address: format!("{}/{}", n.ip, n.prefix_len),
+                gateway: n.gateway.to_string(),
+                mtu,
+            })
+            .collect();
         let seed = seed::seed_files(
             id,
             &inst.metadata.name,
             &mac,
+            &seed_nics,
             inst.spec.user_data.as_deref(),
             &inst.spec.ssh_keys,
         );
+        let nics = attached
+            .into_iter()
+            .map(|n| argv::VmNic {
+                id: n.id,
+                mac: n.mac,
+                device: n.device,
+                fd: -1,
+                mtu,
+            })
+            .collect();
         Ok(StartRequest {
             plan: VmPlan {
                 instance_id: id.clone(),
@@ -462,11 +501,13 @@ impl Inner {
                 boot,
                 mac,
                 gpus: inst.status.gpu_devices.clone(),
+                nics,
             },
             image_disk: image.status.disk_path.as_ref().map(PathBuf::from),
             image_kernel,
             disk_bytes: inst.status.disk_gib << 30,
             seed,
+            inherit_fds: Vec::new(),
         })
     }
 

@@ -8,9 +8,11 @@
 //! unprivileged QEMU user, so it outlives the agent; the pidfile plus
 //! `/proc/<pid>/cmdline` identify it again after an agent restart.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -43,6 +45,8 @@ pub struct StartRequest {
     /// The root disk's size (it grows to this; never shrinks).
     pub disk_bytes: u64,
     pub seed: SeedFiles,
+    /// Descriptors QEMU inherits (the VPC NICs' TAPs, numbered as in `plan.nics`).
+    pub inherit_fds: Vec<Arc<OwnedFd>>,
 }
 
 #[derive(Debug)]
@@ -241,6 +245,22 @@ impl Runtime {
             .kill_on_drop(false);
         if let Some((uid, gid)) = ids {
             cmd.uid(uid).gid(gid);
+        }
+        let fds: Vec<i32> = req.inherit_fds.iter().map(|f| f.as_raw_fd()).collect();
+        if !fds.is_empty() {
+            // SAFETY: only fcntl(2), async-signal-safe, between fork and exec: the
+            // descriptors (close-on-exec in the agent) stay open in QEMU.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    for fd in &fds {
+                        if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .spawn()

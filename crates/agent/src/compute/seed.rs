@@ -26,13 +26,48 @@ fn yaml_str(s: &str) -> String {
     out
 }
 
-/// The seed of an instance: its id and name, DHCP on eth0 (the only NIC
-/// until VPC networking lands), and the user's user-data — or, without it,
-/// a `#cloud-config` carrying the SSH keys.
+/// A VPC NIC's static configuration in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedNic {
+    pub mac: String,
+    /// `10.10.1.5/24`
+    pub address: String,
+    pub gateway: String,
+    pub mtu: u16,
+}
+
+/// The network-config (v2): DHCP on the user-mode NIC `mac` when there are no VPC NICs,
+/// else each VPC NIC by MAC (`eth0`, `eth1`, … in order) with its static address and MTU;
+/// the first one carries the default route.
+fn network_config(mac: &str, nics: &[SeedNic]) -> String {
+    if nics.is_empty() {
+        return format!(
+            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: {}\n    set-name: eth0\n    dhcp4: true\n",
+            yaml_str(mac)
+        );
+    }
+    let mut s = String::from("version: 2\nethernets:\n");
+    for (i, n) in nics.iter().enumerate() {
+        s.push_str(&format!(
+            "  eth{i}:\n    match:\n      macaddress: {}\n    set-name: eth{i}\n    dhcp4: false\n    addresses: [{}]\n    mtu: {}\n",
+            yaml_str(&n.mac),
+            yaml_str(&n.address),
+            n.mtu
+        ));
+        if i == 0 {
+            s.push_str(&format!("    gateway4: {}\n", yaml_str(&n.gateway)));
+        }
+    }
+    s
+}
+
+/// The seed of an instance: its id and name, its network (see [`network_config`]), and
+/// the user's user-data — or, without it, a `#cloud-config` carrying the SSH keys.
 pub fn seed_files(
     instance_id: &str,
     hostname: &str,
     mac: &str,
+    nics: &[SeedNic],
     user_data: Option<&str>,
     ssh_keys: &[String],
 ) -> SeedFiles {
@@ -41,10 +76,7 @@ pub fn seed_files(
         yaml_str(instance_id),
         yaml_str(hostname)
     );
-    let network_config = format!(
-        "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: {}\n    set-name: eth0\n    dhcp4: true\n",
-        yaml_str(mac)
-    );
+    let network_config = network_config(mac, nics);
     let user_data = match user_data {
         Some(u) => u.to_string(),
         None => {
@@ -121,7 +153,7 @@ mod tests {
 
     #[test]
     fn meta_data_and_network() {
-        let s = seed_files("ins-1", "web-1", "52:54:00:01:02:03", None, &[]);
+        let s = seed_files("ins-1", "web-1", "52:54:00:01:02:03", &[], None, &[]);
         assert_eq!(
             s.meta_data,
             "instance-id: \"ins-1\"\nlocal-hostname: \"web-1\"\n"
@@ -140,7 +172,7 @@ mod tests {
             "ssh-ed25519 AAAA a@b".to_string(),
             "ssh-rsa BBBB".to_string(),
         ];
-        let s = seed_files("ins-1", "web-1", "52:54:00:01:02:03", None, &keys);
+        let s = seed_files("ins-1", "web-1", "52:54:00:01:02:03", &[], None, &keys);
         assert_eq!(
             s.user_data,
             "#cloud-config\nssh_authorized_keys:\n  - \"ssh-ed25519 AAAA a@b\"\n  - \"ssh-rsa BBBB\"\n"
@@ -150,8 +182,34 @@ mod tests {
     #[test]
     fn user_data_is_passed_verbatim() {
         let ud = "#!/bin/sh\necho hi\n";
-        let s = seed_files("ins-1", "web-1", "m", Some(ud), &["k".into()]);
+        let s = seed_files("ins-1", "web-1", "m", &[], Some(ud), &["k".into()]);
         assert_eq!(s.user_data, ud);
+    }
+
+    #[test]
+    fn vpc_nics_get_static_addresses_by_mac() {
+        let nic = |mac: &str, addr: &str, gw: &str| SeedNic {
+            mac: mac.into(),
+            address: addr.into(),
+            gateway: gw.into(),
+            mtu: 1450,
+        };
+        let s = seed_files(
+            "ins-1",
+            "a",
+            "52:54:00:01:02:03",
+            &[
+                nic("52:54:0a:0a:01:02", "10.10.1.2/24", "10.10.1.1"),
+                nic("52:54:0a:0a:02:02", "10.10.2.2/24", "10.10.2.1"),
+            ],
+            None,
+            &[],
+        );
+        assert_eq!(
+            s.network_config,
+            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"52:54:0a:0a:01:02\"\n    set-name: eth0\n    dhcp4: false\n    addresses: [\"10.10.1.2/24\"]\n    mtu: 1450\n    gateway4: \"10.10.1.1\"\n  eth1:\n    match:\n      macaddress: \"52:54:0a:0a:02:02\"\n    set-name: eth1\n    dhcp4: false\n    addresses: [\"10.10.2.2/24\"]\n    mtu: 1450\n"
+        );
+        assert!(!s.network_config.contains("52:54:00:01:02:03"));
     }
 
     #[test]
@@ -170,7 +228,7 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let s = seed_files("ins-1", "web-1", "m", None, &[]);
+        let s = seed_files("ins-1", "web-1", "m", &[], None, &[]);
         let iso = d.path().join("seed.iso");
         write_iso(&s, d.path(), &iso).await.unwrap();
         let bytes = std::fs::read(&iso).unwrap();

@@ -1,0 +1,293 @@
+//! The network data plane of a host: realises the plan the SDN controller writes for this
+//! host (`/yunhan/plans/net/<host>`) with [`yunhan_net::realise::Realiser`], in the root
+//! network namespace or in `--netns` (a test lab's "host"). Every pass re-applies the plan,
+//! so drift (a deleted link, FDB entry or nft rule) is repaired within one resync period,
+//! and a VM's freshly created tap is plugged into its VPC bridge. The last plan is kept in
+//! `<state_dir>/net/last-plan.json`: with the control plane away (or after an agent
+//! restart without it) the data plane keeps being realised from it.
+//!
+//! VM NICs are TAP devices created here, in the host's namespace ([`open_tap`]), and handed
+//! to QEMU (which stays in the root namespace) as file descriptors.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use yunhan_model::network::{PLAN_PREFIX, VTEP_PREFIX};
+use yunhan_net::realise::{Realiser, SystemRunner, Target};
+use yunhan_net::HostPlan;
+use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_store::reconcile::Reconciler;
+use yunhan_store::StoreExt;
+
+/// Network settings of the agent.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Realise inside this existing network namespace (None: the agent's own).
+    pub netns: Option<String>,
+    /// This host's VXLAN tunnel endpoint (None: the host's `--address`).
+    pub vtep: Option<Ipv4Addr>,
+    /// How often the plan is re-applied without changes (drift repair, new taps).
+    pub resync: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            netns: None,
+            vtep: None,
+            resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The network reconciler of one host.
+pub struct NetAgent {
+    host_id: String,
+    cfg: NetworkConfig,
+    realiser: Arc<Mutex<Realiser<SystemRunner>>>,
+    vtep_published: Mutex<bool>,
+}
+
+impl NetAgent {
+    pub fn new(host_id: String, state_dir: &std::path::Path, cfg: NetworkConfig) -> NetAgent {
+        let target = Target {
+            netns: cfg.netns.clone(),
+            // Lab hosts share one machine: their router namespaces must not collide.
+            router_prefix: cfg
+                .netns
+                .as_ref()
+                .map(|n| format!("{n}-"))
+                .unwrap_or_default(),
+            state_dir: Some(state_dir.join("net")),
+        };
+        NetAgent {
+            host_id,
+            cfg,
+            realiser: Arc::new(Mutex::new(Realiser::new(SystemRunner, target))),
+            vtep_published: Mutex::new(false),
+        }
+    }
+
+    fn plan_key(&self) -> String {
+        format!("{PLAN_PREFIX}{}", self.host_id)
+    }
+
+    async fn publish_vtep(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let Some(vtep) = self.cfg.vtep else {
+            return Ok(());
+        };
+        if *lock(&self.vtep_published) {
+            return Ok(());
+        }
+        objects
+            .store()
+            .put(
+                &format!("{VTEP_PREFIX}{}", self.host_id),
+                vtep.to_string().into_bytes(),
+            )
+            .await?;
+        *lock(&self.vtep_published) = true;
+        Ok(())
+    }
+
+    /// Applies `plan` (None: the last applied one, if any) off the async threads.
+    async fn apply(&self, plan: Option<HostPlan>) {
+        let r = self.realiser.clone();
+        let host = self.host_id.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut r = lock(&r);
+            let last = match r.last_plan() {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable last network plan; ignoring it");
+                    None
+                }
+            };
+            let Some(plan) = plan.or_else(|| last.clone()) else {
+                return;
+            };
+            // Never touch a host's networking before it has a VPC port (or had one).
+            let used = |p: &HostPlan| !p.ports.is_empty() || !p.vpcs.is_empty();
+            if !used(&plan) && !last.as_ref().is_some_and(used) {
+                return;
+            }
+            if plan.host != host {
+                tracing::error!(plan_host = %plan.host, "a network plan for another host; ignored");
+                return;
+            }
+            let t0 = std::time::Instant::now();
+            match r.apply(&plan) {
+                Ok(rep) if rep.changes > 0 => tracing::info!(
+                    changes = rep.changes,
+                    conntrack_flushes = rep.conntrack_flushes,
+                    missing_ports = rep.missing_ports.len(),
+                    took_ms = t0.elapsed().as_millis() as u64,
+                    hash = %&plan.hash[..12.min(plan.hash.len())],
+                    "network plan applied"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "applying the network plan failed; will retry"),
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "network apply task failed");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Reconciler for NetAgent {
+    fn name(&self) -> &'static str {
+        "agent-network"
+    }
+    fn watches(&self) -> Vec<String> {
+        vec![self.plan_key()]
+    }
+    fn resync(&self) -> Duration {
+        self.cfg.resync
+    }
+    async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let fetched = objects.store().get(&self.plan_key()).await;
+        let plan = match &fetched {
+            Ok(Some(kv)) => match serde_json::from_slice::<HostPlan>(&kv.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable network plan; keeping the last one");
+                    None
+                }
+            },
+            // No plan yet (a new host), or the store is away: keep realising the last one.
+            Ok(None) | Err(_) => None,
+        };
+        self.apply(plan).await;
+        fetched?;
+        self.publish_vtep(objects).await
+    }
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates (or re-opens) the TAP device `name` in network namespace `netns` (None: the
+/// current one) and returns its file descriptor (close-on-exec; the QEMU spawn clears
+/// that). The device lives as long as a descriptor to it is open, so it goes away with
+/// its QEMU. The realiser plugs it into its VPC bridge (master, MTU, up).
+#[allow(unsafe_code)] // open(2) + ioctl(TUNSETIFF): no safe wrapper in our dependencies
+pub fn open_tap(netns: Option<&str>, name: &str) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad device name {name:?}"),
+        ));
+    }
+    let name = name.to_string();
+    let create = move || -> io::Result<OwnedFd> {
+        // SAFETY: a plain open(2) of a constant NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes an ifreq, which IfReq lays out.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+        }
+        Ok(fd)
+    };
+    match netns {
+        None => create(),
+        Some(ns) => {
+            let path = format!("/run/netns/{ns}");
+            std::thread::spawn(move || -> io::Result<OwnedFd> {
+                let f = std::fs::File::open(&path)?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| io::Error::other(format!("setns {path}: {e}")))?;
+                create()
+            })
+            .join()
+            .map_err(|_| io::Error::other("tap thread panicked"))?
+        }
+    }
+}
+
+/// A NIC attached to an instance, as the compute data plane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedNic {
+    pub id: String,
+    pub mac: String,
+    /// The TAP device's name in the host's namespace.
+    pub device: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// The NICs attached to `instance` (of `project`): the primary one first, then by age.
+pub async fn instance_nics(
+    objects: &Objects,
+    project: Option<&str>,
+    instance: &str,
+) -> Result<Vec<AttachedNic>, ObjectError> {
+    let mut nics: Vec<_> = objects
+        .list_all::<yunhan_model::NetworkInterface>(project)
+        .await?
+        .into_iter()
+        .filter(|n| n.spec.instance.as_deref() == Some(instance))
+        .collect();
+    nics.sort_by(|a, b| {
+        (!a.status.primary, &a.metadata.created, &a.metadata.id).cmp(&(
+            !b.status.primary,
+            &b.metadata.created,
+            &b.metadata.id,
+        ))
+    });
+    Ok(nics
+        .into_iter()
+        .filter_map(|n| {
+            Some(AttachedNic {
+                ip: n.status.ip.parse().ok()?,
+                gateway: n.status.gateway.parse().ok()?,
+                prefix_len: n.status.prefix_len,
+                mac: n.status.mac,
+                device: n.status.device,
+                id: n.metadata.id,
+            })
+        })
+        .collect())
+}
+
+/// The guest's MTU on VPC NICs: the underlay's (the SDN controller's, 1500) minus the
+/// VXLAN overhead, as in every plan.
+pub const GUEST_MTU: u16 = 1500 - 50;

@@ -1,0 +1,649 @@
+//! VPC networking resources: VPCs, subnets, network interfaces (elastic NICs), security
+//! groups, elastic IPs (from admin-defined pools), NAT gateways and shared virtual IPs.
+//! Design note: `docs/network.md`. References to other objects are stored as ids (the API
+//! resolves names at create time); addresses are strings in the usual notations.
+
+use std::net::Ipv4Addr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use yunhan_net::{Ipv4Cidr, MacAddr};
+
+use crate::{validate_name, ApiError, Kind, Scope, Usage};
+
+/// Parses an IPv4 CIDR (`10.0.0.0/16`, no host bits) for `field`.
+pub fn parse_cidr(field: &str, s: &str) -> Result<Ipv4Cidr, ApiError> {
+    s.parse::<Ipv4Cidr>().map_err(|e| {
+        ApiError::invalid_field(
+            field,
+            format!("{s:?} is not an IPv4 CIDR like 10.0.0.0/16: {e}"),
+        )
+    })
+}
+
+/// Parses an IPv4 address for `field`.
+pub fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, ApiError> {
+    s.parse::<Ipv4Addr>().map_err(|_| {
+        ApiError::invalid_field(field, format!("{s:?} is not an IPv4 address like 10.0.1.5"))
+    })
+}
+
+/// The MAC of a port with address `ip`: unique within a VPC because addresses are, stable
+/// when the NIC moves between VMs (the guest's configuration matches on it).
+pub fn port_mac(ip: Ipv4Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr([0x52, 0x54, o[0], o[1], o[2], o[3]])
+}
+
+/// The MAC of a subnet gateway (the same on every host: distributed routing). Distinct from
+/// every port MAC by its second octet.
+pub fn gateway_mac(gateway: Ipv4Addr) -> MacAddr {
+    let o = gateway.octets();
+    MacAddr([0x52, 0x55, o[0], o[1], o[2], o[3]])
+}
+
+/// Store key claiming `ip` in a subnet (created with compare-and-swap: one owner per address).
+pub fn ip_claim_key(subnet: &str, ip: Ipv4Addr) -> String {
+    format!("{}{subnet}/{ip}", IP_CLAIM_PREFIX)
+}
+pub const IP_CLAIM_PREFIX: &str = "/yunhan/net/ipam/";
+
+/// Store key claiming an external (elastic) address.
+pub fn eip_claim_key(ip: Ipv4Addr) -> String {
+    format!("{}{ip}", EIP_CLAIM_PREFIX)
+}
+pub const EIP_CLAIM_PREFIX: &str = "/yunhan/net/eips/";
+
+/// The counter VNIs are allocated from (compare-and-swap increments; never reused).
+pub const VNI_COUNTER_KEY: &str = "/yunhan/net/vni-next";
+
+/// Where an agent publishes its VXLAN tunnel endpoint (`--vtep`), by host id.
+pub const VTEP_PREFIX: &str = "/yunhan/net/vteps/";
+
+/// Where the SDN controller writes each host's plan, by host id.
+pub const PLAN_PREFIX: &str = "/yunhan/plans/net/";
+
+fn check_refs(field: &str, refs: &[String], max: usize) -> Result<(), ApiError> {
+    if refs.len() > max {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("at most {max} entries"),
+        ));
+    }
+    for r in refs {
+        validate_name(field, r)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- VPCs
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpcSpec {
+    /// The VPC's address range, e.g. `10.10.0.0/16` (prefix /8–/28); subnets lie inside it.
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpcStatus {
+    /// The VXLAN network identifier (24 bits), allocated by the server, unique.
+    #[serde(default)]
+    pub vni: u32,
+}
+
+/// A tenant's isolated layer-3 network (one VXLAN segment across hosts).
+pub struct Vpc;
+impl Kind for Vpc {
+    const KIND: &'static str = "Vpc";
+    const PLURAL: &'static str = "vpcs";
+    const ID_PREFIX: &'static str = "vpc";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = VpcSpec;
+    type Status = VpcStatus;
+    fn validate(spec: &VpcSpec) -> Result<(), ApiError> {
+        let c = parse_cidr("spec.cidr", &spec.cidr)?;
+        if !(8..=28).contains(&c.prefix_len()) {
+            return Err(ApiError::invalid_field(
+                "spec.cidr",
+                "a VPC's prefix is /8 to /28",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- subnets
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetSpec {
+    /// The VPC (name or id; stored as the id).
+    pub vpc: String,
+    /// Inside the VPC's range, not overlapping its other subnets; prefix at most /29.
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetStatus {
+    /// The first host address; held by the VPC's distributed router on every host.
+    #[serde(default)]
+    pub gateway_ip: String,
+    #[serde(default)]
+    pub gateway_mac: String,
+}
+
+pub struct Subnet;
+impl Kind for Subnet {
+    const KIND: &'static str = "Subnet";
+    const PLURAL: &'static str = "subnets";
+    const ID_PREFIX: &'static str = "sn";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = SubnetSpec;
+    type Status = SubnetStatus;
+    fn validate(spec: &SubnetSpec) -> Result<(), ApiError> {
+        validate_name("spec.vpc", &spec.vpc)?;
+        let c = parse_cidr("spec.cidr", &spec.cidr)?;
+        if c.prefix_len() > yunhan_net::ipam::MAX_PREFIX {
+            return Err(ApiError::invalid_field(
+                "spec.cidr",
+                format!(
+                    "a subnet's prefix is at most /{}",
+                    yunhan_net::ipam::MAX_PREFIX
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- network interfaces
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceSpec {
+    /// The subnet (name or id; stored as the id). Cannot change.
+    pub subnet: String,
+    /// A fixed address; absent: the next free one. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Security groups of the same VPC (names or ids; stored as ids). Empty: the VPC's
+    /// implicit default group (members reach each other, nothing else gets in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    /// The instance it is attached to (name or id; stored as the id). Change it to attach,
+    /// detach (null) or move the NIC; running VMs get it hot-plugged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceStatus {
+    #[serde(default)]
+    pub vpc: String,
+    /// The address allocated at creation.
+    #[serde(default)]
+    pub ip: String,
+    #[serde(default)]
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub gateway: String,
+    #[serde(default)]
+    pub mac: String,
+    /// The host-side device (the VM's tap).
+    #[serde(default)]
+    pub device: String,
+    /// Created with an instance as its primary NIC: deleted with it.
+    #[serde(default)]
+    pub primary: bool,
+}
+
+pub struct NetworkInterface;
+impl Kind for NetworkInterface {
+    const KIND: &'static str = "NetworkInterface";
+    const PLURAL: &'static str = "network-interfaces";
+    const ID_PREFIX: &'static str = "nic";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = NetworkInterfaceSpec;
+    type Status = NetworkInterfaceStatus;
+    fn validate(spec: &NetworkInterfaceSpec) -> Result<(), ApiError> {
+        validate_name("spec.subnet", &spec.subnet)?;
+        if let Some(ip) = &spec.ip {
+            parse_ip("spec.ip", ip)?;
+        }
+        check_refs("spec.security_groups", &spec.security_groups, 5)?;
+        if let Some(i) = &spec.instance {
+            validate_name("spec.instance", i)?;
+        }
+        Ok(())
+    }
+}
+
+/// The primary NIC requested with an instance (`InstanceSpec.nic`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryNic {
+    /// Subnet name or id.
+    pub subnet: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+}
+
+impl PrimaryNic {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        validate_name("spec.nic.subnet", &self.subnet)?;
+        if let Some(ip) = &self.ip {
+            parse_ip("spec.nic.ip", ip)?;
+        }
+        check_refs("spec.nic.security_groups", &self.security_groups, 5)
+    }
+}
+
+// ---------------------------------------------------------------- security groups
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDirection {
+    #[default]
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// One allow rule. The peer is a CIDR or another group of the same VPC (by id); neither
+/// means everyone (`0.0.0.0/0`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRule {
+    pub direction: RuleDirection,
+    pub protocol: RuleProtocol,
+    /// First port (tcp/udp only; absent: every port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_from: Option<u16>,
+    /// Last port, inclusive (default: `port_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_to: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// A security group id (its members' addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl SecurityGroupRule {
+    /// The inclusive port range, if any.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        self.port_from.map(|f| (f, self.port_to.unwrap_or(f)))
+    }
+
+    fn validate(&self, i: usize) -> Result<(), ApiError> {
+        let field = format!("spec.rules[{i}]");
+        let bad = |m: &str| Err(ApiError::invalid_field(&field, m.to_string()));
+        if self.port_to.is_some() && self.port_from.is_none() {
+            return bad("port_to needs port_from");
+        }
+        if let Some((from, to)) = self.ports() {
+            if !matches!(self.protocol, RuleProtocol::Tcp | RuleProtocol::Udp) {
+                return bad("ports only apply to tcp and udp rules");
+            }
+            if from == 0 || from > to {
+                return bad("ports are 1–65535 and port_from ≤ port_to");
+            }
+        }
+        if self.cidr.is_some() && self.group.is_some() {
+            return bad("give a cidr or a group as the peer, not both");
+        }
+        if let Some(c) = &self.cidr {
+            parse_cidr(&format!("{field}.cidr"), c)?;
+        }
+        if let Some(g) = &self.group {
+            validate_name(&format!("{field}.group"), g)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupSpec {
+    /// The VPC (name or id; stored as the id). Cannot change.
+    pub vpc: String,
+    #[serde(default)]
+    pub rules: Vec<SecurityGroupRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupStatus {}
+
+/// Stateful firewall rules for the NICs that are members. Ingress is denied unless a rule
+/// allows it (members of the same group always reach each other); egress is open unless the
+/// group has egress rules.
+pub struct SecurityGroup;
+impl Kind for SecurityGroup {
+    const KIND: &'static str = "SecurityGroup";
+    const PLURAL: &'static str = "security-groups";
+    const ID_PREFIX: &'static str = "sg";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = SecurityGroupSpec;
+    type Status = SecurityGroupStatus;
+    fn validate(spec: &SecurityGroupSpec) -> Result<(), ApiError> {
+        validate_name("spec.vpc", &spec.vpc)?;
+        if spec.rules.len() > 100 {
+            return Err(ApiError::invalid_field(
+                "spec.rules",
+                "at most 100 rules per group",
+            ));
+        }
+        for (i, r) in spec.rules.iter().enumerate() {
+            r.validate(i)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- elastic IPs
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpPoolSpec {
+    /// External addresses handed out as elastic IPs, e.g. `203.0.113.0/24`.
+    pub cidr: String,
+    /// The external network's gateway (not handed out); default: the first host address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpPoolStatus {}
+
+/// An admin-defined range of external addresses.
+pub struct ElasticIpPool;
+impl Kind for ElasticIpPool {
+    const KIND: &'static str = "ElasticIpPool";
+    const PLURAL: &'static str = "eip-pools";
+    const ID_PREFIX: &'static str = "eipp";
+    const SCOPE: Scope = Scope::Global;
+    const ADMIN_WRITE: bool = true;
+    type Spec = ElasticIpPoolSpec;
+    type Status = ElasticIpPoolStatus;
+    fn validate(spec: &ElasticIpPoolSpec) -> Result<(), ApiError> {
+        let c = parse_cidr("spec.cidr", &spec.cidr)?;
+        let gw = match &spec.gateway {
+            Some(g) => Some(parse_ip("spec.gateway", g)?),
+            None => None,
+        };
+        yunhan_net::ipam::Ipam::new(c, gw)
+            .map_err(|e| ApiError::invalid_field("spec.cidr", e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpSpec {
+    /// The pool (name or id; default: the first pool). Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// A specific address of the pool; absent: the next free one. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The NIC it is bound to (name or id; stored as the id): 1:1 NAT on the NIC's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<String>,
+    /// Bandwidth cap in Mbit/s, each direction (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpStatus {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub pool: String,
+}
+
+pub struct ElasticIp;
+impl Kind for ElasticIp {
+    const KIND: &'static str = "ElasticIp";
+    const PLURAL: &'static str = "elastic-ips";
+    const ID_PREFIX: &'static str = "eip";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = ElasticIpSpec;
+    type Status = ElasticIpStatus;
+    fn validate(spec: &ElasticIpSpec) -> Result<(), ApiError> {
+        if let Some(p) = &spec.pool {
+            validate_name("spec.pool", p)?;
+        }
+        if let Some(a) = &spec.address {
+            parse_ip("spec.address", a)?;
+        }
+        if let Some(n) = &spec.nic {
+            validate_name("spec.nic", n)?;
+        }
+        if spec.bandwidth_mbit == Some(0) || spec.bandwidth_mbit > Some(100_000) {
+            return Err(ApiError::invalid_field(
+                "spec.bandwidth_mbit",
+                "bandwidth_mbit is 1–100000 (omit it for no cap)",
+            ));
+        }
+        Ok(())
+    }
+    fn usage(_spec: &ElasticIpSpec, _status: &ElasticIpStatus) -> Usage {
+        Usage {
+            elastic_ips: 1,
+            ..Usage::default()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- NAT gateways
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnatProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// Port forwarding: `elastic IP:port` → `to_ip:to_port` inside the VPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnatRule {
+    pub protocol: DnatProtocol,
+    pub port: u16,
+    pub to_ip: String,
+    pub to_port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatGatewaySpec {
+    /// The VPC (name or id; stored as the id). Cannot change.
+    pub vpc: String,
+    /// Subnets whose egress it translates (names or ids; empty: the whole VPC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    /// The elastic IP it translates to (name or id; stored as the id; must not be bound to a NIC).
+    pub elastic_ip: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dnat: Vec<DnatRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatGatewayStatus {}
+
+/// SNAT for a VPC (or some of its subnets) behind one elastic IP, plus DNAT port forwards.
+pub struct NatGateway;
+impl Kind for NatGateway {
+    const KIND: &'static str = "NatGateway";
+    const PLURAL: &'static str = "nat-gateways";
+    const ID_PREFIX: &'static str = "natgw";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = NatGatewaySpec;
+    type Status = NatGatewayStatus;
+    fn validate(spec: &NatGatewaySpec) -> Result<(), ApiError> {
+        validate_name("spec.vpc", &spec.vpc)?;
+        validate_name("spec.elastic_ip", &spec.elastic_ip)?;
+        check_refs("spec.subnets", &spec.subnets, 64)?;
+        if spec.dnat.len() > 100 {
+            return Err(ApiError::invalid_field("spec.dnat", "at most 100 rules"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in spec.dnat.iter().enumerate() {
+            let field = format!("spec.dnat[{i}]");
+            if d.port == 0 || d.to_port == 0 {
+                return Err(ApiError::invalid_field(&field, "ports are 1–65535"));
+            }
+            parse_ip(&format!("{field}.to_ip"), &d.to_ip)?;
+            if !seen.insert((d.protocol, d.port)) {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!("port {} is forwarded twice", d.port),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- shared virtual IPs
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VipSpec {
+    /// The subnet (name or id; stored as the id). Cannot change.
+    pub subnet: String,
+    /// A fixed address; absent: the next free one. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// NICs (names or ids; stored as ids) allowed to announce the address (keepalived-style
+    /// failover between them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VipStatus {
+    #[serde(default)]
+    pub vpc: String,
+    #[serde(default)]
+    pub ip: String,
+}
+
+/// A virtual IP several NICs of one subnet may announce.
+pub struct Vip;
+impl Kind for Vip {
+    const KIND: &'static str = "Vip";
+    const PLURAL: &'static str = "vips";
+    const ID_PREFIX: &'static str = "vip";
+    const SCOPE: Scope = Scope::Project;
+    const ADMIN_WRITE: bool = false;
+    type Spec = VipSpec;
+    type Status = VipStatus;
+    fn validate(spec: &VipSpec) -> Result<(), ApiError> {
+        validate_name("spec.subnet", &spec.subnet)?;
+        if let Some(ip) = &spec.ip {
+            parse_ip("spec.ip", ip)?;
+        }
+        check_refs("spec.nics", &spec.nics, 16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule(protocol: RuleProtocol, from: Option<u16>, to: Option<u16>) -> SecurityGroupSpec {
+        SecurityGroupSpec {
+            vpc: "net1".into(),
+            rules: vec![SecurityGroupRule {
+                direction: RuleDirection::Ingress,
+                protocol,
+                port_from: from,
+                port_to: to,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn rules_check_ports_and_protocols() {
+        SecurityGroup::validate(&rule(RuleProtocol::Tcp, Some(22), None)).unwrap();
+        SecurityGroup::validate(&rule(RuleProtocol::Udp, Some(1000), Some(2000))).unwrap();
+        SecurityGroup::validate(&rule(RuleProtocol::Icmp, None, None)).unwrap();
+        for bad in [
+            rule(RuleProtocol::Icmp, Some(1), None),
+            rule(RuleProtocol::Tcp, Some(0), None),
+            rule(RuleProtocol::Tcp, Some(80), Some(79)),
+            rule(RuleProtocol::Tcp, None, Some(80)),
+        ] {
+            let e = SecurityGroup::validate(&bad).unwrap_err();
+            assert_eq!(e.details["field"], "spec.rules[0]", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cidrs_are_checked() {
+        Vpc::validate(&VpcSpec {
+            cidr: "10.10.0.0/16".into(),
+        })
+        .unwrap();
+        for bad in ["10.10.0.1/16", "10.10.0.0/33", "x", "10.0.0.0/30", "10.0.0.0/4"] {
+            assert!(Vpc::validate(&VpcSpec { cidr: bad.into() }).is_err(), "{bad}");
+        }
+        let s = |c: &str| SubnetSpec {
+            vpc: "net1".into(),
+            cidr: c.into(),
+        };
+        Subnet::validate(&s("10.10.1.0/24")).unwrap();
+        assert!(Subnet::validate(&s("10.10.1.0/30")).is_err());
+    }
+
+    proptest! {
+        /// Port MACs are unicast, locally administered, and never a gateway's.
+        #[test]
+        fn macs_are_unicast_and_distinct(a in any::<u32>(), b in any::<u32>()) {
+            let (p, g) = (port_mac(Ipv4Addr::from(a)), gateway_mac(Ipv4Addr::from(b)));
+            prop_assert!(!p.is_multicast() && !g.is_multicast());
+            prop_assert!(p.0[0] & 2 == 2);
+            prop_assert_ne!(p, g);
+            prop_assert_eq!(port_mac(Ipv4Addr::from(a)) == port_mac(Ipv4Addr::from(b)), a == b);
+        }
+
+        #[test]
+        fn validation_never_panics(c in ".{0,40}", ip in ".{0,20}") {
+            let _ = Vpc::validate(&VpcSpec { cidr: c.clone() });
+            let _ = NetworkInterface::validate(&NetworkInterfaceSpec {
+                subnet: "s".into(), ip: Some(ip), ..Default::default()
+            });
+        }
+    }
+}

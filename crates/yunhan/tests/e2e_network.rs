@@ -1,0 +1,494 @@
+//! VPC networking through the real binary: `yunhan server` on etcd, two
+//! `yunhan agent --netns <host> --vtep <ip>` whose "hosts" are network namespaces of a
+//! `yunhan_net::lab::Lab` underlay, real QEMU guests (TCG) on TAPs, guest-side pings
+//! typed into the serial console; namespace guests standing in for further NICs; the
+//! control plane killed; bad input and another project's ids through the API.
+
+mod common;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{eventually, stderr, test_guest, Cloud, Proc};
+use serde_json::{json, Value};
+use yunhan_net::lab::Lab;
+
+struct KillVmsOnDrop(PathBuf);
+impl Drop for KillVmsOnDrop {
+    fn drop(&mut self) {
+        yunhan_testkit::kill_vms_under(&self.0);
+    }
+}
+
+/// The control plane and two agents in a netns lab.
+struct NetCloud {
+    dir: tempfile::TempDir,
+    cfg: String,
+    url: String,
+    listen: String,
+    server: Option<Proc>,
+    _agents: Vec<Proc>,
+}
+
+impl NetCloud {
+    fn cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .args(["--config", &self.cfg])
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a client command that must succeed; returns its JSON output.
+    fn ok(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.cli(&a);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn start_server(&mut self) {
+        let images = self.dir.path().join("images");
+        self.server = Some(Proc::spawn(
+            self.dir.path(),
+            "server",
+            &[
+                "server",
+                "--store",
+                &self.url,
+                "--listen",
+                &self.listen,
+                "--write-config",
+                &self.cfg,
+                "--image-dir",
+                images.to_str().unwrap(),
+            ],
+        ));
+    }
+}
+
+async fn net_cloud(lab: &Lab, url: String) -> NetCloud {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("client.toml");
+    let mut c = NetCloud {
+        cfg: cfg.to_str().unwrap().to_string(),
+        url,
+        listen: format!("127.0.0.1:{}", yunhan_testkit::free_port()),
+        server: None,
+        _agents: vec![],
+        dir,
+    };
+    c.start_server();
+    eventually("admin config", Duration::from_secs(60), || async {
+        cfg.exists().then_some(())
+    })
+    .await;
+    for (i, h) in lab.hosts.iter().enumerate() {
+        let name = format!("node-{}", i + 1);
+        let state = c.dir.path().join(&name);
+        let vtep = h.vtep.to_string();
+        c._agents.push(Proc::spawn(
+            c.dir.path(),
+            &name,
+            &[
+                "agent",
+                "--store",
+                &c.url,
+                "--name",
+                &name,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--lease-ttl",
+                "2",
+                "--netns",
+                &h.netns,
+                "--vtep",
+                &vtep,
+            ],
+        ));
+    }
+    eventually("two Ready hosts", Duration::from_secs(60), || async {
+        let hosts = c.cli(&["host", "list", "-o", "json"]);
+        let hosts: Value = serde_json::from_slice(&hosts.stdout).ok()?;
+        (hosts
+            .as_array()?
+            .iter()
+            .filter(|h| h["status"]["phase"] == "Ready")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    c
+}
+
+fn serial_log(vm: &Value) -> PathBuf {
+    PathBuf::from(vm["status"]["console_log"].as_str().expect("console log"))
+}
+
+fn console_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// Types `cmd` into the guest's serial shell until `marker` shows on its console.
+/// (The echoed command line never contains the marker: the guest computes it.)
+async fn guest_runs(vm: &Value, cmd: &str, marker: &str, timeout: Duration) {
+    let sock = PathBuf::from(vm["status"]["console_socket"].as_str().unwrap());
+    let log = serial_log(vm);
+    let mut last_sent: Option<Instant> = None;
+    eventually(
+        &format!("{marker} on the console of {}", vm["metadata"]["name"]),
+        timeout,
+        || {
+            if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(4)) {
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
+                    let _ = s.write_all(format!("\n{cmd}\n").as_bytes());
+                }
+                last_sent = Some(Instant::now());
+            }
+            let seen = console_text(&log).contains(marker);
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+}
+
+fn ready_ip(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains("YUNHAN-READY"))?;
+    Some(line.split("ips=").nth(1)?.trim().to_string())
+}
+
+/// A namespace guest for NIC `nic` (a port of the host it is bound to).
+fn ns_guest(lab: &Lab, host: &str, nic: &Value) -> String {
+    let ip: Ipv4Addr = nic["status"]["ip"].as_str().unwrap().parse().unwrap();
+    let port = yunhan_net::plan::PortPlan {
+        id: nic["metadata"]["id"].as_str().unwrap().into(),
+        vpc: String::new(),
+        vni: 0,
+        subnet: String::new(),
+        device: nic["status"]["device"].as_str().unwrap().into(),
+        mac: nic["status"]["mac"].as_str().unwrap().parse().unwrap(),
+        ip,
+        prefix_len: nic["status"]["prefix_len"].as_u64().unwrap() as u8,
+        gateway: nic["status"]["gateway"].as_str().unwrap().parse().unwrap(),
+        groups: vec![],
+        ingress: vec![],
+        egress: None,
+    };
+    lab.add_guest(host, &port, 1450).unwrap()
+}
+
+/// The contract on two hosts with real guests; a guest-side ping across hosts;
+/// then the control plane killed (guests keep talking, drift is still repaired) and, once
+/// it is back, a new subnet and NIC (a namespace guest on a's host) reach b through the
+/// distributed router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
+    let guest = test_guest();
+    let lab = Lab::new(
+        "nw",
+        &[
+            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
+            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
+        ],
+        1500,
+    )
+    .unwrap();
+    let etcd = yunhan_testkit::EtcdCluster::start(1);
+    let mut c = net_cloud(&lab, etcd.store_url()).await;
+    let _vms = KillVmsOnDrop(c.dir.path().to_path_buf());
+    let (kernel, initrd) = (
+        guest.join("test-guest.vmlinux"),
+        guest.join("test-guest.initrd"),
+    );
+    c.ok(&[
+        "image",
+        "create",
+        "tiny",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
+    c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
+    // The contract.
+    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    c.ok(&["subnet", "create", "s1", "--vpc", "net1", "--cidr", "10.10.1.0/24"]);
+    for name in ["a", "b"] {
+        let out = c.cli(&[
+            "vm",
+            "create",
+            name,
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--subnet",
+            "s1",
+            "--placement-group",
+            "spread",
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+        assert!(out.status.success(), "vm create {name}: {}", stderr(&out));
+    }
+    let a = c.ok(&["vm", "show", "a"]);
+    let b = c.ok(&["vm", "show", "b"]);
+    assert_ne!(a["status"]["host"], b["status"]["host"], "on two hosts");
+    let nics = c.ok(&["nic", "list"]);
+    let ip_of = |vm: &Value| -> String {
+        let nic = nics
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["spec"]["instance"] == vm["metadata"]["id"])
+            .expect("the VM's primary NIC");
+        nic["status"]["ip"].as_str().unwrap().to_string()
+    };
+    let (ip_a, ip_b) = (ip_of(&a), ip_of(&b));
+    // b's console shows its address.
+    let text = eventually("b ready", Duration::from_secs(90), || async {
+        let t = console_text(&serial_log(&b));
+        t.contains("YUNHAN-READY").then_some(t)
+    })
+    .await;
+    assert_eq!(ready_ip(&text).as_deref(), Some(ip_b.as_str()), "{text}");
+    eventually("a ready", Duration::from_secs(90), || async {
+        console_text(&serial_log(&a))
+            .contains("YUNHAN-READY")
+            .then_some(())
+    })
+    .await;
+    // Guest-side ping a → b across the overlay.
+    let ping = |ip: &str, tag: &str| {
+        format!("ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo PING-{tag}-$((40+2))")
+    };
+    guest_runs(&a, &ping(&ip_b, "AB"), "PING-AB-42", Duration::from_secs(60)).await;
+
+    // The control plane goes away: guests keep talking, drift is still repaired.
+    c.server.take().unwrap().kill9();
+    let a_host = lab_host_of(&c, &lab, &a);
+    let a_host_ns = a_host.netns.clone();
+    let vni = c_vni(&c);
+    let vx = yunhan_net::names::vxlan(vni);
+    let del = lab
+        .exec(&a_host_ns, &["ip", "link", "del", &vx])
+        .unwrap();
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    eventually("the deleted VXLAN device back", Duration::from_secs(20), || async {
+        lab.exec(&a_host_ns, &["ip", "link", "show", &vx])
+            .is_ok_and(|o| o.status.success())
+            .then_some(())
+    })
+    .await;
+    guest_runs(&b, &ping(&ip_a, "BA"), "PING-BA-42", Duration::from_secs(60)).await;
+
+    // Back again: a change made now applies. A second subnet and a NIC in it, attached to
+    // a (its device is a namespace guest on a's host), reach b through the router.
+    c.start_server();
+    eventually("the API back", Duration::from_secs(60), || async {
+        c.cli(&["vpc", "list"]).status.success().then_some(())
+    })
+    .await;
+    c.ok(&["subnet", "create", "s2", "--vpc", "net1", "--cidr", "10.10.2.0/24"]);
+    let n2 = c.ok(&["nic", "create", "n2", "--subnet", "s2", "--vm", "a"]);
+    let g = ns_guest(&lab, &a_host.id, &n2);
+    let ip_b: Ipv4Addr = ip_b.parse().unwrap();
+    assert!(
+        lab.ping_within(&g, ip_b, Duration::from_secs(30)),
+        "namespace guest in s2 cannot reach b across subnets"
+    );
+    let out = lab
+        .exec(&g, &["ping", "-n", "-c", "1", "-W", "2", &ip_b.to_string()])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ttl=63"), "one routed hop: {text}");
+    drop(c);
+    drop(etcd);
+    drop(lab);
+}
+
+/// The lab host a VM runs on (agent `node-N` runs lab host N).
+fn lab_host_of<'a>(c: &NetCloud, lab: &'a Lab, vm: &Value) -> &'a yunhan_net::lab::LabHost {
+    let host = c.ok(&["host", "show", vm["status"]["host"].as_str().unwrap()]);
+    let n: usize = host["metadata"]["name"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("node-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    &lab.hosts[n - 1]
+}
+
+fn c_vni(c: &NetCloud) -> u32 {
+    let v = c.ok(&["vpc", "show", "net1"]);
+    v["status"]["vni"].as_u64().unwrap() as u32
+}
+
+/// Bad input gets a clear 4xx and leaves nothing behind; another project's ids are 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_network_bad_input_and_other_projects() {
+    let cloud = Cloud::up(&[]).await;
+    let t = cloud.tenant("netbad", None).await;
+    let other = cloud.tenant("netother", None).await;
+    let call = |token: &str, m: &'static str, path: String, body: Option<Value>| {
+        let token = token.to_string();
+        let cloud = &cloud;
+        async move { cloud.call(m, &path, Some(&token), body.as_ref()).await }
+    };
+    let create = |token: &str, plural: &str, name: &str, spec: Value| {
+        call(
+            token,
+            "POST",
+            format!("/v1/{plural}"),
+            Some(json!({"metadata": {"name": name}, "spec": spec})),
+        )
+    };
+    let tk = t.token.as_str();
+    let (s, vpc) = create(tk, "vpcs", "net1", json!({"cidr": "10.10.0.0/16"})).await;
+    assert_eq!(s, 201, "{vpc}");
+    assert!(vpc["status"]["vni"].as_u64().unwrap() > 0);
+    let (s, vpc2) = create(tk, "vpcs", "net2", json!({"cidr": "10.10.0.0/16"})).await;
+    assert_eq!(s, 201, "{vpc2}");
+    assert_ne!(vpc["status"]["vni"], vpc2["status"]["vni"], "unique VNIs");
+    for (spec, code, status) in [
+        (json!({"cidr": "10.10.0.1/16"}), "invalid_field", 400),
+        (json!({"cidr": "banana"}), "invalid_field", 400),
+    ] {
+        let (s, v) = create(tk, "vpcs", "bad", spec).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{v}");
+    }
+    let (s, sn) = create(
+        tk,
+        "subnets",
+        "s1",
+        json!({"vpc": "net1", "cidr": "10.10.1.0/29"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{sn}");
+    assert_eq!(sn["status"]["gateway_ip"], "10.10.1.1");
+    // The same range in another VPC is fine.
+    let (s, v) = create(tk, "subnets", "s1b", json!({"vpc": "net2", "cidr": "10.10.1.0/24"})).await;
+    assert_eq!(s, 201, "{v}");
+    for (name, spec, status, code) in [
+        ("ov", json!({"vpc": "net1", "cidr": "10.10.1.0/24"}), 409, "conflict"),
+        ("out", json!({"vpc": "net1", "cidr": "10.20.1.0/24"}), 400, "invalid_field"),
+        ("tiny", json!({"vpc": "net1", "cidr": "10.10.9.0/30"}), 400, "invalid_field"),
+        ("novpc", json!({"vpc": "nope", "cidr": "10.10.9.0/24"}), 404, "not_found"),
+    ] {
+        let (s, v) = create(tk, "subnets", name, spec).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{name}: {v}");
+    }
+    // IPAM: a /29 has 5 usable addresses (network, gateway, broadcast reserved).
+    let (s, v) = create(tk, "network-interfaces", "fixed", json!({"subnet": "s1", "ip": "10.10.1.9"})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "outside: {v}");
+    let (s, v) = create(tk, "network-interfaces", "gw", json!({"subnet": "s1", "ip": "10.10.1.1"})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "gateway: {v}");
+    let mut ips = Vec::new();
+    for i in 0..5 {
+        let (s, v) = create(tk, "network-interfaces", &format!("n{i}"), json!({"subnet": "s1"})).await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["status"]["mac"].as_str().unwrap().len(), 17);
+        ips.push(v["status"]["ip"].as_str().unwrap().to_string());
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 5, "{ips:?}");
+    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1"})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "{v}");
+    let (s, v) = call(tk, "GET", "/v1/network-interfaces/n5".into(), None).await;
+    assert_eq!(s, 404, "nothing half-made: {v}");
+    // A freed address is usable again; a taken fixed one is a conflict.
+    let (s, _) = call(tk, "DELETE", "/v1/network-interfaces/n0".into(), None).await;
+    assert_eq!(s, 204);
+    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1", "ip": ips[1]})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1"})).await;
+    assert_eq!(s, 201, "{v}");
+    // Deleting what is in use.
+    let (s, v) = call(tk, "DELETE", "/v1/vpcs/net1".into(), None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (s, v) = call(tk, "DELETE", "/v1/subnets/s1".into(), None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    // Security group rules.
+    let (s, sg) = create(tk, "security-groups", "web", json!({"vpc": "net1", "rules": [
+        {"direction": "ingress", "protocol": "tcp", "port_from": 80, "port_to": 81, "cidr": "0.0.0.0/0"},
+        {"direction": "ingress", "protocol": "icmp", "group": "web"}]})).await;
+    assert_eq!(s, 201, "{sg}");
+    assert_eq!(sg["spec"]["rules"][1]["group"], sg["metadata"]["id"]);
+    for rules in [
+        json!([{"direction": "ingress", "protocol": "icmp", "port_from": 1}]),
+        json!([{"direction": "ingress", "protocol": "tcp", "port_from": 0}]),
+        json!([{"direction": "ingress", "protocol": "tcp", "port_from": 90, "port_to": 80}]),
+        json!([{"direction": "sideways", "protocol": "tcp"}]),
+        json!([{"direction": "ingress", "protocol": "gre"}]),
+    ] {
+        let (s, v) = create(tk, "security-groups", "bad", json!({"vpc": "net1", "rules": rules})).await;
+        assert_eq!(s, 400, "{rules}: {v}");
+    }
+    let (s, v) = create(tk, "security-groups", "bad", json!({"vpc": "net1", "rules": [
+        {"direction": "ingress", "protocol": "any", "group": "nope"}]})).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    // Elastic IPs: an admin pool, bound once.
+    let (s, v) = cloud
+        .admin("POST", "/v1/eip-pools", Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29"}})))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = create(tk, "eip-pools", "mine", json!({"cidr": "198.51.100.0/24"})).await;
+    assert_eq!(s, 403, "admins only: {v}");
+    let (s, e1) = create(tk, "elastic-ips", "e1", json!({"nic": "n1", "bandwidth_mbit": 10})).await;
+    assert_eq!(s, 201, "{e1}");
+    assert_eq!(e1["status"]["address"], "203.0.113.2");
+    let (s, v) = create(tk, "elastic-ips", "e2", json!({"nic": "n1"})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "NIC already has one: {v}");
+    let (s, e2) = create(tk, "elastic-ips", "e2", json!({})).await;
+    assert_eq!(s, 201, "{e2}");
+    let mut upd = json!({"spec": e1["spec"].clone()});
+    upd["spec"]["nic"] = json!("n2");
+    let (s, v) = call(tk, "PUT", "/v1/elastic-ips/e1".into(), Some(upd)).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "already bound: {v}");
+    let (s, v) = call(tk, "DELETE", "/v1/network-interfaces/n1".into(), None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "EIP bound: {v}");
+    let (s, v) = create(tk, "elastic-ips", "e3", json!({"bandwidth_mbit": 0})).await;
+    assert_eq!(s, 400, "{v}");
+    // NAT gateway and VIP validation.
+    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e1"})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "bound EIP: {v}");
+    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e2",
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": "192.168.1.1", "to_port": 80}]})).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "outside the VPC: {v}");
+    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"],
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = create(tk, "vips", "vip1", json!({"subnet": "s1", "nics": ["n1", "n2"]})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "the /29 is full: {v}");
+    // Another project sees none of it, by name or by id.
+    let ok = other.token.as_str();
+    for path in [
+        format!("/v1/vpcs/{}", vpc["metadata"]["id"].as_str().unwrap()),
+        format!("/v1/subnets/{}", sn["metadata"]["id"].as_str().unwrap()),
+        format!("/v1/security-groups/{}", sg["metadata"]["id"].as_str().unwrap()),
+        format!("/v1/elastic-ips/{}", e1["metadata"]["id"].as_str().unwrap()),
+    ] {
+        let (s, v) = call(ok, "GET", path.clone(), None).await;
+        assert_eq!(s, 404, "{path}: {v}");
+        let (s, _) = call(ok, "DELETE", path.clone(), None).await;
+        assert_eq!(s, 404, "{path}");
+    }
+    let (s, v) = create(ok, "subnets", "steal", json!({"vpc": vpc["metadata"]["id"], "cidr": "10.10.5.0/24"})).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, v) = create(ok, "network-interfaces", "steal", json!({"subnet": sn["metadata"]["id"]})).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, v) = call(ok, "GET", "/v1/vpcs".into(), None).await;
+    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    // The CLI shows the same objects as tables.
+    let out = cloud.cli(&["vpc", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
