@@ -453,6 +453,27 @@ impl CephDriver {
         })
     }
 
+    /// `rbd du` over the whole pool. It walks every image, so an image deleted
+    /// during the walk makes it fail with ENOENT although the pool is fine:
+    /// that is retried, and only a pool that really is gone is NotFound.
+    async fn pool_du(&self) -> Result<Value> {
+        let mut attempts = 0;
+        loop {
+            match self
+                .rbd_json(&["du", "-p", &self.pool], Errno::enoent("pool", &self.pool))
+                .await
+            {
+                Err(e) if e.is_not_found() && attempts < 5 => {
+                    if !self.cluster.pool_exists(&self.pool).await? {
+                        return Err(e);
+                    }
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn image_info(&self, image: &str, kind: &'static str, shown: &str) -> Result<Value> {
         self.rbd_json(&["info", &self.spec(image)], Errno::enoent(kind, shown))
             .await
@@ -878,9 +899,7 @@ impl VolumeDriver for CephDriver {
     }
 
     async fn pool_usage(&self) -> Result<PoolUsage> {
-        let du = self
-            .rbd_json(&["du", "-p", &self.pool], Errno::enoent("pool", &self.pool))
-            .await?;
+        let du = self.pool_du().await?;
         let df = self.cluster.ceph_json(&["df"]).await?;
         let stats = df
             .get("pools")
