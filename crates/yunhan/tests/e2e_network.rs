@@ -16,13 +16,6 @@ use common::{eventually, stderr, test_guest, Cloud, Proc};
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
 
-struct KillVmsOnDrop(PathBuf);
-impl Drop for KillVmsOnDrop {
-    fn drop(&mut self) {
-        yunhan_testkit::kill_vms_under(&self.0);
-    }
-}
-
 /// The control plane and two agents in a netns lab.
 struct NetCloud {
     dir: tempfile::TempDir,
@@ -30,7 +23,7 @@ struct NetCloud {
     url: String,
     listen: String,
     server: Option<Proc>,
-    _agents: Vec<Proc>,
+    agents: Vec<Proc>,
 }
 
 impl NetCloud {
@@ -72,6 +65,15 @@ impl NetCloud {
     }
 }
 
+impl Drop for NetCloud {
+    /// Agents first, then the VMs they ran: an agent still alive would restart a killed VM.
+    fn drop(&mut self) {
+        self.agents.clear();
+        self.server.take();
+        yunhan_testkit::kill_vms_under(self.dir.path());
+    }
+}
+
 async fn net_cloud(lab: &Lab, url: String) -> NetCloud {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("client.toml");
@@ -80,7 +82,7 @@ async fn net_cloud(lab: &Lab, url: String) -> NetCloud {
         url,
         listen: format!("127.0.0.1:{}", yunhan_testkit::free_port()),
         server: None,
-        _agents: vec![],
+        agents: vec![],
         dir,
     };
     c.start_server();
@@ -92,7 +94,7 @@ async fn net_cloud(lab: &Lab, url: String) -> NetCloud {
         let name = format!("node-{}", i + 1);
         let state = c.dir.path().join(&name);
         let vtep = h.vtep.to_string();
-        c._agents.push(Proc::spawn(
+        c.agents.push(Proc::spawn(
             c.dir.path(),
             &name,
             &[
@@ -137,17 +139,28 @@ fn console_text(path: &Path) -> String {
 
 /// Types `cmd` into the guest's serial shell until `marker` shows on its console.
 /// (The echoed command line never contains the marker: the guest computes it.)
+///
+/// One connection to the console socket stays open meanwhile (QEMU drops what it has not
+/// yet fed to the guest's UART when the client hangs up, which would cut the command
+/// short), and what the guest prints to it is drained (QEMU writes the console byte by
+/// byte: an unread socket fills up after a few hundred bytes and stalls the guest).
 async fn guest_runs(vm: &Value, cmd: &str, marker: &str, timeout: Duration) {
     let sock = PathBuf::from(vm["status"]["console_socket"].as_str().unwrap());
     let log = serial_log(vm);
     let mut last_sent: Option<Instant> = None;
+    let mut console: Option<std::os::unix::net::UnixStream> = None;
     eventually(
         &format!("{marker} on the console of {}", vm["metadata"]["name"]),
         timeout,
         || {
             if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(4)) {
-                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
-                    let _ = s.write_all(format!("\n{cmd}\n").as_bytes());
+                if console.is_none() {
+                    console = drained_console(&sock);
+                }
+                if let Some(s) = console.as_mut() {
+                    if s.write_all(format!("\n{cmd}\n").as_bytes()).is_err() {
+                        console = None;
+                    }
                 }
                 last_sent = Some(Instant::now());
             }
@@ -156,6 +169,18 @@ async fn guest_runs(vm: &Value, cmd: &str, marker: &str, timeout: Duration) {
         },
     )
     .await;
+    if let Some(s) = console {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A connection to a guest's console socket whose output a thread discards (the serial
+/// log keeps it); the thread ends when the connection is shut down.
+fn drained_console(sock: &Path) -> Option<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    let mut reader = s.try_clone().ok()?;
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Some(s)
 }
 
 fn ready_ip(text: &str) -> Option<String> {
@@ -201,7 +226,6 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     .unwrap();
     let etcd = yunhan_testkit::EtcdCluster::start(1);
     let mut c = net_cloud(&lab, etcd.store_url()).await;
-    let _vms = KillVmsOnDrop(c.dir.path().to_path_buf());
     let (kernel, initrd) = (
         guest.join("test-guest.vmlinux"),
         guest.join("test-guest.initrd"),
@@ -220,7 +244,15 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     // The contract.
     c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    c.ok(&["subnet", "create", "s1", "--vpc", "net1", "--cidr", "10.10.1.0/24"]);
+    c.ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
     for name in ["a", "b"] {
         let out = c.cli(&[
             "vm",
@@ -271,25 +303,43 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     let ping = |ip: &str, tag: &str| {
         format!("ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo PING-{tag}-$((40+2))")
     };
-    guest_runs(&a, &ping(&ip_b, "AB"), "PING-AB-42", Duration::from_secs(60)).await;
+    guest_runs(
+        &a,
+        &ping(&ip_b, "AB"),
+        "PING-AB-42",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // The control plane goes away: guests keep talking, drift is still repaired.
-    c.server.take().unwrap().kill9();
     let a_host = lab_host_of(&c, &lab, &a);
     let a_host_ns = a_host.netns.clone();
     let vni = c_vni(&c);
+    c.server.take().unwrap().kill9();
     let vx = yunhan_net::names::vxlan(vni);
-    let del = lab
-        .exec(&a_host_ns, &["ip", "link", "del", &vx])
-        .unwrap();
-    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
-    eventually("the deleted VXLAN device back", Duration::from_secs(20), || async {
-        lab.exec(&a_host_ns, &["ip", "link", "show", &vx])
-            .is_ok_and(|o| o.status.success())
-            .then_some(())
-    })
+    let del = lab.exec(&a_host_ns, &["ip", "link", "del", &vx]).unwrap();
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    eventually(
+        "the deleted VXLAN device back",
+        Duration::from_secs(20),
+        || async {
+            lab.exec(&a_host_ns, &["ip", "link", "show", &vx])
+                .is_ok_and(|o| o.status.success())
+                .then_some(())
+        },
+    )
     .await;
-    guest_runs(&b, &ping(&ip_a, "BA"), "PING-BA-42", Duration::from_secs(60)).await;
+    guest_runs(
+        &b,
+        &ping(&ip_a, "BA"),
+        "PING-BA-42",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Back again: a change made now applies. A second subnet and a NIC in it, attached to
     // a (its device is a namespace guest on a's host), reach b through the router.
@@ -298,7 +348,15 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         c.cli(&["vpc", "list"]).status.success().then_some(())
     })
     .await;
-    c.ok(&["subnet", "create", "s2", "--vpc", "net1", "--cidr", "10.10.2.0/24"]);
+    c.ok(&[
+        "subnet",
+        "create",
+        "s2",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.2.0/24",
+    ]);
     let n2 = c.ok(&["nic", "create", "n2", "--subnet", "s2", "--vm", "a"]);
     let g = ns_guest(&lab, &a_host.id, &n2);
     let ip_b: Ipv4Addr = ip_b.parse().unwrap();
@@ -375,25 +433,77 @@ async fn e2e_network_bad_input_and_other_projects() {
     assert_eq!(s, 201, "{sn}");
     assert_eq!(sn["status"]["gateway_ip"], "10.10.1.1");
     // The same range in another VPC is fine.
-    let (s, v) = create(tk, "subnets", "s1b", json!({"vpc": "net2", "cidr": "10.10.1.0/24"})).await;
+    let (s, v) = create(
+        tk,
+        "subnets",
+        "s1b",
+        json!({"vpc": "net2", "cidr": "10.10.1.0/24"}),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     for (name, spec, status, code) in [
-        ("ov", json!({"vpc": "net1", "cidr": "10.10.1.0/24"}), 409, "conflict"),
-        ("out", json!({"vpc": "net1", "cidr": "10.20.1.0/24"}), 400, "invalid_field"),
-        ("tiny", json!({"vpc": "net1", "cidr": "10.10.9.0/30"}), 400, "invalid_field"),
-        ("novpc", json!({"vpc": "nope", "cidr": "10.10.9.0/24"}), 404, "not_found"),
+        (
+            "ov",
+            json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
+            409,
+            "conflict",
+        ),
+        (
+            "out",
+            json!({"vpc": "net1", "cidr": "10.20.1.0/24"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            "tiny",
+            json!({"vpc": "net1", "cidr": "10.10.9.0/30"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            "novpc",
+            json!({"vpc": "nope", "cidr": "10.10.9.0/24"}),
+            404,
+            "not_found",
+        ),
     ] {
         let (s, v) = create(tk, "subnets", name, spec).await;
         assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{name}: {v}");
     }
     // IPAM: a /29 has 5 usable addresses (network, gateway, broadcast reserved).
-    let (s, v) = create(tk, "network-interfaces", "fixed", json!({"subnet": "s1", "ip": "10.10.1.9"})).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "outside: {v}");
-    let (s, v) = create(tk, "network-interfaces", "gw", json!({"subnet": "s1", "ip": "10.10.1.1"})).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "gateway: {v}");
+    let (s, v) = create(
+        tk,
+        "network-interfaces",
+        "fixed",
+        json!({"subnet": "s1", "ip": "10.10.1.9"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_field")),
+        "outside: {v}"
+    );
+    let (s, v) = create(
+        tk,
+        "network-interfaces",
+        "gw",
+        json!({"subnet": "s1", "ip": "10.10.1.1"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_field")),
+        "gateway: {v}"
+    );
     let mut ips = Vec::new();
     for i in 0..5 {
-        let (s, v) = create(tk, "network-interfaces", &format!("n{i}"), json!({"subnet": "s1"})).await;
+        let (s, v) = create(
+            tk,
+            "network-interfaces",
+            &format!("n{i}"),
+            json!({"subnet": "s1"}),
+        )
+        .await;
         assert_eq!(s, 201, "{v}");
         assert_eq!(v["status"]["mac"].as_str().unwrap().len(), 17);
         ips.push(v["status"]["ip"].as_str().unwrap().to_string());
@@ -408,7 +518,13 @@ async fn e2e_network_bad_input_and_other_projects() {
     // A freed address is usable again; a taken fixed one is a conflict.
     let (s, _) = call(tk, "DELETE", "/v1/network-interfaces/n0".into(), None).await;
     assert_eq!(s, 204);
-    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1", "ip": ips[1]})).await;
+    let (s, v) = create(
+        tk,
+        "network-interfaces",
+        "n5",
+        json!({"subnet": "s1", "ip": ips[1]}),
+    )
+    .await;
     assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
     let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1"})).await;
     assert_eq!(s, 201, "{v}");
@@ -430,51 +546,124 @@ async fn e2e_network_bad_input_and_other_projects() {
         json!([{"direction": "sideways", "protocol": "tcp"}]),
         json!([{"direction": "ingress", "protocol": "gre"}]),
     ] {
-        let (s, v) = create(tk, "security-groups", "bad", json!({"vpc": "net1", "rules": rules})).await;
+        let (s, v) = create(
+            tk,
+            "security-groups",
+            "bad",
+            json!({"vpc": "net1", "rules": rules}),
+        )
+        .await;
         assert_eq!(s, 400, "{rules}: {v}");
     }
-    let (s, v) = create(tk, "security-groups", "bad", json!({"vpc": "net1", "rules": [
-        {"direction": "ingress", "protocol": "any", "group": "nope"}]})).await;
+    let (s, v) = create(
+        tk,
+        "security-groups",
+        "bad",
+        json!({"vpc": "net1", "rules": [
+        {"direction": "ingress", "protocol": "any", "group": "nope"}]}),
+    )
+    .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
     // Elastic IPs: an admin pool, bound once.
     let (s, v) = cloud
-        .admin("POST", "/v1/eip-pools", Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29"}})))
+        .admin(
+            "POST",
+            "/v1/eip-pools",
+            Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29"}})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = create(tk, "eip-pools", "mine", json!({"cidr": "198.51.100.0/24"})).await;
     assert_eq!(s, 403, "admins only: {v}");
-    let (s, e1) = create(tk, "elastic-ips", "e1", json!({"nic": "n1", "bandwidth_mbit": 10})).await;
+    let (s, e1) = create(
+        tk,
+        "elastic-ips",
+        "e1",
+        json!({"nic": "n1", "bandwidth_mbit": 10}),
+    )
+    .await;
     assert_eq!(s, 201, "{e1}");
     assert_eq!(e1["status"]["address"], "203.0.113.2");
     let (s, v) = create(tk, "elastic-ips", "e2", json!({"nic": "n1"})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "NIC already has one: {v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "NIC already has one: {v}"
+    );
     let (s, e2) = create(tk, "elastic-ips", "e2", json!({})).await;
     assert_eq!(s, 201, "{e2}");
     let mut upd = json!({"spec": e1["spec"].clone()});
     upd["spec"]["nic"] = json!("n2");
     let (s, v) = call(tk, "PUT", "/v1/elastic-ips/e1".into(), Some(upd)).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "already bound: {v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "already bound: {v}"
+    );
     let (s, v) = call(tk, "DELETE", "/v1/network-interfaces/n1".into(), None).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "EIP bound: {v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "EIP bound: {v}"
+    );
     let (s, v) = create(tk, "elastic-ips", "e3", json!({"bandwidth_mbit": 0})).await;
     assert_eq!(s, 400, "{v}");
     // NAT gateway and VIP validation.
-    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e1"})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "bound EIP: {v}");
-    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e2",
-        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": "192.168.1.1", "to_port": 80}]})).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "outside the VPC: {v}");
-    let (s, v) = create(tk, "nat-gateways", "gw", json!({"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"],
-        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]})).await;
+    let (s, v) = create(
+        tk,
+        "nat-gateways",
+        "gw",
+        json!({"vpc": "net1", "elastic_ip": "e1"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "bound EIP: {v}"
+    );
+    let (s, v) = create(
+        tk,
+        "nat-gateways",
+        "gw",
+        json!({"vpc": "net1", "elastic_ip": "e2",
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": "192.168.1.1", "to_port": 80}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_field")),
+        "outside the VPC: {v}"
+    );
+    let (s, v) = create(
+        tk,
+        "nat-gateways",
+        "gw",
+        json!({"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"],
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]}),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = create(tk, "vips", "vip1", json!({"subnet": "s1", "nics": ["n1", "n2"]})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "the /29 is full: {v}");
+    let (s, v) = create(
+        tk,
+        "vips",
+        "vip1",
+        json!({"subnet": "s1", "nics": ["n1", "n2"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("ip_exhausted")),
+        "the /29 is full: {v}"
+    );
     // Another project sees none of it, by name or by id.
     let ok = other.token.as_str();
     for path in [
         format!("/v1/vpcs/{}", vpc["metadata"]["id"].as_str().unwrap()),
         format!("/v1/subnets/{}", sn["metadata"]["id"].as_str().unwrap()),
-        format!("/v1/security-groups/{}", sg["metadata"]["id"].as_str().unwrap()),
+        format!(
+            "/v1/security-groups/{}",
+            sg["metadata"]["id"].as_str().unwrap()
+        ),
         format!("/v1/elastic-ips/{}", e1["metadata"]["id"].as_str().unwrap()),
     ] {
         let (s, v) = call(ok, "GET", path.clone(), None).await;
@@ -482,12 +671,28 @@ async fn e2e_network_bad_input_and_other_projects() {
         let (s, _) = call(ok, "DELETE", path.clone(), None).await;
         assert_eq!(s, 404, "{path}");
     }
-    let (s, v) = create(ok, "subnets", "steal", json!({"vpc": vpc["metadata"]["id"], "cidr": "10.10.5.0/24"})).await;
+    let (s, v) = create(
+        ok,
+        "subnets",
+        "steal",
+        json!({"vpc": vpc["metadata"]["id"], "cidr": "10.10.5.0/24"}),
+    )
+    .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
-    let (s, v) = create(ok, "network-interfaces", "steal", json!({"subnet": sn["metadata"]["id"]})).await;
+    let (s, v) = create(
+        ok,
+        "network-interfaces",
+        "steal",
+        json!({"subnet": sn["metadata"]["id"]}),
+    )
+    .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
     let (s, v) = call(ok, "GET", "/v1/vpcs".into(), None).await;
-    assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    assert_eq!(
+        (s, v["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
     // The CLI shows the same objects as tables.
     let out = cloud.cli(&["vpc", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
