@@ -155,6 +155,50 @@ impl Lab {
         Ok(g)
     }
 
+    /// A namespace guest for a NIC as the API reports it (a `NetworkInterface` document:
+    /// `metadata.id`, `status.device/mac/ip/prefix_len/gateway`) on lab host `host`.
+    pub fn add_nic_guest(
+        &self,
+        host: &str,
+        nic: &serde_json::Value,
+        mtu: u16,
+    ) -> io::Result<String> {
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("NIC without {what}: {nic}"),
+            )
+        };
+        let st = &nic["status"];
+        let text = |v: &serde_json::Value, what: &str| {
+            v.as_str().map(str::to_string).ok_or_else(|| bad(what))
+        };
+        let port = PortPlan {
+            id: text(&nic["metadata"]["id"], "metadata.id")?,
+            vpc: String::new(),
+            vni: 0,
+            subnet: String::new(),
+            device: text(&st["device"], "status.device")?,
+            mac: text(&st["mac"], "status.mac")?
+                .parse()
+                .map_err(|_| bad("a valid status.mac"))?,
+            ip: text(&st["ip"], "status.ip")?
+                .parse()
+                .map_err(|_| bad("a valid status.ip"))?,
+            prefix_len: st["prefix_len"]
+                .as_u64()
+                .and_then(|p| u8::try_from(p).ok())
+                .ok_or_else(|| bad("status.prefix_len"))?,
+            gateway: text(&st["gateway"], "status.gateway")?
+                .parse()
+                .map_err(|_| bad("a valid status.gateway"))?,
+            groups: vec![],
+            ingress: vec![],
+            egress: None,
+        };
+        self.add_guest(host, &port, mtu)
+    }
+
     /// An external network: a bridge namespace, every host's `ext0` on it (with the
     /// address `host_addrs[i]`/len, like a node's provider-network address) and an "outside"
     /// namespace whose `eth0` holds `gateway` (the upstream router). Returns the outside

@@ -17,53 +17,12 @@ async fn main() {
     let total: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let wave: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let kind = args.get(3).cloned().unwrap_or_else(|| "kernel".into());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let guest = root.join("target/test-guest");
-    let built = std::process::Command::new(root.join("scripts/build-test-guest"))
-        .arg(&guest)
-        .status()
-        .unwrap();
-    assert!(built.success(), "scripts/build-test-guest failed");
-
     // 10 one-vCPU VMs on a 2-core host need more than the default 1:2 CPU overcommit.
     let server = start(&["up", "--cpu-overcommit", "8"]);
     let http = reqwest::Client::new();
     let (e, t) = (server.endpoint.clone(), server.token.clone());
     let api = |m: reqwest::Method, p: &str| http.request(m, format!("{e}{p}")).bearer_auth(&t);
-    let spec = if kind == "disk" {
-        json!({})
-    } else {
-        json!({"kernel_cmdline": "console=ttyS0 quiet panic=-1"})
-    };
-    let img: Value = api(reqwest::Method::POST, "/v1/images")
-        .json(&json!({"metadata": {"name": "guest"}, "spec": spec}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = img["metadata"]["id"].as_str().unwrap().to_string();
-    let parts: &[(&str, &str)] = if kind == "disk" {
-        &[("disk", "test-guest.raw")]
-    } else {
-        &[
-            ("kernel", "test-guest.vmlinux"),
-            ("initrd", "test-guest.initrd"),
-        ]
-    };
-    for (part, file) in parts {
-        let body = tokio::fs::read(guest.join(file)).await.unwrap();
-        let r = api(
-            reqwest::Method::PUT,
-            &format!("/v1/images/{id}/data?part={part}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    }
+    server.upload_test_guest(&http, "guest", &kind).await;
 
     let mut to_running = Vec::new();
     let mut to_ready = Vec::new();

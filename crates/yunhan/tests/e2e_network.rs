@@ -188,26 +188,6 @@ fn ready_ip(text: &str) -> Option<String> {
     Some(line.split("ips=").nth(1)?.trim().to_string())
 }
 
-/// A namespace guest for NIC `nic` (a port of the host it is bound to).
-fn ns_guest(lab: &Lab, host: &str, nic: &Value) -> String {
-    let ip: Ipv4Addr = nic["status"]["ip"].as_str().unwrap().parse().unwrap();
-    let port = yunhan_net::plan::PortPlan {
-        id: nic["metadata"]["id"].as_str().unwrap().into(),
-        vpc: String::new(),
-        vni: 0,
-        subnet: String::new(),
-        device: nic["status"]["device"].as_str().unwrap().into(),
-        mac: nic["status"]["mac"].as_str().unwrap().parse().unwrap(),
-        ip,
-        prefix_len: nic["status"]["prefix_len"].as_u64().unwrap() as u8,
-        gateway: nic["status"]["gateway"].as_str().unwrap().parse().unwrap(),
-        groups: vec![],
-        ingress: vec![],
-        egress: None,
-    };
-    lab.add_guest(host, &port, 1450).unwrap()
-}
-
 /// The contract on two hosts with real guests; a guest-side ping across hosts;
 /// then the control plane killed (guests keep talking, drift is still repaired) and, once
 /// it is back, a new subnet and NIC (a namespace guest on a's host) reach b through the
@@ -358,7 +338,7 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         "10.10.2.0/24",
     ]);
     let n2 = c.ok(&["nic", "create", "n2", "--subnet", "s2", "--vm", "a"]);
-    let g = ns_guest(&lab, &a_host.id, &n2);
+    let g = lab.add_nic_guest(&a_host.id, &n2, 1450).unwrap();
     let ip_b: Ipv4Addr = ip_b.parse().unwrap();
     assert!(
         lab.ping_within(&g, ip_b, Duration::from_secs(30)),

@@ -76,6 +76,80 @@ pub fn start(args: &[&str]) -> Server {
     }
 }
 
+impl Server {
+    /// A request to this server's API as the admin.
+    pub fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        http.request(method, format!("{}{path}", self.endpoint))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a JSON request that must succeed and returns the response body.
+    pub async fn json(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut r = self.request(http, method.clone(), path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Builds the test guest (scripts/build-test-guest) and uploads it as image
+    /// `name`: `kernel` (direct kernel boot) or `disk` (BIOS raw disk).
+    pub async fn upload_test_guest(&self, http: &reqwest::Client, name: &str, kind: &str) {
+        let guest = yunhan_testkit::test_guest();
+        let spec = if kind == "disk" {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({"kernel_cmdline": "console=ttyS0 quiet panic=-1"})
+        };
+        let img = self
+            .json(
+                http,
+                reqwest::Method::POST,
+                "/v1/images",
+                Some(serde_json::json!({"metadata": {"name": name}, "spec": spec})),
+            )
+            .await;
+        let id = img["metadata"]["id"].as_str().unwrap().to_string();
+        let parts: &[(&str, &str)] = if kind == "disk" {
+            &[("disk", "test-guest.raw")]
+        } else {
+            &[
+                ("kernel", "test-guest.vmlinux"),
+                ("initrd", "test-guest.initrd"),
+            ]
+        };
+        for (part, file) in parts {
+            let body = tokio::fs::read(guest.join(file)).await.unwrap();
+            let r = self
+                .request(
+                    http,
+                    reqwest::Method::PUT,
+                    &format!("/v1/images/{id}/data?part={part}"),
+                )
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        }
+    }
+}
+
 /// The value at quantile `p` of sorted latencies, in milliseconds.
 pub fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
