@@ -1,6 +1,7 @@
 //! The QMP client: one UNIX-socket connection, a reader task that routes
 //! replies to their callers by command id and events to subscribers.
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -180,6 +181,30 @@ impl QmpClient {
         args: Value,
         timeout: Duration,
     ) -> Result<Value> {
+        self.execute_with_fd(name, args, timeout, None).await
+    }
+
+    /// Hands QEMU the descriptor `fd` under `fdname` (QMP `getfd`: the descriptor
+    /// travels as SCM_RIGHTS ancillary data with the command itself), for
+    /// `netdev_add tap,fd=<fdname>` and the like. QEMU keeps its own copy.
+    pub async fn send_fd(&self, fdname: &str, fd: BorrowedFd<'_>) -> Result<()> {
+        self.execute_with_fd(
+            "getfd",
+            json!({ "fdname": fdname }),
+            self.timeout,
+            Some(fd.as_raw_fd()),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn execute_with_fd(
+        &self,
+        name: &str,
+        args: Value,
+        timeout: Duration,
+        fd: Option<RawFd>,
+    ) -> Result<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut msg = Map::new();
         msg.insert("execute".into(), name.into());
@@ -211,7 +236,12 @@ impl QmpClient {
         tracing::debug!(command = name, id, "QMP execute");
         let sent = async {
             let mut w = self.writer.lock().await;
-            w.write_all(&line).await?;
+            let mut rest = &line[..];
+            if let Some(fd) = fd {
+                let n = send_with_fd(w.as_ref(), rest, fd).await?;
+                rest = &rest[n..];
+            }
+            w.write_all(rest).await?;
             w.flush().await
         };
         let result = tokio::time::timeout(timeout, async {
@@ -244,6 +274,31 @@ impl QmpClient {
                     after: timeout,
                 })
             }
+        }
+    }
+}
+
+/// Sends (the start of) `bytes` with `fd` attached; returns how many bytes went.
+async fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    loop {
+        stream.writable().await?;
+        let iov = [std::io::IoSlice::new(bytes)];
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        match stream.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        }) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

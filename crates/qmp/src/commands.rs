@@ -162,6 +162,53 @@ impl Command for DeviceDel {
     type Response = Empty;
 }
 
+/// `netdev_add` of a TAP backend whose descriptor was handed over with
+/// `getfd` ([`crate::QmpClient::send_fd`]) under the name `fd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetdevAddTap {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    pub fd: String,
+    /// virtio-net offloads through the TAP's vnet header.
+    pub vhost: bool,
+}
+impl NetdevAddTap {
+    pub fn new(id: &str, fdname: &str) -> Self {
+        Self {
+            kind: "tap",
+            id: id.into(),
+            fd: fdname.into(),
+            vhost: false,
+        }
+    }
+}
+impl Command for NetdevAddTap {
+    const NAME: &'static str = "netdev_add";
+    type Response = Empty;
+}
+
+/// `netdev_del`: removes a network backend (after its device is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetdevDel {
+    pub id: String,
+}
+impl Command for NetdevDel {
+    const NAME: &'static str = "netdev_del";
+    type Response = Empty;
+}
+
+/// `qom-list` of a QOM path, e.g. `/machine/peripheral` (the devices created with
+/// an id, on the command line or by `device_add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QomList {
+    pub path: String,
+}
+impl Command for QomList {
+    const NAME: &'static str = "qom-list";
+    type Response = Vec<crate::types::QomProperty>;
+}
+
 /// `block_resize` of a node to `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

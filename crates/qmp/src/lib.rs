@@ -24,11 +24,11 @@ mod tests;
 use async_trait::async_trait;
 
 pub use client::{ConnectOptions, EventStream, QmpClient, EVENT_BUFFER};
-pub use commands::{BlockdevAdd, Command, DeviceAdd, Empty};
+pub use commands::{BlockdevAdd, Command, DeviceAdd, Empty, NetdevAddTap, NetdevDel, QomList};
 pub use error::{QmpError, Result};
 pub use types::{
     Event, EventKind, Greeting, MigrationCapabilityStatus, MigrationInfo, MigrationParameters,
-    MigrationStatus, RunState, StatusInfo, VersionInfo,
+    MigrationStatus, QomProperty, RunState, StatusInfo, VersionInfo,
 };
 
 use commands as c;

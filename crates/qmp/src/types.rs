@@ -267,3 +267,19 @@ impl Event {
         }
     }
 }
+
+/// One entry of a `qom-list` reply: a child object (`type` `child<virtio-net-pci>`)
+/// or a property.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QomProperty {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl QomProperty {
+    /// The QOM type of a child object (`virtio-net-pci` for `child<virtio-net-pci>`).
+    pub fn child_type(&self) -> Option<&str> {
+        self.kind.strip_prefix("child<")?.strip_suffix('>')
+    }
+}
