@@ -130,7 +130,9 @@ impl NetAgent {
                     "network plan applied"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "applying the network plan failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying the network plan failed; will retry")
+                }
             }
         })
         .await;
@@ -201,12 +203,7 @@ pub fn open_tap(netns: Option<&str>, name: &str) -> io::Result<OwnedFd> {
     let name = name.to_string();
     let create = move || -> io::Result<OwnedFd> {
         // SAFETY: a plain open(2) of a constant NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/net/tun".as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC,
-            )
-        };
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

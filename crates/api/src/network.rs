@@ -113,7 +113,9 @@ async fn claim_address(
                 Err(IpamError::Taken(_)) => {
                     return Err(ApiError::new(
                         ErrorCode::Conflict,
-                        format!("{ip} is already in use in {cidr}; pick another address or omit it"),
+                        format!(
+                            "{ip} is already in use in {cidr}; pick another address or omit it"
+                        ),
                     )
                     .with_detail("field", field)
                     .into())
@@ -129,7 +131,9 @@ async fn claim_address(
             None => ipam.allocate().map_err(|_| {
                 ApiError::new(
                     ErrorCode::IpExhausted,
-                    format!("{cidr} has no free address left; delete unused NICs or use another subnet"),
+                    format!(
+                        "{cidr} has no free address left; delete unused NICs or use another subnet"
+                    ),
                 )
                 .with_detail("cidr", cidr.to_string())
             })?,
@@ -139,7 +143,11 @@ async fn claim_address(
         }
         // Someone claimed it between our read and write: read again.
     }
-    Err(ApiError::new(ErrorCode::Unavailable, "address allocation kept racing; retry").into())
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        "address allocation kept racing; retry",
+    )
+    .into())
 }
 
 /// Subnet facts needed to place an address in it.
@@ -227,8 +235,7 @@ async fn prepare_nic(s: &AppState, doc: &mut Doc<NetworkInterface>) -> Result<()
         Some(i) => Some(resolve_instance(s, &project, i).await?),
         None => None,
     };
-    if s
-        .objects
+    if s.objects
         .get_by_name::<NetworkInterface>(&project, &doc.metadata.name)
         .await?
         .is_some()
@@ -443,7 +450,11 @@ impl Hooks for Subnet {
         }
         let siblings = s.objects.list_all::<Subnet>(Some(&project)).await?;
         for o in siblings.iter().filter(|o| o.spec.vpc == vpc.metadata.id) {
-            if o.spec.cidr.parse::<Ipv4Cidr>().is_ok_and(|c| c.overlaps(&cidr)) {
+            if o.spec
+                .cidr
+                .parse::<Ipv4Cidr>()
+                .is_ok_and(|c| c.overlaps(&cidr))
+            {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     format!(
@@ -604,7 +615,9 @@ impl Hooks for SecurityGroup {
             .list_all::<SecurityGroup>(project)
             .await?
             .into_iter()
-            .find(|g| g.metadata.id != id && g.spec.rules.iter().any(|r| r.group.as_deref() == Some(id)))
+            .find(|g| {
+                g.metadata.id != id && g.spec.rules.iter().any(|r| r.group.as_deref() == Some(id))
+            })
         {
             return Err(conflict(format!(
                 "security group {:?} is a rule peer of group {:?}; delete that rule first",
@@ -643,10 +656,17 @@ impl Hooks for ElasticIpPool {
     async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
         let cidr = parse_cidr("spec.cidr", &doc.spec.cidr)?;
         for o in s.objects.list_all::<Self>(Some(GLOBAL_SCOPE)).await? {
-            if o.spec.cidr.parse::<Ipv4Cidr>().is_ok_and(|c| c.overlaps(&cidr)) {
+            if o.spec
+                .cidr
+                .parse::<Ipv4Cidr>()
+                .is_ok_and(|c| c.overlaps(&cidr))
+            {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
-                    format!("{cidr} overlaps pool {:?} ({})", o.metadata.name, o.spec.cidr),
+                    format!(
+                        "{cidr} overlaps pool {:?} ({})",
+                        o.metadata.name, o.spec.cidr
+                    ),
                 )
                 .with_detail("field", "spec.cidr")
                 .into());
@@ -687,12 +707,7 @@ fn pool_gateway(p: &Doc<ElasticIpPool>, cidr: Ipv4Cidr) -> Ipv4Addr {
 }
 
 /// The NIC an elastic IP may be bound to: in the project, and not holding another EIP.
-async fn bindable_nic(
-    s: &AppState,
-    project: &str,
-    eip_id: &str,
-    what: &str,
-) -> Result<String> {
+async fn bindable_nic(s: &AppState, project: &str, eip_id: &str, what: &str) -> Result<String> {
     let nic = resolve::<NetworkInterface>(s, project, "spec.nic", what).await?;
     let eips = s.objects.list_all::<ElasticIp>(Some(project)).await?;
     if let Some(e) = eips
@@ -704,8 +719,7 @@ async fn bindable_nic(
             e.status.address
         )));
     }
-    if s
-        .objects
+    if s.objects
         .list_all::<NatGateway>(Some(project))
         .await?
         .iter()
@@ -894,7 +908,8 @@ impl Hooks for Vip {
         let subnet = resolve::<Subnet>(s, &project, "spec.subnet", &doc.spec.subnet).await?;
         let sn = subnet_info(&subnet)?;
         doc.spec.nics = resolve_vip_nics(s, &project, &sn.id, &doc.spec.nics).await?;
-        let ip = claim_in_subnet(s, &sn, doc.spec.ip.as_deref(), "spec.ip", &doc.metadata.id).await?;
+        let ip =
+            claim_in_subnet(s, &sn, doc.spec.ip.as_deref(), "spec.ip", &doc.metadata.id).await?;
         doc.spec.subnet = sn.id;
         doc.status.vpc = sn.vpc;
         doc.status.ip = ip.to_string();

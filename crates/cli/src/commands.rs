@@ -944,7 +944,8 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                         spec["ssh_keys"] = json!(a.ssh_keys);
                     }
                     if let Some(subnet) = &a.subnet {
-                        let mut nic = json!({"subnet": subnet, "security_groups": a.security_groups});
+                        let mut nic =
+                            json!({"subnet": subnet, "security_groups": a.security_groups});
                         if let Some(ip) = &a.ip {
                             nic["ip"] = json!(ip);
                         }

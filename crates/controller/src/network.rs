@@ -15,9 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use yunhan_model::network::{
-    ip_claim_key, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX,
-};
+use yunhan_model::network::{ip_claim_key, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX};
 use yunhan_model::{
     ElasticIp, Host, Instance, Kind, NetworkInterface, SecurityGroup, Subnet, Vip, Vpc,
 };
@@ -257,7 +255,8 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> NetworkModel {
             continue;
         };
         let port = e.spec.nic.clone().filter(|n| ports.contains(n.as_str()));
-        if !eip_addrs.insert(address) || port.as_ref().is_some_and(|p| !eip_ports.insert(p.clone())) {
+        if !eip_addrs.insert(address) || port.as_ref().is_some_and(|p| !eip_ports.insert(p.clone()))
+        {
             continue;
         }
         m.elastic_ips.push(net::ElasticIp {
@@ -283,7 +282,11 @@ impl NetworkController {
     async fn collect_garbage(&self, objects: &Objects, inp: &Inputs) -> Result<(), ObjectError> {
         let now = Instant::now();
         let mut seen = HashSet::new();
-        let instances: HashSet<&str> = inp.instances.iter().map(|i| i.metadata.id.as_str()).collect();
+        let instances: HashSet<&str> = inp
+            .instances
+            .iter()
+            .map(|i| i.metadata.id.as_str())
+            .collect();
         for n in &inp.nics {
             let Some(i) = n.spec.instance.as_deref() else {
                 continue;
@@ -298,7 +301,10 @@ impl NetworkController {
                     Err(e) => return Err(e),
                 }
                 if let Ok(ip) = n.status.ip.parse() {
-                    objects.store().delete(&ip_claim_key(&n.spec.subnet, ip)).await?;
+                    objects
+                        .store()
+                        .delete(&ip_claim_key(&n.spec.subnet, ip))
+                        .await?;
                 }
             } else {
                 tracing::info!(nic = %n.metadata.id, instance = i, "detaching a NIC from a deleted instance");
@@ -518,15 +524,15 @@ mod tests {
 
     #[test]
     fn two_vms_on_two_hosts_share_the_default_group() {
-        let m = build_model(
-            inputs(&[], &[(5, 0, true), (6, 0, true)]),
-            UNDERLAY_MTU,
-        );
+        let m = build_model(inputs(&[], &[(5, 0, true), (6, 0, true)]), UNDERLAY_MTU);
         m.validate().unwrap();
         assert_eq!(m.ports.len(), 2);
         assert_eq!(m.ports[0].host.as_deref(), Some("hst-1"));
         assert_eq!(m.ports[1].host.as_deref(), Some("hst-2"));
-        assert_eq!(m.ports[0].security_groups, vec!["vpc-1-default".to_string()]);
+        assert_eq!(
+            m.ports[0].security_groups,
+            vec!["vpc-1-default".to_string()]
+        );
         let plans = yunhan_net::compile_all(&m).unwrap();
         assert_eq!(plans["hst-1"].ports.len(), 1);
         assert_eq!(plans["hst-1"].vpcs[0].fdb.len(), 1);

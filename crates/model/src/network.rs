@@ -616,8 +616,17 @@ mod tests {
             cidr: "10.10.0.0/16".into(),
         })
         .unwrap();
-        for bad in ["10.10.0.1/16", "10.10.0.0/33", "x", "10.0.0.0/30", "10.0.0.0/4"] {
-            assert!(Vpc::validate(&VpcSpec { cidr: bad.into() }).is_err(), "{bad}");
+        for bad in [
+            "10.10.0.1/16",
+            "10.10.0.0/33",
+            "x",
+            "10.0.0.0/30",
+            "10.0.0.0/4",
+        ] {
+            assert!(
+                Vpc::validate(&VpcSpec { cidr: bad.into() }).is_err(),
+                "{bad}"
+            );
         }
         let s = |c: &str| SubnetSpec {
             vpc: "net1".into(),

@@ -282,7 +282,10 @@ mod tests {
     #[test]
     fn vm_with_two_vpc_nics() {
         let mut p = plan(Accelerator::Tcg, Boot::Disk, vec![]);
-        for (i, id) in ["nic-00000000000000a1", "nic-00000000000000a2"].iter().enumerate() {
+        for (i, id) in ["nic-00000000000000a1", "nic-00000000000000a2"]
+            .iter()
+            .enumerate()
+        {
             p.nics.push(VmNic {
                 id: id.to_string(),
                 mac: format!("52:54:0a:0a:01:0{}", i + 2),
