@@ -62,7 +62,12 @@ const GROUPS: Kind = Kind {
         col!("VPC", "spec", "vpc"),
         Column {
             header: "RULES",
-            get: |v| v["spec"]["rules"].as_array().map_or(0, Vec::len).to_string(),
+            get: |v| {
+                v["spec"]["rules"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    .to_string()
+            },
         },
         col!("ID", "metadata", "id"),
     ],
@@ -129,7 +134,10 @@ const RULE_COLUMNS: &[Column] = &[
     col!("PROTOCOL", "rule", "protocol"),
     Column {
         header: "PORTS",
-        get: |v| match (v["rule"]["port_from"].as_u64(), v["rule"]["port_to"].as_u64()) {
+        get: |v| match (
+            v["rule"]["port_from"].as_u64(),
+            v["rule"]["port_to"].as_u64(),
+        ) {
             (Some(f), Some(t)) if f != t => format!("{f}-{t}"),
             (Some(f), _) => f.to_string(),
             _ => "all".into(),
@@ -430,7 +438,7 @@ pub enum NetworkCommand {
 
 impl Ctx {
     /// Reads `name`, changes its spec with `change`, writes it back at the read revision.
-    async fn update_spec(
+    pub(crate) async fn update_spec(
         &self,
         k: &Kind,
         name: &str,
@@ -476,7 +484,7 @@ impl Ctx {
 }
 
 /// Sets `spec[key]` to `value` (or removes it for null).
-fn set(spec: &mut Value, key: &str, value: Value) {
+pub(crate) fn set(spec: &mut Value, key: &str, value: Value) {
     if let Some(o) = spec.as_object_mut() {
         if value.is_null() {
             o.remove(key);
@@ -492,7 +500,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: NetworkCommand) -> Result<(), ClientErro
         NetworkCommand::Vpc(c) => match c.verb() {
             Ok(v) => ctx.verb(&VPCS, v).await,
             Err(VpcCommand::Create(a)) => {
-                ctx.create_print(&VPCS, &a.name, json!({"cidr": a.cidr})).await
+                ctx.create_print(&VPCS, &a.name, json!({"cidr": a.cidr}))
+                    .await
             }
             Err(_) => unreachable!("list, show and delete are handled by verb()"),
         },
