@@ -8,6 +8,8 @@
 pub mod compute;
 mod host;
 pub mod network;
+mod ops;
+pub mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub enum AgentError {
     Objects(#[from] ObjectError),
     #[error("compute: {0}")]
     Compute(std::io::Error),
+    #[error("storage pool: {0}")]
+    Storage(#[from] yunhan_storage::StorageError),
     #[error("agent state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -78,6 +82,18 @@ pub async fn run(
     compute_cfg.netns = cfg.network.netns.clone();
     let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, compute_cfg)
         .map_err(AgentError::Compute)?;
+    let local = yunhan_storage::LocalDriver::open(cfg.state_dir.join("volumes")).await?;
+    let pools: storage::Pools = [(
+        yunhan_model::DEFAULT_POOL.to_string(),
+        Arc::new(local) as Arc<dyn yunhan_storage::VolumeDriver>,
+    )]
+    .into();
+    let storage = storage::Storage::new(host_id.clone(), pools, compute.runtime());
+    let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
+        Arc::new(storage),
+        objects.clone(),
+        shutdown.clone(),
+    )));
     let net = network::NetAgent::new(host_id.clone(), &cfg.state_dir, cfg.network.clone());
     let mut net = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(net),
@@ -98,5 +114,6 @@ pub async fn run(
     let _ = (&mut lease.0).await;
     let _ = (&mut vms.0).await;
     let _ = (&mut net.0).await;
+    let _ = (&mut volumes.0).await;
     Ok(())
 }

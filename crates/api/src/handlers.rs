@@ -495,6 +495,7 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
     r = crud::<Image>(r);
     r = crud::<Instance>(r);
     r = crud::<Volume>(r);
+    r = crud::<yunhan_model::Snapshot>(r);
     r = crud::<PlacementGroup>(r);
     r = crate::network::routes(r);
     r = r

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use yunhan_model::{
     ApiError, ApiKey, ErrorCode, Flavor, Host, Image, Instance, InstancePhase, Kind,
-    PlacementGroup, Project, Scope, User, Volume,
+    PlacementGroup, Project, Scope, User,
 };
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
@@ -149,9 +149,6 @@ impl Hooks for Host {}
 impl Hooks for Flavor {}
 
 #[async_trait]
-impl Hooks for Volume {}
-
-#[async_trait]
 impl Hooks for PlacementGroup {
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let members = s
@@ -294,7 +291,7 @@ impl Hooks for Instance {
     }
 }
 
-async fn find_public_image(s: &AppState, name: &str) -> Result<Option<Doc<Image>>> {
+pub(crate) async fn find_public_image(s: &AppState, name: &str) -> Result<Option<Doc<Image>>> {
     Ok(s.objects
         .list_all::<Image>(None)
         .await?

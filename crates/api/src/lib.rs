@@ -14,6 +14,7 @@ mod metrics;
 mod network;
 mod openapi;
 mod ratelimit;
+mod storage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct ApiConfig {
     pub image_dir: std::path::PathBuf,
     /// Largest image upload, in bytes.
     pub image_max_bytes: u64,
+    /// Storage pools volumes may be created in (`local` and the Ceph pools).
+    pub storage_pools: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +56,7 @@ impl Default for ApiConfig {
             token_cache_ttl: Duration::from_secs(30),
             image_dir: "/var/lib/yunhan/images".into(),
             image_max_bytes: 64 << 30,
+            storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
         }
     }
 }
@@ -64,6 +68,7 @@ pub(crate) struct AppState {
     pub metrics: metrics::Metrics,
     pub image_dir: std::path::PathBuf,
     pub image_max_bytes: u64,
+    pub storage_pools: Vec<String>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -78,6 +83,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         metrics: metrics::Metrics::default(),
         image_dir: config.image_dir.clone(),
         image_max_bytes: config.image_max_bytes,
+        storage_pools: config.storage_pools.clone(),
     });
     handlers::routes(state, config.body_limit)
 }

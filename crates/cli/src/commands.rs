@@ -205,16 +205,6 @@ pub struct PlacementGroupCreate {
     pub policy: String,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct VolumeCreate {
-    pub name: String,
-    /// Size, e.g. 10GiB, 1TiB (whole GiB)
-    #[arg(long, value_parser = parse_gib)]
-    pub size: u64,
-    #[arg(long)]
-    pub bootable: bool,
-}
-
 resource_command!(
     /// Projects (tenants) and their quotas
     ProjectCommand, ProjectCreate);
@@ -268,9 +258,6 @@ VmCommand, VmCreate, {
     },
 });
 resource_command!(
-    /// Block volumes
-    VolumeCommand, VolumeCreate);
-resource_command!(
     /// Placement groups: spread VMs over hosts (anti-affinity)
     PlacementGroupCommand, PlacementGroupCreate);
 
@@ -300,17 +287,17 @@ pub enum Command {
     Image(ImageCommand),
     #[command(subcommand, alias = "instance")]
     Vm(VmCommand),
-    #[command(subcommand)]
-    Volume(VolumeCommand),
     #[command(subcommand, name = "placement-group", alias = "pg")]
     PlacementGroup(PlacementGroupCommand),
     /// Show who the configured token belongs to
     Whoami,
     #[command(flatten)]
     Network(crate::network::NetworkCommand),
+    #[command(flatten)]
+    Storage(crate::storage::StorageCommand),
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
@@ -320,18 +307,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         "ms" => Ok(Duration::from_millis(n)),
         _ => Err(format!("{s:?} is not a duration like 90s or 5m")),
-    }
-}
-
-fn parse_gib(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 10GiB"))?;
-    match unit.to_ascii_lowercase().as_str() {
-        "" | "g" | "gb" | "gib" => Ok(n),
-        "t" | "tb" | "tib" => Ok(n * 1024),
-        _ => Err(format!("{s:?}: use whole GiB or TiB, e.g. 10GiB")),
     }
 }
 
@@ -484,16 +459,6 @@ const PLACEMENT_GROUPS: Kind = Kind {
             header: "ID",
             get: |v| text(&v["metadata"]["id"]),
         },
-    ],
-};
-const VOLUMES: Kind = Kind {
-    plural: "volumes",
-    singular: "volume",
-    columns: &[
-        col!("NAME", "metadata", "name"),
-        col!("SIZE_GIB", "spec", "size_gib"),
-        col!("STATUS", "status", "phase"),
-        col!("ID", "metadata", "id"),
     ],
 };
 
@@ -687,7 +652,7 @@ impl Ctx {
 
 /// Polls `path` until `done` says so, drawing a spinner with the current
 /// phase on a terminal (plain lines on phase changes otherwise).
-async fn wait_for(
+pub(crate) async fn wait_for(
     client: &Client,
     path: &str,
     what: &str,
@@ -995,18 +960,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
             }
             Err(_) => unreachable!("list, show and delete are handled by verb()"),
         },
-        Command::Volume(c) => match c.verb() {
-            Ok(v) => ctx.verb(&VOLUMES, v).await?,
-            Err(c) => match c {
-                VolumeCommand::Create(a) => {
-                    let v = ctx.create(&VOLUMES, json!({
-                    "metadata": {"name": a.name}, "spec": {"size_gib": a.size, "bootable": a.bootable},
-                })).await?;
-                    print(ctx.format, VOLUMES.columns, &v);
-                }
-                _ => unreachable!("list, show and delete are handled by verb()"),
-            },
-        },
+        Command::Storage(c) => crate::storage::run(&ctx, c).await?,
     }
     Ok(())
 }
@@ -1036,10 +990,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_sizes_and_durations() {
-        assert_eq!(parse_gib("10GiB"), Ok(10));
-        assert_eq!(parse_gib("2T"), Ok(2048));
-        assert!(parse_gib("1.5G").is_err());
+    fn parses_durations() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("soon").is_err());

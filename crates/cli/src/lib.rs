@@ -7,6 +7,7 @@ pub mod config;
 mod console;
 mod network;
 mod output;
+mod storage;
 
 pub use client::{Client, ClientError, ConsoleStream};
 pub use commands::{hint, run, ClientArgs, Command};

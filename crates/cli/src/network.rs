@@ -438,7 +438,7 @@ pub enum NetworkCommand {
 
 impl Ctx {
     /// Reads `name`, changes its spec with `change`, writes it back at the read revision.
-    async fn update_spec(
+    pub(crate) async fn update_spec(
         &self,
         k: &Kind,
         name: &str,
@@ -484,7 +484,7 @@ impl Ctx {
 }
 
 /// Sets `spec[key]` to `value` (or removes it for null).
-fn set(spec: &mut Value, key: &str, value: Value) {
+pub(crate) fn set(spec: &mut Value, key: &str, value: Value) {
     if let Some(o) = spec.as_object_mut() {
         if value.is_null() {
             o.remove(key);

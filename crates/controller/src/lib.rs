@@ -7,6 +7,7 @@ pub mod liveness;
 pub mod network;
 pub mod placement;
 pub mod scheduler;
+pub mod volumes;
 
 pub use leader::{run_as_leader, LeaderConfig};
 pub use yunhan_store::reconcile::{run_reconciler, Reconciler};
@@ -34,6 +35,7 @@ pub async fn run_controllers(
         Arc::new(liveness::HostLiveness),
         Arc::new(scheduler::Scheduler { policy }),
         Arc::new(network::NetworkController::default()),
+        Arc::new(volumes::VolumeBinder),
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

@@ -1,5 +1,5 @@
-//! Platform resources whose data planes arrive in later issues: hosts (written
-//! by agents), flavors, instances and volumes (model + CRUD + quota here).
+//! Platform resources: hosts (written by agents), flavors, images, instances and
+//! placement groups. Volumes and snapshots are in `storage.rs`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub struct HostStatus {
     /// The store lease the agent keeps alive (liveness).
     #[serde(default)]
     pub lease: i64,
+    /// The storage pools this host's agent serves, as last measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::PoolReport>,
 }
 
 pub struct Host;
@@ -369,50 +372,6 @@ impl Kind for Instance {
             instances: 1,
             vcpus: status.vcpus as u64,
             memory_mib: status.memory_mib,
-            ..Usage::default()
-        }
-    }
-}
-
-// ---------------------------------------------------------------- volumes
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeSpec {
-    #[schemars(range(min = 1, max = 65536))]
-    pub size_gib: u64,
-    #[serde(default)]
-    pub bootable: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeStatus {
-    #[serde(default)]
-    pub phase: String,
-}
-
-pub struct Volume;
-impl Kind for Volume {
-    const KIND: &'static str = "Volume";
-    const PLURAL: &'static str = "volumes";
-    const ID_PREFIX: &'static str = "vol";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
-    type Spec = VolumeSpec;
-    type Status = VolumeStatus;
-    fn validate(spec: &VolumeSpec) -> Result<(), ApiError> {
-        if !(1..=65536).contains(&spec.size_gib) {
-            return Err(ApiError::invalid_field(
-                "spec.size_gib",
-                "size_gib must be 1–65536 (64 TiB)",
-            ));
-        }
-        Ok(())
-    }
-    fn usage(spec: &VolumeSpec, _status: &VolumeStatus) -> Usage {
-        Usage {
-            volume_gib: spec.size_gib,
             ..Usage::default()
         }
     }

@@ -8,6 +8,7 @@ mod infra;
 mod meta;
 pub mod network;
 mod quota;
+mod storage;
 
 pub use error::{ApiError, ErrorCode};
 pub use identity::{
@@ -17,8 +18,7 @@ pub use identity::{
 pub use infra::{
     Flavor, FlavorSpec, FlavorStatus, Host, HostPhase, HostSpec, HostStatus, Image, ImageSpec,
     ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, PlacementGroup,
-    PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy, Volume, VolumeSpec, VolumeStatus,
-    GPU_SHAPES,
+    PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy, GPU_SHAPES,
 };
 pub use meta::{
     new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
@@ -29,3 +29,8 @@ pub use network::{
     Vpc,
 };
 pub use quota::{Quota, Usage};
+pub use storage::{
+    storage_why, PoolReport, Snapshot, SnapshotPhase, SnapshotSpec, SnapshotStatus, Volume,
+    VolumePhase, VolumeRestore, VolumeSource, VolumeSpec, VolumeStatus, DEFAULT_POOL,
+    MAX_VOLUME_BYTES,
+};

@@ -62,7 +62,7 @@ async fn bench(name: &str, s: &Server, count: usize, clients: usize) -> [(f64, f
     let create = run(count, clients, move |i| {
         let (h, e, t) = (h.clone(), e.clone(), t.clone());
         async move {
-            let body = json!({"metadata": {"name": format!("v{i}"), "labels": {"bench": "api"}}, "spec": {"size_gib": 1}});
+            let body = json!({"metadata": {"name": format!("v{i}"), "labels": {"bench": "api"}}, "spec": {"size_bytes": 1073741824u64}});
             let r = h.post(format!("{e}/v1/volumes")).bearer_auth(&t).json(&body).send().await.unwrap();
             assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
         }

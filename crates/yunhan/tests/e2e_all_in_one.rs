@@ -178,7 +178,7 @@ async fn e2e_kill9_mid_write_loses_no_acknowledged_write() {
         let acked = acked.clone();
         writers.push(tokio::spawn(async move {
             for i in 0.. {
-                let body = serde_json::json!({"metadata": {"name": format!("v{w}-{i}")}, "spec": {"size_gib": 1}});
+                let body = serde_json::json!({"metadata": {"name": format!("v{w}-{i}")}, "spec": {"size_bytes": 1073741824u64}});
                 match http.post(&url).bearer_auth(&token).json(&body).send().await {
                     Ok(r) if r.status() == 201 => {
                         let v: Value = r.json().await.unwrap_or(Value::Null);

@@ -67,7 +67,7 @@ async fn objects_of_a(w: &World) -> Vec<(&'static str, String, Value)> {
         .await;
     let vol = w
         .cloud
-        .create(&t, "volumes", "a-vol", json!({"size_gib": 1}))
+        .create(&t, "volumes", "a-vol", json!({"size_bytes": 1073741824u64}))
         .await;
     let (s, key) = w
         .call(
@@ -86,7 +86,11 @@ async fn objects_of_a(w: &World) -> Vec<(&'static str, String, Value)> {
             id(&vm),
             json!({"spec": {"image": "a-img", "flavor": "tiny", "running": false}}),
         ),
-        ("volumes", id(&vol), json!({"spec": {"size_gib": 2}})),
+        (
+            "volumes",
+            id(&vol),
+            json!({"spec": {"size_bytes": 2147483648u64}}),
+        ),
         ("api-keys", id(&key["api_key"]), Value::Null),
     ]
 }
@@ -172,7 +176,7 @@ async fn e2e_authorization_matrix_has_no_cross_tenant_access() {
     }
 
     // The other tenant cannot create in A's project, nor name A's objects.
-    let (s, v) = w.call(Who::Other, "POST", "/v1/volumes", Some(&json!({"metadata": {"name": "x", "project": w.a.project}, "spec": {"size_gib": 1}}))).await;
+    let (s, v) = w.call(Who::Other, "POST", "/v1/volumes", Some(&json!({"metadata": {"name": "x", "project": w.a.project}, "spec": {"size_bytes": 1073741824u64}}))).await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
     let (s, _) = w.call(Who::Other, "GET", "/v1/volumes/a-vol", None).await;
     assert_eq!(s, 404, "names resolve in the caller's own project");
@@ -369,7 +373,8 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_gib":1,"colour":"red"}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824,"colour":"red"}}"#
+                    .to_vec(),
             ),
             400,
             "invalid_request",
@@ -380,7 +385,8 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_gib":1},"status":{}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824},"status":{}}"#
+                    .to_vec(),
             ),
             400,
             "invalid_request",
@@ -391,7 +397,7 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_gib":"big"}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":"big"}}"#.to_vec(),
             ),
             400,
             "invalid_request",
@@ -402,7 +408,7 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_gib":-1}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":-1}}"#.to_vec(),
             ),
             400,
             "invalid_request",
@@ -424,7 +430,7 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"a\u0007b"},"spec":{"size_gib":1}}"#.to_vec(),
+                br#"{"metadata":{"name":"a\u0007b"},"spec":{"size_bytes":1073741824}}"#.to_vec(),
             ),
             400,
             "invalid_field",
@@ -435,7 +441,7 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":""},"spec":{"size_gib":1}}"#.to_vec(),
+                br#"{"metadata":{"name":""},"spec":{"size_bytes":1073741824}}"#.to_vec(),
             ),
             400,
             "invalid_field",
@@ -446,7 +452,7 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
                 reqwest::Method::POST,
                 "/v1/volumes",
                 "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_gib":99999999}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":99999999999999999}}"#.to_vec(),
             ),
             400,
             "invalid_field",
@@ -607,13 +613,18 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
     }
     // Name clash.
     cloud
-        .create(&cloud.token, "volumes", "twin", json!({"size_gib": 1}))
+        .create(
+            &cloud.token,
+            "volumes",
+            "twin",
+            json!({"size_bytes": 1073741824u64}),
+        )
         .await;
     let (s, v) = cloud
         .admin(
             "POST",
             "/v1/volumes",
-            Some(&json!({"metadata": {"name": "twin"}, "spec": {"size_gib": 1}})),
+            Some(&json!({"metadata": {"name": "twin"}, "spec": {"size_bytes": 1073741824u64}})),
         )
         .await;
     assert_eq!(
@@ -640,7 +651,7 @@ async fn e2e_pagination_walks_every_object_once() {
                 &cloud.token,
                 "volumes",
                 &format!("p{i:02}"),
-                json!({"size_gib": 1}),
+                json!({"size_bytes": 1073741824u64}),
             )
             .await;
     }

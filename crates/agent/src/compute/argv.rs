@@ -102,6 +102,14 @@ impl VmPlan {
     }
 }
 
+/// Hot-plug slots per VM (PCIe root ports), i.e. volumes attached at once.
+pub const HOTPLUG_PORTS: usize = 8;
+
+/// The id of hot-plug root port `i`.
+pub fn hotplug_port(i: usize) -> String {
+    format!("hp{i}")
+}
+
 /// The seccomp policy QEMU confines itself with (verified against QEMU 10.0:
 /// it is incompatible with `-daemonize` and `-run-with user=`, which is why
 /// the agent detaches QEMU and drops its privileges itself).
@@ -206,6 +214,14 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
     }
     for (i, gpu) in plan.gpus.iter().enumerate() {
         push("-device", format!("vfio-pci,id=gpu{i},host={}", esc(gpu)));
+    }
+    // Empty PCIe root ports: q35's root bus takes no hot plug, so volumes are
+    // plugged into these (last, so the other devices keep their addresses).
+    for i in 0..HOTPLUG_PORTS {
+        push(
+            "-device",
+            format!("pcie-root-port,id={},chassis={}", hotplug_port(i), i + 1),
+        );
     }
     push(
         "-chardev",

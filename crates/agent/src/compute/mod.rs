@@ -6,13 +6,12 @@ pub mod argv;
 pub mod runtime;
 pub mod seed;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::task::JoinSet;
 use yunhan_model::{Image, Instance, InstancePhase, Resource};
 use yunhan_store::objects::{ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
@@ -107,29 +106,15 @@ pub fn decide(inst: &Doc<Instance>, alive: bool) -> Action {
 /// The compute reconciler of one host.
 pub struct Compute {
     inner: Arc<Inner>,
-    /// Operations in flight (start/stop/...); aborted when the agent stops.
-    tasks: Mutex<JoinSet<()>>,
+    /// Operations in flight (start/stop/...), one per instance.
+    ops: crate::ops::Ops,
 }
 
 struct Inner {
     host_id: String,
     cfg: ComputeConfig,
-    rt: Runtime,
+    rt: Arc<Runtime>,
     accel: tokio::sync::OnceCell<Accelerator>,
-    /// Instances with an operation in flight.
-    busy: Mutex<HashSet<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Releases an instance's busy mark when its operation ends (or is aborted).
-struct BusyGuard(Arc<Inner>, String);
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        lock(&self.0.busy).remove(&self.1);
-    }
 }
 
 impl Compute {
@@ -173,12 +158,16 @@ impl Compute {
             inner: Arc::new(Inner {
                 host_id,
                 cfg,
-                rt,
+                rt: Arc::new(rt),
                 accel: tokio::sync::OnceCell::new(),
-                busy: Mutex::new(HashSet::new()),
             }),
-            tasks: Mutex::new(JoinSet::new()),
+            ops: Default::default(),
         })
+    }
+
+    /// The VM runtime (the storage data plane plugs volumes into its VMs).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.rt.clone()
     }
 
     /// Runs `op` for `id` unless an operation for it is already in flight.
@@ -186,15 +175,9 @@ impl Compute {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        if !lock(&self.inner.busy).insert(id.to_string()) {
-            return;
+        if !self.ops.is_busy(id) {
+            self.ops.spawn(id, op(self.inner.clone()));
         }
-        let guard = BusyGuard(self.inner.clone(), id.to_string());
-        let fut = op(self.inner.clone());
-        lock(&self.tasks).spawn(async move {
-            let _guard = guard;
-            fut.await;
-        });
     }
 }
 
@@ -210,16 +193,7 @@ impl Reconciler for Compute {
         self.inner.cfg.resync
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
-        {
-            let mut tasks = lock(&self.tasks);
-            while let Some(r) = tasks.try_join_next() {
-                if let Err(e) = r {
-                    if e.is_panic() {
-                        tracing::error!(error = %e, "compute operation panicked");
-                    }
-                }
-            }
-        }
+        self.ops.reap("compute");
         // A store error ends the pass here: VMs keep running as they are.
         let all = objects.list_all::<Instance>(None).await?;
         let me = self.inner.host_id.as_str();
@@ -229,7 +203,7 @@ impl Reconciler for Compute {
             .map(|i| (i.metadata.id.clone(), i))
             .collect();
         for (id, inst) in &mine {
-            if lock(&self.inner.busy).contains(id) {
+            if self.ops.is_busy(id) {
                 continue;
             }
             let alive = self.inner.rt.running_pid(id).is_some();
@@ -244,7 +218,7 @@ impl Reconciler for Compute {
         }
         // VMs of instances that are gone or bound elsewhere: stop and remove.
         for id in self.inner.rt.list_vms() {
-            if mine.contains_key(&id) || lock(&self.inner.busy).contains(&id) {
+            if mine.contains_key(&id) || self.ops.is_busy(&id) {
                 continue;
             }
             let key = id.clone();

@@ -96,6 +96,14 @@ impl Runtime {
             .collect()
     }
 
+    /// The uid/gid the QEMU of `id` runs as, once chosen (None: QEMU runs as
+    /// the agent's user, or the VM never started here).
+    pub fn vm_owner(&self, id: &str) -> Option<(u32, u32)> {
+        let (_, gid) = self.run_as?;
+        let uid = std::fs::read_to_string(self.vm_dir(id).join("uid")).ok()?;
+        Some((uid.trim().parse().ok()?, gid))
+    }
+
     /// The PID of the live QEMU of `id` (pidfile + cmdline check), if any.
     pub fn running_pid(&self, id: &str) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.vm_dir(id).join("qemu.pid"))
@@ -316,7 +324,9 @@ impl Runtime {
         Ok(pid)
     }
 
-    async fn qmp(&self, id: &str) -> Result<QmpClient, RuntimeError> {
+    /// A QMP connection to the VM of `id` (one operation's worth: QEMU
+    /// serves one client at a time).
+    pub async fn qmp(&self, id: &str) -> Result<QmpClient, RuntimeError> {
         let opts = ConnectOptions {
             timeout: Duration::from_secs(10),
         };

@@ -304,3 +304,87 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+/// The interactive serial console of a VM, through the API's WebSocket: types
+/// commands into the guest's root shell and reads their output.
+pub struct GuestShell {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    n: u32,
+}
+
+impl GuestShell {
+    /// Attaches to instance `id`'s console and waits for the shell (it starts
+    /// when Enter is pressed).
+    pub async fn open(cloud: &Cloud, id: &str) -> GuestShell {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/v1/instances/{id}/console/attach",
+            cloud.endpoint.replace("http://", "ws://")
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", cloud.token).parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("console WebSocket");
+        let mut sh = GuestShell { ws, n: 0 };
+        sh.send("\n").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = sh
+                .run_within("echo shell-$((6*7))", Duration::from_secs(3))
+                .await;
+            if out.is_some_and(|o| o.contains("shell-42")) {
+                return sh;
+            }
+            assert!(Instant::now() < deadline, "no shell on the console of {id}");
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        self.ws
+            .send(Message::Binary(text.as_bytes().to_vec().into()))
+            .await
+            .expect("typing into the console");
+    }
+
+    /// Runs `cmd` in the guest's shell; the console text up to its end
+    /// marker, or None if it did not finish within `timeout`.
+    pub async fn run_within(&mut self, cmd: &str, timeout: Duration) -> Option<String> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        self.n += 1;
+        // The typed line echoes `$?` literally; only the shell prints digits.
+        let end = format!("@@end-{}-", self.n);
+        self.send(&format!("{cmd}; echo \"{end}$?\"\n")).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = String::new();
+        loop {
+            let done = seen
+                .match_indices(&end)
+                .any(|(i, _)| seen[i + end.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if done {
+                return Some(seen);
+            }
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Ok(Some(Ok(Message::Text(t)))) => seen.push_str(t.as_str()),
+                Ok(Some(Ok(_))) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Runs `cmd`, panicking if it does not finish within a minute.
+    pub async fn run(&mut self, cmd: &str) -> String {
+        self.run_within(cmd, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{cmd:?} did not finish in the guest"))
+    }
+}

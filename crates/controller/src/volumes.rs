@@ -1,0 +1,150 @@
+//! The volume binder gives every new volume its host (`status.host`, written
+//! once): the agent of that host creates, attaches, extends, snapshots,
+//! restores and deletes it. A local volume lives on that host for good.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use yunhan_model::{Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource};
+use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+
+use crate::Reconciler;
+
+/// Where a volume must live, if anything pins it: the host of the volume its
+/// source snapshot belongs to, else the host of the instance it attaches to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// Must go to this host.
+    Host(String),
+    /// Must wait: what it depends on has no host yet.
+    Wait(String),
+    /// Anywhere.
+    Free,
+}
+
+/// The host for a volume: its pin, or the Ready schedulable host with the
+/// fewest volumes (ties: smallest id). `Err` says why nothing fits.
+pub fn choose_host(pin: &Pin, ready_load: &BTreeMap<String, usize>) -> Result<String, String> {
+    match pin {
+        Pin::Host(h) => Ok(h.clone()),
+        Pin::Wait(why) => Err(why.clone()),
+        Pin::Free => ready_load
+            .iter()
+            .min_by_key(|(id, n)| (**n, (*id).clone()))
+            .map(|(id, _)| id.clone())
+            .ok_or_else(|| "no Ready host to place the volume on".to_string()),
+    }
+}
+
+#[derive(Default)]
+pub struct VolumeBinder;
+
+#[async_trait]
+impl Reconciler for VolumeBinder {
+    fn name(&self) -> &'static str {
+        "volume-binder"
+    }
+    fn watches(&self) -> Vec<String> {
+        vec![
+            "/yunhan/objects/volumes/".into(),
+            "/yunhan/objects/hosts/".into(),
+            "/yunhan/objects/instances/".into(),
+        ]
+    }
+    async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let volumes = objects.list_all::<Volume>(None).await?;
+        if volumes.iter().all(|v| v.status.host.is_some()) {
+            return Ok(());
+        }
+        let mut load: BTreeMap<String, usize> = objects
+            .list_all::<Host>(Some(GLOBAL_SCOPE))
+            .await?
+            .into_iter()
+            .filter(|h| h.status.phase == HostPhase::Ready && h.spec.schedulable)
+            .map(|h| (h.metadata.id, 0))
+            .collect();
+        for v in &volumes {
+            if let Some(n) = v.status.host.as_ref().and_then(|h| load.get_mut(h)) {
+                *n += 1;
+            }
+        }
+        let host_of_volume: BTreeMap<&str, Option<&String>> = volumes
+            .iter()
+            .map(|v| (v.metadata.id.as_str(), v.status.host.as_ref()))
+            .collect();
+        for vol in volumes.iter().filter(|v| v.status.host.is_none()) {
+            if vol.metadata.deleting.is_some() {
+                continue;
+            }
+            let pin = match (&vol.spec.source, &vol.spec.instance) {
+                (Some(VolumeSource::Snapshot(s)), _) => match objects.get::<Snapshot>(s).await? {
+                    Some(snap) => match host_of_volume.get(snap.spec.volume.as_str()) {
+                        Some(Some(h)) => Pin::Host((*h).clone()),
+                        _ => Pin::Wait(format!("the volume of snapshot {s} has no host")),
+                    },
+                    None => Pin::Wait(format!("snapshot {s} no longer exists")),
+                },
+                (_, Some(i)) => match objects.get::<Instance>(i).await? {
+                    Some(inst) => match inst.status.host {
+                        Some(h) => Pin::Host(h),
+                        None => Pin::Wait(format!("instance {i} is not scheduled yet")),
+                    },
+                    None => Pin::Free,
+                },
+                _ => Pin::Free,
+            };
+            let decision = choose_host(&pin, &load);
+            let written = objects
+                .modify::<Volume>(&vol.metadata.id, |d| {
+                    if d.status.host.is_some() || d.metadata.deleting.is_some() {
+                        return false;
+                    }
+                    match &decision {
+                        Ok(h) => {
+                            d.status.host = Some(h.clone());
+                            d.status.phase = VolumePhase::Creating;
+                            d.status.message.clear();
+                        }
+                        Err(why) if &d.status.message == why => return false,
+                        Err(why) => {
+                            d.status.phase = VolumePhase::Pending;
+                            d.status.message = why.clone();
+                        }
+                    }
+                    true
+                })
+                .await?;
+            if let (Some(d), Ok(h)) = (written, &decision) {
+                if d.status.host.as_ref() == Some(h) {
+                    if let Some(n) = load.get_mut(h) {
+                        *n += 1;
+                    }
+                    tracing::info!(volume = %d.metadata.name, host = %h, "volume bound");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_win_then_least_loaded_then_smallest_id() {
+        let load: BTreeMap<String, usize> = [
+            ("hst-b".into(), 1),
+            ("hst-a".into(), 1),
+            ("hst-c".into(), 3),
+        ]
+        .into();
+        assert_eq!(choose_host(&Pin::Free, &load).unwrap(), "hst-a");
+        assert_eq!(
+            choose_host(&Pin::Host("hst-c".into()), &load).unwrap(),
+            "hst-c"
+        );
+        assert!(choose_host(&Pin::Wait("x".into()), &load).is_err());
+        assert!(choose_host(&Pin::Free, &BTreeMap::new()).is_err());
+    }
+}

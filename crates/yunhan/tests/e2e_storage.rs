@@ -1,0 +1,416 @@
+//! Block storage through the real binary: volumes on the local pool plugged
+//! into real TCG guests over QMP, data written and read from inside the
+//! guests, snapshots, restore, online extend, re-plug after a VM restart, and
+//! the API's refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, stderr, stdout, test_guest, Cloud, GuestShell};
+use serde_json::{json, Value};
+
+const GIB: u64 = 1 << 30;
+
+fn show(cloud: &Cloud, kind: &str, name: &str) -> Value {
+    let out = cloud.cli(&[kind, "show", name, "-o", "json"]);
+    assert!(out.status.success(), "{kind} show {name}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs a CLI command that must succeed.
+fn ok(cloud: &Cloud, args: &[&str]) -> String {
+    let out = cloud.cli(args);
+    assert!(
+        out.status.success(),
+        "yunhan {}: {}{}",
+        args.join(" "),
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// The guest's block device whose serial is the volume id, if any.
+async fn find_device(sh: &mut GuestShell, vol_id: &str) -> Option<String> {
+    let out = sh
+        .run(&format!(
+            "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {vol_id} ] && echo \"dev=${{d##*/}}=\"; done"
+        ))
+        .await;
+    out.split("dev=")
+        .skip(1)
+        .filter_map(|s| s.split('=').next())
+        .find(|d| d.starts_with("vd"))
+        .map(str::to_string)
+}
+
+/// Waits until the guest has (`true`) or no longer has the volume's disk.
+async fn wait_device(sh: &mut GuestShell, vol_id: &str, present: bool) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let dev = find_device(sh, vol_id).await;
+        if dev.is_some() == present {
+            return dev;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk with serial {vol_id} is {} in the guest",
+            if present { "missing" } else { "still there" }
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn device_of(sh: &mut GuestShell, vol_id: &str) -> String {
+    wait_device(sh, vol_id, true).await.unwrap()
+}
+
+/// Writes `pattern` at the start of the volume from inside the guest.
+async fn write_pattern(sh: &mut GuestShell, dev: &str, pattern: &str) {
+    let out = sh
+        .run(&format!(
+            "printf '{pattern}' > /tmp/p && dd if=/tmp/p of=/dev/{dev} bs=512 count=1 conv=sync,fsync 2>/dev/null && sync && echo wrote-ok"
+        ))
+        .await;
+    assert!(
+        out.contains("wrote-ok\r\n") || out.contains("wrote-ok\n"),
+        "{out}"
+    );
+}
+
+/// The first `len` bytes of the volume, read from inside the guest.
+async fn read_pattern(sh: &mut GuestShell, dev: &str, len: usize) -> String {
+    let out = sh
+        .run(&format!(
+            "echo \"data=<$(dd if=/dev/{dev} bs=512 count=1 2>/dev/null | head -c {len})>\""
+        ))
+        .await;
+    let start = out.rfind("data=<").expect("a data line") + "data=<".len();
+    out[start..].split('>').next().unwrap().to_string()
+}
+
+async fn wait_phase(cloud: &Cloud, kind: &str, name: &str, phase: &str) -> Value {
+    eventually(
+        &format!("{kind} {name} to be {phase}"),
+        Duration::from_secs(120),
+        || async {
+            let v = show(cloud, kind, name);
+            (v["status"]["phase"] == phase).then_some(v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_guests() {
+    let guest = test_guest();
+    let cloud = Cloud::up(&[]).await;
+    let (kernel, initrd) = (
+        guest.join("test-guest.vmlinux"),
+        guest.join("test-guest.initrd"),
+    );
+    ok(
+        &cloud,
+        &[
+            "image",
+            "create",
+            "dk",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 quiet panic=-1",
+        ],
+    );
+    for vm in ["vm1", "vm2"] {
+        ok(
+            &cloud,
+            &["vm", "create", vm, "--image", "dk", "--flavor", "tiny"],
+        );
+    }
+    // The volume is made while the guests boot.
+    ok(
+        &cloud,
+        &["volume", "create", "v1", "--size", "64MiB", "--wait"],
+    );
+    let v = show(&cloud, "volume", "v1");
+    assert_eq!(v["status"]["phase"], "Available", "{v}");
+    assert_eq!(v["status"]["logical_bytes"].as_u64(), Some(64 << 20), "{v}");
+    let vol_id = v["metadata"]["id"].as_str().unwrap().to_string();
+    let file = cloud
+        .home
+        .path()
+        .join(format!("data/agent/volumes/volumes/{vol_id}.raw"));
+    let meta = std::fs::metadata(&file).expect("the volume's file");
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 1 << 20,
+        "thin"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+
+    let mut shells = Vec::new();
+    for vm in ["vm1", "vm2"] {
+        let v = wait_phase(&cloud, "vm", vm, "Running").await;
+        let id = v["metadata"]["id"].as_str().unwrap().to_string();
+        eventually("READY", Duration::from_secs(240), || async {
+            stdout(&cloud.cli(&["vm", "log", vm]))
+                .contains(&format!("YUNHAN-READY hostname={vm}"))
+                .then_some(())
+        })
+        .await;
+        shells.push(GuestShell::open(&cloud, &id).await);
+    }
+    let [mut sh1, mut sh2] = <[GuestShell; 2]>::try_from(shells).ok().unwrap();
+
+    // Attach to vm1, write a pattern from inside the guest.
+    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm1", "--wait"]);
+    let v = show(&cloud, "volume", "v1");
+    assert_eq!(v["status"]["phase"], "InUse", "{v}");
+    assert_eq!(v["status"]["device"], vol_id.as_str());
+    let dev = device_of(&mut sh1, &vol_id).await;
+    write_pattern(&mut sh1, &dev, "YUNHAN-DATA-ALPHA").await;
+
+    // Detach (hot unplug): the disk leaves vm1; attach to vm2 and read it back.
+    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    wait_device(&mut sh1, &vol_id, false).await;
+    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
+    let dev2 = device_of(&mut sh2, &vol_id).await;
+    assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
+
+    // Snapshot, overwrite, restore (detached), read the original back.
+    ok(
+        &cloud,
+        &["snapshot", "create", "s1", "--volume", "v1", "--wait"],
+    );
+    let s = show(&cloud, "snapshot", "s1");
+    assert_eq!(s["status"]["size_bytes"].as_u64(), Some(64 << 20), "{s}");
+    write_pattern(&mut sh2, &dev2, "YUNHAN-DATA-OMEGA").await;
+    assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-OMEGA");
+    let out = cloud.cli(&["volume", "restore", "v1", "--snapshot", "s1"]);
+    assert!(
+        !out.status.success(),
+        "restoring an attached volume is refused"
+    );
+    assert!(stderr(&out).contains("detach"), "{}", stderr(&out));
+    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    ok(
+        &cloud,
+        &["volume", "restore", "v1", "--snapshot", "s1", "--wait"],
+    );
+    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
+    let dev2 = device_of(&mut sh2, &vol_id).await;
+    assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
+
+    // Extend online: the guest sees the new size without a reboot.
+    ok(
+        &cloud,
+        &["volume", "extend", "v1", "--size", "128MiB", "--wait"],
+    );
+    let sectors = (128u64 << 20) / 512;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = sh2
+            .run(&format!("echo \"size=$(cat /sys/block/{dev2}/size)=\""))
+            .await;
+        if out.contains(&format!("size={sectors}=")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never saw 128 MiB: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Shrinking is refused.
+    let out = cloud.cli(&["volume", "extend", "v1", "--size", "64MiB"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("shrink"), "{}", stderr(&out));
+
+    // A restarted VM gets its volume back (plugged into the new QEMU).
+    let before = show(&cloud, "volume", "v1")["status"]["attached_since"].clone();
+    ok(&cloud, &["vm", "stop", "vm2", "--wait"]);
+    ok(&cloud, &["vm", "start", "vm2", "--wait"]);
+    let v = eventually(
+        "v1 re-plugged into vm2",
+        Duration::from_secs(120),
+        || async {
+            let v = show(&cloud, "volume", "v1");
+            (v["status"]["phase"] == "InUse" && v["status"]["attached_since"] != before)
+                .then_some(v)
+        },
+    )
+    .await;
+    let vm2_id = show(&cloud, "vm", "vm2")["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(v["status"]["attached_to"], vm2_id.as_str());
+
+    // Deleting an attached volume, or one with snapshots, is refused; then
+    // everything goes, file included.
+    let out = cloud.cli(&["volume", "delete", "v1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("detach"), "{}", stderr(&out));
+    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    let out = cloud.cli(&["volume", "delete", "v1"]);
+    assert!(stderr(&out).contains("snapshot"), "{}", stderr(&out));
+    ok(&cloud, &["snapshot", "delete", "s1", "--wait"]);
+    ok(&cloud, &["volume", "delete", "v1", "--wait"]);
+    assert!(!file.exists(), "the volume's file is gone");
+    let (_, p) = cloud.admin("GET", "/v1/projects/admin", None).await;
+    assert_eq!(p["status"]["usage"]["volume_gib"], 0, "{p}");
+
+    // The pool's figures are on the host.
+    let out = eventually("pool figures", Duration::from_secs(30), || async {
+        let out = stdout(&cloud.cli(&["storage", "status"]));
+        out.contains("local").then_some(out)
+    })
+    .await;
+    assert!(
+        out.contains("CAPACITY") && out.contains("OVERCOMMIT"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn e2e_storage_bad_input_is_refused_and_nothing_is_left() {
+    let cloud = Cloud::up(&[]).await;
+    let t = cloud.token.clone();
+    let post = |spec: Value| {
+        let body = json!({"metadata": {"name": "bad"}, "spec": spec});
+        let cloud = &cloud;
+        async move { cloud.admin("POST", "/v1/volumes", Some(&body)).await }
+    };
+    let cases = [
+        ("size 0", json!({"size_bytes": 0}), 400, "invalid_field"),
+        (
+            "absurd size",
+            json!({"size_bytes": 1u64 << 60}),
+            400,
+            "invalid_field",
+        ),
+        (
+            "partial sector",
+            json!({"size_bytes": 1000}),
+            400,
+            "invalid_field",
+        ),
+        (
+            "unknown pool",
+            json!({"size_bytes": GIB, "pool": "gold"}),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown snapshot",
+            json!({"size_bytes": GIB, "source": {"snapshot": "nope"}}),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown image",
+            json!({"size_bytes": GIB, "source": {"image": "nope"}}),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown instance",
+            json!({"size_bytes": GIB, "instance": "nope"}),
+            404,
+            "not_found",
+        ),
+        (
+            "restore on create",
+            json!({"size_bytes": GIB, "restore": {"snapshot": "x", "generation": 1}}),
+            400,
+            "invalid_field",
+        ),
+    ];
+    for (what, spec, status, code) in cases {
+        let (s, v) = post(spec).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{what}: {v}");
+    }
+    let (s, v) = cloud
+        .admin(
+            "POST",
+            "/v1/snapshots",
+            Some(&json!({"metadata": {"name": "s"}, "spec": {"volume": "nope"}})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+
+    let vol = cloud
+        .create(&t, "volumes", "v", json!({"size_bytes": GIB}))
+        .await;
+    let id = vol["metadata"]["id"].as_str().unwrap();
+    let update = |spec: Value| {
+        let cloud = &cloud;
+        let path = format!("/v1/volumes/{id}");
+        async move {
+            cloud
+                .admin("PUT", &path, Some(&json!({"spec": spec})))
+                .await
+        }
+    };
+    let (s, v) = update(json!({"size_bytes": GIB / 2})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_field")),
+        "shrink: {v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("shrink"), "{v}");
+    let (s, v) = update(json!({"size_bytes": GIB, "pool": "other"})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "pool change: {v}"
+    );
+    let (s, v) =
+        update(json!({"size_bytes": GIB, "restore": {"snapshot": "nope", "generation": 1}})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (404, Some("not_found")),
+        "restore from nothing: {v}"
+    );
+
+    // Another project sees nothing.
+    let other = cloud.tenant("other", None).await;
+    let (s, _) = cloud
+        .call(
+            "GET",
+            &format!("/v1/volumes/{id}"),
+            Some(&other.token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = cloud
+        .call(
+            "POST",
+            "/v1/snapshots",
+            Some(&other.token),
+            Some(&json!({"metadata": {"name": "s"}, "spec": {"volume": id}})),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+
+    // The one good volume is made by the agent, charged once, and deleted cleanly.
+    let v = wait_phase(&cloud, "volume", "v", "Available").await;
+    assert!(
+        v["status"]["host"].as_str().unwrap().starts_with("hst-"),
+        "{v}"
+    );
+    let (_, list) = cloud.admin("GET", "/v1/volumes", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (_, p) = cloud.admin("GET", "/v1/projects/admin", None).await;
+    assert_eq!(p["status"]["usage"]["volume_gib"], 1);
+    ok(&cloud, &["volume", "delete", "v", "--wait"]);
+    let dir = cloud.home.path().join("data/agent/volumes/volumes");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left");
+}
