@@ -9,6 +9,7 @@
 //! VM NICs are TAP devices created here, in the host's namespace ([`open_tap`]), and handed
 //! to QEMU (which stays in the root namespace) as file descriptors.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -257,11 +258,23 @@ pub async fn instance_nics(
     project: Option<&str>,
     instance: &str,
 ) -> Result<Vec<AttachedNic>, ObjectError> {
+    Ok(attached_nics(objects, project)
+        .await?
+        .remove(instance)
+        .unwrap_or_default())
+}
+
+/// Every attached NIC (of `project`, None: of every project) by instance id, each list
+/// with the primary NIC first, then by age.
+pub async fn attached_nics(
+    objects: &Objects,
+    project: Option<&str>,
+) -> Result<HashMap<String, Vec<AttachedNic>>, ObjectError> {
     let mut nics: Vec<_> = objects
         .list_all::<yunhan_model::NetworkInterface>(project)
         .await?
         .into_iter()
-        .filter(|n| n.spec.instance.as_deref() == Some(instance))
+        .filter(|n| n.spec.instance.is_some())
         .collect();
     nics.sort_by(|a, b| {
         (!a.status.primary, &a.metadata.created, &a.metadata.id).cmp(&(
@@ -270,19 +283,25 @@ pub async fn instance_nics(
             &b.metadata.id,
         ))
     });
-    Ok(nics
-        .into_iter()
-        .filter_map(|n| {
-            Some(AttachedNic {
-                ip: n.status.ip.parse().ok()?,
-                gateway: n.status.gateway.parse().ok()?,
-                prefix_len: n.status.prefix_len,
-                mac: n.status.mac,
-                device: n.status.device,
-                id: n.metadata.id,
-            })
-        })
-        .collect())
+    let mut by_instance: HashMap<String, Vec<AttachedNic>> = HashMap::new();
+    for n in nics {
+        let (Some(instance), Ok(ip), Ok(gateway)) = (
+            n.spec.instance,
+            n.status.ip.parse(),
+            n.status.gateway.parse(),
+        ) else {
+            continue;
+        };
+        by_instance.entry(instance).or_default().push(AttachedNic {
+            ip,
+            gateway,
+            prefix_len: n.status.prefix_len,
+            mac: n.status.mac,
+            device: n.status.device,
+            id: n.metadata.id,
+        });
+    }
+    Ok(by_instance)
 }
 
 /// The guest's MTU on VPC NICs: the underlay's (the SDN controller's, 1500) minus the

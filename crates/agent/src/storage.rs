@@ -20,19 +20,17 @@ use yunhan_model::{
     Host, Image, Instance, InstancePhase, PoolReport, Resource, Snapshot, SnapshotPhase, Volume,
     VolumePhase, VolumeSource, VolumeStatus,
 };
-use yunhan_qmp::{BlockdevAdd, DeviceAdd, EventKind, Qmp, QmpClient};
+use yunhan_qmp::{BlockdevAdd, DeviceAdd, Qmp, QmpClient};
 use yunhan_storage::{QemuDisk, StorageError, VolumeDriver};
 use yunhan_store::objects::{ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
-use crate::compute::argv::{hotplug_port, HOTPLUG_PORTS};
+use crate::compute::hotplug;
 use crate::compute::runtime::Runtime;
 use crate::ops::{lock, Ops};
 
 type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
-/// How long the guest gets to release an unplugged disk.
-const UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often pool figures are written to the host's status.
 const POOL_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -664,27 +662,12 @@ impl Inner {
         inst: &str,
     ) -> Result<(), StepError> {
         let qmp = self.rt.qmp(inst).await?;
-        let mut events = qmp.events();
-        match qmp.device_del(id).await {
-            Ok(()) => {
-                events
-                    .wait_for(UNPLUG_TIMEOUT, |e| {
-                        matches!(e.kind(), EventKind::DeviceDeleted { device: Some(ref d), .. } if d == id)
-                    })
-                    .await
-                    .map_err(|e| {
-                        StepError::Backend(format!(
-                            "the guest did not release the disk ({e}); it stays attached"
-                        ))
-                    })?;
-            }
-            // Already gone (an earlier detach that was cut short).
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => return Err(e.into()),
-        }
+        hotplug::unplug(&qmp, id, "disk")
+            .await
+            .map_err(StepError::Backend)?;
         for n in [node(id), file_node(id)] {
             if let Err(e) = qmp.blockdev_del(&n).await {
-                if !e.to_string().contains("not found") {
+                if !hotplug::is_not_found(&e) {
                     return Err(e.into());
                 }
             }
@@ -730,23 +713,13 @@ impl Inner {
     }
 }
 
-/// Plugs the block node `id` into the first free hot-plug port as a
-/// virtio-blk disk whose serial is the volume id.
+/// Plugs the block node `id` into a free hot-plug port as a virtio-blk disk
+/// whose serial is the volume id.
 async fn plug(qmp: &QmpClient, id: &str) -> Result<(), StepError> {
-    let mut last = String::new();
-    for port in 0..HOTPLUG_PORTS {
-        let dev = DeviceAdd::new("virtio-blk-pci", id)
-            .prop("drive", node(id))
-            .prop("serial", id)
-            .prop("bus", hotplug_port(port));
-        match qmp.device_add(dev).await {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(StepError::Backend(format!(
-        "no free hot-plug slot (at most {HOTPLUG_PORTS} volumes per VM): {last}"
-    )))
+    let dev = DeviceAdd::new("virtio-blk-pci", id)
+        .prop("drive", node(id))
+        .prop("serial", id);
+    hotplug::plug(qmp, dev).await.map_err(StepError::Backend)
 }
 
 /// A local volume file belongs to the QEMU of the VM it is plugged into

@@ -190,8 +190,8 @@ fn ready_ip(text: &str) -> Option<String> {
 
 /// The issue's contract on two hosts with real guests; a guest-side ping across hosts;
 /// then the control plane killed (guests keep talking, drift is still repaired) and, once
-/// it is back, a new subnet and NIC (a namespace guest on a's host) reach b through the
-/// distributed router.
+/// it is back, a new subnet and NIC (a namespace guest) reach b through the distributed
+/// router; last, a NIC hot-plugged into a running guest, moved to the other one, detached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     let guest = test_guest();
@@ -252,6 +252,17 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         ]);
         assert!(out.status.success(), "vm create {name}: {}", stderr(&out));
     }
+    // A stopped VM whose NICs namespace guests stand in for (its host hot-plugs nothing).
+    c.ok(&[
+        "vm",
+        "create",
+        "c",
+        "--image",
+        "tiny",
+        "--flavor",
+        "tiny",
+        "--stopped",
+    ]);
     let a = c.ok(&["vm", "show", "a"]);
     let b = c.ok(&["vm", "show", "b"]);
     assert_ne!(a["status"]["host"], b["status"]["host"], "on two hosts");
@@ -294,6 +305,12 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     // The control plane goes away: guests keep talking, drift is still repaired.
     let a_host = lab_host_of(&c, &lab, &a);
     let a_host_ns = a_host.netns.clone();
+    let vm_c = eventually("c bound to a host", Duration::from_secs(30), || async {
+        let v = c.ok(&["vm", "show", "c"]);
+        v["status"]["host"].is_string().then_some(v)
+    })
+    .await;
+    let c_host = lab_host_of(&c, &lab, &vm_c);
     let vni = c_vni(&c);
     c.server.take().unwrap().kill9();
     let vx = yunhan_net::names::vxlan(vni);
@@ -321,8 +338,8 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     )
     .await;
 
-    // Back again: a change made now applies. A second subnet and a NIC in it, attached to
-    // a (its device is a namespace guest on a's host), reach b through the router.
+    // Back again: a change made now applies. A second subnet and a NIC in it (a namespace
+    // guest standing in for stopped VM c) reach b through the router.
     c.start_server();
     eventually("the API back", Duration::from_secs(60), || async {
         c.cli(&["vpc", "list"]).status.success().then_some(())
@@ -337,8 +354,8 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         "--cidr",
         "10.10.2.0/24",
     ]);
-    let n2 = c.ok(&["nic", "create", "n2", "--subnet", "s2", "--vm", "a"]);
-    let g = lab.add_nic_guest(&a_host.id, &n2, 1450).unwrap();
+    let n2 = c.ok(&["nic", "create", "n2", "--subnet", "s2", "--vm", "c"]);
+    let g = lab.add_nic_guest(&c_host.id, &n2, 1450).unwrap();
     let ip_b: Ipv4Addr = ip_b.parse().unwrap();
     assert!(
         lab.ping_within(&g, ip_b, Duration::from_secs(30)),
@@ -349,6 +366,30 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ttl=63"), "one routed hop: {text}");
+
+    // Hot plug through QMP: a NIC in s2 attached to running VM a shows up in the guest as
+    // eth1 and reaches n2; moved to b it leaves a and works on b; detached it leaves b.
+    let n3 = c.ok(&["nic", "create", "n3", "--subnet", "s2", "--vm", "a"]);
+    let (mac3, ip3) = (
+        n3["status"]["mac"].as_str().unwrap().to_string(),
+        n3["status"]["ip"].as_str().unwrap().to_string(),
+    );
+    let ip_g = n2["status"]["ip"].as_str().unwrap().to_string();
+    let use_eth1 = |tag: &str| {
+        format!(
+            "grep -q {mac3} /sys/class/net/eth1/address && ip link set eth1 up && \
+             ip addr add {ip3}/24 dev eth1 2>/dev/null; \
+             ping -c 2 -W 2 -I eth1 {ip_g} >/dev/null 2>&1 && echo HOT-{tag}-$((40+2))"
+        )
+    };
+    let eth1_gone = |tag: &str| format!("[ -e /sys/class/net/eth1 ] || echo GONE-{tag}-$((40+2))");
+    let step = Duration::from_secs(60);
+    guest_runs(&a, &use_eth1("A"), "HOT-A-42", step).await;
+    c.ok(&["nic", "attach", "n3", "--vm", "b"]);
+    guest_runs(&a, &eth1_gone("A"), "GONE-A-42", step).await;
+    guest_runs(&b, &use_eth1("B"), "HOT-B-42", step).await;
+    c.ok(&["nic", "detach", "n3"]);
+    guest_runs(&b, &eth1_gone("B"), "GONE-B-42", step).await;
     drop(c);
     drop(etcd);
     drop(lab);

@@ -67,16 +67,24 @@ pub struct VmNic {
     pub mtu: u16,
 }
 
+/// The QEMU network backend id of NIC `nic_id`.
+pub fn netdev_id(nic_id: &str) -> String {
+    format!("nd-{nic_id}")
+}
+
 impl VmNic {
-    /// `netdev_add` / `-netdev` arguments.
+    /// `-netdev` arguments.
     pub fn netdev(&self) -> String {
-        format!("tap,id=nd-{},fd={}", self.id, self.fd)
+        format!("tap,id={},fd={}", netdev_id(&self.id), self.fd)
     }
-    /// `device_add` / `-device` arguments.
+    /// `-device` arguments.
     pub fn device(&self) -> String {
         format!(
-            "virtio-net-pci,id={},netdev=nd-{},mac={},host_mtu={}",
-            self.id, self.id, self.mac, self.mtu
+            "virtio-net-pci,id={},netdev={},mac={},host_mtu={}",
+            self.id,
+            netdev_id(&self.id),
+            self.mac,
+            self.mtu
         )
     }
 }

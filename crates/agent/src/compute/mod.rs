@@ -3,6 +3,8 @@
 
 pub mod accel;
 pub mod argv;
+pub mod hotplug;
+mod nics;
 pub mod runtime;
 pub mod seed;
 
@@ -115,6 +117,7 @@ struct Inner {
     cfg: ComputeConfig,
     rt: Arc<Runtime>,
     accel: tokio::sync::OnceCell<Accelerator>,
+    nics: nics::PluggedNics,
 }
 
 impl Compute {
@@ -160,6 +163,7 @@ impl Compute {
                 cfg,
                 rt: Arc::new(rt),
                 accel: tokio::sync::OnceCell::new(),
+                nics: Default::default(),
             }),
             ops: Default::default(),
         })
@@ -187,7 +191,11 @@ impl Reconciler for Compute {
         "agent-compute"
     }
     fn watches(&self) -> Vec<String> {
-        vec!["/yunhan/objects/instances/".into()]
+        vec![
+            "/yunhan/objects/instances/".into(),
+            // NICs attached to or detached from running VMs are hot-plugged.
+            "/yunhan/objects/network-interfaces/".into(),
+        ]
     }
     fn resync(&self) -> Duration {
         self.inner.cfg.resync
@@ -202,6 +210,7 @@ impl Reconciler for Compute {
             .filter(|i| i.status.host.as_deref() == Some(me))
             .map(|i| (i.metadata.id.clone(), i))
             .collect();
+        let mut attached = crate::network::attached_nics(objects, None).await?;
         for (id, inst) in &mine {
             if self.ops.is_busy(id) {
                 continue;
@@ -209,6 +218,13 @@ impl Reconciler for Compute {
             let alive = self.inner.rt.running_pid(id).is_some();
             let action = decide(inst, alive);
             if action == Action::Nothing {
+                let wanted = attached.remove(id).unwrap_or_default();
+                if alive && self.inner.nics.differs(id, &nics::ids(&wanted)) {
+                    let id = id.clone();
+                    self.spawn_op(&id.clone(), move |inner| async move {
+                        inner.sync_nics(&id, &wanted).await;
+                    });
+                }
                 continue;
             }
             let (objects, inst) = (objects.clone(), inst.clone());
@@ -234,6 +250,18 @@ impl Reconciler for Compute {
 }
 
 impl Inner {
+    /// Hot-plugs and unplugs NICs until VM `id` has exactly `wanted`.
+    async fn sync_nics(&self, id: &str, wanted: &[crate::network::AttachedNic]) {
+        let synced = match self.rt.qmp(id).await {
+            Ok(qmp) => nics::sync(&qmp, id, self.cfg.netns.as_deref(), wanted).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match synced {
+            Ok(plugged) => self.nics.set(id, plugged),
+            Err(e) => tracing::warn!(instance = id, "syncing the VM's NICs failed: {e}"),
+        }
+    }
+
     async fn act(&self, objects: &Objects, inst: Doc<Instance>, action: Action) {
         let id = inst.metadata.id.clone();
         let r = match action {
@@ -346,6 +374,8 @@ impl Inner {
         let t0 = std::time::Instant::now();
         match self.rt.start(&req).await {
             Ok(pid) => {
+                self.nics
+                    .set(id, req.plan.nics.iter().map(|n| n.id.clone()).collect());
                 tracing::info!(
                     instance = id,
                     pid,
@@ -532,6 +562,7 @@ impl Inner {
             tracing::warn!(instance = id, error = %e, "teardown failed; will retry");
             return Ok(());
         }
+        self.nics.forget(id);
         // The object may have moved on (our own status writes): delete the
         // current version.
         loop {

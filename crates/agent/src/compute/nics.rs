@@ -1,0 +1,115 @@
+//! NICs attached to or detached from a running VM: hot plug through QMP. The
+//! TAP is created in the host's namespace (as at start) and its descriptor
+//! handed to QEMU with `getfd`; then `netdev_add` + `device_add virtio-net-pci`
+//! on a free hot-plug port. A detached NIC is unplugged (`device_del`, the
+//! guest releases it) and its backend removed, which closes the TAP. Moving a
+//! NIC to another VM is a detach here and an attach on that VM's host.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::AsFd;
+
+use yunhan_qmp::{DeviceAdd, NetdevAddTap, NetdevDel, QmpClient, QomList};
+
+use super::argv::netdev_id;
+use super::hotplug;
+use crate::network::{open_tap, AttachedNic, GUEST_MTU};
+
+/// NIC ids (`nic-…`) of the virtio-net devices a VM has, as QEMU reports them.
+pub(super) type Plugged = BTreeSet<String>;
+
+/// Which NICs are plugged into each running VM, as last seen; a VM whose wanted
+/// set differs gets a sync. Empty after an agent restart: then each VM is
+/// asked once.
+#[derive(Default)]
+pub(super) struct PluggedNics(std::sync::Mutex<HashMap<String, Plugged>>);
+
+impl PluggedNics {
+    pub fn differs(&self, instance: &str, wanted: &Plugged) -> bool {
+        crate::ops::lock(&self.0).get(instance) != Some(wanted)
+    }
+    pub fn set(&self, instance: &str, plugged: Plugged) {
+        crate::ops::lock(&self.0).insert(instance.to_string(), plugged);
+    }
+    pub fn forget(&self, instance: &str) {
+        crate::ops::lock(&self.0).remove(instance);
+    }
+}
+
+/// The ids of the NICs in `nics`.
+pub(super) fn ids(nics: &[AttachedNic]) -> Plugged {
+    nics.iter().map(|n| n.id.clone()).collect()
+}
+
+/// The virtio-net devices of the VM behind `qmp`.
+async fn plugged(qmp: &QmpClient) -> Result<Plugged, String> {
+    let children = qmp
+        .execute(&QomList {
+            path: "/machine/peripheral".into(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(children
+        .into_iter()
+        .filter(|c| c.child_type() == Some("virtio-net-pci"))
+        .map(|c| c.name)
+        .collect())
+}
+
+/// Plugs and unplugs until the VM has exactly `wanted`; returns what it has
+/// then (each failure is logged; the next pass tries again).
+pub(super) async fn sync(
+    qmp: &QmpClient,
+    instance: &str,
+    netns: Option<&str>,
+    wanted: &[AttachedNic],
+) -> Result<Plugged, String> {
+    let before = plugged(qmp).await?;
+    for nic in wanted.iter().filter(|n| !before.contains(&n.id)) {
+        match plug(qmp, netns, nic).await {
+            Ok(()) => {
+                tracing::info!(instance, nic = %nic.id, device = %nic.device, "NIC hot-plugged")
+            }
+            Err(e) => tracing::warn!(instance, nic = %nic.id, "hot-plugging the NIC failed: {e}"),
+        }
+    }
+    let keep = ids(wanted);
+    for id in before.difference(&keep) {
+        match unplug(qmp, id).await {
+            Ok(()) => tracing::info!(instance, nic = %id, "NIC unplugged"),
+            Err(e) => tracing::warn!(instance, nic = %id, "unplugging the NIC failed: {e}"),
+        }
+    }
+    plugged(qmp).await
+}
+
+async fn plug(qmp: &QmpClient, netns: Option<&str>, nic: &AttachedNic) -> Result<(), String> {
+    let tap = open_tap(netns, &nic.device).map_err(|e| format!("creating the TAP: {e}"))?;
+    let fdname = format!("tap-{}", nic.id);
+    qmp.send_fd(&fdname, tap.as_fd())
+        .await
+        .map_err(|e| format!("handing QEMU the TAP: {e}"))?;
+    // QEMU holds its own copy now; ours closes when `tap` drops.
+    let netdev = netdev_id(&nic.id);
+    // A backend left over from an unplug that was cut short would block the id.
+    let _ = qmp.execute(&NetdevDel { id: netdev.clone() }).await;
+    qmp.execute(&NetdevAddTap::new(&netdev, &fdname))
+        .await
+        .map_err(|e| e.to_string())?;
+    let dev = DeviceAdd::new("virtio-net-pci", &nic.id)
+        .prop("netdev", netdev.as_str())
+        .prop("mac", nic.mac.as_str())
+        .prop("host_mtu", GUEST_MTU);
+    if let Err(e) = hotplug::plug(qmp, dev).await {
+        let _ = qmp.execute(&NetdevDel { id: netdev }).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), String> {
+    hotplug::unplug(qmp, id, "NIC").await?;
+    match qmp.execute(&NetdevDel { id: netdev_id(id) }).await {
+        Err(e) if !hotplug::is_not_found(&e) => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
