@@ -105,15 +105,47 @@ fn remember(cfg: &AgentConfig, id: &str) -> Result<(), AgentError> {
     std::fs::write(&path, id).map_err(|source| AgentError::StateDir { path, source })
 }
 
+/// Self-fencing: fires once per outage when the lease has gone unrenewed for
+/// longer than its TTL.
+struct Watchdog {
+    ttl: Duration,
+    fence: crate::compute::SelfFence,
+    renewed: std::time::Instant,
+    fenced: bool,
+}
+
+impl Watchdog {
+    fn renewed(&mut self) {
+        self.renewed = std::time::Instant::now();
+        self.fenced = false;
+    }
+    fn check(&mut self) {
+        if !self.fenced && self.renewed.elapsed() > self.ttl {
+            self.fenced = true;
+            self.fence.fence();
+        }
+    }
+}
+
 /// Holds the liveness lease: grant, attach the alive key, renew every TTL/3;
 /// starts over whenever the lease is lost (e.g. the store restarted).
+///
+/// Once the lease has gone unrenewed for longer than `ttl` (the store has let it
+/// expire, so the HA monitor may act), `fence` runs — once per outage.
 pub async fn keep_alive(
     objects: Objects,
     host_id: String,
     ttl: Duration,
+    fence: crate::compute::SelfFence,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let store = objects.store().clone();
+    let mut dog = Watchdog {
+        ttl,
+        fence,
+        renewed: std::time::Instant::now(),
+        fenced: false,
+    };
     'outer: loop {
         if *shutdown.borrow() {
             return;
@@ -122,6 +154,7 @@ pub async fn keep_alive(
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot get a liveness lease; retrying");
+                dog.check();
                 tokio::time::sleep(ttl / 3).await;
                 continue;
             }
@@ -133,16 +166,23 @@ pub async fn keep_alive(
         });
         if let Err(e) = store.txn(put).await {
             tracing::warn!(error = %e, "cannot publish liveness; retrying");
+            dog.check();
             continue;
         }
+        dog.renewed();
         let mut tick = tokio::time::interval(ttl / 3);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    // Measured before the call: a process stopped (or starved) for
+                    // longer than the TTL has lost its lease whatever the store says.
+                    dog.check();
                     if let Err(e) = store.lease_keepalive(lease).await {
                         tracing::warn!(error = %e, "liveness lease lost; re-registering");
+                        dog.check();
                         continue 'outer;
                     }
+                    dog.renewed();
                 }
                 _ = shutdown.changed() => {
                     let _ = store.lease_revoke(lease).await;

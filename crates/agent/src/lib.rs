@@ -104,6 +104,7 @@ pub async fn run(
         objects.clone(),
         host_id.clone(),
         cfg.lease_ttl,
+        compute.self_fence(),
         shutdown.clone(),
     )));
     let mut vms = AbortOnDrop(tokio::spawn(run_reconciler(

@@ -2,6 +2,7 @@
 //! [`Reconciler`] run by [`run_reconciler`] (watch + periodic resync), and
 //! only the elected leader ([`leader`]) runs them.
 
+pub mod ha;
 pub mod leader;
 pub mod liveness;
 pub mod network;
@@ -29,6 +30,7 @@ use yunhan_store::objects::Objects;
 pub async fn run_controllers(
     objects: Objects,
     policy: placement::Policy,
+    ha: Arc<ha::HaMonitor>,
     shutdown: watch::Receiver<bool>,
 ) {
     let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
@@ -36,6 +38,7 @@ pub async fn run_controllers(
         Arc::new(scheduler::Scheduler { policy }),
         Arc::new(network::NetworkController::default()),
         Arc::new(volumes::VolumeBinder),
+        ha,
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

@@ -29,6 +29,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum HostPhase {
     /// The agent holds its lease.
@@ -270,6 +274,11 @@ pub struct InstanceSpec {
     /// The requested reboot is a hard reset rather than a guest (ACPI) reboot.
     #[serde(default)]
     pub reboot_hard: bool,
+    /// High availability: when the instance's host is lost, fence it and start the
+    /// instance on another host (its disks must all be on shared storage; otherwise it is
+    /// marked HostDown with the reason).
+    #[serde(default)]
+    pub ha: bool,
     /// A primary NIC to create with the instance (deleted with it). Cannot change; attach
     /// more NICs by setting their `spec.instance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,6 +297,9 @@ pub enum InstancePhase {
     Deleting,
     Unschedulable,
     Failed,
+    /// Its host was lost and it cannot (or may not) be restarted elsewhere; the reason is
+    /// in `message`. It comes back when the host does.
+    HostDown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -322,6 +334,10 @@ pub struct InstanceStatus {
     /// UNIX socket of the interactive serial console on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_socket: Option<String>,
+    /// How many times the HA monitor moved it off a lost host: the fencing epoch (a
+    /// host that comes back never runs a copy bound before the latest failover).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failovers: u64,
     /// The last `spec.reboot_generation` the agent carried out.
     #[serde(default)]
     pub reboot_generation: u64,

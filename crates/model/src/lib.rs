@@ -21,7 +21,7 @@ pub use infra::{
     PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy, GPU_SHAPES,
 };
 pub use meta::{
-    new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
+    age_of, new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
     Resource, Scope, UpdateRequest,
 };
 pub use network::{

@@ -120,6 +120,13 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// How long ago a time written by [`now`] was (None: unparsable, or in the future).
+pub fn age_of(stamp: &str) -> Option<std::time::Duration> {
+    let t =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    (time::OffsetDateTime::now_utc() - t).try_into().ok()
+}
+
 /// A new random id with the kind's prefix: `ins-` + 16 hex digits (64 bits).
 pub fn new_id(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();

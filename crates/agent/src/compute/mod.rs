@@ -118,6 +118,8 @@ struct Inner {
     rt: Arc<Runtime>,
     accel: tokio::sync::OnceCell<Accelerator>,
     nics: nics::PluggedNics,
+    /// HA instances bound here, as of the last pass (what self-fencing kills).
+    ha: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Compute {
@@ -164,9 +166,15 @@ impl Compute {
                 rt: Arc::new(rt),
                 accel: tokio::sync::OnceCell::new(),
                 nics: Default::default(),
+                ha: Default::default(),
             }),
             ops: Default::default(),
         })
+    }
+
+    /// What the liveness loop calls when this host has lost its lease.
+    pub fn self_fence(&self) -> SelfFence {
+        SelfFence(self.inner.clone())
     }
 
     /// The VM runtime (the storage data plane plugs volumes into its VMs).
@@ -210,6 +218,11 @@ impl Reconciler for Compute {
             .filter(|i| i.status.host.as_deref() == Some(me))
             .map(|i| (i.metadata.id.clone(), i))
             .collect();
+        *crate::ops::lock(&self.inner.ha) = mine
+            .values()
+            .filter(|i| i.spec.ha)
+            .map(|i| i.metadata.id.clone())
+            .collect();
         let mut attached = crate::network::attached_nics(objects, None).await?;
         for (id, inst) in &mine {
             if self.ops.is_busy(id) {
@@ -246,6 +259,26 @@ impl Reconciler for Compute {
             });
         }
         Ok(())
+    }
+}
+
+/// Kills this host's HA VMs when the agent has lost its lease for longer than
+/// its TTL: the HA monitor may already have fenced the host and started them
+/// elsewhere, and a partitioned host must not keep writing their disks. If the
+/// instances turn out to be still bound here, the compute pass starts them
+/// again once the store is back.
+#[derive(Clone)]
+pub struct SelfFence(Arc<Inner>);
+
+impl SelfFence {
+    pub fn fence(&self) {
+        let ha: Vec<String> = crate::ops::lock(&self.0.ha).iter().cloned().collect();
+        for id in ha {
+            if self.0.rt.running_pid(&id).is_some() {
+                tracing::warn!(instance = %id, "self-fencing: lease lost for longer than its TTL, killing the HA VM");
+                self.0.rt.kill_now(&id);
+            }
+        }
     }
 }
 

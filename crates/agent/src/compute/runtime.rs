@@ -397,6 +397,16 @@ impl Runtime {
         }
     }
 
+    /// SIGKILL now, without asking QEMU first (self-fencing: its disks may
+    /// already belong to a copy on another host).
+    pub fn kill_now(&self, id: &str) {
+        if let Some(pid) = self.running_pid(id) {
+            if is_our_qemu(pid, id) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Kills the VM and removes its directory.
     pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
         self.kill(id).await?;
