@@ -39,6 +39,72 @@ const POOL_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The storage pools this host serves, by name.
 pub type Pools = BTreeMap<String, Arc<dyn VolumeDriver>>;
 
+/// A Ceph RBD pool the agent serves volumes from (created by the admin
+/// configuration at startup: `--ceph-conf`, `--ceph-pool`).
+#[derive(Debug, Clone)]
+pub struct CephPool {
+    pub cluster: yunhan_storage::CephCluster,
+    pub pool: String,
+}
+
+/// Writes a client configuration QEMU can read for `cluster` into `dir`: the
+/// monitors and a copy of the keyring, root-owned, readable by the QEMU group
+/// only (every VM's QEMU runs under its own uid in that group, so the
+/// operator's ceph.conf and keyring can stay private). Returns the conf path.
+pub async fn qemu_ceph_conf(
+    cluster: &yunhan_storage::CephCluster,
+    dir: &Path,
+    qemu_gid: Option<u32>,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let lookup = |key: &'static str| {
+        let mut c = tokio::process::Command::new("ceph-conf");
+        c.arg("-c").arg(&cluster.conf).args([
+            "--name",
+            &format!("client.{}", cluster.user),
+            "--lookup",
+            key,
+        ]);
+        async move {
+            let out = c.output().await?;
+            if !out.status.success() {
+                return Err(std::io::Error::other(format!(
+                    "ceph-conf --lookup {key}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+    };
+    let mon_host = lookup("mon_host").await?;
+    let keyring_src = match &cluster.keyring {
+        Some(k) => k.clone(),
+        None => lookup("keyring").await?.into(),
+    };
+    std::fs::create_dir_all(dir)?;
+    let keyring = dir.join("keyring");
+    let conf = dir.join("ceph.conf");
+    std::fs::write(&keyring, std::fs::read(&keyring_src)?)?;
+    std::fs::write(
+        &conf,
+        format!(
+            "# Written by the Yunhan agent for QEMU's librbd.\n[global]\nmon host = {mon_host}\nkeyring = {}\nadmin socket =\nlog file = /dev/null\n",
+            keyring.display()
+        ),
+    )?;
+    for (path, mode) in [
+        (dir, 0o750),
+        (keyring.as_path(), 0o640),
+        (conf.as_path(), 0o640),
+    ] {
+        if let Some(gid) = qemu_gid {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(conf)
+}
+
 /// What the agent sees of one volume, besides its document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -130,12 +196,25 @@ struct Inner {
     host_id: String,
     pools: Pools,
     rt: Arc<Runtime>,
+    /// The Ceph pool, if any, and the ceph.conf QEMU opens its images with
+    /// (see [`qemu_ceph_conf`]).
+    ceph: Option<(CephPool, std::path::PathBuf)>,
 }
 
 impl Storage {
-    pub fn new(host_id: String, pools: Pools, rt: Arc<Runtime>) -> Storage {
+    pub fn new(
+        host_id: String,
+        pools: Pools,
+        rt: Arc<Runtime>,
+        ceph: Option<(CephPool, std::path::PathBuf)>,
+    ) -> Storage {
         Storage {
-            inner: Arc::new(Inner { host_id, pools, rt }),
+            inner: Arc::new(Inner {
+                host_id,
+                pools,
+                rt,
+                ceph,
+            }),
             ops: Ops::default(),
             reported: Mutex::new(None),
         }
@@ -566,6 +645,7 @@ impl Inner {
             s.phase = VolumePhase::Available;
             s.message.clear();
             s.size_bytes = size;
+            s.logical_bytes = size;
         })
         .await?;
         Ok(())
@@ -633,7 +713,10 @@ impl Inner {
         id: &str,
         inst: &str,
     ) -> Result<(), StepError> {
-        let disk = driver.qemu_drive(id).await?;
+        let mut disk = driver.qemu_drive(id).await?;
+        if let (QemuDisk::Rbd { conf, .. }, Some((_, c))) = (&mut disk, &self.ceph) {
+            conf.clone_from(c);
+        }
         secure(&disk, self.rt.vm_owner(inst))?;
         let qmp = self.rt.qmp(inst).await?;
         let [file, raw] = disk.blockdev_nodes(&node(id));
@@ -715,6 +798,11 @@ impl Inner {
             if driver.kind() == "local" {
                 r.redundancy = "none (host file system)".into();
             }
+            if let Some((c, _)) = &self.ceph {
+                if c.pool == *name {
+                    ceph_figures(c, &mut r).await;
+                }
+            }
             reports.push(r);
         }
         let me = self.host_id.clone();
@@ -727,6 +815,35 @@ impl Inner {
             })
             .await
             .map(drop)
+    }
+}
+
+/// Cluster health and the pool's redundancy, for `yunhan storage status`.
+async fn ceph_figures(c: &CephPool, r: &mut PoolReport) {
+    match c.cluster.health().await {
+        Ok(h) => {
+            let checks: Vec<String> = h
+                .checks
+                .iter()
+                .map(|(code, msg)| format!("{code}: {msg}"))
+                .collect();
+            r.health = std::iter::once(h.status.clone())
+                .chain(checks)
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        Err(e) => r.health = format!("unknown: {e}"),
+    }
+    match c.cluster.pool_redundancy(&c.pool).await {
+        Ok(p) => {
+            r.redundancy = format!(
+                "replicated size {} min_size {}, failure domain {}",
+                p.size,
+                p.min_size,
+                p.failure_domain.as_deref().unwrap_or("?")
+            )
+        }
+        Err(e) => r.message = e.to_string(),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct UpArgs {
     name: Option<String>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// Run the control plane (API + leader-elected controllers). Several servers
@@ -49,6 +51,8 @@ pub struct ServerArgs {
     image_dir: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// Run a host agent: registers this host, keeps its liveness lease and runs
@@ -90,6 +94,8 @@ pub struct AgentArgs {
     /// This host's VXLAN tunnel endpoint on the underlay [default: --address]
     #[arg(long, value_name = "IP")]
     vtep: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// API tuning shared by `up` and `server`.
@@ -125,14 +131,20 @@ impl Tuning {
         })
     }
 
-    fn api_config(&self, image_dir: PathBuf) -> yunhan_api::ApiConfig {
-        yunhan_api::ApiConfig {
+    fn api_config(
+        &self,
+        image_dir: PathBuf,
+        ceph: Option<&yunhan_agent::storage::CephPool>,
+    ) -> yunhan_api::ApiConfig {
+        let mut c = yunhan_api::ApiConfig {
             rate_per_sec: self.rate_limit,
             burst: self.rate_burst,
             body_limit: self.body_limit,
             image_dir,
             ..Default::default()
-        }
+        };
+        c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
+        c
     }
 }
 
@@ -271,6 +283,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let endpoint = format!("http://{}", listener.local_addr()?);
     bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
 
+    let ceph = a.ceph.apply().await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
@@ -278,6 +291,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         a.tuning.placement()?,
         shutdown.clone(),
     );
+    let api_cfg = a.tuning.api_config(data_dir.join("images"), ceph.as_ref());
     let agent_cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.listen.ip().to_string(),
@@ -286,6 +300,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         gpus: Vec::new(),
         compute: yunhan_agent::ComputeConfig::default(),
         network: yunhan_agent::NetworkConfig::default(),
+        ceph,
     };
     let agent = tokio::spawn(yunhan_agent::run(
         objects.clone(),
@@ -297,13 +312,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     eprintln!("try: yunhan host list");
-    serve_api(
-        listener,
-        store,
-        a.tuning.api_config(data_dir.join("images")),
-        shutdown,
-    )
-    .await?;
+    serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     agent.await.context("agent task")?.context("agent failed")?;
     Ok(())
@@ -322,6 +331,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(yunhan_cli::config::default_path),
     )
     .await?;
+    let ceph = a.ceph.apply().await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
@@ -330,7 +340,8 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
-    serve_api(listener, store, a.tuning.api_config(a.image_dir), shutdown).await?;
+    let api_cfg = a.tuning.api_config(a.image_dir, ceph.as_ref());
+    serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     Ok(())
 }
@@ -341,6 +352,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
         bail!("--lease-ttl must be at least 1 second");
     }
     let store = open_store(&a.store).await?;
+    let ceph = a.ceph.apply().await?;
     let cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.address,
@@ -358,6 +370,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
             vtep: a.vtep,
             ..Default::default()
         },
+        ceph,
     };
     yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! `yunhan`: one binary for every role — `up` (all-in-one), `server`,
 //! `agent`, the client commands, `vortex` and `hotpatch`.
 
+mod ceph;
 mod daemon;
 
 use clap::{Parser, Subcommand};
