@@ -103,7 +103,9 @@ pub async fn run(
             Some((c, conf))
         }
     };
-    let storage = storage::Storage::new(host_id.clone(), pools, rt, ceph);
+    let volumes = Arc::new(storage::Volumes::new(pools, ceph));
+    compute.set_volumes(volumes.clone());
+    let storage = storage::Storage::new(host_id.clone(), volumes, rt);
     let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(storage),
         objects.clone(),

@@ -322,7 +322,101 @@ async fn e2e_storage_ceph_volume_moves_snapshots_restores_and_extends_in_real_gu
     );
     let (v, sh1, sh2) = two_guests_and_a_volume(&cloud, "rbdvols").await;
     volume_lifecycle(&cloud, &v, sh1, sh2).await;
-    // The image is gone from the pool.
+
+    // Boot from a volume that is an RBD copy-on-write clone of a disk image.
+    let raw = test_guest().join("test-guest.raw");
+    ok(
+        &cloud,
+        &["image", "create", "tiny", "--file", raw.to_str().unwrap()],
+    );
+    let img_id = show(&cloud, "image", "tiny")["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &cloud,
+        &[
+            "volume",
+            "create",
+            "root1",
+            "--image",
+            "tiny",
+            "--size",
+            "1GiB",
+            "--pool",
+            "rbdvols",
+            "--bootable",
+            "--wait",
+        ],
+    );
+    let root = show(&cloud, "volume", "root1");
+    let root_id = root["metadata"]["id"].as_str().unwrap().to_string();
+    let info = std::process::Command::new("rbd")
+        .args([
+            "-c",
+            &conf,
+            "info",
+            &format!("rbdvols/{root_id}"),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).expect("rbd info JSON");
+    assert_eq!(
+        info["parent"]["image"],
+        format!(".img.{img_id}").as_str(),
+        "a CoW clone: {info}"
+    );
+    assert_eq!(info["size"].as_u64(), Some(GIB), "{info}");
+    ok(
+        &cloud,
+        &[
+            "vm",
+            "create",
+            "vm3",
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--boot-volume",
+            "root1",
+            "--wait",
+        ],
+    );
+    eventually(
+        "vm3 booted from its RBD root",
+        Duration::from_secs(240),
+        || async {
+            let log = stdout(&cloud.cli(&["vm", "log", "vm3"]));
+            (log.contains("YUNHAN-BOOT count=1") && log.contains("YUNHAN-READY hostname=vm3"))
+                .then_some(())
+        },
+    )
+    .await;
+    let vm3 = show(&cloud, "vm", "vm3");
+    let root = wait_phase(&cloud, "volume", "root1", "InUse").await;
+    assert_eq!(
+        root["status"]["attached_to"], vm3["metadata"]["id"],
+        "{root}"
+    );
+    assert!(
+        !cloud
+            .home
+            .path()
+            .join(format!(
+                "data/agent/vms/{}/disk.raw",
+                vm3["metadata"]["id"].as_str().unwrap()
+            ))
+            .exists(),
+        "no local copy"
+    );
+    let out = cloud.cli(&["volume", "delete", "root1"]);
+    assert!(stderr(&out).contains("root disk"), "{}", stderr(&out));
+    ok(&cloud, &["vm", "delete", "vm3", "--wait"]);
+    ok(&cloud, &["volume", "delete", "root1", "--wait"]);
+
+    // The volumes are gone from the pool.
     let out = std::process::Command::new("rbd")
         .args(["-c", &conf, "ls", "-p", "rbdvols"])
         .output()

@@ -115,6 +115,8 @@ struct Inner {
     cfg: ComputeConfig,
     rt: Arc<Runtime>,
     accel: tokio::sync::OnceCell<Accelerator>,
+    /// This host's storage pools (VMs booting from a volume).
+    volumes: std::sync::OnceLock<Arc<crate::storage::Volumes>>,
 }
 
 impl Compute {
@@ -160,9 +162,15 @@ impl Compute {
                 cfg,
                 rt: Arc::new(rt),
                 accel: tokio::sync::OnceCell::new(),
+                volumes: std::sync::OnceLock::new(),
             }),
             ops: Default::default(),
         })
+    }
+
+    /// Gives compute the host's storage pools (set once, before the first pass).
+    pub fn set_volumes(&self, volumes: Arc<crate::storage::Volumes>) {
+        let _ = self.inner.volumes.set(volumes);
     }
 
     /// The VM runtime (the storage data plane plugs volumes into its VMs).
@@ -432,6 +440,7 @@ impl Inner {
                 ))
             }
         };
+        let root = self.root_volume(objects, inst).await?;
         let mac = mac_for(id);
         let attached = crate::network::instance_nics(objects, inst.metadata.project.as_deref(), id)
             .await
@@ -475,6 +484,7 @@ impl Inner {
                 boot,
                 mac,
                 gpus: inst.status.gpu_devices.clone(),
+                root,
                 nics,
             },
             image_disk: image.status.disk_path.as_ref().map(PathBuf::from),
@@ -483,6 +493,37 @@ impl Inner {
             seed,
             inherit_fds: Vec::new(),
         })
+    }
+
+    /// The root disk's block nodes when the instance boots from a volume.
+    async fn root_volume(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+    ) -> Result<Option<[serde_json::Value; 2]>, String> {
+        let Some(v) = &inst.spec.boot_volume else {
+            return Ok(None);
+        };
+        let vol = objects
+            .get::<yunhan_model::Volume>(v)
+            .await
+            .map_err(|e| format!("reading boot volume {v}: {e}"))?
+            .ok_or_else(|| format!("boot volume {v} not found"))?;
+        let volumes = self
+            .volumes
+            .get()
+            .ok_or("this host has no storage pools")?;
+        let disk = volumes
+            .qemu_disk(&vol.spec.pool, v)
+            .await
+            .map_err(|e| format!("boot volume {:?}: {e}", vol.metadata.name))?;
+        if let yunhan_storage::QemuDisk::File { .. } = disk {
+            return Err(format!(
+                "boot volume {:?} is in the local pool; VMs boot from Ceph volumes only",
+                vol.metadata.name
+            ));
+        }
+        Ok(Some(disk.blockdev_nodes("root")))
     }
 
     async fn stop(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
