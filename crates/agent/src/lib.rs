@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub compute: ComputeConfig,
     /// Network data plane settings (namespace, VTEP).
     pub network: NetworkConfig,
+    /// A Ceph pool to serve volumes from, besides the local pool.
+    pub ceph: Option<storage::CephPool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +85,27 @@ pub async fn run(
     let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, compute_cfg)
         .map_err(AgentError::Compute)?;
     let local = yunhan_storage::LocalDriver::open(cfg.state_dir.join("volumes")).await?;
-    let pools: storage::Pools = [(
+    let mut pools: storage::Pools = [(
         yunhan_model::DEFAULT_POOL.to_string(),
         Arc::new(local) as Arc<dyn yunhan_storage::VolumeDriver>,
     )]
     .into();
-    let storage = storage::Storage::new(host_id.clone(), pools, compute.runtime());
+    let rt = compute.runtime();
+    let ceph = match cfg.ceph.clone() {
+        None => None,
+        Some(c) => {
+            let driver = yunhan_storage::CephDriver::open(c.cluster.clone(), &c.pool).await?;
+            pools.insert(c.pool.clone(), Arc::new(driver));
+            let dir = cfg.state_dir.join("ceph");
+            let conf = storage::qemu_ceph_conf(&c.cluster, &dir, rt.run_as.map(|(_, g)| g))
+                .await
+                .map_err(|source| AgentError::StateDir { path: dir, source })?;
+            Some((c, conf))
+        }
+    };
+    let volumes = Arc::new(storage::Volumes::new(pools, ceph));
+    compute.set_volumes(volumes.clone());
+    let storage = storage::Storage::new(host_id.clone(), volumes, rt);
     let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(storage),
         objects.clone(),

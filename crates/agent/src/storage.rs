@@ -37,6 +37,104 @@ const POOL_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The storage pools this host serves, by name.
 pub type Pools = BTreeMap<String, Arc<dyn VolumeDriver>>;
 
+/// A Ceph RBD pool the agent serves volumes from (created by the admin
+/// configuration at startup: `--ceph-conf`, `--ceph-pool`).
+#[derive(Debug, Clone)]
+pub struct CephPool {
+    pub cluster: yunhan_storage::CephCluster,
+    pub pool: String,
+}
+
+/// The pools of this host and how QEMU opens their volumes; shared by the
+/// storage reconciler (hot plug) and compute (VMs booting from a volume).
+pub struct Volumes {
+    pools: Pools,
+    /// The Ceph pool, if any, and the ceph.conf QEMU opens its images with
+    /// (see [`qemu_ceph_conf`]).
+    ceph: Option<(CephPool, std::path::PathBuf)>,
+}
+
+impl Volumes {
+    pub fn new(pools: Pools, ceph: Option<(CephPool, std::path::PathBuf)>) -> Volumes {
+        Volumes { pools, ceph }
+    }
+
+    pub fn driver(&self, pool: &str) -> Option<Arc<dyn VolumeDriver>> {
+        self.pools.get(pool).cloned()
+    }
+
+    /// What QEMU opens for volume `id` of `pool` (RBD: through the
+    /// QEMU-readable client conf).
+    pub async fn qemu_disk(&self, pool: &str, id: &str) -> Result<QemuDisk, StorageError> {
+        let driver = self
+            .driver(pool)
+            .ok_or_else(|| StorageError::not_found("pool", pool))?;
+        let mut disk = driver.qemu_drive(id).await?;
+        if let (QemuDisk::Rbd { conf, .. }, Some((_, c))) = (&mut disk, &self.ceph) {
+            conf.clone_from(c);
+        }
+        Ok(disk)
+    }
+}
+
+/// Writes a client configuration QEMU can read for `cluster` into `dir`: the
+/// monitors and a copy of the keyring, root-owned, readable by the QEMU group
+/// only (every VM's QEMU runs under its own uid in that group, so the
+/// operator's ceph.conf and keyring can stay private). Returns the conf path.
+pub async fn qemu_ceph_conf(
+    cluster: &yunhan_storage::CephCluster,
+    dir: &Path,
+    qemu_gid: Option<u32>,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let lookup = |key: &'static str| {
+        let mut c = tokio::process::Command::new("ceph-conf");
+        c.arg("-c").arg(&cluster.conf).args([
+            "--name",
+            &format!("client.{}", cluster.user),
+            "--lookup",
+            key,
+        ]);
+        async move {
+            let out = c.output().await?;
+            if !out.status.success() {
+                return Err(std::io::Error::other(format!(
+                    "ceph-conf --lookup {key}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+    };
+    let mon_host = lookup("mon_host").await?;
+    let keyring_src = match &cluster.keyring {
+        Some(k) => k.clone(),
+        None => lookup("keyring").await?.into(),
+    };
+    std::fs::create_dir_all(dir)?;
+    let keyring = dir.join("keyring");
+    let conf = dir.join("ceph.conf");
+    std::fs::write(&keyring, std::fs::read(&keyring_src)?)?;
+    std::fs::write(
+        &conf,
+        format!(
+            "# Written by the Yunhan agent for QEMU's librbd.\n[global]\nmon host = {mon_host}\nkeyring = {}\nadmin socket =\nlog file = /dev/null\n",
+            keyring.display()
+        ),
+    )?;
+    for (path, mode) in [
+        (dir, 0o750),
+        (keyring.as_path(), 0o640),
+        (conf.as_path(), 0o640),
+    ] {
+        if let Some(gid) = qemu_gid {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(conf)
+}
+
 /// What the agent sees of one volume, besides its document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -47,6 +145,9 @@ pub struct Observed {
     pub plugged: Option<String>,
     /// `spec.instance` if that VM runs on this host now (so it can be plugged).
     pub target_running: Option<String>,
+    /// The instance booting from this volume (its root disk, on QEMU's
+    /// command line: never hot-plugged).
+    pub root_of: Option<String>,
 }
 
 /// One step for one volume.
@@ -101,6 +202,9 @@ pub fn decide(vol: &Doc<Volume>, obs: &Observed) -> Action {
     if size < vol.spec.size_bytes {
         return Action::Extend;
     }
+    if obs.root_of.is_some() {
+        return Action::Report;
+    }
     match (&obs.plugged, &obs.target_running) {
         (Some(p), t) if t.as_ref() != Some(p) => Action::Detach(p.clone()),
         (None, Some(t)) => Action::Attach(t.clone()),
@@ -126,14 +230,18 @@ pub struct Storage {
 
 struct Inner {
     host_id: String,
-    pools: Pools,
+    volumes: Arc<Volumes>,
     rt: Arc<Runtime>,
 }
 
 impl Storage {
-    pub fn new(host_id: String, pools: Pools, rt: Arc<Runtime>) -> Storage {
+    pub fn new(host_id: String, volumes: Arc<Volumes>, rt: Arc<Runtime>) -> Storage {
         Storage {
-            inner: Arc::new(Inner { host_id, pools, rt }),
+            inner: Arc::new(Inner {
+                host_id,
+                volumes,
+                rt,
+            }),
             ops: Ops::default(),
             reported: Mutex::new(None),
         }
@@ -197,7 +305,7 @@ impl Reconciler for Storage {
             if !wanted || self.ops.is_busy(&key) {
                 continue;
             }
-            let Some(driver) = self.inner.pools.get(&vol.spec.pool).cloned() else {
+            let Some(driver) = self.inner.volumes.driver(&vol.spec.pool) else {
                 continue;
             };
             let objects = objects.clone();
@@ -212,7 +320,7 @@ impl Reconciler for Storage {
             if self.ops.is_busy(&id) {
                 continue;
             }
-            let Some(driver) = self.inner.pools.get(&vol.spec.pool).cloned() else {
+            let Some(driver) = self.inner.volumes.driver(&vol.spec.pool) else {
                 let msg = format!("pool {:?} is not configured on this host", vol.spec.pool);
                 let (objects, inner, key) = (objects.clone(), self.inner.clone(), id.clone());
                 self.ops.spawn(&key, async move {
@@ -237,10 +345,18 @@ impl Reconciler for Storage {
                 .instance
                 .as_ref()
                 .filter(|i| running_here(&self.inner, instances.get(*i)).is_some());
+            let root_of = instances
+                .values()
+                .find(|i| {
+                    i.spec.boot_volume.as_deref() == Some(id.as_str())
+                        && i.metadata.deleting.is_none()
+                })
+                .map(|i| i.metadata.id.clone());
             let obs = Observed {
                 backend_size,
                 plugged: plugged.cloned(),
                 target_running: target.cloned(),
+                root_of,
             };
             let action = decide(vol, &obs);
             if action == Action::Nothing {
@@ -431,7 +547,7 @@ impl Inner {
             Action::Delete => self.delete(objects, driver, id).await,
             Action::Extend => self.extend(driver, vol, obs).await,
             Action::Restore => self.restore(objects, driver, vol).await,
-            Action::Attach(inst) => match self.attach(driver, id, &inst).await {
+            Action::Attach(inst) => match self.attach(&vol.spec.pool, id, &inst).await {
                 Ok(()) => {
                     tracing::info!(volume = id, instance = %inst, "volume attached");
                     let since = target_since.unwrap_or_default();
@@ -497,9 +613,14 @@ impl Inner {
     ) -> Result<(), ObjectError> {
         let id = vol.metadata.id.as_str();
         let usage = driver.usage(id).await.ok();
-        let plugged = obs.plugged.clone();
+        let plugged = obs.plugged.clone().or_else(|| obs.root_of.clone());
+        let root = obs.root_of.is_some();
         self.set_status(objects, id, |s| {
-            if plugged.is_none() {
+            if root {
+                s.attached_to.clone_from(&plugged);
+                s.attached_since = None;
+                s.device = Some("root".into());
+            } else if plugged.is_none() {
                 s.attached_to = None;
                 s.attached_since = None;
                 s.device = None;
@@ -564,6 +685,7 @@ impl Inner {
             s.phase = VolumePhase::Available;
             s.message.clear();
             s.size_bytes = size;
+            s.logical_bytes = size;
         })
         .await?;
         Ok(())
@@ -625,13 +747,8 @@ impl Inner {
         Ok(())
     }
 
-    async fn attach(
-        &self,
-        driver: &dyn VolumeDriver,
-        id: &str,
-        inst: &str,
-    ) -> Result<(), StepError> {
-        let disk = driver.qemu_drive(id).await?;
+    async fn attach(&self, pool: &str, id: &str, inst: &str) -> Result<(), StepError> {
+        let disk = self.volumes.qemu_disk(pool, id).await?;
         secure(&disk, self.rt.vm_owner(inst))?;
         let qmp = self.rt.qmp(inst).await?;
         let [file, raw] = disk.blockdev_nodes(&node(id));
@@ -678,7 +795,7 @@ impl Inner {
 
     async fn report_pools(&self, objects: &Objects) -> Result<(), ObjectError> {
         let mut reports = Vec::new();
-        for (name, driver) in &self.pools {
+        for (name, driver) in &self.volumes.pools {
             let mut r = PoolReport {
                 name: name.clone(),
                 driver: driver.kind().into(),
@@ -698,6 +815,11 @@ impl Inner {
             if driver.kind() == "local" {
                 r.redundancy = "none (host file system)".into();
             }
+            if let Some((c, _)) = &self.volumes.ceph {
+                if c.pool == *name {
+                    ceph_figures(c, &mut r).await;
+                }
+            }
             reports.push(r);
         }
         let me = self.host_id.clone();
@@ -710,6 +832,35 @@ impl Inner {
             })
             .await
             .map(drop)
+    }
+}
+
+/// Cluster health and the pool's redundancy, for `yunhan storage status`.
+async fn ceph_figures(c: &CephPool, r: &mut PoolReport) {
+    match c.cluster.health().await {
+        Ok(h) => {
+            let checks: Vec<String> = h
+                .checks
+                .iter()
+                .map(|(code, msg)| format!("{code}: {msg}"))
+                .collect();
+            r.health = std::iter::once(h.status.clone())
+                .chain(checks)
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        Err(e) => r.health = format!("unknown: {e}"),
+    }
+    match c.cluster.pool_redundancy(&c.pool).await {
+        Ok(p) => {
+            r.redundancy = format!(
+                "replicated size {} min_size {}, failure domain {}",
+                p.size,
+                p.min_size,
+                p.failure_domain.as_deref().unwrap_or("?")
+            )
+        }
+        Err(e) => r.message = e.to_string(),
     }
 }
 
@@ -782,7 +933,18 @@ mod tests {
             backend_size: size,
             plugged: plugged.map(Into::into),
             target_running: target.map(Into::into),
+            root_of: None,
         }
+    }
+
+    #[test]
+    fn a_root_volume_is_never_hot_plugged_but_still_extends() {
+        let v = vol(2 << 30, None);
+        let mut o = obs(Some(2 << 30), None, None);
+        o.root_of = Some("ins-a".into());
+        assert_eq!(decide(&v, &o), Action::Report);
+        o.backend_size = Some(1 << 30);
+        assert_eq!(decide(&v, &o), Action::Extend);
     }
 
     #[test]

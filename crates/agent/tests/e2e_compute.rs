@@ -89,6 +89,7 @@ impl Env {
                 ..Default::default()
             },
             network: Default::default(),
+            ceph: None,
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(yunhan_agent::run(self.objects.clone(), cfg, rx));

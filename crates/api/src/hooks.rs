@@ -257,15 +257,21 @@ impl Hooks for Instance {
         doc.status.memory_mib = flavor.spec.memory_mib;
         doc.status.disk_gib = flavor.spec.disk_gib;
         doc.status.phase = InstancePhase::Pending;
+        if let Some(v) = doc.spec.boot_volume.clone() {
+            doc.spec.boot_volume = Some(crate::storage::boot_volume(s, &project, &v).await?);
+        }
         if let Some(nic) = doc.spec.nic.clone() {
             crate::network::create_primary_nic(s, doc, &nic).await?;
         }
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.flavor != new.spec.flavor || old.spec.image != new.spec.image {
+        if old.spec.flavor != new.spec.flavor
+            || old.spec.image != new.spec.image
+            || new.spec.boot_volume.is_some() && new.spec.boot_volume != old.spec.boot_volume
+        {
             return Err(conflict(
-                "an instance's flavor and image cannot change".into(),
+                "an instance's flavor, image and boot volume cannot change".into(),
             ));
         }
         if old.spec.nic != new.spec.nic {

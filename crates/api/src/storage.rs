@@ -67,6 +67,59 @@ async fn resolve_attachment(
     Ok(inst.metadata.id)
 }
 
+/// The live instance booting from volume `vol`, if any.
+async fn booted_by(s: &AppState, project: &str, vol: &str) -> Result<Option<Doc<Instance>>> {
+    Ok(s.objects
+        .list_all::<Instance>(Some(project))
+        .await?
+        .into_iter()
+        .find(|i| i.spec.boot_volume.as_deref() == Some(vol) && i.metadata.deleting.is_none()))
+}
+
+/// Checks the boot volume (name or id) a new instance of `project` asks for:
+/// bootable, in a Ceph pool, Available, attached nowhere and root of no other
+/// instance. Returns its id.
+pub(crate) async fn boot_volume(s: &AppState, project: &str, want: &str) -> Result<String> {
+    let vol = resolve::<Volume>(s, project, "spec.boot_volume", want).await?;
+    let bad = |why: String| -> crate::HttpError {
+        ApiError::invalid_field("spec.boot_volume", why).into()
+    };
+    if !vol.spec.bootable {
+        return Err(bad(format!(
+            "volume {want:?} is not bootable (create it with --bootable)"
+        )));
+    }
+    if vol.spec.pool == DEFAULT_POOL {
+        return Err(bad(format!(
+            "volume {want:?} is in the local pool; VMs boot from Ceph volumes (local root disks are thin copies of the image already)"
+        )));
+    }
+    if vol.status.phase != yunhan_model::VolumePhase::Available || vol.spec.instance.is_some() {
+        return Err(conflict(format!(
+            "volume {want:?} is {:?}; a boot volume must be Available and detached",
+            vol.status.phase
+        )));
+    }
+    if let Some(i) = booted_by(s, project, &vol.metadata.id).await? {
+        return Err(conflict(format!(
+            "volume {want:?} is already the root disk of instance {:?}",
+            i.metadata.name
+        )));
+    }
+    Ok(vol.metadata.id)
+}
+
+/// Refuses changes to a volume a live instance boots from.
+async fn not_a_root(s: &AppState, project: &str, vol: &Doc<Volume>, what: &str) -> Result<()> {
+    match booted_by(s, project, &vol.metadata.id).await? {
+        Some(i) => Err(conflict(format!(
+            "volume {:?} is the root disk of instance {:?}; {what} it after deleting the instance",
+            vol.metadata.name, i.metadata.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The snapshots of volume `vol` (any phase).
 async fn snapshots_of(s: &AppState, project: &str, vol: &str) -> Result<Vec<Doc<Snapshot>>> {
     Ok(s.objects
@@ -171,7 +224,10 @@ impl Hooks for Volume {
         new.spec.source = old.spec.source.clone();
         new.spec.instance = match new.spec.instance.clone() {
             Some(i) if old.spec.instance.as_deref() == Some(i.as_str()) => Some(i),
-            Some(i) => Some(resolve_attachment(s, &project, old, &i).await?),
+            Some(i) => {
+                not_a_root(s, &project, old, "attach").await?;
+                Some(resolve_attachment(s, &project, old, &i).await?)
+            }
             None => None,
         };
         if new.spec.restore != old.spec.restore {
@@ -191,6 +247,7 @@ impl Hooks for Volume {
                 )
                 .into());
             }
+            not_a_root(s, &project, old, "restore").await?;
             if new.spec.instance.is_some() || old.status.attached_to.is_some() {
                 return Err(conflict(format!(
                     "volume {:?} is attached; detach it before restoring ('yunhan volume detach {}')",
@@ -238,6 +295,7 @@ impl Hooks for Volume {
                 )));
             }
         }
+        not_a_root(s, &project, &doc, "delete").await?;
         if let Some(snap) = snapshots_of(s, &project, &doc.metadata.id).await?.first() {
             return Err(conflict(format!(
                 "volume {:?} still has snapshot {:?}; delete its snapshots first",

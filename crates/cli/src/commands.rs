@@ -32,6 +32,8 @@ macro_rules! resource_command {
     ($(#[$m:meta])* $name:ident, $create:ty $(, { $($extra:tt)* })?) => {
         #[derive(Subcommand, Debug, Clone)]
         $(#[$m])*
+        // Parsed once per process: the size of a variant does not matter.
+        #[allow(clippy::large_enum_variant)]
         pub enum $name {
             /// List them (all pages)
             #[command(alias = "ls")]
@@ -168,6 +170,11 @@ pub struct VmCreate {
     /// Flavor name or id ('yunhan flavor list')
     #[arg(long)]
     pub flavor: String,
+    /// Boot from this bootable Ceph volume instead of a copy of the image, e.g. an
+    /// RBD copy-on-write clone: 'yunhan volume create root1 --image IMG --size 10GiB
+    /// --pool ceph --bootable'
+    #[arg(long, value_name = "VOLUME")]
+    pub boot_volume: Option<String>,
     /// Placement group (name or id): spread over hosts by its anti-affinity rule
     #[arg(long)]
     pub placement_group: Option<String>,
@@ -186,6 +193,11 @@ pub struct VmCreate {
     /// A security group of the primary NIC (repeatable) [default: the VPC's default group]
     #[arg(long = "security-group", value_name = "GROUP", requires = "subnet")]
     pub security_groups: Vec<String>,
+    /// High availability: if its host is lost, fence the host and restart the VM
+    /// on another one (needs every disk on shared storage, e.g. --boot-volume in
+    /// the Ceph pool; otherwise the VM is marked HostDown with the reason)
+    #[arg(long)]
+    pub ha: bool,
     /// Create it stopped
     #[arg(long)]
     pub stopped: bool,
@@ -894,10 +906,12 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                     }
                 }
                 VmCommand::Create(a) => {
-                    let mut spec =
-                        json!({"image": a.image, "flavor": a.flavor, "running": !a.stopped});
+                    let mut spec = json!({"image": a.image, "flavor": a.flavor, "running": !a.stopped, "ha": a.ha});
                     if let Some(g) = &a.placement_group {
                         spec["placement_group"] = json!(g);
+                    }
+                    if let Some(v) = &a.boot_volume {
+                        spec["boot_volume"] = json!(v);
                     }
                     if let Some(f) = &a.user_data {
                         let data = std::fs::read_to_string(f).map_err(|e| {

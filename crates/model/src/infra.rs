@@ -279,6 +279,11 @@ pub struct InstanceSpec {
     /// marked HostDown with the reason).
     #[serde(default)]
     pub ha: bool,
+    /// Boot from this bootable volume (name or id; a Ceph pool) instead of a copy of the
+    /// image; e.g. a copy-on-write clone made with `yunhan volume create --image`. Cannot
+    /// change; the volume outlives the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume: Option<String>,
     /// A primary NIC to create with the instance (deleted with it). Cannot change; attach
     /// more NICs by setting their `spec.instance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +365,9 @@ impl Kind for Instance {
         validate_name("spec.image", &spec.image)?;
         if let Some(g) = &spec.placement_group {
             validate_name("spec.placement_group", g)?;
+        }
+        if let Some(v) = &spec.boot_volume {
+            validate_name("spec.boot_volume", v)?;
         }
         if let Some(n) = &spec.nic {
             n.validate()?;

@@ -211,6 +211,26 @@ impl CephCluster {
         cmd::run(&mut c).await.map(drop)
     }
 
+    /// Blocklists a client instance (`ip:port/nonce`, as `rbd status` lists
+    /// watchers): the OSDs refuse its I/O from now on, so a VM on a lost host
+    /// cannot write a disk that a new copy of it is about to open.
+    pub async fn blocklist_add(&self, client_addr: &str) -> Result<()> {
+        self.ceph_run(&["osd", "blocklist", "add", client_addr])
+            .await
+    }
+
+    /// The blocklisted client addresses.
+    pub async fn blocklist(&self) -> Result<Vec<String>> {
+        let v = self.ceph_json(&["osd", "blocklist", "ls"]).await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.get("addr").and_then(Value::as_str).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub async fn health(&self) -> Result<ClusterHealth> {
         let h = self.ceph_json(&["health"]).await?;
         let df = self.ceph_json(&["df"]).await?;
@@ -472,6 +492,26 @@ impl CephDriver {
                 other => return other,
             }
         }
+    }
+
+    /// The clients watching `volume` (`ip:port/nonce` each): the QEMUs that
+    /// have it open.
+    pub async fn watchers(&self, volume: &str) -> Result<Vec<String>> {
+        validate_name("volume", volume)?;
+        let v = self
+            .rbd_json(
+                &["status", &self.spec(volume)],
+                Errno::enoent("volume", volume),
+            )
+            .await?;
+        Ok(v.get("watchers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.get("address").and_then(Value::as_str).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn image_info(&self, image: &str, kind: &'static str, shown: &str) -> Result<Value> {

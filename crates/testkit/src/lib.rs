@@ -5,6 +5,7 @@
 //! - [`EtcdCluster`]: 1..n real `etcd` members on 127.0.0.1 (free ports, one
 //!   temp data dir each, logs captured), readiness by polling, leader lookup,
 //!   `kill`/`restart` of single members, everything killed and removed on drop.
+//! - [`DevCeph`]: a real 1 mon / 1 mgr / 3 OSD Ceph cluster (`scripts/ceph-dev`).
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until a deadline.
 //! - [`free_port`] / [`free_ports`]: free TCP ports on 127.0.0.1.
 //! - [`spawn_owned`]: spawn a child that the kernel kills if the test process
@@ -13,6 +14,7 @@
 //! Binaries are looked up on `PATH`; when one is missing the error says to run
 //! `scripts/setup`.
 
+mod ceph;
 mod etcd;
 mod process;
 
@@ -20,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use ceph::DevCeph;
 pub use etcd::{EtcdCluster, EtcdOptions};
 pub use process::spawn_owned;
 

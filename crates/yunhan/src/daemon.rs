@@ -27,6 +27,8 @@ pub struct UpArgs {
     name: Option<String>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// Run the control plane (API + leader-elected controllers). Several servers
@@ -49,6 +51,8 @@ pub struct ServerArgs {
     image_dir: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// Run a host agent: registers this host, keeps its liveness lease and runs
@@ -90,6 +94,8 @@ pub struct AgentArgs {
     /// This host's VXLAN tunnel endpoint on the underlay [default: --address]
     #[arg(long, value_name = "IP")]
     vtep: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
 }
 
 /// API tuning shared by `up` and `server`.
@@ -110,6 +116,10 @@ pub struct Tuning {
     /// Memory overcommit ratio (1.0 = none, the safe default)
     #[arg(long, default_value_t = 1.0)]
     memory_overcommit: f64,
+    /// Seconds a host must stay NotReady (its agent's lease has already expired)
+    /// before its HA instances are fenced and restarted on other hosts
+    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    ha_grace: u64,
 }
 
 impl Tuning {
@@ -125,14 +135,20 @@ impl Tuning {
         })
     }
 
-    fn api_config(&self, image_dir: PathBuf) -> yunhan_api::ApiConfig {
-        yunhan_api::ApiConfig {
+    fn api_config(
+        &self,
+        image_dir: PathBuf,
+        ceph: Option<&yunhan_agent::storage::CephPool>,
+    ) -> yunhan_api::ApiConfig {
+        let mut c = yunhan_api::ApiConfig {
             rate_per_sec: self.rate_limit,
             burst: self.rate_burst,
             body_limit: self.body_limit,
             image_dir,
             ..Default::default()
-        }
+        };
+        c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
+        c
     }
 }
 
@@ -231,21 +247,32 @@ async fn bootstrap(objects: &Objects, endpoint: &str, config_path: PathBuf) -> a
 fn spawn_controllers(
     store: Arc<dyn Store>,
     objects: Objects,
-    policy: yunhan_controller::placement::Policy,
+    tuning: &Tuning,
+    ceph: Option<&yunhan_agent::storage::CephPool>,
     shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use yunhan_controller::ha::{HaMonitor, LocalOnly, SharedStorage};
+    let policy = tuning.placement()?;
+    let storage: Arc<dyn SharedStorage> = match ceph {
+        Some(pool) => Arc::new(crate::ha::CephShared { pool: pool.clone() }),
+        None => Arc::new(LocalOnly),
+    };
+    let ha = Arc::new(HaMonitor {
+        grace: Duration::from_secs(tuning.ha_grace),
+        storage,
+    });
     let identity = format!("{}:{}", hostname(), std::process::id());
     let cfg = yunhan_controller::LeaderConfig {
         key: "/yunhan/leader/controllers".into(),
         identity,
         ttl: Duration::from_secs(3),
     };
-    tokio::spawn(yunhan_controller::run_as_leader(
+    Ok(tokio::spawn(yunhan_controller::run_as_leader(
         store,
         cfg,
         shutdown,
-        move |stop| yunhan_controller::run_controllers(objects.clone(), policy, stop),
-    ))
+        move |stop| yunhan_controller::run_controllers(objects.clone(), policy, ha.clone(), stop),
+    )))
 }
 
 async fn serve_api(
@@ -271,13 +298,16 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let endpoint = format!("http://{}", listener.local_addr()?);
     bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
 
+    let ceph = a.ceph.apply().await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
         objects.clone(),
-        a.tuning.placement()?,
+        &a.tuning,
+        ceph.as_ref(),
         shutdown.clone(),
-    );
+    )?;
+    let api_cfg = a.tuning.api_config(data_dir.join("images"), ceph.as_ref());
     let agent_cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.listen.ip().to_string(),
@@ -286,6 +316,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         gpus: Vec::new(),
         compute: yunhan_agent::ComputeConfig::default(),
         network: yunhan_agent::NetworkConfig::default(),
+        ceph,
     };
     let agent = tokio::spawn(yunhan_agent::run(
         objects.clone(),
@@ -297,13 +328,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     eprintln!("try: yunhan host list");
-    serve_api(
-        listener,
-        store,
-        a.tuning.api_config(data_dir.join("images")),
-        shutdown,
-    )
-    .await?;
+    serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     agent.await.context("agent task")?.context("agent failed")?;
     Ok(())
@@ -322,15 +347,18 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(yunhan_cli::config::default_path),
     )
     .await?;
+    let ceph = a.ceph.apply().await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
         objects,
-        a.tuning.placement()?,
+        &a.tuning,
+        ceph.as_ref(),
         shutdown.clone(),
-    );
+    )?;
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
-    serve_api(listener, store, a.tuning.api_config(a.image_dir), shutdown).await?;
+    let api_cfg = a.tuning.api_config(a.image_dir, ceph.as_ref());
+    serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     Ok(())
 }
@@ -341,6 +369,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
         bail!("--lease-ttl must be at least 1 second");
     }
     let store = open_store(&a.store).await?;
+    let ceph = a.ceph.apply().await?;
     let cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.address,
@@ -358,6 +387,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
             vtep: a.vtep,
             ..Default::default()
         },
+        ceph,
     };
     yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
     Ok(())

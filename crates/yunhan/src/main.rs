@@ -1,7 +1,9 @@
 //! `yunhan`: one binary for every role — `up` (all-in-one), `server`,
 //! `agent`, the client commands, `vortex` and `hotpatch`.
 
+mod ceph;
 mod daemon;
+mod ha;
 
 use clap::{Parser, Subcommand};
 

@@ -102,16 +102,16 @@ async fn wait_phase(cloud: &Cloud, kind: &str, name: &str, phase: &str) -> Value
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_guests() {
+/// Boots two direct-kernel guests (vm1, vm2) and makes volume v1 in `pool`
+/// meanwhile; returns the volume and a shell on each guest.
+async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShell, GuestShell) {
     let guest = test_guest();
-    let cloud = Cloud::up(&[]).await;
     let (kernel, initrd) = (
         guest.join("test-guest.vmlinux"),
         guest.join("test-guest.initrd"),
     );
     ok(
-        &cloud,
+        cloud,
         &[
             "image",
             "create",
@@ -126,37 +126,24 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
     );
     for vm in ["vm1", "vm2"] {
         ok(
-            &cloud,
+            cloud,
             &["vm", "create", vm, "--image", "dk", "--flavor", "tiny"],
         );
     }
     // The volume is made while the guests boot.
     ok(
-        &cloud,
-        &["volume", "create", "v1", "--size", "64MiB", "--wait"],
+        cloud,
+        &[
+            "volume", "create", "v1", "--size", "64MiB", "--pool", pool, "--wait",
+        ],
     );
-    let v = show(&cloud, "volume", "v1");
+    let v = show(cloud, "volume", "v1");
     assert_eq!(v["status"]["phase"], "Available", "{v}");
     assert_eq!(v["status"]["logical_bytes"].as_u64(), Some(64 << 20), "{v}");
-    let vol_id = v["metadata"]["id"].as_str().unwrap().to_string();
-    let file = cloud
-        .home
-        .path()
-        .join(format!("data/agent/volumes/volumes/{vol_id}.raw"));
-    let meta = std::fs::metadata(&file).expect("the volume's file");
-    assert_eq!(meta.len(), 64 << 20);
-    assert!(
-        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 1 << 20,
-        "thin"
-    );
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-        0o600
-    );
-
+    assert_eq!(v["spec"]["pool"], pool, "{v}");
     let mut shells = Vec::new();
     for vm in ["vm1", "vm2"] {
-        let v = wait_phase(&cloud, "vm", vm, "Running").await;
+        let v = wait_phase(cloud, "vm", vm, "Running").await;
         let id = v["metadata"]["id"].as_str().unwrap().to_string();
         eventually("READY", Duration::from_secs(240), || async {
             stdout(&cloud.cli(&["vm", "log", vm]))
@@ -164,31 +151,38 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
                 .then_some(())
         })
         .await;
-        shells.push(GuestShell::open(&cloud, &id).await);
+        shells.push(GuestShell::open(cloud, &id).await);
     }
-    let [mut sh1, mut sh2] = <[GuestShell; 2]>::try_from(shells).ok().unwrap();
+    let [sh1, sh2] = <[GuestShell; 2]>::try_from(shells).ok().unwrap();
+    (v, sh1, sh2)
+}
 
+/// The volume's life with real guests: data written in vm1 read back in vm2
+/// after a move, snapshot + overwrite + restore, online extend, re-plug
+/// after a VM restart, refusals, and deletion of everything.
+async fn volume_lifecycle(cloud: &Cloud, vol: &Value, mut sh1: GuestShell, mut sh2: GuestShell) {
+    let vol_id = vol["metadata"]["id"].as_str().unwrap().to_string();
     // Attach to vm1, write a pattern from inside the guest.
-    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm1", "--wait"]);
-    let v = show(&cloud, "volume", "v1");
+    ok(cloud, &["volume", "attach", "v1", "--vm", "vm1", "--wait"]);
+    let v = show(cloud, "volume", "v1");
     assert_eq!(v["status"]["phase"], "InUse", "{v}");
     assert_eq!(v["status"]["device"], vol_id.as_str());
     let dev = device_of(&mut sh1, &vol_id).await;
     write_pattern(&mut sh1, &dev, "YUNHAN-DATA-ALPHA").await;
 
     // Detach (hot unplug): the disk leaves vm1; attach to vm2 and read it back.
-    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    ok(cloud, &["volume", "detach", "v1", "--wait"]);
     wait_device(&mut sh1, &vol_id, false).await;
-    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
+    ok(cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
     let dev2 = device_of(&mut sh2, &vol_id).await;
     assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
 
     // Snapshot, overwrite, restore (detached), read the original back.
     ok(
-        &cloud,
+        cloud,
         &["snapshot", "create", "s1", "--volume", "v1", "--wait"],
     );
-    let s = show(&cloud, "snapshot", "s1");
+    let s = show(cloud, "snapshot", "s1");
     assert_eq!(s["status"]["size_bytes"].as_u64(), Some(64 << 20), "{s}");
     write_pattern(&mut sh2, &dev2, "YUNHAN-DATA-OMEGA").await;
     assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-OMEGA");
@@ -198,18 +192,18 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
         "restoring an attached volume is refused"
     );
     assert!(stderr(&out).contains("detach"), "{}", stderr(&out));
-    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    ok(cloud, &["volume", "detach", "v1", "--wait"]);
     ok(
-        &cloud,
+        cloud,
         &["volume", "restore", "v1", "--snapshot", "s1", "--wait"],
     );
-    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
+    ok(cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
     let dev2 = device_of(&mut sh2, &vol_id).await;
     assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
 
     // Extend online: the guest sees the new size without a reboot.
     ok(
-        &cloud,
+        cloud,
         &["volume", "extend", "v1", "--size", "128MiB", "--wait"],
     );
     let sectors = (128u64 << 20) / 512;
@@ -233,20 +227,20 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
     assert!(stderr(&out).contains("shrink"), "{}", stderr(&out));
 
     // A restarted VM gets its volume back (plugged into the new QEMU).
-    let before = show(&cloud, "volume", "v1")["status"]["attached_since"].clone();
-    ok(&cloud, &["vm", "stop", "vm2", "--wait"]);
-    ok(&cloud, &["vm", "start", "vm2", "--wait"]);
+    let before = show(cloud, "volume", "v1")["status"]["attached_since"].clone();
+    ok(cloud, &["vm", "stop", "vm2", "--wait"]);
+    ok(cloud, &["vm", "start", "vm2", "--wait"]);
     let v = eventually(
         "v1 re-plugged into vm2",
         Duration::from_secs(120),
         || async {
-            let v = show(&cloud, "volume", "v1");
+            let v = show(cloud, "volume", "v1");
             (v["status"]["phase"] == "InUse" && v["status"]["attached_since"] != before)
                 .then_some(v)
         },
     )
     .await;
-    let vm2_id = show(&cloud, "vm", "vm2")["metadata"]["id"]
+    let vm2_id = show(cloud, "vm", "vm2")["metadata"]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -257,25 +251,178 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
     let out = cloud.cli(&["volume", "delete", "v1"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("detach"), "{}", stderr(&out));
-    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    ok(cloud, &["volume", "detach", "v1", "--wait"]);
     let out = cloud.cli(&["volume", "delete", "v1"]);
     assert!(stderr(&out).contains("snapshot"), "{}", stderr(&out));
-    ok(&cloud, &["snapshot", "delete", "s1", "--wait"]);
-    ok(&cloud, &["volume", "delete", "v1", "--wait"]);
-    assert!(!file.exists(), "the volume's file is gone");
+    ok(cloud, &["snapshot", "delete", "s1", "--wait"]);
+    ok(cloud, &["volume", "delete", "v1", "--wait"]);
     let (_, p) = cloud.admin("GET", "/v1/projects/admin", None).await;
     assert_eq!(p["status"]["usage"]["volume_gib"], 0, "{p}");
+}
 
-    // The pool's figures are on the host.
-    let out = eventually("pool figures", Duration::from_secs(30), || async {
+/// `yunhan storage status` once the agent has reported its pools.
+async fn storage_status(cloud: &Cloud, needle: &str) -> String {
+    eventually("pool figures", Duration::from_secs(30), || async {
         let out = stdout(&cloud.cli(&["storage", "status"]));
-        out.contains("local").then_some(out)
+        out.contains(needle).then_some(out)
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_guests() {
+    let cloud = Cloud::up(&[]).await;
+    let (v, sh1, sh2) = two_guests_and_a_volume(&cloud, "local").await;
+    let vol_id = v["metadata"]["id"].as_str().unwrap().to_string();
+    let file = cloud
+        .home
+        .path()
+        .join(format!("data/agent/volumes/volumes/{vol_id}.raw"));
+    let meta = std::fs::metadata(&file).expect("the volume's file");
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 1 << 20,
+        "thin"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+
+    volume_lifecycle(&cloud, &v, sh1, sh2).await;
+    assert!(!file.exists(), "the volume's file is gone");
+    let out = storage_status(&cloud, "local").await;
     assert!(
         out.contains("CAPACITY") && out.contains("OVERCOMMIT"),
         "{out}"
     );
+    assert!(out.contains("host file system"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_storage_ceph_volume_moves_snapshots_restores_and_extends_in_real_guests() {
+    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+        .await
+        .unwrap();
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let cloud = Cloud::up(&[
+        "--ceph-conf",
+        &conf,
+        "--ceph-pool",
+        "rbdvols",
+        "--ceph-failure-domain",
+        "osd",
+    ])
+    .await;
+    let out = storage_status(&cloud, "rbdvols").await;
+    assert!(out.contains("HEALTH_OK"), "{out}");
+    assert!(
+        out.contains("replicated size 3 min_size 2, failure domain osd"),
+        "{out}"
+    );
+    let (v, sh1, sh2) = two_guests_and_a_volume(&cloud, "rbdvols").await;
+    volume_lifecycle(&cloud, &v, sh1, sh2).await;
+
+    // Boot from a volume that is an RBD copy-on-write clone of a disk image.
+    let raw = test_guest().join("test-guest.raw");
+    ok(
+        &cloud,
+        &["image", "create", "tiny", "--file", raw.to_str().unwrap()],
+    );
+    let img_id = show(&cloud, "image", "tiny")["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &cloud,
+        &[
+            "volume",
+            "create",
+            "root1",
+            "--image",
+            "tiny",
+            "--size",
+            "1GiB",
+            "--pool",
+            "rbdvols",
+            "--bootable",
+            "--wait",
+        ],
+    );
+    let root = show(&cloud, "volume", "root1");
+    let root_id = root["metadata"]["id"].as_str().unwrap().to_string();
+    let info = std::process::Command::new("rbd")
+        .args([
+            "-c",
+            &conf,
+            "info",
+            &format!("rbdvols/{root_id}"),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).expect("rbd info JSON");
+    assert_eq!(
+        info["parent"]["image"],
+        format!(".img.{img_id}").as_str(),
+        "a CoW clone: {info}"
+    );
+    assert_eq!(info["size"].as_u64(), Some(GIB), "{info}");
+    ok(
+        &cloud,
+        &[
+            "vm",
+            "create",
+            "vm3",
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--boot-volume",
+            "root1",
+            "--wait",
+        ],
+    );
+    eventually(
+        "vm3 booted from its RBD root",
+        Duration::from_secs(240),
+        || async {
+            let log = stdout(&cloud.cli(&["vm", "log", "vm3"]));
+            (log.contains("YUNHAN-BOOT count=1") && log.contains("YUNHAN-READY hostname=vm3"))
+                .then_some(())
+        },
+    )
+    .await;
+    let vm3 = show(&cloud, "vm", "vm3");
+    let root = wait_phase(&cloud, "volume", "root1", "InUse").await;
+    assert_eq!(
+        root["status"]["attached_to"], vm3["metadata"]["id"],
+        "{root}"
+    );
+    assert!(
+        !cloud
+            .home
+            .path()
+            .join(format!(
+                "data/agent/vms/{}/disk.raw",
+                vm3["metadata"]["id"].as_str().unwrap()
+            ))
+            .exists(),
+        "no local copy"
+    );
+    let out = cloud.cli(&["volume", "delete", "root1"]);
+    assert!(stderr(&out).contains("root disk"), "{}", stderr(&out));
+    ok(&cloud, &["vm", "delete", "vm3", "--wait"]);
+    ok(&cloud, &["volume", "delete", "root1", "--wait"]);
+
+    // The volumes are gone from the pool.
+    let out = std::process::Command::new("rbd")
+        .args(["-c", &conf, "ls", "-p", "rbdvols"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("vol-"), "{}", stdout(&out));
 }
 
 #[tokio::test]

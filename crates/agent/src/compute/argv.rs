@@ -49,6 +49,10 @@ pub struct VmPlan {
     pub mac: String,
     /// Host PCI addresses passed through with VFIO.
     pub gpus: Vec<String>,
+    /// The root disk's `-blockdev` nodes (protocol, then raw format node
+    /// `root`) when the VM boots from a volume; None: `disk.raw` in `dir`.
+    #[serde(default)]
+    pub root: Option<[serde_json::Value; 2]>,
     /// VPC NICs (TAP file descriptors inherited by QEMU). None: the user-mode NIC.
     #[serde(default)]
     pub nics: Vec<VmNic>,
@@ -161,17 +165,27 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
     push("-msg", "timestamp=on".into());
     // Root disk: thin RAW, host page cache (works on every file system,
     // including tmpfs, which refuses O_DIRECT), discards punch holes.
-    push(
-        "-blockdev",
-        format!(
-            "driver=file,node-name=root-file,filename={},cache.direct=off,discard=unmap",
-            esc(&p(&plan.disk()))
-        ),
-    );
-    push(
-        "-blockdev",
-        "driver=raw,node-name=root,file=root-file,discard=unmap".into(),
-    );
+    match &plan.root {
+        // A volume (e.g. an RBD copy-on-write clone): QEMU's JSON syntax.
+        Some(nodes) => {
+            for n in nodes {
+                push("-blockdev", n.to_string());
+            }
+        }
+        None => {
+            push(
+                "-blockdev",
+                format!(
+                    "driver=file,node-name=root-file,filename={},cache.direct=off,discard=unmap",
+                    esc(&p(&plan.disk()))
+                ),
+            );
+            push(
+                "-blockdev",
+                "driver=raw,node-name=root,file=root-file,discard=unmap".into(),
+            );
+        }
+    }
     // The firmware boots the root disk; with -kernel the kernel comes first
     // (QEMU's linuxboot option ROM claims boot index 0).
     push(
@@ -299,8 +313,20 @@ mod tests {
             boot,
             mac: mac_for("ins-00000000000000aa"),
             gpus,
+            root: None,
             nics: vec![],
         }
+    }
+
+    #[test]
+    fn vm_booting_from_an_rbd_volume() {
+        let mut p = plan(Accelerator::Tcg, Boot::Disk, vec![]);
+        p.root = Some([
+            serde_json::json!({"driver": "rbd", "node-name": "root-file", "pool": "vols",
+                "image": "vol-00000000000000b1", "conf": "/etc/yunhan/ceph.conf", "user": "admin"}),
+            serde_json::json!({"driver": "raw", "node-name": "root", "file": "root-file"}),
+        ]);
+        insta::assert_json_snapshot!(build_argv(&p));
     }
 
     #[test]

@@ -118,8 +118,12 @@ struct Inner {
     rt: Arc<Runtime>,
     accel: tokio::sync::OnceCell<Accelerator>,
     nics: nics::PluggedNics,
-    /// HA instances bound here, as of the last pass (what self-fencing kills).
+    /// HA instances bound here that boot from a (shared) volume, as of the last
+    /// pass: what self-fencing kills (a VM on a local disk is never restarted
+    /// elsewhere, so it may keep running).
     ha: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This host's storage pools (VMs booting from a volume).
+    volumes: std::sync::OnceLock<Arc<crate::storage::Volumes>>,
 }
 
 impl Compute {
@@ -167,6 +171,7 @@ impl Compute {
                 accel: tokio::sync::OnceCell::new(),
                 nics: Default::default(),
                 ha: Default::default(),
+                volumes: std::sync::OnceLock::new(),
             }),
             ops: Default::default(),
         })
@@ -175,6 +180,11 @@ impl Compute {
     /// What the liveness loop calls when this host has lost its lease.
     pub fn self_fence(&self) -> SelfFence {
         SelfFence(self.inner.clone())
+    }
+
+    /// Gives compute the host's storage pools (set once, before the first pass).
+    pub fn set_volumes(&self, volumes: Arc<crate::storage::Volumes>) {
+        let _ = self.inner.volumes.set(volumes);
     }
 
     /// The VM runtime (the storage data plane plugs volumes into its VMs).
@@ -220,7 +230,7 @@ impl Reconciler for Compute {
             .collect();
         *crate::ops::lock(&self.inner.ha) = mine
             .values()
-            .filter(|i| i.spec.ha)
+            .filter(|i| i.spec.ha && i.spec.boot_volume.is_some())
             .map(|i| i.metadata.id.clone())
             .collect();
         let mut attached = crate::network::attached_nics(objects, None).await?;
@@ -495,6 +505,7 @@ impl Inner {
                 ))
             }
         };
+        let root = self.root_volume(objects, inst).await?;
         let mac = mac_for(id);
         let attached = crate::network::instance_nics(objects, inst.metadata.project.as_deref(), id)
             .await
@@ -538,6 +549,7 @@ impl Inner {
                 boot,
                 mac,
                 gpus: inst.status.gpu_devices.clone(),
+                root,
                 nics,
             },
             image_disk: image.status.disk_path.as_ref().map(PathBuf::from),
@@ -546,6 +558,34 @@ impl Inner {
             seed,
             inherit_fds: Vec::new(),
         })
+    }
+
+    /// The root disk's block nodes when the instance boots from a volume.
+    async fn root_volume(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+    ) -> Result<Option<[serde_json::Value; 2]>, String> {
+        let Some(v) = &inst.spec.boot_volume else {
+            return Ok(None);
+        };
+        let vol = objects
+            .get::<yunhan_model::Volume>(v)
+            .await
+            .map_err(|e| format!("reading boot volume {v}: {e}"))?
+            .ok_or_else(|| format!("boot volume {v} not found"))?;
+        let volumes = self.volumes.get().ok_or("this host has no storage pools")?;
+        let disk = volumes
+            .qemu_disk(&vol.spec.pool, v)
+            .await
+            .map_err(|e| format!("boot volume {:?}: {e}", vol.metadata.name))?;
+        if let yunhan_storage::QemuDisk::File { .. } = disk {
+            return Err(format!(
+                "boot volume {:?} is in the local pool; VMs boot from Ceph volumes only",
+                vol.metadata.name
+            ));
+        }
+        Ok(Some(disk.blockdev_nodes("root")))
     }
 
     async fn stop(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {

@@ -180,26 +180,29 @@ impl Runtime {
         own(ids, dir, 0o700)?;
         // Root disk: a thin copy of the image, grown to the flavor's size.
         let disk = plan.disk();
-        if !disk.exists() {
-            let tmp = dir.join("disk.raw.tmp");
-            match &req.image_disk {
-                Some(src) => copy_thin(src, &tmp).await?,
-                None => {
-                    std::fs::File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+        // (A VM booting from a volume has nothing to copy.)
+        if plan.root.is_none() {
+            if !disk.exists() {
+                let tmp = dir.join("disk.raw.tmp");
+                match &req.image_disk {
+                    Some(src) => copy_thin(src, &tmp).await?,
+                    None => {
+                        std::fs::File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+                    }
                 }
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(|e| io_err("opening", &tmp, e))?;
+                let len = f.metadata().map_err(|e| io_err("stat", &tmp, e))?.len();
+                if len < req.disk_bytes {
+                    f.set_len(req.disk_bytes)
+                        .map_err(|e| io_err("growing", &tmp, e))?;
+                }
+                std::fs::rename(&tmp, &disk).map_err(|e| io_err("renaming", &tmp, e))?;
             }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .map_err(|e| io_err("opening", &tmp, e))?;
-            let len = f.metadata().map_err(|e| io_err("stat", &tmp, e))?.len();
-            if len < req.disk_bytes {
-                f.set_len(req.disk_bytes)
-                    .map_err(|e| io_err("growing", &tmp, e))?;
-            }
-            std::fs::rename(&tmp, &disk).map_err(|e| io_err("renaming", &tmp, e))?;
+            own(ids, &disk, 0o600)?;
         }
-        own(ids, &disk, 0o600)?;
         if let Some((kernel, initrd)) = &req.image_kernel {
             for (src, name) in [(Some(kernel), "kernel"), (initrd.as_ref(), "initrd")] {
                 let Some(src) = src else { continue };

@@ -1,0 +1,80 @@
+//! Shared storage for the HA monitor: an instance can restart on another host
+//! when it boots from a volume in the Ceph pool and every volume attached to
+//! it is there too; fencing blocklists the clients (QEMUs) watching those RBD
+//! images, which at that moment can only be the lost host's.
+
+use async_trait::async_trait;
+use yunhan_controller::ha::SharedStorage;
+use yunhan_model::{Host, Instance, Resource, Volume};
+use yunhan_storage::CephDriver;
+use yunhan_store::objects::Objects;
+
+type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
+
+pub struct CephShared {
+    pub pool: yunhan_agent::storage::CephPool,
+}
+
+impl CephShared {
+    /// The volume ids of `inst`'s disks: its boot volume and attached volumes,
+    /// each with its pool.
+    async fn disks(
+        objects: &Objects,
+        inst: &Doc<Instance>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let vols = objects
+            .list_all::<Volume>(inst.metadata.project.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(vols
+            .into_iter()
+            .filter(|v| {
+                inst.spec.boot_volume.as_deref() == Some(v.metadata.id.as_str())
+                    || v.spec.instance.as_deref() == Some(inst.metadata.id.as_str())
+            })
+            .map(|v| (v.metadata.id, v.spec.pool))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SharedStorage for CephShared {
+    async fn portable(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), String> {
+        if inst.spec.boot_volume.is_none() {
+            return Err(format!(
+                "its root disk is a local copy of the image (boot it from a volume in pool {:?})",
+                self.pool.pool
+            ));
+        }
+        match Self::disks(objects, inst)
+            .await?
+            .into_iter()
+            .find(|(_, pool)| *pool != self.pool.pool)
+        {
+            Some((id, pool)) => Err(format!("volume {id} is in the host-local pool {pool:?}")),
+            None => Ok(()),
+        }
+    }
+
+    async fn fence(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        host: &Doc<Host>,
+    ) -> Result<(), String> {
+        let driver = CephDriver::open(self.pool.cluster.clone(), &self.pool.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, _) in Self::disks(objects, inst).await? {
+            for addr in driver.watchers(&id).await.map_err(|e| e.to_string())? {
+                self.pool
+                    .cluster
+                    .blocklist_add(&addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::warn!(instance = %inst.metadata.id, host = %host.metadata.name, volume = %id, client = %addr, "fenced: blocklisted the lost host's client");
+            }
+        }
+        Ok(())
+    }
+}
