@@ -9,124 +9,27 @@ mod common;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{eventually, stderr, test_guest, Cloud, Proc};
+use common::{eventually, stderr, test_guest, Cloud, Cluster};
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
 
-/// The control plane and two agents in a netns lab.
-struct NetCloud {
-    dir: tempfile::TempDir,
-    cfg: String,
-    url: String,
-    listen: String,
-    server: Option<Proc>,
-    agents: Vec<Proc>,
-}
-
-impl NetCloud {
-    fn cli(&self, args: &[&str]) -> Output {
-        std::process::Command::new(common::BIN)
-            .args(args)
-            .args(["--config", &self.cfg])
-            .env("HOME", self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a client command that must succeed; returns its JSON output.
-    fn ok(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let out = self.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    fn start_server(&mut self) {
-        let images = self.dir.path().join("images");
-        self.server = Some(Proc::spawn(
-            self.dir.path(),
-            "server",
-            &[
-                "server",
-                "--store",
-                &self.url,
-                "--listen",
-                &self.listen,
-                "--write-config",
-                &self.cfg,
-                "--image-dir",
-                images.to_str().unwrap(),
-            ],
-        ));
-    }
-}
-
-impl Drop for NetCloud {
-    /// Agents first, then the VMs they ran: an agent still alive would restart a killed VM.
-    fn drop(&mut self) {
-        self.agents.clear();
-        self.server.take();
-        yunhan_testkit::kill_vms_under(self.dir.path());
-    }
-}
-
-async fn net_cloud(lab: &Lab, url: String) -> NetCloud {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("client.toml");
-    let mut c = NetCloud {
-        cfg: cfg.to_str().unwrap().to_string(),
-        url,
-        listen: format!("127.0.0.1:{}", yunhan_testkit::free_port()),
-        server: None,
-        agents: vec![],
-        dir,
-    };
-    c.start_server();
-    eventually("admin config", Duration::from_secs(60), || async {
-        cfg.exists().then_some(())
-    })
-    .await;
-    for (i, h) in lab.hosts.iter().enumerate() {
-        let name = format!("node-{}", i + 1);
-        let state = c.dir.path().join(&name);
-        let vtep = h.vtep.to_string();
-        c.agents.push(Proc::spawn(
-            c.dir.path(),
-            &name,
-            &[
-                "agent",
-                "--store",
-                &c.url,
-                "--name",
-                &name,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--lease-ttl",
-                "2",
-                "--netns",
-                &h.netns,
-                "--vtep",
-                &vtep,
-            ],
-        ));
-    }
-    eventually("two Ready hosts", Duration::from_secs(60), || async {
-        let hosts = c.cli(&["host", "list", "-o", "json"]);
-        let hosts: Value = serde_json::from_slice(&hosts.stdout).ok()?;
-        (hosts
-            .as_array()?
-            .iter()
-            .filter(|h| h["status"]["phase"] == "Ready")
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
-    c
+/// The control plane on `url` and one agent per lab host (agent `node-N` runs lab host N).
+async fn net_cloud(lab: &Lab, url: String) -> Cluster {
+    let agents: Vec<Vec<String>> = lab
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                "--netns".to_string(),
+                h.netns.clone(),
+                "--vtep".to_string(),
+                h.vtep.to_string(),
+            ]
+        })
+        .collect();
+    Cluster::start(url, &[], &agents).await
 }
 
 fn serial_log(vm: &Value) -> PathBuf {
@@ -396,17 +299,11 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
 }
 
 /// The lab host a VM runs on (agent `node-N` runs lab host N).
-fn lab_host_of<'a>(c: &NetCloud, lab: &'a Lab, vm: &Value) -> &'a yunhan_net::lab::LabHost {
-    let host = c.ok(&["host", "show", vm["status"]["host"].as_str().unwrap()]);
-    let n: usize = host["metadata"]["name"]
-        .as_str()
-        .and_then(|n| n.strip_prefix("node-"))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    &lab.hosts[n - 1]
+fn lab_host_of<'a>(c: &Cluster, lab: &'a Lab, vm: &Value) -> &'a yunhan_net::lab::LabHost {
+    &lab.hosts[c.agent_of(vm["status"]["host"].as_str().unwrap())]
 }
 
-fn c_vni(c: &NetCloud) -> u32 {
+fn c_vni(c: &Cluster) -> u32 {
     let v = c.ok(&["vpc", "show", "net1"]);
     v["status"]["vni"].as_u64().unwrap() as u32
 }

@@ -388,3 +388,129 @@ impl GuestShell {
             .unwrap_or_else(|| panic!("{cmd:?} did not finish in the guest"))
     }
 }
+
+/// A multi-host cloud: `yunhan server` on a store URL (etcd) and `yunhan agent`s
+/// named `node-1`, `node-2`, … each with its own state dir, all in one temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub cfg: String,
+    pub url: String,
+    listen: String,
+    server_args: Vec<String>,
+    pub server: Option<Proc>,
+    pub agents: Vec<Proc>,
+}
+
+impl Cluster {
+    /// Starts the server (with `server_args`) and one agent per entry of
+    /// `agents` (its extra arguments), and waits until they are all Ready.
+    pub async fn start(url: String, server_args: &[&str], agents: &[Vec<String>]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("client.toml");
+        let mut c = Cluster {
+            cfg: cfg.to_str().unwrap().to_string(),
+            url,
+            listen: format!("127.0.0.1:{}", yunhan_testkit::free_port()),
+            server_args: server_args.iter().map(|a| a.to_string()).collect(),
+            server: None,
+            agents: vec![],
+            dir,
+        };
+        c.start_server();
+        eventually("admin config", Duration::from_secs(60), || async {
+            cfg.exists().then_some(())
+        })
+        .await;
+        for (i, extra) in agents.iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let state = c.dir.path().join(&name);
+            let mut args = vec![
+                "agent",
+                "--store",
+                &c.url,
+                "--name",
+                &name,
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--lease-ttl",
+                "2",
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            let agent = Proc::spawn(c.dir.path(), &name, &args);
+            c.agents.push(agent);
+        }
+        let n = agents.len();
+        eventually(
+            &format!("{n} Ready hosts"),
+            Duration::from_secs(60),
+            || async {
+                let hosts: Value =
+                    serde_json::from_slice(&c.cli(&["host", "list", "-o", "json"]).stdout).ok()?;
+                let ready = hosts
+                    .as_array()?
+                    .iter()
+                    .filter(|h| h["status"]["phase"] == "Ready")
+                    .count();
+                (ready == n).then_some(())
+            },
+        )
+        .await;
+        c
+    }
+
+    /// (Re)starts the server.
+    pub fn start_server(&mut self) {
+        let images = self.dir.path().join("images");
+        let mut args = vec![
+            "server",
+            "--store",
+            &self.url,
+            "--listen",
+            &self.listen,
+            "--write-config",
+            &self.cfg,
+            "--image-dir",
+            images.to_str().unwrap(),
+        ];
+        args.extend(self.server_args.iter().map(String::as_str));
+        self.server = Some(Proc::spawn(self.dir.path(), "server", &args));
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--config", &self.cfg])
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a client command that must succeed; returns its JSON output.
+    pub fn ok(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.cli(&a);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The agent (index into `agents`) of host id `host`: agent `node-N` is `agents[N-1]`.
+    pub fn agent_of(&self, host: &str) -> usize {
+        let h = self.ok(&["host", "show", host]);
+        let n: usize = h["metadata"]["name"]
+            .as_str()
+            .and_then(|n| n.strip_prefix("node-"))
+            .and_then(|n| n.parse().ok())
+            .expect("agents are named node-N");
+        n - 1
+    }
+}
+
+impl Drop for Cluster {
+    /// Agents first, then the VMs they ran: an agent still alive would restart a killed VM.
+    fn drop(&mut self) {
+        self.agents.clear();
+        self.server.take();
+        yunhan_testkit::kill_vms_under(self.dir.path());
+    }
+}
