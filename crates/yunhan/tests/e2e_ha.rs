@@ -1,12 +1,16 @@
 //! HA restart through the real binary: `yunhan server` on etcd with a real Ceph
-//! pool, three `yunhan agent`s, real TCG guests. A host is cut off by
-//! SIGSTOPping its agent (its QEMUs keep running, as behind a partition):
-//! - a VM on a local disk is marked HostDown with the reason, and runs on when
-//!   the agent comes back;
-//! - a VM booting from an RBD volume is fenced (its QEMU's client blocklisted)
-//!   and restarted on another host from the same disk (its boot counter goes
-//!   on), and when the lost agent resumes it kills its stale copy (self-fence,
-//!   orphan rule): never two copies running.
+//! pool, three `yunhan agent`s, real TCG guests.
+//! - A VM on a local disk is marked HostDown with the reason while its agent is
+//!   stopped, and runs on when the agent resumes.
+//! - Two VMs booting from RBD clones, in a hard anti-affinity group. The host of
+//!   one is cut off (its agent SIGSTOPped: its QEMU runs on, as behind a partition)
+//!   and the control plane is restarted meanwhile. The VM is fenced (its QEMU's
+//!   client blocklisted) and restarted once, on the host without the other VM,
+//!   from the same disk (its boot counter goes on). The resumed agent kills its
+//!   stale copy.
+//! - The agent of its new host is killed (the host stays healthy): it moves again,
+//!   and the restarted agent removes the copy left behind. Exactly one copy runs
+//!   at the end of each step.
 
 mod common;
 
@@ -111,90 +115,148 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     .await;
     c.ok(&["vm", "delete", "loc", "--wait"]);
 
-    // A VM booting from an RBD clone fails over.
-    c.ok(&[
-        "volume",
-        "create",
-        "root1",
-        "--image",
-        "tiny",
-        "--size",
-        "1GiB",
-        "--pool",
-        "havols",
-        "--bootable",
-        "--wait",
-    ]);
-    create("ha1", &["--boot-volume", "root1"]);
-    let before = vm(&c, "ha1");
-    let id = before["metadata"]["id"].as_str().unwrap().to_string();
-    let lost = before["status"]["host"].as_str().unwrap().to_string();
-    eventually("ha1 booted once", Duration::from_secs(180), || async {
-        stdout(&c.cli(&["vm", "log", "ha1"]))
-            .contains("YUNHAN-BOOT count=1")
-            .then_some(())
-    })
-    .await;
-    let old_qemu = qemus_of(&id);
-    assert_eq!(old_qemu.len(), 1, "one QEMU: {old_qemu:?}");
-    let agent_idx = c.agent_of(&lost);
-    let agent = c.agents[agent_idx].pid();
-    let t0 = Instant::now();
-    signal(agent, "-STOP");
-    let moved = eventually(
-        "ha1 Running on another host",
-        Duration::from_secs(90),
-        || async {
-            let v = vm(&c, "ha1");
-            (v["status"]["phase"] == "Running" && v["status"]["host"] != lost.as_str()).then_some(v)
-        },
-    )
-    .await;
-    let to_running = t0.elapsed();
-    assert_eq!(moved["status"]["failovers"], 1, "{moved}");
-    eventually(
-        "ha1 booted again from the same disk",
-        Duration::from_secs(180),
-        || async {
-            stdout(&c.cli(&["vm", "log", "ha1"]))
-                .contains("YUNHAN-BOOT count=2")
-                .then_some(())
-        },
-    )
-    .await;
-    let to_ready = t0.elapsed();
-    eprintln!("HA failover: host lost → Running elsewhere {to_running:.1?}, → guest booted {to_ready:.1?}");
-    // The lost host's QEMU was fenced off the disk.
-    let bl = Command::new("ceph")
-        .args(["-c", &conf, "osd", "blocklist", "ls"])
-        .output()
-        .unwrap();
-    let listing =
-        String::from_utf8_lossy(&bl.stdout).to_string() + &String::from_utf8_lossy(&bl.stderr);
-    assert!(
-        listing.contains("listed 1 entries") || listing.lines().count() > 1,
-        "blocklist: {listing}"
-    );
-    assert!(
-        qemus_of(&id).contains(&old_qemu[0]),
-        "the stopped agent cannot have killed its QEMU yet"
+    // Two VMs booting from RBD clones, never on the same host.
+    c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
+    for n in ["1", "2"] {
+        c.ok(&[
+            "volume",
+            "create",
+            &format!("root{n}"),
+            "--image",
+            "tiny",
+            "--size",
+            "1GiB",
+            "--pool",
+            "havols",
+            "--bootable",
+            "--wait",
+        ]);
+        create(
+            &format!("ha{n}"),
+            &[
+                "--boot-volume",
+                &format!("root{n}"),
+                "--placement-group",
+                "spread",
+            ],
+        );
+    }
+    let ha2_host = vm(&c, "ha2")["status"]["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = vm(&c, "ha1")["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    booted(&c, 1).await;
+
+    // Host of ha1 cut off (agent stopped, QEMU running on), and the control plane
+    // restarted while the host is NotReady: the failover completes, once.
+    let (lost, moved, t) = {
+        let before = vm(&c, "ha1");
+        let lost = before["status"]["host"].as_str().unwrap().to_string();
+        let old_qemu = one_qemu(&id);
+        let agent = c.agents[c.agent_of(&lost)].pid();
+        let t0 = Instant::now();
+        signal(agent, "-STOP");
+        eventually("the host NotReady", Duration::from_secs(30), || async {
+            let h = c.ok(&["host", "show", &lost]);
+            (h["status"]["phase"] == "NotReady").then_some(())
+        })
+        .await;
+        c.server.take().unwrap().kill9();
+        c.start_server();
+        let moved = moved_off(&c, &lost, 1).await;
+        let t = (t0.elapsed(), Duration::ZERO);
+        booted(&c, 2).await;
+        let t = (t.0, t0.elapsed());
+        assert_ne!(moved, ha2_host, "anti-affinity: not next to ha2");
+        // The lost host's QEMU was fenced off the disk, and still runs (its agent is stopped).
+        let bl = Command::new("ceph")
+            .args(["-c", &conf, "osd", "blocklist", "ls"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&bl.stdout).to_string();
+        assert!(
+            bl.status.success() && listed.lines().any(|l| l.starts_with("127.0.0.1:")),
+            "the old client is blocklisted: {listed}{}",
+            String::from_utf8_lossy(&bl.stderr)
+        );
+        assert!(
+            qemus_of(&id).contains(&old_qemu),
+            "stopped agents kill nothing"
+        );
+        // The lost agent resumes: it fences itself and drops its stale copy.
+        signal(agent, "-CONT");
+        stale_copy_gone(&id, old_qemu).await;
+        (lost, moved, t)
+    };
+    eprintln!(
+        "HA failover (agent stopped, control plane restarted): Running elsewhere after {:.1?}, guest booted after {:.1?}",
+        t.0, t.1
     );
 
-    // The lost agent resumes: it fences itself and drops its stale copy.
-    signal(agent, "-CONT");
-    eventually("the stale copy gone", Duration::from_secs(60), || async {
-        (!qemus_of(&id).contains(&old_qemu[0])).then_some(())
-    })
-    .await;
-    assert_eq!(qemus_of(&id).len(), 1, "exactly one copy runs");
-    let after = vm(&c, "ha1");
-    assert_eq!(after["status"]["host"], moved["status"]["host"], "{after}");
-    assert_eq!(
-        after["status"]["failovers"], 1,
-        "moved exactly once: {after}"
+    // The agent of ha1's new host killed, the host itself healthy: ha1 moves again (to
+    // the first host, Ready again and free of group members), and the restarted agent
+    // removes the copy it left running.
+    let old_qemu = one_qemu(&id);
+    let i = c.agent_of(&moved);
+    let t0 = Instant::now();
+    c.agents[i].kill9();
+    let again = moved_off(&c, &moved, 2).await;
+    assert_eq!(again, lost, "the only host without a group member");
+    booted(&c, 3).await;
+    eprintln!(
+        "HA failover (agent killed): guest booted after {:.1?}",
+        t0.elapsed()
     );
-    c.agents[agent_idx].kill9();
+    c.restart_agent(i);
+    stale_copy_gone(&id, old_qemu).await;
     drop(c);
     drop(etcd);
     drop(ceph);
+}
+
+/// ha1's console shows boot number `n` of its root disk.
+async fn booted(c: &Cluster, n: u32) {
+    let marker = format!("YUNHAN-BOOT count={n}");
+    eventually(&marker, Duration::from_secs(180), || async {
+        stdout(&c.cli(&["vm", "log", "ha1"]))
+            .contains(&marker)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits for ha1 Running on a host other than `from` after its `n`th failover; returns
+/// the new host.
+async fn moved_off(c: &Cluster, from: &str, n: u64) -> String {
+    let v = eventually(
+        "ha1 Running on another host",
+        Duration::from_secs(90),
+        || async {
+            let v = vm(c, "ha1");
+            (v["status"]["phase"] == "Running" && v["status"]["host"] != from).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["status"]["failovers"], n, "moved exactly once more: {v}");
+    v["status"]["host"].as_str().unwrap().to_string()
+}
+
+/// The one QEMU running instance `id`.
+fn one_qemu(id: &str) -> u32 {
+    let q = qemus_of(id);
+    assert_eq!(q.len(), 1, "one QEMU: {q:?}");
+    q[0]
+}
+
+/// The stale QEMU `old` goes away and exactly one copy of `id` runs.
+async fn stale_copy_gone(id: &str, old: u32) {
+    eventually("the stale copy gone", Duration::from_secs(60), || async {
+        (!qemus_of(id).contains(&old)).then_some(())
+    })
+    .await;
+    one_qemu(id);
 }

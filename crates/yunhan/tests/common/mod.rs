@@ -397,6 +397,7 @@ pub struct Cluster {
     pub url: String,
     listen: String,
     server_args: Vec<String>,
+    agent_args: Vec<Vec<String>>,
     pub server: Option<Proc>,
     pub agents: Vec<Proc>,
 }
@@ -412,6 +413,7 @@ impl Cluster {
             url,
             listen: format!("127.0.0.1:{}", yunhan_testkit::free_port()),
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
+            agent_args: agents.to_vec(),
             server: None,
             agents: vec![],
             dir,
@@ -421,22 +423,8 @@ impl Cluster {
             cfg.exists().then_some(())
         })
         .await;
-        for (i, extra) in agents.iter().enumerate() {
-            let name = format!("node-{}", i + 1);
-            let state = c.dir.path().join(&name);
-            let mut args = vec![
-                "agent",
-                "--store",
-                &c.url,
-                "--name",
-                &name,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--lease-ttl",
-                "2",
-            ];
-            args.extend(extra.iter().map(String::as_str));
-            let agent = Proc::spawn(c.dir.path(), &name, &args);
+        for i in 0..agents.len() {
+            let agent = c.spawn_agent(i);
             c.agents.push(agent);
         }
         let n = agents.len();
@@ -456,6 +444,31 @@ impl Cluster {
         )
         .await;
         c
+    }
+
+    /// Agent `i` (`node-{i+1}`, its own state dir).
+    fn spawn_agent(&self, i: usize) -> Proc {
+        let name = format!("node-{}", i + 1);
+        let state = self.dir.path().join(&name);
+        let mut args = vec![
+            "agent",
+            "--store",
+            &self.url,
+            "--name",
+            &name,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--lease-ttl",
+            "2",
+        ];
+        args.extend(self.agent_args[i].iter().map(String::as_str));
+        Proc::spawn(self.dir.path(), &name, &args)
+    }
+
+    /// Starts agent `i` again (after it was killed), with the same state dir.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.agents[i].kill9();
+        self.agents[i] = self.spawn_agent(i);
     }
 
     /// (Re)starts the server.
