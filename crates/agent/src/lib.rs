@@ -1,9 +1,9 @@
 //! The host agent. It registers its Host, proves liveness by keeping a lease
 //! (the key `/yunhan/alive/hosts/<id>` dies with it), and runs the instances
-//! bound to its host (`compute`: one QEMU per VM, see docs/compute.md).
-//! Network and storage data planes plug in here as their issues land; the
-//! agent keeps VMs running when the control plane is down, and VMs outlive
-//! the agent.
+//! bound to its host (`compute`: one QEMU per VM, see docs/compute.md), their
+//! networks (`network`, docs/network.md) and the host's volumes (`storage`,
+//! docs/storage.md). The agent keeps VMs running when the control plane is
+//! down, and VMs outlive the agent.
 
 pub mod compute;
 mod host;

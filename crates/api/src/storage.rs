@@ -8,7 +8,8 @@
 
 use async_trait::async_trait;
 use yunhan_model::{
-    storage_why, ApiError, ErrorCode, Image, Instance, Snapshot, Volume, VolumeSource, DEFAULT_POOL,
+    storage_why, ApiError, ErrorCode, Image, Instance, Snapshot, Volume, VolumePhase, VolumeSource,
+    DEFAULT_POOL,
 };
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 
@@ -38,14 +39,16 @@ async fn mark_deleting<K: Hooks>(s: &AppState, mut doc: Doc<K>) -> Result<Delete
     Ok(Deleted::Pending(Box::new(doc)))
 }
 
-/// The instance (name or id) of `project` a volume is to be attached to; a
-/// local volume may only attach to VMs on its own host.
+/// The instance (name or id) of `project` a volume is to be attached to, and
+/// the host the volume must move to first, if any: a local volume may only
+/// attach to VMs on its own host; a detached Ceph volume is rebound to the
+/// host of the VM (the agent there plugs it).
 async fn resolve_attachment(
     s: &AppState,
     project: &str,
     vol: &Doc<Volume>,
     want: &str,
-) -> Result<String> {
+) -> Result<(String, Option<String>)> {
     let inst = resolve::<Instance>(s, project, "spec.instance", want).await?;
     if inst.metadata.deleting.is_some() {
         return Err(conflict(format!("instance {want:?} is being deleted")));
@@ -64,7 +67,19 @@ async fn resolve_attachment(
             .into());
         }
     }
-    Ok(inst.metadata.id)
+    let rebind = match (&vol.status.host, &inst.status.host) {
+        (Some(vh), Some(ih)) if !local && vh != ih => {
+            if vol.status.attached_to.is_some() || vol.status.phase != VolumePhase::Available {
+                return Err(conflict(format!(
+                    "volume {:?} is {:?} on host {vh}; detach it before attaching it to a VM on host {ih}",
+                    vol.metadata.name, vol.status.phase
+                )));
+            }
+            Some(ih.clone())
+        }
+        _ => None,
+    };
+    Ok((inst.metadata.id, rebind))
 }
 
 /// The live instance booting from volume `vol`, if any.
@@ -192,7 +207,8 @@ impl Hooks for Volume {
             .into());
         }
         if let Some(want) = doc.spec.instance.clone() {
-            doc.spec.instance = Some(resolve_attachment(s, &project, doc, &want).await?);
+            // Not bound yet: the binder follows the instance.
+            doc.spec.instance = Some(resolve_attachment(s, &project, doc, &want).await?.0);
         }
         Ok(())
     }
@@ -226,7 +242,11 @@ impl Hooks for Volume {
             Some(i) if old.spec.instance.as_deref() == Some(i.as_str()) => Some(i),
             Some(i) => {
                 not_a_root(s, &project, old, "attach").await?;
-                Some(resolve_attachment(s, &project, old, &i).await?)
+                let (id, rebind) = resolve_attachment(s, &project, old, &i).await?;
+                if rebind.is_some() {
+                    new.status.host = rebind;
+                }
+                Some(id)
             }
             None => None,
         };

@@ -67,6 +67,29 @@ impl DevCeph {
     pub fn conf(&self) -> &Path {
         &self.conf
     }
+
+    /// Stops OSD `id` (`scripts/ceph-dev osd-stop`): returns once the monitor
+    /// has marked it down.
+    pub fn osd_stop(&self, id: u32) {
+        self.script("osd-stop", id);
+    }
+
+    /// Starts OSD `id` again (owned by the running script, so it still dies
+    /// with the test): returns once the monitor has marked it up.
+    pub fn osd_start(&self, id: u32) {
+        self.script("osd-start", id);
+    }
+
+    fn script(&self, verb: &str, id: u32) {
+        let dir = self.conf.parent().expect("the cluster dir");
+        let st = Command::new(crate::workspace_root().join("scripts/ceph-dev"))
+            .arg(verb)
+            .arg(dir)
+            .arg(id.to_string())
+            .status()
+            .expect("run scripts/ceph-dev");
+        assert!(st.success(), "scripts/ceph-dev {verb} {id} failed");
+    }
 }
 
 impl Drop for DevCeph {

@@ -102,9 +102,9 @@ async fn wait_phase(cloud: &Cloud, kind: &str, name: &str, phase: &str) -> Value
     .await
 }
 
-/// Boots two direct-kernel guests (vm1, vm2) and makes volume v1 in `pool`
+/// Boots direct-kernel guests named `vms` and makes volume v1 in `pool`
 /// meanwhile; returns the volume and a shell on each guest.
-async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShell, GuestShell) {
+async fn guests_and_a_volume(cloud: &Cloud, pool: &str, vms: &[&str]) -> (Value, Vec<GuestShell>) {
     let guest = test_guest();
     let (kernel, initrd) = (
         guest.join("test-guest.vmlinux"),
@@ -124,7 +124,7 @@ async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShel
             "console=ttyS0 quiet panic=-1",
         ],
     );
-    for vm in ["vm1", "vm2"] {
+    for vm in vms {
         ok(
             cloud,
             &["vm", "create", vm, "--image", "dk", "--flavor", "tiny"],
@@ -142,7 +142,7 @@ async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShel
     assert_eq!(v["status"]["logical_bytes"].as_u64(), Some(64 << 20), "{v}");
     assert_eq!(v["spec"]["pool"], pool, "{v}");
     let mut shells = Vec::new();
-    for vm in ["vm1", "vm2"] {
+    for vm in vms {
         let v = wait_phase(cloud, "vm", vm, "Running").await;
         let id = v["metadata"]["id"].as_str().unwrap().to_string();
         eventually("READY", Duration::from_secs(240), || async {
@@ -153,8 +153,32 @@ async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShel
         .await;
         shells.push(GuestShell::open(cloud, &id).await);
     }
+    (v, shells)
+}
+
+/// Two guests, vm1 and vm2, and volume v1 in `pool`.
+async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShell, GuestShell) {
+    let (v, shells) = guests_and_a_volume(cloud, pool, &["vm1", "vm2"]).await;
     let [sh1, sh2] = <[GuestShell; 2]>::try_from(shells).ok().unwrap();
     (v, sh1, sh2)
+}
+
+/// A `scripts/ceph-dev` cluster and a cloud whose `rbdvols` pool lives on it.
+async fn ceph_cloud() -> (yunhan_testkit::DevCeph, Cloud) {
+    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+        .await
+        .unwrap();
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let cloud = Cloud::up(&[
+        "--ceph-conf",
+        &conf,
+        "--ceph-pool",
+        "rbdvols",
+        "--ceph-failure-domain",
+        "osd",
+    ])
+    .await;
+    (ceph, cloud)
 }
 
 /// The volume's life with real guests: data written in vm1 read back in vm2
@@ -301,19 +325,8 @@ async fn e2e_storage_local_volume_moves_snapshots_restores_and_extends_in_real_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_storage_ceph_volume_moves_snapshots_restores_and_extends_in_real_guests() {
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
+    let (ceph, cloud) = ceph_cloud().await;
     let conf = ceph.conf().to_str().unwrap().to_string();
-    let cloud = Cloud::up(&[
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "rbdvols",
-        "--ceph-failure-domain",
-        "osd",
-    ])
-    .await;
     let out = storage_status(&cloud, "rbdvols").await;
     assert!(out.contains("HEALTH_OK"), "{out}");
     assert!(
@@ -560,4 +573,93 @@ async fn e2e_storage_bad_input_is_refused_and_nothing_is_left() {
     ok(&cloud, &["volume", "delete", "v", "--wait"]);
     let dir = cloud.home.path().join("data/agent/volumes/volumes");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left");
+}
+
+/// The md5 sum the guest printed (32 hex digits before "  -").
+fn md5_of(out: &str) -> String {
+    out.split_whitespace()
+        .zip(out.split_whitespace().skip(1))
+        .find(|(h, dash)| *dash == "-" && h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_else(|| panic!("no md5 sum in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_storage_ceph_osd_stopped_while_the_guest_writes_no_io_error_data_intact() {
+    const BLOCKS: u32 = 512; // 2 MiB in 4 KiB writes, each fsync'ed
+    let (ceph, cloud) = ceph_cloud().await;
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let (v, mut shells) = guests_and_a_volume(&cloud, "rbdvols", &["vm1"]).await;
+    let mut sh = shells.pop().unwrap();
+    let vol_id = v["metadata"]["id"].as_str().unwrap().to_string();
+    ok(&cloud, &["volume", "attach", "v1", "--vm", "vm1", "--wait"]);
+    let dev = device_of(&mut sh, &vol_id).await;
+    // A 4 KiB block of a known pattern, and the checksum of BLOCKS copies.
+    sh.run("i=0; : > /tmp/blk; while [ $i -lt 256 ]; do printf 'YUNHAN-FAULT%04d' $i >> /tmp/blk; i=$((i+1)); done")
+        .await;
+    let want = md5_of(
+        &sh.run(&format!(
+            "i=0; while [ $i -lt {BLOCKS} ]; do cat /tmp/blk; i=$((i+1)); done | md5sum"
+        ))
+        .await,
+    );
+    let read_back = format!("dd if=/dev/{dev} bs=4096 count={BLOCKS} 2>/dev/null | md5sum");
+
+    // The guest writes while one of the three OSDs is stopped (size 3,
+    // min_size 2: the writes are acknowledged by the two others).
+    let writer = format!(
+        "err=0; i=0; while [ $i -lt {BLOCKS} ]; do dd if=/tmp/blk of=/dev/{dev} bs=4096 seek=$i count=1 conv=fsync 2>/dev/null || err=$((err+1)); i=$((i+1)); done; echo \"ioerrors=$err=\""
+    );
+    let ((out, written_at), stopped_at) = tokio::join!(
+        async {
+            let out = sh.run_within(&writer, Duration::from_secs(180)).await;
+            (out, std::time::Instant::now())
+        },
+        async {
+            tokio::task::block_in_place(|| ceph.osd_stop(1));
+            std::time::Instant::now()
+        }
+    );
+    assert!(
+        written_at > stopped_at,
+        "the writes went on after the OSD was down"
+    );
+    let out = out.expect("the writes finished");
+    assert!(out.contains("ioerrors=0="), "{out}");
+    let health = |conf: &str| {
+        let out = std::process::Command::new("ceph")
+            .args(["-c", conf, "health"])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert!(
+        health(&conf).contains("HEALTH_WARN"),
+        "degraded while the OSD is down"
+    );
+    assert_eq!(
+        md5_of(&sh.run(&read_back).await),
+        want,
+        "data intact (degraded)"
+    );
+
+    // The OSD returns: the cluster recovers to HEALTH_OK, the data is the same.
+    tokio::task::block_in_place(|| ceph.osd_start(1));
+    eventually(
+        "HEALTH_OK after the OSD returned",
+        Duration::from_secs(120),
+        || async { health(&conf).starts_with("HEALTH_OK").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        md5_of(&sh.run(&read_back).await),
+        want,
+        "data intact (recovered)"
+    );
+    let log = stdout(&cloud.cli(&["vm", "log", "vm1"]));
+    assert!(
+        !log.contains("I/O error"),
+        "the guest saw an I/O error: {log}"
+    );
+    ok(&cloud, &["volume", "detach", "v1", "--wait"]);
 }
