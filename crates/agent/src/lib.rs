@@ -82,6 +82,7 @@ pub async fn run(
     tracing::info!(host = %cfg.name, id = %host_id, "agent registered");
     let mut compute_cfg = cfg.compute.clone();
     compute_cfg.netns = cfg.network.netns.clone();
+    compute_cfg.address = cfg.address.clone();
     let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, compute_cfg)
         .map_err(AgentError::Compute)?;
     let local = yunhan_storage::LocalDriver::open(cfg.state_dir.join("volumes")).await?;

@@ -281,6 +281,71 @@ impl Hooks for Instance {
         }
         Ok(())
     }
+    async fn prepare_update(
+        s: &AppState,
+        p: &Principal,
+        old: &Doc<Self>,
+        new: &mut Doc<Self>,
+    ) -> Result<()> {
+        if old.spec.migration == new.spec.migration {
+            return Ok(());
+        }
+        if !p.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "live migration is an admin operation",
+            )
+            .into());
+        }
+        let Some(m) = new.spec.migration.as_mut() else {
+            return Ok(());
+        };
+        let before = old.spec.migration.as_ref().map_or(0, |m| m.request);
+        if m.request < before {
+            return Err(ApiError::invalid_field(
+                "spec.migration.request",
+                format!("request numbers only grow (the last one was {before})"),
+            )
+            .into());
+        }
+        if m.request == before {
+            return Ok(()); // a cancel (or a no-op) of the current request
+        }
+        if old
+            .status
+            .migration
+            .as_ref()
+            .is_some_and(|s| s.phase.active())
+        {
+            return Err(conflict(format!(
+                "{:?} is already migrating; wait for it or cancel it with 'yunhan vm migrate {} --cancel'",
+                old.metadata.name, old.metadata.name
+            )));
+        }
+        if old.status.phase != InstancePhase::Running {
+            return Err(conflict(format!(
+                "{:?} is {:?}: only running VMs migrate live",
+                old.metadata.name, old.status.phase
+            )));
+        }
+        if let Some(to) = m.to.clone() {
+            let host = lookup::<Host>(s, GLOBAL_SCOPE, &to).await?.ok_or_else(|| {
+                ApiError::invalid_field(
+                    "spec.migration.to",
+                    format!("host {to:?} does not exist; 'yunhan host list' shows the hosts"),
+                )
+            })?;
+            if old.status.host.as_deref() == Some(host.metadata.id.as_str()) {
+                return Err(ApiError::invalid_field(
+                    "spec.migration.to",
+                    format!("{:?} already runs on host {to:?}", old.metadata.name),
+                )
+                .into());
+            }
+            m.to = Some(host.metadata.id);
+        }
+        Ok(())
+    }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         if doc.status.host.is_none() {
             s.objects.delete::<Self>(&doc).await?;

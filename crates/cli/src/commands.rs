@@ -243,6 +243,28 @@ pub struct PowerArgs {
     pub timeout: Duration,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    pub name: String,
+    /// Target host (name or id) [default: the scheduler's choice]
+    #[arg(long, conflicts_with = "cancel")]
+    pub to: Option<String>,
+    /// Cancel the migration in progress (the VM stays on its host)
+    #[arg(long)]
+    pub cancel: bool,
+    /// Bandwidth cap in MiB/s [default: QEMU's]
+    #[arg(long, value_name = "MIB_S")]
+    pub bandwidth: Option<u64>,
+    /// Longest pause allowed for the final switch-over, in ms
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub max_downtime: u64,
+    /// Wait until it is done, showing transferred/remaining memory and the dirty rate
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 resource_command!(
 /// Virtual machines
 VmCommand, VmCreate, {
@@ -258,6 +280,13 @@ VmCommand, VmCreate, {
         #[arg(long)]
         hard: bool,
     },
+    /// Live-migrate a running VM to another host, without stopping it (admins).
+    /// Its disks must be on shared storage (e.g. it boots from a Ceph volume).
+    ///
+    ///   yunhan vm migrate db1 --wait              # the scheduler picks the host
+    ///   yunhan vm migrate db1 --to node-2 --wait
+    ///   yunhan vm migrate db1 --cancel            # stays where it runs
+    Migrate(MigrateArgs),
     /// Print the VM's serial console log (the boot log)
     Log { name: String },
     /// Attach to the VM's serial console (interactive; Ctrl-] leaves).
@@ -662,6 +691,103 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// `vm migrate`: a new request (or a cancel of the current one) in
+    /// `spec.migration`; with --wait, follows `status.migration`.
+    async fn migrate(&self, a: &MigrateArgs) -> Result<(), ClientError> {
+        let path = format!("/v1/instances/{}", path_segment(&a.name));
+        let cur = self.client.get(&path).await?;
+        let mut spec = cur["spec"].clone();
+        let last = spec["migration"]["request"].as_u64().unwrap_or(0);
+        let request = if a.cancel {
+            if last == 0 {
+                return Err(ClientError::Usage(format!(
+                    "{} has no migration to cancel",
+                    a.name
+                )));
+            }
+            spec["migration"]["cancel"] = json!(true);
+            last
+        } else {
+            let mut m = json!({"request": last + 1, "max_downtime_ms": a.max_downtime});
+            if let Some(to) = &a.to {
+                m["to"] = json!(to);
+            }
+            if let Some(b) = a.bandwidth {
+                m["bandwidth_mib_s"] = json!(b);
+            }
+            spec["migration"] = m;
+            last + 1
+        };
+        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
+        let mut v = self
+            .client
+            .request(Method::PUT, &path, Some(&body))
+            .await?
+            .unwrap_or(Value::Null);
+        if a.wait {
+            let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
+            let (name, cancel) = (a.name.clone(), a.cancel);
+            let mine =
+                move |v: &Value| v["status"]["migration"]["request"].as_u64() == Some(request);
+            v = wait_showing(
+                &self.client,
+                &by_id,
+                &format!("VM {} to migrate", a.name),
+                a.timeout,
+                move |v| {
+                    let m = &v["status"]["migration"];
+                    if !mine(v) {
+                        return "Accepted".into();
+                    }
+                    let mib = |k: &str| m[k].as_u64().unwrap_or(0) >> 20;
+                    format!(
+                        "{} {} MiB sent, {} MiB left, {} dirty pages/s",
+                        text(&m["phase"]),
+                        mib("transferred_bytes"),
+                        mib("remaining_bytes"),
+                        m["dirty_pages_rate"].as_u64().unwrap_or(0)
+                    )
+                },
+                move |cur| {
+                    let cur = cur?;
+                    let m = &cur["status"]["migration"];
+                    if !mine(cur) {
+                        return None;
+                    }
+                    match m["phase"].as_str() {
+                        Some("Completed") if cur["status"]["phase"] == "Running" => Some(Ok(())),
+                        Some("Failed") => Some(Err(format!(
+                            "migration of {name} failed: {}",
+                            text(&m["message"])
+                        ))),
+                        Some("Cancelled") if cancel => Some(Ok(())),
+                        Some("Cancelled") => Some(Err(format!(
+                            "migration of {name} was cancelled: {}",
+                            text(&m["message"])
+                        ))),
+                        _ => None,
+                    }
+                },
+            )
+            .await?
+            .unwrap_or(v);
+            let m = &v["status"]["migration"];
+            if m["phase"] == "Completed" {
+                eprintln!(
+                    "migrated {} to {} in {} ms (downtime {} ms)",
+                    a.name,
+                    text(&v["status"]["host"]),
+                    m["total_ms"].as_u64().unwrap_or(0),
+                    m["downtime_ms"].as_u64().unwrap_or(0)
+                );
+            }
+        }
+        print(self.format, VMS.columns, &v);
+        Ok(())
+    }
+}
+
 /// Polls `path` until `done` says so, drawing a spinner with the current
 /// phase on a terminal (plain lines on phase changes otherwise).
 pub(crate) async fn wait_for(
@@ -669,6 +795,26 @@ pub(crate) async fn wait_for(
     path: &str,
     what: &str,
     timeout: Duration,
+    done: impl Fn(Option<&Value>) -> Option<Result<(), String>>,
+) -> Result<Option<Value>, ClientError> {
+    wait_showing(
+        client,
+        path,
+        what,
+        timeout,
+        |v| text(&v["status"]["phase"]),
+        done,
+    )
+    .await
+}
+
+/// [`wait_for`] showing `progress` of the object instead of its phase.
+pub(crate) async fn wait_showing(
+    client: &Client,
+    path: &str,
+    what: &str,
+    timeout: Duration,
+    progress: impl Fn(&Value) -> String,
     done: impl Fn(Option<&Value>) -> Option<Result<(), String>>,
 ) -> Result<Option<Value>, ClientError> {
     const SPIN: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -682,9 +828,7 @@ pub(crate) async fn wait_for(
             Err(ClientError::Api(e, 404)) if e.code == yunhan_model::ErrorCode::NotFound => None,
             Err(e) => return Err(e),
         };
-        let phase = current
-            .as_ref()
-            .map_or("gone".to_string(), |v| text(&v["status"]["phase"]));
+        let phase = current.as_ref().map_or("gone".to_string(), &progress);
         if tty {
             eprint!(
                 "\r\x1b[2K{} waiting for {what}: {phase} ({}s)",
@@ -875,6 +1019,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                         .await?;
                     }
                 }
+                VmCommand::Migrate(a) => ctx.migrate(&a).await?,
                 VmCommand::Log { name } => {
                     let v = ctx
                         .client

@@ -5,6 +5,7 @@
 pub mod ha;
 pub mod leader;
 pub mod liveness;
+pub mod migration;
 pub mod network;
 pub mod placement;
 pub mod scheduler;
@@ -33,12 +34,17 @@ pub async fn run_controllers(
     ha: Arc<ha::HaMonitor>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let migrations = Arc::new(migration::Migrations {
+        policy,
+        storage: ha.storage.clone(),
+    });
     let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
         Arc::new(liveness::HostLiveness),
         Arc::new(scheduler::Scheduler { policy }),
         Arc::new(network::NetworkController::default()),
         Arc::new(volumes::VolumeBinder),
         ha,
+        migrations,
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

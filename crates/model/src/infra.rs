@@ -274,6 +274,10 @@ pub struct InstanceSpec {
     /// The requested reboot is a hard reset rather than a guest (ACPI) reboot.
     #[serde(default)]
     pub reboot_hard: bool,
+    /// A live migration request (admins only): bump `request` to migrate, set
+    /// `cancel` on the same request to stop it. Progress is in `status.migration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationSpec>,
     /// High availability: when the instance's host is lost, fence it and start the
     /// instance on another host (its disks must all be on shared storage; otherwise it is
     /// marked HostDown with the reason).
@@ -339,6 +343,9 @@ pub struct InstanceStatus {
     /// UNIX socket of the interactive serial console on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_socket: Option<String>,
+    /// The latest live migration: where it stands, its progress and its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
     /// How many times the HA monitor moved it off a lost host: the fencing epoch (a
     /// host that comes back never runs a copy bound before the latest failover).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -399,6 +406,88 @@ impl Kind for Instance {
             ..Usage::default()
         }
     }
+}
+
+// ---------------------------------------------------------------- live migration
+
+/// A live migration request (`InstanceSpec.migration`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSpec {
+    /// Request number: a value above `status.migration.request` asks for a migration.
+    pub request: u64,
+    /// Target host (name or id; stored as the id); absent: the scheduler's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Stop this request; the VM stays where it runs.
+    #[serde(default)]
+    pub cancel: bool,
+    /// Bandwidth cap in MiB/s (absent: QEMU's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub bandwidth_mib_s: Option<u64>,
+    /// Longest pause allowed for the final switch-over, in ms (QEMU's downtime limit).
+    #[serde(default = "default_downtime_ms")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub max_downtime_ms: u64,
+}
+
+fn default_downtime_ms() -> u64 {
+    50
+}
+
+/// Where a live migration stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MigrationPhase {
+    /// Accepted; the target host prepares an identical paused QEMU.
+    #[default]
+    Preparing,
+    /// The target listens; the source starts sending.
+    Incoming,
+    /// Memory is being copied.
+    Running,
+    /// The target runs the VM; the binding moves to it.
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl MigrationPhase {
+    /// Still in flight: the VM may exist on both hosts.
+    pub fn active(self) -> bool {
+        matches!(
+            self,
+            MigrationPhase::Preparing | MigrationPhase::Incoming | MigrationPhase::Running
+        )
+    }
+}
+
+/// `InstanceStatus.migration`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationStatus {
+    /// The request this is about (`spec.migration.request`).
+    pub request: u64,
+    pub phase: MigrationPhase,
+    pub source: String,
+    pub target: String,
+    /// Where the target QEMU listens (`tcp:host:port`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incoming: String,
+    #[serde(default)]
+    pub transferred_bytes: u64,
+    #[serde(default)]
+    pub remaining_bytes: u64,
+    #[serde(default)]
+    pub dirty_pages_rate: u64,
+    /// The whole migration, ms (when done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+    /// How long the guest was paused for the switch-over, ms (when done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 // ---------------------------------------------------------------- placement groups

@@ -17,8 +17,9 @@ pub use identity::{
 };
 pub use infra::{
     Flavor, FlavorSpec, FlavorStatus, Host, HostPhase, HostSpec, HostStatus, Image, ImageSpec,
-    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, PlacementGroup,
-    PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy, GPU_SHAPES,
+    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, MigrationPhase,
+    MigrationSpec, MigrationStatus, PlacementGroup, PlacementGroupSpec, PlacementGroupStatus,
+    PlacementPolicy, GPU_SHAPES,
 };
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,

@@ -111,6 +111,9 @@ pub struct MigrationRamStats {
     pub dirty_sync_count: u64,
     #[serde(default)]
     pub postcopy_requests: u64,
+    /// Pages dirtied per second by the guest while it is copied.
+    #[serde(default)]
+    pub dirty_pages_rate: u64,
 }
 
 /// Reply of `query-migrate` (all fields optional: QEMU returns `{}` before

@@ -17,32 +17,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, stdout, test_guest, Cluster};
+use common::{eventually, qemus_of, signal, stdout, test_guest, Cluster};
 use serde_json::Value;
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {sig} {pid}");
-}
-
-/// The QEMU processes running instance `id` (any host's).
-fn qemus_of(id: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.starts_with("qemu-system") && cmd.contains(&format!("/vms/{id}/")) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
 
 fn vm(c: &Cluster, name: &str) -> Value {
     c.ok(&["vm", "show", name])

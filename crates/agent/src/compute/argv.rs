@@ -56,6 +56,10 @@ pub struct VmPlan {
     /// VPC NICs (TAP file descriptors inherited by QEMU). None: the user-mode NIC.
     #[serde(default)]
     pub nics: Vec<VmNic>,
+    /// A live migration's target: QEMU waits for the VM's state on this
+    /// address (`tcp:host:port`) instead of booting.
+    #[serde(default)]
+    pub incoming: Option<String>,
 }
 
 /// A VPC NIC of a VM: a TAP device the agent opened, passed to QEMU by descriptor.
@@ -260,6 +264,9 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
     );
     push("-pidfile", p(&plan.pidfile()));
     push("-sandbox", SANDBOX.into());
+    if let Some(uri) = &plan.incoming {
+        push("-incoming", uri.clone());
+    }
     a
 }
 
@@ -315,6 +322,7 @@ mod tests {
             gpus,
             root: None,
             nics: vec![],
+            incoming: None,
         }
     }
 

@@ -4,17 +4,18 @@
 pub mod accel;
 pub mod argv;
 pub mod hotplug;
+mod migrate;
 mod nics;
 pub mod runtime;
 pub mod seed;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::{Image, Instance, InstancePhase, Resource};
+use yunhan_model::{Image, Instance, InstancePhase, MigrationPhase, Resource};
 use yunhan_store::objects::{ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
@@ -42,6 +43,8 @@ pub struct ComputeConfig {
     pub resync: Duration,
     /// The network namespace VM taps are created in (the agent's `--netns`).
     pub netns: Option<String>,
+    /// The address incoming live migrations listen on (the agent's `--address`).
+    pub address: String,
 }
 
 impl Default for ComputeConfig {
@@ -53,6 +56,7 @@ impl Default for ComputeConfig {
             qemu_binary: "qemu-system-x86_64".into(),
             resync: Duration::from_secs(2),
             netns: None,
+            address: "127.0.0.1".into(),
         }
     }
 }
@@ -121,7 +125,7 @@ struct Inner {
     /// HA instances bound here that boot from a (shared) volume, as of the last
     /// pass: what self-fencing kills (a VM on a local disk is never restarted
     /// elsewhere, so it may keep running).
-    ha: std::sync::Mutex<std::collections::HashSet<String>>,
+    ha: std::sync::Mutex<HashSet<String>>,
     /// This host's storage pools (VMs booting from a volume).
     volumes: std::sync::OnceLock<Arc<crate::storage::Volumes>>,
 }
@@ -223,6 +227,31 @@ impl Reconciler for Compute {
         // A store error ends the pass here: VMs keep running as they are.
         let all = objects.list_all::<Instance>(None).await?;
         let me = self.inner.host_id.as_str();
+        // Live migrations this host has a part in: the target prepares, the source sends.
+        let mut receiving = HashSet::new();
+        for inst in &all {
+            let Some((m, target)) = migrate::part(inst, me) else {
+                continue;
+            };
+            let id = &inst.metadata.id;
+            if target && (m.phase.active() || m.phase == MigrationPhase::Completed) {
+                receiving.insert(id.clone());
+            }
+            let (objects, inst) = (objects.clone(), inst.clone());
+            match (target, m.phase) {
+                (true, MigrationPhase::Preparing) => self.spawn_op(id, move |inner| async move {
+                    inner.prepare_incoming(&objects, inst).await;
+                }),
+                (false, MigrationPhase::Incoming | MigrationPhase::Running)
+                    if inst.status.host.as_deref() == Some(me) =>
+                {
+                    self.spawn_op(id, move |inner| async move {
+                        inner.migrate_out(&objects, inst).await;
+                    })
+                }
+                _ => {}
+            }
+        }
         let mine: HashMap<String, Doc<Instance>> = all
             .into_iter()
             .filter(|i| i.status.host.as_deref() == Some(me))
@@ -235,7 +264,7 @@ impl Reconciler for Compute {
             .collect();
         let mut attached = crate::network::attached_nics(objects, None).await?;
         for (id, inst) in &mine {
-            if self.ops.is_busy(id) {
+            if self.ops.is_busy(id) || migrate::in_flight(inst) {
                 continue;
             }
             let alive = self.inner.rt.running_pid(id).is_some();
@@ -257,7 +286,7 @@ impl Reconciler for Compute {
         }
         // VMs of instances that are gone or bound elsewhere: stop and remove.
         for id in self.inner.rt.list_vms() {
-            if mine.contains_key(&id) || self.ops.is_busy(&id) {
+            if mine.contains_key(&id) || self.ops.is_busy(&id) || receiving.contains(&id) {
                 continue;
             }
             let key = id.clone();
@@ -398,22 +427,10 @@ impl Inner {
         })
         .await?;
         let accel = self.accelerator().await;
-        let mut req = match self.plan(objects, inst, accel).await {
+        let req = match self.start_request(objects, inst, accel).await {
             Ok(r) => r,
             Err(msg) => return self.fail(objects, id, msg).await,
         };
-        for nic in &mut req.plan.nics {
-            match crate::network::open_tap(self.cfg.netns.as_deref(), &nic.device) {
-                Ok(fd) => {
-                    nic.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
-                    req.inherit_fds.push(Arc::new(fd));
-                }
-                Err(e) => {
-                    let msg = format!("creating the TAP of NIC {}: {e}", nic.id);
-                    return self.fail(objects, id, msg).await;
-                }
-            }
-        }
         let t0 = std::time::Instant::now();
         match self.rt.start(&req).await {
             Ok(pid) => {
@@ -442,6 +459,23 @@ impl Inner {
             }
             Err(e) => self.fail(objects, id, e.to_string()).await,
         }
+    }
+
+    /// The start request of `inst` with its NICs' TAPs created and open.
+    async fn start_request(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        accel: Accelerator,
+    ) -> Result<StartRequest, String> {
+        let mut req = self.plan(objects, inst, accel).await?;
+        for nic in &mut req.plan.nics {
+            let fd = crate::network::open_tap(self.cfg.netns.as_deref(), &nic.device)
+                .map_err(|e| format!("creating the TAP of NIC {}: {e}", nic.id))?;
+            nic.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            req.inherit_fds.push(Arc::new(fd));
+        }
+        Ok(req)
     }
 
     async fn fail(&self, objects: &Objects, id: &str, msg: String) -> Result<(), ObjectError> {
@@ -551,6 +585,7 @@ impl Inner {
                 gpus: inst.status.gpu_devices.clone(),
                 root,
                 nics,
+                incoming: None,
             },
             image_disk: image.status.disk_path.as_ref().map(PathBuf::from),
             image_kernel,

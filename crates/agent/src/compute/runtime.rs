@@ -304,7 +304,11 @@ impl Runtime {
             }
         };
         let status = qmp.query_status().await?;
-        if status.status != RunState::Running {
+        let expected = match plan.incoming {
+            Some(_) => RunState::Inmigrate,
+            None => RunState::Running,
+        };
+        if status.status != expected {
             let _ = qmp.quit().await;
             return Err(RuntimeError::Qemu(format!(
                 "VM is {:?} after start, not running",

@@ -527,3 +527,28 @@ impl Drop for Cluster {
         yunhan_testkit::kill_vms_under(self.dir.path());
     }
 }
+
+/// Sends `sig` (e.g. `-STOP`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// The QEMU processes running instance `id` (on any host of this machine).
+pub fn qemus_of(id: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with("qemu-system") && cmd.contains(&format!("/vms/{id}/")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -1,0 +1,323 @@
+//! The live-migration orchestrator (leader). It owns the decisions and the
+//! binding; the agents do the moving:
+//!
+//! 1. A new request (`spec.migration.request` above `status.migration.request`)
+//!    is checked: the VM runs, its disks are all on shared storage, the target
+//!    (given or chosen by placement without the source) is Ready and fits.
+//!    Refused → `Failed` with the reason; accepted → `Preparing` (source, target).
+//! 2. The target's agent starts an identical QEMU listening for the incoming
+//!    migration → `Incoming` with its address.
+//! 3. The source's agent runs QMP `migrate`, reports progress (`Running`), and
+//!    once QEMU reports completion (the target runs the VM) → `Completed` with
+//!    the total time and downtime, then quits the paused source QEMU.
+//! 4. Here: `Completed` moves the binding (`status.host`) to the target, which
+//!    moves the VM's network port with it (the SDN controller compiles ports from
+//!    the binding).
+//!
+//! Cancelling before memory moves is done here (`Cancelled`); during the copy
+//! the source agent runs `migrate_cancel`. A failed or cancelled migration
+//! leaves the VM running on the source; the target removes its copy. The VM is
+//! never on neither host: the source QEMU only goes away after the target runs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use yunhan_model::{Instance, InstancePhase, MigrationPhase, MigrationStatus, Resource};
+use yunhan_store::objects::{ObjectError, Objects};
+
+use crate::ha::SharedStorage;
+use crate::placement::{place, Policy};
+use crate::scheduler::{demand, Capacity};
+use crate::Reconciler;
+
+type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
+
+pub struct Migrations {
+    pub policy: Policy,
+    pub storage: Arc<dyn SharedStorage>,
+}
+
+/// What to do about one instance's migration (pure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Check a new request and pick the target.
+    Plan,
+    /// Cancel before the copy started.
+    Cancel,
+    /// Completed: bind the instance to the target.
+    Rebind(String),
+}
+
+pub fn step(inst: &Doc<Instance>) -> Step {
+    let Some(want) = &inst.spec.migration else {
+        return Step::Nothing;
+    };
+    let st = inst.status.migration.as_ref();
+    match st {
+        Some(s) if s.request >= want.request => {
+            if s.request == want.request
+                && want.cancel
+                && matches!(
+                    s.phase,
+                    MigrationPhase::Preparing | MigrationPhase::Incoming
+                )
+            {
+                Step::Cancel
+            } else if s.phase == MigrationPhase::Completed
+                && inst.status.host.as_deref() == Some(s.source.as_str())
+            {
+                Step::Rebind(s.target.clone())
+            } else {
+                Step::Nothing
+            }
+        }
+        // A new request waits while an older one is in flight.
+        Some(s) if s.phase.active() => Step::Nothing,
+        _ if want.cancel => Step::Nothing,
+        _ => Step::Plan,
+    }
+}
+
+#[async_trait]
+impl Reconciler for Migrations {
+    fn name(&self) -> &'static str {
+        "migrations"
+    }
+    fn watches(&self) -> Vec<String> {
+        vec!["/yunhan/objects/instances/".into()]
+    }
+    async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let instances = objects.list_all::<Instance>(None).await?;
+        for inst in instances {
+            match step(&inst) {
+                Step::Nothing => {}
+                Step::Plan => self.plan(objects, &inst).await?,
+                Step::Cancel => {
+                    set(objects, &inst, |m| {
+                        m.phase = MigrationPhase::Cancelled;
+                        m.message = "cancelled before memory was copied".into();
+                    })
+                    .await?
+                }
+                Step::Rebind(target) => rebind(objects, &inst, target).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Migrations {
+    async fn plan(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
+        let Some(want) = inst.spec.migration.clone() else {
+            return Ok(());
+        };
+        let source = inst.status.host.clone().unwrap_or_default();
+        let decision = self
+            .check(objects, inst, &source, want.to.as_deref())
+            .await?;
+        let request = want.request;
+        let id = inst.metadata.id.clone();
+        objects
+            .modify::<Instance>(&id, |d| {
+                let fresh = d.spec.migration.as_ref().map(|m| m.request) == Some(request)
+                    && d.status
+                        .migration
+                        .as_ref()
+                        .is_none_or(|m| m.request < request);
+                if !fresh {
+                    return false;
+                }
+                d.status.migration = Some(match &decision {
+                    Ok(target) => MigrationStatus {
+                        request,
+                        phase: MigrationPhase::Preparing,
+                        source: source.clone(),
+                        target: target.clone(),
+                        ..Default::default()
+                    },
+                    Err(why) => MigrationStatus {
+                        request,
+                        phase: MigrationPhase::Failed,
+                        source: source.clone(),
+                        message: why.clone(),
+                        ..Default::default()
+                    },
+                });
+                true
+            })
+            .await?;
+        match decision {
+            Ok(t) => {
+                tracing::info!(instance = %inst.metadata.name, target = %t, "live migration accepted")
+            }
+            Err(why) => {
+                tracing::info!(instance = %inst.metadata.name, "live migration refused: {why}")
+            }
+        }
+        Ok(())
+    }
+
+    /// The target host, or why the request is refused.
+    async fn check(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+        source: &str,
+        to: Option<&str>,
+    ) -> Result<Result<String, String>, ObjectError> {
+        if inst.status.phase != InstancePhase::Running || source.is_empty() {
+            return Ok(Err(format!(
+                "the VM is {:?}, not Running: only running VMs migrate live",
+                inst.status.phase
+            )));
+        }
+        if let Err(why) = self.storage.portable(objects, inst).await {
+            return Ok(Err(format!(
+                "live migration needs every disk on shared storage (block migration is not supported): {why}"
+            )));
+        }
+        if to == Some(source) {
+            return Ok(Err("the VM already runs on that host".into()));
+        }
+        let (cap, _) = Capacity::load(objects).await?;
+        let hosts: Vec<_> = cap
+            .candidates
+            .iter()
+            .filter(|c| c.id != source && to.is_none_or(|t| t == c.id))
+            .cloned()
+            .collect();
+        if let Some(t) = to {
+            if hosts.is_empty() {
+                return Ok(Err(format!("no host {t:?}")));
+            }
+        }
+        // The VM is counted on its source only: the target must hold it besides its own.
+        let d = demand(inst, &cap.groups);
+        Ok(match place(&hosts, &d, &self.policy) {
+            Ok(p) => Ok(p.host.id.clone()),
+            Err(why) => Err(format!("no host can take it: {why}")),
+        })
+    }
+}
+
+/// CAS-updates the current migration status of `inst`.
+async fn set(
+    objects: &Objects,
+    inst: &Doc<Instance>,
+    f: impl Fn(&mut MigrationStatus) + Send + Sync,
+) -> Result<(), ObjectError> {
+    let request = inst.status.migration.as_ref().map(|m| m.request);
+    objects
+        .modify::<Instance>(&inst.metadata.id, |d| {
+            match d.status.migration.as_mut() {
+                Some(m) if Some(m.request) == request => f(m),
+                _ => return false,
+            }
+            true
+        })
+        .await
+        .map(drop)
+}
+
+/// Moves the binding to the target once it runs the VM. The target's agent
+/// reports Running again with its own console paths.
+async fn rebind(
+    objects: &Objects,
+    inst: &Doc<Instance>,
+    target: String,
+) -> Result<(), ObjectError> {
+    let source = inst.status.host.clone();
+    let moved = objects
+        .modify::<Instance>(&inst.metadata.id, |d| {
+            if d.status.host != source {
+                return false;
+            }
+            d.status.host = Some(target.clone());
+            d.status.phase = InstancePhase::Starting;
+            d.status.console_log = None;
+            d.status.console_socket = None;
+            true
+        })
+        .await?;
+    if moved.is_some() {
+        tracing::info!(instance = %inst.metadata.name, %target, "live migration completed: binding moved");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata, MigrationSpec};
+
+    fn inst(want: Option<(u64, bool)>, st: Option<(u64, MigrationPhase)>) -> Doc<Instance> {
+        Resource {
+            metadata: Metadata {
+                id: "ins-1".into(),
+                name: "a".into(),
+                project: None,
+                labels: Default::default(),
+                created: String::new(),
+                revision: 1,
+                deleting: None,
+            },
+            spec: InstanceSpec {
+                migration: want.map(|(request, cancel)| MigrationSpec {
+                    request,
+                    cancel,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            status: InstanceStatus {
+                host: Some("src".into()),
+                migration: st.map(|(request, phase)| MigrationStatus {
+                    request,
+                    phase,
+                    source: "src".into(),
+                    target: "dst".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn requests_cancels_and_rebinds() {
+        use MigrationPhase::*;
+        assert_eq!(step(&inst(None, None)), Step::Nothing);
+        assert_eq!(step(&inst(Some((1, false)), None)), Step::Plan);
+        assert_eq!(step(&inst(Some((2, false)), Some((1, Failed)))), Step::Plan);
+        // One at a time.
+        assert_eq!(
+            step(&inst(Some((2, false)), Some((1, Running)))),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(&inst(Some((1, false)), Some((1, Running)))),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(&inst(Some((1, true)), Some((1, Incoming)))),
+            Step::Cancel
+        );
+        // During the copy the source agent cancels.
+        assert_eq!(
+            step(&inst(Some((1, true)), Some((1, Running)))),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(&inst(Some((1, false)), Some((1, Completed)))),
+            Step::Rebind("dst".into())
+        );
+        let mut done = inst(Some((1, false)), Some((1, Completed)));
+        done.status.host = Some("dst".into());
+        assert_eq!(step(&done), Step::Nothing);
+        assert_eq!(
+            step(&inst(Some((3, true)), Some((2, Completed)))),
+            Step::Nothing
+        );
+    }
+}

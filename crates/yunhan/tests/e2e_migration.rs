@@ -1,0 +1,286 @@
+//! Live migration through the real binary: `yunhan server` on etcd with a real
+//! Ceph pool, two `yunhan agent`s on the hosts of a netns lab, a real TCG guest
+//! booting from an RBD clone with a VPC NIC, and a peer on the other host.
+//! - Refusals: to its own host, to an unknown host, a VM that is not running.
+//! - A cancelled migration and a migration whose target QEMU is killed mid-copy
+//!   both leave the VM running on the source, with no copy left on the target.
+//! - A migration that completes: the guest keeps counting on its console (no
+//!   reboot), keeps its address (the peer reaches it), runs exactly once, and the
+//!   total time and downtime are reported.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{eventually, qemus_of, stderr, test_guest, Cluster};
+use serde_json::Value;
+use yunhan_net::lab::Lab;
+
+fn vm(c: &Cluster, name: &str) -> Value {
+    c.ok(&["vm", "show", name])
+}
+
+/// The last `YUNHAN-TICK n` in a console log.
+fn last_tick(log: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("YUNHAN-TICK "))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+}
+
+/// Waits for m's migration `request` to reach `phase`; returns the VM.
+async fn migration_phase(c: &Cluster, request: u64, phase: &str) -> Value {
+    eventually(
+        &format!("migration {request} {phase}"),
+        Duration::from_secs(120),
+        || async {
+            let v = vm(c, "m");
+            let m = &v["status"]["migration"];
+            (m["request"] == request && m["phase"] == phase).then_some(v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_migration_live_cancel_failure_and_refusals() {
+    let guest = test_guest();
+    let lab = Lab::new(
+        "mg",
+        &[
+            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
+            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
+        ],
+        1500,
+    )
+    .unwrap();
+    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+        .await
+        .unwrap();
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let etcd = yunhan_testkit::EtcdCluster::start(1);
+    let pool = [
+        "--ceph-conf",
+        conf.as_str(),
+        "--ceph-pool",
+        "migvols",
+        "--ceph-failure-domain",
+        "osd",
+    ];
+    let agents: Vec<Vec<String>> = lab
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut a: Vec<String> = pool.iter().map(|s| s.to_string()).collect();
+            a.extend(["--netns".into(), h.netns.clone()]);
+            a.extend(["--vtep".into(), h.vtep.to_string()]);
+            a
+        })
+        .collect();
+    let c = Cluster::start(etcd.store_url(), &pool, &agents).await;
+    let raw = guest.join("test-guest.raw");
+    c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
+    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    c.ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
+    // The peer's VM (stopped: a namespace guest stands in for it) goes first, so
+    // the migrating VM lands on the other host.
+    c.ok(&[
+        "vm",
+        "create",
+        "p",
+        "--image",
+        "tiny",
+        "--flavor",
+        "tiny",
+        "--stopped",
+    ]);
+    let p_host = eventually("p bound", Duration::from_secs(30), || async {
+        vm(&c, "p")["status"]["host"].as_str().map(str::to_string)
+    })
+    .await;
+    c.ok(&[
+        "volume",
+        "create",
+        "root1",
+        "--image",
+        "tiny",
+        "--size",
+        "1GiB",
+        "--pool",
+        "migvols",
+        "--bootable",
+        "--wait",
+    ]);
+    c.ok(&[
+        "vm",
+        "create",
+        "m",
+        "--image",
+        "tiny",
+        "--flavor",
+        "tiny",
+        "--boot-volume",
+        "root1",
+        "--subnet",
+        "s1",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let m = vm(&c, "m");
+    let id = m["metadata"]["id"].as_str().unwrap().to_string();
+    let source = m["status"]["host"].as_str().unwrap().to_string();
+    assert_ne!(source, p_host, "the two VMs share no host");
+    let nic = c.ok(&["nic", "list"]);
+    let ip: Ipv4Addr = nic
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["instance"] == id.as_str())
+        .and_then(|n| n["status"]["ip"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let peer = c.ok(&["nic", "create", "peer", "--subnet", "s1", "--vm", "p"]);
+    let g = lab
+        .add_nic_guest(&lab.hosts[c.agent_of(&p_host)].id, &peer, 1450)
+        .unwrap();
+    let log = eventually("m ready", Duration::from_secs(180), || async {
+        let v = vm(&c, "m");
+        let log = v["status"]["console_log"].as_str()?.to_string();
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("YUNHAN-READY")
+            .then_some(log)
+    })
+    .await;
+    assert!(
+        lab.ping_within(&g, ip, Duration::from_secs(30)),
+        "peer → m before"
+    );
+
+    // Refusals.
+    let refused = |args: &[&str], needle: &str| {
+        let out = c.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    };
+    let src_name = c.ok(&["host", "show", &source])["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refused(
+        &["vm", "migrate", "m", "--to", &src_name],
+        "already runs on",
+    );
+    refused(
+        &["vm", "migrate", "m", "--to", "no-such-host"],
+        "does not exist",
+    );
+    refused(&["vm", "migrate", "p"], "only running VMs migrate live");
+
+    // Cancelled mid-copy (1 MiB/s keeps it copying): the VM stays, the target copy goes.
+    c.ok(&["vm", "migrate", "m", "--bandwidth", "1"]);
+    migration_phase(&c, 1, "Running").await;
+    c.ok(&["vm", "migrate", "m", "--cancel", "--wait"]);
+    let v = migration_phase(&c, 1, "Cancelled").await;
+    assert_eq!(v["status"]["host"], source.as_str());
+    eventually(
+        "one copy after the cancel",
+        Duration::from_secs(60),
+        || async { (qemus_of(&id).len() == 1).then_some(()) },
+    )
+    .await;
+
+    // The target QEMU killed mid-copy: the migration fails, the VM runs on.
+    c.ok(&["vm", "migrate", "m", "--bandwidth", "1"]);
+    migration_phase(&c, 2, "Running").await;
+    let target_qemu = eventually("the target QEMU", Duration::from_secs(30), || async {
+        let source_pid = std::fs::read_to_string(PathBuf::from(&log).with_file_name("qemu.pid"))
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()?;
+        qemus_of(&id).into_iter().find(|p| *p != source_pid)
+    })
+    .await;
+    common::signal(target_qemu, "-KILL");
+    let v = migration_phase(&c, 2, "Failed").await;
+    assert_eq!(v["status"]["host"], source.as_str());
+    assert_eq!(v["status"]["phase"], "Running", "{v}");
+    eventually(
+        "one copy after the failure",
+        Duration::from_secs(60),
+        || async { (qemus_of(&id).len() == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        lab.ping_within(&g, ip, Duration::from_secs(10)),
+        "peer → m after the failure"
+    );
+
+    // The real thing.
+    let before = last_tick(&log).expect("m counts on its console");
+    let out = c.cli(&["vm", "migrate", "m", "--wait", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!("{}", stderr(&out).lines().last().unwrap_or_default());
+    let v = vm(&c, "m");
+    let target = v["status"]["host"].as_str().unwrap().to_string();
+    assert_ne!(target, source, "moved");
+    let m = &v["status"]["migration"];
+    assert_eq!(m["phase"], "Completed", "{v}");
+    assert!(
+        m["total_ms"].as_u64().is_some() && m["downtime_ms"].as_u64().is_some(),
+        "{v}"
+    );
+    let new_log = eventually(
+        "m Running on the target",
+        Duration::from_secs(60),
+        || async {
+            let v = vm(&c, "m");
+            (v["status"]["phase"] == "Running")
+                .then(|| v["status"]["console_log"].as_str().map(str::to_string))
+                .flatten()
+        },
+    )
+    .await;
+    assert_ne!(new_log, log, "the console is the target's");
+    eventually(
+        "m counting on after the move",
+        Duration::from_secs(60),
+        || async { last_tick(&new_log).filter(|n| *n > before).map(drop) },
+    )
+    .await;
+    let text = std::fs::read_to_string(&new_log).unwrap();
+    assert!(
+        !text.contains("YUNHAN-READY"),
+        "no reboot on the target: {text}"
+    );
+    assert!(
+        lab.ping_within(&g, ip, Duration::from_secs(30)),
+        "peer → m at its address after the move"
+    );
+    eventually("exactly one copy", Duration::from_secs(60), || async {
+        (qemus_of(&id).len() == 1).then_some(())
+    })
+    .await;
+    eprintln!(
+        "live migration: total {} ms, downtime {} ms",
+        m["total_ms"], m["downtime_ms"]
+    );
+    drop(c);
+    drop(etcd);
+    drop(ceph);
+    drop(lab);
+}
