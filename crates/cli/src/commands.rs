@@ -310,6 +310,16 @@ pub enum HostCommand {
     List,
     /// Show one host, by name or id
     Show { name: String },
+    /// Maintenance mode: mark the host unschedulable and live-migrate every
+    /// running VM off it, showing progress; fails listing the VMs that could not
+    /// move (e.g. on local disks)
+    Drain {
+        name: String,
+        #[arg(long, default_value = "1800s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// End maintenance mode: the scheduler may place VMs on the host again
+    Uncordon { name: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -695,6 +705,28 @@ impl Ctx {
     /// `vm migrate`: a new request (or a cancel of the current one) in
     /// `spec.migration`; with --wait, follows `status.migration`.
     async fn migrate(&self, a: &MigrateArgs) -> Result<(), ClientError> {
+        let (cur, request, mut v) = self.request_migration(a).await?;
+        if a.wait {
+            let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
+            v = wait_migrated(&self.client, &by_id, &a.name, request, a.cancel, a.timeout).await?;
+            let m = &v["status"]["migration"];
+            if m["phase"] == "Completed" {
+                eprintln!(
+                    "migrated {} to {} in {} ms (downtime {} ms)",
+                    a.name,
+                    text(&v["status"]["host"]),
+                    m["total_ms"].as_u64().unwrap_or(0),
+                    m["downtime_ms"].as_u64().unwrap_or(0)
+                );
+            }
+        }
+        print(self.format, VMS.columns, &v);
+        Ok(())
+    }
+
+    /// Writes the request (or the cancel) into `spec.migration`; returns the
+    /// instance as it was, the request number and the instance as written.
+    async fn request_migration(&self, a: &MigrateArgs) -> Result<(Value, u64, Value), ClientError> {
         let path = format!("/v1/instances/{}", path_segment(&a.name));
         let cur = self.client.get(&path).await?;
         let mut spec = cur["spec"].clone();
@@ -720,72 +752,136 @@ impl Ctx {
             last + 1
         };
         let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
-        let mut v = self
+        let v = self
             .client
             .request(Method::PUT, &path, Some(&body))
             .await?
             .unwrap_or(Value::Null);
-        if a.wait {
-            let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
-            let (name, cancel) = (a.name.clone(), a.cancel);
-            let mine =
-                move |v: &Value| v["status"]["migration"]["request"].as_u64() == Some(request);
-            v = wait_showing(
-                &self.client,
-                &by_id,
-                &format!("VM {} to migrate", a.name),
-                a.timeout,
-                move |v| {
-                    let m = &v["status"]["migration"];
-                    if !mine(v) {
-                        return "Accepted".into();
-                    }
-                    let mib = |k: &str| m[k].as_u64().unwrap_or(0) >> 20;
-                    format!(
-                        "{} {} MiB sent, {} MiB left, {} dirty pages/s",
-                        text(&m["phase"]),
-                        mib("transferred_bytes"),
-                        mib("remaining_bytes"),
-                        m["dirty_pages_rate"].as_u64().unwrap_or(0)
-                    )
-                },
-                move |cur| {
-                    let cur = cur?;
-                    let m = &cur["status"]["migration"];
-                    if !mine(cur) {
-                        return None;
-                    }
-                    match m["phase"].as_str() {
-                        Some("Completed") if cur["status"]["phase"] == "Running" => Some(Ok(())),
-                        Some("Failed") => Some(Err(format!(
-                            "migration of {name} failed: {}",
-                            text(&m["message"])
-                        ))),
-                        Some("Cancelled") if cancel => Some(Ok(())),
-                        Some("Cancelled") => Some(Err(format!(
-                            "migration of {name} was cancelled: {}",
-                            text(&m["message"])
-                        ))),
-                        _ => None,
-                    }
-                },
-            )
+        Ok((cur, request, v))
+    }
+
+    /// Sets a host's `spec.schedulable`; returns the host.
+    async fn set_schedulable(&self, name: &str, on: bool) -> Result<Value, ClientError> {
+        let path = format!("/v1/hosts/{}", path_segment(name));
+        let cur = self.client.get(&path).await?;
+        let mut spec = cur["spec"].clone();
+        spec["schedulable"] = json!(on);
+        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
+        Ok(self
+            .client
+            .request(Method::PUT, &path, Some(&body))
             .await?
-            .unwrap_or(v);
-            let m = &v["status"]["migration"];
-            if m["phase"] == "Completed" {
-                eprintln!(
-                    "migrated {} to {} in {} ms (downtime {} ms)",
-                    a.name,
-                    text(&v["status"]["host"]),
-                    m["total_ms"].as_u64().unwrap_or(0),
-                    m["downtime_ms"].as_u64().unwrap_or(0)
-                );
+            .unwrap_or(Value::Null))
+    }
+
+    /// `host drain`: unschedulable, then every running VM migrated away, one
+    /// at a time (they would compete for bandwidth).
+    async fn drain(&self, name: &str, timeout: Duration) -> Result<(), ClientError> {
+        let host = self.set_schedulable(name, false).await?;
+        let id = text(&host["metadata"]["id"]);
+        eprintln!("host {name} is unschedulable (maintenance mode)");
+        let on_host: Vec<Value> = self
+            .client
+            .list("/v1/instances")
+            .await?
+            .into_iter()
+            .filter(|v| v["status"]["host"] == id.as_str())
+            .collect();
+        let mut stuck = Vec::new();
+        for vm in &on_host {
+            let vm_id = text(&vm["metadata"]["id"]);
+            let label = format!("{} ({vm_id})", text(&vm["metadata"]["name"]));
+            if vm["status"]["phase"] != "Running" {
+                stuck.push(format!(
+                    "{label}: {} (only running VMs migrate live)",
+                    text(&vm["status"]["phase"])
+                ));
+                continue;
+            }
+            let args = MigrateArgs {
+                name: vm_id.clone(),
+                to: None,
+                cancel: false,
+                bandwidth: None,
+                max_downtime: 50,
+                wait: true,
+                timeout,
+            };
+            let (_, request, _) = self.request_migration(&args).await?;
+            let path = format!("/v1/instances/{vm_id}");
+            match wait_migrated(&self.client, &path, &label, request, false, timeout).await {
+                Ok(v) => eprintln!("moved {label} to {}", text(&v["status"]["host"])),
+                Err(ClientError::Usage(why)) => stuck.push(why),
+                Err(e) => return Err(e),
             }
         }
-        print(self.format, VMS.columns, &v);
-        Ok(())
+        if stuck.is_empty() {
+            eprintln!("host {name} is drained");
+            Ok(())
+        } else {
+            Err(ClientError::Usage(format!(
+                "host {name} still holds {} VM(s):\n  {}",
+                stuck.len(),
+                stuck.join("\n  ")
+            )))
+        }
     }
+}
+
+/// Follows migration `request` of the instance at `path` until it is over,
+/// showing transferred/remaining memory and the dirty rate; a failure (or a
+/// cancel that was not asked for) is an error.
+async fn wait_migrated(
+    client: &Client,
+    path: &str,
+    name: &str,
+    request: u64,
+    cancel: bool,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    let mine = move |v: &Value| v["status"]["migration"]["request"].as_u64() == Some(request);
+    let v = wait_showing(
+        client,
+        path,
+        &format!("VM {name} to migrate"),
+        timeout,
+        move |v| {
+            let m = &v["status"]["migration"];
+            if !mine(v) {
+                return "Accepted".into();
+            }
+            let mib = |k: &str| m[k].as_u64().unwrap_or(0) >> 20;
+            format!(
+                "{} {} MiB sent, {} MiB left, {} dirty pages/s",
+                text(&m["phase"]),
+                mib("transferred_bytes"),
+                mib("remaining_bytes"),
+                m["dirty_pages_rate"].as_u64().unwrap_or(0)
+            )
+        },
+        move |cur| {
+            let cur = cur?;
+            let m = &cur["status"]["migration"];
+            if !mine(cur) {
+                return None;
+            }
+            match m["phase"].as_str() {
+                Some("Completed") if cur["status"]["phase"] == "Running" => Some(Ok(())),
+                Some("Failed") => Some(Err(format!(
+                    "migration of {name} failed: {}",
+                    text(&m["message"])
+                ))),
+                Some("Cancelled") if cancel => Some(Ok(())),
+                Some("Cancelled") => Some(Err(format!(
+                    "migration of {name} was cancelled: {}",
+                    text(&m["message"])
+                ))),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    Ok(v.unwrap_or(Value::Null))
 }
 
 /// Polls `path` until `done` says so, drawing a spinner with the current
@@ -885,6 +981,11 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Network(c) => crate::network::run(&ctx, c).await?,
         Command::Host(HostCommand::List) => ctx.list(&HOSTS).await?,
         Command::Host(HostCommand::Show { name }) => drop(ctx.show(&HOSTS, &name).await?),
+        Command::Host(HostCommand::Drain { name, timeout }) => ctx.drain(&name, timeout).await?,
+        Command::Host(HostCommand::Uncordon { name }) => {
+            let v = ctx.set_schedulable(&name, true).await?;
+            print(ctx.format, HOSTS.columns, &v);
+        }
         Command::Project(c) => match c.verb() {
             Ok(v) => ctx.verb(&PROJECTS, v).await?,
             Err(c) => match c {

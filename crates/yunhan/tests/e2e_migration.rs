@@ -7,6 +7,9 @@
 //! - A migration that completes: the guest keeps counting on its console (no
 //!   reboot), keeps its address (the peer reaches it), runs exactly once, and the
 //!   total time and downtime are reported.
+//! - `host drain` moves it back, names the VM it cannot move (stopped, local
+//!   disk) and marks the host unschedulable (a migration to it is then refused);
+//!   `host uncordon` ends that.
 
 mod common;
 
@@ -278,6 +281,42 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     eprintln!(
         "live migration: total {} ms, downtime {} ms",
         m["total_ms"], m["downtime_ms"]
+    );
+
+    // Maintenance: draining the target sends m back and keeps new VMs off it.
+    let target_name = c.ok(&["host", "show", &target])["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The stopped peer VM (a local disk) cannot move: the drain says so.
+    let out = c.cli(&["host", "drain", &target_name]);
+    assert!(!out.status.success(), "p stays");
+    let said = stderr(&out);
+    assert!(
+        said.contains("still holds 1 VM(s)") && said.contains("p (") && said.contains("Stopped"),
+        "{said}"
+    );
+    assert_eq!(
+        vm(&c, "m")["status"]["host"],
+        source.as_str(),
+        "drained back"
+    );
+    assert_eq!(
+        c.ok(&["host", "show", &target_name])["spec"]["schedulable"],
+        false
+    );
+    refused(
+        &["vm", "migrate", "m", "--to", &target_name, "--wait"],
+        "no host can take it",
+    );
+    c.ok(&["host", "uncordon", &target_name]);
+    assert_eq!(
+        c.ok(&["host", "show", &target_name])["spec"]["schedulable"],
+        true
+    );
+    assert!(
+        lab.ping_within(&g, ip, Duration::from_secs(30)),
+        "peer → m after the drain"
     );
     drop(c);
     drop(etcd);
