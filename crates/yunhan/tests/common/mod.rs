@@ -388,3 +388,105 @@ impl GuestShell {
             .unwrap_or_else(|| panic!("{cmd:?} did not finish in the guest"))
     }
 }
+
+/// A multi-host cloud: one `yunhan server` and one `yunhan agent` per host
+/// name on a real etcd, in one temp dir (the agents' VMs are stopped on drop).
+pub struct EtcdCloud {
+    pub cfg: PathBuf,
+    pub agents: Vec<Proc>,
+    pub server: Proc,
+    _etcd: yunhan_testkit::EtcdCluster,
+    /// Last: removed once every process is gone.
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdCloud {
+    /// Starts etcd, the server (with `extra` too) and an agent per name (with
+    /// `extra` too), and waits until every host is Ready.
+    pub async fn start(hosts: &[&str], extra: &[&str]) -> EtcdCloud {
+        let etcd = yunhan_testkit::EtcdCluster::start(1);
+        let url = etcd.store_url();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("client.toml");
+        let images = dir.path().join("images");
+        let listen = format!("127.0.0.1:{}", yunhan_testkit::free_port());
+        let mut args = vec![
+            "server",
+            "--store",
+            &url,
+            "--listen",
+            &listen,
+            "--write-config",
+            cfg.to_str().unwrap(),
+            "--image-dir",
+            images.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let server = Proc::spawn(dir.path(), "server", &args);
+        eventually("admin config", Duration::from_secs(60), || async {
+            cfg.exists().then_some(())
+        })
+        .await;
+        let agents = hosts
+            .iter()
+            .map(|n| {
+                let state = dir.path().join(n);
+                let mut args = vec![
+                    "agent",
+                    "--store",
+                    &url,
+                    "--name",
+                    n,
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                    "--lease-ttl",
+                    "2",
+                ];
+                args.extend(extra);
+                Proc::spawn(dir.path(), n, &args)
+            })
+            .collect();
+        let c = EtcdCloud {
+            cfg,
+            agents,
+            server,
+            _etcd: etcd,
+            dir,
+        };
+        eventually("every host Ready", Duration::from_secs(60), || async {
+            let hosts_now: Value =
+                serde_json::from_slice(&c.cli(&["host", "list", "-o", "json"]).stdout).ok()?;
+            let ready = hosts_now
+                .as_array()?
+                .iter()
+                .filter(|h| h["status"]["phase"] == "Ready")
+                .count();
+            (ready == hosts.len()).then_some(())
+        })
+        .await;
+        c
+    }
+
+    /// Runs a client command as the admin.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--config", self.cfg.to_str().unwrap()])
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run yunhan")
+    }
+
+    /// `<kind> show NAME -o json` (Null if it fails).
+    pub fn show(&self, kind: &str, name: &str) -> Value {
+        serde_json::from_slice(&self.cli(&[kind, "show", name, "-o", "json"]).stdout)
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for EtcdCloud {
+    fn drop(&mut self) {
+        self.agents.clear();
+        yunhan_testkit::kill_vms_under(self.dir.path());
+    }
+}
