@@ -570,6 +570,26 @@ async fn e2e_storage_bad_input_is_refused_and_nothing_is_left() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     let (_, p) = cloud.admin("GET", "/v1/projects/admin", None).await;
     assert_eq!(p["status"]["usage"]["volume_gib"], 1);
+    // Deleting the VM a volume is attached to detaches it.
+    cloud.image(&t, "img").await;
+    ok(
+        &cloud,
+        &[
+            "vm",
+            "create",
+            "x",
+            "--image",
+            "img",
+            "--flavor",
+            "tiny",
+            "--stopped",
+        ],
+    );
+    ok(&cloud, &["volume", "attach", "v", "--vm", "x"]);
+    let out = cloud.cli(&["volume", "delete", "v"]);
+    assert!(stderr(&out).contains("detach it first"), "{}", stderr(&out));
+    ok(&cloud, &["vm", "delete", "x", "--wait"]);
+    assert!(show(&cloud, "volume", "v")["spec"]["instance"].is_null());
     ok(&cloud, &["volume", "delete", "v", "--wait"]);
     let dir = cloud.home.path().join("data/agent/volumes/volumes");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left");
