@@ -33,6 +33,10 @@ type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind
 
 /// How often pool figures are written to the host's status.
 const POOL_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long a settled volume's backend facts (existence, size, usage) are
+/// trusted from its status before the backend is asked again (`rbd info` and
+/// `rbd du` are CLI calls).
+const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// The storage pools this host serves, by name.
 pub type Pools = BTreeMap<String, Arc<dyn VolumeDriver>>;
@@ -212,6 +216,32 @@ pub fn decide(vol: &Doc<Volume>, obs: &Observed) -> Action {
     }
 }
 
+/// The status a settled volume should report (usage figures aside): its
+/// phase and where it is plugged, from what is observed.
+pub fn reported(status: &VolumeStatus, obs: &Observed) -> VolumeStatus {
+    let mut s = status.clone();
+    let plugged = obs.plugged.clone().or_else(|| obs.root_of.clone());
+    if obs.root_of.is_some() {
+        s.attached_to.clone_from(&plugged);
+        s.attached_since = None;
+        s.device = Some("root".into());
+    } else if plugged.is_none() {
+        s.attached_to = None;
+        s.attached_since = None;
+        s.device = None;
+    }
+    let phase = if plugged.is_some() {
+        VolumePhase::InUse
+    } else {
+        VolumePhase::Available
+    };
+    if s.phase != phase {
+        s.phase = phase;
+        s.message.clear();
+    }
+    s
+}
+
 /// The QEMU block node and device id of a volume (also the guest's serial).
 fn node(vol: &str) -> String {
     vol.to_string()
@@ -226,6 +256,8 @@ pub struct Storage {
     inner: Arc<Inner>,
     ops: Ops,
     reported: Mutex<Option<Instant>>,
+    /// When each settled volume was last checked against its backend.
+    checked: Mutex<HashMap<String, Instant>>,
 }
 
 struct Inner {
@@ -244,6 +276,7 @@ impl Storage {
             }),
             ops: Ops::default(),
             reported: Mutex::new(None),
+            checked: Default::default(),
         }
     }
 }
@@ -328,12 +361,22 @@ impl Reconciler for Storage {
                 });
                 continue;
             };
-            let backend_size = match driver.info(&id).await {
-                Ok(i) => Some(i.size_bytes),
-                Err(StorageError::NotFound { .. }) => None,
-                Err(e) => {
-                    tracing::warn!(volume = %id, error = %e, "cannot inspect the volume; will retry");
-                    continue;
+            let settled = matches!(
+                vol.status.phase,
+                VolumePhase::Available | VolumePhase::InUse
+            ) && lock(&self.checked)
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < RECHECK_EVERY);
+            let backend_size = if settled {
+                Some(vol.status.size_bytes)
+            } else {
+                match driver.info(&id).await {
+                    Ok(i) => Some(i.size_bytes),
+                    Err(StorageError::NotFound { .. }) => None,
+                    Err(e) => {
+                        tracing::warn!(volume = %id, error = %e, "cannot inspect the volume; will retry");
+                        continue;
+                    }
                 }
             };
             let plugged = vol.status.attached_to.as_ref().filter(|i| {
@@ -359,8 +402,15 @@ impl Reconciler for Storage {
                 root_of,
             };
             let action = decide(vol, &obs);
-            if action == Action::Nothing {
+            let idle =
+                action == Action::Report && settled && reported(&vol.status, &obs) == vol.status;
+            if action == Action::Nothing || idle {
                 continue;
+            }
+            if action == Action::Report {
+                lock(&self.checked).insert(id.clone(), Instant::now());
+            } else {
+                lock(&self.checked).remove(&id);
             }
             let target_since = target
                 .and_then(|i| running_here(&self.inner, instances.get(i)))
@@ -613,27 +663,8 @@ impl Inner {
     ) -> Result<(), ObjectError> {
         let id = vol.metadata.id.as_str();
         let usage = driver.usage(id).await.ok();
-        let plugged = obs.plugged.clone().or_else(|| obs.root_of.clone());
-        let root = obs.root_of.is_some();
         self.set_status(objects, id, |s| {
-            if root {
-                s.attached_to.clone_from(&plugged);
-                s.attached_since = None;
-                s.device = Some("root".into());
-            } else if plugged.is_none() {
-                s.attached_to = None;
-                s.attached_since = None;
-                s.device = None;
-            }
-            let phase = if plugged.is_some() {
-                VolumePhase::InUse
-            } else {
-                VolumePhase::Available
-            };
-            if s.phase != phase {
-                s.phase = phase;
-                s.message.clear();
-            }
+            *s = reported(s, obs);
             if let Some(u) = usage {
                 s.size_bytes = u.logical_bytes;
                 s.logical_bytes = u.logical_bytes;
@@ -935,6 +966,28 @@ mod tests {
             target_running: target.map(Into::into),
             root_of: None,
         }
+    }
+
+    #[test]
+    fn reported_status_follows_what_is_plugged() {
+        let mut st = vol(1 << 30, None).status;
+        st.attached_to = Some("ins-a".into());
+        st.attached_since = Some("t1".into());
+        st.phase = VolumePhase::InUse;
+        // The VM restarted (or stopped): the plug is gone.
+        let r = reported(&st, &obs(Some(1 << 30), None, None));
+        assert_eq!((r.phase, r.attached_to), (VolumePhase::Available, None));
+        // Still plugged: nothing to change, so a settled volume stays idle.
+        assert_eq!(
+            reported(&st, &obs(Some(1 << 30), Some("ins-a"), Some("ins-a"))),
+            st
+        );
+        let mut root = obs(Some(1 << 30), None, None);
+        root.root_of = Some("ins-r".into());
+        let r = reported(&st, &root);
+        assert_eq!(r.attached_to.as_deref(), Some("ins-r"));
+        assert_eq!(r.device.as_deref(), Some("root"));
+        assert_eq!(r.phase, VolumePhase::InUse);
     }
 
     #[test]

@@ -347,6 +347,7 @@ impl Hooks for Instance {
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        crate::storage::detach_all(s, &doc).await?;
         if doc.status.host.is_none() {
             s.objects.delete::<Self>(&doc).await?;
             crate::network::release_instance_nics(s, &doc).await?;

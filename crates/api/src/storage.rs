@@ -124,6 +124,26 @@ pub(crate) async fn boot_volume(s: &AppState, project: &str, want: &str) -> Resu
     Ok(vol.metadata.id)
 }
 
+/// Detaches the volumes attached to an instance that is being deleted (the
+/// API owns `spec`; their agents unplug them while the VM goes).
+pub(crate) async fn detach_all(s: &AppState, inst: &Doc<Instance>) -> Result<()> {
+    let project = project_of(inst);
+    for v in s.objects.list_all::<Volume>(Some(&project)).await? {
+        if v.spec.instance.as_deref() == Some(inst.metadata.id.as_str()) {
+            s.objects
+                .modify::<Volume>(&v.metadata.id, |d| {
+                    let attached = d.spec.instance.as_deref() == Some(inst.metadata.id.as_str());
+                    if attached {
+                        d.spec.instance = None;
+                    }
+                    attached
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses changes to a volume a live instance boots from.
 async fn not_a_root(s: &AppState, project: &str, vol: &Doc<Volume>, what: &str) -> Result<()> {
     match booted_by(s, project, &vol.metadata.id).await? {
@@ -215,7 +235,7 @@ impl Hooks for Volume {
 
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         if old.spec.pool != new.spec.pool
-            || old.spec.source.is_some() && new.spec.source != old.spec.source
+            || new.spec.source.is_some() && new.spec.source != old.spec.source
         {
             return Err(conflict(
                 "a volume's pool and source cannot change; create another volume".into(),
@@ -363,6 +383,15 @@ impl Hooks for Snapshot {
             return Err(conflict(format!(
                 "volume {:?} is being deleted",
                 doc.spec.volume
+            )));
+        }
+        if !matches!(
+            vol.status.phase,
+            VolumePhase::Available | VolumePhase::InUse
+        ) {
+            return Err(conflict(format!(
+                "volume {:?} is {:?}; snapshots are taken of Available or InUse volumes",
+                doc.spec.volume, vol.status.phase
             )));
         }
         doc.spec.volume = vol.metadata.id;

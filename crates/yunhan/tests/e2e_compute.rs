@@ -79,15 +79,6 @@ async fn interactive_console_answers(cloud: &Cloud, id: &str) {
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
-/// Stops the VMs under a directory when the test ends, passed or failed.
-struct KillVmsOnDrop(std::path::PathBuf);
-
-impl Drop for KillVmsOnDrop {
-    fn drop(&mut self) {
-        yunhan_testkit::kill_vms_under(&self.0);
-    }
-}
-
 fn proc_uid(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -283,73 +274,9 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
-    use common::Proc;
     let guest = test_guest();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let url = etcd.store_url();
-    let dir = tempfile::tempdir().unwrap();
-    let _vms = KillVmsOnDrop(dir.path().to_path_buf());
-    let cfg = dir.path().join("client.toml");
-    let (cfg_s, images) = (cfg.to_str().unwrap().to_string(), dir.path().join("images"));
-    let listen = format!("127.0.0.1:{}", yunhan_testkit::free_port());
-    let _server = Proc::spawn(
-        dir.path(),
-        "server",
-        &[
-            "server",
-            "--store",
-            &url,
-            "--listen",
-            &listen,
-            "--write-config",
-            &cfg_s,
-            "--image-dir",
-            images.to_str().unwrap(),
-        ],
-    );
-    eventually("admin config", Duration::from_secs(60), || async {
-        cfg.exists().then_some(())
-    })
-    .await;
-    let mut agents = Vec::new();
-    for n in ["node-1", "node-2"] {
-        let state = dir.path().join(n);
-        agents.push(Proc::spawn(
-            dir.path(),
-            n,
-            &[
-                "agent",
-                "--store",
-                &url,
-                "--name",
-                n,
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--lease-ttl",
-                "2",
-            ],
-        ));
-    }
-    let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .args(args)
-            .args(["--config", &cfg_s])
-            .env("HOME", dir.path())
-            .output()
-            .unwrap()
-    };
-    eventually("two Ready hosts", Duration::from_secs(60), || async {
-        let out = cli(&["host", "list", "-o", "json"]);
-        let hosts: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (hosts
-            .as_array()?
-            .iter()
-            .filter(|h| h["status"]["phase"] == "Ready")
-            .count()
-            == 2)
-            .then_some(())
-    })
-    .await;
+    let cloud = common::EtcdCloud::start(2, &[]).await;
+    let cli = |args: &[&str]| cloud.cli(args);
     let (kernel, initrd) = (
         guest.join("test-guest.vmlinux"),
         guest.join("test-guest.initrd"),
@@ -382,10 +309,7 @@ async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let show = |name: &str| -> Value {
-        serde_json::from_slice(&cli(&["vm", "show", name, "-o", "json"]).stdout)
-            .unwrap_or(Value::Null)
-    };
+    let show = |name: &str| cloud.show("vm", name);
     let hosts: Vec<String> = eventually(
         "two members placed, the third refused",
         Duration::from_secs(60),
@@ -423,5 +347,4 @@ async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
         let out = cli(&["vm", "delete", name, "--wait"]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    drop(agents);
 }

@@ -570,6 +570,26 @@ async fn e2e_storage_bad_input_is_refused_and_nothing_is_left() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     let (_, p) = cloud.admin("GET", "/v1/projects/admin", None).await;
     assert_eq!(p["status"]["usage"]["volume_gib"], 1);
+    // Deleting the VM a volume is attached to detaches it.
+    cloud.image(&t, "img").await;
+    ok(
+        &cloud,
+        &[
+            "vm",
+            "create",
+            "x",
+            "--image",
+            "img",
+            "--flavor",
+            "tiny",
+            "--stopped",
+        ],
+    );
+    ok(&cloud, &["volume", "attach", "v", "--vm", "x"]);
+    let out = cloud.cli(&["volume", "delete", "v"]);
+    assert!(stderr(&out).contains("detach it first"), "{}", stderr(&out));
+    ok(&cloud, &["vm", "delete", "x", "--wait"]);
+    assert!(show(&cloud, "volume", "v")["spec"]["instance"].is_null());
     ok(&cloud, &["volume", "delete", "v", "--wait"]);
     let dir = cloud.home.path().join("data/agent/volumes/volumes");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left");
@@ -662,4 +682,121 @@ async fn e2e_storage_ceph_osd_stopped_while_the_guest_writes_no_io_error_data_in
         "the guest saw an I/O error: {log}"
     );
     ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_storage_two_hosts_local_volumes_stay_ceph_volumes_follow_the_vm() {
+    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+        .await
+        .unwrap();
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let ceph_args = [
+        "--ceph-conf",
+        &conf,
+        "--ceph-pool",
+        "rbdvols",
+        "--ceph-failure-domain",
+        "osd",
+    ];
+    let cloud = common::EtcdCloud::start(2, &ceph_args).await;
+    let run = |args: &[&str]| {
+        let out = cloud.cli(args);
+        assert!(
+            out.status.success(),
+            "yunhan {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+    };
+    let guest = test_guest();
+    let (kernel, initrd) = (
+        guest.join("test-guest.vmlinux"),
+        guest.join("test-guest.initrd"),
+    );
+    run(&[
+        "image",
+        "create",
+        "dk",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
+    run(&["placement-group", "create", "spread", "--policy", "hard"]);
+    for vm in ["vm-a", "vm-b"] {
+        run(&[
+            "vm",
+            "create",
+            vm,
+            "--image",
+            "dk",
+            "--flavor",
+            "tiny",
+            "--placement-group",
+            "spread",
+            "--stopped",
+        ]);
+    }
+    // Two local volumes: the binder spreads them over the two hosts.
+    for v in ["l1", "l2"] {
+        run(&["volume", "create", v, "--size", "64MiB", "--wait"]);
+    }
+    let host = |kind: &str, name: &str| -> String {
+        cloud.show(kind, name)["status"]["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (h1, h2) = (host("volume", "l1"), host("volume", "l2"));
+    assert!(
+        h1.starts_with("hst-") && h2.starts_with("hst-") && h1 != h2,
+        "{h1} {h2}"
+    );
+    let (vm_there, vm_here) = eventually("both VMs placed", Duration::from_secs(30), || async {
+        let (a, b) = (host("vm", "vm-a"), host("vm", "vm-b"));
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        Some(if a == h1 {
+            ("vm-b", "vm-a")
+        } else {
+            ("vm-a", "vm-b")
+        })
+    })
+    .await;
+    // A local volume only attaches to VMs on its host.
+    let out = cloud.cli(&["volume", "attach", "l1", "--vm", vm_there]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("only attach to VMs on its host"),
+        "{}",
+        stderr(&out)
+    );
+    run(&["volume", "attach", "l1", "--vm", vm_here]);
+
+    // A Ceph volume made on one host follows the VM to the other: rebound on
+    // attach, then plugged by the agent there.
+    run(&[
+        "volume", "create", "c1", "--size", "64MiB", "--pool", "rbdvols", "--wait",
+    ]);
+    let c1_host = host("volume", "c1");
+    let target = if host("vm", "vm-a") == c1_host {
+        "vm-b"
+    } else {
+        "vm-a"
+    };
+    run(&["vm", "start", target, "--wait"]);
+    run(&["volume", "attach", "c1", "--vm", target, "--wait"]);
+    let c1 = cloud.show("volume", "c1");
+    let vm = cloud.show("vm", target);
+    assert_eq!(c1["status"]["host"], vm["status"]["host"], "{c1}");
+    assert_ne!(c1["status"]["host"].as_str(), Some(c1_host.as_str()));
+    assert_eq!(c1["status"]["attached_to"], vm["metadata"]["id"], "{c1}");
+    run(&["volume", "detach", "c1", "--wait"]);
+    run(&["volume", "detach", "l1"]);
+    for v in ["c1", "l1", "l2"] {
+        run(&["volume", "delete", v, "--wait"]);
+    }
 }

@@ -552,3 +552,38 @@ pub fn qemus_of(id: &str) -> Vec<u32> {
     }
     pids
 }
+
+impl Cluster {
+    /// `<kind> show NAME -o json` (Null if it fails).
+    pub fn show(&self, kind: &str, name: &str) -> Value {
+        serde_json::from_slice(&self.cli(&[kind, "show", name, "-o", "json"]).stdout)
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// A [`Cluster`] of `hosts` agents on its own 1-member etcd, with the same
+/// `extra` arguments for the server and every agent.
+pub struct EtcdCloud {
+    /// First: the processes go before their store.
+    pub cluster: Cluster,
+    _etcd: yunhan_testkit::EtcdCluster,
+}
+
+impl EtcdCloud {
+    pub async fn start(hosts: usize, extra: &[&str]) -> EtcdCloud {
+        let etcd = yunhan_testkit::EtcdCluster::start(1);
+        let per_agent: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let cluster = Cluster::start(etcd.store_url(), extra, &vec![per_agent; hosts]).await;
+        EtcdCloud {
+            cluster,
+            _etcd: etcd,
+        }
+    }
+}
+
+impl std::ops::Deref for EtcdCloud {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
