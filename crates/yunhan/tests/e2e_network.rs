@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use common::{eventually, stderr, test_guest, Cloud, Cluster};
+use std::time::Duration;
+
+use common::{
+    console_text, eventually, guest_runs, serial_log, stderr, test_guest, Cloud, Cluster,
+};
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
 
@@ -30,60 +31,6 @@ async fn net_cloud(lab: &Lab, url: String) -> Cluster {
         })
         .collect();
     Cluster::start(url, &[], &agents).await
-}
-
-fn serial_log(vm: &Value) -> PathBuf {
-    PathBuf::from(vm["status"]["console_log"].as_str().expect("console log"))
-}
-
-fn console_text(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// Types `cmd` into the guest's serial shell until `marker` shows on its console.
-/// (The echoed command line never contains the marker: the guest computes it.)
-///
-/// One connection to the console socket stays open meanwhile (QEMU drops what it has not
-/// yet fed to the guest's UART when the client hangs up, which would cut the command
-/// short), and what the guest prints to it is drained (QEMU writes the console byte by
-/// byte: an unread socket fills up after a few hundred bytes and stalls the guest).
-async fn guest_runs(vm: &Value, cmd: &str, marker: &str, timeout: Duration) {
-    let sock = PathBuf::from(vm["status"]["console_socket"].as_str().unwrap());
-    let log = serial_log(vm);
-    let mut last_sent: Option<Instant> = None;
-    let mut console: Option<std::os::unix::net::UnixStream> = None;
-    eventually(
-        &format!("{marker} on the console of {}", vm["metadata"]["name"]),
-        timeout,
-        || {
-            if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(4)) {
-                if console.is_none() {
-                    console = drained_console(&sock);
-                }
-                if let Some(s) = console.as_mut() {
-                    if s.write_all(format!("\n{cmd}\n").as_bytes()).is_err() {
-                        console = None;
-                    }
-                }
-                last_sent = Some(Instant::now());
-            }
-            let seen = console_text(&log).contains(marker);
-            async move { seen.then_some(()) }
-        },
-    )
-    .await;
-    if let Some(s) = console {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// A connection to a guest's console socket whose output a thread discards (the serial
-/// log keeps it); the thread ends when the connection is shut down.
-fn drained_console(sock: &Path) -> Option<std::os::unix::net::UnixStream> {
-    let s = std::os::unix::net::UnixStream::connect(sock).ok()?;
-    let mut reader = s.try_clone().ok()?;
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    Some(s)
 }
 
 fn ready_ip(text: &str) -> Option<String> {

@@ -2,6 +2,7 @@
 //! HOME and talks to it over HTTP like any client would.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -586,4 +587,61 @@ impl std::ops::Deref for EtcdCloud {
     fn deref(&self) -> &Cluster {
         &self.cluster
     }
+}
+
+// ---------------------------------------------------------------- guest consoles (by socket)
+
+/// The serial log of a VM document (`status.console_log`).
+pub fn serial_log(vm: &Value) -> PathBuf {
+    PathBuf::from(vm["status"]["console_log"].as_str().expect("console log"))
+}
+
+pub fn console_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// Types `cmd` into the guest's serial shell until `marker` shows on its console.
+/// (The echoed command line never contains the marker: the guest computes it.)
+///
+/// One connection to the console socket stays open meanwhile (QEMU drops what it has not
+/// yet fed to the guest's UART when the client hangs up, which would cut the command
+/// short), and what the guest prints to it is drained (QEMU writes the console byte by
+/// byte: an unread socket fills up after a few hundred bytes and stalls the guest).
+pub async fn guest_runs(vm: &Value, cmd: &str, marker: &str, timeout: Duration) {
+    let sock = PathBuf::from(vm["status"]["console_socket"].as_str().unwrap());
+    let log = serial_log(vm);
+    let mut last_sent: Option<Instant> = None;
+    let mut console: Option<std::os::unix::net::UnixStream> = None;
+    eventually(
+        &format!("{marker} on the console of {}", vm["metadata"]["name"]),
+        timeout,
+        || {
+            if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(4)) {
+                if console.is_none() {
+                    console = drained_console(&sock);
+                }
+                if let Some(s) = console.as_mut() {
+                    if s.write_all(format!("\n{cmd}\n").as_bytes()).is_err() {
+                        console = None;
+                    }
+                }
+                last_sent = Some(Instant::now());
+            }
+            let seen = console_text(&log).contains(marker);
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    if let Some(s) = console {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A connection to a guest's console socket whose output a thread discards (the serial
+/// log keeps it); the thread ends when the connection is shut down.
+fn drained_console(sock: &Path) -> Option<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    let mut reader = s.try_clone().ok()?;
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Some(s)
 }
