@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, guest_runs, qemus_of, signal, stdout, test_guest, Cluster};
+use common::{eventually, guest_runs, qemus_of, signal, stdout, test_guest, CephCloud, Cluster};
 use serde_json::Value;
 
 fn rounds() -> usize {
@@ -30,30 +30,9 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
 
 /// A cluster of `agents` hosts on etcd with a Ceph pool, and VM `name` booted
 /// from an RBD clone (with `--ha` when asked).
-async fn cloud_with_vm(
-    agents: usize,
-    ha: bool,
-) -> (
-    Cluster,
-    yunhan_testkit::EtcdCluster,
-    yunhan_testkit::DevCeph,
-) {
+async fn cloud_with_vm(agents: usize, ha: bool) -> CephCloud {
     let guest = test_guest();
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let pool = [
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "benchvols",
-        "--ceph-failure-domain",
-        "osd",
-    ];
-    let per_agent: Vec<String> = pool.iter().map(|s| s.to_string()).collect();
-    let c = Cluster::start(etcd.store_url(), &pool, &vec![per_agent; agents]).await;
+    let c = CephCloud::start("benchvols", &vec![vec![]; agents], &[]).await;
     let raw = guest.join("test-guest.raw");
     c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
     c.ok(&[
@@ -88,7 +67,7 @@ async fn cloud_with_vm(
     }
     c.ok(&args);
     booted(&c, 1).await;
-    (c, etcd, ceph)
+    c
 }
 
 fn vm(c: &Cluster) -> Value {
@@ -122,7 +101,7 @@ fn migrate_rounds(c: &Cluster) -> (Vec<f64>, Vec<f64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: bench/availability.sh"]
 async fn bench_live_migration_idle_and_busy() {
-    let (c, _etcd, _ceph) = cloud_with_vm(2, false).await;
+    let c = cloud_with_vm(2, false).await;
     let (mut t, mut d) = migrate_rounds(&c);
     println!(
         "live migration, idle 256 MiB guest ({} runs): total p50 {:.0} ms p99 {:.0} ms; downtime p50 {:.0} ms p99 {:.0} ms",
@@ -142,7 +121,7 @@ async fn bench_live_migration_idle_and_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: bench/availability.sh"]
 async fn bench_ha_failover() {
-    let (c, _etcd, _ceph) = cloud_with_vm(3, true).await;
+    let c = cloud_with_vm(3, true).await;
     let id = vm(&c)["metadata"]["id"].as_str().unwrap().to_string();
     let (mut to_running, mut to_booted) = (vec![], vec![]);
     for round in 0..rounds() {

@@ -17,7 +17,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, qemus_of, signal, stdout, test_guest, Cluster};
+use common::{eventually, qemus_of, signal, stdout, test_guest, CephCloud, Cluster};
 use serde_json::Value;
 
 fn vm(c: &Cluster, name: &str) -> Value {
@@ -27,28 +27,8 @@ fn vm(c: &Cluster, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     let guest = test_guest();
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let pool = [
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "havols",
-        "--ceph-failure-domain",
-        "osd",
-    ];
-    let agent_args: Vec<String> = pool.iter().map(|s| s.to_string()).collect();
-    let mut server_args = pool.to_vec();
-    server_args.extend(["--ha-grace", "2"]);
-    let mut c = Cluster::start(
-        etcd.store_url(),
-        &server_args,
-        &[agent_args.clone(), agent_args.clone(), agent_args],
-    )
-    .await;
+    let mut c = CephCloud::start("havols", &vec![vec![]; 3], &["--ha-grace", "2"]).await;
+    let conf = c.conf.clone();
     let raw = guest.join("test-guest.raw");
     c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
     let create = |name: &str, extra: &[&str]| {
@@ -189,9 +169,6 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     );
     c.restart_agent(i);
     stale_copy_gone(&id, old_qemu).await;
-    drop(c);
-    drop(etcd);
-    drop(ceph);
 }
 
 /// ha1's console shows boot number `n` of its root disk.

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, qemus_of, stderr, test_guest, Cluster};
+use common::{eventually, qemus_of, stderr, test_guest, CephCloud, Cluster};
 use serde_json::Value;
 use yunhan_net::lab::Lab;
 
@@ -60,30 +60,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         1500,
     )
     .unwrap();
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let pool = [
-        "--ceph-conf",
-        conf.as_str(),
-        "--ceph-pool",
-        "migvols",
-        "--ceph-failure-domain",
-        "osd",
-    ];
-    let agents: Vec<Vec<String>> = lab
-        .hosts
-        .iter()
-        .map(|h| {
-            let mut a: Vec<String> = pool.iter().map(|s| s.to_string()).collect();
-            a.extend(["--netns".into(), h.netns.clone()]);
-            a.extend(["--vtep".into(), h.vtep.to_string()]);
-            a
-        })
-        .collect();
-    let c = Cluster::start(etcd.store_url(), &pool, &agents).await;
+    let c = CephCloud::start("migvols", &common::lab_agents(&lab), &[]).await;
     let raw = guest.join("test-guest.raw");
     c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
     c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
@@ -319,7 +296,5 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "peer → m after the drain"
     );
     drop(c);
-    drop(etcd);
-    drop(ceph);
     drop(lab);
 }

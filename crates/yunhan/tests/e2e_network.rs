@@ -16,21 +16,9 @@ use common::{
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
 
-/// The control plane on `url` and one agent per lab host (agent `node-N` runs lab host N).
+/// The control plane on `url` and one agent per lab host.
 async fn net_cloud(lab: &Lab, url: String) -> Cluster {
-    let agents: Vec<Vec<String>> = lab
-        .hosts
-        .iter()
-        .map(|h| {
-            vec![
-                "--netns".to_string(),
-                h.netns.clone(),
-                "--vtep".to_string(),
-                h.vtep.to_string(),
-            ]
-        })
-        .collect();
-    Cluster::start(url, &[], &agents).await
+    Cluster::start(url, &[], &common::lab_agents(lab)).await
 }
 
 fn ready_ip(text: &str) -> Option<String> {

@@ -645,3 +645,81 @@ fn drained_console(sock: &Path) -> Option<std::os::unix::net::UnixStream> {
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     Some(s)
 }
+
+/// A [`Cluster`] on its own 1-member etcd and a real Ceph development cluster,
+/// with an RBD pool (`pool`, failure domain osd) given to the server and every
+/// agent; `agents[i]` are agent i's extra arguments, `server_extra` the server's.
+pub struct CephCloud {
+    /// First: the processes go before their store and their Ceph cluster.
+    pub cluster: Cluster,
+    /// The Ceph cluster's ceph.conf.
+    pub conf: String,
+    _etcd: yunhan_testkit::EtcdCluster,
+    _ceph: yunhan_testkit::DevCeph,
+}
+
+impl CephCloud {
+    pub async fn start(pool: &str, agents: &[Vec<String>], server_extra: &[&str]) -> CephCloud {
+        let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+            .await
+            .unwrap();
+        let conf = ceph.conf().to_str().unwrap().to_string();
+        let etcd = yunhan_testkit::EtcdCluster::start(1);
+        let ceph_args = [
+            "--ceph-conf",
+            conf.as_str(),
+            "--ceph-pool",
+            pool,
+            "--ceph-failure-domain",
+            "osd",
+        ];
+        let mut server_args = ceph_args.to_vec();
+        server_args.extend(server_extra);
+        let agents: Vec<Vec<String>> = agents
+            .iter()
+            .map(|extra| {
+                ceph_args
+                    .iter()
+                    .map(|a| a.to_string())
+                    .chain(extra.iter().cloned())
+                    .collect()
+            })
+            .collect();
+        let cluster = Cluster::start(etcd.store_url(), &server_args, &agents).await;
+        CephCloud {
+            cluster,
+            conf,
+            _etcd: etcd,
+            _ceph: ceph,
+        }
+    }
+}
+
+impl std::ops::Deref for CephCloud {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for CephCloud {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
+/// Agent arguments that make agent i realise lab host i's network (`--netns`,
+/// `--vtep`): agent `node-N` runs lab host N.
+pub fn lab_agents(lab: &yunhan_net::lab::Lab) -> Vec<Vec<String>> {
+    lab.hosts
+        .iter()
+        .map(|h| {
+            vec![
+                "--netns".into(),
+                h.netns.clone(),
+                "--vtep".into(),
+                h.vtep.to_string(),
+            ]
+        })
+        .collect()
+}
