@@ -376,6 +376,9 @@ impl Kind for Instance {
         if let Some(v) = &spec.boot_volume {
             validate_name("spec.boot_volume", v)?;
         }
+        if let Some(m) = &spec.migration {
+            m.validate()?;
+        }
         if let Some(n) = &spec.nic {
             n.validate()?;
         }
@@ -434,6 +437,30 @@ pub struct MigrationSpec {
 
 fn default_downtime_ms() -> u64 {
     50
+}
+
+impl MigrationSpec {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(to) = &self.to {
+            validate_name("spec.migration.to", to)?;
+        }
+        if !(1..=60_000).contains(&self.max_downtime_ms) {
+            return Err(ApiError::invalid_field(
+                "spec.migration.max_downtime_ms",
+                "max_downtime_ms is 1–60000 (ms)",
+            ));
+        }
+        if self
+            .bandwidth_mib_s
+            .is_some_and(|b| !(1..=100_000).contains(&b))
+        {
+            return Err(ApiError::invalid_field(
+                "spec.migration.bandwidth_mib_s",
+                "bandwidth_mib_s is 1–100000 (MiB/s)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where a live migration stands.

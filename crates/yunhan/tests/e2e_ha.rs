@@ -122,7 +122,7 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
         })
         .await;
         c.server.take().unwrap().kill9();
-        c.start_server();
+        c.start_server_and_wait().await;
         let moved = moved_off(&c, &lost, 1).await;
         let t = (t0.elapsed(), Duration::ZERO);
         booted(&c, 2).await;

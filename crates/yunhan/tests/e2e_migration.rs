@@ -1,7 +1,8 @@
 //! Live migration through the real binary: `yunhan server` on etcd with a real
 //! Ceph pool, two `yunhan agent`s on the hosts of a netns lab, a real TCG guest
 //! booting from an RBD clone with a VPC NIC, and a peer on the other host.
-//! - Refusals: to its own host, to an unknown host, a VM that is not running.
+//! - Refusals: to its own host, to an unknown host, a VM that is not running, a VM
+//!   on a local disk, a VM already migrating.
 //! - A cancelled migration and a migration whose target QEMU is killed mid-copy
 //!   both leave the VM running on the source, with no copy left on the target.
 //! - A migration that completes: the guest keeps counting on its console (no
@@ -169,10 +170,20 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "does not exist",
     );
     refused(&["vm", "migrate", "p"], "only running VMs migrate live");
+    // A running VM on a local disk: accepted by the API, refused by the orchestrator.
+    c.ok(&[
+        "vm", "create", "l", "--image", "tiny", "--flavor", "tiny", "--wait",
+    ]);
+    refused(
+        &["vm", "migrate", "l", "--wait"],
+        "block migration is not supported",
+    );
+    c.ok(&["vm", "delete", "l", "--wait"]);
 
     // Cancelled mid-copy (1 MiB/s keeps it copying): the VM stays, the target copy goes.
     c.ok(&["vm", "migrate", "m", "--bandwidth", "1"]);
     migration_phase(&c, 1, "Running").await;
+    refused(&["vm", "migrate", "m"], "already migrating");
     c.ok(&["vm", "migrate", "m", "--cancel", "--wait"]);
     let v = migration_phase(&c, 1, "Cancelled").await;
     assert_eq!(v["status"]["host"], source.as_str());

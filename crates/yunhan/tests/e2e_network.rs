@@ -178,11 +178,7 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
 
     // Back again: a change made now applies. A second subnet and a NIC in it (a namespace
     // guest standing in for stopped VM c) reach b through the router.
-    c.start_server();
-    eventually("the API back", Duration::from_secs(60), || async {
-        c.cli(&["vpc", "list"]).status.success().then_some(())
-    })
-    .await;
+    c.start_server_and_wait().await;
     c.ok(&[
         "subnet",
         "create",

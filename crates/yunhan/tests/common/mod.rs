@@ -472,6 +472,15 @@ impl Cluster {
         self.agents[i] = self.spawn_agent(i);
     }
 
+    /// Starts the server again and waits until its API answers.
+    pub async fn start_server_and_wait(&mut self) {
+        self.start_server();
+        eventually("the API back", Duration::from_secs(60), || async {
+            self.cli(&["host", "list"]).status.success().then_some(())
+        })
+        .await;
+    }
+
     /// (Re)starts the server.
     pub fn start_server(&mut self) {
         let images = self.dir.path().join("images");
