@@ -258,6 +258,10 @@ pub struct MigrateArgs {
     /// Longest pause allowed for the final switch-over, in ms
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub max_downtime: u64,
+    /// Switch to post-copy after the first pass (busy guests: the VM runs on the
+    /// target at once and pulls the rest of its memory)
+    #[arg(long)]
+    pub postcopy: bool,
     /// Wait until it is done, showing transferred/remaining memory and the dirty rate
     #[arg(long)]
     pub wait: bool,
@@ -741,7 +745,7 @@ impl Ctx {
             spec["migration"]["cancel"] = json!(true);
             last
         } else {
-            let mut m = json!({"request": last + 1, "max_downtime_ms": a.max_downtime});
+            let mut m = json!({"request": last + 1, "max_downtime_ms": a.max_downtime, "postcopy": a.postcopy});
             if let Some(to) = &a.to {
                 m["to"] = json!(to);
             }
@@ -804,6 +808,7 @@ impl Ctx {
                 cancel: false,
                 bandwidth: None,
                 max_downtime: 50,
+                postcopy: false,
                 wait: true,
                 timeout,
             };
@@ -866,7 +871,13 @@ async fn wait_migrated(
                 return None;
             }
             match m["phase"].as_str() {
-                Some("Completed") if cur["status"]["phase"] == "Running" => Some(Ok(())),
+                // Done once the binding moved and the target reports the VM running.
+                Some("Completed")
+                    if cur["status"]["host"] == m["target"]
+                        && cur["status"]["phase"] == "Running" =>
+                {
+                    Some(Ok(()))
+                }
                 Some("Failed") => Some(Err(format!(
                     "migration of {name} failed: {}",
                     text(&m["message"])

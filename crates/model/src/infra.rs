@@ -429,6 +429,11 @@ pub struct MigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub bandwidth_mib_s: Option<u64>,
+    /// Switch to post-copy after the first pass over memory (for guests that dirty
+    /// memory faster than it can be copied): the target runs at once and pulls the
+    /// remaining pages. Needs userfaultfd for QEMU on the target host.
+    #[serde(default)]
+    pub postcopy: bool,
     /// Longest pause allowed for the final switch-over, in ms (QEMU's downtime limit).
     #[serde(default = "default_downtime_ms")]
     #[schemars(range(min = 1, max = 60000))]

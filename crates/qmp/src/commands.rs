@@ -58,6 +58,10 @@ unit_command!(
     /// The current migration parameters, as QEMU reports them.
     QueryMigrateParameters, "query-migrate-parameters", Map<String, Value>);
 unit_command!(MigrateCancel, "migrate_cancel", Empty);
+unit_command!(
+    /// Switch a running pre-copy migration (with `postcopy-ram` set on both
+    /// sides) to post-copy: the target runs at once and pulls the pages left.
+    MigrateStartPostcopy, "migrate-start-postcopy", Empty);
 
 /// `human-monitor-command`: run an HMP command, returns its text output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -24,7 +24,9 @@ mod tests;
 use async_trait::async_trait;
 
 pub use client::{ConnectOptions, EventStream, QmpClient, EVENT_BUFFER};
-pub use commands::{BlockdevAdd, Command, DeviceAdd, Empty, NetdevAddTap, NetdevDel, QomList};
+pub use commands::{
+    BlockdevAdd, Command, DeviceAdd, Empty, MigrateStartPostcopy, NetdevAddTap, NetdevDel, QomList,
+};
 pub use error::{QmpError, Result};
 pub use types::{
     Event, EventKind, Greeting, MigrationCapabilityStatus, MigrationInfo, MigrationParameters,

@@ -11,6 +11,8 @@
 //! - `host drain` moves it back, names the VM it cannot move (stopped, local
 //!   disk) and marks the host unschedulable (a migration to it is then refused);
 //!   `host uncordon` ends that.
+//! - Post-copy: moves where the target's unprivileged QEMU may use userfaultfd,
+//!   and fails clearly (the VM stays) where it may not.
 
 mod common;
 
@@ -306,6 +308,37 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         lab.ping_within(&g, ip, Duration::from_secs(30)),
         "peer → m after the drain"
     );
+
+    // Post-copy needs userfaultfd for the target's QEMU, which runs unprivileged:
+    // where the kernel allows that, m moves; elsewhere the request fails clearly
+    // and m runs on where it was.
+    let uffd = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .is_ok_and(|v| v.trim() == "1");
+    let out = c.cli(&["vm", "migrate", "m", "--postcopy", "--wait"]);
+    let now = vm(&c, "m");
+    if uffd {
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_ne!(
+            now["status"]["host"],
+            source.as_str(),
+            "moved with post-copy"
+        );
+    } else {
+        assert!(!out.status.success(), "post-copy without userfaultfd");
+        assert!(
+            stderr(&out).contains("post-copy is not available on the target host"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(now["status"]["host"], source.as_str(), "stays");
+        assert_eq!(now["status"]["phase"], "Running", "{now}");
+    }
+    eventually(
+        "one copy after post-copy",
+        Duration::from_secs(60),
+        || async { (qemus_of(&id).len() == 1).then_some(()) },
+    )
+    .await;
     drop(c);
     drop(lab);
 }

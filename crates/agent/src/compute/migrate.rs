@@ -15,7 +15,10 @@
 use std::time::{Duration, Instant};
 
 use yunhan_model::{Instance, MigrationPhase, MigrationStatus};
-use yunhan_qmp::{MigrationCapabilityStatus, MigrationParameters, MigrationStatus as Qemu, Qmp};
+use yunhan_qmp::{
+    MigrateStartPostcopy, MigrationCapabilityStatus, MigrationParameters, MigrationStatus as Qemu,
+    Qmp,
+};
 use yunhan_store::objects::{ObjectError, Objects};
 
 use super::{Doc, Inner};
@@ -100,6 +103,25 @@ impl Inner {
                 .start(&req)
                 .await
                 .map_err(|e| format!("the target host could not start QEMU: {e}"))?;
+            if inst.spec.migration.as_ref().is_some_and(|m| m.postcopy) {
+                // Both sides must allow post-copy; the target says at once if it cannot.
+                let enabled = async {
+                    let qmp = self.rt.qmp(&id).await.map_err(|e| e.to_string())?;
+                    qmp.migrate_set_capabilities(&[MigrationCapabilityStatus::new(
+                        "postcopy-ram",
+                        true,
+                    )])
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+                .await;
+                if let Err(e) = enabled {
+                    let _ = self.rt.destroy(&id).await;
+                    return Err(format!(
+                        "post-copy is not available on the target host: {e}"
+                    ));
+                }
+            }
             self.nics
                 .set(&id, req.plan.nics.iter().map(|n| n.id.clone()).collect());
             Ok::<_, String>(uri)
@@ -183,6 +205,7 @@ impl Inner {
             qmp.migrate_set_capabilities(&[
                 MigrationCapabilityStatus::new("events", true),
                 MigrationCapabilityStatus::new("auto-converge", true),
+                MigrationCapabilityStatus::new("postcopy-ram", want.postcopy),
             ])
             .await
             .map_err(e)?;
@@ -201,6 +224,7 @@ impl Inner {
         }
         let mut reported = Instant::now();
         let mut cancelling = false;
+        let mut postcopy = false;
         loop {
             tokio::time::sleep(POLL).await;
             let info = qmp.query_migrate().await.map_err(e)?;
@@ -229,6 +253,12 @@ impl Inner {
                     ))
                 }
                 _ => {}
+            }
+            // Post-copy once the first pass over memory is done.
+            if want.postcopy && !postcopy && !cancelling && ram.dirty_sync_count >= 2 {
+                postcopy = true;
+                qmp.execute(&MigrateStartPostcopy).await.map_err(e)?;
+                tracing::info!(instance = id, "live migration switched to post-copy");
             }
             if reported.elapsed() >= REPORT_EVERY {
                 reported = Instant::now();
