@@ -172,8 +172,8 @@ pub enum Action {
 /// The next step, a pure function of the volume and what is observed:
 ///
 /// - deleting → unplug first, then delete;
-/// - missing in the backend → create (unless the create failed: the user
-///   deletes the volume);
+/// - missing in the backend → unplug if plugged, else create (unless the
+///   create failed: the user deletes the volume);
 /// - a restore requested → unplug, then restore;
 /// - smaller than the spec → extend (and `block_resize` if plugged);
 /// - plugged where it should not be → unplug; wanted in a running VM → plug;
@@ -186,10 +186,11 @@ pub fn decide(vol: &Doc<Volume>, obs: &Observed) -> Action {
         };
     }
     let Some(size) = obs.backend_size else {
-        return if vol.status.phase == VolumePhase::Failed {
-            Action::Nothing
-        } else {
-            Action::Create
+        // Gone from under a VM (someone removed it): unplug first.
+        return match (&obs.plugged, vol.status.phase) {
+            (Some(i), _) => Action::Detach(i.clone()),
+            (None, VolumePhase::Failed) => Action::Nothing,
+            (None, _) => Action::Create,
         };
     };
     let restore_pending = vol
@@ -932,6 +933,7 @@ fn secure(disk: &QemuDisk, owner: Option<(u32, u32)>) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use yunhan_model::{Metadata, VolumeRestore, VolumeSpec};
 
     fn vol(size: u64, instance: Option<&str>) -> Doc<Volume> {
@@ -965,6 +967,61 @@ mod tests {
             plugged: plugged.map(Into::into),
             target_running: target.map(Into::into),
             root_of: None,
+        }
+    }
+
+    fn arb_id() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop::sample::select(vec![
+            "ins-a".to_string(),
+            "ins-b".to_string(),
+        ]))
+    }
+
+    proptest! {
+        /// Whatever the state: a plugged volume is unplugged before it is
+        /// deleted, restored or plugged elsewhere; a deleting volume is never
+        /// created, extended or plugged; a root volume is never hot-plugged.
+        #[test]
+        fn decide_is_safe(
+            deleting in any::<bool>(),
+            failed in any::<bool>(),
+            size in prop::option::of(1u64..4),
+            want in 1u64..4,
+            restore in 0u64..3,
+            restored in 0u64..3,
+            plugged in arb_id(),
+            target in arb_id(),
+            root in arb_id(),
+        ) {
+            let mut v = vol(want, None);
+            if deleting {
+                v.metadata.deleting = Some("now".into());
+            }
+            if failed {
+                v.status.phase = VolumePhase::Failed;
+            }
+            if restore > 0 {
+                v.spec.restore = Some(VolumeRestore { snapshot: "snap-1".into(), generation: restore });
+            }
+            v.status.restore_generation = restored;
+            let o = Observed { backend_size: size, plugged: plugged.clone(), target_running: target.clone(), root_of: root.clone() };
+            let a = decide(&v, &o);
+            if plugged.is_some() {
+                prop_assert!(!matches!(a, Action::Delete | Action::Restore | Action::Create));
+                prop_assert!(!matches!(a, Action::Attach(_)));
+            }
+            if deleting {
+                prop_assert!(matches!(a, Action::Delete | Action::Detach(_)));
+            }
+            if root.is_some() {
+                prop_assert!(!matches!(a, Action::Attach(_)));
+            }
+            if let Action::Attach(i) = &a {
+                prop_assert_eq!(Some(i), target.as_ref());
+            }
+            if let Action::Detach(i) = &a {
+                prop_assert_eq!(Some(i), plugged.as_ref());
+            }
         }
     }
 

@@ -130,6 +130,23 @@ impl Reconciler for VolumeBinder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An unpinned volume goes to a Ready host with the least load.
+        #[test]
+        fn free_volumes_go_to_a_least_loaded_ready_host(
+            loads in prop::collection::btree_map("hst-[a-e]", 0usize..5, 0..5)
+        ) {
+            match choose_host(&Pin::Free, &loads) {
+                Ok(h) => {
+                    let min = loads.values().min().copied().unwrap();
+                    prop_assert_eq!(loads.get(&h).copied(), Some(min));
+                }
+                Err(_) => prop_assert!(loads.is_empty()),
+            }
+        }
+    }
 
     #[test]
     fn pins_win_then_least_loaded_then_smallest_id() {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use ceph::DevCeph;
 pub use etcd::{EtcdCluster, EtcdOptions};
-pub use process::spawn_owned;
+pub use process::{kill_group, spawn_owned, spawn_owned_group};
 
 /// Polls `cond` every `poll` until it returns true (→ `true`) or `within` has
 /// passed (→ `false`). The condition is always tried at least once, and once

@@ -45,3 +45,27 @@ pub fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
     spawner.send((cmd, tx)).map_err(|_| gone())?;
     rx.recv().map_err(|_| gone())?
 }
+
+/// Spawns `cmd` like [`spawn_owned`], as the leader of a new process group,
+/// so [`kill_group`] can also stop what it started (e.g. the `ceph`/`rbd`
+/// commands a daemon was running when the test ended: they would otherwise
+/// hang on a cluster that is gone). Processes that start their own session
+/// (QEMU under the agent) are not in the group.
+pub fn spawn_owned_group(mut cmd: Command) -> io::Result<Child> {
+    cmd.process_group(0);
+    spawn_owned(cmd)
+}
+
+/// SIGKILLs the process group led by `child` (started with
+/// [`spawn_owned_group`]) and reaps the child. Call it once, before anything
+/// else reaps the child (`wait`, `try_wait`): until then the child's pid, the
+/// group id, cannot be reused.
+pub fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) of the group our own unreaped child leads: its pid is
+    // still reserved, so the group id names nobody else's processes.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -78,7 +78,7 @@ impl Cloud {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let child = yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan up");
+        let child = yunhan_testkit::spawn_owned_group(cmd).expect("spawn yunhan up");
         self.child = Some(child);
         let log_path = self.log_path();
         let endpoint = eventually(
@@ -129,8 +129,8 @@ impl Cloud {
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
+            // SIGKILL, with whatever it was running (ceph/rbd commands).
+            yunhan_testkit::kill_group(&mut c);
         }
     }
 
@@ -275,6 +275,8 @@ pub use yunhan_testkit::test_guest;
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
+    /// Killed and reaped already (its pid, hence its group id, may be reused).
+    killed: bool,
 }
 
 impl Proc {
@@ -287,13 +289,15 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         Proc {
-            child: yunhan_testkit::spawn_owned(cmd).expect("spawn yunhan"),
+            child: yunhan_testkit::spawn_owned_group(cmd).expect("spawn yunhan"),
+            killed: false,
             log,
         }
     }
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !std::mem::replace(&mut self.killed, true) {
+            yunhan_testkit::kill_group(&mut self.child);
+        }
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
