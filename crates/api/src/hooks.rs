@@ -348,18 +348,46 @@ impl Hooks for Instance {
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         crate::storage::detach_all(s, &doc).await?;
-        if doc.status.host.is_none() {
-            s.objects.delete::<Self>(&doc).await?;
-            crate::network::release_instance_nics(s, &doc).await?;
-            return Ok(Deleted::Now);
-        }
-        // Bound to a host: its agent tears the VM down and removes the object.
+        let id = doc.metadata.id.clone();
         let mut doc = doc;
-        if doc.metadata.deleting.is_none() {
-            doc.metadata.deleting = Some(crate::handlers::now());
-            doc = s.objects.update::<Self>(&doc).await?;
+        // Controllers and agents write the instance's status meanwhile: a lost
+        // compare-and-swap is retried on the current version, never the user's problem.
+        loop {
+            if doc.status.host.is_none() {
+                match s.objects.delete::<Self>(&doc).await {
+                    Ok(()) => {
+                        crate::network::release_instance_nics(s, &doc).await?;
+                        return Ok(Deleted::Now);
+                    }
+                    Err(yunhan_store::objects::ObjectError::Conflict(_)) => {
+                        match s.objects.get::<Self>(&id).await? {
+                            Some(d) => doc = d,
+                            None => return Ok(Deleted::Now),
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // Bound to a host: its agent tears the VM down and removes the object.
+            let now = crate::handlers::now();
+            let marked = s
+                .objects
+                .modify::<Self>(&id, |d| {
+                    if d.metadata.deleting.is_some() || d.status.host.is_none() {
+                        return false;
+                    }
+                    d.metadata.deleting = Some(now.clone());
+                    true
+                })
+                .await?;
+            match marked {
+                None => return Ok(Deleted::Now),
+                // Unbound meanwhile: no agent will finish it, delete it directly.
+                Some(d) if d.status.host.is_none() => doc = d,
+                Some(d) => return Ok(Deleted::Pending(Box::new(d))),
+            }
         }
-        Ok(Deleted::Pending(Box::new(doc)))
     }
 }
 

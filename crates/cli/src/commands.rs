@@ -709,9 +709,9 @@ impl Ctx {
     /// `vm migrate`: a new request (or a cancel of the current one) in
     /// `spec.migration`; with --wait, follows `status.migration`.
     async fn migrate(&self, a: &MigrateArgs) -> Result<(), ClientError> {
-        let (cur, request, mut v) = self.request_migration(a).await?;
+        let (request, mut v) = self.request_migration(a).await?;
         if a.wait {
-            let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
+            let by_id = format!("/v1/instances/{}", text(&v["metadata"]["id"]));
             v = wait_migrated(&self.client, &by_id, &a.name, request, a.cancel, a.timeout).await?;
             let m = &v["status"]["migration"];
             if m["phase"] == "Completed" {
@@ -729,53 +729,45 @@ impl Ctx {
     }
 
     /// Writes the request (or the cancel) into `spec.migration`; returns the
-    /// instance as it was, the request number and the instance as written.
-    async fn request_migration(&self, a: &MigrateArgs) -> Result<(Value, u64, Value), ClientError> {
-        let path = format!("/v1/instances/{}", path_segment(&a.name));
-        let cur = self.client.get(&path).await?;
-        let mut spec = cur["spec"].clone();
-        let last = spec["migration"]["request"].as_u64().unwrap_or(0);
-        let request = if a.cancel {
-            if last == 0 {
-                return Err(ClientError::Usage(format!(
-                    "{} has no migration to cancel",
-                    a.name
-                )));
-            }
-            spec["migration"]["cancel"] = json!(true);
-            last
-        } else {
-            let mut m = json!({"request": last + 1, "max_downtime_ms": a.max_downtime, "postcopy": a.postcopy});
-            if let Some(to) = &a.to {
-                m["to"] = json!(to);
-            }
-            if let Some(b) = a.bandwidth {
-                m["bandwidth_mib_s"] = json!(b);
-            }
-            spec["migration"] = m;
-            last + 1
-        };
-        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
+    /// request number and the instance as written.
+    async fn request_migration(&self, a: &MigrateArgs) -> Result<(u64, Value), ClientError> {
+        let mut request = 0;
         let v = self
-            .client
-            .request(Method::PUT, &path, Some(&body))
-            .await?
-            .unwrap_or(Value::Null);
-        Ok((cur, request, v))
+            .update_spec(&VMS, &a.name, |spec| {
+                let last = spec["migration"]["request"].as_u64().unwrap_or(0);
+                if a.cancel {
+                    if last == 0 {
+                        return Err(ClientError::Usage(format!(
+                            "{} has no migration to cancel",
+                            a.name
+                        )));
+                    }
+                    spec["migration"]["cancel"] = json!(true);
+                    request = last;
+                } else {
+                    let mut m = json!({"request": last + 1, "max_downtime_ms": a.max_downtime, "postcopy": a.postcopy});
+                    if let Some(to) = &a.to {
+                        m["to"] = json!(to);
+                    }
+                    if let Some(b) = a.bandwidth {
+                        m["bandwidth_mib_s"] = json!(b);
+                    }
+                    spec["migration"] = m;
+                    request = last + 1;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((request, v))
     }
 
     /// Sets a host's `spec.schedulable`; returns the host.
     async fn set_schedulable(&self, name: &str, on: bool) -> Result<Value, ClientError> {
-        let path = format!("/v1/hosts/{}", path_segment(name));
-        let cur = self.client.get(&path).await?;
-        let mut spec = cur["spec"].clone();
-        spec["schedulable"] = json!(on);
-        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
-        Ok(self
-            .client
-            .request(Method::PUT, &path, Some(&body))
-            .await?
-            .unwrap_or(Value::Null))
+        self.update_spec(&HOSTS, name, |spec| {
+            spec["schedulable"] = json!(on);
+            Ok(())
+        })
+        .await
     }
 
     /// `host drain`: unschedulable, then every running VM migrated away, one
@@ -812,7 +804,7 @@ impl Ctx {
                 wait: true,
                 timeout,
             };
-            let (_, request, _) = self.request_migration(&args).await?;
+            let (request, _) = self.request_migration(&args).await?;
             let path = format!("/v1/instances/{vm_id}");
             match wait_migrated(&self.client, &path, &label, request, false, timeout).await {
                 Ok(v) => eprintln!("moved {label} to {}", text(&v["status"]["host"])),
