@@ -56,3 +56,30 @@ impl Ops {
         }
     }
 }
+
+/// CAS-writes the status of object `id` with `f`, but only while `host_of`
+/// says it is bound to host `me` (an object bound elsewhere belongs to another
+/// agent); no write when `f` changes nothing.
+pub(crate) async fn set_bound_status<K>(
+    objects: &yunhan_store::objects::Objects,
+    id: &str,
+    me: &str,
+    host_of: fn(&K::Status) -> Option<&str>,
+    f: impl Fn(&mut K::Status) + Send + Sync,
+) -> Result<(), yunhan_store::objects::ObjectError>
+where
+    K: yunhan_model::Kind,
+    K::Status: Clone + PartialEq,
+{
+    objects
+        .modify::<K>(id, |d| {
+            if host_of(&d.status) != Some(me) {
+                return false;
+            }
+            let before = d.status.clone();
+            f(&mut d.status);
+            d.status != before
+        })
+        .await
+        .map(drop)
+}

@@ -548,18 +548,8 @@ impl Inner {
         id: &str,
         f: impl Fn(&mut VolumeStatus) + Send + Sync,
     ) -> Result<(), ObjectError> {
-        let me = self.host_id.clone();
-        objects
-            .modify::<Volume>(id, |d| {
-                if d.status.host.as_deref() != Some(me.as_str()) {
-                    return false;
-                }
-                let before = d.status.clone();
-                f(&mut d.status);
-                d.status != before
-            })
+        crate::ops::set_bound_status::<Volume>(objects, id, &self.host_id, |s| s.host.as_deref(), f)
             .await
-            .map(drop)
     }
 
     async fn fail(&self, objects: &Objects, id: &str, msg: String) -> Result<(), ObjectError> {

@@ -356,18 +356,14 @@ impl Inner {
         id: &str,
         f: impl Fn(&mut yunhan_model::InstanceStatus) + Send + Sync,
     ) -> Result<(), ObjectError> {
-        let me = self.host_id.clone();
-        objects
-            .modify::<Instance>(id, |d| {
-                if d.status.host.as_deref() != Some(me.as_str()) {
-                    return false;
-                }
-                let before = d.status.clone();
-                f(&mut d.status);
-                d.status != before
-            })
-            .await
-            .map(drop)
+        crate::ops::set_bound_status::<Instance>(
+            objects,
+            id,
+            &self.host_id,
+            |s| s.host.as_deref(),
+            f,
+        )
+        .await
     }
 
     async fn report(
