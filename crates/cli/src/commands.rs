@@ -284,12 +284,15 @@ VmCommand, VmCreate, {
         #[arg(long)]
         hard: bool,
     },
-    /// Live-migrate a running VM to another host, without stopping it (admins).
+    /// Live-migrate a running VM to another host, without stopping it (admins)
+    ///
     /// Its disks must be on shared storage (e.g. it boots from a Ceph volume).
     ///
+    /// Example:
     ///   yunhan vm migrate db1 --wait              # the scheduler picks the host
     ///   yunhan vm migrate db1 --to node-2 --wait
-    ///   yunhan vm migrate db1 --cancel            # stays where it runs
+    ///   yunhan vm migrate db1 --cancel            # it stays where it runs
+    #[command(verbatim_doc_comment)]
     Migrate(MigrateArgs),
     /// Print the VM's serial console log (the boot log)
     Log { name: String },
