@@ -6,7 +6,8 @@ use crate::engine::{self, ApplyOptions, RevertOptions};
 use crate::error::HotpatchError;
 use crate::state::{self, PatchRecord};
 
-/// Output format.
+/// Output format. Not an argument of the subcommands: `yunhan` has one global `-o/--output`
+/// for every command and passes its choice to [`run`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Aligned table / lines for people.
@@ -45,18 +46,12 @@ pub enum HotpatchCommand {
         /// executing the bytes to be rewritten.
         #[arg(long, default_value_t = engine::DEFAULT_ATTEMPTS)]
         attempts: u32,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t)]
-        output: OutputFormat,
     },
     /// Show the patches applied to a process.
     List {
         /// Process to inspect.
         #[arg(long)]
         pid: i32,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t)]
-        output: OutputFormat,
     },
     /// Restore the original bytes of applied patches (all of them unless filtered).
     ///
@@ -75,9 +70,6 @@ pub enum HotpatchCommand {
         /// How many times to stop the process looking for a safe moment.
         #[arg(long, default_value_t = engine::DEFAULT_ATTEMPTS)]
         attempts: u32,
-        /// Output format.
-        #[arg(long, short = 'o', value_enum, default_value_t)]
-        output: OutputFormat,
     },
 }
 
@@ -141,8 +133,8 @@ fn print_json<T: serde::Serialize>(v: &T) {
     );
 }
 
-/// Runs one `yunhan hotpatch` subcommand, printing its result on stdout.
-pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
+/// Runs one `yunhan hotpatch` subcommand, printing its result on stdout in `output` format.
+pub fn run(cmd: HotpatchCommand, output: OutputFormat) -> Result<(), HotpatchError> {
     match cmd {
         HotpatchCommand::Apply {
             pid,
@@ -150,7 +142,6 @@ pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
             map,
             no_relay,
             attempts,
-            output,
         } => {
             let mut o = ApplyOptions::new(pid, patch);
             o.maps = map;
@@ -187,7 +178,7 @@ pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
             );
             Ok(())
         }
-        HotpatchCommand::List { pid, output } => {
+        HotpatchCommand::List { pid } => {
             let entries = engine::list(pid, &state::default_dir())?;
             if output == OutputFormat::Json {
                 print_json(&entries);
@@ -207,7 +198,6 @@ pub fn run(cmd: HotpatchCommand) -> Result<(), HotpatchError> {
             func,
             patch,
             attempts,
-            output,
         } => {
             let mut o = RevertOptions::new(pid);
             o.func = func;
@@ -264,14 +254,10 @@ mod tests {
             }
             _ => panic!(),
         }
-        let t = Top::try_parse_from(["x", "list", "--pid", "1", "-o", "json"]).unwrap();
-        assert!(matches!(
-            t.cmd,
-            HotpatchCommand::List {
-                output: OutputFormat::Json,
-                ..
-            }
-        ));
+        let t = Top::try_parse_from(["x", "list", "--pid", "1"]).unwrap();
+        assert!(matches!(t.cmd, HotpatchCommand::List { pid: 1 }));
+        // The output format belongs to the caller (`yunhan -o`), not to the subcommands.
+        assert!(Top::try_parse_from(["x", "list", "--pid", "1", "-o", "json"]).is_err());
         assert!(Top::try_parse_from(["x", "apply", "--pid", "1"]).is_err());
     }
 

@@ -3,11 +3,9 @@
 //! old answer after the patch point. Prints the stop-time distribution; with
 //! `HOTPATCH_BENCH_OUT=<file>` also writes it as JSON (used by bench/hotpatch.sh).
 
-mod common;
-
 use anyhow::{ensure, Result};
-use common::*;
 use yunhan_hotpatch::{ApplyOptions, RevertOptions};
+use yunhan_testkit::hotpatch::*;
 
 const CYCLES: usize = 100;
 /// Spinning threads (default 4: twice the cores of the CI machine, so threads compete for

@@ -10,12 +10,15 @@
 //! - [`free_port`] / [`free_ports`]: free TCP ports on 127.0.0.1.
 //! - [`spawn_owned`]: spawn a child that the kernel kills if the test process
 //!   dies without running destructors (e.g. a runner's timeout SIGKILL).
+//! - [`hotpatch`]: C targets and patch libraries (gcc) and a reader of the
+//!   target's reports, for the hot-patching end-to-end tests.
 //!
 //! Binaries are looked up on `PATH`; when one is missing the error says to run
 //! `scripts/setup`.
 
 mod ceph;
 mod etcd;
+pub mod hotpatch;
 mod process;
 
 use std::future::Future;

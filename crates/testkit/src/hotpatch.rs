@@ -1,6 +1,7 @@
-//! Shared helpers for the end-to-end tests: C test programs compiled with gcc into a
-//! tempdir, a child-process wrapper that reads the target's reports, and answer tracking.
-#![allow(dead_code)]
+//! Hot-patching fixtures, shared by the engine's end-to-end tests (`crates/hotpatch/tests`)
+//! and the `yunhan hotpatch` ones (`crates/yunhan/tests/e2e_hotpatch.rs`): C test programs
+//! compiled with gcc into a tempdir, a child-process wrapper that reads the target's reports,
+//! and answer tracking.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -100,6 +101,7 @@ pub const PATCH_CONVENTION_C: &str = "int func_v3(void) { return 3; }\n";
 /// Patch whose "new function" is a data object.
 pub const PATCH_OBJECT_C: &str = "int func_v2 = 2;\n";
 
+/// How the target program is linked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     Pie,
@@ -109,6 +111,7 @@ pub enum Link {
     SharedLib,
 }
 
+/// Runs gcc with `args`; its stderr becomes the error.
 pub fn gcc(args: &[&str]) -> Result<()> {
     let out = Command::new("gcc")
         .args(args)
@@ -123,6 +126,7 @@ pub fn gcc(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `text` to `dir/name`; returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -198,17 +202,20 @@ pub struct Target {
     pub log: Vec<String>,
 }
 
+/// How long [`Target::pump`] waits for the target's reports.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 impl Target {
+    /// Starts `exe` with `workers` spinning threads and `syscall_threads` parked in
+    /// syscalls; returns once every worker answers 1 (the old function).
     pub fn spawn(exe: &Path, workers: u32, syscall_threads: u32) -> Result<Target> {
-        let mut child = Command::new(exe)
-            .arg(workers.to_string())
+        let mut cmd = Command::new(exe);
+        cmd.arg(workers.to_string())
             .arg(syscall_threads.to_string())
             .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", exe.display()))?;
+            .stdin(Stdio::null());
+        let mut child =
+            crate::spawn_owned(cmd).with_context(|| format!("spawning {}", exe.display()))?;
         let out = child.stdout.take().unwrap();
         let (tx, rx) = channel();
         std::thread::spawn(move || {
@@ -309,6 +316,7 @@ impl Target {
         })
     }
 
+    /// Whether the target is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -330,15 +338,7 @@ impl Drop for Target {
     }
 }
 
-/// Runs the CLI driver (same code path as `yunhan hotpatch`), with its own state dir.
-pub fn cli(state_dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_yunhan-hotpatch"))
-        .args(args)
-        .env("YUNHAN_HOTPATCH_STATE_DIR", state_dir)
-        .output()
-        .expect("running yunhan-hotpatch")
-}
-
+/// The value at percentile `p` (0..=100) of an ascending slice (0 when empty).
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;

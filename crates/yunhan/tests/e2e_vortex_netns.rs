@@ -1,5 +1,5 @@
-//! End to end in network namespaces: client, two Vortex nodes, three backends
-//! (VIP on loopback, DSR) on one bridge. Needs root.
+//! End to end in network namespaces: client, two Vortex nodes (`yunhan vortex`,
+//! the real binary), three backends (VIP on loopback, DSR) on one bridge. Needs root.
 //!
 //! Topology (all namespaces are named yvx<pid>-*; torn down by a Drop guard):
 //!   c (10.77.0.2) ─┐
@@ -228,7 +228,8 @@ fn start_vortex(lab: &mut Lab, node: &str, need: &[&str]) -> Result<()> {
         .open(lab.dir.path().join(format!("{node}.log")))?;
     let child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{ns}"))
-        .arg(env!("CARGO_BIN_EXE_vortexd"))
+        .arg(env!("CARGO_BIN_EXE_yunhan"))
+        .arg("vortex")
         .args(["-c", cfg.to_str().unwrap(), "-i", "eth0", "--name", &ns])
         .args([
             "--status-file",
