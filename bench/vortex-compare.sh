@@ -21,7 +21,8 @@
 # The client reaches the VIP by a route via lv, ln or lh; only that changes.
 #
 # Knobs (env): PPS_SECS (3), CPS_SECS (5), ROUNDS (3), FLOWS (4096),
-# CONC (64), MAX_SECS (watchdog, 150), VORTEXD (use this binary, skip the build).
+# CONC (64), MAX_SECS (watchdog, 150), YUNHAN (use this `yunhan` binary, skip
+# the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "vortex-compare: needs root" >&2; exit 1; }
@@ -60,10 +61,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "vortex-compare: interrupted" >&2; exit 130' INT TERM
 
-echo "== build (release vortexd, C helpers, XDP_PASS object)"
-if [ -z "${VORTEXD:-}" ]; then
-	cargo build -q --release -p yunhan-vortex --bin vortexd
-	VORTEXD=$CARGO_TARGET_DIR/release/vortexd
+echo "== build (release yunhan, C helpers, XDP_PASS object)"
+if [ -z "${YUNHAN:-}" ]; then
+	cargo build -q --release -p yunhan --bin yunhan
+	YUNHAN=$CARGO_TARGET_DIR/release/yunhan
 fi
 for f in udpblast connbench acceptd; do
 	gcc -O2 -Wall -o "$W/$f" "bench/vortex/$f.c"
@@ -169,16 +170,16 @@ nft_lb() { # nft_lb jhash|numgen
 		done
 	done
 } >"$W/vortex.toml"
-nsenter "--net=/run/netns/$P-lv" "$VORTEXD" -c "$W/vortex.toml" -i eth0 --name "$P" --status-file "$W/lv.status.json" \
-	--conntrack-size 262144 --reset-state --detach-on-exit 2>"$W/vortexd.log" &
+nsenter "--net=/run/netns/$P-lv" "$YUNHAN" vortex -c "$W/vortex.toml" -i eth0 --name "$P" --status-file "$W/lv.status.json" \
+	--conntrack-size 262144 --reset-state --detach-on-exit 2>"$W/vortex.log" &
 VPID=$!
 PIDS+=($VPID)
 for _ in $(seq 100); do
 	grep -q '"vips"' "$W/lv.status.json" 2>/dev/null && break
-	kill -0 "$VPID" 2>/dev/null || { cat "$W/vortexd.log" >&2; exit 1; }
+	kill -0 "$VPID" 2>/dev/null || { cat "$W/vortex.log" >&2; exit 1; }
 	sleep 0.1
 done
-grep -q '"vips"' "$W/lv.status.json" || { echo "vortexd not ready" >&2; cat "$W/vortexd.log" >&2; exit 1; }
+grep -q '"vips"' "$W/lv.status.json" || { echo "yunhan vortex not ready" >&2; cat "$W/vortex.log" >&2; exit 1; }
 
 cat >"$W/haproxy.cfg" <<EOF
 global
@@ -284,7 +285,7 @@ done
 # --- report ----------------------------------------------------------------
 col() { awk -v m="$1" -v k="$2" '$1==m {print $k}' "$3" | median; }
 echo
-echo "UDP forwarding (median of $ROUNDS; cpu = senders + ksoftirqd + vortexd on-CPU time / delivered packet;"
+echo "UDP forwarding (median of $ROUNDS; cpu = senders + ksoftirqd + yunhan vortex on-CPU time / delivered packet;"
 echo "  lb = cpu minus the direct run: what the LB hop adds per packet)"
 printf '%-11s %12s %14s %11s %10s\n' mode sent_pps delivered_pps cpu_ns/pkt lb_ns/pkt
 DCPU=$(col direct 4 "$W/pps.txt")
