@@ -828,7 +828,7 @@ pub(crate) mod tests {
             (|m| m.vips[0].holder = Some("pa3".into()), "not a member"),
             (
                 |m| m.vips[0].mac = Some("02:00:00:0a:01:0b".parse().unwrap()),
-                "not a free unicast MAC",
+                "is a port's MAC",
             ),
         ];
         for (i, (edit, want)) in cases.into_iter().enumerate() {

@@ -6,6 +6,8 @@
 //!   VPCs, subnets, ports, security groups, external networks, elastic IPs, NAT gateways,
 //!   shared VIPs) and its validation (subnets inside their VPC, no overlaps within a VPC,
 //!   unique VNIs, external addresses used once, …).
+//! - [`admit`]: the realisable part of a model built from whatever the store holds, and
+//!   why each left-out object was left out (one object never stops the others).
 //! - [`compile`]: the pure network compiler: model → one [`plan::HostPlan`] per host.
 //! - [`nft`]: renders a host plan's security groups as one nftables table, and each router
 //!   namespace's NAT/routing-mark/shaping table (pure text).
@@ -13,6 +15,7 @@
 //!   [`realise::Runner`] seam), idempotently, repairing drift.
 //! - [`lab`]: network-namespace test lab (hosts on an underlay bridge, namespace guests).
 pub mod addr;
+pub mod admit;
 pub mod compile;
 pub mod ipam;
 pub mod lab;
@@ -23,6 +26,7 @@ pub mod plan;
 pub mod realise;
 
 pub use addr::{Ipv4Cidr, MacAddr};
+pub use admit::{admit, compile_admitted, Admitted, ObjectKind, Rejection};
 pub use compile::{compile_all, compile_host};
 pub use model::NetworkModel;
 pub use plan::HostPlan;

@@ -270,6 +270,14 @@ pub enum ModelError {
         id: String,
         reason: String,
     },
+    /// `id` claims something (an address, a MAC, a VPC's only NAT gateway, …) an object
+    /// listed earlier already holds: the later one is the one to leave out.
+    #[error("{kind} {id:?}: {reason}")]
+    Conflict {
+        kind: &'static str,
+        id: String,
+        reason: String,
+    },
 }
 
 /// Ids become parts of device, chain and set names: keep them tame.
@@ -448,7 +456,17 @@ impl NetworkModel {
         }
         let mut ips: HashSet<(&str, Ipv4Addr)> = HashSet::new();
         let mut macs: HashSet<(&str, MacAddr)> = HashSet::new();
+        let gateway_macs: HashMap<(&str, MacAddr), &str> = self
+            .subnets
+            .iter()
+            .map(|s| ((s.vpc.as_str(), s.gateway_mac), s.id.as_str()))
+            .collect();
         for p in &self.ports {
+            let conflict = |reason: String| ModelError::Conflict {
+                kind: "port",
+                id: p.id.clone(),
+                reason,
+            };
             let bad = |reason: String| ModelError::BadPort {
                 port: p.id.clone(),
                 reason,
@@ -474,15 +492,21 @@ impl NetworkModel {
                 errs.push(bad(format!("MAC {} is not unicast", p.mac)));
             }
             if !ips.insert((&p.vpc, p.ip)) {
-                errs.push(bad(format!(
+                errs.push(conflict(format!(
                     "address {} is used twice in VPC {:?}",
                     p.ip, p.vpc
                 )));
             }
             if !macs.insert((&p.vpc, p.mac)) {
-                errs.push(bad(format!(
+                errs.push(conflict(format!(
                     "MAC {} is used twice in VPC {:?}",
                     p.mac, p.vpc
+                )));
+            }
+            if let Some(s) = gateway_macs.get(&(p.vpc.as_str(), p.mac)) {
+                errs.push(conflict(format!(
+                    "MAC {} is the gateway MAC of subnet {s:?}",
+                    p.mac
                 )));
             }
             if let Some(h) = &p.host {
@@ -498,15 +522,6 @@ impl NetworkModel {
                     }
                     _ => {}
                 }
-            }
-        }
-        // Gateway MACs must not collide with port MACs in the same VPC.
-        for s in &self.subnets {
-            if macs.contains(&(s.vpc.as_str(), s.gateway_mac)) {
-                errs.push(ModelError::BadSubnet {
-                    subnet: s.id.clone(),
-                    reason: format!("gateway MAC {} is also a port's MAC", s.gateway_mac),
-                });
             }
         }
         let ports: BTreeSet<&str> = self.ports.iter().map(|p| p.id.as_str()).collect();
@@ -545,16 +560,26 @@ impl NetworkModel {
             id: id.into(),
             reason,
         };
+        let conflict = |kind, id: &str, reason: String| ModelError::Conflict {
+            kind,
+            id: id.into(),
+            reason,
+        };
         let hosts: HashSet<&str> = self.hosts.iter().map(|h| h.id.as_str()).collect();
         for (a, b) in overlapping(
             self.external_networks
                 .iter()
-                .map(|x| (x.id.clone(), &x.cidr)),
+                .enumerate()
+                .map(|(i, x)| (i, &x.cidr)),
         ) {
-            errs.push(bad(
+            let (first, later) = (
+                &self.external_networks[a.min(b)],
+                &self.external_networks[a.max(b)],
+            );
+            errs.push(conflict(
                 "external network",
-                &a,
-                format!("overlaps external network {b:?}"),
+                &later.id,
+                format!("overlaps external network {:?}", first.id),
             ));
         }
         for x in &self.external_networks {
@@ -620,8 +645,10 @@ impl NetworkModel {
                 }
                 _ => {}
             }
-            if let Some(other) = used.insert(a, id.clone()) {
-                errs.push(bad(kind, id, format!("{a} is also used by {other:?}")));
+            if let Some(other) = used.get(&a) {
+                errs.push(conflict(kind, id, format!("{a} is also used by {other:?}")));
+            } else {
+                used.insert(a, id.clone());
             }
         }
         let port_of: HashMap<&str, &Port> = self.ports.iter().map(|p| (p.id.as_str(), p)).collect();
@@ -629,15 +656,12 @@ impl NetworkModel {
             self.ports.iter().map(|p| (p.vpc.as_str(), p.ip)).collect();
         let port_macs: HashSet<(&str, MacAddr)> =
             self.ports.iter().map(|p| (p.vpc.as_str(), p.mac)).collect();
-        let mut vip_ips: HashMap<(&str, Ipv4Addr), usize> = HashMap::new();
-        for v in &self.vips {
-            *vip_ips.entry((v.vpc.as_str(), v.ip)).or_default() += 1;
-        }
+        let mut vip_ips: HashSet<(&str, Ipv4Addr)> = HashSet::new();
         let mut bound = HashSet::new();
         for e in &self.elastic_ips {
             if let Some(p) = &e.port {
                 if !bound.insert(p) {
-                    errs.push(bad(
+                    errs.push(conflict(
                         "elastic ip",
                         &e.id,
                         format!("port {p:?} already has an elastic IP"),
@@ -661,7 +685,7 @@ impl NetworkModel {
                 });
             }
             if !per_vpc.insert(&n.vpc) {
-                errs.push(bad(
+                errs.push(conflict(
                     "nat gateway",
                     &n.id,
                     format!("VPC {:?} already has a NAT gateway", n.vpc),
@@ -685,6 +709,13 @@ impl NetworkModel {
                         ),
                     ));
                 }
+            }
+            if !self.subnets.iter().any(|s| s.vpc == n.vpc) {
+                errs.push(bad(
+                    "nat gateway",
+                    &n.id,
+                    format!("VPC {:?} has no subnet to translate", n.vpc),
+                ));
             }
             for s in &n.subnets {
                 if subnets.get(s.as_str()).is_none_or(|s| s.vpc != n.vpc) {
@@ -740,12 +771,19 @@ impl NetworkModel {
                     v.subnet, v.vpc
                 ))),
             }
-            if port_ips.contains(&(v.vpc.as_str(), v.ip)) || vip_ips[&(v.vpc.as_str(), v.ip)] > 1 {
-                errs.push(b(format!("address {} is already used", v.ip)));
+            // A VIP loses an address or MAC to a port, and to a VIP listed before it.
+            if port_ips.contains(&(v.vpc.as_str(), v.ip)) || !vip_ips.insert((&v.vpc, v.ip)) {
+                errs.push(conflict(
+                    "vip",
+                    &v.id,
+                    format!("address {} is already used", v.ip),
+                ));
             }
             let mac = v.effective_mac();
-            if mac.is_multicast() || mac.is_zero() || port_macs.contains(&(v.vpc.as_str(), mac)) {
-                errs.push(b(format!("MAC {mac} is not a free unicast MAC")));
+            if mac.is_multicast() || mac.is_zero() {
+                errs.push(b(format!("MAC {mac} is not a unicast MAC")));
+            } else if port_macs.contains(&(v.vpc.as_str(), mac)) {
+                errs.push(conflict("vip", &v.id, format!("MAC {mac} is a port's MAC")));
             }
             for p in &v.ports {
                 if port_of.get(p.as_str()).is_none_or(|p| p.vpc != v.vpc) {
