@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Hot-patching stop-time benchmark: 100 apply/revert cycles (200 stop-the-world windows)
+# Hot-patching stop-time benchmark (`yunhan hotpatch apply`/`revert`: the stress test calls
+# the same engine in-process, so the stop windows are the ones the command prints):
+# 100 apply/revert cycles (200 stop-the-world windows)
 # on a PIE target whose threads spin in the patched function, plus 3 threads parked in
 # syscalls. Runs the same test CI runs (crates/hotpatch/tests/e2e_stress.rs), built in
 # release, once with 4 spinning threads (more than the cores of a 2-core box: threads
