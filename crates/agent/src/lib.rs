@@ -48,7 +48,7 @@ pub enum AgentError {
     #[error(transparent)]
     Objects(#[from] ObjectError),
     #[error("compute: {0}")]
-    Compute(std::io::Error),
+    Compute(#[from] compute::PrepareError),
     #[error("storage pool: {0}")]
     Storage(#[from] yunhan_storage::StorageError),
     #[error("agent state directory {path}: {source}")]
@@ -78,13 +78,13 @@ pub async fn run(
         path: cfg.state_dir.clone(),
         source,
     })?;
+    let prepared = compute::prepare(&cfg.state_dir, &cfg.compute)?;
     let host_id = host::register(&objects, &cfg).await?;
     tracing::info!(host = %cfg.name, id = %host_id, "agent registered");
     let mut compute_cfg = cfg.compute.clone();
     compute_cfg.netns = cfg.network.netns.clone();
     compute_cfg.address = cfg.address.clone();
-    let compute = compute::Compute::new(host_id.clone(), &cfg.state_dir, compute_cfg)
-        .map_err(AgentError::Compute)?;
+    let compute = compute::Compute::new(host_id.clone(), prepared, compute_cfg);
     let local = yunhan_storage::LocalDriver::open(cfg.state_dir.join("volumes")).await?;
     let mut pools: storage::Pools = [(
         yunhan_model::DEFAULT_POOL.to_string(),

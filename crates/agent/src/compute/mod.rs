@@ -2,6 +2,7 @@
 //! their spec by running one QEMU per VM. Design note: `docs/compute.md`.
 
 pub mod accel;
+pub mod access;
 pub mod argv;
 pub mod hotplug;
 mod migrate;
@@ -130,36 +131,71 @@ struct Inner {
     volumes: std::sync::OnceLock<Arc<crate::storage::Volumes>>,
 }
 
-impl Compute {
-    /// Prepares `<state_dir>/vms` and the QEMU user.
-    pub fn new(
-        host_id: String,
-        state_dir: &std::path::Path,
-        cfg: ComputeConfig,
-    ) -> Result<Compute, std::io::Error> {
-        use std::os::unix::fs::PermissionsExt;
-        let vms_dir = state_dir.join("vms");
-        std::fs::create_dir_all(&vms_dir)?;
-        // QEMU (unprivileged) must traverse to its VM dir, but not list others.
-        for d in [state_dir, vms_dir.as_path()] {
-            let mode = std::fs::metadata(d)?.permissions().mode() & 0o7777;
-            if mode & 0o011 != 0o011 {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011))?;
-            }
+/// What [`prepare`] set up: the VM directory and who QEMU runs as.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    vms_dir: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+/// Why the compute data plane cannot start on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("VM directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("QEMU user: {0}")]
+    User(String),
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
+}
+
+/// Prepares `<state_dir>/vms` and the QEMU user, and checks that the QEMU
+/// user can reach the VM directory (before the host registers, so a host
+/// that cannot run VMs never shows Ready).
+pub fn prepare(state_dir: &std::path::Path, cfg: &ComputeConfig) -> Result<Prepared, PrepareError> {
+    use std::os::unix::fs::PermissionsExt;
+    let vms_dir = state_dir.join("vms");
+    let dir_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| PrepareError::Dir { path, source }
+    };
+    std::fs::create_dir_all(&vms_dir).map_err(dir_err(&vms_dir))?;
+    // QEMU (unprivileged) must traverse to its VM dir, but not list others.
+    for d in [state_dir, vms_dir.as_path()] {
+        let mode = std::fs::metadata(d)
+            .map_err(dir_err(d))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o011 != 0o011 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011))
+                .map_err(dir_err(d))?;
         }
-        let run_as = match &cfg.qemu_user {
-            None => None,
-            Some(_) if !nix::unistd::geteuid().is_root() => {
-                tracing::warn!(
-                    "the agent is not root: QEMU runs as the agent's user, not the QEMU user"
-                );
-                None
-            }
-            Some(user) => match runtime::ensure_user(user) {
-                Ok(ids) => Some(ids),
-                Err(e) => return Err(std::io::Error::other(e)),
-            },
-        };
+    }
+    let run_as = match &cfg.qemu_user {
+        None => None,
+        Some(_) if !nix::unistd::geteuid().is_root() => {
+            tracing::warn!(
+                "the agent is not root: QEMU runs as the agent's user, not the QEMU user"
+            );
+            None
+        }
+        Some(user) => {
+            let ids = runtime::ensure_user(user).map_err(PrepareError::User)?;
+            access::check_reachable(&vms_dir, user, ids)?;
+            Some(ids)
+        }
+    };
+    Ok(Prepared { vms_dir, run_as })
+}
+
+impl Compute {
+    /// The compute reconciler of `host_id`, on what [`prepare`] set up.
+    pub fn new(host_id: String, prepared: Prepared, cfg: ComputeConfig) -> Compute {
+        let Prepared { vms_dir, run_as } = prepared;
         let rt = Runtime {
             vms_dir,
             qemu: cfg.qemu_binary.clone(),
@@ -167,7 +203,7 @@ impl Compute {
             stop_timeout: cfg.stop_timeout,
             start_timeout: Duration::from_secs(30),
         };
-        Ok(Compute {
+        Compute {
             inner: Arc::new(Inner {
                 host_id,
                 cfg,
@@ -178,7 +214,7 @@ impl Compute {
                 volumes: std::sync::OnceLock::new(),
             }),
             ops: Default::default(),
-        })
+        }
     }
 
     /// What the liveness loop calls when this host has lost its lease.
