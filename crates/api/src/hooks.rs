@@ -181,6 +181,11 @@ impl Hooks for Image {
             .into());
         }
         doc.status.phase = "Pending".into();
+        doc.status.message = format!(
+            "waiting for its data: upload it with PUT /v1/images/{}/data \
+             ('yunhan image create NAME --file DISK' does both steps)",
+            doc.metadata.id
+        );
         Ok(())
     }
     fn check_update(_old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
@@ -243,7 +248,7 @@ impl Hooks for Instance {
         };
         let image =
             image.filter(|i| i.spec.public || i.metadata.project.as_deref() == Some(&project));
-        if image.is_none() {
+        let Some(image) = image else {
             return Err(ApiError::invalid_field(
                 "spec.image",
                 format!(
@@ -252,6 +257,18 @@ impl Hooks for Instance {
                 ),
             )
             .into());
+        };
+        if image.status.phase != "Active" {
+            return Err(conflict(format!(
+                "image {:?} is {}, not Active: {}",
+                image.metadata.name,
+                image.status.phase,
+                if image.status.message.is_empty() {
+                    "wait for it or pick another ('yunhan image list')"
+                } else {
+                    &image.status.message
+                }
+            )));
         }
         doc.status.vcpus = flavor.spec.vcpus;
         doc.status.memory_mib = flavor.spec.memory_mib;

@@ -133,7 +133,15 @@ pub struct FlavorCreate {
     pub gpus: u32,
 }
 
+/// An image is created with its data: a disk (--file) or a kernel (--kernel).
+/// Examples:
+///   yunhan image create tiny --file target/test-guest/test-guest.raw
+///   yunhan image create debian12 --file debian-12-generic-amd64.qcow2 --min-disk-gib 3
 #[derive(Args, Debug, Clone)]
+#[command(
+    verbatim_doc_comment,
+    group = clap::ArgGroup::new("data").required(true).args(["file", "kernel"])
+)]
 pub struct ImageCreate {
     pub name: String,
     /// Disk image to upload (qcow2 or raw); stored as sparse RAW
@@ -520,20 +528,19 @@ const PLACEMENT_GROUPS: Kind = Kind {
     ],
 };
 
+/// The client from flags, environment and config file; an empty flag or
+/// variable (`YUNHAN_TOKEN= yunhan …`) counts as unset, so the config's applies.
 fn client_for(args: &ClientArgs) -> Result<Client, ClientError> {
     let path = args.config.clone().unwrap_or_else(default_path);
     let file = ClientConfig::load(&path).ok();
-    let endpoint = args
-        .endpoint
-        .clone()
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let endpoint = set(&args.endpoint)
         .or_else(|| file.as_ref().map(|c| c.endpoint.clone()))
         .ok_or_else(|| ClientError::Usage(format!(
             "no API endpoint configured: {} does not exist.\nStart an all-in-one cloud with 'yunhan up' (it writes that file), or pass --endpoint and --token.",
             path.display()
         )))?;
-    let token = args
-        .token
-        .clone()
+    let token = set(&args.token)
         .or_else(|| file.map(|c| c.token))
         .unwrap_or_default();
     Ok(Client::new(&endpoint, &token))
@@ -614,13 +621,55 @@ impl Ctx {
 /// Creates the image, then uploads (or imports) its parts; a failed upload
 /// deletes the image again so nothing half-made is left.
 async fn create_image(ctx: &Ctx, a: ImageCreate) -> Result<(), ClientError> {
+    let v = create_image_with_data(&ctx.client, &a).await?;
+    print(ctx.format, IMAGES.columns, &v);
+    Ok(())
+}
+
+/// Makes sure a public image `name` is Active, importing `file` (a path on
+/// the server) when it is missing or unusable; returns whether it imported.
+/// `yunhan up --import-image` uses it, as the admin.
+pub async fn ensure_public_image(
+    client: &Client,
+    name: &str,
+    file: &std::path::Path,
+) -> Result<bool, ClientError> {
+    let path = format!("/v1/images/{}", path_segment(name));
+    match client.request(Method::GET, &path, None).await {
+        Ok(Some(v)) if v["status"]["phase"] == "Active" => return Ok(false),
+        Ok(_) => {
+            client.request(Method::DELETE, &path, None).await?;
+        }
+        Err(ClientError::Api(_, 404)) => {}
+        Err(e) => return Err(e),
+    }
+    let a = ImageCreate {
+        name: name.into(),
+        file: Some(file.into()),
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        server_path: true,
+        public: true,
+        os: String::new(),
+        min_disk_gib: 0,
+    };
+    create_image_with_data(client, &a).await.map(|_| true)
+}
+
+async fn create_image_with_data(client: &Client, a: &ImageCreate) -> Result<Value, ClientError> {
     let mut spec = json!({"public": a.public, "os": a.os, "min_disk_gib": a.min_disk_gib});
     if let Some(c) = &a.cmdline {
         spec["kernel_cmdline"] = json!(c);
     }
-    let mut v = ctx
-        .create(&IMAGES, json!({"metadata": {"name": a.name}, "spec": spec}))
-        .await?;
+    let mut v = client
+        .request(
+            Method::POST,
+            "/v1/images",
+            Some(&json!({"metadata": {"name": a.name}, "spec": spec})),
+        )
+        .await?
+        .unwrap_or_default();
     let id = text(&v["metadata"]["id"]);
     for (part, file) in [
         ("disk", &a.file),
@@ -634,9 +683,9 @@ async fn create_image(ctx: &Ctx, a: ImageCreate) -> Result<(), ClientError> {
                 "/v1/images/{id}/data?part={part}&source={}",
                 query_escape(&src.to_string_lossy())
             );
-            ctx.client.request(Method::PUT, &path, None).await
+            client.request(Method::PUT, &path, None).await
         } else {
-            ctx.client
+            client
                 .upload(&format!("/v1/images/{id}/data?part={part}"), file)
                 .await
         };
@@ -644,16 +693,14 @@ async fn create_image(ctx: &Ctx, a: ImageCreate) -> Result<(), ClientError> {
             Ok(Some(doc)) => v = doc,
             Ok(None) => {}
             Err(e) => {
-                let _ = ctx
-                    .client
+                let _ = client
                     .request(Method::DELETE, &format!("/v1/images/{id}"), None)
                     .await;
                 return Err(e);
             }
         }
     }
-    print(ctx.format, IMAGES.columns, &v);
-    Ok(())
+    Ok(v)
 }
 
 fn query_escape(s: &str) -> String {

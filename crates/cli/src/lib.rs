@@ -10,5 +10,5 @@ mod output;
 mod storage;
 
 pub use client::{Client, ClientError, ConsoleStream};
-pub use commands::{hint, run, ClientArgs, Command};
+pub use commands::{ensure_public_image, hint, run, ClientArgs, Command};
 pub use config::ClientConfig;
