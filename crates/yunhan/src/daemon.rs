@@ -16,9 +16,15 @@ use yunhan_store::Store;
 /// admin and writes ~/.config/yunhan/config.toml (mode 0600).
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Where the store and the agent's state live [default: ~/.local/share/yunhan]
+    /// Where the store, images and the agent's state (VM disks) live
+    /// [default: /var/lib/yunhan as root, else $XDG_DATA_HOME/yunhan or ~/.local/share/yunhan]
     #[arg(long, env = "YUNHAN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Import a disk image file (raw or qcow2) as a public image NAME on start,
+    /// unless an Active image of that name exists (repeatable). `scripts/up`
+    /// imports the test guest as `tiny` this way.
+    #[arg(long = "import-image", value_name = "NAME=FILE", value_parser = parse_import)]
+    import_images: Vec<(String, PathBuf)>,
     /// Address the API listens on (port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -169,7 +175,24 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+fn parse_import(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "expected NAME=FILE, e.g. tiny=target/test-guest/test-guest.raw, not {s:?}"
+        )),
+    }
+}
+
+/// Where `up` keeps its data: the packaged-daemon place when run as root (the
+/// unprivileged QEMU user cannot enter a private home such as /root), the XDG
+/// data directory otherwise.
 fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/yunhan");
+    }
     std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -323,14 +346,27 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         agent_cfg,
         shutdown.clone(),
     ));
-    eprintln!(
-        "Yunhan is up: API {endpoint}, data in {}",
+    let announce = format!(
+        "Yunhan is up: API {endpoint}, data in {}\ntry: yunhan host list",
         data_dir.display()
     );
-    eprintln!("try: yunhan host list");
-    serve_api(listener, store, api_cfg, shutdown).await?;
+    // Announced once the images asked for are imported, so the tour can use them.
+    tokio::spawn(async move {
+        crate::import::import_images(endpoint, a.import_images).await;
+        eprintln!("{announce}");
+    });
+    let api = serve_api(listener, store, api_cfg, shutdown);
+    // The all-in-one cloud is no cloud without its host: stop if the agent cannot run.
+    tokio::pin!(api);
+    let agent_result = tokio::select! {
+        r = &mut api => { r?; None }
+        r = agent => Some(r),
+    };
+    if let Some(r) = agent_result {
+        r.context("agent task")?.context("the host agent stopped")?;
+        api.await?;
+    }
     let _ = controllers.await;
-    agent.await.context("agent task")?.context("agent failed")?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod ceph;
 mod daemon;
 mod ha;
+mod import;
 
 use clap::{Parser, Subcommand};
 
