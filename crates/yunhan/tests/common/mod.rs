@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_yunhan");
 
+/// Where `yunhan up` run as root keeps its data by default.
+pub const INSTALLED_DATA_DIR: &str = "/var/lib/yunhan";
+
 /// Polls `f` every 50 ms until it returns Some, panicking after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
@@ -39,11 +42,24 @@ pub struct Cloud {
     pub http: reqwest::Client,
     args: Vec<String>,
     starts: usize,
+    /// False: `up` runs with its default data directory, as a user would.
+    own_data_dir: bool,
 }
 
 impl Cloud {
     pub async fn up(extra: &[&str]) -> Cloud {
+        Cloud::start_new(extra, true).await
+    }
+
+    /// `yunhan up` as a user runs it: no --data-dir (as root: /var/lib/yunhan),
+    /// HOME a fresh directory of mode 0700 (like /root).
+    pub async fn up_as_installed(extra: &[&str]) -> Cloud {
+        Cloud::start_new(extra, false).await
+    }
+
+    async fn start_new(extra: &[&str], own_data_dir: bool) -> Cloud {
         let mut c = Cloud {
+            own_data_dir,
             home: tempfile::tempdir().expect("temp HOME"),
             child: None,
             endpoint: String::new(),
@@ -55,6 +71,11 @@ impl Cloud {
             args: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
         };
+        if !own_data_dir {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o700);
+            std::fs::set_permissions(c.home.path(), private).expect("HOME 0700");
+        }
         c.start().await;
         c
     }
@@ -68,9 +89,12 @@ impl Cloud {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(self.home.path().join("data"))
-            .args(&self.args)
+        cmd.args(["up", "--listen", "127.0.0.1:0"]);
+        if self.own_data_dir {
+            cmd.arg("--data-dir").arg(self.home.path().join("data"));
+        }
+        cmd.args(&self.args)
+            .env_remove("YUNHAN_DATA_DIR")
             .env("HOME", self.home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
@@ -253,6 +277,9 @@ impl Drop for Cloud {
         self.kill9();
         // VMs outlive the agent by design: stop this cloud's VMs too.
         yunhan_testkit::kill_vms_under(self.home.path());
+        if !self.own_data_dir {
+            yunhan_testkit::kill_vms_under(Path::new(INSTALLED_DATA_DIR));
+        }
     }
 }
 
