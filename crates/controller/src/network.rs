@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use yunhan_model::network::{ip_claim_key, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX};
+use yunhan_model::network::{NetworkPhase, NetworkState};
 use yunhan_model::{
-    ElasticIp, Host, Instance, Kind, NetworkInterface, SecurityGroup, Subnet, Vip, Vpc,
+    ElasticIp, ElasticIpPool, Host, Instance, Kind, NatGateway, NetworkInterface, SecurityGroup,
+    Subnet, Vip, Vpc,
 };
+use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
-use yunhan_net::{Ipv4Cidr, MacAddr, NetworkModel};
+use yunhan_net::{HostPlan, Ipv4Cidr, MacAddr, NetworkModel, ObjectKind};
 use yunhan_store::objects::{Doc, ObjectError, Objects, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
 
@@ -58,7 +61,10 @@ pub struct Inputs {
     pub subnets: Vec<Doc<Subnet>>,
     pub nics: Vec<Doc<NetworkInterface>>,
     pub groups: Vec<Doc<SecurityGroup>>,
+    pub pools: Vec<Doc<ElasticIpPool>>,
     pub eips: Vec<Doc<ElasticIp>>,
+    pub nat_gateways: Vec<Doc<NatGateway>>,
+    pub vips: Vec<Doc<Vip>>,
 }
 
 /// The id of the implicit group of NICs without security groups (members reach each other).
@@ -72,163 +78,253 @@ fn by_age<S, T>(v: &mut [yunhan_model::Resource<S, T>]) {
     });
 }
 
-/// Maps store objects to the compiler's input. Pure. Whatever would make the model invalid
-/// (a subnet that races past the API's overlap check, a duplicate VTEP, a rule whose peer
-/// group is gone) is left out — older objects win — so one bad object never stops the
-/// whole cloud's plans.
-pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> NetworkModel {
+/// What the controller decided: the model of the realisable objects (valid), the reason
+/// for every object left out, and objects that are in the model but cannot be realised
+/// anywhere yet (an elastic IP whose NIC's host has no leg on its external network).
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub model: NetworkModel,
+    /// Host id → its plan.
+    pub plans: BTreeMap<String, HostPlan>,
+    /// (kind, id) → why it is not realised.
+    pub failed: BTreeMap<(ObjectKind, String), String>,
+}
+
+impl Decision {
+    pub fn reason(&self, kind: ObjectKind, id: &str) -> Option<&str> {
+        self.failed.get(&(kind, id.to_string())).map(String::as_str)
+    }
+}
+
+/// Store objects → the model of what can be realised, and why the rest cannot. Pure.
+/// Nothing one object holds stops the others: objects that cannot even be mapped (an
+/// address that does not parse, a NAT gateway whose address no host can reach) are left
+/// out here, then [`yunhan_net::admit`] leaves out what the model rejects and what depends
+/// on it (see its rules; conflicts go to the older object).
+/// Fails as a whole only for what no object can be blamed for (an underlay MTU below 1280).
+pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> {
+    let pools: HashMap<String, String> = inp
+        .pools
+        .iter()
+        .map(|p| (p.metadata.id.clone(), p.metadata.name.clone()))
+        .collect();
+    let (model, mut failed) = build_model(inp, underlay_mtu);
+    let (plans, admitted) = yunhan_net::compile_admitted(model)?;
+    for r in admitted.rejected {
+        failed.entry((r.kind, r.id)).or_insert(r.reason);
+    }
+    for (id, why) in unrealised_eips(&admitted.model, &pools) {
+        failed.insert((ObjectKind::ElasticIp, id), why);
+    }
+    Ok(Decision {
+        model: admitted.model,
+        plans,
+        failed,
+    })
+}
+
+type Failed = BTreeMap<(ObjectKind, String), String>;
+
+/// Maps store objects to the compiler's input (oldest first in every list, so conflicts
+/// go to the older object), with the objects that cannot be mapped and why.
+pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed) {
     by_age(&mut inp.vpcs);
     by_age(&mut inp.subnets);
     by_age(&mut inp.nics);
+    by_age(&mut inp.groups);
+    by_age(&mut inp.pools);
+    by_age(&mut inp.eips);
+    by_age(&mut inp.nat_gateways);
+    by_age(&mut inp.vips);
     let mut m = NetworkModel {
         underlay_mtu,
+        hosts: map_hosts(&inp),
         ..Default::default()
     };
-    let mut vteps = HashSet::new();
-    for h in &inp.hosts {
-        let vtep = inp
-            .vteps
-            .get(&h.metadata.id)
-            .copied()
-            .or_else(|| h.spec.address.parse().ok());
-        if let Some(v) = vtep.filter(|v: &Ipv4Addr| !v.is_unspecified() && vteps.insert(*v)) {
-            m.hosts.push(net::Host {
+    let mut failed = Failed::new();
+    m.vpcs = map_vpcs(&inp.vpcs, &mut failed);
+    m.subnets = map_subnets(&inp.subnets, &mut failed);
+    m.security_groups = map_groups(&inp.groups, &mut failed);
+    m.ports = map_ports(&inp, &m.hosts, &mut failed);
+    let defaults: BTreeSet<&str> = m
+        .ports
+        .iter()
+        .flat_map(|p| &p.security_groups)
+        .filter_map(|g| g.strip_suffix("-default"))
+        .collect();
+    let defaults: Vec<net::SecurityGroup> = defaults
+        .into_iter()
+        .map(|vpc| net::SecurityGroup {
+            id: default_group(vpc),
+            vpc: vpc.to_string(),
+            rules: vec![],
+        })
+        .collect();
+    m.security_groups.extend(defaults);
+    m.external_networks = map_pools(&inp.pools, &mut failed);
+    m.nat_gateways = map_nat_gateways(&inp, &m.external_networks, &mut failed);
+    m.elastic_ips = map_eips(&inp, &mut failed);
+    m.vips = map_vips(&inp, &mut failed);
+    (m, failed)
+}
+
+fn fail(failed: &mut Failed, kind: ObjectKind, id: &str, why: String) {
+    failed.insert((kind, id.to_string()), why);
+}
+
+fn map_hosts(inp: &Inputs) -> Vec<net::Host> {
+    inp.hosts
+        .iter()
+        .filter_map(|h| {
+            let vtep = inp
+                .vteps
+                .get(&h.metadata.id)
+                .copied()
+                .or_else(|| h.spec.address.parse().ok())
+                .filter(|v: &Ipv4Addr| !v.is_unspecified())?;
+            Some(net::Host {
                 id: h.metadata.id.clone(),
-                vtep: v,
-            });
+                vtep,
+            })
+        })
+        .collect()
+}
+
+fn map_vpcs(vpcs: &[Doc<Vpc>], failed: &mut Failed) -> Vec<net::Vpc> {
+    let mut out = Vec::new();
+    for v in vpcs {
+        match v.spec.cidr.parse::<Ipv4Cidr>() {
+            Ok(cidr) => out.push(net::Vpc {
+                id: v.metadata.id.clone(),
+                vni: v.status.vni,
+                cidr,
+            }),
+            Err(e) => fail(
+                failed,
+                ObjectKind::Vpc,
+                &v.metadata.id,
+                format!("cidr {:?}: {e}", v.spec.cidr),
+            ),
         }
     }
-    let hosts: HashSet<&str> = m.hosts.iter().map(|h| h.id.as_str()).collect();
-    let mut vnis = HashSet::new();
-    for v in &inp.vpcs {
-        let Ok(cidr) = v.spec.cidr.parse::<Ipv4Cidr>() else {
-            continue;
-        };
-        if v.status.vni == 0 || v.status.vni > net::MAX_VNI || !vnis.insert(v.status.vni) {
-            continue;
-        }
-        m.vpcs.push(net::Vpc {
-            id: v.metadata.id.clone(),
-            vni: v.status.vni,
-            cidr,
-        });
-    }
-    let vpcs: HashMap<&str, Ipv4Cidr> = m.vpcs.iter().map(|v| (v.id.as_str(), v.cidr)).collect();
-    for s in &inp.subnets {
-        let (Ok(cidr), Ok(gw), Ok(mac)) = (
+    out
+}
+
+fn map_subnets(subnets: &[Doc<Subnet>], failed: &mut Failed) -> Vec<net::Subnet> {
+    let mut out = Vec::new();
+    for s in subnets {
+        let (Ok(cidr), Ok(gateway_ip), Ok(gateway_mac)) = (
             s.spec.cidr.parse::<Ipv4Cidr>(),
             s.status.gateway_ip.parse::<Ipv4Addr>(),
             s.status.gateway_mac.parse::<MacAddr>(),
         ) else {
+            let why = format!(
+                "cidr {:?}, gateway {:?} or gateway MAC {:?} does not parse",
+                s.spec.cidr, s.status.gateway_ip, s.status.gateway_mac
+            );
+            fail(failed, ObjectKind::Subnet, &s.metadata.id, why);
             continue;
         };
-        let Some(vc) = vpcs.get(s.spec.vpc.as_str()) else {
-            continue;
-        };
-        let overlaps = m
-            .subnets
-            .iter()
-            .any(|o| o.vpc == s.spec.vpc && o.cidr.overlaps(&cidr));
-        if !vc.contains_cidr(&cidr) || overlaps {
-            continue;
-        }
-        m.subnets.push(net::Subnet {
+        out.push(net::Subnet {
             id: s.metadata.id.clone(),
             vpc: s.spec.vpc.clone(),
             cidr,
-            gateway_ip: gw,
-            gateway_mac: mac,
+            gateway_ip,
+            gateway_mac,
         });
     }
-    let subnets: HashMap<&str, &net::Subnet> =
-        m.subnets.iter().map(|s| (s.id.as_str(), s)).collect();
-    // Groups: the real ones, then rules whose peer is missing or in another VPC dropped.
-    let group_vpc: HashMap<&str, &str> = inp
-        .groups
-        .iter()
-        .filter(|g| vpcs.contains_key(g.spec.vpc.as_str()))
-        .map(|g| (g.metadata.id.as_str(), g.spec.vpc.as_str()))
-        .collect();
-    for g in &inp.groups {
-        if !vpcs.contains_key(g.spec.vpc.as_str()) {
-            continue;
-        }
-        let rules = g
+    out
+}
+
+/// A group's rules; a peer group is kept as given (the model checks it exists, in the VPC).
+fn map_groups(groups: &[Doc<SecurityGroup>], failed: &mut Failed) -> Vec<net::SecurityGroup> {
+    let mut out = Vec::new();
+    for g in groups {
+        match g
             .spec
             .rules
             .iter()
-            .filter_map(|r| {
-                let peer = match (&r.cidr, &r.group) {
-                    (_, Some(pg)) if group_vpc.get(pg.as_str()) == Some(&g.spec.vpc.as_str()) => {
-                        net::Peer::Group(pg.clone())
-                    }
-                    (_, Some(_)) => return None,
-                    (Some(c), None) => net::Peer::Cidr(c.parse().ok()?),
-                    (None, None) => net::Peer::Cidr("0.0.0.0/0".parse().ok()?),
-                };
-                use yunhan_model::network::{RuleDirection as D, RuleProtocol as P};
-                Some(net::Rule {
-                    direction: match r.direction {
-                        D::Ingress => net::Direction::Ingress,
-                        D::Egress => net::Direction::Egress,
-                    },
-                    protocol: match r.protocol {
-                        P::Any => net::Protocol::Any,
-                        P::Tcp => net::Protocol::Tcp,
-                        P::Udp => net::Protocol::Udp,
-                        P::Icmp => net::Protocol::Icmp,
-                    },
-                    ports: r.ports().map(|(from, to)| net::PortRange { from, to }),
-                    peer,
-                })
-            })
-            .collect();
-        m.security_groups.push(net::SecurityGroup {
-            id: g.metadata.id.clone(),
-            vpc: g.spec.vpc.clone(),
-            rules,
-        });
+            .enumerate()
+            .map(|(i, r)| map_rule(i, r))
+            .collect()
+        {
+            Ok(rules) => out.push(net::SecurityGroup {
+                id: g.metadata.id.clone(),
+                vpc: g.spec.vpc.clone(),
+                rules,
+            }),
+            Err(why) => fail(failed, ObjectKind::SecurityGroup, &g.metadata.id, why),
+        }
     }
+    out
+}
+
+fn map_rule(i: usize, r: &yunhan_model::network::SecurityGroupRule) -> Result<net::Rule, String> {
+    use yunhan_model::network::{RuleDirection as D, RuleProtocol as P};
+    let peer = match (&r.group, &r.cidr) {
+        (Some(g), _) => net::Peer::Group(g.clone()),
+        (None, Some(c)) => net::Peer::Cidr(
+            c.parse()
+                .map_err(|e| format!("rule {i}: cidr {c:?}: {e}"))?,
+        ),
+        (None, None) => net::Peer::Cidr(Ipv4Cidr::containing(Ipv4Addr::UNSPECIFIED, 0)),
+    };
+    Ok(net::Rule {
+        direction: match r.direction {
+            D::Ingress => net::Direction::Ingress,
+            D::Egress => net::Direction::Egress,
+        },
+        protocol: match r.protocol {
+            P::Any => net::Protocol::Any,
+            P::Tcp => net::Protocol::Tcp,
+            P::Udp => net::Protocol::Udp,
+            P::Icmp => net::Protocol::Icmp,
+        },
+        ports: r.ports().map(|(from, to)| net::PortRange { from, to }),
+        peer,
+    })
+}
+
+/// NICs as ports: on the host of their instance when it is bound to a known host, in the
+/// VPC of their subnet, in the VPC's default group when they name no group.
+fn map_ports(inp: &Inputs, hosts: &[net::Host], failed: &mut Failed) -> Vec<net::Port> {
+    let known: HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
     let bound: HashMap<&str, &str> = inp
         .instances
         .iter()
         .filter_map(|i| Some((i.metadata.id.as_str(), i.status.host.as_deref()?)))
-        .filter(|(_, h)| hosts.contains(h))
+        .filter(|(_, h)| known.contains(h))
         .collect();
-    let mut used: HashSet<(String, Ipv4Addr)> = HashSet::new();
-    let mut defaults: BTreeSet<String> = BTreeSet::new();
+    let vpc_of: HashMap<&str, &str> = inp
+        .subnets
+        .iter()
+        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
+        .collect();
+    let mut out = Vec::new();
     for n in &inp.nics {
-        let Ok(ip) = n.status.ip.parse::<Ipv4Addr>() else {
-            continue;
-        };
-        let (Ok(mac), Some(s)) = (
+        let (Ok(ip), Ok(mac)) = (
+            n.status.ip.parse::<Ipv4Addr>(),
             n.status.mac.parse::<MacAddr>(),
-            subnets.get(n.spec.subnet.as_str()),
         ) else {
+            let why = format!(
+                "address {:?} or MAC {:?} does not parse",
+                n.status.ip, n.status.mac
+            );
+            fail(failed, ObjectKind::Port, &n.metadata.id, why);
             continue;
         };
-        let usable = s.cidr.contains(ip)
-            && ip != s.gateway_ip
-            && ip != s.cidr.network()
-            && ip != s.cidr.broadcast();
-        if !usable || !used.insert((s.vpc.clone(), ip)) {
-            continue;
-        }
-        let mut groups: Vec<String> = n
-            .spec
-            .security_groups
-            .iter()
-            .filter(|g| group_vpc.get(g.as_str()) == Some(&s.vpc.as_str()))
-            .cloned()
-            .collect();
+        let vpc = vpc_of
+            .get(n.spec.subnet.as_str())
+            .copied()
+            .unwrap_or(&n.status.vpc);
+        let mut groups = n.spec.security_groups.clone();
         if groups.is_empty() {
-            groups.push(default_group(&s.vpc));
-            defaults.insert(s.vpc.clone());
+            groups.push(default_group(vpc));
         }
-        m.ports.push(net::Port {
+        out.push(net::Port {
             id: n.metadata.id.clone(),
-            vpc: s.vpc.clone(),
-            subnet: s.id.clone(),
+            vpc: vpc.to_string(),
+            subnet: n.spec.subnet.clone(),
             host: n
                 .spec
                 .instance
@@ -240,33 +336,198 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> NetworkModel {
             security_groups: groups,
         });
     }
-    for vpc in defaults {
-        m.security_groups.push(net::SecurityGroup {
-            id: default_group(&vpc),
-            vpc,
-            rules: vec![],
+    out
+}
+
+/// Elastic IP pools are the external networks. Hosts do not publish their device on an
+/// external network yet (north–south wiring comes later), so no pool has legs: elastic IPs
+/// are checked but realised nowhere, and NAT gateways find no host.
+fn map_pools(pools: &[Doc<ElasticIpPool>], failed: &mut Failed) -> Vec<net::ExternalNetwork> {
+    let mut out = Vec::new();
+    for p in pools {
+        let cidr = match p.spec.cidr.parse::<Ipv4Cidr>() {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("cidr {:?}: {e}", p.spec.cidr);
+                fail(failed, ObjectKind::ExternalNetwork, &p.metadata.id, why);
+                continue;
+            }
+        };
+        let gateway_ip = p
+            .spec
+            .gateway
+            .as_deref()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or_else(|| yunhan_net::ipam::Ipam::default_gateway(cidr));
+        out.push(net::ExternalNetwork {
+            id: p.metadata.id.clone(),
+            cidr,
+            gateway_ip,
+            legs: vec![],
         });
     }
-    let ports: HashSet<&str> = m.ports.iter().map(|p| p.id.as_str()).collect();
-    let mut eip_addrs = HashSet::new();
-    let mut eip_ports = HashSet::new();
-    for e in &inp.eips {
+    out
+}
+
+/// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's).
+fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
+    let of_gateways: HashSet<&str> = inp
+        .nat_gateways
+        .iter()
+        .map(|g| g.spec.elastic_ip.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for e in inp
+        .eips
+        .iter()
+        .filter(|e| !of_gateways.contains(e.metadata.id.as_str()))
+    {
         let Ok(address) = e.status.address.parse::<Ipv4Addr>() else {
+            let why = format!("address {:?} does not parse", e.status.address);
+            fail(failed, ObjectKind::ElasticIp, &e.metadata.id, why);
             continue;
         };
-        let port = e.spec.nic.clone().filter(|n| ports.contains(n.as_str()));
-        if !eip_addrs.insert(address) || port.as_ref().is_some_and(|p| !eip_ports.insert(p.clone()))
-        {
-            continue;
-        }
-        m.elastic_ips.push(net::ElasticIp {
+        out.push(net::ElasticIp {
             id: e.metadata.id.clone(),
             address,
-            port,
+            port: e.spec.nic.clone(),
             bandwidth_mbit: e.spec.bandwidth_mbit,
         });
     }
-    m
+    out
+}
+
+fn map_nat_gateways(
+    inp: &Inputs,
+    externals: &[net::ExternalNetwork],
+    failed: &mut Failed,
+) -> Vec<net::NatGateway> {
+    let mut out = Vec::new();
+    for g in &inp.nat_gateways {
+        match map_nat_gateway(inp, externals, g) {
+            Ok(n) => out.push(n),
+            Err(why) => fail(failed, ObjectKind::NatGateway, &g.metadata.id, why),
+        }
+    }
+    out
+}
+
+/// A NAT gateway on the first host (by id) with a leg on its address's external network.
+fn map_nat_gateway(
+    inp: &Inputs,
+    externals: &[net::ExternalNetwork],
+    g: &Doc<NatGateway>,
+) -> Result<net::NatGateway, String> {
+    let eip = inp
+        .eips
+        .iter()
+        .find(|e| e.metadata.id == g.spec.elastic_ip)
+        .ok_or_else(|| format!("elastic IP {:?} does not exist", g.spec.elastic_ip))?;
+    let external_ip: Ipv4Addr = eip
+        .status
+        .address
+        .parse()
+        .map_err(|_| format!("elastic IP address {:?} does not parse", eip.status.address))?;
+    let x = externals
+        .iter()
+        .find(|x| x.cidr.contains(external_ip))
+        .ok_or_else(|| format!("{external_ip} is in no external network"))?;
+    let host = x.legs.iter().map(|l| &l.host).min().ok_or_else(|| {
+        format!(
+            "no host has a leg on external network {} ({}); hosts do not publish external devices yet",
+            pool_name(inp, &x.id),
+            x.cidr
+        )
+    })?;
+    let dnat = g
+        .spec
+        .dnat
+        .iter()
+        .map(|d| {
+            Ok(net::DnatRule {
+                protocol: match d.protocol {
+                    yunhan_model::network::DnatProtocol::Tcp => net::Protocol::Tcp,
+                    yunhan_model::network::DnatProtocol::Udp => net::Protocol::Udp,
+                },
+                external_port: d.port,
+                internal_ip: d
+                    .to_ip
+                    .parse()
+                    .map_err(|_| format!("forward to {:?}: not an address", d.to_ip))?,
+                internal_port: d.to_port,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(net::NatGateway {
+        id: g.metadata.id.clone(),
+        vpc: g.spec.vpc.clone(),
+        external_ip,
+        subnets: g.spec.subnets.clone(),
+        dnat,
+        host: host.clone(),
+    })
+}
+
+fn pool_name<'a>(inp: &'a Inputs, id: &'a str) -> &'a str {
+    inp.pools
+        .iter()
+        .find(|p| p.metadata.id == id)
+        .map_or(id, |p| p.metadata.name.as_str())
+}
+
+fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
+    let vpc_of: HashMap<&str, &str> = inp
+        .subnets
+        .iter()
+        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for v in &inp.vips {
+        let Ok(ip) = v.status.ip.parse::<Ipv4Addr>() else {
+            let why = format!("address {:?} does not parse", v.status.ip);
+            fail(failed, ObjectKind::Vip, &v.metadata.id, why);
+            continue;
+        };
+        out.push(net::Vip {
+            id: v.metadata.id.clone(),
+            vpc: vpc_of
+                .get(v.spec.subnet.as_str())
+                .copied()
+                .unwrap_or(&v.status.vpc)
+                .to_string(),
+            subnet: v.spec.subnet.clone(),
+            ip,
+            mac: None,
+            ports: v.spec.nics.clone(),
+            holder: None,
+        });
+    }
+    out
+}
+
+/// Elastic IPs bound to a port on a host without a leg on their external network: valid,
+/// but realised nowhere.
+pub fn unrealised_eips(m: &NetworkModel, pools: &HashMap<String, String>) -> Vec<(String, String)> {
+    let host_of: HashMap<&str, &str> = m
+        .ports
+        .iter()
+        .filter_map(|p| Some((p.id.as_str(), p.host.as_deref()?)))
+        .collect();
+    m.elastic_ips
+        .iter()
+        .filter_map(|e| {
+            let host = host_of.get(e.port.as_deref()?)?;
+            let x = m.external_of(e.address)?;
+            (!x.legs.iter().any(|l| l.host == *host)).then(|| {
+                let why = format!(
+                    "host {host:?} of its NIC has no leg on external network {} ({}); hosts do not publish external devices yet",
+                    pools.get(&x.id).unwrap_or(&x.id),
+                    x.cidr
+                );
+                (e.id.clone(), why)
+            })
+        })
+        .collect()
 }
 
 impl NetworkController {
@@ -367,7 +628,12 @@ async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
         subnets: objects.list_all::<Subnet>(None).await?,
         nics: objects.list_all::<NetworkInterface>(None).await?,
         groups: objects.list_all::<SecurityGroup>(None).await?,
+        pools: objects
+            .list_all::<ElasticIpPool>(Some(GLOBAL_SCOPE))
+            .await?,
         eips: objects.list_all::<ElasticIp>(None).await?,
+        nat_gateways: objects.list_all::<NatGateway>(None).await?,
+        vips: objects.list_all::<Vip>(None).await?,
     })
 }
 
@@ -382,7 +648,10 @@ impl Reconciler for NetworkController {
             Subnet::PLURAL,
             NetworkInterface::PLURAL,
             SecurityGroup::PLURAL,
+            ElasticIpPool::PLURAL,
             ElasticIp::PLURAL,
+            NatGateway::PLURAL,
+            Vip::PLURAL,
             Instance::PLURAL,
             Host::PLURAL,
         ]
@@ -399,39 +668,103 @@ impl Reconciler for NetworkController {
         let inp = read_inputs(objects).await?;
         self.collect_garbage(objects, &inp).await?;
         let host_ids: Vec<String> = inp.hosts.iter().map(|h| h.metadata.id.clone()).collect();
-        let model = build_model(inp, self.underlay_mtu);
-        let plans = match yunhan_net::compile_all(&model) {
-            Ok(p) => p,
+        let decision = match decide(inp, self.underlay_mtu) {
+            Ok(d) => d,
             Err(e) => {
-                // build_model keeps the model valid; if not, keep the plans we have.
                 tracing::error!(error = %e, "the network model does not compile; plans unchanged");
                 return Ok(());
             }
         };
-        let store = objects.store();
-        for (host, plan) in &plans {
-            let key = format!("{PLAN_PREFIX}{host}");
-            let current = store.get(&key).await?;
-            let same = current
-                .as_ref()
-                .and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok())
-                .is_some_and(|v| v["hash"] == plan.hash.as_str());
-            if !same {
-                let body = serde_json::to_vec(plan).expect("plans serialise");
-                store.put(&key, body).await?;
-                tracing::info!(%host, hash = %&plan.hash[..12], ports = plan.ports.len(), "network plan written");
-            }
-        }
-        // Plans of hosts that are gone.
-        let known: BTreeMap<&str, ()> = host_ids.iter().map(|h| (h.as_str(), ())).collect();
-        for kv in store.range_all(PLAN_PREFIX).await? {
-            let host = kv.key.strip_prefix(PLAN_PREFIX).unwrap_or_default();
-            if !known.contains_key(host) && !plans.contains_key(host) {
-                store.delete(&kv.key).await?;
-            }
-        }
-        Ok(())
+        write_plans(objects, &decision.plans, &host_ids).await?;
+        write_states(objects, &decision).await
     }
+}
+
+/// Writes each host's plan when its hash changed; removes plans of hosts that are gone.
+async fn write_plans(
+    objects: &Objects,
+    plans: &BTreeMap<String, HostPlan>,
+    host_ids: &[String],
+) -> Result<(), ObjectError> {
+    let store = objects.store();
+    for (host, plan) in plans {
+        let key = format!("{PLAN_PREFIX}{host}");
+        let current = store.get(&key).await?;
+        let same = current
+            .as_ref()
+            .and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok())
+            .is_some_and(|v| v["hash"] == plan.hash.as_str());
+        if !same {
+            let body = serde_json::to_vec(plan).expect("plans serialise");
+            store.put(&key, body).await?;
+            tracing::info!(%host, hash = %&plan.hash[..12], ports = plan.ports.len(), "network plan written");
+        }
+    }
+    let known: HashSet<&str> = host_ids.iter().map(String::as_str).collect();
+    for kv in store.range_all(PLAN_PREFIX).await? {
+        let host = kv.key.strip_prefix(PLAN_PREFIX).unwrap_or_default();
+        if !known.contains(host) && !plans.contains_key(host) {
+            store.delete(&kv.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every networking object's `phase`/`message`: `Failed` with the reason when it is not
+/// realised, `Ready` otherwise. Compare-and-swap, and only where it changes.
+async fn write_states(objects: &Objects, d: &Decision) -> Result<(), ObjectError> {
+    write_state::<Vpc>(objects, d, ObjectKind::Vpc, None).await?;
+    write_state::<Subnet>(objects, d, ObjectKind::Subnet, None).await?;
+    write_state::<SecurityGroup>(objects, d, ObjectKind::SecurityGroup, None).await?;
+    write_state::<NetworkInterface>(objects, d, ObjectKind::Port, None).await?;
+    let global = Some(GLOBAL_SCOPE);
+    write_state::<ElasticIpPool>(objects, d, ObjectKind::ExternalNetwork, global).await?;
+    write_state::<ElasticIp>(objects, d, ObjectKind::ElasticIp, None).await?;
+    write_state::<NatGateway>(objects, d, ObjectKind::NatGateway, None).await?;
+    write_state::<Vip>(objects, d, ObjectKind::Vip, None).await?;
+    for ((kind, id), why) in d.failed.iter().filter(|(k, _)| k.0 == ObjectKind::Host) {
+        tracing::warn!(%kind, %id, reason = %why, "host left out of the network model");
+    }
+    Ok(())
+}
+
+/// The state an object should show.
+pub fn desired_state(d: &Decision, kind: ObjectKind, id: &str) -> (NetworkPhase, String) {
+    match d.reason(kind, id) {
+        Some(why) => (NetworkPhase::Failed, why.to_string()),
+        None => (NetworkPhase::Ready, String::new()),
+    }
+}
+
+async fn write_state<K: Kind>(
+    objects: &Objects,
+    d: &Decision,
+    kind: ObjectKind,
+    scope: Option<&str>,
+) -> Result<(), ObjectError>
+where
+    K::Status: NetworkState,
+{
+    for doc in objects.list_all::<K>(scope).await? {
+        let id = &doc.metadata.id;
+        let (phase, message) = desired_state(d, kind, id);
+        let differs = |s: &K::Status| s.network_state() != (phase, message.as_str());
+        if !differs(&doc.status) {
+            continue;
+        }
+        if phase == NetworkPhase::Failed {
+            tracing::warn!(kind = K::KIND, %id, reason = %message, "not realised");
+        }
+        objects
+            .modify::<K>(id, |doc| {
+                differs(&doc.status) && {
+                    doc.status.set_network_state(phase, message.clone());
+                    true
+                }
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -522,10 +855,41 @@ mod tests {
         inp
     }
 
+    fn pool(id: &str, cidr: &str) -> Doc<ElasticIpPool> {
+        let mut p: Doc<ElasticIpPool> = doc(
+            id,
+            ElasticIpPoolSpec {
+                cidr: cidr.into(),
+                gateway: None,
+            },
+        );
+        p.metadata.project = None;
+        p
+    }
+
+    fn eip(id: &str, address: &str, nic: Option<&str>) -> Doc<ElasticIp> {
+        let mut e: Doc<ElasticIp> = doc(
+            id,
+            ElasticIpSpec {
+                nic: nic.map(String::from),
+                ..Default::default()
+            },
+        );
+        e.status.address = address.into();
+        e
+    }
+
+    fn later<S, T>(mut d: Resource<S, T>, project: &str) -> Resource<S, T> {
+        d.metadata.created = "2026-06-01T00:00:00Z".into();
+        d.metadata.project = Some(project.into());
+        d
+    }
+
     #[test]
     fn two_vms_on_two_hosts_share_the_default_group() {
-        let m = build_model(inputs(&[], &[(5, 0, true), (6, 0, true)]), UNDERLAY_MTU);
-        m.validate().unwrap();
+        let d = decide(inputs(&[], &[(5, 0, true), (6, 0, true)]), UNDERLAY_MTU).unwrap();
+        let m = &d.model;
+        assert!(d.failed.is_empty(), "{:?}", d.failed);
         assert_eq!(m.ports.len(), 2);
         assert_eq!(m.ports[0].host.as_deref(), Some("hst-1"));
         assert_eq!(m.ports[1].host.as_deref(), Some("hst-2"));
@@ -533,21 +897,284 @@ mod tests {
             m.ports[0].security_groups,
             vec!["vpc-1-default".to_string()]
         );
-        let plans = yunhan_net::compile_all(&m).unwrap();
-        assert_eq!(plans["hst-1"].ports.len(), 1);
-        assert_eq!(plans["hst-1"].vpcs[0].fdb.len(), 1);
+        assert_eq!(d.plans["hst-1"].ports.len(), 1);
+        assert_eq!(d.plans["hst-1"].vpcs[0].fdb.len(), 1);
+    }
+
+    /// Issue #12: an elastic IP in no external network used to freeze every plan.
+    #[test]
+    fn a_bad_eip_fails_alone_and_a_later_vm_in_another_project_gets_its_plan() {
+        let mut inp = inputs(&[], &[(5, 0, true)]);
+        inp.pools.push(pool("eipp-1", "203.0.113.0/24"));
+        inp.eips.push(eip("eip-bad", "198.51.100.2", Some("nic-0")));
+        inp.eips.push(eip("eip-ok", "203.0.113.7", None));
+        // Another project's VPC, subnet and VM NIC, created afterwards.
+        let mut v: Doc<Vpc> = later(
+            doc(
+                "vpc-2",
+                VpcSpec {
+                    cidr: "10.20.0.0/16".into(),
+                },
+            ),
+            "prj-2",
+        );
+        v.status.vni = 8;
+        inp.vpcs.push(v);
+        inp.subnets
+            .push(later(subnet("sn-2", "vpc-2", "10.20.1.0/24"), "prj-2"));
+        let n = nic("nic-2", "sn-2", Ipv4Addr::new(10, 20, 1, 5), Some("ins-1"));
+        inp.nics.push(later(n, "prj-2"));
+
+        let d = decide(inp, UNDERLAY_MTU).unwrap();
+        assert_eq!(
+            desired_state(&d, ObjectKind::ElasticIp, "eip-bad"),
+            (
+                NetworkPhase::Failed,
+                "198.51.100.2 is in no external network".to_string()
+            )
+        );
+        assert_eq!(
+            desired_state(&d, ObjectKind::ElasticIp, "eip-ok"),
+            (NetworkPhase::Ready, String::new())
+        );
+        assert_eq!(d.failed.len(), 1, "{:?}", d.failed);
+        let ports = |h: &str| {
+            d.plans[h]
+                .ports
+                .iter()
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports("hst-1"), vec!["nic-0"]);
+        assert_eq!(ports("hst-2"), vec!["nic-2"]);
+    }
+
+    #[test]
+    fn a_nat_gateway_without_a_leg_and_a_nic_with_a_missing_group_fail_alone() {
+        let mut inp = inputs(&[], &[(5, 0, true), (6, 0, true)]);
+        inp.pools.push(pool("ext", "203.0.113.0/24"));
+        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        inp.eips.push(eip("eip-vm", "203.0.113.10", Some("nic-1")));
+        inp.nat_gateways.push(doc(
+            "natgw-1",
+            NatGatewaySpec {
+                vpc: "vpc-1".into(),
+                elastic_ip: "eip-gw".into(),
+                ..Default::default()
+            },
+        ));
+        inp.nics[0].spec.security_groups = vec!["sg-gone".into()];
+        let d = decide(inp, UNDERLAY_MTU).unwrap();
+        assert_eq!(
+            d.reason(ObjectKind::NatGateway, "natgw-1"),
+            Some("no host has a leg on external network ext (203.0.113.0/24); hosts do not publish external devices yet")
+        );
+        assert_eq!(
+            d.reason(ObjectKind::Port, "nic-0"),
+            Some("security group \"sg-gone\" does not exist")
+        );
+        assert!(d.reason(ObjectKind::ElasticIp, "eip-gw").is_none());
+        assert!(d
+            .reason(ObjectKind::ElasticIp, "eip-vm")
+            .is_some_and(|r| r.starts_with("host \"hst-2\" of its NIC has no leg")));
+        assert_eq!(d.plans["hst-2"].ports[0].id, "nic-1");
+        assert!(d.plans["hst-1"].ports.is_empty());
+    }
+
+    #[tokio::test]
+    async fn status_shows_the_reason_once_and_clears_when_fixed() {
+        use yunhan_model::{Project, ProjectSpec};
+        let objects = Objects::new(std::sync::Arc::new(yunhan_store::MemStore::new()));
+        let mut p: Doc<Project> = doc("prj-1", ProjectSpec::default());
+        p.metadata.project = None;
+        objects.create::<Project>(p).await.unwrap();
+        let mut h: Doc<Host> = doc("hst-1", Default::default());
+        h.metadata.project = None;
+        h.spec.address = "192.0.2.1".into();
+        objects.create::<Host>(h).await.unwrap();
+        objects
+            .create::<ElasticIp>(eip("eip-1", "198.51.100.2", None))
+            .await
+            .unwrap();
+        let c = NetworkController::default();
+        c.reconcile(&objects).await.unwrap();
+        let e = objects.get::<ElasticIp>("eip-1").await.unwrap().unwrap();
+        assert_eq!(e.status.phase, NetworkPhase::Failed);
+        assert_eq!(e.status.message, "198.51.100.2 is in no external network");
+        assert!(objects
+            .store()
+            .get(&format!("{PLAN_PREFIX}hst-1"))
+            .await
+            .unwrap()
+            .is_some());
+        c.reconcile(&objects).await.unwrap();
+        let again = objects.get::<ElasticIp>("eip-1").await.unwrap().unwrap();
+        assert_eq!(
+            again.metadata.revision, e.metadata.revision,
+            "no write when nothing changed"
+        );
+        objects
+            .create::<ElasticIpPool>(pool("ext", "198.51.100.0/24"))
+            .await
+            .unwrap();
+        c.reconcile(&objects).await.unwrap();
+        let fixed = objects.get::<ElasticIp>("eip-1").await.unwrap().unwrap();
+        assert_eq!(
+            (fixed.status.phase, fixed.status.message.as_str()),
+            (NetworkPhase::Ready, "")
+        );
+    }
+
+    /// Garbage of every networking kind on top of [`inputs`]: references to missing or
+    /// other-VPC objects, addresses outside every pool or subnet, duplicates, bad strings.
+    fn garbage(inp: &mut Inputs, raw: &[(u8, u8, u8)]) {
+        for (i, &(a, b, c)) in raw.iter().enumerate() {
+            let pick = |n: u8| format!("{}", b % n);
+            match a % 7 {
+                0 => inp.pools.push(pool(
+                    &format!("eipp-{i}"),
+                    ["203.0.113.0/24", "198.51.100.0/25", "x"][c as usize % 3],
+                )),
+                1 => inp.eips.push(eip(
+                    &format!("eip-{i}"),
+                    &format!(
+                        "{}.{c}",
+                        ["203.0.113", "198.51.100", "192.0.2"][b as usize % 3]
+                    ),
+                    (c % 2 == 0).then(|| format!("nic-{}", b % 8)).as_deref(),
+                )),
+                2 => {
+                    let mut n = nic(
+                        &format!("nic-x{i}"),
+                        &format!("sn-{}", pick(4)),
+                        Ipv4Addr::new(10, 10, 1, c),
+                        Some(&format!("ins-{}", b % 3)),
+                    );
+                    if b % 3 == 0 {
+                        n.spec.security_groups = vec![format!("sg-{}", c % 3)];
+                    }
+                    inp.nics.push(n)
+                }
+                3 => inp.groups.push(doc(
+                    &format!("sg-{}", i % 3),
+                    SecurityGroupSpec {
+                        vpc: format!("vpc-{}", b % 3),
+                        rules: vec![SecurityGroupRule {
+                            group: Some(format!("sg-{}", c % 4)),
+                            ..Default::default()
+                        }],
+                    },
+                )),
+                4 => inp.nat_gateways.push(doc(
+                    &format!("natgw-{i}"),
+                    NatGatewaySpec {
+                        vpc: format!("vpc-{}", b % 3),
+                        elastic_ip: format!("eip-{}", c % 6),
+                        ..Default::default()
+                    },
+                )),
+                5 => {
+                    let mut v: Doc<Vip> = doc(
+                        &format!("vip-{i}"),
+                        VipSpec {
+                            subnet: format!("sn-{}", pick(3)),
+                            nics: vec![format!("nic-{}", c % 8)],
+                            ..Default::default()
+                        },
+                    );
+                    v.status.ip = format!("10.10.1.{c}");
+                    inp.vips.push(v)
+                }
+                _ => {
+                    let mut v: Doc<Vpc> = doc(
+                        &format!("vpc-{i}"),
+                        VpcSpec {
+                            cidr: ["10.10.0.0/16", "bad"][c as usize % 2].into(),
+                        },
+                    );
+                    v.status.vni = u32::from(b % 9);
+                    inp.vpcs.push(v)
+                }
+            }
+        }
+    }
+
+    /// Every object of `inp` is in the model or failed (a NAT gateway's elastic IP is its).
+    fn accounted(inp: &Inputs, d: &Decision) -> Result<(), TestCaseError> {
+        let in_model = |k: ObjectKind, id: &str| yunhan_net::admit::ids(&d.model, k).contains(&id);
+        let check = |k: ObjectKind, id: &str| in_model(k, id) || d.reason(k, id).is_some();
+        let gw_eips: HashSet<&str> = inp
+            .nat_gateways
+            .iter()
+            .map(|g| g.spec.elastic_ip.as_str())
+            .collect();
+        for v in &inp.vpcs {
+            prop_assert!(check(ObjectKind::Vpc, &v.metadata.id));
+        }
+        for s in &inp.subnets {
+            prop_assert!(check(ObjectKind::Subnet, &s.metadata.id));
+        }
+        for g in &inp.groups {
+            prop_assert!(check(ObjectKind::SecurityGroup, &g.metadata.id));
+        }
+        for n in &inp.nics {
+            prop_assert!(check(ObjectKind::Port, &n.metadata.id));
+        }
+        for p in &inp.pools {
+            prop_assert!(check(ObjectKind::ExternalNetwork, &p.metadata.id));
+        }
+        for e in &inp.eips {
+            let id = e.metadata.id.as_str();
+            prop_assert!(
+                check(ObjectKind::ElasticIp, id) || gw_eips.contains(id),
+                "{}",
+                id
+            );
+        }
+        for g in &inp.nat_gateways {
+            prop_assert!(check(ObjectKind::NatGateway, &g.metadata.id));
+        }
+        for v in &inp.vips {
+            prop_assert!(check(ObjectKind::Vip, &v.metadata.id));
+        }
+        Ok(())
     }
 
     proptest! {
-        /// Whatever overlaps, duplicates or dangles in the store, the model compiles.
+        /// Whatever the store holds, the model compiles, every object is realised or says
+        /// why not, and one more bad object (an elastic IP in no external network, the newest
+        /// object) changes no plan.
         #[test]
-        fn the_model_always_validates(
+        fn whatever_the_store_holds_the_model_compiles(
             subnets in proptest::collection::vec((0u8..4, 22u8..=26), 0..5),
             nics in proptest::collection::vec((0u8..255, 0u8..6, any::<bool>()), 0..12),
+            raw in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 0..12),
         ) {
-            let m = build_model(inputs(&subnets, &nics), UNDERLAY_MTU);
-            prop_assert!(m.validate().is_ok(), "{:?}", m.validate());
-            prop_assert!(yunhan_net::compile_all(&m).is_ok());
+            let mut inp = inputs(&subnets, &nics);
+            garbage(&mut inp, &raw);
+            let d = decide(inputs_clone(&inp), UNDERLAY_MTU).expect("compiles");
+            prop_assert!(d.model.validate().is_ok());
+            accounted(&inp, &d)?;
+            inp.eips.push(later(eip("eip-new", "192.0.2.200", None), "prj-3"));
+            let more = decide(inputs_clone(&inp), UNDERLAY_MTU).expect("compiles");
+            prop_assert_eq!(&more.plans, &d.plans);
+            prop_assert_eq!(more.reason(ObjectKind::ElasticIp, "eip-new"), Some("192.0.2.200 is in no external network"));
+        }
+    }
+
+    fn inputs_clone(i: &Inputs) -> Inputs {
+        Inputs {
+            hosts: i.hosts.clone(),
+            vteps: i.vteps.clone(),
+            instances: i.instances.clone(),
+            vpcs: i.vpcs.clone(),
+            subnets: i.subnets.clone(),
+            nics: i.nics.clone(),
+            groups: i.groups.clone(),
+            pools: i.pools.clone(),
+            eips: i.eips.clone(),
+            nat_gateways: i.nat_gateways.clone(),
+            vips: i.vips.clone(),
         }
     }
 }

@@ -76,6 +76,55 @@ fn check_refs(field: &str, refs: &[String], max: usize) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Whether the SDN controller realises a networking object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NetworkPhase {
+    /// In the network model: realised wherever it applies.
+    #[default]
+    Ready,
+    /// Left out of the network model (`message` says why); nothing else is affected.
+    Failed,
+}
+
+impl std::fmt::Display for NetworkPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkPhase::Ready => "Ready",
+            NetworkPhase::Failed => "Failed",
+        })
+    }
+}
+
+/// The status fields the SDN controller owns, the same in every networking kind.
+pub trait NetworkState {
+    fn network_state(&self) -> (NetworkPhase, &str);
+    fn set_network_state(&mut self, phase: NetworkPhase, message: String);
+}
+
+macro_rules! network_state {
+    ($($t:ty),*) => {$(
+        impl NetworkState for $t {
+            fn network_state(&self) -> (NetworkPhase, &str) {
+                (self.phase, &self.message)
+            }
+            fn set_network_state(&mut self, phase: NetworkPhase, message: String) {
+                self.phase = phase;
+                self.message = message;
+            }
+        }
+    )*};
+}
+network_state!(
+    VpcStatus,
+    SubnetStatus,
+    NetworkInterfaceStatus,
+    SecurityGroupStatus,
+    ElasticIpPoolStatus,
+    ElasticIpStatus,
+    NatGatewayStatus,
+    VipStatus
+);
+
 // ---------------------------------------------------------------- VPCs
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +140,12 @@ pub struct VpcStatus {
     /// The VXLAN network identifier (24 bits), allocated by the server, unique.
     #[serde(default)]
     pub vni: u32,
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// A tenant's isolated layer-3 network (one VXLAN segment across hosts).
@@ -134,6 +189,12 @@ pub struct SubnetStatus {
     pub gateway_ip: String,
     #[serde(default)]
     pub gateway_mac: String,
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 pub struct Subnet;
@@ -201,6 +262,12 @@ pub struct NetworkInterfaceStatus {
     /// Created with an instance as its primary NIC: deleted with it.
     #[serde(default)]
     pub primary: bool,
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 pub struct NetworkInterface;
@@ -331,7 +398,14 @@ pub struct SecurityGroupSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SecurityGroupStatus {}
+pub struct SecurityGroupStatus {
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
 
 /// Stateful firewall rules for the NICs that are members. Ingress is denied unless a rule
 /// allows it (members of the same group always reach each other); egress is open unless the
@@ -374,7 +448,14 @@ pub struct ElasticIpPoolSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ElasticIpPoolStatus {}
+pub struct ElasticIpPoolStatus {
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
 
 /// An admin-defined range of external addresses.
 pub struct ElasticIpPool;
@@ -422,6 +503,12 @@ pub struct ElasticIpStatus {
     pub address: String,
     #[serde(default)]
     pub pool: String,
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 pub struct ElasticIp;
@@ -495,7 +582,14 @@ pub struct NatGatewaySpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NatGatewayStatus {}
+pub struct NatGatewayStatus {
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
 
 /// SNAT for a VPC (or some of its subnets) behind one elastic IP, plus DNAT port forwards.
 pub struct NatGateway;
@@ -555,6 +649,12 @@ pub struct VipStatus {
     pub vpc: String,
     #[serde(default)]
     pub ip: String,
+    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
+    /// else keeps being realised. Cleared once the problem goes away.
+    #[serde(default)]
+    pub phase: NetworkPhase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// A virtual IP several NICs of one subnet may announce.
