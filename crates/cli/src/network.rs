@@ -24,7 +24,9 @@ const VPCS: Kind = Kind {
         col!("NAME", "metadata", "name"),
         col!("CIDR", "spec", "cidr"),
         col!("VNI", "status", "vni"),
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const SUBNETS: Kind = Kind {
@@ -35,7 +37,9 @@ const SUBNETS: Kind = Kind {
         col!("CIDR", "spec", "cidr"),
         col!("GATEWAY", "status", "gateway_ip"),
         col!("VPC", "spec", "vpc"),
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const NICS: Kind = Kind {
@@ -51,7 +55,9 @@ const NICS: Kind = Kind {
             header: "GROUPS",
             get: |v| join(&v["spec"]["security_groups"]),
         },
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const GROUPS: Kind = Kind {
@@ -69,7 +75,9 @@ const GROUPS: Kind = Kind {
                     .to_string()
             },
         },
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const POOLS: Kind = Kind {
@@ -79,7 +87,9 @@ const POOLS: Kind = Kind {
         col!("NAME", "metadata", "name"),
         col!("CIDR", "spec", "cidr"),
         col!("GATEWAY", "spec", "gateway"),
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const EIPS: Kind = Kind {
@@ -90,7 +100,9 @@ const EIPS: Kind = Kind {
         col!("ADDRESS", "status", "address"),
         col!("NIC", "spec", "nic"),
         col!("BANDWIDTH_MBIT", "spec", "bandwidth_mbit"),
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const NATGWS: Kind = Kind {
@@ -108,7 +120,9 @@ const NATGWS: Kind = Kind {
             header: "DNAT",
             get: |v| v["spec"]["dnat"].as_array().map_or(0, Vec::len).to_string(),
         },
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const VIPS: Kind = Kind {
@@ -122,7 +136,9 @@ const VIPS: Kind = Kind {
             header: "NICS",
             get: |v| join(&v["spec"]["nics"]),
         },
+        col!("PHASE", "status", "phase"),
         col!("ID", "metadata", "id"),
+        col!("MESSAGE", "status", "message"),
     ],
 };
 const RULE_COLUMNS: &[Column] = &[
@@ -681,5 +697,48 @@ mod tests {
         );
         assert!(parse_dnat("icmp:1:10.0.0.1:1").is_err());
         assert!(parse_dnat("tcp:80").is_err());
+    }
+
+    #[test]
+    fn eip_show_has_the_phase_and_why() {
+        let bad = json!({
+            "metadata": {"name": "e1", "id": "eip-1"},
+            "spec": {"nic": "nic-1"},
+            "status": {"address": "198.51.100.2", "pool": "eipp-1", "phase": "Failed",
+                       "message": "198.51.100.2 is in no external network"},
+        });
+        let out = crate::output::table(EIPS.columns, &[bad]);
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "ADDRESS",
+                "NIC",
+                "BANDWIDTH_MBIT",
+                "PHASE",
+                "ID",
+                "MESSAGE"
+            ]
+        );
+        let row = lines.next().unwrap();
+        assert!(row.contains("Failed"), "{row}");
+        assert!(
+            row.ends_with("198.51.100.2 is in no external network"),
+            "{row}"
+        );
+        for k in [&NATGWS, &VIPS, &NICS, &GROUPS] {
+            assert!(
+                k.columns.iter().any(|c| c.header == "PHASE"),
+                "{}",
+                k.plural
+            );
+            assert!(
+                k.columns.iter().any(|c| c.header == "MESSAGE"),
+                "{}",
+                k.plural
+            );
+        }
     }
 }
