@@ -732,6 +732,23 @@ async fn bindable_nic(s: &AppState, project: &str, eip_id: &str, what: &str) -> 
     Ok(nic.metadata.id)
 }
 
+/// 409 for binding an elastic IP that is bound elsewhere, naming the current binding.
+async fn already_bound(s: &AppState, eip: &Doc<ElasticIp>, nic_id: &str) -> crate::HttpError {
+    let name = match s.objects.get::<NetworkInterface>(nic_id).await {
+        Ok(Some(n)) => n.metadata.name,
+        _ => nic_id.to_string(),
+    };
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!(
+            "elastic IP {:?} ({}) is already bound to NIC {name:?}; unbind it first ('yunhan eip unbind {}')",
+            eip.metadata.name, eip.status.address, eip.metadata.name
+        ),
+    )
+    .with_detail("bound_to", nic_id)
+    .into()
+}
+
 #[async_trait]
 impl Hooks for ElasticIp {
     async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
@@ -782,13 +799,6 @@ impl Hooks for ElasticIp {
                 "an elastic IP's pool and address cannot change".into(),
             ));
         }
-        if let (Some(a), Some(b)) = (&old.spec.nic, &new.spec.nic) {
-            if a != b {
-                return Err(conflict(format!(
-                    "this elastic IP is already bound to NIC {a}; unbind it first"
-                )));
-            }
-        }
         Ok(())
     }
     async fn prepare_update(
@@ -798,9 +808,19 @@ impl Hooks for ElasticIp {
         new: &mut Doc<Self>,
     ) -> Result<()> {
         new.spec.address = old.spec.address.clone();
-        if let (None, Some(n)) = (&old.spec.nic, &new.spec.nic) {
-            let project = project_of(old).to_string();
-            new.spec.nic = Some(bindable_nic(s, &project, &old.metadata.id, n).await?);
+        let Some(n) = new.spec.nic.clone() else {
+            return Ok(());
+        };
+        let project = project_of(old).to_string();
+        match &old.spec.nic {
+            None => new.spec.nic = Some(bindable_nic(s, &project, &old.metadata.id, &n).await?),
+            Some(cur) => {
+                let nic = resolve::<NetworkInterface>(s, &project, "spec.nic", &n).await?;
+                if &nic.metadata.id != cur {
+                    return Err(already_bound(s, old, cur).await);
+                }
+                new.spec.nic = Some(nic.metadata.id);
+            }
         }
         Ok(())
     }

@@ -546,3 +546,76 @@ async fn e2e_network_bad_input_and_other_projects() {
     let out = cloud.cli(&["vpc", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Issue #12: binding an elastic IP. Another project's NIC is `not_found`; an elastic IP
+/// bound elsewhere is a 409 naming the current binding; binding to the NIC it is already
+/// bound to (by name) is a no-op; a refused bind changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_network_eip_binding_rules() {
+    let cloud = Cloud::up(&[]).await;
+    let t = cloud.tenant("eipbind", None).await;
+    let other = cloud.tenant("eipother", None).await;
+    let (s, v) = cloud
+        .admin(
+            "POST",
+            "/v1/eip-pools",
+            Some(&json!({"metadata": {"name": "ext"}, "spec": {"cidr": "198.51.100.0/24"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    for (tk, vpc) in [(&t.token, "10.10.0.0/16"), (&other.token, "10.20.0.0/16")] {
+        cloud.create(tk, "vpcs", "net", json!({"cidr": vpc})).await;
+        let cidr = vpc.replace(".0.0/16", ".1.0/24");
+        cloud
+            .create(tk, "subnets", "sn", json!({"vpc": "net", "cidr": cidr}))
+            .await;
+    }
+    let tk = t.token.as_str();
+    cloud
+        .create(tk, "network-interfaces", "a-nic0", json!({"subnet": "sn"}))
+        .await;
+    cloud
+        .create(tk, "network-interfaces", "a-nic1", json!({"subnet": "sn"}))
+        .await;
+    let theirs = cloud
+        .create(
+            &other.token,
+            "network-interfaces",
+            "b-nic0",
+            json!({"subnet": "sn"}),
+        )
+        .await;
+    let e1 = cloud.create(tk, "elastic-ips", "e1", json!({})).await;
+    let put = |nic: &Value| {
+        let mut spec = e1["spec"].clone();
+        spec["nic"] = nic.clone();
+        let cloud = &cloud;
+        async move {
+            let body = json!({"spec": spec});
+            cloud
+                .call("PUT", "/v1/elastic-ips/e1", Some(tk), Some(&body))
+                .await
+        }
+    };
+    let (s, v) = put(&theirs["metadata"]["id"]).await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, v) = put(&json!("a-nic0")).await;
+    assert_eq!(s, 200, "{v}");
+    let bound = v["spec"]["nic"].clone();
+    let (s, v) = put(&json!("a-nic0")).await;
+    assert_eq!((s, &v["spec"]["nic"]), (200, &bound), "same NIC again: {v}");
+    let (s, v) = put(&json!("a-nic1")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"a-nic0\""),
+        "names the current binding: {v}"
+    );
+    let (_, now) = cloud
+        .call("GET", "/v1/elastic-ips/e1", Some(tk), None)
+        .await;
+    assert_eq!(now["spec"]["nic"], bound, "nothing half-made: {now}");
+    assert_eq!(now["status"]["phase"], "Ready", "{now}");
+}
