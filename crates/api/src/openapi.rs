@@ -104,7 +104,9 @@ impl Builder {
         if create {
             let body = self.schema::<CreateRequest<K::Spec>>();
             let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 415, 429, 503]);
-            responses.insert("201".into(), json_response("created", doc.clone()));
+            let mut created = json_response("created", doc.clone());
+            created["links"] = item_links(p, update);
+            responses.insert("201".into(), created);
             self.op(
                 &collection,
                 "post",
@@ -161,6 +163,25 @@ impl Builder {
             }),
         );
     }
+}
+
+/// Links from a created object to the operations on it (`id` from the response),
+/// so clients and stateful fuzzers (schemathesis) can walk create → get/update/delete.
+fn item_links(plural: &str, update: bool) -> Value {
+    let op = |verb: &str| format!("{verb}_{plural}").replace('-', "_");
+    let id = json!({"id": "$response.body#/metadata/id"});
+    let mut links = Map::new();
+    let mut verbs = vec![("Get", "get"), ("Delete", "delete")];
+    if update {
+        verbs.push(("Update", "update"));
+    }
+    for (name, verb) in verbs {
+        links.insert(
+            name.into(),
+            json!({"operationId": op(verb), "parameters": id}),
+        );
+    }
+    Value::Object(links)
 }
 
 /// The whole OpenAPI 3.0.3 document served at `/v1/openapi.json`.
