@@ -314,6 +314,10 @@ async fn serve_api(
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     init_logging();
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let compute = yunhan_agent::ComputeConfig::default();
+    // Before anything starts: a cloud whose host cannot run VMs is no cloud.
+    yunhan_agent::compute::prepare(&data_dir.join("agent"), &compute)
+        .context("the host agent cannot run VMs here")?;
     let store_dir = data_dir.join("store");
     let store = open_store(&store_dir.to_string_lossy()).await?;
     let objects = Objects::new(store.clone());
@@ -337,7 +341,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         state_dir: data_dir.join("agent"),
         lease_ttl: Duration::from_secs(3),
         gpus: Vec::new(),
-        compute: yunhan_agent::ComputeConfig::default(),
+        compute,
         network: yunhan_agent::NetworkConfig::default(),
         ceph,
     };
