@@ -53,6 +53,22 @@ fn decode(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
     })
 }
 
+/// Creates `dir` (0700 from the start) and sets the modes of `dir` (0700) and,
+/// once it exists, `file` (0600), tightening an older store.
+fn private(dir: &Path, file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    if file.exists() {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
 struct Redb(Database);
 
 impl Durable for Redb {
@@ -89,9 +105,13 @@ impl Durable for Redb {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in directory `dir` (file `store.redb`).
+    /// It holds every tenant's secrets: the directory is made 0700 and the
+    /// file 0600, readable by the server's user alone.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let db = Database::create(dir.join("store.redb")).map_err(io)?;
+        let file = dir.join("store.redb");
+        private(dir, &file)?;
+        let db = Database::create(&file).map_err(io)?;
+        private(dir, &file)?;
         // Make sure every table exists before the first read transaction.
         let tx = db.begin_write().map_err(io)?;
         tx.open_table(KV).map_err(io)?;
@@ -131,6 +151,24 @@ engine_store!(EmbeddedStore);
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_store_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        drop(EmbeddedStore::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("store.redb")), 0o600);
+        // An older, readable store is tightened when it is opened again.
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&dir, open.clone()).unwrap();
+        std::fs::set_permissions(dir.join("store.redb"), open).unwrap();
+        drop(EmbeddedStore::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("store.redb")), 0o600);
+    }
 
     proptest! {
         #[test]
