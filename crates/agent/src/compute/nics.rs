@@ -8,7 +8,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsFd;
 
-use yunhan_qmp::{DeviceAdd, NetdevAddTap, NetdevDel, QmpClient, QomList};
+use yunhan_model::{Kind, NetworkInterface};
+use yunhan_qmp::{DeviceAdd, NetdevAddTap, NetdevDel, QmpClient, QomList, QomProperty};
 
 use super::argv::netdev_id;
 use super::hotplug;
@@ -40,7 +41,7 @@ pub(super) fn ids(nics: &[AttachedNic]) -> Plugged {
     nics.iter().map(|n| n.id.clone()).collect()
 }
 
-/// The virtio-net devices of the VM behind `qmp`.
+/// The VPC NICs plugged into the VM behind `qmp`.
 async fn plugged(qmp: &QmpClient) -> Result<Plugged, String> {
     let children = qmp
         .execute(&QomList {
@@ -48,11 +49,20 @@ async fn plugged(qmp: &QmpClient) -> Result<Plugged, String> {
         })
         .await
         .map_err(|e| e.to_string())?;
-    Ok(children
+    Ok(vpc_nics(children))
+}
+
+/// The VPC NICs among a VM's devices: virtio-net devices named after their
+/// NetworkInterface (`nic-…`). The user-mode `nic0` a VM without VPC NICs
+/// boots with (argv.rs) is not one: it was never hot-plugged, cannot be
+/// unplugged (it sits on the root bus), and must not count as a NIC to remove.
+fn vpc_nics(children: impl IntoIterator<Item = QomProperty>) -> Plugged {
+    let prefix = format!("{}-", NetworkInterface::ID_PREFIX);
+    children
         .into_iter()
-        .filter(|c| c.child_type() == Some("virtio-net-pci"))
+        .filter(|c| c.child_type() == Some("virtio-net-pci") && c.name.starts_with(&prefix))
         .map(|c| c.name)
-        .collect())
+        .collect()
 }
 
 /// Plugs and unplugs until the VM has exactly `wanted`; returns what it has
@@ -111,5 +121,51 @@ async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), String> {
     match qmp.execute(&NetdevDel { id: netdev_id(id) }).await {
         Err(e) if !hotplug::is_not_found(&e) => Err(e.to_string()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(name: &str, ty: &str) -> QomProperty {
+        QomProperty {
+            name: name.into(),
+            kind: format!("child<{ty}>"),
+        }
+    }
+
+    #[test]
+    fn the_user_mode_nic_of_a_vm_without_vpc_nics_is_not_a_nic_to_unplug() {
+        // What QEMU reports for a VM started without VPC NICs (after an agent restart).
+        let devices = vec![
+            child("nic0", "virtio-net-pci"),
+            child("seed-disk", "virtio-blk-pci"),
+            child("hp0", "pcie-root-port"),
+        ];
+        let found = vpc_nics(devices);
+        assert!(found.is_empty(), "{found:?}");
+        // So a VM that wants no VPC NIC is in sync: nothing to unplug, no retry.
+        let seen = PluggedNics::default();
+        assert!(
+            seen.differs("ins-1", &Plugged::new()),
+            "asked once after a restart"
+        );
+        seen.set("ins-1", found);
+        assert!(!seen.differs("ins-1", &Plugged::new()));
+    }
+
+    #[test]
+    fn vpc_nics_are_the_virtio_net_devices_named_after_their_interface() {
+        let devices = vec![
+            child("nic-00000000000000aa", "virtio-net-pci"),
+            child("nic0", "virtio-net-pci"),
+            child("nic-00000000000000bb", "virtio-net-pci"),
+            child("nic-00000000000000cc", "virtio-blk-pci"),
+        ];
+        let want: Plugged = ["nic-00000000000000aa", "nic-00000000000000bb"]
+            .map(String::from)
+            .into();
+        assert_eq!(vpc_nics(devices), want);
     }
 }
