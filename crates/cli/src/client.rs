@@ -17,6 +17,14 @@ pub enum ClientError {
     Api(ApiError, u16),
     #[error("cannot reach the Yunhan API at {endpoint}: {why}.\nIs the server running? Start an all-in-one cloud with 'yunhan up', or point --endpoint / YUNHAN_ENDPOINT at your server.")]
     Unreachable { endpoint: String, why: String },
+    #[error("the Yunhan API at {endpoint} closed the connection while this client was still sending its {bytes}-byte request ({why}).\nThe request is probably larger than the server accepts: {limit}.")]
+    ClosedWhileSending {
+        endpoint: String,
+        bytes: u64,
+        why: String,
+        /// Which server limit the request probably exceeded.
+        limit: &'static str,
+    },
     #[error("unexpected response from the API ({status}): {body}")]
     Protocol { status: u16, body: String },
     #[error("{0}")]
@@ -51,13 +59,16 @@ impl Client {
     ) -> Result<Option<Value>, ClientError> {
         let url = format!("{}{}", self.endpoint, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut sent = None;
         if let Some(b) = body {
-            req = req.json(b);
+            let bytes = serde_json::to_vec(b)
+                .map_err(|e| ClientError::Usage(format!("cannot encode the request: {e}")))?;
+            sent = Some((bytes.len() as u64, BODY_LIMIT));
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            why: root_cause(&e),
-        })?;
+        let resp = req.send().await.map_err(|e| self.send_error(&e, sent))?;
         Self::decode(&self.endpoint, resp).await
     }
 
@@ -70,6 +81,7 @@ impl Client {
         let f = tokio::fs::File::open(file)
             .await
             .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let size = f.metadata().await.map_or(0, |m| m.len());
         let url = format!("{}{}", self.endpoint, path);
         let resp = self
             .http
@@ -80,11 +92,29 @@ impl Client {
             .body(reqwest::Body::from(f))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                why: root_cause(&e),
-            })?;
+            .map_err(|e| self.send_error(&e, Some((size, IMAGE_LIMIT))))?;
         Self::decode(&self.endpoint, resp).await
+    }
+
+    /// A request that failed before its answer: unreachable when no connection
+    /// was made (refused, no route, timeout); when one was and the request had
+    /// a body (`sent`: its size and the server limit it may exceed), the server
+    /// hung up while it was being sent: a server answering 413 before reading
+    /// a too-large body does that, and then the answer is often lost.
+    fn send_error(&self, e: &reqwest::Error, sent: Option<(u64, &'static str)>) -> ClientError {
+        let endpoint = self.endpoint.clone();
+        let why = root_cause(e);
+        match sent {
+            Some((bytes, limit)) if !e.is_connect() && !e.is_timeout() => {
+                ClientError::ClosedWhileSending {
+                    endpoint,
+                    bytes,
+                    why,
+                    limit,
+                }
+            }
+            _ => ClientError::Unreachable { endpoint, why },
+        }
     }
 
     /// A chunk of an instance's console log from `offset`, and the next offset.
@@ -169,6 +199,11 @@ impl Client {
     }
 }
 
+/// The server limit a JSON request may exceed.
+const BODY_LIMIT: &str = "its request body limit (the server's --body-limit, 1 MiB by default)";
+/// The server limit an image upload may exceed.
+const IMAGE_LIMIT: &str = "its largest image upload, or the project's image quota";
+
 fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -220,5 +255,49 @@ impl Client {
                 why: e.to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_server_hanging_up_on_a_large_body_is_not_called_unreachable() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = l.accept().await {
+                drop(conn);
+            }
+        });
+        let c = Client::new(&format!("http://{addr}"), "t");
+        let big = json!({"spec": {"user_data": "x".repeat(8 << 20)}});
+        let e = c
+            .request(reqwest::Method::POST, "/v1/instances", Some(&big))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ClientError::ClosedWhileSending { bytes, .. } if bytes > 8 << 20),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains("--body-limit"), "{text}");
+        assert!(!text.contains("cannot reach"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let c = Client::new(&format!("http://{addr}"), "t");
+        let e = c
+            .request(reqwest::Method::POST, "/v1/instances", Some(&json!({})))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("Is the server running?"), "{e}");
     }
 }

@@ -1141,7 +1141,13 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                         .client
                         .get(&format!("/v1/instances/{}", path_segment(&power.name)))
                         .await?;
-                    let generation = before["spec"]["reboot_generation"].as_u64().unwrap_or(0) + 1;
+                    let current = before["spec"]["reboot_generation"].as_u64().unwrap_or(0);
+                    let generation = current.checked_add(1).ok_or_else(|| {
+                        ClientError::Usage(format!(
+                            "VM {} cannot count another reboot: its reboot_generation is {current}, the largest value",
+                            power.name
+                        ))
+                    })?;
                     let request = PowerArgs {
                         wait: false,
                         ..power.clone()
