@@ -67,6 +67,13 @@ pub fn scope_of<K: Kind>(project: Option<&str>) -> &str {
     }
 }
 
+/// `decode`, with a warning instead of an error (see [`Objects::list_all`]).
+fn decoded<T: DeserializeOwned + HasRevision>(kv: &KeyValue) -> Option<T> {
+    decode(kv)
+        .inspect_err(|e| tracing::warn!("left out of a listing: {e}"))
+        .ok()
+}
+
 pub fn decode<T: DeserializeOwned + HasRevision>(kv: &KeyValue) -> Result<T, ObjectError> {
     let mut doc: T = serde_json::from_slice(&kv.value).map_err(|e| ObjectError::Corrupt {
         key: kv.key.clone(),
@@ -157,9 +164,12 @@ impl Objects {
         Ok((docs, next))
     }
 
+    /// A document that does not decode (written by another version, damaged) is left
+    /// out with a warning: one bad object never stops a listing, nor the controllers
+    /// and agents that build their view of the cloud from it.
     pub async fn list_all<K: Kind>(&self, scope: Option<&str>) -> Result<Vec<Doc<K>>, ObjectError> {
         let kvs = self.store.range_all(&object_prefix::<K>(scope)).await?;
-        kvs.iter().map(decode).collect()
+        Ok(kvs.iter().filter_map(decoded).collect())
     }
 
     /// Creates `doc`, charging `K::usage` to its project atomically.
