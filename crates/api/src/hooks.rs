@@ -241,6 +241,9 @@ impl Hooks for Instance {
             .project
             .clone()
             .unwrap_or_else(|| p.project.clone());
+        if let Some(g) = doc.spec.placement_group.clone() {
+            doc.spec.placement_group = Some(placement_group(s, &project, &g).await?);
+        }
         let image = lookup::<Image>(s, &project, &doc.spec.image).await?;
         let image = match image {
             Some(i) => Some(i),
@@ -294,6 +297,11 @@ impl Hooks for Instance {
         if old.spec.nic != new.spec.nic {
             return Err(conflict(
                 "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'".into(),
+            ));
+        }
+        if old.spec.placement_group != new.spec.placement_group {
+            return Err(conflict(
+                "an instance's placement group cannot change".into(),
             ));
         }
         Ok(())
@@ -406,6 +414,25 @@ impl Hooks for Instance {
             }
         }
     }
+}
+
+/// The id of placement group `id_or_name` of `project`. Another project's group
+/// is refused exactly like one that does not exist (nothing tells it is there).
+async fn placement_group(s: &AppState, project: &str, id_or_name: &str) -> Result<String> {
+    lookup::<PlacementGroup>(s, project, id_or_name)
+        .await?
+        .filter(|g| g.metadata.project.as_deref() == Some(project))
+        .map(|g| g.metadata.id)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "spec.placement_group",
+                format!(
+                    "placement group {id_or_name:?} does not exist; \
+                     'yunhan placement-group list' shows the placement groups"
+                ),
+            )
+            .into()
+        })
 }
 
 pub(crate) async fn find_public_image(s: &AppState, name: &str) -> Result<Option<Doc<Image>>> {

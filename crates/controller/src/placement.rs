@@ -226,6 +226,24 @@ mod tests {
         }
 
         #[test]
+        fn other_groups_never_interact(hosts in proptest::collection::vec(host(), 0..30), d in demand()) {
+            // Groups are ids: another project's group of the same name is another id.
+            // Whatever other groups hosts hold, only the demand's own group counts.
+            let p = Policy::default();
+            let own = d.group.as_ref().map(|(g, _)| g.clone());
+            let stripped: Vec<Candidate> = hosts
+                .iter()
+                .map(|h| Candidate {
+                    groups: h.groups.iter().filter(|g| Some(*g) == own.as_ref()).cloned().collect(),
+                    ..h.clone()
+                })
+                .collect();
+            let a = place(&hosts, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
+            let b = place(&stripped, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
         fn deterministic_and_order_independent(mut hosts in proptest::collection::vec(host(), 1..30), d in demand()) {
             let p = Policy::default();
             let a = place(&hosts, &d, &p).map(|h| (h.host.id.clone(), h.gpus));

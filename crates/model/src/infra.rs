@@ -259,7 +259,8 @@ pub struct InstanceSpec {
     /// Desired power state: true = running.
     #[serde(default = "yes")]
     pub running: bool,
-    /// Placement group (name or id) whose anti-affinity rule applies.
+    /// Placement group of the instance's project (name or id) whose anti-affinity
+    /// rule applies; stored as the group's id. Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_group: Option<String>,
     /// cloud-init user-data (a `#!` script or `#cloud-config`), at most 64 KiB.
