@@ -126,8 +126,10 @@ pub async fn qemu_ceph_conf(
             keyring.display()
         ),
     )?;
+    // Every VM's QEMU (its own uid, the QEMU group) opens both through librbd:
+    // group-readable files, a directory it may only traverse.
     for (path, mode) in [
-        (dir, 0o750),
+        (dir, 0o710),
         (keyring.as_path(), 0o640),
         (conf.as_path(), 0o640),
     ] {
@@ -138,6 +140,19 @@ pub async fn qemu_ceph_conf(
     }
     Ok(conf)
 }
+
+/// The local volume pool (`yunhan_storage::LocalDriver` in `<state_dir>/volumes`)
+/// and its modes, set before the pool opens: QEMU opens a plugged volume's file
+/// (0600, owned by that VM's uid) by path, so it may traverse to
+/// `volumes/volumes`, never list it; snapshots, images and scratch files are
+/// the agent's alone.
+pub const LOCAL_POOL_DIRS: &[(&str, u32)] = &[
+    ("volumes", 0o711),
+    ("volumes/volumes", 0o711),
+    ("volumes/snapshots", 0o700),
+    ("volumes/images", 0o700),
+    ("volumes/.tmp", 0o700),
+];
 
 /// What the agent sees of one volume, besides its document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

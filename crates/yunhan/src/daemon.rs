@@ -1,7 +1,7 @@
 //! The long-running roles: `up`, `server`, `agent`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,6 +201,37 @@ fn default_data_dir() -> PathBuf {
         .join("yunhan")
 }
 
+/// The data directory's modes (docs/compute.md, "Files"): the VMs' QEMU
+/// processes may only traverse it on their way to `agent/vms` (0711); the image
+/// store is the server's alone. The store (`store/` 0700, `store.redb` 0600) and
+/// the agent (`agent/` and below) set their own when they open them.
+fn secure_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    dir_mode(data_dir, 0o711)?;
+    secure_image_dir(&data_dir.join("images"))
+}
+
+/// The image store: 0700, and the images already in it 0600 (tightening an
+/// older data directory). QEMU never reads it: the agent copies images into the
+/// VM directories as root.
+fn secure_image_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    dir_mode(dir, 0o700)?;
+    let context = || format!("securing the image store {}", dir.display());
+    for entry in std::fs::read_dir(dir).with_context(context)? {
+        let entry = entry.with_context(context)?;
+        if entry.file_type().with_context(context)?.is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                .with_context(context)?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_mode(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    yunhan_agent::compute::set_dir_mode(dir, mode)
+        .with_context(|| format!("cannot create {} with mode {mode:04o}", dir.display()))
+}
+
 /// A watch channel that flips to true on SIGINT or SIGTERM.
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
@@ -314,6 +345,7 @@ async fn serve_api(
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     init_logging();
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    secure_data_dir(&data_dir)?;
     let compute = yunhan_agent::ComputeConfig::default();
     // Before anything starts: a cloud whose host cannot run VMs is no cloud.
     yunhan_agent::compute::prepare(&data_dir.join("agent"), &compute)
@@ -397,6 +429,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )?;
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
+    secure_image_dir(&a.image_dir)?;
     let api_cfg = a.tuning.api_config(a.image_dir, ceph.as_ref());
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;

@@ -152,28 +152,37 @@ pub enum PrepareError {
     Access(#[from] access::AccessError),
 }
 
-/// Prepares `<state_dir>/vms` and the QEMU user, and checks that the QEMU
+/// The agent's own directories under its state dir and their modes: QEMU
+/// (each VM its own uid, the QEMU group) may traverse (o+x) the state dir and
+/// `vms/` to its VM directory, never list them; the network state is the
+/// agent's alone. The local volume pool's directories are
+/// [`crate::storage::LOCAL_POOL_DIRS`].
+pub const STATE_DIRS: &[(&str, u32)] = &[("", 0o711), ("vms", 0o711), ("net", 0o700)];
+
+/// Creates `dir` if needed (with `mode` from the start; missing parents get
+/// the usual mode) and sets exactly `mode`.
+pub fn set_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Prepares `<state_dir>/vms` (and the modes of the agent's directories,
+/// [`STATE_DIRS`]) and the QEMU user, and checks that the QEMU
 /// user can reach the VM directory (before the host registers, so a host
 /// that cannot run VMs never shows Ready).
 pub fn prepare(state_dir: &std::path::Path, cfg: &ComputeConfig) -> Result<Prepared, PrepareError> {
-    use std::os::unix::fs::PermissionsExt;
     let vms_dir = state_dir.join("vms");
-    let dir_err = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| PrepareError::Dir { path, source }
-    };
-    std::fs::create_dir_all(&vms_dir).map_err(dir_err(&vms_dir))?;
-    // QEMU (unprivileged) must traverse to its VM dir, but not list others.
-    for d in [state_dir, vms_dir.as_path()] {
-        let mode = std::fs::metadata(d)
-            .map_err(dir_err(d))?
-            .permissions()
-            .mode()
-            & 0o7777;
-        if mode & 0o011 != 0o011 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011))
-                .map_err(dir_err(d))?;
-        }
+    let dirs = STATE_DIRS.iter().chain(crate::storage::LOCAL_POOL_DIRS);
+    for (sub, mode) in dirs {
+        let d = state_dir.join(sub);
+        set_dir_mode(&d, *mode).map_err(|source| PrepareError::Dir { path: d, source })?;
     }
     let run_as = match &cfg.qemu_user {
         None => None,
@@ -822,5 +831,43 @@ mod tests {
         assert!(looks_like_image_id("img-0123456789abcdef"));
         assert!(!looks_like_image_id("img-web"));
         assert!(!looks_like_image_id("debian"));
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn prepare_sets_exact_modes_even_on_a_listable_older_state_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("agent");
+        std::fs::create_dir_all(state.join("vms")).unwrap();
+        for d in [&state, &state.join("vms")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cfg = ComputeConfig {
+            qemu_user: None,
+            ..Default::default()
+        };
+        prepare(&state, &cfg).unwrap();
+        let mode = |sub: &str| {
+            let m = std::fs::metadata(state.join(sub)).unwrap().permissions();
+            (sub.to_string(), m.mode() & 0o7777)
+        };
+        let want = [
+            ("", 0o711),
+            ("vms", 0o711),
+            ("net", 0o700),
+            ("volumes", 0o711),
+            ("volumes/volumes", 0o711),
+            ("volumes/snapshots", 0o700),
+            ("volumes/images", 0o700),
+            ("volumes/.tmp", 0o700),
+        ];
+        for (sub, m) in want {
+            assert_eq!(mode(sub), (sub.to_string(), m));
+        }
     }
 }

@@ -175,7 +175,8 @@ impl Runtime {
     async fn start_inner(&self, req: &StartRequest) -> Result<i32, RuntimeError> {
         let plan = &req.plan;
         let dir = &plan.dir;
-        std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        // 0700 from the start: no moment where another VM's QEMU could enter it.
+        super::set_dir_mode(dir, 0o700).map_err(|e| io_err("creating", dir, e))?;
         let ids = self.vm_ids(dir)?;
         own(ids, dir, 0o700)?;
         // Root disk: a thin copy of the image, grown to the flavor's size.
