@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,7 +19,7 @@ use yunhan_store::objects::{object_prefix, Doc, GLOBAL_SCOPE};
 
 use crate::auth::{mint_token, store_secret, Principal};
 use crate::error::{HttpError, Result};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{BodyLimit, IfMatch, JsonBody, QueryParams};
 use crate::hooks::{lookup, Deleted, Hooks};
 use crate::Shared;
 
@@ -215,8 +215,18 @@ async fn show<K: Hooks>(
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<ObjectQuery>,
-) -> Result<Json<Doc<K>>> {
-    Ok(Json(find::<K>(&s, &p, &id, q.project.as_deref()).await?))
+) -> Result<Response> {
+    let doc = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    Ok(with_etag(doc.metadata.revision, Json(doc)))
+}
+
+/// `body` with `ETag: "<revision>"`, the value `If-Match` takes.
+fn with_etag(revision: u64, body: impl IntoResponse) -> Response {
+    let mut resp = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
 }
 
 async fn create<K: Hooks>(
@@ -256,8 +266,8 @@ async fn create<K: Hooks>(
     };
     K::prepare_create(&s, &p, &mut doc).await?;
     let doc = s.objects.create::<K>(doc).await?;
-    let id = doc.metadata.id.clone();
-    Ok(created(K::PLURAL, &id, Json(doc)))
+    let (id, revision) = (doc.metadata.id.clone(), doc.metadata.revision);
+    Ok(created(K::PLURAL, &id, with_etag(revision, Json(doc))))
 }
 
 fn created(plural: &str, id: &str, body: impl IntoResponse) -> Response {
@@ -273,9 +283,9 @@ async fn update<K: Hooks>(
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<ObjectQuery>,
-    headers: HeaderMap,
+    if_match: IfMatch,
     JsonBody(req): JsonBody<UpdateRequest<K::Spec>>,
-) -> Result<Json<Doc<K>>> {
+) -> Result<Response> {
     if K::ADMIN_WRITE && !p.is_admin() {
         return Err(forbidden(&format!("changing {}", K::PLURAL)));
     }
@@ -290,21 +300,9 @@ async fn update<K: Hooks>(
         )
         .into());
     }
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
-    if let Some(want) = req.revision.or(if_match) {
-        if want != old.metadata.revision {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "the object is at revision {}, not {want}; read it again and retry",
-                    old.metadata.revision
-                ),
-            )
-            .into());
-        }
+    if_match.check(old.metadata.revision)?;
+    if let Some(want) = req.revision {
+        IfMatch::Revisions(vec![want]).check(old.metadata.revision)?;
     }
     K::validate(&req.spec)?;
     let mut new = old.clone();
@@ -315,7 +313,8 @@ async fn update<K: Hooks>(
     }
     K::check_update(&old, &new)?;
     K::prepare_update(&s, &p, &old, &mut new).await?;
-    Ok(Json(s.objects.update::<K>(&new).await?))
+    let new = s.objects.update::<K>(&new).await?;
+    Ok(with_etag(new.metadata.revision, Json(new)))
 }
 
 async fn remove<K: Hooks>(
@@ -323,11 +322,13 @@ async fn remove<K: Hooks>(
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<ObjectQuery>,
+    if_match: IfMatch,
 ) -> Result<Response> {
     if K::ADMIN_WRITE && !p.is_admin() {
         return Err(forbidden(&format!("deleting {}", K::PLURAL)));
     }
     let doc = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    if_match.check(doc.metadata.revision)?;
     if !writable::<K>(&p, &doc) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -412,9 +413,11 @@ async fn whoami(p: Principal) -> Json<WhoAmI> {
     })
 }
 
+/// Liveness and store reachability; anonymous, so it shows no store figures
+/// (the revision would tell anyone how busy the other tenants are).
 async fn healthz(State(s): State<Shared>) -> Response {
     match s.objects.store().current_revision().await {
-        Ok(rev) => Json(serde_json::json!({"status": "ok", "revision": rev})).into_response(),
+        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
@@ -423,19 +426,28 @@ async fn healthz(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Shared>) -> Response {
-    let rev = s
-        .objects
-        .store()
-        .current_revision()
-        .await
-        .map_or(-1.0, |r| r as f64);
-    let body = s.metrics.render(&[(
-        "yunhan_store_revision",
-        "The store's current revision.",
-        rev,
-    )]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+/// `/metrics`: without a token, the HTTP counters and process figures (safe
+/// for anyone); with an admin token also the platform figures that reveal
+/// tenants' activity (the store revision). A member's token is refused.
+async fn metrics(State(s): State<Shared>, req: Request) -> Result<Response> {
+    let mut gauges = s.metrics.process_gauges();
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let (mut parts, _) = req.into_parts();
+        let p = Principal::from_request_parts(&mut parts, &s).await?;
+        if !p.is_admin() {
+            return Err(forbidden(
+                "the platform figures of /metrics (scrape without a token for the HTTP counters)",
+            ));
+        }
+        let rev = s.objects.store().current_revision().await?;
+        gauges.push((
+            "yunhan_store_revision",
+            "The store's current revision (admin scrapes only).",
+            rev as f64,
+        ));
+    }
+    let body = s.metrics.render(&gauges);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 async fn openapi() -> Response {
@@ -462,14 +474,12 @@ async fn method_not_allowed() -> HttpError {
 
 async fn track(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched".to_string(), |m| m.as_str().to_string());
+    let method = crate::metrics::method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
+    let route = route.as_ref().map(MatchedPath::as_str);
     s.metrics
-        .observe(&method, &route, resp.status().as_u16(), start.elapsed());
+        .observe(method, route, resp.status().as_u16(), start.elapsed());
     resp
 }
 
@@ -520,6 +530,7 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
     r.fallback(unmatched)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

@@ -299,6 +299,18 @@ impl Hooks for Instance {
                 "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'".into(),
             ));
         }
+        // One reboot per request: +1 only, and below 2^53 so JSON clients read it exactly.
+        let (was, wants) = (old.spec.reboot_generation, new.spec.reboot_generation);
+        let next = was.checked_add(1).filter(|n| *n < 1 << 53);
+        if wants != was && Some(wants) != next {
+            let why = match next {
+                Some(n) => format!("send {n} to request a reboot"),
+                None => "it is at its limit; no more reboots can be requested".into(),
+            };
+            let msg =
+                format!("reboot_generation is {was} and only grows by one, not to {wants}: {why}");
+            return Err(ApiError::invalid_field("spec.reboot_generation", msg).into());
+        }
         if old.spec.placement_group != new.spec.placement_group {
             return Err(conflict(
                 "an instance's placement group cannot change".into(),
