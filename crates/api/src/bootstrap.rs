@@ -113,6 +113,7 @@ pub async fn bootstrap(objects: &Objects) -> Result<Option<Bootstrap>, ObjectErr
             metadata: m,
             spec: ApiKeySpec {
                 user: Some(user.metadata.id.clone()),
+                expires_at: None,
             },
             status: ApiKeyStatus {
                 prefix: token.chars().take(12).collect(),

@@ -11,13 +11,13 @@ use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_model::{
-    new_id, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
-    CreateRequest, ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, PlacementGroup,
-    Project, Resource, Role, Scope, UpdateRequest, User, Volume,
+    new_id, validate_labels, validate_name, ApiError, ApiKeySpec, ApiKeyStatus, CreateRequest,
+    ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, PlacementGroup, Project, Resource,
+    Role, Scope, UpdateRequest, User, Volume,
 };
 use yunhan_store::objects::{object_prefix, Doc, GLOBAL_SCOPE};
 
-use crate::auth::{mint_token, store_secret, Principal};
+use crate::auth::Principal;
 use crate::error::{HttpError, Result};
 use crate::extract::{BodyLimit, IfMatch, JsonBody, QueryParams};
 use crate::hooks::{lookup, Deleted, Hooks};
@@ -161,7 +161,7 @@ pub async fn find_writable<K: Hooks>(
     Ok(doc)
 }
 
-async fn list<K: Hooks>(
+pub(crate) async fn list<K: Hooks>(
     State(s): State<Shared>,
     p: Principal,
     QueryParams(q): QueryParams<ListQuery>,
@@ -342,69 +342,6 @@ async fn remove<K: Hooks>(
     })
 }
 
-async fn create_key(
-    State(s): State<Shared>,
-    p: Principal,
-    JsonBody(req): JsonBody<CreateRequest<ApiKeySpec>>,
-) -> Result<Response> {
-    validate_name("metadata.name", &req.metadata.name)?;
-    validate_labels(&req.metadata.labels)?;
-    if req.metadata.project.is_some() {
-        return Err(ApiError::invalid_field(
-            "metadata.project",
-            "a key belongs to its user's project; omit metadata.project",
-        )
-        .into());
-    }
-    let user = match req.spec.user.as_deref() {
-        None => p.user.clone(),
-        Some(u) if !p.is_admin() && u != p.user => {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "members may only create keys for themselves",
-            )
-            .into())
-        }
-        Some(u) => u.to_string(),
-    };
-    let user = lookup::<User>(&s, GLOBAL_SCOPE, &user)
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_field("spec.user", format!("user {user:?} does not exist"))
-        })?;
-    let id = new_id(ApiKey::ID_PREFIX);
-    let (token, hash) = mint_token(&id);
-    let doc = Resource {
-        metadata: Metadata {
-            id: id.clone(),
-            name: req.metadata.name,
-            project: Some(user.spec.project.clone()),
-            labels: req.metadata.labels,
-            created: now(),
-            revision: 0,
-            deleting: None,
-        },
-        spec: ApiKeySpec {
-            user: Some(user.metadata.id.clone()),
-        },
-        status: ApiKeyStatus {
-            prefix: token.chars().take(12).collect(),
-            role: Some(user.spec.role),
-            user: user.metadata.id,
-        },
-    };
-    store_secret(&s.objects, &id, hash).await?;
-    let doc = s.objects.create::<ApiKey>(doc).await?;
-    Ok(created(
-        ApiKey::PLURAL,
-        &id,
-        Json(CreatedApiKey {
-            api_key: doc,
-            token,
-        }),
-    ))
-}
-
 async fn whoami(p: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {
         user: p.user,
@@ -508,12 +445,8 @@ pub fn routes(state: Shared, body_limit: usize) -> Router {
     r = crud::<yunhan_model::Snapshot>(r);
     r = crud::<PlacementGroup>(r);
     r = crate::network::routes(r);
+    r = crate::keys::routes(r);
     r = r
-        .route("/v1/api-keys", get(list::<ApiKey>).post(create_key))
-        .route(
-            "/v1/api-keys/{id}",
-            get(show::<ApiKey>).delete(remove::<ApiKey>),
-        )
         .route(
             "/v1/images/{id}/data",
             axum::routing::put(crate::images::upload),

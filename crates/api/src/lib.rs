@@ -10,11 +10,13 @@ mod extract;
 mod handlers;
 mod hooks;
 mod images;
+mod keys;
 mod metrics;
 mod network;
 mod openapi;
 mod ratelimit;
 mod storage;
+mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use yunhan_store::{objects::Objects, Store};
 
-pub use auth::{Principal, TOKEN_PREFIX};
+pub use auth::{AuthLimits, Principal, TOKEN_PREFIX};
 pub use bootstrap::{bootstrap, Bootstrap, DEFAULT_FLAVORS};
 pub use error::HttpError;
 pub use openapi::openapi_document;
@@ -39,6 +41,8 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// How long a verified token is remembered (argon2 is deliberately slow).
     pub token_cache_ttl: Duration,
+    /// Limits on failed authentications and concurrent argon2 verifications.
+    pub auth_limits: AuthLimits,
     /// The image store: where uploaded images are kept as sparse RAW files.
     pub image_dir: std::path::PathBuf,
     /// Largest image upload, in bytes.
@@ -57,6 +61,7 @@ impl Default for ApiConfig {
             image_dir: "/var/lib/yunhan/images".into(),
             image_max_bytes: 64 << 30,
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
+            auth_limits: AuthLimits::default(),
         }
     }
 }
@@ -69,6 +74,8 @@ pub(crate) struct AppState {
     pub image_dir: std::path::PathBuf,
     pub image_max_bytes: u64,
     pub storage_pools: Vec<String>,
+    /// Serialises API key creation, so the per-user limit holds under a storm.
+    pub key_create: tokio::sync::Mutex<()>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -77,7 +84,11 @@ pub(crate) type Shared = Arc<AppState>;
 pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
     let objects = Objects::new(store);
     let state = Arc::new(AppState {
-        auth: auth::Authenticator::new(objects.clone(), config.token_cache_ttl),
+        auth: auth::Authenticator::new(
+            objects.clone(),
+            config.token_cache_ttl,
+            &config.auth_limits,
+        ),
         objects,
         limiter: ratelimit::RateLimiter::new(config.rate_per_sec, config.burst),
         metrics: metrics::Metrics::default(),
@@ -85,6 +96,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         image_max_bytes: config.image_max_bytes,
         storage_pools: config.storage_pools.clone(),
     });
+        key_create: tokio::sync::Mutex::new(()),
     handlers::routes(state, config.body_limit)
 }
 

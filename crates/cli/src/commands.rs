@@ -123,6 +123,65 @@ pub struct FlavorCreate {
     pub name: String,
     #[arg(long)]
     pub vcpus: u32,
+    /// The key stops working after this long: 30d, 12h, 90m, 2w (default: never)
+    #[arg(long, value_name = "DURATION", value_parser = parse_key_ttl, conflicts_with = "expires_at")]
+    pub expires_in: Option<Duration>,
+    /// The key stops working at this time (RFC 3339, e.g. 2030-01-31T00:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a key lifetime like 30d, 12h, 90m or 2w (at most 100 years)")]
+pub struct BadKeyTtl(String);
+
+/// `<n><unit>` with unit s, m, h, d or w, up to 100 years.
+fn parse_key_ttl(s: &str) -> Result<Duration, BadKeyTtl> {
+    let bad = || BadKeyTtl(s.to_string());
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| (1..=100 * 365 * 86_400).contains(s));
+    secs.map(Duration::from_secs).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod key_ttl_tests {
+    use super::*;
+
+    #[test]
+    fn key_lifetimes_parse_with_units_and_bounds() {
+        assert_eq!(
+            parse_key_ttl("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            parse_key_ttl("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert_eq!(parse_key_ttl("90m").unwrap(), Duration::from_secs(5400));
+        for bad in [
+            "",
+            "30",
+            "0d",
+            "d",
+            "-1d",
+            "1y",
+            "99999999999999999w",
+            "40000d",
+        ] {
+            assert!(parse_key_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
     /// Memory in MiB
     #[arg(long)]
     pub memory_mib: u64,
@@ -1106,6 +1165,17 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
             },
         },
         Command::Flavor(c) => match c.verb() {
+                    let expires_at = match a.expires_in {
+                        Some(ttl) => {
+                            Some(yunhan_model::ApiKeySpec::expiry_in(ttl).ok_or_else(|| {
+                                ClientError::Usage(format!("--expires-in {ttl:?} is too far away"))
+                            })?)
+                        }
+                        None => a.expires_at,
+                    };
+                    if let Some(at) = expires_at {
+                        spec["expires_at"] = json!(at);
+                    }
             Ok(v) => ctx.verb(&FLAVORS, v).await?,
             Err(c) => match c {
                 FlavorCommand::Create(a) => {

@@ -1,5 +1,7 @@
 //! Tenancy and identity: projects (tenants), users and API keys.
 
+use std::time::{Duration, SystemTime};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +92,38 @@ pub struct ApiKeySpec {
     /// The user this key authenticates as (default: the caller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// When the key stops working (RFC 3339, e.g. `2030-01-31T00:00:00Z`); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+fn parse_rfc3339(stamp: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}
+
+impl ApiKeySpec {
+    /// When the key expires (None: never). An unreadable expiry counts as
+    /// already passed, so a damaged document fails closed.
+    pub fn expires(&self) -> Option<SystemTime> {
+        let stamp = self.expires_at.as_deref()?;
+        Some(parse_rfc3339(stamp).map_or(SystemTime::UNIX_EPOCH, SystemTime::from))
+    }
+
+    /// Has the key expired?
+    pub fn expired(&self) -> bool {
+        self.expires().is_some_and(|t| t <= SystemTime::now())
+    }
+
+    /// An `expires_at` value `ttl` from now (RFC 3339 UTC, whole seconds).
+    pub fn expiry_in(ttl: Duration) -> Option<String> {
+        let ttl = time::Duration::try_from(ttl).ok()?;
+        let t = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()?
+            .checked_add(ttl)?;
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -115,7 +149,57 @@ impl Kind for ApiKey {
     const ADMIN_WRITE: bool = false;
     type Spec = ApiKeySpec;
     type Status = ApiKeyStatus;
-    fn validate(_spec: &ApiKeySpec) -> Result<(), ApiError> {
+    fn validate(spec: &ApiKeySpec) -> Result<(), ApiError> {
+        if let Some(stamp) = spec.expires_at.as_deref() {
+            if parse_rfc3339(stamp).is_none() {
+                return Err(ApiError::invalid_field(
+                    "spec.expires_at",
+                    format!("{stamp:?} is not an RFC 3339 time (e.g. 2030-01-31T00:00:00Z)"),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+impl ApiKey {
+    /// How many API keys one user may hold (each key has its own rate limit,
+    /// so unlimited keys would mean an unlimited rate).
+    pub const MAX_PER_USER: usize = 20;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(expires_at: Option<&str>) -> ApiKeySpec {
+        ApiKeySpec {
+            user: None,
+            expires_at: expires_at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn expiry_is_optional_and_checked() {
+        assert!(!spec(None).expired());
+        assert!(spec(Some("2000-01-01T00:00:00Z")).expired());
+        assert!(!spec(Some("2999-01-01T00:00:00+08:00")).expired());
+        assert!(spec(Some("garbage")).expired(), "unreadable fails closed");
+        assert!(ApiKey::validate(&spec(Some("garbage"))).is_err());
+        assert!(ApiKey::validate(&spec(Some("2030-01-31T00:00:00Z"))).is_ok());
+    }
+
+    #[test]
+    fn expiry_in_is_a_valid_future_stamp() {
+        let stamp = ApiKeySpec::expiry_in(Duration::from_secs(30 * 86400)).unwrap();
+        let s = spec(Some(&stamp));
+        assert!(ApiKey::validate(&s).is_ok());
+        let left = s
+            .expires()
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(left > Duration::from_secs(29 * 86400), "{stamp}");
+        assert_eq!(ApiKeySpec::expiry_in(Duration::MAX), None);
     }
 }

@@ -52,10 +52,8 @@ impl World {
 /// Objects owned by tenant A, one per project-scoped kind: (plural, id, update body).
 async fn objects_of_a(w: &World) -> Vec<(&'static str, String, Value)> {
     let t = w.a.token.clone();
-    let img = w
-        .cloud
-        .create(&t, "images", "a-img", json!({"os": "busybox"}))
-        .await;
+    // Instances boot only Active images: one with data.
+    let img = w.cloud.image(&t, "a-img").await;
     let vm = w
         .cloud
         .create(

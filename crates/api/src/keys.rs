@@ -1,0 +1,192 @@
+//! `/v1/api-keys`. Members see and manage only their own keys (another user's
+//! key answers 404, as other projects' objects do); admins see all. A key may
+//! expire (`spec.expires_at`), and one user holds at most
+//! [`ApiKey::MAX_PER_USER`] keys (each key has its own rate limit).
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use yunhan_model::{
+    new_id, now, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
+    CreateRequest, ErrorCode, Kind, Metadata, Resource, User,
+};
+use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
+
+use crate::auth::{store_secret, Principal};
+use crate::error::Result;
+use crate::extract::{JsonBody, QueryParams};
+use crate::handlers::{CreatedApiKey, ListQuery, ListResponse};
+use crate::hooks::{lookup, Deleted, Hooks};
+use crate::Shared;
+
+pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
+    r.route("/v1/api-keys", get(list).post(create))
+        .route("/v1/api-keys/{id}", get(show).delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyQuery {
+    /// Admins: resolve names in this project (id or name).
+    project: Option<String>,
+}
+
+/// May `p` see and delete `key`?
+fn mine(p: &Principal, key: &Doc<ApiKey>) -> bool {
+    p.is_admin() || key.status.user == p.user
+}
+
+async fn find_mine(
+    s: &Shared,
+    p: &Principal,
+    id: &str,
+    project: Option<&str>,
+) -> Result<Doc<ApiKey>> {
+    let key = crate::handlers::find_visible::<ApiKey>(s, p, id, project).await?;
+    if !mine(p, &key) {
+        return Err(ApiError::not_found(ApiKey::KIND, id).into());
+    }
+    Ok(key)
+}
+
+async fn list(
+    s: State<Shared>,
+    p: Principal,
+    q: QueryParams<ListQuery>,
+) -> Result<Json<ListResponse<Doc<ApiKey>>>> {
+    let Json(mut page) = crate::handlers::list::<ApiKey>(s, p.clone(), q).await?;
+    page.items.retain(|k| mine(&p, k));
+    Ok(Json(page))
+}
+
+async fn show(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<KeyQuery>,
+) -> Result<Json<Doc<ApiKey>>> {
+    Ok(Json(find_mine(&s, &p, &id, q.project.as_deref()).await?))
+}
+
+async fn remove(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<KeyQuery>,
+) -> Result<Response> {
+    let key = find_mine(&s, &p, &id, q.project.as_deref()).await?;
+    Ok(match <ApiKey as Hooks>::delete(&s, key).await? {
+        Deleted::Now => StatusCode::NO_CONTENT.into_response(),
+        Deleted::Pending(doc) => (StatusCode::ACCEPTED, Json(*doc)).into_response(),
+    })
+}
+
+/// The user a new key is for: the caller, or (admins) anyone.
+async fn key_user(s: &Shared, p: &Principal, named: Option<&str>) -> Result<Doc<User>> {
+    let user = match named {
+        None => p.user.as_str(),
+        Some(u) if !p.is_admin() && u != p.user => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "members may only create keys for themselves",
+            )
+            .into())
+        }
+        Some(u) => u,
+    };
+    let found = lookup::<User>(s, GLOBAL_SCOPE, user).await?;
+    found.ok_or_else(|| {
+        ApiError::invalid_field("spec.user", format!("user {user:?} does not exist")).into()
+    })
+}
+
+/// Refuses a key beyond [`ApiKey::MAX_PER_USER`] (call under `key_create`).
+async fn check_key_limit(s: &Shared, user: &Doc<User>) -> Result<()> {
+    let keys = s
+        .objects
+        .list_all::<ApiKey>(Some(&user.spec.project))
+        .await?;
+    let held = keys
+        .iter()
+        .filter(|k| k.status.user == user.metadata.id)
+        .count();
+    if held < ApiKey::MAX_PER_USER {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "user {:?} already holds {held} API keys, the most one user may hold; delete one first ('yunhan key list', 'yunhan key delete')",
+            user.metadata.name
+        ),
+    )
+    .with_detail("resource", "api_keys")
+    .with_detail("limit", ApiKey::MAX_PER_USER)
+    .with_detail("requested", 1)
+    .into())
+}
+
+fn check_request(req: &CreateRequest<ApiKeySpec>) -> Result<()> {
+    validate_name("metadata.name", &req.metadata.name)?;
+    validate_labels(&req.metadata.labels)?;
+    ApiKey::validate(&req.spec)?;
+    if req.metadata.project.is_some() {
+        return Err(ApiError::invalid_field(
+            "metadata.project",
+            "a key belongs to its user's project; omit metadata.project",
+        )
+        .into());
+    }
+    if req.spec.expired() {
+        return Err(ApiError::invalid_field(
+            "spec.expires_at",
+            "the expiry is in the past; give a future time",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn create(
+    State(s): State<Shared>,
+    p: Principal,
+    JsonBody(req): JsonBody<CreateRequest<ApiKeySpec>>,
+) -> Result<Response> {
+    check_request(&req)?;
+    let user = key_user(&s, &p, req.spec.user.as_deref()).await?;
+    let id = new_id(ApiKey::ID_PREFIX);
+    let (token, hash) = s.auth.mint(&id).await?;
+    let doc = Resource {
+        metadata: Metadata {
+            id: id.clone(),
+            name: req.metadata.name,
+            project: Some(user.spec.project.clone()),
+            labels: req.metadata.labels,
+            created: now(),
+            revision: 0,
+            deleting: None,
+        },
+        spec: ApiKeySpec {
+            user: Some(user.metadata.id.clone()),
+            expires_at: req.spec.expires_at,
+        },
+        status: ApiKeyStatus {
+            prefix: token.chars().take(12).collect(),
+            role: Some(user.spec.role),
+            user: user.metadata.id.clone(),
+        },
+    };
+    let serial = s.key_create.lock().await;
+    check_key_limit(&s, &user).await?;
+    store_secret(&s.objects, &id, hash).await?;
+    let api_key = s.objects.create::<ApiKey>(doc).await?;
+    drop(serial);
+    let mut resp = (StatusCode::CREATED, Json(CreatedApiKey { api_key, token })).into_response();
+    if let Ok(v) = format!("/v1/{}/{id}", ApiKey::PLURAL).parse() {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
