@@ -116,13 +116,6 @@ pub struct KeyCreate {
     /// Create the key for this user (admins only; default: yourself)
     #[arg(long)]
     pub user: Option<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct FlavorCreate {
-    pub name: String,
-    #[arg(long)]
-    pub vcpus: u32,
     /// The key stops working after this long: 30d, 12h, 90m, 2w (default: never)
     #[arg(long, value_name = "DURATION", value_parser = parse_key_ttl, conflicts_with = "expires_at")]
     pub expires_in: Option<Duration>,
@@ -182,6 +175,13 @@ mod key_ttl_tests {
             assert!(parse_key_ttl(bad).is_err(), "{bad:?}");
         }
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FlavorCreate {
+    pub name: String,
+    #[arg(long)]
+    pub vcpus: u32,
     /// Memory in MiB
     #[arg(long)]
     pub memory_mib: u64,
@@ -1135,6 +1135,17 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
             Err(c) => match c {
                 KeyCommand::Create(a) => {
                     let mut spec = json!({});
+                    let expires_at = match a.expires_in {
+                        Some(ttl) => {
+                            Some(yunhan_model::ApiKeySpec::expiry_in(ttl).ok_or_else(|| {
+                                ClientError::Usage(format!("--expires-in {ttl:?} is too far away"))
+                            })?)
+                        }
+                        None => a.expires_at,
+                    };
+                    if let Some(at) = expires_at {
+                        spec["expires_at"] = json!(at);
+                    }
                     if let Some(u) = a.user {
                         let user = ctx
                             .client
@@ -1165,17 +1176,6 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
             },
         },
         Command::Flavor(c) => match c.verb() {
-                    let expires_at = match a.expires_in {
-                        Some(ttl) => {
-                            Some(yunhan_model::ApiKeySpec::expiry_in(ttl).ok_or_else(|| {
-                                ClientError::Usage(format!("--expires-in {ttl:?} is too far away"))
-                            })?)
-                        }
-                        None => a.expires_at,
-                    };
-                    if let Some(at) = expires_at {
-                        spec["expires_at"] = json!(at);
-                    }
             Ok(v) => ctx.verb(&FLAVORS, v).await?,
             Err(c) => match c {
                 FlavorCommand::Create(a) => {
