@@ -58,10 +58,10 @@ impl Default for ApiConfig {
             burst: 400.0,
             body_limit: 1024 * 1024,
             token_cache_ttl: Duration::from_secs(30),
+            auth_limits: AuthLimits::default(),
             image_dir: "/var/lib/yunhan/images".into(),
             image_max_bytes: 64 << 30,
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
-            auth_limits: AuthLimits::default(),
         }
     }
 }
@@ -70,12 +70,12 @@ pub(crate) struct AppState {
     pub objects: Objects,
     pub auth: auth::Authenticator,
     pub limiter: ratelimit::RateLimiter,
+    /// Serialises API key creation, so the per-user limit holds under a storm.
+    pub key_create: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
     pub image_dir: std::path::PathBuf,
     pub image_max_bytes: u64,
     pub storage_pools: Vec<String>,
-    /// Serialises API key creation, so the per-user limit holds under a storm.
-    pub key_create: tokio::sync::Mutex<()>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -91,12 +91,12 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         ),
         objects,
         limiter: ratelimit::RateLimiter::new(config.rate_per_sec, config.burst),
+        key_create: tokio::sync::Mutex::new(()),
         metrics: metrics::Metrics::default(),
         image_dir: config.image_dir.clone(),
         image_max_bytes: config.image_max_bytes,
         storage_pools: config.storage_pools.clone(),
     });
-        key_create: tokio::sync::Mutex::new(()),
     handlers::routes(state, config.body_limit)
 }
 
