@@ -210,7 +210,13 @@ pub struct ImageStatus {
     /// `sha256:<hex>` of the stored RAW disk (or kernel for direct-kernel images).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checksum: String,
-    /// Where the server keeps the RAW disk (on the image store).
+    /// Bytes this image holds in the image store (disk, kernel and initrd as
+    /// stored), charged to its project's `image_bytes` quota; while a disk
+    /// converts, its virtual size is reserved here instead.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Where the server keeps the RAW disk (on the image store). Shown to
+    /// platform admins only; members' responses leave the server paths out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +242,14 @@ impl Kind for Image {
             ));
         }
         Ok(())
+    }
+    /// One image, and the bytes it holds (or has reserved) in the image store.
+    fn usage(_spec: &ImageSpec, status: &ImageStatus) -> Usage {
+        Usage {
+            images: 1,
+            image_bytes: status.stored_bytes,
+            ..Usage::default()
+        }
     }
 }
 

@@ -10,6 +10,22 @@ pub struct Quota {
     pub memory_mib: u64,
     pub volume_gib: u64,
     pub elastic_ips: u64,
+    /// Images the project may hold (whatever their phase).
+    #[serde(default = "default_images")]
+    pub images: u64,
+    /// Bytes the project's images may occupy in the image store (after
+    /// conversion to RAW; an upload reserves its disk's virtual size while it
+    /// converts).
+    #[serde(default = "default_image_bytes")]
+    pub image_bytes: u64,
+}
+
+fn default_images() -> u64 {
+    50
+}
+
+fn default_image_bytes() -> u64 {
+    200 << 30
 }
 
 impl Default for Quota {
@@ -20,6 +36,8 @@ impl Default for Quota {
             memory_mib: 80 * 1024,
             volume_gib: 2000,
             elastic_ips: 10,
+            images: default_images(),
+            image_bytes: default_image_bytes(),
         }
     }
 }
@@ -38,6 +56,10 @@ pub struct Usage {
     pub volume_gib: u64,
     #[serde(default)]
     pub elastic_ips: u64,
+    #[serde(default)]
+    pub images: u64,
+    #[serde(default)]
+    pub image_bytes: u64,
 }
 
 impl Usage {
@@ -52,6 +74,8 @@ impl Usage {
             memory_mib: self.memory_mib + o.memory_mib,
             volume_gib: self.volume_gib + o.volume_gib,
             elastic_ips: self.elastic_ips + o.elastic_ips,
+            images: self.images + o.images,
+            image_bytes: self.image_bytes + o.image_bytes,
         }
     }
 
@@ -62,6 +86,8 @@ impl Usage {
             memory_mib: self.memory_mib.saturating_sub(o.memory_mib),
             volume_gib: self.volume_gib.saturating_sub(o.volume_gib),
             elastic_ips: self.elastic_ips.saturating_sub(o.elastic_ips),
+            images: self.images.saturating_sub(o.images),
+            image_bytes: self.image_bytes.saturating_sub(o.image_bytes),
         }
     }
 
@@ -73,6 +99,8 @@ impl Usage {
             ("memory_mib", self.memory_mib, quota.memory_mib),
             ("volume_gib", self.volume_gib, quota.volume_gib),
             ("elastic_ips", self.elastic_ips, quota.elastic_ips),
+            ("images", self.images, quota.images),
+            ("image_bytes", self.image_bytes, quota.image_bytes),
         ]
         .into_iter()
         .find(|(_, used, limit)| used > limit)
@@ -91,14 +119,20 @@ mod tests {
             0u64..1 << 20,
             0u64..1 << 20,
             0u64..100,
+            0u64..100,
+            0u64..1 << 40,
         )
             .prop_map(
-                |(instances, vcpus, memory_mib, volume_gib, elastic_ips)| Usage {
-                    instances,
-                    vcpus,
-                    memory_mib,
-                    volume_gib,
-                    elastic_ips,
+                |(instances, vcpus, memory_mib, volume_gib, elastic_ips, images, image_bytes)| {
+                    Usage {
+                        instances,
+                        vcpus,
+                        memory_mib,
+                        volume_gib,
+                        elastic_ips,
+                        images,
+                        image_bytes,
+                    }
                 },
             )
     }
@@ -118,6 +152,8 @@ mod tests {
             memory_mib: 1024,
             volume_gib: 10,
             elastic_ips: 1,
+            images: 1,
+            image_bytes: 1 << 20,
         };
         let u = Usage {
             instances: 2,
@@ -126,5 +162,26 @@ mod tests {
         };
         assert_eq!(u.exceeds(&q), Some(("vcpus", 5, 4)));
         assert_eq!(Usage::default().exceeds(&q), None);
+        let images = Usage {
+            images: 1,
+            image_bytes: (1 << 20) + 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            images.exceeds(&q),
+            Some(("image_bytes", (1 << 20) + 1, 1 << 20))
+        );
+    }
+
+    #[test]
+    fn quotas_written_before_images_counted_get_the_image_defaults() {
+        let q: Quota = serde_json::from_value(serde_json::json!({
+            "instances": 1, "vcpus": 1, "memory_mib": 1, "volume_gib": 1, "elastic_ips": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            (q.images, q.image_bytes),
+            (Quota::default().images, Quota::default().image_bytes)
+        );
     }
 }
