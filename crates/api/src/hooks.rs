@@ -188,9 +188,27 @@ impl Hooks for Image {
         );
         Ok(())
     }
-    fn check_update(_old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if new.spec.public && new.metadata.project.as_deref() != _old.metadata.project.as_deref() {
-            return Err(conflict("an image's project cannot change".into()));
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.kernel_cmdline != new.spec.kernel_cmdline {
+            return Err(conflict(format!(
+                "image {:?}: the kernel command line is part of what boots and cannot change; create a new image",
+                old.metadata.name
+            )));
+        }
+        Ok(())
+    }
+    async fn prepare_update(
+        _s: &AppState,
+        p: &Principal,
+        old: &Doc<Self>,
+        new: &mut Doc<Self>,
+    ) -> Result<()> {
+        if old.spec.public != new.spec.public && !p.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only platform admins may publish images or withdraw them (spec.public)",
+            )
+            .into());
         }
         Ok(())
     }
@@ -244,14 +262,7 @@ impl Hooks for Instance {
         if let Some(g) = doc.spec.placement_group.clone() {
             doc.spec.placement_group = Some(placement_group(s, &project, &g).await?);
         }
-        let image = lookup::<Image>(s, &project, &doc.spec.image).await?;
-        let image = match image {
-            Some(i) => Some(i),
-            None => find_public_image(s, &doc.spec.image).await?,
-        };
-        let image =
-            image.filter(|i| i.spec.public || i.metadata.project.as_deref() == Some(&project));
-        let Some(image) = image else {
+        let Some(image) = resolve_image(s, &project, &doc.spec.image).await? else {
             return Err(ApiError::invalid_field(
                 "spec.image",
                 format!(
@@ -447,10 +458,38 @@ async fn placement_group(s: &AppState, project: &str, id_or_name: &str) -> Resul
         })
 }
 
+/// The image `id_or_name` means to `project`: by id, its own or a public
+/// one; by name, its own first, else the public image of that name. Only
+/// platform admins publish images, so another tenant cannot plant a name.
+pub(crate) async fn resolve_image(
+    s: &AppState,
+    project: &str,
+    id_or_name: &str,
+) -> Result<Option<Doc<Image>>> {
+    let image = match lookup::<Image>(s, project, id_or_name).await? {
+        Some(i) => Some(i),
+        None => find_public_image(s, id_or_name).await?,
+    };
+    Ok(image.filter(|i| i.spec.public || i.metadata.project.as_deref() == Some(project)))
+}
+
+/// The public image called `name`; two public images of one name (in
+/// different projects) are ambiguous and refused with their ids.
 pub(crate) async fn find_public_image(s: &AppState, name: &str) -> Result<Option<Doc<Image>>> {
-    Ok(s.objects
+    let mut found: Vec<Doc<Image>> = s
+        .objects
         .list_all::<Image>(None)
         .await?
         .into_iter()
-        .find(|i| i.spec.public && i.metadata.name == name))
+        .filter(|i| i.spec.public && i.metadata.name == name)
+        .collect();
+    if found.len() > 1 {
+        let ids: Vec<&str> = found.iter().map(|i| i.metadata.id.as_str()).collect();
+        return Err(conflict(format!(
+            "{} public images are called {name:?} ({}); name one by its id",
+            found.len(),
+            ids.join(", ")
+        )));
+    }
+    Ok(found.pop())
 }

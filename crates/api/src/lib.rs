@@ -47,6 +47,9 @@ pub struct ApiConfig {
     pub image_dir: std::path::PathBuf,
     /// Largest image upload, in bytes.
     pub image_max_bytes: u64,
+    /// Admins' server-path image imports (`?source=`) must be files inside
+    /// this directory (after resolving symlinks).
+    pub import_dir: std::path::PathBuf,
     /// Storage pools volumes may be created in (`local` and the Ceph pools).
     pub storage_pools: Vec<String>,
 }
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
             auth_limits: AuthLimits::default(),
             image_dir: "/var/lib/yunhan/images".into(),
             image_max_bytes: 64 << 30,
+            import_dir: "/var/lib/yunhan/import".into(),
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
         }
     }
@@ -75,6 +79,7 @@ pub(crate) struct AppState {
     pub metrics: metrics::Metrics,
     pub image_dir: std::path::PathBuf,
     pub image_max_bytes: u64,
+    pub import_dir: std::path::PathBuf,
     pub storage_pools: Vec<String>,
 }
 
@@ -95,9 +100,13 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         metrics: metrics::Metrics::default(),
         image_dir: config.image_dir.clone(),
         image_max_bytes: config.image_max_bytes,
+        import_dir: config.import_dir.clone(),
         storage_pools: config.storage_pools.clone(),
     });
-    handlers::routes(state, config.body_limit)
+    handlers::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
+        state,
+        images::hide_server_paths,
+    ))
 }
 
 /// Serves the API on `addr` until `shutdown` resolves.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::client::{Client, ClientError};
 use crate::config::{default_path, ClientConfig};
 use crate::output::{print, text, Column, Format};
+use yunhan_storage::sizes::human;
 
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
@@ -97,6 +98,12 @@ pub struct ProjectCreate {
     /// Quota: elastic IPs
     #[arg(long, default_value_t = 10)]
     pub elastic_ips: u64,
+    /// Quota: images (whatever their state)
+    #[arg(long, default_value_t = 50)]
+    pub images: u64,
+    /// Quota: bytes the project's images may occupy in the image store, e.g. 200G, 512M
+    #[arg(long, default_value = "200G", value_parser = yunhan_storage::sizes::parse_size)]
+    pub image_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -507,6 +514,26 @@ const PROJECTS: Kind = Kind {
                 )
             },
         },
+        Column {
+            header: "IMAGES",
+            get: |v| {
+                format!(
+                    "{}/{}",
+                    v["status"]["usage"]["images"], v["spec"]["quota"]["images"]
+                )
+            },
+        },
+        Column {
+            header: "IMAGE_DATA",
+            get: |v| {
+                let size = |b: &Value| b.as_u64().map_or_else(|| "-".into(), human);
+                format!(
+                    "{}/{}",
+                    size(&v["status"]["usage"]["image_bytes"]),
+                    size(&v["spec"]["quota"]["image_bytes"])
+                )
+            },
+        },
         col!("ID", "metadata", "id"),
     ],
 };
@@ -685,9 +712,9 @@ async fn create_image(ctx: &Ctx, a: ImageCreate) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Makes sure a public image `name` is Active, importing `file` (a path on
-/// the server) when it is missing or unusable; returns whether it imported.
-/// `yunhan up --import-image` uses it, as the admin.
+/// Makes sure a public image `name` is Active, uploading `file` when it is
+/// missing or unusable; returns whether it imported. `yunhan up
+/// --import-image` uses it, as the admin.
 pub async fn ensure_public_image(
     client: &Client,
     name: &str,
@@ -708,7 +735,7 @@ pub async fn ensure_public_image(
         kernel: None,
         initrd: None,
         cmdline: None,
-        server_path: true,
+        server_path: false,
         public: true,
         os: String::new(),
         min_disk_gib: 0,
@@ -730,10 +757,12 @@ async fn create_image_with_data(client: &Client, a: &ImageCreate) -> Result<Valu
         .await?
         .unwrap_or_default();
     let id = text(&v["metadata"]["id"]);
+    // The initrd before the kernel: the kernel completes the image (Active,
+    // and then never changed again).
     for (part, file) in [
         ("disk", &a.file),
-        ("kernel", &a.kernel),
         ("initrd", &a.initrd),
+        ("kernel", &a.kernel),
     ] {
         let Some(file) = file else { continue };
         let uploaded = if a.server_path {
@@ -1106,7 +1135,8 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
                     "metadata": {"name": a.name},
                     "spec": {"description": a.description, "quota": {
                         "instances": a.instances, "vcpus": a.vcpus, "memory_mib": a.memory_mib,
-                        "volume_gib": a.volume_gib, "elastic_ips": a.elastic_ips}},
+                        "volume_gib": a.volume_gib, "elastic_ips": a.elastic_ips,
+                        "images": a.images, "image_bytes": a.image_bytes}},
                 })).await?;
                     print(ctx.format, PROJECTS.columns, &v);
                 }

@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// imports the test guest as `tiny` this way.
     #[arg(long = "import-image", value_name = "NAME=FILE", value_parser = parse_import)]
     import_images: Vec<(String, PathBuf)>,
+    /// Admins' server-path image imports (`image create --server-path`) must be
+    /// files inside this directory [default: <data-dir>/import, created on start]
+    #[arg(long)]
+    import_dir: Option<PathBuf>,
     /// Address the API listens on (port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -55,6 +59,10 @@ pub struct ServerArgs {
     /// The image store: where uploaded images are kept (sparse RAW)
     #[arg(long, default_value = "/var/lib/yunhan/images")]
     image_dir: PathBuf,
+    /// Admins' server-path image imports (`image create --server-path`) must be
+    /// files inside this directory
+    #[arg(long, default_value = "/var/lib/yunhan/import")]
+    import_dir: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
     #[command(flatten)]
@@ -144,6 +152,7 @@ impl Tuning {
     fn api_config(
         &self,
         image_dir: PathBuf,
+        import_dir: PathBuf,
         ceph: Option<&yunhan_agent::storage::CephPool>,
     ) -> yunhan_api::ApiConfig {
         let mut c = yunhan_api::ApiConfig {
@@ -151,6 +160,7 @@ impl Tuning {
             burst: self.rate_burst,
             body_limit: self.body_limit,
             image_dir,
+            import_dir,
             ..Default::default()
         };
         c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
@@ -366,7 +376,13 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         ceph.as_ref(),
         shutdown.clone(),
     )?;
-    let api_cfg = a.tuning.api_config(data_dir.join("images"), ceph.as_ref());
+    let import_dir = a.import_dir.unwrap_or_else(|| data_dir.join("import"));
+    if let Err(e) = std::fs::create_dir_all(&import_dir) {
+        tracing::warn!(dir = %import_dir.display(), "cannot create the import directory: {e}");
+    }
+    let api_cfg = a
+        .tuning
+        .api_config(data_dir.join("images"), import_dir, ceph.as_ref());
     let agent_cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.listen.ip().to_string(),
@@ -430,7 +446,9 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
     secure_image_dir(&a.image_dir)?;
-    let api_cfg = a.tuning.api_config(a.image_dir, ceph.as_ref());
+    let api_cfg = a
+        .tuning
+        .api_config(a.image_dir, a.import_dir, ceph.as_ref());
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     Ok(())

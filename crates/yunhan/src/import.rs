@@ -1,7 +1,9 @@
 //! `yunhan up --import-image NAME=FILE`: a bootable public image right after
 //! the first run. Done through the cloud's own API, as the admin whose token
 //! `up` wrote to the client config, exactly like
-//! `yunhan image create NAME --file FILE --server-path --public`.
+//! `yunhan image create NAME --file FILE --public`: the file is uploaded, so
+//! it may live anywhere `up` can read (server-path imports are confined to
+//! the import directory).
 
 use std::path::PathBuf;
 use std::time::Duration;
