@@ -511,6 +511,7 @@ async fn store_disk(
     reserve(s, id, reserved).await?;
     let written = async {
         convert(&info.format, input, &dest).await?;
+        private(&dest).await?;
         sha256_of(&dest).await
     }
     .await;
@@ -564,6 +565,7 @@ async fn store_file(s: &AppState, image: &Doc<Image>, part: Part, input: &Path) 
         tokio::fs::copy(input, &dest)
             .await
             .map_err(|e| internal("cannot store the file", e))?;
+        private(&dest).await?;
         sha256_of(&dest).await
     }
     .await;
@@ -582,6 +584,14 @@ async fn store_file(s: &AppState, image: &Doc<Image>, part: Part, input: &Path) 
             Err(e)
         }
     }
+}
+
+/// Stored images are the server's alone (0600, in a 0700 image store).
+async fn private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(|e| internal("cannot restrict the stored image", e))
 }
 
 /// Charges `bytes` to the image (and so its project) atomically: refused

@@ -237,6 +237,16 @@ fn secure_image_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `<data-dir>/import`, created 0700: the files admins put there for
+/// server-path imports are the server's alone, like the image store.
+fn default_import_dir(data_dir: &Path) -> PathBuf {
+    let dir = data_dir.join("import");
+    if let Err(e) = dir_mode(&dir, 0o700) {
+        tracing::warn!("{e:#}");
+    }
+    dir
+}
+
 fn dir_mode(dir: &Path, mode: u32) -> anyhow::Result<()> {
     yunhan_agent::compute::set_dir_mode(dir, mode)
         .with_context(|| format!("cannot create {} with mode {mode:04o}", dir.display()))
@@ -376,10 +386,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         ceph.as_ref(),
         shutdown.clone(),
     )?;
-    let import_dir = a.import_dir.unwrap_or_else(|| data_dir.join("import"));
-    if let Err(e) = std::fs::create_dir_all(&import_dir) {
-        tracing::warn!(dir = %import_dir.display(), "cannot create the import directory: {e}");
-    }
+    let import_dir = a
+        .import_dir
+        .unwrap_or_else(|| default_import_dir(&data_dir));
     let api_cfg = a
         .tuning
         .api_config(data_dir.join("images"), import_dir, ceph.as_ref());

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -298,6 +299,8 @@ async fn e2e_image_data_is_written_once_in_parts_of_its_kind_and_paths_stay_priv
         .as_str()
         .expect("admins see the path");
     assert!(Path::new(path).starts_with(image_store(&cloud)), "{path}");
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a stored image is the server's alone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,7 +470,12 @@ async fn e2e_image_quota_refuses_big_disks_and_qcow2_bombs_leaving_nothing() {
 async fn e2e_server_path_imports_come_only_from_the_import_directory() {
     let cloud = Cloud::up(&[]).await;
     let import_dir = cloud.home.path().join("data/import");
-    assert!(import_dir.is_dir(), "up creates <data-dir>/import");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&import_dir),
+        0o700,
+        "up creates <data-dir>/import, the server's alone"
+    );
     let img = new_image(&cloud, &cloud.token, "imported", json!({})).await;
     let admin = cloud.token.clone();
 
