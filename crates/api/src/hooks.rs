@@ -287,6 +287,10 @@ impl Hooks for Instance {
         doc.status.vcpus = flavor.spec.vcpus;
         doc.status.memory_mib = flavor.spec.memory_mib;
         doc.status.disk_gib = flavor.spec.disk_gib;
+        if doc.spec.reboot_generation != 0 {
+            let msg = "a new VM has had no reboots: leave reboot_generation out (or 0)";
+            return Err(ApiError::invalid_field("spec.reboot_generation", msg).into());
+        }
         doc.status.phase = InstancePhase::Pending;
         if let Some(v) = doc.spec.boot_volume.clone() {
             doc.spec.boot_volume = Some(crate::storage::boot_volume(s, &project, &v).await?);

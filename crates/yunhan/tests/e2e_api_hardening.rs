@@ -238,25 +238,29 @@ async fn reboot_generation_grows_by_one_and_vm_reboot_never_wraps() {
     let (_, cur) = cloud.call("GET", &path, Some(&admin), None).await;
     assert_eq!(cur["spec"]["reboot_generation"], 2);
 
-    // A VM whose counter is at the end: a clear refusal, never a wrap to 0.
-    for (name, generation) in [("rb-max", u64::MAX), ("rb-json-max", (1 << 53) - 1)] {
+    // A new VM starts with no reboots: a counter set at creation (e.g. at its end, where
+    // `vm reboot` could only wrap) is refused and nothing is created.
+    for (name, generation) in [
+        ("rb-max", u64::MAX),
+        ("rb-json-max", (1 << 53) - 1),
+        ("rb-1", 1),
+    ] {
         let mut spec = spec.clone();
         spec["reboot_generation"] = json!(generation);
-        let vm = cloud.create(&admin, "instances", name, spec).await;
-        let out = cloud.cli(&["vm", "reboot", name]);
-        assert!(!out.status.success(), "{name}");
-        let err = stderr(&out);
-        assert!(err.contains("reboot"), "{name}: {err}");
-        assert!(!err.contains("panicked"), "{name}: {err}");
-        let id = vm["metadata"]["id"].as_str().unwrap();
-        let (_, cur) = cloud
-            .call("GET", &format!("/v1/instances/{id}"), Some(&admin), None)
+        let body = json!({"metadata": {"name": name}, "spec": spec});
+        let (s, v) = cloud
+            .call("POST", "/v1/instances", Some(&admin), Some(&body))
             .await;
         assert_eq!(
-            cur["spec"]["reboot_generation"],
-            json!(generation),
-            "{name}"
+            (s, v["code"].as_str()),
+            (400, Some("invalid_field")),
+            "{name}: {v}"
         );
+        assert_eq!(v["details"]["field"], "spec.reboot_generation", "{v}");
+        let (s, _) = cloud
+            .call("GET", &format!("/v1/instances/{name}"), Some(&admin), None)
+            .await;
+        assert_eq!(s, 404, "{name} was not created");
     }
 }
 

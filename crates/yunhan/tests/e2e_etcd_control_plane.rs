@@ -44,6 +44,8 @@ async fn e2e_servers_on_etcd_elect_one_leader_and_track_agent_liveness() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("client.toml");
     let cfg_s = cfg.to_str().unwrap().to_string();
+    // Never the default /var/lib/yunhan/images: that is a real cloud's place.
+    let images = dir.path().join("images").to_str().unwrap().to_string();
     let ports = [free_port(), free_port()];
     let listen = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut s1 = Proc::spawn(
@@ -57,6 +59,8 @@ async fn e2e_servers_on_etcd_elect_one_leader_and_track_agent_liveness() {
             &listen(0),
             "--write-config",
             &cfg_s,
+            "--image-dir",
+            &images,
         ],
     );
     eventually(
@@ -76,6 +80,8 @@ async fn e2e_servers_on_etcd_elect_one_leader_and_track_agent_liveness() {
             &listen(1),
             "--write-config",
             &cfg_s,
+            "--image-dir",
+            &images,
         ],
     );
     let store = yunhan_store::open(&url).await.unwrap();
