@@ -92,6 +92,17 @@ async fn usage(cloud: &Cloud, project: &str) -> Value {
     p["status"]["usage"].clone()
 }
 
+/// A compressed qcow2 `dir/NAME.qcow2` of `bytes` of one repeated byte: tiny on
+/// the wire, `bytes` once converted.
+fn compressed_qcow2(dir: &std::path::Path, name: &str, bytes: u64) -> std::path::PathBuf {
+    let pattern = dir.join(format!("{name}.raw"));
+    std::fs::write(&pattern, vec![0x5au8; bytes as usize]).unwrap();
+    let out = dir.join(format!("{name}.qcow2"));
+    let (src, dst) = (pattern.to_str().unwrap(), out.to_str().unwrap());
+    qemu_img(&["convert", "-q", "-c", "-f", "raw", "-O", "qcow2", src, dst]);
+    out
+}
+
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img")
         .args(args)
@@ -364,20 +375,7 @@ async fn e2e_image_quota_refuses_big_disks_and_qcow2_bombs_leaving_nothing() {
         empty_bomb.to_str().unwrap(),
         "4G",
     ]);
-    let pattern = work.path().join("pattern.raw");
-    std::fs::write(&pattern, vec![0x5au8; 16 * MIB as usize]).unwrap();
-    let data_bomb = work.path().join("data-bomb.qcow2");
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        pattern.to_str().unwrap(),
-        data_bomb.to_str().unwrap(),
-    ]);
+    let data_bomb = compressed_qcow2(work.path(), "data-bomb", 16 * MIB);
     let big = new_image(&cloud, &t.token, "big", json!({})).await;
     for bomb in [&empty_bomb, &data_bomb] {
         let bytes = std::fs::read(bomb).unwrap();
@@ -414,19 +412,7 @@ async fn e2e_image_quota_refuses_big_disks_and_qcow2_bombs_leaving_nothing() {
     );
 
     // A qcow2 that fits converts; the count quota stops the fourth image.
-    let small = work.path().join("small.qcow2");
-    std::fs::write(&pattern, vec![0x5au8; 256 * KIB as usize]).unwrap();
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        pattern.to_str().unwrap(),
-        small.to_str().unwrap(),
-    ]);
+    let small = compressed_qcow2(work.path(), "small", 256 * KIB);
     let r = put_data(
         &cloud,
         &t.token,
