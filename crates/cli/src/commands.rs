@@ -255,7 +255,8 @@ pub struct VmCreate {
     /// cloud-init user-data file (a '#!' script or '#cloud-config')
     #[arg(long)]
     pub user_data: Option<PathBuf>,
-    /// SSH public key authorised for root (repeatable)
+    /// SSH public key (its text, e.g. "$(cat ~/.ssh/id_ed25519.pub)") that cloud-init
+    /// authorises for the image's default user (repeatable)
     #[arg(long = "ssh-key")]
     pub ssh_keys: Vec<String>,
     /// Give the VM a primary NIC in this subnet (name or id); it is deleted with the VM
