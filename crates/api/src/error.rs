@@ -55,7 +55,8 @@ impl From<ObjectError> for HttpError {
             ObjectError::Conflict(rev) => ApiError::new(
                 ErrorCode::Conflict,
                 format!("the object changed since revision {rev}; read it again and retry"),
-            ),
+            )
+            .with_detail("revision", rev),
             ObjectError::Corrupt { key, why } => {
                 tracing::error!(%key, %why, "corrupt document");
                 ApiError::new(ErrorCode::Internal, "a stored document is unreadable")

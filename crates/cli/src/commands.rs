@@ -812,15 +812,12 @@ impl Ctx {
         phase: &'static str,
     ) -> Result<(), ClientError> {
         let path = format!("/v1/instances/{}", path_segment(&a.name));
-        let cur = self.client.get(&path).await?;
-        let mut spec = cur["spec"].clone();
-        change(&mut spec);
-        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
-        let mut v = self
-            .client
-            .request(Method::PUT, &path, Some(&body))
-            .await?
-            .unwrap_or(Value::Null);
+        let (mut v, cur) = self
+            .edit_spec(&path, |spec| {
+                change(spec);
+                Ok(())
+            })
+            .await?;
         if a.wait {
             let by_id = format!("/v1/instances/{}", text(&cur["metadata"]["id"]));
             let what = format!("VM {} to be {phase}", a.name);
@@ -845,6 +842,44 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// Reads `name`, changes its spec with `change` and writes it back at the read revision.
+    pub(crate) async fn update_spec(
+        &self,
+        k: &Kind,
+        name: &str,
+        change: impl FnMut(&mut Value) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/v1/{}/{}", k.plural, path_segment(name));
+        Ok(self.edit_spec(&path, change).await?.0)
+    }
+
+    /// Read-modify-write of the spec at `path` (compare-and-swap on the read revision).
+    /// A write that lost the race to a controller or agent writing the object's status
+    /// meanwhile is redone on the fresh object, so a user never sees that race. Returns
+    /// the object as written and as it was read.
+    async fn edit_spec(
+        &self,
+        path: &str,
+        mut change: impl FnMut(&mut Value) -> Result<(), ClientError>,
+    ) -> Result<(Value, Value), ClientError> {
+        let mut retries = 5;
+        loop {
+            let cur = self.client.get(path).await?;
+            let mut spec = cur["spec"].clone();
+            change(&mut spec)?;
+            let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
+            match self.client.request(Method::PUT, path, Some(&body)).await {
+                Ok(v) => return Ok((v.unwrap_or(Value::Null), cur)),
+                Err(ClientError::Api(e, 409))
+                    if retries > 0 && e.details.contains_key("revision") =>
+                {
+                    retries -= 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// `vm migrate`: a new request (or a cancel of the current one) in
     /// `spec.migration`; with --wait, follows `status.migration`.
     async fn migrate(&self, a: &MigrateArgs) -> Result<(), ClientError> {

@@ -1,7 +1,6 @@
 //! `yunhan vpc|subnet|nic|sg|eip|eip-pool|natgw|vip …`: VPC networking.
 
 use clap::{Args, Subcommand};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::client::ClientError;
@@ -453,26 +452,6 @@ pub enum NetworkCommand {
 }
 
 impl Ctx {
-    /// Reads `name`, changes its spec with `change`, writes it back at the read revision.
-    pub(crate) async fn update_spec(
-        &self,
-        k: &Kind,
-        name: &str,
-        change: impl FnOnce(&mut Value) -> Result<(), ClientError>,
-    ) -> Result<Value, ClientError> {
-        let path = format!("/v1/{}/{}", k.plural, path_segment(name));
-        let cur = self.client.get(&path).await?;
-        let mut spec = cur["spec"].clone();
-        change(&mut spec)?;
-        let body = json!({"revision": cur["metadata"]["revision"], "spec": spec});
-        let v = self
-            .client
-            .request(Method::PUT, &path, Some(&body))
-            .await?
-            .unwrap_or(Value::Null);
-        Ok(v)
-    }
-
     async fn create_print(&self, k: &Kind, name: &str, spec: Value) -> Result<(), ClientError> {
         let v = self
             .create(k, json!({"metadata": {"name": name}, "spec": spec}))
@@ -596,7 +575,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: NetworkCommand) -> Result<(), ClientErro
                 set(&mut rule, "group", json!(peer_group));
                 ctx.update_spec(&GROUPS, &group, |s| {
                     match s["rules"].as_array_mut() {
-                        Some(r) => r.push(rule),
+                        Some(r) => r.push(rule.clone()),
                         None => s["rules"] = json!([rule]),
                     }
                     Ok(())

@@ -315,7 +315,7 @@ impl Ctx {
         name: &str,
         w: &WaitArgs,
         what: &str,
-        change: impl FnOnce(&mut Value) -> Result<(), ClientError>,
+        change: impl FnMut(&mut Value) -> Result<(), ClientError>,
         ok: impl Fn(&Value) -> bool,
     ) -> Result<(), ClientError> {
         let v = self.update_spec(&VOLUMES, name, change).await?;
