@@ -1,0 +1,267 @@
+//! External networks: on the host, forwarding, proxy ARP and one policy routing table per
+//! network; in each router namespace, its ways out of the VPC (table 100 via the uplink,
+//! table 101 via the NAT gateway's transit leg, their mark rules) and the NAT table of its
+//! elastic IPs and NAT gateways.
+use super::observe::parse_json;
+use super::shaping::shaping_classes;
+use super::{text_hash, Batch, Cmd, RealiseError, Realiser, Runner};
+use crate::names;
+use crate::nft;
+use crate::plan::{
+    ExternalPlan, HostPlan, VpcPlan, ROUTER_TABLE_TRANSIT, ROUTER_TABLE_UPLINK, TRANSIT_IP,
+    UPLINK_HOST_IP, UPLINK_ROUTER_IP,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Priority of the policy rules selecting an external network's table (`to`, then `from`).
+const EXT_RULE_PREF: u64 = 1000;
+/// Priority of the router namespace's mark rules (after `main`: routes inside the VPC win).
+const ROUTER_RULE_PREF: u32 = 33001;
+
+/// A router exit table: its number, the default route's next hop and device (when
+/// planned), and the fwmark selecting it.
+type Exit<'a> = (u32, Option<(std::net::Ipv4Addr, String)>, &'a str);
+
+impl<R: Runner> Realiser<R> {
+    /// The host side of external networks: forwarding, proxy ARP for the external addresses
+    /// realised here (answered on the external device, without delay), and one policy
+    /// routing table per network, used `from`/`to` its CIDR: the network, its gateway as
+    /// default route, and each external address via its VPC's uplink.
+    pub(super) fn apply_external(
+        &self,
+        plan: &HostPlan,
+        previous: Option<&HostPlan>,
+    ) -> Result<usize, RealiseError> {
+        let ns = self.ns();
+        let all: Vec<&ExternalPlan> = plan
+            .externals
+            .iter()
+            .chain(previous.into_iter().flat_map(|p| p.externals.iter()))
+            .collect();
+        if all.is_empty() {
+            return Ok(0);
+        }
+        let mut changes = 0;
+        if !plan.externals.is_empty() {
+            let mut want = vec![("net.ipv4.ip_forward".to_string(), "1".to_string())];
+            for x in &plan.externals {
+                want.push((
+                    format!("net.ipv4.neigh.{}.proxy_delay", x.device),
+                    "0".into(),
+                ));
+            }
+            changes += self.sysctls(ns, &want)?;
+        }
+        let mut b = Batch::default();
+        self.proxy_arp(&mut b, plan, &all)?;
+        let tables: BTreeSet<u32> = all.iter().map(|x| x.table).collect();
+        for t in &tables {
+            self.external_table(&mut b, plan, *t)?;
+        }
+        let want: BTreeSet<(u64, String, String)> = plan
+            .externals
+            .iter()
+            .flat_map(|x| {
+                [
+                    (EXT_RULE_PREF, format!("to {}", x.cidr), x.table.to_string()),
+                    (
+                        EXT_RULE_PREF + 1,
+                        format!("from {}", x.cidr),
+                        x.table.to_string(),
+                    ),
+                ]
+            })
+            .collect();
+        self.sync_rules(ns, &mut b, &want, |_, t| {
+            t.parse::<u32>().is_ok_and(|t| tables.contains(&t))
+        })?;
+        changes += b.len();
+        self.ip_batch(ns, &b)?;
+        Ok(changes)
+    }
+
+    /// Proxy ARP entries for the external addresses realised here; removes ours (inside an
+    /// external network planned now or before) that are no longer wanted.
+    fn proxy_arp(
+        &self,
+        b: &mut Batch,
+        plan: &HostPlan,
+        all: &[&ExternalPlan],
+    ) -> Result<(), RealiseError> {
+        let out = self.run(Cmd::new(self.ns(), &["ip", "-j", "neigh", "show", "proxy"]))?;
+        let have: BTreeSet<(String, String)> = parse_json("ip neigh show proxy", &out)?
+            .iter()
+            .filter_map(|n| Some((n["dev"].as_str()?.into(), n["dst"].as_str()?.into())))
+            .collect();
+        let want: BTreeSet<(String, String)> = plan
+            .externals
+            .iter()
+            .flat_map(|x| {
+                x.addresses
+                    .iter()
+                    .map(|(a, _)| (x.device.clone(), a.to_string()))
+            })
+            .collect();
+        for (dev, a) in have.difference(&want) {
+            let ours = all
+                .iter()
+                .any(|x| x.device == *dev && a.parse().is_ok_and(|ip| x.cidr.contains(ip)));
+            if ours {
+                b.push(format!("neigh del proxy {a} dev {dev}"));
+            }
+        }
+        for (dev, a) in want.difference(&have) {
+            b.push(format!("neigh replace proxy {a} dev {dev}"));
+        }
+        Ok(())
+    }
+
+    /// One external network's policy routing table `t` (emptied when no longer planned).
+    fn external_table(&self, b: &mut Batch, plan: &HostPlan, t: u32) -> Result<(), RealiseError> {
+        let have = self.route_table(self.ns(), t)?;
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(x) = plan.externals.iter().find(|x| x.table == t) {
+            let d = &x.device;
+            want.insert(
+                format!("{} dev {d}", x.cidr),
+                format!("route replace {} dev {d} table {t}", x.cidr),
+            );
+            want.insert(
+                format!("default via {} dev {d}", x.gateway_ip),
+                format!(
+                    "route replace default via {} dev {d} table {t}",
+                    x.gateway_ip
+                ),
+            );
+            for (a, vni) in &x.addresses {
+                let up = names::uplink_host_dev(*vni);
+                want.insert(
+                    format!("{a} via {UPLINK_ROUTER_IP} dev {up}"),
+                    format!(
+                        "route replace {a}/32 via {UPLINK_ROUTER_IP} dev {up} onlink table {t}"
+                    ),
+                );
+            }
+        }
+        for h in have.iter().filter(|h| !want.contains_key(*h)) {
+            let dst = h.split(' ').next().unwrap_or_default();
+            b.push(format!("route del {dst} table {t}"));
+        }
+        for (k, cmd) in &want {
+            if !have.contains(k) {
+                b.push(cmd.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// A router's ways out of the VPC: table 100 (uplink, mark 1) and table 101 (transit,
+    /// mark 2) with their rules, the NAT table, outbound shaping on the uplink. Skipped
+    /// (no observation at all) for VPCs without any, now and before.
+    pub(super) fn apply_router_exits(
+        &mut self,
+        plan: &HostPlan,
+        v: &VpcPlan,
+        previous: Option<&HostPlan>,
+        rns_name: &str,
+    ) -> Result<usize, RealiseError> {
+        let rns = Some(rns_name);
+        let transit = v.transit.as_ref().filter(|t| !t.local);
+        let rendered = nft::render_router(plan, v.vni);
+        let prev_v = previous.and_then(|p| p.vpc(v.vni));
+        let had = prev_v.is_some_and(|p| p.uplink.is_some() || p.transit.is_some())
+            || previous.is_some_and(|p| nft::render_router(p, v.vni).is_some());
+        if v.uplink.is_none() && transit.is_none() && rendered.is_none() && !had {
+            return Ok(0);
+        }
+        let vias = [
+            (
+                ROUTER_TABLE_UPLINK,
+                v.uplink
+                    .as_ref()
+                    .map(|u| (UPLINK_HOST_IP, u.router_dev.clone())),
+                "0x1",
+            ),
+            (
+                ROUTER_TABLE_TRANSIT,
+                transit.map(|t| (TRANSIT_IP, t.via_dev.clone())),
+                "0x2",
+            ),
+        ];
+        let mut changes = self.router_tables(rns, &vias)?;
+        changes += self.router_nat_table(rns_name, rendered)?;
+        if let Some(u) = &v.uplink {
+            changes += self.apply_tc(rns, &u.router_dev, &shaping_classes(plan, v.vni))?;
+        }
+        if let Some(prev) = previous {
+            self.flush_nat(rns, prev, plan, v.vni)?;
+        }
+        Ok(changes)
+    }
+
+    /// The router's exit tables (table, next hop and device when planned, fwmark): a
+    /// default route each, and a mark rule selecting it.
+    fn router_tables(&self, rns: Option<&str>, vias: &[Exit<'_>]) -> Result<usize, RealiseError> {
+        let mut b = Batch::default();
+        let mut want_rules = BTreeSet::new();
+        for (t, via, mark) in vias {
+            let have = self.route_table(rns, *t)?;
+            let want: BTreeSet<String> = via
+                .iter()
+                .map(|(gw, dev)| format!("default via {gw} dev {dev}"))
+                .collect();
+            for h in have.difference(&want) {
+                let dst = h.split(' ').next().unwrap_or_default();
+                b.push(format!("route del {dst} table {t}"));
+            }
+            if let Some((gw, dev)) = via {
+                if !have.contains(&format!("default via {gw} dev {dev}")) {
+                    b.push(format!(
+                        "route replace default via {gw} dev {dev} onlink table {t}"
+                    ));
+                }
+                let pref = u64::from(ROUTER_RULE_PREF + *t - ROUTER_TABLE_UPLINK);
+                want_rules.insert((pref, format!("fwmark {mark}"), t.to_string()));
+            }
+        }
+        self.sync_rules(rns, &mut b, &want_rules, |p, _| {
+            (u64::from(ROUTER_RULE_PREF)..u64::from(ROUTER_RULE_PREF) + 2).contains(&p)
+        })?;
+        self.ip_batch(rns, &b)?;
+        Ok(b.len())
+    }
+
+    /// The NAT table: replaced atomically when it differs, deleted when unplanned.
+    fn router_nat_table(
+        &mut self,
+        rns_name: &str,
+        rendered: Option<String>,
+    ) -> Result<usize, RealiseError> {
+        let rns = Some(rns_name);
+        let table = names::NFT_ROUTER_TABLE;
+        let list = || Cmd::new(rns, &["nft", "list", "table", "ip", table]).tolerant();
+        let listing = self.run(list())?;
+        match rendered {
+            Some(r) => {
+                let hash = text_hash(&r);
+                let norm = nft::normalize(&listing);
+                let same = norm == nft::normalize(&r)
+                    || self.router_nft_listing.get(rns_name) == Some(&(hash.clone(), norm));
+                if same && !listing.trim().is_empty() {
+                    return Ok(0);
+                }
+                let batch = format!("table ip {table}\ndelete table ip {table}\n{r}");
+                self.run(Cmd::new(rns, &["nft", "-f", "-"]).stdin(batch))?;
+                let after = self.run(list())?;
+                self.router_nft_listing
+                    .insert(rns_name.to_string(), (hash, nft::normalize(&after)));
+                Ok(1)
+            }
+            None if !listing.trim().is_empty() => {
+                self.run(Cmd::new(rns, &["nft", "delete", "table", "ip", table]))?;
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+}

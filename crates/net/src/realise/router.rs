@@ -1,0 +1,222 @@
+//! Each VPC's router namespace: sysctls, loopback, the gateway interfaces of its subnets,
+//! the uplink and transit legs, stale interfaces, and permanent neighbours. Its ways out
+//! (tables, rules, NAT) are in [`super::external`].
+use super::observe::{inet_addrs_of, links_of, parse_json, Link, Neighbours};
+use super::{Batch, Cmd, RealiseError, Realiser, Runner};
+use crate::addr::MacAddr;
+use crate::names;
+use crate::plan::{HostPlan, VpcPlan, TRANSIT_IP, UPLINK_HOST_IP};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Forwarding on; every subnet's gateway sits on the same L2 segment (one VNI per VPC), so
+/// each interface must answer ARP only for its own address (no ARP flux).
+const SYSCTLS: [(&str, &str); 9] = [
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.conf.all.arp_ignore", "1"),
+    ("net.ipv4.conf.all.arp_announce", "2"),
+    ("net.ipv4.conf.default.arp_ignore", "1"),
+    ("net.ipv4.conf.default.arp_announce", "2"),
+    // IPv4 only for now: no router advertisements or MLD into the VPC.
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+    // NAT gateway transit: covered traffic enters the gateway's router through the
+    // transit leg while its replies leave through a subnet interface.
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+];
+
+type Links = BTreeMap<String, Link>;
+
+impl<R: Runner> Realiser<R> {
+    /// One VPC's router namespace: loopback, forwarding, gateway interfaces, neighbours,
+    /// and its way out (uplink, transit, NAT table, outbound shaping) where planned now or
+    /// before (`previous`: the last plan, when it had this VPC).
+    pub(super) fn apply_router(
+        &mut self,
+        plan: &HostPlan,
+        v: &VpcPlan,
+        previous: Option<&HostPlan>,
+    ) -> Result<usize, RealiseError> {
+        let rns_name = self.router_ns(v);
+        let rns = Some(rns_name.as_str());
+        let want: Vec<(String, String)> = SYSCTLS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut changes = self.sysctls(rns, &want)?;
+        let out = self.run(Cmd::new(rns, &["ip", "-j", "-d", "addr", "show"]))?;
+        let raw = parse_json("ip addr show", &out)?;
+        let links = links_of(&raw);
+        let addrs = inet_addrs_of(&raw);
+        let mut b = Batch::default();
+        if links.get("lo").is_none_or(|l| !l.up) {
+            b.push("link set dev lo up".into());
+        }
+        let mtu = u64::from(plan.mtu);
+        gateway_interfaces(&mut b, &links, &addrs, v, mtu);
+        let legs = legs(v);
+        configure_legs(&mut b, &links, &legs, mtu);
+        stale_interfaces(&mut b, &links, v, &legs);
+        let have = self.neighbours(rns)?;
+        neighbour_changes(&mut b, v, &have, &wanted_neighbours(v));
+        changes += b.len();
+        self.ip_batch(rns, &b)?;
+        changes += self.apply_router_exits(plan, v, previous, &rns_name)?;
+        Ok(changes)
+    }
+}
+
+/// The gateway interface of each subnet: MAC, MTU, exactly its gateway address, up.
+fn gateway_interfaces(
+    b: &mut Batch,
+    links: &Links,
+    addrs: &BTreeMap<String, BTreeSet<String>>,
+    v: &VpcPlan,
+    mtu: u64,
+) {
+    for i in &v.router.interfaces {
+        let Some(l) = links.get(&i.router_dev) else {
+            // Created with the host-side veth in this same apply; configure it fully.
+            b.push(format!(
+                "link set dev {} address {} mtu {mtu}",
+                i.router_dev, i.gateway_mac
+            ));
+            b.push(format!(
+                "addr add {}/{} dev {}",
+                i.gateway_ip,
+                i.cidr.prefix_len(),
+                i.router_dev
+            ));
+            b.push(format!("link set dev {} up", i.router_dev));
+            continue;
+        };
+        if !l.mac.eq_ignore_ascii_case(&i.gateway_mac.to_string()) {
+            b.push(format!(
+                "link set dev {} address {}",
+                i.router_dev, i.gateway_mac
+            ));
+        }
+        if l.mtu != mtu {
+            b.push(format!("link set dev {} mtu {mtu}", i.router_dev));
+        }
+        let want = format!("{}/{}", i.gateway_ip, i.cidr.prefix_len());
+        let have = addrs.get(&i.router_dev).cloned().unwrap_or_default();
+        for a in &have {
+            if *a != want {
+                b.push(format!("addr del {a} dev {}", i.router_dev));
+            }
+        }
+        if !have.contains(&want) {
+            b.push(format!("addr add {want} dev {}", i.router_dev));
+        }
+        if !l.up {
+            b.push(format!("link set dev {} up", i.router_dev));
+        }
+    }
+}
+
+/// The uplink and the transit leg (created from the host side with their MACs).
+fn legs(v: &VpcPlan) -> Vec<(&str, MacAddr)> {
+    v.uplink
+        .iter()
+        .map(|u| (u.router_dev.as_str(), u.router_mac))
+        .chain(
+            v.transit
+                .iter()
+                .filter(|t| t.local)
+                .map(|t| (t.router_dev.as_str(), t.mac)),
+        )
+        .collect()
+}
+
+fn configure_legs(b: &mut Batch, links: &Links, legs: &[(&str, MacAddr)], mtu: u64) {
+    for (dev, mac) in legs {
+        match links.get(*dev) {
+            None => b.push(format!("link set dev {dev} mtu {mtu} up")),
+            Some(l) => {
+                if !l.mac.eq_ignore_ascii_case(&mac.to_string()) {
+                    b.push(format!("link set dev {dev} address {mac}"));
+                }
+                if l.mtu != mtu {
+                    b.push(format!("link set dev {dev} mtu {mtu}"));
+                }
+                if !l.up {
+                    b.push(format!("link set dev {dev} up"));
+                }
+            }
+        }
+    }
+}
+
+/// The router ends of the subnet interfaces.
+fn planned_interfaces(v: &VpcPlan) -> BTreeSet<&str> {
+    v.router
+        .interfaces
+        .iter()
+        .map(|i| i.router_dev.as_str())
+        .collect()
+}
+
+/// Stale interfaces (a deleted subnet, a gone uplink) go away with their veth.
+fn stale_interfaces(b: &mut Batch, links: &Links, v: &VpcPlan, legs: &[(&str, MacAddr)]) {
+    let planned = planned_interfaces(v);
+    for (name, l) in links {
+        let ours = name.starts_with("gw")
+            || name == names::UPLINK_ROUTER_DEV
+            || name == names::TRANSIT_ROUTER_DEV;
+        if ours
+            && l.kind == "veth"
+            && !planned.contains(name.as_str())
+            && !legs.iter().any(|(d, _)| d == name)
+        {
+            b.push(format!("link del dev {name}"));
+        }
+    }
+}
+
+/// Neighbours: every port of the VPC on its subnet's interface, permanent; and the next
+/// hops of the ways out: the host end of the uplink, the gateway's transit leg.
+fn wanted_neighbours(v: &VpcPlan) -> Neighbours {
+    let dev_of: HashMap<&str, &str> = v
+        .router
+        .interfaces
+        .iter()
+        .map(|i| (i.subnet.as_str(), i.router_dev.as_str()))
+        .collect();
+    let mut want = Neighbours::new();
+    for n in &v.neighbours {
+        if let Some(dev) = dev_of.get(n.subnet.as_str()) {
+            want.insert((dev.to_string(), n.ip.to_string()), n.mac.to_string());
+        }
+    }
+    if let Some(u) = &v.uplink {
+        want.insert(
+            (u.router_dev.clone(), UPLINK_HOST_IP.to_string()),
+            u.host_mac.to_string(),
+        );
+    }
+    if let Some(t) = v.transit.as_ref().filter(|t| !t.local) {
+        want.insert(
+            (t.via_dev.clone(), TRANSIT_IP.to_string()),
+            t.mac.to_string(),
+        );
+    }
+    want
+}
+
+/// Deletes unwanted neighbours on the subnet interfaces; replaces the wrong or missing.
+fn neighbour_changes(b: &mut Batch, v: &VpcPlan, have: &Neighbours, want: &Neighbours) {
+    let planned = planned_interfaces(v);
+    for (k, _) in have.iter().filter(|(k, _)| !want.contains_key(*k)) {
+        if planned.contains(k.0.as_str()) {
+            b.push(format!("neigh del {} dev {}", k.1, k.0));
+        }
+    }
+    for ((dev, ip), mac) in want {
+        if have.get(&(dev.clone(), ip.clone())) != Some(mac) {
+            b.push(format!(
+                "neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+            ));
+        }
+    }
+}

@@ -1,0 +1,102 @@
+use super::*;
+use crate::compile::compile_all;
+use crate::model::{Direction, Peer, PortRange, Protocol, Rule};
+
+#[test]
+fn first_apply_on_empty_namespace() {
+    let plans = compile_all(&crate::lab::fixtures::two_host_model()).unwrap();
+    let r = RecordingRunner::default();
+    r.answer("sysctl -n", "0\n");
+    let mut real = Realiser::new(
+        r,
+        Target {
+            netns: Some("h".into()),
+            router_prefix: "t-".into(),
+            state_dir: None,
+        },
+    );
+    let rep = real.apply(&plans["host-a"]).unwrap();
+    assert!(rep.changes > 10, "{rep:?}");
+    assert_eq!(rep.missing_ports.len(), plans["host-a"].ports.len());
+    let lines = real.runner().lines().join("\n");
+    assert!(lines.contains("ip netns add t-ynr-00002a"), "{lines}");
+    assert!(
+        lines.contains("type vxlan id 42 local 192.0.2.10 dstport 4789 nolearning proxy"),
+        "{lines}"
+    );
+    assert!(lines.contains("dst 192.0.2.11 self permanent"), "{lines}");
+    // Never a flooding entry.
+    assert!(!lines.contains("00:00:00:00:00:00"), "{lines}");
+    assert!(lines.contains("[h] nft -f -"), "{lines}");
+}
+
+#[test]
+fn external_pieces_are_realised_and_removed() {
+    let m = crate::lab::fixtures::external_model();
+    let plans = compile_all(&m).unwrap();
+    let mut real = Realiser::new(RecordingRunner::default(), Target::default());
+    real.apply(&plans["host-a"]).unwrap();
+    let lines = real.runner().lines().join("\n");
+    for want in [
+        "link add name ynu-00002a address",
+        "type veth peer name uplink address",
+        "neigh replace proxy 203.0.113.50 dev ext0",
+        "route replace 203.0.113.50/32 via 169.254.0.2 dev ynu-00002a onlink table",
+        "route replace default via 203.0.113.1 dev ext0 table",
+        "rule add pref 1000 to 203.0.113.0/24 table",
+        "rule add pref 1001 from 203.0.113.0/24 table",
+        "route replace default via 169.254.0.1 dev uplink onlink table 100",
+        "route replace default via 169.254.255.1 dev gwe565d34afe onlink table 101",
+        "rule add pref 33001 fwmark 0x1 table 100",
+        "rule add pref 33002 fwmark 0x2 table 101",
+        "tc qdisc replace dev ynu-00002a root handle 1: htb default 0",
+        "tc class replace dev uplink parent 1: classid 1:10 htb rate 20mbit ceil 20mbit",
+        "snat to 203.0.113.50",
+        "net.ipv4.neigh.ext0.proxy_delay=0",
+    ] {
+        assert!(lines.contains(want), "missing {want:?} in\n{lines}");
+    }
+    // Unbinding the capped elastic IP flushes its translations.
+    let mut m2 = m.clone();
+    m2.elastic_ips[0].port = None;
+    let p2 = compile_all(&m2).unwrap();
+    assert_eq!(
+        nat_changes(&plans["host-a"], &p2["host-a"], 42),
+        vec!["203.0.113.50".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    assert!(nat_changes(&plans["host-a"], &plans["host-a"], 42).is_empty());
+    real.runner().commands.lock().unwrap().clear();
+    real.apply(&p2["host-a"]).unwrap();
+    let lines = real.runner().lines().join("\n");
+    assert!(lines.contains("conntrack -D -d 203.0.113.50"), "{lines}");
+    assert!(lines.contains("conntrack -D -q 203.0.113.50"), "{lines}");
+}
+
+#[test]
+fn rule_changes_flush_only_what_they_allowed() {
+    let mut m = crate::lab::fixtures::two_host_model();
+    let a = compile_all(&m).unwrap();
+    // No change: nothing to flush.
+    assert!(conntrack_flushes(&a["host-a"], &a["host-a"]).is_empty());
+    // Remove the web group's ingress rule: flows towards its members on host-a go.
+    let web = m
+        .security_groups
+        .iter_mut()
+        .find(|g| g.id == "sg-web")
+        .unwrap();
+    web.rules.retain(|r| r.direction != Direction::Ingress);
+    let b = compile_all(&m).unwrap();
+    let f = conntrack_flushes(&a["host-a"], &b["host-a"]);
+    assert_eq!(f, vec![(43, "-d", "10.0.1.10".parse().unwrap())]);
+    // Adding an egress rule to the web group restricts egress: flows it started go.
+    m.security_groups[0].rules.push(Rule {
+        direction: Direction::Egress,
+        protocol: Protocol::Tcp,
+        ports: Some(PortRange { from: 443, to: 443 }),
+        peer: Peer::Cidr("0.0.0.0/0".parse().unwrap()),
+    });
+    let c = compile_all(&m).unwrap();
+    assert!(conntrack_flushes(&b["host-a"], &c["host-a"])
+        .iter()
+        .any(|(_, f, _)| *f == "-s"));
+}
