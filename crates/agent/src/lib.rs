@@ -84,29 +84,27 @@ pub async fn run(
     let mut compute_cfg = cfg.compute.clone();
     compute_cfg.netns = cfg.network.netns.clone();
     compute_cfg.address = cfg.address.clone();
-    let compute = compute::Compute::new(host_id.clone(), prepared, compute_cfg);
     let local = yunhan_storage::LocalDriver::open(cfg.state_dir.join("volumes")).await?;
     let mut pools: storage::Pools = [(
         yunhan_model::DEFAULT_POOL.to_string(),
         Arc::new(local) as Arc<dyn yunhan_storage::VolumeDriver>,
     )]
     .into();
-    let rt = compute.runtime();
     let ceph = match cfg.ceph.clone() {
         None => None,
         Some(c) => {
             let driver = yunhan_storage::CephDriver::open(c.cluster.clone(), &c.pool).await?;
             pools.insert(c.pool.clone(), Arc::new(driver));
             let dir = cfg.state_dir.join("ceph");
-            let conf = storage::qemu_ceph_conf(&c.cluster, &dir, rt.run_as.map(|(_, g)| g))
+            let conf = storage::qemu_ceph_conf(&c.cluster, &dir, prepared.run_as().map(|(_, g)| g))
                 .await
                 .map_err(|source| AgentError::StateDir { path: dir, source })?;
             Some((c, conf))
         }
     };
     let volumes = Arc::new(storage::Volumes::new(pools, ceph));
-    compute.set_volumes(volumes.clone());
-    let storage = storage::Storage::new(host_id.clone(), volumes, rt);
+    let compute = compute::Compute::new(host_id.clone(), prepared, compute_cfg, volumes.clone());
+    let storage = storage::Storage::new(host_id.clone(), volumes, compute.runtime());
     let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(storage),
         objects.clone(),

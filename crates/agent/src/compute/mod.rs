@@ -128,7 +128,7 @@ struct Inner {
     /// elsewhere, so it may keep running).
     ha: std::sync::Mutex<HashSet<String>>,
     /// This host's storage pools (VMs booting from a volume).
-    volumes: std::sync::OnceLock<Arc<crate::storage::Volumes>>,
+    volumes: Arc<crate::storage::Volumes>,
 }
 
 /// What [`prepare`] set up: the VM directory and who QEMU runs as.
@@ -136,6 +136,13 @@ struct Inner {
 pub struct Prepared {
     vms_dir: PathBuf,
     run_as: Option<(u32, u32)>,
+}
+
+impl Prepared {
+    /// Who QEMU runs as (uid, gid), or `None` for the agent's own user.
+    pub fn run_as(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
 }
 
 /// Why the compute data plane cannot start on this host.
@@ -202,8 +209,14 @@ pub fn prepare(state_dir: &std::path::Path, cfg: &ComputeConfig) -> Result<Prepa
 }
 
 impl Compute {
-    /// The compute reconciler of `host_id`, on what [`prepare`] set up.
-    pub fn new(host_id: String, prepared: Prepared, cfg: ComputeConfig) -> Compute {
+    /// The compute reconciler of `host_id`, on what [`prepare`] set up, with
+    /// the host's storage pools (VMs booting from a volume).
+    pub fn new(
+        host_id: String,
+        prepared: Prepared,
+        cfg: ComputeConfig,
+        volumes: Arc<crate::storage::Volumes>,
+    ) -> Compute {
         let Prepared { vms_dir, run_as } = prepared;
         let rt = Runtime {
             vms_dir,
@@ -220,7 +233,7 @@ impl Compute {
                 accel: tokio::sync::OnceCell::new(),
                 nics: Default::default(),
                 ha: Default::default(),
-                volumes: std::sync::OnceLock::new(),
+                volumes,
             }),
             ops: Default::default(),
         }
@@ -229,11 +242,6 @@ impl Compute {
     /// What the liveness loop calls when this host has lost its lease.
     pub fn self_fence(&self) -> SelfFence {
         SelfFence(self.inner.clone())
-    }
-
-    /// Gives compute the host's storage pools (set once, before the first pass).
-    pub fn set_volumes(&self, volumes: Arc<crate::storage::Volumes>) {
-        let _ = self.inner.volumes.set(volumes);
     }
 
     /// The VM runtime (the storage data plane plugs volumes into its VMs).
@@ -650,8 +658,8 @@ impl Inner {
             .await
             .map_err(|e| format!("reading boot volume {v}: {e}"))?
             .ok_or_else(|| format!("boot volume {v} not found"))?;
-        let volumes = self.volumes.get().ok_or("this host has no storage pools")?;
-        let disk = volumes
+        let disk = self
+            .volumes
             .qemu_disk(&vol.spec.pool, v)
             .await
             .map_err(|e| format!("boot volume {:?}: {e}", vol.metadata.name))?;
