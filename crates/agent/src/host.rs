@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use yunhan_model::{new_id, Host, HostSpec, HostStatus, Metadata, Resource};
-use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_store::objects::{alive_key, ObjectError, Objects, GLOBAL_SCOPE};
 use yunhan_store::{Op, Txn};
 
 use crate::{AgentConfig, AgentError};
@@ -36,10 +36,6 @@ pub fn discover(state_dir: &Path) -> Discovered {
         memory_mib,
         disk_gib,
     }
-}
-
-fn alive_key(id: &str) -> String {
-    format!("/yunhan/alive/hosts/{id}")
 }
 
 /// Creates or refreshes this host's Host object; returns its id, which is

@@ -17,19 +17,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use yunhan_model::{
-    Host, Image, Instance, InstancePhase, PoolReport, Resource, Snapshot, SnapshotPhase, Volume,
+    Doc, Host, Image, Instance, InstancePhase, PoolReport, Snapshot, SnapshotPhase, Volume,
     VolumePhase, VolumeSource, VolumeStatus,
 };
 use yunhan_qmp::{BlockdevAdd, DeviceAdd, Qmp, QmpClient};
 use yunhan_storage::{QemuDisk, StorageError, VolumeDriver};
-use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
 use crate::compute::hotplug;
 use crate::compute::runtime::Runtime;
 use crate::ops::{lock, Ops};
-
-type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 /// How often pool figures are written to the host's status.
 const POOL_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -314,9 +312,9 @@ impl Reconciler for Storage {
     }
     fn watches(&self) -> Vec<String> {
         vec![
-            "/yunhan/objects/volumes/".into(),
-            "/yunhan/objects/snapshots/".into(),
-            "/yunhan/objects/instances/".into(),
+            object_prefix::<Volume>(None),
+            object_prefix::<Snapshot>(None),
+            object_prefix::<Instance>(None),
         ]
     }
     fn resync(&self) -> Duration {
@@ -939,7 +937,7 @@ fn secure(disk: &QemuDisk, owner: Option<(u32, u32)>) -> Result<(), StepError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use yunhan_model::{Metadata, VolumeRestore, VolumeSpec};
+    use yunhan_model::{Metadata, Resource, VolumeRestore, VolumeSpec};
 
     fn vol(size: u64, instance: Option<&str>) -> Doc<Volume> {
         Resource {

@@ -21,7 +21,7 @@ use axum::http::{header, request::Parts};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use yunhan_model::{ApiError, ApiKey, ErrorCode, Role, User};
-use yunhan_store::objects::{Doc, Objects};
+use yunhan_store::objects::{api_key_secret_key, Doc, Objects};
 use yunhan_store::StoreExt;
 
 use crate::error::HttpError;
@@ -44,10 +44,6 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
-}
-
-fn secret_key(key_id: &str) -> String {
-    format!("/yunhan/secrets/api-keys/{key_id}")
 }
 
 /// How hard guessing tokens is made.
@@ -126,7 +122,7 @@ pub fn mint_token(key_id: &str) -> (String, String) {
 pub async fn store_secret(objects: &Objects, key_id: &str, hash: String) -> Result<(), HttpError> {
     objects
         .store()
-        .put(&secret_key(key_id), hash.into_bytes())
+        .put(&api_key_secret_key(key_id), hash.into_bytes())
         .await?;
     Ok(())
 }
@@ -275,7 +271,11 @@ impl Authenticator {
     /// against [`DUMMY_HASH`], so they answer in the same time.
     async fn verify(&self, key_id: &str, secret: &str) -> Result<Option<Doc<ApiKey>>, HttpError> {
         let key = self.objects.get::<ApiKey>(key_id).await?;
-        let hash = self.objects.store().get(&secret_key(key_id)).await?;
+        let hash = self
+            .objects
+            .store()
+            .get(&api_key_secret_key(key_id))
+            .await?;
         let hash = hash.and_then(|h| String::from_utf8(h.value).ok());
         let known = key.is_some() && hash.is_some();
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());

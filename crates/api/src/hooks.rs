@@ -135,7 +135,7 @@ impl Hooks for ApiKey {
         s.objects.delete::<Self>(&doc).await?;
         s.objects
             .store()
-            .delete(&format!("/yunhan/secrets/api-keys/{}", doc.metadata.id))
+            .delete(&yunhan_store::objects::api_key_secret_key(&doc.metadata.id))
             .await?;
         s.auth.forget_key(&doc.metadata.id);
         Ok(Deleted::Now)

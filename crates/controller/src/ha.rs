@@ -18,12 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::{age_of, Host, HostPhase, Instance, InstancePhase, Resource};
-use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_model::{age_of, Doc, Host, HostPhase, Instance, InstancePhase};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
-
-type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 /// What the HA monitor needs from the storage layer.
 #[async_trait]
@@ -104,10 +102,7 @@ impl Reconciler for HaMonitor {
         "ha-monitor"
     }
     fn watches(&self) -> Vec<String> {
-        vec![
-            "/yunhan/objects/hosts/".into(),
-            "/yunhan/objects/instances/".into(),
-        ]
+        vec![object_prefix::<Host>(None), object_prefix::<Instance>(None)]
     }
     /// Often enough to notice the grace period ending without a store change.
     fn resync(&self) -> Duration {
@@ -209,7 +204,7 @@ async fn mark_host_down(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata};
+    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata, Resource};
 
     fn inst(ha: bool, host: Option<&str>) -> Doc<Instance> {
         Resource {

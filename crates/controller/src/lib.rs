@@ -16,12 +16,7 @@ pub use yunhan_store::reconcile::{run_reconciler, Reconciler};
 
 pub use yunhan_model::now;
 
-/// Where agents' liveness keys live (each attached to the agent's lease).
-pub fn alive_key(host_id: &str) -> String {
-    format!("{}{host_id}", ALIVE_PREFIX)
-}
-
-pub const ALIVE_PREFIX: &str = "/yunhan/alive/hosts/";
+pub use yunhan_store::objects::{alive_key, ALIVE_PREFIX};
 
 use std::sync::Arc;
 use tokio::sync::watch;

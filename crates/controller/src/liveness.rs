@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use yunhan_model::{Host, HostPhase};
-use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
 
 use crate::{now, Reconciler, ALIVE_PREFIX};
@@ -17,10 +17,7 @@ impl Reconciler for HostLiveness {
         "host-liveness"
     }
     fn watches(&self) -> Vec<String> {
-        vec![
-            ALIVE_PREFIX.to_string(),
-            "/yunhan/objects/hosts/".to_string(),
-        ]
+        vec![ALIVE_PREFIX.to_string(), object_prefix::<Host>(None)]
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let alive: HashSet<String> = objects

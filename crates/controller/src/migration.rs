@@ -22,15 +22,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use yunhan_model::{Instance, InstancePhase, MigrationPhase, MigrationStatus, Resource};
-use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_model::{Doc, Instance, InstancePhase, MigrationPhase, MigrationStatus};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 
 use crate::ha::SharedStorage;
 use crate::placement::{place, Policy};
 use crate::scheduler::{demand, Capacity};
 use crate::Reconciler;
-
-type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 pub struct Migrations {
     pub policy: Policy,
@@ -85,7 +83,7 @@ impl Reconciler for Migrations {
         "migrations"
     }
     fn watches(&self) -> Vec<String> {
-        vec!["/yunhan/objects/instances/".into()]
+        vec![object_prefix::<Instance>(None)]
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let instances = objects.list_all::<Instance>(None).await?;
@@ -249,7 +247,7 @@ async fn rebind(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata, MigrationSpec};
+    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata, MigrationSpec, Resource};
 
     fn inst(want: Option<(u64, bool)>, st: Option<(u64, MigrationPhase)>) -> Doc<Instance> {
         Resource {

@@ -24,7 +24,7 @@ use yunhan_model::{
 use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
 use yunhan_net::{HostPlan, Ipv4Cidr, MacAddr, NetworkModel, ObjectKind};
-use yunhan_store::objects::{Doc, ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_store::objects::{object_prefix, Doc, ObjectError, Objects, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
 
 use crate::Reconciler;
@@ -643,23 +643,19 @@ impl Reconciler for NetworkController {
         "network"
     }
     fn watches(&self) -> Vec<String> {
-        let mut w: Vec<String> = [
-            Vpc::PLURAL,
-            Subnet::PLURAL,
-            NetworkInterface::PLURAL,
-            SecurityGroup::PLURAL,
-            ElasticIpPool::PLURAL,
-            ElasticIp::PLURAL,
-            NatGateway::PLURAL,
-            Vip::PLURAL,
-            Instance::PLURAL,
-            Host::PLURAL,
+        vec![
+            object_prefix::<Vpc>(None),
+            object_prefix::<Subnet>(None),
+            object_prefix::<NetworkInterface>(None),
+            object_prefix::<SecurityGroup>(None),
+            object_prefix::<ElasticIpPool>(None),
+            object_prefix::<ElasticIp>(None),
+            object_prefix::<NatGateway>(None),
+            object_prefix::<Vip>(None),
+            object_prefix::<Instance>(None),
+            object_prefix::<Host>(None),
+            VTEP_PREFIX.into(),
         ]
-        .iter()
-        .map(|p| format!("/yunhan/objects/{p}/"))
-        .collect();
-        w.push(VTEP_PREFIX.into());
-        w
     }
     fn resync(&self) -> Duration {
         Duration::from_secs(5)

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use yunhan_model::{Host, HostPhase, Instance, InstancePhase, PlacementGroup, PlacementPolicy};
-use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_model::{
+    Doc, Host, HostPhase, Instance, InstancePhase, PlacementGroup, PlacementPolicy,
+};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::placement::{place, Candidate, Demand, Policy};
 use crate::Reconciler;
@@ -22,10 +24,7 @@ impl Reconciler for Scheduler {
         "scheduler"
     }
     fn watches(&self) -> Vec<String> {
-        vec![
-            "/yunhan/objects/instances/".into(),
-            "/yunhan/objects/hosts/".into(),
-        ]
+        vec![object_prefix::<Instance>(None), object_prefix::<Host>(None)]
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let (
@@ -109,9 +108,6 @@ pub struct GroupRule {
 
 /// Placement group id → its owner and rule.
 pub type Groups = HashMap<String, GroupRule>;
-
-type Doc<K> =
-    yunhan_model::Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 impl Capacity {
     /// Reads hosts, placement groups and instances; returns the capacity and the instances.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use yunhan_model::{Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource};
-use yunhan_store::objects::{ObjectError, Objects, GLOBAL_SCOPE};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
 
@@ -46,9 +46,9 @@ impl Reconciler for VolumeBinder {
     }
     fn watches(&self) -> Vec<String> {
         vec![
-            "/yunhan/objects/volumes/".into(),
-            "/yunhan/objects/hosts/".into(),
-            "/yunhan/objects/instances/".into(),
+            object_prefix::<Volume>(None),
+            object_prefix::<Host>(None),
+            object_prefix::<Instance>(None),
         ]
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {

@@ -22,8 +22,8 @@ pub use infra::{
     PlacementPolicy, GPU_SHAPES,
 };
 pub use meta::{
-    age_of, new_id, now, validate_labels, validate_name, CreateRequest, Kind, Metadata, ObjectMeta,
-    Resource, Scope, UpdateRequest,
+    age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,
+    ObjectMeta, Resource, Scope, UpdateRequest,
 };
 pub use network::{
     ElasticIp, ElasticIpPool, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip,

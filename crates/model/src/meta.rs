@@ -75,6 +75,9 @@ pub struct Resource<S, T> {
     pub status: T,
 }
 
+/// The stored document of kind `K`.
+pub type Doc<K> = Resource<<K as Kind>::Spec, <K as Kind>::Status>;
+
 /// The metadata a client may set when creating an object.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

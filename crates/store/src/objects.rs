@@ -12,13 +12,12 @@
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
+pub use yunhan_model::Doc;
 use yunhan_model::{Kind, Project, ProjectSpec, ProjectStatus, Resource, Scope, Usage};
 
 use crate::{Compare, KeyValue, Op, Store, StoreError, StoreExt, Txn};
 
 pub const GLOBAL_SCOPE: &str = "_";
-
-pub type Doc<K> = Resource<<K as Kind>::Spec, <K as Kind>::Status>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -38,6 +37,22 @@ pub enum ObjectError {
     Conflict(u64),
     #[error("stored document {key} is unreadable: {why}")]
     Corrupt { key: String, why: String },
+}
+
+/// Where agents' liveness keys live (each attached to the agent's lease).
+pub const ALIVE_PREFIX: &str = "/yunhan/alive/hosts/";
+
+/// The liveness key of host `host_id`.
+pub fn alive_key(host_id: &str) -> String {
+    format!("{ALIVE_PREFIX}{host_id}")
+}
+
+/// Where API keys' secrets (their hashes) live.
+pub const API_KEY_SECRET_PREFIX: &str = "/yunhan/secrets/api-keys/";
+
+/// The secret key of API key `key_id`.
+pub fn api_key_secret_key(key_id: &str) -> String {
+    format!("{API_KEY_SECRET_PREFIX}{key_id}")
 }
 
 pub fn object_prefix<K: Kind>(scope: Option<&str>) -> String {

@@ -5,11 +5,9 @@
 
 use async_trait::async_trait;
 use yunhan_controller::ha::SharedStorage;
-use yunhan_model::{Host, Instance, Resource, Volume};
+use yunhan_model::{Doc, Host, Instance, Volume};
 use yunhan_storage::CephDriver;
 use yunhan_store::objects::Objects;
-
-type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 pub struct CephShared {
     pub pool: yunhan_agent::storage::CephPool,

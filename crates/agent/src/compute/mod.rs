@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::{Image, Instance, InstancePhase, MigrationPhase, Resource};
-use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_model::{Doc, Image, Instance, InstancePhase, MigrationPhase};
+use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
 pub use accel::AccelMode;
 use argv::{mac_for, Accelerator, Boot, VmPlan};
 use runtime::{Runtime, StartRequest};
-
-type Doc<K> = Resource<<K as yunhan_model::Kind>::Spec, <K as yunhan_model::Kind>::Status>;
 
 /// Compute settings of the agent.
 #[derive(Debug, Clone)]
@@ -267,9 +265,9 @@ impl Reconciler for Compute {
     }
     fn watches(&self) -> Vec<String> {
         vec![
-            "/yunhan/objects/instances/".into(),
+            object_prefix::<Instance>(None),
             // NICs attached to or detached from running VMs are hot-plugged.
-            "/yunhan/objects/network-interfaces/".into(),
+            object_prefix::<yunhan_model::NetworkInterface>(None),
         ]
     }
     fn resync(&self) -> Duration {
@@ -767,7 +765,7 @@ async fn find_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata};
+    use yunhan_model::{InstanceSpec, InstanceStatus, Metadata, Resource};
 
     fn inst(running: bool, phase: InstancePhase) -> Doc<Instance> {
         Resource {
