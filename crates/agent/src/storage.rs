@@ -816,7 +816,7 @@ impl Inner {
         let qmp = self.rt.qmp(inst).await?;
         hotplug::unplug(&qmp, id, "disk")
             .await
-            .map_err(StepError::Backend)?;
+            .map_err(|e| StepError::Backend(e.to_string()))?;
         for n in [node(id), file_node(id)] {
             if let Err(e) = qmp.blockdev_del(&n).await {
                 if !hotplug::is_not_found(&e) {
@@ -905,7 +905,9 @@ async fn plug(qmp: &QmpClient, id: &str) -> Result<(), StepError> {
     let dev = DeviceAdd::new("virtio-blk-pci", id)
         .prop("drive", node(id))
         .prop("serial", id);
-    hotplug::plug(qmp, dev).await.map_err(StepError::Backend)
+    hotplug::plug(qmp, dev)
+        .await
+        .map_err(|e| StepError::Backend(e.to_string()))
 }
 
 /// A local volume file belongs to the QEMU of the VM it is plugged into

@@ -23,19 +23,40 @@ use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
 
+/// Why an instance cannot run on another host (for the user), or why the
+/// storage layer could not tell or fence.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedStorageError {
+    #[error("its root disk is local to the host (no shared storage is configured)")]
+    NoSharedStorage,
+    #[error("its root disk is a local copy of the image (boot it from a volume in pool {pool:?})")]
+    ImageRoot { pool: String },
+    #[error("volume {volume} is in the host-local pool {pool:?}")]
+    LocalVolume { volume: String, pool: String },
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    /// The storage backend failed (e.g. Ceph).
+    #[error("{0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// What the HA monitor needs from the storage layer.
 #[async_trait]
 pub trait SharedStorage: Send + Sync {
     /// Ok when every disk of `inst` is on shared storage (it can run on another
     /// host); otherwise why not, for the user.
-    async fn portable(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), String>;
+    async fn portable(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+    ) -> Result<(), SharedStorageError>;
     /// Cuts `host`'s clients off `inst`'s disks; idempotent.
     async fn fence(
         &self,
         objects: &Objects,
         inst: &Doc<Instance>,
         host: &Doc<Host>,
-    ) -> Result<(), String>;
+    ) -> Result<(), SharedStorageError>;
 }
 
 /// Without shared storage every disk is local to its host.
@@ -43,10 +64,15 @@ pub struct LocalOnly;
 
 #[async_trait]
 impl SharedStorage for LocalOnly {
-    async fn portable(&self, _: &Objects, _: &Doc<Instance>) -> Result<(), String> {
-        Err("its root disk is local to the host (no shared storage is configured)".into())
+    async fn portable(&self, _: &Objects, _: &Doc<Instance>) -> Result<(), SharedStorageError> {
+        Err(SharedStorageError::NoSharedStorage)
     }
-    async fn fence(&self, _: &Objects, _: &Doc<Instance>, _: &Doc<Host>) -> Result<(), String> {
+    async fn fence(
+        &self,
+        _: &Objects,
+        _: &Doc<Instance>,
+        _: &Doc<Host>,
+    ) -> Result<(), SharedStorageError> {
         Ok(())
     }
 }
@@ -67,7 +93,7 @@ pub fn decide(
     inst: &Doc<Instance>,
     down_for: Option<Duration>,
     grace: Duration,
-    portable: &Result<(), String>,
+    portable: &Result<(), SharedStorageError>,
 ) -> HaAction {
     if !inst.spec.ha || inst.metadata.deleting.is_some() || inst.status.host.is_none() {
         return HaAction::Nothing;
@@ -263,7 +289,7 @@ mod tests {
 
     #[test]
     fn local_disks_are_marked_host_down_once() {
-        let local = Err("its root disk is local".to_string());
+        let local = Err(SharedStorageError::NoSharedStorage);
         let mut i = inst(true, Some("h"));
         let HaAction::HostDown(msg) = decide(&i, LONG, GRACE, &local) else {
             panic!("expected HostDown");

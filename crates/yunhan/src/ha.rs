@@ -4,9 +4,9 @@
 //! images, which at that moment can only be the lost host's.
 
 use async_trait::async_trait;
-use yunhan_controller::ha::SharedStorage;
+use yunhan_controller::ha::{SharedStorage, SharedStorageError};
 use yunhan_model::{Doc, Host, Instance, Volume};
-use yunhan_storage::CephDriver;
+use yunhan_storage::{CephDriver, StorageError};
 use yunhan_store::objects::Objects;
 
 pub struct CephShared {
@@ -19,11 +19,10 @@ impl CephShared {
     async fn disks(
         objects: &Objects,
         inst: &Doc<Instance>,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, SharedStorageError> {
         let vols = objects
             .list_all::<Volume>(inst.metadata.project.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(vols
             .into_iter()
             .filter(|v| {
@@ -37,19 +36,22 @@ impl CephShared {
 
 #[async_trait]
 impl SharedStorage for CephShared {
-    async fn portable(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), String> {
+    async fn portable(
+        &self,
+        objects: &Objects,
+        inst: &Doc<Instance>,
+    ) -> Result<(), SharedStorageError> {
         if inst.spec.boot_volume.is_none() {
-            return Err(format!(
-                "its root disk is a local copy of the image (boot it from a volume in pool {:?})",
-                self.pool.pool
-            ));
+            return Err(SharedStorageError::ImageRoot {
+                pool: self.pool.pool.clone(),
+            });
         }
         match Self::disks(objects, inst)
             .await?
             .into_iter()
             .find(|(_, pool)| *pool != self.pool.pool)
         {
-            Some((id, pool)) => Err(format!("volume {id} is in the host-local pool {pool:?}")),
+            Some((volume, pool)) => Err(SharedStorageError::LocalVolume { volume, pool }),
             None => Ok(()),
         }
     }
@@ -59,17 +61,18 @@ impl SharedStorage for CephShared {
         objects: &Objects,
         inst: &Doc<Instance>,
         host: &Doc<Host>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SharedStorageError> {
+        let backend = |e: StorageError| SharedStorageError::Backend(Box::new(e));
         let driver = CephDriver::open(self.pool.cluster.clone(), &self.pool.pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(backend)?;
         for (id, _) in Self::disks(objects, inst).await? {
-            for addr in driver.watchers(&id).await.map_err(|e| e.to_string())? {
+            for addr in driver.watchers(&id).await.map_err(backend)? {
                 self.pool
                     .cluster
                     .blocklist_add(&addr)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(backend)?;
                 tracing::warn!(instance = %inst.metadata.id, host = %host.metadata.name, volume = %id, client = %addr, "fenced: blocklisted the lost host's client");
             }
         }

@@ -12,26 +12,41 @@ use super::argv::{hotplug_port, HOTPLUG_PORTS};
 /// How long a guest gets to release a device.
 pub const UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a device could not be plugged or unplugged.
+#[derive(Debug, thiserror::Error)]
+pub enum HotplugError {
+    /// Every hot-plug port refused the device; `last` is the last port's answer.
+    #[error(
+        "no free hot-plug slot (at most {} hot-plugged devices per VM): {}",
+        HOTPLUG_PORTS,
+        .last.as_ref().map(ToString::to_string).unwrap_or_default()
+    )]
+    NoFreeSlot { last: Option<QmpError> },
+    /// The guest did not acknowledge the unplug in time.
+    #[error("the guest did not release the {what} ({source}); it stays attached")]
+    NotReleased { what: String, source: QmpError },
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+}
+
 /// Plugs `dev` into the first free hot-plug port.
-pub async fn plug(qmp: &QmpClient, dev: DeviceAdd) -> Result<(), String> {
-    let mut last = String::new();
+pub async fn plug(qmp: &QmpClient, dev: DeviceAdd) -> Result<(), HotplugError> {
+    let mut last = None;
     for port in 0..HOTPLUG_PORTS {
         match qmp
             .device_add(dev.clone().prop("bus", hotplug_port(port)))
             .await
         {
             Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = Some(e),
         }
     }
-    Err(format!(
-        "no free hot-plug slot (at most {HOTPLUG_PORTS} hot-plugged devices per VM): {last}"
-    ))
+    Err(HotplugError::NoFreeSlot { last })
 }
 
 /// Unplugs device `id` and waits until the guest has released it; a device
 /// that is already gone is fine (an earlier unplug that was cut short).
-pub async fn unplug(qmp: &QmpClient, id: &str, what: &str) -> Result<(), String> {
+pub async fn unplug(qmp: &QmpClient, id: &str, what: &str) -> Result<(), HotplugError> {
     let mut events = qmp.events();
     match qmp.device_del(id).await {
         Ok(()) => events
@@ -40,13 +55,17 @@ pub async fn unplug(qmp: &QmpClient, id: &str, what: &str) -> Result<(), String>
             })
             .await
             .map(drop)
-            .map_err(|e| format!("the guest did not release the {what} ({e}); it stays attached")),
+            .map_err(|source| HotplugError::NotReleased {
+                what: what.to_string(),
+                source,
+            }),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// QEMU's answer for an object (device, node, netdev) that does not exist.
+/// QEMU's answer for a device or netdev that does not exist (error class
+/// `DeviceNotFound`).
 pub fn is_not_found(e: &QmpError) -> bool {
-    e.to_string().contains("not found")
+    e.class() == Some("DeviceNotFound")
 }

@@ -111,13 +111,15 @@ async fn plug(qmp: &QmpClient, netns: Option<&str>, nic: &AttachedNic) -> Result
         .prop("host_mtu", GUEST_MTU);
     if let Err(e) = hotplug::plug(qmp, dev).await {
         let _ = qmp.execute(&NetdevDel { id: netdev }).await;
-        return Err(e);
+        return Err(e.to_string());
     }
     Ok(())
 }
 
 async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), String> {
-    hotplug::unplug(qmp, id, "NIC").await?;
+    hotplug::unplug(qmp, id, "NIC")
+        .await
+        .map_err(|e| e.to_string())?;
     match qmp.execute(&NetdevDel { id: netdev_id(id) }).await {
         Err(e) if !hotplug::is_not_found(&e) => Err(e.to_string()),
         _ => Ok(()),
