@@ -152,7 +152,7 @@ pub enum PrepareError {
         source: std::io::Error,
     },
     #[error("QEMU user: {0}")]
-    User(String),
+    User(runtime::UserError),
     #[error(transparent)]
     Access(#[from] access::AccessError),
 }

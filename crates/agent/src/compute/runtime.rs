@@ -483,9 +483,18 @@ fn log_tail(path: &Path, from: u64, exit: &str) -> String {
     }
 }
 
+/// Why the QEMU user could not be found or created.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("cannot run useradd: {0}")]
+    Useradd(#[source] std::io::Error),
+    #[error("user {name} does not exist and useradd failed: {stderr}")]
+    NotCreated { name: String, stderr: String },
+}
+
 /// Creates the QEMU user if it is missing (agent running as root), and
 /// returns its uid/gid.
-pub fn ensure_user(name: &str) -> Result<(u32, u32), String> {
+pub fn ensure_user(name: &str) -> Result<(u32, u32), UserError> {
     use nix::unistd::User;
     if let Ok(Some(u)) = User::from_name(name) {
         return Ok((u.uid.as_raw(), u.gid.as_raw()));
@@ -499,16 +508,16 @@ pub fn ensure_user(name: &str) -> Result<(u32, u32), String> {
             name,
         ])
         .output()
-        .map_err(|e| format!("cannot run useradd: {e}"))?;
+        .map_err(UserError::Useradd)?;
     match User::from_name(name) {
         Ok(Some(u)) => {
             tracing::info!(user = name, uid = u.uid.as_raw(), "created the QEMU user");
             Ok((u.uid.as_raw(), u.gid.as_raw()))
         }
-        _ => Err(format!(
-            "user {name} does not exist and useradd failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        _ => Err(UserError::NotCreated {
+            name: name.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
     }
 }
 
