@@ -18,6 +18,7 @@ pub mod addr;
 pub mod admit;
 pub mod compile;
 pub mod ipam;
+#[cfg(any(test, feature = "test-util"))]
 pub mod lab;
 pub mod model;
 pub mod names;

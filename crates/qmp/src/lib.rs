@@ -1,6 +1,7 @@
 //! Typed async QMP (QEMU Machine Protocol) client, the [`Qmp`] trait the
-//! agent programs against, and [`fake::FakeQmpServer`], a real UNIX-socket
-//! server speaking the protocol for tests. Design notes: `docs/qmp.md`.
+//! agent programs against, and (with the `test-util` feature)
+//! `fake::FakeQmpServer`, a real UNIX-socket server speaking the protocol for
+//! tests. Design notes: `docs/qmp.md`.
 //!
 //! ```no_run
 //! # async fn demo() -> yunhan_qmp::Result<()> {
@@ -15,6 +16,7 @@
 mod client;
 pub mod commands;
 mod error;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod types;
 
@@ -37,7 +39,7 @@ use commands as c;
 
 /// The high-level QMP operations the compute, storage and migration code use.
 /// [`QmpClient`] implements it; tests can implement it in memory or point a
-/// `QmpClient` at a [`fake::FakeQmpServer`].
+/// `QmpClient` at a `fake::FakeQmpServer` (feature `test-util`).
 #[async_trait]
 pub trait Qmp: Send + Sync {
     async fn query_status(&self) -> Result<StatusInfo>;

@@ -7,14 +7,16 @@
 //!
 //! Everything is thin provisioned: [`VolumeDriver::usage`] reports logical and
 //! physical bytes, [`VolumeDriver::pool_usage`] the pool's allocation,
-//! physical use, overcommit and the ≥ 80 % warning. [`conformance`] is the one
-//! behavioural suite both drivers pass ([`volume_conformance!`]).
+//! physical use, overcommit and the ≥ 80 % warning. `conformance` (feature
+//! `test-util`) is the one behavioural suite both drivers pass
+//! (`volume_conformance!`).
 //!
 //! The driver never talks to QEMU: [`VolumeDriver::qemu_drive`] says what to
 //! give QEMU (`-blockdev` / QMP `blockdev-add`), and the agent does the rest
 //! (attach, detach, `block_resize` after [`VolumeDriver::extend`]).
 
 pub mod ceph;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod error;
 pub mod local;

@@ -5,6 +5,7 @@
 //! one test suite every backend must pass.
 
 mod api;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod embedded;
 mod etcd;
