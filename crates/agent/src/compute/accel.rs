@@ -61,16 +61,42 @@ pub fn probe_boot_sector() -> [u8; 512] {
 /// The exit status the probe guest causes.
 pub const PROBE_EXIT: i32 = (0x2a << 1) | 1;
 
+/// Why guest code did not run under KVM.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("writing {}: {source}", .path.display())]
+    Image {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {}: {source}", .qemu.display())]
+    Spawn {
+        qemu: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a boot-sector guest under KVM did not finish within {0:?} (e.g. PVM: /dev/kvm without VMX)")]
+    Timeout(Duration),
+    #[error("waiting for QEMU: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("QEMU -accel kvm exited with {status}: {last}")]
+    Exited {
+        status: std::process::ExitStatus,
+        last: String,
+    },
+}
+
 /// Runs the KVM probe; Ok(()) if guest code ran under KVM, else why not.
 pub async fn probe_kvm(
     qemu: &Path,
     work_dir: &Path,
     run_as: Option<(u32, u32)>,
     deadline: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let img = work_dir.join("kvm-probe.img");
-    std::fs::write(&img, probe_boot_sector())
-        .map_err(|e| format!("writing {}: {e}", img.display()))?;
+    std::fs::write(&img, probe_boot_sector()).map_err(|source| ProbeError::Image {
+        path: img.clone(),
+        source,
+    })?;
     let mut cmd = tokio::process::Command::new(qemu);
     cmd.args([
         "-accel",
@@ -94,21 +120,23 @@ pub async fn probe_kvm(
     if let Some((uid, gid)) = run_as {
         cmd.uid(uid).gid(gid);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+    let child = cmd.spawn().map_err(|source| ProbeError::Spawn {
+        qemu: qemu.to_path_buf(),
+        source,
+    })?;
     let out = tokio::time::timeout(deadline, child.wait_with_output()).await;
     let _ = std::fs::remove_file(&img);
     match out {
-        Err(_) => Err(format!(
-            "a boot-sector guest under KVM did not finish within {deadline:?} (e.g. PVM: /dev/kvm without VMX)"
-        )),
-        Ok(Err(e)) => Err(format!("waiting for QEMU: {e}")),
+        Err(_) => Err(ProbeError::Timeout(deadline)),
+        Ok(Err(e)) => Err(ProbeError::Wait(e)),
         Ok(Ok(o)) if o.status.code() == Some(PROBE_EXIT) => Ok(()),
         Ok(Ok(o)) => {
             let err = String::from_utf8_lossy(&o.stderr);
             let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
-            Err(format!("QEMU -accel kvm exited with {}: {last}", o.status))
+            Err(ProbeError::Exited {
+                status: o.status,
+                last: last.to_string(),
+            })
         }
     }
 }
