@@ -14,11 +14,11 @@ use yunhan_model::{
     ApiError, ElasticIp, ErrorCode, Instance, Kind, NatGateway, NetworkInterface, PrimaryNic,
     SecurityGroup, Subnet, Vip, Vpc,
 };
-use yunhan_net::ipam::{Ipam, IpamError};
-use yunhan_net::model::MAX_VNI;
-use yunhan_net::Ipv4Cidr;
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 use yunhan_store::{Compare, Op, StoreExt, Txn};
+use yunhan_types::addr::MAX_VNI;
+use yunhan_types::ipam::{Ipam, IpamError};
+use yunhan_types::Ipv4Cidr;
 
 use crate::auth::Principal;
 use crate::error::Result;
@@ -258,7 +258,7 @@ async fn prepare_nic(s: &AppState, doc: &mut Doc<NetworkInterface>) -> Result<()
     doc.status.prefix_len = sn.cidr.prefix_len();
     doc.status.gateway = sn.gateway.to_string();
     doc.status.mac = port_mac(ip).to_string();
-    doc.status.device = yunhan_net::names::port_device(&doc.metadata.id);
+    doc.status.device = yunhan_types::names::port_device(&doc.metadata.id);
     Ok(())
 }
 

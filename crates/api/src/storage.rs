@@ -221,7 +221,7 @@ impl Hooks for Volume {
                 "spec.size_bytes",
                 format!(
                     "the source holds {min} bytes ({}); the volume must be at least that large",
-                    yunhan_storage::sizes::human(min)
+                    yunhan_types::sizes::human(min)
                 ),
             )
             .into());
@@ -241,7 +241,7 @@ impl Hooks for Volume {
                 "a volume's pool and source cannot change; create another volume".into(),
             ));
         }
-        yunhan_storage::sizes::validate_extend(old.spec.size_bytes, new.spec.size_bytes)
+        yunhan_types::sizes::validate_extend(old.spec.size_bytes, new.spec.size_bytes)
             .map_err(|e| ApiError::invalid_field("spec.size_bytes", storage_why(e)))?;
         if old.metadata.deleting.is_some() {
             return Err(conflict("the volume is being deleted".into()));

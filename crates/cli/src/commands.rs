@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::client::{Client, ClientError};
 use crate::config::{default_path, ClientConfig};
 use crate::output::{print, text, Column, Format};
-use yunhan_storage::sizes::human;
+use yunhan_types::sizes::human;
 
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
@@ -102,7 +102,7 @@ pub struct ProjectCreate {
     #[arg(long, default_value_t = 50)]
     pub images: u64,
     /// Quota: bytes the project's images may occupy in the image store, e.g. 200G, 512M
-    #[arg(long, default_value = "200G", value_parser = yunhan_storage::sizes::parse_size)]
+    #[arg(long, default_value = "200G", value_parser = yunhan_types::sizes::parse_size)]
     pub image_bytes: u64,
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use yunhan_storage::sizes::{human, parse_size};
+use yunhan_types::sizes::{human, parse_size};
 
 use crate::client::ClientError;
 use crate::commands::{resource_command, wait_for, Ctx, Kind, Verb};

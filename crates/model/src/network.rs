@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use yunhan_net::{Ipv4Cidr, MacAddr};
+use yunhan_types::{Ipv4Cidr, MacAddr};
 
 use crate::{validate_name, ApiError, Kind, Scope, Usage};
 
@@ -209,12 +209,12 @@ impl Kind for Subnet {
     fn validate(spec: &SubnetSpec) -> Result<(), ApiError> {
         validate_name("spec.vpc", &spec.vpc)?;
         let c = parse_cidr("spec.cidr", &spec.cidr)?;
-        if c.prefix_len() > yunhan_net::ipam::MAX_PREFIX {
+        if c.prefix_len() > yunhan_types::ipam::MAX_PREFIX {
             return Err(ApiError::invalid_field(
                 "spec.cidr",
                 format!(
                     "a subnet's prefix is at most /{}",
-                    yunhan_net::ipam::MAX_PREFIX
+                    yunhan_types::ipam::MAX_PREFIX
                 ),
             ));
         }
@@ -473,7 +473,7 @@ impl Kind for ElasticIpPool {
             Some(g) => Some(parse_ip("spec.gateway", g)?),
             None => None,
         };
-        yunhan_net::ipam::Ipam::new(c, gw)
+        yunhan_types::ipam::Ipam::new(c, gw)
             .map_err(|e| ApiError::invalid_field("spec.cidr", e.to_string()))?;
         Ok(())
     }

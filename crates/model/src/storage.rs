@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{validate_name, ApiError, Kind, Scope, Usage};
 
-pub use yunhan_storage::sizes::MAX_VOLUME_BYTES;
+pub use yunhan_types::sizes::MAX_VOLUME_BYTES;
 
 /// The pool every cloud has: sparse RAW files on the volume's host.
 pub const DEFAULT_POOL: &str = "local";
@@ -122,7 +122,7 @@ impl Kind for Volume {
     type Spec = VolumeSpec;
     type Status = VolumeStatus;
     fn validate(spec: &VolumeSpec) -> Result<(), ApiError> {
-        yunhan_storage::sizes::validate_size(spec.size_bytes)
+        yunhan_types::sizes::validate_size(spec.size_bytes)
             .map_err(|e| ApiError::invalid_field("spec.size_bytes", storage_why(e)))?;
         validate_name("spec.pool", &spec.pool)?;
         match &spec.source {
@@ -141,18 +141,15 @@ impl Kind for Volume {
     /// Charged in whole GiB, rounded up.
     fn usage(spec: &VolumeSpec, _status: &VolumeStatus) -> Usage {
         Usage {
-            volume_gib: spec.size_bytes.div_ceil(yunhan_storage::sizes::GIB),
+            volume_gib: spec.size_bytes.div_ceil(yunhan_types::sizes::GIB),
             ..Usage::default()
         }
     }
 }
 
-/// The human part of a storage refusal (without the error kind's prefix).
-pub fn storage_why(e: yunhan_storage::StorageError) -> String {
-    match e {
-        yunhan_storage::StorageError::Invalid { why } => why,
-        other => other.to_string(),
-    }
+/// The human part of a refused size (what is wrong and what would be accepted).
+pub fn storage_why(e: yunhan_types::SizeError) -> String {
+    e.why
 }
 
 /// A storage pool as a host's agent last measured it (in `Host.status.pools`):

@@ -1,7 +1,8 @@
 //! Yunhan software-defined networking.
 //!
-//! - [`addr`]: IPv4 CIDRs and MAC addresses (serde as strings).
-//! - [`ipam`]: address allocation inside a subnet.
+//! - [`addr`], [`ipam`], [`names`]: IPv4 CIDRs and MAC addresses, address allocation inside
+//!   a subnet, the Linux device names (re-exported from `yunhan-types`, where they live so
+//!   that the model, API and CLI need not link this crate).
 //! - [`model`]: the plain input of the network compiler ([`model::NetworkModel`]: hosts,
 //!   VPCs, subnets, ports, security groups, external networks, elastic IPs, NAT gateways,
 //!   shared VIPs) and its validation (subnets inside their VPC, no overlaps within a VPC,
@@ -14,14 +15,11 @@
 //! - [`realise`]: applies a host plan to Linux (ip/bridge/nft/conntrack behind a
 //!   [`realise::Runner`] seam), idempotently, repairing drift.
 //! - [`lab`]: network-namespace test lab (hosts on an underlay bridge, namespace guests).
-pub mod addr;
 pub mod admit;
 pub mod compile;
-pub mod ipam;
 #[cfg(any(test, feature = "test-util"))]
 pub mod lab;
 pub mod model;
-pub mod names;
 pub mod nft;
 pub mod plan;
 pub mod realise;
@@ -31,3 +29,4 @@ pub use admit::{admit, compile_admitted, Admitted, ObjectKind, Rejection};
 pub use compile::{compile_all, compile_host};
 pub use model::NetworkModel;
 pub use plan::HostPlan;
+pub use yunhan_types::{addr, ipam, names};

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-/// Largest VXLAN network identifier (24 bits).
-pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Largest VXLAN network identifier (24 bits); defined in `yunhan_types::addr`.
+pub use crate::addr::MAX_VNI;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -60,4 +60,11 @@ impl StorageError {
     }
 }
 
+/// A refused size or name (`yunhan_types::sizes`) is an `Invalid` request.
+impl From<yunhan_types::sizes::SizeError> for StorageError {
+    fn from(e: yunhan_types::sizes::SizeError) -> Self {
+        StorageError::Invalid { why: e.why }
+    }
+}
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

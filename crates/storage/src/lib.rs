@@ -20,7 +20,6 @@ pub mod ceph;
 pub mod conformance;
 mod error;
 pub mod local;
-pub mod sizes;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +30,8 @@ use serde_json::{json, Value};
 pub use ceph::{CephCluster, CephDriver, ClusterHealth, FailureDomain, PoolSpec};
 pub use error::{Result, StorageError};
 pub use local::{LocalDriver, SnapshotMethod};
+/// Size parsing/validation and thin-provisioning math (they live in `yunhan-types`).
+pub use yunhan_types::sizes;
 
 /// A volume as the driver sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,21 @@
 //! Pure helpers: size parsing and validation, names, thin-provisioning math.
 //! No I/O; property-tested.
 
-use crate::error::{Result, StorageError};
+/// A refused size or name: `why` says what is wrong and what would be accepted.
+/// `yunhan-storage` turns it into `StorageError::Invalid`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
+pub struct SizeError {
+    pub why: String,
+}
+
+impl SizeError {
+    pub fn new(why: impl Into<String>) -> Self {
+        SizeError { why: why.into() }
+    }
+}
+
+pub type Result<T, E = SizeError> = std::result::Result<T, E>;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -25,7 +39,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
     if num.is_empty() {
-        return Err(StorageError::invalid(format!(
+        return Err(SizeError::new(format!(
             "size `{s}` must start with a number (e.g. 20G, 512M, 1073741824)"
         )));
     }
@@ -36,7 +50,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "G" | "GB" | "GI" | "GIB" => GIB,
         "T" | "TB" | "TI" | "TIB" => TIB,
         other => {
-            return Err(StorageError::invalid(format!(
+            return Err(SizeError::new(format!(
                 "size `{s}` has an unknown unit `{other}` (use K, M, G or T)"
             )))
         }
@@ -44,25 +58,23 @@ pub fn parse_size(s: &str) -> Result<u64> {
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| StorageError::invalid(format!("size `{s}` is too large")))
+        .ok_or_else(|| SizeError::new(format!("size `{s}` is too large")))
 }
 
 /// Checks a volume size: non-zero, whole sectors, at most [`MAX_VOLUME_BYTES`].
 pub fn validate_size(bytes: u64) -> Result<()> {
     if bytes == 0 {
-        return Err(StorageError::invalid(
-            "a volume size must be greater than 0",
-        ));
+        return Err(SizeError::new("a volume size must be greater than 0"));
     }
     if bytes > MAX_VOLUME_BYTES {
-        return Err(StorageError::invalid(format!(
+        return Err(SizeError::new(format!(
             "size {bytes} bytes ({}) is above the {} limit",
             human(bytes),
             human(MAX_VOLUME_BYTES)
         )));
     }
     if bytes & (SECTOR - 1) != 0 {
-        return Err(StorageError::invalid(format!(
+        return Err(SizeError::new(format!(
             "size {bytes} bytes is not a whole number of {SECTOR}-byte sectors"
         )));
     }
@@ -73,7 +85,7 @@ pub fn validate_size(bytes: u64) -> Result<()> {
 pub fn validate_extend(current: u64, requested: u64) -> Result<()> {
     validate_size(requested)?;
     if requested < current {
-        return Err(StorageError::invalid(format!(
+        return Err(SizeError::new(format!(
             "shrinking is not supported: the volume is {} ({current} bytes), {} ({requested} bytes) was requested",
             human(current),
             human(requested)
@@ -94,7 +106,7 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
         || name.starts_with('.')
         || name.starts_with('-')
     {
-        return Err(StorageError::invalid(format!(
+        return Err(SizeError::new(format!(
             "{kind} name `{name}` must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 _ . - \
              and not start with `.` or `-`"
         )));

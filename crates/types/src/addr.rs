@@ -1,8 +1,12 @@
-//! IPv4 CIDR blocks and MAC addresses, serialised as their usual text forms.
+//! IPv4 CIDR blocks and MAC addresses, serialised as their usual text forms, and the
+//! VXLAN network identifier range.
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
 
 /// An address parse error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

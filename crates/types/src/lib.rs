@@ -1,0 +1,18 @@
+//! Yunhan's value types and pure helpers, shared by the resource model (`yunhan-model`),
+//! the API, the CLI and the data-plane drivers (`yunhan-net`, `yunhan-storage`).
+//!
+//! A leaf crate: no I/O, no processes, no async runtime.
+//!
+//! - [`addr`]: IPv4 CIDRs and MAC addresses (serde as strings), the VXLAN VNI range.
+//! - [`ipam`]: address allocation inside a subnet.
+//! - [`names`]: names of the Linux objects a network plan creates (bridges, VXLAN
+//!   devices, router namespaces, a VM NIC's tap/veth).
+//! - [`sizes`]: volume size parsing/validation/rendering, volume names,
+//!   thin-provisioning math; refusals are a [`sizes::SizeError`].
+pub mod addr;
+pub mod ipam;
+pub mod names;
+pub mod sizes;
+
+pub use addr::{Ipv4Cidr, MacAddr};
+pub use sizes::SizeError;
