@@ -1,413 +1,23 @@
-//! `ceph`: RBD images in one pool of a Ceph cluster.
-//!
-//! Control goes through the `rbd` and `ceph` CLIs (`-c conf --id user
-//! [--keyring k] --format json`); their exit status is the errno of the
-//! failure (2 = ENOENT, 16 = EBUSY, 17 = EEXIST), which maps to
-//! [`StorageError`]. Data never passes through Yunhan: QEMU opens images with
-//! its own librbd driver ([`QemuDisk::Rbd`]).
-//!
-//! Base images are RBD images named `.img.<base>` (volume names cannot start
-//! with `.`) with one protected snapshot `base`; root disks are copy-on-write
-//! clones of it (`rbd clone`), so a 20 GiB root disk costs nothing until the
-//! guest writes. `clone_from_snapshot` protects the volume's snapshot and
-//! clones it the same way; a snapshot with clones cannot be deleted (InUse)
-//! until the clones are deleted.
+//! The RBD volume driver: volumes, snapshots, clones and base images as RBD
+//! images in one pool, through the `rbd` CLI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use nix::errno::Errno;
 use serde_json::Value;
 use tokio::process::Command;
 
+use super::{errno_of, u64_at, CephCluster};
 use crate::cmd;
 use crate::error::{Result, StorageError};
 use crate::sizes::{validate_extend, validate_name, validate_size};
 use crate::{PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
 
-const ENOENT: i32 = 2;
-const EBUSY: i32 = 16;
-const EEXIST: i32 = 17;
-const ENOTEMPTY: i32 = 39;
-
 /// Base images live under this RBD name prefix (never a volume name).
 const IMAGE_PREFIX: &str = ".img.";
 /// The protected snapshot of a base image that root disks clone.
 const BASE_SNAP: &str = "base";
-
-/// How a Ceph cluster is reached: its ceph.conf and a cephx identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CephCluster {
-    pub conf: PathBuf,
-    /// cephx id without `client.` (e.g. `admin`).
-    pub user: String,
-    /// Keyring file, if ceph.conf does not name it.
-    pub keyring: Option<PathBuf>,
-}
-
-/// CRUSH failure domain of a replicated rule / EC profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureDomain {
-    /// Replicas on distinct OSDs: only for single-box dev clusters.
-    Osd,
-    Host,
-    Rack,
-    Datacenter,
-}
-
-impl FailureDomain {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureDomain::Osd => "osd",
-            FailureDomain::Host => "host",
-            FailureDomain::Rack => "rack",
-            FailureDomain::Datacenter => "datacenter",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "osd" => FailureDomain::Osd,
-            "host" => FailureDomain::Host,
-            "rack" => FailureDomain::Rack,
-            "datacenter" => FailureDomain::Datacenter,
-            other => {
-                return Err(StorageError::invalid(format!(
-                    "failure domain `{other}` is not one of osd, host, rack, datacenter"
-                )))
-            }
-        })
-    }
-
-    /// The replicated CRUSH rule Yunhan creates for this failure domain.
-    pub fn rule_name(self) -> String {
-        format!("yunhan-replicated-{}", self.as_str())
-    }
-}
-
-/// A replicated RBD pool as the admin config describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolSpec {
-    pub name: String,
-    pub size: u32,
-    pub min_size: u32,
-    pub failure_domain: FailureDomain,
-    pub pg_num: u32,
-}
-
-impl PoolSpec {
-    /// Size 3 / min_size 2, 32 PGs.
-    pub fn replicated(name: &str, failure_domain: FailureDomain) -> Self {
-        PoolSpec {
-            name: name.to_string(),
-            size: 3,
-            min_size: 2,
-            failure_domain,
-            pg_num: 32,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        validate_name("pool", &self.name)?;
-        if self.size == 0 || self.min_size == 0 || self.min_size > self.size {
-            return Err(StorageError::invalid(format!(
-                "pool `{}`: need 1 <= min_size ({}) <= size ({})",
-                self.name, self.min_size, self.size
-            )));
-        }
-        if self.pg_num == 0 || !self.pg_num.is_power_of_two() {
-            return Err(StorageError::invalid(format!(
-                "pool `{}`: pg_num {} must be a power of two",
-                self.name, self.pg_num
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// A pool's redundancy as the cluster reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolRedundancy {
-    pub size: u32,
-    pub min_size: u32,
-    pub crush_rule: String,
-    /// The bucket type the rule spreads replicas over (`osd`, `host`, …).
-    pub failure_domain: Option<String>,
-}
-
-/// `ceph health` + `ceph df`, for `yunhan storage status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterHealth {
-    /// `HEALTH_OK`, `HEALTH_WARN` or `HEALTH_ERR`.
-    pub status: String,
-    /// Health check codes with their summaries.
-    pub checks: Vec<(String, String)>,
-    /// Raw capacity, all OSDs.
-    pub total_bytes: u64,
-    pub used_bytes: u64,
-    pub avail_bytes: u64,
-}
-
-fn errno_of(out: &std::process::Output) -> Option<i32> {
-    out.status.code()
-}
-
-fn json_of(bytes: &[u8], c: &Command) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| StorageError::Backend {
-        command: cmd::render(c),
-        stderr: format!(
-            "unparsable JSON output ({e}): {}",
-            String::from_utf8_lossy(bytes)
-        ),
-    })
-}
-
-fn u64_at(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-impl CephCluster {
-    /// The `client.admin` identity; the keyring comes from ceph.conf.
-    pub fn admin(conf: impl Into<PathBuf>) -> Self {
-        CephCluster {
-            conf: conf.into(),
-            user: "admin".into(),
-            keyring: None,
-        }
-    }
-
-    fn base(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.arg("-c").arg(&self.conf).arg("--id").arg(&self.user);
-        if let Some(k) = &self.keyring {
-            c.arg("--keyring").arg(k);
-        }
-        c
-    }
-
-    /// `rbd …` (its progress lines are dropped from error messages).
-    fn rbd(&self) -> Command {
-        self.base("rbd")
-    }
-
-    /// `ceph …` with a connect timeout so a dead cluster fails instead of hanging.
-    fn ceph(&self) -> Command {
-        let mut c = self.base("ceph");
-        c.args(["--connect-timeout", "15"]);
-        c
-    }
-
-    async fn ceph_json(&self, args: &[&str]) -> Result<Value> {
-        let mut c = self.ceph();
-        c.args(args).args(["--format", "json"]);
-        let out = cmd::run(&mut c).await?;
-        json_of(&out, &c)
-    }
-
-    async fn ceph_run(&self, args: &[&str]) -> Result<()> {
-        let mut c = self.ceph();
-        c.args(args);
-        cmd::run(&mut c).await.map(drop)
-    }
-
-    /// Blocklists a client instance (`ip:port/nonce`, as `rbd status` lists
-    /// watchers): the OSDs refuse its I/O from now on, so a VM on a lost host
-    /// cannot write a disk that a new copy of it is about to open.
-    pub async fn blocklist_add(&self, client_addr: &str) -> Result<()> {
-        self.ceph_run(&["osd", "blocklist", "add", client_addr])
-            .await
-    }
-
-    /// The blocklisted client addresses.
-    pub async fn blocklist(&self) -> Result<Vec<String>> {
-        let v = self.ceph_json(&["osd", "blocklist", "ls"]).await?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.get("addr").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    pub async fn health(&self) -> Result<ClusterHealth> {
-        let h = self.ceph_json(&["health"]).await?;
-        let df = self.ceph_json(&["df"]).await?;
-        let stats = df.get("stats").cloned().unwrap_or_default();
-        let checks = h
-            .get("checks")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(code, c)| {
-                        let msg = c
-                            .pointer("/summary/message")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        (code.clone(), msg.to_string())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(ClusterHealth {
-            status: h
-                .get("status")
-                .and_then(Value::as_str)
-                .unwrap_or("UNKNOWN")
-                .to_string(),
-            checks,
-            total_bytes: u64_at(&stats, "total_bytes"),
-            used_bytes: u64_at(&stats, "total_used_raw_bytes"),
-            avail_bytes: u64_at(&stats, "total_avail_bytes"),
-        })
-    }
-
-    /// Creates (idempotently) the replicated CRUSH rule for `fd`; returns its name.
-    pub async fn ensure_replicated_rule(&self, fd: FailureDomain) -> Result<String> {
-        let name = fd.rule_name();
-        self.ceph_run(&[
-            "osd",
-            "crush",
-            "rule",
-            "create-replicated",
-            &name,
-            "default",
-            fd.as_str(),
-        ])
-        .await?;
-        Ok(name)
-    }
-
-    /// Creates (or re-applies) a replicated RBD pool: CRUSH rule for the
-    /// failure domain, size/min_size, the `rbd` application, `rbd pool init`.
-    pub async fn ensure_pool(&self, spec: &PoolSpec) -> Result<()> {
-        spec.validate()?;
-        let rule = self.ensure_replicated_rule(spec.failure_domain).await?;
-        let pg = spec.pg_num.to_string();
-        let name = spec.name.as_str();
-        self.ceph_run(&["osd", "pool", "create", name, &pg, &pg, "replicated", &rule])
-            .await?;
-        self.ceph_run(&["osd", "pool", "set", name, "crush_rule", &rule])
-            .await?;
-        self.ceph_run(&["osd", "pool", "set", name, "size", &spec.size.to_string()])
-            .await?;
-        self.ceph_run(&[
-            "osd",
-            "pool",
-            "set",
-            name,
-            "min_size",
-            &spec.min_size.to_string(),
-        ])
-        .await?;
-        self.ceph_run(&["osd", "pool", "application", "enable", name, "rbd"])
-            .await?;
-        let mut c = self.rbd();
-        c.args(["pool", "init", name]);
-        cmd::run(&mut c).await.map(drop)
-    }
-
-    /// An erasure-code profile (k data + m coding chunks) for later object and
-    /// file pools; refused by Ceph if a profile of that name differs.
-    pub async fn ensure_ec_profile(
-        &self,
-        name: &str,
-        k: u32,
-        m: u32,
-        fd: FailureDomain,
-    ) -> Result<()> {
-        validate_name("erasure-code profile", name)?;
-        if k < 2 || m < 1 {
-            return Err(StorageError::invalid(format!(
-                "erasure-code profile `{name}`: need k >= 2 and m >= 1 (got k={k} m={m})"
-            )));
-        }
-        self.ceph_run(&[
-            "osd",
-            "erasure-code-profile",
-            "set",
-            name,
-            &format!("k={k}"),
-            &format!("m={m}"),
-            &format!("crush-failure-domain={}", fd.as_str()),
-        ])
-        .await
-    }
-
-    /// `(k, m, failure domain)` of an erasure-code profile.
-    pub async fn ec_profile(&self, name: &str) -> Result<(u32, u32, String)> {
-        let v = self
-            .ceph_json(&["osd", "erasure-code-profile", "get", name])
-            .await?;
-        let num = |key: &str| {
-            v.get(key)
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| StorageError::not_found("erasure-code profile", name))
-        };
-        Ok((
-            num("k")?,
-            num("m")?,
-            v.get("crush-failure-domain")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        ))
-    }
-
-    pub async fn pool_exists(&self, pool: &str) -> Result<bool> {
-        let mut c = self.ceph();
-        c.args(["osd", "pool", "get", pool, "size"]);
-        let out = cmd::output(&mut c).await?;
-        match errno_of(&out) {
-            Some(0) => Ok(true),
-            Some(ENOENT) => Ok(false),
-            _ => Err(cmd::backend(&c, &out)),
-        }
-    }
-
-    pub async fn delete_pool(&self, pool: &str) -> Result<()> {
-        self.ceph_run(&[
-            "osd",
-            "pool",
-            "rm",
-            pool,
-            pool,
-            "--yes-i-really-really-mean-it",
-        ])
-        .await
-    }
-
-    /// Size, min_size and the failure domain of a pool's CRUSH rule.
-    pub async fn pool_redundancy(&self, pool: &str) -> Result<PoolRedundancy> {
-        if !self.pool_exists(pool).await? {
-            return Err(StorageError::not_found("pool", pool));
-        }
-        let v = self.ceph_json(&["osd", "pool", "get", pool, "all"]).await?;
-        let rule = v
-            .get("crush_rule")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let r = self
-            .ceph_json(&["osd", "crush", "rule", "dump", &rule])
-            .await?;
-        let failure_domain = r.get("steps").and_then(Value::as_array).and_then(|steps| {
-            steps.iter().find_map(|s| {
-                let op = s.get("op")?.as_str()?;
-                op.starts_with("choose")
-                    .then(|| s.get("type")?.as_str().map(String::from))?
-            })
-        });
-        Ok(PoolRedundancy {
-            size: u64_at(&v, "size") as u32,
-            min_size: u64_at(&v, "min_size") as u32,
-            crush_rule: rule,
-            failure_domain,
-        })
-    }
-}
 
 /// Volumes as RBD images in one pool.
 pub struct CephDriver {
@@ -445,17 +55,17 @@ impl CephDriver {
     }
 
     /// Runs an `rbd` command; ENOENT/EEXIST/EBUSY become the given errors.
-    async fn rbd(&self, args: &[&str], on: Errno<'_>) -> Result<Vec<u8>> {
+    async fn rbd(&self, args: &[&str], on: OnErrno<'_>) -> Result<Vec<u8>> {
         let mut c = self.cluster.rbd();
         c.args(args);
         let out = cmd::output(&mut c).await?;
         match errno_of(&out) {
-            Some(0) => Ok(out.stdout),
-            Some(ENOENT) if on.enoent.is_some() => {
+            Ok(()) => Ok(out.stdout),
+            Err(Some(Errno::ENOENT)) if on.enoent.is_some() => {
                 let (k, n) = on.enoent.unwrap_or_default();
                 Err(StorageError::not_found(k, n))
             }
-            Some(EEXIST) if on.eexist.is_some() => {
+            Err(Some(Errno::EEXIST)) if on.eexist.is_some() => {
                 let (k, n) = on.eexist.unwrap_or_default();
                 Err(StorageError::exists(k, n))
             }
@@ -463,7 +73,7 @@ impl CephDriver {
         }
     }
 
-    async fn rbd_json(&self, args: &[&str], on: Errno<'_>) -> Result<Value> {
+    async fn rbd_json(&self, args: &[&str], on: OnErrno<'_>) -> Result<Value> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--format", "json"]);
         let out = self.rbd(&all, on).await?;
@@ -480,7 +90,10 @@ impl CephDriver {
         let mut attempts = 0;
         loop {
             match self
-                .rbd_json(&["du", "-p", &self.pool], Errno::enoent("pool", &self.pool))
+                .rbd_json(
+                    &["du", "-p", &self.pool],
+                    OnErrno::enoent("pool", &self.pool),
+                )
                 .await
             {
                 Err(e) if e.is_not_found() && attempts < 5 => {
@@ -501,7 +114,7 @@ impl CephDriver {
         let v = self
             .rbd_json(
                 &["status", &self.spec(volume)],
-                Errno::enoent("volume", volume),
+                OnErrno::enoent("volume", volume),
             )
             .await?;
         Ok(v.get("watchers")
@@ -515,7 +128,7 @@ impl CephDriver {
     }
 
     async fn image_info(&self, image: &str, kind: &'static str, shown: &str) -> Result<Value> {
-        self.rbd_json(&["info", &self.spec(image)], Errno::enoent(kind, shown))
+        self.rbd_json(&["info", &self.spec(image)], OnErrno::enoent(kind, shown))
             .await
     }
 
@@ -523,7 +136,7 @@ impl CephDriver {
         let v = self
             .rbd_json(
                 &["snap", "ls", &self.spec(image)],
-                Errno::enoent("volume", image),
+                OnErrno::enoent("volume", image),
             )
             .await?;
         Ok(v.as_array().cloned().unwrap_or_default())
@@ -548,7 +161,7 @@ impl CephDriver {
         let v = self
             .rbd_json(
                 &["children", &format!("{}@{snap}", self.spec(image))],
-                Errno::enoent("snapshot", &format!("{image}@{snap}")),
+                OnErrno::enoent("snapshot", &format!("{image}@{snap}")),
             )
             .await?;
         Ok(v.as_array()
@@ -578,9 +191,10 @@ impl CephDriver {
                     by: format!("its clones {} (delete them first)", kids.join(", ")),
                 });
             }
-            self.rbd(&["snap", "unprotect", &at], Errno::none()).await?;
+            self.rbd(&["snap", "unprotect", &at], OnErrno::none())
+                .await?;
         }
-        self.rbd(&["snap", "rm", &at], Errno::none())
+        self.rbd(&["snap", "rm", &at], OnErrno::none())
             .await
             .map(drop)
     }
@@ -611,9 +225,9 @@ impl CephDriver {
         c.args(["rm", &self.spec(image)]);
         let out = cmd::output(&mut c).await?;
         match errno_of(&out) {
-            Some(0) => Ok(()),
-            Some(ENOENT) => Err(StorageError::not_found(kind, shown)),
-            Some(EBUSY) | Some(ENOTEMPTY) => Err(StorageError::InUse {
+            Ok(()) => Ok(()),
+            Err(Some(Errno::ENOENT)) => Err(StorageError::not_found(kind, shown)),
+            Err(Some(Errno::EBUSY)) | Err(Some(Errno::ENOTEMPTY)) => Err(StorageError::InUse {
                 what: format!("{kind} {shown}"),
                 by: cmd::stderr_of(&out),
             }),
@@ -645,7 +259,7 @@ impl CephDriver {
     ) -> Result<VolumeInfo> {
         self.rbd(
             &["clone", from, &self.spec(new_volume)],
-            Errno::eexist("volume", new_volume),
+            OnErrno::eexist("volume", new_volume),
         )
         .await?;
         if let Some(size) = size {
@@ -660,7 +274,7 @@ impl CephDriver {
     async fn resize(&self, image: &str, size: u64) -> Result<()> {
         self.rbd(
             &["resize", "--size", &format!("{size}B"), &self.spec(image)],
-            Errno::enoent("volume", image),
+            OnErrno::enoent("volume", image),
         )
         .await
         .map(drop)
@@ -677,7 +291,7 @@ impl CephDriver {
         let out = cmd::output(&mut c).await?;
         // EBUSY: protected meanwhile by a concurrent clone.
         match errno_of(&out) {
-            Some(0) | Some(EBUSY) => Ok(()),
+            Ok(()) | Err(Some(Errno::EBUSY)) => Ok(()),
             _ => Err(cmd::backend(&c, &out)),
         }
     }
@@ -685,23 +299,23 @@ impl CephDriver {
 
 /// Which exit statuses of an `rbd` command map to NotFound/AlreadyExists.
 #[derive(Default, Clone, Copy)]
-struct Errno<'a> {
+struct OnErrno<'a> {
     enoent: Option<(&'static str, &'a str)>,
     eexist: Option<(&'static str, &'a str)>,
 }
 
-impl<'a> Errno<'a> {
+impl<'a> OnErrno<'a> {
     fn none() -> Self {
-        Errno::default()
+        OnErrno::default()
     }
     fn enoent(kind: &'static str, name: &'a str) -> Self {
-        Errno {
+        OnErrno {
             enoent: Some((kind, name)),
             eexist: None,
         }
     }
     fn eexist(kind: &'static str, name: &'a str) -> Self {
-        Errno {
+        OnErrno {
             enoent: None,
             eexist: Some((kind, name)),
         }
@@ -726,7 +340,7 @@ impl VolumeDriver for CephDriver {
                 &format!("{size_bytes}B"),
                 &self.spec(name),
             ],
-            Errno::eexist("volume", name),
+            OnErrno::eexist("volume", name),
         )
         .await?;
         Ok(VolumeInfo {
@@ -744,7 +358,7 @@ impl VolumeDriver for CephDriver {
 
     async fn list(&self) -> Result<Vec<String>> {
         let v = self
-            .rbd_json(&["ls", &self.pool], Errno::enoent("pool", &self.pool))
+            .rbd_json(&["ls", &self.pool], OnErrno::enoent("pool", &self.pool))
             .await?;
         let mut names: Vec<String> = v
             .as_array()
@@ -781,7 +395,7 @@ impl VolumeDriver for CephDriver {
         let at = format!("{volume}@{snap}");
         self.rbd(
             &["snap", "create", &format!("{}@{snap}", self.spec(volume))],
-            Errno {
+            OnErrno {
                 enoent: Some(("volume", volume)),
                 eexist: Some(("snapshot", &at)),
             },
@@ -817,7 +431,7 @@ impl VolumeDriver for CephDriver {
         self.snap_of(volume, snap).await?;
         self.rbd(
             &["snap", "rollback", &format!("{}@{snap}", self.spec(volume))],
-            Errno::enoent("snapshot", &format!("{volume}@{snap}")),
+            OnErrno::enoent("snapshot", &format!("{volume}@{snap}")),
         )
         .await
         .map(drop)
@@ -877,8 +491,8 @@ impl VolumeDriver for CephDriver {
         let r = async {
             cmd::run(&mut c).await?;
             let at = format!("{}@{BASE_SNAP}", self.spec(&image));
-            self.rbd(&["snap", "create", &at], Errno::none()).await?;
-            self.rbd(&["snap", "protect", &at], Errno::none()).await?;
+            self.rbd(&["snap", "create", &at], OnErrno::none()).await?;
+            self.rbd(&["snap", "protect", &at], OnErrno::none()).await?;
             Ok(())
         }
         .await;
@@ -924,7 +538,10 @@ impl VolumeDriver for CephDriver {
     async fn usage(&self, volume: &str) -> Result<VolumeUsage> {
         validate_name("volume", volume)?;
         let v = self
-            .rbd_json(&["du", &self.spec(volume)], Errno::enoent("volume", volume))
+            .rbd_json(
+                &["du", &self.spec(volume)],
+                OnErrno::enoent("volume", volume),
+            )
             .await?;
         let head = v
             .get("images")
