@@ -79,6 +79,17 @@ pub async fn run(
         source,
     })?;
     let prepared = compute::prepare(&cfg.state_dir, &cfg.compute)?;
+    run_prepared(objects, cfg, prepared, shutdown).await
+}
+
+/// [`run`] on a state directory and QEMU user that [`compute::prepare`] already
+/// checked (`yunhan up` does that before it starts anything else).
+pub async fn run_prepared(
+    objects: Objects,
+    cfg: AgentConfig,
+    prepared: compute::Prepared,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
     let host_id = host::register(&objects, &cfg).await?;
     tracing::info!(host = %cfg.name, id = %host_id, "agent registered");
     let mut compute_cfg = cfg.compute.clone();

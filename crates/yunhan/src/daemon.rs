@@ -368,7 +368,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     secure_data_dir(&data_dir)?;
     let compute = yunhan_agent::ComputeConfig::default();
     // Before anything starts: a cloud whose host cannot run VMs is no cloud.
-    yunhan_agent::compute::prepare(&data_dir.join("agent"), &compute)
+    let prepared = yunhan_agent::compute::prepare(&data_dir.join("agent"), &compute)
         .context("the host agent cannot run VMs here")?;
     let store_dir = data_dir.join("store");
     let store = open_store(&store_dir.to_string_lossy()).await?;
@@ -402,9 +402,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         network: yunhan_agent::NetworkConfig::default(),
         ceph,
     };
-    let agent = tokio::spawn(yunhan_agent::run(
+    let agent = tokio::spawn(yunhan_agent::run_prepared(
         objects.clone(),
         agent_cfg,
+        prepared,
         shutdown.clone(),
     ));
     let announce = format!(
