@@ -15,13 +15,13 @@ use yunhan_model::{
     ErrorCode, Flavor, Host, Image, Instance, Kind, Metadata, PlacementGroup, Project, Resource,
     Role, Scope, UpdateRequest, User, Volume,
 };
-use yunhan_store::objects::{object_prefix, Doc, GLOBAL_SCOPE};
+use yunhan_store::objects::{object_prefix, Doc, ObjectError, GLOBAL_SCOPE};
 
 use crate::auth::Principal;
 use crate::error::{HttpError, Result};
 use crate::extract::{BodyLimit, IfMatch, JsonBody, QueryParams};
 use crate::hooks::{lookup, Deleted, Hooks};
-use crate::Shared;
+use crate::{AppState, Shared};
 
 pub use yunhan_model::now;
 
@@ -278,6 +278,14 @@ fn created(plural: &str, id: &str, body: impl IntoResponse) -> Response {
     resp
 }
 
+/// How often an unconditional `PUT` re-reads and re-applies itself when a
+/// controller's status write slipped in between its read and its write.
+const UNCONDITIONAL_UPDATE_ATTEMPTS: usize = 8;
+
+/// `PUT /v1/<kind>/<id>`. With a precondition (`If-Match` or a body
+/// `revision`) a changed object is a 409; without one the write is
+/// unconditional, so a concurrent status update is no reason to refuse it:
+/// the spec is applied again onto the fresh object.
 async fn update<K: Hooks>(
     State(s): State<Shared>,
     p: Principal,
@@ -289,32 +297,54 @@ async fn update<K: Hooks>(
     if K::ADMIN_WRITE && !p.is_admin() {
         return Err(forbidden(&format!("changing {}", K::PLURAL)));
     }
-    let old = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
-    if !writable::<K>(&p, &old) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "this {} belongs to another project; it can be read but not changed",
-                K::KIND
-            ),
-        )
-        .into());
+    let pinned = req.revision.is_some() || matches!(if_match, IfMatch::Revisions(_));
+    let mut attempt = 1;
+    loop {
+        let old = find::<K>(&s, &p, &id, q.project.as_deref()).await?;
+        if !writable::<K>(&p, &old) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this {} belongs to another project; it can be read but not changed",
+                    K::KIND
+                ),
+            )
+            .into());
+        }
+        if_match.check(old.metadata.revision)?;
+        if let Some(want) = req.revision {
+            IfMatch::Revisions(vec![want]).check(old.metadata.revision)?;
+        }
+        let new = updated::<K>(&s, &p, &old, &req).await?;
+        match s.objects.update::<K>(&new).await {
+            Err(ObjectError::Conflict(_)) if !pinned && attempt < UNCONDITIONAL_UPDATE_ATTEMPTS => {
+                attempt += 1
+            }
+            r => {
+                let new = r?;
+                return Ok(with_etag(new.metadata.revision, Json(new)));
+            }
+        }
     }
-    if_match.check(old.metadata.revision)?;
-    if let Some(want) = req.revision {
-        IfMatch::Revisions(vec![want]).check(old.metadata.revision)?;
-    }
+}
+
+/// `old` with the request's spec and labels, once the kind's checks passed.
+async fn updated<K: Hooks>(
+    s: &AppState,
+    p: &Principal,
+    old: &Doc<K>,
+    req: &UpdateRequest<K::Spec>,
+) -> Result<Doc<K>> {
     K::validate(&req.spec)?;
     let mut new = old.clone();
-    new.spec = req.spec;
-    if let Some(labels) = req.labels {
-        validate_labels(&labels)?;
-        new.metadata.labels = labels;
+    new.spec = req.spec.clone();
+    if let Some(labels) = &req.labels {
+        validate_labels(labels)?;
+        new.metadata.labels = labels.clone();
     }
-    K::check_update(&old, &new)?;
-    K::prepare_update(&s, &p, &old, &mut new).await?;
-    let new = s.objects.update::<K>(&new).await?;
-    Ok(with_etag(new.metadata.revision, Json(new)))
+    K::check_update(old, &new)?;
+    K::prepare_update(s, p, old, &mut new).await?;
+    Ok(new)
 }
 
 async fn remove<K: Hooks>(

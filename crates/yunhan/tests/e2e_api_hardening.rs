@@ -203,6 +203,43 @@ async fn if_match_is_honoured_or_refused_never_ignored() {
     assert_eq!(s, 200, "{v}");
 }
 
+/// Without a precondition a `PUT` is unconditional: writers racing on one
+/// object (as a controller's status writes race a user's) all succeed, one
+/// after the other, instead of the losers getting a 409 they never asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unconditional_puts_racing_on_one_object_all_land() {
+    let cloud = Cloud::up(&[]).await;
+    let t = cloud.tenant("race", None).await;
+    cloud.image(&t.token, "race-img").await;
+    let spec = json!({"image": "race-img", "flavor": "tiny", "running": false});
+    let vm = cloud
+        .create(&t.token, "instances", "race-vm", spec.clone())
+        .await;
+    let path = format!("/v1/instances/{}", vm["metadata"]["id"].as_str().unwrap());
+    let writers = (0..8).map(|i| {
+        let body = json!({"labels": {"writer": i.to_string()}, "spec": spec.clone()});
+        let (cloud, token, path) = (&cloud, &t.token, &path);
+        async move { cloud.call("PUT", path, Some(token), Some(&body)).await }
+    });
+    let answers = futures::future::join_all(writers).await;
+    for (s, v) in &answers {
+        assert_eq!(*s, 200, "{v}");
+    }
+    let mut revisions: Vec<u64> = answers
+        .iter()
+        .map(|(_, v)| v["metadata"]["revision"].as_u64().unwrap())
+        .collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 8, "each write is its own revision");
+    let (_, now) = cloud.call("GET", &path, Some(&t.token), None).await;
+    let last = answers
+        .iter()
+        .max_by_key(|(_, v)| v["metadata"]["revision"].as_u64())
+        .unwrap();
+    assert_eq!(now["metadata"]["labels"], last.1["metadata"]["labels"]);
+}
+
 async fn set_generation(cloud: &Cloud, token: &str, path: &str, generation: u64) -> (u16, Value) {
     let (_, cur) = cloud.call("GET", path, Some(token), None).await;
     let mut spec = cur["spec"].clone();
