@@ -2,6 +2,8 @@
 //! [`yunhan_net::NetworkModel`], compiles one plan per host and writes it to
 //! `/yunhan/plans/net/<host>` only when its hash changed. Level-triggered: a pass
 //! recomputes everything from the store, so a restarted controller converges.
+//! Security groups (and each VPC's implicit default group) are mapped in
+//! [`security_group`].
 //!
 //! It also collects garbage the API cannot: primary NICs of deleted instances (the
 //! agent removes the instance object), NICs attached to instances that are gone, and
@@ -9,7 +11,7 @@
 //! orphan is only removed when a later pass, at least [`ORPHAN_GRACE`] on, still sees it,
 //! so a create in flight is never mistaken for one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +30,11 @@ use yunhan_store::objects::{object_prefix, Doc, ObjectError, Objects, GLOBAL_SCO
 use yunhan_store::StoreExt;
 
 use crate::Reconciler;
+
+mod security_group;
+
+pub use security_group::default_group;
+use security_group::{default_groups, map_groups};
 
 /// How long an orphan must stay one before it is removed.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
@@ -65,11 +72,6 @@ pub struct Inputs {
     pub eips: Vec<Doc<ElasticIp>>,
     pub nat_gateways: Vec<Doc<NatGateway>>,
     pub vips: Vec<Doc<Vip>>,
-}
-
-/// The id of the implicit group of NICs without security groups (members reach each other).
-pub fn default_group(vpc: &str) -> String {
-    format!("{vpc}-default")
 }
 
 fn by_age<S, T>(v: &mut [yunhan_model::Resource<S, T>]) {
@@ -146,20 +148,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     m.subnets = map_subnets(&inp.subnets, &mut failed);
     m.security_groups = map_groups(&inp.groups, &mut failed);
     m.ports = map_ports(&inp, &m.hosts, &mut failed);
-    let defaults: BTreeSet<&str> = m
-        .ports
-        .iter()
-        .flat_map(|p| &p.security_groups)
-        .filter_map(|g| g.strip_suffix("-default"))
-        .collect();
-    let defaults: Vec<net::SecurityGroup> = defaults
-        .into_iter()
-        .map(|vpc| net::SecurityGroup {
-            id: default_group(vpc),
-            vpc: vpc.to_string(),
-            rules: vec![],
-        })
-        .collect();
+    let defaults = default_groups(&m.ports);
     m.security_groups.extend(defaults);
     m.external_networks = map_pools(&inp.pools, &mut failed);
     m.nat_gateways = map_nat_gateways(&inp, &m.external_networks, &mut failed);
@@ -234,55 +223,6 @@ fn map_subnets(subnets: &[Doc<Subnet>], failed: &mut Failed) -> Vec<net::Subnet>
         });
     }
     out
-}
-
-/// A group's rules; a peer group is kept as given (the model checks it exists, in the VPC).
-fn map_groups(groups: &[Doc<SecurityGroup>], failed: &mut Failed) -> Vec<net::SecurityGroup> {
-    let mut out = Vec::new();
-    for g in groups {
-        match g
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| map_rule(i, r))
-            .collect()
-        {
-            Ok(rules) => out.push(net::SecurityGroup {
-                id: g.metadata.id.clone(),
-                vpc: g.spec.vpc.clone(),
-                rules,
-            }),
-            Err(why) => fail(failed, ObjectKind::SecurityGroup, &g.metadata.id, why),
-        }
-    }
-    out
-}
-
-fn map_rule(i: usize, r: &yunhan_model::network::SecurityGroupRule) -> Result<net::Rule, String> {
-    use yunhan_model::network::{RuleDirection as D, RuleProtocol as P};
-    let peer = match (&r.group, &r.cidr) {
-        (Some(g), _) => net::Peer::Group(g.clone()),
-        (None, Some(c)) => net::Peer::Cidr(
-            c.parse()
-                .map_err(|e| format!("rule {i}: cidr {c:?}: {e}"))?,
-        ),
-        (None, None) => net::Peer::Cidr(Ipv4Cidr::containing(Ipv4Addr::UNSPECIFIED, 0)),
-    };
-    Ok(net::Rule {
-        direction: match r.direction {
-            D::Ingress => net::Direction::Ingress,
-            D::Egress => net::Direction::Egress,
-        },
-        protocol: match r.protocol {
-            P::Any => net::Protocol::Any,
-            P::Tcp => net::Protocol::Tcp,
-            P::Udp => net::Protocol::Udp,
-            P::Icmp => net::Protocol::Icmp,
-        },
-        ports: r.ports().map(|(from, to)| net::PortRange { from, to }),
-        peer,
-    })
 }
 
 /// NICs as ports: on the host of their instance when it is bound to a known host, in the

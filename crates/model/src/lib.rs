@@ -8,6 +8,7 @@ mod infra;
 mod meta;
 pub mod network;
 mod quota;
+mod security_group;
 mod storage;
 
 pub use error::{ApiError, ErrorCode};

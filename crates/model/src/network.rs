@@ -1,5 +1,6 @@
 //! VPC networking resources: VPCs, subnets, network interfaces (elastic NICs), security
-//! groups, elastic IPs (from admin-defined pools), NAT gateways and shared virtual IPs.
+//! groups (in `security_group.rs`, re-exported here), elastic IPs (from admin-defined
+//! pools), NAT gateways and shared virtual IPs.
 //! Design note: `docs/network.md`. References to other objects are stored as ids (the API
 //! resolves names at create time); addresses are strings in the usual notations.
 
@@ -10,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use yunhan_types::{Ipv4Cidr, MacAddr};
 
 use crate::{validate_name, ApiError, Kind, Scope, Usage};
+
+// Security groups live in `security_group.rs`; their public path stays `network::…`.
+pub use crate::security_group::{
+    RuleDirection, RuleProtocol, SecurityGroup, SecurityGroupRule, SecurityGroupSpec,
+    SecurityGroupStatus,
+};
 
 /// Parses an IPv4 CIDR (`10.0.0.0/16`, no host bits) for `field`.
 pub fn parse_cidr(field: &str, s: &str) -> Result<Ipv4Cidr, ApiError> {
@@ -314,126 +321,6 @@ impl PrimaryNic {
     }
 }
 
-// ---------------------------------------------------------------- security groups
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleDirection {
-    #[default]
-    Ingress,
-    Egress,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleProtocol {
-    #[default]
-    Any,
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-/// One allow rule. The peer is a CIDR or another group of the same VPC (by id); neither
-/// means everyone (`0.0.0.0/0`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecurityGroupRule {
-    pub direction: RuleDirection,
-    pub protocol: RuleProtocol,
-    /// First port (tcp/udp only; absent: every port).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_from: Option<u16>,
-    /// Last port, inclusive (default: `port_from`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_to: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cidr: Option<String>,
-    /// A security group id (its members' addresses).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-}
-
-impl SecurityGroupRule {
-    /// The inclusive port range, if any.
-    pub fn ports(&self) -> Option<(u16, u16)> {
-        self.port_from.map(|f| (f, self.port_to.unwrap_or(f)))
-    }
-
-    fn validate(&self, i: usize) -> Result<(), ApiError> {
-        let field = format!("spec.rules[{i}]");
-        let bad = |m: &str| Err(ApiError::invalid_field(&field, m.to_string()));
-        if self.port_to.is_some() && self.port_from.is_none() {
-            return bad("port_to needs port_from");
-        }
-        if let Some((from, to)) = self.ports() {
-            if !matches!(self.protocol, RuleProtocol::Tcp | RuleProtocol::Udp) {
-                return bad("ports only apply to tcp and udp rules");
-            }
-            if from == 0 || from > to {
-                return bad("ports are 1–65535 and port_from ≤ port_to");
-            }
-        }
-        if self.cidr.is_some() && self.group.is_some() {
-            return bad("give a cidr or a group as the peer, not both");
-        }
-        if let Some(c) = &self.cidr {
-            parse_cidr(&format!("{field}.cidr"), c)?;
-        }
-        if let Some(g) = &self.group {
-            validate_name(&format!("{field}.group"), g)?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecurityGroupSpec {
-    /// The VPC (name or id; stored as the id). Cannot change.
-    pub vpc: String,
-    #[serde(default)]
-    pub rules: Vec<SecurityGroupRule>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecurityGroupStatus {
-    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
-    /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
-    pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// Stateful firewall rules for the NICs that are members. Ingress is denied unless a rule
-/// allows it (members of the same group always reach each other); egress is open unless the
-/// group has egress rules.
-pub struct SecurityGroup;
-impl Kind for SecurityGroup {
-    const KIND: &'static str = "SecurityGroup";
-    const PLURAL: &'static str = "security-groups";
-    const ID_PREFIX: &'static str = "sg";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
-    type Spec = SecurityGroupSpec;
-    type Status = SecurityGroupStatus;
-    fn validate(spec: &SecurityGroupSpec) -> Result<(), ApiError> {
-        validate_name("spec.vpc", &spec.vpc)?;
-        if spec.rules.len() > 100 {
-            return Err(ApiError::invalid_field(
-                "spec.rules",
-                "at most 100 rules per group",
-            ));
-        }
-        for (i, r) in spec.rules.iter().enumerate() {
-            r.validate(i)?;
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- elastic IPs
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -680,35 +567,6 @@ impl Kind for Vip {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn rule(protocol: RuleProtocol, from: Option<u16>, to: Option<u16>) -> SecurityGroupSpec {
-        SecurityGroupSpec {
-            vpc: "net1".into(),
-            rules: vec![SecurityGroupRule {
-                direction: RuleDirection::Ingress,
-                protocol,
-                port_from: from,
-                port_to: to,
-                ..Default::default()
-            }],
-        }
-    }
-
-    #[test]
-    fn rules_check_ports_and_protocols() {
-        SecurityGroup::validate(&rule(RuleProtocol::Tcp, Some(22), None)).unwrap();
-        SecurityGroup::validate(&rule(RuleProtocol::Udp, Some(1000), Some(2000))).unwrap();
-        SecurityGroup::validate(&rule(RuleProtocol::Icmp, None, None)).unwrap();
-        for bad in [
-            rule(RuleProtocol::Icmp, Some(1), None),
-            rule(RuleProtocol::Tcp, Some(0), None),
-            rule(RuleProtocol::Tcp, Some(80), Some(79)),
-            rule(RuleProtocol::Tcp, None, Some(80)),
-        ] {
-            let e = SecurityGroup::validate(&bad).unwrap_err();
-            assert_eq!(e.details["field"], "spec.rules[0]", "{bad:?}");
-        }
-    }
 
     #[test]
     fn cidrs_are_checked() {

@@ -6,19 +6,19 @@
 //! router, so the VPC is the reach set), a router namespace with every subnet's gateway,
 //! and the security-group rules of its local ports with the address sets they refer to.
 //! Its size grows with its own ports and their VPC peers, never with unrelated VPCs.
+//! The security-group part (ports' rules, group address sets) is in [`security_group`].
 use crate::addr::MacAddr;
-use crate::model::{
-    Direction, Host, ModelError, NetworkModel, Peer, Port, SecurityGroup, Subnet, Vpc,
-};
+use crate::model::{Host, ModelError, NetworkModel, Port, SecurityGroup, Subnet, Vpc};
 use crate::model::{NatGateway, Vip};
 use crate::names;
 use crate::plan::{
-    EipPlan, ExternalPlan, FdbEntry, GroupSet, HostPlan, NatGatewayPlan, Neighbour, PeerPlan,
-    PortPlan, RouterInterface, RouterPlan, RulePlan, TransitPlan, UplinkPlan, VipPlan, VpcPlan,
-    VXLAN_PORT,
+    EipPlan, ExternalPlan, FdbEntry, HostPlan, NatGatewayPlan, Neighbour, PortPlan,
+    RouterInterface, RouterPlan, TransitPlan, UplinkPlan, VipPlan, VpcPlan, VXLAN_PORT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+
+mod security_group;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
@@ -259,32 +259,7 @@ impl<'a> Index<'a> {
             .iter()
             .map(|p| {
                 let s = self.subnets[p.subnet.as_str()];
-                let mut groups = p.security_groups.clone();
-                groups.sort();
-                groups.dedup();
-                let mut ingress = BTreeSet::new();
-                let mut egress = BTreeSet::new();
-                for g in &groups {
-                    referenced.insert(self.groups[g.as_str()].id.as_str());
-                    for r in &self.groups[g.as_str()].rules {
-                        let peer = match &r.peer {
-                            Peer::Cidr(c) => PeerPlan::Cidr(*c),
-                            Peer::Group(o) => {
-                                referenced.insert(self.groups[o.as_str()].id.as_str());
-                                PeerPlan::Group(o.clone())
-                            }
-                        };
-                        let rp = RulePlan {
-                            protocol: r.protocol,
-                            ports: r.ports,
-                            peer,
-                        };
-                        match r.direction {
-                            Direction::Ingress => ingress.insert(rp),
-                            Direction::Egress => egress.insert(rp),
-                        };
-                    }
-                }
+                let security = self.port_security(p, &mut referenced);
                 PortPlan {
                     id: p.id.clone(),
                     vpc: p.vpc.clone(),
@@ -295,20 +270,13 @@ impl<'a> Index<'a> {
                     ip: p.ip,
                     prefix_len: s.cidr.prefix_len(),
                     gateway: s.gateway_ip,
-                    groups,
-                    ingress: ingress.into_iter().collect(),
-                    egress: (!egress.is_empty()).then(|| egress.into_iter().collect()),
+                    groups: security.groups,
+                    ingress: security.ingress,
+                    egress: security.egress,
                 }
             })
             .collect();
-        let groups = referenced
-            .into_iter()
-            .map(|g| GroupSet {
-                id: g.to_string(),
-                vpc: self.groups[g].vpc.clone(),
-                members: self.members.get(g).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let groups = self.group_sets(referenced);
         let nat_gateways = self.nat_plans(host, &vpc_plans, local);
         let externals = self.external_plans(host, &elastic_ips, &nat_gateways);
 
@@ -516,7 +484,7 @@ fn zones(vnis: impl Iterator<Item = u32>) -> HashMap<u32, u16> {
 pub(crate) mod tests {
     use super::*;
     use crate::addr::{Ipv4Cidr, MacAddr};
-    use crate::model::{PortRange, Protocol, Rule};
+    use crate::model::{Direction, Peer, PortRange, Protocol, Rule};
     use proptest::prelude::*;
     use std::collections::HashSet;
 

@@ -15,6 +15,10 @@
 //! - [`realise`]: applies a host plan to Linux (ip/bridge/nft/conntrack behind a
 //!   [`realise::Runner`] seam), idempotently, repairing drift.
 //! - [`lab`]: network-namespace test lab (hosts on an underlay bridge, namespace guests).
+//!
+//! Security groups, stage by stage: `compile/security_group.rs` (a port's rules and the
+//! group address sets in a host plan), `nft/security_group.rs` (the host tables),
+//! `realise/security_group.rs` (applying them).
 pub mod admit;
 pub mod compile;
 #[cfg(any(test, feature = "test-util"))]

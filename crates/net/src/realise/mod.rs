@@ -22,7 +22,7 @@
 //! - [`links`]: the host namespace: router namespaces, bridges, VXLAN, veths, ports, FDB
 //!   and neighbours;
 //! - [`router`]: each VPC's router namespace (interfaces, legs, neighbours);
-//! - [`security`]: the security-group nft table;
+//! - [`security_group`]: the security-group nft tables;
 //! - [`conntrack`]: which flows to forget when rules or translations change;
 //! - [`external`]: external networks on the host and each router's ways out (uplink,
 //!   transit, the NAT table for elastic IPs and NAT gateways);
@@ -37,7 +37,7 @@ mod links;
 mod observe;
 mod router;
 mod runner;
-mod security;
+mod security_group;
 mod shaping;
 
 pub use conntrack::{conntrack_flushes, nat_changes};

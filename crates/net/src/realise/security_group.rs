@@ -1,5 +1,5 @@
-//! Security groups: the host namespace's nft tables, replaced atomically when anything
-//! differs.
+//! Security groups: the host namespace's nft tables (rendered by `nft/security_group.rs`),
+//! replaced atomically when anything differs.
 use super::{text_hash, Cmd, RealiseError, Realiser, Runner};
 use crate::nft;
 use crate::plan::HostPlan;
