@@ -1,13 +1,12 @@
 //! First start: the admin project, user and key, and the default flavors.
 
 use yunhan_model::{
-    new_id, ApiKey, ApiKeySpec, ApiKeyStatus, Flavor, FlavorSpec, Metadata, Project, ProjectSpec,
-    Resource, Role, User, UserSpec,
+    new_id, now, ApiKey, ApiKeySpec, ApiKeyStatus, Flavor, FlavorSpec, Metadata, Project,
+    ProjectSpec, Resource, Role, User, UserSpec,
 };
 use yunhan_store::objects::{ObjectError, Objects};
 
 use crate::auth::{mint_token, store_secret};
-use crate::handlers::now;
 
 /// Flavors every cloud starts with: (name, vCPUs, memory MiB, disk GiB).
 pub const DEFAULT_FLAVORS: [(&str, u32, u64, u64); 4] = [

@@ -13,6 +13,7 @@ use yunhan_model::{ApiError, ErrorCode, Instance};
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::extract::QueryParams;
+use crate::lookup::{find_visible, find_writable};
 use crate::Shared;
 
 const MAX_CHUNK: u64 = 1 << 20;
@@ -34,7 +35,7 @@ pub async fn log(
     Path(id): Path<String>,
     QueryParams(q): QueryParams<ConsoleQuery>,
 ) -> Result<Response> {
-    let inst = crate::handlers::find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
+    let inst = find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
     let Some(path) = inst.status.console_log.clone() else {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -84,8 +85,7 @@ pub async fn attach(
     QueryParams(q): QueryParams<ConsoleQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response> {
-    let inst =
-        crate::handlers::find_writable::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
+    let inst = find_writable::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
     let Some(path) = inst.status.console_socket.clone() else {
         return Err(ApiError::new(
             ErrorCode::Conflict,

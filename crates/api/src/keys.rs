@@ -3,28 +3,54 @@
 //! expire (`spec.expires_at`), and one user holds at most
 //! [`ApiKey::MAX_PER_USER`] keys (each key has its own rate limit).
 
+use async_trait::async_trait;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use yunhan_model::{
     new_id, now, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
     CreateRequest, ErrorCode, Kind, Metadata, Resource, User,
 };
-use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
+use yunhan_store::objects::{api_key_secret_key, Doc, GLOBAL_SCOPE};
+use yunhan_store::StoreExt;
 
 use crate::auth::{store_secret, Principal};
+use crate::crud::{created, deleted, ListQuery, ListResponse};
 use crate::error::Result;
 use crate::extract::{JsonBody, QueryParams};
-use crate::handlers::{CreatedApiKey, ListQuery, ListResponse};
-use crate::hooks::{lookup, Deleted, Hooks};
-use crate::Shared;
+use crate::lookup::{find_visible, lookup};
+use crate::resource::{Deleted, Hooks};
+use crate::{AppState, Shared};
 
 pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
     r.route("/v1/api-keys", get(list).post(create))
         .route("/v1/api-keys/{id}", get(show).delete(remove))
+}
+
+/// Response of `POST /v1/api-keys`: the token is shown this once.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedApiKey {
+    pub api_key: Resource<ApiKeySpec, ApiKeyStatus>,
+    /// The bearer token. It is not stored and cannot be shown again.
+    pub token: String,
+}
+
+/// A key's secret goes with it, and the authenticator forgets it at once.
+#[async_trait]
+impl Hooks for ApiKey {
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        s.objects.delete::<Self>(&doc).await?;
+        s.objects
+            .store()
+            .delete(&api_key_secret_key(&doc.metadata.id))
+            .await?;
+        s.auth.forget_key(&doc.metadata.id);
+        Ok(Deleted::Now)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +71,7 @@ async fn find_mine(
     id: &str,
     project: Option<&str>,
 ) -> Result<Doc<ApiKey>> {
-    let key = crate::handlers::find_visible::<ApiKey>(s, p, id, project).await?;
+    let key = find_visible::<ApiKey>(s, p, id, project).await?;
     if !mine(p, &key) {
         return Err(ApiError::not_found(ApiKey::KIND, id).into());
     }
@@ -57,7 +83,7 @@ async fn list(
     p: Principal,
     q: QueryParams<ListQuery>,
 ) -> Result<Json<ListResponse<Doc<ApiKey>>>> {
-    let Json(mut page) = crate::handlers::list::<ApiKey>(s, p.clone(), q).await?;
+    let Json(mut page) = crate::crud::list::<ApiKey>(s, p.clone(), q).await?;
     page.items.retain(|k| mine(&p, k));
     Ok(Json(page))
 }
@@ -78,10 +104,7 @@ async fn remove(
     QueryParams(q): QueryParams<KeyQuery>,
 ) -> Result<Response> {
     let key = find_mine(&s, &p, &id, q.project.as_deref()).await?;
-    Ok(match <ApiKey as Hooks>::delete(&s, key).await? {
-        Deleted::Now => StatusCode::NO_CONTENT.into_response(),
-        Deleted::Pending(doc) => (StatusCode::ACCEPTED, Json(*doc)).into_response(),
-    })
+    Ok(deleted(<ApiKey as Hooks>::delete(&s, key).await?))
 }
 
 /// The user a new key is for: the caller, or (admins) anyone.
@@ -184,9 +207,6 @@ async fn create(
     store_secret(&s.objects, &id, hash).await?;
     let api_key = s.objects.create::<ApiKey>(doc).await?;
     drop(serial);
-    let mut resp = (StatusCode::CREATED, Json(CreatedApiKey { api_key, token })).into_response();
-    if let Ok(v) = format!("/v1/{}/{id}", ApiKey::PLURAL).parse() {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    let body = Json(CreatedApiKey { api_key, token });
+    Ok(created(ApiKey::PLURAL, &id, body))
 }

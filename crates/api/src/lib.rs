@@ -2,21 +2,35 @@
 //! `status` document. Handlers validate and write `spec` only; controllers and
 //! agents write `status`. Every lookup is scoped to the caller's project.
 
+// Layers, each using only those above it: infrastructure; the resource core;
+// one module per resource family; the router and the OpenAPI document.
 mod auth;
 mod bootstrap;
-mod console;
 mod error;
 mod extract;
-mod handlers;
-mod hooks;
-mod images;
-mod keys;
 mod metrics;
-mod network;
-mod openapi;
 mod ratelimit;
-mod storage;
 mod verify;
+
+mod crud;
+mod lookup;
+mod resource;
+
+mod attachments;
+mod console;
+mod flavors;
+mod hosts;
+mod images;
+mod instances;
+mod keys;
+mod network;
+mod placement_groups;
+mod projects;
+mod storage;
+mod users;
+
+mod openapi;
+mod router;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,9 +117,9 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         import_dir: config.import_dir.clone(),
         storage_pools: config.storage_pools.clone(),
     });
-    handlers::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
+    router::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
         state,
-        images::hide_server_paths,
+        images::server_paths::hide_server_paths,
     ))
 }
 

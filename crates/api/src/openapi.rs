@@ -10,7 +10,9 @@ use yunhan_model::{
 };
 use yunhan_store::objects::Doc;
 
-use crate::handlers::{CreatedApiKey, ListResponse, WhoAmI};
+use crate::crud::ListResponse;
+use crate::keys::CreatedApiKey;
+use crate::users::WhoAmI;
 
 struct Builder {
     gen: SchemaGenerator,

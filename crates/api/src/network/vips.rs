@@ -1,0 +1,81 @@
+//! Virtual IPs: an address of a subnet shared by some of its NICs.
+
+use async_trait::async_trait;
+use yunhan_model::network::ip_claim_key;
+use yunhan_model::{ApiError, NetworkInterface, Subnet, Vip};
+use yunhan_store::objects::Doc;
+use yunhan_store::StoreExt;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::lookup::resolve;
+use crate::network::addresses::{claim_in_subnet, subnet_info};
+use crate::resource::{conflict, project_of, Deleted, Hooks};
+use crate::AppState;
+
+#[async_trait]
+impl Hooks for Vip {
+    async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        let project = project_of(doc).to_string();
+        let subnet = resolve::<Subnet>(s, &project, "spec.subnet", &doc.spec.subnet).await?;
+        let sn = subnet_info(&subnet)?;
+        doc.spec.nics = resolve_vip_nics(s, &project, &sn.id, &doc.spec.nics).await?;
+        let ip =
+            claim_in_subnet(s, &sn, doc.spec.ip.as_deref(), "spec.ip", &doc.metadata.id).await?;
+        doc.spec.subnet = sn.id;
+        doc.status.vpc = sn.vpc;
+        doc.status.ip = ip.to_string();
+        Ok(())
+    }
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.subnet != new.spec.subnet
+            || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip)
+        {
+            return Err(conflict("a VIP's subnet and address cannot change"));
+        }
+        Ok(())
+    }
+    async fn prepare_update(
+        s: &AppState,
+        _p: &Principal,
+        old: &Doc<Self>,
+        new: &mut Doc<Self>,
+    ) -> Result<()> {
+        let project = project_of(old).to_string();
+        new.spec.ip = old.spec.ip.clone();
+        new.spec.nics = resolve_vip_nics(s, &project, &old.spec.subnet, &new.spec.nics).await?;
+        Ok(())
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        s.objects.delete::<Self>(&doc).await?;
+        if let Ok(ip) = doc.status.ip.parse() {
+            s.objects
+                .store()
+                .delete(&ip_claim_key(&doc.spec.subnet, ip))
+                .await?;
+        }
+        Ok(Deleted::Now)
+    }
+}
+
+/// The ids of `nics` (names or ids), all in the VIP's subnet.
+async fn resolve_vip_nics(
+    s: &AppState,
+    project: &str,
+    subnet: &str,
+    nics: &[String],
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for n in nics {
+        let nic = resolve::<NetworkInterface>(s, project, "spec.nics", n).await?;
+        if nic.spec.subnet != subnet {
+            return Err(ApiError::invalid_field(
+                "spec.nics",
+                format!("NIC {n:?} is in another subnet than the VIP"),
+            )
+            .into());
+        }
+        ids.push(nic.metadata.id);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,92 @@
+//! VPCs: an address range and a VXLAN network identifier (VNI) of its own.
+//! A VPC goes only once its subnets, security groups and NAT gateways have.
+
+use async_trait::async_trait;
+use yunhan_model::network::VNI_COUNTER_KEY;
+use yunhan_model::{NatGateway, SecurityGroup, Subnet, Vpc};
+use yunhan_store::objects::Doc;
+use yunhan_store::{Compare, Op, Txn};
+use yunhan_types::addr::MAX_VNI;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::resource::{conflict, refuse_while_referenced, Deleted, Hooks};
+use crate::AppState;
+
+/// Allocates the next VNI: a compare-and-swap increment of one counter (never reused).
+async fn allocate_vni(s: &AppState) -> Result<u32> {
+    let store = s.objects.store();
+    loop {
+        let cur = store.get(VNI_COUNTER_KEY).await?;
+        let (next, rev) = match &cur {
+            Some(kv) => (
+                std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(1),
+                kv.mod_revision,
+            ),
+            None => (1, 0),
+        };
+        if next > MAX_VNI {
+            return Err(conflict(
+                "all 16 million VXLAN network identifiers are used",
+            ));
+        }
+        let r = store
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(VNI_COUNTER_KEY.into(), rev))
+                    .then(Op::put(VNI_COUNTER_KEY, (next + 1).to_string())),
+            )
+            .await?;
+        if r.succeeded {
+            return Ok(next);
+        }
+    }
+}
+
+#[async_trait]
+impl Hooks for Vpc {
+    async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        doc.status.vni = allocate_vni(s).await?;
+        Ok(())
+    }
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.cidr != new.spec.cidr {
+            return Err(conflict("a VPC's CIDR cannot change"));
+        }
+        Ok(())
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        let project = doc.metadata.project.as_deref();
+        let id = doc.metadata.id.as_str();
+        let why = |kind: &str, other: &str| {
+            let name = &doc.metadata.name;
+            format!("VPC {name:?} still has {kind} {other:?}; delete it first")
+        };
+        refuse_while_referenced::<Subnet>(
+            s,
+            project,
+            |x| x.spec.vpc == id,
+            |x| why("subnet", &x.metadata.name),
+        )
+        .await?;
+        refuse_while_referenced::<SecurityGroup>(
+            s,
+            project,
+            |x| x.spec.vpc == id,
+            |x| why("security group", &x.metadata.name),
+        )
+        .await?;
+        refuse_while_referenced::<NatGateway>(
+            s,
+            project,
+            |x| x.spec.vpc == id,
+            |x| why("NAT gateway", &x.metadata.name),
+        )
+        .await?;
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}

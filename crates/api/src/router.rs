@@ -1,0 +1,133 @@
+//! The API's routes: the CRUD routes of every kind, the few special ones
+//! (image data, consoles, API keys, whoami), the public endpoints (health,
+//! metrics, this API's OpenAPI document) and the middleware around them.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use yunhan_model::{
+    ApiError, ElasticIp, ElasticIpPool, ErrorCode, Flavor, Host, Image, Instance, NatGateway,
+    NetworkInterface, PlacementGroup, Project, SecurityGroup, Snapshot, Subnet, User, Vip, Volume,
+    Vpc,
+};
+
+use crate::auth::Principal;
+use crate::crud::crud;
+use crate::error::{HttpError, Result};
+use crate::extract::BodyLimit;
+use crate::lookup::forbidden;
+use crate::Shared;
+
+pub(crate) fn routes(state: Shared, body_limit: usize) -> Router {
+    let r = special_routes(kind_routes(Router::new()));
+    r.fallback(unmatched)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(BodyLimit(body_limit)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// The CRUD routes of every kind, by family.
+fn kind_routes(r: Router<Shared>) -> Router<Shared> {
+    // identity and platform
+    let r = crud::<Flavor>(crud::<Host>(crud::<User>(crud::<Project>(r))));
+    // compute
+    let r = crud::<PlacementGroup>(crud::<Instance>(crud::<Image>(r)));
+    // storage
+    let r = crud::<Snapshot>(crud::<Volume>(r));
+    // network
+    let r = crud::<NetworkInterface>(crud::<Subnet>(crud::<Vpc>(r)));
+    let r = crud::<ElasticIp>(crud::<ElasticIpPool>(crud::<SecurityGroup>(r)));
+    crud::<Vip>(crud::<NatGateway>(r))
+}
+
+/// Routes with handlers of their own.
+fn special_routes(r: Router<Shared>) -> Router<Shared> {
+    crate::keys::routes(r)
+        .route("/v1/images/{id}/data", put(crate::images::upload::upload))
+        .route("/v1/instances/{id}/console", get(crate::console::log))
+        .route(
+            "/v1/instances/{id}/console/attach",
+            get(crate::console::attach),
+        )
+        .route("/v1/whoami", get(crate::users::whoami))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+/// Liveness and store reachability; anonymous, so it shows no store figures
+/// (the revision would tell anyone how busy the other tenants are).
+async fn healthz(State(s): State<Shared>) -> Response {
+    match s.objects.store().current_revision().await {
+        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `/metrics`: without a token, the HTTP counters and process figures (safe
+/// for anyone); with an admin token also the platform figures that reveal
+/// tenants' activity (the store revision). A member's token is refused.
+async fn metrics(State(s): State<Shared>, req: Request) -> Result<Response> {
+    let mut gauges = s.metrics.process_gauges();
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let (mut parts, _) = req.into_parts();
+        let p = Principal::from_request_parts(&mut parts, &s).await?;
+        if !p.is_admin() {
+            return Err(forbidden(
+                "the platform figures of /metrics (scrape without a token for the HTTP counters)",
+            ));
+        }
+        let rev = s.objects.store().current_revision().await?;
+        gauges.push((
+            "yunhan_store_revision",
+            "The store's current revision (admin scrapes only).",
+            rev as f64,
+        ));
+    }
+    let body = s.metrics.render(&gauges);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| crate::openapi::openapi_document().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
+}
+
+async fn unmatched() -> HttpError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; GET /v1/openapi.json lists them",
+    )
+    .into()
+}
+
+async fn method_not_allowed() -> HttpError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this method is not allowed on this path",
+    )
+    .into()
+}
+
+async fn track(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = crate::metrics::method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map(MatchedPath::as_str);
+    s.metrics
+        .observe(method, route, resp.status().as_u16(), start.elapsed());
+    resp
+}

@@ -1,0 +1,7 @@
+//! Rules of the block storage kinds, [`volumes`] and [`snapshots`]. What the
+//! agent cannot do is refused with a clear 4xx before anything is written.
+//! The binder (controller) gives each volume a host; that host's agent does
+//! the work (docs/storage.md).
+
+pub(crate) mod snapshots;
+pub(crate) mod volumes;

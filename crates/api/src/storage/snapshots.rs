@@ -1,0 +1,63 @@
+//! Snapshots of a volume: taken of an Available or InUse volume, kept until
+//! deleted (a volume goes only once its snapshots have), and not deleted
+//! while their volume is being restored from them.
+
+use async_trait::async_trait;
+use yunhan_model::{Snapshot, Volume, VolumePhase};
+use yunhan_store::objects::Doc;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::lookup::resolve;
+use crate::resource::{conflict, delete_or_mark, project_of, Deleted, Hooks};
+use crate::AppState;
+
+#[async_trait]
+impl Hooks for Snapshot {
+    async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        doc.status = Default::default();
+        let project = project_of(doc).to_string();
+        let vol = resolve::<Volume>(s, &project, "spec.volume", &doc.spec.volume).await?;
+        if vol.metadata.deleting.is_some() {
+            return Err(conflict(format!(
+                "volume {:?} is being deleted",
+                doc.spec.volume
+            )));
+        }
+        if !matches!(
+            vol.status.phase,
+            VolumePhase::Available | VolumePhase::InUse
+        ) {
+            return Err(conflict(format!(
+                "volume {:?} is {:?}; snapshots are taken of Available or InUse volumes",
+                doc.spec.volume, vol.status.phase
+            )));
+        }
+        doc.spec.volume = vol.metadata.id;
+        Ok(())
+    }
+
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        if old.spec.volume != new.spec.volume {
+            return Err(conflict("a snapshot's volume cannot change"));
+        }
+        Ok(())
+    }
+
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        let vol = s.objects.get::<Volume>(&doc.spec.volume).await?;
+        let restoring = vol.as_ref().is_some_and(|v| {
+            v.spec.restore.as_ref().is_some_and(|r| {
+                r.snapshot == doc.metadata.id && r.generation > v.status.restore_generation
+            })
+        });
+        if restoring {
+            return Err(conflict(format!(
+                "volume {} is being restored from snapshot {:?}; wait for it",
+                doc.spec.volume, doc.metadata.name
+            )));
+        }
+        let hosted = vol.and_then(|v| v.status.host).is_some();
+        delete_or_mark(s, doc, hosted).await
+    }
+}
