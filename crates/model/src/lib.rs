@@ -3,33 +3,38 @@
 //! written by controllers and agents). Pure types and validation; no I/O.
 
 mod error;
+mod flavor;
+mod host;
 mod identity;
-mod infra;
+mod image;
+mod instance;
 mod meta;
+mod migration;
 pub mod network;
+mod placement;
 mod quota;
 mod security_group;
 mod storage;
 
 pub use error::{ApiError, ErrorCode};
+pub use flavor::{Flavor, FlavorSpec, FlavorStatus, GPU_SHAPES};
+pub use host::{Host, HostPhase, HostSpec, HostStatus};
 pub use identity::{
     ApiKey, ApiKeySpec, ApiKeyStatus, Project, ProjectSpec, ProjectStatus, Role, User, UserSpec,
     UserStatus,
 };
-pub use infra::{
-    Flavor, FlavorSpec, FlavorStatus, Host, HostPhase, HostSpec, HostStatus, Image, ImageSpec,
-    ImageStatus, Instance, InstancePhase, InstanceSpec, InstanceStatus, MigrationPhase,
-    MigrationSpec, MigrationStatus, PlacementGroup, PlacementGroupSpec, PlacementGroupStatus,
-    PlacementPolicy, GPU_SHAPES,
-};
+pub use image::{Image, ImageSpec, ImageStatus};
+pub use instance::{Instance, InstancePhase, InstanceSpec, InstanceStatus};
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,
     ObjectMeta, Resource, Scope, UpdateRequest,
 };
+pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
 pub use network::{
     ElasticIp, ElasticIpPool, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip,
     Vpc,
 };
+pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};
 pub use storage::{
     storage_why, PoolReport, Snapshot, SnapshotPhase, SnapshotSpec, SnapshotStatus, Volume,

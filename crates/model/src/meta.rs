@@ -114,6 +114,11 @@ pub struct UpdateRequest<S> {
     pub spec: S,
 }
 
+/// `#[serde(default = "yes")]`: a flag that is on unless said otherwise.
+pub(crate) fn yes() -> bool {
+    true
+}
+
 /// The current time as stored in documents: RFC 3339 UTC, whole seconds.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc()

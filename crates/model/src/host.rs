@@ -1,0 +1,73 @@
+//! Hosts: the hypervisors, registered and kept alive by their agents (admins only).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::yes;
+use crate::{ApiError, Kind, Scope};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub hostname: String,
+    /// Address other hosts and the control plane reach this host's agent at.
+    pub address: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// False in maintenance mode: the scheduler places nothing new here.
+    #[serde(default = "yes")]
+    pub schedulable: bool,
+    /// PCI addresses of GPUs this host passes through to instances (VFIO).
+    #[serde(default)]
+    pub gpus: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HostPhase {
+    /// The agent holds its lease.
+    Ready,
+    /// The agent's lease expired (agent dead, host down or partitioned).
+    #[default]
+    NotReady,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    #[serde(default)]
+    pub phase: HostPhase,
+    /// When the phase last changed, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub agent_version: String,
+    /// The store lease the agent keeps alive (liveness).
+    #[serde(default)]
+    pub lease: i64,
+    /// The storage pools this host's agent serves, as last measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::PoolReport>,
+}
+
+pub struct Host;
+impl Kind for Host {
+    const KIND: &'static str = "Host";
+    const PLURAL: &'static str = "hosts";
+    const ID_PREFIX: &'static str = "hst";
+    const SCOPE: Scope = Scope::Global;
+    const ADMIN_WRITE: bool = true;
+    /// Tenants do not see the hypervisors.
+    const ADMIN_READ: bool = true;
+    type Spec = HostSpec;
+    type Status = HostStatus;
+    fn validate(spec: &HostSpec) -> Result<(), ApiError> {
+        if spec.hostname.is_empty() || spec.hostname.len() > 253 {
+            return Err(ApiError::invalid_field(
+                "spec.hostname",
+                "hostname is 1–253 characters",
+            ));
+        }
+        Ok(())
+    }
+}
