@@ -15,7 +15,7 @@ use crate::images::resolve_image;
 use crate::lookup::lookup;
 use crate::network::nics::{create_primary_nic, release_instance_nics};
 use crate::placement_groups::placement_group;
-use crate::resource::{conflict, Deleted, Hooks};
+use crate::resource::{conflict, refuse_change, Deleted, Hooks};
 use crate::storage::volumes::{boot_volume, detach_all};
 use crate::AppState;
 
@@ -50,24 +50,22 @@ impl Hooks for Instance {
     }
 
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.flavor != new.spec.flavor
-            || old.spec.image != new.spec.image
-            || new.spec.boot_volume.is_some() && new.spec.boot_volume != old.spec.boot_volume
-        {
-            return Err(conflict(
-                "an instance's flavor, image and boot volume cannot change",
-            ));
-        }
-        if old.spec.nic != new.spec.nic {
-            return Err(conflict(
-                "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'",
-            ));
-        }
-        check_reboot(old.spec.reboot_generation, new.spec.reboot_generation)?;
-        if old.spec.placement_group != new.spec.placement_group {
-            return Err(conflict("an instance's placement group cannot change"));
-        }
-        Ok(())
+        let (old, new) = (&old.spec, &new.spec);
+        refuse_change(
+            old.flavor != new.flavor
+                || old.image != new.image
+                || new.boot_volume.is_some() && new.boot_volume != old.boot_volume,
+            "an instance's flavor, image and boot volume cannot change",
+        )?;
+        refuse_change(
+            old.nic != new.nic,
+            "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'",
+        )?;
+        check_reboot(old.reboot_generation, new.reboot_generation)?;
+        refuse_change(
+            old.placement_group != new.placement_group,
+            "an instance's placement group cannot change",
+        )
     }
 
     async fn prepare_update(

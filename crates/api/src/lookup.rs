@@ -57,6 +57,28 @@ pub(crate) async fn resolve<K: Kind>(
     }
 }
 
+/// The ids of `names` (each a name or id, see [`resolve`]) of kind `K` in
+/// `project`, each accepted by `fits`; the first that is not is refused on
+/// `field` with `why(name)`.
+pub(crate) async fn resolve_each<K: Kind>(
+    s: &AppState,
+    project: &str,
+    field: &str,
+    names: &[String],
+    fits: impl Fn(&Doc<K>) -> bool,
+    why: impl Fn(&str) -> String,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for name in names {
+        let d = resolve::<K>(s, project, field, name).await?;
+        if !fits(&d) {
+            return Err(ApiError::invalid_field(field, why(name)).into());
+        }
+        ids.push(d.metadata.id);
+    }
+    Ok(ids)
+}
+
 /// May `p` read `doc`? (Objects of other projects do not exist for members.)
 pub(crate) fn visible<K: Hooks>(p: &Principal, doc: &Doc<K>) -> bool {
     p.is_admin()

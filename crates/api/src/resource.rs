@@ -66,6 +66,14 @@ pub(crate) fn conflict(msg: impl Into<String>) -> HttpError {
     ApiError::new(ErrorCode::Conflict, msg).into()
 }
 
+/// 409 `msg` when an update `changed` what may not change.
+pub(crate) fn refuse_change(changed: bool, msg: &str) -> Result<()> {
+    match changed {
+        true => Err(conflict(msg)),
+        false => Ok(()),
+    }
+}
+
 /// The scope an object's names live in: its project, or the platform's.
 pub(crate) fn project_of<S, T>(doc: &Resource<S, T>) -> &str {
     doc.metadata.project.as_deref().unwrap_or(GLOBAL_SCOPE)

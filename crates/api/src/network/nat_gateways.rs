@@ -11,8 +11,8 @@ use yunhan_types::Ipv4Cidr;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::lookup::resolve;
-use crate::resource::{conflict, project_of, refuse_while_referenced, Hooks};
+use crate::lookup::{resolve, resolve_each};
+use crate::resource::{conflict, refuse_change, project_of, refuse_while_referenced, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -24,10 +24,10 @@ impl Hooks for NatGateway {
         normalise_natgw(s, &project, doc).await
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.vpc != new.spec.vpc {
-            return Err(conflict("a NAT gateway's VPC cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.vpc != new.spec.vpc,
+            "a NAT gateway's VPC cannot change",
+        )
     }
     async fn prepare_update(
         s: &AppState,
@@ -42,34 +42,20 @@ impl Hooks for NatGateway {
 
 /// Resolves a NAT gateway's subnets and elastic IP, and checks its DNAT targets lie in the VPC.
 async fn normalise_natgw(s: &AppState, project: &str, doc: &mut Doc<NatGateway>) -> Result<()> {
-    let subnets = vpc_subnets(s, project, &doc.spec.vpc, &doc.spec.subnets).await?;
+    let subnets = resolve_each::<Subnet>(
+        s,
+        project,
+        "spec.subnets",
+        &doc.spec.subnets,
+        |d| d.spec.vpc == doc.spec.vpc,
+        |sn| format!("subnet {sn:?} belongs to another VPC"),
+    )
+    .await?;
     let eip = free_eip(s, project, doc).await?;
     check_dnat(s, doc).await?;
     doc.spec.subnets = subnets;
     doc.spec.elastic_ip = eip;
     Ok(())
-}
-
-/// The ids of `subnets` (names or ids), all of VPC `vpc`.
-async fn vpc_subnets(
-    s: &AppState,
-    project: &str,
-    vpc: &str,
-    subnets: &[String],
-) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for sn in subnets {
-        let d = resolve::<Subnet>(s, project, "spec.subnets", sn).await?;
-        if d.spec.vpc != vpc {
-            return Err(ApiError::invalid_field(
-                "spec.subnets",
-                format!("subnet {sn:?} belongs to another VPC"),
-            )
-            .into());
-        }
-        ids.push(d.metadata.id);
-    }
-    Ok(ids)
 }
 
 /// The id of the gateway's elastic IP, bound to no NIC and used by no other gateway.

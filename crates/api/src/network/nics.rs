@@ -19,7 +19,7 @@ use crate::error::{HttpError, Result};
 use crate::lookup::resolve;
 use crate::network::addresses::{claim_in_subnet, subnet_info};
 use crate::network::security_groups::resolve_groups;
-use crate::resource::{conflict, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -30,12 +30,10 @@ impl Hooks for NetworkInterface {
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         let ip_changed = new.spec.ip.is_some() && new.spec.ip != old.spec.ip;
-        if old.spec.subnet != new.spec.subnet || ip_changed {
-            return Err(conflict(
-                "a NIC's subnet and address cannot change; create another NIC",
-            ));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.subnet != new.spec.subnet || ip_changed,
+            "a NIC's subnet and address cannot change; create another NIC",
+        )
     }
     async fn prepare_update(
         s: &AppState,

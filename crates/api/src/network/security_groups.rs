@@ -1,14 +1,16 @@
 //! Security groups: stateful rules for the NICs of one VPC; a rule's peer is
 //! another group of that VPC (or the group itself).
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
-use yunhan_model::{ApiError, NetworkInterface, SecurityGroup, Vpc};
+use yunhan_model::{NetworkInterface, SecurityGroup, Vpc};
 use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::lookup::resolve;
-use crate::resource::{conflict, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::lookup::{resolve, resolve_each};
+use crate::resource::{refuse_change, project_of, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -21,10 +23,10 @@ impl Hooks for SecurityGroup {
         resolve_rule_groups(s, &project, &id, doc).await
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.vpc != new.spec.vpc {
-            return Err(conflict("a security group's VPC cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.vpc != new.spec.vpc,
+            "a security group's VPC cannot change",
+        )
     }
     async fn prepare_update(
         s: &AppState,
@@ -89,7 +91,7 @@ async fn resolve_rule_groups(
     Ok(())
 }
 
-/// Security groups (names or ids) of `project`, all in `vpc`; returns their ids.
+/// Security groups (names or ids) of `project`, all in `vpc`; returns their ids, each once.
 pub(crate) async fn resolve_groups(
     s: &AppState,
     project: &str,
@@ -97,19 +99,16 @@ pub(crate) async fn resolve_groups(
     field: &str,
     groups: &[String],
 ) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for g in groups {
-        let sg = resolve::<SecurityGroup>(s, project, field, g).await?;
-        if sg.spec.vpc != vpc {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("security group {g:?} belongs to another VPC"),
-            )
-            .into());
-        }
-        if !ids.contains(&sg.metadata.id) {
-            ids.push(sg.metadata.id);
-        }
-    }
+    let mut ids = resolve_each::<SecurityGroup>(
+        s,
+        project,
+        field,
+        groups,
+        |sg| sg.spec.vpc == vpc,
+        |g| format!("security group {g:?} belongs to another VPC"),
+    )
+    .await?;
+    let mut seen = HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
     Ok(ids)
 }

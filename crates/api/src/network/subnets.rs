@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{conflict, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{refuse_change, project_of, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -47,10 +47,10 @@ impl Hooks for Subnet {
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec != new.spec {
-            return Err(conflict("a subnet's VPC and CIDR cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec != new.spec,
+            "a subnet's VPC and CIDR cannot change",
+        )
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let project = doc.metadata.project.as_deref();

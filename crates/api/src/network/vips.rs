@@ -2,15 +2,15 @@
 
 use async_trait::async_trait;
 use yunhan_model::network::ip_claim_key;
-use yunhan_model::{ApiError, NetworkInterface, Subnet, Vip};
+use yunhan_model::{NetworkInterface, Subnet, Vip};
 use yunhan_store::objects::Doc;
 use yunhan_store::StoreExt;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::lookup::resolve;
+use crate::lookup::{resolve, resolve_each};
 use crate::network::addresses::{claim_in_subnet, subnet_info};
-use crate::resource::{conflict, project_of, Deleted, Hooks};
+use crate::resource::{refuse_change, project_of, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -28,12 +28,10 @@ impl Hooks for Vip {
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.subnet != new.spec.subnet
-            || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip)
-        {
-            return Err(conflict("a VIP's subnet and address cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.subnet != new.spec.subnet || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip) ,
+            "a VIP's subnet and address cannot change",
+        )
     }
     async fn prepare_update(
         s: &AppState,
@@ -65,17 +63,13 @@ async fn resolve_vip_nics(
     subnet: &str,
     nics: &[String],
 ) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for n in nics {
-        let nic = resolve::<NetworkInterface>(s, project, "spec.nics", n).await?;
-        if nic.spec.subnet != subnet {
-            return Err(ApiError::invalid_field(
-                "spec.nics",
-                format!("NIC {n:?} is in another subnet than the VIP"),
-            )
-            .into());
-        }
-        ids.push(nic.metadata.id);
-    }
-    Ok(ids)
+    resolve_each::<NetworkInterface>(
+        s,
+        project,
+        "spec.nics",
+        nics,
+        |n| n.spec.subnet == subnet,
+        |n| format!("NIC {n:?} is in another subnet than the VIP"),
+    )
+    .await
 }

@@ -10,7 +10,7 @@ use yunhan_types::addr::MAX_VNI;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::resource::{conflict, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{conflict, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 /// Allocates the next VNI: a compare-and-swap increment of one counter (never reused).
@@ -53,10 +53,10 @@ impl Hooks for Vpc {
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.cidr != new.spec.cidr {
-            return Err(conflict("a VPC's CIDR cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.cidr != new.spec.cidr,
+            "a VPC's CIDR cannot change",
+        )
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let project = doc.metadata.project.as_deref();

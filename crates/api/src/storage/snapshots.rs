@@ -9,7 +9,7 @@ use yunhan_store::objects::Doc;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
-use crate::resource::{conflict, delete_or_mark, project_of, Deleted, Hooks};
+use crate::resource::{conflict, refuse_change, delete_or_mark, project_of, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -38,10 +38,10 @@ impl Hooks for Snapshot {
     }
 
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.volume != new.spec.volume {
-            return Err(conflict("a snapshot's volume cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.volume != new.spec.volume,
+            "a snapshot's volume cannot change",
+        )
     }
 
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {

@@ -17,7 +17,7 @@ use crate::error::{HttpError, Result};
 use crate::images::resolve_image;
 use crate::lookup::resolve;
 use crate::resource::{
-    conflict, delete_or_mark, project_of, refuse_while_referenced, Deleted, Hooks,
+    conflict, delete_or_mark, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -58,19 +58,17 @@ impl Hooks for Volume {
     }
 
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.pool != new.spec.pool
-            || new.spec.source.is_some() && new.spec.source != old.spec.source
-        {
-            return Err(conflict(
-                "a volume's pool and source cannot change; create another volume",
-            ));
-        }
+        refuse_change(
+            old.spec.pool != new.spec.pool
+                || new.spec.source.is_some() && new.spec.source != old.spec.source,
+            "a volume's pool and source cannot change; create another volume",
+        )?;
         yunhan_types::sizes::validate_extend(old.spec.size_bytes, new.spec.size_bytes)
             .map_err(|e| ApiError::invalid_field("spec.size_bytes", storage_why(e)))?;
-        if old.metadata.deleting.is_some() {
-            return Err(conflict("the volume is being deleted"));
-        }
-        Ok(())
+        refuse_change(
+            old.metadata.deleting.is_some(),
+            "the volume is being deleted",
+        )
     }
 
     async fn prepare_update(
