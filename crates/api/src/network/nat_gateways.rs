@@ -12,7 +12,7 @@ use yunhan_types::Ipv4Cidr;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
-use crate::resource::{conflict, refuse_change, project_of, refuse_while_referenced, Hooks};
+use crate::resource::{conflict, project_of, refuse_change, refuse_while_referenced, Hooks};
 use crate::AppState;
 
 #[async_trait]

@@ -10,7 +10,7 @@ use yunhan_store::objects::Doc;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
-use crate::resource::{refuse_change, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]

@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{refuse_change, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]

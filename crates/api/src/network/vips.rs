@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
 use crate::network::addresses::{claim_in_subnet, subnet_info};
-use crate::resource::{refuse_change, project_of, Deleted, Hooks};
+use crate::resource::{project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -29,7 +29,8 @@ impl Hooks for Vip {
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         refuse_change(
-            old.spec.subnet != new.spec.subnet || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip) ,
+            old.spec.subnet != new.spec.subnet
+                || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip),
             "a VIP's subnet and address cannot change",
         )
     }

@@ -53,10 +53,7 @@ impl Hooks for Vpc {
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        refuse_change(
-            old.spec.cidr != new.spec.cidr,
-            "a VPC's CIDR cannot change",
-        )
+        refuse_change(old.spec.cidr != new.spec.cidr, "a VPC's CIDR cannot change")
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let project = doc.metadata.project.as_deref();

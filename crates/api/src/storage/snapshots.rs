@@ -9,7 +9,7 @@ use yunhan_store::objects::Doc;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
-use crate::resource::{conflict, refuse_change, delete_or_mark, project_of, Deleted, Hooks};
+use crate::resource::{conflict, delete_or_mark, project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
