@@ -1,7 +1,51 @@
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use yunhan_model::ApiError;
+
+/// An answer of the API: the JSON as the server sent it (what `-o json`
+/// prints) and the same read as the model's type (what the client looks at).
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub raw: Value,
+    pub value: T,
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    /// Reads `raw` as a `T`; a field the model does not know, or a missing
+    /// one it needs, is an error rather than a blank cell.
+    pub fn read(raw: Value) -> Result<Answer<T>, ClientError> {
+        match T::deserialize(&raw) {
+            Ok(value) => Ok(Answer { raw, value }),
+            Err(e) => Err(ClientError::Unreadable(e.to_string())),
+        }
+    }
+}
+
+impl<T: Serialize> Answer<T> {
+    /// A view the client made itself, printed by `-o json` as it serialises.
+    pub fn made(value: T) -> Answer<T> {
+        let raw = serde_json::to_value(&value).unwrap_or(Value::Null);
+        Answer { raw, value }
+    }
+}
+
+impl<T> std::ops::Deref for Answer<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// One page of a list endpoint.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    items: Vec<Value>,
+    next_page_token: Option<String>,
+}
 
 /// A thin JSON client for the REST API.
 #[derive(Clone)]
@@ -27,6 +71,8 @@ pub enum ClientError {
     },
     #[error("unexpected response from the API ({status}): {body}")]
     Protocol { status: u16, body: String },
+    #[error("the API answered with something this client cannot read ({0}); are the client and the server the same version?")]
+    Unreadable(String),
     #[error("{0}")]
     Usage(String),
     #[error("timed out after {0:?} waiting for {1}")]
@@ -187,15 +233,43 @@ impl Client {
                 Some(t) => format!("{path}{sep}limit=1000&page_token={t}"),
                 None => format!("{path}{sep}limit=1000"),
             };
-            let page = self.get(&url).await?;
-            if let Some(arr) = page["items"].as_array() {
-                items.extend(arr.iter().cloned());
-            }
-            match page["next_page_token"].as_str() {
-                Some(t) => token = Some(t.to_string()),
+            let page: Page = Answer::read(self.get(&url).await?)?.value;
+            items.extend(page.items);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
                 None => return Ok(items),
             }
         }
+    }
+
+    /// `GET path` read as a `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>, ClientError> {
+        Answer::read(self.get(path).await?)
+    }
+
+    /// Every item of a list endpoint, each read as a `T`.
+    pub async fn list_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<Answer<T>>, ClientError> {
+        self.list(path)
+            .await?
+            .into_iter()
+            .map(Answer::read)
+            .collect()
+    }
+
+    /// Sends `body` as JSON and reads the answer as a `T`.
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>, ClientError> {
+        let body = serde_json::to_value(body)
+            .map_err(|e| ClientError::Usage(format!("cannot encode the request: {e}")))?;
+        let answer = self.request(method, path, Some(&body)).await?;
+        Answer::read(answer.unwrap_or(Value::Null))
     }
 }
 

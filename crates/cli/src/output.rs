@@ -1,6 +1,9 @@
 //! Tables for people, JSON for scripts.
 
+use serde::Serialize;
 use serde_json::Value;
+
+use crate::client::Answer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -9,12 +12,24 @@ pub enum Format {
     Json,
 }
 
-/// A column: header and how to get the cell from an object.
-pub struct Column {
+/// A column: header and how to get the cell from a row.
+pub struct Column<T> {
     pub header: &'static str,
-    pub get: fn(&Value) -> String,
+    pub get: fn(&T) -> String,
 }
 
+/// A column showing one field of the row, as [`cell`] prints it.
+macro_rules! col {
+    ($header:literal, $($field:ident).+) => {
+        $crate::output::Column {
+            header: $header,
+            get: |v| $crate::output::cell(&v.$($field).+),
+        }
+    };
+}
+pub(crate) use col;
+
+/// A JSON value as a cell: `-` for nothing (null or empty), strings bare.
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -24,22 +39,33 @@ pub fn text(v: &Value) -> String {
     }
 }
 
+/// A field as a cell, written as it is in the API's JSON (enums by their
+/// wire names, absent options as `-`).
+pub fn cell(v: &impl Serialize) -> String {
+    text(&serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+/// A list as a comma-separated cell (`-` when empty).
+pub fn join(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
+}
+
 /// Renders rows as an aligned table with upper-case headers.
-pub fn table(columns: &[Column], rows: &[Value]) -> String {
+pub fn table<'a, T: 'a>(columns: &[Column<T>], rows: impl IntoIterator<Item = &'a T>) -> String {
     let cells: Vec<Vec<String>> = rows
-        .iter()
+        .into_iter()
         .map(|r| columns.iter().map(|c| (c.get)(r)).collect())
         .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(c.header.len())
+            let widest = cells.iter().map(|r| r[i].chars().count()).max();
+            widest.unwrap_or(0).max(c.header.len())
         })
         .collect();
     let mut out = String::new();
@@ -62,39 +88,48 @@ pub fn table(columns: &[Column], rows: &[Value]) -> String {
     out
 }
 
-pub fn print(format: Format, columns: &[Column], value: &Value) {
+/// Prints JSON as `-o json` does.
+pub fn print_json(v: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Prints one object: a one-row table, or the server's JSON.
+pub fn print_one<T>(format: Format, columns: &[Column<T>], row: &Answer<T>) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
-        Format::Table => match value {
-            Value::Array(rows) => print!("{}", table(columns, rows)),
-            one => print!("{}", table(columns, std::slice::from_ref(one))),
-        },
+        Format::Json => print_json(&row.raw),
+        Format::Table => print!("{}", table(columns, [&row.value])),
+    }
+}
+
+/// Prints a list: a table, or the server's JSON as an array.
+pub fn print_all<T>(format: Format, columns: &[Column<T>], rows: &[Answer<T>]) {
+    match format {
+        Format::Json => print_json(&rows.iter().map(|r| &r.raw).collect::<Vec<_>>()),
+        Format::Table => print!("{}", table(columns, rows.iter().map(|r| &r.value))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    struct Row {
+        name: &'static str,
+        phase: Option<&'static str>,
+    }
 
     #[test]
     fn aligns_columns() {
-        let cols = [
-            Column {
-                header: "NAME",
-                get: |v| text(&v["name"]),
+        let cols: [Column<Row>; 2] = [col!("NAME", name), col!("PHASE", phase)];
+        let rows = [
+            Row {
+                name: "a-long-name",
+                phase: Some("Ready"),
             },
-            Column {
-                header: "PHASE",
-                get: |v| text(&v["phase"]),
+            Row {
+                name: "b",
+                phase: None,
             },
-        ];
-        let rows = vec![
-            json!({"name": "a-long-name", "phase": "Ready"}),
-            json!({"name": "b", "phase": null}),
         ];
         insta::assert_snapshot!(table(&cols, &rows), @r"
         NAME         PHASE

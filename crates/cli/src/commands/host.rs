@@ -1,0 +1,124 @@
+//! `yunhan host …`: hypervisor hosts, maintenance mode and draining.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use yunhan_model::{Doc, Host, Instance, InstancePhase};
+
+use crate::client::ClientError;
+use crate::commands::migration::{request_migration, wait_migrated, MigrateArgs};
+use crate::ctx::Ctx;
+use crate::kind::{Obj, Shown};
+use crate::output::{cell, col, Column};
+use crate::wait::parse_duration;
+
+/// Hypervisor hosts (agents register them)
+#[derive(Subcommand, Debug, Clone)]
+pub enum HostCommand {
+    /// List hosts with their health (Ready / NotReady)
+    #[command(alias = "ls")]
+    List,
+    /// Show one host, by name or id
+    Show { name: String },
+    /// Maintenance mode: mark the host unschedulable and live-migrate every
+    /// running VM off it, showing progress; fails listing the VMs that could not
+    /// move (e.g. on local disks)
+    Drain {
+        name: String,
+        #[arg(long, default_value = "1800s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// End maintenance mode: the scheduler may place VMs on the host again
+    Uncordon { name: String },
+}
+
+impl Shown for Host {
+    const NOUN: &'static str = "host";
+    const COLUMNS: &'static [Column<Doc<Host>>] = &[
+        col!("NAME", metadata.name),
+        col!("STATUS", status.phase),
+        col!("CPUS", spec.cpus),
+        col!("MEMORY_MIB", spec.memory_mib),
+        col!("DISK_GIB", spec.disk_gib),
+        col!("ADDRESS", spec.address),
+        col!("SCHEDULABLE", spec.schedulable),
+        col!("ID", metadata.id),
+    ];
+    fn phase(doc: &Doc<Host>) -> String {
+        cell(&doc.status.phase)
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> {
+    match cmd {
+        HostCommand::List => ctx.list::<Host>().await,
+        HostCommand::Show { name } => ctx.show::<Host>(&name).await,
+        HostCommand::Drain { name, timeout } => drain(ctx, &name, timeout).await,
+        HostCommand::Uncordon { name } => {
+            let v = set_schedulable(ctx, &name, true).await?;
+            ctx.print::<Host>(&v);
+            Ok(())
+        }
+    }
+}
+
+/// Sets a host's `spec.schedulable`; returns the host.
+async fn set_schedulable(ctx: &Ctx, name: &str, on: bool) -> Result<Obj<Host>, ClientError> {
+    ctx.update_spec::<Host>(name, |spec| {
+        spec.schedulable = on;
+        Ok(())
+    })
+    .await
+}
+
+/// `host drain`: unschedulable, then every running VM migrated away, one
+/// at a time (they would compete for bandwidth).
+async fn drain(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), ClientError> {
+    let host = set_schedulable(ctx, name, false).await?;
+    let id = host.metadata.id.as_str();
+    eprintln!("host {name} is unschedulable (maintenance mode)");
+    let vms: Vec<Obj<Instance>> = ctx.client.list_as("/v1/instances").await?;
+    let mut stuck = Vec::new();
+    for vm in vms.iter().filter(|v| v.status.host.as_deref() == Some(id)) {
+        if let Some(why) = move_off(ctx, vm, timeout).await? {
+            stuck.push(why);
+        }
+    }
+    if stuck.is_empty() {
+        eprintln!("host {name} is drained");
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "host {name} still holds {} VM(s):\n  {}",
+            stuck.len(),
+            stuck.join("\n  ")
+        )))
+    }
+}
+
+/// Live-migrates one VM off a draining host; why not, if it cannot.
+async fn move_off(
+    ctx: &Ctx,
+    vm: &Obj<Instance>,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let vm_id = &vm.metadata.id;
+    let label = format!("{} ({vm_id})", vm.metadata.name);
+    if vm.status.phase != InstancePhase::Running {
+        let phase = cell(&vm.status.phase);
+        return Ok(Some(format!(
+            "{label}: {phase} (only running VMs migrate live)"
+        )));
+    }
+    let args = MigrateArgs::to_anywhere(vm_id, timeout);
+    let (request, _) = request_migration(ctx, &args).await?;
+    let path = format!("/v1/instances/{vm_id}");
+    match wait_migrated(&ctx.client, &path, &label, request, false, timeout).await {
+        Ok(v) => {
+            eprintln!("moved {label} to {}", cell(&v.status.host));
+            Ok(None)
+        }
+        Err(ClientError::Usage(why)) => Ok(Some(why)),
+        Err(e) => Err(e),
+    }
+}

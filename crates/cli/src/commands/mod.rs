@@ -1,0 +1,28 @@
+//! One module per command noun (`yunhan vm …` is in `vm.rs`). Each defines
+//! its clap arguments, how its kind is shown and what its verbs do, on top
+//! of the plumbing (`ctx`, `client`, `output`, `wait`).
+
+pub mod api_key;
+pub mod eip;
+pub mod external_network;
+pub mod flavor;
+pub mod host;
+pub mod image;
+pub mod migration;
+pub mod nat_gateway;
+pub mod nic;
+pub mod placement_group;
+pub mod project;
+pub mod security_group;
+pub mod snapshot;
+pub mod storage;
+pub mod subnet;
+pub mod user;
+pub mod vip;
+pub mod vm;
+pub mod volume;
+pub mod vpc;
+pub mod whoami;
+
+#[cfg(test)]
+mod tests;

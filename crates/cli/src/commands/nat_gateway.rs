@@ -1,0 +1,116 @@
+//! `yunhan natgw …` (`nat-gateway`): SNAT behind an elastic IP, plus port forwards.
+
+use clap::{Args, Subcommand};
+use yunhan_model::network::{DnatProtocol, DnatRule, NatGateway, NatGatewaySpec};
+use yunhan_model::Doc;
+
+use crate::client::ClientError;
+use crate::ctx::{Common, Ctx};
+use crate::kind::Shown;
+use crate::output::{cell, col, join, Column};
+
+/// NAT gateways: SNAT a VPC (or some subnets) behind an elastic IP, plus port forwards
+///
+/// Example:
+///   yunhan natgw create gw --vpc net1 --eip gw-ip --dnat tcp:8080:10.10.1.5:80
+#[derive(Subcommand, Debug, Clone)]
+#[command(verbatim_doc_comment)]
+pub enum NatgwCommand {
+    #[command(flatten)]
+    Common(Common),
+    /// Create one
+    Create(NatgwCreate),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NatgwCreate {
+    pub name: String,
+    /// The VPC (name or id)
+    #[arg(long)]
+    pub vpc: String,
+    /// The elastic IP to translate to (not bound to a NIC)
+    #[arg(long)]
+    pub eip: String,
+    /// Only these subnets (repeatable) [default: the whole VPC]
+    #[arg(long = "subnet")]
+    pub subnets: Vec<String>,
+    /// Port forward PROTO:PORT:IP:PORT, e.g. tcp:8080:10.10.1.5:80 (repeatable)
+    #[arg(long = "dnat", value_parser = parse_dnat)]
+    pub dnat: Vec<DnatRule>,
+}
+
+/// `PROTO:PORT:IP:PORT`, e.g. `tcp:8080:10.10.1.5:80`.
+fn parse_dnat(s: &str) -> Result<DnatRule, String> {
+    let bad = || format!("{s:?} is not PROTO:PORT:IP:PORT, e.g. tcp:8080:10.10.1.5:80");
+    let p: Vec<&str> = s.split(':').collect();
+    let [proto, port, ip, to_port] = p[..] else {
+        return Err(bad());
+    };
+    let protocol = match proto {
+        "tcp" => DnatProtocol::Tcp,
+        "udp" => DnatProtocol::Udp,
+        _ => return Err(bad()),
+    };
+    Ok(DnatRule {
+        protocol,
+        port: port.parse().map_err(|_| bad())?,
+        to_ip: ip.to_string(),
+        to_port: to_port.parse().map_err(|_| bad())?,
+    })
+}
+
+impl Shown for NatGateway {
+    const NOUN: &'static str = "NAT gateway";
+    const COLUMNS: &'static [Column<Doc<NatGateway>>] = &[
+        col!("NAME", metadata.name),
+        col!("VPC", spec.vpc),
+        col!("ELASTIC_IP", spec.elastic_ip),
+        Column {
+            header: "SUBNETS",
+            get: |v| join(&v.spec.subnets),
+        },
+        Column {
+            header: "DNAT",
+            get: |v| v.spec.dnat.len().to_string(),
+        },
+        col!("PHASE", status.phase),
+        col!("ID", metadata.id),
+        col!("MESSAGE", status.message),
+    ];
+    fn phase(doc: &Doc<NatGateway>) -> String {
+        cell(&doc.status.phase)
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: NatgwCommand) -> Result<(), ClientError> {
+    match cmd {
+        NatgwCommand::Common(verb) => ctx.common::<NatGateway>(verb).await,
+        NatgwCommand::Create(a) => {
+            let spec = NatGatewaySpec {
+                vpc: a.vpc,
+                subnets: a.subnets,
+                elastic_ip: a.eip,
+                dnat: a.dnat,
+            };
+            ctx.create_print::<NatGateway>(&a.name, spec).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dnat() {
+        let rule = DnatRule {
+            protocol: DnatProtocol::Tcp,
+            port: 8080,
+            to_ip: "10.10.1.5".into(),
+            to_port: 80,
+        };
+        assert_eq!(parse_dnat("tcp:8080:10.10.1.5:80"), Ok(rule));
+        assert!(parse_dnat("icmp:1:10.0.0.1:1").is_err());
+        assert!(parse_dnat("tcp:80").is_err());
+    }
+}

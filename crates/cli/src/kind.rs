@@ -1,0 +1,69 @@
+//! How the client shows and addresses a kind of the model.
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use yunhan_model::{CreateRequest, Doc, Kind, ObjectMeta};
+
+use crate::client::{Answer, Client, ClientError};
+use crate::output::Column;
+
+/// An object of kind `K` as the API answered it.
+pub(crate) type Obj<K> = Answer<Doc<K>>;
+
+/// A kind the client prints: the noun its messages use and its table.
+pub(crate) trait Shown: Kind {
+    /// How messages name one, e.g. `VM`.
+    const NOUN: &'static str;
+    /// The table `list`, `show` and the changing commands print.
+    const COLUMNS: &'static [Column<Doc<Self>>];
+
+    /// What a wait shows of the object while it lasts (`-`: the kind has no phase).
+    fn phase(_doc: &Doc<Self>) -> String {
+        "-".into()
+    }
+}
+
+/// A name or id as one URL path segment.
+pub(crate) fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `/v1/<kind>/<name or id>`.
+pub(crate) fn path_of<K: Kind>(name: &str) -> String {
+    format!("/v1/{}/{}", K::PLURAL, path_segment(name))
+}
+
+/// `POST /v1/<kind>` of a new object `name`, the answer read as a `T`.
+pub(crate) async fn create_in<K: Kind, T: DeserializeOwned>(
+    client: &Client,
+    name: &str,
+    spec: K::Spec,
+) -> Result<Answer<T>, ClientError> {
+    let metadata = ObjectMeta {
+        name: name.into(),
+        ..ObjectMeta::default()
+    };
+    let body = CreateRequest { metadata, spec };
+    let path = format!("/v1/{}", K::PLURAL);
+    client.send(Method::POST, &path, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_path_segments() {
+        assert_eq!(path_segment("vm-1.a_b"), "vm-1.a_b");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(
+            path_of::<yunhan_model::Instance>("a b"),
+            "/v1/instances/a%20b"
+        );
+    }
+}
