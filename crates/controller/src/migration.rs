@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use yunhan_model::{Doc, Instance, InstancePhase, MigrationPhase, MigrationStatus};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 
-use crate::ha::SharedStorage;
-use crate::placement::{place, Policy};
+use crate::ha::{SharedStorage, SharedStorageError};
+use crate::placement::{place, PlacementError, Policy};
 use crate::scheduler::{demand, Capacity};
 use crate::Reconciler;
 
@@ -105,6 +105,23 @@ impl Reconciler for Migrations {
     }
 }
 
+/// Why a migration request is refused; the text becomes the migration's status message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the VM is {0:?}, not Running: only running VMs migrate live")]
+    NotRunning(InstancePhase),
+    #[error(
+        "live migration needs every disk on shared storage (block migration is not supported): {0}"
+    )]
+    NotPortable(SharedStorageError),
+    #[error("the VM already runs on that host")]
+    SameHost,
+    #[error("no host {0:?}")]
+    NoSuchHost(String),
+    #[error("no host can take it: {0}")]
+    NoRoom(PlacementError),
+}
+
 impl Migrations {
     async fn plan(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
         let Some(want) = inst.spec.migration.clone() else {
@@ -138,7 +155,7 @@ impl Migrations {
                         request,
                         phase: MigrationPhase::Failed,
                         source: source.clone(),
-                        message: why.clone(),
+                        message: why.to_string(),
                         ..Default::default()
                     },
                 });
@@ -163,20 +180,15 @@ impl Migrations {
         inst: &Doc<Instance>,
         source: &str,
         to: Option<&str>,
-    ) -> Result<Result<String, String>, ObjectError> {
+    ) -> Result<Result<String, Refusal>, ObjectError> {
         if inst.status.phase != InstancePhase::Running || source.is_empty() {
-            return Ok(Err(format!(
-                "the VM is {:?}, not Running: only running VMs migrate live",
-                inst.status.phase
-            )));
+            return Ok(Err(Refusal::NotRunning(inst.status.phase)));
         }
         if let Err(why) = self.storage.portable(objects, inst).await {
-            return Ok(Err(format!(
-                "live migration needs every disk on shared storage (block migration is not supported): {why}"
-            )));
+            return Ok(Err(Refusal::NotPortable(why)));
         }
         if to == Some(source) {
-            return Ok(Err("the VM already runs on that host".into()));
+            return Ok(Err(Refusal::SameHost));
         }
         let (cap, _) = Capacity::load(objects).await?;
         let hosts: Vec<_> = cap
@@ -187,14 +199,14 @@ impl Migrations {
             .collect();
         if let Some(t) = to {
             if hosts.is_empty() {
-                return Ok(Err(format!("no host {t:?}")));
+                return Ok(Err(Refusal::NoSuchHost(t.to_string())));
             }
         }
         // The VM is counted on its source only: the target must hold it besides its own.
         let d = demand(inst, &cap.groups);
         Ok(match place(&hosts, &d, &self.policy) {
             Ok(p) => Ok(p.host.id.clone()),
-            Err(why) => Err(format!("no host can take it: {why}")),
+            Err(why) => Err(Refusal::NoRoom(why)),
         })
     }
 }

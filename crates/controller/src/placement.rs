@@ -1,7 +1,7 @@
 //! Pure placement decisions: which host an instance goes to. No I/O, so it is
 //! property-tested and benchmarked at data-centre scale.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use yunhan_model::PlacementPolicy;
 
@@ -97,13 +97,44 @@ impl Candidate {
     }
 }
 
+/// Why no host can take a demand; the text becomes the instance's status message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("no hosts are registered; start an agent with 'yunhan agent'")]
+    NoHosts,
+    /// Every host misfits; `reasons` counts hosts per reason.
+    #[error(
+        "no host can fit {vcpus} vCPU / {memory_mib} MiB / {disk_gib} GiB ({})",
+        per_reason(.reasons)
+    )]
+    NoFit {
+        vcpus: u64,
+        memory_mib: u64,
+        disk_gib: u64,
+        reasons: BTreeMap<&'static str, usize>,
+    },
+}
+
+/// `2 host(s): not enough vCPUs; 1 host(s): …`
+fn per_reason(reasons: &BTreeMap<&'static str, usize>) -> String {
+    let detail: Vec<String> = reasons
+        .iter()
+        .map(|(why, n)| format!("{n} host(s): {why}"))
+        .collect();
+    detail.join("; ")
+}
+
 /// Least-loaded host that fits, preferring hosts without a member of a soft
 /// anti-affinity group; ties go to the smallest id (deterministic). `Err`
 /// says why nothing fits, counting hosts per reason.
-pub fn place<'a>(hosts: &'a [Candidate], d: &Demand, p: &Policy) -> Result<Placement<'a>, String> {
+pub fn place<'a>(
+    hosts: &'a [Candidate],
+    d: &Demand,
+    p: &Policy,
+) -> Result<Placement<'a>, PlacementError> {
     // Ordered by (crowded by a soft group, load, id): smaller is better.
     let mut best: Option<(&Candidate, bool, f64)> = None;
-    let mut reasons: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut reasons: BTreeMap<&'static str, usize> = Default::default();
     for h in hosts {
         if let Some(why) = h.misfit(d, p) {
             *reasons.entry(why).or_default() += 1;
@@ -125,19 +156,14 @@ pub fn place<'a>(hosts: &'a [Candidate], d: &Demand, p: &Policy) -> Result<Place
     })
     .ok_or_else(|| {
         if hosts.is_empty() {
-            return "no hosts are registered; start an agent with 'yunhan agent'".to_string();
+            return PlacementError::NoHosts;
         }
-        let detail: Vec<String> = reasons
-            .iter()
-            .map(|(why, n)| format!("{n} host(s): {why}"))
-            .collect();
-        format!(
-            "no host can fit {} vCPU / {} MiB / {} GiB ({})",
-            d.vcpus,
-            d.memory_mib,
-            d.disk_gib,
-            detail.join("; ")
-        )
+        PlacementError::NoFit {
+            vcpus: d.vcpus,
+            memory_mib: d.memory_mib,
+            disk_gib: d.disk_gib,
+            reasons,
+        }
     })
 }
 
@@ -278,7 +304,9 @@ mod tests {
             disk_gib: 1,
             ..Default::default()
         };
-        let why = place(&hosts, &big, &Policy::default()).unwrap_err();
+        let why = place(&hosts, &big, &Policy::default())
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("2 host(s): not enough vCPUs"), "{why}");
     }
 }
@@ -321,7 +349,7 @@ mod group_tests {
             hosts.iter().all(|h| h.groups.contains("web")),
             "one member per host"
         );
-        let why = place(&hosts, &d, &p).unwrap_err();
+        let why = place(&hosts, &d, &p).unwrap_err().to_string();
         assert!(why.contains("hard anti-affinity"), "{why}");
         // A soft group would still place the third member.
         let soft = Demand {

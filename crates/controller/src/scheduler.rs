@@ -59,13 +59,14 @@ impl Reconciler for Scheduler {
                             doc.status.message.clear();
                         }
                         Err(why) => {
+                            let why = why.to_string();
                             if doc.status.phase == InstancePhase::Unschedulable
-                                && &doc.status.message == why
+                                && doc.status.message == why
                             {
                                 return false;
                             }
                             doc.status.phase = InstancePhase::Unschedulable;
-                            doc.status.message = why.clone();
+                            doc.status.message = why;
                         }
                     }
                     true

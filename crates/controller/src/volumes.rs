@@ -22,17 +22,27 @@ pub enum Pin {
     Free,
 }
 
+/// Why a volume gets no host yet; the text becomes the volume's status message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplaced {
+    /// Pinned to something that has no host yet ([`Pin::Wait`]'s reason).
+    #[error("{0}")]
+    Waiting(String),
+    #[error("no Ready host to place the volume on")]
+    NoReadyHost,
+}
+
 /// The host for a volume: its pin, or the Ready schedulable host with the
 /// fewest volumes (ties: smallest id). `Err` says why nothing fits.
-pub fn choose_host(pin: &Pin, ready_load: &BTreeMap<String, usize>) -> Result<String, String> {
+pub fn choose_host(pin: &Pin, ready_load: &BTreeMap<String, usize>) -> Result<String, Unplaced> {
     match pin {
         Pin::Host(h) => Ok(h.clone()),
-        Pin::Wait(why) => Err(why.clone()),
+        Pin::Wait(why) => Err(Unplaced::Waiting(why.clone())),
         Pin::Free => ready_load
             .iter()
             .min_by_key(|(id, n)| (**n, (*id).clone()))
             .map(|(id, _)| id.clone())
-            .ok_or_else(|| "no Ready host to place the volume on".to_string()),
+            .ok_or(Unplaced::NoReadyHost),
     }
 }
 
@@ -105,10 +115,13 @@ impl Reconciler for VolumeBinder {
                             d.status.phase = VolumePhase::Creating;
                             d.status.message.clear();
                         }
-                        Err(why) if &d.status.message == why => return false,
                         Err(why) => {
+                            let why = why.to_string();
+                            if d.status.message == why {
+                                return false;
+                            }
                             d.status.phase = VolumePhase::Pending;
-                            d.status.message = why.clone();
+                            d.status.message = why;
                         }
                     }
                     true

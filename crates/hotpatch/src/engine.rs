@@ -9,7 +9,7 @@ use crate::elf::{self, SymType};
 use crate::error::HotpatchError;
 use crate::inject::Hijack;
 use crate::jump::{self, JumpKind, PlanError};
-use crate::manifest::{self, Mapping, MappingSource};
+use crate::manifest::{self, Mapping, MappingError, MappingSource};
 use crate::maps::{self, MapEntry};
 use crate::procfs::{self, Mem, Objects, Resolved};
 use crate::ptrace::AllStopped;
@@ -262,11 +262,10 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, HotpatchError> {
             });
         }
         if old.sym_type != SymType::Func {
-            return Err(HotpatchError::BadMapping(format!(
-                "`{}` is {}, only FUNC symbols can be patched",
-                mp.old_display(),
-                old.sym_type
-            )));
+            return Err(HotpatchError::BadMapping(MappingError::NotAFunction {
+                old: mp.old_display(),
+                kind: old.sym_type.to_string(),
+            }));
         }
         if old.size < jump::REL32_LEN as u64 {
             return Err(HotpatchError::FunctionTooShort {

@@ -39,7 +39,7 @@ pub enum HotpatchError {
     },
 
     #[error("invalid patch mapping: {0}")]
-    BadMapping(String),
+    BadMapping(crate::manifest::MappingError),
 
     #[error("patch library {path} maps no functions: add a `.yunhan_hotpatch` manifest section, name new functions NAME_vN, or pass --map OLD=NEW")]
     NoMapping { path: PathBuf },

@@ -31,12 +31,27 @@ impl Mapping {
     }
 }
 
+/// Why a mapping is refused (reported as `invalid patch mapping: …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("mapping {0:?} is not of the form OLD=NEW")]
+    NotOldNew(String),
+    #[error("mapping {0:?}: symbol names must be non-empty identifiers")]
+    BadSymbol(String),
+    /// The same old function (as displayed) appears in two entries.
+    #[error("function {0} is mapped twice")]
+    MappedTwice(String),
+    /// The old symbol is not a function (`kind` is its ELF symbol type).
+    #[error("`{old}` is {kind}, only FUNC symbols can be patched")]
+    NotAFunction { old: String, kind: String },
+}
+
 /// Parses one `old=new` entry.
-pub fn parse_entry(s: &str) -> Result<Mapping, String> {
+pub fn parse_entry(s: &str) -> Result<Mapping, MappingError> {
     let s = s.trim();
     let (old, new) = s
         .split_once('=')
-        .ok_or_else(|| format!("mapping {s:?} is not of the form OLD=NEW"))?;
+        .ok_or_else(|| MappingError::NotOldNew(s.to_string()))?;
     let (old, new) = (old.trim(), new.trim());
     let (obj, old) = match old.rsplit_once(':') {
         Some((o, f)) => (Some(o.to_string()), f),
@@ -48,9 +63,7 @@ pub fn parse_entry(s: &str) -> Result<Mapping, String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | '@'))
     };
     if !valid(old) || !valid(new) || obj.as_deref().is_some_and(str::is_empty) {
-        return Err(format!(
-            "mapping {s:?}: symbol names must be non-empty identifiers"
-        ));
+        return Err(MappingError::BadSymbol(s.to_string()));
     }
     Ok(Mapping {
         old_object: obj,
@@ -60,7 +73,7 @@ pub fn parse_entry(s: &str) -> Result<Mapping, String> {
 }
 
 /// Parses the contents of a manifest section.
-pub fn parse_manifest(bytes: &[u8]) -> Result<Vec<Mapping>, String> {
+pub fn parse_manifest(bytes: &[u8]) -> Result<Vec<Mapping>, MappingError> {
     let text = String::from_utf8_lossy(bytes);
     let mut out = Vec::new();
     for raw in text.split(['\n', '\0']) {
@@ -118,7 +131,7 @@ pub enum MappingSource {
 }
 
 /// Resolves the mapping for a patch library: command line, else manifest, else convention.
-pub fn resolve(cli: &[String], patch: &Elf) -> Result<(Vec<Mapping>, MappingSource), String> {
+pub fn resolve(cli: &[String], patch: &Elf) -> Result<(Vec<Mapping>, MappingSource), MappingError> {
     let (maps, src) = if !cli.is_empty() {
         let m = cli
             .iter()
@@ -135,7 +148,7 @@ pub fn resolve(cli: &[String], patch: &Elf) -> Result<(Vec<Mapping>, MappingSour
             .iter()
             .any(|b| b.old == a.old && b.old_object == a.old_object)
         {
-            return Err(format!("function {} is mapped twice", a.old_display()));
+            return Err(MappingError::MappedTwice(a.old_display()));
         }
     }
     Ok((maps, src))

@@ -29,7 +29,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::VortexError;
-use crate::maglev::{validate_size, DEFAULT_TABLE_SIZE};
+use crate::maglev::{validate_size, TableError, DEFAULT_TABLE_SIZE};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,17 +139,50 @@ pub struct VxlanConfig {
     pub inner_mac: String,
 }
 
+/// What is wrong with a configuration (reported as `configuration <path>: …`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("duplicate VIP {address}:{port}/{protocol:?}")]
+    DuplicateVip {
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error("vip {vip}: {source}")]
+    VipTable { vip: String, source: TableError },
+    #[error("vip {vip}: duplicate backend {backend}")]
+    DuplicateBackend { vip: String, backend: IpAddr },
+    #[error(
+        "vip {vip}: backend {backend} has another address family (only VXLAN can cross families)"
+    )]
+    AddressFamily { vip: String, backend: IpAddr },
+    #[error("bad mac {0:?}")]
+    BadMac(String),
+    #[error("backend {0}: IPv6 backends need an explicit mac")]
+    Ipv6NeedsMac(IpAddr),
+    #[error("bad inner_mac {0:?}")]
+    BadInnerMac(String),
+    #[error("vni {0} does not fit 24 bits")]
+    VniTooLarge(u32),
+    #[error("backend {0}: VXLAN needs mac (next hop)")]
+    VxlanNeedsMac(IpAddr),
+    #[error("vip {0}: rise and fall must be >= 1")]
+    RiseFall(String),
+}
+
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, VortexError> {
-        let c: Config = toml::from_str(text).map_err(|e| VortexError::Config {
+        let parsed = toml::from_str::<Config>(text)
+            .map_err(ConfigError::from)
+            .and_then(|c| c.validate().map(|()| c));
+        parsed.map_err(|source| VortexError::Config {
             path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        c.validate().map_err(|msg| VortexError::Config {
-            path: path.to_path_buf(),
-            msg,
-        })?;
-        Ok(c)
+            source,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, VortexError> {
@@ -158,51 +191,56 @@ impl Config {
         Self::parse(&text, path)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        validate_size(self.table_size, 0).map_err(|e| e.to_string())?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_size(self.table_size, 0)?;
         let mut seen = std::collections::HashSet::new();
         for v in &self.vips {
             if !seen.insert((v.address, v.port, v.protocol)) {
-                return Err(format!(
-                    "duplicate VIP {}:{}/{:?}",
-                    v.address, v.port, v.protocol
-                ));
+                return Err(ConfigError::DuplicateVip {
+                    address: v.address,
+                    port: v.port,
+                    protocol: v.protocol,
+                });
             }
-            validate_size(self.table_size, v.backends.len())
-                .map_err(|e| format!("vip {}: {e}", v.name))?;
+            validate_size(self.table_size, v.backends.len()).map_err(|source| {
+                ConfigError::VipTable {
+                    vip: v.name.clone(),
+                    source,
+                }
+            })?;
             let mut addrs = std::collections::HashSet::new();
             for b in &v.backends {
                 if !addrs.insert(b.address) {
-                    return Err(format!("vip {}: duplicate backend {}", v.name, b.address));
+                    return Err(ConfigError::DuplicateBackend {
+                        vip: v.name.clone(),
+                        backend: b.address,
+                    });
                 }
                 if b.address.is_ipv4() != v.address.is_ipv4() && b.vxlan.is_none() {
-                    return Err(format!(
-                        "vip {}: backend {} has another address family (only VXLAN can cross families)",
-                        v.name, b.address
-                    ));
+                    return Err(ConfigError::AddressFamily {
+                        vip: v.name.clone(),
+                        backend: b.address,
+                    });
                 }
                 if let Some(m) = &b.mac {
-                    crate::packet::parse_mac(m).ok_or_else(|| format!("bad mac {m:?}"))?;
+                    crate::packet::parse_mac(m).ok_or_else(|| ConfigError::BadMac(m.clone()))?;
                 }
                 if b.address.is_ipv6() && b.mac.is_none() && b.vxlan.is_none() {
-                    return Err(format!(
-                        "backend {}: IPv6 backends need an explicit mac",
-                        b.address
-                    ));
+                    return Err(ConfigError::Ipv6NeedsMac(b.address));
                 }
                 if let Some(x) = &b.vxlan {
                     crate::packet::parse_mac(&x.inner_mac)
-                        .ok_or_else(|| format!("bad inner_mac {:?}", x.inner_mac))?;
+                        .ok_or_else(|| ConfigError::BadInnerMac(x.inner_mac.clone()))?;
                     if x.vni >= 1 << 24 {
-                        return Err(format!("vni {} does not fit 24 bits", x.vni));
+                        return Err(ConfigError::VniTooLarge(x.vni));
                     }
                     if b.mac.is_none() {
-                        return Err(format!("backend {}: VXLAN needs mac (next hop)", b.address));
+                        return Err(ConfigError::VxlanNeedsMac(b.address));
                     }
                 }
             }
             if v.health.rise == 0 || v.health.fall == 0 {
-                return Err(format!("vip {}: rise and fall must be >= 1", v.name));
+                return Err(ConfigError::RiseFall(v.name.clone()));
             }
         }
         Ok(())

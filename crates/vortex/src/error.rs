@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VortexError {
-    #[error("configuration {path}: {msg}")]
-    Config { path: PathBuf, msg: String },
+    #[error("configuration {path}: {source}")]
+    Config {
+        path: PathBuf,
+        source: crate::config::ConfigError,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
     #[error(transparent)]

@@ -27,14 +27,19 @@ pub enum AccelMode {
     Tcg,
 }
 
+/// An `accel` setting that is none of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("accel must be auto, kvm or tcg, not {0:?}")]
+pub struct BadAccelMode(pub String);
+
 impl std::str::FromStr for AccelMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadAccelMode;
+    fn from_str(s: &str) -> Result<Self, BadAccelMode> {
         match s {
             "auto" => Ok(AccelMode::Auto),
             "kvm" => Ok(AccelMode::Kvm),
             "tcg" => Ok(AccelMode::Tcg),
-            _ => Err(format!("accel must be auto, kvm or tcg, not {s:?}")),
+            _ => Err(BadAccelMode(s.to_string())),
         }
     }
 }

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use yunhan_model::{Instance, MigrationPhase, MigrationStatus};
 use yunhan_qmp::{
     MigrateStartPostcopy, MigrationCapabilityStatus, MigrationParameters, MigrationStatus as Qemu,
-    Qmp,
+    Qmp, QmpError,
 };
 use yunhan_store::objects::{ObjectError, Objects};
 
-use super::{Doc, Inner};
+use super::runtime::RuntimeError;
+use super::{Doc, Inner, StartError};
 
 const MIB: u64 = 1 << 20;
 /// The bandwidth cap when the request sets none (QEMU's own default, 128 MiB/s,
@@ -30,6 +31,33 @@ const UNCAPPED: u64 = 10 << 30;
 /// How often the source polls QEMU and reports progress.
 const POLL: Duration = Duration::from_millis(200);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Why this host's part of a live migration failed; the text becomes the migration's
+/// status message.
+#[derive(Debug, thiserror::Error)]
+enum MigrationError {
+    #[error("no port for the incoming migration on {address}: {source}")]
+    NoPort {
+        address: String,
+        source: std::io::Error,
+    },
+    /// The target's copy of the VM could not be planned.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the target host could not start QEMU: {0}")]
+    TargetQemu(RuntimeError),
+    #[error("post-copy is not available on the target host: {0}")]
+    NoPostcopy(Box<MigrationError>),
+    /// QEMU reported the migration failed (its description).
+    #[error("QEMU: {0}; the VM runs on the source")]
+    Failed(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
 
 /// The migration this host has a part in, if any: (its status, are we the target).
 pub(super) fn part<'a>(inst: &'a Doc<Instance>, me: &str) -> Option<(&'a MigrationStatus, bool)> {
@@ -88,11 +116,9 @@ impl Inner {
         let r = async {
             let port = std::net::TcpListener::bind((self.cfg.address.as_str(), 0))
                 .and_then(|l| l.local_addr())
-                .map_err(|e| {
-                    format!(
-                        "no port for the incoming migration on {}: {e}",
-                        self.cfg.address
-                    )
+                .map_err(|source| MigrationError::NoPort {
+                    address: self.cfg.address.clone(),
+                    source,
                 })?
                 .port();
             let uri = format!("tcp:{}:{port}", self.cfg.address);
@@ -102,29 +128,27 @@ impl Inner {
             self.rt
                 .start(&req)
                 .await
-                .map_err(|e| format!("the target host could not start QEMU: {e}"))?;
+                .map_err(MigrationError::TargetQemu)?;
             if inst.spec.migration.as_ref().is_some_and(|m| m.postcopy) {
                 // Both sides must allow post-copy; the target says at once if it cannot.
                 let enabled = async {
-                    let qmp = self.rt.qmp(&id).await.map_err(|e| e.to_string())?;
+                    let qmp = self.rt.qmp(&id).await?;
                     qmp.migrate_set_capabilities(&[MigrationCapabilityStatus::new(
                         "postcopy-ram",
                         true,
                     )])
-                    .await
-                    .map_err(|e| e.to_string())
+                    .await?;
+                    Ok::<_, MigrationError>(())
                 }
                 .await;
                 if let Err(e) = enabled {
                     let _ = self.rt.destroy(&id).await;
-                    return Err(format!(
-                        "post-copy is not available on the target host: {e}"
-                    ));
+                    return Err(MigrationError::NoPostcopy(Box::new(e)));
                 }
             }
             self.nics
                 .set(&id, req.plan.nics.iter().map(|n| n.id.clone()).collect());
-            Ok::<_, String>(uri)
+            Ok::<_, MigrationError>(uri)
         }
         .await;
         let written = match r {
@@ -138,7 +162,7 @@ impl Inner {
                 })
                 .await
             }
-            Err(why) => set(objects, &id, request, |m| fail(m, why.clone())).await,
+            Err(why) => set(objects, &id, request, |m| fail(m, why.to_string())).await,
         };
         if let Err(e) = written {
             tracing::warn!(instance = %id, error = %e, "reporting the incoming migration failed");
@@ -181,7 +205,7 @@ impl Inner {
             }
             Err(why) => {
                 tracing::warn!(instance = %id, "live migration failed: {why}");
-                set(objects, &id, request, |s| fail(s, why.clone())).await
+                set(objects, &id, request, |s| fail(s, why.to_string())).await
             }
         };
         if let Err(e) = r {
@@ -197,9 +221,8 @@ impl Inner {
         id: &str,
         uri: Option<&str>,
         want: &yunhan_model::MigrationSpec,
-    ) -> Result<MigrationStatus, String> {
-        let qmp = self.rt.qmp(id).await.map_err(|e| e.to_string())?;
-        let e = |e: yunhan_qmp::QmpError| e.to_string();
+    ) -> Result<MigrationStatus, MigrationError> {
+        let qmp = self.rt.qmp(id).await?;
         let request = want.request;
         if let Some(uri) = uri {
             qmp.migrate_set_capabilities(&[
@@ -207,27 +230,23 @@ impl Inner {
                 MigrationCapabilityStatus::new("auto-converge", true),
                 MigrationCapabilityStatus::new("postcopy-ram", want.postcopy),
             ])
-            .await
-            .map_err(e)?;
+            .await?;
             qmp.migrate_set_parameters(MigrationParameters {
                 downtime_limit: Some(want.max_downtime_ms),
                 // Always set: QEMU keeps the last migration's cap otherwise.
                 max_bandwidth: Some(want.bandwidth_mib_s.map_or(UNCAPPED, |b| b * MIB)),
                 ..Default::default()
             })
-            .await
-            .map_err(e)?;
-            qmp.migrate(uri).await.map_err(e)?;
-            set(objects, id, request, |m| m.phase = MigrationPhase::Running)
-                .await
-                .map_err(|e| e.to_string())?;
+            .await?;
+            qmp.migrate(uri).await?;
+            set(objects, id, request, |m| m.phase = MigrationPhase::Running).await?;
         }
         let mut reported = Instant::now();
         let mut cancelling = false;
         let mut postcopy = false;
         loop {
             tokio::time::sleep(POLL).await;
-            let info = qmp.query_migrate().await.map_err(e)?;
+            let info = qmp.query_migrate().await?;
             let ram = info.ram.clone().unwrap_or_default();
             match info.status {
                 Some(Qemu::Completed) => {
@@ -247,9 +266,8 @@ impl Inner {
                     })
                 }
                 Some(Qemu::Failed) => {
-                    return Err(format!(
-                        "QEMU: {}; the VM runs on the source",
-                        info.error_desc.unwrap_or_else(|| "migration failed".into())
+                    return Err(MigrationError::Failed(
+                        info.error_desc.unwrap_or_else(|| "migration failed".into()),
                     ))
                 }
                 _ => {}
@@ -257,7 +275,7 @@ impl Inner {
             // Post-copy once the first pass over memory is done.
             if want.postcopy && !postcopy && !cancelling && ram.dirty_sync_count >= 2 {
                 postcopy = true;
-                qmp.execute(&MigrateStartPostcopy).await.map_err(e)?;
+                qmp.execute(&MigrateStartPostcopy).await?;
                 tracing::info!(instance = id, "live migration switched to post-copy");
             }
             if reported.elapsed() >= REPORT_EVERY {
@@ -267,17 +285,15 @@ impl Inner {
                     m.remaining_bytes = ram.remaining;
                     m.dirty_pages_rate = ram.dirty_pages_rate;
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 let cancel = objects
                     .get::<Instance>(id)
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                     .and_then(|i| i.spec.migration)
                     .is_some_and(|m| m.request == request && m.cancel);
                 if cancel && !cancelling {
                     cancelling = true;
-                    qmp.migrate_cancel().await.map_err(e)?;
+                    qmp.migrate_cancel().await?;
                 }
             }
         }

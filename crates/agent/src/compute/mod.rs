@@ -157,6 +157,34 @@ pub enum PrepareError {
     Access(#[from] access::AccessError),
 }
 
+/// Why a VM cannot start here; the text becomes the instance's status message.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading image {image:?}: {source}")]
+    ReadImage { image: String, source: ObjectError },
+    #[error("image {0:?} not found")]
+    ImageNotFound(String),
+    #[error("image {image:?} is {phase}, not Active")]
+    ImageNotActive { image: String, phase: String },
+    #[error("image {0:?} has neither a disk nor a kernel")]
+    ImageEmpty(String),
+    #[error("reading boot volume {volume}: {source}")]
+    ReadBootVolume { volume: String, source: ObjectError },
+    #[error("boot volume {0} not found")]
+    BootVolumeNotFound(String),
+    #[error("boot volume {name:?}: {source}")]
+    BootVolume {
+        name: String,
+        source: yunhan_storage::StorageError,
+    },
+    #[error("boot volume {0:?} is in the local pool; VMs boot from Ceph volumes only")]
+    LocalBootVolume(String),
+    #[error("reading the instance's NICs: {0}")]
+    ReadNics(ObjectError),
+    #[error("creating the TAP of NIC {nic}: {source}")]
+    Tap { nic: String, source: std::io::Error },
+}
+
 /// The agent's own directories under its state dir and their modes: QEMU
 /// (each VM its own uid, the QEMU group) may traverse (o+x) the state dir and
 /// `vms/` to its VM directory, never list them; the network state is the
@@ -377,7 +405,7 @@ impl Inner {
     async fn sync_nics(&self, id: &str, wanted: &[crate::network::AttachedNic]) {
         let synced = match self.rt.qmp(id).await {
             Ok(qmp) => nics::sync(&qmp, id, self.cfg.netns.as_deref(), wanted).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         };
         match synced {
             Ok(plugged) => self.nics.set(id, plugged),
@@ -476,7 +504,7 @@ impl Inner {
         let accel = self.accelerator().await;
         let req = match self.start_request(objects, inst, accel).await {
             Ok(r) => r,
-            Err(msg) => return self.fail(objects, id, msg).await,
+            Err(e) => return self.fail(objects, id, e.to_string()).await,
         };
         let t0 = std::time::Instant::now();
         match self.rt.start(&req).await {
@@ -514,11 +542,15 @@ impl Inner {
         objects: &Objects,
         inst: &Doc<Instance>,
         accel: Accelerator,
-    ) -> Result<StartRequest, String> {
+    ) -> Result<StartRequest, StartError> {
         let mut req = self.plan(objects, inst, accel).await?;
         for nic in &mut req.plan.nics {
-            let fd = crate::network::open_tap(self.cfg.netns.as_deref(), &nic.device)
-                .map_err(|e| format!("creating the TAP of NIC {}: {e}", nic.id))?;
+            let fd = crate::network::open_tap(self.cfg.netns.as_deref(), &nic.device).map_err(
+                |source| StartError::Tap {
+                    nic: nic.id.clone(),
+                    source,
+                },
+            )?;
             nic.fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
             req.inherit_fds.push(Arc::new(fd));
         }
@@ -540,21 +572,23 @@ impl Inner {
         objects: &Objects,
         inst: &Doc<Instance>,
         accel: Accelerator,
-    ) -> Result<StartRequest, String> {
+    ) -> Result<StartRequest, StartError> {
         let image = find_image(objects, inst)
             .await
-            .map_err(|e| format!("reading image {:?}: {e}", inst.spec.image))?
-            .ok_or_else(|| format!("image {:?} not found", inst.spec.image))?;
+            .map_err(|source| StartError::ReadImage {
+                image: inst.spec.image.clone(),
+                source,
+            })?
+            .ok_or_else(|| StartError::ImageNotFound(inst.spec.image.clone()))?;
         if image.status.phase != "Active" {
-            return Err(format!(
-                "image {:?} is {}, not Active",
-                inst.spec.image,
-                if image.status.phase.is_empty() {
-                    "Pending"
+            return Err(StartError::ImageNotActive {
+                image: inst.spec.image.clone(),
+                phase: if image.status.phase.is_empty() {
+                    "Pending".into()
                 } else {
-                    &image.status.phase
-                }
-            ));
+                    image.status.phase.clone()
+                },
+            });
         }
         let id = &inst.metadata.id;
         let dir = self.rt.vm_dir(id);
@@ -579,18 +613,13 @@ impl Inner {
                 )),
             ),
             None if image.status.disk_path.is_some() => (Boot::Disk, None),
-            None => {
-                return Err(format!(
-                    "image {:?} has neither a disk nor a kernel",
-                    inst.spec.image
-                ))
-            }
+            None => return Err(StartError::ImageEmpty(inst.spec.image.clone())),
         };
         let root = self.root_volume(objects, inst).await?;
         let mac = mac_for(id);
         let attached = crate::network::instance_nics(objects, inst.metadata.project.as_deref(), id)
             .await
-            .map_err(|e| format!("reading the instance's NICs: {e}"))?;
+            .map_err(StartError::ReadNics)?;
         let mtu = crate::network::GUEST_MTU;
         let seed_nics: Vec<seed::SeedNic> = attached
             .iter()
@@ -647,25 +676,28 @@ impl Inner {
         &self,
         objects: &Objects,
         inst: &Doc<Instance>,
-    ) -> Result<Option<[serde_json::Value; 2]>, String> {
+    ) -> Result<Option<[serde_json::Value; 2]>, StartError> {
         let Some(v) = &inst.spec.boot_volume else {
             return Ok(None);
         };
         let vol = objects
             .get::<yunhan_model::Volume>(v)
             .await
-            .map_err(|e| format!("reading boot volume {v}: {e}"))?
-            .ok_or_else(|| format!("boot volume {v} not found"))?;
+            .map_err(|source| StartError::ReadBootVolume {
+                volume: v.clone(),
+                source,
+            })?
+            .ok_or_else(|| StartError::BootVolumeNotFound(v.clone()))?;
         let disk = self
             .volumes
             .qemu_disk(&vol.spec.pool, v)
             .await
-            .map_err(|e| format!("boot volume {:?}: {e}", vol.metadata.name))?;
+            .map_err(|source| StartError::BootVolume {
+                name: vol.metadata.name.clone(),
+                source,
+            })?;
         if let yunhan_storage::QemuDisk::File { .. } = disk {
-            return Err(format!(
-                "boot volume {:?} is in the local pool; VMs boot from Ceph volumes only",
-                vol.metadata.name
-            ));
+            return Err(StartError::LocalBootVolume(vol.metadata.name.clone()));
         }
         Ok(Some(disk.blockdev_nodes("root")))
     }

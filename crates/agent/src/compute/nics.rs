@@ -9,11 +9,28 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsFd;
 
 use yunhan_model::{Kind, NetworkInterface};
-use yunhan_qmp::{DeviceAdd, NetdevAddTap, NetdevDel, QmpClient, QomList, QomProperty};
+use yunhan_qmp::{DeviceAdd, NetdevAddTap, NetdevDel, QmpClient, QmpError, QomList, QomProperty};
 
 use super::argv::netdev_id;
-use super::hotplug;
+use super::hotplug::{self, HotplugError};
+use super::runtime::RuntimeError;
 use crate::network::{open_tap, AttachedNic, GUEST_MTU};
+
+/// Why a NIC could not be plugged or unplugged, or the VM's NICs not listed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NicError {
+    #[error("creating the TAP: {0}")]
+    Tap(std::io::Error),
+    #[error("handing QEMU the TAP: {0}")]
+    SendTap(QmpError),
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    Hotplug(#[from] HotplugError),
+    /// No QMP connection to the VM.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
 
 /// NIC ids (`nic-…`) of the virtio-net devices a VM has, as QEMU reports them.
 pub(super) type Plugged = BTreeSet<String>;
@@ -42,13 +59,12 @@ pub(super) fn ids(nics: &[AttachedNic]) -> Plugged {
 }
 
 /// The VPC NICs plugged into the VM behind `qmp`.
-async fn plugged(qmp: &QmpClient) -> Result<Plugged, String> {
+async fn plugged(qmp: &QmpClient) -> Result<Plugged, NicError> {
     let children = qmp
         .execute(&QomList {
             path: "/machine/peripheral".into(),
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(vpc_nics(children))
 }
 
@@ -72,7 +88,7 @@ pub(super) async fn sync(
     instance: &str,
     netns: Option<&str>,
     wanted: &[AttachedNic],
-) -> Result<Plugged, String> {
+) -> Result<Plugged, NicError> {
     let before = plugged(qmp).await?;
     for nic in wanted.iter().filter(|n| !before.contains(&n.id)) {
         match plug(qmp, netns, nic).await {
@@ -92,36 +108,32 @@ pub(super) async fn sync(
     plugged(qmp).await
 }
 
-async fn plug(qmp: &QmpClient, netns: Option<&str>, nic: &AttachedNic) -> Result<(), String> {
-    let tap = open_tap(netns, &nic.device).map_err(|e| format!("creating the TAP: {e}"))?;
+async fn plug(qmp: &QmpClient, netns: Option<&str>, nic: &AttachedNic) -> Result<(), NicError> {
+    let tap = open_tap(netns, &nic.device).map_err(NicError::Tap)?;
     let fdname = format!("tap-{}", nic.id);
     qmp.send_fd(&fdname, tap.as_fd())
         .await
-        .map_err(|e| format!("handing QEMU the TAP: {e}"))?;
+        .map_err(NicError::SendTap)?;
     // QEMU holds its own copy now; ours closes when `tap` drops.
     let netdev = netdev_id(&nic.id);
     // A backend left over from an unplug that was cut short would block the id.
     let _ = qmp.execute(&NetdevDel { id: netdev.clone() }).await;
-    qmp.execute(&NetdevAddTap::new(&netdev, &fdname))
-        .await
-        .map_err(|e| e.to_string())?;
+    qmp.execute(&NetdevAddTap::new(&netdev, &fdname)).await?;
     let dev = DeviceAdd::new("virtio-net-pci", &nic.id)
         .prop("netdev", netdev.as_str())
         .prop("mac", nic.mac.as_str())
         .prop("host_mtu", GUEST_MTU);
     if let Err(e) = hotplug::plug(qmp, dev).await {
         let _ = qmp.execute(&NetdevDel { id: netdev }).await;
-        return Err(e.to_string());
+        return Err(e.into());
     }
     Ok(())
 }
 
-async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), String> {
-    hotplug::unplug(qmp, id, "NIC")
-        .await
-        .map_err(|e| e.to_string())?;
+async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), NicError> {
+    hotplug::unplug(qmp, id, "NIC").await?;
     match qmp.execute(&NetdevDel { id: netdev_id(id) }).await {
-        Err(e) if !hotplug::is_not_found(&e) => Err(e.to_string()),
+        Err(e) if !hotplug::is_not_found(&e) => Err(e.into()),
         _ => Ok(()),
     }
 }
