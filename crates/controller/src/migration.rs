@@ -18,6 +18,7 @@
 //! the source agent runs `migrate_cancel`. A failed or cancelled migration
 //! leaves the VM running on the source; the target removes its copy. The VM is
 //! never on neither host: the source QEMU only goes away after the target runs.
+//! Design note: `docs/migration.md`.
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@
 //! A failure at any step leaves the VM running on the source: QEMU resumes the
 //! source when a migration fails or is cancelled, and the target's copy is
 //! removed by the target agent once the migration is no longer in flight.
+//! Design note: `docs/migration.md`.
 
 use std::time::{Duration, Instant};
 
