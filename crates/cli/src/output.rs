@@ -29,6 +29,17 @@ macro_rules! col {
 }
 pub(crate) use col;
 
+/// A column showing a byte count of the row, e.g. `1.5 GiB`.
+macro_rules! bytes {
+    ($header:literal, $($field:ident).+) => {
+        $crate::output::Column {
+            header: $header,
+            get: |v| yunhan_types::sizes::human(v.$($field).+),
+        }
+    };
+}
+pub(crate) use bytes;
+
 /// A JSON value as a cell: `-` for nothing (null or empty), strings bare.
 pub fn text(v: &Value) -> String {
     match v {

@@ -2,13 +2,12 @@
 
 use clap::{Args, Subcommand};
 use yunhan_model::{Doc, Snapshot, SnapshotPhase, SnapshotSpec};
-use yunhan_types::sizes::human;
 
 use crate::client::ClientError;
 use crate::commands::volume::{wait_storage, Fallible};
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, Column};
+use crate::output::{bytes, cell, col, Column};
 use crate::wait::WaitArgs;
 
 /// Point-in-time snapshots of volumes (restore with 'yunhan volume restore',
@@ -36,10 +35,7 @@ impl Shown for Snapshot {
     const COLUMNS: &'static [Column<Doc<Snapshot>>] = &[
         col!("NAME", metadata.name),
         col!("VOLUME", spec.volume),
-        Column {
-            header: "SIZE",
-            get: |v| human(v.status.size_bytes),
-        },
+        bytes!("SIZE", status.size_bytes),
         col!("STATUS", status.phase),
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),

@@ -3,12 +3,11 @@
 use clap::Subcommand;
 use serde::Serialize;
 use yunhan_model::{Host, PoolReport};
-use yunhan_types::sizes::human;
 
 use crate::client::{Answer, ClientError};
 use crate::ctx::Ctx;
 use crate::kind::Obj;
-use crate::output::{col, print_all, Column, Format};
+use crate::output::{bytes, col, print_all, Column, Format};
 
 /// Storage pools (admin)
 #[derive(Subcommand, Debug, Clone)]
@@ -31,18 +30,9 @@ const COLUMNS: &[Column<PoolRow>] = &[
     col!("HOST", host),
     col!("POOL", pool.name),
     col!("DRIVER", pool.driver),
-    Column {
-        header: "CAPACITY",
-        get: |v| human(v.pool.capacity_bytes),
-    },
-    Column {
-        header: "LOGICAL",
-        get: |v| human(v.pool.logical_allocated_bytes),
-    },
-    Column {
-        header: "PHYSICAL",
-        get: |v| human(v.pool.physical_used_bytes),
-    },
+    bytes!("CAPACITY", pool.capacity_bytes),
+    bytes!("LOGICAL", pool.logical_allocated_bytes),
+    bytes!("PHYSICAL", pool.physical_used_bytes),
     Column {
         header: "USED",
         get: |v| format!("{:.0}%", v.pool.used_ratio * 100.0),

@@ -8,7 +8,7 @@ use yunhan_types::sizes::{human, parse_size};
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::{Obj, Shown};
-use crate::output::{cell, col, Column};
+use crate::output::{bytes, cell, col, Column};
 use crate::wait::{wait_for, WaitArgs};
 
 /// Block volumes: thin disks in a storage pool, attached to at most one VM
@@ -97,17 +97,11 @@ impl Shown for Volume {
     const NOUN: &'static str = "volume";
     const COLUMNS: &'static [Column<Doc<Volume>>] = &[
         col!("NAME", metadata.name),
-        Column {
-            header: "SIZE",
-            get: |v| human(v.spec.size_bytes),
-        },
+        bytes!("SIZE", spec.size_bytes),
         col!("POOL", spec.pool),
         col!("STATUS", status.phase),
         col!("VM", spec.instance),
-        Column {
-            header: "USED",
-            get: |v| human(v.status.physical_bytes),
-        },
+        bytes!("USED", status.physical_bytes),
         col!("HOST", status.host),
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
