@@ -9,7 +9,7 @@
 //! VM NICs are TAP devices created here, in the host's namespace ([`open_tap`]), and handed
 //! to QEMU (which stays in the root namespace) as file descriptors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::network::{PLAN_PREFIX, VTEP_PREFIX};
+use yunhan_model::network::{DEVICES_PREFIX, PLAN_PREFIX, VTEP_PREFIX};
 use yunhan_net::realise::{Realiser, SystemRunner, Target};
 use yunhan_net::HostPlan;
 use yunhan_store::objects::{ObjectError, Objects};
@@ -51,6 +51,8 @@ pub struct NetAgent {
     cfg: NetworkConfig,
     realiser: Arc<Mutex<Realiser<SystemRunner>>>,
     vtep_published: Mutex<bool>,
+    /// The device list last published (see [`NetAgent::publish_devices`]).
+    devices_published: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl NetAgent {
@@ -70,6 +72,7 @@ impl NetAgent {
             cfg,
             realiser: Arc::new(Mutex::new(Realiser::new(SystemRunner, target))),
             vtep_published: Mutex::new(false),
+            devices_published: Mutex::new(None),
         }
     }
 
@@ -92,6 +95,31 @@ impl NetAgent {
             )
             .await?;
         *lock(&self.vtep_published) = true;
+        Ok(())
+    }
+
+    /// Publishes the host's network devices when they changed: a host has a leg on an
+    /// external network when the device the network names is among them.
+    async fn publish_devices(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let netns = self.cfg.netns.clone();
+        let devices =
+            match tokio::task::spawn_blocking(move || host_devices(netns.as_deref())).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot list the host's network devices");
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
+        if lock(&self.devices_published).as_ref() == Some(&devices) {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&devices).expect("a list of names serialises");
+        objects
+            .store()
+            .put(&format!("{DEVICES_PREFIX}{}", self.host_id), body)
+            .await?;
+        *lock(&self.devices_published) = Some(devices);
         Ok(())
     }
 
@@ -173,8 +201,36 @@ impl Reconciler for NetAgent {
         };
         self.apply(plan).await;
         fetched?;
-        self.publish_vtep(objects).await
+        self.publish_vtep(objects).await?;
+        self.publish_devices(objects).await
     }
+}
+
+/// Most devices a host reports (a hypervisor with more is unusual; the first ones listed).
+const MAX_REPORTED_DEVICES: usize = 256;
+
+/// The names of the network devices in `netns` (None: the agent's own), but those the
+/// realiser owns (`yn…`), which are never an external network's leg.
+fn host_devices(netns: Option<&str>) -> io::Result<BTreeSet<String>> {
+    let mut cmd = std::process::Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd.args(["-j", "link", "show"]).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(links
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| !n.starts_with("yn"))
+        .take(MAX_REPORTED_DEVICES)
+        .map(String::from)
+        .collect())
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;

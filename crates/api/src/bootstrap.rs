@@ -1,10 +1,12 @@
-//! First start: the admin project, user and key, and the default flavors.
+//! First start: the admin project, user and key, and the default flavors; for
+//! the all-in-one cloud, the default external network.
 
 use yunhan_model::{
-    new_id, now, ApiKey, ApiKeySpec, ApiKeyStatus, Flavor, FlavorSpec, Metadata, Project,
-    ProjectSpec, Resource, Role, User, UserSpec,
+    new_id, now, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus, ExternalNetwork, ExternalNetworkSpec,
+    Flavor, FlavorSpec, Kind, Metadata, Project, ProjectSpec, Resource, Role, User, UserSpec,
+    DEFAULT_PUBLIC_NAME,
 };
-use yunhan_store::objects::{ObjectError, Objects};
+use yunhan_store::objects::{Doc, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::auth::{mint_token, store_secret};
 
@@ -125,4 +127,41 @@ pub async fn bootstrap(objects: &Objects) -> Result<Option<Bootstrap>, ObjectErr
         admin_token: token,
         project_id: project.metadata.id,
     }))
+}
+
+/// Why the default external network could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicNetworkError {
+    #[error("--public-cidr: {}", .0.message)]
+    Invalid(ApiError),
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
+
+/// `yunhan up`'s default external network: `public`, on the host itself (a bridge
+/// holding the gateway address, masqueraded to the host's default route), made
+/// when the cloud has no external network at all. Returns it when it was made.
+pub async fn ensure_public_network(
+    objects: &Objects,
+    cidr: &str,
+) -> Result<Option<Doc<ExternalNetwork>>, PublicNetworkError> {
+    let spec = ExternalNetworkSpec {
+        cidr: cidr.to_string(),
+        host_gateway: true,
+        ..Default::default()
+    };
+    ExternalNetwork::validate(&spec).map_err(PublicNetworkError::Invalid)?;
+    if !objects
+        .list_all::<ExternalNetwork>(Some(GLOBAL_SCOPE))
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let doc = Resource {
+        metadata: meta(ExternalNetwork::ID_PREFIX, DEFAULT_PUBLIC_NAME, None),
+        spec,
+        status: Default::default(),
+    };
+    Ok(ensure::<ExternalNetwork>(objects, doc).await?)
 }

@@ -40,7 +40,9 @@ use axum::Router;
 use yunhan_store::{objects::Objects, Store};
 
 pub use auth::{AuthLimits, Principal, TOKEN_PREFIX};
-pub use bootstrap::{bootstrap, Bootstrap, DEFAULT_FLAVORS};
+pub use bootstrap::{
+    bootstrap, ensure_public_network, Bootstrap, PublicNetworkError, DEFAULT_FLAVORS,
+};
 pub use error::HttpError;
 pub use openapi::openapi_document;
 

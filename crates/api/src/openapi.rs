@@ -205,7 +205,7 @@ pub fn openapi_document() -> Value {
     b.kind::<yunhan_model::Subnet>(true, true);
     b.kind::<yunhan_model::NetworkInterface>(true, true);
     b.kind::<yunhan_model::SecurityGroup>(true, true);
-    b.kind::<yunhan_model::ElasticIpPool>(true, true);
+    b.kind::<yunhan_model::ExternalNetwork>(true, true);
     b.kind::<yunhan_model::ElasticIp>(true, true);
     b.kind::<yunhan_model::NatGateway>(true, true);
     b.kind::<yunhan_model::Vip>(true, true);

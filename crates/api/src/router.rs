@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use yunhan_model::{
-    ApiError, ElasticIp, ElasticIpPool, ErrorCode, Flavor, Host, Image, Instance, NatGateway,
+    ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance, NatGateway,
     NetworkInterface, PlacementGroup, Project, SecurityGroup, Snapshot, Subnet, User, Vip, Volume,
     Vpc,
 };
@@ -43,7 +43,7 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     let r = crud::<Snapshot>(crud::<Volume>(r));
     // network
     let r = crud::<NetworkInterface>(crud::<Subnet>(crud::<Vpc>(r)));
-    let r = crud::<ElasticIp>(crud::<ElasticIpPool>(crud::<SecurityGroup>(r)));
+    let r = crud::<ElasticIp>(crud::<ExternalNetwork>(crud::<SecurityGroup>(r)));
     crud::<Vip>(crud::<NatGateway>(r))
 }
 

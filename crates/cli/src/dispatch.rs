@@ -35,8 +35,8 @@ pub enum Command {
     Nic(nic::NicCommand),
     #[command(subcommand, name = "sg", alias = "security-group")]
     Sg(security_group::SgCommand),
-    #[command(subcommand, name = "eip-pool")]
-    Pool(eip_pool::PoolCommand),
+    #[command(subcommand, name = "external-network", alias = "eip-pool")]
+    ExternalNetwork(external_network::ExternalNetworkCommand),
     #[command(subcommand, name = "eip", alias = "elastic-ip")]
     Eip(eip::EipCommand),
     #[command(subcommand, name = "natgw", alias = "nat-gateway")]
@@ -68,7 +68,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Subnet(c) => subnet::run(ctx, c).await,
         Command::Nic(c) => nic::run(ctx, c).await,
         Command::Sg(c) => security_group::run(ctx, c).await,
-        Command::Pool(c) => eip_pool::run(ctx, c).await,
+        Command::ExternalNetwork(c) => external_network::run(ctx, c).await,
         Command::Eip(c) => eip::run(ctx, c).await,
         Command::Natgw(c) => nat_gateway::run(ctx, c).await,
         Command::Vip(c) => vip::run(ctx, c).await,

@@ -17,10 +17,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use yunhan_model::network::{ip_claim_key, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX};
+use yunhan_model::network::{
+    ip_claim_key, DEVICES_PREFIX, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX,
+};
 use yunhan_model::network::{NetworkPhase, NetworkState};
 use yunhan_model::{
-    ElasticIp, ElasticIpPool, Host, Instance, Kind, NatGateway, NetworkInterface, SecurityGroup,
+    ElasticIp, ExternalNetwork, Host, Instance, Kind, NatGateway, NetworkInterface, SecurityGroup,
     Subnet, Vip, Vpc,
 };
 use yunhan_net::compile::CompileError;
@@ -31,8 +33,10 @@ use yunhan_store::StoreExt;
 
 use crate::Reconciler;
 
+mod external_network;
 mod security_group;
 
+use external_network::{gateway_host, map_external_networks, parse_devices};
 pub use security_group::default_group;
 use security_group::{default_groups, map_groups};
 
@@ -58,17 +62,19 @@ impl Default for NetworkController {
 }
 
 /// Everything the model is built from (one consistent-enough read of the store).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Inputs {
     pub hosts: Vec<Doc<Host>>,
     /// Host id → VTEP the agent published (`--vtep`).
     pub vteps: HashMap<String, Ipv4Addr>,
+    /// Host id → the network devices its agent reported (legs on external networks).
+    pub devices: HashMap<String, std::collections::BTreeSet<String>>,
     pub instances: Vec<Doc<Instance>>,
     pub vpcs: Vec<Doc<Vpc>>,
     pub subnets: Vec<Doc<Subnet>>,
     pub nics: Vec<Doc<NetworkInterface>>,
     pub groups: Vec<Doc<SecurityGroup>>,
-    pub pools: Vec<Doc<ElasticIpPool>>,
+    pub externals: Vec<Doc<ExternalNetwork>>,
     pub eips: Vec<Doc<ElasticIp>>,
     pub nat_gateways: Vec<Doc<NatGateway>>,
     pub vips: Vec<Doc<Vip>>,
@@ -105,8 +111,8 @@ impl Decision {
 /// on it (see its rules; conflicts go to the older object).
 /// Fails as a whole only for what no object can be blamed for (an underlay MTU below 1280).
 pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> {
-    let pools: HashMap<String, String> = inp
-        .pools
+    let names: HashMap<String, String> = inp
+        .externals
         .iter()
         .map(|p| (p.metadata.id.clone(), p.metadata.name.clone()))
         .collect();
@@ -115,7 +121,7 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
     for r in admitted.rejected {
         failed.entry((r.kind, r.id)).or_insert(r.reason);
     }
-    for (id, why) in unrealised_eips(&admitted.model, &pools) {
+    for (id, why) in unrealised_eips(&admitted.model, &names) {
         failed.insert((ObjectKind::ElasticIp, id), why);
     }
     Ok(Decision {
@@ -134,7 +140,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     by_age(&mut inp.subnets);
     by_age(&mut inp.nics);
     by_age(&mut inp.groups);
-    by_age(&mut inp.pools);
+    by_age(&mut inp.externals);
     by_age(&mut inp.eips);
     by_age(&mut inp.nat_gateways);
     by_age(&mut inp.vips);
@@ -150,7 +156,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     m.ports = map_ports(&inp, &m.hosts, &mut failed);
     let defaults = default_groups(&m.ports);
     m.security_groups.extend(defaults);
-    m.external_networks = map_pools(&inp.pools, &mut failed);
+    m.external_networks = map_external_networks(&inp, &mut failed);
     m.nat_gateways = map_nat_gateways(&inp, &m.external_networks, &mut failed);
     m.elastic_ips = map_eips(&inp, &mut failed);
     m.vips = map_vips(&inp, &mut failed);
@@ -279,36 +285,6 @@ fn map_ports(inp: &Inputs, hosts: &[net::Host], failed: &mut Failed) -> Vec<net:
     out
 }
 
-/// Elastic IP pools are the external networks. Hosts do not publish their device on an
-/// external network yet (north–south wiring comes later), so no pool has legs: elastic IPs
-/// are checked but realised nowhere, and NAT gateways find no host.
-fn map_pools(pools: &[Doc<ElasticIpPool>], failed: &mut Failed) -> Vec<net::ExternalNetwork> {
-    let mut out = Vec::new();
-    for p in pools {
-        let cidr = match p.spec.cidr.parse::<Ipv4Cidr>() {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!("cidr {:?}: {e}", p.spec.cidr);
-                fail(failed, ObjectKind::ExternalNetwork, &p.metadata.id, why);
-                continue;
-            }
-        };
-        let gateway_ip = p
-            .spec
-            .gateway
-            .as_deref()
-            .and_then(|g| g.parse().ok())
-            .unwrap_or_else(|| yunhan_net::ipam::Ipam::default_gateway(cidr));
-        out.push(net::ExternalNetwork {
-            id: p.metadata.id.clone(),
-            cidr,
-            gateway_ip,
-            legs: vec![],
-        });
-    }
-    out
-}
-
 /// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's).
 fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
     let of_gateways: HashSet<&str> = inp
@@ -372,13 +348,7 @@ fn map_nat_gateway(
         .iter()
         .find(|x| x.cidr.contains(external_ip))
         .ok_or_else(|| format!("{external_ip} is in no external network"))?;
-    let host = x.legs.iter().map(|l| &l.host).min().ok_or_else(|| {
-        format!(
-            "no host has a leg on external network {} ({}); hosts do not publish external devices yet",
-            pool_name(inp, &x.id),
-            x.cidr
-        )
-    })?;
+    let host = gateway_host(inp, x)?;
     let dnat = g
         .spec
         .dnat
@@ -404,15 +374,8 @@ fn map_nat_gateway(
         external_ip,
         subnets: g.spec.subnets.clone(),
         dnat,
-        host: host.clone(),
+        host,
     })
-}
-
-fn pool_name<'a>(inp: &'a Inputs, id: &'a str) -> &'a str {
-    inp.pools
-        .iter()
-        .find(|p| p.metadata.id == id)
-        .map_or(id, |p| p.metadata.name.as_str())
 }
 
 fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
@@ -447,7 +410,7 @@ fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
 
 /// Elastic IPs bound to a port on a host without a leg on their external network: valid,
 /// but realised nowhere.
-pub fn unrealised_eips(m: &NetworkModel, pools: &HashMap<String, String>) -> Vec<(String, String)> {
+pub fn unrealised_eips(m: &NetworkModel, names: &HashMap<String, String>) -> Vec<(String, String)> {
     let host_of: HashMap<&str, &str> = m
         .ports
         .iter()
@@ -460,8 +423,8 @@ pub fn unrealised_eips(m: &NetworkModel, pools: &HashMap<String, String>) -> Vec
             let x = m.external_of(e.address)?;
             (!x.legs.iter().any(|l| l.host == *host)).then(|| {
                 let why = format!(
-                    "host {host:?} of its NIC has no leg on external network {} ({}); hosts do not publish external devices yet",
-                    pools.get(&x.id).unwrap_or(&x.id),
+                    "host {host:?} of its NIC has no leg on external network {} ({}): its agent reports none of the network's devices",
+                    names.get(&x.id).unwrap_or(&x.id),
                     x.cidr
                 );
                 (e.id.clone(), why)
@@ -560,16 +523,21 @@ async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
             Some((id, ip))
         })
         .collect();
+    let devices = parse_devices(
+        objects.store().range_all(DEVICES_PREFIX).await?,
+        DEVICES_PREFIX,
+    );
     Ok(Inputs {
         hosts: objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?,
         vteps,
+        devices,
         instances: objects.list_all::<Instance>(None).await?,
         vpcs: objects.list_all::<Vpc>(None).await?,
         subnets: objects.list_all::<Subnet>(None).await?,
         nics: objects.list_all::<NetworkInterface>(None).await?,
         groups: objects.list_all::<SecurityGroup>(None).await?,
-        pools: objects
-            .list_all::<ElasticIpPool>(Some(GLOBAL_SCOPE))
+        externals: objects
+            .list_all::<ExternalNetwork>(Some(GLOBAL_SCOPE))
             .await?,
         eips: objects.list_all::<ElasticIp>(None).await?,
         nat_gateways: objects.list_all::<NatGateway>(None).await?,
@@ -588,13 +556,14 @@ impl Reconciler for NetworkController {
             object_prefix::<Subnet>(None),
             object_prefix::<NetworkInterface>(None),
             object_prefix::<SecurityGroup>(None),
-            object_prefix::<ElasticIpPool>(None),
+            object_prefix::<ExternalNetwork>(None),
             object_prefix::<ElasticIp>(None),
             object_prefix::<NatGateway>(None),
             object_prefix::<Vip>(None),
             object_prefix::<Instance>(None),
             object_prefix::<Host>(None),
             VTEP_PREFIX.into(),
+            DEVICES_PREFIX.into(),
         ]
     }
     fn resync(&self) -> Duration {
@@ -654,7 +623,7 @@ async fn write_states(objects: &Objects, d: &Decision) -> Result<(), ObjectError
     write_state::<SecurityGroup>(objects, d, ObjectKind::SecurityGroup, None).await?;
     write_state::<NetworkInterface>(objects, d, ObjectKind::Port, None).await?;
     let global = Some(GLOBAL_SCOPE);
-    write_state::<ElasticIpPool>(objects, d, ObjectKind::ExternalNetwork, global).await?;
+    write_state::<ExternalNetwork>(objects, d, ObjectKind::ExternalNetwork, global).await?;
     write_state::<ElasticIp>(objects, d, ObjectKind::ElasticIp, None).await?;
     write_state::<NatGateway>(objects, d, ObjectKind::NatGateway, None).await?;
     write_state::<Vip>(objects, d, ObjectKind::Vip, None).await?;
@@ -791,12 +760,14 @@ mod tests {
         inp
     }
 
-    fn pool(id: &str, cidr: &str) -> Doc<ElasticIpPool> {
-        let mut p: Doc<ElasticIpPool> = doc(
+    /// An external network every host reaches through `ext0` (when it reports it).
+    fn pool(id: &str, cidr: &str) -> Doc<ExternalNetwork> {
+        let mut p: Doc<ExternalNetwork> = doc(
             id,
-            ElasticIpPoolSpec {
+            yunhan_model::ExternalNetworkSpec {
                 cidr: cidr.into(),
-                gateway: None,
+                device: Some("ext0".into()),
+                ..Default::default()
             },
         );
         p.metadata.project = None;
@@ -841,7 +812,7 @@ mod tests {
     #[test]
     fn a_bad_eip_fails_alone_and_a_later_vm_in_another_project_gets_its_plan() {
         let mut inp = inputs(&[], &[(5, 0, true)]);
-        inp.pools.push(pool("eipp-1", "203.0.113.0/24"));
+        inp.externals.push(pool("eipp-1", "203.0.113.0/24"));
         inp.eips.push(eip("eip-bad", "198.51.100.2", Some("nic-0")));
         inp.eips.push(eip("eip-ok", "203.0.113.7", None));
         // Another project's VPC, subnet and VM NIC, created afterwards.
@@ -888,7 +859,7 @@ mod tests {
     #[test]
     fn a_nat_gateway_without_a_leg_and_a_nic_with_a_missing_group_fail_alone() {
         let mut inp = inputs(&[], &[(5, 0, true), (6, 0, true)]);
-        inp.pools.push(pool("ext", "203.0.113.0/24"));
+        inp.externals.push(pool("ext", "203.0.113.0/24"));
         inp.eips.push(eip("eip-gw", "203.0.113.9", None));
         inp.eips.push(eip("eip-vm", "203.0.113.10", Some("nic-1")));
         inp.nat_gateways.push(doc(
@@ -903,7 +874,7 @@ mod tests {
         let d = decide(inp, UNDERLAY_MTU).unwrap();
         assert_eq!(
             d.reason(ObjectKind::NatGateway, "natgw-1"),
-            Some("no host has a leg on external network ext (203.0.113.0/24); hosts do not publish external devices yet")
+            Some("no Ready host has a leg on external network ext (203.0.113.0/24): no host reports a device \"ext0\"")
         );
         assert_eq!(
             d.reason(ObjectKind::Port, "nic-0"),
@@ -915,6 +886,56 @@ mod tests {
             .is_some_and(|r| r.starts_with("host \"hst-2\" of its NIC has no leg")));
         assert_eq!(d.plans["hst-2"].ports[0].id, "nic-1");
         assert!(d.plans["hst-1"].ports.is_empty());
+    }
+
+    /// Issue #15: legs come from the devices agents report; NAT gateways go to a Ready
+    /// host with a leg; a network on the hosts themselves is everywhere, on its bridge.
+    #[test]
+    fn legs_follow_reported_devices_and_gateways_avoid_hosts_that_are_not_ready() {
+        let mut inp = inputs(&[], &[(5, 0, true), (6, 0, true)]);
+        for h in &mut inp.hosts {
+            h.status.phase = yunhan_model::HostPhase::Ready;
+        }
+        let devices = |names: &[&str]| names.iter().map(|d| d.to_string()).collect();
+        inp.devices.insert("hst-1".into(), devices(&["eth0"]));
+        inp.devices
+            .insert("hst-2".into(), devices(&["eth0", "ext0"]));
+        inp.externals.push(pool("ext", "203.0.113.0/24"));
+        let mut public = pool("public", "172.24.4.0/24");
+        public.spec.device = None;
+        public.spec.host_gateway = true;
+        inp.externals.push(later(public, "prj-1"));
+        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        inp.eips.push(eip("eip-1", "203.0.113.10", Some("nic-0")));
+        inp.eips.push(eip("eip-2", "172.24.4.10", Some("nic-0")));
+        inp.nat_gateways.push(doc(
+            "natgw-1",
+            NatGatewaySpec {
+                vpc: "vpc-1".into(),
+                elastic_ip: "eip-gw".into(),
+                ..Default::default()
+            },
+        ));
+        let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
+        assert_eq!(d.model.nat_gateways[0].host, "hst-2");
+        assert!(d
+            .reason(ObjectKind::ElasticIp, "eip-1")
+            .is_some_and(|r| r.starts_with("host \"hst-1\" of its NIC has no leg")));
+        let public = &d.model.external_networks[1];
+        assert!(public.host_gateway);
+        assert_eq!(public.legs.len(), 2);
+        assert!(public.legs.iter().all(|l| l.device.starts_with("ynp-")));
+
+        // The gateway host is lost: the gateway moves, or fails with why.
+        inp.hosts[1].status.phase = yunhan_model::HostPhase::NotReady;
+        let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
+        assert_eq!(
+            d.reason(ObjectKind::NatGateway, "natgw-1"),
+            Some("no Ready host has a leg on external network ext (203.0.113.0/24): no host reports a device \"ext0\"")
+        );
+        inp.devices.insert("hst-1".into(), devices(&["ext0"]));
+        let d = decide(inp, UNDERLAY_MTU).unwrap();
+        assert_eq!(d.model.nat_gateways[0].host, "hst-1");
     }
 
     #[tokio::test]
@@ -950,7 +971,7 @@ mod tests {
             "no write when nothing changed"
         );
         objects
-            .create::<ElasticIpPool>(pool("ext", "198.51.100.0/24"))
+            .create::<ExternalNetwork>(pool("ext", "198.51.100.0/24"))
             .await
             .unwrap();
         c.reconcile(&objects).await.unwrap();
@@ -967,7 +988,7 @@ mod tests {
         for (i, &(a, b, c)) in raw.iter().enumerate() {
             let pick = |n: u8| format!("{}", b % n);
             match a % 7 {
-                0 => inp.pools.push(pool(
+                0 => inp.externals.push(pool(
                     &format!("eipp-{i}"),
                     ["203.0.113.0/24", "198.51.100.0/25", "x"][c as usize % 3],
                 )),
@@ -1056,7 +1077,7 @@ mod tests {
         for n in &inp.nics {
             prop_assert!(check(ObjectKind::Port, &n.metadata.id));
         }
-        for p in &inp.pools {
+        for p in &inp.externals {
             prop_assert!(check(ObjectKind::ExternalNetwork, &p.metadata.id));
         }
         for e in &inp.eips {
@@ -1088,29 +1109,13 @@ mod tests {
         ) {
             let mut inp = inputs(&subnets, &nics);
             garbage(&mut inp, &raw);
-            let d = decide(inputs_clone(&inp), UNDERLAY_MTU).expect("compiles");
+            let d = decide(Clone::clone(&inp), UNDERLAY_MTU).expect("compiles");
             prop_assert!(d.model.validate().is_ok());
             accounted(&inp, &d)?;
             inp.eips.push(later(eip("eip-new", "192.0.2.200", None), "prj-3"));
-            let more = decide(inputs_clone(&inp), UNDERLAY_MTU).expect("compiles");
+            let more = decide(Clone::clone(&inp), UNDERLAY_MTU).expect("compiles");
             prop_assert_eq!(&more.plans, &d.plans);
             prop_assert_eq!(more.reason(ObjectKind::ElasticIp, "eip-new"), Some("192.0.2.200 is in no external network"));
-        }
-    }
-
-    fn inputs_clone(i: &Inputs) -> Inputs {
-        Inputs {
-            hosts: i.hosts.clone(),
-            vteps: i.vteps.clone(),
-            instances: i.instances.clone(),
-            vpcs: i.vpcs.clone(),
-            subnets: i.subnets.clone(),
-            nics: i.nics.clone(),
-            groups: i.groups.clone(),
-            pools: i.pools.clone(),
-            eips: i.eips.clone(),
-            nat_gateways: i.nat_gateways.clone(),
-            vips: i.vips.clone(),
         }
     }
 }

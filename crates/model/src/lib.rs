@@ -3,6 +3,7 @@
 //! written by controllers and agents). Pure types and validation; no I/O.
 
 mod error;
+mod external_network;
 mod flavor;
 mod host;
 mod identity;
@@ -17,6 +18,10 @@ mod security_group;
 mod storage;
 
 pub use error::{ApiError, ErrorCode};
+pub use external_network::{
+    ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, DEFAULT_PUBLIC_CIDR,
+    DEFAULT_PUBLIC_NAME,
+};
 pub use flavor::{Flavor, FlavorSpec, FlavorStatus, GPU_SHAPES};
 pub use host::{Host, HostPhase, HostSpec, HostStatus};
 pub use identity::{
@@ -31,8 +36,7 @@ pub use meta::{
 };
 pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
 pub use network::{
-    ElasticIp, ElasticIpPool, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip,
-    Vpc,
+    ElasticIp, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip, Vpc,
 };
 pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};

@@ -1,6 +1,6 @@
 //! VPC networking resources: VPCs, subnets, network interfaces (elastic NICs), security
-//! groups (in `security_group.rs`, re-exported here), elastic IPs (from admin-defined
-//! pools), NAT gateways and shared virtual IPs.
+//! groups (in `security_group.rs`, re-exported here), elastic IPs (from the admin's external
+//! networks, `external_network.rs`), NAT gateways and shared virtual IPs.
 //! Design note: `docs/network.md`. References to other objects are stored as ids (the API
 //! resolves names at create time); addresses are strings in the usual notations.
 
@@ -67,6 +67,10 @@ pub const VNI_COUNTER_KEY: &str = "/yunhan/net/vni-next";
 /// Where an agent publishes its VXLAN tunnel endpoint (`--vtep`), by host id.
 pub const VTEP_PREFIX: &str = "/yunhan/net/vteps/";
 
+/// Where an agent publishes the network devices of its host (a JSON list of names), by
+/// host id: a host has a leg on an external network when the network's device is there.
+pub const DEVICES_PREFIX: &str = "/yunhan/net/devices/";
+
 /// Where the SDN controller writes each host's plan, by host id.
 pub const PLAN_PREFIX: &str = "/yunhan/plans/net/";
 
@@ -126,7 +130,7 @@ network_state!(
     SubnetStatus,
     NetworkInterfaceStatus,
     SecurityGroupStatus,
-    ElasticIpPoolStatus,
+    crate::external_network::ExternalNetworkStatus,
     ElasticIpStatus,
     NatGatewayStatus,
     VipStatus
@@ -325,54 +329,12 @@ impl PrimaryNic {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ElasticIpPoolSpec {
-    /// External addresses handed out as elastic IPs, e.g. `203.0.113.0/24`.
-    pub cidr: String,
-    /// The external network's gateway (not handed out); default: the first host address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ElasticIpPoolStatus {
-    /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
-    /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
-    pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// An admin-defined range of external addresses.
-pub struct ElasticIpPool;
-impl Kind for ElasticIpPool {
-    const KIND: &'static str = "ElasticIpPool";
-    const PLURAL: &'static str = "eip-pools";
-    const ID_PREFIX: &'static str = "eipp";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
-    type Spec = ElasticIpPoolSpec;
-    type Status = ElasticIpPoolStatus;
-    fn validate(spec: &ElasticIpPoolSpec) -> Result<(), ApiError> {
-        let c = parse_cidr("spec.cidr", &spec.cidr)?;
-        let gw = match &spec.gateway {
-            Some(g) => Some(parse_ip("spec.gateway", g)?),
-            None => None,
-        };
-        yunhan_types::ipam::Ipam::new(c, gw)
-            .map_err(|e| ApiError::invalid_field("spec.cidr", e.to_string()))?;
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ElasticIpSpec {
-    /// The pool (name or id; default: the first pool). Cannot change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// A specific address of the pool; absent: the next free one. Cannot change.
+    /// The external network (name or id; default: the oldest one, `yunhan up`'s
+    /// `public`). Cannot change.
+    #[serde(default, alias = "pool", skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// A specific address of the network; absent: the next free one. Cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// The NIC it is bound to (name or id; stored as the id): 1:1 NAT on the NIC's host.
@@ -388,8 +350,9 @@ pub struct ElasticIpSpec {
 pub struct ElasticIpStatus {
     #[serde(default)]
     pub address: String,
-    #[serde(default)]
-    pub pool: String,
+    /// The id of its external network.
+    #[serde(default, alias = "pool")]
+    pub network: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
     #[serde(default)]
@@ -408,8 +371,8 @@ impl Kind for ElasticIp {
     type Spec = ElasticIpSpec;
     type Status = ElasticIpStatus;
     fn validate(spec: &ElasticIpSpec) -> Result<(), ApiError> {
-        if let Some(p) = &spec.pool {
-            validate_name("spec.pool", p)?;
+        if let Some(p) = &spec.network {
+            validate_name("spec.network", p)?;
         }
         if let Some(a) = &spec.address {
             parse_ip("spec.address", a)?;

@@ -90,6 +90,7 @@ fn with_external(mut m: NetworkModel) -> NetworkModel {
                 device: "ext0".into(),
             })
             .collect(),
+        host_gateway: false,
     });
     let addr = |i: usize| Ipv4Addr::from(0x6440_0000u32 + 10 + i as u32);
     for (i, p) in m.ports.iter().enumerate().filter(|(i, _)| i % 10 == 0) {

@@ -528,6 +528,7 @@ mod tests {
                                 device: "ext0".into(),
                             })
                             .collect(),
+                        host_gateway: false,
                     }
                 })
                 .collect()

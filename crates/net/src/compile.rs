@@ -443,6 +443,7 @@ impl Index<'_> {
                     device: dev.into(),
                     table: 0,
                     addresses: vec![],
+                    host_gateway: x.host_gateway,
                 })
                 .addresses
                 .push((addr, vni));
@@ -832,6 +833,7 @@ pub(crate) mod tests {
                             device: "ext0".into(),
                         })
                         .collect(),
+                    host_gateway: false,
                 });
                 let n = m.ports.len();
                 let mut bound = HashSet::new();

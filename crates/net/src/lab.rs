@@ -512,6 +512,7 @@ pub mod fixtures {
                     device: crate::lab::Lab::EXTERNAL_DEVICE.into(),
                 })
                 .collect(),
+            host_gateway: false,
         }
     }
 

@@ -162,6 +162,11 @@ pub struct ExternalNetwork {
     /// without a leg cannot run elastic IPs or NAT gateways of this network.
     #[serde(default)]
     pub legs: Vec<ExternalLeg>,
+    /// The network lives on each host itself (DevStack's "public" network): the leg's
+    /// device is a bridge the realiser creates holding `gateway_ip`, and traffic from the
+    /// network to anywhere else leaves masqueraded through the host's own routes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_gateway: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

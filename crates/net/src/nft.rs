@@ -200,6 +200,25 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     Some(o)
 }
 
+/// External networks that live on this host leave through the host's own routes,
+/// masqueraded: traffic from such a network to anywhere outside it.
+fn masquerade(plan: &HostPlan, o: &mut String) {
+    let local: Vec<_> = plan.externals.iter().filter(|x| x.host_gateway).collect();
+    if local.is_empty() {
+        return;
+    }
+    writeln!(o, "\n\tchain host_gateway_nat {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    )
+    .unwrap();
+    for x in local {
+        writeln!(o, "\t\tip saddr {0} ip daddr != {0} masquerade", x.cidr).unwrap();
+    }
+    writeln!(o, "\t}}").unwrap();
+}
+
 /// Normalises `nft list table` output (or [`render`] output) for comparison: counters lose
 /// their values, anonymous set elements are sorted, blank lines and indentation go.
 pub fn normalize(listing: &str) -> String {

@@ -126,6 +126,10 @@ pub struct ExternalPlan {
     pub table: u32,
     /// External addresses that live behind this host's routers: (address, VNI), sorted.
     pub addresses: Vec<(Ipv4Addr, u32)>,
+    /// `device` is a bridge of the realiser's holding `gateway_ip` (see
+    /// [`crate::model::ExternalNetwork::host_gateway`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_gateway: bool,
 }
 
 /// A NAT gateway as one host of its VPC sees it.

@@ -42,6 +42,11 @@ pub fn transit_host_dev(vpc: &str) -> String {
     // Subnet ids never contain '/': no clash with router_host_dev.
     router_host_dev(&format!("{vpc}/transit"))
 }
+/// The bridge of an external network that lives on the host itself (holding its
+/// gateway address; owned by the realiser).
+pub fn external_bridge(network: &str) -> String {
+    format!("ynp-{}", short_hash(network, 10))
+}
 /// Router side of the transit veth.
 pub const TRANSIT_ROUTER_DEV: &str = "transit";
 /// Prefix of uplink host devices (owned by the realiser like [`OWNED_PREFIXES`]).
@@ -51,7 +56,7 @@ pub const NFT_ROUTER_TABLE: &str = "yunhan_router";
 /// The nftables table that holds a host's security groups.
 pub const NFT_TABLE: &str = "yunhan";
 /// Prefixes of devices the realiser owns (it deletes stale ones).
-pub const OWNED_PREFIXES: [&str; 3] = ["ynb-", "ynx-", "yng"];
+pub const OWNED_PREFIXES: [&str; 4] = ["ynb-", "ynx-", "yng", "ynp-"];
 
 #[cfg(test)]
 mod tests {
@@ -66,6 +71,7 @@ mod tests {
             super::port_device("p-1"),
             super::uplink_host_dev(0xffffff),
             super::transit_host_dev("vpc-x"),
+            super::external_bridge("extnet-0123456789abcdef"),
         ] {
             assert!(n.len() <= 15, "{n}");
         }

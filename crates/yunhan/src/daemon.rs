@@ -35,6 +35,19 @@ pub struct UpArgs {
     /// This host's name in the cloud [default: the machine's hostname]
     #[arg(long)]
     name: Option<String>,
+    /// The default external network `public` made on first start (when the cloud
+    /// has none): elastic IPs from this range live on a bridge of this host that
+    /// holds its first address, and leave masqueraded through the host's default
+    /// route (like DevStack's "public" network)
+    #[arg(long, default_value = yunhan_model::DEFAULT_PUBLIC_CIDR, value_name = "CIDR")]
+    public_cidr: String,
+    /// Make no default external network
+    #[arg(long, conflicts_with = "public_cidr")]
+    no_public_network: bool,
+    /// Realise VPC networking inside this existing network namespace instead of
+    /// the host's own (a test lab's "host"; QEMU stays in the host's namespace)
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
     #[command(flatten)]
     tuning: Tuning,
     #[command(flatten)]
@@ -376,6 +389,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let listener = bind(a.listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
+    if !a.no_public_network {
+        if let Some(x) = yunhan_api::ensure_public_network(&objects, &a.public_cidr).await? {
+            eprintln!(
+                "created the external network {:?} ({}) on this host",
+                x.metadata.name, x.spec.cidr
+            );
+        }
+    }
 
     let ceph = a.ceph.apply().await?;
     let shutdown = shutdown_signal();
@@ -399,7 +420,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(3),
         gpus: Vec::new(),
         compute,
-        network: yunhan_agent::NetworkConfig::default(),
+        network: yunhan_agent::NetworkConfig {
+            netns: a.netns,
+            ..Default::default()
+        },
         ceph,
     };
     let agent = tokio::spawn(yunhan_agent::run_prepared(

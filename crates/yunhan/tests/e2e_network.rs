@@ -413,16 +413,22 @@ async fn e2e_network_bad_input_and_other_projects() {
     )
     .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
-    // Elastic IPs: an admin pool, bound once.
+    // Elastic IPs: from an admin's external network, bound once.
     let (s, v) = cloud
         .admin(
             "POST",
-            "/v1/eip-pools",
-            Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29"}})),
+            "/v1/external-networks",
+            Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29", "device": "ext0"}})),
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = create(tk, "eip-pools", "mine", json!({"cidr": "198.51.100.0/24"})).await;
+    let (s, v) = create(
+        tk,
+        "external-networks",
+        "mine",
+        json!({"cidr": "198.51.100.0/24", "device": "ext0"}),
+    )
+    .await;
     assert_eq!(s, 403, "admins only: {v}");
     let (s, e1) = create(
         tk,
@@ -558,8 +564,8 @@ async fn e2e_network_eip_binding_rules() {
     let (s, v) = cloud
         .admin(
             "POST",
-            "/v1/eip-pools",
-            Some(&json!({"metadata": {"name": "ext"}, "spec": {"cidr": "198.51.100.0/24"}})),
+            "/v1/external-networks",
+            Some(&json!({"metadata": {"name": "ext"}, "spec": {"cidr": "198.51.100.0/24", "device": "ext0"}})),
         )
         .await;
     assert_eq!(s, 201, "{v}");

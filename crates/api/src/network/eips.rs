@@ -1,9 +1,9 @@
-//! Elastic IPs: a public address claimed from a pool, bound to at most one
+//! Elastic IPs: a public address claimed from an external network, bound to at most one
 //! NIC (and a NIC holds at most one) or used by a NAT gateway, not both.
 
 use async_trait::async_trait;
-use yunhan_model::network::{eip_claim_key, parse_cidr, ElasticIpPool, EIP_CLAIM_PREFIX};
-use yunhan_model::{ApiError, ElasticIp, ErrorCode, NatGateway, NetworkInterface};
+use yunhan_model::network::{eip_claim_key, parse_cidr, EIP_CLAIM_PREFIX};
+use yunhan_model::{ApiError, ElasticIp, ErrorCode, ExternalNetwork, NatGateway, NetworkInterface};
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 use yunhan_store::StoreExt;
 
@@ -11,15 +11,15 @@ use crate::auth::Principal;
 use crate::error::{HttpError, Result};
 use crate::lookup::{lookup, resolve};
 use crate::network::addresses::{claim_address, fixed_address};
-use crate::network::eip_pools::pool_gateway;
-use crate::resource::{conflict, project_of, refuse_while_referenced, Deleted, Hooks};
+use crate::network::external_networks::network_gateway;
+use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
 impl Hooks for ElasticIp {
     async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
         let project = project_of(doc).to_string();
-        let pool = pool_for(s, doc.spec.pool.as_deref()).await?;
+        let pool = network_for(s, doc.spec.network.as_deref()).await?;
         if let Some(n) = &doc.spec.nic {
             doc.spec.nic = Some(bindable_nic(s, &project, &doc.metadata.id, n).await?);
         }
@@ -30,23 +30,22 @@ impl Hooks for ElasticIp {
             EIP_CLAIM_PREFIX,
             eip_claim_key,
             cidr,
-            pool_gateway(&pool, cidr),
+            network_gateway(&pool, cidr),
             fixed,
             &doc.metadata.id,
         )
         .await?;
-        doc.spec.pool = Some(pool.metadata.id.clone());
+        doc.spec.network = Some(pool.metadata.id.clone());
         doc.status.address = ip.to_string();
-        doc.status.pool = pool.metadata.id;
+        doc.status.network = pool.metadata.id;
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec.pool != new.spec.pool
-            || (new.spec.address.is_some() && old.spec.address != new.spec.address)
-        {
-            return Err(conflict("an elastic IP's pool and address cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.network != new.spec.network
+                || (new.spec.address.is_some() && old.spec.address != new.spec.address),
+            "an elastic IP's external network and address cannot change",
+        )
     }
     async fn prepare_update(
         s: &AppState,
@@ -92,21 +91,24 @@ impl Hooks for ElasticIp {
     }
 }
 
-/// The pool an elastic IP is claimed from: the one named, or the first there is.
-async fn pool_for(s: &AppState, named: Option<&str>) -> Result<Doc<ElasticIpPool>> {
-    let pool = match named {
-        Some(p) => lookup::<ElasticIpPool>(s, GLOBAL_SCOPE, p).await?,
+/// The external network an elastic IP is claimed from: the one named, or the
+/// oldest there is (`yunhan up`'s `public`).
+async fn network_for(s: &AppState, named: Option<&str>) -> Result<Doc<ExternalNetwork>> {
+    let network = match named {
+        Some(p) => lookup::<ExternalNetwork>(s, GLOBAL_SCOPE, p).await?,
         None => s
             .objects
-            .list_all::<ElasticIpPool>(Some(GLOBAL_SCOPE))
+            .list_all::<ExternalNetwork>(Some(GLOBAL_SCOPE))
             .await?
             .into_iter()
-            .next(),
+            .min_by(|a, b| {
+                (&a.metadata.created, &a.metadata.id).cmp(&(&b.metadata.created, &b.metadata.id))
+            }),
     };
-    Ok(pool.ok_or_else(|| {
+    Ok(network.ok_or_else(|| {
         ApiError::invalid_field(
-            "spec.pool",
-            "no such elastic IP pool; an admin creates one with 'yunhan eip-pool create'",
+            "spec.network",
+            "no such external network; an admin creates one with 'yunhan external-network create'",
         )
     })?)
 }

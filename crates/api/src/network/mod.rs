@@ -5,8 +5,8 @@
 //! result into per-host plans.
 
 pub(crate) mod addresses;
-pub(crate) mod eip_pools;
 pub(crate) mod eips;
+pub(crate) mod external_networks;
 pub(crate) mod nat_gateways;
 pub(crate) mod nics;
 pub(crate) mod security_groups;

@@ -35,10 +35,10 @@ pub enum EipCommand {
 #[derive(Args, Debug, Clone)]
 pub struct EipCreate {
     pub name: String,
-    /// The pool (name or id) [default: the first pool]
-    #[arg(long)]
-    pub pool: Option<String>,
-    /// A specific address of the pool
+    /// The external network (name or id) [default: the oldest, `yunhan up`'s `public`]
+    #[arg(long, alias = "pool")]
+    pub network: Option<String>,
+    /// A specific address of the network
     #[arg(long)]
     pub address: Option<String>,
     /// Bandwidth cap in Mbit/s [default: none]
@@ -70,7 +70,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: EipCommand) -> Result<(), ClientError> {
         EipCommand::Common(verb) => ctx.common::<ElasticIp>(verb).await,
         EipCommand::Create(a) => {
             let spec = ElasticIpSpec {
-                pool: a.pool,
+                network: a.network,
                 address: a.address,
                 nic: a.nic,
                 bandwidth_mbit: a.bandwidth,

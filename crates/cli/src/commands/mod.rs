@@ -4,7 +4,7 @@
 
 pub mod api_key;
 pub mod eip;
-pub mod eip_pool;
+pub mod external_network;
 pub mod flavor;
 pub mod host;
 pub mod image;

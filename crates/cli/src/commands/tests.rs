@@ -4,8 +4,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use yunhan_model::network::{ElasticIp, Subnet, Vip, Vpc};
-use yunhan_model::network::{ElasticIpPool, NatGateway, NetworkInterface, SecurityGroup};
-use yunhan_model::{ApiKey, Doc, Flavor, Host, Image, Instance, PlacementGroup, Project, User};
+use yunhan_model::network::{NatGateway, NetworkInterface, SecurityGroup};
+use yunhan_model::{ApiKey, Doc, ExternalNetwork, Flavor, Host, Image, Instance};
+use yunhan_model::{PlacementGroup, Project, User};
 use yunhan_model::{Snapshot, Volume};
 
 use crate::client::Answer;
@@ -53,7 +54,7 @@ fn tables_of_every_kind() {
         kind_table::<Subnet>(&all),
         kind_table::<NetworkInterface>(&all),
         kind_table::<SecurityGroup>(&all),
-        kind_table::<ElasticIpPool>(&all),
+        kind_table::<ExternalNetwork>(&all),
         kind_table::<ElasticIp>(&all),
         kind_table::<NatGateway>(&all),
         kind_table::<Vip>(&all),

@@ -156,6 +156,7 @@ pub fn render(plan: &HostPlan) -> String {
         }
         writeln!(o, "\t}}").unwrap();
     }
+    super::masquerade(plan, &mut o);
 
     for p in &plan.ports {
         writeln!(o, "\n\tchain {} {{", chain_in(p)).unwrap();

@@ -2,7 +2,7 @@
 //! network; in each router namespace, its ways out of the VPC (table 100 via the uplink,
 //! table 101 via the NAT gateway's transit leg, their mark rules) and the NAT table of its
 //! elastic IPs and NAT gateways.
-use super::observe::parse_json;
+use super::observe::{inet_addrs_of, parse_json};
 use super::shaping::shaping_classes;
 use super::{text_hash, Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::names;
@@ -53,6 +53,7 @@ impl<R: Runner> Realiser<R> {
             changes += self.sysctls(ns, &want)?;
         }
         let mut b = Batch::default();
+        self.host_gateways(&mut b, plan)?;
         self.proxy_arp(&mut b, plan, &all)?;
         let tables: BTreeSet<u32> = all.iter().map(|x| x.table).collect();
         for t in &tables {
@@ -78,6 +79,23 @@ impl<R: Runner> Realiser<R> {
         changes += b.len();
         self.ip_batch(ns, &b)?;
         Ok(changes)
+    }
+
+    /// The gateway address on the bridge of each external network that lives on this host
+    /// (`apply_links` made the bridge).
+    fn host_gateways(&self, b: &mut Batch, plan: &HostPlan) -> Result<(), RealiseError> {
+        if !plan.externals.iter().any(|x| x.host_gateway) {
+            return Ok(());
+        }
+        let out = self.run(Cmd::new(self.ns(), &["ip", "-j", "addr", "show"]))?;
+        let have = inet_addrs_of(&parse_json("ip addr show", &out)?);
+        for x in plan.externals.iter().filter(|x| x.host_gateway) {
+            let want = format!("{}/{}", x.gateway_ip, x.cidr.prefix_len());
+            if !have.get(&x.device).is_some_and(|a| a.contains(&want)) {
+                b.push(format!("addr replace {want} dev {}", x.device));
+            }
+        }
+        Ok(())
     }
 
     /// Proxy ARP entries for the external addresses realised here; removes ours (inside an
@@ -126,13 +144,17 @@ impl<R: Runner> Realiser<R> {
                 format!("{} dev {d}", x.cidr),
                 format!("route replace {} dev {d} table {t}", x.cidr),
             );
-            want.insert(
-                format!("default via {} dev {d}", x.gateway_ip),
-                format!(
-                    "route replace default via {} dev {d} table {t}",
-                    x.gateway_ip
-                ),
-            );
+            // A network on the host itself has no upstream router: what leaves it goes
+            // by the host's own routes (the `main` table, after this one).
+            if !x.host_gateway {
+                want.insert(
+                    format!("default via {} dev {d}", x.gateway_ip),
+                    format!(
+                        "route replace default via {} dev {d} table {t}",
+                        x.gateway_ip
+                    ),
+                );
+            }
             for (a, vni) in &x.addresses {
                 let up = names::uplink_host_dev(*vni);
                 want.insert(

@@ -106,6 +106,14 @@ impl<R: Runner> Realiser<R> {
             ways_out(&mut ipb, &links, v, &rns, mtu);
             ports(&mut ipb, &links, plan, v, &mut report.missing_ports);
         }
+        for x in plan.externals.iter().filter(|x| x.host_gateway) {
+            bridge(
+                &mut ipb,
+                links.get(&x.device),
+                &x.device,
+                mtu + VXLAN_OVERHEAD,
+            );
+        }
 
         // FDB (VXLAN: MAC → VTEP; bridge: MAC → VXLAN port; gateway MACs → router veths)
         // and ARP-proxy neighbours on the VXLAN devices.
@@ -129,8 +137,16 @@ impl<R: Runner> Realiser<R> {
     }
 }
 
+/// What VXLAN over IPv4 adds to a frame: the underlay MTU is the overlay's plus this.
+const VXLAN_OVERHEAD: u64 = 50;
+
 /// The host-namespace devices the plan wants.
 fn planned_devs(plan: &HostPlan) -> BTreeSet<String> {
+    let external_bridges = plan
+        .externals
+        .iter()
+        .filter(|x| x.host_gateway)
+        .map(|x| x.device.clone());
     plan.vpcs
         .iter()
         .flat_map(|v| {
@@ -145,6 +161,7 @@ fn planned_devs(plan: &HostPlan) -> BTreeSet<String> {
             );
             d
         })
+        .chain(external_bridges)
         .collect()
 }
 

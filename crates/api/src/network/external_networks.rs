@@ -1,11 +1,12 @@
-//! Elastic IP pools: platform-wide public ranges (admins only) elastic IPs
-//! are claimed from; pools do not overlap, and a pool goes once it is empty.
+//! External networks: platform-wide provider networks (admins only) that elastic
+//! IPs are claimed from; they do not overlap, and one goes once no elastic IP is
+//! left in it.
 
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use yunhan_model::network::{parse_cidr, ElasticIpPool};
-use yunhan_model::ElasticIp;
+use yunhan_model::network::parse_cidr;
+use yunhan_model::{ElasticIp, ExternalNetwork};
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 use yunhan_types::ipam::Ipam;
 use yunhan_types::Ipv4Cidr;
@@ -13,11 +14,11 @@ use yunhan_types::Ipv4Cidr;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{conflict, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
-impl Hooks for ElasticIpPool {
+impl Hooks for ExternalNetwork {
     async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
         let cidr = parse_cidr("spec.cidr", &doc.spec.cidr)?;
         let pools = s.objects.list_all::<Self>(Some(GLOBAL_SCOPE)).await?;
@@ -25,23 +26,23 @@ impl Hooks for ElasticIpPool {
             .iter()
             .map(|o| (o.metadata.name.as_str(), o.spec.cidr.as_str()));
         refuse_overlap(cidr, ranges, |name, other| {
-            format!("{cidr} overlaps pool {name:?} ({other})")
+            format!("{cidr} overlaps external network {name:?} ({other})")
         })
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        if old.spec != new.spec {
-            return Err(conflict("a pool's range cannot change"));
-        }
-        Ok(())
+        refuse_change(
+            old.spec.cidr != new.spec.cidr || old.spec.gateway != new.spec.gateway,
+            "an external network's cidr and gateway cannot change (its devices can)",
+        )
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         refuse_while_referenced::<ElasticIp>(
             s,
             None,
-            |e| e.status.pool == doc.metadata.id,
+            |e| e.status.network == doc.metadata.id,
             |e| {
                 format!(
-                    "pool {:?} still has elastic IP {}; release it first",
+                    "external network {:?} still has elastic IP {}; release it first",
                     doc.metadata.name, e.status.address
                 )
             },
@@ -52,8 +53,9 @@ impl Hooks for ElasticIpPool {
     }
 }
 
-/// The gateway of pool `p` (range `cidr`): its own, or the range's first address.
-pub(crate) fn pool_gateway(p: &Doc<ElasticIpPool>, cidr: Ipv4Cidr) -> Ipv4Addr {
+/// The gateway of external network `p` (range `cidr`): its own, or the range's first
+/// address.
+pub(crate) fn network_gateway(p: &Doc<ExternalNetwork>, cidr: Ipv4Cidr) -> Ipv4Addr {
     p.spec
         .gateway
         .as_deref()

@@ -1,0 +1,91 @@
+//! `yunhan external-network …` (`eip-pool`): the provider networks elastic IPs
+//! and NAT gateway addresses come from, and how each host reaches them (admin).
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use yunhan_model::{Doc, ExternalNetwork, ExternalNetworkSpec};
+
+use crate::client::ClientError;
+use crate::ctx::{Common, Ctx};
+use crate::kind::Shown;
+use crate::output::{cell, col, Column};
+
+/// External networks: where elastic IPs come from, and how hosts reach them (admin)
+///
+/// A host has a leg on a network when its agent reports the network's device;
+/// elastic IPs and NAT gateways are realised only on hosts with a leg.
+/// `yunhan up` makes `public`, a network on the host itself.
+///
+/// Example:
+///   yunhan external-network create provider --cidr 203.0.113.0/24 --device eth1
+///   yunhan external-network create lab --cidr 198.51.100.0/24 --host-gateway
+#[derive(Subcommand, Debug, Clone)]
+#[command(verbatim_doc_comment)]
+pub enum ExternalNetworkCommand {
+    #[command(flatten)]
+    Common(Common),
+    /// Create one
+    Create(ExternalNetworkCreate),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExternalNetworkCreate {
+    pub name: String,
+    /// Its addresses, e.g. 203.0.113.0/24 (handed out as elastic IPs)
+    #[arg(long)]
+    pub cidr: String,
+    /// Its upstream router (not handed out) [default: the first address]
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// The device every host reaches it through, e.g. eth1 or br-ex
+    #[arg(long)]
+    pub device: Option<String>,
+    /// A host's own device, HOST=DEVICE (repeatable; instead of --device there)
+    #[arg(long = "leg", value_name = "HOST=DEVICE", value_parser = parse_leg)]
+    pub legs: Vec<(String, String)>,
+    /// The network lives on each host itself: a bridge holding the gateway,
+    /// masqueraded to the host's default route (one-box clouds)
+    #[arg(long, conflicts_with_all = ["device", "legs"])]
+    pub host_gateway: bool,
+}
+
+fn parse_leg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((h, d)) if !h.is_empty() && !d.is_empty() => Ok((h.into(), d.into())),
+        _ => Err(format!("{s:?} is not HOST=DEVICE, e.g. node2=eth1")),
+    }
+}
+
+impl Shown for ExternalNetwork {
+    const NOUN: &'static str = "external network";
+    const COLUMNS: &'static [Column<Doc<ExternalNetwork>>] = &[
+        col!("NAME", metadata.name),
+        col!("CIDR", spec.cidr),
+        col!("GATEWAY", spec.gateway),
+        col!("DEVICE", spec.device),
+        col!("HOST_GATEWAY", spec.host_gateway),
+        col!("PHASE", status.phase),
+        col!("ID", metadata.id),
+        col!("MESSAGE", status.message),
+    ];
+    fn phase(doc: &Doc<ExternalNetwork>) -> String {
+        cell(&doc.status.phase)
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: ExternalNetworkCommand) -> Result<(), ClientError> {
+    match cmd {
+        ExternalNetworkCommand::Common(verb) => ctx.common::<ExternalNetwork>(verb).await,
+        ExternalNetworkCommand::Create(a) => {
+            let spec = ExternalNetworkSpec {
+                cidr: a.cidr,
+                gateway: a.gateway,
+                device: a.device,
+                legs: a.legs.into_iter().collect::<BTreeMap<_, _>>(),
+                host_gateway: a.host_gateway,
+            };
+            ctx.create_print::<ExternalNetwork>(&a.name, spec).await
+        }
+    }
+}

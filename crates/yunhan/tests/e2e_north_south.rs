@@ -1,0 +1,273 @@
+//! North–south networking through the real binary (issue #15): `yunhan up` with its
+//! default external network on the host itself (`--public-cidr`), realised in a network
+//! namespace that stands for the host (`--netns`), whose default route leads to another
+//! namespace standing for the internet. A real guest gets an elastic IP the host's shell
+//! pings; unbound, the address stops answering; a NAT gateway lets a guest without one
+//! reach the internet, which sees the host's address (masquerade).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{console_text, eventually, guest_runs, serial_log, stderr, stdout, test_guest, Cloud};
+use serde_json::Value;
+
+/// The host (`<p>h`) and the internet (`<p>i`): a veth between them, the host's default
+/// route through it. Removed on drop.
+struct OneBox {
+    host: String,
+    internet: String,
+}
+
+/// The internet's address, the host's default gateway.
+const INTERNET: &str = "100.127.0.2";
+/// The public network of this test (not `up`'s default: tests share the machine).
+const PUBLIC_CIDR: &str = "172.31.250.0/24";
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+impl OneBox {
+    fn new() -> OneBox {
+        let p = format!("ynns{}", std::process::id() % 100_000);
+        let b = OneBox {
+            host: format!("{p}h"),
+            internet: format!("{p}i"),
+        };
+        let (h, i) = (b.host.as_str(), b.internet.as_str());
+        sh(&["ip", "netns", "add", h]);
+        sh(&["ip", "netns", "add", i]);
+        sh(&["ip", "-n", h, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", i, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip", "-n", h, "link", "add", "wan0", "type", "veth", "peer", "name", "wan1", "netns",
+            i,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            h,
+            "addr",
+            "add",
+            "100.127.0.1/30",
+            "dev",
+            "wan0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            i,
+            "addr",
+            "add",
+            "100.127.0.2/30",
+            "dev",
+            "wan1",
+        ]);
+        sh(&["ip", "-n", h, "link", "set", "wan0", "up"]);
+        sh(&["ip", "-n", i, "link", "set", "wan1", "up"]);
+        sh(&["ip", "-n", h, "route", "add", "default", "via", INTERNET]);
+        b
+    }
+
+    fn ping(&self, addr: &str) -> bool {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &self.host, "ping", "-n", "-c", "1", "-W", "1", addr,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Whether the host's route to `addr` is one the platform made (a `yn…` device), never
+    /// the default route towards the internet: nothing is sent to `addr` otherwise.
+    fn routed_by_the_platform(&self, addr: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.host, "route", "get", addr])
+            .output()
+            .unwrap();
+        let route = stdout(&out);
+        !route.contains("wan0") && route.contains(" dev yn")
+    }
+
+    /// What the host's namespace looks like on the way to `addr`, for failure messages.
+    fn diagnose(&self, addr: &str) -> String {
+        let run = |a: &[&str]| {
+            let o = Command::new("ip")
+                .args(["-n", &self.host])
+                .args(a)
+                .output()
+                .unwrap();
+            format!("$ ip {}\n{}{}", a.join(" "), stdout(&o), stderr(&o))
+        };
+        [
+            run(&["route", "get", addr]),
+            run(&["-br", "addr"]),
+            run(&["rule"]),
+            run(&["route", "show", "table", "all"]),
+        ]
+        .join("\n")
+    }
+
+    /// Pings `addr` once if the platform routes it (else does not send at all).
+    fn ping_eip(&self, addr: &str) -> bool {
+        self.routed_by_the_platform(addr) && self.ping(addr)
+    }
+}
+
+impl Drop for OneBox {
+    fn drop(&mut self) {
+        for ns in [&self.host, &self.internet] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Polls `ok` every 100 ms until it holds; the time it took, or None after `limit`.
+fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if ok() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
+    let guest = test_guest();
+    let onebox = OneBox::new();
+    let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
+    let ok = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = cloud.cli(&a);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
+    };
+    let nets = ok(&["external-network", "list"]);
+    assert_eq!(nets[0]["metadata"]["name"], "public", "{nets}");
+    assert_eq!(nets[0]["spec"]["host_gateway"], true, "{nets}");
+    let (kernel, initrd) = (
+        guest.join("test-guest.vmlinux"),
+        guest.join("test-guest.initrd"),
+    );
+    ok(&[
+        "image",
+        "create",
+        "tiny",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
+    // The issue's contract.
+    ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
+    ok(&["sg", "create", "open", "--vpc", "net1"]);
+    ok(&[
+        "sg",
+        "rule",
+        "add",
+        "open",
+        "--protocol",
+        "icmp",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    ok(&[
+        "sg",
+        "rule",
+        "add",
+        "open",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    for vm in ["a", "b"] {
+        ok(&[
+            "vm",
+            "create",
+            vm,
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--subnet",
+            "s1",
+            "--security-group",
+            "open",
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+    }
+    let e1 = ok(&["eip", "create", "e1", "--nic", "a-nic0"]);
+    let addr = e1["status"]["address"].as_str().unwrap().to_string();
+    assert!(addr.starts_with("172.31.250."), "{e1}");
+    let a = ok(&["vm", "show", "a"]);
+    eventually("a ready", Duration::from_secs(120), || async {
+        console_text(&serial_log(&a))
+            .contains("YUNHAN-READY")
+            .then_some(())
+    })
+    .await;
+
+    // The host's shell pings the elastic IP.
+    let answered = within(Duration::from_secs(30), || onebox.ping_eip(&addr));
+    let shown = ok(&["eip", "show", "e1"]);
+    assert!(
+        answered.is_some(),
+        "{addr} never answered; eip: {shown}\n{}\nlog: {}",
+        onebox.diagnose(&addr),
+        std::fs::read_to_string(cloud.log_path()).unwrap_or_default()
+    );
+    assert_eq!(shown["status"]["phase"], "Ready", "{shown}");
+
+    // Unbound, it stops answering within 2 s.
+    ok(&["eip", "unbind", "e1"]);
+    let gone = within(Duration::from_secs(2), || !onebox.ping_eip(&addr));
+    assert!(gone.is_some(), "{addr} still answers 2 s after unbind");
+
+    // Rebound to b's NIC: b answers at it.
+    ok(&["eip", "bind", "e1", "--nic", "b-nic0"]);
+    let b = ok(&["vm", "show", "b"]);
+    eventually("b ready", Duration::from_secs(120), || async {
+        console_text(&serial_log(&b))
+            .contains("YUNHAN-READY")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        within(Duration::from_secs(30), || onebox.ping_eip(&addr)).is_some(),
+        "{addr} never answered for b"
+    );
+
+    // A NAT gateway: a, without an elastic IP now, reaches the internet.
+    ok(&["eip", "create", "e2"]);
+    ok(&["natgw", "create", "gw1", "--vpc", "net1", "--eip", "e2"]);
+    guest_runs(
+        &a,
+        &format!("ping -c 2 -W 2 {INTERNET} >/dev/null 2>&1 && echo NAT-$((40+2))"),
+        "NAT-42",
+        Duration::from_secs(60),
+    )
+    .await;
+}
