@@ -118,8 +118,19 @@ impl OneBox {
 }
 
 impl Drop for OneBox {
+    /// The two namespaces and the router namespaces the agent made for the host
+    /// (named after it).
     fn drop(&mut self) {
-        for ns in [&self.host, &self.internet] {
+        let listed = Command::new("ip").args(["netns", "list"]).output();
+        let routers: Vec<String> = listed
+            .map(|o| stdout(&o))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{}-", self.host)))
+            .map(String::from)
+            .collect();
+        for ns in routers.iter().chain([&self.host, &self.internet]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
