@@ -102,6 +102,24 @@ impl Decision {
     pub fn reason(&self, kind: ObjectKind, id: &str) -> Option<&str> {
         self.failed.get(&(kind, id.to_string())).map(String::as_str)
     }
+
+    /// The id of the host realising an elastic IP or a NAT gateway.
+    pub fn realised_on(&self, kind: ObjectKind, id: &str) -> Option<&str> {
+        match kind {
+            ObjectKind::ElasticIp => self
+                .plans
+                .iter()
+                .find(|(_, p)| p.elastic_ips.iter().any(|e| e.id == id))
+                .map(|(h, _)| h.as_str()),
+            ObjectKind::NatGateway => self
+                .model
+                .nat_gateways
+                .iter()
+                .find(|g| g.id == id)
+                .map(|g| g.host.as_str()),
+            _ => None,
+        }
+    }
 }
 
 /// Store objects → the model of what can be realised, and why the rest cannot. Pure.
@@ -573,6 +591,11 @@ impl Reconciler for NetworkController {
         let inp = read_inputs(objects).await?;
         self.collect_garbage(objects, &inp).await?;
         let host_ids: Vec<String> = inp.hosts.iter().map(|h| h.metadata.id.clone()).collect();
+        let host_names: HashMap<String, String> = inp
+            .hosts
+            .iter()
+            .map(|h| (h.metadata.id.clone(), h.metadata.name.clone()))
+            .collect();
         let decision = match decide(inp, self.underlay_mtu) {
             Ok(d) => d,
             Err(e) => {
@@ -581,7 +604,7 @@ impl Reconciler for NetworkController {
             }
         };
         write_plans(objects, &decision.plans, &host_ids).await?;
-        write_states(objects, &decision).await
+        write_states(objects, &decision, &host_names).await
     }
 }
 
@@ -615,18 +638,26 @@ async fn write_plans(
     Ok(())
 }
 
-/// Every networking object's `phase`/`message`: `Failed` with the reason when it is not
-/// realised, `Ready` otherwise. Compare-and-swap, and only where it changes.
-async fn write_states(objects: &Objects, d: &Decision) -> Result<(), ObjectError> {
-    write_state::<Vpc>(objects, d, ObjectKind::Vpc, None).await?;
-    write_state::<Subnet>(objects, d, ObjectKind::Subnet, None).await?;
-    write_state::<SecurityGroup>(objects, d, ObjectKind::SecurityGroup, None).await?;
-    write_state::<NetworkInterface>(objects, d, ObjectKind::Port, None).await?;
+/// Every networking object's `phase`/`message` (and, for those realised on one host, the
+/// host's name): `Failed` with the reason when it is not realised, `Ready` otherwise.
+/// Compare-and-swap, and only where it changes.
+async fn write_states(
+    objects: &Objects,
+    d: &Decision,
+    hosts: &HashMap<String, String>,
+) -> Result<(), ObjectError> {
+    let w = StateWriter { objects, d, hosts };
+    w.write::<Vpc>(ObjectKind::Vpc, None).await?;
+    w.write::<Subnet>(ObjectKind::Subnet, None).await?;
+    w.write::<SecurityGroup>(ObjectKind::SecurityGroup, None)
+        .await?;
+    w.write::<NetworkInterface>(ObjectKind::Port, None).await?;
     let global = Some(GLOBAL_SCOPE);
-    write_state::<ExternalNetwork>(objects, d, ObjectKind::ExternalNetwork, global).await?;
-    write_state::<ElasticIp>(objects, d, ObjectKind::ElasticIp, None).await?;
-    write_state::<NatGateway>(objects, d, ObjectKind::NatGateway, None).await?;
-    write_state::<Vip>(objects, d, ObjectKind::Vip, None).await?;
+    w.write::<ExternalNetwork>(ObjectKind::ExternalNetwork, global)
+        .await?;
+    w.write::<ElasticIp>(ObjectKind::ElasticIp, None).await?;
+    w.write::<NatGateway>(ObjectKind::NatGateway, None).await?;
+    w.write::<Vip>(ObjectKind::Vip, None).await?;
     for ((kind, id), why) in d.failed.iter().filter(|(k, _)| k.0 == ObjectKind::Host) {
         tracing::warn!(%kind, %id, reason = %why, "host left out of the network model");
     }
@@ -641,35 +672,47 @@ pub fn desired_state(d: &Decision, kind: ObjectKind, id: &str) -> (NetworkPhase,
     }
 }
 
-async fn write_state<K: Kind>(
-    objects: &Objects,
-    d: &Decision,
-    kind: ObjectKind,
-    scope: Option<&str>,
-) -> Result<(), ObjectError>
-where
-    K::Status: NetworkState,
-{
-    for doc in objects.list_all::<K>(scope).await? {
-        let id = &doc.metadata.id;
-        let (phase, message) = desired_state(d, kind, id);
-        let differs = |s: &K::Status| s.network_state() != (phase, message.as_str());
-        if !differs(&doc.status) {
-            continue;
+struct StateWriter<'a> {
+    objects: &'a Objects,
+    d: &'a Decision,
+    /// Host id → name.
+    hosts: &'a HashMap<String, String>,
+}
+
+impl StateWriter<'_> {
+    async fn write<K: Kind>(&self, kind: ObjectKind, scope: Option<&str>) -> Result<(), ObjectError>
+    where
+        K::Status: NetworkState,
+    {
+        for doc in self.objects.list_all::<K>(scope).await? {
+            let id = &doc.metadata.id;
+            let (phase, message) = desired_state(self.d, kind, id);
+            let host = self
+                .d
+                .realised_on(kind, id)
+                .map(|h| self.hosts.get(h).map_or(h, String::as_str))
+                .unwrap_or_default()
+                .to_string();
+            let differs =
+                |s: &K::Status| s.network_state() != (phase, message.as_str()) || s.host() != host;
+            if !differs(&doc.status) {
+                continue;
+            }
+            if phase == NetworkPhase::Failed {
+                tracing::warn!(kind = K::KIND, %id, reason = %message, "not realised");
+            }
+            self.objects
+                .modify::<K>(id, |doc| {
+                    differs(&doc.status) && {
+                        doc.status.set_network_state(phase, message.clone());
+                        doc.status.set_host(host.clone());
+                        true
+                    }
+                })
+                .await?;
         }
-        if phase == NetworkPhase::Failed {
-            tracing::warn!(kind = K::KIND, %id, reason = %message, "not realised");
-        }
-        objects
-            .modify::<K>(id, |doc| {
-                differs(&doc.status) && {
-                    doc.status.set_network_state(phase, message.clone());
-                    true
-                }
-            })
-            .await?;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -918,6 +961,9 @@ mod tests {
         ));
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.nat_gateways[0].host, "hst-2");
+        assert_eq!(d.realised_on(ObjectKind::NatGateway, "natgw-1"), Some("hst-2"));
+        assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-2"), Some("hst-1"));
+        assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-1"), None);
         assert!(d
             .reason(ObjectKind::ElasticIp, "eip-1")
             .is_some_and(|r| r.starts_with("host \"hst-1\" of its NIC has no leg")));

@@ -110,6 +110,11 @@ impl std::fmt::Display for NetworkPhase {
 pub trait NetworkState {
     fn network_state(&self) -> (NetworkPhase, &str);
     fn set_network_state(&mut self, phase: NetworkPhase, message: String);
+    /// The host realising it, for kinds realised on one host (elastic IPs, NAT gateways).
+    fn host(&self) -> &str {
+        ""
+    }
+    fn set_host(&mut self, _host: String) {}
 }
 
 macro_rules! network_state {
@@ -131,10 +136,29 @@ network_state!(
     NetworkInterfaceStatus,
     SecurityGroupStatus,
     crate::external_network::ExternalNetworkStatus,
-    ElasticIpStatus,
-    NatGatewayStatus,
     VipStatus
 );
+
+macro_rules! network_state_on_a_host {
+    ($($t:ty),*) => {$(
+        impl NetworkState for $t {
+            fn network_state(&self) -> (NetworkPhase, &str) {
+                (self.phase, &self.message)
+            }
+            fn set_network_state(&mut self, phase: NetworkPhase, message: String) {
+                self.phase = phase;
+                self.message = message;
+            }
+            fn host(&self) -> &str {
+                &self.host
+            }
+            fn set_host(&mut self, host: String) {
+                self.host = host;
+            }
+        }
+    )*};
+}
+network_state_on_a_host!(ElasticIpStatus, NatGatewayStatus);
 
 // ---------------------------------------------------------------- VPCs
 
@@ -359,6 +383,9 @@ pub struct ElasticIpStatus {
     pub phase: NetworkPhase,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The name of the host realising it (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 pub struct ElasticIp;
@@ -439,6 +466,9 @@ pub struct NatGatewayStatus {
     pub phase: NetworkPhase,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The name of the host realising it (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// SNAT for a VPC (or some of its subnets) behind one elastic IP, plus DNAT port forwards.

@@ -251,11 +251,19 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         std::fs::read_to_string(cloud.log_path()).unwrap_or_default()
     );
     assert_eq!(shown["status"]["phase"], "Ready", "{shown}");
+    let host = ok(&["host", "list"])[0]["metadata"]["name"].clone();
+    assert_eq!(shown["status"]["host"], host, "the host realising it: {shown}");
 
     // Unbound, it stops answering within 2 s.
     ok(&["eip", "unbind", "e1"]);
     let gone = within(Duration::from_secs(2), || !onebox.ping_eip(&addr));
     assert!(gone.is_some(), "{addr} still answers 2 s after unbind");
+    let unbound = eventually("no host once unbound", Duration::from_secs(10), || {
+        let e = ok(&["eip", "show", "e1"]);
+        async move { e["status"].get("host").is_none().then_some(e) }
+    })
+    .await;
+    assert_eq!(unbound["status"]["phase"], "Ready", "{unbound}");
 
     // Rebound to b's NIC: b answers at it.
     ok(&["eip", "bind", "e1", "--nic", "b-nic0"]);

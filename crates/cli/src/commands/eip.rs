@@ -56,6 +56,7 @@ impl Shown for ElasticIp {
         col!("ADDRESS", status.address),
         col!("NIC", spec.nic),
         col!("BANDWIDTH_MBIT", spec.bandwidth_mbit),
+        col!("HOST", status.host),
         col!("PHASE", status.phase),
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
@@ -98,7 +99,7 @@ mod tests {
         let bad: Doc<ElasticIp> = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "e1", "id": "eip-1", "created": "2024-01-01T00:00:00Z"},
             "spec": {"nic": "nic-1"},
-            "status": {"address": "198.51.100.2", "pool": "eipp-1", "phase": "Failed",
+            "status": {"address": "198.51.100.2", "network": "extnet-1", "phase": "Failed",
                        "message": "198.51.100.2 is in no external network"},
         }))
         .unwrap();
@@ -112,6 +113,7 @@ mod tests {
                 "ADDRESS",
                 "NIC",
                 "BANDWIDTH_MBIT",
+                "HOST",
                 "PHASE",
                 "ID",
                 "MESSAGE"

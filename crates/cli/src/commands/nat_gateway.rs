@@ -73,6 +73,7 @@ impl Shown for NatGateway {
             header: "DNAT",
             get: |v| v.spec.dnat.len().to_string(),
         },
+        col!("HOST", status.host),
         col!("PHASE", status.phase),
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
