@@ -950,7 +950,7 @@ mod tests {
         inp.externals.push(later(public, "prj-1"));
         inp.eips.push(eip("eip-gw", "203.0.113.9", None));
         inp.eips.push(eip("eip-1", "203.0.113.10", Some("nic-0")));
-        inp.eips.push(eip("eip-2", "172.24.4.10", Some("nic-0")));
+        inp.eips.push(eip("eip-2", "172.24.4.10", Some("nic-1")));
         inp.nat_gateways.push(doc(
             "natgw-1",
             NatGatewaySpec {
@@ -962,7 +962,7 @@ mod tests {
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.nat_gateways[0].host, "hst-2");
         assert_eq!(d.realised_on(ObjectKind::NatGateway, "natgw-1"), Some("hst-2"));
-        assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-2"), Some("hst-1"));
+        assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-2"), Some("hst-2"));
         assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-1"), None);
         assert!(d
             .reason(ObjectKind::ElasticIp, "eip-1")
