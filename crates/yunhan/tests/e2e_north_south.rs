@@ -2,16 +2,21 @@
 //! default external network on the host itself (`--public-cidr`), realised in a network
 //! namespace that stands for the host (`--netns`), whose default route leads to another
 //! namespace standing for the internet. A real guest gets an elastic IP the host's shell
-//! pings; unbound, the address stops answering; a NAT gateway lets a guest without one
-//! reach the internet, which sees the host's address (masquerade).
+//! pings; unbound, the address stops answering, and bound to another guest's NIC that one
+//! answers; a NAT gateway lets a guest without one reach the internet (masqueraded by the
+//! host) and forwards a port to its web server; the host sees each guest as its own
+//! elastic IP or as the gateway's address.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{console_text, eventually, guest_runs, serial_log, stderr, stdout, test_guest, Cloud};
 use serde_json::Value;
+use yunhan_net::lab::Lab;
 
 /// The host (`<p>h`) and the internet (`<p>i`): a veth between them, the host's default
 /// route through it. Removed on drop.
@@ -252,7 +257,10 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     );
     assert_eq!(shown["status"]["phase"], "Ready", "{shown}");
     let host = ok(&["host", "list"])[0]["metadata"]["name"].clone();
-    assert_eq!(shown["status"]["host"], host, "the host realising it: {shown}");
+    assert_eq!(
+        shown["status"]["host"], host,
+        "the host realising it: {shown}"
+    );
 
     // Unbound, it stops answering within 2 s.
     ok(&["eip", "unbind", "e1"]);
@@ -279,9 +287,18 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         "{addr} never answered for b"
     );
 
-    // A NAT gateway: a, without an elastic IP now, reaches the internet.
-    ok(&["eip", "create", "e2"]);
-    ok(&["natgw", "create", "gw1", "--vpc", "net1", "--eip", "e2"]);
+    // A NAT gateway: a, without an elastic IP now, reaches the internet; a port forward
+    // on the gateway's address reaches a's web server.
+    let e2 = ok(&["eip", "create", "e2"]);
+    let gw_addr = e2["status"]["address"].as_str().unwrap().to_string();
+    let a_ip = ok(&["nic", "show", "a-nic0"])["status"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forward = format!("tcp:8080:{a_ip}:80");
+    ok(&[
+        "natgw", "create", "gw1", "--vpc", "net1", "--eip", "e2", "--dnat", &forward,
+    ]);
     guest_runs(
         &a,
         &format!("ping -c 2 -W 2 {INTERNET} >/dev/null 2>&1 && echo NAT-$((40+2))"),
@@ -289,4 +306,58 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         Duration::from_secs(60),
     )
     .await;
+    guest_runs(
+        &a,
+        "mkdir -p /tmp/w && echo DNAT-$((40+2)) > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-UP",
+        "HTTPD-UP",
+        Duration::from_secs(60),
+    )
+    .await;
+    let page = within(Duration::from_secs(30), || {
+        onebox.routed_by_the_platform(&gw_addr)
+            && http_get(&onebox.host, &gw_addr, 8080).contains("DNAT-42")
+    });
+    assert!(page.is_some(), "{gw_addr}:8080 never forwarded to a:80");
+
+    // Who the host sees: b as its elastic IP (instance-level SNAT), a as the gateway's.
+    let gateway: Ipv4Addr = PUBLIC_CIDR.replace(".0/24", ".1").parse().unwrap();
+    peer_server(&onebox.host, gateway, 9000);
+    for (vm, seen_as) in [(&b, &addr), (&a, &gw_addr)] {
+        guest_runs(
+            vm,
+            &format!("echo SRC-$(nc {gateway} 9000)"),
+            &format!("SRC-{seen_as}"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+}
+
+/// `GET /` from inside `ns`; the answer (empty when there is none within 2 s).
+fn http_get(ns: &str, addr: &str, port: u16) -> String {
+    let sa = std::net::SocketAddr::from((addr.parse::<Ipv4Addr>().unwrap(), port));
+    let answer = Lab::in_netns(ns, move || -> std::io::Result<String> {
+        let mut c = TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut out = String::new();
+        c.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    answer.ok().and_then(Result::ok).unwrap_or_default()
+}
+
+/// A server on `addr:port` in `ns` that tells each client the address it came from
+/// (runs until the test process ends).
+fn peer_server(ns: &str, addr: Ipv4Addr, port: u16) {
+    let l = Lab::in_netns(ns, move || TcpListener::bind((addr, port)))
+        .expect("netns")
+        .expect("bind");
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            if let Ok(peer) = c.peer_addr() {
+                let _ = c.write_all(format!("{}\n", peer.ip()).as_bytes());
+            }
+        }
+    });
 }
