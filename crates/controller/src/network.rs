@@ -961,7 +961,10 @@ mod tests {
         ));
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.nat_gateways[0].host, "hst-2");
-        assert_eq!(d.realised_on(ObjectKind::NatGateway, "natgw-1"), Some("hst-2"));
+        assert_eq!(
+            d.realised_on(ObjectKind::NatGateway, "natgw-1"),
+            Some("hst-2")
+        );
         assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-2"), Some("hst-2"));
         assert_eq!(d.realised_on(ObjectKind::ElasticIp, "eip-1"), None);
         assert!(d
