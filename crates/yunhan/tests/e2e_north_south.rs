@@ -116,6 +116,26 @@ impl OneBox {
         .join("\n")
     }
 
+    /// The HTB classes on the host side of every VPC uplink (inbound caps).
+    fn tc_classes(&self) -> String {
+        let links = Command::new("ip")
+            .args(["-n", &self.host, "-br", "link"])
+            .output()
+            .unwrap();
+        stdout(&links)
+            .lines()
+            .filter_map(|l| l.split(['@', ' ']).next())
+            .filter(|d| d.starts_with("ynu-"))
+            .map(|d| {
+                let o = Command::new("tc")
+                    .args(["-n", &self.host, "class", "show", "dev", d])
+                    .output()
+                    .unwrap();
+                stdout(&o)
+            })
+            .collect()
+    }
+
     /// Pings `addr` once if the platform routes it (else does not send at all).
     fn ping_eip(&self, addr: &str) -> bool {
         self.routed_by_the_platform(addr) && self.ping(addr)
@@ -286,6 +306,19 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         within(Duration::from_secs(30), || onebox.ping_eip(&addr)).is_some(),
         "{addr} never answered for b"
     );
+    // A bandwidth cap, changed while bound: the uplink's HTB class follows it.
+    for (mbit, rate) in [("20", "rate 20Mbit"), ("50", "rate 50Mbit")] {
+        ok(&["eip", "set", "e1", "--bandwidth", mbit]);
+        let shaped = within(Duration::from_secs(10), || {
+            onebox.tc_classes().contains(rate)
+        });
+        assert!(shaped.is_some(), "no {rate}: {}", onebox.tc_classes());
+    }
+    ok(&["eip", "set", "e1", "--bandwidth", "0"]);
+    let unshaped = within(Duration::from_secs(10), || {
+        !onebox.tc_classes().contains("rate")
+    });
+    assert!(unshaped.is_some(), "still shaped: {}", onebox.tc_classes());
 
     // A NAT gateway: a, without an elastic IP now, reaches the internet; a port forward
     // on the gateway's address reaches a's web server.

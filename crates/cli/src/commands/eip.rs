@@ -15,6 +15,7 @@ use crate::output::{cell, col, Column};
 ///   yunhan eip create web-ip --bandwidth 100
 ///   yunhan eip bind web-ip --nic a-nic0
 ///   yunhan eip unbind web-ip
+///   yunhan eip set web-ip --bandwidth 50
 #[derive(Subcommand, Debug, Clone)]
 #[command(verbatim_doc_comment)]
 pub enum EipCommand {
@@ -30,6 +31,12 @@ pub enum EipCommand {
     },
     /// Unbind an elastic IP from its NIC
     Unbind { name: String },
+    /// Change the bandwidth cap, also while bound (0: no cap)
+    Set {
+        name: String,
+        #[arg(long, value_name = "MBIT")]
+        bandwidth: u32,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,6 +92,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: EipCommand) -> Result<(), ClientError> {
         EipCommand::Unbind { name } => {
             let unbind = |s: &mut ElasticIpSpec| s.nic = None;
             ctx.update_print::<ElasticIp>(&name, unbind).await
+        }
+        EipCommand::Set { name, bandwidth } => {
+            let cap =
+                |s: &mut ElasticIpSpec| s.bandwidth_mbit = (bandwidth > 0).then_some(bandwidth);
+            ctx.update_print::<ElasticIp>(&name, cap).await
         }
     }
 }
