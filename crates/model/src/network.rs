@@ -118,7 +118,7 @@ pub trait NetworkState {
 }
 
 macro_rules! network_state {
-    ($($t:ty),*) => {$(
+    (@impl $t:ty { $($host:tt)* }) => {
         impl NetworkState for $t {
             fn network_state(&self) -> (NetworkPhase, &str) {
                 (self.phase, &self.message)
@@ -127,8 +127,20 @@ macro_rules! network_state {
                 self.phase = phase;
                 self.message = message;
             }
+            $($host)*
         }
-    )*};
+    };
+    ($($t:ty),*; on a host: $($h:ty),*) => {
+        $(network_state!(@impl $t {});)*
+        $(network_state!(@impl $h {
+            fn host(&self) -> &str {
+                &self.host
+            }
+            fn set_host(&mut self, host: String) {
+                self.host = host;
+            }
+        });)*
+    };
 }
 network_state!(
     VpcStatus,
@@ -136,29 +148,9 @@ network_state!(
     NetworkInterfaceStatus,
     SecurityGroupStatus,
     crate::external_network::ExternalNetworkStatus,
-    VipStatus
+    VipStatus;
+    on a host: ElasticIpStatus, NatGatewayStatus
 );
-
-macro_rules! network_state_on_a_host {
-    ($($t:ty),*) => {$(
-        impl NetworkState for $t {
-            fn network_state(&self) -> (NetworkPhase, &str) {
-                (self.phase, &self.message)
-            }
-            fn set_network_state(&mut self, phase: NetworkPhase, message: String) {
-                self.phase = phase;
-                self.message = message;
-            }
-            fn host(&self) -> &str {
-                &self.host
-            }
-            fn set_host(&mut self, host: String) {
-                self.host = host;
-            }
-        }
-    )*};
-}
-network_state_on_a_host!(ElasticIpStatus, NatGatewayStatus);
 
 // ---------------------------------------------------------------- VPCs
 

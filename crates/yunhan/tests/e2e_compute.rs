@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, stderr, stdout, test_guest, Cloud};
+use common::{eventually, kernel_image_args, stderr, stdout, strs, test_guest, Cloud};
 use serde_json::Value;
 
 fn vm(cloud: &Cloud, name: &str) -> Value {
@@ -162,21 +162,8 @@ async fn e2e_compute_contract_image_vm_lifecycle_and_console() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
-    let guest = test_guest();
     let mut cloud = Cloud::up(&[]).await;
-    let kernel = guest.join("test-guest.vmlinux");
-    let initrd = guest.join("test-guest.initrd");
-    let out = cloud.cli(&[
-        "image",
-        "create",
-        "dk",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    let out = cloud.cli(&strs(&kernel_image_args("dk")));
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["va", "vb"] {
         let out = cloud.cli(&["vm", "create", name, "--image", "dk", "--flavor", "tiny"]);
@@ -274,24 +261,9 @@ async fn e2e_vms_outlive_a_kill9_of_the_all_in_one_and_are_reattached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_two_agents_hard_anti_affinity_spreads_then_refuses() {
-    let guest = test_guest();
     let cloud = common::EtcdCloud::start(2, &[]).await;
     let cli = |args: &[&str]| cloud.cli(args);
-    let (kernel, initrd) = (
-        guest.join("test-guest.vmlinux"),
-        guest.join("test-guest.initrd"),
-    );
-    let out = cli(&[
-        "image",
-        "create",
-        "dk",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    let out = cli(&strs(&kernel_image_args("dk")));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cli(&["placement-group", "create", "web", "--policy", "hard"]);
     assert!(out.status.success(), "{}", stderr(&out));

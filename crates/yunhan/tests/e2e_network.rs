@@ -11,7 +11,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{
-    console_text, eventually, guest_runs, serial_log, stderr, test_guest, Cloud, Cluster,
+    console_text, eventually, guest_runs, kernel_image_args, serial_log, stderr, strs, Cloud,
+    Cluster,
 };
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
@@ -32,7 +33,6 @@ fn ready_ip(text: &str) -> Option<String> {
 /// router; last, a NIC hot-plugged into a running guest, moved to the other one, detached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
-    let guest = test_guest();
     let lab = Lab::new(
         "nw",
         &[
@@ -44,21 +44,7 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     .unwrap();
     let etcd = yunhan_testkit::EtcdCluster::start(1);
     let mut c = net_cloud(&lab, etcd.store_url()).await;
-    let (kernel, initrd) = (
-        guest.join("test-guest.vmlinux"),
-        guest.join("test-guest.initrd"),
-    );
-    c.ok(&[
-        "image",
-        "create",
-        "tiny",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     // The contract.
     c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);

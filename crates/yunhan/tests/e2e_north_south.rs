@@ -14,7 +14,10 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{console_text, eventually, guest_runs, serial_log, stderr, stdout, test_guest, Cloud};
+use common::{
+    console_text, eventually, guest_runs, kernel_image_args, serial_log, stderr, stdout, strs,
+    Cloud,
+};
 use serde_json::Value;
 use yunhan_net::lab::Lab;
 
@@ -175,7 +178,6 @@ fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
-    let guest = test_guest();
     let onebox = OneBox::new();
     let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
     let ok = |args: &[&str]| -> Value {
@@ -188,21 +190,7 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     let nets = ok(&["external-network", "list"]);
     assert_eq!(nets[0]["metadata"]["name"], "public", "{nets}");
     assert_eq!(nets[0]["spec"]["host_gateway"], true, "{nets}");
-    let (kernel, initrd) = (
-        guest.join("test-guest.vmlinux"),
-        guest.join("test-guest.initrd"),
-    );
-    ok(&[
-        "image",
-        "create",
-        "tiny",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    ok(&strs(&kernel_image_args("tiny")));
     // The contract.
     ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
     ok(&[

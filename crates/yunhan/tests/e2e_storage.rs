@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, stderr, stdout, test_guest, Cloud, GuestShell};
+use common::{eventually, kernel_image_args, stderr, stdout, strs, test_guest, Cloud, GuestShell};
 use serde_json::{json, Value};
 
 const GIB: u64 = 1 << 30;
@@ -105,25 +105,7 @@ async fn wait_phase(cloud: &Cloud, kind: &str, name: &str, phase: &str) -> Value
 /// Boots direct-kernel guests named `vms` and makes volume v1 in `pool`
 /// meanwhile; returns the volume and a shell on each guest.
 async fn guests_and_a_volume(cloud: &Cloud, pool: &str, vms: &[&str]) -> (Value, Vec<GuestShell>) {
-    let guest = test_guest();
-    let (kernel, initrd) = (
-        guest.join("test-guest.vmlinux"),
-        guest.join("test-guest.initrd"),
-    );
-    ok(
-        cloud,
-        &[
-            "image",
-            "create",
-            "dk",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 quiet panic=-1",
-        ],
-    );
+    ok(cloud, &strs(&kernel_image_args("dk")));
     for vm in vms {
         ok(
             cloud,
@@ -708,22 +690,7 @@ async fn e2e_storage_two_hosts_local_volumes_stay_ceph_volumes_follow_the_vm() {
             stderr(&out)
         );
     };
-    let guest = test_guest();
-    let (kernel, initrd) = (
-        guest.join("test-guest.vmlinux"),
-        guest.join("test-guest.initrd"),
-    );
-    run(&[
-        "image",
-        "create",
-        "dk",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    run(&strs(&kernel_image_args("dk")));
     run(&["placement-group", "create", "spread", "--policy", "hard"]);
     for vm in ["vm-a", "vm-b"] {
         run(&[

@@ -292,6 +292,31 @@ impl Drop for Cloud {
     }
 }
 
+/// `image create NAME` of the test guest booted directly from its kernel and initrd
+/// (serial console, quiet, reboot on panic).
+pub fn kernel_image_args(name: &str) -> Vec<String> {
+    let guest = test_guest();
+    let path = |f: &str| guest.join(f).to_string_lossy().into_owned();
+    [
+        "image",
+        "create",
+        name,
+        "--kernel",
+        &path("test-guest.vmlinux"),
+        "--initrd",
+        &path("test-guest.initrd"),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Borrowed views of `args`, for the CLI helpers that take `&[&str]`.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
