@@ -5,7 +5,9 @@
 //! pings; unbound, the address stops answering, and bound to another guest's NIC that one
 //! answers; a NAT gateway lets a guest without one reach the internet (masqueraded by the
 //! host) and forwards a port to its web server; the host sees each guest as its own
-//! elastic IP or as the gateway's address.
+//! elastic IP or as the gateway's address; a cap set while bound shapes its uplink.
+//! Then on two lab hosts (`yunhan server` on etcd, `yunhan agent --netns`): a NAT gateway
+//! moves when its host is lost.
 
 mod common;
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     console_text, eventually, guest_runs, kernel_image_args, serial_log, stderr, stdout, strs,
-    Cloud,
+    Cloud, Cluster,
 };
 use serde_json::Value;
 use yunhan_net::lab::Lab;
@@ -381,4 +383,117 @@ fn peer_server(ns: &str, addr: Ipv4Addr, port: u16) {
             }
         }
     });
+}
+
+/// Several hosts on a provider network (the lab hosts' `ext0`, an "outside" namespace
+/// holding its gateway): a NAT gateway runs on one of them; that host is lost (its agent
+/// killed, its external leg down), the gateway moves to the other host and a guest there
+/// reaches the outside again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let lab = Lab::new(
+        "ng",
+        &[("h1", ip("192.0.2.1")), ("h2", ip("192.0.2.2"))],
+        1500,
+    )
+    .unwrap();
+    let cidr = "203.0.113.0/24";
+    lab.add_external(
+        cidr.parse().unwrap(),
+        ip("203.0.113.1"),
+        &[ip("203.0.113.201"), ip("203.0.113.202")],
+    )
+    .unwrap();
+    let etcd = yunhan_testkit::EtcdCluster::start(1);
+    let mut c = Cluster::start(etcd.store_url(), &[], &common::lab_agents(&lab)).await;
+    c.ok(&strs(&kernel_image_args("tiny")));
+    c.ok(&[
+        "external-network",
+        "create",
+        "ext",
+        "--cidr",
+        cidr,
+        "--gateway",
+        "203.0.113.1",
+        "--device",
+        "ext0",
+    ]);
+    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    c.ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
+    c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
+    for vm in ["a", "b"] {
+        c.ok(&[
+            "vm",
+            "create",
+            vm,
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--subnet",
+            "s1",
+            "--placement-group",
+            "spread",
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+    }
+    c.ok(&["eip", "create", "g1"]);
+    c.ok(&["natgw", "create", "gw1", "--vpc", "net1", "--eip", "g1"]);
+    let placed = |c: &Cluster| c.ok(&["natgw", "show", "gw1"])["status"]["host"].clone();
+    let first = eventually("the gateway placed", Duration::from_secs(30), || {
+        let h = placed(&c);
+        async move { h.as_str().filter(|h| !h.is_empty()).map(String::from) }
+    })
+    .await;
+    let lost = c.agent_of(&first);
+    // The guest on the other host.
+    let vm = ["a", "b"]
+        .map(|n| c.ok(&["vm", "show", n]))
+        .into_iter()
+        .find(|v| c.agent_of(v["status"]["host"].as_str().unwrap()) != lost)
+        .expect("a guest on the other host");
+    let out =
+        |tag: &str| format!("ping -c 2 -W 2 203.0.113.1 >/dev/null 2>&1 && echo {tag}-$((40+2))");
+    guest_runs(&vm, &out("OUT1"), "OUT1-42", Duration::from_secs(120)).await;
+
+    let t0 = Instant::now();
+    c.agents[lost].kill9();
+    sh(&[
+        "ip",
+        "-n",
+        &lab.hosts[lost].netns,
+        "link",
+        "set",
+        "ext0",
+        "down",
+    ]);
+    let moved = eventually("the gateway moved", Duration::from_secs(60), || {
+        let h = placed(&c);
+        let first = first.clone();
+        async move {
+            h.as_str()
+                .filter(|h| !h.is_empty() && *h != first)
+                .map(String::from)
+        }
+    })
+    .await;
+    assert_ne!(c.agent_of(&moved), lost);
+    let moved_after = t0.elapsed();
+    guest_runs(&vm, &out("OUT2"), "OUT2-42", Duration::from_secs(90)).await;
+    eprintln!(
+        "NAT gateway failover: moved {:.1} s after its host was lost, egress again within {:.1} s",
+        moved_after.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -54,7 +54,7 @@ impl<R: Runner> Realiser<R> {
         }
         let mut b = Batch::default();
         self.host_gateways(&mut b, plan)?;
-        self.proxy_arp(&mut b, plan, &all)?;
+        let answered_now = self.proxy_arp(&mut b, plan, &all)?;
         let tables: BTreeSet<u32> = all.iter().map(|x| x.table).collect();
         for t in &tables {
             self.external_table(&mut b, plan, *t)?;
@@ -78,7 +78,29 @@ impl<R: Runner> Realiser<R> {
         })?;
         changes += b.len();
         self.ip_batch(ns, &b)?;
+        self.announce_all(&answered_now)?;
         Ok(changes)
+    }
+
+    /// A gratuitous ARP for each external address this host has just started answering
+    /// for, so the outside stops sending to wherever it was before (best effort: a failure
+    /// is logged; the outside's cache then goes stale on its own).
+    fn announce_all(&self, answered: &[(String, String)]) -> Result<(), RealiseError> {
+        if answered.is_empty() {
+            return Ok(());
+        }
+        let links = self.links(self.ns())?;
+        for (dev, a) in answered {
+            let (Some(mac), Ok(addr)) =
+                (links.get(dev).and_then(|l| l.mac.parse().ok()), a.parse())
+            else {
+                continue;
+            };
+            if let Err(e) = self.runner.announce(self.ns(), dev, mac, addr) {
+                tracing::warn!(%dev, %addr, error = %e, "gratuitous ARP not sent");
+            }
+        }
+        Ok(())
     }
 
     /// The gateway address on the bridge of each external network that lives on this host
@@ -99,13 +121,14 @@ impl<R: Runner> Realiser<R> {
     }
 
     /// Proxy ARP entries for the external addresses realised here; removes ours (inside an
-    /// external network planned now or before) that are no longer wanted.
+    /// external network planned now or before) that are no longer wanted. Returns the
+    /// (device, address) entries it adds.
     fn proxy_arp(
         &self,
         b: &mut Batch,
         plan: &HostPlan,
         all: &[&ExternalPlan],
-    ) -> Result<(), RealiseError> {
+    ) -> Result<Vec<(String, String)>, RealiseError> {
         let out = self.run(Cmd::new(self.ns(), &["ip", "-j", "neigh", "show", "proxy"]))?;
         let have: BTreeSet<(String, String)> = parse_json("ip neigh show proxy", &out)?
             .iter()
@@ -128,10 +151,11 @@ impl<R: Runner> Realiser<R> {
                 b.push(format!("neigh del proxy {a} dev {dev}"));
             }
         }
-        for (dev, a) in want.difference(&have) {
+        let added: Vec<(String, String)> = want.difference(&have).cloned().collect();
+        for (dev, a) in &added {
             b.push(format!("neigh replace proxy {a} dev {dev}"));
         }
-        Ok(())
+        Ok(added)
     }
 
     /// One external network's policy routing table `t` (emptied when no longer planned).

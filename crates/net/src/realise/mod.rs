@@ -33,6 +33,7 @@ use std::path::PathBuf;
 
 mod conntrack;
 mod external;
+pub mod garp;
 mod links;
 mod observe;
 mod router;

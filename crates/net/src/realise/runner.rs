@@ -2,7 +2,9 @@
 //! tests (`cfg(test)` or the `test-util` feature), `RecordingRunner` (records commands,
 //! answers observations from canned output).
 use super::RealiseError;
+use crate::addr::MacAddr;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::Mutex;
@@ -45,6 +47,14 @@ impl Cmd {
 /// Runs commands; returns stdout.
 pub trait Runner: Send + Sync {
     fn run(&self, cmd: &Cmd) -> Result<String, RealiseError>;
+    /// Sends a gratuitous ARP for `addr` out of `dev` (MAC `mac`) in `netns`.
+    fn announce(
+        &self,
+        netns: Option<&str>,
+        dev: &str,
+        mac: MacAddr,
+        addr: Ipv4Addr,
+    ) -> std::io::Result<()>;
 }
 
 /// Runs the real tools. `ip`/`bridge` get `-n <netns>`; others run under `ip netns exec`.
@@ -52,6 +62,16 @@ pub trait Runner: Send + Sync {
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
+    fn announce(
+        &self,
+        netns: Option<&str>,
+        dev: &str,
+        mac: MacAddr,
+        addr: Ipv4Addr,
+    ) -> std::io::Result<()> {
+        super::garp::announce(netns, dev, mac, addr)
+    }
+
     fn run(&self, cmd: &Cmd) -> Result<String, RealiseError> {
         let argv = system_argv(cmd);
         let mut c = Command::new(&argv[0]);
@@ -151,6 +171,19 @@ impl RecordingRunner {
 
 #[cfg(any(test, feature = "test-util"))]
 impl Runner for RecordingRunner {
+    /// Recorded as the pseudo-command `garp <dev> <mac> <addr>`.
+    fn announce(
+        &self,
+        netns: Option<&str>,
+        dev: &str,
+        mac: MacAddr,
+        addr: Ipv4Addr,
+    ) -> std::io::Result<()> {
+        let argv = ["garp", dev, &mac.to_string(), &addr.to_string()];
+        self.commands.lock().unwrap().push(Cmd::new(netns, &argv));
+        Ok(())
+    }
+
     fn run(&self, cmd: &Cmd) -> Result<String, RealiseError> {
         self.commands.lock().unwrap().push(cmd.clone());
         let line = cmd.argv.join(" ");
