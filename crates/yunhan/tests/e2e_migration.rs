@@ -76,6 +76,40 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "--cidr",
         "10.10.1.0/24",
     ]);
+    // A provider network on the hosts' `ext0` (an outside namespace holds its gateway),
+    // and a group that lets the outside ping.
+    let outside = lab
+        .add_external(
+            "203.0.113.0/24".parse().unwrap(),
+            Ipv4Addr::new(203, 0, 113, 1),
+            &[
+                Ipv4Addr::new(203, 0, 113, 201),
+                Ipv4Addr::new(203, 0, 113, 202),
+            ],
+        )
+        .unwrap();
+    c.ok(&[
+        "external-network",
+        "create",
+        "ext",
+        "--cidr",
+        "203.0.113.0/24",
+        "--gateway",
+        "203.0.113.1",
+        "--device",
+        "ext0",
+    ]);
+    c.ok(&["sg", "create", "open", "--vpc", "net1"]);
+    c.ok(&[
+        "sg",
+        "rule",
+        "add",
+        "open",
+        "--protocol",
+        "icmp",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
     // The peer's VM (stopped: a namespace guest stands in for it) goes first, so
     // the migrating VM lands on the other host.
     c.ok(&[
@@ -117,6 +151,8 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "root1",
         "--subnet",
         "s1",
+        "--security-group",
+        "open",
         "--wait",
         "--timeout",
         "180s",
@@ -223,7 +259,14 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "peer → m after the failure"
     );
 
-    // The real thing.
+    // The real thing, with an elastic IP the outside pings every 100 ms meanwhile.
+    let eip = c.ok(&["eip", "create", "m-ip", "--nic", "m-nic0"]);
+    let eip: Ipv4Addr = eip["status"]["address"].as_str().unwrap().parse().unwrap();
+    assert!(
+        lab.ping_within(&outside, eip, Duration::from_secs(30)),
+        "outside → m's elastic IP before the move"
+    );
+    let pinger = Pinger::start(&outside, eip);
     let before = last_tick(&log).expect("m counts on its console");
     let out = c.cli(&["vm", "migrate", "m", "--wait", "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -263,6 +306,16 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     assert!(
         lab.ping_within(&g, ip, Duration::from_secs(30)),
         "peer → m at its address after the move"
+    );
+    assert!(
+        lab.ping_within(&outside, eip, Duration::from_secs(10)),
+        "outside → m's elastic IP after the move"
+    );
+    let gap = pinger.longest_gap();
+    eprintln!("elastic IP path during the live migration: longest gap {gap:?}");
+    assert!(
+        gap < Duration::from_secs(10),
+        "elastic IP unreachable for {gap:?}"
     );
     eventually("exactly one copy", Duration::from_secs(60), || async {
         (qemus_of(&id).len() == 1).then_some(())
@@ -341,4 +394,47 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     .await;
     drop(c);
     drop(lab);
+}
+
+/// `ping -i 0.1` from a namespace, in the background: the longest run of lost replies.
+struct Pinger {
+    child: Option<std::process::Child>,
+}
+
+impl Pinger {
+    fn start(ns: &str, addr: Ipv4Addr) -> Pinger {
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-n", "-i", "0.1", "-W", "1"])
+            .arg(addr.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ping");
+        Pinger { child: Some(child) }
+    }
+
+    /// Stops it; the longest time between two consecutive answered pings.
+    fn longest_gap(mut self) -> Duration {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("ping output");
+        // Duplicates (DUP!) and late replies come out of order: the set of answered seqs.
+        let seqs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        let most = seqs.windows(2).map(|w| w[1] - w[0]).max();
+        Duration::from_millis(most.map_or(u64::MAX, |n| n.saturating_mul(100)))
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
