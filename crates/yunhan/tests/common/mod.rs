@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod onebox;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_yunhan");
 
 /// Where `yunhan up` run as root keeps its data by default.
