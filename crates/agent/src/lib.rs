@@ -121,9 +121,17 @@ pub async fn run_prepared(
         objects.clone(),
         shutdown.clone(),
     )));
-    let net = network::NetAgent::new(host_id.clone(), &cfg.state_dir, cfg.network.clone());
+    let net = Arc::new(network::NetAgent::new(
+        host_id.clone(),
+        &cfg.state_dir,
+        cfg.network.clone(),
+    ));
+    let _vip_probe = AbortOnDrop(tokio::spawn(
+        net.clone()
+            .watch_vip_holders(objects.clone(), shutdown.clone()),
+    ));
     let mut net = AbortOnDrop(tokio::spawn(run_reconciler(
-        Arc::new(net),
+        net,
         objects.clone(),
         shutdown.clone(),
     )));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::network::{DEVICES_PREFIX, PLAN_PREFIX, VTEP_PREFIX};
+use yunhan_model::network::{DEVICES_PREFIX, PLAN_PREFIX, VIP_HOLDERS_PREFIX, VTEP_PREFIX};
 use yunhan_net::realise::{Realiser, SystemRunner, Target};
 use yunhan_net::HostPlan;
 use yunhan_store::objects::{ObjectError, Objects};
@@ -53,6 +53,8 @@ pub struct NetAgent {
     vtep_published: Mutex<bool>,
     /// The device list last published (see [`NetAgent::publish_devices`]).
     devices_published: Mutex<Option<BTreeSet<String>>>,
+    /// VIP holders this host saw last (vip id → NIC id), see [`NetAgent::report_holders`].
+    holders_seen: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl NetAgent {
@@ -73,6 +75,7 @@ impl NetAgent {
             realiser: Arc::new(Mutex::new(Realiser::new(SystemRunner, target))),
             vtep_published: Mutex::new(false),
             devices_published: Mutex::new(None),
+            holders_seen: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -123,8 +126,69 @@ impl NetAgent {
         Ok(())
     }
 
-    /// Applies `plan` (None: the last applied one, if any) off the async threads.
-    async fn apply(&self, plan: Option<HostPlan>) {
+    /// Reports the VIP holders this host newly sees (a member that took a VIP over and
+    /// announced it): the controller then moves the VIP's MAC in every host's plan.
+    async fn report_holders(
+        &self,
+        objects: &Objects,
+        seen: Vec<(String, String)>,
+    ) -> Result<(), ObjectError> {
+        let seen: BTreeSet<(String, String)> = seen.into_iter().collect();
+        let new: Vec<(String, String)> = {
+            let before = lock(&self.holders_seen);
+            seen.difference(&before).cloned().collect()
+        };
+        for (vip, nic) in &new {
+            tracing::info!(%vip, %nic, "VIP holder seen");
+            objects
+                .store()
+                .put(
+                    &format!("{VIP_HOLDERS_PREFIX}{vip}"),
+                    nic.as_bytes().to_vec(),
+                )
+                .await?;
+        }
+        *lock(&self.holders_seen) = seen;
+        Ok(())
+    }
+
+    /// Looks for VIP takeovers every [`VIP_PROBE`] between plan passes (a pass every
+    /// resync is too slow for a VIP's clients): a member that announced a VIP is reported
+    /// within that. Only hosts whose last plan has local VIP members probe at all.
+    pub async fn watch_vip_holders(
+        self: Arc<Self>,
+        objects: Objects,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(VIP_PROBE) => {}
+                _ = shutdown.changed() => return,
+            }
+            let r = self.realiser.clone();
+            let seen = tokio::task::spawn_blocking(move || {
+                let mut r = lock(&r);
+                let plan = r.last_plan().ok().flatten()?;
+                let members = plan.vpcs.iter().flat_map(|v| &v.vips);
+                if !members.into_iter().any(|x| !x.local_members.is_empty()) {
+                    return None;
+                }
+                r.vip_holders(&plan).ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(seen) = seen {
+                if let Err(e) = self.report_holders(&objects, seen).await {
+                    tracing::warn!(error = %e, "cannot report VIP holders");
+                }
+            }
+        }
+    }
+
+    /// Applies `plan` (None: the last applied one, if any) off the async threads; returns
+    /// the VIP holders seen just before (the plan would move a VIP's MAC back).
+    async fn apply(&self, plan: Option<HostPlan>) -> Vec<(String, String)> {
         let r = self.realiser.clone();
         let host = self.host_id.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -137,17 +201,21 @@ impl NetAgent {
                 }
             };
             let Some(plan) = plan.or_else(|| last.clone()) else {
-                return;
+                return Vec::new();
             };
             // Never touch a host's networking before it has a VPC port (or had one).
             let used = |p: &HostPlan| !p.ports.is_empty() || !p.vpcs.is_empty();
             if !used(&plan) && !last.as_ref().is_some_and(used) {
-                return;
+                return Vec::new();
             }
             if plan.host != host {
                 tracing::error!(plan_host = %plan.host, "a network plan for another host; ignored");
-                return;
+                return Vec::new();
             }
+            let holders = r.vip_holders(&plan).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot look for VIP holders");
+                Vec::new()
+            });
             let t0 = std::time::Instant::now();
             match r.apply(&plan) {
                 Ok(rep) if rep.changes > 0 => tracing::info!(
@@ -163,11 +231,13 @@ impl NetAgent {
                     tracing::warn!(error = %e, "applying the network plan failed; will retry")
                 }
             }
+            holders
         })
         .await;
-        if let Err(e) = done {
+        done.unwrap_or_else(|e| {
             tracing::error!(error = %e, "network apply task failed");
-        }
+            Vec::new()
+        })
     }
 }
 
@@ -199,12 +269,16 @@ impl Reconciler for NetAgent {
             // No plan yet (a new host), or the store is away: keep realising the last one.
             Ok(None) | Err(_) => None,
         };
-        self.apply(plan).await;
+        let holders = self.apply(plan).await;
         fetched?;
+        self.report_holders(objects, holders).await?;
         self.publish_vtep(objects).await?;
         self.publish_devices(objects).await
     }
 }
+
+/// How often a host with local VIP members looks for a takeover between plan passes.
+pub const VIP_PROBE: Duration = Duration::from_millis(250);
 
 /// Most devices a host reports (a hypervisor with more is unusual; the first ones listed).
 const MAX_REPORTED_DEVICES: usize = 256;

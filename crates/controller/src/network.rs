@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use yunhan_model::network::{
-    ip_claim_key, DEVICES_PREFIX, IP_CLAIM_PREFIX, PLAN_PREFIX, VTEP_PREFIX,
+    ip_claim_key, DEVICES_PREFIX, IP_CLAIM_PREFIX, PLAN_PREFIX, VIP_HOLDERS_PREFIX, VTEP_PREFIX,
 };
 use yunhan_model::network::{NetworkPhase, NetworkState};
 use yunhan_model::{
@@ -69,6 +69,8 @@ pub struct Inputs {
     pub vteps: HashMap<String, Ipv4Addr>,
     /// Host id → the network devices its agent reported (legs on external networks).
     pub devices: HashMap<String, std::collections::BTreeSet<String>>,
+    /// VIP id → the NIC an agent last saw holding it.
+    pub vip_holders: HashMap<String, String>,
     pub instances: Vec<Doc<Instance>>,
     pub vpcs: Vec<Doc<Vpc>>,
     pub subnets: Vec<Doc<Subnet>>,
@@ -117,6 +119,17 @@ impl Decision {
                 .iter()
                 .find(|g| g.id == id)
                 .map(|g| g.host.as_str()),
+            ObjectKind::Vip => {
+                let holder = self
+                    .model
+                    .vips
+                    .iter()
+                    .find(|v| v.id == id)?
+                    .holder
+                    .as_ref()?;
+                let port = self.model.ports.iter().find(|p| &p.id == holder)?;
+                port.host.as_deref()
+            }
             _ => None,
         }
     }
@@ -420,7 +433,11 @@ fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
             ip,
             mac: None,
             ports: v.spec.nics.clone(),
-            holder: None,
+            holder: inp
+                .vip_holders
+                .get(&v.metadata.id)
+                .filter(|nic| v.spec.nics.contains(nic))
+                .cloned(),
         });
     }
     out
@@ -545,10 +562,21 @@ async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
         objects.store().range_all(DEVICES_PREFIX).await?,
         DEVICES_PREFIX,
     );
+    let vip_holders = objects
+        .store()
+        .range_all(VIP_HOLDERS_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|kv| {
+            let vip = kv.key.strip_prefix(VIP_HOLDERS_PREFIX)?.to_string();
+            Some((vip, String::from_utf8(kv.value).ok()?))
+        })
+        .collect();
     Ok(Inputs {
         hosts: objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?,
         vteps,
         devices,
+        vip_holders,
         instances: objects.list_all::<Instance>(None).await?,
         vpcs: objects.list_all::<Vpc>(None).await?,
         subnets: objects.list_all::<Subnet>(None).await?,
@@ -582,6 +610,7 @@ impl Reconciler for NetworkController {
             object_prefix::<Host>(None),
             VTEP_PREFIX.into(),
             DEVICES_PREFIX.into(),
+            VIP_HOLDERS_PREFIX.into(),
         ]
     }
     fn resync(&self) -> Duration {

@@ -71,6 +71,10 @@ pub const VTEP_PREFIX: &str = "/yunhan/net/vteps/";
 /// host id: a host has a leg on an external network when the network's device is there.
 pub const DEVICES_PREFIX: &str = "/yunhan/net/devices/";
 
+/// Where agents report which NIC holds a shared VIP (the NIC id), by VIP id: the host that
+/// sees the VIP's MAC fresh on a local member's port writes it when it changes.
+pub const VIP_HOLDERS_PREFIX: &str = "/yunhan/net/vip-holders/";
+
 /// Where the SDN controller writes each host's plan, by host id.
 pub const PLAN_PREFIX: &str = "/yunhan/plans/net/";
 
@@ -147,9 +151,8 @@ network_state!(
     SubnetStatus,
     NetworkInterfaceStatus,
     SecurityGroupStatus,
-    crate::external_network::ExternalNetworkStatus,
-    VipStatus;
-    on a host: ElasticIpStatus, NatGatewayStatus
+    crate::external_network::ExternalNetworkStatus;
+    on a host: ElasticIpStatus, NatGatewayStatus, VipStatus
 );
 
 // ---------------------------------------------------------------- VPCs
@@ -521,12 +524,20 @@ pub struct VipStatus {
     pub vpc: String,
     #[serde(default)]
     pub ip: String,
+    /// The MAC members announce it with (keepalived `use_vmac`: a macvlan with this
+    /// address holds the VIP); derived from the id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
     #[serde(default)]
     pub phase: NetworkPhase,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The name of the host of the NIC that holds it (announced it last), as agents
+    /// report it (empty: nobody yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// A virtual IP several NICs of one subnet may announce.

@@ -248,6 +248,42 @@ impl Lab {
         Ok(out)
     }
 
+    /// A guest in `ns` takes a shared VIP over, keepalived-`use_vmac` style: a macvlan
+    /// `vip0` on its `eth0` with the VIP's MAC and address, and a gratuitous ARP.
+    pub fn take_vip(&self, ns: &str, vip: Ipv4Addr, mac: &str) {
+        let vip = vip.to_string();
+        for argv in [
+            vec![
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ],
+            vec![
+                "ip", "link", "add", "vip0", "link", "eth0", "type", "macvlan", "mode", "private",
+            ],
+            vec!["ip", "link", "set", "vip0", "address", mac, "up"],
+            vec!["ip", "addr", "add", &format!("{vip}/32"), "dev", "vip0"],
+            vec![
+                "busybox", "arping", "-U", "-c", "1", "-I", "vip0", "-s", &vip, &vip,
+            ],
+        ] {
+            let o = self.exec(ns, &argv).expect("exec");
+            assert!(
+                o.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    /// The guest in `ns` lets its VIP go (see [`Lab::take_vip`]).
+    pub fn drop_vip(&self, ns: &str) {
+        let o = self.exec(ns, &["ip", "link", "del", "vip0"]).expect("exec");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     /// The hosts' device on the lab's external network.
     pub const EXTERNAL_DEVICE: &'static str = "ext0";
 

@@ -226,8 +226,7 @@ pub struct Vip {
 impl Vip {
     /// The VIP's MAC: the given one, or a stable locally administered one from the id.
     pub fn effective_mac(&self) -> MacAddr {
-        self.mac
-            .unwrap_or_else(|| MacAddr::from_key(&format!("vip/{}", self.id)))
+        self.mac.unwrap_or_else(|| MacAddr::of_vip(&self.id))
     }
 }
 

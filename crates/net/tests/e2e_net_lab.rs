@@ -775,39 +775,6 @@ fn e2e_network_nat_gateway_snat_from_another_host_and_dnat() {
 /// MAC (`use_vmac`), ARP answered only by the interface holding an address and sent from
 /// the interface's own address (`arp_ignore=1`, `arp_announce=2`), and a gratuitous ARP
 /// from the VIP's MAC.
-fn take_vip(lab: &Lab, ns: &str, vip: Ipv4Addr, mac: &str) {
-    let vip = vip.to_string();
-    for argv in [
-        vec![
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv4.conf.all.arp_announce=2",
-        ],
-        vec![
-            "ip", "link", "add", "vip0", "link", "eth0", "type", "macvlan", "mode", "private",
-        ],
-        vec!["ip", "link", "set", "vip0", "address", mac, "up"],
-        vec!["ip", "addr", "add", &format!("{vip}/32"), "dev", "vip0"],
-        vec![
-            "busybox", "arping", "-U", "-c", "1", "-I", "vip0", "-s", &vip, &vip,
-        ],
-    ] {
-        let o = lab.exec(ns, &argv).unwrap();
-        assert!(
-            o.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-fn drop_vip(lab: &Lab, ns: &str) {
-    let o = lab.exec(ns, &["ip", "link", "del", "vip0"]).unwrap();
-    assert!(o.status.success());
-}
-
 #[test]
 fn e2e_network_vip_failover_between_hosts() {
     let mut m = fixtures::two_host_model();
@@ -837,7 +804,7 @@ fn e2e_network_vip_failover_between_hosts() {
     for (g, name) in [("pa1", "pa1"), ("pa2", "pa2")] {
         banner_server(&w.g(g), ip("0.0.0.0"), 80, Some(name));
     }
-    take_vip(&w.lab, &w.g("pa1"), vip, &mac);
+    w.lab.take_vip(&w.g("pa1"), vip, &mac);
     let holders = |w: &World, h: &str| w.realisers[h].vip_holders(&w.plans[h]).unwrap();
     assert_eq!(holders(&w, "host-a"), vec![("vip1".into(), "pa1".into())]);
     assert!(holders(&w, "host-b").is_empty());
@@ -850,8 +817,8 @@ fn e2e_network_vip_failover_between_hosts() {
     // Failover: pa1 lets go, pa2 (host-b) takes over and announces; host-b's probe sees it,
     // the controller (here: the test) records the holder and every host applies its plan.
     let t0 = Instant::now();
-    drop_vip(&w.lab, &w.g("pa1"));
-    take_vip(&w.lab, &w.g("pa2"), vip, &mac);
+    w.lab.drop_vip(&w.g("pa1"));
+    w.lab.take_vip(&w.g("pa2"), vip, &mac);
     let deadline = t0 + Duration::from_secs(5);
     while holders(&w, "host-b") != vec![("vip1".to_string(), "pa2".to_string())] {
         assert!(Instant::now() < deadline, "host-b never saw pa2 announce");

@@ -143,6 +143,11 @@ impl MacAddr {
         let h = Sha256::digest(key.as_bytes());
         MacAddr::local([h[0], h[1], h[2], h[3], h[4]])
     }
+    /// The MAC a shared VIP is announced with by default (keepalived `use_vmac`), from
+    /// its id: the API shows it, the network compiler plans it.
+    pub fn of_vip(vip_id: &str) -> Self {
+        MacAddr::from_key(&format!("vip/{vip_id}"))
+    }
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
     }

@@ -611,3 +611,126 @@ async fn e2e_network_eip_binding_rules() {
     assert_eq!(now["spec"]["nic"], bound, "nothing half-made: {now}");
     assert_eq!(now["status"]["phase"], "Ready", "{now}");
 }
+
+/// A shared VIP through the API: two NICs on two hosts may announce it (namespace guests
+/// stand in for the stopped VMs they belong to), a third NIC is the client. The holder
+/// announces it (keepalived `use_vmac` style, with the MAC `vip show` gives); its host's
+/// agent sees it and reports it, the controller moves the VIP's MAC in every plan, and
+/// the client follows a takeover by the other member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_network_vip_takeover_between_hosts() {
+    let lab = Lab::new(
+        "vp",
+        &[
+            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
+            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
+        ],
+        1500,
+    )
+    .unwrap();
+    let etcd = yunhan_testkit::EtcdCluster::start(1);
+    let c = net_cloud(&lab, etcd.store_url()).await;
+    c.ok(&strs(&kernel_image_args("tiny")));
+    c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
+    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    c.ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
+    let mut guests = Vec::new();
+    for (vm, nic) in [("p1", "n1"), ("p2", "n2")] {
+        c.ok(&[
+            "vm",
+            "create",
+            vm,
+            "--image",
+            "tiny",
+            "--flavor",
+            "tiny",
+            "--stopped",
+            "--placement-group",
+            "spread",
+        ]);
+        let host = eventually(&format!("{vm} placed"), Duration::from_secs(30), || async {
+            c.ok(&["vm", "show", vm])["status"]["host"]
+                .as_str()
+                .map(String::from)
+        })
+        .await;
+        let n = c.ok(&["nic", "create", nic, "--subnet", "s1", "--vm", vm]);
+        let lab_host = &lab.hosts[c.agent_of(&host)].id;
+        guests.push((lab.add_nic_guest(lab_host, &n, 1450).unwrap(), host));
+    }
+    let client_nic = c.ok(&["nic", "create", "n3", "--subnet", "s1", "--vm", "p1"]);
+    let client = lab
+        .add_nic_guest(&lab.hosts[c.agent_of(&guests[0].1)].id, &client_nic, 1450)
+        .unwrap();
+    // Every member's port is plugged in before anyone announces.
+    for (g, _) in &guests {
+        let ip = lab_ip(&lab, g);
+        assert!(
+            lab.ping_within(&client, ip, Duration::from_secs(30)),
+            "client → {g}"
+        );
+    }
+    let v = c.ok(&[
+        "vip", "create", "v1", "--subnet", "s1", "--nic", "n1", "--nic", "n2",
+    ]);
+    let vip: Ipv4Addr = v["status"]["ip"].as_str().unwrap().parse().unwrap();
+    let mac = v["status"]["mac"]
+        .as_str()
+        .expect("the VIP's MAC")
+        .to_string();
+    let held_on = |c: &Cluster| c.ok(&["vip", "show", "v1"])["status"]["host"].clone();
+    let host_name = |id: &str| c.ok(&["host", "show", id])["metadata"]["name"].clone();
+
+    for (i, (g, host)) in guests.iter().enumerate() {
+        let t0 = std::time::Instant::now();
+        if i > 0 {
+            lab.drop_vip(&guests[i - 1].0);
+        }
+        lab.take_vip(g, vip, &mac);
+        let want = host_name(host);
+        // Like keepalived's adverts, the holder keeps announcing while it holds it.
+        let vip_s = vip.to_string();
+        let advert = [
+            "busybox", "arping", "-U", "-c", "1", "-I", "vip0", "-s", &vip_s, &vip_s,
+        ];
+        eventually("the holder reported", Duration::from_secs(30), || {
+            let _ = lab.exec(g, &advert);
+            let now = held_on(&c);
+            let want = want.clone();
+            async move { (now == want).then_some(()) }
+        })
+        .await;
+        let reported = t0.elapsed();
+        assert!(
+            lab.ping_within(&client, vip, Duration::from_secs(10)),
+            "the client reaches the VIP held by member {}",
+            i + 1
+        );
+        eprintln!(
+            "VIP held by member {}: reported after {reported:?}, reachable after {:?}",
+            i + 1,
+            t0.elapsed()
+        );
+    }
+}
+
+/// The address of namespace guest `g`'s `eth0`.
+fn lab_ip(lab: &Lab, g: &str) -> Ipv4Addr {
+    let out = lab
+        .exec(g, &["ip", "-j", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["addr_info"][0]["local"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -25,6 +25,7 @@ impl Hooks for Vip {
         doc.spec.subnet = sn.id;
         doc.status.vpc = sn.vpc;
         doc.status.ip = ip.to_string();
+        doc.status.mac = yunhan_types::MacAddr::of_vip(&doc.metadata.id).to_string();
         Ok(())
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {

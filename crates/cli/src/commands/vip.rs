@@ -46,6 +46,7 @@ impl Shown for Vip {
             header: "NICS",
             get: |v| join(&v.spec.nics),
         },
+        col!("HOST", status.host),
         col!("PHASE", status.phase),
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
