@@ -353,10 +353,35 @@ fn map_nat_gateways(
     for g in &inp.nat_gateways {
         match map_nat_gateway(inp, externals, g) {
             Ok(n) => out.push(n),
-            Err(why) => fail(failed, ObjectKind::NatGateway, &g.metadata.id, why),
+            Err(why) => fail(
+                failed,
+                ObjectKind::NatGateway,
+                &g.metadata.id,
+                why.to_string(),
+            ),
         }
     }
     out
+}
+
+/// Why a NAT gateway is left out (its status message).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("elastic IP {0:?} does not exist")]
+    NoElasticIp(String),
+    #[error("elastic IP address {0:?} does not parse")]
+    BadAddress(String),
+    #[error("{0} is in no external network")]
+    NoNetwork(Ipv4Addr),
+    #[error("no Ready host has a leg on external network {name} ({cidr}){why}")]
+    NoHost {
+        name: String,
+        cidr: Ipv4Cidr,
+        /// ": no host reports a device …", when the network names one.
+        why: String,
+    },
+    #[error("forward to {0:?}: not an address")]
+    BadForward(String),
 }
 
 /// A NAT gateway on the first host (by id) with a leg on its address's external network.
@@ -364,21 +389,21 @@ fn map_nat_gateway(
     inp: &Inputs,
     externals: &[net::ExternalNetwork],
     g: &Doc<NatGateway>,
-) -> Result<net::NatGateway, String> {
+) -> Result<net::NatGateway, GatewayError> {
     let eip = inp
         .eips
         .iter()
         .find(|e| e.metadata.id == g.spec.elastic_ip)
-        .ok_or_else(|| format!("elastic IP {:?} does not exist", g.spec.elastic_ip))?;
+        .ok_or_else(|| GatewayError::NoElasticIp(g.spec.elastic_ip.clone()))?;
     let external_ip: Ipv4Addr = eip
         .status
         .address
         .parse()
-        .map_err(|_| format!("elastic IP address {:?} does not parse", eip.status.address))?;
+        .map_err(|_| GatewayError::BadAddress(eip.status.address.clone()))?;
     let x = externals
         .iter()
         .find(|x| x.cidr.contains(external_ip))
-        .ok_or_else(|| format!("{external_ip} is in no external network"))?;
+        .ok_or(GatewayError::NoNetwork(external_ip))?;
     let host = gateway_host(inp, x)?;
     let dnat = g
         .spec
@@ -394,11 +419,11 @@ fn map_nat_gateway(
                 internal_ip: d
                     .to_ip
                     .parse()
-                    .map_err(|_| format!("forward to {:?}: not an address", d.to_ip))?,
+                    .map_err(|_| GatewayError::BadForward(d.to_ip.clone()))?,
                 internal_port: d.to_port,
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, GatewayError>>()?;
     Ok(net::NatGateway {
         id: g.metadata.id.clone(),
         vpc: g.spec.vpc.clone(),

@@ -10,7 +10,7 @@ use yunhan_net::model as net;
 use yunhan_net::{names, Ipv4Cidr, ObjectKind};
 use yunhan_store::objects::Doc;
 
-use super::{fail, Failed, Inputs};
+use super::{fail, Failed, GatewayError, Inputs};
 
 /// Every external network that maps, with the legs of the hosts that have one.
 pub(super) fn map_external_networks(
@@ -65,7 +65,7 @@ fn legs(inp: &Inputs, x: &Doc<ExternalNetwork>) -> Vec<net::ExternalLeg> {
 }
 
 /// Where a NAT gateway on `x` runs: the first Ready host (by id) with a leg.
-pub(super) fn gateway_host(inp: &Inputs, x: &net::ExternalNetwork) -> Result<String, String> {
+pub(super) fn gateway_host(inp: &Inputs, x: &net::ExternalNetwork) -> Result<String, GatewayError> {
     let ready: BTreeSet<&str> = inp
         .hosts
         .iter()
@@ -78,13 +78,10 @@ pub(super) fn gateway_host(inp: &Inputs, x: &net::ExternalNetwork) -> Result<Str
         .filter(|h| ready.contains(h))
         .min()
         .map(str::to_string)
-        .ok_or_else(|| {
-            format!(
-                "no Ready host has a leg on external network {} ({}){}",
-                network_name(inp, &x.id),
-                x.cidr,
-                missing_device(inp, &x.id)
-            )
+        .ok_or_else(|| GatewayError::NoHost {
+            name: network_name(inp, &x.id).to_string(),
+            cidr: x.cidr,
+            why: missing_device(inp, &x.id),
         })
 }
 
