@@ -13,9 +13,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::onebox::{within, OneBox, PUBLIC_CIDR};
-use common::{eventually, guest_runs, kernel_image_args, serial_log, stderr, stdout, strs, Cloud};
-use serde_json::Value;
+use common::onebox::{vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
+use common::{eventually, guest_runs, serial_log, Cloud};
 use yunhan_net::lab::Lab;
 
 fn rounds() -> usize {
@@ -55,35 +54,8 @@ fn push(ns: &str, addr: Ipv4Addr, port: u16, bytes: usize) -> f64 {
 async fn bench_north_south() {
     let onebox = OneBox::new();
     let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
-    let ok = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let out = cloud.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
-    };
-    ok(&strs(&kernel_image_args("tiny")));
-    ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
-    ok(&["sg", "create", "open", "--vpc", "net1"]);
-    ok(&[
-        "sg",
-        "rule",
-        "add",
-        "open",
-        "--protocol",
-        "any",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
+    let ok = |args: &[&str]| cloud.ok(args);
+    vpc_with_open_group(&cloud, &[("any", None)]);
     ok(&[
         "vm",
         "create",

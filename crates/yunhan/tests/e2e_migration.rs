@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use common::{eventually, qemus_of, stderr, test_guest, CephCloud, Cluster};
 use serde_json::Value;
-use yunhan_net::lab::Lab;
 
 fn vm(c: &Cluster, name: &str) -> Value {
     c.ok(&["vm", "show", name])
@@ -54,15 +53,7 @@ async fn migration_phase(c: &Cluster, request: u64, phase: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_migration_live_cancel_failure_and_refusals() {
     let guest = test_guest();
-    let lab = Lab::new(
-        "mg",
-        &[
-            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
-            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
-        ],
-        1500,
-    )
-    .unwrap();
+    let lab = common::two_host_lab("mg");
     let c = CephCloud::start("migvols", &common::lab_agents(&lab), &[]).await;
     let raw = guest.join("test-guest.raw");
     c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);

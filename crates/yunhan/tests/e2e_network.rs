@@ -17,11 +17,6 @@ use common::{
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
 
-/// The control plane on `url` and one agent per lab host.
-async fn net_cloud(lab: &Lab, url: String) -> Cluster {
-    Cluster::start(url, &[], &common::lab_agents(lab)).await
-}
-
 fn ready_ip(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.contains("YUNHAN-READY"))?;
     Some(line.split("ips=").nth(1)?.trim().to_string())
@@ -33,17 +28,8 @@ fn ready_ip(text: &str) -> Option<String> {
 /// router; last, a NIC hot-plugged into a running guest, moved to the other one, detached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
-    let lab = Lab::new(
-        "nw",
-        &[
-            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
-            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
-        ],
-        1500,
-    )
-    .unwrap();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let mut c = net_cloud(&lab, etcd.store_url()).await;
+    let lab = common::two_host_lab("nw");
+    let (etcd, mut c) = common::lab_cloud(&lab).await;
     c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     // The contract.
@@ -619,17 +605,8 @@ async fn e2e_network_eip_binding_rules() {
 /// the client follows a takeover by the other member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_network_vip_takeover_between_hosts() {
-    let lab = Lab::new(
-        "vp",
-        &[
-            ("h1", Ipv4Addr::new(192, 0, 2, 1)),
-            ("h2", Ipv4Addr::new(192, 0, 2, 2)),
-        ],
-        1500,
-    )
-    .unwrap();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let c = net_cloud(&lab, etcd.store_url()).await;
+    let lab = common::two_host_lab("vp");
+    let (_etcd, c) = common::lab_cloud(&lab).await;
     c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);

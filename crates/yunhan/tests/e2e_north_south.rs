@@ -15,63 +15,22 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::onebox::{sh, within, OneBox, INTERNET, PUBLIC_CIDR};
+use common::onebox::{sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR};
 use common::{
-    console_text, eventually, guest_runs, kernel_image_args, serial_log, stderr, stdout, strs,
-    Cloud, Cluster,
+    console_text, eventually, guest_runs, kernel_image_args, serial_log, strs, Cloud, Cluster,
 };
-use serde_json::Value;
 use yunhan_net::lab::Lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     let onebox = OneBox::new();
     let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
-    let ok = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let out = cloud.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null)
-    };
+    let ok = |args: &[&str]| cloud.ok(args);
     let nets = ok(&["external-network", "list"]);
     assert_eq!(nets[0]["metadata"]["name"], "public", "{nets}");
     assert_eq!(nets[0]["spec"]["host_gateway"], true, "{nets}");
-    ok(&strs(&kernel_image_args("tiny")));
-    // The contract.
-    ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
-    ok(&["sg", "create", "open", "--vpc", "net1"]);
-    ok(&[
-        "sg",
-        "rule",
-        "add",
-        "open",
-        "--protocol",
-        "icmp",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
-    ok(&[
-        "sg",
-        "rule",
-        "add",
-        "open",
-        "--protocol",
-        "tcp",
-        "--port",
-        "80",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
+    // The contract (image, VPC, subnet, a group open to ping and web).
+    vpc_with_open_group(&cloud, &[("icmp", None), ("tcp", Some("80"))]);
     for vm in ["a", "b"] {
         ok(&[
             "vm",
@@ -237,12 +196,7 @@ fn peer_server(ns: &str, addr: Ipv4Addr, port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
     let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-    let lab = Lab::new(
-        "ng",
-        &[("h1", ip("192.0.2.1")), ("h2", ip("192.0.2.2"))],
-        1500,
-    )
-    .unwrap();
+    let lab = common::two_host_lab("ng");
     let cidr = "203.0.113.0/24";
     lab.add_external(
         cidr.parse().unwrap(),
@@ -250,8 +204,7 @@ async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
         &[ip("203.0.113.201"), ip("203.0.113.202")],
     )
     .unwrap();
-    let etcd = yunhan_testkit::EtcdCluster::start(1);
-    let mut c = Cluster::start(etcd.store_url(), &[], &common::lab_agents(&lab)).await;
+    let (_etcd, mut c) = common::lab_cloud(&lab).await;
     c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&[
         "external-network",

@@ -170,6 +170,15 @@ impl Cloud {
     }
 
     /// Runs a client command as this cloud's user.
+    /// Runs a client command with `-o json`; panics unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.cli(&a);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
@@ -786,6 +795,24 @@ impl std::ops::DerefMut for CephCloud {
 
 /// Agent arguments that make agent i realise lab host i's network (`--netns`,
 /// `--vtep`): agent `node-N` runs lab host N.
+/// A netns lab of two hosts, `h1` (192.0.2.1) and `h2` (192.0.2.2), on a 1500-byte
+/// underlay; `tag` keeps its names apart from other tests'.
+pub fn two_host_lab(tag: &str) -> yunhan_net::lab::Lab {
+    use std::net::Ipv4Addr;
+    let hosts = [
+        ("h1", Ipv4Addr::new(192, 0, 2, 1)),
+        ("h2", Ipv4Addr::new(192, 0, 2, 2)),
+    ];
+    yunhan_net::lab::Lab::new(tag, &hosts, 1500).expect("a two-host lab")
+}
+
+/// A `yunhan server` on its own 1-member etcd and one agent per host of `lab`.
+pub async fn lab_cloud(lab: &yunhan_net::lab::Lab) -> (yunhan_testkit::EtcdCluster, Cluster) {
+    let etcd = yunhan_testkit::EtcdCluster::start(1);
+    let c = Cluster::start(etcd.store_url(), &[], &lab_agents(lab)).await;
+    (etcd, c)
+}
+
 pub fn lab_agents(lab: &yunhan_net::lab::Lab) -> Vec<Vec<String>> {
     lab.hosts
         .iter()

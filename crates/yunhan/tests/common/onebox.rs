@@ -160,3 +160,27 @@ pub fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration>
     }
     None
 }
+
+/// On `cloud`: the test guest as image `tiny`, VPC `net1` (10.10.0.0/16), subnet `s1`
+/// (10.10.1.0/24) and security group `open` allowing `rules` (protocol, port) from
+/// anywhere.
+pub fn vpc_with_open_group(cloud: &super::Cloud, rules: &[(&str, Option<&str>)]) {
+    cloud.ok(&super::strs(&super::kernel_image_args("tiny")));
+    cloud.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
+    cloud.ok(&[
+        "subnet",
+        "create",
+        "s1",
+        "--vpc",
+        "net1",
+        "--cidr",
+        "10.10.1.0/24",
+    ]);
+    cloud.ok(&["sg", "create", "open", "--vpc", "net1"]);
+    for (protocol, port) in rules {
+        let mut rule = vec!["sg", "rule", "add", "open", "--protocol", protocol];
+        rule.extend(port.iter().flat_map(|p| ["--port", p]));
+        rule.extend(["--cidr", "0.0.0.0/0"]);
+        cloud.ok(&rule);
+    }
+}
