@@ -402,6 +402,18 @@ async fn e2e_network_bad_input_and_other_projects() {
     )
     .await;
     assert_eq!(s, 403, "admins only: {v}");
+    let (s, v) = cloud
+        .admin(
+            "POST",
+            "/v1/external-networks",
+            Some(&json!({"metadata": {"name": "overlaps"}, "spec": {"cidr": "203.0.113.0/24", "device": "ext0"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "overlapping external networks: {v}"
+    );
     let (s, e1) = create(
         tk,
         "elastic-ips",
@@ -470,6 +482,39 @@ async fn e2e_network_bad_input_and_other_projects() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    // A second gateway for the VPC, on another elastic IP: refused, and that one stays free.
+    let (s, e4) = create(tk, "elastic-ips", "e4", json!({})).await;
+    assert_eq!(s, 201, "{e4}");
+    let (s, v) = create(
+        tk,
+        "nat-gateways",
+        "gw2",
+        json!({"vpc": "net1", "elastic_ip": "e4"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("conflict")),
+        "one NAT gateway per VPC: {v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("\"gw\""), "{v}");
+    let (s, v) = call(tk, "GET", "/v1/nat-gateways".into(), None).await;
+    assert_eq!(
+        (s, v["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+    // The /29 has 5 addresses for elastic IPs (the gateway .1 is not one): exhausted now?
+    let (s, v) = create(tk, "elastic-ips", "e5", json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = create(tk, "elastic-ips", "e6", json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = create(tk, "elastic-ips", "e7", json!({})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("ip_exhausted")),
+        "the external network is out of addresses: {v}"
+    );
     let (s, v) = create(
         tk,
         "vips",

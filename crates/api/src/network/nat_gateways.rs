@@ -53,6 +53,18 @@ async fn normalise_natgw(s: &AppState, project: &str, doc: &mut Doc<NatGateway>)
     .await?;
     let eip = free_eip(s, project, doc).await?;
     check_dnat(s, doc).await?;
+    refuse_while_referenced::<NatGateway>(
+        s,
+        Some(project),
+        |g| g.metadata.id != doc.metadata.id && g.spec.vpc == doc.spec.vpc,
+        |g| {
+            format!(
+                "the VPC already has NAT gateway {:?} (one per VPC); add subnets or forwards to it instead",
+                g.metadata.name
+            )
+        },
+    )
+    .await?;
     doc.spec.subnets = subnets;
     doc.spec.elastic_ip = eip;
     Ok(())
