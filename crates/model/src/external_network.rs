@@ -38,6 +38,10 @@ pub struct ExternalNetworkSpec {
     /// has a leg; `device` and `legs` are not used.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_gateway: bool,
+    /// The addresses handed out as elastic IPs, `FIRST-LAST` inside the CIDR (e.g.
+    /// `203.0.113.10-203.0.113.99`); absent: every host address but the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -69,8 +73,34 @@ impl Kind for ExternalNetwork {
         };
         yunhan_types::ipam::Ipam::new(c, gw)
             .map_err(|e| ApiError::invalid_field("spec.cidr", e.to_string()))?;
+        validate_pool(spec, c)?;
         validate_legs(spec)
     }
+}
+
+fn validate_pool(spec: &ExternalNetworkSpec, cidr: yunhan_types::Ipv4Cidr) -> Result<(), ApiError> {
+    let Some(p) = &spec.pool else {
+        return Ok(());
+    };
+    let bad = |why: String| Err(ApiError::invalid_field("spec.pool", why));
+    let Some((a, b)) = p.split_once('-') else {
+        return bad(format!(
+            "{p:?} is not FIRST-LAST, e.g. 203.0.113.10-203.0.113.99"
+        ));
+    };
+    let (first, last) = (
+        parse_ip("spec.pool", a.trim())?,
+        parse_ip("spec.pool", b.trim())?,
+    );
+    let hosts = u32::from(cidr.network())..u32::from(cidr.broadcast());
+    let inside = |ip: std::net::Ipv4Addr| hosts.contains(&u32::from(ip)) && ip != cidr.network();
+    if !inside(first) || !inside(last) {
+        return bad(format!("{p} is not made of host addresses of {cidr}"));
+    }
+    if first > last {
+        return bad(format!("{p}: the first address comes after the last"));
+    }
+    Ok(())
 }
 
 fn validate_legs(spec: &ExternalNetworkSpec) -> Result<(), ApiError> {
@@ -118,6 +148,12 @@ fn validate_device(field: &str, d: &str) -> Result<(), ApiError> {
 }
 
 impl ExternalNetworkSpec {
+    /// The range handed out as elastic IPs, when the spec restricts it (and it is valid).
+    pub fn pool_range(&self) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+        let (a, b) = self.pool.as_deref()?.split_once('-')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    }
+
     /// The device `host` (its id or name) reaches the network through, by the spec.
     pub fn device_on(&self, host_id: &str, host_name: &str) -> Option<&str> {
         self.legs
@@ -156,6 +192,31 @@ mod tests {
                 ExternalNetwork::validate(&spec(Some(dev), false)).is_err(),
                 "{dev}"
             );
+        }
+    }
+
+    #[test]
+    fn a_pool_is_a_range_of_host_addresses_inside_the_network() {
+        let mut s = spec(Some("eth1"), false);
+        s.pool = Some("203.0.113.10-203.0.113.20".into());
+        assert!(ExternalNetwork::validate(&s).is_ok());
+        assert_eq!(
+            s.pool_range(),
+            Some((
+                "203.0.113.10".parse().unwrap(),
+                "203.0.113.20".parse().unwrap()
+            ))
+        );
+        for bad in [
+            "203.0.113.20-203.0.113.10",
+            "203.0.113.0-203.0.113.5",
+            "203.0.113.250-203.0.113.255",
+            "198.51.100.1-198.51.100.2",
+            "203.0.113.10",
+            "a-b",
+        ] {
+            s.pool = Some(bad.into());
+            assert!(ExternalNetwork::validate(&s).is_err(), "{bad}");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Address claims: an address in a subnet (NICs, VIPs) or an elastic IP pool
+//! Address claims: an address in a subnet (NICs, VIPs) or an external network
 //! is held by a claim key created with compare-and-swap, so two concurrent
 //! creates never get the same address.
 
@@ -14,31 +14,69 @@ use yunhan_types::Ipv4Cidr;
 use crate::error::Result;
 use crate::AppState;
 
-/// Claims an address in `cidr` (gateway reserved) under the claim keys `key(ip)` listed
-/// under `prefix`: a fixed one, or the next free one. Claims are created with
-/// compare-and-swap, so two concurrent creates never get the same address.
-pub(crate) async fn claim_address(
+/// Where addresses are claimed: `cidr` (its gateway reserved) under the claim keys
+/// `key(ip)` listed under `prefix`; `range`, when set, the only addresses handed out.
+pub(crate) struct Space<'a, K> {
+    pub prefix: &'a str,
+    pub key: K,
+    pub cidr: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
+impl<K> Space<'_, K> {
+    /// Host addresses of the CIDR outside the range (taken, as far as allocation goes).
+    fn outside_range(&self) -> Vec<Ipv4Addr> {
+        let Some((first, last)) = self.range else {
+            return Vec::new();
+        };
+        let (lo, hi) = (
+            u32::from(self.cidr.network()),
+            u32::from(self.cidr.broadcast()),
+        );
+        (lo + 1..hi)
+            .map(Ipv4Addr::from)
+            .filter(|ip| *ip < first || *ip > last)
+            .filter(|ip| *ip != self.gateway)
+            .collect()
+    }
+}
+
+/// Claims an address in `space`: a fixed one, or the next free one. Claims are created
+/// with compare-and-swap, so two concurrent creates never get the same address.
+pub(crate) async fn claim_address<K: Fn(Ipv4Addr) -> String>(
     s: &AppState,
-    prefix: &str,
-    key: impl Fn(Ipv4Addr) -> String,
-    cidr: Ipv4Cidr,
-    gateway: Ipv4Addr,
+    space: &Space<'_, K>,
     fixed: Option<(Ipv4Addr, &str)>,
     owner: &str,
 ) -> Result<Ipv4Addr> {
-    let store = s.objects.store();
+    let (cidr, store) = (space.cidr, s.objects.store());
+    let outside = space.outside_range();
+    if let (Some((ip, field)), Some((first, last))) = (fixed, space.range) {
+        if ip < first || ip > last {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("{ip} is outside the range handed out, {first}-{last}"),
+            )
+            .into());
+        }
+    }
     for _ in 0..50 {
         let used: Vec<Ipv4Addr> = store
-            .range_all(prefix)
+            .range_all(space.prefix)
             .await?
             .iter()
             .filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok())
             .filter(|ip| cidr.contains(*ip))
+            .chain(outside.iter().copied())
             .collect();
-        let mut ipam = Ipam::with_used(cidr, Some(gateway), used.iter().copied())
+        let mut ipam = Ipam::with_used(cidr, Some(space.gateway), used.iter().copied())
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let ip = pick(&mut ipam, cidr, fixed)?;
-        if store.create(&key(ip), owner.as_bytes().to_vec()).await? {
+        if store
+            .create(&(space.key)(ip), owner.as_bytes().to_vec())
+            .await?
+        {
             return Ok(ip);
         }
         // Someone claimed it between our read and write: read again.
@@ -134,14 +172,12 @@ pub(crate) async fn claim_in_subnet(
 ) -> Result<Ipv4Addr> {
     let fixed = fixed_address(field, fixed)?;
     let prefix = format!("{IP_CLAIM_PREFIX}{}/", sn.id);
-    claim_address(
-        s,
-        &prefix,
-        |ip| ip_claim_key(&sn.id, ip),
-        sn.cidr,
-        sn.gateway,
-        fixed,
-        owner,
-    )
-    .await
+    let space = Space {
+        prefix: &prefix,
+        key: |ip| ip_claim_key(&sn.id, ip),
+        cidr: sn.cidr,
+        gateway: sn.gateway,
+        range: None,
+    };
+    claim_address(s, &space, fixed, owner).await
 }

@@ -10,7 +10,7 @@ use yunhan_store::StoreExt;
 use crate::auth::Principal;
 use crate::error::{HttpError, Result};
 use crate::lookup::{lookup, resolve};
-use crate::network::addresses::{claim_address, fixed_address};
+use crate::network::addresses::{claim_address, fixed_address, Space};
 use crate::network::external_networks::network_gateway;
 use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
@@ -25,16 +25,14 @@ impl Hooks for ElasticIp {
         }
         let cidr = parse_cidr("spec.cidr", &pool.spec.cidr)?;
         let fixed = fixed_address("spec.address", doc.spec.address.as_deref())?;
-        let ip = claim_address(
-            s,
-            EIP_CLAIM_PREFIX,
-            eip_claim_key,
+        let space = Space {
+            prefix: EIP_CLAIM_PREFIX,
+            key: eip_claim_key,
             cidr,
-            network_gateway(&pool, cidr),
-            fixed,
-            &doc.metadata.id,
-        )
-        .await?;
+            gateway: network_gateway(&pool, cidr),
+            range: pool.spec.pool_range(),
+        };
+        let ip = claim_address(s, &space, fixed, &doc.metadata.id).await?;
         doc.spec.network = Some(pool.metadata.id.clone());
         doc.status.address = ip.to_string();
         doc.status.network = pool.metadata.id;

@@ -18,7 +18,8 @@ use crate::output::{cell, col, Column};
 /// `yunhan up` makes `public`, a network on the host itself.
 ///
 /// Example:
-///   yunhan external-network create provider --cidr 203.0.113.0/24 --device eth1
+///   yunhan external-network create provider --cidr 203.0.113.0/24 --device eth1 \
+///       --pool 203.0.113.10-203.0.113.99
 ///   yunhan external-network create lab --cidr 198.51.100.0/24 --host-gateway
 #[derive(Subcommand, Debug, Clone)]
 #[command(verbatim_doc_comment)]
@@ -48,6 +49,10 @@ pub struct ExternalNetworkCreate {
     /// masqueraded to the host's default route (one-box clouds)
     #[arg(long, conflicts_with_all = ["device", "legs"])]
     pub host_gateway: bool,
+    /// Only these addresses are handed out as elastic IPs, FIRST-LAST
+    /// [default: every host address but the gateway]
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub pool: Option<String>,
 }
 
 fn parse_leg(s: &str) -> Result<(String, String), String> {
@@ -63,6 +68,7 @@ impl Shown for ExternalNetwork {
         col!("NAME", metadata.name),
         col!("CIDR", spec.cidr),
         col!("GATEWAY", spec.gateway),
+        col!("POOL", spec.pool),
         col!("DEVICE", spec.device),
         col!("HOST_GATEWAY", spec.host_gateway),
         col!("PHASE", status.phase),
@@ -84,6 +90,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ExternalNetworkCommand) -> Result<(), Cl
                 device: a.device,
                 legs: a.legs.into_iter().collect::<BTreeMap<_, _>>(),
                 host_gateway: a.host_gateway,
+                pool: a.pool,
             };
             ctx.create_print::<ExternalNetwork>(&a.name, spec).await
         }
