@@ -414,45 +414,6 @@ async fn e2e_network_bad_input_and_other_projects() {
         (409, Some("conflict")),
         "overlapping external networks: {v}"
     );
-    // A network handing out only a range: addresses come from it, others are refused.
-    let (s, v) = cloud
-        .admin(
-            "POST",
-            "/v1/external-networks",
-            Some(&json!({"metadata": {"name": "ranged"}, "spec": {"cidr": "198.51.100.0/24", "device": "ext0", "pool": "198.51.100.10-198.51.100.11"}})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, r1) = create(tk, "elastic-ips", "r1", json!({"network": "ranged"})).await;
-    assert_eq!(
-        (s, r1["status"]["address"].as_str()),
-        (201, Some("198.51.100.10")),
-        "{r1}"
-    );
-    let (s, v) = create(
-        tk,
-        "elastic-ips",
-        "r2",
-        json!({"network": "ranged", "address": "198.51.100.50"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["details"]["field"].as_str()),
-        (400, Some("spec.address")),
-        "{v}"
-    );
-    let (s, v) = create(tk, "elastic-ips", "r2", json!({"network": "ranged"})).await;
-    assert_eq!(
-        (s, v["status"]["address"].as_str()),
-        (201, Some("198.51.100.11")),
-        "{v}"
-    );
-    let (s, v) = create(tk, "elastic-ips", "r3", json!({"network": "ranged"})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "{v}");
-    for r in ["r1", "r2"] {
-        let (s, v) = call(tk, "DELETE", format!("/v1/elastic-ips/{r}"), None).await;
-        assert_eq!(s, 204, "{v}");
-    }
     let (s, e1) = create(
         tk,
         "elastic-ips",
@@ -554,6 +515,45 @@ async fn e2e_network_bad_input_and_other_projects() {
         (409, Some("ip_exhausted")),
         "the external network is out of addresses: {v}"
     );
+    // A network handing out only a range: addresses come from it, others are refused.
+    let (s, v) = cloud
+        .admin(
+            "POST",
+            "/v1/external-networks",
+            Some(&json!({"metadata": {"name": "ranged"}, "spec": {"cidr": "198.51.100.0/24", "device": "ext0", "pool": "198.51.100.10-198.51.100.11"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, r1) = create(tk, "elastic-ips", "r1", json!({"network": "ranged"})).await;
+    assert_eq!(
+        (s, r1["status"]["address"].as_str()),
+        (201, Some("198.51.100.10")),
+        "{r1}"
+    );
+    let (s, v) = create(
+        tk,
+        "elastic-ips",
+        "r2",
+        json!({"network": "ranged", "address": "198.51.100.50"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["details"]["field"].as_str()),
+        (400, Some("spec.address")),
+        "{v}"
+    );
+    let (s, v) = create(tk, "elastic-ips", "r2", json!({"network": "ranged"})).await;
+    assert_eq!(
+        (s, v["status"]["address"].as_str()),
+        (201, Some("198.51.100.11")),
+        "{v}"
+    );
+    let (s, v) = create(tk, "elastic-ips", "r3", json!({"network": "ranged"})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "{v}");
+    for r in ["r1", "r2"] {
+        let (s, v) = call(tk, "DELETE", format!("/v1/elastic-ips/{r}"), None).await;
+        assert_eq!(s, 204, "{v}");
+    }
     let (s, v) = create(
         tk,
         "vips",
