@@ -97,13 +97,12 @@ impl QmpClient {
     async fn handshake(stream: UnixStream, opts: ConnectOptions) -> Result<Self> {
         let (read, write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
-        let greeting_line = tokio::time::timeout(opts.timeout, lines.next_line())
+        let greeting_line = tokio::time::timeout(opts.timeout, greeting_line(&mut lines))
             .await
             .map_err(|_| QmpError::Timeout {
                 what: "greeting".into(),
                 after: opts.timeout,
-            })??
-            .ok_or(QmpError::Disconnected)?;
+            })??;
         let greeting = parse_greeting(&greeting_line)?;
 
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -311,6 +310,27 @@ impl Drop for QmpClient {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The greeting line. Events a previous client left unread in the monitor's output (QEMU
+/// flushes them to the next connection, e.g. the `RESUME` of a `cont` whose client hung up
+/// at once) may come first: a few are skipped.
+async fn greeting_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Result<String> {
+    const STALE_EVENTS: usize = 16;
+    for _ in 0..STALE_EVENTS {
+        let line = lines.next_line().await?.ok_or(QmpError::Disconnected)?;
+        let stale_event = serde_json::from_str::<Value>(&line)
+            .is_ok_and(|v| v.get("event").is_some() && v.get("QMP").is_none());
+        if !stale_event {
+            return Ok(line);
+        }
+        tracing::debug!(%line, "QMP: an event before the greeting, skipped");
+    }
+    Err(QmpError::Protocol(format!(
+        "no QMP greeting within the first {STALE_EVENTS} lines"
+    )))
 }
 
 fn parse_greeting(line: &str) -> Result<Greeting> {

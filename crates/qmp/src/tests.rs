@@ -359,6 +359,37 @@ async fn bad_greeting_is_a_protocol_error() {
     assert!(matches!(e, QmpError::Io(_)), "{e:?}");
 }
 
+/// QEMU flushes events a previous client left unread to the next connection, before the
+/// greeting (seen: a `RESUME` after a `cont` whose client hung up at once).
+#[tokio::test]
+async fn events_before_the_greeting_are_skipped() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        let stale = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}"#;
+        let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}"#;
+        w.write_all(format!("{stale}\n{greeting}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(r).lines();
+        let negotiate = lines.next_line().await.unwrap().unwrap();
+        let cmd: Value = serde_json::from_str(&negotiate).unwrap();
+        assert_eq!(cmd["execute"], "qmp_capabilities", "{negotiate}");
+        let reply = json!({"return": {}, "id": cmd["id"]});
+        w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+        (lines, w)
+    });
+    let client = QmpClient::connect(&path)
+        .await
+        .expect("connected past the stale event");
+    assert_eq!(client.greeting().version.qemu.major, 10);
+    drop(server.await);
+}
+
 #[tokio::test]
 async fn silent_server_times_out_on_greeting() {
     let dir = tempfile::tempdir().unwrap();
