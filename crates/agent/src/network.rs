@@ -203,8 +203,13 @@ impl NetAgent {
             let Some(plan) = plan.or_else(|| last.clone()) else {
                 return Vec::new();
             };
-            // Never touch a host's networking before it has a VPC port (or had one).
-            let used = |p: &HostPlan| !p.ports.is_empty() || !p.vpcs.is_empty();
+            // Never touch a host's networking before it has a VPC port (or had one) or a
+            // network of Yunhan's own lives on it (e.g. `yunhan up`'s `public`).
+            let used = |p: &HostPlan| {
+                !p.ports.is_empty()
+                    || !p.vpcs.is_empty()
+                    || p.externals.iter().any(|x| x.host_gateway)
+            };
             if !used(&plan) && !last.as_ref().is_some_and(used) {
                 return Vec::new();
             }

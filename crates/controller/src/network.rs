@@ -98,6 +98,8 @@ pub struct Decision {
     pub plans: BTreeMap<String, HostPlan>,
     /// (kind, id) → why it is not realised.
     pub failed: BTreeMap<(ObjectKind, String), String>,
+    /// (kind, id) → the host realising it, for kinds realised on one host.
+    pub realised: Placed,
 }
 
 impl Decision {
@@ -105,35 +107,38 @@ impl Decision {
         self.failed.get(&(kind, id.to_string())).map(String::as_str)
     }
 
-    /// The id of the host realising an elastic IP or a NAT gateway.
+    /// The id of the host realising an elastic IP, a NAT gateway or (its holder) a VIP.
     pub fn realised_on(&self, kind: ObjectKind, id: &str) -> Option<&str> {
-        match kind {
-            ObjectKind::ElasticIp => self
-                .plans
-                .iter()
-                .find(|(_, p)| p.elastic_ips.iter().any(|e| e.id == id))
-                .map(|(h, _)| h.as_str()),
-            ObjectKind::NatGateway => self
-                .model
-                .nat_gateways
-                .iter()
-                .find(|g| g.id == id)
-                .map(|g| g.host.as_str()),
-            ObjectKind::Vip => {
-                let holder = self
-                    .model
-                    .vips
-                    .iter()
-                    .find(|v| v.id == id)?
-                    .holder
-                    .as_ref()?;
-                let port = self.model.ports.iter().find(|p| &p.id == holder)?;
-                port.host.as_deref()
-            }
-            _ => None,
-        }
+        self.realised
+            .get(&(kind, id.to_string()))
+            .map(String::as_str)
     }
 }
+
+/// Where each object realised on one host is, computed once per pass: (kind, id) → host id.
+fn realised_hosts(model: &NetworkModel, plans: &BTreeMap<String, HostPlan>) -> Placed {
+    let eips = plans.iter().flat_map(|(h, p)| {
+        p.elastic_ips
+            .iter()
+            .map(move |e| ((ObjectKind::ElasticIp, e.id.clone()), h.clone()))
+    });
+    let gateways = model
+        .nat_gateways
+        .iter()
+        .map(|g| ((ObjectKind::NatGateway, g.id.clone()), g.host.clone()));
+    let port_host: HashMap<&str, &str> = model
+        .ports
+        .iter()
+        .filter_map(|p| Some((p.id.as_str(), p.host.as_deref()?)))
+        .collect();
+    let vips = model.vips.iter().filter_map(|v| {
+        let host = port_host.get(v.holder.as_deref()?)?;
+        Some(((ObjectKind::Vip, v.id.clone()), host.to_string()))
+    });
+    eips.chain(gateways).chain(vips).collect()
+}
+
+type Placed = BTreeMap<(ObjectKind, String), String>;
 
 /// Store objects → the model of what can be realised, and why the rest cannot. Pure.
 /// Nothing one object holds stops the others: objects that cannot even be mapped (an
@@ -156,6 +161,7 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
         failed.insert((ObjectKind::ElasticIp, id), why);
     }
     Ok(Decision {
+        realised: realised_hosts(&admitted.model, &plans),
         model: admitted.model,
         plans,
         failed,
@@ -1028,6 +1034,16 @@ mod tests {
         assert!(public.host_gateway);
         assert_eq!(public.legs.len(), 2);
         assert!(public.legs.iter().all(|l| l.device.starts_with("ynp-")));
+        // It is on every host, with or without an address of it realised there.
+        let on = |h: &str| {
+            d.plans[h]
+                .externals
+                .iter()
+                .find(|x| x.host_gateway)
+                .cloned()
+        };
+        assert_eq!(on("hst-1").map(|x| x.addresses.len()), Some(0));
+        assert_eq!(on("hst-2").map(|x| x.addresses.len()), Some(1));
 
         // The gateway host is lost: the gateway moves, or fails with why.
         inp.hosts[1].status.phase = yunhan_model::HostPhase::NotReady;

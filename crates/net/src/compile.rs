@@ -425,7 +425,28 @@ impl Index<'_> {
         eips: &[EipPlan],
         nats: &[NatGatewayPlan],
     ) -> Vec<ExternalPlan> {
-        let mut by_id: BTreeMap<&str, ExternalPlan> = BTreeMap::new();
+        let plan = |x: &crate::model::ExternalNetwork, dev: &str| ExternalPlan {
+            id: x.id.clone(),
+            cidr: x.cidr,
+            gateway_ip: x.gateway_ip,
+            device: dev.into(),
+            table: 0,
+            addresses: vec![],
+            host_gateway: x.host_gateway,
+        };
+        // A network on the host itself is there whether or not an address of it is
+        // realised here: its addresses stay on the host's bridge, never on its default
+        // route, and the host reaches whatever is realised elsewhere in it.
+        let mut by_id: BTreeMap<&str, ExternalPlan> = self
+            .m
+            .external_networks
+            .iter()
+            .filter(|x| x.host_gateway)
+            .filter_map(|x| {
+                let leg = x.legs.iter().find(|l| l.host == host.id)?;
+                Some((x.id.as_str(), plan(x, &leg.device)))
+            })
+            .collect();
         let addrs = eips
             .iter()
             .map(|e| (e.address, e.vni))
@@ -436,15 +457,7 @@ impl Index<'_> {
             };
             by_id
                 .entry(x.id.as_str())
-                .or_insert_with(|| ExternalPlan {
-                    id: x.id.clone(),
-                    cidr: x.cidr,
-                    gateway_ip: x.gateway_ip,
-                    device: dev.into(),
-                    table: 0,
-                    addresses: vec![],
-                    host_gateway: x.host_gateway,
-                })
+                .or_insert_with(|| plan(x, dev))
                 .addresses
                 .push((addr, vni));
         }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::onebox::{vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
+use common::onebox::{running_vm, vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
 use common::{eventually, guest_runs, serial_log, Cloud};
 use yunhan_net::lab::Lab;
 
@@ -56,22 +56,7 @@ async fn bench_north_south() {
     let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
     let ok = |args: &[&str]| cloud.ok(args);
     vpc_with_open_group(&cloud, &[("any", None)]);
-    ok(&[
-        "vm",
-        "create",
-        "a",
-        "--image",
-        "tiny",
-        "--flavor",
-        "tiny",
-        "--subnet",
-        "s1",
-        "--security-group",
-        "open",
-        "--wait",
-        "--timeout",
-        "120s",
-    ]);
+    running_vm(&cloud, "a", &["--security-group", "open"]);
     let a = ok(&["vm", "show", "a"]);
     eventually("a ready", Duration::from_secs(120), || async {
         common::console_text(&serial_log(&a))

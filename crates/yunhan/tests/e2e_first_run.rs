@@ -219,6 +219,9 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
             ("vpc", "net1"),
         ])
         .await;
+    // The admin's public network goes too, and with it the host's bridge and rules.
+    let out = cloud.cli(&["external-network", "delete", "public"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let deadline = Instant::now() + Duration::from_secs(60);
     let ours = |links: String| links.contains("ynb-000001") || links.contains("ynp-");
     while ours(stdout(
@@ -233,6 +236,11 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let rules = stdout(&Command::new("ip").arg("rule").output().unwrap());
+    assert!(
+        !rules.contains("172.24.4.0/24"),
+        "the public network's rules stay: {rules}"
+    );
     drop(cloud);
     for table in ["inet yunhan", "bridge yunhan"] {
         if !tables_before.contains(&format!("table {table}\n")) {

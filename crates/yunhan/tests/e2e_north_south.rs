@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::onebox::{sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR};
+use common::onebox::{running_vm, sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR};
 use common::{
     console_text, eventually, guest_runs, kernel_image_args, serial_log, strs, Cloud, Cluster,
 };
@@ -32,22 +32,7 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     // The contract (image, VPC, subnet, a group open to ping and web).
     vpc_with_open_group(&cloud, &[("icmp", None), ("tcp", Some("80"))]);
     for vm in ["a", "b"] {
-        ok(&[
-            "vm",
-            "create",
-            vm,
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--subnet",
-            "s1",
-            "--security-group",
-            "open",
-            "--wait",
-            "--timeout",
-            "120s",
-        ]);
+        running_vm(&cloud, vm, &["--security-group", "open"]);
     }
     let e1 = ok(&["eip", "create", "e1", "--nic", "a-nic0"]);
     let addr = e1["status"]["address"].as_str().unwrap().to_string();

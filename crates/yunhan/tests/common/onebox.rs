@@ -184,3 +184,12 @@ pub fn vpc_with_open_group(cloud: &super::Cloud, rules: &[(&str, Option<&str>)])
         cloud.ok(&rule);
     }
 }
+
+/// `vm create NAME` of the test guest in subnet `s1` with `extra` arguments (e.g. its
+/// security group), waiting until it runs.
+pub fn running_vm(cloud: &super::Cloud, name: &str, extra: &[&str]) {
+    let mut args = vec!["vm", "create", name, "--image", "tiny", "--flavor", "tiny"];
+    args.extend(["--subnet", "s1", "--wait", "--timeout", "120s"]);
+    args.extend(extra);
+    cloud.ok(&args);
+}
