@@ -135,7 +135,9 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
     let tables_before = nft_tables();
     let _data = InstalledDataDir::claim();
     let import = format!("tiny={}", guest.join("test-guest.raw").display());
-    let cloud = Cloud::up_as_installed(&["--import-image", &import]).await;
+    // `public` as `up` makes it by default (named here: the harness leaves it out else).
+    let public = ["--public-cidr", "172.24.4.0/24"];
+    let cloud = Cloud::up_as_installed(&["--import-image", &import, public[0], public[1]]).await;
     assert!(
         std::fs::read_to_string(cloud.log_path())
             .unwrap()

@@ -94,15 +94,15 @@ impl Cloud {
         cmd.args(["up", "--listen", "127.0.0.1:0"]);
         if self.own_data_dir {
             cmd.arg("--data-dir").arg(self.home.path().join("data"));
-            // Tests run side by side on one machine: none gets the default
-            // external network on the host's own namespace unless it asks.
-            let asked = self
-                .args
-                .iter()
-                .any(|a| a == "--public-cidr" || a == "--no-public-network");
-            if !asked {
-                cmd.arg("--no-public-network");
-            }
+        }
+        // Tests run side by side on one machine: none gets the default external
+        // network (a bridge and rules in the host's namespace) unless it asks.
+        let asked = self
+            .args
+            .iter()
+            .any(|a| a == "--public-cidr" || a == "--no-public-network");
+        if !asked {
+            cmd.arg("--no-public-network");
         }
         cmd.args(&self.args)
             .env_remove("YUNHAN_DATA_DIR")
