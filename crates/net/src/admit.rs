@@ -21,7 +21,10 @@
 //! - **References that only narrow are dropped instead.** A VIP member that is not a
 //!   (realised) port is removed from the VIP (and from `holder`), and a NAT gateway's
 //!   port-forward to an address no realised port of the VPC holds is removed: dropping them
-//!   allows less, never more.
+//!   allows less, never more. A route table's subnet that is not realised is dropped from
+//!   it (it has no traffic to route). A route to a port that is not realised stays: the
+//!   compiler makes its destination unreachable (fail closed: traffic meant for a
+//!   firewall appliance never goes around it).
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::compile::{compile_all, CompileError};
@@ -40,10 +43,11 @@ pub enum ObjectKind {
     ElasticIp,
     NatGateway,
     Vip,
+    RouteTable,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 10] = [
         ObjectKind::Host,
         ObjectKind::Vpc,
         ObjectKind::Subnet,
@@ -53,6 +57,7 @@ impl ObjectKind {
         ObjectKind::ElasticIp,
         ObjectKind::NatGateway,
         ObjectKind::Vip,
+        ObjectKind::RouteTable,
     ];
 
     /// The name [`ModelError`] uses for the kind.
@@ -67,6 +72,7 @@ impl ObjectKind {
             ObjectKind::ElasticIp => "elastic ip",
             ObjectKind::NatGateway => "nat gateway",
             ObjectKind::Vip => "vip",
+            ObjectKind::RouteTable => "route table",
         }
     }
 
@@ -120,6 +126,7 @@ pub fn ids(m: &NetworkModel, kind: ObjectKind) -> Vec<&str> {
         ObjectKind::ElasticIp => m.elastic_ips.iter().map(|o| o.id.as_str()).collect(),
         ObjectKind::NatGateway => m.nat_gateways.iter().map(|o| o.id.as_str()).collect(),
         ObjectKind::Vip => m.vips.iter().map(|o| o.id.as_str()).collect(),
+        ObjectKind::RouteTable => m.route_tables.iter().map(|o| o.id.as_str()).collect(),
     }
 }
 
@@ -135,6 +142,7 @@ fn remove_at(m: &mut NetworkModel, kind: ObjectKind, index: usize) {
         ObjectKind::ElasticIp => drop(m.elastic_ips.remove(index)),
         ObjectKind::NatGateway => drop(m.nat_gateways.remove(index)),
         ObjectKind::Vip => drop(m.vips.remove(index)),
+        ObjectKind::RouteTable => drop(m.route_tables.remove(index)),
     }
 }
 
@@ -288,6 +296,10 @@ fn prune(m: &mut NetworkModel) {
     for n in &mut m.nat_gateways {
         n.dnat
             .retain(|d| ips.contains(&(n.vpc.as_str(), d.internal_ip)));
+    }
+    let subnets: HashSet<&str> = m.subnets.iter().map(|s| s.id.as_str()).collect();
+    for t in &mut m.route_tables {
+        t.subnets.retain(|s| subnets.contains(s.as_str()));
     }
 }
 
@@ -621,6 +633,39 @@ mod tests {
         })
     }
 
+    fn route_tables() -> impl Strategy<Value = Vec<RouteTable>> {
+        let route = (0u8..4, 0usize..12, 0u32..3, 8u8..=24).prop_map(|(t, p, priority, len)| {
+            let target = match t {
+                0 => RouteTarget::Local,
+                1 => RouteTarget::NatGateway,
+                2 => RouteTarget::External,
+                _ => RouteTarget::Port(format!("p{p}")),
+            };
+            Route {
+                destination: Ipv4Cidr::containing(Ipv4Addr::new(172, 16, 0, 0), len),
+                target,
+                priority,
+            }
+        });
+        let raw = (
+            g(),
+            0usize..9,
+            0usize..4,
+            prop::collection::vec(0usize..7, 0..3),
+            prop::collection::vec(route, 0..4),
+        );
+        list(raw, 0..3).prop_map(|v| {
+            v.into_iter()
+                .map(|(i, (bad, r, vpc, subnets, routes))| RouteTable {
+                    id: ident("r", i, bad && r < 3, r),
+                    vpc: format!("v{vpc}"),
+                    subnets: subnets.into_iter().map(|s| format!("s{s}")).collect(),
+                    routes,
+                })
+                .collect()
+        })
+    }
+
     /// Any model, garbage included: dangling and cross-VPC references, duplicate ids,
     /// VNIs, VTEPs, addresses and MACs, addresses outside every range, bad port ranges.
     /// VIPs take their subnet's VPC (as the controller gives them) unless that is absent.
@@ -635,6 +680,7 @@ mod tests {
             eips(),
             nats(),
             vips(),
+            route_tables(),
         )
             .prop_map(
                 |(
@@ -647,6 +693,7 @@ mod tests {
                     elastic_ips,
                     nat_gateways,
                     mut vips,
+                    route_tables,
                 )| {
                     let vpc_of: HashMap<&str, &str> = subnets
                         .iter()
@@ -676,6 +723,7 @@ mod tests {
                         external_networks,
                         nat_gateways,
                         vips,
+                        route_tables,
                         underlay_mtu: 1500,
                     }
                 },
@@ -760,6 +808,7 @@ mod tests {
             ObjectKind::ElasticIp => push!(elastic_ips),
             ObjectKind::NatGateway => push!(nat_gateways),
             ObjectKind::Vip => push!(vips),
+            ObjectKind::RouteTable => push!(route_tables),
         }
         true
     }
@@ -786,7 +835,7 @@ mod tests {
         /// elastic IP) may go.
         #[test]
         fn one_bad_object_does_not_change_the_others(
-            m in world(), extra in world(), k in 0usize..9, i in 0usize..8,
+            m in world(), extra in world(), k in 0usize..10, i in 0usize..8,
         ) {
             let valid = admit(m).model;
             let before = compile_all(&valid).expect("valid");

@@ -18,6 +18,7 @@ use crate::plan::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
+mod route_table;
 mod security_group;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +248,7 @@ impl<'a> Index<'a> {
                 vxlan: names::vxlan(v.vni),
                 router: RouterPlan {
                     netns: names::router_netns(v.vni),
+                    tables: self.route_table_plans(v, &interfaces),
                     interfaces,
                 },
                 fdb,
@@ -273,6 +275,7 @@ impl<'a> Index<'a> {
                     groups: security.groups,
                     ingress: security.ingress,
                     egress: security.egress,
+                    forwarding: self.forwards(&p.id),
                 }
             })
             .collect();
@@ -388,7 +391,11 @@ impl Index<'_> {
                     .unwrap_or(&[]);
                 let mut sources: Vec<_> = subnets
                     .iter()
-                    .filter(|s| n.subnets.is_empty() || n.subnets.contains(&s.id))
+                    .filter(|s| {
+                        n.subnets.is_empty()
+                            || n.subnets.contains(&s.id)
+                            || self.routes_to_nat(&v.vpc, &s.id)
+                    })
                     .map(|s| s.cidr)
                     .collect();
                 sources.sort();

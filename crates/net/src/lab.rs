@@ -195,6 +195,7 @@ impl Lab {
             groups: vec![],
             ingress: vec![],
             egress: None,
+            forwarding: false,
         };
         self.add_guest(host, &port, mtu)
     }

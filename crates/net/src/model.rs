@@ -32,6 +32,10 @@ pub struct NetworkModel {
     /// Shared virtual IPs (keepalived-style failover between ports).
     #[serde(default)]
     pub vips: Vec<Vip>,
+    /// Route tables: routes for the traffic of some subnets that leaves them through their
+    /// VPC's router (to an appliance port, or back to the VPC's own way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_tables: Vec<RouteTable>,
     /// MTU of the underlay; the overlay gets 50 bytes less (VXLAN over IPv4).
     #[serde(default = "default_mtu")]
     pub underlay_mtu: u16,
@@ -230,6 +234,47 @@ impl Vip {
     }
 }
 
+/// A VPC's route table: the traffic of its `subnets` that enters the VPC's router (to
+/// anything outside the sender's own subnet) follows `routes` first, longest prefix
+/// first, then the lowest `priority`; what no route matches, and anything inside the VPC's
+/// CIDR no more specific route claims, takes the VPC's own way (its subnets, elastic IPs,
+/// NAT gateway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub id: String,
+    pub vpc: String,
+    /// Associated subnets (a subnet is in at most one table).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub destination: Ipv4Cidr,
+    pub target: RouteTarget,
+    /// Between routes to the same destination, the lowest wins.
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTarget {
+    /// The VPC's own routing (its subnets; e.g. to exempt part of a wider route).
+    Local,
+    /// A port of the VPC (an appliance: firewall, VPN, a router into another VPC). It may
+    /// forward: it sends from addresses other than its own. While it is not realised on a
+    /// host, the destination is unreachable (fail closed: never around the appliance).
+    Port(String),
+    /// The VPC's NAT gateway (which then translates the associated subnets).
+    NatGateway,
+    /// The external gateway: out through the sender's elastic IP.
+    External,
+}
+
 /// Why a model is not valid. The compiler refuses invalid models as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -350,6 +395,7 @@ impl NetworkModel {
         );
         ids("nat gateway", &mut self.nat_gateways.iter().map(|e| &e.id));
         ids("vip", &mut self.vips.iter().map(|e| &e.id));
+        ids("route table", &mut self.route_tables.iter().map(|e| &e.id));
 
         let mut vteps: HashMap<Ipv4Addr, &str> = HashMap::new();
         for h in &self.hosts {
@@ -537,6 +583,7 @@ impl NetworkModel {
             }
         }
         self.validate_external(&mut errs);
+        self.validate_route_tables(&mut errs);
         if self.underlay_mtu < 1280 {
             errs.push(ModelError::BadSubnet {
                 subnet: String::new(),
@@ -797,6 +844,85 @@ impl NetworkModel {
             if let Some(h) = &v.holder {
                 if !v.ports.contains(h) {
                     errs.push(b(format!("holder {h:?} is not a member")));
+                }
+            }
+        }
+    }
+}
+
+impl NetworkModel {
+    /// Route tables: their VPC exists, their subnets are in it and in no earlier table, no
+    /// two routes share destination and priority, no route claims the whole VPC, and target
+    /// ports are of the VPC (a target port absent from the model is not an error: the
+    /// destination is then unreachable).
+    fn validate_route_tables(&self, errs: &mut Vec<ModelError>) {
+        let bad = |id: &str, reason: String| ModelError::Bad {
+            kind: "route table",
+            id: id.into(),
+            reason,
+        };
+        let vpcs: HashMap<&str, &Vpc> = self.vpcs.iter().map(|v| (v.id.as_str(), v)).collect();
+        let subnet_vpc: HashMap<&str, &str> = self
+            .subnets
+            .iter()
+            .map(|s| (s.id.as_str(), s.vpc.as_str()))
+            .collect();
+        let port_vpc: HashMap<&str, &str> = self
+            .ports
+            .iter()
+            .map(|p| (p.id.as_str(), p.vpc.as_str()))
+            .collect();
+        let mut associated: HashMap<&str, &str> = HashMap::new();
+        for t in &self.route_tables {
+            let Some(v) = vpcs.get(t.vpc.as_str()) else {
+                errs.push(ModelError::Unknown {
+                    kind: "route table",
+                    id: t.id.clone(),
+                    target: "vpc",
+                    target_id: t.vpc.clone(),
+                });
+                continue;
+            };
+            for s in &t.subnets {
+                match subnet_vpc.get(s.as_str()) {
+                    Some(vpc) if *vpc == t.vpc => {}
+                    _ => errs.push(bad(
+                        &t.id,
+                        format!("subnet {s:?} is not in VPC {:?}", t.vpc),
+                    )),
+                }
+                if let Some(other) = associated.insert(s, &t.id) {
+                    errs.push(ModelError::Conflict {
+                        kind: "route table",
+                        id: t.id.clone(),
+                        reason: format!("subnet {s:?} is already in route table {other:?}"),
+                    });
+                }
+            }
+            let mut seen = HashSet::new();
+            for r in &t.routes {
+                if !seen.insert((r.destination, r.priority)) {
+                    errs.push(bad(
+                        &t.id,
+                        format!(
+                            "two routes to {} with priority {}",
+                            r.destination, r.priority
+                        ),
+                    ));
+                }
+                if r.destination == v.cidr {
+                    errs.push(bad(
+                        &t.id,
+                        format!(
+                            "{} is the VPC's own CIDR: its traffic stays in the VPC",
+                            r.destination
+                        ),
+                    ));
+                }
+                if let RouteTarget::Port(p) = &r.target {
+                    if port_vpc.get(p.as_str()).is_some_and(|vpc| *vpc != t.vpc) {
+                        errs.push(bad(&t.id, format!("port {p:?} is not in VPC {:?}", t.vpc)));
+                    }
                 }
             }
         }

@@ -154,6 +154,46 @@ pub struct RouterPlan {
     pub netns: String,
     /// One interface per subnet of the VPC, by subnet id.
     pub interfaces: Vec<RouterInterface>,
+    /// The VPC's route tables, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<RouteTablePlan>,
+}
+
+/// First policy-routing table of a router's route tables (`+ i` for the i-th by id).
+pub const ROUTER_TABLE_ROUTES: u32 = 200;
+
+/// One route table in a VPC's router namespace: table `table` holds the routes (and the
+/// VPC's CIDR as a `throw`, so the VPC's own traffic stays local unless a more specific
+/// route claims it), selected by `iif` rules for the associated subnets' interfaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTablePlan {
+    pub id: String,
+    pub table: u32,
+    /// Router devices of the associated subnets, sorted.
+    pub interfaces: Vec<String>,
+    /// Sorted.
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePlan {
+    pub destination: Ipv4Cidr,
+    /// The route's priority (lowest wins between equal destinations).
+    pub metric: u32,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// To a port of the VPC: its address, through the router interface of its subnet.
+    Via { ip: Ipv4Addr, dev: String },
+    /// Back to the VPC's own routing (the next policy rules).
+    Throw,
+    /// Dropped: the target port is not realised anywhere (fail closed).
+    Blackhole,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +242,10 @@ pub struct PortPlan {
     pub ingress: Vec<RulePlan>,
     /// `None`: all egress allowed; otherwise only these.
     pub egress: Option<Vec<RulePlan>>,
+    /// A route's target: it forwards, so it may send from any IPv4 address (its MAC is
+    /// still enforced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

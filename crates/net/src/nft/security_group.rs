@@ -6,7 +6,8 @@
 //!
 //! - `prerouting` (raw priority): packets crossing a VPC's bridge get the VPC's conntrack
 //!   zone, so VPCs that reuse CIDRs never share conntrack state.
-//! - table `bridge yunhan`: a local port may only send from its own MAC and IP (ARP too).
+//! - table `bridge yunhan`: a local port may only send from its own MAC and IP (ARP too);
+//!   a port that is a route's target (an appliance) may send from any IP.
 //! - `forward`: `ct state established,related` is accepted, invalid dropped; new flows from
 //!   a local port's IP (in its zone) go through the port's egress chain (which returns or
 //!   drops), new flows to a local port's IP through its ingress chain (accept or drop).
@@ -217,7 +218,10 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
             vips.iter().map(|(i, _)| i.to_string()).collect(),
         );
         writeln!(o, "\t\tiifname \"{d}\" ether saddr != {macs} drop").unwrap();
-        writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
+        // A route's target forwards: it sends from others' addresses (not from others' MACs).
+        if !p.forwarding {
+            writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
+        }
         writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {ips} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" ether type ip6 drop").unwrap();
         // A VIP is only ever announced with its own MAC: peers' ARP caches (and the plan's

@@ -22,6 +22,7 @@
 //! - [`links`]: the host namespace: router namespaces, bridges, VXLAN, veths, ports, FDB
 //!   and neighbours;
 //! - [`router`]: each VPC's router namespace (interfaces, legs, neighbours);
+//! - [`route_table`]: the route tables in it (a policy-routing table and `iif` rules each);
 //! - [`security_group`]: the security-group nft tables;
 //! - [`conntrack`]: which flows to forget when rules or translations change;
 //! - [`external`]: external networks on the host and each router's ways out (uplink,
@@ -36,6 +37,7 @@ mod external;
 pub mod garp;
 mod links;
 mod observe;
+mod route_table;
 mod router;
 mod runner;
 mod security_group;

@@ -160,6 +160,9 @@ pub(super) fn rules_of(v: &[Value]) -> Vec<(u64, String, String)> {
             if let Some(dst) = r["dst"].as_str() {
                 sel.push(format!("to {dst}/{}", r["dstlen"].as_u64().unwrap_or(32)));
             }
+            if let Some(dev) = r["iif"].as_str() {
+                sel.push(format!("iif {dev}"));
+            }
             if let Some(m) = r["fwmark"].as_str() {
                 sel.push(format!("fwmark {m}"));
             }

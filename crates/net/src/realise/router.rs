@@ -1,6 +1,7 @@
 //! Each VPC's router namespace: sysctls, loopback, the gateway interfaces of its subnets,
-//! the uplink and transit legs, stale interfaces, and permanent neighbours. Its ways out
-//! (tables, rules, NAT) are in [`super::external`].
+//! the uplink and transit legs, stale interfaces, and permanent neighbours. Its route
+//! tables are in [`super::route_table`], its ways out (tables, rules, NAT) in
+//! [`super::external`].
 use super::observe::{inet_addrs_of, links_of, parse_json, Link, Neighbours};
 use super::{Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::addr::MacAddr;
@@ -61,6 +62,12 @@ impl<R: Runner> Realiser<R> {
         neighbour_changes(&mut b, v, &have, &wanted_neighbours(v));
         changes += b.len();
         self.ip_batch(rns, &b)?;
+        let had_tables = previous
+            .and_then(|p| p.vpc(v.vni))
+            .is_some_and(|p| !p.router.tables.is_empty());
+        if had_tables || !v.router.tables.is_empty() {
+            changes += self.apply_route_tables(rns, &v.router.tables)?;
+        }
         changes += self.apply_router_exits(plan, v, previous, &rns_name)?;
         Ok(changes)
     }
