@@ -12,7 +12,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, guest_runs, qemus_of, signal, stdout, test_guest, CephCloud, Cluster};
+use common::{
+    bootable_root_args, disk_image_args, eventually, guest_runs, qemus_of, signal, stdout, strs,
+    tiny_vm, CephCloud, Cluster,
+};
 use serde_json::Value;
 
 fn rounds() -> usize {
@@ -31,37 +34,13 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
 /// A cluster of `agents` hosts on etcd with a Ceph pool, and VM `name` booted
 /// from an RBD clone (with `--ha` when asked).
 async fn cloud_with_vm(agents: usize, ha: bool) -> CephCloud {
-    let guest = test_guest();
     let c = CephCloud::start("benchvols", &vec![vec![]; agents], &[]).await;
-    let raw = guest.join("test-guest.raw");
-    c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
-    c.ok(&[
-        "volume",
-        "create",
-        "root",
-        "--image",
-        "tiny",
-        "--size",
-        "1GiB",
-        "--pool",
-        "benchvols",
-        "--bootable",
-        "--wait",
-    ]);
-    let mut args = vec![
-        "vm",
-        "create",
+    c.ok(&strs(&disk_image_args("tiny")));
+    c.ok(&bootable_root_args("root", "benchvols"));
+    let mut args = tiny_vm(
         "b",
-        "--image",
-        "tiny",
-        "--flavor",
-        "tiny",
-        "--boot-volume",
-        "root",
-        "--wait",
-        "--timeout",
-        "180s",
-    ];
+        &["--boot-volume", "root", "--wait", "--timeout", "180s"],
+    );
     if ha {
         args.push("--ha");
     }

@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, kernel_image_args, stderr, stdout, strs, test_guest, Cloud};
+use common::{
+    disk_image_args, eventually, kernel_image_args, stderr, stdout, strs, tiny_vm, Cloud,
+};
 use serde_json::Value;
 
 fn vm(cloud: &Cloud, name: &str) -> Value {
@@ -99,26 +101,13 @@ fn qemu_pid(cloud: &Cloud, id: &str) -> Option<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_compute_contract_image_vm_lifecycle_and_console() {
-    let guest = test_guest();
     let cloud = Cloud::up(&[]).await;
-    let raw = guest.join("test-guest.raw");
-    let out = cloud.cli(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
+    let out = cloud.cli(&strs(&disk_image_args("tiny")));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = cloud.cli(&["flavor", "list"]);
     assert!(stdout(&out).contains("tiny"));
 
-    let out = cloud.cli(&[
-        "vm",
-        "create",
-        "vm1",
-        "--image",
-        "tiny",
-        "--flavor",
-        "tiny",
-        "--wait",
-        "--timeout",
-        "240s",
-    ]);
+    let out = cloud.cli(&tiny_vm("vm1", &["--wait", "--timeout", "240s"]));
     assert!(out.status.success(), "vm create --wait: {}", stderr(&out));
     let v = vm(&cloud, "vm1");
     assert_eq!(v["status"]["phase"], "Running", "{v}");

@@ -17,7 +17,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, qemus_of, signal, stdout, test_guest, CephCloud, Cluster};
+use common::{
+    disk_image_args, eventually, qemus_of, signal, stdout, strs, tiny_vm, CephCloud, Cluster,
+};
 use serde_json::Value;
 
 fn vm(c: &Cluster, name: &str) -> Value {
@@ -26,25 +28,11 @@ fn vm(c: &Cluster, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
-    let guest = test_guest();
     let mut c = CephCloud::start("havols", &vec![vec![]; 3], &["--ha-grace", "2"]).await;
     let conf = c.conf.clone();
-    let raw = guest.join("test-guest.raw");
-    c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
+    c.ok(&strs(&disk_image_args("tiny")));
     let create = |name: &str, extra: &[&str]| {
-        let mut a = vec![
-            "vm",
-            "create",
-            name,
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--ha",
-            "--wait",
-            "--timeout",
-            "180s",
-        ];
+        let mut a = tiny_vm(name, &["--ha", "--wait", "--timeout", "180s"]);
         a.extend(extra);
         c.ok(&a);
     };

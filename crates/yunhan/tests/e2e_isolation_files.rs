@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, stderr, test_guest, Cloud, Tenant};
+use common::{disk_image_args, eventually, stderr, strs, tiny_vm, Cloud, Tenant};
 use serde_json::{json, Value};
 
 fn vm_id(cloud: &Cloud, name: &str) -> String {
@@ -77,24 +77,11 @@ async fn e2e_a_vms_qemu_reads_nothing_on_the_host_but_its_own_directory() {
         eprintln!("skipped: per-VM QEMU uids need root");
         return;
     }
-    let guest = test_guest();
     let mut cloud = Cloud::up(&[]).await;
-    let raw = guest.join("test-guest.raw");
-    let out = cloud.cli(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
+    let out = cloud.cli(&strs(&disk_image_args("tiny")));
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["va", "vb"] {
-        let out = cloud.cli(&[
-            "vm",
-            "create",
-            name,
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--wait",
-            "--timeout",
-            "240s",
-        ]);
+        let out = cloud.cli(&tiny_vm(name, &["--wait", "--timeout", "240s"]));
         assert!(out.status.success(), "vm create {name}: {}", stderr(&out));
     }
     let data = cloud.home.path().join("data");

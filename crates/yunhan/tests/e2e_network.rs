@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{
-    console_text, eventually, guest_runs, kernel_image_args, serial_log, stderr, strs, Cloud,
-    Cluster,
+    console_text, eventually, guest_runs, kernel_image_args, net1_with_s1, serial_log, stderr,
+    strs, tiny_vm, Cloud, Cluster,
 };
 use serde_json::{json, Value};
 use yunhan_net::lab::Lab;
@@ -33,46 +33,15 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     // The contract.
-    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    c.ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
+    net1_with_s1(&c);
     for name in ["a", "b"] {
-        let out = c.cli(&[
-            "vm",
-            "create",
-            name,
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--subnet",
-            "s1",
-            "--placement-group",
-            "spread",
-            "--wait",
-            "--timeout",
-            "120s",
-        ]);
+        let mut args = tiny_vm(name, &["--subnet", "s1", "--placement-group", "spread"]);
+        args.extend(["--wait", "--timeout", "120s"]);
+        let out = c.cli(&args);
         assert!(out.status.success(), "vm create {name}: {}", stderr(&out));
     }
     // A stopped VM whose NICs namespace guests stand in for (its host hot-plugs nothing).
-    c.ok(&[
-        "vm",
-        "create",
-        "c",
-        "--image",
-        "tiny",
-        "--flavor",
-        "tiny",
-        "--stopped",
-    ]);
+    c.ok(&tiny_vm("c", &["--stopped"]));
     let a = c.ok(&["vm", "show", "a"]);
     let b = c.ok(&["vm", "show", "b"]);
     assert_ne!(a["status"]["host"], b["status"]["host"], "on two hosts");
@@ -693,30 +662,10 @@ async fn e2e_network_vip_takeover_between_hosts() {
     let (_etcd, c) = common::lab_cloud(&lab).await;
     c.ok(&strs(&kernel_image_args("tiny")));
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
-    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    c.ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
+    net1_with_s1(&c);
     let mut guests = Vec::new();
     for (vm, nic) in [("p1", "n1"), ("p2", "n2")] {
-        c.ok(&[
-            "vm",
-            "create",
-            vm,
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--stopped",
-            "--placement-group",
-            "spread",
-        ]);
+        c.ok(&tiny_vm(vm, &["--stopped", "--placement-group", "spread"]));
         let host = eventually(&format!("{vm} placed"), Duration::from_secs(30), || async {
             c.ok(&["vm", "show", vm])["status"]["host"]
                 .as_str()

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, kernel_image_args, stderr, stdout, strs, test_guest, Cloud, GuestShell};
+use common::{
+    bootable_root_args, disk_image_args, eventually, kernel_image_args, stderr, stdout, strs,
+    tiny_vm, Cloud, GuestShell,
+};
 use serde_json::{json, Value};
 
 const GIB: u64 = 1 << 30;
@@ -319,31 +322,12 @@ async fn e2e_storage_ceph_volume_moves_snapshots_restores_and_extends_in_real_gu
     volume_lifecycle(&cloud, &v, sh1, sh2).await;
 
     // Boot from a volume that is an RBD copy-on-write clone of a disk image.
-    let raw = test_guest().join("test-guest.raw");
-    ok(
-        &cloud,
-        &["image", "create", "tiny", "--file", raw.to_str().unwrap()],
-    );
+    ok(&cloud, &strs(&disk_image_args("tiny")));
     let img_id = show(&cloud, "image", "tiny")["metadata"]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    ok(
-        &cloud,
-        &[
-            "volume",
-            "create",
-            "root1",
-            "--image",
-            "tiny",
-            "--size",
-            "1GiB",
-            "--pool",
-            "rbdvols",
-            "--bootable",
-            "--wait",
-        ],
-    );
+    ok(&cloud, &bootable_root_args("root1", "rbdvols"));
     let root = show(&cloud, "volume", "root1");
     let root_id = root["metadata"]["id"].as_str().unwrap().to_string();
     let info = std::process::Command::new("rbd")
@@ -366,18 +350,7 @@ async fn e2e_storage_ceph_volume_moves_snapshots_restores_and_extends_in_real_gu
     assert_eq!(info["size"].as_u64(), Some(GIB), "{info}");
     ok(
         &cloud,
-        &[
-            "vm",
-            "create",
-            "vm3",
-            "--image",
-            "tiny",
-            "--flavor",
-            "tiny",
-            "--boot-volume",
-            "root1",
-            "--wait",
-        ],
+        &tiny_vm("vm3", &["--boot-volume", "root1", "--wait"]),
     );
     eventually(
         "vm3 booted from its RBD root",

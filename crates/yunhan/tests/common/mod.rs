@@ -169,16 +169,12 @@ impl Cloud {
         }
     }
 
-    /// Runs a client command as this cloud's user.
     /// Runs a client command with `-o json`; panics unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let out = self.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        json_of(args, |a| self.cli(a))
     }
 
+    /// Runs a client command as this cloud's user.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
@@ -326,6 +322,67 @@ pub fn kernel_image_args(name: &str) -> Vec<String> {
 /// Borrowed views of `args`, for the CLI helpers that take `&[&str]`.
 pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// `image create NAME` of the test guest's disk (`test-guest.raw`), uploaded.
+pub fn disk_image_args(name: &str) -> Vec<String> {
+    let raw = test_guest().join("test-guest.raw");
+    let raw = raw.to_str().unwrap();
+    ["image", "create", name, "--file", raw]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `vm create NAME` of image `tiny` on flavor `tiny`, then `extra` arguments.
+pub fn tiny_vm<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["vm", "create", name, "--image", "tiny", "--flavor", "tiny"];
+    args.extend(extra);
+    args
+}
+
+/// `volume create NAME` in `pool`: a bootable 1 GiB clone of image `tiny`, waited for.
+pub fn bootable_root_args<'a>(name: &'a str, pool: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["volume", "create", name, "--pool", pool];
+    args.extend(words("--image tiny --size 1GiB --bootable --wait"));
+    args
+}
+
+/// A command line's words, e.g. `words("vpc create net1 --cidr 10.10.0.0/16")`.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Runs `args` with `-o json` through `run`; panics unless the command succeeds,
+/// else returns its JSON output (Null if none).
+fn json_of(args: &[&str], run: impl FnOnce(&[&str]) -> Output) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let out = run(&a);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// What runs client commands that must succeed: a [`Cloud`] or a [`Cluster`].
+pub trait Client {
+    fn ok(&self, args: &[&str]) -> Value;
+}
+
+impl Client for Cloud {
+    fn ok(&self, args: &[&str]) -> Value {
+        Cloud::ok(self, args)
+    }
+}
+
+impl Client for Cluster {
+    fn ok(&self, args: &[&str]) -> Value {
+        Cluster::ok(self, args)
+    }
+}
+
+/// VPC `net1` (10.10.0.0/16) and its subnet `s1` (10.10.1.0/24).
+pub fn net1_with_s1(c: &impl Client) {
+    c.ok(&words("vpc create net1 --cidr 10.10.0.0/16"));
+    c.ok(&words("subnet create s1 --vpc net1 --cidr 10.10.1.0/24"));
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -586,11 +643,7 @@ impl Cluster {
 
     /// Runs a client command that must succeed; returns its JSON output.
     pub fn ok(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let out = self.cli(&a);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        json_of(args, |a| self.cli(a))
     }
 
     /// The agent (index into `agents`) of host id `host`: agent `node-N` is `agents[N-1]`.
@@ -793,8 +846,6 @@ impl std::ops::DerefMut for CephCloud {
     }
 }
 
-/// Agent arguments that make agent i realise lab host i's network (`--netns`,
-/// `--vtep`): agent `node-N` runs lab host N.
 /// A netns lab of two hosts, `h1` (192.0.2.1) and `h2` (192.0.2.2), on a 1500-byte
 /// underlay; `tag` keeps its names apart from other tests'.
 pub fn two_host_lab(tag: &str) -> yunhan_net::lab::Lab {
@@ -813,6 +864,8 @@ pub async fn lab_cloud(lab: &yunhan_net::lab::Lab) -> (yunhan_testkit::EtcdClust
     (etcd, c)
 }
 
+/// Agent arguments that make agent i realise lab host i's network (`--netns`,
+/// `--vtep`): agent `node-N` runs lab host N.
 pub fn lab_agents(lab: &yunhan_net::lab::Lab) -> Vec<Vec<String>> {
     lab.hosts
         .iter()

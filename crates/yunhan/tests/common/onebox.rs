@@ -166,16 +166,7 @@ pub fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration>
 /// anywhere.
 pub fn vpc_with_open_group(cloud: &super::Cloud, rules: &[(&str, Option<&str>)]) {
     cloud.ok(&super::strs(&super::kernel_image_args("tiny")));
-    cloud.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    cloud.ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
+    super::net1_with_s1(cloud);
     cloud.ok(&["sg", "create", "open", "--vpc", "net1"]);
     for (protocol, port) in rules {
         let mut rule = vec!["sg", "rule", "add", "open", "--protocol", protocol];
@@ -188,8 +179,7 @@ pub fn vpc_with_open_group(cloud: &super::Cloud, rules: &[(&str, Option<&str>)])
 /// `vm create NAME` of the test guest in subnet `s1` with `extra` arguments (e.g. its
 /// security group), waiting until it runs.
 pub fn running_vm(cloud: &super::Cloud, name: &str, extra: &[&str]) {
-    let mut args = vec!["vm", "create", name, "--image", "tiny", "--flavor", "tiny"];
-    args.extend(["--subnet", "s1", "--wait", "--timeout", "120s"]);
+    let mut args = super::tiny_vm(name, &["--subnet", "s1", "--wait", "--timeout", "120s"]);
     args.extend(extra);
     cloud.ok(&args);
 }
