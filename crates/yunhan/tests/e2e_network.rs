@@ -70,16 +70,11 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
     })
     .await;
     // Guest-side ping a → b across the overlay.
+    let minute = Duration::from_secs(60);
     let ping = |ip: &str, tag: &str| {
         format!("ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo PING-{tag}-$((40+2))")
     };
-    guest_runs(
-        &a,
-        &ping(&ip_b, "AB"),
-        "PING-AB-42",
-        Duration::from_secs(60),
-    )
-    .await;
+    guest_runs(&a, &ping(&ip_b, "AB"), "PING-AB-42", minute).await;
 
     // The control plane goes away: guests keep talking, drift is still repaired.
     let a_host = lab_host_of(&c, &lab, &a);
@@ -109,13 +104,7 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         },
     )
     .await;
-    guest_runs(
-        &b,
-        &ping(&ip_a, "BA"),
-        "PING-BA-42",
-        Duration::from_secs(60),
-    )
-    .await;
+    guest_runs(&b, &ping(&ip_a, "BA"), "PING-BA-42", minute).await;
 
     // Back again: a change made now applies. A second subnet and a NIC in it (a namespace
     // guest standing in for stopped VM c) reach b through the router.
@@ -158,13 +147,12 @@ async fn e2e_network_two_hosts_guests_ping_and_survive_control_plane_loss() {
         )
     };
     let eth1_gone = |tag: &str| format!("[ -e /sys/class/net/eth1 ] || echo GONE-{tag}-$((40+2))");
-    let step = Duration::from_secs(60);
-    guest_runs(&a, &use_eth1("A"), "HOT-A-42", step).await;
+    guest_runs(&a, &use_eth1("A"), "HOT-A-42", minute).await;
     c.ok(&["nic", "attach", "n3", "--vm", "b"]);
-    guest_runs(&a, &eth1_gone("A"), "GONE-A-42", step).await;
-    guest_runs(&b, &use_eth1("B"), "HOT-B-42", step).await;
+    guest_runs(&a, &eth1_gone("A"), "GONE-A-42", minute).await;
+    guest_runs(&b, &use_eth1("B"), "HOT-B-42", minute).await;
     c.ok(&["nic", "detach", "n3"]);
-    guest_runs(&b, &eth1_gone("B"), "GONE-B-42", step).await;
+    guest_runs(&b, &eth1_gone("B"), "GONE-B-42", minute).await;
     drop(c);
     drop(etcd);
     drop(lab);
@@ -178,6 +166,25 @@ fn lab_host_of<'a>(c: &Cluster, lab: &'a Lab, vm: &Value) -> &'a yunhan_net::lab
 fn c_vni(c: &Cluster) -> u32 {
     let v = c.ok(&["vpc", "show", "net1"]);
     v["status"]["vni"].as_u64().unwrap() as u32
+}
+
+/// An API error: its HTTP status and its `code`.
+type Refusal = (u16, &'static str);
+const INVALID: Refusal = (400, "invalid_field");
+const NOT_FOUND: Refusal = (404, "not_found");
+const CONFLICT: Refusal = (409, "conflict");
+const EXHAUSTED: Refusal = (409, "ip_exhausted");
+
+/// Asserts that the answer `(status, body)` is the API error `want`; `why` names the
+/// case. Returns the body.
+#[track_caller]
+fn refused((s, v): (u16, Value), want: Refusal, why: &str) -> Value {
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (want.0, Some(want.1)),
+        "{why}: {v}"
+    );
+    v
 }
 
 /// Bad input gets a clear 4xx and leaves nothing behind; another project's ids are 404.
@@ -200,135 +207,76 @@ async fn e2e_network_bad_input_and_other_projects() {
         )
     };
     let tk = t.token.as_str();
-    let (s, vpc) = create(tk, "vpcs", "net1", json!({"cidr": "10.10.0.0/16"})).await;
-    assert_eq!(s, 201, "{vpc}");
+    let nic = |name: &str, spec: Value| create(tk, "network-interfaces", name, spec);
+    let eip = |name: &str, spec: Value| create(tk, "elastic-ips", name, spec);
+    let natgw = |spec: Value| create(tk, "nat-gateways", "gw", spec);
+    let created = |(s, v): (u16, Value)| {
+        assert_eq!(s, 201, "{v}");
+        v
+    };
+    let vpc = created(create(tk, "vpcs", "net1", json!({"cidr": "10.10.0.0/16"})).await);
     assert!(vpc["status"]["vni"].as_u64().unwrap() > 0);
-    let (s, vpc2) = create(tk, "vpcs", "net2", json!({"cidr": "10.10.0.0/16"})).await;
-    assert_eq!(s, 201, "{vpc2}");
+    let vpc2 = created(create(tk, "vpcs", "net2", json!({"cidr": "10.10.0.0/16"})).await);
     assert_ne!(vpc["status"]["vni"], vpc2["status"]["vni"], "unique VNIs");
-    for (spec, code, status) in [
-        (json!({"cidr": "10.10.0.1/16"}), "invalid_field", 400),
-        (json!({"cidr": "banana"}), "invalid_field", 400),
-    ] {
-        let (s, v) = create(tk, "vpcs", "bad", spec).await;
-        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{v}");
+    for cidr in ["10.10.0.1/16", "banana"] {
+        let answer = create(tk, "vpcs", "bad", json!({ "cidr": cidr })).await;
+        refused(answer, INVALID, cidr);
     }
-    let (s, sn) = create(
-        tk,
-        "subnets",
-        "s1",
-        json!({"vpc": "net1", "cidr": "10.10.1.0/29"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{sn}");
+    let subnet = |name: &str, vpc: &str, cidr: &str| {
+        create(tk, "subnets", name, json!({"vpc": vpc, "cidr": cidr}))
+    };
+    let sn = created(subnet("s1", "net1", "10.10.1.0/29").await);
     assert_eq!(sn["status"]["gateway_ip"], "10.10.1.1");
     // The same range in another VPC is fine.
-    let (s, v) = create(
-        tk,
-        "subnets",
-        "s1b",
-        json!({"vpc": "net2", "cidr": "10.10.1.0/24"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    for (name, spec, status, code) in [
-        (
-            "ov",
-            json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
-            409,
-            "conflict",
-        ),
-        (
-            "out",
-            json!({"vpc": "net1", "cidr": "10.20.1.0/24"}),
-            400,
-            "invalid_field",
-        ),
-        (
-            "tiny",
-            json!({"vpc": "net1", "cidr": "10.10.9.0/30"}),
-            400,
-            "invalid_field",
-        ),
-        (
-            "novpc",
-            json!({"vpc": "nope", "cidr": "10.10.9.0/24"}),
-            404,
-            "not_found",
-        ),
+    created(subnet("s1b", "net2", "10.10.1.0/24").await);
+    for (name, vpc, cidr, want) in [
+        ("ov", "net1", "10.10.1.0/24", CONFLICT),
+        ("out", "net1", "10.20.1.0/24", INVALID),
+        ("tiny", "net1", "10.10.9.0/30", INVALID),
+        ("novpc", "nope", "10.10.9.0/24", NOT_FOUND),
     ] {
-        let (s, v) = create(tk, "subnets", name, spec).await;
-        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{name}: {v}");
+        refused(subnet(name, vpc, cidr).await, want, name);
     }
     // IPAM: a /29 has 5 usable addresses (network, gateway, broadcast reserved).
-    let (s, v) = create(
-        tk,
-        "network-interfaces",
-        "fixed",
-        json!({"subnet": "s1", "ip": "10.10.1.9"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (400, Some("invalid_field")),
-        "outside: {v}"
-    );
-    let (s, v) = create(
-        tk,
-        "network-interfaces",
-        "gw",
-        json!({"subnet": "s1", "ip": "10.10.1.1"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (400, Some("invalid_field")),
-        "gateway: {v}"
-    );
+    let outside = nic("fixed", json!({"subnet": "s1", "ip": "10.10.1.9"})).await;
+    refused(outside, INVALID, "outside");
+    let gateway = nic("gw", json!({"subnet": "s1", "ip": "10.10.1.1"})).await;
+    refused(gateway, INVALID, "gateway");
     let mut ips = Vec::new();
     for i in 0..5 {
-        let (s, v) = create(
-            tk,
-            "network-interfaces",
-            &format!("n{i}"),
-            json!({"subnet": "s1"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
+        let v = created(nic(&format!("n{i}"), json!({"subnet": "s1"})).await);
         assert_eq!(v["status"]["mac"].as_str().unwrap().len(), 17);
         ips.push(v["status"]["ip"].as_str().unwrap().to_string());
     }
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 5, "{ips:?}");
-    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1"})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "{v}");
+    refused(nic("n5", json!({"subnet": "s1"})).await, EXHAUSTED, "n5");
     let (s, v) = call(tk, "GET", "/v1/network-interfaces/n5".into(), None).await;
     assert_eq!(s, 404, "nothing half-made: {v}");
     // A freed address is usable again; a taken fixed one is a conflict.
     let (s, _) = call(tk, "DELETE", "/v1/network-interfaces/n0".into(), None).await;
     assert_eq!(s, 204);
-    let (s, v) = create(
-        tk,
-        "network-interfaces",
-        "n5",
-        json!({"subnet": "s1", "ip": ips[1]}),
-    )
-    .await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
-    let (s, v) = create(tk, "network-interfaces", "n5", json!({"subnet": "s1"})).await;
-    assert_eq!(s, 201, "{v}");
+    let taken = nic("n5", json!({"subnet": "s1", "ip": ips[1]})).await;
+    refused(taken, CONFLICT, "a taken address");
+    created(nic("n5", json!({"subnet": "s1"})).await);
     // Deleting what is in use.
-    let (s, v) = call(tk, "DELETE", "/v1/vpcs/net1".into(), None).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
-    let (s, v) = call(tk, "DELETE", "/v1/subnets/s1".into(), None).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    for path in ["/v1/vpcs/net1", "/v1/subnets/s1"] {
+        refused(call(tk, "DELETE", path.into(), None).await, CONFLICT, path);
+    }
     // Security group rules.
-    let (s, sg) = create(tk, "security-groups", "web", json!({"vpc": "net1", "rules": [
+    let sg = created(create(tk, "security-groups", "web", json!({"vpc": "net1", "rules": [
         {"direction": "ingress", "protocol": "tcp", "port_from": 80, "port_to": 81, "cidr": "0.0.0.0/0"},
-        {"direction": "ingress", "protocol": "icmp", "group": "web"}]})).await;
-    assert_eq!(s, 201, "{sg}");
+        {"direction": "ingress", "protocol": "icmp", "group": "web"}]})).await);
     assert_eq!(sg["spec"]["rules"][1]["group"], sg["metadata"]["id"]);
+    let group = |rules: &Value| {
+        create(
+            tk,
+            "security-groups",
+            "bad",
+            json!({"vpc": "net1", "rules": rules}),
+        )
+    };
     for rules in [
         json!([{"direction": "ingress", "protocol": "icmp", "port_from": 1}]),
         json!([{"direction": "ingress", "protocol": "tcp", "port_from": 0}]),
@@ -336,136 +284,58 @@ async fn e2e_network_bad_input_and_other_projects() {
         json!([{"direction": "sideways", "protocol": "tcp"}]),
         json!([{"direction": "ingress", "protocol": "gre"}]),
     ] {
-        let (s, v) = create(
-            tk,
-            "security-groups",
-            "bad",
-            json!({"vpc": "net1", "rules": rules}),
-        )
-        .await;
+        let (s, v) = group(&rules).await;
         assert_eq!(s, 400, "{rules}: {v}");
     }
-    let (s, v) = create(
-        tk,
-        "security-groups",
-        "bad",
-        json!({"vpc": "net1", "rules": [
-        {"direction": "ingress", "protocol": "any", "group": "nope"}]}),
-    )
-    .await;
-    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let unknown = json!([{"direction": "ingress", "protocol": "any", "group": "nope"}]);
+    refused(group(&unknown).await, NOT_FOUND, "an unknown group");
     // Elastic IPs: from an admin's external network, bound once.
-    let (s, v) = cloud
-        .admin(
-            "POST",
-            "/v1/external-networks",
-            Some(&json!({"metadata": {"name": "public"}, "spec": {"cidr": "203.0.113.0/29", "device": "ext0"}})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = create(
-        tk,
-        "external-networks",
-        "mine",
-        json!({"cidr": "198.51.100.0/24", "device": "ext0"}),
-    )
-    .await;
+    let external = |name: &str, spec: Value| {
+        let body = json!({"metadata": {"name": name}, "spec": spec});
+        let cloud = &cloud;
+        async move {
+            cloud
+                .admin("POST", "/v1/external-networks", Some(&body))
+                .await
+        }
+    };
+    let public = json!({"cidr": "203.0.113.0/29", "device": "ext0"});
+    created(external("public", public).await);
+    let mine = json!({"cidr": "198.51.100.0/24", "device": "ext0"});
+    let (s, v) = create(tk, "external-networks", "mine", mine).await;
     assert_eq!(s, 403, "admins only: {v}");
-    let (s, v) = cloud
-        .admin(
-            "POST",
-            "/v1/external-networks",
-            Some(&json!({"metadata": {"name": "overlaps"}, "spec": {"cidr": "203.0.113.0/24", "device": "ext0"}})),
-        )
-        .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "overlapping external networks: {v}"
-    );
-    let (s, e1) = create(
-        tk,
-        "elastic-ips",
-        "e1",
-        json!({"nic": "n1", "bandwidth_mbit": 10}),
-    )
-    .await;
-    assert_eq!(s, 201, "{e1}");
+    let overlapping = json!({"cidr": "203.0.113.0/24", "device": "ext0"});
+    let answer = external("overlaps", overlapping).await;
+    refused(answer, CONFLICT, "overlapping external networks");
+    let e1 = created(eip("e1", json!({"nic": "n1", "bandwidth_mbit": 10})).await);
     assert_eq!(e1["status"]["address"], "203.0.113.2");
-    let (s, v) = create(tk, "elastic-ips", "e2", json!({"nic": "n1"})).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "NIC already has one: {v}"
-    );
-    let (s, e2) = create(tk, "elastic-ips", "e2", json!({})).await;
-    assert_eq!(s, 201, "{e2}");
+    let again = eip("e2", json!({"nic": "n1"})).await;
+    refused(again, CONFLICT, "NIC already has one");
+    created(eip("e2", json!({})).await);
     let mut upd = json!({"spec": e1["spec"].clone()});
     upd["spec"]["nic"] = json!("n2");
-    let (s, v) = call(tk, "PUT", "/v1/elastic-ips/e1".into(), Some(upd)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "already bound: {v}"
-    );
-    let (s, v) = call(tk, "DELETE", "/v1/network-interfaces/n1".into(), None).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "EIP bound: {v}"
-    );
-    let (s, v) = create(tk, "elastic-ips", "e3", json!({"bandwidth_mbit": 0})).await;
+    let answer = call(tk, "PUT", "/v1/elastic-ips/e1".into(), Some(upd)).await;
+    refused(answer, CONFLICT, "already bound");
+    let answer = call(tk, "DELETE", "/v1/network-interfaces/n1".into(), None).await;
+    refused(answer, CONFLICT, "EIP bound");
+    let (s, v) = eip("e3", json!({"bandwidth_mbit": 0})).await;
     assert_eq!(s, 400, "{v}");
     // NAT gateway and VIP validation.
-    let (s, v) = create(
-        tk,
-        "nat-gateways",
-        "gw",
-        json!({"vpc": "net1", "elastic_ip": "e1"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "bound EIP: {v}"
+    let bound = natgw(json!({"vpc": "net1", "elastic_ip": "e1"})).await;
+    refused(bound, CONFLICT, "bound EIP");
+    let outside = natgw(json!({"vpc": "net1", "elastic_ip": "e2",
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": "192.168.1.1", "to_port": 80}]}));
+    refused(outside.await, INVALID, "outside the VPC");
+    created(
+        natgw(json!({"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"],
+        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]}))
+        .await,
     );
-    let (s, v) = create(
-        tk,
-        "nat-gateways",
-        "gw",
-        json!({"vpc": "net1", "elastic_ip": "e2",
-        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": "192.168.1.1", "to_port": 80}]}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (400, Some("invalid_field")),
-        "outside the VPC: {v}"
-    );
-    let (s, v) = create(
-        tk,
-        "nat-gateways",
-        "gw",
-        json!({"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"],
-        "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
     // A second gateway for the VPC, on another elastic IP: refused, and that one stays free.
-    let (s, e4) = create(tk, "elastic-ips", "e4", json!({})).await;
-    assert_eq!(s, 201, "{e4}");
-    let (s, v) = create(
-        tk,
-        "nat-gateways",
-        "gw2",
-        json!({"vpc": "net1", "elastic_ip": "e4"}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("conflict")),
-        "one NAT gateway per VPC: {v}"
-    );
+    created(eip("e4", json!({})).await);
+    let second = json!({"vpc": "net1", "elastic_ip": "e4"});
+    let second = create(tk, "nat-gateways", "gw2", second).await;
+    let v = refused(second, CONFLICT, "one NAT gateway per VPC");
     assert!(v["message"].as_str().unwrap().contains("\"gw\""), "{v}");
     let (s, v) = call(tk, "GET", "/v1/nat-gateways".into(), None).await;
     assert_eq!(
@@ -474,99 +344,62 @@ async fn e2e_network_bad_input_and_other_projects() {
         "{v}"
     );
     // The /29 has 5 addresses for elastic IPs (the gateway .1 is not one): exhausted now?
-    let (s, v) = create(tk, "elastic-ips", "e5", json!({})).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = create(tk, "elastic-ips", "e6", json!({})).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = create(tk, "elastic-ips", "e7", json!({})).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("ip_exhausted")),
-        "the external network is out of addresses: {v}"
+    created(eip("e5", json!({})).await);
+    created(eip("e6", json!({})).await);
+    let answer = eip("e7", json!({})).await;
+    refused(
+        answer,
+        EXHAUSTED,
+        "the external network is out of addresses",
     );
     // A network handing out only a range: addresses come from it, others are refused.
-    let (s, v) = cloud
-        .admin(
-            "POST",
-            "/v1/external-networks",
-            Some(&json!({"metadata": {"name": "ranged"}, "spec": {"cidr": "198.51.100.0/24", "device": "ext0", "pool": "198.51.100.10-198.51.100.11"}})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, r1) = create(tk, "elastic-ips", "r1", json!({"network": "ranged"})).await;
-    assert_eq!(
-        (s, r1["status"]["address"].as_str()),
-        (201, Some("198.51.100.10")),
-        "{r1}"
-    );
-    let (s, v) = create(
-        tk,
-        "elastic-ips",
-        "r2",
-        json!({"network": "ranged", "address": "198.51.100.50"}),
-    )
-    .await;
+    let range = "198.51.100.10-198.51.100.11";
+    let ranged = json!({"cidr": "198.51.100.0/24", "device": "ext0", "pool": range});
+    created(external("ranged", ranged).await);
+    let r1 = created(eip("r1", json!({"network": "ranged"})).await);
+    assert_eq!(r1["status"]["address"], "198.51.100.10", "{r1}");
+    let elsewhere = json!({"network": "ranged", "address": "198.51.100.50"});
+    let (s, v) = eip("r2", elsewhere).await;
     assert_eq!(
         (s, v["details"]["field"].as_str()),
         (400, Some("spec.address")),
         "{v}"
     );
-    let (s, v) = create(tk, "elastic-ips", "r2", json!({"network": "ranged"})).await;
-    assert_eq!(
-        (s, v["status"]["address"].as_str()),
-        (201, Some("198.51.100.11")),
-        "{v}"
-    );
-    let (s, v) = create(tk, "elastic-ips", "r3", json!({"network": "ranged"})).await;
-    assert_eq!((s, v["code"].as_str()), (409, Some("ip_exhausted")), "{v}");
+    let r2 = created(eip("r2", json!({"network": "ranged"})).await);
+    assert_eq!(r2["status"]["address"], "198.51.100.11", "{r2}");
+    let r3 = eip("r3", json!({"network": "ranged"})).await;
+    refused(r3, EXHAUSTED, "r3");
     for r in ["r1", "r2"] {
         let (s, v) = call(tk, "DELETE", format!("/v1/elastic-ips/{r}"), None).await;
         assert_eq!(s, 204, "{v}");
     }
-    let (s, v) = create(
+    let vip = create(
         tk,
         "vips",
         "vip1",
         json!({"subnet": "s1", "nics": ["n1", "n2"]}),
-    )
-    .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (409, Some("ip_exhausted")),
-        "the /29 is full: {v}"
     );
+    refused(vip.await, EXHAUSTED, "the /29 is full");
     // Another project sees none of it, by name or by id.
     let ok = other.token.as_str();
+    let id = |v: &Value| v["metadata"]["id"].as_str().unwrap().to_string();
     for path in [
-        format!("/v1/vpcs/{}", vpc["metadata"]["id"].as_str().unwrap()),
-        format!("/v1/subnets/{}", sn["metadata"]["id"].as_str().unwrap()),
-        format!(
-            "/v1/security-groups/{}",
-            sg["metadata"]["id"].as_str().unwrap()
-        ),
-        format!("/v1/elastic-ips/{}", e1["metadata"]["id"].as_str().unwrap()),
+        format!("/v1/vpcs/{}", id(&vpc)),
+        format!("/v1/subnets/{}", id(&sn)),
+        format!("/v1/security-groups/{}", id(&sg)),
+        format!("/v1/elastic-ips/{}", id(&e1)),
     ] {
         let (s, v) = call(ok, "GET", path.clone(), None).await;
         assert_eq!(s, 404, "{path}: {v}");
         let (s, _) = call(ok, "DELETE", path.clone(), None).await;
         assert_eq!(s, 404, "{path}");
     }
-    let (s, v) = create(
-        ok,
-        "subnets",
-        "steal",
-        json!({"vpc": vpc["metadata"]["id"], "cidr": "10.10.5.0/24"}),
-    )
-    .await;
-    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
-    let (s, v) = create(
-        ok,
-        "network-interfaces",
-        "steal",
-        json!({"subnet": sn["metadata"]["id"]}),
-    )
-    .await;
-    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let steal = json!({"vpc": vpc["metadata"]["id"], "cidr": "10.10.5.0/24"});
+    let answer = create(ok, "subnets", "steal", steal).await;
+    refused(answer, NOT_FOUND, "a subnet");
+    let steal = json!({"subnet": sn["metadata"]["id"]});
+    let answer = create(ok, "network-interfaces", "steal", steal).await;
+    refused(answer, NOT_FOUND, "a NIC");
     let (s, v) = call(ok, "GET", "/v1/vpcs".into(), None).await;
     assert_eq!(
         (s, v["items"].as_array().map(Vec::len)),
