@@ -21,15 +21,26 @@ pub trait Command: Serialize + Send + Sync {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
+/// `impl Command for $ty`: wire name `$name`, reply `$resp` ([`Empty`] if not given).
+macro_rules! command {
+    ($ty:ident, $name:literal) => {
+        command!($ty, $name, Empty);
+    };
+    ($ty:ident, $name:literal, $resp:ty) => {
+        impl Command for $ty {
+            const NAME: &'static str = $name;
+            type Response = $resp;
+        }
+    };
+}
+
+/// A command without arguments.
 macro_rules! unit_command {
     ($(#[$m:meta])* $ty:ident, $name:literal, $resp:ty) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
         pub struct $ty;
-        impl Command for $ty {
-            const NAME: &'static str = $name;
-            type Response = $resp;
-        }
+        command!($ty, $name, $resp);
     };
 }
 
@@ -69,10 +80,7 @@ unit_command!(
 pub struct HumanMonitorCommand {
     pub command_line: String,
 }
-impl Command for HumanMonitorCommand {
-    const NAME: &'static str = "human-monitor-command";
-    type Response = String;
-}
+command!(HumanMonitorCommand, "human-monitor-command", String);
 
 /// `blockdev-add`. The options are driver-specific (QAPI `BlockdevOptions`),
 /// so this is a JSON object with helpers for the common shapes.
@@ -112,10 +120,7 @@ impl BlockdevAdd {
         self.0.get("node-name").and_then(Value::as_str)
     }
 }
-impl Command for BlockdevAdd {
-    const NAME: &'static str = "blockdev-add";
-    type Response = Empty;
-}
+command!(BlockdevAdd, "blockdev-add");
 
 /// `blockdev-del`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,10 +128,7 @@ impl Command for BlockdevAdd {
 pub struct BlockdevDel {
     pub node_name: String,
 }
-impl Command for BlockdevDel {
-    const NAME: &'static str = "blockdev-del";
-    type Response = Empty;
-}
+command!(BlockdevDel, "blockdev-del");
 
 /// `device_add`: `driver`, `id` and driver properties (`drive`, `bus`, `addr`,
 /// `mac`, `netdev`, ...).
@@ -150,10 +152,7 @@ impl DeviceAdd {
         self
     }
 }
-impl Command for DeviceAdd {
-    const NAME: &'static str = "device_add";
-    type Response = Empty;
-}
+command!(DeviceAdd, "device_add");
 
 /// `device_del`: a request; completion is the `DEVICE_DELETED` event (the
 /// guest must cooperate for PCI devices).
@@ -161,10 +160,7 @@ impl Command for DeviceAdd {
 pub struct DeviceDel {
     pub id: String,
 }
-impl Command for DeviceDel {
-    const NAME: &'static str = "device_del";
-    type Response = Empty;
-}
+command!(DeviceDel, "device_del");
 
 /// `netdev_add` of a TAP backend whose descriptor was handed over with
 /// `getfd` ([`crate::QmpClient::send_fd`]) under the name `fd`.
@@ -187,20 +183,14 @@ impl NetdevAddTap {
         }
     }
 }
-impl Command for NetdevAddTap {
-    const NAME: &'static str = "netdev_add";
-    type Response = Empty;
-}
+command!(NetdevAddTap, "netdev_add");
 
 /// `netdev_del`: removes a network backend (after its device is gone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetdevDel {
     pub id: String,
 }
-impl Command for NetdevDel {
-    const NAME: &'static str = "netdev_del";
-    type Response = Empty;
-}
+command!(NetdevDel, "netdev_del");
 
 /// `qom-list` of a QOM path, e.g. `/machine/peripheral` (the devices created with
 /// an id, on the command line or by `device_add`).
@@ -208,10 +198,7 @@ impl Command for NetdevDel {
 pub struct QomList {
     pub path: String,
 }
-impl Command for QomList {
-    const NAME: &'static str = "qom-list";
-    type Response = Vec<crate::types::QomProperty>;
-}
+command!(QomList, "qom-list", Vec<crate::types::QomProperty>);
 
 /// `block_resize` of a node to `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,10 +207,7 @@ pub struct BlockResize {
     pub node_name: String,
     pub size: u64,
 }
-impl Command for BlockResize {
-    const NAME: &'static str = "block_resize";
-    type Response = Empty;
-}
+command!(BlockResize, "block_resize");
 
 /// `migrate` to a URI (`tcp:host:port`, `unix:path`, `exec:cmd`, `file:path`).
 /// Returns at once; progress is `query-migrate` / `MIGRATION` events.
@@ -231,26 +215,17 @@ impl Command for BlockResize {
 pub struct Migrate {
     pub uri: String,
 }
-impl Command for Migrate {
-    const NAME: &'static str = "migrate";
-    type Response = Empty;
-}
+command!(Migrate, "migrate");
 
 /// `migrate-set-capabilities`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MigrateSetCapabilities {
     pub capabilities: Vec<MigrationCapabilityStatus>,
 }
-impl Command for MigrateSetCapabilities {
-    const NAME: &'static str = "migrate-set-capabilities";
-    type Response = Empty;
-}
+command!(MigrateSetCapabilities, "migrate-set-capabilities");
 
 /// `migrate-set-parameters`
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct MigrateSetParameters(pub MigrationParameters);
-impl Command for MigrateSetParameters {
-    const NAME: &'static str = "migrate-set-parameters";
-    type Response = Empty;
-}
+command!(MigrateSetParameters, "migrate-set-parameters");

@@ -271,26 +271,31 @@ async fn events_never_answer_commands() {
     );
 }
 
+/// A client of a fake started with `config`, with migration events on, and its events.
+async fn migrating(config: FakeConfig) -> (FakeQmpServer, QmpClient, EventStream) {
+    let (server, q) = pair(config).await;
+    q.migrate_set_capabilities(&[MigrationCapabilityStatus::new("events", true)])
+        .await
+        .unwrap();
+    let ev = q.events();
+    (server, q, ev)
+}
+
+/// Waits for the `MIGRATION` event of `status`.
+async fn migration_event(ev: &mut EventStream, status: MigrationStatus) {
+    let want = EventKind::Migration { status };
+    ev.wait_for(WAIT, |e| e.kind() == want).await.unwrap();
+}
+
 #[tokio::test]
 async fn migration_failure_and_cancel() {
     let config = FakeConfig {
         fail_migration: true,
         ..Default::default()
     };
-    let (_server, q) = pair(config).await;
-    q.migrate_set_capabilities(&[MigrationCapabilityStatus::new("events", true)])
-        .await
-        .unwrap();
-    let mut ev = q.events();
+    let (_server, q, mut ev) = migrating(config).await;
     q.migrate("tcp:127.0.0.1:1").await.unwrap();
-    ev.wait_for(WAIT, |e| {
-        e.kind()
-            == EventKind::Migration {
-                status: MigrationStatus::Failed,
-            }
-    })
-    .await
-    .unwrap();
+    migration_event(&mut ev, MigrationStatus::Failed).await;
     let info = q.query_migrate().await.unwrap();
     assert_eq!(info.status, Some(MigrationStatus::Failed));
     assert!(info.error_desc.is_some());
@@ -300,23 +305,12 @@ async fn migration_failure_and_cancel() {
         migration_step: Duration::from_secs(30),
         ..Default::default()
     };
-    let (_server, q) = pair(config).await;
-    q.migrate_set_capabilities(&[MigrationCapabilityStatus::new("events", true)])
-        .await
-        .unwrap();
-    let mut ev = q.events();
+    let (_server, q, mut ev) = migrating(config).await;
     q.migrate("unix:/nonexistent").await.unwrap();
     let again = q.migrate("unix:/nonexistent").await.unwrap_err();
     assert_eq!(again.class(), Some("GenericError"));
     q.migrate_cancel().await.unwrap();
-    ev.wait_for(WAIT, |e| {
-        e.kind()
-            == EventKind::Migration {
-                status: MigrationStatus::Cancelled,
-            }
-    })
-    .await
-    .unwrap();
+    migration_event(&mut ev, MigrationStatus::Cancelled).await;
     assert_eq!(
         q.query_migrate().await.unwrap().status,
         Some(MigrationStatus::Cancelled)
