@@ -10,7 +10,9 @@
 //!   total time and downtime are reported.
 //! - `host drain` moves it back, names the VM it cannot move (stopped, local
 //!   disk) and marks the host unschedulable (a migration to it is then refused);
-//!   `host uncordon` ends that.
+//!   `host uncordon` ends that. The VM's elastic IP follows it both times: the
+//!   outside pings it throughout (longest gaps reported) and `eip show` names the
+//!   host realising it.
 //! - Post-copy: moves where the target's unprivileged QEMU may use userfaultfd,
 //!   and fails clearly (the VM stays) where it may not.
 
@@ -322,18 +324,36 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         .as_str()
         .unwrap()
         .to_string();
+    // m's elastic IP follows it: realised on the target now, the outside pings it
+    // throughout the drain.
+    eip_realised_on(&c, &target_name).await;
+    let pinger = Pinger::start(&outside, eip);
     // The stopped peer VM (a local disk) cannot move: the drain says so.
     let out = c.cli(&["host", "drain", &target_name]);
+    // m is Running on the source again (the drain waited for that before trying p).
+    let drained = std::time::Instant::now();
     assert!(!out.status.success(), "p stays");
     let said = stderr(&out);
     assert!(
         said.contains("still holds 1 VM(s)") && said.contains("p (") && said.contains("Stopped"),
         "{said}"
     );
-    assert_eq!(
-        vm(&c, "m")["status"]["host"],
-        source.as_str(),
-        "drained back"
+    let back = vm(&c, "m");
+    assert_eq!(back["status"]["host"], source.as_str(), "drained back");
+    assert_eq!(back["status"]["phase"], "Running", "{back}");
+    assert!(
+        lab.ping_within(&outside, eip, Duration::from_secs(5)),
+        "outside → m's elastic IP within 5 s of the drain"
+    );
+    let answered = drained.elapsed();
+    let gap = pinger.longest_gap();
+    eip_realised_on(&c, &src_name).await;
+    eprintln!(
+        "elastic IP through the drain: answered {answered:?} after m ran on the source again, longest gap {gap:?}"
+    );
+    assert!(
+        gap < Duration::from_secs(10),
+        "elastic IP unreachable for {gap:?} during the drain"
     );
     assert_eq!(
         c.ok(&["host", "show", &target_name])["spec"]["schedulable"],
@@ -385,6 +405,20 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     .await;
     drop(c);
     drop(lab);
+}
+
+/// Waits (10 s) until `eip show m-ip` names `host` (a host name) as the one realising it.
+async fn eip_realised_on(c: &Cluster, host: &str) {
+    let shown = eventually(
+        &format!("m-ip realised on {host}"),
+        Duration::from_secs(10),
+        || {
+            let e = c.show("eip", "m-ip");
+            async move { (e["status"]["host"] == host).then_some(e) }
+        },
+    )
+    .await;
+    assert_eq!(shown["status"]["phase"], "Ready", "{shown}");
 }
 
 /// `ping -i 0.1` from a namespace, in the background: the longest run of lost replies.

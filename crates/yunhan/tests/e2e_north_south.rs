@@ -5,14 +5,16 @@
 //! pings; unbound, the address stops answering, and bound to another guest's NIC that one
 //! answers; a NAT gateway lets a guest without one reach the internet (masqueraded by the
 //! host) and forwards a port to its web server; the host sees each guest as its own
-//! elastic IP or as the gateway's address; a cap set while bound shapes its uplink.
+//! elastic IP or as the gateway's address; a cap set while bound shapes its uplink, and
+//! TCP through the elastic IP runs at the cap both ways (busybox `nc` in the guest, the
+//! other end in the host's namespace; the rates are printed).
 //! Then on two lab hosts (`yunhan server` on etcd, `yunhan agent --netns`): a NAT gateway
 //! moves when its host is lost.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::onebox::{running_vm, sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR};
@@ -30,7 +32,14 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     assert_eq!(nets[0]["metadata"]["name"], "public", "{nets}");
     assert_eq!(nets[0]["spec"]["host_gateway"], true, "{nets}");
     // The contract (image, VPC, subnet, a group open to ping and web).
-    vpc_with_open_group(&cloud, &[("icmp", None), ("tcp", Some("80"))]);
+    vpc_with_open_group(
+        &cloud,
+        &[
+            ("icmp", None),
+            ("tcp", Some("80")),
+            ("tcp", Some(SINK_PORT)),
+        ],
+    );
     for vm in ["a", "b"] {
         running_vm(&cloud, vm, &["--security-group", "open"]);
     }
@@ -85,13 +94,18 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         within(Duration::from_secs(30), || onebox.ping_eip(&addr)).is_some(),
         "{addr} never answered for b"
     );
-    // A bandwidth cap, changed while bound: the uplink's HTB class follows it.
+    // A bandwidth cap, changed while bound: the uplink's HTB class follows it, and at
+    // 20 Mbit/s TCP through the elastic IP runs at the cap both ways.
+    let gateway: Ipv4Addr = PUBLIC_CIDR.replace(".0/24", ".1").parse().unwrap();
     for (mbit, rate) in [("20", "rate 20Mbit"), ("50", "rate 50Mbit")] {
         ok(&["eip", "set", "e1", "--bandwidth", mbit]);
         let shaped = within(Duration::from_secs(10), || {
             onebox.tc_classes().contains(rate)
         });
         assert!(shaped.is_some(), "no {rate}: {}", onebox.tc_classes());
+        if mbit == "20" {
+            throughput_at_the_cap(&onebox, &b, &addr, gateway, 20.0).await;
+        }
     }
     ok(&["eip", "set", "e1", "--bandwidth", "0"]);
     let unshaped = within(Duration::from_secs(10), || {
@@ -132,7 +146,6 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
     assert!(page.is_some(), "{gw_addr}:8080 never forwarded to a:80");
 
     // Who the host sees: b as its elastic IP (instance-level SNAT), a as the gateway's.
-    let gateway: Ipv4Addr = PUBLIC_CIDR.replace(".0/24", ".1").parse().unwrap();
     peer_server(&onebox.host, gateway, 9000);
     for (vm, seen_as) in [(&b, &addr), (&a, &gw_addr)] {
         guest_runs(
@@ -143,6 +156,170 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         )
         .await;
     }
+}
+
+/// The port of the guest's byte sink (`nc -l`), open in the test's security group.
+const SINK_PORT: &str = "5001";
+
+/// TCP through the elastic IP `addr` of guest `vm` capped at `cap` Mbit/s, measured both
+/// ways and asserted within ±10 % of the cap (TCP payload: the cap counts frames, so
+/// ≈ 95 % of it is the most to expect). In: the host's namespace sends zeros for 8 s to
+/// busybox `nc -l` in the guest, which counts them (`wc -c`); the rate is the bytes over
+/// the time from the first byte to the guest's close after the last (so nothing left in
+/// socket buffers or queues counts as sent). Out: the guest sends 24 MiB
+/// (`dd | nc`) to a listener of the host's namespace on the public network's gateway
+/// address, which times them from its first read to its last.
+async fn throughput_at_the_cap(
+    onebox: &OneBox,
+    vm: &serde_json::Value,
+    addr: &str,
+    gateway: Ipv4Addr,
+    cap: f64,
+) {
+    let log = serial_log(vm);
+    // In: a sink in the guest (stdin a FIFO it also holds open, so nc never half-closes:
+    // it exits when the sender is done, and that close is what the host waits for). The
+    // mkdir makes a second typing of the command (guest_runs repeats it until the marker
+    // shows) start nothing.
+    guest_runs(
+        vm,
+        &format!(
+            "mkdir /tmp/rx && mkfifo /tmp/rx/in && {{ (nc -l -p {SINK_PORT} <>/tmp/rx/in | wc -c | while read n; do echo RECV-$((40+2))-$n; done) & }}; echo SINK-$((40+2))"
+        ),
+        "SINK-42",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        onebox.routed_by_the_platform(addr),
+        "{addr} is not routed by the platform:\n{}",
+        onebox.diagnose(addr)
+    );
+    let to: Ipv4Addr = addr.parse().unwrap();
+    let (sent, in_took) = send_for(
+        &onebox.host,
+        to,
+        SINK_PORT.parse().unwrap(),
+        Duration::from_secs(8),
+    )
+    .unwrap_or_else(|e| panic!("host → {addr}:{SINK_PORT}: {e}"));
+    let counted = format!("RECV-42-{sent}");
+    eventually("the guest's count", Duration::from_secs(30), || {
+        let seen = console_text(&log).contains(&counted);
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let inbound = mbit_s(sent, in_took);
+
+    // Out: the guest sends to a listener on the host's side of the public network.
+    const BLOCKS: u64 = 384;
+    let port = 5002;
+    let received = receive_one(&onebox.host, gateway, port);
+    guest_runs(
+        vm,
+        &format!(
+            "mkdir /tmp/tx && {{ (dd if=/dev/zero bs=65536 count={BLOCKS} 2>/dev/null | nc {gateway} {port}; echo SENT-$((40+2))-$?) & }}; echo SEND-$((40+2))"
+        ),
+        "SEND-42",
+        Duration::from_secs(60),
+    )
+    .await;
+    let (total, counted, took) = received
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the guest's bytes within 2 minutes")
+        .unwrap_or_else(|e| panic!("{addr} → {gateway}:{port}: {e}"));
+    assert_eq!(total, BLOCKS * 65536, "all the guest sent arrived");
+    let outbound = mbit_s(counted, took);
+    eprintln!(
+        "elastic IP capped at {cap} Mbit/s: host → guest {inbound:.2} Mbit/s ({sent} B in {:.2} s), guest → host {outbound:.2} Mbit/s ({counted} B in {:.2} s)",
+        in_took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    for (way, got) in [("host → guest", inbound), ("guest → host", outbound)] {
+        assert!(
+            (cap * 0.9..=cap * 1.1).contains(&got),
+            "{way}: {got:.2} Mbit/s through a {cap} Mbit/s cap\n{}",
+            onebox.tc_classes()
+        );
+    }
+}
+
+fn mbit_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 * 8.0 / took.as_secs_f64() / 1e6
+}
+
+/// From inside `ns`: connects to `addr:port` (retrying for 20 s while nothing listens),
+/// sends zeros for `secs`, half-closes and waits for the receiver to close. The bytes
+/// sent and the time from the first write to that close (the connection set-up left out).
+fn send_for(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    secs: Duration,
+) -> std::io::Result<(u64, Duration)> {
+    let sa = SocketAddr::from((addr, port));
+    Lab::in_netns(ns, move || -> std::io::Result<(u64, Duration)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut c = loop {
+            match TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        c.set_write_timeout(Some(Duration::from_secs(10)))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let block = vec![0u8; 65536];
+        let mut sent = 0u64;
+        let t0 = Instant::now();
+        while t0.elapsed() < secs {
+            c.write_all(&block)?;
+            sent += block.len() as u64;
+        }
+        c.shutdown(std::net::Shutdown::Write)?;
+        // The guest's nc exits (closing its end) once it has read everything.
+        let mut rest = [0u8; 4096];
+        while c.read(&mut rest)? > 0 {}
+        Ok((sent, t0.elapsed()))
+    })?
+}
+
+/// A listener on `addr:port` in `ns` that takes one connection and reads it to the end:
+/// (all bytes, the bytes after the first read, the time from the first read to the last
+/// with data), on the returned channel.
+fn receive_one(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+) -> std::sync::mpsc::Receiver<std::io::Result<(u64, u64, Duration)>> {
+    let l = Lab::in_netns(ns, move || TcpListener::bind((addr, port)))
+        .expect("netns")
+        .expect("bind");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(timed_read(l));
+    });
+    rx
+}
+
+/// [`receive_one`]'s reader.
+fn timed_read(l: TcpListener) -> std::io::Result<(u64, u64, Duration)> {
+    let (mut c, _) = l.accept()?;
+    drop(l);
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut buf = vec![0u8; 65536];
+    let first = c.read(&mut buf)? as u64;
+    let t0 = Instant::now();
+    let (mut after, mut last) = (0u64, t0);
+    loop {
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        after += n as u64;
+        last = Instant::now();
+    }
+    Ok((first + after, after, last - t0))
 }
 
 /// `GET /` from inside `ns`; the answer (empty when there is none within 2 s).
