@@ -77,6 +77,18 @@ fn ms(us: u64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
+/// How long an apply or revert held the target: `target stopped for …`.
+fn stopped_for(s: &engine::StopStats) -> String {
+    format!(
+        "target stopped for {} (fully frozen {}; {} threads, {} attempt{})",
+        ms(s.stop_us),
+        ms(s.frozen_us),
+        s.threads,
+        s.attempts,
+        if s.attempts == 1 { "" } else { "s" }
+    )
+}
+
 fn table(rows: &[Vec<String>]) -> String {
     let mut w = vec![0usize; rows.first().map_or(0, Vec::len)];
     for r in rows {
@@ -126,6 +138,19 @@ fn patch_rows(records: &[PatchRecord], status: Option<&[&str]>) -> String {
     table(&rows)
 }
 
+/// Prints `v` as JSON, or for people as `text` does.
+fn show<T: serde::Serialize>(
+    output: OutputFormat,
+    v: &T,
+    text: impl FnOnce(&T),
+) -> Result<(), HotpatchError> {
+    match output {
+        OutputFormat::Json => print_json(v),
+        OutputFormat::Table => text(v),
+    }
+    Ok(())
+}
+
 fn print_json<T: serde::Serialize>(v: &T) {
     println!(
         "{}",
@@ -147,51 +172,37 @@ pub fn run(cmd: HotpatchCommand, output: OutputFormat) -> Result<(), HotpatchErr
             o.maps = map;
             o.allow_relay = !no_relay;
             o.attempts = attempts;
-            let r = engine::apply(&o)?;
-            if output == OutputFormat::Json {
-                print_json(&r);
-                return Ok(());
-            }
-            println!(
-                "applied {} to process {} (mapping from {}; {})",
-                r.patch.display(),
-                r.pid,
-                match r.mapping_source {
-                    crate::manifest::MappingSource::CommandLine => "--map",
-                    crate::manifest::MappingSource::Manifest => "the .yunhan_hotpatch manifest",
-                    crate::manifest::MappingSource::Convention => "the NAME_vN convention",
-                },
-                if r.loaded {
-                    format!("library loaded in {}", ms(r.load_us))
-                } else {
-                    "library was already loaded".into()
-                }
-            );
-            print!("{}", patch_rows(&r.patches, None));
-            println!(
-                "target stopped for {} (fully frozen {}; {} threads, {} attempt{})",
-                ms(r.stop.stop_us),
-                ms(r.stop.frozen_us),
-                r.stop.threads,
-                r.stop.attempts,
-                if r.stop.attempts == 1 { "" } else { "s" }
-            );
-            Ok(())
+            show(output, &engine::apply(&o)?, |r| {
+                println!(
+                    "applied {} to process {} (mapping from {}; {})",
+                    r.patch.display(),
+                    r.pid,
+                    match r.mapping_source {
+                        crate::manifest::MappingSource::CommandLine => "--map",
+                        crate::manifest::MappingSource::Manifest => "the .yunhan_hotpatch manifest",
+                        crate::manifest::MappingSource::Convention => "the NAME_vN convention",
+                    },
+                    if r.loaded {
+                        format!("library loaded in {}", ms(r.load_us))
+                    } else {
+                        "library was already loaded".into()
+                    }
+                );
+                print!("{}", patch_rows(&r.patches, None));
+                println!("{}", stopped_for(&r.stop));
+            })
         }
         HotpatchCommand::List { pid } => {
             let entries = engine::list(pid, &state::default_dir())?;
-            if output == OutputFormat::Json {
-                print_json(&entries);
-                return Ok(());
-            }
-            if entries.is_empty() {
-                println!("no patches applied to process {pid}");
-                return Ok(());
-            }
-            let recs: Vec<PatchRecord> = entries.iter().map(|e| e.record.clone()).collect();
-            let st: Vec<&str> = entries.iter().map(|e| e.status).collect();
-            print!("{}", patch_rows(&recs, Some(&st)));
-            Ok(())
+            show(output, &entries, |entries| {
+                if entries.is_empty() {
+                    println!("no patches applied to process {pid}");
+                    return;
+                }
+                let recs: Vec<PatchRecord> = entries.iter().map(|e| e.record.clone()).collect();
+                let st: Vec<&str> = entries.iter().map(|e| e.status).collect();
+                print!("{}", patch_rows(&recs, Some(&st)));
+            })
         }
         HotpatchCommand::Revert {
             pid,
@@ -203,26 +214,15 @@ pub fn run(cmd: HotpatchCommand, output: OutputFormat) -> Result<(), HotpatchErr
             o.func = func;
             o.patch = patch;
             o.attempts = attempts;
-            let r = engine::revert(&o)?;
-            if output == OutputFormat::Json {
-                print_json(&r);
-                return Ok(());
-            }
-            println!(
-                "reverted {} patch(es) in process {}",
-                r.reverted.len(),
-                r.pid
-            );
-            print!("{}", patch_rows(&r.reverted, None));
-            println!(
-                "target stopped for {} (fully frozen {}; {} threads, {} attempt{})",
-                ms(r.stop.stop_us),
-                ms(r.stop.frozen_us),
-                r.stop.threads,
-                r.stop.attempts,
-                if r.stop.attempts == 1 { "" } else { "s" }
-            );
-            Ok(())
+            show(output, &engine::revert(&o)?, |r| {
+                println!(
+                    "reverted {} patch(es) in process {}",
+                    r.reverted.len(),
+                    r.pid
+                );
+                print!("{}", patch_rows(&r.reverted, None));
+                println!("{}", stopped_for(&r.stop));
+            })
         }
     }
 }
