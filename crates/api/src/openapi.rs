@@ -209,6 +209,7 @@ pub fn openapi_document() -> Value {
     b.kind::<yunhan_model::ElasticIp>(true, true);
     b.kind::<yunhan_model::NatGateway>(true, true);
     b.kind::<yunhan_model::Vip>(true, true);
+    b.kind::<yunhan_model::RouteTable>(true, true);
     b.kind::<ApiKey>(false, false);
 
     let key_body = b.schema::<CreateRequest<ApiKeySpec>>();

@@ -12,8 +12,8 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use yunhan_model::{
     ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance, NatGateway,
-    NetworkInterface, PlacementGroup, Project, SecurityGroup, Snapshot, Subnet, User, Vip, Volume,
-    Vpc,
+    NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup, Snapshot, Subnet, User,
+    Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;
@@ -44,7 +44,7 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     // network
     let r = crud::<NetworkInterface>(crud::<Subnet>(crud::<Vpc>(r)));
     let r = crud::<ElasticIp>(crud::<ExternalNetwork>(crud::<SecurityGroup>(r)));
-    crud::<Vip>(crud::<NatGateway>(r))
+    crud::<RouteTable>(crud::<Vip>(crud::<NatGateway>(r)))
 }
 
 /// Routes with handlers of their own.

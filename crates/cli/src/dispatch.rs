@@ -43,6 +43,8 @@ pub enum Command {
     Natgw(nat_gateway::NatgwCommand),
     #[command(subcommand)]
     Vip(vip::VipCommand),
+    #[command(subcommand, name = "route-table", alias = "rt")]
+    RouteTable(route_table::RouteTableCommand),
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
     #[command(subcommand)]
@@ -72,6 +74,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Eip(c) => eip::run(ctx, c).await,
         Command::Natgw(c) => nat_gateway::run(ctx, c).await,
         Command::Vip(c) => vip::run(ctx, c).await,
+        Command::RouteTable(c) => route_table::run(ctx, c).await,
         Command::Volume(c) => volume::run(ctx, c).await,
         Command::Snapshot(c) => snapshot::run(ctx, c).await,
         Command::Storage(c) => storage::run(ctx, c).await,

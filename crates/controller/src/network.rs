@@ -22,8 +22,8 @@ use yunhan_model::network::{
 };
 use yunhan_model::network::{NetworkPhase, NetworkState};
 use yunhan_model::{
-    ElasticIp, ExternalNetwork, Host, Instance, Kind, NatGateway, NetworkInterface, SecurityGroup,
-    Subnet, Vip, Vpc,
+    ElasticIp, ExternalNetwork, Host, Instance, Kind, NatGateway, NetworkInterface, RouteTable,
+    SecurityGroup, Subnet, Vip, Vpc,
 };
 use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
@@ -34,9 +34,11 @@ use yunhan_store::StoreExt;
 use crate::Reconciler;
 
 mod external_network;
+mod route_table;
 mod security_group;
 
 use external_network::{gateway_host, map_external_networks, parse_devices};
+use route_table::{dropped_routes, map_route_tables};
 pub use security_group::default_group;
 use security_group::{default_groups, map_groups};
 
@@ -80,6 +82,7 @@ pub struct Inputs {
     pub eips: Vec<Doc<ElasticIp>>,
     pub nat_gateways: Vec<Doc<NatGateway>>,
     pub vips: Vec<Doc<Vip>>,
+    pub route_tables: Vec<Doc<RouteTable>>,
 }
 
 fn by_age<S, T>(v: &mut [yunhan_model::Resource<S, T>]) {
@@ -100,6 +103,8 @@ pub struct Decision {
     pub failed: BTreeMap<(ObjectKind, String), String>,
     /// (kind, id) → the host realising it, for kinds realised on one host.
     pub realised: Placed,
+    /// (kind, id) → what a realised object's status notes (a route table's dropped routes).
+    pub notes: BTreeMap<(ObjectKind, String), String>,
 }
 
 impl Decision {
@@ -162,6 +167,7 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
     }
     Ok(Decision {
         realised: realised_hosts(&admitted.model, &plans),
+        notes: dropped_routes(&admitted.model),
         model: admitted.model,
         plans,
         failed,
@@ -181,6 +187,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     by_age(&mut inp.eips);
     by_age(&mut inp.nat_gateways);
     by_age(&mut inp.vips);
+    by_age(&mut inp.route_tables);
     let mut m = NetworkModel {
         underlay_mtu,
         hosts: map_hosts(&inp),
@@ -197,6 +204,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     m.nat_gateways = map_nat_gateways(&inp, &m.external_networks, &mut failed);
     m.elastic_ips = map_eips(&inp, &mut failed);
     m.vips = map_vips(&inp, &mut failed);
+    m.route_tables = map_route_tables(&inp, &mut failed);
     (m, failed)
 }
 
@@ -619,6 +627,7 @@ async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
         eips: objects.list_all::<ElasticIp>(None).await?,
         nat_gateways: objects.list_all::<NatGateway>(None).await?,
         vips: objects.list_all::<Vip>(None).await?,
+        route_tables: objects.list_all::<RouteTable>(None).await?,
     })
 }
 
@@ -637,6 +646,7 @@ impl Reconciler for NetworkController {
             object_prefix::<ElasticIp>(None),
             object_prefix::<NatGateway>(None),
             object_prefix::<Vip>(None),
+            object_prefix::<RouteTable>(None),
             object_prefix::<Instance>(None),
             object_prefix::<Host>(None),
             VTEP_PREFIX.into(),
@@ -718,6 +728,7 @@ async fn write_states(
     w.write::<ElasticIp>(ObjectKind::ElasticIp, None).await?;
     w.write::<NatGateway>(ObjectKind::NatGateway, None).await?;
     w.write::<Vip>(ObjectKind::Vip, None).await?;
+    w.write::<RouteTable>(ObjectKind::RouteTable, None).await?;
     for ((kind, id), why) in d.failed.iter().filter(|(k, _)| k.0 == ObjectKind::Host) {
         tracing::warn!(%kind, %id, reason = %why, "host left out of the network model");
     }
@@ -728,7 +739,10 @@ async fn write_states(
 pub fn desired_state(d: &Decision, kind: ObjectKind, id: &str) -> (NetworkPhase, String) {
     match d.reason(kind, id) {
         Some(why) => (NetworkPhase::Failed, why.to_string()),
-        None => (NetworkPhase::Ready, String::new()),
+        None => {
+            let note = d.notes.get(&(kind, id.to_string()));
+            (NetworkPhase::Ready, note.cloned().unwrap_or_default())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod migration;
 pub mod network;
 mod placement;
 mod quota;
+mod route_table;
 mod security_group;
 mod storage;
 
@@ -36,7 +37,8 @@ pub use meta::{
 };
 pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
 pub use network::{
-    ElasticIp, NatGateway, NetworkInterface, PrimaryNic, SecurityGroup, Subnet, Vip, Vpc,
+    ElasticIp, NatGateway, NetworkInterface, PrimaryNic, RouteTable, SecurityGroup, Subnet, Vip,
+    Vpc,
 };
 pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};

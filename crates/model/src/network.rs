@@ -1,6 +1,7 @@
 //! VPC networking resources: VPCs, subnets, network interfaces (elastic NICs), security
 //! groups (in `security_group.rs`, re-exported here), elastic IPs (from the admin's external
-//! networks, `external_network.rs`), NAT gateways and shared virtual IPs.
+//! networks, `external_network.rs`), NAT gateways, shared virtual IPs and route tables
+//! (`route_table.rs`, re-exported here).
 //! Design note: `docs/network.md`. References to other objects are stored as ids (the API
 //! resolves names at create time); addresses are strings in the usual notations.
 
@@ -16,6 +17,10 @@ use crate::{validate_name, ApiError, Kind, Scope, Usage};
 pub use crate::security_group::{
     RuleDirection, RuleProtocol, SecurityGroup, SecurityGroupRule, SecurityGroupSpec,
     SecurityGroupStatus,
+};
+// Route tables live in `route_table.rs`.
+pub use crate::route_table::{
+    Route, RouteTable, RouteTableSpec, RouteTableStatus, RouteTargetKind, DEFAULT_ROUTE_PRIORITY,
 };
 
 /// Parses an IPv4 CIDR (`10.0.0.0/16`, no host bits) for `field`.
@@ -78,7 +83,7 @@ pub const VIP_HOLDERS_PREFIX: &str = "/yunhan/net/vip-holders/";
 /// Where the SDN controller writes each host's plan, by host id.
 pub const PLAN_PREFIX: &str = "/yunhan/plans/net/";
 
-fn check_refs(field: &str, refs: &[String], max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_refs(field: &str, refs: &[String], max: usize) -> Result<(), ApiError> {
     if refs.len() > max {
         return Err(ApiError::invalid_field(
             field,
@@ -151,7 +156,8 @@ network_state!(
     SubnetStatus,
     NetworkInterfaceStatus,
     SecurityGroupStatus,
-    crate::external_network::ExternalNetworkStatus;
+    crate::external_network::ExternalNetworkStatus,
+    crate::route_table::RouteTableStatus;
     on a host: ElasticIpStatus, NatGatewayStatus, VipStatus
 );
 

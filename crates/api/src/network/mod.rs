@@ -9,6 +9,7 @@ pub(crate) mod eips;
 pub(crate) mod external_networks;
 pub(crate) mod nat_gateways;
 pub(crate) mod nics;
+pub(crate) mod route_tables;
 pub(crate) mod security_groups;
 pub(crate) mod subnets;
 pub(crate) mod vips;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use yunhan_model::network::VNI_COUNTER_KEY;
-use yunhan_model::{NatGateway, SecurityGroup, Subnet, Vpc};
+use yunhan_model::{NatGateway, RouteTable, SecurityGroup, Subnet, Vpc};
 use yunhan_store::objects::Doc;
 use yunhan_store::{Compare, Op, Txn};
 use yunhan_types::addr::MAX_VNI;
@@ -81,6 +81,13 @@ impl Hooks for Vpc {
             project,
             |x| x.spec.vpc == id,
             |x| why("NAT gateway", &x.metadata.name),
+        )
+        .await?;
+        refuse_while_referenced::<RouteTable>(
+            s,
+            project,
+            |x| x.spec.vpc == id,
+            |x| why("route table", &x.metadata.name),
         )
         .await?;
         s.objects.delete::<Self>(&doc).await?;

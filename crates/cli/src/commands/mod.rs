@@ -13,6 +13,7 @@ pub mod nat_gateway;
 pub mod nic;
 pub mod placement_group;
 pub mod project;
+pub mod route_table;
 pub mod security_group;
 pub mod snapshot;
 pub mod storage;
