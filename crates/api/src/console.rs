@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use yunhan_model::{ApiError, ErrorCode, Instance};
+use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
-use crate::error::Result;
+use crate::error::{HttpError, Result};
 use crate::extract::QueryParams;
 use crate::lookup::{find_visible, find_writable};
 use crate::Shared;
@@ -36,16 +37,11 @@ pub async fn log(
     QueryParams(q): QueryParams<ConsoleQuery>,
 ) -> Result<Response> {
     let inst = find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
-    let Some(path) = inst.status.console_log.clone() else {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!(
-                "instance {:?} has no console yet (it is {:?})",
-                inst.metadata.name, inst.status.phase
-            ),
-        )
-        .into());
-    };
+    let path = inst
+        .status
+        .console_log
+        .clone()
+        .ok_or_else(|| no_console_yet(&inst))?;
     let mut f = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => {
@@ -86,20 +82,22 @@ pub async fn attach(
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response> {
     let inst = find_writable::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
-    let Some(path) = inst.status.console_socket.clone() else {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!(
-                "instance {:?} has no console yet (it is {:?})",
-                inst.metadata.name, inst.status.phase
-            ),
-        )
-        .into());
-    };
+    let path = inst
+        .status
+        .console_socket
+        .clone()
+        .ok_or_else(|| no_console_yet(&inst))?;
     let unix = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
         ApiError::new(ErrorCode::Conflict, format!("the console is not reachable from this API server ({e}); is the VM running on this host?"))
     })?;
     Ok(ws.on_upgrade(move |socket| pipe(socket, unix)))
+}
+
+/// 409: the instance has no console yet (no agent has started it).
+fn no_console_yet(inst: &Doc<Instance>) -> HttpError {
+    let (name, phase) = (&inst.metadata.name, &inst.status.phase);
+    let msg = format!("instance {name:?} has no console yet (it is {phase:?})");
+    ApiError::new(ErrorCode::Conflict, msg).into()
 }
 
 async fn pipe(ws: axum::extract::ws::WebSocket, unix: tokio::net::UnixStream) {

@@ -15,7 +15,7 @@ use crate::images::resolve_image;
 use crate::lookup::lookup;
 use crate::network::nics::{create_primary_nic, release_instance_nics};
 use crate::placement_groups::placement_group;
-use crate::resource::{conflict, refuse_change, Deleted, Hooks};
+use crate::resource::{changes, conflict, refuse_change, Deleted, Hooks};
 use crate::storage::volumes::{boot_volume, detach_all};
 use crate::AppState;
 
@@ -54,7 +54,7 @@ impl Hooks for Instance {
         refuse_change(
             old.flavor != new.flavor
                 || old.image != new.image
-                || new.boot_volume.is_some() && new.boot_volume != old.boot_volume,
+                || changes(&old.boot_volume, &new.boot_volume),
             "an instance's flavor, image and boot volume cannot change",
         )?;
         refuse_change(

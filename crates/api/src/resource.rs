@@ -31,13 +31,19 @@ pub trait Hooks: Kind + Sized {
         Ok(())
     }
 
-    /// Resolves references of an update (names → ids) and checks them against the store.
+    /// Resolves references of an update (names → ids) and checks them against the store;
+    /// by default [`Hooks::resolve_update`], which does not depend on who asks.
     async fn prepare_update(
-        _s: &AppState,
+        s: &AppState,
         _p: &Principal,
-        _old: &Doc<Self>,
-        _new: &mut Doc<Self>,
+        old: &Doc<Self>,
+        new: &mut Doc<Self>,
     ) -> Result<()> {
+        Self::resolve_update(s, old, new).await
+    }
+
+    /// [`Hooks::prepare_update`] of a kind whose updates are the same whoever asks.
+    async fn resolve_update(_s: &AppState, _old: &Doc<Self>, _new: &mut Doc<Self>) -> Result<()> {
         Ok(())
     }
 
@@ -72,6 +78,11 @@ pub(crate) fn refuse_change(changed: bool, msg: &str) -> Result<()> {
         true => Err(conflict(msg)),
         false => Ok(()),
     }
+}
+
+/// Whether an update changes an optional field it gives (it may leave it out).
+pub(crate) fn changes<T: PartialEq>(old: &Option<T>, new: &Option<T>) -> bool {
+    new.is_some() && new != old
 }
 
 /// The scope an object's names live in: its project, or the platform's.

@@ -12,7 +12,9 @@ use crate::error::{HttpError, Result};
 use crate::lookup::{lookup, resolve};
 use crate::network::addresses::{claim_address, fixed_address, Space};
 use crate::network::external_networks::network_gateway;
-use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{
+    changes, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+};
 use crate::AppState;
 
 #[async_trait]
@@ -40,17 +42,11 @@ impl Hooks for ElasticIp {
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         refuse_change(
-            old.spec.network != new.spec.network
-                || (new.spec.address.is_some() && old.spec.address != new.spec.address),
+            old.spec.network != new.spec.network || changes(&old.spec.address, &new.spec.address),
             "an elastic IP's external network and address cannot change",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
         new.spec.address = old.spec.address.clone();
         let Some(n) = new.spec.nic.clone() else {
             return Ok(());

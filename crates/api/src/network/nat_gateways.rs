@@ -29,14 +29,8 @@ impl Hooks for NatGateway {
             "a NAT gateway's VPC cannot change",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
-        let project = project_of(old).to_string();
-        normalise_natgw(s, &project, new).await
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
+        normalise_natgw(s, project_of(old), new).await
     }
 }
 

@@ -19,7 +19,9 @@ use crate::error::{HttpError, Result};
 use crate::lookup::resolve;
 use crate::network::addresses::{claim_in_subnet, subnet_info};
 use crate::network::security_groups::resolve_groups;
-use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{
+    changes, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+};
 use crate::AppState;
 
 #[async_trait]
@@ -29,23 +31,17 @@ impl Hooks for NetworkInterface {
         prepare_nic(s, doc).await
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
-        let ip_changed = new.spec.ip.is_some() && new.spec.ip != old.spec.ip;
         refuse_change(
-            old.spec.subnet != new.spec.subnet || ip_changed,
+            old.spec.subnet != new.spec.subnet || changes(&old.spec.ip, &new.spec.ip),
             "a NIC's subnet and address cannot change; create another NIC",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
-        let project = project_of(old).to_string();
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
+        let project = project_of(old);
         new.spec.ip = old.spec.ip.clone();
         new.spec.security_groups = resolve_groups(
             s,
-            &project,
+            project,
             &old.status.vpc,
             "spec.security_groups",
             &new.spec.security_groups,
@@ -53,7 +49,7 @@ impl Hooks for NetworkInterface {
         .await?;
         new.spec.instance = match &new.spec.instance {
             Some(i) if old.spec.instance.as_deref() == Some(i) => Some(i.clone()),
-            Some(i) => Some(attachable_instance(s, &project, i).await?.metadata.id),
+            Some(i) => Some(attachable_instance(s, project, i).await?.metadata.id),
             None => None,
         };
         if new.spec.instance != old.spec.instance {

@@ -28,14 +28,8 @@ impl Hooks for SecurityGroup {
             "a security group's VPC cannot change",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
-        let project = project_of(old).to_string();
-        resolve_rule_groups(s, &project, &old.metadata.id, new).await
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
+        resolve_rule_groups(s, project_of(old), &old.metadata.id, new).await
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let project = doc.metadata.project.as_deref();

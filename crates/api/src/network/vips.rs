@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
 use crate::network::addresses::{claim_in_subnet, subnet_info};
-use crate::resource::{project_of, refuse_change, Deleted, Hooks};
+use crate::resource::{changes, project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -30,20 +30,14 @@ impl Hooks for Vip {
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         refuse_change(
-            old.spec.subnet != new.spec.subnet
-                || (new.spec.ip.is_some() && new.spec.ip != old.spec.ip),
+            old.spec.subnet != new.spec.subnet || changes(&old.spec.ip, &new.spec.ip),
             "a VIP's subnet and address cannot change",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
-        let project = project_of(old).to_string();
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
         new.spec.ip = old.spec.ip.clone();
-        new.spec.nics = resolve_vip_nics(s, &project, &old.spec.subnet, &new.spec.nics).await?;
+        new.spec.nics =
+            resolve_vip_nics(s, project_of(old), &old.spec.subnet, &new.spec.nics).await?;
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {

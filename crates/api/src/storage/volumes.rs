@@ -17,7 +17,8 @@ use crate::error::{HttpError, Result};
 use crate::images::resolve_image;
 use crate::lookup::resolve;
 use crate::resource::{
-    conflict, delete_or_mark, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    changes, conflict, delete_or_mark, project_of, refuse_change, refuse_while_referenced, Deleted,
+    Hooks,
 };
 use crate::AppState;
 
@@ -59,8 +60,7 @@ impl Hooks for Volume {
 
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         refuse_change(
-            old.spec.pool != new.spec.pool
-                || new.spec.source.is_some() && new.spec.source != old.spec.source,
+            old.spec.pool != new.spec.pool || changes(&old.spec.source, &new.spec.source),
             "a volume's pool and source cannot change; create another volume",
         )?;
         yunhan_types::sizes::validate_extend(old.spec.size_bytes, new.spec.size_bytes)
@@ -71,20 +71,15 @@ impl Hooks for Volume {
         )
     }
 
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
-        let project = project_of(old).to_string();
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
+        let project = project_of(old);
         // The source is immutable; an update may simply omit it.
         new.spec.source = old.spec.source.clone();
         new.spec.instance = match new.spec.instance.clone() {
             Some(i) if old.spec.instance.as_deref() == Some(i.as_str()) => Some(i),
             Some(i) => {
-                not_a_root(s, &project, old, "attach").await?;
-                let (id, rebind) = resolve_attachment(s, &project, old, &i).await?;
+                not_a_root(s, project, old, "attach").await?;
+                let (id, rebind) = resolve_attachment(s, project, old, &i).await?;
                 if rebind.is_some() {
                     new.status.host = rebind;
                 }
@@ -94,7 +89,7 @@ impl Hooks for Volume {
         };
         if new.spec.restore != old.spec.restore {
             if let Some(r) = new.spec.restore.clone() {
-                new.spec.restore = Some(restore_request(s, &project, old, new, r).await?);
+                new.spec.restore = Some(restore_request(s, project, old, new, r).await?);
             }
             // Forgetting the last request is harmless.
         }
