@@ -17,9 +17,13 @@ pub(crate) trait Shown: Kind {
     /// The table `list`, `show` and the changing commands print.
     const COLUMNS: &'static [Column<Doc<Self>>];
 
-    /// What a wait shows of the object while it lasts (`-`: the kind has no phase).
-    fn phase(_doc: &Doc<Self>) -> String {
-        "-".into()
+    /// What a wait shows of the object while it lasts: its cell in the
+    /// table's `PHASE` (or `STATUS`) column, `-` when the kind has neither.
+    fn phase(doc: &Doc<Self>) -> String {
+        let column = Self::COLUMNS
+            .iter()
+            .find(|c| matches!(c.header, "PHASE" | "STATUS"));
+        column.map_or_else(|| "-".into(), |c| (c.get)(doc))
     }
 }
 

@@ -29,6 +29,20 @@ macro_rules! col {
 }
 pub(crate) use col;
 
+/// `$columns`, then the three every kind the cloud works on ends with: its
+/// `PHASE`, `ID` and, for a failure, `MESSAGE`.
+macro_rules! with_phase {
+    ($($column:expr),+ $(,)?) => {
+        [
+            $($column,)+
+            $crate::output::col!("PHASE", status.phase),
+            $crate::output::col!("ID", metadata.id),
+            $crate::output::col!("MESSAGE", status.message),
+        ]
+    };
+}
+pub(crate) use with_phase;
+
 /// A column showing a byte count of the row, e.g. `1.5 GiB`.
 macro_rules! bytes {
     ($header:literal, $($field:ident).+) => {

@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, Column};
+use crate::output::{col, with_phase, Column};
 
 /// Elastic IPs: external addresses bound 1:1 to a NIC, with a bandwidth cap
 ///
@@ -58,19 +58,13 @@ pub struct EipCreate {
 
 impl Shown for ElasticIp {
     const NOUN: &'static str = "elastic IP";
-    const COLUMNS: &'static [Column<Doc<ElasticIp>>] = &[
+    const COLUMNS: &'static [Column<Doc<ElasticIp>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("ADDRESS", status.address),
         col!("NIC", spec.nic),
         col!("BANDWIDTH_MBIT", spec.bandwidth_mbit),
         col!("HOST", status.host),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<ElasticIp>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: EipCommand) -> Result<(), ClientError> {

@@ -9,7 +9,7 @@ use yunhan_model::{Doc, ExternalNetwork, ExternalNetworkSpec};
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, Column};
+use crate::output::{col, with_phase, Column};
 
 /// External networks: where elastic IPs come from, and how hosts reach them (admin)
 ///
@@ -64,20 +64,14 @@ fn parse_leg(s: &str) -> Result<(String, String), String> {
 
 impl Shown for ExternalNetwork {
     const NOUN: &'static str = "external network";
-    const COLUMNS: &'static [Column<Doc<ExternalNetwork>>] = &[
+    const COLUMNS: &'static [Column<Doc<ExternalNetwork>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("CIDR", spec.cidr),
         col!("GATEWAY", spec.gateway),
         col!("POOL", spec.pool),
         col!("DEVICE", spec.device),
         col!("HOST_GATEWAY", spec.host_gateway),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<ExternalNetwork>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ExternalNetworkCommand) -> Result<(), ClientError> {

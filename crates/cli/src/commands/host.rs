@@ -44,9 +44,6 @@ impl Shown for Host {
         col!("SCHEDULABLE", spec.schedulable),
         col!("ID", metadata.id),
     ];
-    fn phase(doc: &Doc<Host>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> {

@@ -10,7 +10,7 @@ use yunhan_model::{Doc, Image, ImageSpec};
 use crate::client::{Answer, Client, ClientError};
 use crate::ctx::{Common, Ctx};
 use crate::kind::{create_in, path_of, Obj, Shown};
-use crate::output::{cell, col, Column};
+use crate::output::{col, Column};
 
 /// Images that VMs boot from
 #[derive(Subcommand, Debug, Clone)]
@@ -66,9 +66,6 @@ impl Shown for Image {
         col!("OS", spec.os),
         col!("ID", metadata.id),
     ];
-    fn phase(doc: &Doc<Image>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<(), ClientError> {

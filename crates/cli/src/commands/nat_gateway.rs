@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, join, Column};
+use crate::output::{col, join, with_phase, Column};
 
 /// NAT gateways: SNAT a VPC (or some subnets) behind an elastic IP, plus port forwards
 ///
@@ -61,7 +61,7 @@ fn parse_dnat(s: &str) -> Result<DnatRule, String> {
 
 impl Shown for NatGateway {
     const NOUN: &'static str = "NAT gateway";
-    const COLUMNS: &'static [Column<Doc<NatGateway>>] = &[
+    const COLUMNS: &'static [Column<Doc<NatGateway>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("VPC", spec.vpc),
         col!("ELASTIC_IP", spec.elastic_ip),
@@ -74,13 +74,7 @@ impl Shown for NatGateway {
             get: |v| v.spec.dnat.len().to_string(),
         },
         col!("HOST", status.host),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<NatGateway>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: NatgwCommand) -> Result<(), ClientError> {

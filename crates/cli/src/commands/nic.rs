@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, join, Column};
+use crate::output::{col, join, with_phase, Column};
 
 /// Network interfaces (elastic NICs): an address in a subnet, security groups, a VM
 ///
@@ -59,7 +59,7 @@ pub struct NicCreate {
 
 impl Shown for NetworkInterface {
     const NOUN: &'static str = "NIC";
-    const COLUMNS: &'static [Column<Doc<NetworkInterface>>] = &[
+    const COLUMNS: &'static [Column<Doc<NetworkInterface>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("IP", status.ip),
         col!("MAC", status.mac),
@@ -69,13 +69,7 @@ impl Shown for NetworkInterface {
             header: "GROUPS",
             get: |v| join(&v.spec.security_groups),
         },
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<NetworkInterface>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: NicCommand) -> Result<(), ClientError> {

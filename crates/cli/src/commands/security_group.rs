@@ -11,7 +11,7 @@ use yunhan_model::Doc;
 use crate::client::{Answer, ClientError};
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, print_all, Column};
+use crate::output::{col, print_all, with_phase, Column};
 
 /// Security groups: stateful allow rules for the NICs that are members
 ///
@@ -102,20 +102,14 @@ fn parse_ports(s: &str) -> Result<(u16, u16), String> {
 
 impl Shown for SecurityGroup {
     const NOUN: &'static str = "security group";
-    const COLUMNS: &'static [Column<Doc<SecurityGroup>>] = &[
+    const COLUMNS: &'static [Column<Doc<SecurityGroup>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("VPC", spec.vpc),
         Column {
             header: "RULES",
             get: |v| v.spec.rules.len().to_string(),
         },
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<SecurityGroup>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 /// A row of `sg rule list` (also its JSON).

@@ -40,9 +40,6 @@ impl Shown for Snapshot {
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Snapshot>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 impl Fallible for Snapshot {

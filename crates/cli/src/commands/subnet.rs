@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, Column};
+use crate::output::{col, with_phase, Column};
 
 /// Subnets of a VPC; the first address is the gateway (a distributed router)
 ///
@@ -35,18 +35,12 @@ pub struct SubnetCreate {
 
 impl Shown for Subnet {
     const NOUN: &'static str = "subnet";
-    const COLUMNS: &'static [Column<Doc<Subnet>>] = &[
+    const COLUMNS: &'static [Column<Doc<Subnet>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("CIDR", spec.cidr),
         col!("GATEWAY", status.gateway_ip),
         col!("VPC", spec.vpc),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Subnet>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: SubnetCommand) -> Result<(), ClientError> {

@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, join, Column};
+use crate::output::{col, join, with_phase, Column};
 
 /// Virtual IPs that several NICs of a subnet may announce (keepalived-style failover)
 ///
@@ -38,7 +38,7 @@ pub struct VipCreate {
 
 impl Shown for Vip {
     const NOUN: &'static str = "VIP";
-    const COLUMNS: &'static [Column<Doc<Vip>>] = &[
+    const COLUMNS: &'static [Column<Doc<Vip>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("IP", status.ip),
         col!("SUBNET", spec.subnet),
@@ -47,13 +47,7 @@ impl Shown for Vip {
             get: |v| join(&v.spec.nics),
         },
         col!("HOST", status.host),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Vip>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: VipCommand) -> Result<(), ClientError> {

@@ -130,9 +130,6 @@ impl Shown for Instance {
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Instance>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: VmCommand) -> Result<(), ClientError> {

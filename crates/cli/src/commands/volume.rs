@@ -106,9 +106,6 @@ impl Shown for Volume {
         col!("ID", metadata.id),
         col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Volume>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 /// A storage kind whose objects can fail (volumes and snapshots).

@@ -7,7 +7,7 @@ use yunhan_model::Doc;
 use crate::client::ClientError;
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
-use crate::output::{cell, col, Column};
+use crate::output::{col, with_phase, Column};
 
 /// VPCs: isolated private networks spanning hosts (one VXLAN segment each)
 ///
@@ -34,17 +34,11 @@ pub struct VpcCreate {
 
 impl Shown for Vpc {
     const NOUN: &'static str = "VPC";
-    const COLUMNS: &'static [Column<Doc<Vpc>>] = &[
+    const COLUMNS: &'static [Column<Doc<Vpc>>] = &with_phase![
         col!("NAME", metadata.name),
         col!("CIDR", spec.cidr),
         col!("VNI", status.vni),
-        col!("PHASE", status.phase),
-        col!("ID", metadata.id),
-        col!("MESSAGE", status.message),
     ];
-    fn phase(doc: &Doc<Vpc>) -> String {
-        cell(&doc.status.phase)
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: VpcCommand) -> Result<(), ClientError> {
