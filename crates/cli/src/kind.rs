@@ -70,4 +70,19 @@ mod tests {
             "/v1/instances/a%20b"
         );
     }
+
+    #[test]
+    fn a_wait_shows_the_phase_column() {
+        let meta = serde_json::json!({"name": "n", "id": "x-1", "created": "2024-01-01T00:00:00Z"});
+        let vpc: Doc<yunhan_model::network::Vpc> = serde_json::from_value(serde_json::json!({
+            "metadata": meta, "spec": {"cidr": "10.0.0.0/16"}, "status": {"phase": "Failed"},
+        }))
+        .unwrap();
+        assert_eq!(yunhan_model::network::Vpc::phase(&vpc), "Failed");
+        let flavor: Doc<yunhan_model::Flavor> = serde_json::from_value(serde_json::json!({
+            "metadata": meta, "spec": {"vcpus": 1, "memory_mib": 64, "disk_gib": 1}, "status": {},
+        }))
+        .unwrap();
+        assert_eq!(yunhan_model::Flavor::phase(&flavor), "-");
+    }
 }
