@@ -70,15 +70,7 @@ pub async fn register(objects: &Objects, cfg: &AgentConfig) -> Result<String, Ag
             return Ok(id);
         }
         let doc = Resource {
-            metadata: Metadata {
-                id: new_id("hst"),
-                name: cfg.name.clone(),
-                project: None,
-                labels: Default::default(),
-                created: yunhan_model::now(),
-                revision: 0,
-                deleting: None,
-            },
+            metadata: Metadata::new(new_id("hst"), &cfg.name, None),
             spec: spec(true),
             status: HostStatus {
                 agent_version: env!("CARGO_PKG_VERSION").into(),

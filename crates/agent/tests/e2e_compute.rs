@@ -233,15 +233,7 @@ impl Agent {
 }
 
 fn meta(prefix: &str, name: &str) -> Metadata {
-    Metadata {
-        id: new_id(prefix),
-        name: name.into(),
-        project: None,
-        labels: Default::default(),
-        created: yunhan_model::now(),
-        revision: 0,
-        deleting: None,
-    }
+    Metadata::new(new_id(prefix), name, None)
 }
 
 async fn poll<T, F, Fut>(within: Duration, what: &str, f: F) -> T

@@ -2,7 +2,7 @@
 //! the all-in-one cloud, the default external network.
 
 use yunhan_model::{
-    new_id, now, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus, ExternalNetwork, ExternalNetworkSpec,
+    new_id, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus, ExternalNetwork, ExternalNetworkSpec,
     Flavor, FlavorSpec, Kind, Metadata, Project, ProjectSpec, Resource, Role, User, UserSpec,
     DEFAULT_PUBLIC_NAME,
 };
@@ -26,15 +26,7 @@ pub struct Bootstrap {
 }
 
 fn meta(prefix: &str, name: &str, project: Option<String>) -> Metadata {
-    Metadata {
-        id: new_id(prefix),
-        name: name.to_string(),
-        project,
-        labels: Default::default(),
-        created: now(),
-        revision: 0,
-        deleting: None,
-    }
+    Metadata::new(new_id(prefix), name, project)
 }
 
 async fn ensure<K: yunhan_model::Kind>(

@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_model::{
-    new_id, now, validate_labels, validate_name, ApiError, CreateRequest, ErrorCode, Metadata,
-    Resource, Scope, UpdateRequest,
+    new_id, validate_labels, validate_name, ApiError, CreateRequest, ErrorCode, Metadata, Resource,
+    Scope, UpdateRequest,
 };
 use yunhan_store::objects::{object_prefix, Doc, ObjectError, GLOBAL_SCOPE};
 
@@ -156,13 +156,8 @@ async fn create<K: Hooks>(
     let project = new_object_project::<K>(&s, &p, req.metadata.project.as_deref()).await?;
     let mut doc: Doc<K> = Resource {
         metadata: Metadata {
-            id: new_id(K::ID_PREFIX),
-            name: req.metadata.name,
-            project,
             labels: req.metadata.labels,
-            created: now(),
-            revision: 0,
-            deleting: None,
+            ..Metadata::new(new_id(K::ID_PREFIX), req.metadata.name, project)
         },
         spec: req.spec,
         status: Default::default(),

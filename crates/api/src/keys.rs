@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_model::{
-    new_id, now, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
+    new_id, validate_labels, validate_name, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus,
     CreateRequest, ErrorCode, Kind, Metadata, Resource, User,
 };
 use yunhan_store::objects::{api_key_secret_key, Doc, GLOBAL_SCOPE};
@@ -184,13 +184,8 @@ async fn create(
     let (token, hash) = s.auth.mint(&id).await?;
     let doc = Resource {
         metadata: Metadata {
-            id: id.clone(),
-            name: req.metadata.name,
-            project: Some(user.spec.project.clone()),
             labels: req.metadata.labels,
-            created: now(),
-            revision: 0,
-            deleting: None,
+            ..Metadata::new(&id, req.metadata.name, Some(user.spec.project.clone()))
         },
         spec: ApiKeySpec {
             user: Some(user.metadata.id.clone()),

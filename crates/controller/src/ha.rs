@@ -235,13 +235,9 @@ mod tests {
     fn inst(ha: bool, host: Option<&str>) -> Doc<Instance> {
         Resource {
             metadata: Metadata {
-                id: "ins-1".into(),
-                name: "a".into(),
-                project: Some("prj-1".into()),
-                labels: Default::default(),
                 created: String::new(),
                 revision: 1,
-                deleting: None,
+                ..Metadata::new("ins-1", "a", Some("prj-1".into()))
             },
             spec: InstanceSpec {
                 ha,

@@ -265,13 +265,9 @@ mod tests {
     fn inst(want: Option<(u64, bool)>, st: Option<(u64, MigrationPhase)>) -> Doc<Instance> {
         Resource {
             metadata: Metadata {
-                id: "ins-1".into(),
-                name: "a".into(),
-                project: None,
-                labels: Default::default(),
                 created: String::new(),
                 revision: 1,
-                deleting: None,
+                ..Metadata::new("ins-1", "a", None)
             },
             spec: InstanceSpec {
                 migration: want.map(|(request, cancel)| MigrationSpec {

@@ -209,13 +209,8 @@ mod tests {
     fn doc<S, T: Default>(id: &str, name: &str, project: Option<&str>, spec: S) -> Resource<S, T> {
         Resource {
             metadata: Metadata {
-                id: id.into(),
-                name: name.into(),
-                project: project.map(Into::into),
-                labels: Default::default(),
                 created: "2026-01-01T00:00:00Z".into(),
-                revision: 0,
-                deleting: None,
+                ..Metadata::new(id, name, project.map(Into::into))
             },
             spec,
             status: T::default(),

@@ -66,6 +66,21 @@ pub struct Metadata {
     pub deleting: Option<String>,
 }
 
+impl Metadata {
+    /// A new object's metadata: created now, without labels, not stored yet (revision 0).
+    pub fn new(id: impl Into<String>, name: impl Into<String>, project: Option<String>) -> Self {
+        Metadata {
+            id: id.into(),
+            name: name.into(),
+            project,
+            labels: BTreeMap::new(),
+            created: now(),
+            revision: 0,
+            deleting: None,
+        }
+    }
+}
+
 /// A stored object: what the user asked for and what is true.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,13 +10,8 @@ use yunhan_store::{MemStore, Op, Store, StoreExt, Txn};
 fn flavor(id: &str) -> Resource<FlavorSpec, yunhan_model::FlavorStatus> {
     Resource {
         metadata: Metadata {
-            id: id.into(),
-            name: id.into(),
-            project: None,
-            labels: Default::default(),
             created: "2026-01-01T00:00:00Z".into(),
-            revision: 0,
-            deleting: None,
+            ..Metadata::new(id, id, None)
         },
         spec: FlavorSpec {
             vcpus: 1,

@@ -802,13 +802,9 @@ mod tests {
     fn inst(running: bool, phase: InstancePhase) -> Doc<Instance> {
         Resource {
             metadata: Metadata {
-                id: "ins-1".into(),
-                name: "vm".into(),
-                project: None,
-                labels: Default::default(),
                 created: String::new(),
                 revision: 1,
-                deleting: None,
+                ..Metadata::new("ins-1", "vm", None)
             },
             spec: InstanceSpec {
                 running,

@@ -116,13 +116,9 @@ mod tests {
     fn vol(size: u64, instance: Option<&str>) -> Doc<Volume> {
         Resource {
             metadata: Metadata {
-                id: "vol-1".into(),
-                name: "v".into(),
-                project: None,
-                labels: Default::default(),
                 created: String::new(),
                 revision: 1,
-                deleting: None,
+                ..Metadata::new("vol-1", "v", None)
             },
             spec: VolumeSpec {
                 size_bytes: size,

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use async_trait::async_trait;
 use yunhan_model::network::{ip_claim_key, port_mac, NetworkInterfaceSpec};
 use yunhan_model::{
-    new_id, now, ApiError, ElasticIp, ErrorCode, Instance, Kind, Metadata, NetworkInterface,
-    PrimaryNic, Resource, Subnet,
+    new_id, ApiError, ElasticIp, ErrorCode, Instance, Kind, Metadata, NetworkInterface, PrimaryNic,
+    Resource, Subnet,
 };
 use yunhan_store::objects::Doc;
 use yunhan_store::StoreExt;
@@ -120,15 +120,11 @@ pub(crate) async fn create_primary_nic(
     req: &PrimaryNic,
 ) -> Result<()> {
     let mut nic: Doc<NetworkInterface> = Resource {
-        metadata: Metadata {
-            id: new_id(NetworkInterface::ID_PREFIX),
-            name: format!("{}-nic0", inst.metadata.name),
-            project: inst.metadata.project.clone(),
-            labels: Default::default(),
-            created: now(),
-            revision: 0,
-            deleting: None,
-        },
+        metadata: Metadata::new(
+            new_id(NetworkInterface::ID_PREFIX),
+            format!("{}-nic0", inst.metadata.name),
+            inst.metadata.project.clone(),
+        ),
         spec: NetworkInterfaceSpec {
             subnet: req.subnet.clone(),
             ip: req.ip.clone(),
