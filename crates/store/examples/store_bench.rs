@@ -4,7 +4,6 @@
 //! the embedded store (temp dir) and a 3-member etcd on loopback started here.
 //!
 //! Usage: store_bench [--count N] [--clients C] [--members M] [--only embedded|etcd]
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,32 +85,7 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (op, next) = (op.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(count / clients + 1);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        return lat;
-                    }
-                    let t = Instant::now();
-                    op(i).await;
-                    lat.push(t.elapsed());
-                }
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for t in tasks {
-        all.extend(t.await.expect("bench task"));
-    }
-    let elapsed = start.elapsed();
-    all.sort_unstable();
+    let (all, elapsed) = yunhan_testkit::closed_loop(count, clients, op).await;
     let pct = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
     Stats {
         ops: all.len(),

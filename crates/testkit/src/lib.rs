@@ -8,6 +8,8 @@
 //! - [`DevCeph`]: a real 1 mon / 1 mgr / 3 OSD Ceph cluster (`scripts/ceph-dev`).
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until a deadline.
 //! - [`free_port`] / [`free_ports`]: free TCP ports on 127.0.0.1.
+//! - [`closed_loop`]: a benchmark's load, N concurrent clients each starting its next
+//!   operation when the last is done.
 //! - [`spawn_owned`]: spawn a child that the kernel kills if the test process
 //!   dies without running destructors (e.g. a runner's timeout SIGKILL).
 //! - [`hotpatch`]: C targets and patch libraries (gcc) and a reader of the
@@ -63,6 +65,43 @@ where
         }
         tokio::time::sleep(poll.min(deadline - now)).await;
     }
+}
+
+/// Runs `op(i)` for every i in `0..count` from `clients` tokio tasks, each taking the next
+/// i as soon as its last operation is done (a closed loop). Returns the latency of every
+/// operation, sorted, and the time the whole run took.
+pub async fn closed_loop<F, Fut>(count: usize, clients: usize, op: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = std::sync::Arc::new(op);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(count / clients + 1);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return lat;
+                    }
+                    let t = Instant::now();
+                    op(i).await;
+                    lat.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for t in tasks {
+        all.extend(t.await.expect("a benchmark client"));
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    (all, elapsed)
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read

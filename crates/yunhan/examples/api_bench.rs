@@ -4,10 +4,6 @@
 //!
 //!   cargo run --release -p yunhan --example api_bench -- [COUNT] [CLIENTS]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
 use serde_json::json;
 
 mod common;
@@ -19,32 +15,9 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (op, next) = (op.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
-                    return lat;
-                }
-                let t = Instant::now();
-                op(i).await;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    (count as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
+    let (all, elapsed) = yunhan_testkit::closed_loop(count, clients, op).await;
+    let rate = count as f64 / elapsed.as_secs_f64();
+    (rate, pct(&all, 0.5), pct(&all, 0.99))
 }
 
 async fn bench(name: &str, s: &Server, count: usize, clients: usize) -> [(f64, f64, f64); 2] {
