@@ -146,15 +146,7 @@ pub fn build_target(dir: &Path, link: Link) -> Result<PathBuf> {
         Link::Static => gcc(&["-O0", "-static", "-pthread", "-o", exe_s, src])?,
         Link::SharedLib => {
             let lib = write(dir, "libfoo.c", LIBFOO_C);
-            let so = dir.join("libfoo.so");
-            gcc(&[
-                "-O0",
-                "-shared",
-                "-fPIC",
-                "-o",
-                so.to_str().unwrap(),
-                lib.to_str().unwrap(),
-            ])?;
+            shared_library(&lib, &dir.join("libfoo.so"))?;
             let rpath = format!("-Wl,-rpath,{d}");
             gcc(&[
                 "-O0",
@@ -177,15 +169,14 @@ pub fn build_target(dir: &Path, link: Link) -> Result<PathBuf> {
 pub fn build_patch(dir: &Path, name: &str, c: &str) -> Result<PathBuf> {
     let src = write(dir, &format!("{name}.c"), c);
     let so = dir.join(format!("{name}.so"));
-    gcc(&[
-        "-O0",
-        "-shared",
-        "-fPIC",
-        "-o",
-        so.to_str().unwrap(),
-        src.to_str().unwrap(),
-    ])?;
+    shared_library(&src, &so)?;
     Ok(so)
+}
+
+/// Compiles C source `src` into shared library `so`.
+fn shared_library(src: &Path, so: &Path) -> Result<()> {
+    let (src, so) = (src.to_str().unwrap(), so.to_str().unwrap());
+    gcc(&["-O0", "-shared", "-fPIC", "-o", so, src])
 }
 
 /// A running target; killed (by its pid) and reaped on drop.
