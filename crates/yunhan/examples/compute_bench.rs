@@ -11,6 +11,11 @@ use serde_json::{json, Value};
 mod common;
 use common::{pct, start};
 
+/// Sends `req` and reads the JSON it answers (a benchmark stops at the first failure).
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -34,16 +39,8 @@ async fn main() {
         let mut pending = Vec::new();
         for n in &names {
             let t0 = Instant::now();
-            let v: Value = api(reqwest::Method::POST, "/v1/instances")
-                .json(
-                    &json!({"metadata": {"name": n}, "spec": {"image": "guest", "flavor": "tiny"}}),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let vm = json!({"metadata": {"name": n}, "spec": {"image": "guest", "flavor": "tiny"}});
+            let v = json_of(api(reqwest::Method::POST, "/v1/instances").json(&vm)).await;
             pending.push((
                 v["metadata"]["id"].as_str().unwrap().to_string(),
                 n.clone(),
@@ -59,13 +56,7 @@ async fn main() {
             );
             let mut left = Vec::new();
             for (vid, name, t0, running) in pending {
-                let v: Value = api(reqwest::Method::GET, &format!("/v1/instances/{vid}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = json_of(api(reqwest::Method::GET, &format!("/v1/instances/{vid}"))).await;
                 assert!(
                     !matches!(
                         v["status"]["phase"].as_str(),
@@ -112,13 +103,7 @@ async fn main() {
         }
         // Wait for the wave to be gone before the next one.
         loop {
-            let l: Value = api(reqwest::Method::GET, "/v1/instances")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let l = json_of(api(reqwest::Method::GET, "/v1/instances")).await;
             if l["items"].as_array().unwrap().is_empty() {
                 break;
             }
