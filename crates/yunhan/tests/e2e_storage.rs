@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     bootable_root_args, disk_image_args, eventually, kernel_image_args, stderr, stdout, strs,
-    tiny_vm, Cloud, GuestShell,
+    tiny_vm, words, Cloud, GuestShell,
 };
 use serde_json::{json, Value};
 
@@ -148,21 +148,30 @@ async fn two_guests_and_a_volume(cloud: &Cloud, pool: &str) -> (Value, GuestShel
     (v, sh1, sh2)
 }
 
-/// A `scripts/ceph-dev` cluster and a cloud whose `rbdvols` pool lives on it.
-async fn ceph_cloud() -> (yunhan_testkit::DevCeph, Cloud) {
+/// A `scripts/ceph-dev` cluster, and the server arguments that keep pool `rbdvols` on it
+/// (OSDs as the failure domain: the dev cluster is one host).
+async fn dev_ceph() -> (yunhan_testkit::DevCeph, Vec<String>) {
     let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
         .await
         .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let cloud = Cloud::up(&[
+    let conf = ceph.conf().to_str().unwrap();
+    let args = [
         "--ceph-conf",
-        &conf,
+        conf,
         "--ceph-pool",
         "rbdvols",
         "--ceph-failure-domain",
         "osd",
-    ])
-    .await;
+    ]
+    .map(String::from)
+    .to_vec();
+    (ceph, args)
+}
+
+/// A `scripts/ceph-dev` cluster and a cloud whose `rbdvols` pool lives on it.
+async fn ceph_cloud() -> (yunhan_testkit::DevCeph, Cloud) {
+    let (ceph, args) = dev_ceph().await;
+    let cloud = Cloud::up(&strs(&args)).await;
     (ceph, cloud)
 }
 
@@ -187,10 +196,7 @@ async fn volume_lifecycle(cloud: &Cloud, vol: &Value, mut sh1: GuestShell, mut s
     assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
 
     // Snapshot, overwrite, restore (detached), read the original back.
-    ok(
-        cloud,
-        &["snapshot", "create", "s1", "--volume", "v1", "--wait"],
-    );
+    ok(cloud, &words("snapshot create s1 --volume v1 --wait"));
     let s = show(cloud, "snapshot", "s1");
     assert_eq!(s["status"]["size_bytes"].as_u64(), Some(64 << 20), "{s}");
     write_pattern(&mut sh2, &dev2, "YUNHAN-DATA-OMEGA").await;
@@ -202,19 +208,13 @@ async fn volume_lifecycle(cloud: &Cloud, vol: &Value, mut sh1: GuestShell, mut s
     );
     assert!(stderr(&out).contains("detach"), "{}", stderr(&out));
     ok(cloud, &["volume", "detach", "v1", "--wait"]);
-    ok(
-        cloud,
-        &["volume", "restore", "v1", "--snapshot", "s1", "--wait"],
-    );
+    ok(cloud, &words("volume restore v1 --snapshot s1 --wait"));
     ok(cloud, &["volume", "attach", "v1", "--vm", "vm2", "--wait"]);
     let dev2 = device_of(&mut sh2, &vol_id).await;
     assert_eq!(read_pattern(&mut sh2, &dev2, 17).await, "YUNHAN-DATA-ALPHA");
 
     // Extend online: the guest sees the new size without a reboot.
-    ok(
-        cloud,
-        &["volume", "extend", "v1", "--size", "128MiB", "--wait"],
-    );
+    ok(cloud, &words("volume extend v1 --size 128MiB --wait"));
     let sectors = (128u64 << 20) / 512;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -641,19 +641,8 @@ async fn e2e_storage_ceph_osd_stopped_while_the_guest_writes_no_io_error_data_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_storage_two_hosts_local_volumes_stay_ceph_volumes_follow_the_vm() {
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let ceph_args = [
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "rbdvols",
-        "--ceph-failure-domain",
-        "osd",
-    ];
-    let cloud = common::EtcdCloud::start(2, &ceph_args).await;
+    let (_ceph, ceph_args) = dev_ceph().await;
+    let cloud = common::EtcdCloud::start(2, &strs(&ceph_args)).await;
     let run = |args: &[&str]| {
         let out = cloud.cli(args);
         assert!(
