@@ -353,105 +353,69 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
             .header("content-type", ctype.to_string())
             .body(body)
     };
+    let post = |path: &str, body: &[u8]| {
+        raw(
+            reqwest::Method::POST,
+            path,
+            "application/json",
+            body.to_vec(),
+        )
+    };
+    let volume = |body: &[u8]| post("/v1/volumes", body);
+    let empty = |method, path: &str| raw(method, path, "application/json", vec![]);
+    let get = |path: &str| empty(reqwest::Method::GET, path);
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         (
             "malformed JSON",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                b"{\"metadata\": ".to_vec(),
-            ),
+            volume(b"{\"metadata\": "),
             400,
             "malformed_json",
         ),
         (
             "unknown field",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824,"colour":"red"}}"#
-                    .to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824,"colour":"red"}}"#),
             400,
             "invalid_request",
         ),
         (
             "unknown top-level field",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824},"status":{}}"#
-                    .to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"},"spec":{"size_bytes":1073741824},"status":{}}"#),
             400,
             "invalid_request",
         ),
         (
             "wrong type",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":"big"}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"},"spec":{"size_bytes":"big"}}"#),
             400,
             "invalid_request",
         ),
         (
             "negative number",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":-1}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"},"spec":{"size_bytes":-1}}"#),
             400,
             "invalid_request",
         ),
         (
             "missing spec",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"}}"#),
             400,
             "invalid_request",
         ),
         (
             "control characters in name",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"a\u0007b"},"spec":{"size_bytes":1073741824}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"a\u0007b"},"spec":{"size_bytes":1073741824}}"#),
             400,
             "invalid_field",
         ),
         (
             "empty name",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":""},"spec":{"size_bytes":1073741824}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":""},"spec":{"size_bytes":1073741824}}"#),
             400,
             "invalid_field",
         ),
         (
             "absurd size",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"size_bytes":99999999999999999}}"#.to_vec(),
-            ),
+            volume(br#"{"metadata":{"name":"v"},"spec":{"size_bytes":99999999999999999}}"#),
             400,
             "invalid_field",
         ),
@@ -468,111 +432,59 @@ async fn e2e_bad_input_gets_clear_4xx_and_changes_nothing() {
         ),
         (
             "oversized body",
-            raw(
-                reqwest::Method::POST,
-                "/v1/volumes",
-                "application/json",
-                vec![b' '; 8192],
-            ),
+            volume(&[b' '; 8192]),
             413,
             "payload_too_large",
         ),
         (
             "unknown flavor",
-            raw(
-                reqwest::Method::POST,
+            post(
                 "/v1/instances",
-                "application/json",
-                br#"{"metadata":{"name":"v"},"spec":{"image":"nope","flavor":"huge"}}"#.to_vec(),
+                br#"{"metadata":{"name":"v"},"spec":{"image":"nope","flavor":"huge"}}"#,
             ),
             400,
             "invalid_field",
         ),
         (
             "missing id",
-            raw(
-                reqwest::Method::GET,
-                "/v1/volumes/vol-00000000deadbeef",
-                "application/json",
-                vec![],
-            ),
+            get("/v1/volumes/vol-00000000deadbeef"),
             404,
             "not_found",
         ),
         (
             "missing name",
-            raw(
-                reqwest::Method::DELETE,
-                "/v1/volumes/nothing-here",
-                "application/json",
-                vec![],
-            ),
+            empty(reqwest::Method::DELETE, "/v1/volumes/nothing-here"),
             404,
             "not_found",
         ),
         (
             "bad page token",
-            raw(
-                reqwest::Method::GET,
-                "/v1/volumes?page_token=zz",
-                "application/json",
-                vec![],
-            ),
+            get("/v1/volumes?page_token=zz"),
             400,
             "invalid_field",
         ),
         (
             "limit out of range",
-            raw(
-                reqwest::Method::GET,
-                "/v1/volumes?limit=0",
-                "application/json",
-                vec![],
-            ),
+            get("/v1/volumes?limit=0"),
             400,
             "invalid_field",
         ),
         (
             "limit not a number",
-            raw(
-                reqwest::Method::GET,
-                "/v1/volumes?limit=ten",
-                "application/json",
-                vec![],
-            ),
+            get("/v1/volumes?limit=ten"),
             400,
             "invalid_request",
         ),
         (
             "unknown query parameter",
-            raw(
-                reqwest::Method::GET,
-                "/v1/volumes?colour=red",
-                "application/json",
-                vec![],
-            ),
+            get("/v1/volumes?colour=red"),
             400,
             "invalid_request",
         ),
-        (
-            "unknown endpoint",
-            raw(
-                reqwest::Method::GET,
-                "/v1/teapots",
-                "application/json",
-                vec![],
-            ),
-            404,
-            "not_found",
-        ),
+        ("unknown endpoint", get("/v1/teapots"), 404, "not_found"),
         (
             "method not allowed",
-            raw(
-                reqwest::Method::PATCH,
-                "/v1/volumes",
-                "application/json",
-                vec![],
-            ),
+            empty(reqwest::Method::PATCH, "/v1/volumes"),
             405,
             "method_not_allowed",
         ),
