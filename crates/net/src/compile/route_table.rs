@@ -237,4 +237,36 @@ mod tests {
             assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:?}");
         }
     }
+
+    /// A gateway limited to sn-a2 also translates sn-a1 once sn-a1's table routes to it.
+    #[test]
+    fn a_route_to_the_nat_gateway_makes_it_translate_the_subnet() {
+        let mut m = crate::lab::fixtures::external_model();
+        m.nat_gateways[0].subnets = vec!["sn-a2".into()];
+        let sources = |m: &crate::model::NetworkModel| {
+            let plans = compile_all(m).unwrap();
+            let n = plans
+                .values()
+                .flat_map(|p| &p.nat_gateways)
+                .find(|n| n.local)
+                .cloned();
+            n.unwrap()
+                .sources
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sources(&m), ["10.0.2.0/24"]);
+        m.route_tables.push(RouteTable {
+            id: "rt-1".into(),
+            vpc: "vpc-a".into(),
+            subnets: vec!["sn-a1".into()],
+            routes: vec![Route {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                target: RouteTarget::NatGateway,
+                priority: 1,
+            }],
+        });
+        assert_eq!(sources(&m), ["10.0.1.0/24", "10.0.2.0/24"]);
+    }
 }
