@@ -5,6 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::net::Ipv4Addr;
 use yunhan_net::addr::{Ipv4Cidr, MacAddr};
 use yunhan_net::compile::{compile_all, compile_host, Index};
+use yunhan_net::lab::fixtures::{cidr, ingress};
 use yunhan_net::model::*;
 
 fn model(hosts: usize, vpcs: usize, per_vpc: usize) -> NetworkModel {
@@ -34,29 +35,19 @@ fn model(hosts: usize, vpcs: usize, per_vpc: usize) -> NetworkModel {
                 gateway_mac: MacAddr::from_key(&format!("{vpc}-s{s}-gw")),
             });
         }
-        m.security_groups.push(SecurityGroup {
-            id: format!("{vpc}-web"),
-            vpc: vpc.clone(),
-            rules: vec![Rule {
-                direction: Direction::Ingress,
-                protocol: Protocol::Tcp,
-                ports: Some(PortRange { from: 80, to: 443 }),
-                peer: Peer::Cidr("0.0.0.0/0".parse().unwrap()),
-            }],
-        });
-        m.security_groups.push(SecurityGroup {
-            id: format!("{vpc}-db"),
-            vpc: vpc.clone(),
-            rules: vec![Rule {
-                direction: Direction::Ingress,
-                protocol: Protocol::Tcp,
-                ports: Some(PortRange {
-                    from: 5432,
-                    to: 5432,
-                }),
-                peer: Peer::Group(format!("{vpc}-web")),
-            }],
-        });
+        let web = ingress(Protocol::Tcp, Some((80, 443)), cidr("0.0.0.0/0"));
+        let db = ingress(
+            Protocol::Tcp,
+            Some((5432, 5432)),
+            Peer::Group(format!("{vpc}-web")),
+        );
+        for (group, rule) in [("web", web), ("db", db)] {
+            m.security_groups.push(SecurityGroup {
+                id: format!("{vpc}-{group}"),
+                vpc: vpc.clone(),
+                rules: vec![rule],
+            });
+        }
         for i in 0..per_vpc {
             let s = (i % 2) as u8;
             let o = 10 + (i / 2) as u32;
