@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::onebox::{running_vm, vpc_with_open_group, OneBox};
-use common::{console_text, eventually, guest_runs, serial_log, stderr, stdout, tiny_vm, Cloud};
+use common::{
+    console_text, eventually, guest_runs, serial_log, stderr, stdout, tiny_vm, words, Cloud,
+};
 use serde_json::Value;
 
 /// ForwDatagrams of the guest's IP statistics (the second `Ip:` line, 7th field).
@@ -200,50 +202,22 @@ async fn e2e_route_tables_join_two_vpcs_through_an_appliance_vm() {
 /// A route to another VPC's NIC, a route for the VPC's own range and a second table for a
 /// subnet are refused with what to do; nothing changes.
 fn bad_routes_are_refused(cloud: &Cloud) {
-    let refused = |args: &[&str], why: &str| {
-        let out = cloud.cli(args);
-        assert!(
-            !out.status.success(),
-            "{args:?} succeeded: {}",
-            stdout(&out)
-        );
-        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    let refused = |line: &str, why: &str| {
+        let out = cloud.cli(&words(line));
+        assert!(!out.status.success(), "{line} succeeded: {}", stdout(&out));
+        assert!(stderr(&out).contains(why), "{line}: {}", stderr(&out));
     };
+    let add = "route-table route add rt-a --destination";
     refused(
-        &[
-            "route-table",
-            "route",
-            "add",
-            "rt-a",
-            "--destination",
-            "10.30.0.0/16",
-            "--nic",
-            "server-nic0",
-        ],
+        &format!("{add} 10.30.0.0/16 --nic server-nic0"),
         "is in another VPC",
     );
     refused(
-        &[
-            "route-table",
-            "route",
-            "add",
-            "rt-a",
-            "--destination",
-            "10.10.0.0/16",
-            "--local",
-        ],
+        &format!("{add} 10.10.0.0/16 --local"),
         "is the VPC's own range",
     );
     refused(
-        &[
-            "route-table",
-            "create",
-            "rt-x",
-            "--vpc",
-            "net1",
-            "--subnet",
-            "s1",
-        ],
+        "route-table create rt-x --vpc net1 --subnet s1",
         "already in route table \"rt-a\"",
     );
     let tables = cloud.ok(&["route-table", "list"]);

@@ -30,12 +30,7 @@ impl Hooks for RouteTable {
             "a route table's VPC cannot change",
         )
     }
-    async fn prepare_update(
-        s: &AppState,
-        _p: &Principal,
-        old: &Doc<Self>,
-        new: &mut Doc<Self>,
-    ) -> Result<()> {
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
         let project = project_of(old).to_string();
         let vpc = resolve::<Vpc>(s, &project, "spec.vpc", &old.spec.vpc).await?;
         normalise(s, &project, &vpc, new).await
