@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use yunhan_model::network::VNI_COUNTER_KEY;
-use yunhan_model::{NatGateway, RouteTable, SecurityGroup, Subnet, Vpc};
+use yunhan_model::{Kind, NatGateway, RouteTable, SecurityGroup, Subnet, Vpc};
 use yunhan_store::objects::Doc;
 use yunhan_store::{Compare, Op, Txn};
 use yunhan_types::addr::MAX_VNI;
@@ -56,41 +56,32 @@ impl Hooks for Vpc {
         refuse_change(old.spec.cidr != new.spec.cidr, "a VPC's CIDR cannot change")
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        let project = doc.metadata.project.as_deref();
-        let id = doc.metadata.id.as_str();
-        let why = |kind: &str, other: &str| {
-            let name = &doc.metadata.name;
-            format!("VPC {name:?} still has {kind} {other:?}; delete it first")
-        };
-        refuse_while_referenced::<Subnet>(
-            s,
-            project,
-            |x| x.spec.vpc == id,
-            |x| why("subnet", &x.metadata.name),
-        )
-        .await?;
-        refuse_while_referenced::<SecurityGroup>(
-            s,
-            project,
-            |x| x.spec.vpc == id,
-            |x| why("security group", &x.metadata.name),
-        )
-        .await?;
-        refuse_while_referenced::<NatGateway>(
-            s,
-            project,
-            |x| x.spec.vpc == id,
-            |x| why("NAT gateway", &x.metadata.name),
-        )
-        .await?;
-        refuse_while_referenced::<RouteTable>(
-            s,
-            project,
-            |x| x.spec.vpc == id,
-            |x| why("route table", &x.metadata.name),
-        )
-        .await?;
+        refuse_while_in::<Subnet>(s, &doc, "subnet", |x| &x.spec.vpc).await?;
+        refuse_while_in::<SecurityGroup>(s, &doc, "security group", |x| &x.spec.vpc).await?;
+        refuse_while_in::<NatGateway>(s, &doc, "NAT gateway", |x| &x.spec.vpc).await?;
+        refuse_while_in::<RouteTable>(s, &doc, "route table", |x| &x.spec.vpc).await?;
         s.objects.delete::<Self>(&doc).await?;
         Ok(Deleted::Now)
     }
+}
+
+/// 409 while an object of kind `U` (a `kind`, as the message says) is still in `vpc`;
+/// `vpc_of` is the VPC an object is in.
+async fn refuse_while_in<U: Kind>(
+    s: &AppState,
+    vpc: &Doc<Vpc>,
+    kind: &str,
+    vpc_of: impl Fn(&Doc<U>) -> &str,
+) -> Result<()> {
+    let (id, name) = (&vpc.metadata.id, &vpc.metadata.name);
+    refuse_while_referenced::<U>(
+        s,
+        vpc.metadata.project.as_deref(),
+        |x| vpc_of(x) == id,
+        |x| {
+            let other = &x.metadata.name;
+            format!("VPC {name:?} still has {kind} {other:?}; delete it first")
+        },
+    )
+    .await
 }
