@@ -13,23 +13,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    bootable_root_args, disk_image_args, eventually, guest_runs, qemus_of, signal, stdout, strs,
-    tiny_vm, CephCloud, Cluster,
+    bootable_root_args, disk_image_args, eventually, guest_runs, pct, qemus_of, rounds, signal,
+    stdout, strs, tiny_vm, CephCloud, Cluster,
 };
 use serde_json::Value;
-
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10)
-}
-
-/// The value at quantile `q` of `v` (sorted here).
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
 
 /// A cluster of `agents` hosts on etcd with a Ceph pool, and VM `name` booted
 /// from an RBD clone (with `--ha` when asked).
@@ -67,7 +54,7 @@ async fn booted(c: &Cluster, n: u32) {
 /// ROUNDS migrations back and forth; (total ms, downtime ms) of each.
 fn migrate_rounds(c: &Cluster) -> (Vec<f64>, Vec<f64>) {
     let (mut total, mut down) = (vec![], vec![]);
-    for _ in 0..rounds() {
+    for _ in 0..rounds(10) {
         let out = c.cli(&["vm", "migrate", "b", "--wait"]);
         assert!(out.status.success(), "{}", common::stderr(&out));
         let m = vm(c)["status"]["migration"].clone();
@@ -103,7 +90,7 @@ async fn bench_ha_failover() {
     let c = cloud_with_vm(3, true).await;
     let id = vm(&c)["metadata"]["id"].as_str().unwrap().to_string();
     let (mut to_running, mut to_booted) = (vec![], vec![]);
-    for round in 0..rounds() {
+    for round in 0..rounds(10) {
         let lost = vm(&c)["status"]["host"].as_str().unwrap().to_string();
         let old = qemus_of(&id);
         let agent = c.agents[c.agent_of(&lost)].pid();

@@ -14,21 +14,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::onebox::{running_vm, vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
-use common::{eventually, guest_runs, serial_log, Cloud};
+use common::{eventually, guest_runs, pct, rounds, serial_log, Cloud};
 use yunhan_net::lab::Lab;
-
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20)
-}
-
-/// The value at quantile `q` of `v` (sorted here).
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
 
 /// Sends `bytes` to `addr:port` from inside `ns`; Mbit/s.
 fn push(ns: &str, addr: Ipv4Addr, port: u16, bytes: usize) -> f64 {
@@ -68,7 +55,7 @@ async fn bench_north_south() {
     let addr = e1["status"]["address"].as_str().unwrap().to_string();
 
     let mut binds = Vec::new();
-    for _ in 0..rounds() {
+    for _ in 0..rounds(20) {
         let t0 = Instant::now();
         ok(&["eip", "bind", "e1", "--nic", "a-nic0"]);
         let answered = within(Duration::from_secs(30), || onebox.ping_eip(&addr));

@@ -324,6 +324,20 @@ pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// How many rounds a benchmark test runs: `ROUNDS` from the environment, else `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The value at quantile `q` of `v` (sorted here).
+pub fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
 /// `image create NAME` of the test guest's disk (`test-guest.raw`), uploaded.
 pub fn disk_image_args(name: &str) -> Vec<String> {
     let raw = test_guest().join("test-guest.raw");
