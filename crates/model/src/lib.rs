@@ -9,6 +9,7 @@ mod host;
 mod identity;
 mod image;
 mod instance;
+mod load_balancer;
 mod meta;
 mod migration;
 pub mod network;
@@ -31,6 +32,11 @@ pub use identity::{
 };
 pub use image::{Image, ImageSpec, ImageStatus};
 pub use instance::{Instance, InstancePhase, InstanceSpec, InstanceStatus};
+pub use load_balancer::{
+    HealthKind, HealthMonitor, LbAlgorithm, LbMember, LbPhase, LbProtocol, Listener,
+    ListenerStatus, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus, MemberHealth, MemberStatus,
+    MAX_LISTENERS, MAX_MEMBERS,
+};
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,
     ObjectMeta, Resource, Scope, UpdateRequest,

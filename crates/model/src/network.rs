@@ -298,6 +298,10 @@ pub struct NetworkInterfaceStatus {
     /// Created with an instance as its primary NIC: deleted with it.
     #[serde(default)]
     pub primary: bool,
+    /// The load balancer whose virtual address this is (it is the load balancer's to
+    /// change and delete; the port lives where the load balancer is realised).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub load_balancer: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
     #[serde(default)]
