@@ -6,7 +6,8 @@
 //!   temp data dir each, logs captured), readiness by polling, leader lookup,
 //!   `kill`/`restart` of single members, everything killed and removed on drop.
 //! - [`DevCeph`]: a real 1 mon / 1 mgr / 3 OSD Ceph cluster (`scripts/ceph-dev`).
-//! - [`wait_until`] / [`wait_until_async`]: poll a condition until a deadline.
+//! - [`wait_until`] / [`wait_until_async`]: poll a condition until a deadline;
+//!   [`wait_for_some`]: poll until there is a value, or panic.
 //! - [`free_port`] / [`free_ports`]: free TCP ports on 127.0.0.1.
 //! - [`closed_loop`]: a benchmark's load, N concurrent clients each starting its next
 //!   operation when the last is done.
@@ -64,6 +65,26 @@ where
             return false;
         }
         tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// Polls `f` every `every` until it returns `Some(v)` (→ `v`); panics naming `what` once
+/// `within` has passed.
+pub async fn wait_for_some<T, F, Fut>(what: &str, within: Duration, every: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
     }
 }
 

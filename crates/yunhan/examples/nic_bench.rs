@@ -31,19 +31,13 @@ impl Drop for Agents {
     }
 }
 
-async fn poll<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+async fn poll<T, F, Fut>(what: &str, within: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let every = Duration::from_millis(20);
+    yunhan_testkit::wait_for_some(what, within, every, f).await
 }
 
 /// A namespace guest for `nic` on lab host `host`, with fast ARP retries.

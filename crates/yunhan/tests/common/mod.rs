@@ -17,22 +17,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_yunhan");
 pub const INSTALLED_DATA_DIR: &str = "/var/lib/yunhan";
 
 /// Polls `f` every 50 ms until it returns Some, panicking after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    yunhan_testkit::wait_for_some(what, timeout, every, f).await
 }
 
 /// A `yunhan up` all-in-one cloud in its own HOME.
