@@ -31,6 +31,12 @@ pub fn router_dev(subnet: &str) -> String {
 pub fn port_device(port: &str) -> String {
     format!("ynt{}", short_hash(port, 10))
 }
+/// The namespace of a load balancer on its host (`ynl-` + 10 hex digits of its id; the
+/// agent may prefix it like router namespaces). Its `eth0` is the far end of the veth whose
+/// host end is the load balancer's port device.
+pub fn lb_netns(lb_id: &str) -> String {
+    format!("ynl-{}", short_hash(lb_id, 10))
+}
 /// Host side of a VPC router's uplink veth (towards the external networks).
 pub fn uplink_host_dev(vni: u32) -> String {
     format!("{UPLINK_PREFIX}{vni:06x}")
@@ -72,8 +78,18 @@ mod tests {
             super::uplink_host_dev(0xffffff),
             super::transit_host_dev("vpc-x"),
             super::external_bridge("extnet-0123456789abcdef"),
+            super::lb_netns("lb-0123456789abcdef0123456789"),
         ] {
             assert!(n.len() <= 15, "{n}");
         }
+    }
+
+    #[test]
+    fn lb_netns_is_stable_short_and_distinct() {
+        let a = super::lb_netns("lb-a");
+        assert_eq!(a, super::lb_netns("lb-a"));
+        assert_ne!(a, super::lb_netns("lb-b"));
+        assert!(a.starts_with("ynl-") && a.len() == 14, "{a}");
+        assert!(a[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
     }
 }
