@@ -23,6 +23,7 @@ mod hosts;
 mod images;
 mod instances;
 mod keys;
+mod load_balancers;
 mod network;
 mod placement_groups;
 mod projects;

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use yunhan_model::{
-    ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance, NatGateway,
-    NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup, Snapshot, Subnet, User,
-    Vip, Volume, Vpc,
+    ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance, LoadBalancer,
+    NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup, Snapshot,
+    Subnet, User, Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;
@@ -44,7 +44,9 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     // network
     let r = crud::<NetworkInterface>(crud::<Subnet>(crud::<Vpc>(r)));
     let r = crud::<ElasticIp>(crud::<ExternalNetwork>(crud::<SecurityGroup>(r)));
-    crud::<RouteTable>(crud::<Vip>(crud::<NatGateway>(r)))
+    let r = crud::<RouteTable>(crud::<Vip>(crud::<NatGateway>(r)));
+    // load balancing
+    crud::<LoadBalancer>(r)
 }
 
 /// Routes with handlers of their own.

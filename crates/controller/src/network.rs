@@ -22,8 +22,8 @@ use yunhan_model::network::{
 };
 use yunhan_model::network::{NetworkPhase, NetworkState};
 use yunhan_model::{
-    ElasticIp, ExternalNetwork, Host, Instance, Kind, NatGateway, NetworkInterface, RouteTable,
-    SecurityGroup, Subnet, Vip, Vpc,
+    ElasticIp, ExternalNetwork, Host, Instance, Kind, LoadBalancer, NatGateway, NetworkInterface,
+    RouteTable, SecurityGroup, Subnet, Vip, Vpc,
 };
 use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
@@ -34,10 +34,13 @@ use yunhan_store::StoreExt;
 use crate::Reconciler;
 
 mod external_network;
+mod load_balancer;
 mod route_table;
 mod security_group;
 
 use external_network::{gateway_host, map_external_networks, parse_devices};
+pub use load_balancer::{lb_group, LbHosts};
+use load_balancer::{lb_groups, lb_of_nic, place_load_balancers, write_lb_hosts};
 use route_table::{dropped_routes, map_route_tables};
 pub use security_group::default_group;
 use security_group::{default_groups, map_groups};
@@ -83,6 +86,7 @@ pub struct Inputs {
     pub nat_gateways: Vec<Doc<NatGateway>>,
     pub vips: Vec<Doc<Vip>>,
     pub route_tables: Vec<Doc<RouteTable>>,
+    pub load_balancers: Vec<Doc<LoadBalancer>>,
 }
 
 fn by_age<S, T>(v: &mut [yunhan_model::Resource<S, T>]) {
@@ -105,6 +109,8 @@ pub struct Decision {
     pub realised: Placed,
     /// (kind, id) → what a realised object's status notes (a route table's dropped routes).
     pub notes: BTreeMap<(ObjectKind, String), String>,
+    /// Where each load balancer is realised (or why nowhere).
+    pub lb_hosts: LbHosts,
 }
 
 impl Decision {
@@ -157,7 +163,7 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
         .iter()
         .map(|p| (p.metadata.id.clone(), p.metadata.name.clone()))
         .collect();
-    let (model, mut failed) = build_model(inp, underlay_mtu);
+    let (model, mut failed, lb_hosts) = build_model(inp, underlay_mtu);
     let (plans, admitted) = yunhan_net::compile_admitted(model)?;
     for r in admitted.rejected {
         failed.entry((r.kind, r.id)).or_insert(r.reason);
@@ -168,6 +174,7 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
     Ok(Decision {
         realised: realised_hosts(&admitted.model, &plans),
         notes: dropped_routes(&admitted.model),
+        lb_hosts,
         model: admitted.model,
         plans,
         failed,
@@ -178,7 +185,7 @@ type Failed = BTreeMap<(ObjectKind, String), String>;
 
 /// Maps store objects to the compiler's input (oldest first in every list, so conflicts
 /// go to the older object), with the objects that cannot be mapped and why.
-pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed) {
+pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed, LbHosts) {
     by_age(&mut inp.vpcs);
     by_age(&mut inp.subnets);
     by_age(&mut inp.nics);
@@ -188,6 +195,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     by_age(&mut inp.nat_gateways);
     by_age(&mut inp.vips);
     by_age(&mut inp.route_tables);
+    by_age(&mut inp.load_balancers);
     let mut m = NetworkModel {
         underlay_mtu,
         hosts: map_hosts(&inp),
@@ -197,15 +205,17 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed)
     m.vpcs = map_vpcs(&inp.vpcs, &mut failed);
     m.subnets = map_subnets(&inp.subnets, &mut failed);
     m.security_groups = map_groups(&inp.groups, &mut failed);
-    m.ports = map_ports(&inp, &m.hosts, &mut failed);
+    m.external_networks = map_external_networks(&inp, &mut failed);
+    let lb_hosts = place_load_balancers(&inp, &m.external_networks);
+    m.ports = map_ports(&inp, &m.hosts, &lb_hosts, &mut failed);
     let defaults = default_groups(&m.ports);
     m.security_groups.extend(defaults);
-    m.external_networks = map_external_networks(&inp, &mut failed);
+    m.security_groups.extend(lb_groups(&inp));
     m.nat_gateways = map_nat_gateways(&inp, &m.external_networks, &mut failed);
     m.elastic_ips = map_eips(&inp, &mut failed);
     m.vips = map_vips(&inp, &mut failed);
     m.route_tables = map_route_tables(&inp, &mut failed);
-    (m, failed)
+    (m, failed, lb_hosts)
 }
 
 fn fail(failed: &mut Failed, kind: ObjectKind, id: &str, why: String) {
@@ -278,7 +288,13 @@ fn map_subnets(subnets: &[Doc<Subnet>], failed: &mut Failed) -> Vec<net::Subnet>
 
 /// NICs as ports: on the host of their instance when it is bound to a known host, in the
 /// VPC of their subnet, in the VPC's default group when they name no group.
-fn map_ports(inp: &Inputs, hosts: &[net::Host], failed: &mut Failed) -> Vec<net::Port> {
+fn map_ports(
+    inp: &Inputs,
+    hosts: &[net::Host],
+    lb_hosts: &LbHosts,
+    failed: &mut Failed,
+) -> Vec<net::Port> {
+    let lbs = lb_of_nic(inp);
     let known: HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
     let bound: HashMap<&str, &str> = inp
         .instances
@@ -309,19 +325,23 @@ fn map_ports(inp: &Inputs, hosts: &[net::Host], failed: &mut Failed) -> Vec<net:
             .copied()
             .unwrap_or(&n.status.vpc);
         let mut groups = n.spec.security_groups.clone();
-        if groups.is_empty() {
+        let lb = lbs.get(n.metadata.id.as_str());
+        if let Some(lb) = lb {
+            groups = vec![lb_group(lb)];
+        } else if groups.is_empty() {
             groups.push(default_group(vpc));
         }
+        let host = match lb {
+            Some(lb) => lb_hosts.get(*lb).and_then(|h| h.clone().ok()),
+            None => (n.spec.instance.as_deref())
+                .and_then(|i| bound.get(i))
+                .map(|h| h.to_string()),
+        };
         out.push(net::Port {
             id: n.metadata.id.clone(),
             vpc: vpc.to_string(),
             subnet: n.spec.subnet.clone(),
-            host: n
-                .spec
-                .instance
-                .as_deref()
-                .and_then(|i| bound.get(i))
-                .map(|h| h.to_string()),
+            host,
             mac,
             ip,
             security_groups: groups,
@@ -628,6 +648,7 @@ async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
         nat_gateways: objects.list_all::<NatGateway>(None).await?,
         vips: objects.list_all::<Vip>(None).await?,
         route_tables: objects.list_all::<RouteTable>(None).await?,
+        load_balancers: objects.list_all::<LoadBalancer>(None).await?,
     })
 }
 
@@ -647,6 +668,7 @@ impl Reconciler for NetworkController {
             object_prefix::<NatGateway>(None),
             object_prefix::<Vip>(None),
             object_prefix::<RouteTable>(None),
+            object_prefix::<LoadBalancer>(None),
             object_prefix::<Instance>(None),
             object_prefix::<Host>(None),
             VTEP_PREFIX.into(),
@@ -729,6 +751,7 @@ async fn write_states(
     w.write::<NatGateway>(ObjectKind::NatGateway, None).await?;
     w.write::<Vip>(ObjectKind::Vip, None).await?;
     w.write::<RouteTable>(ObjectKind::RouteTable, None).await?;
+    write_lb_hosts(objects, &d.lb_hosts).await?;
     for ((kind, id), why) in d.failed.iter().filter(|(k, _)| k.0 == ObjectKind::Host) {
         tracing::warn!(%kind, %id, reason = %why, "host left out of the network model");
     }

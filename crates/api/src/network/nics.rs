@@ -31,6 +31,7 @@ impl Hooks for NetworkInterface {
         prepare_nic(s, doc).await
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        refuse_owned(old)?;
         refuse_change(
             old.spec.subnet != new.spec.subnet || changes(&old.spec.ip, &new.spec.ip),
             "a NIC's subnet and address cannot change; create another NIC",
@@ -59,6 +60,7 @@ impl Hooks for NetworkInterface {
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        refuse_owned(&doc)?;
         let (name, instance) = (&doc.metadata.name, doc.spec.instance.as_deref());
         refuse_while_attached(s, "NIC", "nic", name, instance).await?;
         delete_nic(s, doc).await?;
@@ -145,6 +147,47 @@ pub(crate) async fn create_primary_nic(
     Ok(())
 }
 
+/// A load balancer's virtual address is the load balancer's to change and delete.
+fn refuse_owned(nic: &Doc<NetworkInterface>) -> Result<()> {
+    refuse_change(
+        !nic.status.load_balancer.is_empty(),
+        &format!(
+            "NIC {:?} is the address of load balancer {}; it goes with the load balancer",
+            nic.metadata.name, nic.status.load_balancer
+        ),
+    )
+}
+
+/// Creates the NIC holding load balancer `lb`'s virtual address in `subnet`, owned by it
+/// (`status.load_balancer`). On error nothing is left claimed.
+pub(crate) async fn create_lb_nic(
+    s: &AppState,
+    lb: &Doc<yunhan_model::LoadBalancer>,
+    subnet: &str,
+) -> Result<Doc<NetworkInterface>> {
+    let mut nic: Doc<NetworkInterface> = Resource {
+        metadata: Metadata::new(
+            new_id(NetworkInterface::ID_PREFIX),
+            format!("{}-vip", lb.metadata.name),
+            lb.metadata.project.clone(),
+        ),
+        spec: NetworkInterfaceSpec {
+            subnet: subnet.to_string(),
+            ip: None,
+            security_groups: vec![],
+            instance: None,
+        },
+        status: Default::default(),
+    };
+    prepare_nic(s, &mut nic).await?;
+    nic.status.load_balancer = lb.metadata.id.clone();
+    if let Err(e) = s.objects.create::<NetworkInterface>(nic.clone()).await {
+        release_ip(s, &nic).await;
+        return Err(e.into());
+    }
+    Ok(nic)
+}
+
 /// Reports a NIC error in the instance's terms (`spec.nic.subnet` rather than `spec.subnet`).
 fn renamed_fields(mut e: HttpError, from: &str, to: &str) -> HttpError {
     if let Some(serde_json::Value::String(f)) = e.error.details.get_mut("field") {
@@ -190,7 +233,7 @@ pub(crate) async fn release_instance_nics(s: &AppState, inst: &Doc<Instance>) ->
     Ok(())
 }
 
-async fn delete_nic(s: &AppState, nic: Doc<NetworkInterface>) -> Result<()> {
+pub(crate) async fn delete_nic(s: &AppState, nic: Doc<NetworkInterface>) -> Result<()> {
     refuse_while_referenced::<ElasticIp>(
         s,
         nic.metadata.project.as_deref(),

@@ -1,0 +1,161 @@
+//! Load balancers: creating one makes its virtual address, a NIC in its subnet owned by it
+//! (`network/nics.rs`, `create_lb_nic`), and for an external one an elastic IP from the
+//! default external network bound to that NIC; deleting it deletes both. Members are
+//! resolved to the NIC of the VM (or the NIC) in the load balancer's VPC and its address;
+//! a member of another VPC is refused (400), another project's VM or NIC is 404.
+
+use async_trait::async_trait;
+use yunhan_model::network::parse_cidr;
+use yunhan_model::network::ElasticIpSpec;
+use yunhan_model::{
+    ApiError, ElasticIp, Instance, Kind, LbMember, LoadBalancer, Metadata, NetworkInterface,
+    Resource, Subnet, Vpc,
+};
+use yunhan_store::objects::Doc;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::lookup::resolve;
+use crate::network::nics::{create_lb_nic, delete_nic};
+use crate::resource::{project_of, refuse_change, Deleted, Hooks};
+use crate::AppState;
+
+#[async_trait]
+impl Hooks for LoadBalancer {
+    async fn prepare_create(s: &AppState, p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
+        let project = project_of(doc).to_string();
+        let subnet = resolve::<Subnet>(s, &project, "spec.subnet", &doc.spec.subnet).await?;
+        doc.spec.subnet = subnet.metadata.id.clone();
+        doc.status = Default::default();
+        doc.status.vpc = subnet.spec.vpc.clone();
+        resolve_members(s, &project, doc).await?;
+        let nic = create_lb_nic(s, doc, &subnet.metadata.id).await?;
+        let st = &mut doc.status;
+        st.nic = nic.metadata.id.clone();
+        st.address = nic.status.ip.clone();
+        st.device = nic.status.device.clone();
+        st.mac = nic.status.mac.clone();
+        st.prefix_len = nic.status.prefix_len;
+        st.gateway = nic.status.gateway.clone();
+        if doc.spec.external {
+            match external_address(s, p, doc, &nic).await {
+                Ok(eip) => {
+                    doc.status.elastic_ip = eip.metadata.id;
+                    doc.status.external_address = eip.status.address;
+                }
+                Err(e) => {
+                    let _ = delete_nic(s, nic).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
+        refuse_change(
+            old.spec.subnet != new.spec.subnet || old.spec.external != new.spec.external,
+            "a load balancer's subnet and whether it is external cannot change; create another",
+        )
+    }
+    async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
+        resolve_members(s, project_of(old), new).await
+    }
+    async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
+        if let Some(eip) = s.objects.get::<ElasticIp>(&doc.status.elastic_ip).await? {
+            <ElasticIp as Hooks>::delete(s, eip).await?;
+        }
+        if let Some(nic) = s.objects.get::<NetworkInterface>(&doc.status.nic).await? {
+            delete_nic(s, nic).await?;
+        }
+        s.objects.delete::<Self>(&doc).await?;
+        Ok(Deleted::Now)
+    }
+}
+
+/// An elastic IP from the default external network, bound to the load balancer's NIC.
+async fn external_address(
+    s: &AppState,
+    p: &Principal,
+    lb: &Doc<LoadBalancer>,
+    nic: &Doc<NetworkInterface>,
+) -> Result<Doc<ElasticIp>> {
+    let mut eip: Doc<ElasticIp> = Resource {
+        metadata: Metadata::new(
+            yunhan_model::new_id(ElasticIp::ID_PREFIX),
+            format!("{}-eip", lb.metadata.name),
+            lb.metadata.project.clone(),
+        ),
+        spec: ElasticIpSpec {
+            nic: Some(nic.metadata.id.clone()),
+            ..Default::default()
+        },
+        status: Default::default(),
+    };
+    <ElasticIp as Hooks>::prepare_create(s, p, &mut eip).await?;
+    s.objects.create::<ElasticIp>(eip.clone()).await?;
+    Ok(eip)
+}
+
+/// Every member's `vm`/`nic` to ids and its address, inside the load balancer's VPC.
+async fn resolve_members(s: &AppState, project: &str, doc: &mut Doc<LoadBalancer>) -> Result<()> {
+    let vpc = s.objects.get::<Vpc>(&doc.status.vpc).await?;
+    let cidr = vpc.and_then(|v| parse_cidr("spec.cidr", &v.spec.cidr).ok());
+    let vpc_id = doc.status.vpc.clone();
+    for (i, l) in doc.spec.listeners.iter_mut().enumerate() {
+        for (j, m) in l.members.iter_mut().enumerate() {
+            let field = format!("spec.listeners[{i}].members[{j}]");
+            resolve_member(s, project, &vpc_id, cidr, &field, m).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn resolve_member(
+    s: &AppState,
+    project: &str,
+    vpc: &str,
+    cidr: Option<yunhan_types::Ipv4Cidr>,
+    field: &str,
+    m: &mut LbMember,
+) -> Result<()> {
+    let other_vpc = |what: &str| {
+        ApiError::invalid_field(
+            field,
+            format!("{what} is in another VPC than the load balancer; members are in its VPC"),
+        )
+    };
+    let nic = match (m.vm.clone(), m.nic.clone()) {
+        (Some(vm), _) => {
+            let inst = resolve::<Instance>(s, project, &format!("{field}.vm"), &vm).await?;
+            m.vm = Some(inst.metadata.id.clone());
+            let nics = s
+                .objects
+                .list_all::<NetworkInterface>(Some(project))
+                .await?;
+            let mine = nics
+                .into_iter()
+                .filter(|n| n.spec.instance.as_deref() == Some(inst.metadata.id.as_str()))
+                .find(|n| n.status.vpc == vpc);
+            Some(mine.ok_or_else(|| other_vpc(&format!("VM {vm:?}")))?)
+        }
+        (None, Some(n)) => {
+            let nic = resolve::<NetworkInterface>(s, project, &format!("{field}.nic"), &n).await?;
+            if nic.status.vpc != vpc {
+                return Err(other_vpc(&format!("NIC {n:?}")).into());
+            }
+            m.nic = Some(nic.metadata.id.clone());
+            Some(nic)
+        }
+        (None, None) => None,
+    };
+    match nic {
+        Some(n) => m.address = n.status.ip,
+        None => {
+            let ip = yunhan_model::network::parse_ip(&format!("{field}.address"), &m.address)?;
+            if !cidr.is_some_and(|c| c.contains(ip)) {
+                return Err(other_vpc(&format!("address {ip}")).into());
+            }
+        }
+    }
+    Ok(())
+}
