@@ -45,6 +45,8 @@ pub enum Command {
     Vip(vip::VipCommand),
     #[command(subcommand, name = "route-table", alias = "rt")]
     RouteTable(route_table::RouteTableCommand),
+    #[command(subcommand, name = "lb", alias = "load-balancer")]
+    Lb(load_balancer::LbCommand),
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
     #[command(subcommand)]
@@ -75,6 +77,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Natgw(c) => nat_gateway::run(ctx, c).await,
         Command::Vip(c) => vip::run(ctx, c).await,
         Command::RouteTable(c) => route_table::run(ctx, c).await,
+        Command::Lb(c) => load_balancer::run(ctx, c).await,
         Command::Volume(c) => volume::run(ctx, c).await,
         Command::Snapshot(c) => snapshot::run(ctx, c).await,
         Command::Storage(c) => storage::run(ctx, c).await,

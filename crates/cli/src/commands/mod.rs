@@ -8,6 +8,7 @@ pub mod external_network;
 pub mod flavor;
 pub mod host;
 pub mod image;
+pub mod load_balancer;
 pub mod migration;
 pub mod nat_gateway;
 pub mod nic;
