@@ -27,11 +27,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s or 5m"))?;
+    let bad = || format!("{s:?} is not a duration like 90s or 5m");
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
         "ms" => Ok(Duration::from_millis(n)),
-        _ => Err(format!("{s:?} is not a duration like 90s or 5m")),
+        _ => Err(bad()),
     }
 }
 
@@ -135,5 +136,9 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("soon").is_err());
+        assert!(
+            parse_duration("999999999999999999m").is_err(),
+            "overflow is an error"
+        );
     }
 }
