@@ -24,10 +24,8 @@ pub struct WaitArgs {
 /// `90`, `90s`, `5m` or `500ms`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s or 5m"))?;
     let bad = || format!("{s:?} is not a duration like 90s or 5m");
+    let n: u64 = num.parse().map_err(|_| bad())?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
