@@ -17,7 +17,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::onebox::{running_vm, sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR};
+use common::onebox::{
+    http_get, running_vm, sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR,
+};
 use common::{
     console_text, eventually, guest_runs, kernel_image_args, serial_log, strs, Cloud, Cluster,
 };
@@ -320,20 +322,6 @@ fn timed_read(l: TcpListener) -> std::io::Result<(u64, u64, Duration)> {
         last = Instant::now();
     }
     Ok((first + after, after, last - t0))
-}
-
-/// `GET /` from inside `ns`; the answer (empty when there is none within 2 s).
-fn http_get(ns: &str, addr: &str, port: u16) -> String {
-    let sa = std::net::SocketAddr::from((addr.parse::<Ipv4Addr>().unwrap(), port));
-    let answer = Lab::in_netns(ns, move || -> std::io::Result<String> {
-        let mut c = TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
-        c.set_read_timeout(Some(Duration::from_secs(2)))?;
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-        let mut out = String::new();
-        c.read_to_string(&mut out)?;
-        Ok(out)
-    });
-    answer.ok().and_then(Result::ok).unwrap_or_default()
 }
 
 /// A server on `addr:port` in `ns` that tells each client the address it came from

@@ -1,10 +1,13 @@
 //! One box for north–south tests: a namespace standing for the host (`yunhan up
 //! --netns`) whose default route leads to another standing for the internet.
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{stderr, stdout};
+use yunhan_net::lab::Lab;
 
 /// The host (`<p>h`) and the internet (`<p>i`): a veth between them, the host's default
 /// route through it. Removed on drop.
@@ -182,4 +185,18 @@ pub fn running_vm(cloud: &super::Cloud, name: &str, extra: &[&str]) {
     let mut args = super::tiny_vm(name, &["--subnet", "s1", "--wait", "--timeout", "120s"]);
     args.extend(extra);
     cloud.ok(&args);
+}
+
+/// `GET /` from inside `ns`; the answer (empty when there is none within 2 s).
+pub fn http_get(ns: &str, addr: &str, port: u16) -> String {
+    let sa = std::net::SocketAddr::from((addr.parse::<Ipv4Addr>().unwrap(), port));
+    let answer = Lab::in_netns(ns, move || -> std::io::Result<String> {
+        let mut c = TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut out = String::new();
+        c.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    answer.ok().and_then(Result::ok).unwrap_or_default()
 }

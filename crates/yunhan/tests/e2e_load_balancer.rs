@@ -1,0 +1,212 @@
+//! Load balancers through the real binary (issue #16): on one box (`yunhan up --netns`
+//! with its default external network), two guests serve HTTP answering with their own
+//! names; the issue's contract makes an external HTTP load balancer in front of them. From
+//! the host's shell, requests to its elastic IP reach both; one guest's server stopped, it
+//! is marked down within rise × interval + 1 s and no request fails after that; started
+//! again, it is back in. A TCP listener (layer 4) forwards too.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::onebox::{http_get, running_vm, vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
+use common::{console_text, eventually, guest_runs, serial_log, words, Cloud};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_external_http_load_balancer_on_one_box() {
+    let onebox = OneBox::new();
+    let cloud = Cloud::up(&["--netns", &onebox.host, "--public-cidr", PUBLIC_CIDR]).await;
+    let ok = |line: &str| cloud.ok(&words(line));
+    vpc_with_open_group(&cloud, &[("icmp", None), ("tcp", Some("80"))]);
+    let mut guests = Vec::new();
+    for vm in ["w1", "w2"] {
+        running_vm(&cloud, vm, &["--security-group", "open"]);
+        guests.push(ok(&format!("vm show {vm}")));
+    }
+    for (g, name) in guests.iter().zip(["w1", "w2"]) {
+        eventually("guest ready", Duration::from_secs(180), || async {
+            console_text(&serial_log(g))
+                .contains("YUNHAN-READY")
+                .then_some(())
+        })
+        .await;
+        serve(g, name).await;
+    }
+
+    // The issue's contract.
+    let lb = ok("lb create lb1 --subnet s1 --external --wait");
+    assert_eq!(lb["status"]["phase"], "Active", "{lb}");
+    ok("lb listener add lb1 --name http --protocol http --port 80");
+    ok("lb member add lb1 --listener http --vm w1 --port 80");
+    ok("lb member add lb1 --listener http --vm w2 --port 80");
+    ok("lb health set lb1 --listener http --type http --path / --interval 2s --fall 2 --rise 2");
+    let shown = ok("lb show lb1");
+    let addr = shown["status"]["external_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        shown["status"]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.10.1.")),
+        "{shown}"
+    );
+    let both_up = health_is(
+        &cloud,
+        &[("w1", "up"), ("w2", "up")],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(both_up.is_some(), "members never up: {}", ok("lb show lb1"));
+
+    // 100 requests from the host reach both.
+    assert!(
+        within(Duration::from_secs(30), || onebox
+            .routed_by_the_platform(&addr))
+        .is_some(),
+        "{addr} is not routed to the platform: {}",
+        onebox.diagnose(&addr)
+    );
+    let first = within(Duration::from_secs(30), || {
+        !http_get(&onebox.host, &addr, 80).is_empty()
+    });
+    assert!(
+        first.is_some(),
+        "{addr}:80 never answered; {}",
+        ok("lb show lb1")
+    );
+    let seen = spread(&onebox.host, &addr, 80, 100);
+    assert_eq!(seen.get("failed"), None, "{seen:?}");
+    assert!(
+        seen.get("w1") > Some(&10) && seen.get("w2") > Some(&10),
+        "{seen:?}"
+    );
+
+    // w1's server stops: down within rise/fall × interval + 1 s, and then no request fails.
+    let t0 = Instant::now();
+    guest_runs(
+        &guests[0],
+        "kill $(pidof httpd) && echo STOPPED-$((40+2))",
+        "STOPPED-42",
+        Duration::from_secs(60),
+    )
+    .await;
+    let down = health_is(
+        &cloud,
+        &[("w1", "down"), ("w2", "up")],
+        Duration::from_secs(30),
+    )
+    .await;
+    let took = down.unwrap_or_else(|| panic!("w1 never down: {}", ok("lb show lb1")));
+    eprintln!(
+        "w1 marked down {took:?} after its server stopped ({:?} with typing)",
+        t0.elapsed()
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "down after {took:?} (limit 2 × 2 s + 1 s)"
+    );
+    let seen = spread(&onebox.host, &addr, 80, 30);
+    assert_eq!(
+        seen,
+        BTreeMap::from([("w2".to_string(), 30)]),
+        "only w2, nothing failed"
+    );
+
+    // Started again, it is back in.
+    serve(&guests[0], "w1").await;
+    let up = health_is(
+        &cloud,
+        &[("w1", "up"), ("w2", "up")],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(up.is_some(), "w1 never back: {}", ok("lb show lb1"));
+    let seen = spread(&onebox.host, &addr, 80, 40);
+    assert!(
+        seen.get("w1") > Some(&5) && seen.get("failed").is_none(),
+        "{seen:?}"
+    );
+
+    // Layer 4.
+    ok("lb listener add lb1 --name tcp --protocol tcp --port 8080");
+    ok("lb member add lb1 --listener tcp --vm w2 --port 80");
+    let l4 = within(Duration::from_secs(30), || {
+        http_get(&onebox.host, &addr, 8080).contains("w2")
+    });
+    assert!(
+        l4.is_some(),
+        "{addr}:8080 never reached w2: {}",
+        ok("lb show lb1")
+    );
+    let listeners = ok("lb show lb1")["status"]["listeners"].clone();
+    let http = listeners
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "http")
+        .unwrap();
+    assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
+}
+
+/// busybox httpd on port 80 of guest `g`, answering with `name`.
+async fn serve(g: &Value, name: &str) {
+    let cmd = format!(
+        "mkdir -p /tmp/w && echo {name} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-$((40+2))"
+    );
+    guest_runs(g, &cmd, "HTTPD-42", Duration::from_secs(60)).await;
+}
+
+/// Polls until the members (by VM name) have the healths wanted; how long it took.
+async fn health_is(cloud: &Cloud, want: &[(&str, &str)], limit: Duration) -> Option<Duration> {
+    let ids: Vec<(String, &str)> = want
+        .iter()
+        .map(|(vm, h)| {
+            (
+                cloud.ok(&["nic", "show", &format!("{vm}-nic0")])["status"]["ip"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                *h,
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let lb = cloud.ok(&["lb", "show", "lb1"]);
+        let members = lb["status"]["listeners"][0]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let health = |ip: &str| {
+            members
+                .iter()
+                .find(|m| m["address"] == ip)
+                .map(|m| m["health"].clone())
+        };
+        if ids
+            .iter()
+            .all(|(ip, h)| health(ip) == Some(Value::from(*h)))
+        {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// `n` requests to `addr:port` from `ns`: how many each guest answered ("failed": none).
+fn spread(ns: &str, addr: &str, port: u16, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let answer = http_get(ns, addr, port);
+        let who = ["w1", "w2"]
+            .into_iter()
+            .find(|w| answer.contains(w))
+            .unwrap_or("failed");
+        *seen.entry(who.to_string()).or_insert(0) += 1;
+    }
+    seen
+}
