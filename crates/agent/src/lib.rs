@@ -1,12 +1,15 @@
 //! The host agent. It registers its Host, proves liveness by keeping a lease
 //! (the key `/yunhan/alive/hosts/<id>` dies with it), and runs the instances
 //! bound to its host (`compute`: one QEMU per VM, see docs/compute.md), their
-//! networks (`network`, docs/network.md) and the host's volumes (`storage`,
-//! docs/storage.md). The agent keeps VMs running when the control plane is
-//! down, and VMs outlive the agent.
+//! networks (`network`, docs/network.md), the host's volumes (`storage`,
+//! docs/storage.md) and the load balancers placed on it (`load_balancer`:
+//! HAProxy in a namespace each). The agent keeps VMs and load balancers running
+//! when the control plane is down; VMs outlive the agent, load balancers do not
+//! (an agent restart restarts them).
 
 pub mod compute;
 mod host;
+pub mod load_balancer;
 pub mod network;
 mod ops;
 pub mod storage;
@@ -135,6 +138,13 @@ pub async fn run_prepared(
         objects.clone(),
         shutdown.clone(),
     )));
+    let lbs =
+        load_balancer::LbAgent::new(host_id.clone(), &cfg.state_dir, cfg.network.netns.clone());
+    let mut lbs = AbortOnDrop(tokio::spawn(run_reconciler(
+        Arc::new(lbs),
+        objects.clone(),
+        shutdown.clone(),
+    )));
     let mut lease = AbortOnDrop(tokio::spawn(host::keep_alive(
         objects.clone(),
         host_id.clone(),
@@ -150,6 +160,7 @@ pub async fn run_prepared(
     let _ = (&mut lease.0).await;
     let _ = (&mut vms.0).await;
     let _ = (&mut net.0).await;
+    let _ = (&mut lbs.0).await;
     let _ = (&mut volumes.0).await;
     Ok(())
 }

@@ -1,0 +1,527 @@
+//! The pure HAProxy side of a load balancer: its configuration ([`render`]) and hash
+//! ([`config_hash`]), the `show stat` CSV of its stats socket ([`parse_stat`]) and what it
+//! says about each listener ([`listener_status`]), and the error lines of HAProxy's own
+//! output ([`alerts`]). No I/O.
+//!
+//! Names: listener `<l>` is `frontend ft_<l>` and `backend bk_<l>`; member `j` (its index in
+//! the listener's list) is `server m<j>`, so a member keeps its name while others change.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use yunhan_model::{
+    HealthKind, HealthMonitor, LbAlgorithm, LbMember, LbProtocol, Listener, ListenerStatus,
+    LoadBalancerSpec, MemberHealth, MemberStatus,
+};
+
+/// What the agent calls HAProxy in a listener's status.
+pub const ENGINE: &str = "haproxy";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("listener {listener}: {protocol} listeners are not supported on this host")]
+    Protocol { listener: String, protocol: String },
+    #[error("{what} {value:?} is not an IPv4 address")]
+    Address { what: String, value: String },
+}
+
+/// The configuration serving `spec` on `address`, with its stats socket at `socket`.
+/// Members without an address yet are left out.
+pub fn render(
+    spec: &LoadBalancerSpec,
+    address: &str,
+    socket: &Path,
+) -> Result<String, RenderError> {
+    let address = ipv4("the load balancer's address", address)?;
+    let mut c = String::new();
+    let _ = write!(
+        c,
+        "global\n    stats socket {} mode 600 level admin\n\n\
+         defaults\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n",
+        quote(&socket.to_string_lossy())
+    );
+    for l in &spec.listeners {
+        let mode = mode(l)?;
+        c.push('\n');
+        c.push_str(&frontend(l, mode, address));
+        c.push('\n');
+        c.push_str(&backend(l, mode)?);
+    }
+    Ok(c)
+}
+
+fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, RenderError> {
+    s.parse().map_err(|_| RenderError::Address {
+        what: what.to_string(),
+        value: s.to_string(),
+    })
+}
+
+fn mode(l: &Listener) -> Result<&'static str, RenderError> {
+    match l.protocol {
+        LbProtocol::Tcp => Ok("tcp"),
+        LbProtocol::Http => Ok("http"),
+        other => Err(RenderError::Protocol {
+            listener: l.name.clone(),
+            protocol: format!("{other:?}").to_lowercase(),
+        }),
+    }
+}
+
+fn frontend(l: &Listener, mode: &str, address: Ipv4Addr) -> String {
+    let mut c = format!(
+        "frontend ft_{}\n    mode {mode}\n    bind {address}:{}\n",
+        l.name, l.port
+    );
+    if l.connection_limit > 0 {
+        let _ = writeln!(c, "    maxconn {}", l.connection_limit);
+    }
+    let _ = writeln!(c, "    default_backend bk_{}", l.name);
+    c
+}
+
+fn backend(l: &Listener, mode: &str) -> Result<String, RenderError> {
+    let balance = match l.algorithm {
+        LbAlgorithm::RoundRobin => "roundrobin",
+        LbAlgorithm::LeastConnections => "leastconn",
+        LbAlgorithm::SourceIp => "source",
+    };
+    let mut c = format!(
+        "backend bk_{}\n    mode {mode}\n    balance {balance}\n",
+        l.name
+    );
+    if let Some(h) = &l.health {
+        c.push_str(&health(h));
+    }
+    for (j, m) in l.members.iter().enumerate() {
+        if !m.address.is_empty() {
+            c.push_str(&server(&l.name, j, m, l.health.as_ref())?);
+        }
+    }
+    Ok(c)
+}
+
+fn health(h: &HealthMonitor) -> String {
+    let mut c = format!("    timeout check {}s\n", h.timeout_secs);
+    if h.kind == HealthKind::Http {
+        let _ = write!(
+            c,
+            "    option httpchk\n    http-check send meth GET uri {}\n    \
+             http-check expect status 200-399\n",
+            uri(&h.path)
+        );
+    }
+    c
+}
+
+/// Weight 0 takes no new connections and keeps the open ones: that is the drain.
+fn server(
+    listener: &str,
+    j: usize,
+    m: &LbMember,
+    health: Option<&HealthMonitor>,
+) -> Result<String, RenderError> {
+    let address = ipv4(
+        &format!("listener {listener}: member {j}'s address"),
+        &m.address,
+    )?;
+    let mut c = format!("    server m{j} {address}:{} weight {}", m.port, m.weight);
+    if let Some(h) = health {
+        let _ = write!(
+            c,
+            " check inter {}s fall {} rise {}",
+            h.interval_secs, h.fall, h.rise
+        );
+    }
+    c.push('\n');
+    Ok(c)
+}
+
+/// A health check path as one configuration word: bytes HAProxy's parser or HTTP would read
+/// otherwise (`#`, quotes, `\`, `$`, spaces, non-ASCII) are percent-encoded.
+fn uri(path: &str) -> String {
+    let mut u = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/!&()*+,;=:@%?".contains(&b) {
+            u.push(b as char);
+        } else {
+            let _ = write!(u, "%{b:02X}");
+        }
+    }
+    u
+}
+
+/// A path as one configuration word (single quotes: no escapes, no variables inside).
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The short hash a load balancer's status reports as `served`.
+pub fn config_hash(cfg: &str) -> String {
+    hex::encode(Sha256::digest(cfg.as_bytes()))[..12].to_string()
+}
+
+/// One row of `show stat`: a frontend, backend or server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatRow {
+    pub proxy: String,
+    /// `FRONTEND`, `BACKEND` or the server's name.
+    pub server: String,
+    /// `OPEN`, `UP`, `UP 1/2` (going down), `DOWN`, `DOWN 1/2`, `no check`, `MAINT`, …
+    pub status: String,
+    /// `INI` until the first check, then `L4OK`, `L4CON`, `L7OK`, `L7STS`, …
+    pub check_status: String,
+    pub sessions: u64,
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatError {
+    #[error("`show stat` answered without its CSV header: {0:?}")]
+    NoHeader(String),
+    #[error("`show stat` has no {0} column")]
+    Column(&'static str),
+}
+
+const COLUMNS: [&str; 8] = [
+    "pxname",
+    "svname",
+    "status",
+    "check_status",
+    "stot",
+    "req_tot",
+    "bin",
+    "bout",
+];
+
+/// Parses the CSV `show stat` answers (`# pxname,svname,…` then one row per proxy and
+/// server); columns are found by name in the header.
+pub fn parse_stat(csv: &str) -> Result<Vec<StatRow>, StatError> {
+    let mut lines = csv.lines();
+    let first = lines.next().unwrap_or_default();
+    let header = first
+        .strip_prefix("# ")
+        .ok_or_else(|| StatError::NoHeader(first.chars().take(80).collect()))?;
+    let names = split_csv(header);
+    let mut at = [0; COLUMNS.len()];
+    for (i, c) in COLUMNS.iter().enumerate() {
+        at[i] = (names.iter().position(|n| n == c)).ok_or(StatError::Column(c))?;
+    }
+    Ok(lines
+        .filter(|l| !l.is_empty())
+        .map(|l| row(l, &at))
+        .collect())
+}
+
+fn row(line: &str, at: &[usize; COLUMNS.len()]) -> StatRow {
+    let f = split_csv(line);
+    let text = |i: usize| f.get(at[i]).cloned().unwrap_or_default();
+    let num = |i: usize| text(i).parse().unwrap_or(0);
+    StatRow {
+        proxy: text(0),
+        server: text(1),
+        status: text(2),
+        check_status: text(3),
+        sessions: num(4),
+        requests: num(5),
+        bytes_in: num(6),
+        bytes_out: num(7),
+    }
+}
+
+/// Splits a CSV line; HAProxy quotes fields holding commas or quotes (`""` inside).
+fn split_csv(line: &str) -> Vec<String> {
+    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match (ch, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            _ => cur.push(ch),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+/// Each listener of `spec` as `show stat` reports it: a layer-4 listener counts
+/// connections (`stot`), a layer-7 one requests (`req_tot`).
+pub fn listener_status(spec: &LoadBalancerSpec, rows: &[StatRow]) -> Vec<ListenerStatus> {
+    let find =
+        |proxy: &str, server: &str| rows.iter().find(|r| r.proxy == proxy && r.server == server);
+    (spec.listeners.iter())
+        .map(|l| {
+            let ft = find(&format!("ft_{}", l.name), "FRONTEND");
+            let bk = format!("bk_{}", l.name);
+            let members = (l.members.iter().enumerate())
+                .map(|(j, m)| MemberStatus {
+                    address: m.address.clone(),
+                    port: m.port,
+                    health: member_health(m, find(&bk, &format!("m{j}"))),
+                })
+                .collect();
+            let counted = |r: &StatRow| match l.protocol {
+                LbProtocol::Http => r.requests,
+                _ => r.sessions,
+            };
+            ListenerStatus {
+                name: l.name.clone(),
+                engine: ENGINE.to_string(),
+                connections: ft.map(counted).unwrap_or(0),
+                bytes_in: ft.map(|r| r.bytes_in).unwrap_or(0),
+                bytes_out: ft.map(|r| r.bytes_out).unwrap_or(0),
+                members,
+            }
+        })
+        .collect()
+}
+
+/// Drained (weight 0) whatever its checks say; unknown before the first check.
+fn member_health(m: &LbMember, row: Option<&StatRow>) -> MemberHealth {
+    if m.weight == 0 {
+        return MemberHealth::Drained;
+    }
+    let Some(r) = row.filter(|r| r.check_status != "INI") else {
+        return MemberHealth::Unknown;
+    };
+    match r.status.split(' ').next().unwrap_or_default() {
+        "UP" | "no" | "NOLB" | "DRAIN" => MemberHealth::Up,
+        "DOWN" | "MAINT" => MemberHealth::Down,
+        _ => MemberHealth::Unknown,
+    }
+}
+
+/// HAProxy's `[ALERT]` lines in `output` (of process `pid` only, when given: a running
+/// master's workers log theirs to the same file), without their prefix, joined by `; `.
+pub fn alerts(output: &str, pid: Option<u32>) -> String {
+    let tag = pid.map(|p| format!("({p})"));
+    let lines: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("[ALERT]"))
+        .map(str::trim_start)
+        .filter(|l| tag.as_deref().is_none_or(|t| l.starts_with(t)))
+        .map(|l| l.split_once(" : ").map_or(l, |(_, rest)| rest).trim())
+        .collect();
+    let text = lines.join("; ");
+    if text.chars().count() > 1000 {
+        return text.chars().take(1000).collect::<String>() + "…";
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunhan_model::HealthMonitor;
+
+    fn member(address: &str, port: u16, weight: u16) -> LbMember {
+        LbMember {
+            address: address.into(),
+            port,
+            weight,
+            ..Default::default()
+        }
+    }
+
+    /// Two listeners: `web` (HTTP, least connections, limit 1000, an HTTP health monitor,
+    /// one member drained, one without an address yet) and `db` (TCP, source, no monitor).
+    pub(super) fn spec() -> LoadBalancerSpec {
+        LoadBalancerSpec {
+            subnet: "sn-1".into(),
+            external: false,
+            listeners: vec![
+                Listener {
+                    name: "web".into(),
+                    protocol: LbProtocol::Http,
+                    port: 80,
+                    algorithm: LbAlgorithm::LeastConnections,
+                    connection_limit: 1000,
+                    members: vec![
+                        member("10.0.1.11", 8080, 1),
+                        member("10.0.1.12", 8080, 0),
+                        member("", 8080, 1),
+                        member("10.0.1.13", 8080, 3),
+                    ],
+                    health: Some(HealthMonitor {
+                        kind: HealthKind::Http,
+                        path: "/healthz?deep=1#x".into(),
+                        interval_secs: 3,
+                        timeout_secs: 2,
+                        rise: 2,
+                        fall: 3,
+                    }),
+                },
+                Listener {
+                    name: "db".into(),
+                    protocol: LbProtocol::Tcp,
+                    port: 5432,
+                    algorithm: LbAlgorithm::SourceIp,
+                    connection_limit: 0,
+                    members: vec![member("10.0.1.21", 5432, 1)],
+                    health: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn renders_two_listeners() {
+        let cfg = render(
+            &spec(),
+            "10.0.1.5",
+            Path::new("/var/lib/yunhan/lb/lb-1/stats.sock"),
+        );
+        insta::assert_snapshot!(cfg.unwrap());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_serve() {
+        let sock = Path::new("/s");
+        let mut s = spec();
+        assert!(matches!(
+            render(&s, "10.0.1.5\n", sock),
+            Err(RenderError::Address { .. })
+        ));
+        s.listeners[1].members[0].address = "10.0.1.21\nserver x".into();
+        let e = render(&s, "10.0.1.5", sock).unwrap_err();
+        assert!(
+            e.to_string().contains("listener db: member 0's address"),
+            "{e}"
+        );
+        s.listeners[1].protocol = LbProtocol::Udp;
+        let e = render(&s, "10.0.1.5", sock).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "listener db: udp listeners are not supported on this host"
+        );
+    }
+
+    #[test]
+    fn paths_and_sockets_are_one_word() {
+        assert_eq!(uri("/a b#c'\"\\$é"), "/a%20b%23c%27%22%5C%24%C3%A9");
+        assert_eq!(uri("/ok/x?y=1&z=%20"), "/ok/x?y=1&z=%20");
+        assert_eq!(quote("/d/it's"), r"'/d/it'\''s'");
+        assert_eq!(config_hash("x").len(), 12);
+        assert_ne!(config_hash("x"), config_hash("y"));
+    }
+
+    pub(super) const STAT: &str = "\
+# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,last_chk
+ft_web,FRONTEND,,,0,2,1000,17,4200,9100,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,1,,,,0,12,0,0,0,0,,0,1,12,
+bk_web,m0,0,0,0,1,,9,2000,4000,,0,,0,0,0,0,UP,1,1,0,0,0,30,0,,1,3,1,,9,,2,0,,1,L7OK,200,1,0,9,0,0,0,0,,,,9,\"HTTP status check returned code <3C>200<3E>, ok\"
+bk_web,m1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,0,1,0,0,0,30,0,,1,3,2,,0,,2,0,,0,L7OK,200,1,0,0,0,0,0,0,,,,0,
+bk_web,m3,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN 1/2,3,1,0,3,1,30,30,,1,3,4,,0,,2,0,,0,L4CON,,0,0,0,0,0,0,0,,,,0,Connection refused
+bk_web,BACKEND,0,0,0,1,100,9,2000,4000,0,0,,0,0,0,0,UP,1,1,0,,0,30,0,,1,3,0,,9,,1,0,,1,,,,0,9,0,0,0,0,,,,9,
+ft_db,FRONTEND,,,0,1,9984,3,300,700,0,0,0,,,,,OPEN,,,,,,,,,1,4,0,,,,0,0,0,1,,,,,,,,,,,0,0,0,
+bk_db,m0,0,0,0,1,,3,300,700,,0,,0,0,0,0,no check,1,1,0,,,30,,,1,5,1,,3,,2,0,,1,,,,,,,,,,,,,,0,
+
+";
+
+    #[test]
+    fn reads_show_stat() {
+        let rows = parse_stat(STAT).unwrap();
+        assert_eq!(rows.len(), 7);
+        let m0 = &rows[1];
+        assert_eq!(
+            (
+                m0.server.as_str(),
+                m0.status.as_str(),
+                m0.check_status.as_str()
+            ),
+            ("m0", "UP", "L7OK")
+        );
+        assert_eq!((m0.sessions, m0.bytes_in, m0.bytes_out), (9, 2000, 4000));
+        assert_eq!(rows[0].requests, 12);
+        assert_eq!(
+            split_csv(r#"a,"b,""c""",d"#),
+            ["a", r#"b,"c""#, "d"].map(String::from)
+        );
+        assert_eq!(
+            parse_stat("Unknown command\n"),
+            Err(StatError::NoHeader("Unknown command".into()))
+        );
+        assert_eq!(
+            parse_stat("# pxname,svname\n"),
+            Err(StatError::Column("status"))
+        );
+    }
+
+    #[test]
+    fn listeners_from_stats() {
+        let rows = parse_stat(STAT).unwrap();
+        let st = listener_status(&spec(), &rows);
+        let health = |l: usize| st[l].members.iter().map(|m| m.health).collect::<Vec<_>>();
+        use MemberHealth::*;
+        assert_eq!(health(0), [Up, Drained, Unknown, Down]);
+        assert_eq!(health(1), [Up]);
+        assert_eq!(
+            (
+                st[0].engine.as_str(),
+                st[0].connections,
+                st[0].bytes_in,
+                st[0].bytes_out
+            ),
+            ("haproxy", 12, 4200, 9100)
+        );
+        assert_eq!((st[1].name.as_str(), st[1].connections), ("db", 3));
+        assert_eq!(
+            (st[1].members[0].address.as_str(), st[1].members[0].port),
+            ("10.0.1.21", 5432)
+        );
+        let mut ini = rows.clone();
+        ini[1].check_status = "INI".into();
+        assert_eq!(listener_status(&spec(), &ini)[0].members[0].health, Unknown);
+        assert!(listener_status(&spec(), &[])
+            .iter()
+            .all(|l| l.connections == 0));
+    }
+
+    #[test]
+    fn alerts_are_haproxys_words() {
+        let out = "\
+[NOTICE]   (10) : haproxy version is 2.6.12
+[ALERT]    (10) : Binding [/d/haproxy.cfg:9] for frontend ft_a: cannot bind socket (Address in use) for [10.0.0.5:80]
+[ALERT]    (11) : backend 'bk_a' has no server available!
+[ALERT]    (10) : [haproxy.main()] Some protocols failed to start their listeners! Exiting.
+";
+        assert_eq!(
+            alerts(out, Some(10)),
+            "Binding [/d/haproxy.cfg:9] for frontend ft_a: cannot bind socket (Address in use) \
+             for [10.0.0.5:80]; [haproxy.main()] Some protocols failed to start their listeners! Exiting."
+        );
+        assert_eq!(alerts(out, None).matches("; ").count(), 2);
+        assert_eq!(alerts("", None), "");
+    }
+
+    /// What HAProxy 2.6 itself says of the rendered configuration (when it is installed).
+    #[test]
+    fn haproxy_accepts_the_rendering() {
+        let bin = crate::load_balancer::process::HAPROXY;
+        if !Path::new(bin).exists() {
+            eprintln!("skipped: no {bin}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = render(&spec(), "10.0.1.5", &dir.path().join("stats.sock")).unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let out = std::process::Command::new(bin)
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("[WARNING]"), "{text}");
+    }
+}

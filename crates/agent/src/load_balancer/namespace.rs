@@ -1,0 +1,257 @@
+//! A load balancer's network namespace and its port, with `ip`: observe, then change only
+//! what differs (running it again changes nothing).
+//!
+//! The port is a veth: its host end, named like a VM's tap (`status.device`), lives in the
+//! agent's network namespace, where the network agent plugs it into the VPC bridge once
+//! the plan has the port; its other end is `eth0` in the load balancer's namespace, with
+//! the port's MAC and address, MTU 1450 and a default route via the subnet's gateway.
+//! Namespaces are made from the root context, so they are visible to every `ip -n`.
+
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::network::GUEST_MTU;
+
+/// Where `ip netns` keeps named namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// A load balancer's namespace and port, from its status.
+#[derive(Debug, Clone)]
+pub struct Port<'a> {
+    /// The load balancer's namespace (prefixed like the agent's router namespaces).
+    pub netns: &'a str,
+    /// The agent's namespace (`--netns`), where the host end lives; None: the root one.
+    pub host_netns: Option<&'a str>,
+    /// The host end's name.
+    pub device: &'a str,
+    pub mac: &'a str,
+    pub address: &'a str,
+    pub prefix_len: u8,
+    /// Empty: no default route.
+    pub gateway: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("cannot run ip: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("ip {args}: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("unreadable output of ip {args}: {source}")]
+    Json {
+        args: String,
+        source: serde_json::Error,
+    },
+    #[error("namespace {0}: eth0 did not appear")]
+    NoEth0(String),
+    #[error("listing {NETNS_DIR}: {0}")]
+    List(#[source] io::Error),
+}
+
+/// A link as `ip -j addr show` lists it.
+#[derive(Debug, Deserialize)]
+struct Link {
+    ifname: String,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    mtu: u32,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AddrInfo {
+    family: String,
+    local: String,
+    prefixlen: u8,
+}
+
+#[derive(Debug, Deserialize)]
+struct Route {
+    #[serde(default)]
+    gateway: String,
+    #[serde(default)]
+    dev: String,
+}
+
+impl Link {
+    fn up(&self) -> bool {
+        self.flags.iter().any(|f| f == "UP")
+    }
+}
+
+/// Makes `p`'s namespace and port what they should be. True when the namespace had to be
+/// made (again): whatever served in a former one is cut off from the port.
+pub fn ensure(p: &Port) -> Result<bool, NsError> {
+    let made = !exists(p.netns);
+    if made {
+        ip(None, &["netns", "add", p.netns])?;
+    }
+    let mut links = inside(p)?;
+    ensure_lo(p, &links)?;
+    if !pair_is_there(p, &links)? {
+        make_pair(p, &links)?;
+        links = inside(p)?;
+    }
+    let eth0 = (links.iter().find(|l| l.ifname == "eth0"))
+        .ok_or_else(|| NsError::NoEth0(p.netns.to_string()))?;
+    ensure_eth0(p, eth0)?;
+    ensure_address(p, eth0)?;
+    ensure_route(p)?;
+    Ok(made)
+}
+
+/// The links of the load balancer's namespace, with their addresses.
+fn inside(p: &Port) -> Result<Vec<Link>, NsError> {
+    ip_json(Some(p.netns), &["-j", "addr", "show"])
+}
+
+fn ensure_lo(p: &Port, links: &[Link]) -> Result<(), NsError> {
+    if links.iter().any(|l| l.ifname == "lo" && l.up()) {
+        return Ok(());
+    }
+    ip(Some(p.netns), &["link", "set", "dev", "lo", "up"]).map(drop)
+}
+
+fn pair_is_there(p: &Port, links: &[Link]) -> Result<bool, NsError> {
+    Ok(links.iter().any(|l| l.ifname == "eth0") && host_end_exists(p)?)
+}
+
+/// Makes the veth, after removing a lone end of a former one.
+fn make_pair(p: &Port, links: &[Link]) -> Result<(), NsError> {
+    if host_end_exists(p)? {
+        ip(p.host_netns, &["link", "del", "dev", p.device])?;
+    }
+    if links.iter().any(|l| l.ifname == "eth0") {
+        ip(Some(p.netns), &["link", "del", "dev", "eth0"])?;
+    }
+    let mtu = GUEST_MTU.to_string();
+    #[rustfmt::skip]
+    let args = [
+        "link", "add", p.device, "mtu", &mtu, "type", "veth",
+        "peer", "name", "eth0", "mtu", &mtu, "address", p.mac, "netns", p.netns,
+    ];
+    ip(p.host_netns, &args).map(drop)
+}
+
+fn host_end_exists(p: &Port) -> Result<bool, NsError> {
+    match ip(p.host_netns, &["link", "show", "dev", p.device]) {
+        Ok(_) => Ok(true),
+        Err(NsError::Ip { stderr, .. }) if stderr.contains("does not exist") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn ensure_eth0(p: &Port, eth0: &Link) -> Result<(), NsError> {
+    let mtu = GUEST_MTU.to_string();
+    let mut args = vec!["link", "set", "dev", "eth0"];
+    if !eth0.address.eq_ignore_ascii_case(p.mac) {
+        args.extend(["address", p.mac]);
+    }
+    if eth0.mtu != u32::from(GUEST_MTU) {
+        args.extend(["mtu", &mtu]);
+    }
+    if !eth0.up() {
+        args.push("up");
+    }
+    if args.len() == 4 {
+        return Ok(());
+    }
+    ip(Some(p.netns), &args).map(drop)
+}
+
+/// Exactly the port's IPv4 address on `eth0`.
+fn ensure_address(p: &Port, eth0: &Link) -> Result<(), NsError> {
+    let want = format!("{}/{}", p.address, p.prefix_len);
+    let mut have = false;
+    for a in eth0.addr_info.iter().filter(|a| a.family == "inet") {
+        let cidr = format!("{}/{}", a.local, a.prefixlen);
+        if cidr == want {
+            have = true;
+        } else {
+            ip(Some(p.netns), &["addr", "del", &cidr, "dev", "eth0"])?;
+        }
+    }
+    if have {
+        return Ok(());
+    }
+    ip(Some(p.netns), &["addr", "add", &want, "dev", "eth0"]).map(drop)
+}
+
+fn ensure_route(p: &Port) -> Result<(), NsError> {
+    if p.gateway.is_empty() {
+        return Ok(());
+    }
+    let routes: Vec<Route> = ip_json(Some(p.netns), &["-j", "route", "show", "default"])?;
+    if let [r] = routes.as_slice() {
+        if r.gateway == p.gateway && r.dev == "eth0" {
+            return Ok(());
+        }
+    }
+    #[rustfmt::skip]
+    let args = ["route", "replace", "default", "via", p.gateway, "dev", "eth0"];
+    ip(Some(p.netns), &args).map(drop)
+}
+
+/// Whether the named namespace exists.
+pub fn exists(netns: &str) -> bool {
+    Path::new(NETNS_DIR).join(netns).exists()
+}
+
+/// Deletes the namespace if it is there; the veth (both ends) goes with it once nothing
+/// runs in it any more.
+pub fn delete(netns: &str) -> Result<(), NsError> {
+    if !exists(netns) {
+        return Ok(());
+    }
+    ip(None, &["netns", "del", netns]).map(drop)
+}
+
+/// The named namespaces whose names start with `prefix`.
+pub fn list(prefix: &str) -> Result<Vec<String>, NsError> {
+    let entries = match std::fs::read_dir(NETNS_DIR) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(NsError::List(e)),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let name = e.map_err(NsError::List)?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) {
+            names.push(name.into_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Runs `ip [-n netns] args…`; its standard output.
+fn ip(netns: Option<&str>, args: &[&str]) -> Result<String, NsError> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = (cmd.args(args).stdin(Stdio::null()).output()).map_err(NsError::Spawn)?;
+    if !out.status.success() {
+        return Err(NsError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip_json<T: DeserializeOwned>(netns: Option<&str>, args: &[&str]) -> Result<T, NsError> {
+    let out = ip(netns, args)?;
+    serde_json::from_str(&out).map_err(|source| NsError::Json {
+        args: args.join(" "),
+        source,
+    })
+}

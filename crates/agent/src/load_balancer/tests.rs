@@ -1,0 +1,345 @@
+//! The plumbing on this machine, without the API or the controller: load balancer documents
+//! (with the status those would give them) in a MemStore, reconciled by [`LbAgent`] under
+//! `--netns` = a namespace standing in for the host, where the test plays the VPC: the
+//! port's host end gets the gateway's address, and a small HTTP server on it is the
+//! members. Needs root, `ip` and HAProxy (skipped otherwise). Every name starts with
+//! `ylb<pid>`; a guard deletes those namespaces, also when the test panics.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use yunhan_model::{
+    HealthKind, HealthMonitor, LbMember, LbProtocol, Listener, MemberHealth, Metadata, Resource,
+};
+use yunhan_store::MemStore;
+
+use super::*;
+
+struct Namespaces(String);
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in namespace::list(&self.0).unwrap_or_default() {
+            let _ = namespace::delete(&ns);
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// An HTTP server answering `hello` to anything, on `addr` in `ns`, until dropped.
+struct Server(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+impl Server {
+    fn start(ns: &str, addr: &str) -> Server {
+        let l = in_ns(ns, || TcpListener::bind(addr).unwrap());
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                        let _ = c.read(&mut [0; 1024]);
+                        let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Server(stop, Some(t))
+    }
+}
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn get(ns: &str, addr: &str) -> String {
+    in_ns(ns, || {
+        let mut c = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+fn member(port: u16, weight: u16) -> LbMember {
+    LbMember {
+        address: "10.77.0.1".into(),
+        port,
+        weight,
+        ..Default::default()
+    }
+}
+
+fn monitor(kind: HealthKind) -> Option<HealthMonitor> {
+    Some(HealthMonitor {
+        kind,
+        path: "/health".into(),
+        interval_secs: 1,
+        timeout_secs: 1,
+        rise: 1,
+        fall: 1,
+    })
+}
+
+/// `web` (HTTP: a member and a drained one) and `raw` (TCP: a member and one nobody serves).
+fn spec() -> LoadBalancerSpec {
+    let listener = |name: &str, protocol, port, members, health| Listener {
+        name: name.into(),
+        protocol,
+        port,
+        members,
+        health,
+        ..Default::default()
+    };
+    LoadBalancerSpec {
+        subnet: "sn-test".into(),
+        external: false,
+        listeners: vec![
+            listener(
+                "web",
+                LbProtocol::Http,
+                80,
+                vec![member(8080, 1), member(8081, 0)],
+                monitor(HealthKind::Http),
+            ),
+            listener(
+                "raw",
+                LbProtocol::Tcp,
+                9000,
+                vec![member(8080, 1), member(8082, 1)],
+                monitor(HealthKind::Tcp),
+            ),
+        ],
+    }
+}
+
+fn doc(id: &str, ip_last: u8, device: &str, spec: LoadBalancerSpec) -> Doc<LoadBalancer> {
+    Resource {
+        metadata: Metadata::new(id, id, Some("p-test".into())),
+        spec,
+        status: LoadBalancerStatus {
+            host: "h-test".into(),
+            address: format!("10.77.0.{ip_last}"),
+            device: device.into(),
+            mac: format!("02:00:0a:4d:00:{ip_last:02x}"),
+            prefix_len: 24,
+            gateway: "10.77.0.1".into(),
+            ..Default::default()
+        },
+    }
+}
+
+async fn status_until(
+    agent: &LbAgent,
+    objects: &Objects,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&LoadBalancerStatus) -> bool,
+) -> LoadBalancerStatus {
+    let mut last = LoadBalancerStatus::default();
+    for _ in 0..60 {
+        agent.reconcile(objects).await.unwrap();
+        last = objects
+            .get::<LoadBalancer>(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status;
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{id}: never {what}: {last:#?}");
+}
+
+fn healths(s: &LoadBalancerStatus, l: usize) -> Vec<MemberHealth> {
+    s.listeners
+        .get(l)
+        .map(|l| l.members.iter().map(|m| m.health).collect())
+        .unwrap_or_default()
+}
+
+fn runnable() -> bool {
+    let ok = nix::unistd::geteuid().is_root() && Path::new(process::HAPROXY).exists();
+    if !ok {
+        eprintln!("skipped: needs root and {}", process::HAPROXY);
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_balancers_are_realised_reloaded_reported_and_removed() {
+    if !runnable() {
+        return;
+    }
+    let pid = std::process::id();
+    let _cleanup = Namespaces(format!("ylb{pid}-"));
+    let host = format!("ylb{pid}-h");
+    sh(&["ip", "netns", "add", &host]);
+    sh(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+    let stale = format!("{host}-ynl-0000000000");
+    sh(&["ip", "netns", "add", &stale]);
+
+    let objects = Objects::new(Arc::new(MemStore::new()));
+    let (dev, bad_dev) = (format!("ylb{pid}a"), format!("ylb{pid}b"));
+    let lb = objects
+        .create::<LoadBalancer>(doc(&format!("lb-a{pid}"), 10, &dev, spec()))
+        .await
+        .unwrap();
+    let mut bad_spec = spec();
+    bad_spec.listeners[0].name = "a b".into(); // the API refuses it; HAProxy must too
+    let bad = objects
+        .create::<LoadBalancer>(doc(&format!("lb-b{pid}"), 20, &bad_dev, bad_spec))
+        .await
+        .unwrap();
+    let elsewhere = {
+        let mut d = doc(&format!("lb-c{pid}"), 30, &format!("ylb{pid}c"), spec());
+        d.status.host = "h-other".into();
+        objects.create::<LoadBalancer>(d).await.unwrap()
+    };
+    let state = tempfile::tempdir().unwrap();
+    let agent = LbAgent::new("h-test".into(), state.path(), Some(host.clone()));
+    let id = lb.metadata.id.clone();
+
+    // The port: the test plays the VPC bridge and gateway on the host end.
+    agent.reconcile(&objects).await.unwrap();
+    assert!(!namespace::exists(&stale), "the stale namespace stays");
+    let lb_ns = agent.node.netns(&id);
+    assert!(lb_ns.starts_with(&format!("{host}-ynl-")), "{lb_ns}");
+    assert!(!namespace::exists(
+        &agent.node.netns(&elsewhere.metadata.id)
+    ));
+    sh(&[
+        "ip",
+        "-n",
+        &host,
+        "addr",
+        "add",
+        "10.77.0.1/24",
+        "dev",
+        &dev,
+    ]);
+    sh(&["ip", "-n", &host, "link", "set", &dev, "up"]);
+    let _members = Server::start(&host, "10.77.0.1:8080");
+
+    let s = status_until(&agent, &objects, &id, "healthy", |s| {
+        healths(s, 0) == [MemberHealth::Up, MemberHealth::Drained]
+            && healths(s, 1) == [MemberHealth::Up, MemberHealth::Down]
+    })
+    .await;
+    assert_eq!((s.phase, s.message.as_str()), (LbPhase::Active, ""));
+    assert_eq!(s.listeners[0].engine, "haproxy");
+    assert!(get(&host, "10.77.0.10:80").ends_with("hello"));
+    assert!(get(&host, "10.77.0.10:9000").ends_with("hello"));
+    let s = status_until(&agent, &objects, &id, "counted", |s| {
+        s.listeners
+            .iter()
+            .all(|l| l.connections >= 1 && l.bytes_out > 0)
+    })
+    .await;
+
+    // The bad one failed in HAProxy's words, and held back nothing.
+    let b = objects
+        .get::<LoadBalancer>(&bad.metadata.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status;
+    assert_eq!(b.phase, LbPhase::Failed);
+    assert!(
+        b.message.starts_with("HAProxy refused the configuration: "),
+        "{}",
+        b.message
+    );
+    assert!(b.message.contains("parsing ["), "{}", b.message);
+
+    // Running again changes nothing; a new configuration is a reload of the same master.
+    let link = |ns: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-j", "addr", "show"])
+            .output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    let before = link(&lb_ns);
+    let master = lock(&agent.node.state).local[&id]
+        .proc
+        .as_ref()
+        .unwrap()
+        .pid();
+    agent.reconcile(&objects).await.unwrap();
+    assert_eq!(link(&lb_ns), before);
+    objects
+        .modify::<LoadBalancer>(&id, |d| {
+            d.spec.listeners[1].members[1].weight = 0;
+            true
+        })
+        .await
+        .unwrap();
+    let s2 = status_until(&agent, &objects, &id, "reloaded", |s2| {
+        s2.served != s.served && healths(s2, 1).get(1) == Some(&MemberHealth::Drained)
+    })
+    .await;
+    assert_eq!(s2.phase, LbPhase::Active);
+    assert_eq!(
+        lock(&agent.node.state).local[&id]
+            .proc
+            .as_ref()
+            .unwrap()
+            .pid(),
+        master
+    );
+    assert!(get(&host, "10.77.0.10:80").ends_with("hello"));
+
+    // Gone: stopped, namespace and files removed.
+    for d in [lb, bad] {
+        let d = objects
+            .get::<LoadBalancer>(&d.metadata.id)
+            .await
+            .unwrap()
+            .unwrap();
+        objects.delete::<LoadBalancer>(&d).await.unwrap();
+    }
+    agent.reconcile(&objects).await.unwrap();
+    assert!(!namespace::exists(&lb_ns));
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), None).is_err());
+    assert!(!state.path().join("lb").join(&id).exists());
+    assert!(lock(&agent.node.state).local.is_empty());
+    assert_eq!(agent.resync(), IDLE_RESYNC);
+}
