@@ -206,7 +206,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed,
     m.subnets = map_subnets(&inp.subnets, &mut failed);
     m.security_groups = map_groups(&inp.groups, &mut failed);
     m.external_networks = map_external_networks(&inp, &mut failed);
-    let lb_hosts = place_load_balancers(&inp, &m.external_networks);
+    let lb_hosts = place_load_balancers(&inp, &m.hosts, &m.external_networks);
     m.ports = map_ports(&inp, &m.hosts, &lb_hosts, &mut failed);
     let defaults = default_groups(&m.ports);
     m.security_groups.extend(defaults);

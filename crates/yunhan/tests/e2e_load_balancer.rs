@@ -32,7 +32,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
                 .then_some(())
         })
         .await;
-        serve(g, name).await;
+        serve(g, name, 1).await;
     }
 
     // The contract.
@@ -116,7 +116,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     );
 
     // Started again, it is back in.
-    serve(&guests[0], "w1").await;
+    serve(&guests[0], "w1", 2).await;
     let up = health_is(
         &cloud,
         &[("w1", "up"), ("w2", "up")],
@@ -151,12 +151,19 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
 }
 
-/// busybox httpd on port 80 of guest `g`, answering with `name`.
-async fn serve(g: &Value, name: &str) {
+/// busybox httpd on port 80 of guest `g`, answering with `name`; `round` tells this
+/// start's marker from an earlier one's.
+async fn serve(g: &Value, name: &str, round: u32) {
     let cmd = format!(
-        "mkdir -p /tmp/w && echo {name} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-$((40+2))"
+        "mkdir -p /tmp/w && echo {name} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-{round}-$((40+2))"
     );
-    guest_runs(g, &cmd, "HTTPD-42", Duration::from_secs(60)).await;
+    guest_runs(
+        g,
+        &cmd,
+        &format!("HTTPD-{round}-42"),
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 /// Polls until the members (by VM name) have the healths wanted; how long it took.

@@ -18,11 +18,17 @@ use super::Inputs;
 pub type LbHosts = BTreeMap<String, Result<String, String>>;
 
 /// The host of every load balancer that has its address.
-pub(super) fn place_load_balancers(inp: &Inputs, externals: &[net::ExternalNetwork]) -> LbHosts {
+pub(super) fn place_load_balancers(
+    inp: &Inputs,
+    hosts: &[net::Host],
+    externals: &[net::ExternalNetwork],
+) -> LbHosts {
     let mut ready: Vec<&str> = inp
         .hosts
         .iter()
-        .filter(|h| h.status.phase == HostPhase::Ready && inp.vteps.contains_key(&h.metadata.id))
+        .filter(|h| {
+            h.status.phase == HostPhase::Ready && hosts.iter().any(|x| x.id == h.metadata.id)
+        })
         .map(|h| h.metadata.id.as_str())
         .collect();
     ready.sort();
