@@ -138,10 +138,16 @@ pub async fn run_prepared(
         objects.clone(),
         shutdown.clone(),
     )));
-    let lbs =
-        load_balancer::LbAgent::new(host_id.clone(), &cfg.state_dir, cfg.network.netns.clone());
+    let lbs = Arc::new(load_balancer::LbAgent::new(
+        host_id.clone(),
+        &cfg.state_dir,
+        cfg.network.netns.clone(),
+    ));
+    let _lb_health = AbortOnDrop(tokio::spawn(
+        lbs.clone().watch_health(objects.clone(), shutdown.clone()),
+    ));
     let mut lbs = AbortOnDrop(tokio::spawn(run_reconciler(
-        Arc::new(lbs),
+        lbs,
         objects.clone(),
         shutdown.clone(),
     )));

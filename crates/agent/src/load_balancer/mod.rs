@@ -13,6 +13,8 @@
 //! 3. its status: `Active` with the configuration's hash in `served` and each listener's
 //!    counters and members' health from HAProxy's stats socket, or `Failed` with HAProxy's
 //!    own words in `message`. One failing load balancer never holds back the others.
+//!    A pass runs every 2 s while load balancers run here; between passes a probe reads
+//!    the stats every [`HEALTH_PROBE`] and reports a member's health as soon as it changes.
 //!
 //! A load balancer that is gone, being deleted or placed elsewhere is stopped and its
 //! namespace deleted; at start, namespaces of ours that no load balancer here wants go.
@@ -22,34 +24,34 @@
 //! outage; open connections are cut). Making them outlive the agent is future work.
 
 mod haproxy;
+mod local;
 mod namespace;
+mod node;
 mod process;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use yunhan_model::{
-    Doc, LbPhase, ListenerStatus, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus,
-};
-use yunhan_net::names::lb_netns;
+use tokio::sync::watch;
+use yunhan_model::{Doc, LbPhase, ListenerStatus, LoadBalancer, LoadBalancerStatus};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
-use haproxy::{RenderError, StatError};
-use namespace::{NsError, Port};
-use process::{Files, Haproxy, ProcError, Spawner};
+use haproxy::RenderError;
+use namespace::NsError;
+use node::Node;
+use process::ProcError;
 
-/// A pass at least this often while load balancers run here (their status), else
-/// [`IDLE_RESYNC`].
+/// A pass at least this often while load balancers run here, else [`IDLE_RESYNC`].
 const ACTIVE_RESYNC: Duration = Duration::from_secs(2);
 const IDLE_RESYNC: Duration = Duration::from_secs(10);
-/// A configuration HAProxy failed to load is tried again after this long.
-const RETRY: Duration = Duration::from_secs(10);
+/// How often the stats are read between passes (a member's health is reported within it).
+pub const HEALTH_PROBE: Duration = Duration::from_millis(250);
 /// Counters alone are written at most this often (every status write triggers a pass).
 const COUNTERS_EVERY: Duration = Duration::from_millis(1500);
 
@@ -61,8 +63,6 @@ enum LbError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Haproxy(#[from] ProcError),
-    #[error(transparent)]
-    Stats(#[from] StatError),
 }
 
 /// The load-balancer reconciler of one host.
@@ -76,16 +76,9 @@ pub struct LbAgent {
 impl LbAgent {
     /// `netns`: the agent's `--netns` (the port's host end lives there; names get its prefix).
     pub fn new(host_id: String, state_dir: &Path, netns: Option<String>) -> LbAgent {
-        let node = Node {
-            dir: state_dir.join("lb"),
-            prefix: netns.as_ref().map(|n| format!("{n}-")).unwrap_or_default(),
-            host_netns: netns,
-            spawner: Spawner::default(),
-            state: Mutex::default(),
-        };
         LbAgent {
             host_id,
-            node: Arc::new(node),
+            node: Arc::new(Node::new(state_dir, netns)),
             written: Mutex::default(),
         }
     }
@@ -98,25 +91,52 @@ impl LbAgent {
             && lb.metadata.deleting.is_none()
     }
 
-    /// Writes `report` into the load balancer's status when it says something new.
-    async fn write(&self, objects: &Objects, id: &str, report: &Report) -> Result<(), ObjectError> {
-        let counters_due = lock(&self.written)
+    /// Reports members' health as soon as it changes (see [`HEALTH_PROBE`]), until
+    /// `shutdown`.
+    pub async fn watch_health(
+        self: Arc<Self>,
+        objects: Objects,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEALTH_PROBE) => {}
+                _ = shutdown.changed() => return,
+            }
+            let node = self.node.clone();
+            let Ok(changed) = tokio::task::spawn_blocking(move || node.probe()).await else {
+                continue;
+            };
+            for (id, report) in changed {
+                if let Err(e) = self.write(&objects, &id, &report, None).await {
+                    tracing::warn!(lb = %id, error = %e, "cannot write the load balancer's status");
+                }
+            }
+        }
+    }
+
+    /// Writes `report` into the load balancer's status when it says something new (`listed`:
+    /// the status as listed, which spares a read when nothing is new).
+    async fn write(
+        &self,
+        objects: &Objects,
+        id: &str,
+        report: &Report,
+        listed: Option<&LoadBalancerStatus>,
+    ) -> Result<(), ObjectError> {
+        let due = lock(&self.written)
             .get(id)
             .is_none_or(|t| t.elapsed() >= COUNTERS_EVERY);
+        if listed.is_some_and(|old| !report.changes(old, due)) {
+            return Ok(());
+        }
         let mut wrote = false;
         objects
             .modify::<LoadBalancer>(id, |doc| {
-                if doc.status.host != self.host_id {
-                    return false; // moved meanwhile: no longer ours to report
-                }
-                let new = report.status(&doc.status);
-                wrote = if counters_due {
-                    new != doc.status
-                } else {
-                    without_counters(&new) != without_counters(&doc.status)
-                };
+                // Moved meanwhile: no longer ours to report.
+                wrote = doc.status.host == self.host_id && report.changes(&doc.status, due);
                 if wrote {
-                    doc.status = new;
+                    doc.status = report.status(&doc.status);
                 }
                 wrote
             })
@@ -128,16 +148,17 @@ impl LbAgent {
     }
 }
 
-fn without_counters(s: &LoadBalancerStatus) -> LoadBalancerStatus {
-    let mut s = s.clone();
-    for l in &mut s.listeners {
-        (l.connections, l.bytes_in, l.bytes_out) = (0, 0, 0);
-    }
-    s
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a load balancer's directory")
+        }
+        _ => {}
+    }
 }
 
 #[async_trait]
@@ -149,17 +170,22 @@ impl Reconciler for LbAgent {
         vec![object_prefix::<LoadBalancer>(None)]
     }
     fn resync(&self) -> Duration {
-        match self.node.state.try_lock() {
-            Ok(s) if s.local.is_empty() => IDLE_RESYNC,
-            _ => ACTIVE_RESYNC,
+        if self.node.busy() {
+            return ACTIVE_RESYNC;
         }
+        IDLE_RESYNC
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let all = objects.list_all::<LoadBalancer>(None).await?;
         let mine: Vec<_> = all.into_iter().filter(|lb| self.wants(lb)).collect();
         lock(&self.written).retain(|id, _| mine.iter().any(|lb| lb.metadata.id == *id));
         let node = self.node.clone();
-        let reports = match tokio::task::spawn_blocking(move || node.pass(&mine)).await {
+        let (mine, reports) = match tokio::task::spawn_blocking(move || {
+            let r = node.pass(&mine);
+            (mine, r)
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "load balancer pass failed");
@@ -167,8 +193,8 @@ impl Reconciler for LbAgent {
             }
         };
         let mut first_error = None;
-        for (id, report) in reports {
-            if let Err(e) = self.write(objects, &id, &report).await {
+        for (lb, (id, report)) in mine.iter().zip(reports) {
+            if let Err(e) = self.write(objects, &id, &report, Some(&lb.status)).await {
                 tracing::warn!(lb = %id, error = %e, "cannot write the load balancer's status");
                 first_error.get_or_insert(e);
             }
@@ -177,7 +203,7 @@ impl Reconciler for LbAgent {
     }
 }
 
-/// What a pass found of one load balancer.
+/// What a pass (or the probe) found of one load balancer.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Report {
     /// The hash of the configuration HAProxy serves.
@@ -200,240 +226,21 @@ impl Report {
         s.listeners = self.listeners.clone();
         s
     }
-}
 
-/// Realises the load balancers of one host (blocking: `ip`, HAProxy, its stats socket).
-struct Node {
-    /// `<state_dir>/lb`, one directory per load balancer.
-    dir: PathBuf,
-    host_netns: Option<String>,
-    /// Of namespace names (`<netns>-` or empty).
-    prefix: String,
-    spawner: Spawner,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Stale namespaces and directories were removed (once, at start).
-    swept: bool,
-    /// By load balancer id: those realised here.
-    local: BTreeMap<String, Local>,
-}
-
-/// One load balancer on this host.
-struct Local {
-    id: String,
-    netns: String,
-    files: Files,
-    proc: Option<Haproxy>,
-    served: Option<String>,
-    failure: Option<Failure>,
-    /// From the stats socket (the last answer, kept while it does not answer).
-    listeners: Vec<ListenerStatus>,
-}
-
-struct Failure {
-    message: String,
-    /// Of the configuration that failed ("" if none could be rendered).
-    hash: String,
-    retry_at: Instant,
-}
-
-impl Node {
-    fn netns(&self, id: &str) -> String {
-        format!("{}{}", self.prefix, lb_netns(id))
-    }
-
-    /// One pass over the load balancers this host should run.
-    fn pass(&self, mine: &[Doc<LoadBalancer>]) -> Vec<(String, Report)> {
-        let mut st = lock(&self.state);
-        let wanted: BTreeMap<&str, String> = (mine.iter())
-            .map(|lb| (lb.metadata.id.as_str(), self.netns(&lb.metadata.id)))
-            .collect();
-        let gone: Vec<String> = (st.local.keys())
-            .filter(|id| !wanted.contains_key(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(l) = st.local.remove(&id) {
-                l.remove();
-            }
+    /// Whether it changes `old` (counters count only when `counters` is true).
+    fn changes(&self, old: &LoadBalancerStatus, counters: bool) -> bool {
+        let new = self.status(old);
+        if counters {
+            return new != *old;
         }
-        if !st.swept {
-            st.swept = self.sweep(&wanted);
-        }
-        (mine.iter())
-            .map(|lb| {
-                let id = &lb.metadata.id;
-                let l = (st.local.entry(id.clone())).or_insert_with(|| self.local(id));
-                (id.clone(), self.realise(l, lb))
-            })
-            .collect()
-    }
-
-    fn local(&self, id: &str) -> Local {
-        Local {
-            id: id.to_string(),
-            netns: self.netns(id),
-            files: Files::new(self.dir.join(id)),
-            proc: None,
-            served: None,
-            failure: None,
-            listeners: Vec::new(),
-        }
-    }
-
-    /// Removes our namespaces and directories that no load balancer here wants (left by a
-    /// former agent); true when it could look.
-    fn sweep(&self, wanted: &BTreeMap<&str, String>) -> bool {
-        let names = match namespace::list(&format!("{}ynl-", self.prefix)) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look for stale load balancer namespaces");
-                return false;
-            }
-        };
-        for ns in names.iter().filter(|n| !wanted.values().any(|w| w == *n)) {
-            tracing::info!(netns = %ns, "removing a stale load balancer namespace");
-            if let Err(e) = namespace::delete(ns) {
-                tracing::warn!(netns = %ns, error = %e, "cannot remove a stale namespace");
-            }
-        }
-        for dir in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if !wanted.contains_key(dir.file_name().to_string_lossy().as_ref()) {
-                remove_dir(&dir.path());
-            }
-        }
-        true
-    }
-
-    fn realise(&self, l: &mut Local, lb: &Doc<LoadBalancer>) -> Report {
-        match haproxy::render(&lb.spec, &lb.status.address, &l.files.socket) {
-            Err(e) => l.failed("", e.into()),
-            Ok(cfg) => {
-                let hash = haproxy::config_hash(&cfg);
-                if let Err(e) = self.converge(l, lb, &cfg, &hash) {
-                    l.failed(&hash, e);
-                }
-            }
-        }
-        l.refresh(&lb.spec);
-        l.report()
-    }
-
-    /// Namespace and port, then HAProxy serving `cfg` (started, restarted or reloaded).
-    fn converge(
-        &self,
-        l: &mut Local,
-        lb: &Doc<LoadBalancer>,
-        cfg: &str,
-        hash: &str,
-    ) -> Result<(), LbError> {
-        if namespace::ensure(&self.port(lb, &l.netns))? && l.proc.is_some() {
-            tracing::warn!(lb = %l.id, "its namespace was gone; restarting HAProxy");
-            l.stop();
-        }
-        l.reap();
-        if l.served.as_deref() == Some(hash) {
-            l.failure = None;
-            return Ok(());
-        }
-        let waiting = |f: &Failure| f.hash == hash && Instant::now() < f.retry_at;
-        if l.failure.as_ref().is_some_and(waiting) {
-            return Ok(());
-        }
-        l.files.install(cfg)?;
-        match l.proc.as_mut() {
-            Some(p) => p.reload()?,
-            None => l.proc = Some(Haproxy::start(&self.spawner, &l.netns, &l.files)?),
-        }
-        tracing::info!(lb = %l.id, served = hash, pid = l.proc.as_ref().map(Haproxy::pid), "load balancer serving");
-        (l.served, l.failure) = (Some(hash.to_string()), None);
-        Ok(())
-    }
-
-    fn port<'a>(&'a self, lb: &'a Doc<LoadBalancer>, netns: &'a str) -> Port<'a> {
-        let s = &lb.status;
-        Port {
-            netns,
-            host_netns: self.host_netns.as_deref(),
-            device: &s.device,
-            mac: &s.mac,
-            address: &s.address,
-            prefix_len: s.prefix_len,
-            gateway: &s.gateway,
-        }
+        without_counters(&new) != without_counters(old)
     }
 }
 
-impl Local {
-    fn failed(&mut self, hash: &str, e: LbError) {
-        let message = e.to_string();
-        if self.failure.as_ref().map(|f| &f.message) != Some(&message) {
-            tracing::warn!(lb = %self.id, error = %message, "load balancer failed");
-        }
-        self.failure = Some(Failure {
-            message,
-            hash: hash.to_string(),
-            retry_at: Instant::now() + RETRY,
-        });
+fn without_counters(s: &LoadBalancerStatus) -> LoadBalancerStatus {
+    let mut s = s.clone();
+    for l in &mut s.listeners {
+        (l.connections, l.bytes_in, l.bytes_out) = (0, 0, 0);
     }
-
-    /// Forgets a HAProxy that exited by itself (it is started again at once).
-    fn reap(&mut self) {
-        if let Some(e) = self.proc.as_mut().and_then(Haproxy::exited) {
-            tracing::warn!(lb = %self.id, error = %e, "HAProxy exited; starting it again");
-            (self.proc, self.served) = (None, None);
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(p) = self.proc.take() {
-            p.stop();
-        }
-        self.served = None;
-    }
-
-    /// Stops it and removes its namespace (with the port) and directory.
-    fn remove(mut self) {
-        self.stop();
-        if let Err(e) = namespace::delete(&self.netns) {
-            tracing::warn!(lb = %self.id, error = %e, "cannot delete the load balancer's namespace");
-        }
-        remove_dir(&self.files.dir);
-        tracing::info!(lb = %self.id, "load balancer removed from this host");
-    }
-
-    /// Reads the listeners' counters and members' health (if HAProxy runs).
-    fn refresh(&mut self, spec: &LoadBalancerSpec) {
-        if self.proc.is_none() {
-            self.listeners.clear();
-            return;
-        }
-        let rows = process::show_stat(&self.files.socket)
-            .map_err(LbError::from)
-            .and_then(|text| Ok(haproxy::parse_stat(&text)?));
-        match rows {
-            Ok(rows) => self.listeners = haproxy::listener_status(spec, &rows),
-            Err(e) => tracing::debug!(lb = %self.id, error = %e, "no stats this pass"),
-        }
-    }
-
-    fn report(&self) -> Report {
-        Report {
-            served: self.served.clone(),
-            failure: self.failure.as_ref().map(|f| f.message.clone()),
-            listeners: self.listeners.clone(),
-        }
-    }
-}
-
-fn remove_dir(dir: &Path) {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a load balancer's directory")
-        }
-        _ => {}
-    }
+    s
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use yunhan_model::{
-    HealthKind, HealthMonitor, LbMember, LbProtocol, Listener, MemberHealth, Metadata, Resource,
+    HealthKind, HealthMonitor, LbMember, LbProtocol, Listener, LoadBalancerSpec, MemberHealth,
+    Metadata, Resource,
 };
 use yunhan_store::MemStore;
 
@@ -165,30 +166,6 @@ fn doc(id: &str, ip_last: u8, device: &str, spec: LoadBalancerSpec) -> Doc<LoadB
     }
 }
 
-async fn status_until(
-    agent: &LbAgent,
-    objects: &Objects,
-    id: &str,
-    what: &str,
-    ok: impl Fn(&LoadBalancerStatus) -> bool,
-) -> LoadBalancerStatus {
-    let mut last = LoadBalancerStatus::default();
-    for _ in 0..60 {
-        agent.reconcile(objects).await.unwrap();
-        last = objects
-            .get::<LoadBalancer>(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status;
-        if ok(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{id}: never {what}: {last:#?}");
-}
-
 fn healths(s: &LoadBalancerStatus, l: usize) -> Vec<MemberHealth> {
     s.listeners
         .get(l)
@@ -204,84 +181,169 @@ fn runnable() -> bool {
     ok
 }
 
+/// A host namespace (the agent's `--netns`) with a stale load balancer namespace in it, a
+/// store, an agent.
+struct Fixture {
+    pid: u32,
+    host: String,
+    objects: Objects,
+    agent: Arc<LbAgent>,
+    state: tempfile::TempDir,
+    _cleanup: Namespaces,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let pid = std::process::id();
+        let cleanup = Namespaces(format!("ylb{pid}-"));
+        let host = format!("ylb{pid}-h");
+        sh(&["ip", "netns", "add", &host]);
+        sh(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+        sh(&["ip", "netns", "add", &format!("{host}-ynl-0000000000")]);
+        let state = tempfile::tempdir().unwrap();
+        Fixture {
+            agent: Arc::new(LbAgent::new(
+                "h-test".into(),
+                state.path(),
+                Some(host.clone()),
+            )),
+            objects: Objects::new(Arc::new(MemStore::new())),
+            pid,
+            host,
+            state,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// A load balancer `lb-<tag><pid>` on `host` at 10.77.0.`ip_last`; its id.
+    async fn create(&self, tag: &str, ip_last: u8, spec: LoadBalancerSpec, host: &str) -> String {
+        let (id, pid) = (format!("lb-{tag}{}", self.pid), self.pid);
+        let mut d = doc(&id, ip_last, &format!("ylb{pid}{tag}"), spec);
+        d.status.host = host.into();
+        self.objects.create::<LoadBalancer>(d).await.unwrap();
+        id
+    }
+
+    /// The test plays the VPC bridge and the gateway on the port's host end.
+    async fn plug(&self, id: &str) {
+        let dev = self.status_now(id).await.device;
+        sh(&[
+            "ip",
+            "-n",
+            &self.host,
+            "addr",
+            "add",
+            "10.77.0.1/24",
+            "dev",
+            &dev,
+        ]);
+        sh(&["ip", "-n", &self.host, "link", "set", &dev, "up"]);
+    }
+
+    async fn status_now(&self, id: &str) -> LoadBalancerStatus {
+        let doc = self.objects.get::<LoadBalancer>(id).await.unwrap();
+        doc.unwrap().status
+    }
+
+    /// Passes (when `pass`) until the status is `ok`.
+    async fn until(
+        &self,
+        id: &str,
+        what: &str,
+        pass: bool,
+        ok: impl Fn(&LoadBalancerStatus) -> bool,
+    ) -> LoadBalancerStatus {
+        let mut last = LoadBalancerStatus::default();
+        for _ in 0..60 {
+            if pass {
+                self.agent.reconcile(&self.objects).await.unwrap();
+            }
+            last = self.status_now(id).await;
+            if ok(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{id}: never {what}: {last:#?}");
+    }
+
+    fn master(&self, id: &str) -> u32 {
+        lock(&self.agent.node.state).local[id]
+            .proc
+            .as_ref()
+            .unwrap()
+            .pid()
+    }
+
+    fn netns(&self, id: &str) -> String {
+        self.agent.node.netns(id)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn load_balancers_are_realised_reloaded_reported_and_removed() {
     if !runnable() {
         return;
     }
-    let pid = std::process::id();
-    let _cleanup = Namespaces(format!("ylb{pid}-"));
-    let host = format!("ylb{pid}-h");
-    sh(&["ip", "netns", "add", &host]);
-    sh(&["ip", "-n", &host, "link", "set", "lo", "up"]);
-    let stale = format!("{host}-ynl-0000000000");
-    sh(&["ip", "netns", "add", &stale]);
-
-    let objects = Objects::new(Arc::new(MemStore::new()));
-    let (dev, bad_dev) = (format!("ylb{pid}a"), format!("ylb{pid}b"));
-    let lb = objects
-        .create::<LoadBalancer>(doc(&format!("lb-a{pid}"), 10, &dev, spec()))
-        .await
-        .unwrap();
+    let f = Fixture::new();
+    let id = f.create("a", 10, spec(), "h-test").await;
     let mut bad_spec = spec();
     bad_spec.listeners[0].name = "a b".into(); // the API refuses it; HAProxy must too
-    let bad = objects
-        .create::<LoadBalancer>(doc(&format!("lb-b{pid}"), 20, &bad_dev, bad_spec))
-        .await
-        .unwrap();
-    let elsewhere = {
-        let mut d = doc(&format!("lb-c{pid}"), 30, &format!("ylb{pid}c"), spec());
-        d.status.host = "h-other".into();
-        objects.create::<LoadBalancer>(d).await.unwrap()
-    };
-    let state = tempfile::tempdir().unwrap();
-    let agent = LbAgent::new("h-test".into(), state.path(), Some(host.clone()));
-    let id = lb.metadata.id.clone();
+    let bad = f.create("b", 20, bad_spec, "h-test").await;
+    let elsewhere = f.create("c", 30, spec(), "h-other").await;
 
-    // The port: the test plays the VPC bridge and gateway on the host end.
-    agent.reconcile(&objects).await.unwrap();
-    assert!(!namespace::exists(&stale), "the stale namespace stays");
-    let lb_ns = agent.node.netns(&id);
-    assert!(lb_ns.starts_with(&format!("{host}-ynl-")), "{lb_ns}");
-    assert!(!namespace::exists(
-        &agent.node.netns(&elsewhere.metadata.id)
-    ));
-    sh(&[
-        "ip",
-        "-n",
-        &host,
-        "addr",
-        "add",
-        "10.77.0.1/24",
-        "dev",
-        &dev,
-    ]);
-    sh(&["ip", "-n", &host, "link", "set", &dev, "up"]);
-    let _members = Server::start(&host, "10.77.0.1:8080");
+    f.agent.reconcile(&f.objects).await.unwrap();
+    assert!(
+        namespace::list(&format!("{}-ynl-0000", f.host))
+            .unwrap()
+            .is_empty(),
+        "stale"
+    );
+    assert!(f.netns(&id).starts_with(&format!("{}-ynl-", f.host)));
+    assert!(!namespace::exists(&f.netns(&elsewhere)));
+    f.plug(&id).await;
+    let members = Server::start(&f.host, "10.77.0.1:8080");
+    let s = serves(&f, &id).await;
+    fails_alone(&f, &bad).await;
+    reloads(&f, &id, &s).await;
+    probes_health(&f, &id, members).await;
+    for id in [&id, &bad] {
+        let d = f.objects.get::<LoadBalancer>(id).await.unwrap().unwrap();
+        f.objects.delete::<LoadBalancer>(&d).await.unwrap();
+    }
+    let master = f.master(&id);
+    f.agent.reconcile(&f.objects).await.unwrap();
+    assert!(!namespace::exists(&f.netns(&id)));
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), None).is_err());
+    assert!(!f.state.path().join("lb").join(&id).exists());
+    assert!(lock(&f.agent.node.state).local.is_empty());
+    assert_eq!(f.agent.resync(), IDLE_RESYNC);
+}
 
-    let s = status_until(&agent, &objects, &id, "healthy", |s| {
-        healths(s, 0) == [MemberHealth::Up, MemberHealth::Drained]
-            && healths(s, 1) == [MemberHealth::Up, MemberHealth::Down]
-    })
-    .await;
+/// Healthy members up, the drained one drained, the one nobody serves down; both
+/// listeners forward and count.
+async fn serves(f: &Fixture, id: &str) -> LoadBalancerStatus {
+    let s = f
+        .until(id, "healthy", true, |s| {
+            healths(s, 0) == [MemberHealth::Up, MemberHealth::Drained]
+                && healths(s, 1) == [MemberHealth::Up, MemberHealth::Down]
+        })
+        .await;
     assert_eq!((s.phase, s.message.as_str()), (LbPhase::Active, ""));
     assert_eq!(s.listeners[0].engine, "haproxy");
-    assert!(get(&host, "10.77.0.10:80").ends_with("hello"));
-    assert!(get(&host, "10.77.0.10:9000").ends_with("hello"));
-    let s = status_until(&agent, &objects, &id, "counted", |s| {
+    assert!(get(&f.host, "10.77.0.10:80").ends_with("hello"));
+    assert!(get(&f.host, "10.77.0.10:9000").ends_with("hello"));
+    f.until(id, "counted", true, |s| {
         s.listeners
             .iter()
             .all(|l| l.connections >= 1 && l.bytes_out > 0)
     })
-    .await;
+    .await
+}
 
-    // The bad one failed in HAProxy's words, and held back nothing.
-    let b = objects
-        .get::<LoadBalancer>(&bad.metadata.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .status;
+/// The bad one failed in HAProxy's words, and held back nothing.
+async fn fails_alone(f: &Fixture, bad: &str) {
+    let b = f.status_now(bad).await;
     assert_eq!(b.phase, LbPhase::Failed);
     assert!(
         b.message.starts_with("HAProxy refused the configuration: "),
@@ -289,57 +351,47 @@ async fn load_balancers_are_realised_reloaded_reported_and_removed() {
         b.message
     );
     assert!(b.message.contains("parsing ["), "{}", b.message);
+}
 
-    // Running again changes nothing; a new configuration is a reload of the same master.
-    let link = |ns: &str| {
+/// Running again changes nothing; a new configuration is a reload of the same master,
+/// and the counters go on.
+async fn reloads(f: &Fixture, id: &str, s: &LoadBalancerStatus) {
+    let links = |ns: &str| {
         let out = std::process::Command::new("ip")
             .args(["-n", ns, "-j", "addr", "show"])
             .output();
         String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
     };
-    let before = link(&lb_ns);
-    let master = lock(&agent.node.state).local[&id]
-        .proc
-        .as_ref()
-        .unwrap()
-        .pid();
-    agent.reconcile(&objects).await.unwrap();
-    assert_eq!(link(&lb_ns), before);
-    objects
-        .modify::<LoadBalancer>(&id, |d| {
-            d.spec.listeners[1].members[1].weight = 0;
-            true
+    let (before, master) = (links(&f.netns(id)), f.master(id));
+    f.agent.reconcile(&f.objects).await.unwrap();
+    assert_eq!(links(&f.netns(id)), before);
+    let drain = |d: &mut Doc<LoadBalancer>| {
+        d.spec.listeners[1].members[1].weight = 0;
+        true
+    };
+    f.objects.modify::<LoadBalancer>(id, drain).await.unwrap();
+    let s2 = f
+        .until(id, "reloaded", true, |s2| {
+            s2.served != s.served && healths(s2, 1).get(1) == Some(&MemberHealth::Drained)
         })
-        .await
-        .unwrap();
-    let s2 = status_until(&agent, &objects, &id, "reloaded", |s2| {
-        s2.served != s.served && healths(s2, 1).get(1) == Some(&MemberHealth::Drained)
+        .await;
+    assert_eq!((s2.phase, f.master(id)), (LbPhase::Active, master));
+    assert!(
+        s2.listeners[0].connections >= s.listeners[0].connections,
+        "{s2:#?}"
+    );
+    assert!(get(&f.host, "10.77.0.10:80").ends_with("hello"));
+}
+
+/// Members whose server stops are reported down by the probe, without a pass.
+async fn probes_health(f: &Fixture, id: &str, members: Server) {
+    let (stop, stopped) = watch::channel(false);
+    let probe = tokio::spawn(f.agent.clone().watch_health(f.objects.clone(), stopped));
+    drop(members);
+    f.until(id, "down", false, |s| {
+        healths(s, 0)[0] == MemberHealth::Down && healths(s, 1)[0] == MemberHealth::Down
     })
     .await;
-    assert_eq!(s2.phase, LbPhase::Active);
-    assert_eq!(
-        lock(&agent.node.state).local[&id]
-            .proc
-            .as_ref()
-            .unwrap()
-            .pid(),
-        master
-    );
-    assert!(get(&host, "10.77.0.10:80").ends_with("hello"));
-
-    // Gone: stopped, namespace and files removed.
-    for d in [lb, bad] {
-        let d = objects
-            .get::<LoadBalancer>(&d.metadata.id)
-            .await
-            .unwrap()
-            .unwrap();
-        objects.delete::<LoadBalancer>(&d).await.unwrap();
-    }
-    agent.reconcile(&objects).await.unwrap();
-    assert!(!namespace::exists(&lb_ns));
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), None).is_err());
-    assert!(!state.path().join("lb").join(&id).exists());
-    assert!(lock(&agent.node.state).local.is_empty());
-    assert_eq!(agent.resync(), IDLE_RESYNC);
+    stop.send(true).unwrap();
+    probe.await.unwrap();
 }

@@ -1,0 +1,175 @@
+//! What realises the load balancers of one host (blocking: `ip`, HAProxy, its stats
+//! socket): a pass converges each of them, the health probe only reads their stats.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use yunhan_model::{Doc, LoadBalancer};
+use yunhan_net::names::lb_netns;
+
+use super::local::Local;
+use super::namespace::{self, Port};
+use super::process::{Files, Spawner};
+use super::{haproxy, lock, remove_dir, LbError, Report};
+
+pub(super) struct Node {
+    /// `<state_dir>/lb`, one directory per load balancer.
+    dir: PathBuf,
+    /// The agent's namespace (`--netns`), where ports' host ends live.
+    host_netns: Option<String>,
+    /// Of namespace names (`<netns>-` or empty).
+    prefix: String,
+    spawner: Spawner,
+    pub(super) state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Stale namespaces and directories were removed (once, at start).
+    swept: bool,
+    /// By load balancer id: those realised here.
+    pub(super) local: BTreeMap<String, Local>,
+}
+
+impl Node {
+    pub(super) fn new(state_dir: &Path, netns: Option<String>) -> Node {
+        Node {
+            dir: state_dir.join("lb"),
+            prefix: netns.as_ref().map(|n| format!("{n}-")).unwrap_or_default(),
+            host_netns: netns,
+            spawner: Spawner::default(),
+            state: Mutex::default(),
+        }
+    }
+
+    pub(super) fn netns(&self, id: &str) -> String {
+        format!("{}{}", self.prefix, lb_netns(id))
+    }
+
+    /// Whether load balancers run here (true while a pass holds the state).
+    pub(super) fn busy(&self) -> bool {
+        self.state.try_lock().map_or(true, |s| !s.local.is_empty())
+    }
+
+    /// One pass over the load balancers this host should run.
+    pub(super) fn pass(&self, mine: &[Doc<LoadBalancer>]) -> Vec<(String, Report)> {
+        let mut st = lock(&self.state);
+        let wanted: BTreeMap<&str, String> = (mine.iter())
+            .map(|lb| (lb.metadata.id.as_str(), self.netns(&lb.metadata.id)))
+            .collect();
+        let gone: Vec<String> = (st.local.keys())
+            .filter(|id| !wanted.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(l) = st.local.remove(&id) {
+                l.remove();
+            }
+        }
+        if !st.swept {
+            st.swept = self.sweep(&wanted);
+        }
+        (mine.iter())
+            .map(|lb| {
+                let id = &lb.metadata.id;
+                let l = (st.local.entry(id.clone())).or_insert_with(|| self.local(id));
+                (id.clone(), self.realise(l, lb))
+            })
+            .collect()
+    }
+
+    /// Reads every running HAProxy's stats (unless a pass is on): the reports of the load
+    /// balancers where a member's health changed.
+    pub(super) fn probe(&self) -> Vec<(String, Report)> {
+        let Ok(mut st) = self.state.try_lock() else {
+            return Vec::new();
+        };
+        (st.local.values_mut())
+            .filter(|l| l.proc.is_some())
+            .filter_map(|l| l.refresh().then(|| (l.id.clone(), l.report())))
+            .collect()
+    }
+
+    fn local(&self, id: &str) -> Local {
+        Local::new(id, self.netns(id), Files::new(self.dir.join(id)))
+    }
+
+    /// Removes our namespaces and directories that no load balancer here wants (left by a
+    /// former agent); true when it could look.
+    fn sweep(&self, wanted: &BTreeMap<&str, String>) -> bool {
+        let names = match namespace::list(&format!("{}ynl-", self.prefix)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for stale load balancer namespaces");
+                return false;
+            }
+        };
+        for ns in names.iter().filter(|n| !wanted.values().any(|w| w == *n)) {
+            tracing::info!(netns = %ns, "removing a stale load balancer namespace");
+            if let Err(e) = namespace::delete(ns) {
+                tracing::warn!(netns = %ns, error = %e, "cannot remove a stale namespace");
+            }
+        }
+        for dir in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if !wanted.contains_key(dir.file_name().to_string_lossy().as_ref()) {
+                remove_dir(&dir.path());
+            }
+        }
+        true
+    }
+
+    fn realise(&self, l: &mut Local, lb: &Doc<LoadBalancer>) -> Report {
+        l.set_spec(&lb.spec);
+        match haproxy::render(&lb.spec, &lb.status.address, &l.files.socket) {
+            Err(e) => l.failed("", e.to_string()),
+            Ok(cfg) => {
+                let hash = haproxy::config_hash(&cfg);
+                if let Err(e) = self.converge(l, lb, &cfg, &hash) {
+                    l.failed(&hash, e.to_string());
+                }
+            }
+        }
+        l.refresh();
+        l.report()
+    }
+
+    /// Namespace and port, then HAProxy serving `cfg` (started, restarted or reloaded).
+    fn converge(
+        &self,
+        l: &mut Local,
+        lb: &Doc<LoadBalancer>,
+        cfg: &str,
+        hash: &str,
+    ) -> Result<(), LbError> {
+        if namespace::ensure(&self.port(lb, &l.netns))? && l.proc.is_some() {
+            tracing::warn!(lb = %l.id, "its namespace was gone; restarting HAProxy");
+            l.stop();
+        }
+        l.reap();
+        if l.served.as_deref() == Some(hash) {
+            l.serving(hash);
+            return Ok(());
+        }
+        if l.waiting(hash) {
+            return Ok(());
+        }
+        l.files.install(cfg)?;
+        l.load(&self.spawner)?;
+        l.serving(hash);
+        Ok(())
+    }
+
+    fn port<'a>(&'a self, lb: &'a Doc<LoadBalancer>, netns: &'a str) -> Port<'a> {
+        let s = &lb.status;
+        Port {
+            netns,
+            host_netns: self.host_netns.as_deref(),
+            device: &s.device,
+            mac: &s.mac,
+            address: &s.address,
+            prefix_len: s.prefix_len,
+            gateway: &s.gateway,
+        }
+    }
+}
