@@ -44,7 +44,9 @@ impl Hooks for LoadBalancer {
                     doc.status.external_address = eip.status.address;
                 }
                 Err(e) => {
-                    let _ = delete_nic(s, nic).await;
+                    if let Err(undo) = delete_nic(s, nic).await {
+                        tracing::warn!(error = %undo.error.message, "the load balancer's address NIC stays; delete it by hand");
+                    }
                     return Err(e);
                 }
             }

@@ -217,3 +217,148 @@ fn spread(ns: &str, addr: &str, port: u16, n: usize) -> BTreeMap<String, usize> 
     }
     seen
 }
+
+/// Bad input gets a clear 4xx and leaves nothing behind; another project's NIC is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_load_balancer_bad_input() {
+    let cloud = Cloud::up(&[]).await;
+    let t = cloud.tenant("lbbad", None).await;
+    let other = cloud.tenant("lbother", None).await;
+    let post = |token: String, plural: &'static str, name: &'static str, spec: Value| {
+        let cloud = &cloud;
+        async move {
+            let body = serde_json::json!({"metadata": {"name": name}, "spec": spec});
+            cloud
+                .call("POST", &format!("/v1/{plural}"), Some(&token), Some(&body))
+                .await
+        }
+    };
+    for tk in [&t.token, &other.token] {
+        post(
+            tk.clone(),
+            "vpcs",
+            "net1",
+            serde_json::json!({"cidr": "10.10.0.0/16"}),
+        )
+        .await;
+        post(
+            tk.clone(),
+            "subnets",
+            "s1",
+            serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
+        )
+        .await;
+    }
+    post(
+        t.token.clone(),
+        "vpcs",
+        "net2",
+        serde_json::json!({"cidr": "10.20.0.0/16"}),
+    )
+    .await;
+    post(
+        t.token.clone(),
+        "subnets",
+        "s2",
+        serde_json::json!({"vpc": "net2", "cidr": "10.20.1.0/24"}),
+    )
+    .await;
+    let (s, _n2) = post(
+        t.token.clone(),
+        "network-interfaces",
+        "n2",
+        serde_json::json!({"subnet": "s2"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{_n2}");
+    let (s, theirs) = post(
+        other.token.clone(),
+        "network-interfaces",
+        "theirs",
+        serde_json::json!({"subnet": "s1"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let theirs_id = theirs["metadata"]["id"].as_str().unwrap().to_string();
+    let listener = |members: Value| serde_json::json!([{"name": "web", "protocol": "http", "port": 80, "members": members}]);
+    let cases = [
+        (
+            listener(serde_json::json!([{"nic": "n2", "port": 80}])),
+            400,
+            "another VPC",
+        ),
+        (
+            listener(serde_json::json!([{"address": "10.99.0.5", "port": 80}])),
+            400,
+            "another VPC",
+        ),
+        (
+            listener(serde_json::json!([{"nic": theirs_id, "port": 80}])),
+            404,
+            "not found",
+        ),
+        (
+            serde_json::json!([{"name": "a", "protocol": "tcp", "port": 80}, {"name": "b", "protocol": "http", "port": 80}]),
+            400,
+            "already listener \"a\"'s",
+        ),
+        (
+            serde_json::json!([{"name": "s", "protocol": "https", "port": 443}]),
+            400,
+            "not supported yet",
+        ),
+    ];
+    for (listeners, status, why) in cases {
+        let spec = serde_json::json!({"subnet": "s1", "listeners": listeners});
+        let (s, v) = post(t.token.clone(), "load-balancers", "bad", spec).await;
+        assert_eq!(s, status, "{listeners}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{why}: {v}"
+        );
+    }
+    // External without any external network: refused, and its address NIC is gone again.
+    let (s, v) = post(
+        t.token.clone(),
+        "load-balancers",
+        "ext",
+        serde_json::json!({"subnet": "s1", "external": true}),
+    )
+    .await;
+    assert!((400..500).contains(&s), "{v}");
+    let (_, nics) = cloud
+        .call("GET", "/v1/network-interfaces", Some(&t.token), None)
+        .await;
+    let names: Vec<&str> = nics["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["n2"], "nothing half-made");
+    let (_, lbs) = cloud
+        .call("GET", "/v1/load-balancers", Some(&t.token), None)
+        .await;
+    assert_eq!(lbs["items"].as_array().map(Vec::len), Some(0), "{lbs}");
+    // A load balancer's address NIC is the load balancer's.
+    let (s, lb) = post(
+        t.token.clone(),
+        "load-balancers",
+        "lb1",
+        serde_json::json!({"subnet": "s1"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{lb}");
+    let vip = format!(
+        "/v1/network-interfaces/{}",
+        lb["status"]["nic"].as_str().unwrap()
+    );
+    let (s, v) = cloud.call("DELETE", &vip, Some(&t.token), None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (s, _) = cloud
+        .call("DELETE", "/v1/load-balancers/lb1", Some(&t.token), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = cloud.call("GET", &vip, Some(&t.token), None).await;
+    assert_eq!(s, 404, "the address NIC goes with the load balancer");
+}

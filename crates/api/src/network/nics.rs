@@ -181,11 +181,13 @@ pub(crate) async fn create_lb_nic(
     };
     prepare_nic(s, &mut nic).await?;
     nic.status.load_balancer = lb.metadata.id.clone();
-    if let Err(e) = s.objects.create::<NetworkInterface>(nic.clone()).await {
-        release_ip(s, &nic).await;
-        return Err(e.into());
+    match s.objects.create::<NetworkInterface>(nic.clone()).await {
+        Ok(created) => Ok(created),
+        Err(e) => {
+            release_ip(s, &nic).await;
+            Err(e.into())
+        }
     }
-    Ok(nic)
 }
 
 /// Reports a NIC error in the instance's terms (`spec.nic.subnet` rather than `spec.subnet`).
