@@ -299,8 +299,12 @@ fn member_health(m: &LbMember, row: Option<&StatRow>) -> MemberHealth {
     }
 }
 
+/// How many of HAProxy's alerts a message quotes (the first error, and what it caused).
+const MAX_ALERTS: usize = 3;
+
 /// HAProxy's `[ALERT]` lines in `output` (of process `pid` only, when given: a running
-/// master's workers log theirs to the same file), without their prefix, joined by `; `.
+/// master's workers log theirs to the same file), without their prefix, joined by `; `:
+/// the first [`MAX_ALERTS`], then how many more.
 pub fn alerts(output: &str, pid: Option<u32>) -> String {
     let tag = pid.map(|p| format!("({p})"));
     let lines: Vec<&str> = output
@@ -309,10 +313,11 @@ pub fn alerts(output: &str, pid: Option<u32>) -> String {
         .map(str::trim_start)
         .filter(|l| tag.as_deref().is_none_or(|t| l.starts_with(t)))
         .map(|l| l.split_once(" : ").map_or(l, |(_, rest)| rest).trim())
+        .map(|l| l.strip_prefix("config : ").unwrap_or(l))
         .collect();
-    let text = lines.join("; ");
-    if text.chars().count() > 1000 {
-        return text.chars().take(1000).collect::<String>() + "…";
+    let mut text = lines[..lines.len().min(MAX_ALERTS)].join("; ");
+    if lines.len() > MAX_ALERTS {
+        text += &format!(" (and {} more)", lines.len() - MAX_ALERTS);
     }
     text
 }
@@ -499,6 +504,11 @@ bk_db,m0,0,0,0,1,,3,300,700,,0,,0,0,0,0,no check,1,1,0,,,30,,,1,5,1,,3,,2,0,,1,,
         );
         assert_eq!(alerts(out, None).matches("; ").count(), 2);
         assert_eq!(alerts("", None), "");
+        let parse = "[ALERT]    (7) : config : parsing [c:1] : unknown keyword 'x'.\n".repeat(5);
+        assert_eq!(
+            alerts(&parse, None),
+            ["parsing [c:1] : unknown keyword 'x'."; 3].join("; ") + " (and 2 more)"
+        );
     }
 
     /// What HAProxy 2.6 itself says of the rendered configuration (when it is installed).

@@ -106,7 +106,7 @@ impl Local {
     /// Forgets a HAProxy that exited by itself (it is started again at once).
     pub(super) fn reap(&mut self) {
         if let Some(e) = self.proc.as_mut().and_then(Haproxy::exited) {
-            tracing::warn!(lb = %self.id, error = %e, "HAProxy exited; starting it again");
+            tracing::warn!(lb = %self.id, why = %e, "HAProxy exited; starting it again");
             self.retired = self.totals();
             (self.proc, self.served) = (None, None);
         }

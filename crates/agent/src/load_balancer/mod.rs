@@ -15,6 +15,11 @@
 //!    own words in `message`. One failing load balancer never holds back the others.
 //!    A pass runs every 2 s while load balancers run here; between passes a probe reads
 //!    the stats every [`HEALTH_PROBE`] and reports a member's health as soon as it changes.
+//!    Counters go on across reloads and restarts (`local.rs`).
+//!
+//! This file is the reconciler and the status writes; `node.rs` runs a pass over the
+//! host's load balancers (and the probe), `local.rs` holds what the agent knows of one
+//! (its HAProxy, what it serves, its last failure and when to try again, its counters).
 //!
 //! A load balancer that is gone, being deleted or placed elsewhere is stopped and its
 //! namespace deleted; at start, namespaces of ours that no load balancer here wants go.

@@ -47,8 +47,9 @@ pub enum ProcError {
     Start(String),
     #[error("HAProxy did not reload (the previous configuration is still served): {0}")]
     Reload(String),
-    #[error("HAProxy exited ({status}): {alerts}")]
-    Exited { status: String, alerts: String },
+    /// `detail`: HAProxy's alerts, after ": " (or nothing).
+    #[error("exited ({status}){detail}")]
+    Exited { status: String, detail: String },
     #[error("stats socket {path}: {source}")]
     Stats { path: PathBuf, source: io::Error },
 }
@@ -228,7 +229,11 @@ impl Haproxy {
         let words = alerts(&read_from(&self.log, 0), Some(pid));
         Some(ProcError::Exited {
             status: status.to_string(),
-            alerts: words,
+            detail: if words.is_empty() {
+                words
+            } else {
+                format!(": {words}")
+            },
         })
     }
 

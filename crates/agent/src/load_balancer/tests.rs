@@ -306,6 +306,7 @@ async fn load_balancers_are_realised_reloaded_reported_and_removed() {
     let s = serves(&f, &id).await;
     fails_alone(&f, &bad).await;
     reloads(&f, &id, &s).await;
+    keeps_serving_what_fails_to_load(&f, &id).await;
     probes_health(&f, &id, members).await;
     for id in [&id, &bad] {
         let d = f.objects.get::<LoadBalancer>(id).await.unwrap().unwrap();
@@ -394,4 +395,46 @@ async fn probes_health(f: &Fixture, id: &str, members: Server) {
     .await;
     stop.send(true).unwrap();
     probe.await.unwrap();
+}
+
+/// A listener whose port is taken fails the reload in HAProxy's words; the previous
+/// configuration goes on serving, and is back once the listener goes.
+async fn keeps_serving_what_fails_to_load(f: &Fixture, id: &str) {
+    let served = f.status_now(id).await.served;
+    let _taken = in_ns(&f.netns(id), || {
+        TcpListener::bind("10.77.0.10:7000").unwrap()
+    });
+    let listener = |d: &mut Doc<LoadBalancer>, add: bool| {
+        let mut busy = d.spec.listeners[1].clone();
+        (busy.name, busy.port) = ("busy".into(), 7000);
+        match add {
+            true => d.spec.listeners.push(busy),
+            false => d.spec.listeners.retain(|l| l.name != "busy"),
+        }
+        true
+    };
+    f.objects
+        .modify::<LoadBalancer>(id, |d| listener(d, true))
+        .await
+        .unwrap();
+    let s = f
+        .until(id, "failed", true, |s| s.phase == LbPhase::Failed)
+        .await;
+    assert!(
+        s.message
+            .starts_with("HAProxy did not reload (the previous configuration is still served): "),
+        "{}",
+        s.message
+    );
+    assert!(s.message.contains("cannot bind socket"), "{}", s.message);
+    assert_eq!(s.served, served);
+    assert!(get(&f.host, "10.77.0.10:80").ends_with("hello"));
+    f.objects
+        .modify::<LoadBalancer>(id, |d| listener(d, false))
+        .await
+        .unwrap();
+    let s = f
+        .until(id, "back", true, |s| s.phase == LbPhase::Active)
+        .await;
+    assert_eq!((s.served, s.message.as_str()), (served, ""));
 }
