@@ -39,7 +39,7 @@ pub(super) struct Local {
 
 struct Failure {
     message: String,
-    /// Of the configuration that failed ("" if none could be rendered).
+    /// Of the configuration HAProxy failed to load ("" for other failures: no waiting).
     hash: String,
     retry_at: Instant,
 }

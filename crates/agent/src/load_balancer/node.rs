@@ -126,7 +126,9 @@ impl Node {
             Ok(cfg) => {
                 let hash = haproxy::config_hash(&cfg);
                 if let Err(e) = self.converge(l, lb, &cfg, &hash) {
-                    l.failed(&hash, e.to_string());
+                    // Only what HAProxy refused waits before it is tried again.
+                    let refused = matches!(e, LbError::Haproxy(_));
+                    l.failed(if refused { &hash } else { "" }, e.to_string());
                 }
             }
         }
