@@ -331,6 +331,19 @@ async fn e2e_network_bad_input_and_other_projects() {
         "dnat": [{"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80}]}))
         .await,
     );
+    // A forward to a port that is already forwarded.
+    let twice = json!({"spec": {"vpc": "net1", "elastic_ip": "e2", "subnets": ["s1"], "dnat": [
+        {"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 80},
+        {"protocol": "tcp", "port": 8080, "to_ip": ips[2], "to_port": 81}]}});
+    let answer = call(tk, "PUT", "/v1/nat-gateways/gw".into(), Some(twice)).await;
+    let v = refused(answer, INVALID, "a port forwarded twice");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("port 8080 is forwarded twice"),
+        "{v}"
+    );
     // A second gateway for the VPC, on another elastic IP: refused, and that one stays free.
     created(eip("e4", json!({})).await);
     let second = json!({"vpc": "net1", "elastic_ip": "e4"});
