@@ -3,7 +3,8 @@
 //! names; the contract makes an external HTTP load balancer in front of them. From
 //! the host's shell, requests to its elastic IP reach both; one guest's server stopped, it
 //! is marked down within rise × interval + 1 s and no request fails after that; started
-//! again, it is back in. A TCP listener (layer 4) forwards too.
+//! again, it is back in. A TCP listener (layer 4) forwards too. Inside, a VM of the VPC
+//! reaches the virtual address and a VM of another VPC does not.
 
 mod common;
 
@@ -149,6 +150,34 @@ async fn e2e_external_http_load_balancer_on_one_box() {
         .find(|l| l["name"] == "http")
         .unwrap();
     assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
+
+    // Inside: a VM of the VPC reaches the virtual address; one of another VPC does not.
+    let vip = shown["status"]["address"].as_str().unwrap();
+    let fetch = |tag: &str| {
+        format!("wget -q -T 3 -O - http://{vip}/ | grep -q w && echo {tag}-$((40+2)) || echo NO-{tag}-$((40+2))")
+    };
+    guest_runs(
+        &guests[1],
+        &fetch("INSIDE"),
+        "INSIDE-42",
+        Duration::from_secs(60),
+    )
+    .await;
+    ok("vpc create net2 --cidr 10.20.0.0/16");
+    ok("subnet create s2 --vpc net2 --cidr 10.20.1.0/24");
+    ok("vm create x --image tiny --flavor tiny --subnet s2 --wait --timeout 120s");
+    let x = ok("vm show x");
+    eventually("x ready", Duration::from_secs(180), || async {
+        console_text(&serial_log(&x))
+            .contains("YUNHAN-READY")
+            .then_some(())
+    })
+    .await;
+    guest_runs(&x, &fetch("OTHER"), "NO-OTHER-42", Duration::from_secs(60)).await;
+    assert!(
+        !console_text(&serial_log(&x)).contains("\nOTHER-42"),
+        "another VPC reached it"
+    );
 }
 
 /// busybox httpd on port 80 of guest `g`, answering with `name`; `round` tells this
