@@ -1,26 +1,40 @@
 //! HA restart through the real binary: `yunhan server` on etcd with a real Ceph
-//! pool, three `yunhan agent`s, real TCG guests.
+//! pool, three `yunhan agent`s on the hosts of a netns lab (a provider network on
+//! their `ext0`, an "outside" namespace holding its gateway), real TCG guests.
 //! - A VM on a local disk is marked HostDown with the reason while its agent is
 //!   stopped, and runs on when the agent resumes.
-//! - Two VMs booting from RBD clones, in a hard anti-affinity group. The host of
-//!   one is cut off (its agent SIGSTOPped: its QEMU runs on, as behind a partition)
-//!   and the control plane is restarted meanwhile. The VM is fenced (its QEMU's
-//!   client blocklisted) and restarted once, on the host without the other VM,
-//!   from the same disk (its boot counter goes on). The resumed agent kills its
-//!   stale copy.
+//! - Two VMs booting from RBD clones, in a hard anti-affinity group; one (ha1) has a
+//!   VPC NIC with an elastic IP, which the outside pings (every 100 ms, watching its ARP
+//!   entry for the address) through each failover. The host of ha1 is cut off (its
+//!   agent SIGSTOPped: its QEMU runs on, and so does its network state, the proxy ARP
+//!   entry for the elastic IP included, as behind a partition) and the control plane
+//!   is restarted meanwhile. The VM is fenced (its QEMU's client blocklisted) and
+//!   restarted once, on the host without the other VM, from the same disk (its boot
+//!   counter goes on). The elastic IP follows it: the outside's ARP entry moves from
+//!   the old host's `ext0` to the new host's (its gratuitous ARP) and never back, the
+//!   outside gets answers through the new host only once the restarted guest has
+//!   booted and within 5 s of its readiness marker, and `eip show` names the new host
+//!   (Ready). Printed, relative to ha1 seen Running on the new host: the ARP switch,
+//!   the boot and readiness markers on its console, the first answer through the new
+//!   host, the last through the old one. The resumed agent kills its stale copy.
 //! - The agent of its new host is killed (the host stays healthy): it moves again,
-//!   and the restarted agent removes the copy left behind. Exactly one copy runs
-//!   at the end of each step.
+//!   the elastic IP with it (checked and timed the same way), and the restarted agent
+//!   removes the copy left behind. Exactly one copy runs at the end of each step.
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    disk_image_args, eventually, qemus_of, signal, stdout, strs, tiny_vm, CephCloud, Cluster,
+    console_text, disk_image_args, eventually, qemus_of, serial_log, signal, stdout, strs, tiny_vm,
+    CephCloud, Cluster,
 };
 use serde_json::Value;
+use yunhan_net::lab::Lab;
 
 fn vm(c: &Cluster, name: &str) -> Value {
     c.ok(&["vm", "show", name])
@@ -28,9 +42,48 @@ fn vm(c: &Cluster, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
-    let mut c = CephCloud::start("havols", &vec![vec![]; 3], &["--ha-grace", "2"]).await;
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let lab = Lab::new(
+        "ha",
+        &[
+            ("h1", ip("192.0.2.1")),
+            ("h2", ip("192.0.2.2")),
+            ("h3", ip("192.0.2.3")),
+        ],
+        1500,
+    )
+    .expect("a three-host lab");
+    let outside = lab
+        .add_external(
+            "203.0.113.0/24".parse().unwrap(),
+            ip("203.0.113.1"),
+            &[
+                ip("203.0.113.201"),
+                ip("203.0.113.202"),
+                ip("203.0.113.203"),
+            ],
+        )
+        .unwrap();
+    let mut c = CephCloud::start("havols", &common::lab_agents(&lab), &["--ha-grace", "2"]).await;
     let conf = c.conf.clone();
     c.ok(&strs(&disk_image_args("tiny")));
+    // A provider network on the hosts' `ext0`, and a group that lets the outside ping.
+    c.ok(&[
+        "external-network",
+        "create",
+        "ext",
+        "--cidr",
+        "203.0.113.0/24",
+        "--gateway",
+        "203.0.113.1",
+        "--device",
+        Lab::EXTERNAL_DEVICE,
+    ]);
+    common::net1_with_s1(&*c);
+    c.ok(&["sg", "create", "open", "--vpc", "net1"]);
+    c.ok(&common::words(
+        "sg rule add open --protocol icmp --cidr 0.0.0.0/0",
+    ));
     let create = |name: &str, extra: &[&str]| {
         let mut a = tiny_vm(name, &["--ha", "--wait", "--timeout", "180s"]);
         a.extend(extra);
@@ -59,7 +112,7 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     .await;
     c.ok(&["vm", "delete", "loc", "--wait"]);
 
-    // Two VMs booting from RBD clones, never on the same host.
+    // Two VMs booting from RBD clones, never on the same host; ha1 with a NIC.
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     for n in ["1", "2"] {
         c.ok(&[
@@ -75,15 +128,12 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
             "--bootable",
             "--wait",
         ]);
-        create(
-            &format!("ha{n}"),
-            &[
-                "--boot-volume",
-                &format!("root{n}"),
-                "--placement-group",
-                "spread",
-            ],
-        );
+        let root = format!("root{n}");
+        let mut extra = vec!["--boot-volume", &root, "--placement-group", "spread"];
+        if n == "1" {
+            extra.extend(["--subnet", "s1", "--security-group", "open"]);
+        }
+        create(&format!("ha{n}"), &extra);
     }
     let ha2_host = vm(&c, "ha2")["status"]["host"]
         .as_str()
@@ -94,14 +144,24 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
         .unwrap()
         .to_string();
     booted(&c, 1).await;
+    // ha1's elastic IP, answering the outside through ha1's host.
+    let eip = c.ok(&["eip", "create", "ha1-ip", "--nic", "ha1-nic0"]);
+    let eip: Ipv4Addr = eip["status"]["address"].as_str().unwrap().parse().unwrap();
+    assert!(
+        lab.ping_within(&outside, eip, Duration::from_secs(60)),
+        "outside → ha1's elastic IP before the failover"
+    );
 
     // Host of ha1 cut off (agent stopped, QEMU running on), and the control plane
     // restarted while the host is NotReady: the failover completes, once.
     let (lost, moved, t) = {
         let before = vm(&c, "ha1");
         let lost = before["status"]["host"].as_str().unwrap().to_string();
+        eip_realised_on(&c, &lost).await;
         let old_qemu = one_qemu(&id);
         let agent = c.agents[c.agent_of(&lost)].pid();
+        // The outside pings the elastic IP all along.
+        let pings = Pings::start(&outside, eip);
         let t0 = Instant::now();
         signal(agent, "-STOP");
         eventually("the host NotReady", Duration::from_secs(30), || async {
@@ -112,9 +172,10 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
         c.server.take().unwrap().kill9();
         c.start_server_and_wait().await;
         let moved = moved_off(&c, &lost, 1).await;
-        let t = (t0.elapsed(), Duration::ZERO);
-        booted(&c, 2).await;
-        let t = (t.0, t0.elapsed());
+        let running = Instant::now();
+        let f = eip_follows(&c, &lab, &pings, &lost, &moved, 2, running).await;
+        let t = (running - t0, f.boot - t0);
+        f.report("HA failover (agent stopped, control plane restarted)");
         assert_ne!(moved, ha2_host, "anti-affinity: not next to ha2");
         // The lost host's QEMU was fenced off the disk, and still runs (its agent is stopped).
         let bl = Command::new("ceph")
@@ -142,21 +203,27 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     );
 
     // The agent of ha1's new host killed, the host itself healthy: ha1 moves again (to
-    // the first host, Ready again and free of group members), and the restarted agent
-    // removes the copy it left running.
+    // the first host, Ready again and free of group members), its elastic IP with it,
+    // and the restarted agent removes the copy it left running.
     let old_qemu = one_qemu(&id);
     let i = c.agent_of(&moved);
+    let pings = Pings::start(&outside, eip);
     let t0 = Instant::now();
     c.agents[i].kill9();
     let again = moved_off(&c, &moved, 2).await;
+    let running = Instant::now();
     assert_eq!(again, lost, "the only host without a group member");
-    booted(&c, 3).await;
+    let f = eip_follows(&c, &lab, &pings, &moved, &again, 3, running).await;
+    f.report("HA failover (agent killed)");
     eprintln!(
         "HA failover (agent killed): guest booted after {:.1?}",
-        t0.elapsed()
+        f.boot - t0
     );
     c.restart_agent(i);
     stale_copy_gone(&id, old_qemu).await;
+    drop(pings);
+    drop(c);
+    drop(lab);
 }
 
 /// ha1's console shows boot number `n` of its root disk.
@@ -200,4 +267,282 @@ async fn stale_copy_gone(id: &str, old: u32) {
     })
     .await;
     one_qemu(id);
+}
+
+/// Waits (10 s) until `eip show ha1-ip` names host `id` as the one realising it, Ready.
+async fn eip_realised_on(c: &Cluster, id: &str) {
+    let name = c.ok(&["host", "show", id])["metadata"]["name"].clone();
+    let shown = eventually(
+        &format!("ha1-ip realised on {name}"),
+        Duration::from_secs(10),
+        || {
+            let e = c.show("eip", "ha1-ip");
+            let name = name.clone();
+            async move { (e["status"]["host"] == name).then_some(e) }
+        },
+    )
+    .await;
+    assert_eq!(shown["status"]["phase"], "Ready", "{shown}");
+}
+
+/// When things happened after a failover of ha1 from one host to another.
+struct Followed {
+    /// ha1 seen Running on the new host.
+    running: Instant,
+    /// The outside's ARP entry for the elastic IP moved to the new host's `ext0`.
+    switched: Instant,
+    /// ha1's boot marker on the new host's console.
+    boot: Instant,
+    /// ha1's readiness marker (its network configured).
+    ready: Instant,
+    /// The outside's first answer through the new host.
+    answer: Instant,
+    /// The outside's last answer before the switch (through the old host).
+    last_old: Option<Instant>,
+    /// The outside's ARP entry for the address as it changed (`ip monitor neigh`).
+    arp_log: String,
+}
+
+impl Followed {
+    /// Prints each time relative to ha1 seen Running on the new host.
+    fn report(&self, what: &str) {
+        let at = |t: Instant| at(t, self.running);
+        eprintln!(
+            "{what}: the elastic IP, relative to ha1 seen Running on the new host: the outside's ARP entry at the new host {}, boot marker {}, readiness marker {}, first answer through the new host {} ({:.1?} after the readiness marker); last answer through the old host (the fenced copy) {}, so the outside went unanswered for {}",
+            at(self.switched),
+            at(self.boot),
+            at(self.ready),
+            at(self.answer),
+            self.answer.saturating_duration_since(self.ready),
+            self.last_old.map_or("none".into(), at),
+            self.last_old
+                .map_or("-".into(), |t| format!("{:.1?}", self.answer - t)),
+        );
+    }
+}
+
+/// After ha1 was seen Running on host `to` (having failed over from `from`) for its
+/// boot `n`: waits until the outside's ARP entry for the elastic IP (`pings`' address),
+/// `from`'s `ext0` when the pinging began, moves to `to`'s (never going back), ha1's boot
+/// and readiness markers show on its new console, and the outside gets an answer
+/// through `to` — only once the guest booted, within 5 s of its readiness. Then `eip
+/// show` names `to`.
+async fn eip_follows(
+    c: &Cluster,
+    lab: &Lab,
+    pings: &Pings,
+    from: &str,
+    to: &str,
+    n: u32,
+    running: Instant,
+) -> Followed {
+    let (outside, eip) = (pings.ns.as_str(), pings.addr);
+    let mac = |host: &str| ext_mac(&lab.hosts[c.agent_of(host)].netns);
+    let (old_mac, new_mac) = (mac(from), mac(to));
+    assert_ne!(old_mac, new_mac);
+    assert_eq!(
+        pings.initial,
+        Some(old_mac.clone()),
+        "the outside reached {eip} at the old host before the failover"
+    );
+    let log = serial_log(&vm(c, "ha1"));
+    let marker = format!("YUNHAN-BOOT count={n}");
+    let (mut switched, mut boot, mut ready, mut answer, mut last_old) =
+        (None, None, None, None, None);
+    let mut arp_log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let followed = loop {
+        let now = Instant::now();
+        // The outside's ARP entry for the address, as the kernel changed it.
+        for (t, (mac, line)) in pings.arp.try_iter() {
+            arp_log += &format!("\n  {} {line}", at(t, running));
+            if mac.as_deref() == Some(new_mac.as_str()) {
+                switched.get_or_insert(t);
+            } else if mac.as_deref() == Some(old_mac.as_str()) && switched.is_some() {
+                panic!(
+                    "the outside's ARP entry for {eip} went back to the old host ({old_mac}, \
+                     new {new_mac}):{arp_log}"
+                );
+            }
+        }
+        // Answers just after the switch may still be the old copy's (in flight).
+        let answered_new = pings
+            .answers
+            .try_iter()
+            .fold(false, |new, (t, ())| match switched {
+                Some(s) if t > s + Duration::from_millis(200) => {
+                    answer.get_or_insert(t);
+                    true
+                }
+                _ => {
+                    last_old = Some(t);
+                    new
+                }
+            });
+        let text = console_text(&log);
+        let booted_at = text.find(&marker);
+        assert!(
+            !answered_new || booted_at.is_some(),
+            "{eip} answered through the new host before ha1 booted there"
+        );
+        if let Some(i) = booted_at {
+            boot.get_or_insert(now);
+            if text[i..].contains("YUNHAN-READY") {
+                ready.get_or_insert(now);
+            }
+        }
+        if let (Some(switched), Some(boot), Some(ready), Some(answer)) =
+            (switched, boot, ready, answer)
+        {
+            break Followed {
+                running,
+                switched,
+                boot,
+                ready,
+                answer,
+                last_old,
+                arp_log,
+            };
+        }
+        assert!(
+            now < deadline,
+            "after 180 s: the outside's ARP entry for {eip} {:?} (old host {old_mac}, new \
+             {new_mac}), switched {}, {marker} {}, ready {}, answered through the new host {}; \
+             eip: {}; the ARP entry's changes:{arp_log}",
+            arp_entry(outside, eip),
+            switched.is_some(),
+            boot.is_some(),
+            ready.is_some(),
+            answer.is_some(),
+            c.show("eip", "ha1-ip")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        arp_entry(outside, eip),
+        Some(new_mac),
+        "the outside's ARP entry for {eip} stays at the new host"
+    );
+    let late = followed.answer.saturating_duration_since(followed.ready);
+    assert!(
+        late < Duration::from_secs(5),
+        "{eip} answered through the new host {late:?} after ha1 was ready there; the ARP \
+         entry's changes:{}",
+        followed.arp_log
+    );
+    eip_realised_on(c, to).await;
+    followed
+}
+
+/// `t` relative to `zero`, signed.
+fn at(t: Instant, zero: Instant) -> String {
+    match t.checked_duration_since(zero) {
+        Some(d) => format!("+{d:.1?}"),
+        None => format!("-{:.1?}", zero - t),
+    }
+}
+
+/// What an outside namespace sees of an address, in the background: `ping -i 0.1`
+/// (when each answer arrived) and `ip monitor neigh` (when the address's ARP entry
+/// changed, to which MAC).
+struct Pings {
+    ns: String,
+    addr: Ipv4Addr,
+    children: Vec<Child>,
+    answers: mpsc::Receiver<(Instant, ())>,
+    /// The MAC of the address's entry when this started.
+    initial: Option<String>,
+    /// Each change of the address's entry: its MAC (if any) and the line.
+    arp: mpsc::Receiver<(Instant, (Option<String>, String))>,
+}
+
+impl Pings {
+    fn start(ns: &str, addr: Ipv4Addr) -> Pings {
+        let mut children = vec![];
+        let a = addr.to_string();
+        let arp = lines_of(&["ip", "-n", ns, "monitor", "neigh"], &mut children, {
+            let a = a.clone();
+            move |l| {
+                let mut w = l.split_whitespace().skip_while(|w| *w == "Deleted");
+                if w.next() != Some(a.as_str()) {
+                    return None;
+                }
+                let mac = w.skip_while(|w| *w != "lladdr").nth(1).map(str::to_string);
+                Some((mac.filter(|_| !l.starts_with("Deleted")), l.to_string()))
+            }
+        });
+        let ping = [
+            "ip", "netns", "exec", ns, "ping", "-n", "-i", "0.1", "-W", "1", &a,
+        ];
+        let answers = lines_of(&ping, &mut children, |l| {
+            l.contains(" bytes from ").then_some(())
+        });
+        Pings {
+            initial: arp_entry(ns, addr),
+            ns: ns.to_string(),
+            addr,
+            children,
+            answers,
+            arp,
+        }
+    }
+}
+
+impl Drop for Pings {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `argv` (the process goes into `children`): each line of its output that `pick`
+/// maps to Some, with the time it was read.
+fn lines_of<T: Send + 'static>(
+    argv: &[&str],
+    children: &mut Vec<Child>,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> mpsc::Receiver<(Instant, T)> {
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect(argv[0]);
+    let out = BufReader::new(child.stdout.take().unwrap());
+    children.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(v) = pick(&line) {
+                if tx.send((Instant::now(), v)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The MAC namespace `ns`'s ARP cache holds for `addr`, if any.
+fn arp_entry(ns: &str, addr: Ipv4Addr) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "neigh", "show", &addr.to_string()])
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?
+        .iter()
+        .find_map(|n| n["lladdr"].as_str().map(str::to_string))
+}
+
+/// The MAC of a lab host's external device (namespace `ns`).
+fn ext_mac(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", Lab::EXTERNAL_DEVICE])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v[0]["address"].as_str().expect("ext0's MAC").to_string()
 }
