@@ -28,7 +28,7 @@ impl<R: Runner> Realiser<R> {
     /// routing table per network, used `from`/`to` its CIDR: the network, its gateway as
     /// default route, and each external address via its VPC's uplink.
     pub(super) fn apply_external(
-        &self,
+        &mut self,
         plan: &HostPlan,
         previous: Option<&HostPlan>,
     ) -> Result<usize, RealiseError> {
@@ -78,13 +78,42 @@ impl<R: Runner> Realiser<R> {
         })?;
         changes += b.len();
         self.ip_batch(ns, &b)?;
-        self.announce_all(&answered_now)?;
+        let due = self.due_announcements(plan, answered_now);
+        self.announce_all(&due)?;
         Ok(changes)
     }
 
-    /// A gratuitous ARP for each external address this host has just started answering
-    /// for, so the outside stops sending to wherever it was before (best effort: a failure
-    /// is logged; the outside's cache then goes stale on its own).
+    /// The external addresses to announce now: those this host started answering for
+    /// within [`garp::ANNOUNCE_FOR`] (just now included). Repeating covers a host that
+    /// went away still answering (a partition, a stopped agent): a client that asks afresh
+    /// may take its answer first, and the next announcement corrects it.
+    fn due_announcements(
+        &mut self,
+        plan: &HostPlan,
+        answered_now: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
+        let now = std::time::Instant::now();
+        for k in answered_now {
+            self.announcing.insert(k, now);
+        }
+        let wanted: BTreeSet<(String, String)> = plan
+            .externals
+            .iter()
+            .flat_map(|x| {
+                x.addresses
+                    .iter()
+                    .map(|(a, _)| (x.device.clone(), a.to_string()))
+            })
+            .collect();
+        self.announcing.retain(|k, t| {
+            wanted.contains(k) && now.duration_since(*t) < super::garp::ANNOUNCE_FOR
+        });
+        self.announcing.keys().cloned().collect()
+    }
+
+    /// A gratuitous ARP for each of `answered` (device, external address), so the outside
+    /// stops sending to wherever it was before (best effort: a failure is logged; the
+    /// outside's cache then goes stale on its own).
     fn announce_all(&self, answered: &[(String, String)]) -> Result<(), RealiseError> {
         if answered.is_empty() {
             return Ok(());

@@ -10,6 +10,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const ETH_P_ARP: u16 = 0x0806;
 
+/// How long a host keeps announcing an external address it started answering for (once
+/// per apply, i.e. every 2 s in the agent): another host that still answers for it (cut
+/// off, its agent stopped) may win a client's fresh ARP lookup; the next announcement
+/// corrects that client.
+pub const ANNOUNCE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The Ethernet frame of a gratuitous ARP request for `addr` from `mac` (42 bytes).
 pub fn frame(mac: MacAddr, addr: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);

@@ -95,6 +95,9 @@ pub struct Realiser<R: Runner> {
     last_nft_listing: Option<(String, String)>,
     /// The same per router namespace (its NAT table).
     router_nft_listing: HashMap<String, (String, String)>,
+    /// External addresses this host started answering for lately: (device, address) →
+    /// when. They are announced again on every apply for [`garp::ANNOUNCE_FOR`].
+    announcing: HashMap<(String, String), std::time::Instant>,
 }
 
 /// Batches of commands for one tool in one namespace.
@@ -134,6 +137,7 @@ impl<R: Runner> Realiser<R> {
             last: None,
             last_nft_listing: None,
             router_nft_listing: HashMap::new(),
+            announcing: HashMap::new(),
         }
     }
 

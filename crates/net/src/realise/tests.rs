@@ -100,3 +100,35 @@ fn rule_changes_flush_only_what_they_allowed() {
         .iter()
         .any(|(_, f, _)| *f == "-s"));
 }
+
+/// A host keeps announcing an address it took over (a host that still answers for it may
+/// win a fresh lookup), and stops once the address is no longer its own.
+#[test]
+fn a_taken_over_address_is_announced_again_on_each_apply() {
+    let m = crate::lab::fixtures::external_model();
+    let plans = compile_all(&m).unwrap();
+    let mut real = Realiser::new(RecordingRunner::default(), Target::default());
+    let ext0 = r#"[{"ifname":"ext0","address":"02:00:00:00:00:e0","mtu":1500,"flags":["UP"],"operstate":"UP"}]"#;
+    real.runner().answer("ip -j -d link show", ext0);
+    let garps = |real: &Realiser<RecordingRunner>| {
+        let n = (real.runner().lines().iter())
+            .filter(|l| l.contains("garp ext0 02:00:00:00:00:e0 203.0.113.50"))
+            .count();
+        real.runner().commands.lock().unwrap().clear();
+        n
+    };
+    real.apply(&plans["host-a"]).unwrap();
+    assert_eq!(garps(&real), 1, "announced when taken");
+    // Already answered now (the proxy entry is there): announced again all the same.
+    real.runner().answer(
+        "ip -j neigh show proxy",
+        r#"[{"dst":"203.0.113.50","dev":"ext0"}]"#,
+    );
+    real.apply(&plans["host-a"]).unwrap();
+    assert_eq!(garps(&real), 1, "announced again");
+    let mut gone = m.clone();
+    gone.elastic_ips
+        .retain(|e| e.address.to_string() != "203.0.113.50");
+    real.apply(&compile_all(&gone).unwrap()["host-a"]).unwrap();
+    assert_eq!(garps(&real), 0, "no longer this host's");
+}
