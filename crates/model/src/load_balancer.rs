@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::network::parse_ip;
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind, Scope, Usage};
 
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
@@ -258,6 +258,13 @@ impl Kind for LoadBalancer {
     const ADMIN_WRITE: bool = false;
     type Spec = LoadBalancerSpec;
     type Status = LoadBalancerStatus;
+    fn usage(spec: &LoadBalancerSpec, _status: &LoadBalancerStatus) -> Usage {
+        Usage {
+            load_balancers: 1,
+            listeners: spec.listeners.len() as u64,
+            ..Usage::default()
+        }
+    }
     fn validate(spec: &LoadBalancerSpec) -> Result<(), ApiError> {
         validate_name("spec.subnet", &spec.subnet)?;
         if spec.listeners.len() > MAX_LISTENERS {

@@ -18,6 +18,19 @@ pub struct Quota {
     /// converts).
     #[serde(default = "default_image_bytes")]
     pub image_bytes: u64,
+    #[serde(default = "default_load_balancers")]
+    pub load_balancers: u64,
+    /// Listeners over all the project's load balancers.
+    #[serde(default = "default_listeners")]
+    pub listeners: u64,
+}
+
+fn default_load_balancers() -> u64 {
+    10
+}
+
+fn default_listeners() -> u64 {
+    50
 }
 
 fn default_images() -> u64 {
@@ -38,6 +51,8 @@ impl Default for Quota {
             elastic_ips: 10,
             images: default_images(),
             image_bytes: default_image_bytes(),
+            load_balancers: default_load_balancers(),
+            listeners: default_listeners(),
         }
     }
 }
@@ -60,6 +75,10 @@ pub struct Usage {
     pub images: u64,
     #[serde(default)]
     pub image_bytes: u64,
+    #[serde(default)]
+    pub load_balancers: u64,
+    #[serde(default)]
+    pub listeners: u64,
 }
 
 impl Usage {
@@ -76,6 +95,8 @@ impl Usage {
             elastic_ips: self.elastic_ips + o.elastic_ips,
             images: self.images + o.images,
             image_bytes: self.image_bytes + o.image_bytes,
+            load_balancers: self.load_balancers + o.load_balancers,
+            listeners: self.listeners + o.listeners,
         }
     }
 
@@ -88,6 +109,8 @@ impl Usage {
             elastic_ips: self.elastic_ips.saturating_sub(o.elastic_ips),
             images: self.images.saturating_sub(o.images),
             image_bytes: self.image_bytes.saturating_sub(o.image_bytes),
+            load_balancers: self.load_balancers.saturating_sub(o.load_balancers),
+            listeners: self.listeners.saturating_sub(o.listeners),
         }
     }
 
@@ -101,6 +124,8 @@ impl Usage {
             ("elastic_ips", self.elastic_ips, quota.elastic_ips),
             ("images", self.images, quota.images),
             ("image_bytes", self.image_bytes, quota.image_bytes),
+            ("load_balancers", self.load_balancers, quota.load_balancers),
+            ("listeners", self.listeners, quota.listeners),
         ]
         .into_iter()
         .find(|(_, used, limit)| used > limit)
@@ -132,6 +157,7 @@ mod tests {
                         elastic_ips,
                         images,
                         image_bytes,
+                        ..Usage::default()
                     }
                 },
             )
@@ -154,6 +180,8 @@ mod tests {
             elastic_ips: 1,
             images: 1,
             image_bytes: 1 << 20,
+            load_balancers: 1,
+            listeners: 2,
         };
         let u = Usage {
             instances: 2,
@@ -180,8 +208,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            (q.images, q.image_bytes),
-            (Quota::default().images, Quota::default().image_bytes)
+            (q.images, q.image_bytes, q.load_balancers, q.listeners),
+            (Quota::default().images, Quota::default().image_bytes, 10, 50)
         );
     }
 }

@@ -390,4 +390,64 @@ async fn e2e_load_balancer_bad_input() {
     assert_eq!(s, 204);
     let (s, _) = cloud.call("GET", &vip, Some(&t.token), None).await;
     assert_eq!(s, 404, "the address NIC goes with the load balancer");
+    lb_quotas(&cloud).await;
+}
+
+/// A project's quota on load balancers and on listeners (over all of them).
+async fn lb_quotas(cloud: &Cloud) {
+    let quota = serde_json::json!({"instances": 1, "vcpus": 1, "memory_mib": 1024,
+        "volume_gib": 1, "elastic_ips": 1, "load_balancers": 1, "listeners": 1});
+    let t = cloud.tenant("lbquota", Some(quota)).await;
+    let post = |plural: &str, name: &str, spec: Value| {
+        let body = serde_json::json!({"metadata": {"name": name}, "spec": spec});
+        let path = format!("/v1/{plural}");
+        let token = t.token.clone();
+        async move { cloud.call("POST", &path, Some(&token), Some(&body)).await }
+    };
+    post("vpcs", "net1", serde_json::json!({"cidr": "10.10.0.0/16"})).await;
+    post(
+        "subnets",
+        "s1",
+        serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
+    )
+    .await;
+    let web = serde_json::json!([{"name": "web", "protocol": "http", "port": 80}]);
+    let (s, v) = post(
+        "load-balancers",
+        "a",
+        serde_json::json!({"subnet": "s1", "listeners": web}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post("load-balancers", "b", serde_json::json!({"subnet": "s1"})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{v}"
+    );
+    let (_, a) = cloud
+        .call("GET", "/v1/load-balancers/a", Some(&t.token), None)
+        .await;
+    let mut spec = a["spec"].clone();
+    let tcp = serde_json::json!({"name": "tcp", "protocol": "tcp", "port": 81});
+    spec["listeners"].as_array_mut().unwrap().push(tcp);
+    let two = serde_json::json!({"spec": spec});
+    let (s, v) = cloud
+        .call("PUT", "/v1/load-balancers/a", Some(&t.token), Some(&two))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{v}"
+    );
+    let (_, p) = cloud
+        .call(
+            "GET",
+            &format!("/v1/projects/{}", t.project),
+            Some(&cloud.token),
+            None,
+        )
+        .await;
+    assert_eq!(p["status"]["usage"]["load_balancers"], 1, "{p}");
+    assert_eq!(p["status"]["usage"]["listeners"], 1, "{p}");
 }

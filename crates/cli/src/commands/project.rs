@@ -44,6 +44,12 @@ pub struct ProjectCreate {
     /// Quota: bytes the project's images may occupy in the image store, e.g. 200G, 512M
     #[arg(long, default_value = "200G", value_parser = yunhan_types::sizes::parse_size)]
     pub image_bytes: u64,
+    /// Quota: load balancers
+    #[arg(long, default_value_t = 10)]
+    pub load_balancers: u64,
+    /// Quota: listeners over all its load balancers
+    #[arg(long, default_value_t = 50)]
+    pub listeners: u64,
 }
 
 /// A column of usage against quota, `used/allowed`.
@@ -72,6 +78,8 @@ impl Shown for Project {
                 format!("{}/{}", human(used), human(quota))
             },
         },
+        usage!("LBS", load_balancers),
+        usage!("LISTENERS", listeners),
         col!("ID", metadata.id),
     ];
 }
@@ -88,6 +96,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ProjectCommand) -> Result<(), ClientErro
                 elastic_ips: a.elastic_ips,
                 images: a.images,
                 image_bytes: a.image_bytes,
+                load_balancers: a.load_balancers,
+                listeners: a.listeners,
             };
             let spec = ProjectSpec {
                 description: a.description,
