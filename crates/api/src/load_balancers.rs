@@ -2,7 +2,9 @@
 //! (`network/nics.rs`, `create_lb_nic`), and for an external one an elastic IP from the
 //! default external network bound to that NIC; deleting it deletes both. Members are
 //! resolved to the NIC of the VM (or the NIC) in the load balancer's VPC and its address;
-//! a member of another VPC is refused (400), another project's VM or NIC is 404.
+//! a member of another VPC is refused (400), another project's VM or NIC is 404. An HTTPS
+//! listener's private key is checked against its certificate and kept as a secret the API
+//! never returns.
 
 use async_trait::async_trait;
 use yunhan_model::network::parse_cidr;
@@ -11,7 +13,8 @@ use yunhan_model::{
     ApiError, ElasticIp, Instance, Kind, LbMember, LoadBalancer, Metadata, NetworkInterface,
     Resource, Subnet, Vpc,
 };
-use yunhan_store::objects::Doc;
+use yunhan_store::objects::{lb_key_secret_key, Doc};
+use yunhan_store::StoreExt;
 
 use crate::auth::Principal;
 use crate::error::Result;
@@ -29,6 +32,7 @@ impl Hooks for LoadBalancer {
         doc.status = Default::default();
         doc.status.vpc = subnet.spec.vpc.clone();
         resolve_members(s, &project, doc).await?;
+        keep_keys(s, doc).await?;
         let nic = create_lb_nic(s, doc, &subnet.metadata.id).await?;
         let st = &mut doc.status;
         st.nic = nic.metadata.id.clone();
@@ -60,7 +64,8 @@ impl Hooks for LoadBalancer {
         )
     }
     async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
-        resolve_members(s, project_of(old), new).await
+        resolve_members(s, project_of(old), new).await?;
+        keep_keys(s, new).await
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         if let Some(eip) = s.objects.get::<ElasticIp>(&doc.status.elastic_ip).await? {
@@ -70,6 +75,13 @@ impl Hooks for LoadBalancer {
             delete_nic(s, nic).await?;
         }
         s.objects.delete::<Self>(&doc).await?;
+        let store = s.objects.store();
+        for kv in store
+            .range_all(&lb_key_secret_key(&doc.metadata.id, ""))
+            .await?
+        {
+            store.delete(&kv.key).await?;
+        }
         Ok(Deleted::Now)
     }
 }
@@ -160,4 +172,70 @@ async fn resolve_member(
         }
     }
     Ok(())
+}
+
+/// HTTPS listeners' private keys: a key given is checked against its certificate and kept
+/// as a secret (`lb_key_secret_key`), never in the document; a listener given none keeps
+/// the stored one (checked against its certificate, which may have changed). Keys of
+/// listeners that are gone or no longer HTTPS are dropped.
+async fn keep_keys(s: &AppState, doc: &mut Doc<LoadBalancer>) -> Result<()> {
+    let store = s.objects.store();
+    let id = doc.metadata.id.clone();
+    let mut kept = Vec::new();
+    for (i, l) in doc.spec.listeners.iter_mut().enumerate() {
+        let Some(cert) = l.certificate.as_deref() else {
+            continue;
+        };
+        let field = format!("spec.listeners[{i}]");
+        let secret = lb_key_secret_key(&id, &l.name);
+        let key = match l.key.take() {
+            Some(k) => k,
+            None => match store.get(&secret).await? {
+                Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
+                None => {
+                    let why = "an https listener needs the certificate's key (--key)";
+                    return Err(ApiError::invalid_field(&format!("{field}.key"), why).into());
+                }
+            },
+        };
+        check_pair(&field, cert, &key)?;
+        store.put(&secret, key.into_bytes()).await?;
+        kept.push(secret);
+    }
+    for kv in store.range_all(&lb_key_secret_key(&id, "")).await? {
+        if !kept.contains(&kv.key) {
+            store.delete(&kv.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The certificate chain parses and its first certificate is the key's.
+fn check_pair(field: &str, cert: &str, key: &str) -> std::result::Result<(), ApiError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        ApiError::invalid_field(&format!("{field}.{what}"), format!("{e}"))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| {
+            bad(
+                "certificate",
+                &format!("not a PEM certificate chain: {e:?}"),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(bad("certificate", &"no certificate in the PEM text"));
+    }
+    let der = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| bad("key", &format!("not a PEM private key: {e:?}")))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, der, &provider)
+        .map(drop)
+        .map_err(|e| {
+            bad(
+                "key",
+                &format!("the key does not match the certificate: {e}"),
+            )
+        })
 }

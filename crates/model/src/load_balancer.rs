@@ -26,7 +26,7 @@ pub enum LbProtocol {
     Tcp,
     /// Layer 7: HTTP requests are proxied to a member.
     Http,
-    /// Layer 7 with TLS terminated here (not supported yet: refused).
+    /// Layer 7 with TLS terminated here (`certificate` and `key`).
     Https,
     /// Layer 4 datagrams (not supported yet: refused).
     Udp,
@@ -135,6 +135,13 @@ pub struct Listener {
     /// Without one, every member is taken as up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthMonitor>,
+    /// HTTPS: the certificate chain (PEM) presented to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// HTTPS: the certificate's private key (PEM). Write-only: the API keeps it as a secret
+    /// and never returns it; leave it out to keep the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -310,12 +317,23 @@ impl Listener {
         if self.port == 0 {
             return bad("port must be 1–65535".into());
         }
-        if matches!(self.protocol, LbProtocol::Https | LbProtocol::Udp) {
-            return bad(format!(
-                "{:?} listeners are not supported yet; use tcp or http",
-                self.protocol
-            )
-            .to_lowercase());
+        if self.protocol == LbProtocol::Udp {
+            return bad("udp listeners are not supported yet; use tcp, http or https".into());
+        }
+        let https = self.protocol == LbProtocol::Https;
+        if https && self.certificate.is_none() {
+            return bad("an https listener needs a certificate and its key".into());
+        }
+        if !https && (self.certificate.is_some() || self.key.is_some()) {
+            return bad("only an https listener takes a certificate and key".into());
+        }
+        for (what, pem) in [("certificate", &self.certificate), ("key", &self.key)] {
+            if pem
+                .as_ref()
+                .is_some_and(|p| p.len() > 64 * 1024 || !p.contains("-----BEGIN "))
+            {
+                return bad(format!("the {what} is not PEM text (at most 64 KiB)"));
+            }
         }
         if self.members.len() > MAX_MEMBERS {
             return bad(format!("at most {MAX_MEMBERS} members"));
@@ -436,7 +454,11 @@ mod tests {
             ),
             (
                 vec![listener("s", LbProtocol::Https, 443)],
-                "https listeners are not supported yet",
+                "needs a certificate",
+            ),
+            (
+                vec![listener("u", LbProtocol::Udp, 53)],
+                "udp listeners are not supported yet",
             ),
             (vec![listener("a b", LbProtocol::Tcp, 1)], "listener name"),
             (vec![listener("z", LbProtocol::Tcp, 0)], "port must be"),

@@ -209,7 +209,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             (q.images, q.image_bytes, q.load_balancers, q.listeners),
-            (Quota::default().images, Quota::default().image_bytes, 10, 50)
+            (
+                Quota::default().images,
+                Quota::default().image_bytes,
+                10,
+                50
+            )
         );
     }
 }

@@ -50,6 +50,14 @@ pub fn alive_key(host_id: &str) -> String {
 /// Where API keys' secrets (their hashes) live.
 pub const API_KEY_SECRET_PREFIX: &str = "/yunhan/secrets/api-keys/";
 
+/// Where HTTPS listeners' private keys live (never in the load balancer's document).
+pub const LB_KEY_SECRET_PREFIX: &str = "/yunhan/secrets/lb-keys/";
+
+/// The private key of load balancer `lb`'s listener `listener` (PEM).
+pub fn lb_key_secret_key(lb: &str, listener: &str) -> String {
+    format!("{LB_KEY_SECRET_PREFIX}{lb}/{listener}")
+}
+
 /// The secret key of API key `key_id`.
 pub fn api_key_secret_key(key_id: &str) -> String {
     format!("{API_KEY_SECRET_PREFIX}{key_id}")

@@ -3,7 +3,8 @@
 //! names; the contract makes an external HTTP load balancer in front of them. From
 //! the host's shell, requests to its elastic IP reach both; one guest's server stopped, it
 //! is marked down within rise × interval + 1 s and no request fails after that; started
-//! again, it is back in. A TCP listener (layer 4) forwards too. Inside, a VM of the VPC
+//! again, it is back in. A TCP listener (layer 4) forwards too; an HTTPS listener
+//! terminates TLS with an uploaded certificate that `curl --cacert` verifies. Inside, a VM of the VPC
 //! reaches the virtual address and a VM of another VPC does not.
 
 mod common;
@@ -151,6 +152,8 @@ async fn e2e_external_http_load_balancer_on_one_box() {
         .unwrap();
     assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
 
+    https(&cloud, &onebox, &addr);
+
     // Inside: a VM of the VPC reaches the virtual address; one of another VPC does not.
     let vip = shown["status"]["address"].as_str().unwrap();
     let fetch = |tag: &str| {
@@ -177,6 +180,124 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     assert!(
         !console_text(&serial_log(&x)).contains("\nOTHER-42"),
         "another VPC reached it"
+    );
+}
+
+/// An HTTPS listener with a certificate for the elastic IP: `curl --cacert` verifies it and
+/// gets w1's answer over plain HTTP behind it; the key is never shown; a key that is not
+/// the certificate's is refused (400) and nothing changes.
+fn https(cloud: &Cloud, onebox: &OneBox, addr: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    self_signed(&cert, &key, addr);
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    cloud.ok(&[
+        "lb",
+        "listener",
+        "add",
+        "lb1",
+        "--name",
+        "tls",
+        "--protocol",
+        "https",
+        "--port",
+        "443",
+        "--certificate",
+        c,
+        "--key",
+        k,
+    ]);
+    cloud.ok(&words("lb member add lb1 --listener tls --vm w1 --port 80"));
+    let url = format!("https://{addr}/");
+    let curl = || {
+        let o = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &onebox.host,
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "--cacert",
+                c,
+                &url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let served = within(Duration::from_secs(30), || curl().contains("w1"));
+    assert!(
+        served.is_some(),
+        "{url} never verified and answered: {}",
+        cloud.ok(&["lb", "show", "lb1"])
+    );
+    let shown = cloud.ok(&["lb", "show", "lb1"]).to_string();
+    assert!(!shown.contains("PRIVATE KEY"), "the key is never returned");
+    let other = dir.path().join("other.pem");
+    self_signed(&dir.path().join("c2.pem"), &other, addr);
+    let o = other.to_str().unwrap();
+    let out = cloud.cli(&[
+        "lb",
+        "listener",
+        "add",
+        "lb1",
+        "--name",
+        "tls2",
+        "--protocol",
+        "https",
+        "--port",
+        "8443",
+        "--certificate",
+        c,
+        "--key",
+        o,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a key that is not the certificate's was taken"
+    );
+    assert!(
+        common::stderr(&out).contains("does not match the certificate"),
+        "{}",
+        common::stderr(&out)
+    );
+    let listeners = cloud.ok(&["lb", "show", "lb1"])["spec"]["listeners"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(listeners, 3, "nothing changed");
+}
+
+/// A self-signed certificate for IP address `ip` and its key (openssl).
+fn self_signed(cert: &std::path::Path, key: &std::path::Path, ip: &str) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=yunhan-test",
+        ])
+        .arg("-addext")
+        .arg(format!("subjectAltName=IP:{ip}"))
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -333,6 +454,11 @@ async fn e2e_load_balancer_bad_input() {
         ),
         (
             serde_json::json!([{"name": "s", "protocol": "https", "port": 443}]),
+            400,
+            "needs a certificate and its key",
+        ),
+        (
+            serde_json::json!([{"name": "u", "protocol": "udp", "port": 53}]),
             400,
             "not supported yet",
         ),

@@ -45,7 +45,7 @@ pub fn render(
     for l in &spec.listeners {
         let mode = mode(l)?;
         c.push('\n');
-        c.push_str(&frontend(l, mode, address));
+        c.push_str(&frontend(l, mode, address, socket));
         c.push('\n');
         c.push_str(&backend(l, mode)?);
     }
@@ -62,7 +62,7 @@ fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, RenderError> {
 fn mode(l: &Listener) -> Result<&'static str, RenderError> {
     match l.protocol {
         LbProtocol::Tcp => Ok("tcp"),
-        LbProtocol::Http => Ok("http"),
+        LbProtocol::Http | LbProtocol::Https => Ok("http"),
         other => Err(RenderError::Protocol {
             listener: l.name.clone(),
             protocol: format!("{other:?}").to_lowercase(),
@@ -70,9 +70,22 @@ fn mode(l: &Listener) -> Result<&'static str, RenderError> {
     }
 }
 
-fn frontend(l: &Listener, mode: &str, address: Ipv4Addr) -> String {
+/// Where an HTTPS listener's certificate and key (one PEM file) go: next to the stats
+/// socket, named after the listener.
+pub fn pem_path(socket: &Path, listener: &str) -> std::path::PathBuf {
+    socket.with_file_name(format!("{listener}.pem"))
+}
+
+fn frontend(l: &Listener, mode: &str, address: Ipv4Addr, socket: &Path) -> String {
+    let tls = match l.protocol {
+        LbProtocol::Https => format!(
+            " ssl crt {}",
+            quote(&pem_path(socket, &l.name).to_string_lossy())
+        ),
+        _ => String::new(),
+    };
     let mut c = format!(
-        "frontend ft_{}\n    mode {mode}\n    bind {address}:{}\n",
+        "frontend ft_{}\n    mode {mode}\n    bind {address}:{}{tls}\n",
         l.name, l.port
     );
     if l.connection_limit > 0 {
@@ -363,6 +376,7 @@ mod tests {
                         rise: 2,
                         fall: 3,
                     }),
+                    ..Default::default()
                 },
                 Listener {
                     name: "db".into(),
@@ -372,9 +386,24 @@ mod tests {
                     connection_limit: 0,
                     members: vec![member("10.0.1.21", 5432, 1)],
                     health: None,
+                    ..Default::default()
                 },
             ],
         }
+    }
+
+    /// HTTPS terminates TLS with the listener's PEM file, next to the stats socket.
+    #[test]
+    fn an_https_listener_binds_with_its_pem() {
+        let mut s = spec();
+        s.listeners.truncate(1);
+        s.listeners[0].protocol = LbProtocol::Https;
+        s.listeners[0].port = 443;
+        let sock = Path::new("/var/lib/yunhan/lb/lb-1/stats.sock");
+        let cfg = render(&s, "10.0.1.5", sock).unwrap();
+        let bind = "    bind 10.0.1.5:443 ssl crt '/var/lib/yunhan/lb/lb-1/web.pem'\n";
+        assert!(cfg.contains(bind), "{cfg}");
+        assert!(cfg.contains("frontend ft_web\n    mode http\n"), "{cfg}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::watch;
 use yunhan_model::{Doc, LbPhase, ListenerStatus, LoadBalancer, LoadBalancerStatus};
-use yunhan_store::objects::{object_prefix, ObjectError, Objects};
+use yunhan_store::objects::{lb_key_secret_key, object_prefix, ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
 use haproxy::RenderError;
@@ -182,7 +182,10 @@ impl Reconciler for LbAgent {
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let all = objects.list_all::<LoadBalancer>(None).await?;
-        let mine: Vec<_> = all.into_iter().filter(|lb| self.wants(lb)).collect();
+        let mut mine: Vec<_> = all.into_iter().filter(|lb| self.wants(lb)).collect();
+        for lb in &mut mine {
+            with_keys(objects, lb).await?;
+        }
         lock(&self.written).retain(|id, _| mine.iter().any(|lb| lb.metadata.id == *id));
         let node = self.node.clone();
         let (mine, reports) = match tokio::task::spawn_blocking(move || {
@@ -206,6 +209,23 @@ impl Reconciler for LbAgent {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Puts each HTTPS listener's private key (kept by the API as a secret, never in the
+/// document) into the listener, for the pass to write its PEM file.
+async fn with_keys(objects: &Objects, lb: &mut Doc<LoadBalancer>) -> Result<(), ObjectError> {
+    for l in lb
+        .spec
+        .listeners
+        .iter_mut()
+        .filter(|l| l.certificate.is_some())
+    {
+        let key = lb_key_secret_key(&lb.metadata.id, &l.name);
+        if let Some(kv) = objects.store().get(&key).await? {
+            l.key = Some(String::from_utf8_lossy(&kv.value).into_owned());
+        }
+    }
+    Ok(())
 }
 
 /// What a pass (or the probe) found of one load balancer.

@@ -124,8 +124,13 @@ impl Node {
         match haproxy::render(&lb.spec, &lb.status.address, &l.files.socket) {
             Err(e) => l.failed("", e.to_string()),
             Ok(cfg) => {
-                let hash = haproxy::config_hash(&cfg);
-                if let Err(e) = self.converge(l, lb, &cfg, &hash) {
+                let pems = pems(lb, &l.files.socket);
+                let all: String = std::iter::once(cfg.as_str())
+                    .chain(pems.iter().map(|(_, p)| p.as_str()))
+                    .collect();
+                let hash = haproxy::config_hash(&all);
+                let installed = l.files.install_pems(&pems).map_err(LbError::from);
+                if let Err(e) = installed.and_then(|()| self.converge(l, lb, &cfg, &hash)) {
                     // Only what HAProxy refused waits before it is tried again.
                     let refused = matches!(e, LbError::Haproxy(_));
                     l.failed(if refused { &hash } else { "" }, e.to_string());
@@ -174,4 +179,18 @@ impl Node {
             gateway: &s.gateway,
         }
     }
+}
+
+/// The PEM file of each HTTPS listener (its certificate, then the key the reconciler put
+/// in the listener from the secret store): (path, content).
+fn pems(lb: &Doc<LoadBalancer>, socket: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    (lb.spec.listeners.iter())
+        .filter_map(|l| {
+            let (cert, key) = (l.certificate.as_deref()?, l.key.as_deref()?);
+            Some((
+                haproxy::pem_path(socket, &l.name),
+                format!("{}\n{}\n", cert.trim(), key.trim()),
+            ))
+        })
+        .collect()
 }

@@ -82,6 +82,24 @@ impl Files {
         }
     }
 
+    /// Writes HTTPS listeners' PEM files (certificate and key, mode 0600) before the
+    /// configuration that names them is checked.
+    pub fn install_pems(&self, pems: &[(PathBuf, String)]) -> Result<(), ProcError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(&self.dir).map_err(file_err(&self.dir))?;
+        for (path, pem) in pems {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(file_err(path))?;
+            std::io::Write::write_all(&mut f, pem.as_bytes()).map_err(file_err(path))?;
+        }
+        Ok(())
+    }
+
     /// Checks `cfg` with `haproxy -c`, then makes it the configuration file.
     pub fn install(&self, cfg: &str) -> Result<(), ProcError> {
         if self.socket.as_os_str().len() > MAX_SOCKET_PATH {

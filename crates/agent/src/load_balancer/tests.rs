@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use yunhan_model::{
     HealthKind, HealthMonitor, LbMember, LbProtocol, Listener, LoadBalancerSpec, MemberHealth,
-    Metadata, Resource,
+    Metadata, Project, ProjectSpec, Resource,
 };
 use yunhan_store::MemStore;
 
@@ -220,6 +220,20 @@ impl Fixture {
         let (id, pid) = (format!("lb-{tag}{}", self.pid), self.pid);
         let mut d = doc(&id, ip_last, &format!("ylb{pid}{tag}"), spec);
         d.status.host = host.into();
+        if self
+            .objects
+            .get::<Project>("p-test")
+            .await
+            .unwrap()
+            .is_none()
+        {
+            let project = Resource {
+                metadata: Metadata::new("p-test", "p-test", None),
+                spec: ProjectSpec::default(),
+                status: Default::default(),
+            };
+            self.objects.create::<Project>(project).await.unwrap();
+        }
         self.objects.create::<LoadBalancer>(d).await.unwrap();
         id
     }

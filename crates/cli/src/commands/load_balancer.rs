@@ -47,6 +47,7 @@ pub enum LbCommand {
     /// Example:
     ///   yunhan lb listener add lb1 --name http --protocol http --port 80
     ///   yunhan lb listener add lb1 --name db --protocol tcp --port 5432 --algorithm least-connections
+    ///   yunhan lb listener add lb1 --name tls --protocol https --port 443 --certificate crt.pem --key key.pem
     ///   yunhan lb listener list lb1
     ///   yunhan lb listener remove lb1 --name db
     #[command(subcommand, verbatim_doc_comment)]
@@ -118,9 +119,16 @@ pub struct ListenerAdd {
     /// Its name, unique in the load balancer (letters, digits, '-', '_')
     #[arg(long)]
     pub name: String,
-    /// tcp: connections are passed through; http: requests are proxied
+    /// tcp: connections are passed through; http: requests are proxied; https: TLS ends
+    /// here (--certificate, --key), requests go on as plain HTTP
     #[arg(long, value_parser = protocol())]
     pub protocol: LbProtocol,
+    /// https: the certificate chain, a PEM file
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub certificate: Option<std::path::PathBuf>,
+    /// https: the certificate's private key, a PEM file (kept as a secret: never shown again)
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub key: Option<std::path::PathBuf>,
     /// The port on the load balancer's address
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
@@ -225,12 +233,22 @@ pub struct HealthSet {
     pub rise: u32,
 }
 
-/// `tcp` or `http` (the protocols listeners support).
+/// `tcp`, `http` or `https` (the protocols listeners support).
 fn protocol() -> impl TypedValueParser<Value = LbProtocol> {
-    PossibleValuesParser::new(["tcp", "http"]).map(|s| match s.as_str() {
+    PossibleValuesParser::new(["tcp", "http", "https"]).map(|s| match s.as_str() {
         "http" => LbProtocol::Http,
+        "https" => LbProtocol::Https,
         _ => LbProtocol::Tcp,
     })
+}
+
+/// The text of a PEM file given on the command line.
+fn pem(path: Option<&std::path::Path>) -> Result<Option<String>, ClientError> {
+    path.map(|p| {
+        std::fs::read_to_string(p)
+            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", p.display())))
+    })
+    .transpose()
 }
 
 /// `round-robin`, `least-connections` or `source-ip` (or as tables write them, `round_robin`…).
@@ -430,6 +448,8 @@ async fn listener(ctx: &Ctx, cmd: ListenerCommand) -> Result<(), ClientError> {
         }
         ListenerCommand::Add(a) => {
             let listener = Listener {
+                certificate: pem(a.certificate.as_deref())?,
+                key: pem(a.key.as_deref())?,
                 name: a.name,
                 protocol: a.protocol,
                 port: a.port,
@@ -834,7 +854,8 @@ mod tests {
             "yunhan lb member add lb1 --listener http --vm w1 --nic n1 --port 80",
             "yunhan lb member drain lb1 --listener http",
             "yunhan lb member add lb1 --listener http --vm w1 --port 80 --weight 257",
-            "yunhan lb listener add lb1 --name x --protocol https --port 443",
+            "yunhan lb listener add lb1 --name x --protocol udp --port 53",
+            "yunhan lb listener add lb1 --name x --protocol https --port 443 --key k.pem",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
