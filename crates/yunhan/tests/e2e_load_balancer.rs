@@ -153,6 +153,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
 
     https(&cloud, &onebox, &addr);
+    sticky_and_drain(&cloud, &onebox, &addr, &guests).await;
 
     // Inside: a VM of the VPC reaches the virtual address; one of another VPC does not.
     let vip = shown["status"]["address"].as_str().unwrap();
@@ -181,6 +182,75 @@ async fn e2e_external_http_load_balancer_on_one_box() {
         !console_text(&serial_log(&x)).contains("\nOTHER-42"),
         "another VPC reached it"
     );
+}
+
+/// Layer 4: with source-IP persistence every connection from the host lands on one
+/// member; a drained member keeps its open connection and gets no new one.
+async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[Value]) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    ok("lb listener add lb1 --name sticky --protocol tcp --port 8081 --algorithm source-ip");
+    ok("lb member add lb1 --listener sticky --vm w1 --port 80");
+    ok("lb member add lb1 --listener sticky --vm w2 --port 80");
+    let up = within(Duration::from_secs(30), || {
+        !http_get(&onebox.host, addr, 8081).is_empty()
+    });
+    assert!(up.is_some(), "{addr}:8081 never answered");
+    let seen = spread(&onebox.host, addr, 8081, 20);
+    assert_eq!(seen.len(), 1, "one client, one member: {seen:?}");
+    assert!(!seen.contains_key("failed"), "{seen:?}");
+
+    let minute = Duration::from_secs(60);
+    for (g, round) in guests.iter().zip([1, 2]) {
+        let listen = format!("(nc -l -p 9000 > /tmp/got9 &) ; echo NC-{round}-$((40+2))");
+        guest_runs(g, &listen, &format!("NC-{round}-42"), minute).await;
+    }
+    ok("sg rule add open --protocol tcp --port 9000 --cidr 10.10.0.0/16");
+    ok("lb listener add lb1 --name long --protocol tcp --port 9000");
+    ok("lb member add lb1 --listener long --vm w1 --port 9000");
+    let sa = std::net::SocketAddr::from((addr.parse::<std::net::Ipv4Addr>().unwrap(), 9000));
+    let mut open = within_some(Duration::from_secs(30), || {
+        yunhan_net::lab::Lab::in_netns(&onebox.host, move || std::net::TcpStream::connect(sa))
+            .ok()
+            .and_then(Result::ok)
+    })
+    .expect("a connection through the listener");
+    std::io::Write::write_all(&mut open, b"first\n").unwrap();
+    ok("lb member add lb1 --listener long --vm w2 --port 9000");
+    ok("lb member drain lb1 --listener long --vm w1");
+    let drained = eventually("w1 drained", minute, || {
+        let lb = ok("lb show lb1");
+        async move {
+            let long = lb["status"]["listeners"]
+                .as_array()?
+                .iter()
+                .find(|l| l["name"] == "long")?
+                .clone();
+            (long["members"][0]["health"] == "drained").then_some(())
+        }
+    });
+    drained.await;
+    std::io::Write::write_all(&mut open, b"second\n").unwrap();
+    let mut new =
+        yunhan_net::lab::Lab::in_netns(&onebox.host, move || std::net::TcpStream::connect(sa))
+            .unwrap()
+            .unwrap();
+    std::io::Write::write_all(&mut new, b"fresh\n").unwrap();
+    let kept = "grep -q second /tmp/got9 && echo KEPT-$((40+2))";
+    guest_runs(&guests[0], kept, "KEPT-42", minute).await;
+    let moved = "grep -q fresh /tmp/got9 && echo FRESH-$((40+2))";
+    guest_runs(&guests[1], moved, "FRESH-42", minute).await;
+}
+
+/// Polls `f` every 100 ms until it gives something, or None after `limit`.
+fn within_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 /// An HTTPS listener with a certificate for the elastic IP: `curl --cacert` verifies it and

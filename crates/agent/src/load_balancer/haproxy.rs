@@ -142,9 +142,12 @@ fn server(
     )?;
     let mut c = format!("    server m{j} {address}:{} weight {}", m.port, m.weight);
     if let Some(h) = health {
+        // Once a check disagrees with the state, the next ones come 4× as often (at least
+        // every 250 ms): a member is marked down or up well within fall (rise) × interval.
+        let fast = (h.interval_secs * 250).max(250);
         let _ = write!(
             c,
-            " check inter {}s fall {} rise {}",
+            " check inter {}s fastinter {fast}ms fall {} rise {}",
             h.interval_secs, h.fall, h.rise
         );
     }
