@@ -275,7 +275,7 @@ impl<'a> Index<'a> {
                     groups: security.groups,
                     ingress: security.ingress,
                     egress: security.egress,
-                    forwarding: self.forwards(&p.id),
+                    forwarding: self.forwards(p),
                 }
             })
             .collect();

@@ -852,9 +852,10 @@ impl NetworkModel {
 
 impl NetworkModel {
     /// Route tables: their VPC exists, their subnets are in it and in no earlier table, no
-    /// two routes share destination and priority, no route claims the whole VPC, and target
-    /// ports are of the VPC (a target port absent from the model is not an error: the
-    /// destination is then unreachable).
+    /// two routes share destination and priority, and no route claims the whole VPC. A
+    /// target port that is absent, unplaced or of another VPC is not the table's error (a
+    /// bad port must not take the table down with it): the compiler makes its
+    /// destinations unreachable.
     fn validate_route_tables(&self, errs: &mut Vec<ModelError>) {
         let bad = |id: &str, reason: String| ModelError::Bad {
             kind: "route table",
@@ -866,11 +867,6 @@ impl NetworkModel {
             .subnets
             .iter()
             .map(|s| (s.id.as_str(), s.vpc.as_str()))
-            .collect();
-        let port_vpc: HashMap<&str, &str> = self
-            .ports
-            .iter()
-            .map(|p| (p.id.as_str(), p.vpc.as_str()))
             .collect();
         let mut associated: HashMap<&str, &str> = HashMap::new();
         for t in &self.route_tables {
@@ -918,11 +914,6 @@ impl NetworkModel {
                             r.destination
                         ),
                     ));
-                }
-                if let RouteTarget::Port(p) = &r.target {
-                    if port_vpc.get(p.as_str()).is_some_and(|vpc| *vpc != t.vpc) {
-                        errs.push(bad(&t.id, format!("port {p:?} is not in VPC {:?}", t.vpc)));
-                    }
                 }
             }
         }

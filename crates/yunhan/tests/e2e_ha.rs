@@ -68,22 +68,8 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     let conf = c.conf.clone();
     c.ok(&strs(&disk_image_args("tiny")));
     // A provider network on the hosts' `ext0`, and a group that lets the outside ping.
-    c.ok(&[
-        "external-network",
-        "create",
-        "ext",
-        "--cidr",
-        "203.0.113.0/24",
-        "--gateway",
-        "203.0.113.1",
-        "--device",
-        Lab::EXTERNAL_DEVICE,
-    ]);
     common::net1_with_s1(&*c);
-    c.ok(&["sg", "create", "open", "--vpc", "net1"]);
-    c.ok(&common::words(
-        "sg rule add open --protocol icmp --cidr 0.0.0.0/0",
-    ));
+    common::provider_network_and_open_ping(&*c);
     let create = |name: &str, extra: &[&str]| {
         let mut a = tiny_vm(name, &["--ha", "--wait", "--timeout", "180s"]);
         a.extend(extra);

@@ -81,28 +81,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
             ],
         )
         .unwrap();
-    c.ok(&[
-        "external-network",
-        "create",
-        "ext",
-        "--cidr",
-        "203.0.113.0/24",
-        "--gateway",
-        "203.0.113.1",
-        "--device",
-        "ext0",
-    ]);
-    c.ok(&["sg", "create", "open", "--vpc", "net1"]);
-    c.ok(&[
-        "sg",
-        "rule",
-        "add",
-        "open",
-        "--protocol",
-        "icmp",
-        "--cidr",
-        "0.0.0.0/0",
-    ]);
+    common::provider_network_and_open_ping(&*c);
     // The peer's VM (stopped: a namespace guest stands in for it) goes first, so
     // the migrating VM lands on the other host.
     c.ok(&[

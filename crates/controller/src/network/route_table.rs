@@ -47,11 +47,11 @@ pub(super) fn map_route_tables(inp: &Inputs, failed: &mut Failed) -> Vec<net::Ro
 /// For each admitted route table with routes to NICs that run nowhere: which, and that
 /// their traffic is dropped.
 pub(super) fn dropped_routes(m: &NetworkModel) -> BTreeMap<(ObjectKind, String), String> {
-    let running: HashSet<&str> = m
+    let running: HashSet<(&str, &str)> = m
         .ports
         .iter()
         .filter(|p| p.host.is_some())
-        .map(|p| p.id.as_str())
+        .map(|p| (p.vpc.as_str(), p.id.as_str()))
         .collect();
     let mut out = BTreeMap::new();
     for t in &m.route_tables {
@@ -59,7 +59,7 @@ pub(super) fn dropped_routes(m: &NetworkModel) -> BTreeMap<(ObjectKind, String),
             .routes
             .iter()
             .filter_map(|r| match &r.target {
-                net::RouteTarget::Port(p) if !running.contains(p.as_str()) => {
+                net::RouteTarget::Port(p) if !running.contains(&(t.vpc.as_str(), p.as_str())) => {
                     Some(format!("{} (NIC {p:?})", r.destination))
                 }
                 _ => None,
@@ -67,7 +67,7 @@ pub(super) fn dropped_routes(m: &NetworkModel) -> BTreeMap<(ObjectKind, String),
             .collect();
         if !dropped.is_empty() {
             let why = format!(
-                "traffic to {} is dropped: the NIC is on no running VM (or gone)",
+                "traffic to {} is dropped: the NIC is on no running VM of the VPC (or gone)",
                 dropped.join(", ")
             );
             out.insert((ObjectKind::RouteTable, t.id.clone()), why);

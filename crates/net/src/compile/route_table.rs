@@ -46,7 +46,7 @@ impl Index<'_> {
             routes.extend(t.routes.iter().map(|r| RoutePlan {
                 destination: r.destination,
                 metric: r.priority,
-                action: self.route_action(&r.target, &dev_of),
+                action: self.route_action(&v.id, &r.target, &dev_of),
             }));
             routes.sort();
             out.push(RouteTablePlan {
@@ -59,15 +59,20 @@ impl Index<'_> {
         out
     }
 
-    /// A target port realised on a host is reached at its address through its subnet's
-    /// interface; one that is not makes the destination unreachable.
-    fn route_action(&self, target: &RouteTarget, dev_of: &HashMap<&str, &str>) -> RouteAction {
+    /// A target port of the VPC realised on a host is reached at its address through its
+    /// subnet's interface; any other makes the destination unreachable.
+    fn route_action(
+        &self,
+        vpc: &str,
+        target: &RouteTarget,
+        dev_of: &HashMap<&str, &str>,
+    ) -> RouteAction {
         let RouteTarget::Port(id) = target else {
             return RouteAction::Throw;
         };
         self.ports
             .get(id.as_str())
-            .filter(|p| p.host.is_some())
+            .filter(|p| p.host.is_some() && p.vpc == vpc)
             .and_then(|p| {
                 let dev = dev_of.get(p.subnet.as_str())?;
                 Some(RouteAction::Via {
@@ -79,12 +84,11 @@ impl Index<'_> {
     }
 
     /// Whether port `id` is some route's target (it then forwards).
-    pub(super) fn forwards(&self, id: &str) -> bool {
-        self.m
-            .route_tables
-            .iter()
+    pub(super) fn forwards(&self, port: &crate::model::Port) -> bool {
+        (self.m.route_tables.iter())
+            .filter(|t| t.vpc == port.vpc)
             .flat_map(|t| &t.routes)
-            .any(|r| matches!(&r.target, RouteTarget::Port(p) if p == id))
+            .any(|r| matches!(&r.target, RouteTarget::Port(p) if *p == port.id))
     }
 
     /// Whether subnet `id` of VPC `vpc` routes something to the VPC's NAT gateway.
@@ -187,7 +191,8 @@ mod tests {
         );
     }
 
-    /// While the appliance is nowhere, its destinations are dropped, never routed around it.
+    /// While the appliance is nowhere (or the port is of another VPC), its destinations
+    /// are dropped, never routed around it; such a port does not forward.
     #[test]
     fn a_route_to_a_port_that_is_not_realised_is_a_blackhole() {
         let mut m = small_model();
@@ -196,11 +201,16 @@ mod tests {
             id: "rt-1".into(),
             vpc: "vpc-a".into(),
             subnets: vec!["sn-a1".into()],
-            routes: vec![route("0.0.0.0/0", RouteTarget::Port("pa3".into()), 1)],
+            routes: vec![
+                route("0.0.0.0/0", RouteTarget::Port("pa3".into()), 1),
+                route("172.16.0.0/12", RouteTarget::Port("pb1".into()), 1),
+            ],
         });
         let plans = compile_all(&m).unwrap();
         let v = &plans["host-a"].vpcs[0];
         assert_eq!(v.router.tables[0].routes[0].action, RouteAction::Blackhole);
+        assert_eq!(v.router.tables[0].routes[2].action, RouteAction::Blackhole);
+        assert!(plans["host-a"].ports.iter().all(|p| !p.forwarding));
     }
 
     #[test]
@@ -212,8 +222,8 @@ mod tests {
             subnets: vec!["sn-a1".into(), "sn-b1".into()],
             routes: vec![
                 route("10.0.0.0/16", RouteTarget::Local, 1),
-                route("0.0.0.0/0", RouteTarget::Port("pb1".into()), 1),
                 route("0.0.0.0/0", RouteTarget::NatGateway, 1),
+                route("0.0.0.0/0", RouteTarget::Local, 1),
             ],
         });
         let mut second = m.route_tables[0].clone();
@@ -230,7 +240,6 @@ mod tests {
         for want in [
             "subnet \"sn-b1\" is not in VPC \"vpc-a\"",
             "10.0.0.0/16 is the VPC's own CIDR",
-            "port \"pb1\" is not in VPC \"vpc-a\"",
             "two routes to 0.0.0.0/0 with priority 1",
             "route table \"rt-2\": subnet \"sn-a1\" is already in route table \"rt-1\"",
         ] {

@@ -96,15 +96,7 @@ impl<R: Runner> Realiser<R> {
         for k in answered_now {
             self.announcing.insert(k, now);
         }
-        let wanted: BTreeSet<(String, String)> = plan
-            .externals
-            .iter()
-            .flat_map(|x| {
-                x.addresses
-                    .iter()
-                    .map(|(a, _)| (x.device.clone(), a.to_string()))
-            })
-            .collect();
+        let wanted = answered_here(plan);
         self.announcing.retain(|k, t| {
             wanted.contains(k) && now.duration_since(*t) < super::garp::ANNOUNCE_FOR
         });
@@ -163,15 +155,7 @@ impl<R: Runner> Realiser<R> {
             .iter()
             .filter_map(|n| Some((n["dev"].as_str()?.into(), n["dst"].as_str()?.into())))
             .collect();
-        let want: BTreeSet<(String, String)> = plan
-            .externals
-            .iter()
-            .flat_map(|x| {
-                x.addresses
-                    .iter()
-                    .map(|(a, _)| (x.device.clone(), a.to_string()))
-            })
-            .collect();
+        let want = answered_here(plan);
         for (dev, a) in have.difference(&want) {
             let ours = all
                 .iter()
@@ -339,4 +323,11 @@ impl<R: Runner> Realiser<R> {
             None => Ok(0),
         }
     }
+}
+
+/// (external device, address) of every external address this host answers for.
+fn answered_here(plan: &HostPlan) -> BTreeSet<(String, String)> {
+    (plan.externals.iter())
+        .flat_map(|x| (x.addresses.iter()).map(|(a, _)| (x.device.clone(), a.to_string())))
+        .collect()
 }

@@ -384,6 +384,16 @@ impl Client for Cluster {
     }
 }
 
+/// External network `ext` (203.0.113.0/24, gateway .1) on every lab host's `ext0` (see
+/// `Lab::add_external`), and security group `open` of VPC `net1` letting anyone ping.
+pub fn provider_network_and_open_ping(c: &impl Client) {
+    let dev = yunhan_net::lab::Lab::EXTERNAL_DEVICE;
+    let ext = "external-network create ext --cidr 203.0.113.0/24 --gateway 203.0.113.1";
+    c.ok(&words(&format!("{ext} --device {dev}")));
+    c.ok(&words("sg create open --vpc net1"));
+    c.ok(&words("sg rule add open --protocol icmp --cidr 0.0.0.0/0"));
+}
+
 /// VPC `net1` (10.10.0.0/16) and its subnet `s1` (10.10.1.0/24).
 pub fn net1_with_s1(c: &impl Client) {
     c.ok(&words("vpc create net1 --cidr 10.10.0.0/16"));
