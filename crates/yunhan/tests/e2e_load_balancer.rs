@@ -441,7 +441,9 @@ fn spread(ns: &str, addr: &str, port: u16, n: usize) -> BTreeMap<String, usize> 
 /// Bad input gets a clear 4xx and leaves nothing behind; another project's NIC is 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_load_balancer_bad_input() {
-    let cloud = Cloud::up(&[]).await;
+    // Its load balancers are realised: in a namespace standing for the host, not on it.
+    let onebox = OneBox::new();
+    let cloud = Cloud::up(&["--netns", &onebox.host]).await;
     let t = cloud.tenant("lbbad", None).await;
     let other = cloud.tenant("lbother", None).await;
     let post = |token: String, plural: &'static str, name: &'static str, spec: Value| {
