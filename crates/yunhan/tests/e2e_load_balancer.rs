@@ -239,6 +239,17 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     guest_runs(&guests[0], kept, "KEPT-42", minute).await;
     let moved = "grep -q fresh /tmp/got9 && echo FRESH-$((40+2))";
     guest_runs(&guests[1], moved, "FRESH-42", minute).await;
+    // Undrained, it is back in.
+    ok("lb member set lb1 --listener long --vm w1 --weight 1");
+    let back = eventually("w1 back", minute, || {
+        let lb = ok("lb show lb1");
+        async move {
+            let listeners = lb["status"]["listeners"].as_array()?.clone();
+            let long = listeners.iter().find(|l| l["name"] == "long")?;
+            (long["members"][0]["health"] == "up").then_some(())
+        }
+    });
+    back.await;
 }
 
 /// Polls `f` every 100 ms until it gives something, or None after `limit`.

@@ -146,6 +146,8 @@ pub enum MemberCommand {
     Add(MemberAdd),
     /// Give a member no new connections (weight 0); its open connections stay
     Drain(MemberPick),
+    /// Change a member's weight (e.g. back from a drain)
+    Set(MemberSet),
     /// Remove a member from a listener
     #[command(alias = "rm")]
     Remove(MemberPick),
@@ -190,6 +192,15 @@ pub struct MemberPick {
     /// Only the member on this port [default: every port of it]
     #[arg(long)]
     pub port: Option<u16>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemberSet {
+    #[command(flatten)]
+    pub pick: MemberPick,
+    /// Its relative share of new connections, 0–256 (0: drained)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub weight: u16,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -512,17 +523,8 @@ async fn member(ctx: &Ctx, cmd: MemberCommand) -> Result<(), ClientError> {
             })
             .await
         }
-        MemberCommand::Drain(a) => {
-            let pick = pick(ctx, &a.at, a.port).await?;
-            edit(ctx, &a.at.lb, |s| {
-                let l = picked(s, &a.at, &pick)?;
-                (l.members.iter_mut())
-                    .filter(|m| pick.matches(m))
-                    .for_each(|m| m.weight = 0);
-                Ok(())
-            })
-            .await
-        }
+        MemberCommand::Drain(a) => weigh(ctx, &a, 0).await,
+        MemberCommand::Set(a) => weigh(ctx, &a.pick, a.weight).await,
         MemberCommand::Remove(a) => {
             let pick = pick(ctx, &a.at, a.port).await?;
             edit(ctx, &a.at.lb, |s| {
@@ -754,6 +756,19 @@ fn member_rows(lb: &Doc<LoadBalancer>, names: &HashMap<String, String>) -> Vec<M
     rows
 }
 
+/// Sets the weight of the picked members (0: drained).
+async fn weigh(ctx: &Ctx, a: &MemberPick, weight: u16) -> Result<(), ClientError> {
+    let pick = pick(ctx, &a.at, a.port).await?;
+    edit(ctx, &a.at.lb, |s| {
+        let l = picked(s, &a.at, &pick)?;
+        (l.members.iter_mut())
+            .filter(|m| pick.matches(m))
+            .for_each(|m| m.weight = weight);
+        Ok(())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,6 +860,18 @@ mod tests {
             (t.protocol, t.algorithm),
             (LbProtocol::Tcp, LbAlgorithm::SourceIp)
         );
+    }
+
+    #[test]
+    fn a_drain_is_undone_by_setting_the_weight() {
+        let LbCommand::Member(MemberCommand::Set(a)) =
+            parse("yunhan lb member set lb1 --listener long --vm w1 --weight 1").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((a.weight, a.pick.at.vm.as_deref()), (1, Some("w1")));
+        assert!(parse("yunhan lb member set lb1 --listener long --vm w1").is_err());
+        assert!(parse("yunhan lb member set lb1 --listener l --vm w1 --weight 300").is_err());
     }
 
     #[test]
