@@ -208,12 +208,17 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     ok("lb listener add lb1 --name long --protocol tcp --port 9000");
     ok("lb member add lb1 --listener long --vm w1 --port 9000");
     let sa = std::net::SocketAddr::from((addr.parse::<std::net::Ipv4Addr>().unwrap(), 9000));
-    let mut open = within_some(Duration::from_secs(30), || {
-        yunhan_net::lab::Lab::in_netns(&onebox.host, move || std::net::TcpStream::connect(sa))
-            .ok()
-            .and_then(Result::ok)
-    })
-    .expect("a connection through the listener");
+    let mut open = eventually(
+        "a connection through the listener",
+        Duration::from_secs(30),
+        || {
+            let c = yunhan_net::lab::Lab::in_netns(&onebox.host, move || {
+                std::net::TcpStream::connect(sa)
+            });
+            async move { c.ok().and_then(Result::ok) }
+        },
+    )
+    .await;
     std::io::Write::write_all(&mut open, b"first\n").unwrap();
     ok("lb member add lb1 --listener long --vm w2 --port 9000");
     ok("lb member drain lb1 --listener long --vm w1");
@@ -250,18 +255,6 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
         }
     });
     back.await;
-}
-
-/// Polls `f` every 100 ms until it gives something, or None after `limit`.
-fn within_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// An HTTPS listener with a certificate for the elastic IP: `curl --cacert` verifies it and
@@ -457,60 +450,57 @@ async fn e2e_load_balancer_bad_input() {
     let cloud = Cloud::up(&["--netns", &onebox.host]).await;
     let t = cloud.tenant("lbbad", None).await;
     let other = cloud.tenant("lbother", None).await;
-    let post = |token: String, plural: &'static str, name: &'static str, spec: Value| {
-        let cloud = &cloud;
-        async move {
-            let body = serde_json::json!({"metadata": {"name": name}, "spec": spec});
-            cloud
-                .call("POST", &format!("/v1/{plural}"), Some(&token), Some(&body))
-                .await
-        }
-    };
     for tk in [&t.token, &other.token] {
-        post(
-            tk.clone(),
-            "vpcs",
-            "net1",
-            serde_json::json!({"cidr": "10.10.0.0/16"}),
-        )
-        .await;
-        post(
-            tk.clone(),
-            "subnets",
-            "s1",
-            serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
-        )
-        .await;
+        cloud
+            .post(
+                tk,
+                "vpcs",
+                "net1",
+                serde_json::json!({"cidr": "10.10.0.0/16"}),
+            )
+            .await;
+        cloud
+            .post(
+                tk,
+                "subnets",
+                "s1",
+                serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
+            )
+            .await;
     }
-    post(
-        t.token.clone(),
-        "vpcs",
-        "net2",
-        serde_json::json!({"cidr": "10.20.0.0/16"}),
-    )
-    .await;
-    post(
-        t.token.clone(),
-        "subnets",
-        "s2",
-        serde_json::json!({"vpc": "net2", "cidr": "10.20.1.0/24"}),
-    )
-    .await;
-    let (s, _n2) = post(
-        t.token.clone(),
-        "network-interfaces",
-        "n2",
-        serde_json::json!({"subnet": "s2"}),
-    )
-    .await;
+    cloud
+        .post(
+            &t.token,
+            "vpcs",
+            "net2",
+            serde_json::json!({"cidr": "10.20.0.0/16"}),
+        )
+        .await;
+    cloud
+        .post(
+            &t.token,
+            "subnets",
+            "s2",
+            serde_json::json!({"vpc": "net2", "cidr": "10.20.1.0/24"}),
+        )
+        .await;
+    let (s, _n2) = cloud
+        .post(
+            &t.token,
+            "network-interfaces",
+            "n2",
+            serde_json::json!({"subnet": "s2"}),
+        )
+        .await;
     assert_eq!(s, 201, "{_n2}");
-    let (s, theirs) = post(
-        other.token.clone(),
-        "network-interfaces",
-        "theirs",
-        serde_json::json!({"subnet": "s1"}),
-    )
-    .await;
+    let (s, theirs) = cloud
+        .post(
+            &other.token,
+            "network-interfaces",
+            "theirs",
+            serde_json::json!({"subnet": "s1"}),
+        )
+        .await;
     assert_eq!(s, 201);
     let theirs_id = theirs["metadata"]["id"].as_str().unwrap().to_string();
     let listener = |members: Value| serde_json::json!([{"name": "web", "protocol": "http", "port": 80, "members": members}]);
@@ -548,7 +538,7 @@ async fn e2e_load_balancer_bad_input() {
     ];
     for (listeners, status, why) in cases {
         let spec = serde_json::json!({"subnet": "s1", "listeners": listeners});
-        let (s, v) = post(t.token.clone(), "load-balancers", "bad", spec).await;
+        let (s, v) = cloud.post(&t.token, "load-balancers", "bad", spec).await;
         assert_eq!(s, status, "{listeners}: {v}");
         assert!(
             v["message"].as_str().is_some_and(|m| m.contains(why)),
@@ -556,13 +546,14 @@ async fn e2e_load_balancer_bad_input() {
         );
     }
     // External without any external network: refused, and its address NIC is gone again.
-    let (s, v) = post(
-        t.token.clone(),
-        "load-balancers",
-        "ext",
-        serde_json::json!({"subnet": "s1", "external": true}),
-    )
-    .await;
+    let (s, v) = cloud
+        .post(
+            &t.token,
+            "load-balancers",
+            "ext",
+            serde_json::json!({"subnet": "s1", "external": true}),
+        )
+        .await;
     assert!((400..500).contains(&s), "{v}");
     let (_, nics) = cloud
         .call("GET", "/v1/network-interfaces", Some(&t.token), None)
@@ -579,13 +570,14 @@ async fn e2e_load_balancer_bad_input() {
         .await;
     assert_eq!(lbs["items"].as_array().map(Vec::len), Some(0), "{lbs}");
     // A load balancer's address NIC is the load balancer's.
-    let (s, lb) = post(
-        t.token.clone(),
-        "load-balancers",
-        "lb1",
-        serde_json::json!({"subnet": "s1"}),
-    )
-    .await;
+    let (s, lb) = cloud
+        .post(
+            &t.token,
+            "load-balancers",
+            "lb1",
+            serde_json::json!({"subnet": "s1"}),
+        )
+        .await;
     assert_eq!(s, 201, "{lb}");
     let vip = format!(
         "/v1/network-interfaces/{}",
@@ -607,28 +599,40 @@ async fn lb_quotas(cloud: &Cloud) {
     let quota = serde_json::json!({"instances": 1, "vcpus": 1, "memory_mib": 1024,
         "volume_gib": 1, "elastic_ips": 1, "load_balancers": 1, "listeners": 1});
     let t = cloud.tenant("lbquota", Some(quota)).await;
-    let post = |plural: &str, name: &str, spec: Value| {
-        let body = serde_json::json!({"metadata": {"name": name}, "spec": spec});
-        let path = format!("/v1/{plural}");
-        let token = t.token.clone();
-        async move { cloud.call("POST", &path, Some(&token), Some(&body)).await }
-    };
-    post("vpcs", "net1", serde_json::json!({"cidr": "10.10.0.0/16"})).await;
-    post(
-        "subnets",
-        "s1",
-        serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
-    )
-    .await;
+    cloud
+        .post(
+            &t.token,
+            "vpcs",
+            "net1",
+            serde_json::json!({"cidr": "10.10.0.0/16"}),
+        )
+        .await;
+    cloud
+        .post(
+            &t.token,
+            "subnets",
+            "s1",
+            serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
+        )
+        .await;
     let web = serde_json::json!([{"name": "web", "protocol": "http", "port": 80}]);
-    let (s, v) = post(
-        "load-balancers",
-        "a",
-        serde_json::json!({"subnet": "s1", "listeners": web}),
-    )
-    .await;
+    let (s, v) = cloud
+        .post(
+            &t.token,
+            "load-balancers",
+            "a",
+            serde_json::json!({"subnet": "s1", "listeners": web}),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = post("load-balancers", "b", serde_json::json!({"subnet": "s1"})).await;
+    let (s, v) = cloud
+        .post(
+            &t.token,
+            "load-balancers",
+            "b",
+            serde_json::json!({"subnet": "s1"}),
+        )
+        .await;
     assert_eq!(
         (s, v["code"].as_str()),
         (403, Some("quota_exceeded")),

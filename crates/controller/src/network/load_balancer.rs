@@ -117,18 +117,17 @@ pub(super) async fn write_lb_hosts(
     objects: &yunhan_store::objects::Objects,
     lb_hosts: &LbHosts,
 ) -> Result<(), yunhan_store::objects::ObjectError> {
-    use yunhan_model::LbPhase;
-    for (id, placed) in lb_hosts {
-        let want = |st: &yunhan_model::LoadBalancerStatus| match placed {
-            Ok(h) if st.host != *h => Some((h.clone(), LbPhase::Provisioning, String::new())),
-            Ok(_) => None,
-            Err(why) if st.host.is_empty() && st.phase == LbPhase::Failed && st.message == *why => {
-                None
-            }
-            Err(why) => Some((String::new(), LbPhase::Failed, why.clone())),
+    // One listing; only the load balancers whose placement changes are written.
+    for lb in objects.list_all::<LoadBalancer>(None).await? {
+        let Some(placed) = lb_hosts.get(&lb.metadata.id) else {
+            continue;
         };
+        if placement_change(placed, &lb.status).is_none() {
+            continue;
+        }
+        let id = &lb.metadata.id;
         objects
-            .modify::<LoadBalancer>(id, |doc| match want(&doc.status) {
+            .modify::<LoadBalancer>(id, |doc| match placement_change(placed, &doc.status) {
                 Some((host, phase, message)) => {
                     tracing::info!(lb = %id, %host, %phase, "load balancer placed");
                     let st = &mut doc.status;
@@ -142,4 +141,18 @@ pub(super) async fn write_lb_hosts(
             .await?;
     }
     Ok(())
+}
+
+/// The (host, phase, message) a load balancer's status must take, if it must change.
+fn placement_change(
+    placed: &Result<String, String>,
+    st: &yunhan_model::LoadBalancerStatus,
+) -> Option<(String, yunhan_model::LbPhase, String)> {
+    use yunhan_model::LbPhase;
+    match placed {
+        Ok(h) if st.host != *h => Some((h.clone(), LbPhase::Provisioning, String::new())),
+        Ok(_) => None,
+        Err(why) if st.host.is_empty() && st.phase == LbPhase::Failed && st.message == *why => None,
+        Err(why) => Some((String::new(), LbPhase::Failed, why.clone())),
+    }
 }

@@ -206,16 +206,16 @@ impl Cloud {
 
     /// Creates `kind` as admin, asserting 201; returns the document.
     pub async fn create(&self, token: &str, plural: &str, name: &str, spec: Value) -> Value {
-        let (s, v) = self
-            .call(
-                "POST",
-                &format!("/v1/{plural}"),
-                Some(token),
-                Some(&json!({"metadata": {"name": name}, "spec": spec})),
-            )
-            .await;
+        let (s, v) = self.post(token, plural, name, spec).await;
         assert_eq!(s, 201, "create {plural}/{name}: {v}");
         v
+    }
+
+    /// `POST /v1/<plural>` of object `name` with `spec`, as `token`: the status and body.
+    pub async fn post(&self, token: &str, plural: &str, name: &str, spec: Value) -> (u16, Value) {
+        let body = json!({"metadata": {"name": name}, "spec": spec});
+        let path = format!("/v1/{plural}");
+        self.call("POST", &path, Some(token), Some(&body)).await
     }
 
     /// An Active image: created, then a 1 MiB raw disk uploaded to it.
