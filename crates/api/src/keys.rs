@@ -22,7 +22,7 @@ use crate::crud::{created, deleted, ListQuery, ListResponse};
 use crate::error::Result;
 use crate::extract::{JsonBody, QueryParams};
 use crate::lookup::{find_visible, lookup};
-use crate::resource::{Deleted, Hooks};
+use crate::resource::{delete_current, Deleted, Hooks};
 use crate::{AppState, Shared};
 
 pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
@@ -43,7 +43,7 @@ pub struct CreatedApiKey {
 #[async_trait]
 impl Hooks for ApiKey {
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc.clone()).await?;
         s.objects
             .store()
             .delete(&api_key_secret_key(&doc.metadata.id))

@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::nics::{create_lb_nic, delete_nic};
-use crate::resource::{project_of, refuse_change, Deleted, Hooks};
+use crate::resource::{delete_current, project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -74,12 +74,10 @@ impl Hooks for LoadBalancer {
         if let Some(nic) = s.objects.get::<NetworkInterface>(&doc.status.nic).await? {
             delete_nic(s, nic).await?;
         }
-        s.objects.delete::<Self>(&doc).await?;
+        let id = doc.metadata.id.clone();
+        delete_current::<Self>(s, doc).await?;
         let store = s.objects.store();
-        for kv in store
-            .range_all(&lb_key_secret_key(&doc.metadata.id, ""))
-            .await?
-        {
+        for kv in store.range_all(&lb_key_secret_key(&id, "")).await? {
             store.delete(&kv.key).await?;
         }
         Ok(Deleted::Now)
@@ -116,9 +114,15 @@ async fn resolve_members(s: &AppState, project: &str, doc: &mut Doc<LoadBalancer
     let cidr = vpc.and_then(|v| parse_cidr("spec.cidr", &v.spec.cidr).ok());
     let vpc_id = doc.status.vpc.clone();
     for (i, l) in doc.spec.listeners.iter_mut().enumerate() {
-        for (j, m) in l.members.iter_mut().enumerate() {
-            let field = format!("spec.listeners[{i}].members[{j}]");
-            resolve_member(s, project, &vpc_id, cidr, &field, m).await?;
+        for (k, (_, members)) in l.pools_mut().enumerate() {
+            let pool = match k {
+                0 => format!("spec.listeners[{i}].members"),
+                k => format!("spec.listeners[{i}].rules[{}].members", k - 1),
+            };
+            for (j, m) in members.iter_mut().enumerate() {
+                let field = format!("{pool}[{j}]");
+                resolve_member(s, project, &vpc_id, cidr, &field, m).await?;
+            }
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use yunhan_store::objects::Doc;
 
 use crate::error::Result;
 use crate::lookup::lookup;
-use crate::resource::{refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{delete_current, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -25,7 +25,7 @@ impl Hooks for PlacementGroup {
             },
         )
         .await?;
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use yunhan_model::{ApiError, ErrorCode, Kind, Resource, Scope};
-use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
+use yunhan_store::objects::{Doc, ObjectError, GLOBAL_SCOPE};
 
 use crate::auth::Principal;
 use crate::error::{HttpError, Result};
@@ -62,9 +62,29 @@ pub trait Hooks: Kind + Sized {
     }
 
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
+}
+
+/// How many times [`delete_current`] re-reads an object whose status moved on.
+const DELETE_ATTEMPTS: usize = 8;
+
+/// Deletes `doc`. Controllers and agents write objects' status meanwhile (a placement, a
+/// health report): a compare-and-swap lost to such a write is retried on the current
+/// version, never the user's problem. Gone meanwhile counts as deleted.
+pub(crate) async fn delete_current<K: Kind>(s: &AppState, mut doc: Doc<K>) -> Result<()> {
+    for _ in 1..DELETE_ATTEMPTS {
+        match s.objects.delete::<K>(&doc).await {
+            Err(ObjectError::Conflict(_)) => {}
+            done => return Ok(done?),
+        }
+        match s.objects.get::<K>(&doc.metadata.id).await? {
+            Some(current) => doc = current,
+            None => return Ok(()),
+        }
+    }
+    Ok(s.objects.delete::<K>(&doc).await?)
 }
 
 /// 409 `conflict` with `msg`.
@@ -113,7 +133,7 @@ pub(crate) async fn delete_or_mark<K: Hooks>(
     hosted: bool,
 ) -> Result<Deleted<K>> {
     if !hosted {
-        s.objects.delete::<K>(&doc).await?;
+        delete_current::<K>(s, doc).await?;
         return Ok(Deleted::Now);
     }
     if doc.metadata.deleting.is_none() {

@@ -10,7 +10,7 @@ use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::resource::{Deleted, Hooks};
+use crate::resource::{delete_current, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -44,7 +44,7 @@ impl Hooks for User {
                 <ApiKey as Hooks>::delete(s, key).await?;
             }
         }
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

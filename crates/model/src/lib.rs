@@ -33,9 +33,9 @@ pub use identity::{
 pub use image::{Image, ImageSpec, ImageStatus};
 pub use instance::{Instance, InstancePhase, InstanceSpec, InstanceStatus};
 pub use load_balancer::{
-    HealthKind, HealthMonitor, LbAlgorithm, LbMember, LbPhase, LbProtocol, Listener,
+    HealthKind, HealthMonitor, L7Rule, LbAlgorithm, LbMember, LbPhase, LbProtocol, Listener,
     ListenerStatus, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus, MemberHealth, MemberStatus,
-    MAX_LISTENERS, MAX_MEMBERS,
+    Persistence, MAX_LISTENERS, MAX_MEMBERS, MAX_RULES,
 };
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,

@@ -17,6 +17,8 @@ use crate::{validate_name, ApiError, Kind, Scope, Usage};
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
 pub const MAX_MEMBERS: usize = 64;
+/// How many layer-7 rules a listener may have.
+pub const MAX_RULES: usize = 16;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +65,10 @@ pub struct LbMember {
 
 fn one() -> u16 {
     1
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -118,6 +124,42 @@ impl Default for HealthMonitor {
     }
 }
 
+/// How a client is kept on the member it first reached (Octavia's session persistence).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Persistence {
+    /// None beyond what the algorithm gives.
+    #[default]
+    None,
+    /// A client address stays on its member for 30 minutes after its last connection,
+    /// whatever the algorithm (any protocol).
+    SourceIp,
+    /// HTTP/HTTPS: the load balancer sets a cookie (`YUNHAN_LB`) naming the member;
+    /// a browser that sends it back stays there.
+    HttpCookie,
+}
+
+/// A layer-7 rule of an HTTP/HTTPS listener: requests whose Host header and path match
+/// go to the rule's own members instead of the listener's (Octavia's L7 policy that
+/// redirects to a pool, with its HOST_NAME and PATH rules). Rules are tried in order; the
+/// first that matches wins; none matching leaves the request to the listener's members.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct L7Rule {
+    /// Unique within the listener (letters, digits, '-', '_').
+    pub name: String,
+    /// The request's host name, without its port, compared case-insensitively
+    /// (`api.example.com`); empty: any host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// The request's path starts with this (`/api/`); empty: any path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path_prefix: String,
+    /// Where matching requests go (checked by the listener's health monitor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<LbMember>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -135,6 +177,11 @@ pub struct Listener {
     /// Without one, every member is taken as up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthMonitor>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub persistence: Persistence,
+    /// HTTP/HTTPS: requests matching a rule go to its members (first match wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<L7Rule>,
     /// HTTPS: the certificate chain (PEM) presented to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
@@ -193,6 +240,9 @@ pub enum MemberHealth {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberStatus {
+    /// The layer-7 rule whose member it is (empty: the listener's own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
     pub address: String,
     pub port: u16,
     pub health: MemberHealth,
@@ -303,12 +353,21 @@ impl Kind for LoadBalancer {
 }
 
 impl Listener {
+    /// Its member lists: the listener's own (rule `""`), then each rule's.
+    pub fn pools(&self) -> impl Iterator<Item = (&str, &Vec<LbMember>)> {
+        std::iter::once(("", &self.members))
+            .chain((self.rules.iter()).map(|r| (r.name.as_str(), &r.members)))
+    }
+
+    /// As [`Listener::pools`], to change them.
+    pub fn pools_mut(&mut self) -> impl Iterator<Item = (&str, &mut Vec<LbMember>)> {
+        std::iter::once(("", &mut self.members))
+            .chain((self.rules.iter_mut()).map(|r| (r.name.as_str(), &mut r.members)))
+    }
+
     fn validate(&self, field: &str) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::invalid_field(field, m));
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 32
-            && (self.name.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !name_ok {
+        if !short_name(&self.name) {
             return bad(format!(
                 "listener name {:?}: 1–32 letters, digits, '-' or '_'",
                 self.name
@@ -320,6 +379,24 @@ impl Listener {
         if self.protocol == LbProtocol::Udp {
             return bad("udp listeners are not supported yet; use tcp, http or https".into());
         }
+        self.validate_tls(field)?;
+        let layer7 = matches!(self.protocol, LbProtocol::Http | LbProtocol::Https);
+        if !layer7 && self.persistence == Persistence::HttpCookie {
+            return bad("http_cookie persistence needs an http or https listener".into());
+        }
+        if !layer7 && !self.rules.is_empty() {
+            return bad("layer-7 rules need an http or https listener".into());
+        }
+        validate_members(&format!("{field}.members"), &self.members)?;
+        self.validate_rules(field)?;
+        if let Some(h) = &self.health {
+            h.validate(&format!("{field}.health"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self, field: &str) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::invalid_field(field, m));
         let https = self.protocol == LbProtocol::Https;
         if https && self.certificate.is_none() {
             return bad("an https listener needs a certificate and its key".into());
@@ -335,23 +412,90 @@ impl Listener {
                 return bad(format!("the {what} is not PEM text (at most 64 KiB)"));
             }
         }
-        if self.members.len() > MAX_MEMBERS {
-            return bad(format!("at most {MAX_MEMBERS} members"));
+        Ok(())
+    }
+
+    fn validate_rules(&self, field: &str) -> Result<(), ApiError> {
+        if self.rules.len() > MAX_RULES {
+            return Err(ApiError::invalid_field(
+                &format!("{field}.rules"),
+                format!("at most {MAX_RULES} rules"),
+            ));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (j, m) in self.members.iter().enumerate() {
-            let f = format!("{field}.members[{j}]");
-            m.validate(&f)?;
-            let key = (m.vm.clone(), m.nic.clone(), m.address.clone(), m.port);
-            if !seen.insert(key) {
-                return Err(ApiError::invalid_field(&f, "this member is already there"));
+        let mut names = std::collections::HashSet::new();
+        for (k, r) in self.rules.iter().enumerate() {
+            let f = format!("{field}.rules[{k}]");
+            r.validate(&f)?;
+            if !names.insert(r.name.as_str()) {
+                return Err(ApiError::invalid_field(
+                    &f,
+                    format!("two rules are named {:?}", r.name),
+                ));
             }
-        }
-        if let Some(h) = &self.health {
-            h.validate(&format!("{field}.health"))?;
         }
         Ok(())
     }
+}
+
+/// 1–32 letters, digits, '-' or '_' (listener and rule names).
+fn short_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && (name.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// At most [`MAX_MEMBERS`], each valid and there once.
+fn validate_members(field: &str, members: &[LbMember]) -> Result<(), ApiError> {
+    if members.len() > MAX_MEMBERS {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("at most {MAX_MEMBERS} members"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (j, m) in members.iter().enumerate() {
+        let f = format!("{field}[{j}]");
+        m.validate(&f)?;
+        let key = (m.vm.clone(), m.nic.clone(), m.address.clone(), m.port);
+        if !seen.insert(key) {
+            return Err(ApiError::invalid_field(&f, "this member is already there"));
+        }
+    }
+    Ok(())
+}
+
+impl L7Rule {
+    fn validate(&self, field: &str) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::invalid_field(field, m));
+        if !short_name(&self.name) {
+            return bad(format!(
+                "rule name {:?}: 1–32 letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        if self.host.is_empty() && self.path_prefix.is_empty() {
+            return bad("a rule matches a host, a path prefix or both; give at least one".into());
+        }
+        let host_ok = self.host.len() <= 253
+            && (self.host.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !host_ok {
+            return bad(format!(
+                "host {:?}: a host name (letters, digits, '-', '.'), without a port",
+                self.host
+            ));
+        }
+        if !self.path_prefix.is_empty() && !url_path(&self.path_prefix) {
+            return bad(
+                "the path prefix starts with / and has no spaces (at most 256 characters)".into(),
+            );
+        }
+        validate_members(&format!("{field}.members"), &self.members)
+    }
+}
+
+/// Starts with `/`, printable ASCII without spaces, at most 256 bytes.
+fn url_path(path: &str) -> bool {
+    path.starts_with('/') && path.len() <= 256 && (path.bytes()).all(|b| b.is_ascii_graphic())
 }
 
 impl LbMember {
@@ -400,10 +544,7 @@ impl HealthMonitor {
         if !(1..=10).contains(&self.rise) || !(1..=10).contains(&self.fall) {
             return bad("rise and fall are 1–10");
         }
-        let path_ok = self.path.starts_with('/')
-            && self.path.len() <= 256
-            && (self.path.bytes()).all(|b| b.is_ascii_graphic());
-        if !path_ok {
+        if !url_path(&self.path) {
             return bad("the path starts with / and has no spaces (at most 256 characters)");
         }
         Ok(())
@@ -477,6 +618,78 @@ mod tests {
             e.to_string().contains("give a vm, a nic or an address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rules_and_persistence_are_checked() {
+        let spec = |l: Listener| LoadBalancerSpec {
+            subnet: "s1".into(),
+            external: false,
+            listeners: vec![l],
+        };
+        let rule = |name: &str, host: &str, path: &str| L7Rule {
+            name: name.into(),
+            host: host.into(),
+            path_prefix: path.into(),
+            members: vec![LbMember {
+                address: "10.0.0.5".into(),
+                port: 80,
+                weight: 1,
+                ..Default::default()
+            }],
+        };
+        let mut http = listener("web", LbProtocol::Http, 80);
+        http.rules = vec![
+            rule("api", "api.example.com", "/v1/"),
+            rule("img", "", "/img"),
+        ];
+        http.persistence = Persistence::HttpCookie;
+        LoadBalancer::validate(&spec(http.clone())).unwrap();
+        let pools: Vec<_> = http.pools().map(|(r, m)| (r, m.len())).collect();
+        assert_eq!(pools, [("", 0), ("api", 1), ("img", 1)]);
+        let with = |f: &dyn Fn(&mut Listener)| {
+            let mut l = http.clone();
+            f(&mut l);
+            LoadBalancer::validate(&spec(l)).unwrap_err().to_string()
+        };
+        for (e, why) in [
+            (
+                with(&|l| l.protocol = LbProtocol::Tcp),
+                "http_cookie persistence needs",
+            ),
+            (
+                with(&|l| {
+                    l.protocol = LbProtocol::Tcp;
+                    l.persistence = Persistence::SourceIp;
+                }),
+                "layer-7 rules need",
+            ),
+            (
+                with(&|l| l.rules[1].name = "api".into()),
+                "two rules are named",
+            ),
+            (
+                with(&|l| l.rules[1].path_prefix.clear()),
+                "give at least one",
+            ),
+            (
+                with(&|l| l.rules[0].host = "a.com:80".into()),
+                "without a port",
+            ),
+            (
+                with(&|l| l.rules[1].path_prefix = "img".into()),
+                "path prefix starts",
+            ),
+            (
+                with(&|l| {
+                    let m = l.rules[0].members[0].clone();
+                    l.rules[0].members.push(m);
+                }),
+                "already there",
+            ),
+        ] {
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

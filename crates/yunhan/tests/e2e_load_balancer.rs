@@ -12,7 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::onebox::{http_get, running_vm, vpc_with_open_group, within, OneBox, PUBLIC_CIDR};
+use common::onebox::{
+    http_get, http_request, ready_guest, running_vm, serve_http, vpc_with_open_group, within,
+    OneBox, PUBLIC_CIDR,
+};
 use common::{console_text, eventually, guest_runs, serial_log, words, Cloud};
 use serde_json::Value;
 
@@ -25,16 +28,11 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     let mut guests = Vec::new();
     for vm in ["w1", "w2"] {
         running_vm(&cloud, vm, &["--security-group", "open"]);
-        guests.push(ok(&format!("vm show {vm}")));
     }
-    for (g, name) in guests.iter().zip(["w1", "w2"]) {
-        eventually("guest ready", Duration::from_secs(180), || async {
-            console_text(&serial_log(g))
-                .contains("YUNHAN-READY")
-                .then_some(())
-        })
-        .await;
-        serve(g, name, 1).await;
+    for vm in ["w1", "w2"] {
+        let g = ready_guest(&cloud, vm).await;
+        serve_http(&g, vm, 1).await;
+        guests.push(g);
     }
 
     // The issue's contract.
@@ -118,7 +116,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     );
 
     // Started again, it is back in.
-    serve(&guests[0], "w1", 2).await;
+    serve_http(&guests[0], "w1", 2).await;
     let up = health_is(
         &cloud,
         &[("w1", "up"), ("w2", "up")],
@@ -153,6 +151,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
 
     https(&cloud, &onebox, &addr);
+    rules_and_cookies(&cloud, &onebox, &addr, &guests[1]).await;
     sticky_and_drain(&cloud, &onebox, &addr, &guests).await;
 
     // Inside: a VM of the VPC reaches the virtual address; one of another VPC does not.
@@ -170,18 +169,75 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     ok("vpc create net2 --cidr 10.20.0.0/16");
     ok("subnet create s2 --vpc net2 --cidr 10.20.1.0/24");
     ok("vm create x --image tiny --flavor tiny --subnet s2 --wait --timeout 120s");
-    let x = ok("vm show x");
-    eventually("x ready", Duration::from_secs(180), || async {
-        console_text(&serial_log(&x))
-            .contains("YUNHAN-READY")
-            .then_some(())
-    })
-    .await;
+    let x = ready_guest(&cloud, "x").await;
     guest_runs(&x, &fetch("OTHER"), "NO-OTHER-42", Duration::from_secs(60)).await;
     assert!(
         !console_text(&serial_log(&x)).contains("\nOTHER-42"),
         "another VPC reached it"
     );
+}
+
+/// Layer 7: a rule by host and a rule by path send requests to w2, the rest go to the
+/// listener's members; with cookie persistence a client that sends the cookie back stays
+/// on its member, one that does not is spread.
+async fn rules_and_cookies(cloud: &Cloud, onebox: &OneBox, addr: &str, w2: &Value) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    let img = "mkdir -p /tmp/w/img && echo w2-img > /tmp/w/img/index.html && echo IMG-$((40+2))";
+    guest_runs(w2, img, "IMG-42", Duration::from_secs(60)).await;
+    ok("lb listener add lb1 --name web --protocol http --port 8090 --persistence http-cookie");
+    ok("lb member add lb1 --listener web --vm w1 --port 80");
+    ok("lb rule add lb1 --listener web --name api --host api.example.com");
+    ok("lb rule add lb1 --listener web --name img --path-prefix /img/");
+    ok("lb member add lb1 --listener web --rule api --vm w2 --port 80");
+    ok("lb member add lb1 --listener web --rule img --vm w2 --port 80");
+    let get = |path: &str, headers: &str| {
+        let req = format!("GET {path} HTTP/1.0\r\n{headers}\r\n");
+        http_request(&onebox.host, addr, 8090, &req)
+    };
+    let routed = within(Duration::from_secs(30), || {
+        get("/", "Host: API.example.com:8090\r\n").contains("w2")
+    });
+    assert!(
+        routed.is_some(),
+        "the host rule never reached w2: {}",
+        ok("lb show lb1")
+    );
+    for _ in 0..5 {
+        assert!(get("/", "Host: api.example.com\r\n").contains("w2"));
+        assert!(get("/img/", "Host: www.example.com\r\n").contains("w2-img"));
+        assert!(get("/", "Host: www.example.com\r\n").contains("w1"));
+    }
+    let rows = ok("lb show lb1")["status"]["listeners"].clone();
+    let web = (rows.as_array().unwrap().iter()).find(|l| l["name"] == "web");
+    let rules: Vec<_> = web.unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["rule"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(rules, ["", "api", "img"], "{rows}");
+    // Cookie persistence over the listener's own members, w1 and w2.
+    ok("lb member add lb1 --listener web --vm w2 --port 80");
+    let first = eventually("both members serve", Duration::from_secs(30), || {
+        let answers: Vec<String> = (0..6).map(|_| get("/", "")).collect();
+        async move {
+            let both = answers.iter().any(|a| a.contains("w1"))
+                && answers.iter().any(|a| a.contains("w2"));
+            both.then(|| answers.into_iter().find(|a| a.contains("w2")).unwrap())
+        }
+    })
+    .await;
+    // HAProxy writes header names in lower case.
+    let cookie = (first.lines())
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie set: {first}"))
+        .to_string();
+    assert!(cookie.starts_with("YUNHAN_LB="), "{cookie}");
+    for _ in 0..10 {
+        let answer = get("/", &format!("Cookie: {cookie}\r\n"));
+        assert!(answer.contains("w2"), "{cookie} left w2: {answer}");
+    }
 }
 
 /// Layer 4: with source-IP persistence every connection from the host lands on one
@@ -375,21 +431,6 @@ fn self_signed(cert: &std::path::Path, key: &std::path::Path, ip: &str) {
     );
 }
 
-/// busybox httpd on port 80 of guest `g`, answering with `name`; `round` tells this
-/// start's marker from an earlier one's.
-async fn serve(g: &Value, name: &str, round: u32) {
-    let cmd = format!(
-        "mkdir -p /tmp/w && echo {name} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-{round}-$((40+2))"
-    );
-    guest_runs(
-        g,
-        &cmd,
-        &format!("HTTPD-{round}-42"),
-        Duration::from_secs(60),
-    )
-    .await;
-}
-
 /// Polls until the members (by VM name) have the healths wanted; how long it took.
 async fn health_is(cloud: &Cloud, want: &[(&str, &str)], limit: Duration) -> Option<Duration> {
     let ids: Vec<(String, &str)> = want
@@ -534,6 +575,16 @@ async fn e2e_load_balancer_bad_input() {
             serde_json::json!([{"name": "u", "protocol": "udp", "port": 53}]),
             400,
             "not supported yet",
+        ),
+        (
+            serde_json::json!([{"name": "t", "protocol": "tcp", "port": 81, "rules": [{"name": "r", "host": "a.example"}]}]),
+            400,
+            "layer-7 rules need an http or https listener",
+        ),
+        (
+            serde_json::json!([{"name": "h", "protocol": "http", "port": 82, "rules": [{"name": "r", "members": [{"nic": "n2", "port": 80}], "path_prefix": "/a"}]}]),
+            400,
+            "another VPC",
         ),
     ];
     for (listeners, status, why) in cases {

@@ -3,8 +3,9 @@
 //! says about each listener ([`listener_status`]), and the error lines of HAProxy's own
 //! output ([`alerts`]). No I/O.
 //!
-//! Names: listener `<l>` is `frontend ft_<l>` and `backend bk_<l>`; member `j` (its index in
-//! the listener's list) is `server m<j>`, so a member keeps its name while others change.
+//! Names: listener `<l>` is `frontend ft_<l>` and `backend bk_<l>`, its rule `<r>` is
+//! `backend bk_<l>.<r>` (names have no '.': they cannot collide); member `j` (its index in
+//! its list) is `server m<j>`, so a member keeps its name while others change.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -12,8 +13,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use yunhan_model::{
-    HealthKind, HealthMonitor, LbAlgorithm, LbMember, LbProtocol, Listener, ListenerStatus,
-    LoadBalancerSpec, MemberHealth, MemberStatus,
+    HealthKind, HealthMonitor, L7Rule, LbAlgorithm, LbMember, LbProtocol, Listener, ListenerStatus,
+    LoadBalancerSpec, MemberHealth, MemberStatus, Persistence,
 };
 
 /// What the agent calls HAProxy in a listener's status.
@@ -46,8 +47,10 @@ pub fn render(
         let mode = mode(l)?;
         c.push('\n');
         c.push_str(&frontend(l, mode, address, socket));
-        c.push('\n');
-        c.push_str(&backend(l, mode)?);
+        for (rule, members) in l.pools() {
+            c.push('\n');
+            c.push_str(&backend(&backend_name(&l.name, rule), l, members, mode)?);
+        }
     }
     Ok(c)
 }
@@ -91,26 +94,70 @@ fn frontend(l: &Listener, mode: &str, address: Ipv4Addr, socket: &Path) -> Strin
     if l.connection_limit > 0 {
         let _ = writeln!(c, "    maxconn {}", l.connection_limit);
     }
+    for (k, r) in l.rules.iter().enumerate() {
+        c.push_str(&rule(&l.name, k, r));
+    }
     let _ = writeln!(c, "    default_backend bk_{}", l.name);
     c
 }
 
-fn backend(l: &Listener, mode: &str) -> Result<String, RenderError> {
+/// The backend of listener `listener`'s rule `rule` (`""`: the listener's own members).
+fn backend_name(listener: &str, rule: &str) -> String {
+    match rule {
+        "" => format!("bk_{listener}"),
+        r => format!("bk_{listener}.{r}"),
+    }
+}
+
+/// Rule `k`'s conditions (`r<k>_host`, `r<k>_path`) and where matching requests go.
+fn rule(listener: &str, k: usize, r: &L7Rule) -> String {
+    let mut c = String::new();
+    let mut conds = Vec::new();
+    if !r.host.is_empty() {
+        let host = r.host.to_ascii_lowercase();
+        let _ = writeln!(
+            c,
+            "    acl r{k}_host req.hdr(host),field(1,:),lower -m str {host}"
+        );
+        conds.push(format!("r{k}_host"));
+    }
+    if !r.path_prefix.is_empty() {
+        let _ = writeln!(c, "    acl r{k}_path path -m beg {}", quote(&r.path_prefix));
+        conds.push(format!("r{k}_path"));
+    }
+    let _ = writeln!(
+        c,
+        "    use_backend {} if {}",
+        backend_name(listener, &r.name),
+        conds.join(" ")
+    );
+    c
+}
+
+fn backend(
+    name: &str,
+    l: &Listener,
+    members: &[LbMember],
+    mode: &str,
+) -> Result<String, RenderError> {
     let balance = match l.algorithm {
         LbAlgorithm::RoundRobin => "roundrobin",
         LbAlgorithm::LeastConnections => "leastconn",
         LbAlgorithm::SourceIp => "source",
     };
-    let mut c = format!(
-        "backend bk_{}\n    mode {mode}\n    balance {balance}\n",
-        l.name
-    );
+    let mut c = format!("backend {name}\n    mode {mode}\n    balance {balance}\n");
+    c.push_str(match l.persistence {
+        Persistence::None => "",
+        Persistence::SourceIp => "    stick-table type ip size 100k expire 30m\n    stick on src\n",
+        Persistence::HttpCookie => "    cookie YUNHAN_LB insert indirect nocache httponly\n",
+    });
     if let Some(h) = &l.health {
         c.push_str(&health(h));
     }
-    for (j, m) in l.members.iter().enumerate() {
+    let cookie = l.persistence == Persistence::HttpCookie;
+    for (j, m) in members.iter().enumerate() {
         if !m.address.is_empty() {
-            c.push_str(&server(&l.name, j, m, l.health.as_ref())?);
+            c.push_str(&server(&l.name, j, m, l.health.as_ref(), cookie)?);
         }
     }
     Ok(c)
@@ -135,12 +182,16 @@ fn server(
     j: usize,
     m: &LbMember,
     health: Option<&HealthMonitor>,
+    cookie: bool,
 ) -> Result<String, RenderError> {
     let address = ipv4(
         &format!("listener {listener}: member {j}'s address"),
         &m.address,
     )?;
     let mut c = format!("    server m{j} {address}:{} weight {}", m.port, m.weight);
+    if cookie {
+        let _ = write!(c, " cookie m{j}");
+    }
     if let Some(h) = health {
         // Once a check disagrees with the state, the next ones come 4× as often (at least
         // every 250 ms): a member is marked down or up well within fall (rise) × interval.
@@ -276,16 +327,19 @@ pub fn listener_status(spec: &LoadBalancerSpec, rows: &[StatRow]) -> Vec<Listene
     (spec.listeners.iter())
         .map(|l| {
             let ft = find(&format!("ft_{}", l.name), "FRONTEND");
-            let bk = format!("bk_{}", l.name);
-            let members = (l.members.iter().enumerate())
-                .map(|(j, m)| MemberStatus {
-                    address: m.address.clone(),
-                    port: m.port,
-                    health: member_health(m, find(&bk, &format!("m{j}"))),
+            let members = (l.pools())
+                .flat_map(|(rule, members)| {
+                    let bk = backend_name(&l.name, rule);
+                    (members.iter().enumerate()).map(move |(j, m)| MemberStatus {
+                        rule: rule.to_string(),
+                        address: m.address.clone(),
+                        port: m.port,
+                        health: member_health(m, find(&bk, &format!("m{j}"))),
+                    })
                 })
                 .collect();
             let counted = |r: &StatRow| match l.protocol {
-                LbProtocol::Http => r.requests,
+                LbProtocol::Http | LbProtocol::Https => r.requests,
                 _ => r.sessions,
             };
             ListenerStatus {
@@ -417,6 +471,55 @@ mod tests {
             Path::new("/var/lib/yunhan/lb/lb-1/stats.sock"),
         );
         insta::assert_snapshot!(cfg.unwrap());
+    }
+
+    /// `web` with a cookie and two rules (host and path; path alone), `db` stuck by source.
+    fn spec_l7() -> LoadBalancerSpec {
+        let mut s = spec();
+        let web = &mut s.listeners[0];
+        web.persistence = Persistence::HttpCookie;
+        web.rules = vec![
+            L7Rule {
+                name: "api".into(),
+                host: "API.example.com".into(),
+                path_prefix: "/v1/".into(),
+                members: vec![member("10.0.1.31", 9000, 1)],
+            },
+            L7Rule {
+                name: "img".into(),
+                path_prefix: "/img#1".into(),
+                ..Default::default()
+            },
+        ];
+        s.listeners[1].persistence = Persistence::SourceIp;
+        s
+    }
+
+    #[test]
+    fn renders_rules_and_persistence() {
+        let cfg = render(&spec_l7(), "10.0.1.5", Path::new("/lb/stats.sock"));
+        insta::assert_snapshot!(cfg.unwrap());
+    }
+
+    #[test]
+    fn rule_members_report_under_their_rule() {
+        let m0 = STAT.lines().find(|l| l.starts_with("bk_web,m0,")).unwrap();
+        let stat = format!("{STAT}{}\n", m0.replacen("bk_web", "bk_web.api", 1));
+        let st = listener_status(&spec_l7(), &parse_stat(&stat).unwrap());
+        let rules: Vec<_> = (st[0].members.iter())
+            .map(|m| (m.rule.as_str(), m.health))
+            .collect();
+        use MemberHealth::*;
+        assert_eq!(
+            rules,
+            [
+                ("", Up),
+                ("", Drained),
+                ("", Unknown),
+                ("", Down),
+                ("api", Up)
+            ]
+        );
     }
 
     #[test]
@@ -552,18 +655,20 @@ bk_db,m0,0,0,0,1,,3,300,700,,0,,0,0,0,0,no check,1,1,0,,,30,,,1,5,1,,3,,2,0,,1,,
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let cfg = render(&spec(), "10.0.1.5", &dir.path().join("stats.sock")).unwrap();
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let out = std::process::Command::new(bin)
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(!text.contains("[WARNING]"), "{text}");
+        for spec in [spec(), spec_l7()] {
+            let cfg = render(&spec, "10.0.1.5", &dir.path().join("stats.sock")).unwrap();
+            let path = dir.path().join("haproxy.cfg");
+            std::fs::write(&path, cfg).unwrap();
+            let out = std::process::Command::new(bin)
+                .arg("-c")
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(!text.contains("[WARNING]"), "{text}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::images::upload::remove_files;
 use crate::lookup::lookup;
-use crate::resource::{conflict, Deleted, Hooks};
+use crate::resource::{conflict, delete_current, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -64,7 +64,7 @@ impl Hooks for Image {
         doc.spec.public
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc.clone()).await?;
         remove_files(&s.image_dir, &doc.metadata.id).await;
         Ok(Deleted::Now)
     }

@@ -13,7 +13,7 @@ use crate::lookup::{lookup, resolve};
 use crate::network::addresses::{claim_address, fixed_address, Space};
 use crate::network::external_networks::network_gateway;
 use crate::resource::{
-    changes, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    changes, delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -77,8 +77,9 @@ impl Hooks for ElasticIp {
             },
         )
         .await?;
-        s.objects.delete::<Self>(&doc).await?;
-        if let Ok(ip) = doc.status.address.parse() {
+        let address = doc.status.address.clone();
+        delete_current::<Self>(s, doc).await?;
+        if let Ok(ip) = address.parse() {
             s.objects.store().delete(&eip_claim_key(ip)).await?;
         }
         Ok(Deleted::Now)

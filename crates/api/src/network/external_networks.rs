@@ -14,7 +14,7 @@ use yunhan_types::Ipv4Cidr;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{delete_current, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -48,7 +48,7 @@ impl Hooks for ExternalNetwork {
             },
         )
         .await?;
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

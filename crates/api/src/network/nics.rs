@@ -20,7 +20,7 @@ use crate::lookup::resolve;
 use crate::network::addresses::{claim_in_subnet, subnet_info};
 use crate::network::security_groups::resolve_groups;
 use crate::resource::{
-    changes, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    changes, delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -248,7 +248,8 @@ pub(crate) async fn delete_nic(s: &AppState, nic: Doc<NetworkInterface>) -> Resu
         },
     )
     .await?;
-    s.objects.delete::<NetworkInterface>(&nic).await?;
-    release_ip(s, &nic).await;
+    let claimed = nic.clone();
+    delete_current::<NetworkInterface>(s, nic).await?;
+    release_ip(s, &claimed).await;
     Ok(())
 }

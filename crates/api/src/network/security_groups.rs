@@ -10,7 +10,9 @@ use yunhan_store::objects::Doc;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
-use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{
+    delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+};
 use crate::AppState;
 
 #[async_trait]
@@ -58,7 +60,7 @@ impl Hooks for SecurityGroup {
             },
         )
         .await?;
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

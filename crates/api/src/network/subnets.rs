@@ -11,7 +11,9 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{project_of, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{
+    delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+};
 use crate::AppState;
 
 #[async_trait]
@@ -79,7 +81,7 @@ impl Hooks for Subnet {
             },
         )
         .await?;
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

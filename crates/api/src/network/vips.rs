@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
 use crate::network::addresses::{claim_in_subnet, subnet_info};
-use crate::resource::{changes, project_of, refuse_change, Deleted, Hooks};
+use crate::resource::{changes, delete_current, project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -41,7 +41,7 @@ impl Hooks for Vip {
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc.clone()).await?;
         if let Ok(ip) = doc.status.ip.parse() {
             s.objects
                 .store()

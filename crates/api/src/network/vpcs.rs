@@ -10,7 +10,9 @@ use yunhan_types::addr::MAX_VNI;
 
 use crate::auth::Principal;
 use crate::error::Result;
-use crate::resource::{conflict, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{
+    conflict, delete_current, refuse_change, refuse_while_referenced, Deleted, Hooks,
+};
 use crate::AppState;
 
 /// Allocates the next VNI: a compare-and-swap increment of one counter (never reused).
@@ -60,7 +62,7 @@ impl Hooks for Vpc {
         refuse_while_in::<SecurityGroup>(s, &doc, "security group", |x| &x.spec.vpc).await?;
         refuse_while_in::<NatGateway>(s, &doc, "NAT gateway", |x| &x.spec.vpc).await?;
         refuse_while_in::<RouteTable>(s, &doc, "route table", |x| &x.spec.vpc).await?;
-        s.objects.delete::<Self>(&doc).await?;
+        delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
 }

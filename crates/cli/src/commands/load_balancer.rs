@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use yunhan_model::network::NetworkInterface;
 use yunhan_model::{
     Doc, ErrorCode, HealthKind, HealthMonitor, Instance, Kind, LbAlgorithm, LbMember, LbPhase,
-    LbProtocol, Listener, LoadBalancer, LoadBalancerSpec,
+    LbProtocol, Listener, LoadBalancer, LoadBalancerSpec, Persistence,
 };
 
 use crate::client::{Answer, ClientError};
@@ -18,6 +18,9 @@ use crate::ctx::{Common, Ctx};
 use crate::kind::{Obj, Shown};
 use crate::output::{cell, col, join, print_all, table, with_phase, Column, Format};
 use crate::wait::{parse_duration, wait_for, Verdict, WaitArgs};
+
+mod rule;
+pub use rule::RuleCommand;
 
 /// Load balancers: listeners on a virtual address spreading connections over VMs
 ///
@@ -76,6 +79,21 @@ pub enum LbCommand {
     ///   yunhan lb health clear lb1 --listener db
     #[command(subcommand, verbatim_doc_comment)]
     Health(HealthCommand),
+    /// Layer-7 rules: HTTP requests by host and path to members of their own
+    ///
+    /// A rule of an http or https listener matches the request's Host (without its port,
+    /// any case), the start of its path, or both; the first rule that matches sends the
+    /// request to the rule's members (add them with 'yunhan lb member add --rule'), the
+    /// others go to the listener's members. The listener's health check covers them all.
+    ///
+    /// Example:
+    ///   yunhan lb rule add lb1 --listener http --name api --host api.example.com
+    ///   yunhan lb rule add lb1 --listener http --name static --path-prefix /static/
+    ///   yunhan lb member add lb1 --listener http --rule api --vm api1 --port 8080
+    ///   yunhan lb rule list lb1 --listener http
+    ///   yunhan lb rule remove lb1 --listener http --name static
+    #[command(subcommand, verbatim_doc_comment)]
+    Rule(RuleCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -138,6 +156,10 @@ pub struct ListenerAdd {
     /// At most this many connections at once (0: no limit)
     #[arg(long, default_value_t = 0)]
     pub connection_limit: u32,
+    /// Keep a client on its member: source-ip (its address, 30 minutes, any protocol) or
+    /// http-cookie (a cookie the load balancer sets; http and https)
+    #[arg(long, default_value = "none", value_parser = persistence())]
+    pub persistence: Persistence,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -162,6 +184,9 @@ pub struct MemberAt {
     /// The listener ('yunhan lb listener list')
     #[arg(long)]
     pub listener: String,
+    /// A member of this layer-7 rule of the listener rather than of the listener itself
+    #[arg(long)]
+    pub rule: Option<String>,
     /// A VM (name or id): its NIC in the load balancer's VPC
     #[arg(long)]
     pub vm: Option<String>,
@@ -276,6 +301,20 @@ fn algorithm() -> impl TypedValueParser<Value = LbAlgorithm> {
     })
 }
 
+/// `none`, `source-ip` or `http-cookie` (or as JSON writes them, `source_ip`…).
+fn persistence() -> impl TypedValueParser<Value = Persistence> {
+    let names = [
+        PossibleValue::new("none"),
+        PossibleValue::new("source-ip").alias("source_ip"),
+        PossibleValue::new("http-cookie").alias("http_cookie"),
+    ];
+    PossibleValuesParser::new(names).map(|s| match s.replace('_', "-").as_str() {
+        "source-ip" => Persistence::SourceIp,
+        "http-cookie" => Persistence::HttpCookie,
+        _ => Persistence::None,
+    })
+}
+
 /// `tcp` or `http`.
 fn health_kind() -> impl TypedValueParser<Value = HealthKind> {
     PossibleValuesParser::new(["tcp", "http"]).map(|s| match s.as_str() {
@@ -343,6 +382,14 @@ const LISTENER_COLUMNS: &[Column<Listener>] = &[
         header: "CHECK",
         get: |l| l.health.as_ref().map_or_else(|| "-".into(), check),
     },
+    Column {
+        header: "PERSISTENCE",
+        get: |l| cell(&l.persistence),
+    },
+    Column {
+        header: "RULES",
+        get: |l| join(&l.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>()),
+    },
 ];
 
 /// A health check in words.
@@ -385,6 +432,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LbCommand) -> Result<(), ClientError> {
         LbCommand::Create(a) => create(ctx, a).await,
         LbCommand::Listener(c) => listener(ctx, c).await,
         LbCommand::Member(c) => member(ctx, c).await,
+        LbCommand::Rule(c) => rule::run(ctx, c).await,
         LbCommand::Health(HealthCommand::Set(a)) => {
             if a.kind == HealthKind::Tcp && a.path.is_some() {
                 return Err(ClientError::Usage(
@@ -466,8 +514,8 @@ async fn listener(ctx: &Ctx, cmd: ListenerCommand) -> Result<(), ClientError> {
                 port: a.port,
                 algorithm: a.algorithm,
                 connection_limit: a.connection_limit,
-                members: Vec::new(),
-                health: None,
+                persistence: a.persistence,
+                ..Default::default()
             };
             edit(ctx, &a.lb, |s| {
                 s.listeners.push(listener.clone());
@@ -510,15 +558,15 @@ async fn member(ctx: &Ctx, cmd: MemberCommand) -> Result<(), ClientError> {
                 weight: a.weight,
             };
             edit(ctx, &at.lb, |s| {
-                let i = listener_at(s, &at.lb, &at.listener)?;
-                let l = &mut s.listeners[i];
-                if l.members.iter().any(|m| pick.matches(m)) {
+                let members = pool_at(s, at)?;
+                if members.iter().any(|m| pick.matches(m)) {
                     return Err(ClientError::Usage(format!(
-                        "{pick} is already a member of listener {} ('yunhan lb show {}'); remove it first to add it again",
-                        at.listener, at.lb
+                        "{pick} is already a member of {} ('yunhan lb show {}'); remove it first to add it again",
+                        pool_name(at),
+                        at.lb
                     )));
                 }
-                l.members.push(member.clone());
+                members.push(member.clone());
                 Ok(())
             })
             .await
@@ -528,9 +576,7 @@ async fn member(ctx: &Ctx, cmd: MemberCommand) -> Result<(), ClientError> {
         MemberCommand::Remove(a) => {
             let pick = pick(ctx, &a.at, a.port).await?;
             edit(ctx, &a.at.lb, |s| {
-                picked(s, &a.at, &pick)?
-                    .members
-                    .retain(|m| !pick.matches(m));
+                picked(s, &a.at, &pick)?.retain(|m| !pick.matches(m));
                 Ok(())
             })
             .await
@@ -636,26 +682,57 @@ async fn id_of<K: Kind>(ctx: &Ctx, name: &str) -> Result<Option<String>, ClientE
     }
 }
 
-/// The listener `at` names, when `pick` selects a member of it; else an error saying
-/// which members it has.
+/// The members of the listener (or its rule) `at` names; none is an error saying what
+/// there is.
+fn pool_at<'a>(
+    spec: &'a mut LoadBalancerSpec,
+    at: &MemberAt,
+) -> Result<&'a mut Vec<LbMember>, ClientError> {
+    let i = listener_at(spec, &at.lb, &at.listener)?;
+    let l = &mut spec.listeners[i];
+    match &at.rule {
+        None => Ok(&mut l.members),
+        Some(r) => {
+            let k = rule::rule_at(l, &at.lb, r)?;
+            Ok(&mut l.rules[k].members)
+        }
+    }
+}
+
+/// `listener http` or `rule api of listener http`.
+fn pool_name(at: &MemberAt) -> String {
+    match &at.rule {
+        None => format!("listener {}", at.listener),
+        Some(r) => format!("rule {r} of listener {}", at.listener),
+    }
+}
+
+/// The members of the listener (or rule) `at` names, when `pick` selects one of them;
+/// else an error saying which members there are.
 fn picked<'a>(
     spec: &'a mut LoadBalancerSpec,
     at: &MemberAt,
     pick: &Pick,
-) -> Result<&'a mut Listener, ClientError> {
-    let (lb, name) = (&at.lb, &at.listener);
-    let i = listener_at(spec, lb, name)?;
-    let l = &mut spec.listeners[i];
-    if l.members.iter().any(|m| pick.matches(m)) {
-        return Ok(l);
+) -> Result<&'a mut Vec<LbMember>, ClientError> {
+    let lb = &at.lb;
+    let (pool, flag) = match &at.rule {
+        None => (pool_name(at), format!("--listener {}", at.listener)),
+        Some(r) => (
+            pool_name(at),
+            format!("--listener {} --rule {r}", at.listener),
+        ),
+    };
+    let members = pool_at(spec, at)?;
+    if members.iter().any(|m| pick.matches(m)) {
+        return Ok(members);
     }
-    Err(ClientError::Usage(if l.members.is_empty() {
+    Err(ClientError::Usage(if members.is_empty() {
         format!(
-            "listener {name} of load balancer {lb} has no members; add one with 'yunhan lb member add {lb} --listener {name} --vm VM --port PORT'"
+            "{pool} of load balancer {lb} has no members; add one with 'yunhan lb member add {lb} {flag} --vm VM --port PORT'"
         )
     } else {
         let ids = HashMap::new();
-        let members: Vec<_> = (l.members.iter())
+        let members: Vec<_> = (members.iter())
             .map(|m| match (who(m, &ids), m.address.as_str()) {
                 (Some(by), "") => format!("{by} port {}", m.port),
                 (Some(by), address) => format!("{by} ({address}) port {}", m.port),
@@ -663,7 +740,7 @@ fn picked<'a>(
             })
             .collect();
         format!(
-            "listener {name} of load balancer {lb} has no member {pick}; it has {} ('yunhan lb show {lb}' names them)",
+            "{pool} of load balancer {lb} has no member {pick}; it has {} ('yunhan lb show {lb}' names them)",
             members.join(", ")
         )
     }))
@@ -696,7 +773,11 @@ async fn member_names(
     ctx: &Ctx,
     lb: &Doc<LoadBalancer>,
 ) -> Result<HashMap<String, String>, ClientError> {
-    let members = || lb.spec.listeners.iter().flat_map(|l| &l.members);
+    let members = || {
+        (lb.spec.listeners.iter())
+            .flat_map(|l| l.pools())
+            .flat_map(|(_, m)| m)
+    };
     let mut names = HashMap::new();
     if members().any(|m| m.vm.is_some()) {
         names.extend(named::<Instance>(ctx).await?);
@@ -738,13 +819,15 @@ fn member_rows(lb: &Doc<LoadBalancer>, names: &HashMap<String, String>) -> Vec<M
     let mut rows = Vec::new();
     for l in &lb.spec.listeners {
         let status = lb.status.listeners.iter().find(|s| s.name == l.name);
-        for m in &l.members {
-            let seen = status
-                .into_iter()
+        for (rule, m) in l.pools().flat_map(|(r, ms)| ms.iter().map(move |m| (r, m))) {
+            let seen = (status.into_iter())
                 .flat_map(|s| &s.members)
-                .find(|s| s.address == m.address && s.port == m.port);
+                .find(|s| s.rule == rule && s.address == m.address && s.port == m.port);
             rows.push(MemberRow {
-                listener: l.name.clone(),
+                listener: match rule {
+                    "" => l.name.clone(),
+                    r => format!("{}/{r}", l.name),
+                },
                 member: who(m, names).unwrap_or_else(|| "-".into()),
                 address: m.address.clone(),
                 port: m.port,
@@ -760,8 +843,7 @@ fn member_rows(lb: &Doc<LoadBalancer>, names: &HashMap<String, String>) -> Vec<M
 async fn weigh(ctx: &Ctx, a: &MemberPick, weight: u16) -> Result<(), ClientError> {
     let pick = pick(ctx, &a.at, a.port).await?;
     edit(ctx, &a.at.lb, |s| {
-        let l = picked(s, &a.at, &pick)?;
-        (l.members.iter_mut())
+        (picked(s, &a.at, &pick)?.iter_mut())
             .filter(|m| pick.matches(m))
             .for_each(|m| m.weight = weight);
         Ok(())
@@ -986,12 +1068,27 @@ mod tests {
         let at = |listener: &str| MemberAt {
             lb: "lb1".into(),
             listener: listener.into(),
+            rule: None,
             vm: None,
             nic: None,
             address: None,
         };
         let w1 = by(By::Vm, &["w1", "ins-1"], None);
-        assert_eq!(picked(&mut s, &at("http"), &w1).unwrap().name, "http");
+        assert_eq!(picked(&mut s, &at("http"), &w1).unwrap().len(), 2);
+        let in_rule = MemberAt {
+            rule: Some("api".into()),
+            ..at("http")
+        };
+        let e = usage(picked(&mut s, &in_rule, &w1).unwrap_err());
+        assert!(e.contains("listener http of load balancer lb1 has no rules; add one with 'yunhan lb rule add lb1 --listener http"), "{e}");
+        s.listeners[0].rules.push(yunhan_model::L7Rule {
+            name: "api".into(),
+            host: "api.example.com".into(),
+            ..Default::default()
+        });
+        let e = usage(picked(&mut s, &in_rule, &w1).unwrap_err());
+        assert!(e.contains("rule api of listener http of load balancer lb1 has no members; add one with 'yunhan lb member add lb1 --listener http --rule api"), "{e}");
+        s.listeners[0].rules.clear();
         let w2 = by(By::Vm, &["w2", "ins-2"], Some(80));
         let e = usage(picked(&mut s, &at("http"), &w2).unwrap_err());
         assert_eq!(
@@ -1010,6 +1107,9 @@ mod tests {
         spec["listeners"][0]["health"] = json!({"type": "http", "path": "/healthz", "interval_secs": 2, "timeout_secs": 1, "rise": 2, "fall": 3});
         spec["listeners"][1]["connection_limit"] = json!(100);
         spec["listeners"][0]["members"][1]["weight"] = json!(0);
+        spec["listeners"][0]["persistence"] = json!("http_cookie");
+        spec["listeners"][0]["rules"] = json!([{"name": "api", "host": "api.example.com",
+            "members": [{"address": "10.0.1.7", "port": 9000}]}]);
         let raw = json!({
             "metadata": {"id": "lb-1", "name": "lb1", "project": "prj-1", "created": "2024-01-01T00:00:00Z", "revision": 7},
             "spec": spec,
@@ -1019,7 +1119,8 @@ mod tests {
                 "nic": "nic-9", "elastic_ip": "eip-1", "device": "tap-lb1", "mac": "02:00:00:00:00:01",
                 "prefix_len": 24, "gateway": "10.0.1.1", "host": "host-a", "served": "abc",
                 "listeners": [{"name": "http", "engine": "haproxy", "connections": 12, "bytes_in": 1, "bytes_out": 2,
-                    "members": [{"address": "10.0.1.5", "port": 80, "health": "up"}, {"address": "10.0.1.9", "port": 8080, "health": "drained"}]}],
+                    "members": [{"address": "10.0.1.5", "port": 80, "health": "up"}, {"address": "10.0.1.9", "port": 8080, "health": "drained"},
+                        {"rule": "api", "address": "10.0.1.7", "port": 9000, "health": "down"}]}],
             },
         });
         Answer::read(raw).unwrap().value
@@ -1034,13 +1135,14 @@ mod tests {
         NAME  ADDRESS   EXTERNAL     HOST    LISTENERS         PHASE   ID    MESSAGE
         lb1   10.0.1.2  203.0.113.7  host-a  http:80,tcp:8080  Active  lb-1  -
 
-        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  CHECK
-        http  http      80    round_robin  2        -      http GET /healthz every 2s (timeout 1s, fall 3, rise 2)
-        tcp   tcp       8080  round_robin  0        100    -
+        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  CHECK                                                    PERSISTENCE  RULES
+        http  http      80    round_robin  2        -      http GET /healthz every 2s (timeout 1s, fall 3, rise 2)  http_cookie  api
+        tcp   tcp       8080  round_robin  0        100    -                                                        none         -
 
         LISTENER  MEMBER  ADDRESS   PORT  WEIGHT  HEALTH
         http      vm w1   10.0.1.5  80    1       up
         http      -       10.0.1.9  8080  0       drained
+        http/api  -       10.0.1.7  9000  1       down
         ");
         let listed = table(&LISTENER_COLUMNS[..LISTED], &lb.spec.listeners);
         insta::assert_snapshot!(listed, @r"

@@ -187,13 +187,46 @@ pub fn running_vm(cloud: &super::Cloud, name: &str, extra: &[&str]) {
     cloud.ok(&args);
 }
 
+/// Waits until VM `name`'s test guest has booted (`YUNHAN-READY` on its console); its
+/// `vm show`.
+pub async fn ready_guest(cloud: &super::Cloud, name: &str) -> serde_json::Value {
+    let g = cloud.ok(&["vm", "show", name]);
+    super::eventually(
+        &format!("{name} ready"),
+        Duration::from_secs(180),
+        || async {
+            super::console_text(&super::serial_log(&g))
+                .contains("YUNHAN-READY")
+                .then_some(())
+        },
+    )
+    .await;
+    g
+}
+
+/// busybox httpd on port 80 of guest `g`, answering `GET /` with `name`; `round` tells
+/// this start's marker from an earlier one's.
+pub async fn serve_http(g: &serde_json::Value, name: &str, round: u32) {
+    let cmd = format!(
+        "mkdir -p /tmp/w && echo {name} > /tmp/w/index.html && httpd -p 80 -h /tmp/w && echo HTTPD-{round}-$((40+2))"
+    );
+    let marker = format!("HTTPD-{round}-42");
+    super::guest_runs(g, &cmd, &marker, Duration::from_secs(60)).await;
+}
+
 /// `GET /` from inside `ns`; the answer (empty when there is none within 2 s).
 pub fn http_get(ns: &str, addr: &str, port: u16) -> String {
+    http_request(ns, addr, port, "GET / HTTP/1.0\r\n\r\n")
+}
+
+/// The whole answer to `request` (raw HTTP) sent to `addr:port` from `ns`; empty on failure.
+pub fn http_request(ns: &str, addr: &str, port: u16, request: &str) -> String {
     let sa = std::net::SocketAddr::from((addr.parse::<Ipv4Addr>().unwrap(), port));
+    let request = request.to_string();
     let answer = Lab::in_netns(ns, move || -> std::io::Result<String> {
         let mut c = TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
         c.set_read_timeout(Some(Duration::from_secs(2)))?;
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        c.write_all(request.as_bytes())?;
         let mut out = String::new();
         c.read_to_string(&mut out)?;
         Ok(out)
