@@ -8,6 +8,12 @@
  * DOWN); otherwise the Maglev table of the VIP picks the backend by
  * flow_hash_v1(5-tuple) % M and a conntrack entry is created. Then forward:
  * DSR (destination MAC rewrite, XDP_TX) or VXLAN encapsulation (XDP_TX).
+ *
+ * vortex_tc (tc ingress, for virtual devices and NAT): the same lookup and
+ * choice for IPv4 TCP/UDP, then the packet is only marked (VX_NAT_MARK | vip
+ * index << 12 | backend id) and passed on; the kernel's NAT (an nftables map
+ * from mark to backend address and port, written by the daemon) rewrites it
+ * and its conntrack keeps the flow's translation.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -17,6 +23,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/icmpv6.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -99,6 +106,15 @@ struct {
 	__type(value, struct vx_stat);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
+
+/* New flows balanced, per VIP (a conntrack entry created). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_flows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -198,6 +214,17 @@ static __always_inline struct vx_vip_info *lookup_vip(const struct vx_flow_key *
 	return bpf_map_lookup_elem(&vips, &v);
 }
 
+/* The hash of flow `k` for `vip`: the 5-tuple's, or the client address's. */
+static __always_inline __u32 vip_hash(const struct vx_flow_key *k, const struct vx_vip_info *vip)
+{
+	if (!(vip->flags & VX_VIP_HASH_SOURCE))
+		return flow_hash_v1(k);
+	struct vx_flow_key src = {};
+	__builtin_memcpy(src.src, k->src, sizeof(src.src));
+	src.family = k->family;
+	return flow_hash_v1(&src);
+}
+
 /* Returns the backend id or VX_NO_BACKEND. */
 static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
 					  const struct vx_vip_info *vip, int track,
@@ -205,7 +232,7 @@ static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
 {
 	struct vx_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
 	__u32 zero = 0, id;
-	__u32 h = flow_hash_v1(k);
+	__u32 h = vip_hash(k, vip);
 
 	*hash_out = h;
 	if (ct) {
@@ -235,6 +262,10 @@ static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
 			.last_seen_ns = 0,
 		};
 		bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
+		__u32 vi = vip->index;
+		__u64 *flows = bpf_map_lookup_elem(&vip_flows, &vi);
+		if (flows)
+			*flows += 1;
 	}
 	return id;
 }
@@ -502,6 +533,51 @@ int vortex_xdp(struct xdp_md *ctx)
 	if (!vip)
 		return pass();
 	return forward(ctx, &k, vip, 1);
+}
+
+/* tc ingress: IPv4 TCP/UDP to a VIP gets the backend's NAT mark; the rest,
+ * and what cannot be balanced (fragments: the kernel reassembles them and its
+ * conntrack already knows their flow), passes untouched. */
+SEC("classifier")
+int vortex_tc(struct __sk_buff *skb)
+{
+	bpf_skb_pull_data(skb, sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr));
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct vx_flow_key k = {};
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		return TC_ACT_OK;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return TC_ACT_OK;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return TC_ACT_OK;
+	k.family = 4;
+	k.proto = ip->protocol;
+	k.src[0] = ip->saddr;
+	k.dst[0] = ip->daddr;
+	if (read_ports(&k, (void *)ip + ip->ihl * 4, data_end))
+		return TC_ACT_OK;
+	struct vx_vip_info *vip = lookup_vip(&k);
+	if (!vip) {
+		count(VX_C_PASS);
+		return TC_ACT_OK;
+	}
+	__u32 hash;
+	__u32 id = pick_backend(&k, vip, 1, &hash);
+	if (id >= VX_MAX_BACKENDS) {
+		count(VX_C_NO_BACKEND);
+		return TC_ACT_SHOT;
+	}
+	stat_add(&vip_stats, vip->index, skb->len);
+	stat_add(&backend_stats, id, skb->len);
+	skb->mark = VX_NAT_MARK | ((vip->index & 0xfff) << 12) | id;
+	count(VX_C_NAT_MARK);
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -17,6 +17,15 @@
 /* backend.mode */
 #define VX_MODE_DSR 0    /* rewrite destination MAC, same L2 */
 #define VX_MODE_VXLAN 1  /* encapsulate in VXLAN/UDP/IPv4 */
+#define VX_MODE_NAT 2    /* tc: mark the packet; the kernel's NAT rewrites it */
+
+/* vip.flags */
+#define VX_VIP_HASH_SOURCE 1 /* hash the client address only (source-IP persistence) */
+
+/* The mark the tc program gives a packet for the kernel's NAT (nftables map
+ * mark -> backend address . port): VX_NAT_MARK | vip index << 12 | backend id. */
+#define VX_NAT_MARK 0x56000000u
+#define VX_NAT_MARK_MASK 0xff000000u
 
 #define VX_VXLAN_PORT 4789
 
@@ -31,6 +40,7 @@ enum {
 	VX_C_MALFORMED,    /* truncated L4 / unsupported ext header to a VIP address: dropped */
 	VX_C_ICMP_PTB,     /* ICMP frag-needed / packet-too-big forwarded to a backend */
 	VX_C_ENCAP_FAIL,
+	VX_C_NAT_MARK,     /* tc: marked for the kernel's NAT */
 	VX_C_MAX,
 };
 
@@ -60,6 +70,7 @@ struct vx_vip_key {
 struct vx_vip_info {
 	__u32 index;       /* 0..max_vips: selects the table pair and stats slot */
 	__u32 active_slot; /* 0 or 1: which of the two tables is live */
+	__u32 flags;       /* VX_VIP_* */
 };
 
 struct vx_addr_key {

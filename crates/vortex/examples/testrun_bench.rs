@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         addr: "10.0.1.1".parse()?,
         port: 80,
         proto: TCP,
+        hash_source: false,
         backends: (1..=3u8)
             .map(|i| DesiredBackend {
                 addr: format!("10.0.0.{}", 10 + i).parse().unwrap(),

@@ -10,10 +10,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, FlowHash};
 use crate::control::{Controller, DesiredBackend, DesiredVip, Forward};
 use crate::dataplane::{
-    remove_pin_dir, Dataplane, LoadOptions, DEFAULT_CONNTRACK, DEFAULT_MAX_VIPS,
+    remove_pin_dir, Dataplane, Hook, LoadOptions, DEFAULT_CONNTRACK, DEFAULT_MAX_VIPS,
 };
 use crate::error::VortexError;
 use crate::health::{probe, HealthState};
@@ -38,6 +38,14 @@ pub struct VortexArgs {
     /// and forwarded packets leave through it again (XDP_TX).
     #[arg(long, short = 'i')]
     pub interface: String,
+
+    /// dsr: XDP, backends answer clients directly (they hold the VIP; see
+    /// docs/vortex.md). nat: a tc program on the interface marks VIP traffic with
+    /// the Maglev choice and the kernel's NAT sends it to the backend's address and
+    /// port from the interface's own address (the VIP), so backends need nothing;
+    /// for virtual devices and tenant VMs (the platform's load balancers use it).
+    #[arg(long, value_enum, default_value = "dsr")]
+    pub mode: Mode,
 
     /// Node name. Maps and the XDP link are pinned under
     /// <bpffs>/yunhan-vortex-<name> and reused when the daemon restarts, so
@@ -89,6 +97,13 @@ pub struct VortexArgs {
     pub reload_interval_ms: u64,
 }
 
+/// How packets reach backends.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Dsr,
+    Nat,
+}
+
 /// Run the daemon until SIGINT or SIGTERM (needs a tokio runtime).
 pub async fn run(args: VortexArgs) -> Result<(), VortexError> {
     Daemon::start(args)?.serve().await
@@ -97,6 +112,8 @@ pub async fn run(args: VortexArgs) -> Result<(), VortexError> {
 #[derive(Debug, Clone, Serialize)]
 struct Status {
     config_revision: u64,
+    /// Where the program runs: `xdp`, `xdp-skb` or `tc`.
+    attach: &'static str,
     vips: Vec<VipStatus>,
     counters: HashMap<&'static str, u64>,
     conntrack_entries: usize,
@@ -108,12 +125,17 @@ struct VipStatus {
     address: String,
     port: u16,
     packets: u64,
+    bytes: u64,
+    /// New flows balanced.
+    flows: u64,
     backends: Vec<BackendStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct BackendStatus {
     address: String,
+    /// Its port (the VIP's but in NAT mode).
+    port: u16,
     id: Option<u32>,
     weight: u32,
     healthy: bool,
@@ -134,6 +156,8 @@ struct Daemon {
     tx: mpsc::Sender<(HealthKey, bool)>,
     rx: mpsc::Receiver<(HealthKey, bool)>,
     last_applied: Option<Vec<DesiredVip>>,
+    /// NAT mode: the nftables ruleset last written.
+    nat_written: Option<String>,
 }
 
 fn pin_dir(args: &VortexArgs) -> PathBuf {
@@ -160,8 +184,15 @@ impl Daemon {
         opts.max_vips = args.max_vips;
         opts.conntrack_size = args.conntrack_size;
         opts.vxlan_source = args.vxlan_source.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if args.mode == Mode::Nat {
+            opts.hook = Hook::Tc;
+            forwarding(&args.interface)?;
+        }
         let mut dp = Dataplane::load(opts)?;
-        dp.attach(&args.interface, args.skb_mode)?;
+        match args.mode {
+            Mode::Nat => dp.attach_tc(&args.interface)?,
+            Mode::Dsr => dp.attach(&args.interface, args.skb_mode)?,
+        }
         let ctl = Controller::new(dp)?;
         let (tx, rx) = mpsc::channel(1024);
         let mut d = Self {
@@ -175,6 +206,7 @@ impl Daemon {
             tx,
             rx,
             last_applied: None,
+            nat_written: None,
         };
         // Health survives restarts: backends the previous run had marked DOWN
         // start unhealthy (rise successes bring them back).
@@ -206,7 +238,8 @@ impl Daemon {
                 let key: HealthKey = (v.name.clone(), b.address);
                 self.health.entry(key.clone()).or_default();
                 let cfg = v.health.clone();
-                let target = SocketAddr::new(b.address, cfg.port.unwrap_or(v.port));
+                let port = cfg.port.or(b.port).unwrap_or(v.port);
+                let target = SocketAddr::new(b.address, port);
                 let tx = self.tx.clone();
                 self.checkers.push(tokio::spawn(async move {
                     let mut tick =
@@ -241,6 +274,7 @@ impl Daemon {
                 addr: v.address,
                 port: v.port,
                 proto: v.protocol.number(),
+                hash_source: v.hash == FlowHash::Source,
                 backends: v
                     .backends
                     .iter()
@@ -255,13 +289,14 @@ impl Daemon {
                             .as_deref()
                             .and_then(parse_mac)
                             .or_else(|| arp.get(&b.address).copied());
-                        let forward = match &b.vxlan {
-                            Some(x) => Forward::Vxlan {
+                        let forward = match (&b.vxlan, self.args.mode) {
+                            (_, Mode::Nat) => Forward::Nat,
+                            (Some(x), Mode::Dsr) => Forward::Vxlan {
                                 remote: x.remote,
                                 vni: x.vni,
                                 inner_mac: parse_mac(&x.inner_mac).unwrap_or_default(),
                             },
-                            None => Forward::Dsr,
+                            (None, Mode::Dsr) => Forward::Dsr,
                         };
                         DesiredBackend {
                             addr: b.address,
@@ -284,6 +319,7 @@ impl Daemon {
         }
         let r = self.ctl.apply(&desired)?;
         self.last_applied = Some(desired.clone());
+        self.write_nat()?;
         if r.swapped > 0 {
             tracing::info!(swapped = r.swapped, vips = r.vips, "tables updated");
         }
@@ -301,38 +337,43 @@ impl Daemon {
             .vips
             .iter()
             .zip(desired)
-            .map(|(v, d)| VipStatus {
-                name: v.name.clone(),
-                address: v.address.to_string(),
-                port: v.port,
-                packets: self
-                    .ctl
-                    .vip_info(&d.key())
-                    .and_then(|i| dp.vip_stats(i.index).ok())
-                    .map(|s| s.packets)
-                    .unwrap_or(0),
-                backends: d
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let id = self.ctl.backend_id(b.addr);
-                        BackendStatus {
-                            address: b.addr.to_string(),
-                            id,
-                            weight: b.weight,
-                            healthy: b.healthy,
-                            mac: b.mac.as_ref().map(crate::packet::format_mac),
-                            packets: id
-                                .and_then(|i| dp.backend_stats(i).ok())
-                                .map(|s| s.packets)
-                                .unwrap_or(0),
-                        }
-                    })
-                    .collect(),
+            .map(|(v, d)| {
+                let index = self.ctl.vip_info(&d.key()).map(|i| i.index);
+                let stats = index.and_then(|i| dp.vip_stats(i).ok()).unwrap_or_default();
+                VipStatus {
+                    name: v.name.clone(),
+                    address: v.address.to_string(),
+                    port: v.port,
+                    packets: stats.packets,
+                    bytes: stats.bytes,
+                    flows: index.and_then(|i| dp.vip_flows(i).ok()).unwrap_or(0),
+                    backends: (d.backends.iter().zip(&v.backends))
+                        .map(|(b, c)| {
+                            let id = self.ctl.backend_id(b.addr);
+                            BackendStatus {
+                                address: b.addr.to_string(),
+                                port: c.port.unwrap_or(v.port),
+                                id,
+                                weight: b.weight,
+                                healthy: b.healthy,
+                                mac: b.mac.as_ref().map(crate::packet::format_mac),
+                                packets: id
+                                    .and_then(|i| dp.backend_stats(i).ok())
+                                    .map(|s| s.packets)
+                                    .unwrap_or(0),
+                            }
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let st = Status {
             config_revision: self.revision,
+            attach: match (self.args.mode, self.args.skb_mode) {
+                (Mode::Nat, _) => "tc",
+                (Mode::Dsr, true) => "xdp-skb",
+                (Mode::Dsr, false) => "xdp",
+            },
             vips,
             counters: dp.counters().unwrap_or_default().into_iter().collect(),
             conntrack_entries: dp.conntrack_len().unwrap_or(0),
@@ -340,6 +381,34 @@ impl Daemon {
         if let Err(e) = write_atomic(path, &serde_json::to_vec_pretty(&st).unwrap_or_default()) {
             tracing::warn!(error = %e, "cannot write status file");
         }
+    }
+
+    /// NAT mode: the nftables table that sends each (VIP, backend) mark to the backend's
+    /// address and port, rewritten when it changes.
+    fn write_nat(&mut self) -> Result<(), VortexError> {
+        if self.args.mode != Mode::Nat {
+            return Ok(());
+        }
+        let mut targets = Vec::new();
+        for v in &self.config.vips {
+            let key = crate::control::vip_key(v.address, v.port, v.protocol.number());
+            let Some(info) = self.ctl.vip_info(&key) else {
+                continue;
+            };
+            for b in &v.backends {
+                if let (IpAddr::V4(addr), Some(id)) = (b.address, self.ctl.backend_id(b.address)) {
+                    let port = b.port.unwrap_or(v.port);
+                    let mark = crate::nat::mark(info.index, id);
+                    targets.push(crate::nat::Target { mark, addr, port });
+                }
+            }
+        }
+        let rules = crate::nat::ruleset(&crate::nat::table(&self.args.name), &targets);
+        if self.nat_written.as_ref() != Some(&rules) {
+            nft(&rules)?;
+            self.nat_written = Some(rules);
+        }
+        Ok(())
     }
 
     /// Re-read the config file; returns true if it changed and was applied.
@@ -415,6 +484,11 @@ impl Daemon {
         for h in self.checkers.drain(..) {
             h.abort();
         }
+        if self.args.mode == Mode::Nat {
+            if let Err(e) = nft(&crate::nat::teardown(&crate::nat::table(&self.args.name))) {
+                tracing::warn!(error = %e, "cannot remove the NAT table");
+            }
+        }
         if self.args.detach_on_exit {
             tracing::info!("detaching and removing pinned state");
             self.ctl.into_dataplane().destroy()?;
@@ -423,6 +497,45 @@ impl Daemon {
         }
         result
     }
+}
+
+/// Runs `nft -f -` on `rules`.
+fn nft(rules: &str) -> Result<(), VortexError> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| VortexError::io("running nft", e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(|e| VortexError::io("writing to nft", e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| VortexError::io("running nft", e))?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(VortexError::Invalid(format!(
+            "nft refused the NAT table: {why}"
+        )));
+    }
+    Ok(())
+}
+
+/// NAT mode forwards what arrives on `iface` back out of it: IPv4 forwarding on, and no
+/// ICMP redirects telling clients to go to the backend directly.
+fn forwarding(iface: &str) -> Result<(), VortexError> {
+    let set = |path: String, value: &str| {
+        std::fs::write(&path, value).map_err(|e| VortexError::io(format!("writing {path}"), e))
+    };
+    set("/proc/sys/net/ipv4/ip_forward".into(), "1")?;
+    for dev in ["all", iface] {
+        set(format!("/proc/sys/net/ipv4/conf/{dev}/send_redirects"), "0")?;
+    }
+    Ok(())
 }
 
 /// IPv4 neighbours of the current network namespace (complete entries only).

@@ -9,6 +9,7 @@
 //! address = "10.0.1.1"
 //! port = 80
 //! protocol = "tcp"              # or "udp"
+//! hash = "flow"                 # or "source": the client address only (source-IP persistence)
 //! [vip.health]
 //! kind = "http"                 # "tcp" (connect), "http" (GET, 2xx/3xx) or "none"
 //! path = "/"
@@ -20,6 +21,7 @@
 //! address = "10.0.0.11"
 //! mac = "02:00:00:00:00:11"     # optional for IPv4: read from the neighbour table
 //! weight = 1                    # 0 = drain: no new flows, existing ones stay
+//! port = 8080                   # --mode nat: the backend's port (default: the VIP's)
 //! # vxlan = { remote = "192.168.1.11", vni = 7, inner_mac = "02:..." }  # L3 backends
 //! ```
 
@@ -69,6 +71,8 @@ pub struct VipConfig {
     #[serde(default = "default_proto")]
     pub protocol: Protocol,
     #[serde(default)]
+    pub hash: FlowHash,
+    #[serde(default)]
     pub health: HealthConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
@@ -76,6 +80,17 @@ pub struct VipConfig {
 
 fn default_proto() -> Protocol {
     Protocol::Tcp
+}
+
+/// What picks a flow's slot in the Maglev table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowHash {
+    /// The 5-tuple: flows spread, each stays on its backend.
+    #[default]
+    Flow,
+    /// The client address only: a client's flows all go to one backend.
+    Source,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +136,9 @@ pub struct BackendConfig {
     pub mac: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// `--mode nat`: the port connections go to (default: the VIP's); health checks too.
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default)]
     pub vxlan: Option<VxlanConfig>,
 }

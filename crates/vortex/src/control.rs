@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::dataplane::{
     AddrKey, BackendEntry, Dataplane, VipInfo, VipKey, BE_ACTIVE, BE_DOWN, MAX_BACKENDS, MODE_DSR,
-    MODE_VXLAN, NO_BACKEND,
+    MODE_NAT, MODE_VXLAN, NO_BACKEND, VIP_HASH_SOURCE,
 };
 use crate::error::VortexError;
 use crate::hash::addr_bytes;
@@ -33,6 +33,8 @@ pub enum Forward {
         vni: u32,
         inner_mac: [u8; 6],
     },
+    /// tc: the packet is marked, the kernel's NAT sends it to the backend (no MAC needed).
+    Nat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct DesiredVip {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// Hash the client address only (source-IP persistence), not the 5-tuple.
+    pub hash_source: bool,
     pub backends: Vec<DesiredBackend>,
 }
 
@@ -219,11 +223,8 @@ impl Controller {
                 .backends
                 .iter()
                 .map(|b| {
-                    let w = if b.healthy && b.mac.is_some() {
-                        b.weight
-                    } else {
-                        0
-                    };
+                    let reachable = b.mac.is_some() || b.forward == Forward::Nat;
+                    let w = if b.healthy && reachable { b.weight } else { 0 };
                     Member::new(b.addr.to_string(), w)
                 })
                 .collect();
@@ -238,20 +239,23 @@ impl Controller {
                     }
                 })
                 .collect();
+            let flags = if v.hash_source { VIP_HASH_SOURCE } else { 0 };
             let info = match self.vips.get(&key) {
                 Some(i) => *i,
                 None => VipInfo {
                     index: self.alloc_vip()?,
                     active_slot: 1, // so the first write goes to slot 0
+                    flags,
                 },
             };
             let fresh = !self.vips.contains_key(&key);
-            if fresh || self.tables.get(&info.index) != Some(&ids) {
+            if fresh || info.flags != flags || self.tables.get(&info.index) != Some(&ids) {
                 let slot = info.active_slot ^ 1;
                 self.dp.write_table(info.index, slot, &ids)?;
                 let new = VipInfo {
                     index: info.index,
                     active_slot: slot,
+                    flags,
                 };
                 self.dp.set_vip(&key, &new)?; // the atomic swap
                 self.vips.insert(key, new);
@@ -323,16 +327,19 @@ fn backend_entry(b: &DesiredBackend, state: u8) -> BackendEntry {
         mode: MODE_DSR,
         ..Default::default()
     };
-    if let Forward::Vxlan {
-        remote,
-        vni,
-        inner_mac,
-    } = b.forward
-    {
-        e.mode = MODE_VXLAN;
-        e.tunnel_ip = remote.octets();
-        e.vni = vni;
-        e.inner_mac = inner_mac;
+    match b.forward {
+        Forward::Vxlan {
+            remote,
+            vni,
+            inner_mac,
+        } => {
+            e.mode = MODE_VXLAN;
+            e.tunnel_ip = remote.octets();
+            e.vni = vni;
+            e.inner_mac = inner_mac;
+        }
+        Forward::Nat => e.mode = MODE_NAT,
+        Forward::Dsr => {}
     }
     e
 }

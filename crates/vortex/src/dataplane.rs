@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{Xdp, XdpFlags};
+use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::error::VortexError;
@@ -29,6 +29,8 @@ pub static VORTEX_OBJ: &[u8] =
 pub static PASS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
 
 pub const PROGRAM: &str = "vortex_xdp";
+/// The tc ingress program (NAT mode: it marks, the kernel's NAT rewrites).
+pub const TC_PROGRAM: &str = "vortex_tc";
 pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_MAX_VIPS: u32 = 16;
 pub const DEFAULT_CONNTRACK: u32 = 262_144;
@@ -37,9 +39,12 @@ pub const BE_ACTIVE: u8 = 0;
 pub const BE_DOWN: u8 = 1;
 pub const MODE_DSR: u8 = 0;
 pub const MODE_VXLAN: u8 = 1;
+pub const MODE_NAT: u8 = 2;
+/// `VipInfo::flags`: hash the client address only.
+pub const VIP_HASH_SOURCE: u32 = 1;
 
 /// Indices of the `counters` map (mirror of the enum in `bpf/vortex.h`).
-pub const COUNTER_NAMES: [&str; 9] = [
+pub const COUNTER_NAMES: [&str; 10] = [
     "pass",
     "tx",
     "ct_hit",
@@ -49,6 +54,7 @@ pub const COUNTER_NAMES: [&str; 9] = [
     "malformed",
     "icmp_ptb",
     "encap_fail",
+    "nat_mark",
 ];
 
 #[repr(C)]
@@ -85,6 +91,8 @@ pub struct VipKey {
 pub struct VipInfo {
     pub index: u32,
     pub active_slot: u32,
+    /// `VIP_HASH_SOURCE` or 0.
+    pub flags: u32,
 }
 
 #[repr(C)]
@@ -151,6 +159,18 @@ pub struct LoadOptions {
     pub vxlan_source: std::net::Ipv4Addr,
     /// Remove the pin directory when dropped (tests).
     pub ephemeral: bool,
+    /// Which program runs: XDP (DSR/VXLAN) or tc (NAT marks).
+    pub hook: Hook,
+}
+
+/// Where the data plane runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP on the interface (native driver mode, or generic with `skb_mode`).
+    #[default]
+    Xdp,
+    /// tc ingress on the interface: packets to a VIP are marked for the kernel's NAT.
+    Tc,
 }
 
 impl LoadOptions {
@@ -162,6 +182,7 @@ impl LoadOptions {
             conntrack_size: DEFAULT_CONNTRACK,
             vxlan_source: std::net::Ipv4Addr::UNSPECIFIED,
             ephemeral: false,
+            hook: Hook::Xdp,
         }
     }
 }
@@ -187,6 +208,10 @@ pub struct Dataplane {
     ebpf: Ebpf,
     opts: LoadOptions,
     link: Option<PinnedLink>,
+}
+
+fn missing(name: &str) -> VortexError {
+    VortexError::Invalid(format!("program {name} missing from object"))
 }
 
 /// Mount bpffs on /sys/fs/bpf if it is not mounted (needed for pinning).
@@ -254,13 +279,22 @@ impl Dataplane {
             .set_max_entries("vips", opts.max_vips)
             .set_max_entries("vip_addrs", opts.max_vips)
             .set_max_entries("vip_stats", opts.max_vips)
+            .set_max_entries("vip_flows", opts.max_vips)
             .set_max_entries("conntrack", opts.conntrack_size)
             .load(VORTEX_OBJ)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| VortexError::Invalid("program vortex_xdp missing from object".into()))?
-            .try_into()?;
-        prog.load()?;
+        match opts.hook {
+            Hook::Xdp => {
+                let prog: &mut Xdp =
+                    (ebpf.program_mut(PROGRAM).ok_or_else(|| missing(PROGRAM))?).try_into()?;
+                prog.load()?;
+            }
+            Hook::Tc => {
+                let prog: &mut SchedClassifier = (ebpf.program_mut(TC_PROGRAM))
+                    .ok_or_else(|| missing(TC_PROGRAM))?
+                    .try_into()?;
+                prog.load()?;
+            }
+        }
         let mut dp = Self {
             ebpf,
             opts,
@@ -341,6 +375,22 @@ impl Dataplane {
         })?;
         self.link = Some(pinned);
         tracing::info!(iface, "attached XDP program");
+        Ok(())
+    }
+
+    /// Attach the tc program to `iface`'s ingress (NAT mode). It stays attached while
+    /// this data plane lives: dropping it detaches.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<(), VortexError> {
+        // Kernels with tcx (6.6+) need no qdisc; older ones need clsact (there already
+        // is fine).
+        if let Err(e) = aya::programs::tc::qdisc_add_clsact(iface) {
+            tracing::debug!(iface, error = %e, "no clsact qdisc added");
+        }
+        let prog: &mut SchedClassifier = (self.ebpf.program_mut(TC_PROGRAM))
+            .ok_or_else(|| missing(TC_PROGRAM))?
+            .try_into()?;
+        prog.attach(iface, TcAttachType::Ingress)?;
+        tracing::info!(iface, "attached the tc program (ingress)");
         Ok(())
     }
 
@@ -502,6 +552,14 @@ impl Dataplane {
 
     pub fn backend_stats(&self, id: u32) -> Result<Stat, VortexError> {
         self.sum_stats("backend_stats", id)
+    }
+
+    /// New flows balanced to VIP `vip_index` (summed over CPUs).
+    pub fn vip_flows(&self, vip_index: u32) -> Result<u64, VortexError> {
+        let a: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map("vip_flows")?).map_err(map_err("vip_flows"))?;
+        let v = a.get(&vip_index, 0).map_err(map_err("vip_flows"))?;
+        Ok(v.iter().sum())
     }
 
     /// Global counters summed over CPUs, by name (see [`COUNTER_NAMES`]).

@@ -3,7 +3,8 @@
 //!
 //! * [`hash`] and [`maglev`] are pure and deterministic (property-tested);
 //! * the XDP program lives in `bpf/vortex.bpf.c` and is compiled by `build.rs`;
-//!   [`dataplane`] loads it (aya) and owns its maps.
+//!   [`dataplane`] loads it (aya) and owns its maps;
+//! * [`nat`]: the nftables side of NAT mode (tc marks, the kernel translates).
 
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod hash;
 pub mod health;
 pub mod maglev;
+pub mod nat;
 pub mod packet;
 
 pub use cli::{run, VortexArgs};

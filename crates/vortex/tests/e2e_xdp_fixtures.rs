@@ -50,6 +50,7 @@ fn desired(n: u8) -> Vec<DesiredVip> {
             addr: VIP4.parse().unwrap(),
             port: 80,
             proto: TCP,
+            hash_source: false,
             backends: (1..=n)
                 .map(|i| backend(&format!("10.0.0.{}", 10 + i), i))
                 .collect(),
@@ -58,6 +59,7 @@ fn desired(n: u8) -> Vec<DesiredVip> {
             addr: VIP6.parse().unwrap(),
             port: 80,
             proto: TCP,
+            hash_source: false,
             backends: (1..=n)
                 .map(|i| backend(&format!("fd00::{}", 10 + i), i))
                 .collect(),

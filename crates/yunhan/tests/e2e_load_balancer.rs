@@ -142,13 +142,25 @@ async fn e2e_external_http_load_balancer_on_one_box() {
         ok("lb show lb1")
     );
     let listeners = ok("lb show lb1")["status"]["listeners"].clone();
-    let http = listeners
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "http")
-        .unwrap();
-    assert!(http["connections"].as_u64() >= Some(170), "{listeners}");
+    let named = |name: &str| {
+        let all = listeners.as_array().unwrap().iter();
+        all.clone().find(|l| l["name"] == name).unwrap().clone()
+    };
+    assert!(
+        named("http")["connections"].as_u64() >= Some(170),
+        "{listeners}"
+    );
+    // Layer 4 is Vortex's: its tc program marks, the namespace's NAT forwards.
+    assert_eq!(named("tcp")["engine"], "vortex-tc", "{listeners}");
+    let counted = eventually("the layer-4 flow counted", Duration::from_secs(10), || {
+        let lb = ok("lb show lb1");
+        async move {
+            let all = lb["status"]["listeners"].as_array()?.clone();
+            let tcp = all.iter().find(|l| l["name"] == "tcp")?;
+            (tcp["connections"].as_u64()? >= 1 && tcp["bytes_in"].as_u64()? > 0).then_some(())
+        }
+    });
+    counted.await;
 
     https(&cloud, &onebox, &addr);
     rules_and_cookies(&cloud, &onebox, &addr, &guests[1]).await;
@@ -300,6 +312,20 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     guest_runs(&guests[0], kept, "KEPT-42", minute).await;
     let moved = "grep -q fresh /tmp/got9 && echo FRESH-$((40+2))";
     guest_runs(&guests[1], moved, "FRESH-42", minute).await;
+    // Another member removed: the open connection to w1 goes on, not reset.
+    ok("lb member remove lb1 --listener long --vm w2");
+    let gone = eventually("w2 gone from the listener", minute, || {
+        let lb = ok("lb show lb1");
+        async move {
+            let listeners = lb["status"]["listeners"].as_array()?.clone();
+            let long = listeners.iter().find(|l| l["name"] == "long")?;
+            (long["members"].as_array()?.len() == 1).then_some(())
+        }
+    });
+    gone.await;
+    std::io::Write::write_all(&mut open, b"third\n").unwrap();
+    let kept = "grep -q third /tmp/got9 && echo THIRD-$((40+2))";
+    guest_runs(&guests[0], kept, "THIRD-42", minute).await;
     // Undrained, it is back in.
     ok("lb member set lb1 --listener long --vm w1 --weight 1");
     let back = eventually("w1 back", minute, || {

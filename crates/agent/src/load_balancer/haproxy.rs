@@ -1,7 +1,8 @@
 //! The pure HAProxy side of a load balancer: its configuration ([`render`]) and hash
 //! ([`config_hash`]), the `show stat` CSV of its stats socket ([`parse_stat`]) and what it
 //! says about each listener ([`listener_status`]), and the error lines of HAProxy's own
-//! output ([`alerts`]). No I/O.
+//! output ([`alerts`]). No I/O. HAProxy serves every listener that Vortex does not
+//! ([`vortex::serves`]).
 //!
 //! Names: listener `<l>` is `frontend ft_<l>` and `backend bk_<l>`, its rule `<r>` is
 //! `backend bk_<l>.<r>` (names have no '.': they cannot collide); member `j` (its index in
@@ -17,6 +18,8 @@ use yunhan_model::{
     LoadBalancerSpec, MemberHealth, MemberStatus, Persistence,
 };
 
+use super::vortex;
+
 /// What the agent calls HAProxy in a listener's status.
 pub const ENGINE: &str = "haproxy";
 
@@ -28,8 +31,8 @@ pub enum RenderError {
     Address { what: String, value: String },
 }
 
-/// The configuration serving `spec` on `address`, with its stats socket at `socket`.
-/// Members without an address yet are left out.
+/// The configuration serving `spec`'s listeners that Vortex does not serve on `address`,
+/// with its stats socket at `socket`. Members without an address yet are left out.
 pub fn render(
     spec: &LoadBalancerSpec,
     address: &str,
@@ -43,7 +46,7 @@ pub fn render(
          defaults\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n",
         quote(&socket.to_string_lossy())
     );
-    for l in &spec.listeners {
+    for l in haproxys(spec) {
         let mode = mode(l)?;
         c.push('\n');
         c.push_str(&frontend(l, mode, address, socket));
@@ -53,6 +56,11 @@ pub fn render(
         }
     }
     Ok(c)
+}
+
+/// The listeners HAProxy serves.
+fn haproxys(spec: &LoadBalancerSpec) -> impl Iterator<Item = &Listener> {
+    spec.listeners.iter().filter(|l| !vortex::serves(l))
 }
 
 fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, RenderError> {
@@ -208,7 +216,7 @@ fn server(
 
 /// A health check path as one configuration word: bytes HAProxy's parser or HTTP would read
 /// otherwise (`#`, quotes, `\`, `$`, spaces, non-ASCII) are percent-encoded.
-fn uri(path: &str) -> String {
+pub fn uri(path: &str) -> String {
     let mut u = String::with_capacity(path.len());
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/!&()*+,;=:@%?".contains(&b) {
@@ -319,12 +327,12 @@ fn split_csv(line: &str) -> Vec<String> {
     fields
 }
 
-/// Each listener of `spec` as `show stat` reports it: a layer-4 listener counts
-/// connections (`stot`), a layer-7 one requests (`req_tot`).
+/// Each listener of `spec` that HAProxy serves, in order, as `show stat` reports it: a
+/// layer-4 listener counts connections (`stot`), a layer-7 one requests (`req_tot`).
 pub fn listener_status(spec: &LoadBalancerSpec, rows: &[StatRow]) -> Vec<ListenerStatus> {
     let find =
         |proxy: &str, server: &str| rows.iter().find(|r| r.proxy == proxy && r.server == server);
-    (spec.listeners.iter())
+    haproxys(spec)
         .map(|l| {
             let ft = find(&format!("ft_{}", l.name), "FRONTEND");
             let members = (l.pools())
@@ -407,7 +415,8 @@ mod tests {
     }
 
     /// Two listeners: `web` (HTTP, least connections, limit 1000, an HTTP health monitor,
-    /// one member drained, one without an address yet) and `db` (TCP, source, no monitor).
+    /// one member drained, one without an address yet) and `db` (TCP, source, limit 100 —
+    /// which keeps it HAProxy's rather than Vortex's —, no monitor).
     pub(super) fn spec() -> LoadBalancerSpec {
         LoadBalancerSpec {
             subnet: "sn-1".into(),
@@ -440,7 +449,7 @@ mod tests {
                     protocol: LbProtocol::Tcp,
                     port: 5432,
                     algorithm: LbAlgorithm::SourceIp,
-                    connection_limit: 0,
+                    connection_limit: 100,
                     members: vec![member("10.0.1.21", 5432, 1)],
                     health: None,
                     ..Default::default()
@@ -461,6 +470,31 @@ mod tests {
         let bind = "    bind 10.0.1.5:443 ssl crt '/var/lib/yunhan/lb/lb-1/web.pem'\n";
         assert!(cfg.contains(bind), "{cfg}");
         assert!(cfg.contains("frontend ft_web\n    mode http\n"), "{cfg}");
+    }
+
+    /// A round-robin TCP listener is Vortex's: no frontend, no backend, no status here.
+    #[test]
+    fn leaves_layer_4_listeners_to_vortex() {
+        let mut s = spec();
+        let mut raw = s.listeners[1].clone();
+        (raw.name, raw.port, raw.connection_limit) = ("raw".into(), 9000, 0);
+        raw.algorithm = LbAlgorithm::RoundRobin;
+        s.listeners.insert(1, raw);
+        assert!(vortex::serves(&s.listeners[1]) && !vortex::serves(&s.listeners[2]));
+        let cfg = render(&s, "10.0.1.5", Path::new("/s")).unwrap();
+        assert!(!cfg.contains("_raw") && !cfg.contains(":9000"), "{cfg}");
+        assert!(cfg.contains("frontend ft_db\n") && cfg.contains("backend bk_db\n"));
+        let rows = parse_stat(STAT).unwrap();
+        let names: Vec<_> = (listener_status(&s, &rows).into_iter())
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, ["web", "db"]);
+        s.listeners.retain(|l| l.name == "raw");
+        let cfg = render(&s, "10.0.1.5", Path::new("/s")).unwrap();
+        assert!(
+            !cfg.contains("frontend") && !cfg.contains("backend"),
+            "{cfg}"
+        );
     }
 
     #[test]

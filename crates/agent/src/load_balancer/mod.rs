@@ -9,32 +9,41 @@
 //!    VM's tap;
 //! 2. HAProxy in that namespace, with a configuration rendered from the document
 //!    (`haproxy.rs`) in `<state_dir>/lb/<id>/`, reloaded without dropping connections when
-//!    it changes (`process.rs`);
-//! 3. its status: `Active` with the configuration's hash in `served` and each listener's
-//!    counters and members' health from HAProxy's stats socket, or `Failed` with HAProxy's
-//!    own words in `message`. One failing load balancer never holds back the others.
+//!    it changes (`process.rs`), for every listener but those Vortex serves;
+//! 3. Vortex (`yunhan vortex --mode nat`, tc BPF on `eth0`) beside it while the document
+//!    has layer-4 listeners Vortex can serve (plain TCP balanced by round robin or source:
+//!    `vortex.rs` says which), with a configuration file it re-reads when it changes;
+//! 4. its status: `Active` with the hash of both configurations in `served` and each
+//!    listener's counters and members' health from HAProxy's stats socket or Vortex's
+//!    status file (`engine` says which), or `Failed` with HAProxy's own words in
+//!    `message` (Vortex's last words after `vortex: `). One failing load balancer never
+//!    holds back the others.
 //!    A pass runs every 2 s while load balancers run here; between passes a probe reads
 //!    the stats every [`HEALTH_PROBE`] and reports a member's health as soon as it changes.
 //!    Counters go on across reloads and restarts (`local.rs`).
 //!
 //! This file is the reconciler and the status writes; `node.rs` runs a pass over the
 //! host's load balancers (and the probe), `local.rs` holds what the agent knows of one
-//! (its HAProxy, what it serves, its last failure and when to try again, its counters).
+//! (its HAProxy, what it serves, its last failure and when to try again, its counters),
+//! `local_vortex.rs` the same of its Vortex.
 //!
 //! A load balancer that is gone, being deleted or placed elsewhere is stopped and its
 //! namespace deleted; at start, namespaces of ours that no load balancer here wants go.
 //!
-//! HAProxy runs as a child of the agent and dies with it (`PR_SET_PDEATHSIG`): unlike VMs,
-//! load balancers do not outlive their agent, and an agent restart restarts them (a short
-//! outage; open connections are cut). Making them outlive the agent is future work.
+//! HAProxy and Vortex run as children of the agent and die with it (`PR_SET_PDEATHSIG`):
+//! unlike VMs, load balancers do not outlive their agent, and an agent restart restarts
+//! them (a short outage; open connections are cut). Making them outlive the agent is
+//! future work.
 
 mod haproxy;
 mod local;
+mod local_vortex;
 mod namespace;
 mod node;
 mod process;
 #[cfg(test)]
 mod tests;
+mod vortex;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -231,7 +240,7 @@ async fn with_keys(objects: &Objects, lb: &mut Doc<LoadBalancer>) -> Result<(), 
 /// What a pass (or the probe) found of one load balancer.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Report {
-    /// The hash of the configuration HAProxy serves.
+    /// The hash of the configuration HAProxy (and Vortex) serve.
     served: Option<String>,
     /// Why it is not serving what it should.
     failure: Option<String>,

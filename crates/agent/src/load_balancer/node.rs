@@ -1,5 +1,6 @@
 //! What realises the load balancers of one host (blocking: `ip`, HAProxy, its stats
-//! socket): a pass converges each of them, the health probe only reads their stats.
+//! socket, Vortex, its status file): a pass converges each of them, the health probe only
+//! reads their stats.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use yunhan_net::names::lb_netns;
 use super::local::Local;
 use super::namespace::{self, Port};
 use super::process::{Files, Spawner};
-use super::{haproxy, lock, remove_dir, LbError, Report};
+use super::{haproxy, lock, remove_dir, vortex, LbError, Report};
 
 pub(super) struct Node {
     /// `<state_dir>/lb`, one directory per load balancer.
@@ -21,6 +22,8 @@ pub(super) struct Node {
     /// Of namespace names (`<netns>-` or empty).
     prefix: String,
     spawner: Spawner,
+    /// The agent's own binary, run as `<exe> vortex`.
+    vortex_exe: PathBuf,
     pub(super) state: Mutex<State>,
 }
 
@@ -39,8 +42,16 @@ impl Node {
             prefix: netns.as_ref().map(|n| format!("{n}-")).unwrap_or_default(),
             host_netns: netns,
             spawner: Spawner::default(),
+            vortex_exe: std::env::current_exe().unwrap_or_else(|_| "yunhan".into()),
             state: Mutex::default(),
         }
+    }
+
+    /// Runs `exe vortex …` rather than the agent's own binary.
+    #[cfg(test)]
+    pub(super) fn with_vortex_exe(mut self, exe: PathBuf) -> Node {
+        self.vortex_exe = exe;
+        self
     }
 
     pub(super) fn netns(&self, id: &str) -> String {
@@ -79,14 +90,14 @@ impl Node {
             .collect()
     }
 
-    /// Reads every running HAProxy's stats (unless a pass is on): the reports of the load
-    /// balancers where a member's health changed.
+    /// Reads every running HAProxy's stats and Vortex's status (unless a pass is on): the
+    /// reports of the load balancers where a member's health changed.
     pub(super) fn probe(&self) -> Vec<(String, Report)> {
         let Ok(mut st) = self.state.try_lock() else {
             return Vec::new();
         };
         (st.local.values_mut())
-            .filter(|l| l.proc.is_some())
+            .filter(|l| l.running())
             .filter_map(|l| l.refresh().then(|| (l.id.clone(), l.report())))
             .collect()
     }
@@ -141,7 +152,9 @@ impl Node {
         l.report()
     }
 
-    /// Namespace and port, then HAProxy serving `cfg` (started, restarted or reloaded).
+    /// Namespace and port, then HAProxy serving `cfg` (started, restarted or reloaded),
+    /// then Vortex serving the listeners it serves (started or stopped; its failure is its
+    /// own).
     fn converge(
         &self,
         l: &mut Local,
@@ -149,10 +162,18 @@ impl Node {
         cfg: &str,
         hash: &str,
     ) -> Result<(), LbError> {
-        if namespace::ensure(&self.port(lb, &l.netns))? && l.proc.is_some() {
-            tracing::warn!(lb = %l.id, "its namespace was gone; restarting HAProxy");
+        if namespace::ensure(&self.port(lb, &l.netns))? && l.running() {
+            tracing::warn!(lb = %l.id, "its namespace was gone; restarting HAProxy and Vortex");
             l.stop();
         }
+        let haproxy = self.haproxy(l, cfg, hash);
+        let vortex_cfg = vortex::render(&lb.spec, &lb.status.address);
+        (l.vortex).converge(&self.spawner, &self.vortex_exe, vortex_cfg.as_deref());
+        haproxy
+    }
+
+    /// HAProxy serving `cfg`, of hash `hash` (with its PEM files).
+    fn haproxy(&self, l: &mut Local, cfg: &str, hash: &str) -> Result<(), LbError> {
         l.reap();
         if l.served.as_deref() == Some(hash) {
             l.serving(hash);

@@ -3,7 +3,8 @@
 //! `--netns` = a namespace standing in for the host, where the test plays the VPC: the
 //! port's host end gets the gateway's address, and a small HTTP server on it is the
 //! members. Needs root, `ip` and HAProxy (skipped otherwise). Every name starts with
-//! `ylb<pid>`; a guard deletes those namespaces, also when the test panics.
+//! `ylb<pid>`; a guard deletes those namespaces, also when the test panics. Vortex is a
+//! stand-in script here ([`FAKE_VORTEX`]): what the agent does with it, not what it does.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use yunhan_model::{
-    HealthKind, HealthMonitor, LbMember, LbProtocol, Listener, LoadBalancerSpec, MemberHealth,
-    Metadata, Project, ProjectSpec, Resource,
+    HealthKind, HealthMonitor, LbAlgorithm, LbMember, LbProtocol, Listener, LoadBalancerSpec,
+    MemberHealth, Metadata, Project, ProjectSpec, Resource,
 };
 use yunhan_store::MemStore;
 
@@ -118,7 +119,8 @@ fn monitor(kind: HealthKind) -> Option<HealthMonitor> {
     })
 }
 
-/// `web` (HTTP: a member and a drained one) and `raw` (TCP: a member and one nobody serves).
+/// `web` (HTTP: a member and a drained one) and `raw` (TCP by least connections, so
+/// HAProxy's: a member and one nobody serves).
 fn spec() -> LoadBalancerSpec {
     let listener = |name: &str, protocol, port, members, health| Listener {
         name: name.into(),
@@ -146,9 +148,61 @@ fn spec() -> LoadBalancerSpec {
                 vec![member(8080, 1), member(8082, 1)],
                 monitor(HealthKind::Tcp),
             ),
-        ],
+        ]
+        .into_iter()
+        .map(|mut l| {
+            if l.protocol == LbProtocol::Tcp {
+                l.algorithm = LbAlgorithm::LeastConnections;
+            }
+            l
+        })
+        .collect(),
     }
 }
+
+/// `fast`: plain TCP, so Vortex's, with two members (at two addresses).
+fn fast() -> Listener {
+    let at = |address: &str| LbMember {
+        address: address.into(),
+        port: 8080,
+        weight: 1,
+        ..Default::default()
+    };
+    Listener {
+        name: "fast".into(),
+        protocol: LbProtocol::Tcp,
+        port: 9100,
+        members: vec![at("10.77.0.1"), at("10.77.0.2")],
+        health: monitor(HealthKind::Tcp),
+        ..Default::default()
+    }
+}
+
+/// Vortex's stand-in (`<exe> vortex … --status-file <file> …`): it notes its arguments and
+/// namespace beside its status file, fails while `<state>/vortex-fails` exists, and says
+/// `fast`'s first member is up and its second down.
+const FAKE_VORTEX: &str = r#"#!/bin/sh
+echo "$@" > "$STATE/vortex-args"
+ip netns identify $$ > "$STATE/vortex-netns"
+while [ $# -gt 0 ]; do
+    case "$1" in --status-file) status="$2" ;; esac
+    shift
+done
+if [ -e "$STATE/vortex-fails" ]; then
+    echo "error: cannot attach to eth0: $(cat "$STATE/vortex-fails")" >&2
+    exit 1
+fi
+trap 'exit 0' TERM
+cat > "$status.new" <<END
+{"config_revision": 1, "attach": "tc", "vips": [{"name": "fast", "address": "10.77.0.10",
+ "port": 9100, "packets": 70, "bytes": 700, "flows": 7, "backends": [
+  {"address": "10.77.0.1", "port": 8080, "id": 0, "weight": 1, "healthy": true, "packets": 70},
+  {"address": "10.77.0.2", "port": 8080, "id": 1, "weight": 1, "healthy": false, "packets": 0}]}],
+ "counters": {}, "conntrack_entries": 7}
+END
+mv "$status.new" "$status"
+while :; do sleep 0.1; done
+"#;
 
 fn doc(id: &str, ip_last: u8, device: &str, spec: LoadBalancerSpec) -> Doc<LoadBalancer> {
     Resource {
@@ -201,12 +255,17 @@ impl Fixture {
         sh(&["ip", "-n", &host, "link", "set", "lo", "up"]);
         sh(&["ip", "netns", "add", &format!("{host}-ynl-0000000000")]);
         let state = tempfile::tempdir().unwrap();
+        let exe = state.path().join("fake-vortex");
+        let script = FAKE_VORTEX.replace("$STATE", &state.path().to_string_lossy());
+        std::fs::write(&exe, script).unwrap();
+        sh(&["chmod", "755", &exe.to_string_lossy()]);
+        let node = Node::new(state.path(), Some(host.clone())).with_vortex_exe(exe);
         Fixture {
-            agent: Arc::new(LbAgent::new(
-                "h-test".into(),
-                state.path(),
-                Some(host.clone()),
-            )),
+            agent: Arc::new(LbAgent {
+                host_id: "h-test".into(),
+                node: Arc::new(node),
+                written: Mutex::default(),
+            }),
             objects: Objects::new(Arc::new(MemStore::new())),
             pid,
             host,
@@ -292,6 +351,20 @@ impl Fixture {
     fn netns(&self, id: &str) -> String {
         self.agent.node.netns(id)
     }
+
+    fn vortex(&self, id: &str) -> Option<u32> {
+        let st = lock(&self.agent.node.state);
+        st.local[id].vortex.proc.as_ref().map(process::Vortex::pid)
+    }
+
+    /// A file of the state directory (`lb/<id>/…` or the stand-in's).
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.state.path().join(path)).unwrap_or_default()
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -322,14 +395,15 @@ async fn load_balancers_are_realised_reloaded_reported_and_removed() {
     reloads(&f, &id, &s).await;
     keeps_serving_what_fails_to_load(&f, &id).await;
     probes_health(&f, &id, members).await;
+    serves_layer_4_with_vortex(&f, &id).await;
     for id in [&id, &bad] {
         let d = f.objects.get::<LoadBalancer>(id).await.unwrap().unwrap();
         f.objects.delete::<LoadBalancer>(&d).await.unwrap();
     }
-    let master = f.master(&id);
+    let (master, vortex) = (f.master(&id), f.vortex(&id).unwrap());
     f.agent.reconcile(&f.objects).await.unwrap();
     assert!(!namespace::exists(&f.netns(&id)));
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), None).is_err());
+    assert!(!alive(master) && !alive(vortex));
     assert!(!f.state.path().join("lb").join(&id).exists());
     assert!(lock(&f.agent.node.state).local.is_empty());
     assert_eq!(f.agent.resync(), IDLE_RESYNC);
@@ -451,4 +525,98 @@ async fn keeps_serving_what_fails_to_load(f: &Fixture, id: &str) {
         .until(id, "back", true, |s| s.phase == LbPhase::Active)
         .await;
     assert_eq!((s.served, s.message.as_str()), (served, ""));
+}
+
+/// A plain TCP listener is Vortex's: left out of HAProxy's configuration, reported from
+/// Vortex's status file in the document's order; Vortex's failures are the load
+/// balancer's, in its own words; it stops with the last such listener. Ends with `fast`
+/// served.
+async fn serves_layer_4_with_vortex(f: &Fixture, id: &str) {
+    let before = f.status_now(id).await;
+    let fast = |d: &mut Doc<LoadBalancer>, weight: Option<u16>| {
+        d.spec.listeners.retain(|l| l.name != "fast");
+        if let Some(w) = weight {
+            let mut l = fast();
+            l.members[1].weight = w;
+            d.spec.listeners.insert(1, l);
+        }
+        true
+    };
+    std::fs::write(f.state.path().join("vortex-fails"), "no such device").unwrap();
+    f.objects
+        .modify::<LoadBalancer>(id, |d| fast(d, Some(1)))
+        .await
+        .unwrap();
+    let s = (f.until(id, "failed", true, |s| s.phase == LbPhase::Failed)).await;
+    let why = "vortex: did not start: exited (exit status: 1): error: cannot attach to eth0: \
+               no such device";
+    assert_eq!((s.message.as_str(), &s.served), (why, &before.served));
+    assert_eq!(s.listeners.len(), 2, "{s:#?}");
+    assert_eq!(f.read("vortex-netns").trim(), f.netns(id));
+    let args = f.read("vortex-args");
+    assert!(
+        args.starts_with("vortex -c ") && args.contains(" --mode nat "),
+        "{args}"
+    );
+
+    // Not tried again with that configuration yet; at once with another.
+    std::fs::remove_file(f.state.path().join("vortex-fails")).unwrap();
+    f.agent.reconcile(&f.objects).await.unwrap();
+    assert_eq!(f.status_now(id).await.message, why);
+    f.objects
+        .modify::<LoadBalancer>(id, |d| fast(d, Some(2)))
+        .await
+        .unwrap();
+    let s = f
+        .until(id, "served", true, |s| s.phase == LbPhase::Active)
+        .await;
+    let names: Vec<_> = s.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["web", "fast", "raw"]);
+    let l = &s.listeners[1];
+    assert_eq!(
+        (l.engine.as_str(), l.connections, l.bytes_in),
+        ("vortex-tc", 7, 700)
+    );
+    assert_eq!(healths(&s, 1), [MemberHealth::Up, MemberHealth::Down]);
+    assert_ne!(s.served, before.served);
+    let lb = format!("lb/{id}/");
+    let cfg = f.read(&(lb.clone() + "haproxy.cfg"));
+    assert!(cfg.contains("ft_raw") && !cfg.contains("_fast"), "{cfg}");
+    let toml = f.read(&(lb.clone() + "vortex.toml"));
+    assert!(
+        toml.contains("name = \"fast\"") && toml.contains("weight = 2"),
+        "{toml}"
+    );
+
+    // Exited a moment after it started: a failure, not started again at once.
+    let pid = f.vortex(id).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let s = (f.until(id, "failed", true, |s| s.phase == LbPhase::Failed)).await;
+    assert!(
+        s.message.starts_with("vortex: exited (signal: 9"),
+        "{}",
+        s.message
+    );
+    assert_eq!(f.vortex(id), None);
+
+    // No Vortex listener left: none runs, nothing fails, HAProxy's hash again.
+    f.objects
+        .modify::<LoadBalancer>(id, |d| fast(d, None))
+        .await
+        .unwrap();
+    let s = f
+        .until(id, "back", true, |s| s.phase == LbPhase::Active)
+        .await;
+    assert_eq!((&s.served, s.listeners.len()), (&before.served, 2));
+    f.objects
+        .modify::<LoadBalancer>(id, |d| fast(d, Some(1)))
+        .await
+        .unwrap();
+    f.until(id, "served again", true, |s| s.listeners.len() == 3)
+        .await;
+    assert!(f.vortex(id).is_some_and(alive));
 }
