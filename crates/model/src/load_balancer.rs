@@ -30,7 +30,8 @@ pub enum LbProtocol {
     Http,
     /// Layer 7 with TLS terminated here (`certificate` and `key`).
     Https,
-    /// Layer 4 datagrams (not supported yet: refused).
+    /// Layer 4 datagrams (served by Vortex: round-robin or source-IP, no health
+    /// monitor yet, no connection limit).
     Udp,
 }
 
@@ -376,9 +377,7 @@ impl Listener {
         if self.port == 0 {
             return bad("port must be 1–65535".into());
         }
-        if self.protocol == LbProtocol::Udp {
-            return bad("udp listeners are not supported yet; use tcp, http or https".into());
-        }
+        self.validate_udp(field)?;
         self.validate_tls(field)?;
         let layer7 = matches!(self.protocol, LbProtocol::Http | LbProtocol::Https);
         if !layer7 && self.persistence == Persistence::HttpCookie {
@@ -391,6 +390,24 @@ impl Listener {
         self.validate_rules(field)?;
         if let Some(h) = &self.health {
             h.validate(&format!("{field}.health"))?;
+        }
+        Ok(())
+    }
+
+    /// UDP is Vortex's alone: what only HAProxy does is refused.
+    fn validate_udp(&self, field: &str) -> Result<(), ApiError> {
+        if self.protocol != LbProtocol::Udp {
+            return Ok(());
+        }
+        let bad = |m: &str| Err(ApiError::invalid_field(field, m.to_string()));
+        if self.algorithm == LbAlgorithm::LeastConnections {
+            return bad("a udp listener spreads by round_robin or source_ip");
+        }
+        if self.connection_limit > 0 {
+            return bad("a udp listener has no connection limit");
+        }
+        if self.health.is_some() {
+            return bad("a udp listener takes no health monitor yet (its members count as up)");
         }
         Ok(())
     }
@@ -582,6 +599,7 @@ mod tests {
         LoadBalancer::validate(&spec(vec![
             http.clone(),
             listener("tcp", LbProtocol::Tcp, 8080),
+            listener("dns", LbProtocol::Udp, 53),
         ]))
         .unwrap();
         for (bad, why) in [
@@ -598,8 +616,18 @@ mod tests {
                 "needs a certificate",
             ),
             (
-                vec![listener("u", LbProtocol::Udp, 53)],
-                "udp listeners are not supported yet",
+                vec![Listener {
+                    algorithm: LbAlgorithm::LeastConnections,
+                    ..listener("u", LbProtocol::Udp, 53)
+                }],
+                "spreads by round_robin or source_ip",
+            ),
+            (
+                vec![Listener {
+                    health: Some(HealthMonitor::default()),
+                    ..listener("u", LbProtocol::Udp, 53)
+                }],
+                "no health monitor yet",
             ),
             (vec![listener("a b", LbProtocol::Tcp, 1)], "listener name"),
             (vec![listener("z", LbProtocol::Tcp, 0)], "port must be"),

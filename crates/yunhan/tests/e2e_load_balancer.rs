@@ -163,6 +163,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     counted.await;
 
     https(&cloud, &onebox, &addr);
+    udp(&cloud, &onebox, &addr).await;
     rules_and_cookies(&cloud, &onebox, &addr, &guests[1]).await;
     sticky_and_drain(&cloud, &onebox, &addr, &guests).await;
 
@@ -186,6 +187,46 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     assert!(
         !console_text(&serial_log(&x)).contains("\nOTHER-42"),
         "another VPC reached it"
+    );
+}
+
+/// UDP (Vortex too): a datagram to the elastic IP reaches w2, where nothing listens on
+/// the port, so w2's kernel answers "port unreachable"; the error comes back through the
+/// NAT to the sender, and the load balancer namespace's conntrack shows the flow's reply
+/// came from w2.
+async fn udp(cloud: &Cloud, onebox: &OneBox, addr: &str) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    ok("sg rule add open --protocol udp --port 5353 --cidr 10.10.0.0/16");
+    ok("lb listener add lb1 --name dns --protocol udp --port 5353");
+    ok("lb member add lb1 --listener dns --vm w2 --port 5353");
+    let nic = ok("nic show w2-nic0");
+    let w2_ip = nic["status"]["ip"].as_str().unwrap().to_string();
+    let sa = std::net::SocketAddr::from((addr.parse::<std::net::Ipv4Addr>().unwrap(), 5353));
+    let refused = || {
+        let r = yunhan_net::lab::Lab::in_netns(&onebox.host, move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            s.connect(sa)?;
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            s.send(b"ping")?;
+            s.recv(&mut [0u8; 16])
+        });
+        matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    };
+    let answered = within(Duration::from_secs(30), refused);
+    assert!(answered.is_some(), "no answer from behind udp {addr}:5353");
+    let lb_ns = (std::fs::read_dir("/run/netns").unwrap().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("{}-ynl-", onebox.host)))
+        .expect("the load balancer's namespace");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lb_ns, "conntrack", "-L", "-p", "udp"])
+        .args(["--orig-port-dst", "5353"])
+        .output()
+        .unwrap();
+    let flows = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        flows.contains(&format!("src={w2_ip} ")),
+        "the datagrams went to w2 ({w2_ip}): {flows}"
     );
 }
 
@@ -598,9 +639,9 @@ async fn e2e_load_balancer_bad_input() {
             "needs a certificate and its key",
         ),
         (
-            serde_json::json!([{"name": "u", "protocol": "udp", "port": 53}]),
+            serde_json::json!([{"name": "u", "protocol": "udp", "port": 53, "health": {"type": "tcp"}}]),
             400,
-            "not supported yet",
+            "no health monitor yet",
         ),
         (
             serde_json::json!([{"name": "t", "protocol": "tcp", "port": 81, "rules": [{"name": "r", "host": "a.example"}]}]),

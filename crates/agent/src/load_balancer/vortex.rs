@@ -33,7 +33,7 @@ const MAX_WORDS: usize = 300;
 /// distinct IPv4 addresses (Vortex names a backend by its address). A member's address
 /// that is not IPv4 leaves the listener to HAProxy, which refuses it in its own words.
 pub fn serves(l: &Listener) -> bool {
-    l.protocol == LbProtocol::Tcp
+    matches!(l.protocol, LbProtocol::Tcp | LbProtocol::Udp)
         && matches!(l.algorithm, LbAlgorithm::RoundRobin | LbAlgorithm::SourceIp)
         && l.connection_limit == 0
         && matches!(l.persistence, Persistence::None | Persistence::SourceIp)
@@ -93,7 +93,10 @@ pub fn render(spec: &LoadBalancerSpec, address: &str) -> Option<String> {
             name: &l.name,
             address,
             port: l.port,
-            protocol: "tcp",
+            protocol: match l.protocol {
+                LbProtocol::Udp => "udp",
+                _ => "tcp",
+            },
             hash: hash(l),
             health: health(l.health.as_ref()),
             backend: (l.members.iter())
@@ -349,7 +352,7 @@ mod tests {
         assert!(with(&|_| {}));
         assert!(!with(&|l| l.connection_limit = 100));
         assert!(!with(&|l| l.protocol = LbProtocol::Https));
-        assert!(!with(&|l| l.protocol = LbProtocol::Udp));
+        assert!(with(&|l| l.protocol = LbProtocol::Udp));
         assert!(!with(&|l| l.persistence = Persistence::HttpCookie));
         assert!(!with(&|l| l.algorithm = LbAlgorithm::LeastConnections));
         // Two members at one address (other ports), or one Vortex could not name.

@@ -137,8 +137,10 @@ pub struct ListenerAdd {
     /// Its name, unique in the load balancer (letters, digits, '-', '_')
     #[arg(long)]
     pub name: String,
-    /// tcp: connections are passed through; http: requests are proxied; https: TLS ends
-    /// here (--certificate, --key), requests go on as plain HTTP
+    /// tcp, udp: connections (datagrams) are passed through by Vortex (HAProxy for tcp
+    /// with --algorithm least-connections, --connection-limit or http-cookie); http:
+    /// requests are proxied; https: TLS ends here (--certificate, --key), requests go on
+    /// as plain HTTP
     #[arg(long, value_parser = protocol())]
     pub protocol: LbProtocol,
     /// https: the certificate chain, a PEM file
@@ -269,9 +271,10 @@ pub struct HealthSet {
     pub rise: u32,
 }
 
-/// `tcp`, `http` or `https` (the protocols listeners support).
+/// `tcp`, `udp`, `http` or `https` (the protocols listeners support).
 fn protocol() -> impl TypedValueParser<Value = LbProtocol> {
-    PossibleValuesParser::new(["tcp", "http", "https"]).map(|s| match s.as_str() {
+    PossibleValuesParser::new(["tcp", "udp", "http", "https"]).map(|s| match s.as_str() {
+        "udp" => LbProtocol::Udp,
         "http" => LbProtocol::Http,
         "https" => LbProtocol::Https,
         _ => LbProtocol::Tcp,
@@ -963,7 +966,7 @@ mod tests {
             "yunhan lb member add lb1 --listener http --vm w1 --nic n1 --port 80",
             "yunhan lb member drain lb1 --listener http",
             "yunhan lb member add lb1 --listener http --vm w1 --port 80 --weight 257",
-            "yunhan lb listener add lb1 --name x --protocol udp --port 53",
+            "yunhan lb listener add lb1 --name x --protocol sctp --port 53",
             "yunhan lb listener add lb1 --name x --protocol https --port 443 --key k.pem",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
