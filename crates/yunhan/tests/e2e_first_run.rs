@@ -205,8 +205,27 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
     )
     .await;
 
+    // The load balancer: Active, its TCP listener on Vortex, its HTTP one on HAProxy.
+    let served = eventually("lb1's listeners served", Duration::from_secs(60), || {
+        let lb = alice.json(&["lb", "show", "lb1"]);
+        async move {
+            let engines: Vec<String> = (lb["status"]["listeners"].as_array()?.iter())
+                .map(|l| {
+                    format!(
+                        "{}={}",
+                        l["name"].as_str().unwrap_or(""),
+                        l["engine"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            (lb["status"]["phase"] == "Active" && engines.len() == 2).then_some(engines)
+        }
+    });
+    assert_eq!(served.await, ["http=haproxy", "tcp=vortex-tc"]);
+
     alice
         .delete_all(&[
+            ("lb", "lb1"),
             ("natgw", "gw1"),
             ("eip", "e2"),
             ("vm", "b"),
@@ -225,10 +244,15 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
     let out = cloud.cli(&["external-network", "delete", "public"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let ours = |links: String| links.contains("ynb-000001") || links.contains("ynp-");
-    while ours(stdout(
-        &Command::new("ip").args(["-br", "link"]).output().unwrap(),
-    )) {
+    let ours = |links: String| {
+        links.contains("ynb-000001") || links.contains("ynp-") || links.contains("ynl-")
+    };
+    let links_and_netns = || {
+        let links = Command::new("ip").args(["-br", "link"]).output().unwrap();
+        let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        stdout(&links) + &stdout(&netns)
+    };
+    while ours(links_and_netns()) {
         let log = std::fs::read_to_string(cloud.log_path()).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         assert!(

@@ -15,6 +15,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Priority of the policy rules selecting an external network's table (`to`, then `from`).
 const EXT_RULE_PREF: u64 = 1000;
+
+/// One of the external networks' policy rules, whatever agent made it (one that ran before
+/// this one included): at their two preferences, to a table the compiler numbers from
+/// 0x10000 (a hash of the network's id).
+fn external_rule(pref: u64, table: &str) -> bool {
+    (EXT_RULE_PREF..=EXT_RULE_PREF + 1).contains(&pref)
+        && table
+            .parse::<u32>()
+            .is_ok_and(|t| (0x10000..0x30000).contains(&t))
+}
 /// Priority of the router namespace's mark rules (after `main`: routes inside the VPC win).
 const ROUTER_RULE_PREF: u32 = 33001;
 
@@ -39,7 +49,11 @@ impl<R: Runner> Realiser<R> {
             .chain(previous.into_iter().flat_map(|p| p.externals.iter()))
             .collect();
         if all.is_empty() {
-            return Ok(0);
+            // Nothing of ours known here: only rules a former agent may have left.
+            let mut b = Batch::default();
+            self.sync_rules(ns, &mut b, &BTreeSet::new(), external_rule)?;
+            self.ip_batch(ns, &b)?;
+            return Ok(b.len());
         }
         let mut changes = 0;
         if !plan.externals.is_empty() {
@@ -73,9 +87,7 @@ impl<R: Runner> Realiser<R> {
                 ]
             })
             .collect();
-        self.sync_rules(ns, &mut b, &want, |_, t| {
-            t.parse::<u32>().is_ok_and(|t| tables.contains(&t))
-        })?;
+        self.sync_rules(ns, &mut b, &want, external_rule)?;
         changes += b.len();
         self.ip_batch(ns, &b)?;
         let due = self.due_announcements(plan, answered_now);

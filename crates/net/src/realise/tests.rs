@@ -72,6 +72,33 @@ fn external_pieces_are_realised_and_removed() {
     assert!(lines.contains("conntrack -D -q 203.0.113.50"), "{lines}");
 }
 
+/// Rules a former agent left for an external network that is gone are removed; an
+/// administrator's own rule at the same preference (another table) is left alone.
+#[test]
+fn stale_external_rules_are_removed() {
+    let m = crate::lab::fixtures::two_host_model();
+    let plans = compile_all(&m).unwrap();
+    let runner = RecordingRunner::default();
+    runner.answer(
+        "ip -j rule",
+        r#"[{"priority":1000,"dst":"172.24.4.0","dstlen":24,"table":"105153"},
+            {"priority":1001,"src":"172.24.4.0","srclen":24,"table":"105153"},
+            {"priority":1000,"dst":"192.0.2.0","dstlen":24,"table":"7"}]"#,
+    );
+    let mut real = Realiser::new(runner, Target::default());
+    real.apply(&plans["host-a"]).unwrap();
+    let lines = real.runner().lines().join("\n");
+    assert!(
+        lines.contains("rule del pref 1000 to 172.24.4.0/24 table 105153"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("rule del pref 1001 from 172.24.4.0/24 table 105153"),
+        "{lines}"
+    );
+    assert!(!lines.contains("table 7"), "{lines}");
+}
+
 #[test]
 fn rule_changes_flush_only_what_they_allowed() {
     let mut m = crate::lab::fixtures::two_host_model();
