@@ -828,11 +828,7 @@ async fn e2e_load_balancer_host_lost_keeps_layer_4_flows() {
         .to_string();
     let lost = c.agent_of(&first);
     // The member: the guest on the other host.
-    let member = ["m1", "m2"]
-        .map(|n| c.ok(&["vm", "show", n]))
-        .into_iter()
-        .find(|v| c.agent_of(v["status"]["host"].as_str().unwrap()) != lost)
-        .expect("a guest on the other host");
+    let member = c.vm_not_on(&["m1", "m2"], lost);
     let name = member["metadata"]["name"].as_str().unwrap().to_string();
     let minute = Duration::from_secs(60);
     eventually("the member booted", Duration::from_secs(180), || async {

@@ -406,11 +406,7 @@ async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
     .await;
     let lost = c.agent_of(&first);
     // The guest on the other host.
-    let vm = ["a", "b"]
-        .map(|n| c.ok(&["vm", "show", n]))
-        .into_iter()
-        .find(|v| c.agent_of(v["status"]["host"].as_str().unwrap()) != lost)
-        .expect("a guest on the other host");
+    let vm = c.vm_not_on(&["a", "b"], lost);
     let out =
         |tag: &str| format!("ping -c 2 -W 2 203.0.113.1 >/dev/null 2>&1 && echo {tag}-$((40+2))");
     guest_runs(&vm, &out("OUT1"), "OUT1-42", Duration::from_secs(120)).await;

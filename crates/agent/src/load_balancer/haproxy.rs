@@ -401,11 +401,12 @@ pub fn alerts(output: &str, pid: Option<u32>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use yunhan_model::HealthMonitor;
 
-    fn member(address: &str, port: u16, weight: u16) -> LbMember {
+    /// A member at `address:port` (the load balancer's tests' too).
+    pub(in crate::load_balancer) fn member(address: &str, port: u16, weight: u16) -> LbMember {
         LbMember {
             address: address.into(),
             port,

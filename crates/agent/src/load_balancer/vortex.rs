@@ -278,15 +278,7 @@ fn strip_ansi(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(address: &str, port: u16, weight: u16) -> LbMember {
-        LbMember {
-            address: address.into(),
-            port,
-            weight,
-            ..Default::default()
-        }
-    }
+    use crate::load_balancer::haproxy::tests::member;
 
     fn tcp(name: &str, port: u16, members: Vec<LbMember>) -> Listener {
         Listener {

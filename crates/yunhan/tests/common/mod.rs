@@ -662,6 +662,14 @@ impl Cluster {
     }
 
     /// The agent (index into `agents`) of host id `host`: agent `node-N` is `agents[N-1]`.
+    /// The first of the VMs `names` whose host is not agent `agent`'s.
+    pub fn vm_not_on(&self, names: &[&str], agent: usize) -> Value {
+        (names.iter())
+            .map(|n| self.ok(&["vm", "show", n]))
+            .find(|v| self.agent_of(v["status"]["host"].as_str().unwrap()) != agent)
+            .expect("a VM on another host")
+    }
+
     pub fn agent_of(&self, host: &str) -> usize {
         let h = self.ok(&["host", "show", host]);
         let n: usize = h["metadata"]["name"]
