@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Vortex vs kernel baselines, measured in the same run (root needed):
-#   1. UDP packets/s forwarded on veth: Vortex (XDP, DSR) vs an nftables DNAT
-#      load balancer (jhash and numgen maps) to the same 3 backends, plus a
-#      "direct" run (client straight to one backend, no LB) as the floor.
-#   2. New TCP connections/s: Vortex (DSR) vs HAProxy in TCP mode, same client
-#      and backends.
+#   1. UDP packets/s forwarded on veth: Vortex (XDP, DSR), Vortex in NAT mode
+#      (tc marks, the kernel's NAT forwards: what the platform's load balancers
+#      run) and an nftables DNAT load balancer (jhash and numgen maps) to the
+#      same 3 backends, plus a "direct" run (client straight to one backend, no
+#      LB) as the floor.
+#   2. New TCP connections/s: Vortex (DSR), Vortex (NAT) and HAProxy in TCP
+#      mode, same client and backends.
 # Everything runs inside namespaces named yvxb<pid>-* on one bridge; all of it
 # (namespaces, pinned BPF state, processes started here, by PID) is removed on
 # exit, also on failure. After the build the measurement stops by itself
@@ -16,6 +18,7 @@
 #   lv 10.77.0.11  Vortex on eth0 (VIP 10.77.1.1 udp/9 and tcp/80, DSR)
 #   ln 10.77.0.12  nftables: dnat to jhash/numgen mod 3 map { backends }
 #   lh 10.77.0.13  HAProxy (mode tcp, VIP on lo)
+#   lt 10.77.0.14  Vortex --mode nat on eth0 (backends by address and port)
 #   b1..b3 10.77.0.21-23   VIP on lo; netdev-ingress nft counter+drop of
 #                  udp/9 (counts delivered packets); acceptd on tcp/80
 # The client reaches the VIP by a route via lv, ln or lh; only that changes.
@@ -32,13 +35,13 @@ CPS_SECS=${CPS_SECS:-5}
 ROUNDS=${ROUNDS:-3}
 FLOWS=${FLOWS:-4096}
 CONC=${CONC:-64}
-MAX_SECS=${MAX_SECS:-150}
+MAX_SECS=${MAX_SECS:-210}
 
 P=yvxb$$
 VIP=10.77.1.1
 W=$(mktemp -d "/tmp/$P.XXXXXX")
-NSS=(br c lv ln lh b1 b2 b3)
-declare -A OCT=([c]=2 [lv]=11 [ln]=12 [lh]=13 [b1]=21 [b2]=22 [b3]=23)
+NSS=(br c lv ln lh lt b1 b2 b3)
+declare -A OCT=([c]=2 [lv]=11 [ln]=12 [lh]=13 [lt]=14 [b1]=21 [b2]=22 [b3]=23)
 PIDS=()
 ACCEPTD=()
 ip_of() { echo "10.77.0.${OCT[$1]}"; }
@@ -56,7 +59,7 @@ cleanup() {
 		kill -9 "$p" 2>/dev/null
 	done
 	for n in "${NSS[@]}"; do ip netns del "$P-$n" 2>/dev/null; done
-	rm -rf "/sys/fs/bpf/yunhan-vortex-$P" "$W"
+	rm -rf "/sys/fs/bpf/yunhan-vortex-$P" "/sys/fs/bpf/yunhan-vortex-$P-nat" "$W"
 }
 trap cleanup EXIT
 trap 'echo "vortex-compare: interrupted" >&2; exit 130' INT TERM
@@ -94,7 +97,7 @@ ip -n "$P-br" link add br0 type bridge
 nsx br sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
 	net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
 ip -n "$P-br" link set br0 up
-for n in c lv ln lh b1 b2 b3; do
+for n in c lv ln lh lt b1 b2 b3; do
 	# 2 queues each way (one per CPU, like RSS on a NIC): with one queue the
 	# XDP side of a veth is a single NAPI context shared by both senders.
 	ip -n "$P-$n" link add eth0 address "$(mac_of "$n")" numtxqueues 2 numrxqueues 2 type veth \
@@ -110,10 +113,11 @@ neigh() { # neigh NS PEER...
 	local n=$1 p; shift
 	for p in "$@"; do ip -n "$P-$n" neigh replace "$(ip_of "$p")" lladdr "$(mac_of "$p")" dev eth0 nud permanent; done
 }
-neigh c lv ln lh b1 b2 b3
+neigh c lv ln lh lt b1 b2 b3
 neigh ln c b1 b2 b3
 neigh lh c b1 b2 b3
-for b in b1 b2 b3; do neigh "$b" c ln lh; done
+neigh lt c b1 b2 b3
+for b in b1 b2 b3; do neigh "$b" c ln lh lt; done
 # XDP_TX on veth is delivered only if the peer has an XDP program.
 ip -n "$P-br" link set dev plv xdp obj "$W/pass.bpf.o" sec xdp
 # XDP_TX loses checksum offload state: the client must send complete checksums
@@ -158,28 +162,42 @@ nft_lb() { # nft_lb jhash|numgen
 	EOF
 }
 
-# Vortex: explicit MACs, no health checks (nothing to wait for).
-{
+# Vortex: explicit MACs (DSR) or ports (NAT), no health checks (nothing to wait for).
+vortex_toml() { # vortex_toml dsr|nat
 	echo "table_size = 65537"
 	for v in "udp 9" "tcp 80"; do
 		set -- $v
 		printf '[[vip]]\nname = "%s%s"\naddress = "%s"\nport = %s\nprotocol = "%s"\n[vip.health]\nkind = "none"\n' \
 			"$1" "$2" "$VIP" "$2" "$1"
 		for b in b1 b2 b3; do
-			printf '[[vip.backend]]\naddress = "%s"\nmac = "%s"\n' "$(ip_of "$b")" "$(mac_of "$b")"
+			printf '[[vip.backend]]\naddress = "%s"\n' "$(ip_of "$b")"
+			case $MODE in
+			dsr) printf 'mac = "%s"\n' "$(mac_of "$b")" ;;
+			nat) printf 'port = %s\n' "$2" ;;
+			esac
 		done
 	done
-} >"$W/vortex.toml"
-nsenter "--net=/run/netns/$P-lv" "$YUNHAN" vortex -c "$W/vortex.toml" -i eth0 --name "$P" --status-file "$W/lv.status.json" \
-	--conntrack-size 262144 --reset-state --detach-on-exit 2>"$W/vortex.log" &
-VPID=$!
-PIDS+=($VPID)
-for _ in $(seq 100); do
-	grep -q '"vips"' "$W/lv.status.json" 2>/dev/null && break
-	kill -0 "$VPID" 2>/dev/null || { cat "$W/vortex.log" >&2; exit 1; }
-	sleep 0.1
-done
-grep -q '"vips"' "$W/lv.status.json" || { echo "yunhan vortex not ready" >&2; cat "$W/vortex.log" >&2; exit 1; }
+}
+start_vortex() { # start_vortex NS MODE: sets PID
+	local ns=$1
+	MODE=$2 vortex_toml >"$W/$ns.toml"
+	nsenter "--net=/run/netns/$P-$ns" "$YUNHAN" vortex -c "$W/$ns.toml" -i eth0 --mode "$2" --name "$P-$2" \
+		--status-file "$W/$ns.status.json" --conntrack-size 262144 --reset-state --detach-on-exit 2>"$W/$ns.log" &
+	PID=$!
+	PIDS+=($PID)
+	for _ in $(seq 100); do
+		grep -q '"vips"' "$W/$ns.status.json" 2>/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "yunhan vortex ($2) not ready" >&2
+	cat "$W/$ns.log" >&2
+	exit 1
+}
+start_vortex lv dsr
+VPID=$PID
+start_vortex lt nat
+TPID=$PID
 
 cat >"$W/haproxy.cfg" <<EOF
 global
@@ -231,7 +249,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 # the senders' own CPU time + ksoftirqd is the chain's cost.
 run_pps() {
 	local mode=$1 mac=$2 dst=$3 d0 k0 o0 d1 k1 o1 s=0 c=0 pids=() p line
-	d0=$(delivered); k0=$(cpu_ns $KSOFT); o0=$(cpu_ns "$VPID")
+	d0=$(delivered); k0=$(cpu_ns $KSOFT); o0=$(cpu_ns "$VPID" "$TPID")
 	for cpu in 0 1; do
 		taskset -c "$cpu" nsenter "--net=/run/netns/$P-c" "$W/udpblast" eth0 "$mac" "$(ip_of c)" "$dst" 9 \
 			"$FLOWS" "$PPS_SECS" >"$W/blast.$cpu" &
@@ -240,7 +258,7 @@ run_pps() {
 	done
 	for p in "${pids[@]}"; do wait "$p"; done
 	sleep 0.2
-	d1=$(delivered); k1=$(cpu_ns $KSOFT); o1=$(cpu_ns "$VPID")
+	d1=$(delivered); k1=$(cpu_ns $KSOFT); o1=$(cpu_ns "$VPID" "$TPID")
 	for cpu in 0 1; do
 		line=$(cat "$W/blast.$cpu")
 		s=$((s + $(awk '{print $2}' <<<"$line")))
@@ -255,29 +273,31 @@ run_pps() {
 run_cps() {
 	local mode=$1 via=$2 o0 o1 line
 	ip -n "$P-c" route replace "$VIP/32" via "$(ip_of "$via")"
-	o0=$(cpu_ns $KSOFT "$VPID" "$HPID" "${ACCEPTD[@]}")
+	o0=$(cpu_ns $KSOFT "$VPID" "$TPID" "$HPID" "${ACCEPTD[@]}")
 	line=$(nsx c "$W/connbench" "$VIP" 80 "$CONC" "$CPS_SECS")
-	o1=$(cpu_ns $KSOFT "$VPID" "$HPID" "${ACCEPTD[@]}")
+	o1=$(cpu_ns $KSOFT "$VPID" "$TPID" "$HPID" "${ACCEPTD[@]}")
 	# mode cps errors+timeouts cpu_us_per_conn
 	awk -v m="$mode" -v o=$((o1 - o0)) '{printf "%s %s %d %.1f\n", m, $10, $4 + $6, ($2>0)? (o + $12)/$2/1000 : 0}' \
 		<<<"$line" >>"$W/cps.txt"
 }
 
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share these $(nproc) CPUs)"
-echo "== pps: $ROUNDS rounds x {direct, vortex, nft-jhash, nft-numgen}, ${PPS_SECS}s each, $FLOWS UDP flows, 60-byte frames"
+echo "== pps: $ROUNDS rounds x {direct, vortex, vortex-nat, nft-jhash, nft-numgen}, ${PPS_SECS}s each, $FLOWS UDP flows, 60-byte frames"
 ip -n "$P-c" route replace "$VIP/32" via "$(ip_of lv)"
 for r in $(seq "$ROUNDS"); do
 	run_pps direct "$(mac_of b1)" "$(ip_of b1)"
 	run_pps vortex "$(mac_of lv)" "$VIP"
+	run_pps vortex-nat "$(mac_of lt)" "$VIP"
 	nft_lb jhash
 	run_pps nft-jhash "$(mac_of ln)" "$VIP"
 	nft_lb numgen
 	run_pps nft-numgen "$(mac_of ln)" "$VIP"
 	echo "   round $r done"
 done
-echo "== conns/s: $ROUNDS rounds x {vortex, haproxy}, ${CPS_SECS}s each, $CONC concurrent"
+echo "== conns/s: $ROUNDS rounds x {vortex, vortex-nat, haproxy}, ${CPS_SECS}s each, $CONC concurrent"
 for r in $(seq "$ROUNDS"); do
 	run_cps vortex lv
+	run_cps vortex-nat lt
 	run_cps haproxy lh
 	echo "   round $r done"
 done
@@ -289,7 +309,7 @@ echo "UDP forwarding (median of $ROUNDS; cpu = senders + ksoftirqd + yunhan vort
 echo "  lb = cpu minus the direct run: what the LB hop adds per packet)"
 printf '%-11s %12s %14s %11s %10s\n' mode sent_pps delivered_pps cpu_ns/pkt lb_ns/pkt
 DCPU=$(col direct 4 "$W/pps.txt")
-for m in direct vortex nft-jhash nft-numgen; do
+for m in direct vortex vortex-nat nft-jhash nft-numgen; do
 	printf '%-11s %12.0f %14.0f %11.1f %10s\n' "$m" "$(col "$m" 2 "$W/pps.txt")" "$(col "$m" 3 "$W/pps.txt")" \
 		"$(col "$m" 4 "$W/pps.txt")" \
 		"$([ "$m" = direct ] && echo - || awk -v a="$(col "$m" 4 "$W/pps.txt")" -v b="$DCPU" 'BEGIN {printf "%.1f", a-b}')"
@@ -306,13 +326,15 @@ per_round() {
 }
 echo "ratio vortex/nft-jhash delivered pps: $(ratio "$V" "$NJ") (median per round $(per_round vortex nft-jhash 3 "$W/pps.txt"))   vortex/nft-numgen: $(ratio "$V" "$NN")"
 echo "ratio nft-jhash/vortex LB cost per packet: $(ratio "$NL" "$VL");  total chain cost nft-jhash/vortex: $(per_round nft-jhash vortex 4 "$W/pps.txt") (median per round)"
+echo "ratio vortex-nat/nft-jhash delivered pps: $(per_round vortex-nat nft-jhash 3 "$W/pps.txt") (median per round);  total chain cost nft-jhash/vortex-nat: $(per_round nft-jhash vortex-nat 4 "$W/pps.txt")"
 echo
 echo "New TCP connections (median of $ROUNDS; cpu = client + backends + LB + ksoftirqd on-CPU time / connection)"
 printf '%-11s %10s %14s %12s\n' mode conns/s errors+tmo cpu_us/conn
-for m in vortex haproxy; do
+for m in vortex vortex-nat haproxy; do
 	printf '%-11s %10.0f %14.0f %12.1f\n' "$m" "$(col "$m" 2 "$W/cps.txt")" "$(col "$m" 3 "$W/cps.txt")" "$(col "$m" 4 "$W/cps.txt")"
 done
 echo "ratio vortex/haproxy conns/s: $(ratio "$(col vortex 2 "$W/cps.txt")" "$(col haproxy 2 "$W/cps.txt")") (median per round $(per_round vortex haproxy 2 "$W/cps.txt"))   haproxy/vortex cpu per conn: $(ratio "$(col haproxy 4 "$W/cps.txt")" "$(col vortex 4 "$W/cps.txt")")"
+echo "ratio vortex-nat/haproxy conns/s: $(per_round vortex-nat haproxy 2 "$W/cps.txt") (median per round)   haproxy/vortex-nat cpu per conn: $(ratio "$(col haproxy 4 "$W/cps.txt")" "$(col vortex-nat 4 "$W/cps.txt")")"
 echo
 echo "raw runs:"; sed 's/^/  pps /' "$W/pps.txt"; sed 's/^/  cps /' "$W/cps.txt"
 echo "vortex per-backend packets (status file):"
