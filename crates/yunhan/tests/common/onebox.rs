@@ -69,9 +69,15 @@ impl OneBox {
     }
 
     pub fn ping(&self, addr: &str) -> bool {
+        self.ping_waiting(addr, "1")
+    }
+
+    /// One ping from the host's namespace, waiting `wait` seconds (fractions allowed) for
+    /// the answer.
+    pub fn ping_waiting(&self, addr: &str, wait: &str) -> bool {
         Command::new("ip")
             .args([
-                "netns", "exec", &self.host, "ping", "-n", "-c", "1", "-W", "1", addr,
+                "netns", "exec", &self.host, "ping", "-n", "-c", "1", "-W", wait, addr,
             ])
             .output()
             .is_ok_and(|o| o.status.success())
