@@ -559,39 +559,15 @@ async fn e2e_load_balancer_bad_input() {
     let t = cloud.tenant("lbbad", None).await;
     let other = cloud.tenant("lbother", None).await;
     for tk in [&t.token, &other.token] {
-        cloud
-            .post(
-                tk,
-                "vpcs",
-                "net1",
-                serde_json::json!({"cidr": "10.10.0.0/16"}),
-            )
-            .await;
-        cloud
-            .post(
-                tk,
-                "subnets",
-                "s1",
-                serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
-            )
-            .await;
+        vpc_and_subnet(&cloud, tk, ("net1", "10.10.0.0/16"), ("s1", "10.10.1.0/24")).await;
     }
-    cloud
-        .post(
-            &t.token,
-            "vpcs",
-            "net2",
-            serde_json::json!({"cidr": "10.20.0.0/16"}),
-        )
-        .await;
-    cloud
-        .post(
-            &t.token,
-            "subnets",
-            "s2",
-            serde_json::json!({"vpc": "net2", "cidr": "10.20.1.0/24"}),
-        )
-        .await;
+    vpc_and_subnet(
+        &cloud,
+        &t.token,
+        ("net2", "10.20.0.0/16"),
+        ("s2", "10.20.1.0/24"),
+    )
+    .await;
     let (s, _n2) = cloud
         .post(
             &t.token,
@@ -712,27 +688,33 @@ async fn e2e_load_balancer_bad_input() {
     lb_quotas(&cloud).await;
 }
 
+/// VPC `vpc` (name, CIDR) with subnet `subnet` (name, CIDR), as the holder of `token`.
+async fn vpc_and_subnet(cloud: &Cloud, token: &str, vpc: (&str, &str), subnet: (&str, &str)) {
+    for (plural, name, spec) in [
+        ("vpcs", vpc.0, serde_json::json!({"cidr": vpc.1})),
+        (
+            "subnets",
+            subnet.0,
+            serde_json::json!({"vpc": vpc.0, "cidr": subnet.1}),
+        ),
+    ] {
+        let (s, v) = cloud.post(token, plural, name, spec).await;
+        assert_eq!(s, 201, "{plural} {name}: {v}");
+    }
+}
+
 /// A project's quota on load balancers and on listeners (over all of them).
 async fn lb_quotas(cloud: &Cloud) {
     let quota = serde_json::json!({"instances": 1, "vcpus": 1, "memory_mib": 1024,
         "volume_gib": 1, "elastic_ips": 1, "load_balancers": 1, "listeners": 1});
     let t = cloud.tenant("lbquota", Some(quota)).await;
-    cloud
-        .post(
-            &t.token,
-            "vpcs",
-            "net1",
-            serde_json::json!({"cidr": "10.10.0.0/16"}),
-        )
-        .await;
-    cloud
-        .post(
-            &t.token,
-            "subnets",
-            "s1",
-            serde_json::json!({"vpc": "net1", "cidr": "10.10.1.0/24"}),
-        )
-        .await;
+    vpc_and_subnet(
+        cloud,
+        &t.token,
+        ("net1", "10.10.0.0/16"),
+        ("s1", "10.10.1.0/24"),
+    )
+    .await;
     let web = serde_json::json!([{"name": "web", "protocol": "http", "port": 80}]);
     let (s, v) = cloud
         .post(
@@ -860,16 +842,7 @@ async fn e2e_load_balancer_host_lost_keeps_layer_4_flows() {
     guest_runs(&member, &got("first"), "GOT-first-42", minute).await;
 
     let t0 = Instant::now();
-    c.agents[lost].kill9();
-    common::onebox::sh(&[
-        "ip",
-        "-n",
-        &lab.hosts[lost].netns,
-        "link",
-        "set",
-        "ext0",
-        "down",
-    ]);
+    c.lose_host(&lab, lost);
     let moved = eventually("the load balancer moved", minute, || {
         let lb = c.ok(&["lb", "show", "lb1"]);
         let first = first.clone();

@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::onebox::{
-    http_get, running_vm, sh, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR,
+    http_get, running_vm, vpc_with_open_group, within, OneBox, INTERNET, PUBLIC_CIDR,
 };
 use common::{
     console_text, eventually, guest_runs, kernel_image_args, serial_log, strs, Cloud, Cluster,
@@ -414,16 +414,7 @@ async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
     guest_runs(&vm, &out("OUT1"), "OUT1-42", Duration::from_secs(120)).await;
 
     let t0 = Instant::now();
-    c.agents[lost].kill9();
-    sh(&[
-        "ip",
-        "-n",
-        &lab.hosts[lost].netns,
-        "link",
-        "set",
-        "ext0",
-        "down",
-    ]);
+    c.lose_host(&lab, lost);
     let moved = eventually("the gateway moved", Duration::from_secs(60), || {
         let h = placed(&c);
         let first = first.clone();

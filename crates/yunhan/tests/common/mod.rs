@@ -662,6 +662,13 @@ impl Cluster {
     }
 
     /// The agent (index into `agents`) of host id `host`: agent `node-N` is `agents[N-1]`.
+    /// Host `agent` of `lab` lost: its agent killed (SIGKILL) and its external leg down.
+    pub fn lose_host(&mut self, lab: &yunhan_net::lab::Lab, agent: usize) {
+        self.agents[agent].kill9();
+        let netns = &lab.hosts[agent].netns;
+        onebox::sh(&["ip", "-n", netns, "link", "set", "ext0", "down"]);
+    }
+
     /// The first of the VMs `names` whose host is not agent `agent`'s.
     pub fn vm_not_on(&self, names: &[&str], agent: usize) -> Value {
         (names.iter())
