@@ -18,6 +18,7 @@ mod resource;
 
 mod attachments;
 mod console;
+mod events;
 mod flavors;
 mod hosts;
 mod images;
@@ -94,6 +95,7 @@ pub(crate) struct AppState {
     /// Serialises API key creation, so the per-user limit holds under a storm.
     pub key_create: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
+    pub events: yunhan_store::events::EventLog,
     pub image_dir: std::path::PathBuf,
     pub image_max_bytes: u64,
     pub import_dir: std::path::PathBuf,
@@ -104,6 +106,7 @@ pub(crate) type Shared = Arc<AppState>;
 
 /// The API's router, ready to serve.
 pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
+    let events = yunhan_store::events::EventLog::new(store.clone());
     let objects = Objects::new(store);
     let state = Arc::new(AppState {
         auth: auth::Authenticator::new(
@@ -115,6 +118,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         limiter: ratelimit::RateLimiter::new(config.rate_per_sec, config.burst),
         key_create: tokio::sync::Mutex::new(()),
         metrics: metrics::Metrics::default(),
+        events,
         image_dir: config.image_dir.clone(),
         image_max_bytes: config.image_max_bytes,
         import_dir: config.import_dir.clone(),

@@ -269,6 +269,22 @@ pub fn openapi_document() -> Value {
     responses.insert("200".into(), json_response("the caller", who));
     b.op("/v1/whoami", "get", json!({"operationId": "whoami", "summary": "Who the token belongs to", "responses": responses}));
 
+    let events = b.schema::<yunhan_model::AuditEventList>();
+    let mut responses = error_responses(&[400, 401, 404, 429]);
+    responses.insert("200".into(), json_response("events, oldest first", events));
+    let query = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    b.op("/v1/events", "get", json!({
+        "operationId": "events",
+        "summary": "The audit trail: API writes (a member's project's; an admin's: all, or ?project=)",
+        "parameters": [
+            query("since", json!({"type": "string"})),
+            query("kind", json!({"type": "string"})),
+            query("project", json!({"type": "string"})),
+            query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+        ],
+        "responses": responses,
+    }));
+
     let _ = b.schema::<ApiError>();
     let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
     let mut public = Map::new();

@@ -1,6 +1,7 @@
 //! The API's routes: the CRUD routes of every kind, the few special ones
-//! (image data, consoles, API keys, whoami), the public endpoints (health,
-//! metrics, this API's OpenAPI document) and the middleware around them.
+//! (image data, consoles, API keys, whoami, events), the public endpoints (health,
+//! metrics, this API's OpenAPI document) and the middleware around them (metrics,
+//! the audit trail).
 
 use std::time::Instant;
 
@@ -30,6 +31,10 @@ pub(crate) fn routes(state: Shared, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::events::audit,
+        ))
         .with_state(state)
 }
 
@@ -59,6 +64,7 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
             get(crate::console::attach),
         )
         .route("/v1/whoami", get(crate::users::whoami))
+        .route("/v1/events", get(crate::events::list))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -27,6 +27,7 @@ pub enum Command {
     PlacementGroup(placement_group::PlacementGroupCommand),
     /// Show who the configured token belongs to
     Whoami,
+    Events(events::EventsArgs),
     #[command(subcommand)]
     Vpc(vpc::VpcCommand),
     #[command(subcommand)]
@@ -68,6 +69,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Vm(c) => vm::run(ctx, c).await,
         Command::PlacementGroup(c) => placement_group::run(ctx, c).await,
         Command::Whoami => whoami::run(ctx).await,
+        Command::Events(a) => events::run(ctx, a).await,
         Command::Vpc(c) => vpc::run(ctx, c).await,
         Command::Subnet(c) => subnet::run(ctx, c).await,
         Command::Nic(c) => nic::run(ctx, c).await,

@@ -3,6 +3,7 @@
 //! written by controllers and agents). Pure types and validation; no I/O.
 
 mod error;
+mod event;
 mod external_network;
 mod flavor;
 mod host;
@@ -20,6 +21,7 @@ mod security_group;
 mod storage;
 
 pub use error::{ApiError, ErrorCode};
+pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS};
 pub use external_network::{
     ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, DEFAULT_PUBLIC_CIDR,
     DEFAULT_PUBLIC_NAME,

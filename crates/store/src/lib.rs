@@ -9,6 +9,7 @@ mod api;
 pub mod conformance;
 mod embedded;
 mod etcd;
+pub mod events;
 mod local;
 mod mem;
 pub mod objects;

@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod eip;
+pub mod events;
 pub mod external_network;
 pub mod flavor;
 pub mod host;
