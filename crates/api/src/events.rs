@@ -53,6 +53,7 @@ pub(crate) async fn audit(State(s): State<Shared>, req: Request, next: Next) -> 
             kind,
             target,
             outcome: resp.status().as_u16(),
+            message: String::new(),
         };
         let scope = event.project.as_deref().unwrap_or(PLATFORM_SCOPE);
         if let Err(e) = s.events.record(scope, &event).await {

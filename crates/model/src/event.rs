@@ -1,5 +1,5 @@
 //! Events, the audit trail (issue #17): every API write — who, in which project, what, and
-//! the outcome — kept in the store for [`EVENT_RETENTION_SECS`] and read with `GET
+//! the outcome — and what the platform did on its own (an HA failover), kept in the store for [`EVENT_RETENTION_SECS`] and read with `GET
 //! /v1/events` (`yunhan events`). Members read their own project's; admins everything.
 //! What is recorded is decided here ([`write_of`], pure); the API records
 //! (`api/src/events.rs`), the store keeps them (`store/src/events.rs`).
@@ -28,9 +28,15 @@ pub struct AuditEvent {
     /// `message` when the request was refused).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
-    /// The HTTP status the request got.
+    /// The HTTP status the request got (0 for the platform's own actions).
     pub outcome: u16,
+    /// What the platform did, in words (its own actions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
+
+/// The actor of what the platform does on its own (HA failover, …).
+pub const PLATFORM_ACTOR: &str = "platform";
 
 /// `GET /v1/events`: newest last.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

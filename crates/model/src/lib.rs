@@ -21,7 +21,7 @@ mod security_group;
 mod storage;
 
 pub use error::{ApiError, ErrorCode};
-pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS};
+pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS, PLATFORM_ACTOR};
 pub use external_network::{
     ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, DEFAULT_PUBLIC_CIDR,
     DEFAULT_PUBLIC_NAME,

@@ -159,6 +159,14 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
         c.start_server_and_wait().await;
         let moved = moved_off(&c, &lost, 1).await;
         let running = Instant::now();
+        // The failover is an event of ha1's project, by the platform.
+        let events = c.ok(&["events", "--since", "10m", "--kind", "instances"]);
+        let failover = (events.as_array().unwrap().iter())
+            .find(|e| e["action"] == "failover" && e["target"] == id.as_str());
+        assert!(
+            failover.is_some_and(|e| e["actor"] == "platform"),
+            "no failover event for {id}: {events}"
+        );
         let f = eip_follows(&c, &lab, &pings, &lost, &moved, 2, running).await;
         let t = (running - t0, f.boot - t0);
         f.report("HA failover (agent stopped, control plane restarted)");
