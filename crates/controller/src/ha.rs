@@ -18,10 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use yunhan_model::{
-    age_of, AuditEvent, Doc, Host, HostPhase, Instance, InstancePhase, Kind, PLATFORM_ACTOR,
-};
-use yunhan_store::events::{EventLog, PLATFORM_SCOPE};
+use yunhan_model::{age_of, Doc, Host, HostPhase, Instance, InstancePhase};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
@@ -204,31 +201,10 @@ impl HaMonitor {
             .await?;
         if moved.is_some() {
             tracing::info!(instance = id, host = %name, "HA failover: fenced the lost host, instance back to the scheduler");
-            failover_event(objects, inst, &name).await;
+            let what = format!("host {name} was lost and fenced; restarting it on another host");
+            crate::events::instance_event(objects, inst, "failover", what).await;
         }
         Ok(())
-    }
-}
-
-/// The failover as an event of the instance's project (best effort: logged if it fails).
-async fn failover_event(objects: &Objects, inst: &Doc<Instance>, host: &str) {
-    let event = AuditEvent {
-        time: yunhan_model::now(),
-        actor: PLATFORM_ACTOR.to_string(),
-        project: inst.metadata.project.clone(),
-        action: "failover".to_string(),
-        kind: Instance::PLURAL.to_string(),
-        target: inst.metadata.id.clone(),
-        outcome: 0,
-        message: format!(
-            "{}: host {host} was lost and fenced; restarting it on another host",
-            inst.metadata.name
-        ),
-    };
-    let scope = event.project.as_deref().unwrap_or(PLATFORM_SCOPE);
-    let log = EventLog::new(objects.store().clone());
-    if let Err(e) = log.record(scope, &event).await {
-        tracing::warn!(instance = %inst.metadata.id, error = %e, "cannot record the failover event");
     }
 }
 

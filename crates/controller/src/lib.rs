@@ -2,6 +2,7 @@
 //! [`Reconciler`] run by [`run_reconciler`] (watch + periodic resync), and
 //! only the elected leader ([`leader`]) runs them.
 
+mod events;
 pub mod ha;
 pub mod leader;
 pub mod liveness;

@@ -248,6 +248,15 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     assert_ne!(target, source, "moved");
     let m = &v["status"]["migration"];
     assert_eq!(m["phase"], "Completed", "{v}");
+    // The move is an event, by the platform, naming the target host.
+    let events = c.ok(&["events", "--since", "10m", "--kind", "instances"]);
+    let migrated = (events.as_array().unwrap().iter())
+        .find(|e| e["action"] == "migrated" && e["target"] == v["metadata"]["id"]);
+    assert!(
+        migrated.is_some_and(|e| e["actor"] == "platform"
+            && e["message"].as_str().is_some_and(|m| m.contains(&target))),
+        "no migration event: {events}"
+    );
     assert!(
         m["total_ms"].as_u64().is_some() && m["downtime_ms"].as_u64().is_some(),
         "{v}"
