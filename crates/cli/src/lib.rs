@@ -17,6 +17,8 @@ mod ctx;
 mod dispatch;
 mod kind;
 mod output;
+#[cfg(test)]
+mod testing;
 mod wait;
 
 pub use client::{Answer, Client, ClientError, ConsoleStream};

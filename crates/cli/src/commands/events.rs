@@ -111,22 +111,12 @@ mod tests {
     use clap::{CommandFactory, Parser};
     use serde_json::json;
 
-    use crate::ctx::ClientArgs;
     use crate::dispatch::Command;
     use crate::output::{table, Format};
-
-    /// The client's part of `yunhan`'s command line.
-    #[derive(Parser, Debug)]
-    #[command(name = "yunhan")]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[command(subcommand)]
-        command: Command,
-    }
+    use crate::testing::Cli;
 
     fn parse(line: &str) -> Result<(EventsArgs, Format), clap::Error> {
-        let cli = Cli::try_parse_from(line.split_whitespace())?;
+        let cli = Cli::line(line)?;
         match cli.command {
             Command::Events(a) => Ok((a, cli.client.output)),
             other => panic!("{line}: {other:?}"),

@@ -857,24 +857,14 @@ async fn weigh(ctx: &Ctx, a: &MemberPick, weight: u16) -> Result<(), ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
     use serde_json::json;
 
-    use crate::ctx::ClientArgs;
     use crate::dispatch::Command;
-
-    /// The client's part of `yunhan`'s command line.
-    #[derive(Parser, Debug)]
-    #[command(name = "yunhan")]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientArgs,
-        #[command(subcommand)]
-        command: Command,
-    }
+    use crate::testing::Cli;
 
     fn parse(line: &str) -> Result<LbCommand, clap::Error> {
-        let cli = Cli::try_parse_from(line.split_whitespace())?;
+        let cli = Cli::line(line)?;
         match cli.command {
             Command::Lb(c) => Ok(c),
             other => panic!("{line}: {other:?}"),
