@@ -14,6 +14,10 @@ fn members(ids: &[u32]) -> Vec<Member> {
         .collect()
 }
 
+/// How much more than 1/N of the slots a removal or drain may move (see
+/// `removal_disruption_bounded`).
+const EXTRA: f64 = 0.10;
+
 fn backend_ids() -> impl Strategy<Value = Vec<u32>> {
     proptest::collection::btree_set(1u32..1_000_000, 2..=64).prop_map(|s| s.into_iter().collect())
 }
@@ -33,8 +37,11 @@ proptest! {
         prop_assert!(t.iter().all(|&e| e != EMPTY));
     }
 
-    /// Disruption: removing one of N backends remaps at most 1/N + 1 % of slots
-    /// (slots are what flows hash to, so this is the fraction of flows).
+    /// Disruption: removing one of N backends remaps its 1/N of the slots and a little of
+    /// the others' (slots are what flows hash to, so this is the fraction of flows).
+    /// Maglev is near-minimal, not minimal: usually within 2 % of 1/N, but a case with 3
+    /// backends moved 41.9 % (8.5 % over 1/3; kept in the regressions file), so the bound
+    /// is 1/N + 10 %.
     #[test]
     fn removal_disruption_bounded(ids in backend_ids(), victim in any::<prop::sample::Index>()) {
         let ms = members(&ids);
@@ -48,7 +55,7 @@ proptest! {
             ms[**b as usize].identity != after_ms[**a as usize].identity
         }).count();
         let frac = moved as f64 / DEFAULT_TABLE_SIZE as f64;
-        prop_assert!(frac <= 1.0 / n as f64 + 0.01, "moved {frac} with n={n}");
+        prop_assert!(frac <= 1.0 / n as f64 + EXTRA, "moved {frac} with n={n}");
     }
 
     /// Draining (weight 0) behaves like removal for new flows: same bound.
@@ -63,7 +70,8 @@ proptest! {
         let after = build(&drained, DEFAULT_TABLE_SIZE).unwrap();
         prop_assert!(after.iter().all(|&e| e as usize != v));
         let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
-        prop_assert!(moved as f64 / DEFAULT_TABLE_SIZE as f64 <= 1.0 / n as f64 + 0.01);
+        let frac = moved as f64 / DEFAULT_TABLE_SIZE as f64;
+        prop_assert!(frac <= 1.0 / n as f64 + EXTRA, "moved {frac} with n={n}");
     }
 
     /// Identical configs give identical tables — on repeated builds and
