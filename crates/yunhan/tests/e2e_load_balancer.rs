@@ -153,10 +153,9 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     // Layer 4 is Vortex's: its tc program marks, the namespace's NAT forwards.
     assert_eq!(named("tcp")["engine"], "vortex-tc", "{listeners}");
     let counted = eventually("the layer-4 flow counted", Duration::from_secs(10), || {
-        let lb = ok("lb show lb1");
+        let tcp = listener_now(&cloud, "tcp");
         async move {
-            let all = lb["status"]["listeners"].as_array()?.clone();
-            let tcp = all.iter().find(|l| l["name"] == "tcp")?;
+            let tcp = tcp?;
             (tcp["connections"].as_u64()? >= 1 && tcp["bytes_in"].as_u64()? > 0).then_some(())
         }
     });
@@ -260,15 +259,14 @@ async fn rules_and_cookies(cloud: &Cloud, onebox: &OneBox, addr: &str, w2: &Valu
         assert!(get("/img/", "Host: www.example.com\r\n").contains("w2-img"));
         assert!(get("/", "Host: www.example.com\r\n").contains("w1"));
     }
-    let rows = ok("lb show lb1")["status"]["listeners"].clone();
-    let web = (rows.as_array().unwrap().iter()).find(|l| l["name"] == "web");
-    let rules: Vec<_> = web.unwrap()["members"]
+    let web = listener_now(cloud, "web").expect("listener web");
+    let rules: Vec<_> = web["members"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["rule"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(rules, ["", "api", "img"], "{rows}");
+    assert_eq!(rules, ["", "api", "img"], "{web}");
     // Cookie persistence over the listener's own members, w1 and w2.
     ok("lb member add lb1 --listener web --vm w2 --port 80");
     let first = eventually("both members serve", Duration::from_secs(30), || {
@@ -291,6 +289,13 @@ async fn rules_and_cookies(cloud: &Cloud, onebox: &OneBox, addr: &str, w2: &Valu
         let answer = get("/", &format!("Cookie: {cookie}\r\n"));
         assert!(answer.contains("w2"), "{cookie} left w2: {answer}");
     }
+}
+
+/// Listener `name` of load balancer `lb1` as `lb show` reports it now.
+fn listener_now(cloud: &Cloud, name: &str) -> Option<Value> {
+    let lb = cloud.ok(&["lb", "show", "lb1"]);
+    let listeners = lb["status"]["listeners"].as_array()?;
+    listeners.iter().find(|l| l["name"] == name).cloned()
 }
 
 /// Layer 4: with source-IP persistence every connection from the host lands on one
@@ -332,15 +337,8 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     ok("lb member add lb1 --listener long --vm w2 --port 9000");
     ok("lb member drain lb1 --listener long --vm w1");
     let drained = eventually("w1 drained", minute, || {
-        let lb = ok("lb show lb1");
-        async move {
-            let long = lb["status"]["listeners"]
-                .as_array()?
-                .iter()
-                .find(|l| l["name"] == "long")?
-                .clone();
-            (long["members"][0]["health"] == "drained").then_some(())
-        }
+        let long = listener_now(cloud, "long");
+        async move { (long?["members"][0]["health"] == "drained").then_some(()) }
     });
     drained.await;
     std::io::Write::write_all(&mut open, b"second\n").unwrap();
@@ -356,12 +354,8 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     // Another member removed: the open connection to w1 goes on, not reset.
     ok("lb member remove lb1 --listener long --vm w2");
     let gone = eventually("w2 gone from the listener", minute, || {
-        let lb = ok("lb show lb1");
-        async move {
-            let listeners = lb["status"]["listeners"].as_array()?.clone();
-            let long = listeners.iter().find(|l| l["name"] == "long")?;
-            (long["members"].as_array()?.len() == 1).then_some(())
-        }
+        let long = listener_now(cloud, "long");
+        async move { (long?["members"].as_array()?.len() == 1).then_some(()) }
     });
     gone.await;
     std::io::Write::write_all(&mut open, b"third\n").unwrap();
@@ -370,12 +364,8 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
     // Undrained, it is back in.
     ok("lb member set lb1 --listener long --vm w1 --weight 1");
     let back = eventually("w1 back", minute, || {
-        let lb = ok("lb show lb1");
-        async move {
-            let listeners = lb["status"]["listeners"].as_array()?.clone();
-            let long = listeners.iter().find(|l| l["name"] == "long")?;
-            (long["members"][0]["health"] == "up").then_some(())
-        }
+        let long = listener_now(cloud, "long");
+        async move { (long?["members"][0]["health"] == "up").then_some(()) }
     });
     back.await;
 }
