@@ -205,6 +205,14 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
     )
     .await;
 
+    // The tour's writes are alice's events.
+    let events = alice.json(&["events", "--since", "10m"]);
+    assert!(
+        (events.as_array().unwrap().iter())
+            .any(|e| e["action"] == "create" && e["kind"] == "vpcs" && e["outcome"] == 201),
+        "{events}"
+    );
+
     // The load balancer: Active, its TCP listener on Vortex, its HTTP one on HAProxy.
     let served = eventually("lb1's listeners served", Duration::from_secs(60), || {
         let lb = alice.json(&["lb", "show", "lb1"]);
