@@ -10,6 +10,7 @@
 pub mod compute;
 mod host;
 pub mod load_balancer;
+pub mod metrics;
 pub mod network;
 mod ops;
 pub mod storage;
@@ -24,6 +25,7 @@ use yunhan_store::reconcile::run_reconciler;
 
 pub use compute::{AccelMode, ComputeConfig};
 pub use host::{discover, Discovered};
+pub use metrics::MetricsConfig;
 pub use network::NetworkConfig;
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct AgentConfig {
     pub network: NetworkConfig,
     /// A Ceph pool to serve volumes from, besides the local pool.
     pub ceph: Option<storage::CephPool>,
+    /// The metrics endpoint and the history's bound.
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,8 @@ pub enum AgentError {
     Compute(#[from] compute::PrepareError),
     #[error("storage pool: {0}")]
     Storage(#[from] yunhan_storage::StorageError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] metrics::MetricsError),
     #[error("agent state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -119,6 +125,17 @@ pub async fn run_prepared(
     let volumes = Arc::new(storage::Volumes::new(pools, ceph));
     let compute = compute::Compute::new(host_id.clone(), prepared, compute_cfg, volumes.clone());
     let storage = storage::Storage::new(host_id.clone(), volumes, compute.runtime());
+    let monitor = metrics::Monitor::start(
+        &objects,
+        &host_id,
+        &cfg.address,
+        &cfg.state_dir,
+        cfg.network.netns.clone(),
+        compute.runtime(),
+        &cfg.metrics,
+    )
+    .await?;
+    let mut monitor = AbortOnDrop(tokio::spawn(monitor.run(objects.clone(), shutdown.clone())));
     let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(storage),
         objects.clone(),
@@ -168,5 +185,6 @@ pub async fn run_prepared(
     let _ = (&mut net.0).await;
     let _ = (&mut lbs.0).await;
     let _ = (&mut volumes.0).await;
+    let _ = (&mut monitor.0).await;
     Ok(())
 }

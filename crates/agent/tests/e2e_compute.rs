@@ -90,6 +90,7 @@ impl Env {
             },
             network: Default::default(),
             ceph: None,
+            metrics: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(yunhan_agent::run(self.objects.clone(), cfg, rx));

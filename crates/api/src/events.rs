@@ -102,7 +102,7 @@ pub(crate) async fn list(
 }
 
 /// `30s`, `10m`, `2h`, `1d` or plain seconds.
-fn parse_since(s: &str) -> std::result::Result<Duration, ApiError> {
+pub(crate) fn parse_since(s: &str) -> std::result::Result<Duration, ApiError> {
     let bad = || {
         ApiError::invalid_field(
             "since",

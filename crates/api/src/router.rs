@@ -3,9 +3,12 @@
 //! metrics, this API's OpenAPI document) and the middleware around them (metrics,
 //! the audit trail).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State,
+};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,6 +66,8 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
             "/v1/instances/{id}/console/attach",
             get(crate::console::attach),
         )
+        .route("/v1/instances/{id}/metrics", get(crate::monitoring::instance))
+        .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))
         .route("/v1/openapi.json", get(openapi))
@@ -84,10 +89,14 @@ async fn healthz(State(s): State<Shared>) -> Response {
 }
 
 /// `/metrics`: without a token, the HTTP counters and process figures (safe
-/// for anyone); with an admin token also the platform figures that reveal
-/// tenants' activity (the store revision). A member's token is refused.
+/// for anyone); with an admin token, or scraped from the API server's own machine
+/// (loopback), also the platform figures that reveal tenants' activity: the store
+/// revision and the latest sample of every VM, host and pool series. A member's token
+/// is refused.
 async fn metrics(State(s): State<Shared>, req: Request) -> Result<Response> {
     let mut gauges = s.metrics.process_gauges();
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>();
+    let mut platform = client.is_some_and(|c| c.0.ip().is_loopback());
     if req.headers().contains_key(header::AUTHORIZATION) {
         let (mut parts, _) = req.into_parts();
         let p = Principal::from_request_parts(&mut parts, &s).await?;
@@ -96,14 +105,20 @@ async fn metrics(State(s): State<Shared>, req: Request) -> Result<Response> {
                 "the platform figures of /metrics (scrape without a token for the HTTP counters)",
             ));
         }
+        platform = true;
+    }
+    if platform {
         let rev = s.objects.store().current_revision().await?;
         gauges.push((
             "yunhan_store_revision",
-            "The store's current revision (admin scrapes only).",
+            "The store's current revision (admin or local scrapes only).",
             rev as f64,
         ));
     }
-    let body = s.metrics.render(&gauges);
+    let mut body = s.metrics.render(&gauges);
+    if platform {
+        body.push_str(&crate::monitoring::prometheus::scrape(&s).await?);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 

@@ -1,5 +1,6 @@
 //! Per-host metric history, bounded in memory and on disk, outside the control-plane
-//! store (issue #17's foundation; nothing uses it yet).
+//! store, and the endpoint through which a host's agent serves it to the control plane
+//! (`serve.rs`, `client.rs`, `wire.rs`; docs/monitoring.md).
 //!
 //! A [`Series`] is one metric's round-robin history at three [`TIERS`]:
 //!
@@ -42,10 +43,23 @@
 //!   and `flush_every` = 60 s that is about 33 MB a minute, 0.55 MB/s, instead of the
 //!   3.3 MB/s of writing at every sample.
 
+mod client;
 mod history;
+mod serve;
 mod series;
 mod tier;
+pub mod wire;
+
+pub use client::{ClientError, HostMetrics, TIMEOUT};
+pub use serve::{router, step_for, Latest};
 
 pub use history::{History, HistoryError, CACHE_BYTES, MAX_NAME_BYTES, MAX_SERIES_BYTES};
 pub use series::{DecodeError, Series, ENCODED_LEN, VERSION};
 pub use tier::{Tier, ONE_MINUTE, SLOT_BYTES, TEN_MINUTES, TEN_SECONDS, TIERS};
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -48,6 +48,11 @@ pub struct HostStatus {
     /// The storage pools this host's agent serves, as last measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<crate::PoolReport>,
+    /// The URL of the agent's metrics endpoint (history and latest samples of this
+    /// host's VMs, the host and its pools), which the control plane reads with the
+    /// token the agent keeps in the store (docs/monitoring.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 pub struct Host;

@@ -13,6 +13,7 @@ mod instance;
 mod load_balancer;
 mod meta;
 mod migration;
+mod monitoring;
 pub mod network;
 mod placement;
 mod quota;
@@ -44,6 +45,7 @@ pub use meta::{
     ObjectMeta, Resource, Scope, UpdateRequest,
 };
 pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
+pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};
 pub use network::{
     ElasticIp, NatGateway, NetworkInterface, PrimaryNic, RouteTable, SecurityGroup, Subnet, Vip,
     Vpc,

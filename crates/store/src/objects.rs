@@ -58,6 +58,14 @@ pub fn lb_key_secret_key(lb: &str, listener: &str) -> String {
     format!("{LB_KEY_SECRET_PREFIX}{lb}/{listener}")
 }
 
+/// Where hosts' metrics-endpoint tokens live.
+pub const METRICS_TOKEN_PREFIX: &str = "/yunhan/secrets/metrics-tokens/";
+
+/// The bearer token of host `host_id`'s metrics endpoint (written by its agent).
+pub fn metrics_token_key(host_id: &str) -> String {
+    format!("{METRICS_TOKEN_PREFIX}{host_id}")
+}
+
 /// The secret key of API key `key_id`.
 pub fn api_key_secret_key(key_id: &str) -> String {
     format!("{API_KEY_SECRET_PREFIX}{key_id}")

@@ -48,6 +48,12 @@ pub struct UpArgs {
     /// the host's own (a test lab's "host"; QEMU stays in the host's namespace)
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
+    /// Where the host's metrics endpoint listens (the API reads VM and host metrics
+    /// from it; port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    history: HistoryArgs,
     #[command(flatten)]
     tuning: Tuning,
     #[command(flatten)]
@@ -121,8 +127,33 @@ pub struct AgentArgs {
     /// This host's VXLAN tunnel endpoint on the underlay [default: --address]
     #[arg(long, value_name = "IP")]
     vtep: Option<std::net::Ipv4Addr>,
+    /// Where this host's metrics endpoint listens: the API servers and the alarm
+    /// evaluator read its VMs' and its own metrics there (bearer token in the store).
+    /// 0.0.0.0 is published as --address
+    #[arg(long, default_value = "0.0.0.0:9465", value_name = "ADDR:PORT")]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    history: HistoryArgs,
     #[command(flatten)]
     ceph: crate::ceph::CephArgs,
+}
+
+/// The bound of a host's metric history.
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// The most metric series this host keeps (a VM has about 6 plus 4 per NIC; each
+    /// series holds a month and takes about 32 KB of memory and 32 KiB of disk)
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    metrics_max_series: usize,
+}
+
+impl HistoryArgs {
+    fn config(&self, listen: SocketAddr) -> yunhan_agent::MetricsConfig {
+        yunhan_agent::MetricsConfig {
+            listen,
+            max_series: self.metrics_max_series,
+        }
+    }
 }
 
 /// API tuning shared by `up` and `server`.
@@ -425,6 +456,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         ceph,
+        metrics: a.history.config(a.metrics_listen),
     };
     let agent = tokio::spawn(yunhan_agent::run_prepared(
         objects.clone(),
@@ -444,13 +476,20 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let api = serve_api(listener, store, api_cfg, shutdown);
     // The all-in-one cloud is no cloud without its host: stop if the agent cannot run.
     tokio::pin!(api);
+    tokio::pin!(agent);
     let agent_result = tokio::select! {
         r = &mut api => { r?; None }
-        r = agent => Some(r),
+        r = &mut agent => Some(r),
     };
-    if let Some(r) = agent_result {
-        r.context("agent task")?.context("the host agent stopped")?;
-        api.await?;
+    match agent_result {
+        Some(r) => {
+            r.context("agent task")?.context("the host agent stopped")?;
+            api.await?;
+        }
+        // Shutting down: the agent writes its metric history back before it returns.
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+        }
     }
     let _ = controllers.await;
     Ok(())
@@ -513,6 +552,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         ceph,
+        metrics: a.history.config(a.metrics_listen),
     };
     yunhan_agent::run(Objects::new(store), cfg, shutdown_signal()).await?;
     Ok(())

@@ -109,6 +109,8 @@ async fn e2e_servers_on_etcd_elect_one_leader_and_track_agent_liveness() {
         &state_s,
         "--lease-ttl",
         "2",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ];
     let mut agent = Proc::spawn(dir.path(), "agent1", &agent_args);
     eventually("node-a Ready", Duration::from_secs(60), || async {

@@ -22,7 +22,8 @@ use yunhan_store::reconcile::Reconciler;
 
 pub use accel::AccelMode;
 use argv::{mac_for, Accelerator, Boot, VmPlan};
-use runtime::{Runtime, StartRequest};
+pub use runtime::Runtime;
+use runtime::StartRequest;
 
 /// Compute settings of the agent.
 #[derive(Debug, Clone)]

@@ -42,7 +42,7 @@ pub struct EventsArgs {
 pub struct BadSince(String);
 
 /// `<n>` or `<n><unit>` with unit s, m, h or d; kept as typed, for the API to read.
-fn parse_since(s: &str) -> Result<String, BadSince> {
+pub(crate) fn parse_since(s: &str) -> Result<String, BadSince> {
     let digits = s.strip_suffix(['s', 'm', 'h', 'd']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(BadSince(s.to_string()));

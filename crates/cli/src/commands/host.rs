@@ -6,6 +6,7 @@ use clap::Subcommand;
 use yunhan_model::{Doc, Host, Instance, InstancePhase};
 
 use crate::client::ClientError;
+use crate::commands::metrics::{self, MetricsArgs};
 use crate::commands::migration::{request_migration, wait_migrated, MigrateArgs};
 use crate::ctx::Ctx;
 use crate::kind::{Obj, Shown};
@@ -30,6 +31,13 @@ pub enum HostCommand {
     },
     /// End maintenance mode: the scheduler may place VMs on the host again
     Uncordon { name: String },
+    /// A host's CPU, memory, load, disk, network and storage pools over a window
+    ///
+    /// Example:
+    ///   yunhan host metrics node-1 --since 10m
+    ///   yunhan host metrics node-1 --since 7d --series pool -o json
+    #[command(verbatim_doc_comment)]
+    Metrics(MetricsArgs),
 }
 
 impl Shown for Host {
@@ -51,6 +59,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> 
         HostCommand::List => ctx.list::<Host>().await,
         HostCommand::Show { name } => ctx.show::<Host>(&name).await,
         HostCommand::Drain { name, timeout } => drain(ctx, &name, timeout).await,
+        HostCommand::Metrics(a) => metrics::show::<Host>(ctx, &a).await,
         HostCommand::Uncordon { name } => {
             let v = set_schedulable(ctx, &name, true).await?;
             ctx.print::<Host>(&v);

@@ -10,6 +10,7 @@ pub mod flavor;
 pub mod host;
 pub mod image;
 pub mod load_balancer;
+pub mod metrics;
 pub mod migration;
 pub mod nat_gateway;
 pub mod nic;

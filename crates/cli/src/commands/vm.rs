@@ -10,6 +10,7 @@ use yunhan_model::network::PrimaryNic;
 use yunhan_model::{Doc, Instance, InstancePhase, InstanceSpec};
 
 use crate::client::ClientError;
+use crate::commands::metrics::{self, MetricsArgs};
 use crate::commands::migration::{migrate, MigrateArgs};
 use crate::ctx::{Common, Ctx};
 use crate::kind::{path_of, Shown};
@@ -49,6 +50,18 @@ pub enum VmCommand {
     Migrate(MigrateArgs),
     /// Print the VM's serial console log (the boot log)
     Log { name: String },
+    /// A VM's CPU, memory, disk and network over a window, as small charts
+    ///
+    /// Its host samples every VM every 10 s and keeps a month (10 s points for the last
+    /// hour, 1 min for a day, 10 min beyond). CPU is a share of all the VM's vCPUs;
+    /// network directions are the guest's (rx: what it received).
+    ///
+    /// Example:
+    ///   yunhan vm metrics web1 --since 10m
+    ///   yunhan vm metrics web1 --since 1d --series cpu,disk
+    ///   yunhan vm metrics web1 --since 10m -o json     # the points
+    #[command(verbatim_doc_comment)]
+    Metrics(MetricsArgs),
     /// Attach to the VM's serial console (interactive; Ctrl-] leaves).
     /// Without a terminal, or with --read-only, follow the console output.
     Console {
@@ -141,6 +154,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: VmCommand) -> Result<(), ClientError> {
         VmCommand::Reboot { power, hard } => reboot(ctx, power, hard).await,
         VmCommand::Migrate(a) => migrate(ctx, &a).await,
         VmCommand::Log { name } => log(ctx, &name).await,
+        VmCommand::Metrics(a) => metrics::show::<Instance>(ctx, &a).await,
         VmCommand::Console { name, read_only } => console(ctx, &name, read_only).await,
     }
 }

@@ -160,6 +160,24 @@ impl Cloud {
         }
     }
 
+    /// Stops `yunhan up` the way a service manager does (SIGTERM) and waits up to 30 s
+    /// for it to exit; SIGKILL after that.
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        signal(c.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            // Reaped: its pid (and group id) may be anyone's now, so no kill after this.
+            if c.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        yunhan_testkit::kill_group(&mut c);
+    }
+
     /// Runs a client command with `-o json`; panics unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Value {
         json_of(args, |a| self.cli(a))
@@ -609,6 +627,8 @@ impl Cluster {
             state.to_str().unwrap(),
             "--lease-ttl",
             "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ];
         args.extend(self.agent_args[i].iter().map(String::as_str));
         Proc::spawn(self.dir.path(), &name, &args)

@@ -1,0 +1,280 @@
+//! Monitoring on this host (docs/monitoring.md): every [`INTERVAL`] the agent reads the
+//! counters of its running VMs, of the host and of its storage pools, turns them into
+//! samples, records them in the host's metric history (`<state dir>/metrics.redb`, the
+//! `yunhan-metrics` crate) and serves history and latest samples on its metrics
+//! endpoint, which it publishes in `Host.status.metrics` with its token in the store.
+//!
+//! Series: `vm/<instance id>/<name>` ([`rates::vm_samples`]), `host/<name>`
+//! ([`rates::host_samples`]) and `pool/<pool>/<name>` (from the pool figures).
+
+mod procfs;
+mod rates;
+mod read;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::sync::watch;
+use yunhan_metrics::{History, Latest};
+use yunhan_model::{Doc, Host, Instance, InstancePhase, PoolReport};
+use yunhan_store::objects::{metrics_token_key, ObjectError, Objects};
+use yunhan_store::StoreExt;
+
+use crate::compute::Runtime;
+use rates::{HostReading, VmReading, VmShape};
+
+/// Seconds between collections: the finest slot of the history.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+/// How often the history is written back to its file.
+const FLUSH_EVERY: Duration = Duration::from_secs(60);
+
+/// Where the metrics endpoint listens and how much history the host keeps.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// The endpoint's address (port 0: any free port). An unspecified address (0.0.0.0)
+    /// is published as the host's address.
+    pub listen: SocketAddr,
+    /// The most series the history holds (each about 31.5 KB in memory and 32 KiB on
+    /// disk; see docs/monitoring.md).
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    /// Any free port on loopback, 4,096 series (what `yunhan up` uses).
+    fn default() -> Self {
+        MetricsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_series: 4096,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(transparent)]
+    History(#[from] yunhan_metrics::HistoryError),
+    #[error("metrics endpoint on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+}
+
+/// The collector: what one collection needs from the agent, and the previous readings.
+pub struct Monitor {
+    host_id: String,
+    state_dir: PathBuf,
+    netns: Option<String>,
+    runtime: Arc<Runtime>,
+    history: Arc<History>,
+    latest: Arc<Latest>,
+    before: Option<(Instant, BTreeMap<String, VmReading>, HostReading)>,
+}
+
+impl Monitor {
+    /// Opens the host's history, starts the endpoint and publishes it.
+    pub async fn start(
+        objects: &Objects,
+        host_id: &str,
+        host_address: &str,
+        state_dir: &Path,
+        netns: Option<String>,
+        runtime: Arc<Runtime>,
+        cfg: &MetricsConfig,
+    ) -> Result<Monitor, MetricsError> {
+        let path = state_dir.join("metrics.redb");
+        let history = Arc::new(History::open(path, cfg.max_series, FLUSH_EVERY)?);
+        let latest = Arc::new(Latest::default());
+        let listener = (tokio::net::TcpListener::bind(cfg.listen).await)
+            .map_err(|source| MetricsError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| MetricsError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let token = hex::encode(secret);
+        let app = yunhan_metrics::router(history.clone(), latest.clone(), token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        let endpoint = published(bound, host_address);
+        publish(objects, host_id, &endpoint, &token).await?;
+        tracing::info!(%endpoint, "metrics endpoint");
+        Ok(Monitor {
+            host_id: host_id.to_owned(),
+            state_dir: state_dir.to_owned(),
+            netns,
+            runtime,
+            history,
+            latest,
+            before: None,
+        })
+    }
+
+    /// Collects every [`INTERVAL`] (on the interval's wall-clock boundaries, so each
+    /// collection has a slot of its own) until `shutdown`, then writes the history back.
+    pub async fn run(mut self, objects: Objects, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let now = yunhan_metrics::unix_now();
+            let wait = INTERVAL.as_secs() - now % INTERVAL.as_secs();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.collect(&objects).await {
+                tracing::warn!(error = %e, "metrics collection");
+            }
+        }
+        if let Err(e) = self.history.flush() {
+            tracing::warn!(error = %e, "metric history flush");
+        }
+    }
+
+    /// One collection: read, record, publish as latest, forget deleted VMs.
+    async fn collect(&mut self, objects: &Objects) -> Result<(), MetricsError> {
+        let t = yunhan_metrics::unix_now();
+        let taken = Instant::now();
+        let instances = objects.list_all::<Instance>(None).await?;
+        let devices = read::net_devices(self.netns.as_deref());
+        let nics = crate::network::attached_nics(objects, None).await?;
+        let mut vms = BTreeMap::new();
+        let mut samples: Vec<(String, u64, f64)> = Vec::new();
+        let secs = self.before.as_ref().map_or(0.0, |(at, ..)| (taken - *at).as_secs_f64());
+        for vm in instances.iter().filter(|vm| self.runs_here(vm)) {
+            let Some(pid) = self.runtime.running_pid(&vm.metadata.id) else {
+                continue;
+            };
+            let vm_nics = nics.get(&vm.metadata.id).map_or(&[][..], Vec::as_slice);
+            let reading = read::vm(&self.runtime, vm, pid, vm_nics, &devices).await;
+            let before = self.before.as_ref().and_then(|(_, b, _)| b.get(&vm.metadata.id));
+            let shape = VmShape {
+                vcpus: vm.status.vcpus,
+                memory_bytes: vm.status.memory_mib << 20,
+            };
+            for (name, v) in rates::vm_samples(before, &reading, secs, shape) {
+                samples.push((format!("vm/{}/{name}", vm.metadata.id), t, v));
+            }
+            vms.insert(vm.metadata.id.clone(), reading);
+        }
+        let host = read::host(&self.state_dir, &devices);
+        let before_host = self.before.as_ref().map(|(_, _, h)| h);
+        for (name, v) in rates::host_samples(before_host, &host, secs) {
+            samples.push((format!("host/{name}"), t, v));
+        }
+        if let Some(h) = objects.get::<Host>(&self.host_id).await? {
+            samples.extend(pool_samples(&h.status.pools, t));
+        }
+        self.before = Some((taken, vms, host));
+        let refs: Vec<(&str, u64, f64)> = (samples.iter())
+            .map(|(n, t, v)| (n.as_str(), *t, *v))
+            .collect();
+        self.history.record_many(&refs)?;
+        self.latest.replace(&samples);
+        self.forget_deleted(&instances)?;
+        self.history.flush_if_due(Instant::now())?;
+        Ok(())
+    }
+
+    fn runs_here(&self, vm: &Doc<Instance>) -> bool {
+        vm.status.host.as_deref() == Some(self.host_id.as_str())
+            && vm.status.phase == InstancePhase::Running
+    }
+
+    /// Drops the series of instances that no longer exist anywhere (a VM that moved
+    /// keeps its history here until it is deleted).
+    fn forget_deleted(&self, instances: &[Doc<Instance>]) -> Result<(), MetricsError> {
+        let live: HashSet<&str> = instances.iter().map(|i| i.metadata.id.as_str()).collect();
+        for name in self.history.series_names("vm/") {
+            let id = name.split('/').nth(1).unwrap_or_default();
+            if !live.contains(id) {
+                self.history.forget(&name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pool's samples: `used_bytes` (physical), `provisioned_bytes` (logical),
+/// `capacity_bytes` and `used_percent`.
+fn pool_samples(pools: &[PoolReport], t: u64) -> Vec<(String, u64, f64)> {
+    let mut out = Vec::new();
+    for p in pools {
+        for (name, v) in [
+            ("used_bytes", p.physical_used_bytes as f64),
+            ("provisioned_bytes", p.logical_allocated_bytes as f64),
+            ("capacity_bytes", p.capacity_bytes as f64),
+            ("used_percent", p.used_ratio * 100.0),
+        ] {
+            out.push((format!("pool/{}/{name}", p.name), t, v));
+        }
+    }
+    out
+}
+
+/// The URL the control plane reaches the endpoint at.
+fn published(bound: SocketAddr, host_address: &str) -> String {
+    if bound.ip().is_unspecified() {
+        format!("http://{host_address}:{}", bound.port())
+    } else {
+        format!("http://{bound}")
+    }
+}
+
+/// Writes the endpoint's token (a secret key) and URL (`Host.status.metrics`).
+async fn publish(
+    objects: &Objects,
+    host_id: &str,
+    endpoint: &str,
+    token: &str,
+) -> Result<(), ObjectError> {
+    (objects.store())
+        .put(&metrics_token_key(host_id), token.as_bytes().to_vec())
+        .await?;
+    objects
+        .modify::<Host>(host_id, |h| {
+            let changed = h.status.metrics.as_deref() != Some(endpoint);
+            h.status.metrics = Some(endpoint.to_owned());
+            changed
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_listen_address_is_published_as_the_hosts() {
+        let any: SocketAddr = "0.0.0.0:9465".parse().unwrap();
+        assert_eq!(published(any, "10.0.0.5"), "http://10.0.0.5:9465");
+        let lo: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(published(lo, "10.0.0.5"), "http://127.0.0.1:4321");
+    }
+
+    #[test]
+    fn pools_give_four_series_each() {
+        let pool = PoolReport {
+            name: "local".into(),
+            physical_used_bytes: 80,
+            capacity_bytes: 100,
+            used_ratio: 0.8,
+            ..Default::default()
+        };
+        let s = pool_samples(&[pool], 10);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3], ("pool/local/used_percent".into(), 10, 80.0));
+    }
+}

@@ -1,0 +1,156 @@
+//! Metrics of instances and hosts (docs/monitoring.md). Each host's agent keeps its
+//! VMs', its own and its pools' history and serves it on its metrics endpoint
+//! (`Host.status.metrics`, a bearer token in the store); these handlers find the host
+//! that holds a resource's history and ask it: `GET /v1/instances/{id}/metrics` (the
+//! instance's project, like any read of it) and `GET /v1/hosts/{id}/metrics` (admins).
+//! `prometheus.rs` adds the latest samples of every host to `/metrics`.
+
+pub(crate) mod prometheus;
+
+use std::sync::OnceLock;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use yunhan_metrics::wire::{SeriesAnswer, SeriesQuery};
+use yunhan_metrics::HostMetrics;
+use yunhan_model::{
+    metric_unit, metric_wanted, ApiError, Doc, ErrorCode, Host, Instance, MetricSeries,
+    MetricsAnswer,
+};
+use yunhan_store::objects::metrics_token_key;
+
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::events::parse_since;
+use crate::extract::QueryParams;
+use crate::lookup::find_visible;
+use crate::{AppState, Shared};
+
+/// One HTTP client (one connection pool) for every host's endpoint.
+fn http() -> reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(reqwest::Client::new).clone()
+}
+
+/// The client of `host`'s metrics endpoint, or why there is none.
+pub(crate) async fn host_client(s: &AppState, host: &Doc<Host>) -> Result<HostMetrics> {
+    host_client_of(s, host).await?.ok_or_else(|| {
+        let why = format!(
+            "host {} has not published a metrics endpoint (is its agent running this version?)",
+            host.metadata.name
+        );
+        ApiError::new(ErrorCode::Unavailable, why).into()
+    })
+}
+
+async fn host_client_of(s: &AppState, host: &Doc<Host>) -> Result<Option<HostMetrics>> {
+    let Some(endpoint) = host.status.metrics.as_deref() else {
+        return Ok(None);
+    };
+    let key = metrics_token_key(&host.metadata.id);
+    let Some(token) = s.objects.store().get(&key).await? else {
+        return Ok(None);
+    };
+    let token = String::from_utf8_lossy(&token.value).into_owned();
+    Ok(Some(HostMetrics::new(http(), endpoint, &token)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsQuery {
+    /// The window: `10m`, `1h`, `7d`… back from now (default 1h).
+    since: Option<String>,
+    /// Comma-separated series name prefixes (`cpu,memory,disk,nic`); default all.
+    series: Option<String>,
+    project: Option<String>,
+}
+
+/// `GET /v1/instances/{id}/metrics`.
+pub(crate) async fn instance(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Json<MetricsAnswer>> {
+    let vm = find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
+    let mut answer = window(&vm.metadata.id, &vm.metadata.name, &q)?;
+    let Some(host_id) = vm.status.host.as_deref() else {
+        return Ok(Json(answer));
+    };
+    let host = (s.objects.get::<Host>(host_id).await?)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the instance's host is gone"))?;
+    answer.host = Some(host.metadata.name.clone());
+    let prefix = format!("vm/{}/", vm.metadata.id);
+    fill(&s, &host, &[prefix.as_str()], &q, &mut answer).await?;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/hosts/{id}/metrics` (admins): the host's series and its pools'.
+pub(crate) async fn host(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Json<MetricsAnswer>> {
+    let host = find_visible::<Host>(&s, &p, &id, None).await?;
+    let mut answer = window(&host.metadata.id, &host.metadata.name, &q)?;
+    answer.host = Some(host.metadata.name.clone());
+    fill(&s, &host, &["host/", "pool/"], &q, &mut answer).await?;
+    Ok(Json(answer))
+}
+
+/// An answer with the query's window and no series yet.
+fn window(id: &str, name: &str, q: &MetricsQuery) -> Result<MetricsAnswer> {
+    let since = parse_since(q.since.as_deref().unwrap_or("1h"))?;
+    let to = yunhan_metrics::unix_now();
+    let from = to.saturating_sub(since.as_secs());
+    Ok(MetricsAnswer {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        host: None,
+        from,
+        to,
+        step: yunhan_metrics::step_for(from, to),
+        series: Vec::new(),
+    })
+}
+
+/// Adds the series under `prefixes` in `host`'s history to `answer`, named without
+/// `vm/<id>/` or `host/` (pools keep `pool/<pool>/`).
+async fn fill(
+    s: &AppState,
+    host: &Doc<Host>,
+    prefixes: &[&str],
+    q: &MetricsQuery,
+    answer: &mut MetricsAnswer,
+) -> Result<()> {
+    let client = host_client(s, host).await?;
+    let wanted = q.series.as_deref().unwrap_or_default();
+    for prefix in prefixes {
+        let query = SeriesQuery {
+            prefix: (*prefix).to_owned(),
+            from: answer.from,
+            to: answer.to,
+        };
+        let got: SeriesAnswer = client.series(&query).await.map_err(unavailable)?;
+        answer.step = got.step;
+        for series in got.series {
+            let name = match series.name.strip_prefix(prefix) {
+                Some(rest) if *prefix != "pool/" => rest.to_owned(),
+                _ => series.name.clone(),
+            };
+            if metric_wanted(&name, wanted) {
+                let unit = metric_unit(&name).to_owned();
+                let points = series.points;
+                answer.series.push(MetricSeries { name, unit, points });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unavailable(e: yunhan_metrics::ClientError) -> crate::error::HttpError {
+    let why = format!("{e}; try again, or check the host's agent");
+    ApiError::new(ErrorCode::Unavailable, why).into()
+}

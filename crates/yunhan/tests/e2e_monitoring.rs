@@ -1,0 +1,145 @@
+//! Monitoring through the real binary (issue #17): a guest's CPU, disk and network show
+//! in `yunhan vm metrics` as the guest does them; the host's figures in `yunhan host
+//! metrics`; every VM's latest samples on `/metrics`, labelled, in a format promtool
+//! accepts; and the history survives a restart of `yunhan up`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::onebox::ready_guest;
+use common::{eventually, net1_with_s1, strs, disk_image_args, tiny_vm, Cloud, GuestShell};
+use serde_json::Value;
+
+/// The points of series `name` in `vm metrics NAME --since 10m -o json`.
+fn points(answer: &Value, name: &str) -> Vec<f64> {
+    let series = answer["series"].as_array().cloned().unwrap_or_default();
+    (series.iter().find(|s| s["name"] == name))
+        .and_then(|s| s["points"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
+/// The total a rate series adds up to over the window (points are 10 s slots).
+fn total(answer: &Value, name: &str) -> f64 {
+    let step = answer["step"].as_f64().unwrap();
+    points(answer, name).iter().map(|v| v * step).sum()
+}
+
+fn vm_metrics(cloud: &Cloud, series: &str) -> Value {
+    cloud.ok(&["vm", "metrics", "web1", "--since", "10m", "--series", series])
+}
+
+/// Polls `vm metrics` until `ok` holds for its answer (the host collects every 10 s).
+async fn until(cloud: &Cloud, what: &str, series: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(90), || async {
+        let answer = vm_metrics(cloud, series);
+        ok(&answer).then_some(answer)
+    })
+    .await
+}
+
+fn last(answer: &Value, name: &str) -> Option<f64> {
+    points(answer, name).last().copied()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_monitoring_shows_what_a_guest_does_and_keeps_it_across_a_restart() {
+    let mut cloud = Cloud::up(&[]).await;
+    cloud.ok(&strs(&disk_image_args("tiny")));
+    net1_with_s1(&cloud);
+    cloud.ok(&tiny_vm("web1", &["--subnet", "s1", "--wait", "--timeout", "240s"]));
+    let vm = ready_guest(&cloud, "web1").await;
+    let id = vm["metadata"]["id"].as_str().unwrap().to_string();
+    let mut sh = GuestShell::open(&cloud, &id).await;
+
+    // CPU: a spinning guest is busy, an idle one is not.
+    sh.run("(while :; do :; done) & echo $! > /tmp/spin").await;
+    until(&cloud, "cpu > 80 %", "cpu", |a| last(a, "cpu_percent").is_some_and(|c| c > 80.0)).await;
+    sh.run("kill $(cat /tmp/spin)").await;
+    until(&cloud, "cpu < 10 %", "cpu", |a| last(a, "cpu_percent").is_some_and(|c| c < 10.0)).await;
+
+    // Disk: 50 MiB written straight to the (unused) root disk.
+    let out = sh
+        .run("dd if=/dev/zero of=/dev/vda bs=1M count=50 conv=fsync 2>&1 | tail -1")
+        .await;
+    assert!(out.contains("52428800 bytes"), "{out}");
+    until(&cloud, "≥ 50 MiB of disk writes", "disk", |a| {
+        total(a, "disk_write_bytes_per_s") >= 50.0 * 1048576.0
+    })
+    .await;
+
+    // Network: 2,000 echo requests to the subnet's gateway, as fast as it answers.
+    let gateway = cloud.ok(&["subnet", "show", "s1"])["status"]["gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = sh.run(&format!("ping -A -q -c 2000 {gateway} | tail -2")).await;
+    assert!(out.contains("2000 packets transmitted"), "{out}");
+    let nic = nic_of(&cloud);
+    let (tx, rx) = (
+        format!("nic/{nic}/tx_packets_per_s"),
+        format!("nic/{nic}/rx_packets_per_s"),
+    );
+    until(&cloud, "2,000 packets each way", "nic", |a| {
+        total(a, &tx) >= 2000.0 && total(a, &rx) >= 2000.0
+    })
+    .await;
+
+    // The host: its own figures and its pools'.
+    let host = vm["status"]["host"].as_str().unwrap();
+    let h = cloud.ok(&["host", "metrics", host, "--since", "10m"]);
+    for name in ["cpu_percent", "memory_used_bytes", "load1", "pool/local/used_bytes"] {
+        assert!(!points(&h, name).is_empty(), "{name}: {h}");
+    }
+    let chart = cloud.cli(&["vm", "metrics", "web1", "--since", "10m"]);
+    let chart = String::from_utf8_lossy(&chart.stdout).into_owned();
+    assert!(chart.contains("cpu_percent") && chart.contains("max"), "{chart}");
+
+    // Prometheus: the latest samples, labelled, in a format promtool accepts.
+    let scrape = (cloud.http.get(format!("{}/metrics", cloud.endpoint)).send().await)
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let project = vm["metadata"]["project"].as_str().unwrap();
+    let labels = format!("{{project=\"{project}\",instance=\"{id}\",name=\"web1\",host=\"");
+    assert!(scrape.contains(&format!("yunhan_vm_cpu_percent{labels}")), "{scrape}");
+    promtool_accepts(&scrape);
+
+    // The history survives a restart: the spin is still there.
+    drop(sh);
+    cloud.stop();
+    cloud.start().await;
+    let a = vm_metrics(&cloud, "cpu");
+    let busy = points(&a, "cpu_percent").iter().filter(|c| **c > 80.0).count();
+    assert!(busy >= 1, "the busy minutes are gone after a restart: {a}");
+}
+
+/// The id of web1's NIC.
+fn nic_of(cloud: &Cloud) -> String {
+    let nics = cloud.ok(&["nic", "list"]);
+    (nics.as_array().unwrap().iter())
+        .find(|n| n["metadata"]["name"].as_str().unwrap_or_default().starts_with("web1"))
+        .and_then(|n| n["metadata"]["id"].as_str())
+        .expect("web1's NIC")
+        .to_string()
+}
+
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs Debian's prometheus package)");
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // promtool exits 1 for lint remarks too; parse errors say "error while linting".
+    assert!(!said.contains("error while linting"), "{said}");
+}
