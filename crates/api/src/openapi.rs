@@ -287,30 +287,43 @@ pub fn openapi_document() -> Value {
 
     let answer = b.schema::<yunhan_model::MetricsAnswer>();
     let metrics_params = |with_project: bool| {
-        let mut params = vec![id_param(),
+        let mut params = vec![
+            id_param(),
             query("since", json!({"type": "string"})),
-            query("series", json!({"type": "string"}))];
+            query("series", json!({"type": "string"})),
+        ];
         if with_project {
             params.push(project_param());
         }
         params
     };
     let mut responses = error_responses(&[400, 401, 403, 404, 429, 503]);
-    responses.insert("200".into(), json_response("the series in the window", answer));
-    b.op("/v1/instances/{id}/metrics", "get", json!({
-        "operationId": "instance_metrics",
-        "summary": "An instance's CPU, memory, disk and network series (its host's history)",
-        "tags": ["Instance"],
-        "parameters": metrics_params(true),
-        "responses": responses.clone(),
-    }));
-    b.op("/v1/hosts/{id}/metrics", "get", json!({
-        "operationId": "host_metrics",
-        "summary": "A host's CPU, memory, load, disk, network and storage pool series (admins)",
-        "tags": ["Host"],
-        "parameters": metrics_params(false),
-        "responses": responses,
-    }));
+    responses.insert(
+        "200".into(),
+        json_response("the series in the window", answer),
+    );
+    b.op(
+        "/v1/instances/{id}/metrics",
+        "get",
+        json!({
+            "operationId": "instance_metrics",
+            "summary": "An instance's CPU, memory, disk and network series (its host's history)",
+            "tags": ["Instance"],
+            "parameters": metrics_params(true),
+            "responses": responses.clone(),
+        }),
+    );
+    b.op(
+        "/v1/hosts/{id}/metrics",
+        "get",
+        json!({
+            "operationId": "host_metrics",
+            "summary": "A host's CPU, memory, load, disk, network and storage pool series (admins)",
+            "tags": ["Host"],
+            "parameters": metrics_params(false),
+            "responses": responses,
+        }),
+    );
 
     let _ = b.schema::<ApiError>();
     let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);

@@ -6,9 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State,
-};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,7 +64,10 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
             "/v1/instances/{id}/console/attach",
             get(crate::console::attach),
         )
-        .route("/v1/instances/{id}/metrics", get(crate::monitoring::instance))
+        .route(
+            "/v1/instances/{id}/metrics",
+            get(crate::monitoring::instance),
+        )
         .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))

@@ -45,8 +45,8 @@
 
 mod client;
 mod history;
-mod serve;
 mod series;
+mod serve;
 mod tier;
 pub mod wire;
 

@@ -138,9 +138,8 @@ mod tests {
             ("vm/ab/cpu".into(), 10, 2.0),
             ("vm/b/cpu".into(), 10, 3.0),
         ]);
-        let names = |p: &str| -> Vec<String> {
-            latest.under(p).into_iter().map(|s| s.name).collect()
-        };
+        let names =
+            |p: &str| -> Vec<String> { latest.under(p).into_iter().map(|s| s.name).collect() };
         assert_eq!(names("vm/a/"), ["vm/a/cpu"]);
         latest.replace(&[("vm/b/cpu".into(), 20, 4.0)]);
         assert!(names("vm/a/").is_empty());

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 /// One series of a resource in a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricSeries {
-    /// E.g. `cpu_percent`, `memory_used_bytes`, `disk_write_bytes_per_s`,
-    /// `nic/<nic id>/rx_packets_per_s`; for hosts also `pool/<pool>/used_percent`.
+    /// E.g. `cpu_percent`, `memory_used_bytes`, `disk_write_bytes_per_second`,
+    /// `nic/<nic id>/rx_packets_per_second`; for hosts also `pool/<pool>/used_percent`.
     pub name: String,
     /// `percent`, `bytes`, `bytes/s`, `ops/s`, `packets/s` or empty.
     pub unit: String,
@@ -39,9 +39,9 @@ pub struct MetricsAnswer {
 pub fn metric_unit(name: &str) -> &'static str {
     const UNITS: [(&str, &str); 6] = [
         ("_percent", "percent"),
-        ("_bytes_per_s", "bytes/s"),
-        ("_ops_per_s", "ops/s"),
-        ("_packets_per_s", "packets/s"),
+        ("_bytes_per_second", "bytes/s"),
+        ("_ops_per_second", "ops/s"),
+        ("_packets_per_second", "packets/s"),
         ("_bytes", "bytes"),
         ("load1", ""),
     ];
@@ -64,8 +64,8 @@ mod tests {
     #[test]
     fn units_come_from_the_suffix() {
         assert_eq!(metric_unit("cpu_percent"), "percent");
-        assert_eq!(metric_unit("disk_write_bytes_per_s"), "bytes/s");
-        assert_eq!(metric_unit("nic/nic-1/rx_packets_per_s"), "packets/s");
+        assert_eq!(metric_unit("disk_write_bytes_per_second"), "bytes/s");
+        assert_eq!(metric_unit("nic/nic-1/rx_packets_per_second"), "packets/s");
         assert_eq!(metric_unit("memory_used_bytes"), "bytes");
         assert_eq!(metric_unit("load1"), "");
     }
@@ -74,7 +74,7 @@ mod tests {
     fn a_selection_is_a_list_of_prefixes() {
         assert!(metric_wanted("cpu_percent", ""));
         assert!(metric_wanted("cpu_percent", "memory, cpu"));
-        assert!(!metric_wanted("disk_read_ops_per_s", "cpu,nic"));
+        assert!(!metric_wanted("disk_read_ops_per_second", "cpu,nic"));
         assert!(!metric_wanted("cpu_percent", ","));
     }
 }

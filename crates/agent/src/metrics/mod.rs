@@ -74,7 +74,8 @@ pub struct Monitor {
     runtime: Arc<Runtime>,
     history: Arc<History>,
     latest: Arc<Latest>,
-    before: Option<(Instant, BTreeMap<String, VmReading>, HostReading)>,
+    /// The previous collection: when it was due, and its readings.
+    before: Option<(u64, BTreeMap<String, VmReading>, HostReading)>,
 }
 
 impl Monitor {
@@ -91,15 +92,18 @@ impl Monitor {
         let path = state_dir.join("metrics.redb");
         let history = Arc::new(History::open(path, cfg.max_series, FLUSH_EVERY)?);
         let latest = Arc::new(Latest::default());
-        let listener = (tokio::net::TcpListener::bind(cfg.listen).await)
+        let listener = (tokio::net::TcpListener::bind(cfg.listen).await).map_err(|source| {
+            MetricsError::Listen {
+                addr: cfg.listen,
+                source,
+            }
+        })?;
+        let bound = listener
+            .local_addr()
             .map_err(|source| MetricsError::Listen {
                 addr: cfg.listen,
                 source,
             })?;
-        let bound = listener.local_addr().map_err(|source| MetricsError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         let token = hex::encode(secret);
@@ -133,7 +137,7 @@ impl Monitor {
                 _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
                 _ = shutdown.changed() => break,
             }
-            if let Err(e) = self.collect(&objects).await {
+            if let Err(e) = self.collect(&objects, now + wait).await {
                 tracing::warn!(error = %e, "metrics collection");
             }
         }
@@ -142,23 +146,33 @@ impl Monitor {
         }
     }
 
-    /// One collection: read, record, publish as latest, forget deleted VMs.
-    async fn collect(&mut self, objects: &Objects) -> Result<(), MetricsError> {
-        let t = yunhan_metrics::unix_now();
-        let taken = Instant::now();
+    /// One collection, due at `t` (a multiple of [`INTERVAL`]): read, record, publish
+    /// as latest, forget deleted VMs. Rates are over the due times, not the instants
+    /// the counters were read, so that a series' points add up to the counter's
+    /// growth whatever the jitter of each reading.
+    async fn collect(&mut self, objects: &Objects, t: u64) -> Result<(), MetricsError> {
         let instances = objects.list_all::<Instance>(None).await?;
         let devices = read::net_devices(self.netns.as_deref());
         let nics = crate::network::attached_nics(objects, None).await?;
         let mut vms = BTreeMap::new();
         let mut samples: Vec<(String, u64, f64)> = Vec::new();
-        let secs = self.before.as_ref().map_or(0.0, |(at, ..)| (taken - *at).as_secs_f64());
+        let secs = self
+            .before
+            .as_ref()
+            .map_or(0.0, |(at, ..)| t.saturating_sub(*at) as f64);
         for vm in instances.iter().filter(|vm| self.runs_here(vm)) {
             let Some(pid) = self.runtime.running_pid(&vm.metadata.id) else {
                 continue;
             };
             let vm_nics = nics.get(&vm.metadata.id).map_or(&[][..], Vec::as_slice);
-            let reading = read::vm(&self.runtime, vm, pid, vm_nics, &devices).await;
-            let before = self.before.as_ref().and_then(|(_, b, _)| b.get(&vm.metadata.id));
+            let mut reading = read::vm(&self.runtime, vm, pid, vm_nics, &devices).await;
+            let before = self
+                .before
+                .as_ref()
+                .and_then(|(_, b, _)| b.get(&vm.metadata.id));
+            if let Some(before) = before {
+                reading.carry_from(before);
+            }
             let shape = VmShape {
                 vcpus: vm.status.vcpus,
                 memory_bytes: vm.status.memory_mib << 20,
@@ -176,7 +190,7 @@ impl Monitor {
         if let Some(h) = objects.get::<Host>(&self.host_id).await? {
             samples.extend(pool_samples(&h.status.pools, t));
         }
-        self.before = Some((taken, vms, host));
+        self.before = Some((t, vms, host));
         let refs: Vec<(&str, u64, f64)> = (samples.iter())
             .map(|(n, t, v)| (n.as_str(), *t, *v))
             .collect();

@@ -18,6 +18,19 @@ pub struct VmReading {
     pub nics: BTreeMap<String, DevCounters>,
 }
 
+impl VmReading {
+    /// Keeps `before`'s counters where this reading has none (QMP was busy, a TAP
+    /// could not be read), so the next rate covers the missed interval too and the
+    /// series still adds up to what the VM did.
+    pub fn carry_from(&mut self, before: &VmReading) {
+        self.cpu_ticks = self.cpu_ticks.or(before.cpu_ticks);
+        self.disk = self.disk.or(before.disk);
+        for (nic, counters) in &before.nics {
+            self.nics.entry(nic.clone()).or_insert(*counters);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskCounters {
     pub read_bytes: u64,
@@ -48,15 +61,21 @@ fn push_rate(out: &mut Samples, name: &str, before: Option<u64>, now: Option<u64
     }
 }
 
-/// A VM's samples: `cpu_percent` (of all its vCPUs), `memory_used_bytes`,
-/// `memory_total_bytes`, `disk_{read,write}_{bytes,ops}_per_s`, and per NIC
-/// `nic/<id>/{rx,tx}_{bytes,packets}_per_s` with rx and tx as the guest sees them
+/// A VM's samples: `cpu_percent` (of all its vCPUs), `memory_used_bytes` (QEMU's
+/// resident memory: the guest RAM it touched and QEMU's own), `memory_total_bytes`
+/// (the flavor's), `disk_{read,write}_{bytes,ops}_per_second`, and per NIC
+/// `nic/<id>/{rx,tx}_{bytes,packets}_per_second` with rx and tx as the guest sees them
 /// (what the TAP sends, the guest receives). Rates need the previous reading, taken
 /// `secs` before.
-pub fn vm_samples(before: Option<&VmReading>, now: &VmReading, secs: f64, shape: VmShape) -> Samples {
+pub fn vm_samples(
+    before: Option<&VmReading>,
+    now: &VmReading,
+    secs: f64,
+    shape: VmShape,
+) -> Samples {
     let mut out = Samples::new();
     if let Some(rss) = now.rss_bytes {
-        out.push(("memory_used_bytes".into(), rss.min(shape.memory_bytes) as f64));
+        out.push(("memory_used_bytes".into(), rss as f64));
     }
     out.push(("memory_total_bytes".into(), shape.memory_bytes as f64));
     let Some(before) = before else {
@@ -65,15 +84,19 @@ pub fn vm_samples(before: Option<&VmReading>, now: &VmReading, secs: f64, shape:
     let vcpus = f64::from(shape.vcpus.max(1));
     if let Some(ticks) = before.cpu_ticks.zip(now.cpu_ticks) {
         if let Some(r) = rate(ticks.0, ticks.1, secs) {
-            out.push(("cpu_percent".into(), (r / USER_HZ / vcpus * 100.0).min(100.0)));
+            out.push((
+                "cpu_percent".into(),
+                (r / USER_HZ / vcpus * 100.0).min(100.0),
+            ));
         }
     }
-    let disk = |f: fn(&DiskCounters) -> u64| (before.disk.as_ref().map(f), now.disk.as_ref().map(f));
+    let disk =
+        |f: fn(&DiskCounters) -> u64| (before.disk.as_ref().map(f), now.disk.as_ref().map(f));
     for (name, (b, n)) in [
-        ("disk_read_bytes_per_s", disk(|d| d.read_bytes)),
-        ("disk_write_bytes_per_s", disk(|d| d.write_bytes)),
-        ("disk_read_ops_per_s", disk(|d| d.read_ops)),
-        ("disk_write_ops_per_s", disk(|d| d.write_ops)),
+        ("disk_read_bytes_per_second", disk(|d| d.read_bytes)),
+        ("disk_write_bytes_per_second", disk(|d| d.write_bytes)),
+        ("disk_read_ops_per_second", disk(|d| d.read_ops)),
+        ("disk_write_ops_per_second", disk(|d| d.write_ops)),
     ] {
         push_rate(&mut out, name, b, n, secs);
     }
@@ -87,7 +110,13 @@ pub fn vm_samples(before: Option<&VmReading>, now: &VmReading, secs: f64, shape:
             ("tx_bytes", was.rx_bytes, tap.rx_bytes),
             ("tx_packets", was.rx_packets, tap.rx_packets),
         ] {
-            push_rate(&mut out, &format!("nic/{nic}/{dir}_per_s"), Some(b), Some(n), secs);
+            push_rate(
+                &mut out,
+                &format!("nic/{nic}/{dir}_per_second"),
+                Some(b),
+                Some(n),
+                secs,
+            );
         }
     }
     out
@@ -108,11 +137,14 @@ pub struct HostReading {
 }
 
 /// A host's samples: `cpu_percent`, `memory_{used,total}_bytes`, `load1`,
-/// `disk_{used,total}_bytes`, `net_{rx,tx}_{bytes,packets}_per_s`.
+/// `disk_{used,total}_bytes`, `net_{rx,tx}_{bytes,packets}_per_second`.
 pub fn host_samples(before: Option<&HostReading>, now: &HostReading, secs: f64) -> Samples {
     let mut out = Samples::new();
     if let Some((total, available)) = now.memory {
-        out.push(("memory_used_bytes".into(), total.saturating_sub(available) as f64));
+        out.push((
+            "memory_used_bytes".into(),
+            total.saturating_sub(available) as f64,
+        ));
         out.push(("memory_total_bytes".into(), total as f64));
     }
     if let Some(load) = now.load1 {
@@ -127,14 +159,41 @@ pub fn host_samples(before: Option<&HostReading>, now: &HostReading, secs: f64) 
     };
     if let (Some((b0, t0)), Some((b1, t1))) = (before.cpu, now.cpu) {
         if t1 > t0 && b1 >= b0 {
-            out.push(("cpu_percent".into(), (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0));
+            out.push((
+                "cpu_percent".into(),
+                (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0,
+            ));
         }
     }
     if let (Some(b), Some(n)) = (before.net, now.net) {
-        push_rate(&mut out, "net_rx_bytes_per_s", Some(b.rx_bytes), Some(n.rx_bytes), secs);
-        push_rate(&mut out, "net_tx_bytes_per_s", Some(b.tx_bytes), Some(n.tx_bytes), secs);
-        push_rate(&mut out, "net_rx_packets_per_s", Some(b.rx_packets), Some(n.rx_packets), secs);
-        push_rate(&mut out, "net_tx_packets_per_s", Some(b.tx_packets), Some(n.tx_packets), secs);
+        push_rate(
+            &mut out,
+            "net_rx_bytes_per_second",
+            Some(b.rx_bytes),
+            Some(n.rx_bytes),
+            secs,
+        );
+        push_rate(
+            &mut out,
+            "net_tx_bytes_per_second",
+            Some(b.tx_bytes),
+            Some(n.tx_bytes),
+            secs,
+        );
+        push_rate(
+            &mut out,
+            "net_rx_packets_per_second",
+            Some(b.rx_packets),
+            Some(n.rx_packets),
+            secs,
+        );
+        push_rate(
+            &mut out,
+            "net_tx_packets_per_second",
+            Some(b.tx_packets),
+            Some(n.tx_packets),
+            secs,
+        );
     }
     out
 }
@@ -192,10 +251,42 @@ mod tests {
         };
         let s = vm_samples(Some(&before), &now, 10.0, SHAPE);
         assert_eq!(value(&s, "cpu_percent"), Some(50.0));
-        assert_eq!(value(&s, "nic/nic-a/rx_bytes_per_s"), Some(5_000.0));
-        assert_eq!(value(&s, "nic/nic-a/tx_bytes_per_s"), Some(100.0));
-        assert_eq!(value(&s, "disk_write_bytes_per_s"), Some((1 << 20) as f64));
-        assert_eq!(value(&s, "disk_write_ops_per_s"), Some(10.0));
+        assert_eq!(value(&s, "nic/nic-a/rx_bytes_per_second"), Some(5_000.0));
+        assert_eq!(value(&s, "nic/nic-a/tx_bytes_per_second"), Some(100.0));
+        assert_eq!(
+            value(&s, "disk_write_bytes_per_second"),
+            Some((1 << 20) as f64)
+        );
+        assert_eq!(value(&s, "disk_write_ops_per_second"), Some(10.0));
+    }
+
+    #[test]
+    fn a_missed_reading_is_made_up_by_the_next_one() {
+        let disk = |w| DiskCounters {
+            write_bytes: w,
+            ..Default::default()
+        };
+        let first = VmReading {
+            disk: Some(disk(0)),
+            ..Default::default()
+        };
+        let mut missed = VmReading::default();
+        missed.carry_from(&first);
+        let third = VmReading {
+            disk: Some(disk(300)),
+            ..Default::default()
+        };
+        let total: f64 = [(&first, &missed), (&missed, &third)]
+            .iter()
+            .filter_map(|(b, n)| {
+                value(
+                    &vm_samples(Some(b), n, 10.0, SHAPE),
+                    "disk_write_bytes_per_second",
+                )
+            })
+            .map(|rate| rate * 10.0)
+            .sum();
+        assert_eq!(total, 300.0);
     }
 
     #[test]
@@ -208,7 +299,10 @@ mod tests {
             cpu_ticks: Some(10),
             ..Default::default()
         };
-        assert_eq!(value(&vm_samples(Some(&before), &now, 10.0, SHAPE), "cpu_percent"), None);
+        assert_eq!(
+            value(&vm_samples(Some(&before), &now, 10.0, SHAPE), "cpu_percent"),
+            None
+        );
     }
 
     #[test]

@@ -80,9 +80,9 @@ fn sum_blockstats(answer: &Value) -> DiskCounters {
 pub fn host(state_dir: &Path, devices: &BTreeMap<String, DevCounters>) -> HostReading {
     let proc = |f: &str| std::fs::read_to_string(format!("/proc/{f}")).unwrap_or_default();
     let disk = nix::sys::statvfs::statvfs(state_dir).ok().map(|s| {
-        let block = s.fragment_size() as u64;
-        let total = s.blocks() as u64 * block;
-        (total, total - s.blocks_free() as u64 * block)
+        let block = s.fragment_size();
+        let total = s.blocks() * block;
+        (total, total - s.blocks_free() * block)
     });
     let mut net = DevCounters::default();
     for (_, d) in (devices.iter()).filter(|(name, _)| *name != "lo" && !name.starts_with("yn")) {

@@ -50,8 +50,14 @@ pub(crate) fn render(hosts: &[HostSamples], vms: &VmLabels) -> String {
     let mut families: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for h in hosts {
         let up = if h.samples.is_some() { 1 } else { 0 };
-        let line = format!("yunhan_metrics_host_up{{host=\"{}\"}} {up}", escape(&h.host));
-        families.entry("metrics_host_up".into()).or_default().push(line);
+        let line = format!(
+            "yunhan_metrics_host_up{{host=\"{}\"}} {up}",
+            escape(&h.host)
+        );
+        families
+            .entry("metrics_host_up".into())
+            .or_default()
+            .push(line);
         for sample in h.samples.iter().flatten() {
             if let Some((family, labels)) = labelled(&sample.name, &h.host, vms) {
                 let line = format!("yunhan_{family}{{{labels}}} {}", sample.value);
@@ -131,8 +137,14 @@ mod tests {
     #[test]
     fn every_series_becomes_a_labelled_gauge_grouped_by_family() {
         let vms: VmLabels = [
-            ("ins-1".to_string(), ("prj-a".to_string(), "web1".to_string())),
-            ("ins-2".to_string(), ("prj-b".to_string(), "db\"1".to_string())),
+            (
+                "ins-1".to_string(),
+                ("prj-a".to_string(), "web1".to_string()),
+            ),
+            (
+                "ins-2".to_string(),
+                ("prj-b".to_string(), "db\"1".to_string()),
+            ),
         ]
         .into();
         let hosts = [
@@ -140,7 +152,7 @@ mod tests {
                 host: "node-1".into(),
                 samples: Some(vec![
                     sample("vm/ins-1/cpu_percent", 93.5),
-                    sample("vm/ins-1/nic/nic-9/rx_packets_per_s", 1200.0),
+                    sample("vm/ins-1/nic/nic-9/rx_packets_per_second", 1200.0),
                     sample("vm/ins-2/cpu_percent", 1.5),
                     sample("vm/ins-gone/cpu_percent", 50.0),
                     sample("host/load1", 0.7),

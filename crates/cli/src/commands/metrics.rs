@@ -66,7 +66,10 @@ pub(crate) fn chart(a: &MetricsAnswer, width: usize) -> String {
     for s in &a.series {
         let line = sparkline(s, width);
         let stats = summary(s);
-        out.push_str(&format!("{:<name_width$}  {line:<width$}  {stats}\n", s.name));
+        out.push_str(&format!(
+            "{:<name_width$}  {line:<width$}  {stats}\n",
+            s.name
+        ));
     }
     out
 }
@@ -150,9 +153,13 @@ mod tests {
             step: 10,
             series: vec![
                 series("cpu_percent", "percent", &[2.0, 3.0, 95.0, 99.0, 98.0, 4.0]),
-                series("disk_write_bytes_per_s", "bytes/s", &[0.0, 5_242_880.0, 0.0]),
+                series(
+                    "disk_write_bytes_per_second",
+                    "bytes/s",
+                    &[0.0, 5_242_880.0, 0.0],
+                ),
                 series("memory_used_bytes", "bytes", &[1e8, 1e8]),
-                series("nic/nic-1/rx_packets_per_s", "packets/s", &[]),
+                series("nic/nic-1/rx_packets_per_second", "packets/s", &[]),
             ],
         };
         insta::assert_snapshot!(chart(&answer, 6));
