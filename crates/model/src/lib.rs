@@ -2,6 +2,7 @@
 //! (what the user wants, written only by the API) and `status` (what is true,
 //! written by controllers and agents). Pure types and validation; no I/O.
 
+mod alarm;
 mod error;
 mod event;
 mod external_network;
@@ -21,6 +22,11 @@ mod route_table;
 mod security_group;
 mod storage;
 
+pub use alarm::{
+    evaluate as evaluate_alarm, vm_metric, AlarmNotification, AlarmResource, AlarmRule,
+    AlarmRuleSpec, AlarmRuleStatus, AlarmState, AlarmTransition, Comparison, Observation,
+    Severity, Webhook, PLATFORM_METRICS, VM_METRICS,
+};
 pub use error::{ApiError, ErrorCode};
 pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS, PLATFORM_ACTOR};
 pub use external_network::{

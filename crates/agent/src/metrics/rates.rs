@@ -63,9 +63,10 @@ fn push_rate(out: &mut Samples, name: &str, before: Option<u64>, now: Option<u64
 
 /// A VM's samples: `cpu_percent` (of all its vCPUs), `memory_used_bytes` (QEMU's
 /// resident memory: the guest RAM it touched and QEMU's own), `memory_total_bytes`
-/// (the flavor's), `disk_{read,write}_{bytes,ops}_per_second`, and per NIC
+/// (the flavor's), `disk_{read,write}_{bytes,ops}_per_second`, per NIC
 /// `nic/<id>/{rx,tx}_{bytes,packets}_per_second` with rx and tx as the guest sees them
-/// (what the TAP sends, the guest receives). Rates need the previous reading, taken
+/// (what the TAP sends, the guest receives), and their sums over the NICs,
+/// `net_{rx,tx}_{bytes,packets}_per_second`. Rates need the previous reading, taken
 /// `secs` before.
 pub fn vm_samples(
     before: Option<&VmReading>,
@@ -100,23 +101,27 @@ pub fn vm_samples(
     ] {
         push_rate(&mut out, name, b, n, secs);
     }
+    let mut all = [0.0f64; 4];
     for (nic, tap) in &now.nics {
         let Some(was) = before.nics.get(nic) else {
             continue;
         };
-        for (dir, b, n) in [
+        let counters = [
             ("rx_bytes", was.tx_bytes, tap.tx_bytes),
             ("rx_packets", was.tx_packets, tap.tx_packets),
             ("tx_bytes", was.rx_bytes, tap.rx_bytes),
             ("tx_packets", was.rx_packets, tap.rx_packets),
-        ] {
-            push_rate(
-                &mut out,
-                &format!("nic/{nic}/{dir}_per_second"),
-                Some(b),
-                Some(n),
-                secs,
-            );
+        ];
+        for (sum, (dir, b, n)) in all.iter_mut().zip(counters) {
+            if let Some(r) = rate(b, n, secs) {
+                out.push((format!("nic/{nic}/{dir}_per_second"), r));
+                *sum += r;
+            }
+        }
+    }
+    if !now.nics.is_empty() {
+        for (dir, r) in ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"].iter().zip(all) {
+            out.push((format!("net_{dir}_per_second"), r));
         }
     }
     out
@@ -253,6 +258,7 @@ mod tests {
         assert_eq!(value(&s, "cpu_percent"), Some(50.0));
         assert_eq!(value(&s, "nic/nic-a/rx_bytes_per_second"), Some(5_000.0));
         assert_eq!(value(&s, "nic/nic-a/tx_bytes_per_second"), Some(100.0));
+        assert_eq!(value(&s, "net_rx_bytes_per_second"), Some(5_000.0));
         assert_eq!(
             value(&s, "disk_write_bytes_per_second"),
             Some((1 << 20) as f64)
