@@ -12,6 +12,7 @@ mod image;
 mod instance;
 mod load_balancer;
 mod meta;
+mod metering;
 mod migration;
 pub mod network;
 mod placement;
@@ -42,6 +43,11 @@ pub use load_balancer::{
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,
     ObjectMeta, Resource, Scope, UpdateRequest,
+};
+pub use metering::{
+    eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge, report, rfc3339_of,
+    roll_up, snapshot_metered, volume_metered, BadTime, Cursor, Ledger, Meter, Metered, Meters,
+    Pass, PriceList, PricedLine, Span, UsageLine, UsageRecord, UsageReport, HOUR_SECS,
 };
 pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
 pub use network::{
