@@ -6,6 +6,7 @@
 //! leader, a pass before a restart) writes nothing, so no second is counted twice. The
 //! price list is one document at [`PRICE_LIST_KEY`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use yunhan_model::{merge, Ledger, Pass, PriceList, UsageRecord};
@@ -49,6 +50,15 @@ fn json(v: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The stored ledgers ([`Metering::ledgers`]).
+#[derive(Debug, Default)]
+pub struct StoredLedgers {
+    /// Ledger and revision by project id.
+    pub ok: BTreeMap<String, (Ledger, u64)>,
+    /// Why each unreadable one is, by project id.
+    pub corrupt: BTreeMap<String, String>,
+}
+
 /// Reads and writes metering documents (cheap to create and share).
 #[derive(Clone)]
 pub struct Metering {
@@ -60,12 +70,23 @@ impl Metering {
         Metering { store }
     }
 
-    /// Every project's ledger with its revision (the compare-and-swap token).
-    pub async fn ledgers(&self) -> Result<Vec<(Ledger, u64)>, MeteringError> {
+    /// Every project's ledger with its revision (the compare-and-swap token), by project
+    /// id; the unreadable ones apart, with why (a pass leaves those projects alone).
+    pub async fn ledgers(&self) -> Result<StoredLedgers, MeteringError> {
         let kvs = crate::StoreExt::range_all(self.store.as_ref(), LEDGERS_PREFIX).await?;
-        (kvs.iter())
-            .map(|kv| Ok((read(&kv.key, &kv.value)?, kv.mod_revision)))
-            .collect()
+        let mut out = StoredLedgers::default();
+        for kv in kvs {
+            let project = kv.key[LEDGERS_PREFIX.len()..].to_string();
+            match read::<Ledger>(&kv.key, &kv.value) {
+                Ok(l) => {
+                    out.ok.insert(project, (l, kv.mod_revision));
+                }
+                Err(e) => {
+                    out.corrupt.insert(project, e.to_string());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// `project`'s ledger, if it has one.
@@ -164,7 +185,9 @@ mod tests {
         assert!(m.commit(0, &pass).await.unwrap());
         // The same pass again (a deposed leader, a retry): refused.
         assert!(!m.commit(0, &pass).await.unwrap());
-        let (ledger, rev) = m.ledgers().await.unwrap().remove(0);
+        let stored = m.ledgers().await.unwrap();
+        assert!(stored.corrupt.is_empty());
+        let (ledger, rev) = stored.ok["prj-a"].clone();
         assert_eq!(ledger, pass.ledger);
         // A late addition to the closed hour merges into its record.
         let mut late = roll_up(&ledger, &[], 3800);
