@@ -285,6 +285,7 @@ pub fn openapi_document() -> Value {
         "responses": responses,
     }));
 
+    metering_ops(&mut b);
     let _ = b.schema::<ApiError>();
     let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
     let mut public = Map::new();
@@ -315,4 +316,51 @@ pub fn openapi_document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
         },
     })
+}
+
+/// `GET /v1/usage`, `GET`/`PUT /v1/price-list` (docs/metering.md).
+fn metering_ops(b: &mut Builder) {
+    let usage = b.schema::<yunhan_model::UsageReport>();
+    let mut responses = error_responses(&[400, 401, 404, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("usage per resource, priced", usage),
+    );
+    let query = |name: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}});
+    b.op("/v1/usage", "get", json!({
+        "operationId": "usage",
+        "summary": "A project's metered usage and its cost (a member's own project; admins: any, with ?project=); from/to: RFC 3339 or a time ago (1h, 30d), default this month",
+        "parameters": [query("project"), query("from"), query("to")],
+        "responses": responses,
+    }));
+    let prices = b.schema::<yunhan_model::PriceList>();
+    let mut responses = error_responses(&[401, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the price list", prices.clone()),
+    );
+    b.op(
+        "/v1/price-list",
+        "get",
+        json!({
+            "operationId": "price_list",
+            "summary": "The prices usage is billed at, per unit-hour",
+            "responses": responses,
+        }),
+    );
+    let mut responses = error_responses(&[400, 401, 403, 413, 415, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the new price list", prices.clone()),
+    );
+    b.op(
+        "/v1/price-list",
+        "put",
+        json!({
+            "operationId": "set_price_list",
+            "summary": "Replace the price list (admins)",
+            "requestBody": json_body(prices),
+            "responses": responses,
+        }),
+    );
 }

@@ -295,6 +295,34 @@ pub fn rfc3339_of(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A report's bound: RFC 3339, or a time ago like `90s`, `10m`, `1h`, `30d` (or plain
+/// seconds) before `now`.
+pub fn when_of(s: &str, now: i64) -> Option<i64> {
+    if let Some(t) = epoch_of(s) {
+        return Some(t);
+    }
+    let (num, per) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ago = num.parse::<i64>().ok()?.checked_mul(per)?;
+    now.checked_sub(ago)
+}
+
+/// The start of the (UTC) month `t` is in.
+pub fn month_start(t: i64) -> i64 {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.replace_day(1).ok())
+        .map_or(0, |d| d.replace_time(time::Time::MIDNIGHT).unix_timestamp())
+}
+
 /// Why an object cannot be metered (the controller skips it and says why).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} is not an RFC 3339 time: {value:?}")]
@@ -425,27 +453,34 @@ pub struct PriceList {
     pub currency: String,
     /// Per vCPU-hour running.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub vcpu_hour: f64,
     /// Per GiB of memory-hour running.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub memory_gib_hour: f64,
     /// Per volume GiB-hour, in pools without a price of their own.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub volume_gib_hour: f64,
     /// Per volume GiB-hour, by pool.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volume_gib_hour_by_pool: BTreeMap<String, f64>,
     /// Per snapshot GiB-hour.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub snapshot_gib_hour: f64,
     /// Per elastic-IP-hour.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub eip_hour: f64,
     /// Per Mbit/s of bandwidth cap-hour.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub eip_mbit_hour: f64,
     /// Per load-balancer-hour.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub lb_hour: f64,
 }
 

@@ -321,6 +321,19 @@ fn a_report_sums_hours_per_resource_and_prices_them() {
     assert_eq!(json["lines"][0]["seconds"], 200);
 }
 
+#[test]
+fn report_bounds_read_times_and_durations_ago() {
+    let now = epoch_of("2026-03-15T12:30:00Z").unwrap();
+    assert_eq!(when_of("2026-03-15T12:00:00Z", now), Some(now - 1800));
+    assert_eq!(when_of("1h", now), Some(now - 3600));
+    assert_eq!(when_of("30d", now), Some(now - 30 * 86_400));
+    assert_eq!(when_of("90", now), Some(now - 90));
+    for bad in ["", "h", "1w", "-5s", "yesterday", "99999999999999999999d"] {
+        assert_eq!(when_of(bad, now), None, "{bad}");
+    }
+    assert_eq!(rfc3339_of(month_start(now)), "2026-03-01T00:00:00Z");
+}
+
 fn arb_span() -> impl Strategy<Value = Span> {
     (0i64..20_000, proptest::option::of(0i64..20_000)).prop_map(|(start, len)| Span {
         start,
