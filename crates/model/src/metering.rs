@@ -58,7 +58,7 @@ impl Meter {
     pub fn unit(self) -> &'static str {
         match self {
             Meter::VcpuSeconds => "vCPU·s",
-            Meter::MemoryGibSeconds => "GiB·s",
+            Meter::MemoryGibSeconds => "GiB·s RAM",
             Meter::VolumeGibSeconds => "GiB·s vol",
             Meter::SnapshotGibSeconds => "GiB·s snap",
             Meter::EipSeconds => "EIP·s",
