@@ -105,6 +105,13 @@ async fn e2e_metering_bills_a_vm_to_the_second_across_a_restart() {
         .call("GET", "/v1/price-list", Some(&member.token), None)
         .await;
     assert_eq!((s, v["vcpu_hour"].as_f64()), (200, Some(3.6)), "{v}");
+    // Price changes are in the audit trail, refused ones too.
+    let (_, ev) = cloud.admin("GET", "/v1/events?kind=price-list", None).await;
+    let outcomes: Vec<u64> = (ev["items"].as_array().unwrap().iter())
+        .filter(|e| e["action"] == "update")
+        .map(|e| e["outcome"].as_u64().unwrap())
+        .collect();
+    assert_eq!(outcomes, [403, 400, 200], "{ev}");
     let (l, usage) = line(&cloud);
     let vcpu_seconds = l["meters"]["vcpu_seconds"].as_f64().unwrap();
     assert_eq!(usage["currency"], "EUR");
