@@ -200,7 +200,10 @@ mod tests {
         assert!(m.records("prj-a", 3600, 7200).await.unwrap().is_empty());
         assert!(m.records("prj-a", 0, 0).await.unwrap().is_empty());
         let open = m.ledger("prj-a").await.unwrap().unwrap().open;
-        assert_eq!(open["ins-1"].seconds, 100, "the open hour stays in the ledger");
+        assert_eq!(
+            open["ins-1"].seconds, 100,
+            "the open hour stays in the ledger"
+        );
     }
 
     #[tokio::test]
