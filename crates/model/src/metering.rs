@@ -85,7 +85,6 @@ pub struct Metered {
     /// Its kind, as the API's paths name it (`instances`, `volumes`, …).
     pub kind: String,
     pub name: String,
-    pub project: String,
     /// The storage pool of a volume.
     pub pool: Option<String>,
     /// Quantity per billable second, by meter.
@@ -351,7 +350,6 @@ fn metered_of<S, T>(
         id: doc.metadata.id.clone(),
         kind: kind.to_string(),
         name: doc.metadata.name.clone(),
-        project: doc.metadata.project.clone().unwrap_or_default(),
         pool: None,
         rates,
         billable,

@@ -167,7 +167,6 @@ mod tests {
             id: "ins-1".into(),
             kind: "instances".into(),
             name: "web".into(),
-            project: "prj-a".into(),
             pool: None,
             rates: Meters::from([(Meter::VcpuSeconds, 1.0)]),
             billable: vec![Span { start, end: None }],

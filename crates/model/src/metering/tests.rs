@@ -8,7 +8,6 @@ fn vm(id: &str, vcpus: f64, billable: Vec<Span>) -> Metered {
         id: id.into(),
         kind: "instances".into(),
         name: id.into(),
-        project: "prj-a".into(),
         pool: None,
         rates: Meters::from([(Meter::VcpuSeconds, vcpus)]),
         billable,
