@@ -25,6 +25,7 @@ mod images;
 mod instances;
 mod keys;
 mod load_balancers;
+mod metering;
 mod monitoring;
 mod network;
 mod placement_groups;

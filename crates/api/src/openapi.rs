@@ -285,6 +285,90 @@ pub fn openapi_document() -> Value {
         "responses": responses,
     }));
 
+    monitoring_ops(&mut b);
+    metering_ops(&mut b);
+    let _ = b.schema::<ApiError>();
+    let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
+    let mut public = Map::new();
+    public.insert("/healthz".into(), json!({"get": {"operationId": "healthz", "security": [],
+        "summary": "Liveness and store reachability",
+        "responses": {"200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "503": {"description": "store unavailable", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    public.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "security": [],
+        "summary": "Prometheus metrics",
+        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
+    public.insert("/v1/openapi.json".into(), json!({"get": {"operationId": "openapi", "security": [],
+        "summary": "This document",
+        "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    let mut paths = b.paths;
+    paths.extend(public);
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Yunhan API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Yunhan private cloud. Every resource is {metadata, spec, status}; errors are {code, message, details} with the stable codes in docs/errors.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
+        },
+    })
+}
+
+/// `GET /v1/usage`, `GET`/`PUT /v1/price-list` (docs/metering.md).
+fn metering_ops(b: &mut Builder) {
+    let usage = b.schema::<yunhan_model::UsageReport>();
+    let mut responses = error_responses(&[400, 401, 404, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("usage per resource, priced", usage),
+    );
+    let query = |name: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}});
+    b.op("/v1/usage", "get", json!({
+        "operationId": "usage",
+        "summary": "A project's metered usage and its cost (a member's own project; admins: any, with ?project=); from/to: RFC 3339 or a time ago (1h, 30d), default this month",
+        "parameters": [query("project"), query("from"), query("to")],
+        "responses": responses,
+    }));
+    let prices = b.schema::<yunhan_model::PriceList>();
+    let mut responses = error_responses(&[401, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the price list", prices.clone()),
+    );
+    b.op(
+        "/v1/price-list",
+        "get",
+        json!({
+            "operationId": "price_list",
+            "summary": "The prices usage is billed at, per unit-hour",
+            "responses": responses,
+        }),
+    );
+    let mut responses = error_responses(&[400, 401, 403, 413, 415, 429, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the new price list", prices.clone()),
+    );
+    b.op(
+        "/v1/price-list",
+        "put",
+        json!({
+            "operationId": "set_price_list",
+            "summary": "Replace the price list (admins)",
+            "requestBody": json_body(prices),
+            "responses": responses,
+        }),
+    );
+}
+
+/// `GET /v1/instances/{id}/metrics` and `GET /v1/hosts/{id}/metrics` (docs/monitoring.md).
+fn monitoring_ops(b: &mut Builder) {
+    let query = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
     let answer = b.schema::<yunhan_model::MetricsAnswer>();
     let metrics_params = |with_project: bool| {
         let mut params = vec![
@@ -324,35 +408,4 @@ pub fn openapi_document() -> Value {
             "responses": responses,
         }),
     );
-
-    let _ = b.schema::<ApiError>();
-    let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
-    let mut public = Map::new();
-    public.insert("/healthz".into(), json!({"get": {"operationId": "healthz", "security": [],
-        "summary": "Liveness and store reachability",
-        "responses": {"200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
-                      "503": {"description": "store unavailable", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
-    public.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "security": [],
-        "summary": "Prometheus metrics",
-        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
-    public.insert("/v1/openapi.json".into(), json!({"get": {"operationId": "openapi", "security": [],
-        "summary": "This document",
-        "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
-    let mut paths = b.paths;
-    paths.extend(public);
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "Yunhan API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Yunhan private cloud. Every resource is {metadata, spec, status}; errors are {code, message, details} with the stable codes in docs/errors.md.",
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
-        },
-    })
 }

@@ -1,5 +1,5 @@
 //! The API's routes: the CRUD routes of every kind, the few special ones
-//! (image data, consoles, API keys, whoami, events), the public endpoints (health,
+//! (image data, consoles, API keys, whoami, events, usage, price list), the public endpoints (health,
 //! metrics, this API's OpenAPI document) and the middleware around them (metrics,
 //! the audit trail).
 
@@ -71,6 +71,11 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
         .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))
+        .route("/v1/usage", get(crate::metering::usage))
+        .route(
+            "/v1/price-list",
+            get(crate::metering::price_list).put(crate::metering::set_price_list),
+        )
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -28,6 +28,9 @@ pub enum Command {
     /// Show who the configured token belongs to
     Whoami,
     Events(events::EventsArgs),
+    Usage(usage::UsageArgs),
+    #[command(subcommand, name = "price-list")]
+    PriceList(price_list::PriceListCommand),
     #[command(subcommand)]
     Vpc(vpc::VpcCommand),
     #[command(subcommand)]
@@ -70,6 +73,8 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::PlacementGroup(c) => placement_group::run(ctx, c).await,
         Command::Whoami => whoami::run(ctx).await,
         Command::Events(a) => events::run(ctx, a).await,
+        Command::Usage(a) => usage::run(ctx, a).await,
+        Command::PriceList(c) => price_list::run(ctx, c).await,
         Command::Vpc(c) => vpc::run(ctx, c).await,
         Command::Subnet(c) => subnet::run(ctx, c).await,
         Command::Nic(c) => nic::run(ctx, c).await,

@@ -6,6 +6,7 @@ mod events;
 pub mod ha;
 pub mod leader;
 pub mod liveness;
+pub mod metering;
 pub mod migration;
 pub mod network;
 pub mod placement;
@@ -41,6 +42,7 @@ pub async fn run_controllers(
         Arc::new(volumes::VolumeBinder),
         ha,
         migrations,
+        Arc::new(metering::MeteringController),
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

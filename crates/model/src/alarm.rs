@@ -213,7 +213,10 @@ impl Kind for AlarmRule {
             return Err(ApiError::invalid_field("spec.threshold", "a finite number"));
         }
         if spec.for_seconds > 86_400 {
-            return Err(ApiError::invalid_field("spec.for_seconds", "at most 86400 (a day)"));
+            return Err(ApiError::invalid_field(
+                "spec.for_seconds",
+                "at most 86400 (a day)",
+            ));
         }
         if spec.webhooks.len() > MAX_WEBHOOKS {
             let why = format!("at most {MAX_WEBHOOKS} webhooks");
@@ -225,7 +228,10 @@ impl Kind for AlarmRule {
                 && !w.url.contains(char::is_whitespace);
             if !ok {
                 let why = format!("{:?} is not an http:// or https:// URL", w.url);
-                return Err(ApiError::invalid_field(&format!("spec.webhooks[{i}].url"), why));
+                return Err(ApiError::invalid_field(
+                    &format!("spec.webhooks[{i}].url"),
+                    why,
+                ));
             }
         }
         Ok(())
@@ -258,13 +264,16 @@ pub fn evaluate(
         .map(|o| {
             let before = status.resources.iter().find(|r| r.id == o.id);
             let breaching = spec.enabled && o.value.is_some_and(breaches);
-            let since = breaching
-                .then(|| before.and_then(|b| b.breaching_since).unwrap_or(now));
+            let since = breaching.then(|| before.and_then(|b| b.breaching_since).unwrap_or(now));
             let firing = since.is_some_and(|s| now.saturating_sub(s) >= spec.for_seconds);
             AlarmResource {
                 id: o.id.clone(),
                 name: o.name.clone(),
-                state: if firing { AlarmState::Firing } else { AlarmState::Ok },
+                state: if firing {
+                    AlarmState::Firing
+                } else {
+                    AlarmState::Ok
+                },
                 value: o.value,
                 breaching_since: since,
             }
@@ -274,7 +283,11 @@ pub fn evaluate(
         .filter(|r| r.state == AlarmState::Firing)
         .map(|r| r.name.clone())
         .collect();
-    let state = if firing.is_empty() { AlarmState::Ok } else { AlarmState::Firing };
+    let state = if firing.is_empty() {
+        AlarmState::Ok
+    } else {
+        AlarmState::Firing
+    };
     let mut next = AlarmRuleStatus {
         state,
         since: status.since,

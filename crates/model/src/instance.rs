@@ -129,6 +129,10 @@ pub struct InstanceStatus {
     /// When the VM last started, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the VM last stopped (or its QEMU was found dead), RFC 3339: with `started_at`,
+    /// the time it ran, which metering bills (docs/metering.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
 }
 
 pub struct Instance;

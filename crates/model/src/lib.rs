@@ -13,6 +13,7 @@ mod image;
 mod instance;
 mod load_balancer;
 mod meta;
+mod metering;
 mod migration;
 mod monitoring;
 pub mod network;
@@ -24,8 +25,8 @@ mod storage;
 
 pub use alarm::{
     evaluate as evaluate_alarm, vm_metric, AlarmNotification, AlarmResource, AlarmRule,
-    AlarmRuleSpec, AlarmRuleStatus, AlarmState, AlarmTransition, Comparison, Observation,
-    Severity, Webhook, PLATFORM_METRICS, VM_METRICS,
+    AlarmRuleSpec, AlarmRuleStatus, AlarmState, AlarmTransition, Comparison, Observation, Severity,
+    Webhook, PLATFORM_METRICS, VM_METRICS,
 };
 pub use error::{ApiError, ErrorCode};
 pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS, PLATFORM_ACTOR};
@@ -49,6 +50,12 @@ pub use load_balancer::{
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,
     ObjectMeta, Resource, Scope, UpdateRequest,
+};
+pub use metering::{
+    eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge, month_start, report,
+    rfc3339_of, roll_up, snapshot_metered, volume_metered, when_of, BadTime, Cursor, Ledger, Meter,
+    Metered, Meters, Pass, PriceList, PricedLine, Span, UsageLine, UsageRecord, UsageReport,
+    HOUR_SECS,
 };
 pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
 pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};

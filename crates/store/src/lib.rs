@@ -12,6 +12,7 @@ mod etcd;
 pub mod events;
 mod local;
 mod mem;
+pub mod metering;
 pub mod objects;
 pub mod reconcile;
 

@@ -455,6 +455,11 @@ impl Inner {
         let plan_dir = self.rt.vm_dir(&inst.metadata.id);
         let accel = self.accel_if_known();
         self.set_status(objects, &inst.metadata.id, |s| {
+            let was_up = matches!(s.phase, InstancePhase::Running | InstancePhase::Stopping);
+            if phase == InstancePhase::Stopped && was_up {
+                // Found dead (powered off from inside, killed): stopped when found.
+                s.stopped_at = Some(yunhan_model::now());
+            }
             s.phase = phase;
             if phase == InstancePhase::Running {
                 s.console_log = Some(plan_dir.join("serial.log").display().to_string());
@@ -493,6 +498,10 @@ impl Inner {
         let id = inst.metadata.id.as_str();
         let was = inst.status.phase;
         self.set_status(objects, id, |s| {
+            if was == InstancePhase::Running {
+                // Its QEMU died: it stopped running when that was found (metering).
+                s.stopped_at = Some(yunhan_model::now());
+            }
             s.phase = InstancePhase::Starting;
             s.message = match was {
                 InstancePhase::Running | InstancePhase::Starting => {
@@ -713,6 +722,7 @@ impl Inner {
         }
         self.set_status(objects, id, |s| {
             s.phase = InstancePhase::Stopped;
+            s.stopped_at = Some(yunhan_model::now());
             s.message.clear();
         })
         .await

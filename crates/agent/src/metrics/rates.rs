@@ -120,7 +120,10 @@ pub fn vm_samples(
         }
     }
     if !now.nics.is_empty() {
-        for (dir, r) in ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"].iter().zip(all) {
+        for (dir, r) in ["rx_bytes", "rx_packets", "tx_bytes", "tx_packets"]
+            .iter()
+            .zip(all)
+        {
             out.push((format!("net_{dir}_per_second"), r));
         }
     }

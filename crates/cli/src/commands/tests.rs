@@ -71,3 +71,17 @@ fn tables_of_every_kind() {
     ];
     insta::assert_snapshot!(tables.concat());
 }
+
+/// `yunhan usage` and `yunhan price-list show`, from answers as the API writes them.
+#[test]
+fn usage_and_price_list_tables() {
+    let all: Value = serde_json::from_str(include_str!("testdata/usage.json")).unwrap();
+    let tables = [
+        format!("== usage\n{}", super::usage::table_of(&read(&all["usage"]))),
+        format!(
+            "== price-list\n{}",
+            super::price_list::table_of(&read(&all["price-list"]))
+        ),
+    ];
+    insta::assert_snapshot!(tables.concat());
+}
