@@ -1,10 +1,10 @@
-//! First start: the admin project, user and key, and the default flavors; for
-//! the all-in-one cloud, the default external network.
+//! First start: the admin project, user and key, the default flavors and the platform's
+//! alarm rules; for the all-in-one cloud, the default external network.
 
 use yunhan_model::{
-    new_id, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus, ExternalNetwork, ExternalNetworkSpec,
-    Flavor, FlavorSpec, Kind, Metadata, Project, ProjectSpec, Resource, Role, User, UserSpec,
-    DEFAULT_PUBLIC_NAME,
+    new_id, AlarmRule, AlarmRuleSpec, ApiError, ApiKey, ApiKeySpec, ApiKeyStatus, Comparison,
+    ExternalNetwork, ExternalNetworkSpec, Flavor, FlavorSpec, Kind, Metadata, Project, ProjectSpec,
+    Resource, Role, Severity, User, UserSpec, DEFAULT_PUBLIC_NAME,
 };
 use yunhan_store::objects::{Doc, ObjectError, Objects, GLOBAL_SCOPE};
 
@@ -94,6 +94,7 @@ pub async fn bootstrap(objects: &Objects) -> Result<Option<Bootstrap>, ObjectErr
     else {
         return Ok(None);
     };
+    platform_alarms(objects, &project.metadata.id).await?;
     let key_id = new_id("key");
     let (token, hash) = mint_token(&key_id);
     store_secret(objects, &key_id, hash)
@@ -119,6 +120,69 @@ pub async fn bootstrap(objects: &Objects) -> Result<Option<Bootstrap>, ObjectErr
         admin_token: token,
         project_id: project.metadata.id,
     }))
+}
+
+/// The platform's alarm rules, out of the box, in the admin project (docs/alarms.md):
+/// (name, condition, threshold, seconds it must last, severity).
+pub const PLATFORM_ALARMS: [(&str, &str, f64, u64, Severity); 5] = [
+    (
+        "host-not-ready",
+        "platform:host_not_ready",
+        0.0,
+        0,
+        Severity::Critical,
+    ),
+    (
+        "pool-above-80-percent",
+        "platform:pool_used_percent",
+        80.0,
+        60,
+        Severity::Warning,
+    ),
+    (
+        "ceph-unhealthy",
+        "platform:ceph_unhealthy",
+        0.0,
+        60,
+        Severity::Warning,
+    ),
+    (
+        "ha-failover",
+        "platform:ha_failovers",
+        0.0,
+        0,
+        Severity::Warning,
+    ),
+    (
+        "vm-start-failures",
+        "platform:vm_start_failures",
+        0.0,
+        0,
+        Severity::Warning,
+    ),
+];
+
+async fn platform_alarms(objects: &Objects, admin_project: &str) -> Result<(), ObjectError> {
+    for (name, metric, threshold, for_seconds, severity) in PLATFORM_ALARMS {
+        let spec = AlarmRuleSpec {
+            metric: metric.into(),
+            instances: Vec::new(),
+            selector: Default::default(),
+            comparison: Comparison::Above,
+            threshold,
+            for_seconds,
+            severity,
+            webhooks: Vec::new(),
+            enabled: true,
+        };
+        let doc = Resource {
+            metadata: meta(AlarmRule::ID_PREFIX, name, Some(admin_project.to_string())),
+            spec,
+            status: Default::default(),
+        };
+        ensure::<AlarmRule>(objects, doc).await?;
+    }
+    Ok(())
 }
 
 /// Why the default external network could not be made.

@@ -16,6 +16,7 @@ mod crud;
 mod lookup;
 mod resource;
 
+mod alarms;
 mod attachments;
 mod console;
 mod events;

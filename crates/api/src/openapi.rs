@@ -211,6 +211,7 @@ pub fn openapi_document() -> Value {
     b.kind::<yunhan_model::Vip>(true, true);
     b.kind::<yunhan_model::RouteTable>(true, true);
     b.kind::<yunhan_model::LoadBalancer>(true, true);
+    b.kind::<yunhan_model::AlarmRule>(true, true);
     b.kind::<ApiKey>(false, false);
 
     let key_body = b.schema::<CreateRequest<ApiKeySpec>>();

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use yunhan_model::{
-    ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance, LoadBalancer,
-    NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup, Snapshot,
-    Subnet, User, Vip, Volume, Vpc,
+    AlarmRule, ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance,
+    LoadBalancer, NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup,
+    Snapshot, Subnet, User, Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;
@@ -52,7 +52,9 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     let r = crud::<ElasticIp>(crud::<ExternalNetwork>(crud::<SecurityGroup>(r)));
     let r = crud::<RouteTable>(crud::<Vip>(crud::<NatGateway>(r)));
     // load balancing
-    crud::<LoadBalancer>(r)
+    let r = crud::<LoadBalancer>(r);
+    // monitoring
+    crud::<AlarmRule>(r)
 }
 
 /// Routes with handlers of their own.

@@ -28,6 +28,8 @@ pub enum Command {
     /// Show who the configured token belongs to
     Whoami,
     Events(events::EventsArgs),
+    #[command(subcommand)]
+    Alarm(alarm::AlarmCommand),
     Usage(usage::UsageArgs),
     #[command(subcommand, name = "price-list")]
     PriceList(price_list::PriceListCommand),
@@ -73,6 +75,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::PlacementGroup(c) => placement_group::run(ctx, c).await,
         Command::Whoami => whoami::run(ctx).await,
         Command::Events(a) => events::run(ctx, a).await,
+        Command::Alarm(c) => alarm::run(ctx, c).await,
         Command::Usage(a) => usage::run(ctx, a).await,
         Command::PriceList(c) => price_list::run(ctx, c).await,
         Command::Vpc(c) => vpc::run(ctx, c).await,

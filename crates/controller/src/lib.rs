@@ -2,6 +2,7 @@
 //! [`Reconciler`] run by [`run_reconciler`] (watch + periodic resync), and
 //! only the elected leader ([`leader`]) runs them.
 
+pub mod alarms;
 mod events;
 pub mod ha;
 pub mod leader;
@@ -43,6 +44,7 @@ pub async fn run_controllers(
         ha,
         migrations,
         Arc::new(metering::MeteringController),
+        Arc::new(alarms::Alarms::new(objects.clone())),
     ];
     let mut tasks = Vec::new();
     for r in reconcilers {

@@ -58,6 +58,15 @@ pub fn lb_key_secret_key(lb: &str, listener: &str) -> String {
     format!("{LB_KEY_SECRET_PREFIX}{lb}/{listener}")
 }
 
+/// Where alarm rules' webhook signing secrets live.
+pub const ALARM_SECRET_PREFIX: &str = "/yunhan/secrets/alarm-webhooks/";
+
+/// The signing secret of webhook `index` of alarm rule `rule` (`index` empty: the
+/// prefix of all the rule's).
+pub fn alarm_secret_key(rule: &str, index: &str) -> String {
+    format!("{ALARM_SECRET_PREFIX}{rule}/{index}")
+}
+
 /// Where hosts' metrics-endpoint tokens live.
 pub const METRICS_TOKEN_PREFIX: &str = "/yunhan/secrets/metrics-tokens/";
 

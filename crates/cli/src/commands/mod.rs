@@ -2,6 +2,7 @@
 //! its clap arguments, how its kind is shown and what its verbs do, on top
 //! of the plumbing (`ctx`, `client`, `output`, `wait`).
 
+pub mod alarm;
 pub mod api_key;
 pub mod eip;
 pub mod events;
