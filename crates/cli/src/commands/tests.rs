@@ -7,7 +7,7 @@ use yunhan_model::network::{ElasticIp, Subnet, Vip, Vpc};
 use yunhan_model::network::{NatGateway, NetworkInterface, SecurityGroup};
 use yunhan_model::{ApiKey, Doc, ExternalNetwork, Flavor, Host, Image, Instance};
 use yunhan_model::{PlacementGroup, Project, User};
-use yunhan_model::{Snapshot, Volume};
+use yunhan_model::{AlarmRule, Snapshot, Volume};
 
 use crate::client::Answer;
 use crate::kind::Shown;
@@ -60,6 +60,7 @@ fn tables_of_every_kind() {
         kind_table::<Vip>(&all),
         kind_table::<Volume>(&all),
         kind_table::<Snapshot>(&all),
+        kind_table::<AlarmRule>(&all),
         format!(
             "== pools\n{}",
             super::storage::table_of(answers(&all["hosts"]))
