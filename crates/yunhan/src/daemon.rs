@@ -141,8 +141,9 @@ pub struct AgentArgs {
 /// The bound of a host's metric history.
 #[derive(Args, Debug, Clone)]
 pub struct HistoryArgs {
-    /// The most metric series this host keeps (a VM has about 6 plus 4 per NIC; each
-    /// series holds a month and takes about 32 KB of memory and 32 KiB of disk)
+    /// The most metric series this host keeps (a VM has 7, plus 8 with its first VPC NIC
+    /// and 4 per further NIC; each series holds a month and takes about 32 KB of memory
+    /// and 32 KiB of disk)
     #[arg(long, default_value_t = 4096, value_name = "N")]
     metrics_max_series: usize,
 }

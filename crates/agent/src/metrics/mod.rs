@@ -27,6 +27,9 @@ use yunhan_store::StoreExt;
 use crate::compute::Runtime;
 use rates::{HostReading, VmReading, VmShape};
 
+/// Samples recorded together: `(series, due time, value)`.
+type Group = Vec<(String, u64, f64)>;
+
 /// Seconds between collections: the finest slot of the history.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// How often the history is written back to its file.
@@ -153,23 +156,45 @@ impl Monitor {
     async fn collect(&mut self, objects: &Objects, t: u64) -> Result<(), MetricsError> {
         let instances = objects.list_all::<Instance>(None).await?;
         let devices = read::net_devices(self.netns.as_deref());
+        let secs = (self.before.as_ref()).map_or(0.0, |(at, ..)| t.saturating_sub(*at) as f64);
+        let (vms, mut groups) = self.read_vms(objects, &instances, &devices, t, secs).await?;
+        let host = read::host(&self.state_dir, &devices);
+        let before_host = self.before.as_ref().map(|(_, _, h)| h);
+        let mut host_group: Group = (rates::host_samples(before_host, &host, secs).into_iter())
+            .map(|(name, v)| (format!("host/{name}"), t, v))
+            .collect();
+        if let Some(h) = objects.get::<Host>(&self.host_id).await? {
+            host_group.extend(pool_samples(&h.status.pools, t));
+        }
+        groups.push(host_group);
+        self.before = Some((t, vms, host));
+        self.record(&groups)?;
+        self.latest.replace(&groups.concat());
+        self.forget_deleted(&instances)?;
+        self.history.flush_if_due(Instant::now())?;
+        Ok(())
+    }
+
+    /// The readings of the VMs running here, and each one's samples.
+    async fn read_vms(
+        &self,
+        objects: &Objects,
+        instances: &[Doc<Instance>],
+        devices: &BTreeMap<String, procfs::DevCounters>,
+        t: u64,
+        secs: f64,
+    ) -> Result<(BTreeMap<String, VmReading>, Vec<Group>), MetricsError> {
         let nics = crate::network::attached_nics(objects, None).await?;
         let mut vms = BTreeMap::new();
-        let mut samples: Vec<(String, u64, f64)> = Vec::new();
-        let secs = self
-            .before
-            .as_ref()
-            .map_or(0.0, |(at, ..)| t.saturating_sub(*at) as f64);
+        let mut groups = Vec::new();
         for vm in instances.iter().filter(|vm| self.runs_here(vm)) {
-            let Some(pid) = self.runtime.running_pid(&vm.metadata.id) else {
+            let id = &vm.metadata.id;
+            let Some(pid) = self.runtime.running_pid(id) else {
                 continue;
             };
-            let vm_nics = nics.get(&vm.metadata.id).map_or(&[][..], Vec::as_slice);
-            let mut reading = read::vm(&self.runtime, vm, pid, vm_nics, &devices).await;
-            let before = self
-                .before
-                .as_ref()
-                .and_then(|(_, b, _)| b.get(&vm.metadata.id));
+            let vm_nics = nics.get(id).map_or(&[][..], Vec::as_slice);
+            let mut reading = read::vm(&self.runtime, vm, pid, vm_nics, devices).await;
+            let before = self.before.as_ref().and_then(|(_, b, _)| b.get(id));
             if let Some(before) = before {
                 reading.carry_from(before);
             }
@@ -177,27 +202,27 @@ impl Monitor {
                 vcpus: vm.status.vcpus,
                 memory_bytes: vm.status.memory_mib << 20,
             };
-            for (name, v) in rates::vm_samples(before, &reading, secs, shape) {
-                samples.push((format!("vm/{}/{name}", vm.metadata.id), t, v));
+            let samples = rates::vm_samples(before, &reading, secs, shape);
+            groups.push(samples.into_iter().map(|(n, v)| (format!("vm/{id}/{n}"), t, v)).collect());
+            vms.insert(id.clone(), reading);
+        }
+        Ok((vms, groups))
+    }
+
+    /// Records each group (a VM's samples, the host's) on its own: a VM whose series
+    /// would pass the history's cap loses its own samples, not the others'.
+    fn record(&self, groups: &[Group]) -> Result<(), MetricsError> {
+        for group in groups {
+            let refs: Vec<(&str, u64, f64)> = (group.iter())
+                .map(|(n, t, v)| (n.as_str(), *t, *v))
+                .collect();
+            match self.history.record_many(&refs) {
+                Err(e @ yunhan_metrics::HistoryError::TooManySeries { .. }) => {
+                    tracing::warn!(error = %e, "metric history full (--metrics-max-series)");
+                }
+                other => other?,
             }
-            vms.insert(vm.metadata.id.clone(), reading);
         }
-        let host = read::host(&self.state_dir, &devices);
-        let before_host = self.before.as_ref().map(|(_, _, h)| h);
-        for (name, v) in rates::host_samples(before_host, &host, secs) {
-            samples.push((format!("host/{name}"), t, v));
-        }
-        if let Some(h) = objects.get::<Host>(&self.host_id).await? {
-            samples.extend(pool_samples(&h.status.pools, t));
-        }
-        self.before = Some((t, vms, host));
-        let refs: Vec<(&str, u64, f64)> = (samples.iter())
-            .map(|(n, t, v)| (n.as_str(), *t, *v))
-            .collect();
-        self.history.record_many(&refs)?;
-        self.latest.replace(&samples);
-        self.forget_deleted(&instances)?;
-        self.history.flush_if_due(Instant::now())?;
         Ok(())
     }
 
