@@ -213,6 +213,21 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
         "{events}"
     );
 
+    // b's metrics, the alarm on them, and what the project used so far.
+    eventually("b's CPU samples", Duration::from_secs(60), || {
+        let m = alice.json(&["vm", "metrics", "b", "--since", "10m", "--series", "cpu"]);
+        async move { (m["series"][0]["points"].as_array()?.len() >= 2).then_some(()) }
+    })
+    .await;
+    let alarms = alice.json(&["alarm", "list"]);
+    assert_eq!(alarms[0]["metadata"]["name"], "busy", "{alarms}");
+    let usage = alice.json(&["usage", "--project", "team-a"]);
+    let b_line = (usage["lines"].as_array().unwrap().iter()).find(|l| l["name"] == "b");
+    assert!(
+        b_line.is_some_and(|l| l["meters"]["vcpu_seconds"].as_f64() > Some(0.0)),
+        "{usage}"
+    );
+
     // The load balancer: Active, its TCP listener on Vortex, its HTTP one on HAProxy.
     let served = eventually("lb1's listeners served", Duration::from_secs(60), || {
         let lb = alice.json(&["lb", "show", "lb1"]);
@@ -233,6 +248,7 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
 
     alice
         .delete_all(&[
+            ("alarm", "busy"),
             ("lb", "lb1"),
             ("natgw", "gw1"),
             ("eip", "e2"),
