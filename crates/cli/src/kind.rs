@@ -37,6 +37,18 @@ pub(crate) fn path_segment(s: &str) -> String {
         .collect()
 }
 
+/// `path` with the parameters that are set as its query, their values URL-encoded.
+pub(crate) fn with_query(path: &str, params: &[(&str, &Option<String>)]) -> String {
+    let query: Vec<String> = (params.iter())
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", path_segment(v))))
+        .collect();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
 /// `/v1/<kind>/<name or id>`.
 pub(crate) fn path_of<K: Kind>(name: &str) -> String {
     format!("/v1/{}/{}", K::PLURAL, path_segment(name))

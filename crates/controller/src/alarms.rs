@@ -11,11 +11,7 @@ mod observe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use yunhan_model::{
-    evaluate_alarm, AlarmRule, AlarmRuleStatus, AlarmState, AlarmTransition, AuditEvent, Doc, Kind,
-    PLATFORM_ACTOR,
-};
-use yunhan_store::events::{EventLog, PLATFORM_SCOPE};
+use yunhan_model::{evaluate_alarm, AlarmRule, AlarmRuleStatus, AlarmState, AlarmTransition, Doc};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 use yunhan_store::reconcile::Reconciler;
 
@@ -90,23 +86,7 @@ async fn record(objects: &Objects, rule: &Doc<AlarmRule>, t: &AlarmTransition) {
         AlarmState::Firing => ("firing", format!("fires for {}", t.resources.join(", "))),
         AlarmState::Ok => ("resolved", "resolved".to_string()),
     };
-    let event = AuditEvent {
-        time: yunhan_model::now(),
-        actor: PLATFORM_ACTOR.to_string(),
-        project: rule.metadata.project.clone(),
-        action: action.to_string(),
-        kind: AlarmRule::PLURAL.to_string(),
-        target: rule.metadata.id.clone(),
-        outcome: 0,
-        message: format!("{}: {what}", rule.metadata.name),
-    };
-    let scope = event.project.as_deref().unwrap_or(PLATFORM_SCOPE);
-    if let Err(e) = EventLog::new(objects.store().clone())
-        .record(scope, &event)
-        .await
-    {
-        tracing::warn!(rule = %rule.metadata.id, error = %e, "cannot record an alarm event");
-    }
+    crate::events::platform_event::<AlarmRule>(objects, rule, action, what).await;
 }
 
 #[async_trait::async_trait]

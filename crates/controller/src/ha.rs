@@ -202,7 +202,7 @@ impl HaMonitor {
         if moved.is_some() {
             tracing::info!(instance = id, host = %name, "HA failover: fenced the lost host, instance back to the scheduler");
             let what = format!("host {name} was lost and fenced; restarting it on another host");
-            crate::events::instance_event(objects, inst, "failover", what).await;
+            crate::events::platform_event::<Instance>(objects, inst, "failover", what).await;
         }
         Ok(())
     }

@@ -255,7 +255,7 @@ async fn rebind(
         tracing::info!(instance = %inst.metadata.name, %target, "live migration completed: binding moved");
         let from = source.as_deref().unwrap_or("-");
         let what = format!("live-migrated from host {from} to host {target}");
-        crate::events::instance_event(objects, inst, "migrated", what).await;
+        crate::events::platform_event::<Instance>(objects, inst, "migrated", what).await;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use yunhan_model::{AuditEvent, AuditEventList};
 
 use crate::client::{Answer, ClientError};
 use crate::ctx::Ctx;
-use crate::kind::path_segment;
+use crate::kind::with_query;
 use crate::output::{col, print_all, Column};
 
 /// Events: every API write (who, in which project, what, the outcome), kept 7 days
@@ -69,15 +69,7 @@ fn events_path(a: &EventsArgs) -> String {
         ("project", &a.project),
         ("limit", &limit),
     ];
-    let query: Vec<String> = params
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", path_segment(v))))
-        .collect();
-    if query.is_empty() {
-        "/v1/events".into()
-    } else {
-        format!("/v1/events?{}", query.join("&"))
-    }
+    with_query("/v1/events", &params)
 }
 
 /// The list's items, each with its JSON as the API sent it.

@@ -8,7 +8,7 @@ use yunhan_model::{Kind, MetricSeries, MetricsAnswer};
 use crate::client::ClientError;
 use crate::commands::events::parse_since;
 use crate::ctx::Ctx;
-use crate::kind::{path_of, path_segment};
+use crate::kind::{path_of, with_query};
 use crate::output::{print_json, Format};
 
 /// The window and the series of `vm metrics` / `host metrics`.
@@ -28,14 +28,8 @@ pub struct MetricsArgs {
 
 /// Prints `K`'s metrics: a chart per series, or the API's JSON.
 pub(crate) async fn show<K: Kind>(ctx: &Ctx, a: &MetricsArgs) -> Result<(), ClientError> {
-    let mut path = format!("{}/metrics", path_of::<K>(&a.name));
     let params = [("since", &a.since), ("series", &a.series)];
-    let query: Vec<String> = (params.iter())
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", path_segment(v))))
-        .collect();
-    if !query.is_empty() {
-        path = format!("{path}?{}", query.join("&"));
-    }
+    let path = with_query(&format!("{}/metrics", path_of::<K>(&a.name)), &params);
     let answer = ctx.client.get_as::<MetricsAnswer>(&path).await?;
     match ctx.format {
         Format::Json => print_json(&answer.raw),

@@ -5,9 +5,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use yunhan_model::network::{ElasticIp, Subnet, Vip, Vpc};
 use yunhan_model::network::{NatGateway, NetworkInterface, SecurityGroup};
+use yunhan_model::{AlarmRule, Snapshot, Volume};
 use yunhan_model::{ApiKey, Doc, ExternalNetwork, Flavor, Host, Image, Instance};
 use yunhan_model::{PlacementGroup, Project, User};
-use yunhan_model::{AlarmRule, Snapshot, Volume};
 
 use crate::client::Answer;
 use crate::kind::Shown;

@@ -5,7 +5,7 @@ use yunhan_model::{Meter, PricedLine, UsageReport};
 
 use crate::client::{Answer, ClientError};
 use crate::ctx::Ctx;
-use crate::kind::path_segment;
+use crate::kind::with_query;
 use crate::output::{print_json, table, Column, Format};
 
 /// Usage: what a project's resources used, to the second, and what it costs
@@ -38,14 +38,7 @@ pub struct UsageArgs {
 /// `/v1/usage` with the arguments given, URL-encoded.
 fn usage_path(a: &UsageArgs) -> String {
     let params = [("project", &a.project), ("from", &a.from), ("to", &a.to)];
-    let query: Vec<String> = (params.iter())
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", path_segment(v))))
-        .collect();
-    if query.is_empty() {
-        "/v1/usage".into()
-    } else {
-        format!("/v1/usage?{}", query.join("&"))
-    }
+    with_query("/v1/usage", &params)
 }
 
 /// A quantity for people: whole numbers without decimals, others with at most two.
