@@ -398,6 +398,32 @@ fn monitoring_ops(b: &mut Builder) {
             "responses": responses.clone(),
         }),
     );
+    for (path, op, summary, tag) in [
+        (
+            "/v1/volumes/{id}/metrics",
+            "volume_metrics",
+            "A volume's reads and writes (bytes and operations per second)",
+            "Volume",
+        ),
+        (
+            "/v1/load-balancers/{id}/metrics",
+            "load_balancer_metrics",
+            "A load balancer's listeners' connections and bytes per second",
+            "LoadBalancer",
+        ),
+    ] {
+        b.op(
+            path,
+            "get",
+            json!({
+                "operationId": op,
+                "summary": summary,
+                "tags": [tag],
+                "parameters": metrics_params(true),
+                "responses": responses.clone(),
+            }),
+        );
+    }
     b.op(
         "/v1/hosts/{id}/metrics",
         "get",

@@ -71,6 +71,11 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
             get(crate::monitoring::instance),
         )
         .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
+        .route("/v1/volumes/{id}/metrics", get(crate::monitoring::volume))
+        .route(
+            "/v1/load-balancers/{id}/metrics",
+            get(crate::monitoring::load_balancer),
+        )
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))
         .route("/v1/usage", get(crate::metering::usage))

@@ -82,6 +82,38 @@ async fn e2e_monitoring_shows_what_a_guest_does_and_keeps_it_across_a_restart() 
     })
     .await;
 
+    // A volume: its own writes, through `volume metrics`.
+    cloud.ok(&["volume", "create", "v1", "--size", "64MiB", "--wait"]);
+    cloud.ok(&["volume", "attach", "v1", "--vm", "web1", "--wait"]);
+    let vol = cloud.ok(&["volume", "show", "v1"])["metadata"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let find = format!(
+        "for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {vol} ] && echo \"dev=${{d##*/}}=\"; done"
+    );
+    let out = sh.run(&find).await;
+    let dev = (out.split("dev=").skip(1))
+        .filter_map(|s| s.split('=').next())
+        .find(|d| d.starts_with("vd"))
+        .unwrap_or_else(|| panic!("the volume in the guest: {out}"))
+        .to_string();
+    let out = sh
+        .run(&format!(
+            "dd if=/dev/zero of=/dev/{dev} bs=1M count=20 conv=fsync 2>&1 | tail -1"
+        ))
+        .await;
+    assert!(out.contains("20+0 records out"), "{out}");
+    eventually(
+        "≥ 20 MiB of volume writes",
+        Duration::from_secs(90),
+        || async {
+            let a = cloud.ok(&["volume", "metrics", "v1", "--since", "10m"]);
+            (total(&a, "write_bytes_per_second") >= 20.0 * 1048576.0).then_some(())
+        },
+    )
+    .await;
+
     // Network: 2,000 echo requests to the subnet's gateway, as fast as it answers.
     let gateway = cloud.ok(&["subnet", "show", "s1"])["status"]["gateway_ip"]
         .as_str()

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::sync::watch;
 use yunhan_metrics::{History, Latest};
-use yunhan_model::{Doc, Host, Instance, InstancePhase, PoolReport};
+use yunhan_model::{Doc, Host, Instance, InstancePhase, LoadBalancer, PoolReport, Volume};
 use yunhan_store::objects::{metrics_token_key, ObjectError, Objects};
 use yunhan_store::StoreExt;
 
 use crate::compute::Runtime;
-use rates::{HostReading, VmReading, VmShape};
+use rates::{Counters, HostReading, VmReading, VmShape};
 
 /// Samples recorded together: `(series, due time, value)`.
 type Group = Vec<(String, u64, f64)>;
@@ -69,6 +69,16 @@ pub enum MetricsError {
     Objects(#[from] ObjectError),
 }
 
+/// One collection's readings, kept for the next one's rates.
+struct Previous {
+    /// When it was due.
+    t: u64,
+    vms: BTreeMap<String, VmReading>,
+    host: HostReading,
+    /// The load balancers' listeners served here.
+    counters: Counters,
+}
+
 /// The collector: what one collection needs from the agent, and the previous readings.
 pub struct Monitor {
     host_id: String,
@@ -77,8 +87,8 @@ pub struct Monitor {
     runtime: Arc<Runtime>,
     history: Arc<History>,
     latest: Arc<Latest>,
-    /// The previous collection: when it was due, and its readings.
-    before: Option<(u64, BTreeMap<String, VmReading>, HostReading)>,
+    /// The previous collection's readings.
+    before: Option<Previous>,
 }
 
 impl Monitor {
@@ -156,10 +166,12 @@ impl Monitor {
     async fn collect(&mut self, objects: &Objects, t: u64) -> Result<(), MetricsError> {
         let instances = objects.list_all::<Instance>(None).await?;
         let devices = read::net_devices(self.netns.as_deref());
-        let secs = (self.before.as_ref()).map_or(0.0, |(at, ..)| t.saturating_sub(*at) as f64);
-        let (vms, mut groups) = self.read_vms(objects, &instances, &devices, t, secs).await?;
+        let secs = (self.before.as_ref()).map_or(0.0, |p| t.saturating_sub(p.t) as f64);
+        let (vms, mut groups) = self
+            .read_vms(objects, &instances, &devices, t, secs)
+            .await?;
         let host = read::host(&self.state_dir, &devices);
-        let before_host = self.before.as_ref().map(|(_, _, h)| h);
+        let before_host = self.before.as_ref().map(|p| &p.host);
         let mut host_group: Group = (rates::host_samples(before_host, &host, secs).into_iter())
             .map(|(name, v)| (format!("host/{name}"), t, v))
             .collect();
@@ -167,10 +179,25 @@ impl Monitor {
             host_group.extend(pool_samples(&h.status.pools, t));
         }
         groups.push(host_group);
-        self.before = Some((t, vms, host));
+        let lbs = objects.list_all::<LoadBalancer>(None).await?;
+        let counters = listener_counters(&lbs, &self.host_id);
+        if let Some(p) = &self.before {
+            let samples = rates::counter_samples(&p.counters, &counters, secs, false);
+            groups.push(samples.into_iter().map(|(n, v)| (n, t, v)).collect());
+        }
+        self.before = Some(Previous {
+            t,
+            vms,
+            host,
+            counters,
+        });
         self.record(&groups)?;
         self.latest.replace(&groups.concat());
-        self.forget_deleted(&instances)?;
+        let volumes = objects.list_all::<Volume>(None).await?;
+        let live = (instances.iter().map(|i| &i.metadata.id))
+            .chain(volumes.iter().map(|v| &v.metadata.id))
+            .chain(lbs.iter().map(|l| &l.metadata.id));
+        self.forget_deleted(live.map(String::as_str).collect())?;
         self.history.flush_if_due(Instant::now())?;
         Ok(())
     }
@@ -194,7 +221,7 @@ impl Monitor {
             };
             let vm_nics = nics.get(id).map_or(&[][..], Vec::as_slice);
             let mut reading = read::vm(&self.runtime, vm, pid, vm_nics, devices).await;
-            let before = self.before.as_ref().and_then(|(_, b, _)| b.get(id));
+            let before = self.before.as_ref().and_then(|p| p.vms.get(id));
             if let Some(before) = before {
                 reading.carry_from(before);
             }
@@ -202,8 +229,15 @@ impl Monitor {
                 vcpus: vm.status.vcpus,
                 memory_bytes: vm.status.memory_mib << 20,
             };
-            let samples = rates::vm_samples(before, &reading, secs, shape);
-            groups.push(samples.into_iter().map(|(n, v)| (format!("vm/{id}/{n}"), t, v)).collect());
+            let mut group: Group = (rates::vm_samples(before, &reading, secs, shape).into_iter())
+                .map(|(n, v)| (format!("vm/{id}/{n}"), t, v))
+                .collect();
+            if let Some(before) = before {
+                // A volume plugged since the last reading counted from 0 (a new device).
+                let volumes = rates::counter_samples(&before.volumes, &reading.volumes, secs, true);
+                group.extend(volumes.into_iter().map(|(n, v)| (n, t, v)));
+            }
+            groups.push(group);
             vms.insert(id.clone(), reading);
         }
         Ok((vms, groups))
@@ -231,18 +265,35 @@ impl Monitor {
             && vm.status.phase == InstancePhase::Running
     }
 
-    /// Drops the series of instances that no longer exist anywhere (a VM that moved
-    /// keeps its history here until it is deleted).
-    fn forget_deleted(&self, instances: &[Doc<Instance>]) -> Result<(), MetricsError> {
-        let live: HashSet<&str> = instances.iter().map(|i| i.metadata.id.as_str()).collect();
-        for name in self.history.series_names("vm/") {
-            let id = name.split('/').nth(1).unwrap_or_default();
-            if !live.contains(id) {
-                self.history.forget(&name)?;
+    /// Drops the series of VMs, volumes and load balancers that no longer exist anywhere
+    /// (`live` holds the ids of those that do; a VM that moved keeps its history here
+    /// until it is deleted).
+    fn forget_deleted(&self, live: HashSet<&str>) -> Result<(), MetricsError> {
+        for prefix in ["vm/", "volume/", "lb/"] {
+            for name in self.history.series_names(prefix) {
+                let id = name.split('/').nth(1).unwrap_or_default();
+                if !live.contains(id) {
+                    self.history.forget(&name)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The counters of the listeners of the load balancers served here
+/// (`lb/<id>/<listener>/{connections,bytes_in,bytes_out}`).
+fn listener_counters(lbs: &[Doc<LoadBalancer>], host_id: &str) -> Counters {
+    let mut out = Counters::new();
+    for lb in lbs.iter().filter(|lb| lb.status.host == host_id) {
+        for l in &lb.status.listeners {
+            let base = format!("lb/{}/{}", lb.metadata.id, l.name);
+            out.insert(format!("{base}/connections"), l.connections);
+            out.insert(format!("{base}/bytes_in"), l.bytes_in);
+            out.insert(format!("{base}/bytes_out"), l.bytes_out);
+        }
+    }
+    out
 }
 
 /// A pool's samples: `used_bytes` (physical), `provisioned_bytes` (logical),

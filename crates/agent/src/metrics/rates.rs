@@ -16,6 +16,30 @@ pub struct VmReading {
     pub disk: Option<DiskCounters>,
     /// Each NIC's TAP counters by NIC id, as the TAP sees them.
     pub nics: BTreeMap<String, DevCounters>,
+    /// Its volumes' disk counters (`volume/<id>/{read,write}_{bytes,ops}`), read with
+    /// `disk`.
+    pub volumes: Counters,
+}
+
+/// Cumulative counters by series name without `_per_second`
+/// (`volume/<id>/write_bytes`, `lb/<id>/<listener>/connections`).
+pub type Counters = BTreeMap<String, u64>;
+
+/// `<name>_per_second` of each counter that `before` has too, or of every counter when
+/// `new_from_zero` (counters that appeared since `before` started at 0 then: a volume
+/// plugged into a VM seen before).
+pub fn counter_samples(
+    before: &Counters,
+    now: &Counters,
+    secs: f64,
+    new_from_zero: bool,
+) -> Samples {
+    (now.iter())
+        .filter_map(|(name, n)| {
+            let b = before.get(name).copied().or(new_from_zero.then_some(0))?;
+            Some((format!("{name}_per_second"), rate(b, *n, secs)?))
+        })
+        .collect()
 }
 
 impl VmReading {
@@ -24,6 +48,9 @@ impl VmReading {
     /// series still adds up to what the VM did.
     pub fn carry_from(&mut self, before: &VmReading) {
         self.cpu_ticks = self.cpu_ticks.or(before.cpu_ticks);
+        if self.disk.is_none() {
+            self.volumes = before.volumes.clone();
+        }
         self.disk = self.disk.or(before.disk);
         for (nic, counters) in &before.nics {
             self.nics.entry(nic.clone()).or_insert(*counters);
@@ -296,6 +323,26 @@ mod tests {
             .map(|rate| rate * 10.0)
             .sum();
         assert_eq!(total, 300.0);
+    }
+
+    #[test]
+    fn resource_counters_become_rates_once_seen_twice() {
+        let before: Counters = [("lb/lb-1/http/connections".to_string(), 100)].into();
+        let now: Counters = [
+            ("lb/lb-1/http/connections".to_string(), 150),
+            ("lb/lb-1/tcp/connections".to_string(), 7),
+        ]
+        .into();
+        let s = counter_samples(&before, &now, 10.0, false);
+        assert_eq!(
+            s,
+            [("lb/lb-1/http/connections_per_second".to_string(), 5.0)]
+        );
+        let s = counter_samples(&before, &now, 10.0, true);
+        assert_eq!(
+            s[1],
+            ("lb/lb-1/tcp/connections_per_second".to_string(), 0.7)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use yunhan_model::{Doc, Instance};
 
 use super::procfs::{self, DevCounters};
-use super::rates::{DiskCounters, HostReading, VmReading};
+use super::rates::{Counters, DiskCounters, HostReading, VmReading};
 use crate::compute::Runtime;
 use crate::network::AttachedNic;
 
@@ -43,36 +43,74 @@ pub async fn vm(
     devices: &BTreeMap<String, DevCounters>,
 ) -> VmReading {
     let id = &vm.metadata.id;
+    let stats = tokio::time::timeout(QMP_WAIT, blockstats(runtime, id)).await;
+    let stats = stats.ok().flatten();
+    let boot = vm.spec.boot_volume.as_deref();
     VmReading {
         cpu_ticks: procfs::vcpu_ticks(pid),
         rss_bytes: procfs::rss_bytes(pid),
-        disk: tokio::time::timeout(QMP_WAIT, blockstats(runtime, id))
-            .await
-            .ok()
-            .flatten(),
+        disk: stats.as_ref().map(sum_blockstats),
         nics: (nics.iter())
             .filter_map(|nic| Some((nic.id.clone(), *devices.get(&nic.device)?)))
             .collect(),
+        volumes: stats
+            .as_ref()
+            .map(|s| volume_counters(s, boot))
+            .unwrap_or_default(),
     }
 }
 
-/// The VM's disks' counters summed, from QMP `query-blockstats`.
-async fn blockstats(runtime: &Runtime, id: &str) -> Option<DiskCounters> {
+/// QMP `query-blockstats` of the VM.
+async fn blockstats(runtime: &Runtime, id: &str) -> Option<Value> {
     let qmp = runtime.qmp(id).await.ok()?;
-    let answer = qmp.execute_raw("query-blockstats", json!({})).await.ok()?;
-    Some(sum_blockstats(&answer))
+    qmp.execute_raw("query-blockstats", json!({})).await.ok()
+}
+
+fn counters_of(device: &Value) -> DiskCounters {
+    let stat = |k: &str| device["stats"][k].as_u64().unwrap_or(0);
+    DiskCounters {
+        read_bytes: stat("rd_bytes"),
+        write_bytes: stat("wr_bytes"),
+        read_ops: stat("rd_operations"),
+        write_ops: stat("wr_operations"),
+    }
 }
 
 fn sum_blockstats(answer: &Value) -> DiskCounters {
     let mut sum = DiskCounters::default();
-    for device in answer.as_array().into_iter().flatten() {
-        let stat = |k: &str| device["stats"][k].as_u64().unwrap_or(0);
-        sum.read_bytes += stat("rd_bytes");
-        sum.write_bytes += stat("wr_bytes");
-        sum.read_ops += stat("rd_operations");
-        sum.write_ops += stat("wr_operations");
+    for c in answer.as_array().into_iter().flatten().map(counters_of) {
+        sum.read_bytes += c.read_bytes;
+        sum.write_bytes += c.write_bytes;
+        sum.read_ops += c.read_ops;
+        sum.write_ops += c.write_ops;
     }
     sum
+}
+
+/// The counters of the VM's volumes: hot-plugged ones are devices named after the
+/// volume (`vol-…`), the boot volume (`boot`) is the `root-disk` device.
+fn volume_counters(answer: &Value, boot: Option<&str>) -> Counters {
+    let mut out = Counters::new();
+    for device in answer.as_array().into_iter().flatten() {
+        let qdev = device["qdev"].as_str().unwrap_or_default();
+        let name = qdev.strip_prefix("/machine/peripheral/").unwrap_or(qdev);
+        let name = name.split('/').next().unwrap_or_default();
+        let volume = match (name, boot) {
+            ("root-disk", Some(boot)) => boot,
+            (v, _) if v.starts_with("vol-") => v,
+            _ => continue,
+        };
+        let c = counters_of(device);
+        for (what, n) in [
+            ("read_bytes", c.read_bytes),
+            ("write_bytes", c.write_bytes),
+            ("read_ops", c.read_ops),
+            ("write_ops", c.write_ops),
+        ] {
+            out.insert(format!("volume/{volume}/{what}"), n);
+        }
+    }
+    out
 }
 
 /// The host's counters: CPU, memory, load, the file system of `state_dir`, and the
@@ -113,6 +151,20 @@ mod tests {
         let sum = sum_blockstats(&answer);
         assert_eq!((sum.read_bytes, sum.write_bytes), (15, 27));
         assert_eq!((sum.read_ops, sum.write_ops), (2, 3));
+    }
+
+    #[test]
+    fn volumes_are_the_devices_named_after_them_and_the_boot_disk() {
+        let answer = json!([
+            {"qdev": "/machine/peripheral/root-disk/virtio-backend", "stats": {"wr_bytes": 1}},
+            {"qdev": "/machine/peripheral/vol-9/virtio-backend", "stats": {"wr_bytes": 2}},
+            {"qdev": "/machine/peripheral/seed-disk/virtio-backend", "stats": {"wr_bytes": 3}},
+        ]);
+        let c = volume_counters(&answer, Some("vol-boot"));
+        assert_eq!(c["volume/vol-boot/write_bytes"], 1);
+        assert_eq!(c["volume/vol-9/write_bytes"], 2);
+        assert_eq!(c.len(), 8);
+        assert_eq!(volume_counters(&answer, None).len(), 4);
     }
 
     #[test]

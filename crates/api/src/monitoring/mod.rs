@@ -1,8 +1,9 @@
 //! Metrics of instances and hosts (docs/monitoring.md). Each host's agent keeps its
 //! VMs', its own and its pools' history and serves it on its metrics endpoint
 //! (`Host.status.metrics`, a bearer token in the store); these handlers find the host
-//! that holds a resource's history and ask it: `GET /v1/instances/{id}/metrics` (the
-//! instance's project, like any read of it) and `GET /v1/hosts/{id}/metrics` (admins).
+//! that holds a resource's history and ask it: `GET /v1/instances/{id}/metrics`,
+//! `/v1/volumes/{id}/metrics` and `/v1/load-balancers/{id}/metrics` (the resource's
+//! project, like any read of it) and `GET /v1/hosts/{id}/metrics` (admins).
 //! `prometheus.rs` adds the latest samples of every host to `/metrics`.
 
 pub(crate) mod prometheus;
@@ -15,8 +16,8 @@ use serde::Deserialize;
 use yunhan_metrics::wire::{SeriesAnswer, SeriesQuery};
 use yunhan_metrics::HostMetrics;
 use yunhan_model::{
-    metric_unit, metric_wanted, ApiError, Doc, ErrorCode, Host, Instance, MetricSeries,
-    MetricsAnswer,
+    metric_unit, metric_wanted, ApiError, Doc, ErrorCode, Host, Instance, LoadBalancer, Metadata,
+    MetricSeries, MetricsAnswer, Volume,
 };
 use yunhan_store::objects::metrics_token_key;
 
@@ -66,7 +67,7 @@ pub(crate) struct MetricsQuery {
     project: Option<String>,
 }
 
-/// `GET /v1/instances/{id}/metrics`.
+/// `GET /v1/instances/{id}/metrics`: from the history of the instance's host.
 pub(crate) async fn instance(
     State(s): State<Shared>,
     p: Principal,
@@ -74,16 +75,61 @@ pub(crate) async fn instance(
     QueryParams(q): QueryParams<MetricsQuery>,
 ) -> Result<Json<MetricsAnswer>> {
     let vm = find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
-    let mut answer = window(&vm.metadata.id, &vm.metadata.name, &q)?;
-    let Some(host_id) = vm.status.host.as_deref() else {
-        return Ok(Json(answer));
+    let host = vm.status.host.clone();
+    Ok(Json(of_resource(&s, &vm.metadata, host, "vm", &q).await?))
+}
+
+/// `GET /v1/volumes/{id}/metrics`: from the history of the host of the instance it is
+/// attached to (else its own host, where its last VM ran if it was local).
+pub(crate) async fn volume(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Json<MetricsAnswer>> {
+    let v = find_visible::<Volume>(&s, &p, &id, q.project.as_deref()).await?;
+    let vm = match v.status.attached_to.as_deref() {
+        Some(i) => s.objects.get::<Instance>(i).await?,
+        None => None,
     };
-    let host = (s.objects.get::<Host>(host_id).await?)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the instance's host is gone"))?;
+    let host = vm.and_then(|vm| vm.status.host).or(v.status.host.clone());
+    Ok(Json(
+        of_resource(&s, &v.metadata, host, "volume", &q).await?,
+    ))
+}
+
+/// `GET /v1/load-balancers/{id}/metrics`: its listeners' connections and bytes per
+/// second, from the history of the host serving it.
+pub(crate) async fn load_balancer(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Json<MetricsAnswer>> {
+    let lb = find_visible::<LoadBalancer>(&s, &p, &id, q.project.as_deref()).await?;
+    let host = Some(lb.status.host.clone()).filter(|h| !h.is_empty());
+    Ok(Json(of_resource(&s, &lb.metadata, host, "lb", &q).await?))
+}
+
+/// The series `<family>/<id>/…` of a resource in the history of host `host_id` (none:
+/// it has no host, and no series).
+async fn of_resource(
+    s: &AppState,
+    m: &Metadata,
+    host_id: Option<String>,
+    family: &str,
+    q: &MetricsQuery,
+) -> Result<MetricsAnswer> {
+    let mut answer = window(&m.id, &m.name, q)?;
+    let Some(host_id) = host_id else {
+        return Ok(answer);
+    };
+    let host = (s.objects.get::<Host>(&host_id).await?)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "its host is gone"))?;
     answer.host = Some(host.metadata.name.clone());
-    let prefix = format!("vm/{}/", vm.metadata.id);
-    fill(&s, &host, &[prefix.as_str()], &q, &mut answer).await?;
-    Ok(Json(answer))
+    let prefix = format!("{family}/{}/", m.id);
+    fill(s, &host, &[prefix.as_str()], q, &mut answer).await?;
+    Ok(answer)
 }
 
 /// `GET /v1/hosts/{id}/metrics` (admins): the host's series and its pools'.

@@ -45,6 +45,9 @@ pub enum LbCommand {
     Common(Common),
     /// Create one
     Create(LbCreate),
+    /// A load balancer's listeners' connections (requests, for HTTP) and bytes per
+    /// second over a window, as small charts
+    Metrics(crate::commands::metrics::MetricsArgs),
     /// Listeners: a protocol and a port on the load balancer's address
     ///
     /// Example:
@@ -433,6 +436,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LbCommand) -> Result<(), ClientError> {
         }
         LbCommand::Common(verb) => ctx.common::<LoadBalancer>(verb).await,
         LbCommand::Create(a) => create(ctx, a).await,
+        LbCommand::Metrics(a) => crate::commands::metrics::show::<LoadBalancer>(ctx, &a).await,
         LbCommand::Listener(c) => listener(ctx, c).await,
         LbCommand::Member(c) => member(ctx, c).await,
         LbCommand::Rule(c) => rule::run(ctx, c).await,

@@ -30,6 +30,9 @@ pub enum VolumeCommand {
     Common(Common),
     /// Create one
     Create(VolumeCreate),
+    /// A volume's reads and writes (bytes and operations per second) over a window, as
+    /// small charts (sampled while it is attached to a running VM)
+    Metrics(crate::commands::metrics::MetricsArgs),
     /// Attach a volume to a VM (a local volume only to VMs on its host)
     Attach {
         name: String,
@@ -151,6 +154,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: VolumeCommand) -> Result<(), ClientError
     match cmd {
         VolumeCommand::Common(verb) => ctx.common::<Volume>(verb).await,
         VolumeCommand::Create(a) => create(ctx, a).await,
+        VolumeCommand::Metrics(a) => crate::commands::metrics::show::<Volume>(ctx, &a).await,
         VolumeCommand::Attach { name, vm, wait } => {
             let attach = |s: &mut VolumeSpec| s.instance = Some(vm.clone());
             let attached = |c: &Doc<Volume>| {
