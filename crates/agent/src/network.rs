@@ -57,16 +57,17 @@ pub struct NetAgent {
     holders_seen: Mutex<BTreeSet<(String, String)>>,
 }
 
+/// What this host's VPC router namespaces' names start with: lab hosts share one machine,
+/// so theirs carry the lab host's name and must not collide.
+pub(crate) fn router_prefix(netns: Option<&str>) -> String {
+    netns.map(|n| format!("{n}-")).unwrap_or_default()
+}
+
 impl NetAgent {
     pub fn new(host_id: String, state_dir: &std::path::Path, cfg: NetworkConfig) -> NetAgent {
         let target = Target {
             netns: cfg.netns.clone(),
-            // Lab hosts share one machine: their router namespaces must not collide.
-            router_prefix: cfg
-                .netns
-                .as_ref()
-                .map(|n| format!("{n}-"))
-                .unwrap_or_default(),
+            router_prefix: router_prefix(cfg.netns.as_deref()),
             state_dir: Some(state_dir.join("net")),
         };
         NetAgent {

@@ -406,6 +406,12 @@ fn monitoring_ops(b: &mut Builder) {
             "Volume",
         ),
         (
+            "/v1/elastic-ips/{id}/metrics",
+            "elastic_ip_metrics",
+            "An elastic IP's traffic in and out (bytes and packets per second)",
+            "ElasticIp",
+        ),
+        (
             "/v1/load-balancers/{id}/metrics",
             "load_balancer_metrics",
             "A load balancer's listeners' connections and bytes per second",

@@ -73,6 +73,10 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
         .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
         .route("/v1/volumes/{id}/metrics", get(crate::monitoring::volume))
         .route(
+            "/v1/elastic-ips/{id}/metrics",
+            get(crate::monitoring::elastic_ip),
+        )
+        .route(
             "/v1/load-balancers/{id}/metrics",
             get(crate::monitoring::load_balancer),
         )

@@ -196,8 +196,72 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
         }
         writeln!(o, "\t}}").unwrap();
     }
+    eip_traffic(&eips, &mut o);
     writeln!(o, "}}").unwrap();
     Some(o)
+}
+
+/// The comment of an elastic IP's inbound counter, before its id.
+pub const EIP_IN_COMMENT: &str = "eip-in ";
+/// The comment of an elastic IP's outbound counter, before its id.
+pub const EIP_OUT_COMMENT: &str = "eip-out ";
+
+/// A counter per elastic IP and direction, for monitoring (docs/monitoring.md): in the
+/// forward hook the inbound half is already addressed to the private IP (prerouting's
+/// DNAT) and the outbound half still comes from it (postrouting's SNAT is later).
+fn eip_traffic(eips: &[&crate::plan::EipPlan], o: &mut String) {
+    use crate::names::UPLINK_ROUTER_DEV as UP;
+    if eips.is_empty() {
+        return;
+    }
+    writeln!(o, "\n\tchain eip_traffic {{").unwrap();
+    writeln!(
+        o,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    )
+    .unwrap();
+    for e in eips {
+        let (ip, id) = (e.private_ip, &e.id);
+        writeln!(
+            o,
+            "\t\tiifname \"{UP}\" ip daddr {ip} counter comment \"{EIP_IN_COMMENT}{id}\""
+        )
+        .unwrap();
+        writeln!(
+            o,
+            "\t\toifname \"{UP}\" ip saddr {ip} counter comment \"{EIP_OUT_COMMENT}{id}\""
+        )
+        .unwrap();
+    }
+    writeln!(o, "\t}}").unwrap();
+}
+
+/// An elastic IP's traffic as its router counted it: `(id, inbound, packets, bytes)` of
+/// each counter in `nft -j list table` output (pure).
+pub fn eip_counters(json: &str) -> Vec<(String, bool, u64, u64)> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in doc["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let comment = rule["comment"].as_str().unwrap_or_default();
+        let (inbound, id) = match (
+            comment.strip_prefix(EIP_IN_COMMENT),
+            comment.strip_prefix(EIP_OUT_COMMENT),
+        ) {
+            (Some(id), _) => (true, id),
+            (_, Some(id)) => (false, id),
+            _ => continue,
+        };
+        let counter =
+            (rule["expr"].as_array().into_iter().flatten()).find_map(|e| e.get("counter"));
+        if let Some(c) = counter {
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            out.push((id.to_owned(), inbound, n("packets"), n("bytes")));
+        }
+    }
+    out
 }
 
 /// External networks that live on this host leave through the host's own routes,
@@ -251,6 +315,24 @@ pub fn normalize(listing: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn eip_counters_are_read_from_their_comments() {
+        let json = r#"{"nftables": [{"metainfo": {"json_schema_version": 1}},
+            {"rule": {"family": "ip", "table": "yunhan_router", "chain": "eip_traffic", "handle": 7,
+              "comment": "eip-in eip-1", "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 300}}]}},
+            {"rule": {"chain": "eip_traffic", "comment": "eip-out eip-1",
+              "expr": [{"counter": {"packets": 2, "bytes": 120}}]}},
+            {"rule": {"chain": "prerouting", "expr": [{"dnat": {}}]}}]}"#;
+        assert_eq!(
+            super::eip_counters(json),
+            [
+                ("eip-1".to_string(), true, 3, 300),
+                ("eip-1".to_string(), false, 2, 120)
+            ]
+        );
+        assert!(super::eip_counters("not json").is_empty());
+    }
+
     #[test]
     fn normalize_ignores_counters_and_set_order() {
         let a = "table inet t {\n\tchain c {\n\t\tiifname { \"b\", \"a\" } ct zone set 4\n\t\tcounter packets 3 bytes 180 drop\n\t}\n}\n";

@@ -109,6 +109,26 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
             throughput_at_the_cap(&onebox, &b, &addr, gateway, 20.0).await;
         }
     }
+    // The traffic of the cap test shows in e1's metrics, both ways.
+    eventually(
+        "e1's traffic in its metrics",
+        Duration::from_secs(60),
+        || async {
+            let m = ok(&["eip", "metrics", "e1", "--since", "10m"]);
+            let step = m["step"].as_f64()?;
+            let total = |name: &str| -> f64 {
+                (m["series"].as_array().into_iter().flatten())
+                    .filter(|s| s["name"] == name)
+                    .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|p| p[1].as_f64())
+                    .sum::<f64>()
+                    * step
+            };
+            let (rx, tx) = (total("rx_bytes_per_second"), total("tx_bytes_per_second"));
+            (rx > 1e6 && tx > 1e6).then_some(())
+        },
+    )
+    .await;
     ok(&["eip", "set", "e1", "--bandwidth", "0"]);
     let unshaped = within(Duration::from_secs(10), || {
         !onebox.tc_classes().contains("rate")

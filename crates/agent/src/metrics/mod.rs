@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::sync::watch;
 use yunhan_metrics::{History, Latest};
+use yunhan_model::network::{ElasticIp, PLAN_PREFIX};
 use yunhan_model::{Doc, Host, Instance, InstancePhase, LoadBalancer, PoolReport, Volume};
+use yunhan_net::plan::HostPlan;
 use yunhan_store::objects::{metrics_token_key, ObjectError, Objects};
 use yunhan_store::StoreExt;
 
@@ -75,7 +77,7 @@ struct Previous {
     t: u64,
     vms: BTreeMap<String, VmReading>,
     host: HostReading,
-    /// The load balancers' listeners served here.
+    /// The listeners of the load balancers served here, the elastic IPs realised here.
     counters: Counters,
 }
 
@@ -180,7 +182,11 @@ impl Monitor {
         }
         groups.push(host_group);
         let lbs = objects.list_all::<LoadBalancer>(None).await?;
-        let counters = listener_counters(&lbs, &self.host_id);
+        let mut counters = listener_counters(&lbs, &self.host_id);
+        if let Some(plan) = self.plan(objects).await? {
+            let prefix = crate::network::router_prefix(self.netns.as_deref());
+            counters.extend(read::eip_counters(&plan, &prefix).await);
+        }
         if let Some(p) = &self.before {
             let samples = rates::counter_samples(&p.counters, &counters, secs, false);
             groups.push(samples.into_iter().map(|(n, v)| (n, t, v)).collect());
@@ -194,12 +200,23 @@ impl Monitor {
         self.record(&groups)?;
         self.latest.replace(&groups.concat());
         let volumes = objects.list_all::<Volume>(None).await?;
+        let eips = objects.list_all::<ElasticIp>(None).await?;
         let live = (instances.iter().map(|i| &i.metadata.id))
             .chain(volumes.iter().map(|v| &v.metadata.id))
-            .chain(lbs.iter().map(|l| &l.metadata.id));
+            .chain(lbs.iter().map(|l| &l.metadata.id))
+            .chain(eips.iter().map(|e| &e.metadata.id));
         self.forget_deleted(live.map(String::as_str).collect())?;
         self.history.flush_if_due(Instant::now())?;
         Ok(())
+    }
+
+    /// This host's network plan, as the SDN controller last wrote it.
+    async fn plan(&self, objects: &Objects) -> Result<Option<HostPlan>, MetricsError> {
+        let key = format!("{PLAN_PREFIX}{}", self.host_id);
+        let Some(kv) = objects.store().get(&key).await.map_err(ObjectError::from)? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&kv.value).ok())
     }
 
     /// The readings of the VMs running here, and each one's samples.
@@ -265,11 +282,12 @@ impl Monitor {
             && vm.status.phase == InstancePhase::Running
     }
 
-    /// Drops the series of VMs, volumes and load balancers that no longer exist anywhere
+    /// Drops the series of VMs, volumes, load balancers and elastic IPs that no longer
+    /// exist anywhere
     /// (`live` holds the ids of those that do; a VM that moved keeps its history here
     /// until it is deleted).
     fn forget_deleted(&self, live: HashSet<&str>) -> Result<(), MetricsError> {
-        for prefix in ["vm/", "volume/", "lb/"] {
+        for prefix in ["vm/", "volume/", "lb/", "eip/"] {
             for name in self.history.series_names(prefix) {
                 let id = name.split('/').nth(1).unwrap_or_default();
                 if !live.contains(id) {

@@ -27,7 +27,8 @@ pub type Counters = BTreeMap<String, u64>;
 
 /// `<name>_per_second` of each counter that `before` has too, or of every counter when
 /// `new_from_zero` (counters that appeared since `before` started at 0 then: a volume
-/// plugged into a VM seen before).
+/// plugged into a VM seen before). A counter that went back was reset (its nftables table
+/// replaced, its HAProxy restarted) and counts from 0.
 pub fn counter_samples(
     before: &Counters,
     now: &Counters,
@@ -37,6 +38,7 @@ pub fn counter_samples(
     (now.iter())
         .filter_map(|(name, n)| {
             let b = before.get(name).copied().or(new_from_zero.then_some(0))?;
+            let b = if b > *n { 0 } else { b };
             Some((format!("{name}_per_second"), rate(b, *n, secs)?))
         })
         .collect()
@@ -342,6 +344,12 @@ mod tests {
         assert_eq!(
             s[1],
             ("lb/lb-1/tcp/connections_per_second".to_string(), 0.7)
+        );
+        let reset: Counters = [("lb/lb-1/http/connections".to_string(), 30)].into();
+        let s = counter_samples(&before, &reset, 10.0, false);
+        assert_eq!(
+            s,
+            [("lb/lb-1/http/connections_per_second".to_string(), 3.0)]
         );
     }
 

@@ -1,11 +1,13 @@
 //! Taking the readings of one collection: each running VM's counters and the host's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use yunhan_model::{Doc, Instance};
+use yunhan_net::plan::HostPlan;
+use yunhan_net::{names, nft};
 
 use super::procfs::{self, DevCounters};
 use super::rates::{Counters, DiskCounters, HostReading, VmReading};
@@ -108,6 +110,33 @@ fn volume_counters(answer: &Value, boot: Option<&str>) -> Counters {
             ("write_ops", c.write_ops),
         ] {
             out.insert(format!("volume/{volume}/{what}"), n);
+        }
+    }
+    out
+}
+
+/// The traffic counters of the elastic IPs `plan` realises here
+/// (`eip/<id>/{rx,tx}_{bytes,packets}`: rx is what came in to the address), from the
+/// `eip_traffic` chain of each VPC router (`nft -j list table`); a router that cannot be
+/// read is left out of this collection.
+pub async fn eip_counters(plan: &HostPlan, router_prefix: &str) -> Counters {
+    let vnis: BTreeSet<u32> = plan.elastic_ips.iter().map(|e| e.vni).collect();
+    let mut out = Counters::new();
+    for vni in vnis {
+        let ns = format!("{router_prefix}{}", names::router_netns(vni));
+        let args = ["netns", "exec", &ns, "nft", "-j", "list", "table", "ip"];
+        let listing = (tokio::process::Command::new("ip"))
+            .args(args)
+            .arg(names::NFT_ROUTER_TABLE)
+            .output()
+            .await;
+        let Ok(listing) = listing.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
+            continue;
+        };
+        for (id, inbound, packets, bytes) in nft::eip_counters(&listing) {
+            let dir = if inbound { "rx" } else { "tx" };
+            out.insert(format!("eip/{id}/{dir}_bytes"), bytes);
+            out.insert(format!("eip/{id}/{dir}_packets"), packets);
         }
     }
     out

@@ -2,7 +2,8 @@
 //! VMs', its own and its pools' history and serves it on its metrics endpoint
 //! (`Host.status.metrics`, a bearer token in the store); these handlers find the host
 //! that holds a resource's history and ask it: `GET /v1/instances/{id}/metrics`,
-//! `/v1/volumes/{id}/metrics` and `/v1/load-balancers/{id}/metrics` (the resource's
+//! `/v1/volumes/{id}/metrics`, `/v1/elastic-ips/{id}/metrics` and
+//! `/v1/load-balancers/{id}/metrics` (the resource's
 //! project, like any read of it) and `GET /v1/hosts/{id}/metrics` (admins).
 //! `prometheus.rs` adds the latest samples of every host to `/metrics`.
 
@@ -15,11 +16,12 @@ use axum::Json;
 use serde::Deserialize;
 use yunhan_metrics::wire::{SeriesAnswer, SeriesQuery};
 use yunhan_metrics::HostMetrics;
+use yunhan_model::network::ElasticIp;
 use yunhan_model::{
     metric_unit, metric_wanted, ApiError, Doc, ErrorCode, Host, Instance, LoadBalancer, Metadata,
     MetricSeries, MetricsAnswer, Volume,
 };
-use yunhan_store::objects::metrics_token_key;
+use yunhan_store::objects::{metrics_token_key, GLOBAL_SCOPE};
 
 use crate::auth::Principal;
 use crate::error::Result;
@@ -109,6 +111,22 @@ pub(crate) async fn load_balancer(
     let lb = find_visible::<LoadBalancer>(&s, &p, &id, q.project.as_deref()).await?;
     let host = Some(lb.status.host.clone()).filter(|h| !h.is_empty());
     Ok(Json(of_resource(&s, &lb.metadata, host, "lb", &q).await?))
+}
+
+/// `GET /v1/elastic-ips/{id}/metrics`: the traffic through the address (rx: what came in
+/// to it), from the history of the host realising it.
+pub(crate) async fn elastic_ip(
+    State(s): State<Shared>,
+    p: Principal,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Json<MetricsAnswer>> {
+    let eip = find_visible::<ElasticIp>(&s, &p, &id, q.project.as_deref()).await?;
+    let host = match eip.status.host.as_str() {
+        "" => None,
+        name => (s.objects.get_by_name::<Host>(GLOBAL_SCOPE, name).await?).map(|h| h.metadata.id),
+    };
+    Ok(Json(of_resource(&s, &eip.metadata, host, "eip", &q).await?))
 }
 
 /// The series `<family>/<id>/…` of a resource in the history of host `host_id` (none:

@@ -23,6 +23,9 @@ pub enum EipCommand {
     Common(Common),
     /// Create one
     Create(EipCreate),
+    /// An elastic IP's traffic in and out (bytes and packets per second) over a window,
+    /// as small charts (rx: what came in to the address)
+    Metrics(crate::commands::metrics::MetricsArgs),
     /// Bind an elastic IP to a NIC
     Bind {
         name: String,
@@ -70,6 +73,7 @@ impl Shown for ElasticIp {
 pub(crate) async fn run(ctx: &Ctx, cmd: EipCommand) -> Result<(), ClientError> {
     match cmd {
         EipCommand::Common(verb) => ctx.common::<ElasticIp>(verb).await,
+        EipCommand::Metrics(a) => crate::commands::metrics::show::<ElasticIp>(ctx, &a).await,
         EipCommand::Create(a) => {
             let spec = ElasticIpSpec {
                 network: a.network,
