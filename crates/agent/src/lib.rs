@@ -58,8 +58,6 @@ pub enum AgentError {
     Compute(#[from] compute::PrepareError),
     #[error("storage pool: {0}")]
     Storage(#[from] yunhan_storage::StorageError),
-    #[error("metrics: {0}")]
-    Metrics(#[from] metrics::MetricsError),
     #[error("agent state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -125,17 +123,19 @@ pub async fn run_prepared(
     let volumes = Arc::new(storage::Volumes::new(pools, ceph));
     let compute = compute::Compute::new(host_id.clone(), prepared, compute_cfg, volumes.clone());
     let storage = storage::Storage::new(host_id.clone(), volumes, compute.runtime());
-    let monitor = metrics::Monitor::start(
-        &objects,
-        &host_id,
-        &cfg.address,
-        &cfg.state_dir,
-        cfg.network.netns.clone(),
-        compute.runtime(),
-        &cfg.metrics,
-    )
-    .await?;
-    let mut monitor = AbortOnDrop(tokio::spawn(monitor.run(objects.clone(), shutdown.clone())));
+    let site = metrics::Site {
+        host_id: host_id.clone(),
+        host_address: cfg.address.clone(),
+        state_dir: cfg.state_dir.clone(),
+        netns: cfg.network.netns.clone(),
+        runtime: compute.runtime(),
+    };
+    let mut monitor = AbortOnDrop(tokio::spawn(metrics::monitor(
+        objects.clone(),
+        site,
+        cfg.metrics.clone(),
+        shutdown.clone(),
+    )));
     let mut volumes = AbortOnDrop(tokio::spawn(run_reconciler(
         Arc::new(storage),
         objects.clone(),

@@ -9,12 +9,12 @@
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use yunhan_model::{write_of, ApiError, AuditEvent, AuditEventList};
+use yunhan_model::{sane_request_id, write_of, ApiError, AuditEvent, AuditEventList};
 use yunhan_store::events::PLATFORM_SCOPE;
 
 use crate::auth::Principal;
@@ -27,8 +27,30 @@ use crate::Shared;
 const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 500;
 
-/// Records the request as an event when it is a write of a known caller.
+/// Gives the request an id (`X-Request-Id`: the caller's, when sane, else a new one) that
+/// the answer carries, and records the request as an event when it is a write of a known
+/// caller.
 pub(crate) async fn audit(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let request_id = request_id(&req);
+    let mut resp = record(s, req, next, &request_id).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The caller's `X-Request-Id` when it is sane, else 16 new hex digits.
+fn request_id(req: &Request) -> String {
+    let given = (req.headers().get(REQUEST_ID)).and_then(|v| v.to_str().ok());
+    match given {
+        Some(id) if sane_request_id(id) => id.to_string(),
+        _ => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+async fn record(s: Shared, req: Request, next: Next, request_id: &str) -> Response {
     let write = write_of(req.method().as_str(), req.uri().path());
     let token = (req.headers().get(header::AUTHORIZATION))
         .and_then(|h| h.to_str().ok())
@@ -54,6 +76,7 @@ pub(crate) async fn audit(State(s): State<Shared>, req: Request, next: Next) -> 
             target,
             outcome: resp.status().as_u16(),
             message: String::new(),
+            request_id: request_id.to_string(),
         };
         let scope = event.project.as_deref().unwrap_or(PLATFORM_SCOPE);
         if let Err(e) = s.events.record(scope, &event).await {

@@ -22,6 +22,7 @@ pub(crate) async fn platform_event<K: Kind>(
         target: doc.metadata.id.clone(),
         outcome: 0,
         message: format!("{}: {what}", doc.metadata.name),
+        request_id: String::new(),
     };
     let scope = event.project.as_deref().unwrap_or(PLATFORM_SCOPE);
     let log = EventLog::new(objects.store().clone());

@@ -33,6 +33,19 @@ pub struct AuditEvent {
     /// What the platform did, in words (its own actions).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The request's id (API writes): the `X-Request-Id` the API answered with (the
+    /// caller's own, when it sent a sane one), so a client's log and the trail meet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+}
+
+/// Whether `id` may be taken from a caller as a request id: 1–64 letters, digits, `-`,
+/// `_` or `.` (anything else is replaced by one the API makes).
+pub fn sane_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The actor of what the platform does on its own (HA failover, …).
@@ -65,6 +78,14 @@ pub fn write_of(method: &str, path: &str) -> Option<(String, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_from_callers_are_short_and_plain() {
+        assert!(sane_request_id("req-1234_abc.9"));
+        for bad in ["", "a b", "x\ny", "é", &"x".repeat(65)] {
+            assert!(!sane_request_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn writes_are_told_from_reads() {

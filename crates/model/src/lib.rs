@@ -29,7 +29,9 @@ pub use alarm::{
     Webhook, PLATFORM_METRICS, VM_METRICS,
 };
 pub use error::{ApiError, ErrorCode};
-pub use event::{write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS, PLATFORM_ACTOR};
+pub use event::{
+    sane_request_id, write_of, AuditEvent, AuditEventList, EVENT_RETENTION_SECS, PLATFORM_ACTOR,
+};
 pub use external_network::{
     ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, DEFAULT_PUBLIC_CIDR,
     DEFAULT_PUBLIC_NAME,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stderr, Cloud};
+use common::{eventually, stderr, Cloud};
 use reqwest::header::{ETAG, IF_MATCH};
 use serde_json::{json, Value};
 
@@ -178,6 +178,13 @@ async fn if_match_is_honoured_or_refused_never_ignored() {
     let spec = json!({"image": "ifm-img", "flavor": "tiny", "running": false});
     let vm = cloud.create(&t.token, "instances", "ifm-vm", spec).await;
     let path = format!("/v1/instances/{}", vm["metadata"]["id"].as_str().unwrap());
+    // Settled first: the scheduler binds it and its host's agent reports it Stopped, and
+    // those status writes must not land between the precondition checks below.
+    eventually("ifm-vm settled", Duration::from_secs(60), || async {
+        let (_, v) = cloud.call("GET", &path, Some(&t.token), None).await;
+        (v["status"]["phase"] == "Stopped").then_some(())
+    })
+    .await;
 
     let (etag, doc) = etag_of(&cloud, &t.token, &path).await;
     assert_eq!(etag, format!("\"{}\"", doc["metadata"]["revision"]));

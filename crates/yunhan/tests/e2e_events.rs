@@ -102,6 +102,24 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
         .await;
     assert_eq!(rows(&again).len(), 3, "reads are not events: {again}");
 
+    // Request ids: the caller's own, answered and recorded; a made one otherwise.
+    let url = format!("{}/v1/placement-groups", cloud.endpoint);
+    let sent = (cloud.http.post(&url))
+        .bearer_auth(&b.token)
+        .header("x-request-id", "evt-req-42")
+        .json(&json!({"metadata": {"name": "pg3"}, "spec": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    assert_eq!(sent.headers()["x-request-id"], "evt-req-42");
+    let made = (cloud.http.get(&url).bearer_auth(&b.token).send().await).unwrap();
+    let made = made.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(made.len(), 16, "{made}");
+    let (_, evb) = cloud.call("GET", "/v1/events", Some(&b.token), None).await;
+    let last = evb["items"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["request_id"], "evt-req-42", "{evb}");
+
     // The CLI's contract line.
     let listed = cloud.ok(&["events", "--since", "10m"]);
     let listed = listed.as_array().cloned().unwrap_or_default();

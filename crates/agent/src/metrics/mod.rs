@@ -13,7 +13,7 @@ mod read;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,20 +91,55 @@ pub struct Monitor {
     latest: Arc<Latest>,
     /// The previous collection's readings.
     before: Option<Previous>,
+    /// The endpoint's server, stopped with the monitor (it holds the history open).
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Where the monitor runs: the agent's host and what it knows of it.
+pub struct Site {
+    pub host_id: String,
+    /// The address the control plane reaches the host at.
+    pub host_address: String,
+    pub state_dir: PathBuf,
+    pub netns: Option<String>,
+    pub runtime: Arc<Runtime>,
+}
+
+/// Runs the host's monitoring until `shutdown`. Monitoring never stops the agent: when it
+/// cannot start (the history's file is still open, the endpoint's port is taken) it says
+/// why and tries again every [`INTERVAL`].
+pub async fn monitor(
+    objects: Objects,
+    site: Site,
+    cfg: MetricsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match Monitor::start(&objects, &site, &cfg).await {
+            Ok(m) => return m.run(objects, shutdown).await,
+            Err(e) => tracing::error!(error = %e, "monitoring cannot start; trying again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 impl Monitor {
     /// Opens the host's history, starts the endpoint and publishes it.
-    pub async fn start(
+    async fn start(
         objects: &Objects,
-        host_id: &str,
-        host_address: &str,
-        state_dir: &Path,
-        netns: Option<String>,
-        runtime: Arc<Runtime>,
+        site: &Site,
         cfg: &MetricsConfig,
     ) -> Result<Monitor, MetricsError> {
-        let path = state_dir.join("metrics.redb");
+        let path = site.state_dir.join("metrics.redb");
         let history = Arc::new(History::open(path, cfg.max_series, FLUSH_EVERY)?);
         let latest = Arc::new(Latest::default());
         let listener = (tokio::net::TcpListener::bind(cfg.listen).await).map_err(|source| {
@@ -123,23 +158,26 @@ impl Monitor {
         rand::thread_rng().fill_bytes(&mut secret);
         let token = hex::encode(secret);
         let app = yunhan_metrics::router(history.clone(), latest.clone(), token.clone());
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
-        let endpoint = published(bound, host_address);
-        publish(objects, host_id, &endpoint, &token).await?;
-        tracing::info!(%endpoint, "metrics endpoint");
-        Ok(Monitor {
-            host_id: host_id.to_owned(),
-            state_dir: state_dir.to_owned(),
-            netns,
-            runtime,
+        // Made before it is published: dropped on a failure below, it stops the server.
+        let monitor = Monitor {
+            host_id: site.host_id.clone(),
+            state_dir: site.state_dir.clone(),
+            netns: site.netns.clone(),
+            runtime: site.runtime.clone(),
             history,
             latest,
             before: None,
-        })
+            server,
+        };
+        let endpoint = published(bound, &site.host_address);
+        publish(objects, &site.host_id, &endpoint, &token).await?;
+        tracing::info!(%endpoint, "metrics endpoint");
+        Ok(monitor)
     }
 
     /// Collects every [`INTERVAL`] (on the interval's wall-clock boundaries, so each
