@@ -23,6 +23,7 @@ use crate::crud::crud;
 use crate::error::{HttpError, Result};
 use crate::extract::BodyLimit;
 use crate::lookup::forbidden;
+use crate::monitoring::of_kind;
 use crate::Shared;
 
 pub(crate) fn routes(state: Shared, body_limit: usize) -> Router {
@@ -66,20 +67,14 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
             "/v1/instances/{id}/console/attach",
             get(crate::console::attach),
         )
-        .route(
-            "/v1/instances/{id}/metrics",
-            get(crate::monitoring::instance),
-        )
-        .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
-        .route("/v1/volumes/{id}/metrics", get(crate::monitoring::volume))
-        .route(
-            "/v1/elastic-ips/{id}/metrics",
-            get(crate::monitoring::elastic_ip),
-        )
+        .route("/v1/instances/{id}/metrics", get(of_kind::<Instance>))
+        .route("/v1/volumes/{id}/metrics", get(of_kind::<Volume>))
+        .route("/v1/elastic-ips/{id}/metrics", get(of_kind::<ElasticIp>))
         .route(
             "/v1/load-balancers/{id}/metrics",
-            get(crate::monitoring::load_balancer),
+            get(of_kind::<LoadBalancer>),
         )
+        .route("/v1/hosts/{id}/metrics", get(crate::monitoring::host))
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))
         .route("/v1/usage", get(crate::metering::usage))

@@ -11,6 +11,7 @@ pub(crate) mod prometheus;
 
 use std::sync::OnceLock;
 
+use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
@@ -28,6 +29,7 @@ use crate::error::Result;
 use crate::events::parse_since;
 use crate::extract::QueryParams;
 use crate::lookup::find_visible;
+use crate::resource::Hooks;
 use crate::{AppState, Shared};
 
 /// One HTTP client (one connection pool) for every host's endpoint.
@@ -69,64 +71,74 @@ pub(crate) struct MetricsQuery {
     project: Option<String>,
 }
 
-/// `GET /v1/instances/{id}/metrics`: from the history of the instance's host.
-pub(crate) async fn instance(
-    State(s): State<Shared>,
-    p: Principal,
-    Path(id): Path<String>,
-    QueryParams(q): QueryParams<MetricsQuery>,
-) -> Result<Json<MetricsAnswer>> {
-    let vm = find_visible::<Instance>(&s, &p, &id, q.project.as_deref()).await?;
-    let host = vm.status.host.clone();
-    Ok(Json(of_resource(&s, &vm.metadata, host, "vm", &q).await?))
+/// A kind whose objects have series in a host's history: `<FAMILY>/<id>/…`.
+#[async_trait]
+pub(crate) trait Measured: Hooks {
+    const FAMILY: &'static str;
+    /// The id of the host whose history holds the object's series now (none: no host).
+    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>>;
 }
 
-/// `GET /v1/volumes/{id}/metrics`: from the history of the host of the instance it is
-/// attached to (else its own host, where its last VM ran if it was local).
-pub(crate) async fn volume(
+/// Instances: the instance's host.
+#[async_trait]
+impl Measured for Instance {
+    const FAMILY: &'static str = "vm";
+    async fn host_of(_: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+        Ok(doc.status.host.clone())
+    }
+}
+
+/// Volumes: the host of the instance it is attached to, else its own (where its last VM
+/// ran, if it is local).
+#[async_trait]
+impl Measured for Volume {
+    const FAMILY: &'static str = "volume";
+    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+        let vm = match doc.status.attached_to.as_deref() {
+            Some(i) => s.objects.get::<Instance>(i).await?,
+            None => None,
+        };
+        Ok(vm.and_then(|vm| vm.status.host).or(doc.status.host.clone()))
+    }
+}
+
+/// Load balancers: the host serving them (their listeners' connections and bytes).
+#[async_trait]
+impl Measured for LoadBalancer {
+    const FAMILY: &'static str = "lb";
+    async fn host_of(_: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+        Ok(Some(doc.status.host.clone()).filter(|h| !h.is_empty()))
+    }
+}
+
+/// Elastic IPs: the host realising them (the traffic through the address; rx: what came
+/// in to it). Their status names the host.
+#[async_trait]
+impl Measured for ElasticIp {
+    const FAMILY: &'static str = "eip";
+    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+        Ok(match doc.status.host.as_str() {
+            "" => None,
+            name => {
+                (s.objects.get_by_name::<Host>(GLOBAL_SCOPE, name).await?).map(|h| h.metadata.id)
+            }
+        })
+    }
+}
+
+/// `GET /v1/<kind>/{id}/metrics`: the object's series (it is read like any read of it:
+/// another project's answers 404), from the history of the host that holds them.
+pub(crate) async fn of_kind<K: Measured>(
     State(s): State<Shared>,
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<MetricsQuery>,
 ) -> Result<Json<MetricsAnswer>> {
-    let v = find_visible::<Volume>(&s, &p, &id, q.project.as_deref()).await?;
-    let vm = match v.status.attached_to.as_deref() {
-        Some(i) => s.objects.get::<Instance>(i).await?,
-        None => None,
-    };
-    let host = vm.and_then(|vm| vm.status.host).or(v.status.host.clone());
+    let doc = find_visible::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    let host = K::host_of(&s, &doc).await?;
     Ok(Json(
-        of_resource(&s, &v.metadata, host, "volume", &q).await?,
+        of_resource(&s, &doc.metadata, host, K::FAMILY, &q).await?,
     ))
-}
-
-/// `GET /v1/load-balancers/{id}/metrics`: its listeners' connections and bytes per
-/// second, from the history of the host serving it.
-pub(crate) async fn load_balancer(
-    State(s): State<Shared>,
-    p: Principal,
-    Path(id): Path<String>,
-    QueryParams(q): QueryParams<MetricsQuery>,
-) -> Result<Json<MetricsAnswer>> {
-    let lb = find_visible::<LoadBalancer>(&s, &p, &id, q.project.as_deref()).await?;
-    let host = Some(lb.status.host.clone()).filter(|h| !h.is_empty());
-    Ok(Json(of_resource(&s, &lb.metadata, host, "lb", &q).await?))
-}
-
-/// `GET /v1/elastic-ips/{id}/metrics`: the traffic through the address (rx: what came in
-/// to it), from the history of the host realising it.
-pub(crate) async fn elastic_ip(
-    State(s): State<Shared>,
-    p: Principal,
-    Path(id): Path<String>,
-    QueryParams(q): QueryParams<MetricsQuery>,
-) -> Result<Json<MetricsAnswer>> {
-    let eip = find_visible::<ElasticIp>(&s, &p, &id, q.project.as_deref()).await?;
-    let host = match eip.status.host.as_str() {
-        "" => None,
-        name => (s.objects.get_by_name::<Host>(GLOBAL_SCOPE, name).await?).map(|h| h.metadata.id),
-    };
-    Ok(Json(of_resource(&s, &eip.metadata, host, "eip", &q).await?))
 }
 
 /// The series `<family>/<id>/…` of a resource in the history of host `host_id` (none:
