@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::onebox::ready_guest;
+use common::onebox::{ready_guest, OneBox};
 use common::{disk_image_args, eventually, net1_with_s1, strs, tiny_vm, Cloud, GuestShell};
 use serde_json::Value;
 
@@ -49,7 +49,9 @@ fn last(answer: &Value, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_monitoring_shows_what_a_guest_does_and_keeps_it_across_a_restart() {
-    let mut cloud = Cloud::up(&[]).await;
+    // The VPC is realised in a namespace of the test's own (removed when it ends).
+    let onebox = OneBox::new();
+    let mut cloud = Cloud::up(&["--netns", &onebox.host]).await;
     cloud.ok(&strs(&disk_image_args("tiny")));
     net1_with_s1(&cloud);
     cloud.ok(&tiny_vm(
