@@ -146,6 +146,28 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// Host `host`'s metrics endpoint and the token to read it with, once its agent has
+    /// published both (docs/monitoring.md).
+    pub async fn metrics_endpoint(
+        &self,
+        host: &Doc<yunhan_model::Host>,
+    ) -> Result<Option<(String, String)>, ObjectError> {
+        let Some(endpoint) = host.status.metrics.clone() else {
+            return Ok(None);
+        };
+        let Some(token) = self
+            .store
+            .get(&metrics_token_key(&host.metadata.id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            endpoint,
+            String::from_utf8_lossy(&token.value).into_owned(),
+        )))
+    }
+
     pub fn new(store: Arc<dyn Store>) -> Objects {
         Objects { store }
     }

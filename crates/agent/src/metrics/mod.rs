@@ -34,6 +34,8 @@ type Group = Vec<(String, u64, f64)>;
 
 /// Seconds between collections: the finest slot of the history.
 pub const INTERVAL: Duration = Duration::from_secs(10);
+/// How often (seconds, a multiple of [`INTERVAL`]) the series of deleted objects are dropped.
+const FORGET_EVERY_SECS: u64 = 60;
 /// How often the history is written back to its file.
 const FLUSH_EVERY: Duration = Duration::from_secs(60);
 
@@ -237,13 +239,16 @@ impl Monitor {
         });
         self.record(&groups)?;
         self.latest.replace(&groups.concat());
-        let volumes = objects.list_all::<Volume>(None).await?;
-        let eips = objects.list_all::<ElasticIp>(None).await?;
-        let live = (instances.iter().map(|i| &i.metadata.id))
-            .chain(volumes.iter().map(|v| &v.metadata.id))
-            .chain(lbs.iter().map(|l| &l.metadata.id))
-            .chain(eips.iter().map(|e| &e.metadata.id));
-        self.forget_deleted(live.map(String::as_str).collect())?;
+        // Deleted objects' series go once a minute (it lists every volume and elastic IP).
+        if t.is_multiple_of(FORGET_EVERY_SECS) {
+            let volumes = objects.list_all::<Volume>(None).await?;
+            let eips = objects.list_all::<ElasticIp>(None).await?;
+            let live = (instances.iter().map(|i| &i.metadata.id))
+                .chain(volumes.iter().map(|v| &v.metadata.id))
+                .chain(lbs.iter().map(|l| &l.metadata.id))
+                .chain(eips.iter().map(|e| &e.metadata.id));
+            self.forget_deleted(live.map(String::as_str).collect())?;
+        }
         self.history.flush_if_due(Instant::now())?;
         Ok(())
     }

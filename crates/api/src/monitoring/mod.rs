@@ -22,7 +22,7 @@ use yunhan_model::{
     metric_unit, metric_wanted, ApiError, Doc, ErrorCode, Host, Instance, LoadBalancer, Metadata,
     MetricSeries, MetricsAnswer, Volume,
 };
-use yunhan_store::objects::{metrics_token_key, GLOBAL_SCOPE};
+use yunhan_store::objects::GLOBAL_SCOPE;
 
 use crate::auth::Principal;
 use crate::error::Result;
@@ -50,15 +50,8 @@ pub(crate) async fn host_client(s: &AppState, host: &Doc<Host>) -> Result<HostMe
 }
 
 async fn host_client_of(s: &AppState, host: &Doc<Host>) -> Result<Option<HostMetrics>> {
-    let Some(endpoint) = host.status.metrics.as_deref() else {
-        return Ok(None);
-    };
-    let key = metrics_token_key(&host.metadata.id);
-    let Some(token) = s.objects.store().get(&key).await? else {
-        return Ok(None);
-    };
-    let token = String::from_utf8_lossy(&token.value).into_owned();
-    Ok(Some(HostMetrics::new(http(), endpoint, &token)))
+    let published = s.objects.metrics_endpoint(host).await?;
+    Ok(published.map(|(endpoint, token)| HostMetrics::new(http(), &endpoint, &token)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use yunhan_metrics::HostMetrics;
 use yunhan_model::{AlarmRule, Doc, Host, HostPhase, Instance, InstancePhase, Observation};
 use yunhan_store::events::EventLog;
-use yunhan_store::objects::{metrics_token_key, ObjectError, Objects};
+use yunhan_store::objects::{ObjectError, Objects};
 
 /// How far back `platform:ha_failovers` counts.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(600);
@@ -43,11 +43,11 @@ impl Seen {
         Ok(self.instances.as_deref().unwrap_or_default())
     }
 
-    async fn hosts(&mut self, objects: &Objects) -> Result<Vec<Doc<Host>>, ObjectError> {
+    async fn hosts(&mut self, objects: &Objects) -> Result<&[Doc<Host>], ObjectError> {
         if self.hosts.is_none() {
             self.hosts = Some(objects.list_all::<Host>(None).await?);
         }
-        Ok(self.hosts.clone().unwrap_or_default())
+        Ok(self.hosts.as_deref().unwrap_or_default())
     }
 
     /// The rule's VMs (named, or of its project with the selector's labels) and their
@@ -114,18 +114,15 @@ impl Seen {
         objects: &Objects,
         host_id: &str,
     ) -> Result<Option<BTreeMap<String, f64>>, ObjectError> {
+        let http = self.http.clone();
         let hosts = self.hosts(objects).await?;
-        let Some(endpoint) = (hosts.iter())
-            .find(|h| h.metadata.id == host_id)
-            .and_then(|h| h.status.metrics.clone())
-        else {
+        let Some(host) = hosts.iter().find(|h| h.metadata.id == host_id) else {
             return Ok(None);
         };
-        let Some(token) = objects.store().get(&metrics_token_key(host_id)).await? else {
+        let Some((endpoint, token)) = objects.metrics_endpoint(host).await? else {
             return Ok(None);
         };
-        let token = String::from_utf8_lossy(&token.value).into_owned();
-        let client = HostMetrics::new(self.http.clone(), &endpoint, &token);
+        let client = HostMetrics::new(http, &endpoint, &token);
         Ok(client
             .latest("vm/")
             .await
@@ -148,8 +145,8 @@ impl Seen {
                     obs(&h.metadata.id, &h.metadata.name, f64::from(u8::from(down)))
                 })
                 .collect(),
-            "pool_used_percent" => pools(&hosts, |p| Some(p.used_ratio * 100.0)),
-            "ceph_unhealthy" => pools(&hosts, |p| {
+            "pool_used_percent" => pools(hosts, |p| Some(p.used_ratio * 100.0)),
+            "ceph_unhealthy" => pools(hosts, |p| {
                 (p.driver == "ceph")
                     .then(|| f64::from(u8::from(!p.health.starts_with("HEALTH_OK"))))
             }),
