@@ -125,6 +125,24 @@ where
     (all, elapsed)
 }
 
+/// A machine-wide lock (an `flock` on a file in the temp directory), held while alive:
+/// tests that load the machine in a way others cannot share, such as a guest spinning its
+/// CPU to be measured, take it in turn. Blocks until it is free.
+pub struct MachineLock(#[allow(dead_code)] std::fs::File);
+
+pub fn machine_lock(name: &str) -> MachineLock {
+    let path = std::env::temp_dir().join(format!("yunhan-{name}.lock"));
+    let file = (std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true))
+    .open(&path)
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    MachineLock(file)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read
 /// back, released). Another process may take it before it is used: starters
 /// that can detect that ([`EtcdCluster`]) retry with fresh ports.

@@ -144,6 +144,9 @@ async fn e2e_alarms_fire_to_a_late_webhook_signed_and_resolve() {
     // Busy: the rule fires within a minute, while its webhook is still down. (`--for 10s`
     // rather than the contract's 30 s: a spinning TCG guest takes a core from the tests
     // running beside this one; `cli/src/commands/alarm.rs` checks the contract's line.)
+    // One spinning guest on the machine at a time (see e2e_monitoring).
+    let spin = tokio::task::spawn_blocking(|| yunhan_testkit::machine_lock("guest-cpu"));
+    let spin = spin.await.unwrap();
     let busy_since = now();
     sh.run("(while :; do :; done) & echo $! > /tmp/spin").await;
     let fired = eventually(
@@ -183,6 +186,7 @@ async fn e2e_alarms_fire_to_a_late_webhook_signed_and_resolve() {
 
     // Idle again: resolved, told at once.
     sh.run("kill $(cat /tmp/spin)").await;
+    drop(spin);
     let got = next(&mut rx, Duration::from_secs(90)).await;
     let body: Value = serde_json::from_str(&got.body).unwrap();
     assert_eq!(body["state"], "ok", "{body}");
