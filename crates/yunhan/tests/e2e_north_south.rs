@@ -125,6 +125,9 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
                     * step
             };
             let (rx, tx) = (total("rx_bytes_per_second"), total("tx_bytes_per_second"));
+            if rx <= 1e6 || tx <= 1e6 {
+                eprintln!("e1's metrics so far: rx {rx} B, tx {tx} B: {m}");
+            }
             (rx > 1e6 && tx > 1e6).then_some(())
         },
     )

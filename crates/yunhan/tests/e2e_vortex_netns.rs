@@ -362,8 +362,15 @@ fn e2e_netns_spread_failover_drain_restart_ecmp() -> Result<()> {
     assert_eq!(seen.len(), 3, "spread: {seen:?}");
 
     // Long-lived connections.
+    // At least 12, and at least 2 on each backend (the drain below needs some on b3):
+    // 12 alone leave b3 without one in 0.8 % of runs.
     let mut ll: Vec<(Conn, String)> = Vec::new();
-    for _ in 0..12 {
+    let on = |ll: &[(Conn, String)], b: &str| ll.iter().filter(|(_, x)| x == b).count();
+    while ll.len() < 12 || ["b1", "b2", "b3"].iter().any(|b| on(&ll, b) < 2) {
+        anyhow::ensure!(
+            ll.len() < 200,
+            "200 connections and a backend still has < 2"
+        );
         let mut c = Conn::open(&lab)?;
         let b = c.ask()?;
         ll.push((c, b));
