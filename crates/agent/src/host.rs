@@ -42,21 +42,22 @@ pub fn discover(state_dir: &Path) -> Discovered {
 /// also remembered in `<state_dir>/host-id`.
 pub async fn register(objects: &Objects, cfg: &AgentConfig) -> Result<String, AgentError> {
     let found = discover(&cfg.state_dir);
-    let spec = |schedulable: bool| HostSpec {
+    // What the agent measures; what admins set (maintenance, overcommit) is kept.
+    let spec = |admin: &HostSpec| HostSpec {
         hostname: cfg.name.clone(),
         address: cfg.address.clone(),
         cpus: found.cpus,
         memory_mib: found.memory_mib,
         disk_gib: found.disk_gib,
-        schedulable,
         gpus: cfg.gpus.clone(),
+        ..admin.clone()
     };
     loop {
         if let Some(existing) = objects.get_by_name::<Host>(GLOBAL_SCOPE, &cfg.name).await? {
             let id = existing.metadata.id.clone();
             objects
                 .modify::<Host>(&id, |h| {
-                    let want = spec(h.spec.schedulable);
+                    let want = spec(&h.spec);
                     let version = env!("CARGO_PKG_VERSION");
                     if h.spec == want && h.status.agent_version == version {
                         return false;
@@ -71,7 +72,10 @@ pub async fn register(objects: &Objects, cfg: &AgentConfig) -> Result<String, Ag
         }
         let doc = Resource {
             metadata: Metadata::new(new_id("hst"), &cfg.name, None),
-            spec: spec(true),
+            spec: spec(&HostSpec {
+                schedulable: true,
+                ..Default::default()
+            }),
             status: HostStatus {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()

@@ -3,7 +3,7 @@
 //! iteration. Aim: under 100 µs per decision.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use yunhan_controller::placement::{place, Candidate, Demand, PlacementPolicy, Policy};
+use yunhan_model::scheduling::{place, Candidate, Demand, PlacementPolicy, Policy};
 
 fn cloud(hosts: usize, instances: usize) -> Vec<Candidate> {
     let mut c: Vec<Candidate> = (0..hosts)

@@ -10,7 +10,6 @@ pub mod liveness;
 pub mod metering;
 pub mod migration;
 pub mod network;
-pub mod placement;
 pub mod scheduler;
 pub mod volumes;
 
@@ -28,7 +27,7 @@ use yunhan_store::objects::Objects;
 /// Runs every control-plane controller until `shutdown` flips to true.
 pub async fn run_controllers(
     objects: Objects,
-    policy: placement::Policy,
+    policy: yunhan_model::scheduling::Policy,
     ha: Arc<ha::HaMonitor>,
     shutdown: watch::Receiver<bool>,
 ) {

@@ -27,8 +27,9 @@ use yunhan_model::{Doc, Instance, InstancePhase, MigrationPhase, MigrationStatus
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};
 
 use crate::ha::{SharedStorage, SharedStorageError};
-use crate::placement::{place, PlacementError, Policy};
-use crate::scheduler::{demand, Capacity};
+use yunhan_model::scheduling::{demand, place, PlacementError, Policy};
+
+use crate::scheduler;
 use crate::Reconciler;
 
 pub struct Migrations {
@@ -191,7 +192,7 @@ impl Migrations {
         if to == Some(source) {
             return Ok(Err(Refusal::SameHost));
         }
-        let (cap, _) = Capacity::load(objects).await?;
+        let (cap, _, _) = scheduler::load(objects).await?;
         let hosts: Vec<_> = cap
             .candidates
             .iter()

@@ -2,15 +2,11 @@
 //! them Unschedulable with the reason; it retries Unschedulable ones on every
 //! pass, so adding a host or freeing capacity un-sticks them.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use yunhan_model::{
-    Doc, Host, HostPhase, Instance, InstancePhase, PlacementGroup, PlacementPolicy,
-};
+use yunhan_model::scheduling::{demand, place, Capacity, Policy};
+use yunhan_model::{Doc, Host, HostAllocation, Instance, InstancePhase, PlacementGroup};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
-use crate::placement::{place, Candidate, Demand, Policy};
 use crate::Reconciler;
 
 #[derive(Default)]
@@ -27,14 +23,7 @@ impl Reconciler for Scheduler {
         vec![object_prefix::<Instance>(None), object_prefix::<Host>(None)]
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
-        let (
-            Capacity {
-                mut candidates,
-                index,
-                groups,
-            },
-            instances,
-        ) = Capacity::load(objects).await?;
+        let (mut cap, instances, hosts) = load(objects).await?;
         for inst in instances {
             let waiting = matches!(
                 inst.status.phase,
@@ -43,167 +32,112 @@ impl Reconciler for Scheduler {
             if inst.status.host.is_some() || !waiting || inst.metadata.deleting.is_some() {
                 continue;
             }
-            let d = demand(&inst, &groups);
-            let decision =
-                place(&candidates, &d, &self.policy).map(|p| (p.host.id.clone(), p.gpus));
-            let written = objects
-                .modify::<Instance>(&inst.metadata.id, |doc| {
-                    if doc.status.host.is_some() || doc.metadata.deleting.is_some() {
-                        return false;
-                    }
-                    match &decision {
-                        Ok((host, gpus)) => {
-                            doc.status.host = Some(host.clone());
-                            doc.status.gpu_devices = gpus.clone();
-                            doc.status.phase = InstancePhase::Scheduled;
-                            doc.status.message.clear();
-                        }
-                        Err(why) => {
-                            let why = why.to_string();
-                            if doc.status.phase == InstancePhase::Unschedulable
-                                && doc.status.message == why
-                            {
-                                return false;
-                            }
-                            doc.status.phase = InstancePhase::Unschedulable;
-                            doc.status.message = why;
-                        }
-                    }
-                    true
-                })
-                .await?;
-            if let (Some(doc), Ok((host, gpus))) = (written, &decision) {
-                if doc.status.host.as_ref() == Some(host) {
-                    let c = &mut candidates[index[host]];
-                    c.used_vcpus += d.vcpus;
-                    c.used_memory_mib += d.memory_mib;
-                    c.used_disk_gib += d.disk_gib;
-                    c.free_gpus.retain(|g| !gpus.contains(g));
-                    if let Some((g, _)) = &d.group {
-                        c.groups.insert(g.clone());
-                    }
-                    tracing::info!(instance = %doc.metadata.name, %host, "scheduled");
+            self.schedule(objects, &mut cap, &inst).await?;
+        }
+        publish_allocations(objects, &hosts, &cap, &self.policy).await
+    }
+}
+
+impl Scheduler {
+    /// Binds one waiting instance to a host (counting it there), or says why none fits.
+    async fn schedule(
+        &self,
+        objects: &Objects,
+        cap: &mut Capacity,
+        inst: &Doc<Instance>,
+    ) -> Result<(), ObjectError> {
+        let d = demand(inst, &cap.groups);
+        let decision =
+            place(&cap.candidates, &d, &self.policy).map(|p| (p.host.id.clone(), p.gpus));
+        let written = objects
+            .modify::<Instance>(&inst.metadata.id, |doc| {
+                if doc.status.host.is_some() || doc.metadata.deleting.is_some() {
+                    return false;
                 }
+                match &decision {
+                    Ok((host, gpus)) => {
+                        doc.status.host = Some(host.clone());
+                        doc.status.gpu_devices = gpus.clone();
+                        doc.status.phase = InstancePhase::Scheduled;
+                        doc.status.message.clear();
+                    }
+                    Err(why) => {
+                        let why = why.to_string();
+                        if doc.status.phase == InstancePhase::Unschedulable
+                            && doc.status.message == why
+                        {
+                            return false;
+                        }
+                        doc.status.phase = InstancePhase::Unschedulable;
+                        doc.status.message = why;
+                    }
+                }
+                true
+            })
+            .await?;
+        if let (Some(doc), Ok((host, gpus))) = (written, &decision) {
+            if doc.status.host.as_ref() == Some(host) {
+                cap.bind(host, &d, gpus);
+                tracing::info!(instance = %doc.metadata.name, %host, "scheduled");
             }
         }
         Ok(())
     }
 }
 
-/// The hosts as placement sees them: capacity, what their instances use, which
-/// placement groups have members there.
-pub struct Capacity {
-    pub candidates: Vec<Candidate>,
-    /// Host id → index into `candidates`.
-    pub index: HashMap<String, usize>,
-    /// The placement groups, by id.
-    pub groups: Groups,
+/// Reads hosts, placement groups and instances: the capacity as placement sees it, the
+/// instances and the hosts.
+pub async fn load(
+    objects: &Objects,
+) -> Result<(Capacity, Vec<Doc<Instance>>, Vec<Doc<Host>>), ObjectError> {
+    let hosts = objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?;
+    let instances = objects.list_all::<Instance>(None).await?;
+    let groups = objects.list_all::<PlacementGroup>(None).await?;
+    let cap = Capacity::build(&hosts, &instances, &groups);
+    Ok((cap, instances, hosts))
 }
 
-/// A placement group as the scheduler sees it: whose it is and its rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupRule {
-    pub project: Option<String>,
-    pub policy: PlacementPolicy,
-}
-
-/// Placement group id → its owner and rule.
-pub type Groups = HashMap<String, GroupRule>;
-
-impl Capacity {
-    /// Reads hosts, placement groups and instances; returns the capacity and the instances.
-    pub async fn load(objects: &Objects) -> Result<(Capacity, Vec<Doc<Instance>>), ObjectError> {
-        let hosts = objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?;
-        let instances = objects.list_all::<Instance>(None).await?;
-        let groups: Groups = objects
-            .list_all::<PlacementGroup>(None)
-            .await?
-            .into_iter()
-            .map(|g| {
-                let rule = GroupRule {
-                    project: g.metadata.project,
-                    policy: g.spec.policy,
-                };
-                (g.metadata.id, rule)
-            })
-            .collect();
-        let mut candidates: Vec<Candidate> = hosts
-            .iter()
-            .map(|h| Candidate {
-                id: h.metadata.id.clone(),
-                cpus: h.spec.cpus,
-                memory_mib: h.spec.memory_mib,
-                disk_gib: h.spec.disk_gib,
-                schedulable: h.spec.schedulable && h.status.phase == HostPhase::Ready,
-                free_gpus: h.spec.gpus.clone(),
-                ..Default::default()
-            })
-            .collect();
-        let index: HashMap<String, usize> = candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
-        for i in &instances {
-            if let Some(&h) = i.status.host.as_ref().and_then(|h| index.get(h)) {
-                candidates[h].used_vcpus += i.status.vcpus as u64;
-                candidates[h].used_memory_mib += i.status.memory_mib;
-                candidates[h].used_disk_gib += i.status.disk_gib;
-                candidates[h]
-                    .free_gpus
-                    .retain(|g| !i.status.gpu_devices.contains(g));
-                if let Some((g, _)) = membership(i, &groups) {
-                    candidates[h].groups.insert(g);
-                }
-            }
+/// Writes each host's allocation where it changed (after this pass's bindings).
+async fn publish_allocations(
+    objects: &Objects,
+    hosts: &[Doc<Host>],
+    cap: &Capacity,
+    policy: &Policy,
+) -> Result<(), ObjectError> {
+    for h in hosts {
+        let Some(c) = cap.host(&h.metadata.id) else {
+            continue;
+        };
+        let want = HostAllocation {
+            instances: c.instances,
+            vcpus: c.used_vcpus,
+            vcpu_limit: c.cpu_limit(policy),
+            cpu_ratio: c.cpu_ratio.unwrap_or(policy.cpu_ratio),
+            memory_mib: c.used_memory_mib,
+            memory_limit_mib: c.memory_limit(policy),
+            memory_ratio: c.memory_ratio.unwrap_or(policy.memory_ratio),
+            disk_gib: c.used_disk_gib,
+        };
+        if h.status.allocation == want {
+            continue;
         }
-        Ok((
-            Capacity {
-                candidates,
-                index,
-                groups,
-            },
-            instances,
-        ))
+        objects
+            .modify::<Host>(&h.metadata.id, |d| {
+                let changed = d.status.allocation != want;
+                d.status.allocation = want.clone();
+                changed
+            })
+            .await?;
     }
-}
-
-/// What `inst` needs from a host.
-pub fn demand(inst: &Doc<Instance>, groups: &Groups) -> Demand {
-    let group = membership(inst, groups);
-    if group.is_none() {
-        if let Some(raw) = &inst.spec.placement_group {
-            tracing::warn!(
-                instance = %inst.metadata.id,
-                placement_group = %raw,
-                "not a placement group of the instance's project (stored before groups were resolved at creation?): placed as without a group"
-            );
-        }
-    }
-    Demand {
-        vcpus: inst.status.vcpus as u64,
-        memory_mib: inst.status.memory_mib,
-        disk_gib: inst.status.disk_gib,
-        gpus: inst.status.gpus,
-        group,
-    }
-}
-
-/// The placement group `inst` is a member of, with its rule: `spec.placement_group`
-/// holds the id of a group of the instance's own project (the API resolves it at
-/// creation). Anything else — a raw name or another project's id stored before
-/// that — is no group, so one project's groups never constrain another's instances.
-pub fn membership(inst: &Doc<Instance>, groups: &Groups) -> Option<(String, PlacementPolicy)> {
-    let id = inst.spec.placement_group.as_ref()?;
-    let rule = groups.get(id)?;
-    (rule.project == inst.metadata.project).then(|| (id.clone(), rule.policy))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use yunhan_model::{
-        HostSpec, InstanceSpec, Metadata, PlacementGroupSpec, Project, ProjectSpec, Resource,
+        HostPhase, HostSpec, InstanceSpec, Metadata, PlacementGroupSpec, PlacementPolicy, Project,
+        ProjectSpec, Resource,
     };
 
     fn doc<S, T: Default>(id: &str, name: &str, project: Option<&str>, spec: S) -> Resource<S, T> {

@@ -21,6 +21,34 @@ pub struct HostSpec {
     /// PCI addresses of GPUs this host passes through to instances (VFIO).
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// vCPUs the scheduler may place per physical CPU on this host (1–16); absent: the
+    /// cluster's ratio (`--cpu-overcommit` of the servers, 2 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<f64>,
+    /// Memory the scheduler may promise per MiB on this host (1–4); absent: the
+    /// cluster's ratio (`--memory-overcommit`, 1 by default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<f64>,
+}
+
+/// What the scheduler has given out on a host, against what it may give (capacity
+/// times the overcommit ratio in force), written by the scheduler as it changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostAllocation {
+    /// Instances bound to the host.
+    pub instances: u64,
+    /// vCPUs of those instances.
+    pub vcpus: u64,
+    /// vCPUs the host may carry: `spec.cpus × cpu_ratio`.
+    pub vcpu_limit: u64,
+    /// The CPU overcommit ratio in force (the host's own or the cluster's).
+    pub cpu_ratio: f64,
+    pub memory_mib: u64,
+    /// `spec.memory_mib × memory_ratio`.
+    pub memory_limit_mib: u64,
+    pub memory_ratio: f64,
+    pub disk_gib: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +81,9 @@ pub struct HostStatus {
     /// token the agent keeps in the store (docs/monitoring.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// What the scheduler has allocated here, against the host's limits.
+    #[serde(default)]
+    pub allocation: HostAllocation,
 }
 
 pub struct Host;
@@ -73,6 +104,18 @@ impl Kind for Host {
                 "hostname is 1–253 characters",
             ));
         }
-        Ok(())
+        check_ratio("spec.cpu_overcommit", spec.cpu_overcommit, 16.0)?;
+        check_ratio("spec.memory_overcommit", spec.memory_overcommit, 4.0)
+    }
+}
+
+/// An overcommit ratio is absent or from 1 to `max`.
+fn check_ratio(field: &str, ratio: Option<f64>, max: f64) -> Result<(), ApiError> {
+    match ratio {
+        Some(r) if !(1.0..=max).contains(&r) => Err(ApiError::invalid_field(
+            field,
+            format!("an overcommit ratio is from 1 to {max}, not {r}"),
+        )),
+        _ => Ok(()),
     }
 }

@@ -182,13 +182,13 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    fn placement(&self) -> anyhow::Result<yunhan_controller::placement::Policy> {
+    fn placement(&self) -> anyhow::Result<yunhan_model::scheduling::Policy> {
         let valid = (1.0..=16.0).contains(&self.cpu_overcommit)
             && (1.0..=4.0).contains(&self.memory_overcommit);
         if !valid {
             bail!("--cpu-overcommit must be 1–16 and --memory-overcommit 1–4");
         }
-        Ok(yunhan_controller::placement::Policy {
+        Ok(yunhan_model::scheduling::Policy {
             cpu_ratio: self.cpu_overcommit,
             memory_ratio: self.memory_overcommit,
         })

@@ -1,9 +1,11 @@
-//! Pure placement decisions: which host an instance goes to. No I/O, so it is
-//! property-tested and benchmarked at data-centre scale.
+//! Pure placement decisions: which host an instance goes to, and what each host has
+//! allocated. No I/O, so it is property-tested and benchmarked at data-centre scale;
+//! the scheduler (controller) and the API (a resize's fit) read the store and call it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-pub use yunhan_model::PlacementPolicy;
+pub use crate::PlacementPolicy;
+use crate::{Doc, Host, HostPhase, Instance, PlacementGroup};
 
 /// A host as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -19,8 +21,15 @@ pub struct Candidate {
     pub used_disk_gib: u64,
     /// Placement groups with a member on this host.
     pub groups: BTreeSet<String>,
+    /// Projects with an instance on this host (a project's VMs spread by default).
+    pub projects: BTreeSet<String>,
+    /// Instances bound to this host.
+    pub instances: u64,
     /// GPUs (PCI addresses) not given to any instance, in order.
     pub free_gpus: Vec<String>,
+    /// This host's own overcommit ratios (an admin's `host set`); `None`: the cluster's.
+    pub cpu_ratio: Option<f64>,
+    pub memory_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -31,6 +40,9 @@ pub struct Demand {
     pub gpus: u32,
     /// The instance's placement group and its rule.
     pub group: Option<(String, PlacementPolicy)>,
+    /// The instance's project: hosts without its other VMs come first (a soft
+    /// anti-affinity every project has, which costs nothing on one host).
+    pub project: Option<String>,
 }
 
 /// Where an instance goes and which GPUs it gets there.
@@ -59,11 +71,13 @@ impl Default for Policy {
 }
 
 impl Candidate {
-    fn cpu_limit(&self, p: &Policy) -> u64 {
-        (self.cpus as f64 * p.cpu_ratio).floor() as u64
+    /// The vCPUs this host may carry: its CPUs times its (or the cluster's) ratio.
+    pub fn cpu_limit(&self, p: &Policy) -> u64 {
+        (self.cpus as f64 * self.cpu_ratio.unwrap_or(p.cpu_ratio)).floor() as u64
     }
-    fn memory_limit(&self, p: &Policy) -> u64 {
-        (self.memory_mib as f64 * p.memory_ratio).floor() as u64
+    /// The memory (MiB) this host may promise: its memory times its (or the cluster's) ratio.
+    pub fn memory_limit(&self, p: &Policy) -> u64 {
+        (self.memory_mib as f64 * self.memory_ratio.unwrap_or(p.memory_ratio)).floor() as u64
     }
     /// Why `d` does not fit here, if it does not.
     pub fn misfit(&self, d: &Demand, p: &Policy) -> Option<&'static str> {
@@ -88,6 +102,12 @@ impl Candidate {
     /// Would this host break the demand's soft anti-affinity?
     fn crowded(&self, d: &Demand) -> bool {
         matches!(&d.group, Some((g, PlacementPolicy::SoftAntiAffinity)) if self.groups.contains(g))
+    }
+    /// Does this host already run a VM of the demand's project?
+    fn shared(&self, d: &Demand) -> bool {
+        d.project
+            .as_ref()
+            .is_some_and(|p| self.projects.contains(p))
     }
     /// The host's load after placing `d`: the larger of CPU and memory fractions.
     fn load_after(&self, d: &Demand, p: &Policy) -> f64 {
@@ -125,32 +145,33 @@ fn per_reason(reasons: &BTreeMap<&'static str, usize>) -> String {
 }
 
 /// Least-loaded host that fits, preferring hosts without a member of a soft
-/// anti-affinity group; ties go to the smallest id (deterministic). `Err`
-/// says why nothing fits, counting hosts per reason.
+/// anti-affinity group, then hosts without another VM of the same project; ties go to
+/// the smallest id (deterministic). `Err` says why nothing fits, counting hosts per
+/// reason.
 pub fn place<'a>(
     hosts: &'a [Candidate],
     d: &Demand,
     p: &Policy,
 ) -> Result<Placement<'a>, PlacementError> {
-    // Ordered by (crowded by a soft group, load, id): smaller is better.
-    let mut best: Option<(&Candidate, bool, f64)> = None;
+    // Ordered by (crowded by a soft group, shared with the project, load, id): smaller
+    // is better.
+    let mut best: Option<(&Candidate, (bool, bool, f64))> = None;
     let mut reasons: BTreeMap<&'static str, usize> = Default::default();
     for h in hosts {
         if let Some(why) = h.misfit(d, p) {
             *reasons.entry(why).or_default() += 1;
             continue;
         }
-        let crowded = h.crowded(d);
-        let load = h.load_after(d, p);
+        let key = (h.crowded(d), h.shared(d), h.load_after(d, p));
         let better = match best {
             None => true,
-            Some((b, bc, bl)) => (crowded, load, h.id.as_str()) < (bc, bl, b.id.as_str()),
+            Some((b, bk)) => (key, h.id.as_str()) < (bk, b.id.as_str()),
         };
         if better {
-            best = Some((h, crowded, load));
+            best = Some((h, key));
         }
     }
-    best.map(|(h, _, _)| Placement {
+    best.map(|(h, _)| Placement {
         host: h,
         gpus: h.free_gpus[..d.gpus as usize].to_vec(),
     })
@@ -165,6 +186,124 @@ pub fn place<'a>(
             reasons,
         }
     })
+}
+
+/// A placement group as the scheduler sees it: whose it is and its rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRule {
+    pub project: Option<String>,
+    pub policy: PlacementPolicy,
+}
+
+/// Placement group id → its owner and rule.
+pub type Groups = HashMap<String, GroupRule>;
+
+/// The hosts as placement sees them: capacity, what their instances use, which
+/// placement groups and projects have instances there.
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub candidates: Vec<Candidate>,
+    /// Host id → index into `candidates`.
+    pub index: HashMap<String, usize>,
+    /// The placement groups, by id.
+    pub groups: Groups,
+}
+
+impl Capacity {
+    /// What every host offers and has allocated, from the store's documents.
+    pub fn build(
+        hosts: &[Doc<Host>],
+        instances: &[Doc<Instance>],
+        groups: &[Doc<PlacementGroup>],
+    ) -> Capacity {
+        let groups: Groups = (groups.iter())
+            .map(|g| {
+                let rule = GroupRule {
+                    project: g.metadata.project.clone(),
+                    policy: g.spec.policy,
+                };
+                (g.metadata.id.clone(), rule)
+            })
+            .collect();
+        let candidates: Vec<Candidate> = hosts.iter().map(candidate).collect();
+        let index = (candidates.iter().enumerate())
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        let mut cap = Capacity {
+            candidates,
+            index,
+            groups,
+        };
+        for i in instances {
+            if let Some(host) = i.status.host.clone() {
+                cap.bind(&host, &demand(i, &cap.groups), &i.status.gpu_devices);
+            }
+        }
+        cap
+    }
+
+    /// Counts `d` (with `gpus`) on host `host` (an unknown host: nothing).
+    pub fn bind(&mut self, host: &str, d: &Demand, gpus: &[String]) {
+        let Some(&h) = self.index.get(host) else {
+            return;
+        };
+        let c = &mut self.candidates[h];
+        c.used_vcpus += d.vcpus;
+        c.used_memory_mib += d.memory_mib;
+        c.used_disk_gib += d.disk_gib;
+        c.instances += 1;
+        c.free_gpus.retain(|g| !gpus.contains(g));
+        if let Some((g, _)) = &d.group {
+            c.groups.insert(g.clone());
+        }
+        if let Some(p) = &d.project {
+            c.projects.insert(p.clone());
+        }
+    }
+
+    /// The host with id `id`, as placement sees it.
+    pub fn host(&self, id: &str) -> Option<&Candidate> {
+        self.index.get(id).map(|&i| &self.candidates[i])
+    }
+}
+
+/// A host's offer: its size, its own ratios, schedulable when Ready and not in
+/// maintenance, every GPU free until an instance takes it.
+fn candidate(h: &Doc<Host>) -> Candidate {
+    Candidate {
+        id: h.metadata.id.clone(),
+        cpus: h.spec.cpus,
+        memory_mib: h.spec.memory_mib,
+        disk_gib: h.spec.disk_gib,
+        schedulable: h.spec.schedulable && h.status.phase == HostPhase::Ready,
+        free_gpus: h.spec.gpus.clone(),
+        cpu_ratio: h.spec.cpu_overcommit,
+        memory_ratio: h.spec.memory_overcommit,
+        ..Default::default()
+    }
+}
+
+/// What `inst` needs from a host: what its status says it was given (the flavor, as
+/// the quota charged it), its placement group's rule, its project.
+pub fn demand(inst: &Doc<Instance>, groups: &Groups) -> Demand {
+    Demand {
+        vcpus: inst.status.vcpus as u64,
+        memory_mib: inst.status.memory_mib,
+        disk_gib: inst.status.disk_gib,
+        gpus: inst.status.gpus,
+        group: membership(inst, groups),
+        project: inst.metadata.project.clone(),
+    }
+}
+
+/// The placement group `inst` is a member of, with its rule: `spec.placement_group`
+/// holds the id of a group of the instance's own project (the API resolves it at
+/// creation). Anything else — a raw name or another project's id stored before
+/// that — is no group, so one project's groups never constrain another's instances.
+pub fn membership(inst: &Doc<Instance>, groups: &Groups) -> Option<(String, PlacementPolicy)> {
+    let id = inst.spec.placement_group.as_ref()?;
+    let rule = groups.get(id)?;
+    (rule.project == inst.metadata.project).then(|| (id.clone(), rule.policy))
 }
 
 #[cfg(test)]
@@ -183,9 +322,19 @@ mod tests {
             ),
             (0u64..128, 0u64..262_144, 0u64..4000),
             (proptest::collection::btree_set("g[0-3]", 0..3), 0usize..5),
+            (
+                proptest::option::of(1.0f64..16.0),
+                proptest::option::of(1.0f64..4.0),
+                proptest::collection::btree_set("prj-[a-c]", 0..3),
+            ),
         )
             .prop_map(
-                |((id, cpus, memory_mib, disk_gib, schedulable), (uv, um, ud), (groups, gpus))| {
+                |(
+                    (id, cpus, memory_mib, disk_gib, schedulable),
+                    (uv, um, ud),
+                    (groups, gpus),
+                    (cpu_ratio, memory_ratio, projects),
+                )| {
                     Candidate {
                         id: format!("hst-{id:04}"),
                         cpus,
@@ -197,6 +346,10 @@ mod tests {
                         used_disk_gib: ud,
                         groups,
                         free_gpus: (0..gpus).map(|i| format!("0000:0{i}:00.0")).collect(),
+                        cpu_ratio,
+                        memory_ratio,
+                        projects,
+                        instances: 0,
                     }
                 },
             )
@@ -209,21 +362,25 @@ mod tests {
             1u64..500,
             0u32..3,
             proptest::option::of(("g[0-3]", any::<bool>())),
+            proptest::option::of("prj-[a-c]"),
         )
-            .prop_map(|(vcpus, memory_mib, disk_gib, gpus, group)| Demand {
-                vcpus,
-                memory_mib,
-                disk_gib,
-                gpus,
-                group: group.map(|(g, hard)| {
-                    let policy = if hard {
-                        PlacementPolicy::HardAntiAffinity
-                    } else {
-                        PlacementPolicy::SoftAntiAffinity
-                    };
-                    (g, policy)
-                }),
-            })
+            .prop_map(
+                |(vcpus, memory_mib, disk_gib, gpus, group, project)| Demand {
+                    project,
+                    vcpus,
+                    memory_mib,
+                    disk_gib,
+                    gpus,
+                    group: group.map(|(g, hard)| {
+                        let policy = if hard {
+                            PlacementPolicy::HardAntiAffinity
+                        } else {
+                            PlacementPolicy::SoftAntiAffinity
+                        };
+                        (g, policy)
+                    }),
+                },
+            )
     }
 
     proptest! {
@@ -233,8 +390,8 @@ mod tests {
             match place(&hosts, &d, &p) {
                 Ok(Placement { host: h, gpus }) => {
                     prop_assert!(h.schedulable);
-                    prop_assert!(h.used_vcpus + d.vcpus <= (h.cpus as f64 * p.cpu_ratio) as u64);
-                    prop_assert!(h.used_memory_mib + d.memory_mib <= h.memory_mib);
+                    prop_assert!(h.used_vcpus + d.vcpus <= h.cpu_limit(&p));
+                    prop_assert!(h.used_memory_mib + d.memory_mib <= h.memory_limit(&p));
                     prop_assert!(h.used_disk_gib + d.disk_gib <= h.disk_gib);
                     prop_assert_eq!(gpus.len() as u32, d.gpus);
                     prop_assert!(gpus.iter().all(|g| h.free_gpus.contains(g)));
@@ -248,6 +405,16 @@ mod tests {
                     }
                 }
                 Err(_) => prop_assert!(hosts.iter().all(|h| h.misfit(&d, &p).is_some())),
+            }
+        }
+
+        #[test]
+        fn a_project_shares_a_host_only_when_no_other_fits(hosts in proptest::collection::vec(host(), 0..30), d in demand()) {
+            let p = Policy::default();
+            if let (Ok(placed), None, Some(project)) = (place(&hosts, &d, &p), &d.group, &d.project) {
+                if placed.host.projects.contains(project) {
+                    prop_assert!(hosts.iter().all(|o| o.misfit(&d, &p).is_some() || o.projects.contains(project)));
+                }
             }
         }
 
@@ -334,6 +501,7 @@ mod group_tests {
             disk_gib: 1,
             gpus: 0,
             group: Some(("web".into(), PlacementPolicy::HardAntiAffinity)),
+            project: None,
         };
         let p = Policy::default();
         for _ in 0..2 {
