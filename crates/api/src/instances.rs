@@ -1,7 +1,7 @@
 //! Instances (VMs): created from a flavor and an Active image, optionally in
 //! a placement group, from a boot volume and with a primary NIC; afterwards
-//! only reboots (one at a time) and, for admins, live migrations may be
-//! requested. A VM bound to a host is deleted by that host's agent.
+//! reboots (one at a time), resizes (a new flavor, `resize.rs`) and, for admins, live
+//! migrations may be requested. A VM bound to a host is deleted by that host's agent.
 
 use async_trait::async_trait;
 use yunhan_model::{
@@ -18,6 +18,8 @@ use crate::placement_groups::placement_group;
 use crate::resource::{changes, conflict, refuse_change, Deleted, Hooks};
 use crate::storage::volumes::{boot_volume, detach_all};
 use crate::AppState;
+
+mod resize;
 
 #[async_trait]
 impl Hooks for Instance {
@@ -52,10 +54,8 @@ impl Hooks for Instance {
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         let (old, new) = (&old.spec, &new.spec);
         refuse_change(
-            old.flavor != new.flavor
-                || old.image != new.image
-                || changes(&old.boot_volume, &new.boot_volume),
-            "an instance's flavor, image and boot volume cannot change",
+            old.image != new.image || changes(&old.boot_volume, &new.boot_volume),
+            "an instance's image and boot volume cannot change",
         )?;
         refuse_change(
             old.nic != new.nic,
@@ -74,6 +74,7 @@ impl Hooks for Instance {
         old: &Doc<Self>,
         new: &mut Doc<Self>,
     ) -> Result<()> {
+        resize::resize(s, old, new).await?;
         if old.spec.migration == new.spec.migration {
             return Ok(());
         }

@@ -73,6 +73,8 @@ pub struct ApiConfig {
     pub import_dir: std::path::PathBuf,
     /// Storage pools volumes may be created in (`local` and the Ceph pools).
     pub storage_pools: Vec<String>,
+    /// The cluster's overcommit ratios (a resize must fit its VM's host).
+    pub placement: yunhan_model::scheduling::Policy,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +89,7 @@ impl Default for ApiConfig {
             image_max_bytes: 64 << 30,
             import_dir: "/var/lib/yunhan/import".into(),
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
+            placement: Default::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ pub(crate) struct AppState {
     pub image_max_bytes: u64,
     pub import_dir: std::path::PathBuf,
     pub storage_pools: Vec<String>,
+    pub placement: yunhan_model::scheduling::Policy,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -126,6 +130,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         image_max_bytes: config.image_max_bytes,
         import_dir: config.import_dir.clone(),
         storage_pools: config.storage_pools.clone(),
+        placement: config.placement,
     });
     router::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
         state,

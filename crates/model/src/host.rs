@@ -84,6 +84,29 @@ pub struct HostStatus {
     /// What the scheduler has allocated here, against the host's limits.
     #[serde(default)]
     pub allocation: HostAllocation,
+    /// What the host really uses, as its agent last measured (written when it moves by
+    /// 5 points of CPU or 5 % of memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<HostUsage>,
+}
+
+/// A host's measured use: CPU busy (all CPUs, percent) and memory in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostUsage {
+    pub cpu_percent: u32,
+    pub memory_used_mib: u64,
+}
+
+impl HostUsage {
+    /// Worth writing over `before`: the first reading, 5 points of CPU or 5 % of memory.
+    pub fn moved_from(&self, before: Option<&HostUsage>) -> bool {
+        let Some(b) = before else {
+            return true;
+        };
+        let mem = self.memory_used_mib.abs_diff(b.memory_used_mib) * 20;
+        self.cpu_percent.abs_diff(b.cpu_percent) >= 5 || mem >= b.memory_used_mib.max(1)
+    }
 }
 
 pub struct Host;

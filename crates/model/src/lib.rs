@@ -38,7 +38,7 @@ pub use external_network::{
     DEFAULT_PUBLIC_NAME,
 };
 pub use flavor::{Flavor, FlavorSpec, FlavorStatus, GPU_SHAPES};
-pub use host::{Host, HostAllocation, HostPhase, HostSpec, HostStatus};
+pub use host::{Host, HostAllocation, HostPhase, HostSpec, HostStatus, HostUsage};
 pub use identity::{
     ApiKey, ApiKeySpec, ApiKeyStatus, Project, ProjectSpec, ProjectStatus, Role, User, UserSpec,
     UserStatus,

@@ -199,8 +199,9 @@ impl Tuning {
         image_dir: PathBuf,
         import_dir: PathBuf,
         ceph: Option<&yunhan_agent::storage::CephPool>,
-    ) -> yunhan_api::ApiConfig {
+    ) -> anyhow::Result<yunhan_api::ApiConfig> {
         let mut c = yunhan_api::ApiConfig {
+            placement: self.placement()?,
             rate_per_sec: self.rate_limit,
             burst: self.rate_burst,
             body_limit: self.body_limit,
@@ -209,7 +210,7 @@ impl Tuning {
             ..Default::default()
         };
         c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
-        c
+        Ok(c)
     }
 }
 
@@ -444,7 +445,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_import_dir(&data_dir));
     let api_cfg = a
         .tuning
-        .api_config(data_dir.join("images"), import_dir, ceph.as_ref());
+        .api_config(data_dir.join("images"), import_dir, ceph.as_ref())?;
     let agent_cfg = yunhan_agent::AgentConfig {
         name: a.name.unwrap_or_else(hostname),
         address: a.listen.ip().to_string(),
@@ -522,7 +523,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     secure_image_dir(&a.image_dir)?;
     let api_cfg = a
         .tuning
-        .api_config(a.image_dir, a.import_dir, ceph.as_ref());
+        .api_config(a.image_dir, a.import_dir, ceph.as_ref())?;
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     Ok(())

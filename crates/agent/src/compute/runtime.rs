@@ -179,9 +179,9 @@ impl Runtime {
         super::set_dir_mode(dir, 0o700).map_err(|e| io_err("creating", dir, e))?;
         let ids = self.vm_ids(dir)?;
         own(ids, dir, 0o700)?;
-        // Root disk: a thin copy of the image, grown to the flavor's size.
+        // Root disk: a thin copy of the image, grown to the flavor's size (again after
+        // a resize to a larger flavor). A VM booting from a volume has nothing to copy.
         let disk = plan.disk();
-        // (A VM booting from a volume has nothing to copy.)
         if plan.root.is_none() {
             if !disk.exists() {
                 let tmp = dir.join("disk.raw.tmp");
@@ -191,17 +191,10 @@ impl Runtime {
                         std::fs::File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
                     }
                 }
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(|e| io_err("opening", &tmp, e))?;
-                let len = f.metadata().map_err(|e| io_err("stat", &tmp, e))?.len();
-                if len < req.disk_bytes {
-                    f.set_len(req.disk_bytes)
-                        .map_err(|e| io_err("growing", &tmp, e))?;
-                }
+                grow_to(&tmp, req.disk_bytes)?;
                 std::fs::rename(&tmp, &disk).map_err(|e| io_err("renaming", &tmp, e))?;
             }
+            grow_to(&disk, req.disk_bytes)?;
             own(ids, &disk, 0o600)?;
         }
         if let Some((kernel, initrd)) = &req.image_kernel {
@@ -519,6 +512,19 @@ pub fn ensure_user(name: &str) -> Result<(u32, u32), UserError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         }),
     }
+}
+
+/// Grows the raw file at `path` to `bytes` (sparse); never shrinks it.
+fn grow_to(path: &Path, bytes: u64) -> Result<(), RuntimeError> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err("opening", path, e))?;
+    let len = f.metadata().map_err(|e| io_err("stat", path, e))?.len();
+    if len < bytes {
+        f.set_len(bytes).map_err(|e| io_err("growing", path, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ use rand::RngCore;
 use tokio::sync::watch;
 use yunhan_metrics::{History, Latest};
 use yunhan_model::network::{ElasticIp, PLAN_PREFIX};
-use yunhan_model::{Doc, Host, Instance, InstancePhase, LoadBalancer, PoolReport, Volume};
+use yunhan_model::{
+    Doc, Host, HostUsage, Instance, InstancePhase, LoadBalancer, PoolReport, Volume,
+};
 use yunhan_net::plan::HostPlan;
 use yunhan_store::objects::{metrics_token_key, ObjectError, Objects};
 use yunhan_store::StoreExt;
@@ -219,6 +221,9 @@ impl Monitor {
             .collect();
         if let Some(h) = objects.get::<Host>(&self.host_id).await? {
             host_group.extend(pool_samples(&h.status.pools, t));
+            if let Err(e) = report_usage(objects, &h, &host_group).await {
+                tracing::warn!(error = %e, "host usage");
+            }
         }
         groups.push(host_group);
         let lbs = objects.list_all::<LoadBalancer>(None).await?;
@@ -381,6 +386,33 @@ fn published(bound: SocketAddr, host_address: &str) -> String {
     } else {
         format!("http://{bound}")
     }
+}
+
+/// Writes the host's measured use (`Host.status.usage`) when it moved enough to matter.
+async fn report_usage(
+    objects: &Objects,
+    h: &Doc<Host>,
+    samples: &Group,
+) -> Result<(), ObjectError> {
+    let value = |name: &str| (samples.iter()).find(|(n, _, _)| n == name).map(|s| s.2);
+    let (Some(cpu), Some(mem)) = (value("host/cpu_percent"), value("host/memory_used_bytes"))
+    else {
+        return Ok(());
+    };
+    let usage = HostUsage {
+        cpu_percent: cpu.round() as u32,
+        memory_used_mib: (mem / 1_048_576.0).round() as u64,
+    };
+    if !usage.moved_from(h.status.usage.as_ref()) {
+        return Ok(());
+    }
+    objects
+        .modify::<Host>(&h.metadata.id, |d| {
+            d.status.usage = Some(usage);
+            true
+        })
+        .await
+        .map(drop)
 }
 
 /// Writes the endpoint's token (a secret key) and URL (`Host.status.metrics`).

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use yunhan_model::{Doc, Host, Instance, InstancePhase};
 
 use crate::client::ClientError;
@@ -31,6 +31,16 @@ pub enum HostCommand {
     },
     /// End maintenance mode: the scheduler may place VMs on the host again
     Uncordon { name: String },
+    /// Set a host's overcommit ratios (admins): how many vCPUs the scheduler may place
+    /// per physical CPU, and how much memory it may promise per MiB; `cluster` goes back
+    /// to the servers' ratios (`--cpu-overcommit`, `--memory-overcommit`)
+    ///
+    /// Example:
+    ///   yunhan host set node-1 --cpu-overcommit 4
+    ///   yunhan host set node-1 --memory-overcommit 1.5
+    ///   yunhan host set node-1 --cpu-overcommit cluster
+    #[command(verbatim_doc_comment)]
+    Set(SetArgs),
     /// A host's CPU, memory, load, disk, network and storage pools over a window
     ///
     /// Example:
@@ -40,18 +50,70 @@ pub enum HostCommand {
     Metrics(MetricsArgs),
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct SetArgs {
+    pub name: String,
+    /// vCPUs per physical CPU, 1–16, or `cluster`
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub cpu_overcommit: Option<Ratio>,
+    /// Memory multiplier, 1–4, or `cluster`
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub memory_overcommit: Option<Ratio>,
+}
+
+/// A ratio an admin sets: a number, or the cluster's (`None`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(Option<f64>);
+
+fn parse_ratio(s: &str) -> Result<Ratio, String> {
+    if s == "cluster" {
+        return Ok(Ratio(None));
+    }
+    s.parse::<f64>()
+        .map(|r| Ratio(Some(r)))
+        .map_err(|_| format!("{s:?} is not a ratio: a number such as 4 or 1.5, or 'cluster'"))
+}
+
 impl Shown for Host {
     const NOUN: &'static str = "host";
     const COLUMNS: &'static [Column<Doc<Host>>] = &[
         col!("NAME", metadata.name),
         col!("STATUS", status.phase),
         col!("CPUS", spec.cpus),
+        Column {
+            header: "VCPUS_ALLOCATED",
+            get: |v| out_of(v.status.allocation.vcpus, v.status.allocation.vcpu_limit),
+        },
+        col!("CPU_RATIO", status.allocation.cpu_ratio),
+        Column {
+            header: "CPU_USE",
+            get: |v| (v.status.usage).map_or("-".into(), |u| format!("{}%", u.cpu_percent)),
+        },
         col!("MEMORY_MIB", spec.memory_mib),
+        Column {
+            header: "MEMORY_ALLOCATED",
+            get: |v| {
+                out_of(
+                    v.status.allocation.memory_mib,
+                    v.status.allocation.memory_limit_mib,
+                )
+            },
+        },
+        Column {
+            header: "MEMORY_USE",
+            get: |v| (v.status.usage).map_or("-".into(), |u| format!("{} MiB", u.memory_used_mib)),
+        },
         col!("DISK_GIB", spec.disk_gib),
+        col!("INSTANCES", status.allocation.instances),
         col!("ADDRESS", spec.address),
         col!("SCHEDULABLE", spec.schedulable),
         col!("ID", metadata.id),
     ];
+}
+
+/// `3/8`: what is given out of what may be.
+fn out_of(used: u64, limit: u64) -> String {
+    format!("{used}/{limit}")
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> {
@@ -60,6 +122,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> 
         HostCommand::Show { name } => ctx.show::<Host>(&name).await,
         HostCommand::Drain { name, timeout } => drain(ctx, &name, timeout).await,
         HostCommand::Metrics(a) => metrics::show::<Host>(ctx, &a).await,
+        HostCommand::Set(a) => {
+            ctx.update_print::<Host>(&a.name, |spec| {
+                if let Some(Ratio(r)) = a.cpu_overcommit {
+                    spec.cpu_overcommit = r;
+                }
+                if let Some(Ratio(r)) = a.memory_overcommit {
+                    spec.memory_overcommit = r;
+                }
+            })
+            .await
+        }
         HostCommand::Uncordon { name } => {
             let v = set_schedulable(ctx, &name, true).await?;
             ctx.print::<Host>(&v);

@@ -13,7 +13,7 @@ use crate::client::ClientError;
 use crate::commands::metrics::{self, MetricsArgs};
 use crate::commands::migration::{migrate, MigrateArgs};
 use crate::ctx::{Common, Ctx};
-use crate::kind::{path_of, Shown};
+use crate::kind::{path_of, Obj, Shown};
 use crate::output::{cell, col, Column};
 use crate::wait::{parse_duration, wait_for};
 
@@ -38,6 +38,18 @@ pub enum VmCommand {
         #[arg(long)]
         hard: bool,
     },
+    /// Change a VM's flavor: its vCPUs, memory and root disk size
+    ///
+    /// The VM must be stopped (its QEMU has no spare CPU or memory slots to hot-add):
+    /// stop it first, or pass --restart to stop it, resize it and start it again. The
+    /// root disk only grows (the guest sees the larger disk at its next boot); the
+    /// project's quota and the room on the VM's host are checked first.
+    ///
+    /// Example:
+    ///   yunhan vm stop web1 --wait && yunhan vm resize web1 --flavor medium --wait
+    ///   yunhan vm resize web1 --flavor large --restart --wait
+    #[command(verbatim_doc_comment)]
+    Resize(ResizeArgs),
     /// Live-migrate a running VM to another host, without stopping it (admins)
     ///
     /// Its disks must be on shared storage (e.g. it boots from a Ceph volume).
@@ -132,6 +144,19 @@ pub struct PowerArgs {
     pub timeout: Duration,
 }
 
+/// `vm resize`: the new flavor, and whether to stop and start a running VM around it.
+#[derive(Args, Debug, Clone)]
+pub struct ResizeArgs {
+    #[command(flatten)]
+    pub power: PowerArgs,
+    /// The new flavor (name or id; 'yunhan flavor list')
+    #[arg(long)]
+    pub flavor: String,
+    /// Stop a running VM, resize it and start it again (--wait: until it runs)
+    #[arg(long)]
+    pub restart: bool,
+}
+
 impl Shown for Instance {
     const NOUN: &'static str = "VM";
     const COLUMNS: &'static [Column<Doc<Instance>>] = &[
@@ -152,6 +177,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: VmCommand) -> Result<(), ClientError> {
         VmCommand::Stop(a) => power(ctx, &a, |s| s.running = false, InstancePhase::Stopped).await,
         VmCommand::Start(a) => power(ctx, &a, |s| s.running = true, InstancePhase::Running).await,
         VmCommand::Reboot { power, hard } => reboot(ctx, power, hard).await,
+        VmCommand::Resize(a) => resize(ctx, &a).await,
         VmCommand::Migrate(a) => migrate(ctx, &a).await,
         VmCommand::Log { name } => log(ctx, &name).await,
         VmCommand::Metrics(a) => metrics::show::<Instance>(ctx, &a).await,
@@ -213,13 +239,49 @@ async fn create(ctx: &Ctx, a: VmCreate) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Changes a VM's spec with `change`, then optionally waits for `phase`.
+/// Changes a VM's spec with `change`, then optionally waits for `phase`; prints the VM.
 async fn power(
     ctx: &Ctx,
     a: &PowerArgs,
     change: impl Fn(&mut InstanceSpec),
     phase: InstancePhase,
 ) -> Result<(), ClientError> {
+    let v = power_quietly(ctx, a, change, phase).await?;
+    ctx.print::<Instance>(&v);
+    Ok(())
+}
+
+/// `vm resize`: a new flavor, around a stop and a start with --restart.
+async fn resize(ctx: &Ctx, a: &ResizeArgs) -> Result<(), ClientError> {
+    let restart = a.restart && ctx.fetch::<Instance>(&a.power.name).await?.spec.running;
+    if restart {
+        let stop = PowerArgs {
+            wait: true,
+            ..a.power.clone()
+        };
+        power_quietly(ctx, &stop, |s| s.running = false, InstancePhase::Stopped).await?;
+        eprintln!("VM {} stopped", a.power.name);
+    }
+    let mut v = ctx
+        .update_spec::<Instance>(&a.power.name, |s| {
+            s.flavor = a.flavor.clone();
+            Ok(())
+        })
+        .await?;
+    if restart {
+        v = power_quietly(ctx, &a.power, |s| s.running = true, InstancePhase::Running).await?;
+    }
+    ctx.print::<Instance>(&v);
+    Ok(())
+}
+
+/// [`power`] without printing: the VM as last seen.
+async fn power_quietly(
+    ctx: &Ctx,
+    a: &PowerArgs,
+    change: impl Fn(&mut InstanceSpec),
+    phase: InstancePhase,
+) -> Result<Obj<Instance>, ClientError> {
     let path = path_of::<Instance>(&a.name);
     let edit = |spec: &mut InstanceSpec| {
         change(spec);
@@ -242,8 +304,7 @@ async fn power(
             .await?
             .unwrap_or(v);
     }
-    ctx.print::<Instance>(&v);
-    Ok(())
+    Ok(v)
 }
 
 /// Bumps the reboot generation; with --wait, waits until the agent has
