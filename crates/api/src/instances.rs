@@ -1,7 +1,7 @@
 //! Instances (VMs): created from a flavor and an Active image, optionally in
 //! a placement group, from a boot volume and with a primary NIC; afterwards
-//! reboots (one at a time), resizes (a new flavor, `resize.rs`) and, for admins, live
-//! migrations may be requested. A VM bound to a host is deleted by that host's agent.
+//! reboots (one at a time), resizes (a new flavor, `resize.rs`), rebuilds (a fresh
+//! root disk, `rebuild.rs`) and, for admins, live migrations may be requested. A VM bound to a host is deleted by that host's agent.
 
 use async_trait::async_trait;
 use yunhan_model::{
@@ -19,6 +19,7 @@ use crate::resource::{changes, conflict, refuse_change, Deleted, Hooks};
 use crate::storage::volumes::{boot_volume, detach_all};
 use crate::AppState;
 
+mod rebuild;
 mod resize;
 
 #[async_trait]
@@ -54,14 +55,20 @@ impl Hooks for Instance {
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         let (old, new) = (&old.spec, &new.spec);
         refuse_change(
-            old.image != new.image || changes(&old.boot_volume, &new.boot_volume),
-            "an instance's image and boot volume cannot change",
+            changes(&old.boot_volume, &new.boot_volume),
+            "an instance's boot volume cannot change",
         )?;
+        rebuild::check(old, new)?;
         refuse_change(
             old.nic != new.nic,
             "an instance's primary NIC request cannot change; attach NICs with 'yunhan nic attach'",
         )?;
-        check_reboot(old.reboot_generation, new.reboot_generation)?;
+        check_generation(
+            "spec.reboot_generation",
+            "a reboot",
+            old.reboot_generation,
+            new.reboot_generation,
+        )?;
         refuse_change(
             old.placement_group != new.placement_group,
             "an instance's placement group cannot change",
@@ -75,6 +82,7 @@ impl Hooks for Instance {
         new: &mut Doc<Self>,
     ) -> Result<()> {
         resize::resize(s, old, new).await?;
+        rebuild::resolve(s, old, new).await?;
         if old.spec.migration == new.spec.migration {
             return Ok(());
         }
@@ -158,18 +166,20 @@ async fn active_image(s: &AppState, project: &str, name: &str) -> Result<Doc<Ima
     Ok(image)
 }
 
-/// One reboot per request: +1 only, and below 2^53 so JSON clients read it exactly.
-fn check_reboot(was: u64, wants: u64) -> Result<()> {
+/// One request (`what`: a reboot, a rebuild) per bump of `field`: +1 only, and below
+/// 2^53 so JSON clients read it exactly.
+fn check_generation(field: &str, what: &str, was: u64, wants: u64) -> Result<()> {
     let next = was.checked_add(1).filter(|n| *n < 1 << 53);
     if wants == was || Some(wants) == next {
         return Ok(());
     }
     let why = match next {
-        Some(n) => format!("send {n} to request a reboot"),
-        None => "it is at its limit; no more reboots can be requested".into(),
+        Some(n) => format!("send {n} to request {what}"),
+        None => "it is at its limit; no more can be requested".into(),
     };
-    let msg = format!("reboot_generation is {was} and only grows by one, not to {wants}: {why}");
-    Err(ApiError::invalid_field("spec.reboot_generation", msg).into())
+    let short = field.trim_start_matches("spec.");
+    let msg = format!("{short} is {was} and only grows by one, not to {wants}: {why}");
+    Err(ApiError::invalid_field(field, msg).into())
 }
 
 /// Checks a new live-migration request of `old` (an admin's) and resolves its target host.

@@ -47,6 +47,12 @@ pub struct InstanceSpec {
     /// The requested reboot is a hard reset rather than a guest (ACPI) reboot.
     #[serde(default)]
     pub reboot_hard: bool,
+    /// Bump to rebuild: the agent stops the VM, replaces its root disk with a fresh copy
+    /// of `image` (which may change with the same request) and starts it again if it is
+    /// to run; id, NICs and addresses, volumes and elastic IPs stay. The NoCloud seed
+    /// is written anew at every start, so new `ssh_keys` or `user_data` apply too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rebuild_generation: u64,
     /// A live migration request (admins only): bump `request` to migrate, set
     /// `cancel` on the same request to stop it. Progress is in `status.migration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +132,9 @@ pub struct InstanceStatus {
     /// The last `spec.reboot_generation` the agent carried out.
     #[serde(default)]
     pub reboot_generation: u64,
+    /// The last `spec.rebuild_generation` the agent carried out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rebuild_generation: u64,
     /// When the VM last started, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,

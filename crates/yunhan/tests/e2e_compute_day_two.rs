@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::guest_disk::{device_of, read_pattern, write_pattern};
 use common::{eventually, kernel_image_args, stderr, strs, words, Cloud, GuestShell};
 use serde_json::{json, Value};
 
@@ -110,8 +111,80 @@ async fn e2e_resize_a_vm_and_steer_overcommit() {
     assert!(mem_kib > 1800 * 1024, "{mem_kib} KiB on a 2048 MiB flavor");
     assert_eq!(sectors * 512, 20 << 30, "the root disk grew to 20 GiB");
 
+    rebuild_keeps_the_vm_and_its_volume(&cloud, &id).await;
     overcommit_steers_the_scheduler(&cloud).await;
     a_resize_over_quota_is_refused(&cloud).await;
+}
+
+/// `vm rebuild --image`: a fresh root disk from another image (its kernel command line
+/// carries a marker), the same VM id, its volume attached with its data, its size kept;
+/// another project's private image is 404.
+async fn rebuild_keeps_the_vm_and_its_volume(cloud: &Cloud, id: &str) {
+    let mut dk2 = kernel_image_args("dk2");
+    let cmdline = dk2.last_mut().unwrap();
+    cmdline.push_str(" yunhan.image=dk2");
+    cloud.ok(&strs(&dk2));
+    let vol = cloud.ok(&words("volume create d1 --size 1GiB --wait"));
+    let vol_id = vol["metadata"]["id"].as_str().unwrap();
+    cloud.ok(&["volume", "attach", "d1", "--vm", "web1", "--wait"]);
+    let mut sh = GuestShell::open(cloud, id).await;
+    let dev = device_of(&mut sh, vol_id).await;
+    write_pattern(&mut sh, &dev, "DATA-KEPT").await;
+    write_pattern(&mut sh, "vda", "OLD-ROOT").await;
+    drop(sh);
+
+    let v = cloud.ok(&[
+        "vm",
+        "rebuild",
+        "web1",
+        "--image",
+        "dk2",
+        "--wait",
+        "--timeout",
+        "240s",
+    ]);
+    assert_eq!(v["metadata"]["id"], id, "{v}");
+    assert_eq!(
+        (
+            v["status"]["rebuild_generation"].as_u64(),
+            v["spec"]["image"].as_str()
+        ),
+        (Some(1), Some("dk2"))
+    );
+    assert_eq!(v["status"]["phase"], "Running", "{v}");
+    let mut sh = GuestShell::open(cloud, id).await;
+    let out = sh.run("cat /proc/cmdline").await;
+    assert!(
+        out.contains("yunhan.image=dk2"),
+        "not the new image's kernel: {out}"
+    );
+    assert_ne!(
+        read_pattern(&mut sh, "vda", 8).await,
+        "OLD-ROOT",
+        "the old root disk survived"
+    );
+    let dev = device_of(&mut sh, vol_id).await;
+    assert_eq!(read_pattern(&mut sh, &dev, 9).await, "DATA-KEPT");
+    drop(sh);
+    assert_eq!(
+        guest_shape(cloud, id).await.2 * 512,
+        20 << 30,
+        "the flavor's disk size"
+    );
+
+    let t = cloud.tenant("other", None).await;
+    let theirs = cloud.image(&t.token, "theirs").await;
+    let theirs = theirs["metadata"]["id"].as_str().unwrap();
+    fails_with(
+        cloud,
+        &["vm", "rebuild", "web1", "--image", theirs],
+        "not found",
+    );
+    let v = cloud.ok(&["vm", "show", "web1"]);
+    assert_eq!(
+        v["spec"]["image"], "dk2",
+        "a refused rebuild changes nothing: {v}"
+    );
 }
 
 /// `host set --cpu-overcommit`: a VM that did not fit now fits, and the reverse;

@@ -70,6 +70,8 @@ pub enum Action {
     Reboot {
         hard: bool,
     },
+    /// Replace the (stopped) VM's root disk with a fresh copy of its image.
+    Rebuild,
     /// Kill QEMU, remove the VM directory, then the object.
     Teardown,
     /// Only the reported phase is wrong (e.g. re-attached after an agent restart).
@@ -79,6 +81,7 @@ pub enum Action {
 /// The decision, a pure function of the instance and whether its QEMU lives.
 ///
 /// - deleting → teardown;
+/// - a rebuild requested: stop it if alive, else rebuild (a start follows, if wanted);
 /// - alive and wanted: reboot if `spec.reboot_generation` is ahead, else
 ///   report Running;
 /// - alive and not wanted → stop;
@@ -90,6 +93,9 @@ pub fn decide(inst: &Doc<Instance>, alive: bool) -> Action {
     let (spec, status) = (&inst.spec, &inst.status);
     if inst.metadata.deleting.is_some() {
         return Action::Teardown;
+    }
+    if spec.rebuild_generation > status.rebuild_generation {
+        return if alive { Action::Stop } else { Action::Rebuild };
     }
     match (alive, spec.running) {
         (true, true) if spec.reboot_generation > status.reboot_generation => Action::Reboot {
@@ -422,6 +428,7 @@ impl Inner {
             Action::Start => self.start(objects, &inst).await,
             Action::Stop => self.stop(objects, &inst).await,
             Action::Reboot { hard } => self.reboot(objects, &inst, hard).await,
+            Action::Rebuild => self.rebuild(objects, &inst).await,
             Action::Teardown => self.teardown(objects, &inst).await,
         };
         if let Err(e) = r {
@@ -752,6 +759,24 @@ impl Inner {
         }
     }
 
+    /// Drops the stopped VM's root disk (and kernel) so that the next start copies the
+    /// image afresh; the request is then carried out.
+    async fn rebuild(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
+        let id = inst.metadata.id.as_str();
+        let gen = inst.spec.rebuild_generation;
+        if let Err(e) = self.rt.wipe_root(id) {
+            tracing::warn!(instance = id, error = %e, "rebuild failed; will retry");
+            return Ok(());
+        }
+        tracing::info!(instance = id, image = %inst.spec.image, generation = gen, "VM rebuilt");
+        self.set_status(objects, id, |s| {
+            s.rebuild_generation = s.rebuild_generation.max(gen);
+            s.phase = InstancePhase::Stopped;
+            s.message.clear();
+        })
+        .await
+    }
+
     async fn teardown(&self, objects: &Objects, inst: &Doc<Instance>) -> Result<(), ObjectError> {
         let id = inst.metadata.id.as_str();
         self.set_status(objects, id, |s| s.phase = InstancePhase::Deleting)
@@ -845,6 +870,25 @@ mod tests {
             decide(&inst(false, Scheduled), false),
             Action::Report(Stopped)
         );
+    }
+
+    #[test]
+    fn rebuild_stops_then_rebuilds_then_starts() {
+        let mut i = inst(true, InstancePhase::Running);
+        i.spec.rebuild_generation = 1;
+        assert_eq!(decide(&i, true), Action::Stop);
+        assert_eq!(decide(&i, false), Action::Rebuild);
+        i.status.phase = InstancePhase::Failed;
+        assert_eq!(
+            decide(&i, false),
+            Action::Rebuild,
+            "a failed VM can be rebuilt"
+        );
+        i.status.rebuild_generation = 1;
+        i.status.phase = InstancePhase::Stopped;
+        assert_eq!(decide(&i, false), Action::Start);
+        i.spec.running = false;
+        assert_eq!(decide(&i, false), Action::Nothing);
     }
 
     #[test]

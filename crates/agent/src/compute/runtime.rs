@@ -408,6 +408,22 @@ impl Runtime {
         }
     }
 
+    /// Removes a stopped VM's root disk and kernel copies (a rebuild: the next start
+    /// copies the image again); its seed, console log and NICs stay.
+    pub fn wipe_root(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.vm_dir(id);
+        for name in ["disk.raw", "kernel", "initrd"] {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("removing", &path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Kills the VM and removes its directory.
     pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
         self.kill(id).await?;

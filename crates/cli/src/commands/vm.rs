@@ -50,6 +50,17 @@ pub enum VmCommand {
     ///   yunhan vm resize web1 --flavor large --restart --wait
     #[command(verbatim_doc_comment)]
     Resize(ResizeArgs),
+    /// Reinstall a VM's root disk from an image (the same one, or --image another)
+    ///
+    /// The VM keeps its id, NICs and addresses, volumes and elastic IPs; everything on
+    /// its old root disk is lost. It is stopped, rebuilt and started again if it was
+    /// running. --ssh-key replaces its authorised keys (through a new cloud-init seed).
+    ///
+    /// Example:
+    ///   yunhan vm rebuild web1 --wait
+    ///   yunhan vm rebuild web1 --image debian-12 --ssh-key "$(cat ~/.ssh/id_ed25519.pub)" --wait
+    #[command(verbatim_doc_comment)]
+    Rebuild(RebuildArgs),
     /// Live-migrate a running VM to another host, without stopping it (admins)
     ///
     /// Its disks must be on shared storage (e.g. it boots from a Ceph volume).
@@ -157,6 +168,19 @@ pub struct ResizeArgs {
     pub restart: bool,
 }
 
+/// `vm rebuild`: the image and keys to rebuild with.
+#[derive(Args, Debug, Clone)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub power: PowerArgs,
+    /// The image to reinstall from (name or id) [default: the VM's own]
+    #[arg(long)]
+    pub image: Option<String>,
+    /// SSH public keys for root, replacing the VM's (repeat for several)
+    #[arg(long = "ssh-key", value_name = "KEY")]
+    pub ssh_keys: Vec<String>,
+}
+
 impl Shown for Instance {
     const NOUN: &'static str = "VM";
     const COLUMNS: &'static [Column<Doc<Instance>>] = &[
@@ -178,6 +202,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: VmCommand) -> Result<(), ClientError> {
         VmCommand::Start(a) => power(ctx, &a, |s| s.running = true, InstancePhase::Running).await,
         VmCommand::Reboot { power, hard } => reboot(ctx, power, hard).await,
         VmCommand::Resize(a) => resize(ctx, &a).await,
+        VmCommand::Rebuild(a) => rebuild(ctx, &a).await,
         VmCommand::Migrate(a) => migrate(ctx, &a).await,
         VmCommand::Log { name } => log(ctx, &name).await,
         VmCommand::Metrics(a) => metrics::show::<Instance>(ctx, &a).await,
@@ -338,6 +363,48 @@ async fn reboot(ctx: &Ctx, power_args: PowerArgs, hard: bool) -> Result<(), Clie
         };
         wait_for::<Instance>(&ctx.client, &path, &what, power_args.timeout, rebooted).await?;
     }
+    Ok(())
+}
+
+/// Bumps the rebuild generation (with the new image and keys); with --wait, waits
+/// until the agent has rebuilt the VM and it is back in its power state.
+async fn rebuild(ctx: &Ctx, a: &RebuildArgs) -> Result<(), ClientError> {
+    let name = &a.power.name;
+    let before = ctx.fetch::<Instance>(name).await?;
+    let generation = before.spec.rebuild_generation + 1;
+    let v = ctx
+        .update_spec::<Instance>(name, |s| {
+            s.rebuild_generation = generation;
+            if let Some(image) = &a.image {
+                s.image = image.clone();
+            }
+            if !a.ssh_keys.is_empty() {
+                s.ssh_keys = a.ssh_keys.clone();
+            }
+            Ok(())
+        })
+        .await?;
+    if !a.power.wait {
+        ctx.print::<Instance>(&v);
+        return Ok(());
+    }
+    let path = format!("/v1/instances/{}", before.metadata.id);
+    let what = format!("VM {name} to be rebuilt");
+    let settled = if v.spec.running {
+        InstancePhase::Running
+    } else {
+        InstancePhase::Stopped
+    };
+    let rebuilt = |cur: Option<&Doc<Instance>>| {
+        let cur = cur?;
+        if cur.status.phase == InstancePhase::Failed {
+            return Some(Err(format!("VM {name} failed: {}", cur.status.message)));
+        }
+        let done = cur.status.rebuild_generation >= generation && cur.status.phase == settled;
+        done.then_some(Ok(()))
+    };
+    let done = wait_for::<Instance>(&ctx.client, &path, &what, a.power.timeout, rebuilt).await?;
+    ctx.print::<Instance>(&done.unwrap_or(v));
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod guest_disk;
 pub mod onebox;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_yunhan");
