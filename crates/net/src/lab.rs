@@ -488,6 +488,49 @@ pub mod fixtures {
         Peer::Cidr(s.parse().expect("cidr"))
     }
 
+    /// VPC `id` (VNI `vni`) over 10.0.0.0/16, the range every VPC of the fixtures reuses.
+    pub fn vpc(id: &str, vni: u32) -> Vpc {
+        Vpc {
+            id: id.into(),
+            vni,
+            cidr: "10.0.0.0/16".parse().expect("cidr"),
+        }
+    }
+
+    /// Groups `<vpc>-web` (TCP `web_ports` from anywhere) and `<vpc>-db` (TCP 5432 from
+    /// members of `<vpc>-web`).
+    pub fn web_and_db(vpc: &str, web_ports: (u16, u16)) -> [SecurityGroup; 2] {
+        let web = format!("{vpc}-web");
+        let group = |id: String, rule| SecurityGroup {
+            id,
+            vpc: vpc.into(),
+            rules: vec![rule],
+        };
+        let db_rule = ingress(Protocol::Tcp, Some((5432, 5432)), Peer::Group(web.clone()));
+        [
+            group(
+                web,
+                ingress(Protocol::Tcp, Some(web_ports), cidr("0.0.0.0/0")),
+            ),
+            group(format!("{vpc}-db"), db_rule),
+        ]
+    }
+
+    /// A model of `hosts` hosts `h0`, `h1`, … (VTEPs 192.0.2.10 on) and nothing else yet.
+    pub fn hosts_model(hosts: usize) -> NetworkModel {
+        let vtep = |h: usize| Ipv4Addr::from(0xc000_0200u32 + 10 + h as u32);
+        NetworkModel {
+            hosts: (0..hosts)
+                .map(|h| Host {
+                    id: format!("h{h}"),
+                    vtep: vtep(h),
+                })
+                .collect(),
+            underlay_mtu: 1500,
+            ..Default::default()
+        }
+    }
+
     /// [`two_host_model`] with everything external: the lab's external network, an elastic
     /// IP for `pa1` (capped at 20 Mbit/s) and one for `pb1` (same private address, other
     /// VPC), a NAT gateway for `vpc-a` on host-b with a port-forward to `pa1`, and a VIP
@@ -566,18 +609,7 @@ pub mod fixtures {
                     vtep: Ipv4Addr::new(192, 0, 2, 11),
                 },
             ],
-            vpcs: vec![
-                Vpc {
-                    id: "vpc-a".into(),
-                    vni: 42,
-                    cidr: "10.0.0.0/16".parse().unwrap(),
-                },
-                Vpc {
-                    id: "vpc-b".into(),
-                    vni: 43,
-                    cidr: "10.0.0.0/16".parse().unwrap(),
-                },
-            ],
+            vpcs: vec![vpc("vpc-a", 42), vpc("vpc-b", 43)],
             subnets: vec![
                 subnet(
                     "sn-a1",
