@@ -222,6 +222,34 @@ fn fail(failed: &mut Failed, kind: ObjectKind, id: &str, why: String) {
     failed.insert((kind, id.to_string()), why);
 }
 
+/// `addr` parsed; `None`, with the object marked failed, when it does not parse.
+fn parse_address(failed: &mut Failed, kind: ObjectKind, id: &str, addr: &str) -> Option<Ipv4Addr> {
+    let parsed = addr.parse().ok();
+    if parsed.is_none() {
+        fail(failed, kind, id, format!("address {addr:?} does not parse"));
+    }
+    parsed
+}
+
+/// The VPC of each subnet, by subnet id.
+struct SubnetVpcs<'a>(HashMap<&'a str, &'a str>);
+
+impl<'a> SubnetVpcs<'a> {
+    fn new(inp: &'a Inputs) -> Self {
+        let pairs = inp.subnets.iter();
+        SubnetVpcs(
+            pairs
+                .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
+                .collect(),
+        )
+    }
+
+    /// The VPC of `subnet`; `recorded` (kept in the object's status) once the subnet is gone.
+    fn of(&self, subnet: &str, recorded: &'a str) -> &'a str {
+        self.0.get(subnet).copied().unwrap_or(recorded)
+    }
+}
+
 fn map_hosts(inp: &Inputs) -> Vec<net::Host> {
     inp.hosts
         .iter()
@@ -302,11 +330,7 @@ fn map_ports(
         .filter_map(|i| Some((i.metadata.id.as_str(), i.status.host.as_deref()?)))
         .filter(|(_, h)| known.contains(h))
         .collect();
-    let vpc_of: HashMap<&str, &str> = inp
-        .subnets
-        .iter()
-        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
-        .collect();
+    let vpcs = SubnetVpcs::new(inp);
     let mut out = Vec::new();
     for n in &inp.nics {
         let (Ok(ip), Ok(mac)) = (
@@ -320,10 +344,7 @@ fn map_ports(
             fail(failed, ObjectKind::Port, &n.metadata.id, why);
             continue;
         };
-        let vpc = vpc_of
-            .get(n.spec.subnet.as_str())
-            .copied()
-            .unwrap_or(&n.status.vpc);
+        let vpc = vpcs.of(&n.spec.subnet, &n.status.vpc);
         let mut groups = n.spec.security_groups.clone();
         let lb = lbs.get(n.metadata.id.as_str());
         if let Some(lb) = lb {
@@ -363,9 +384,8 @@ fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
         .iter()
         .filter(|e| !of_gateways.contains(e.metadata.id.as_str()))
     {
-        let Ok(address) = e.status.address.parse::<Ipv4Addr>() else {
-            let why = format!("address {:?} does not parse", e.status.address);
-            fail(failed, ObjectKind::ElasticIp, &e.metadata.id, why);
+        let (kind, id) = (ObjectKind::ElasticIp, &e.metadata.id);
+        let Some(address) = parse_address(failed, kind, id, &e.status.address) else {
             continue;
         };
         out.push(net::ElasticIp {
@@ -469,25 +489,15 @@ fn map_nat_gateway(
 }
 
 fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
-    let vpc_of: HashMap<&str, &str> = inp
-        .subnets
-        .iter()
-        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
-        .collect();
+    let vpcs = SubnetVpcs::new(inp);
     let mut out = Vec::new();
     for v in &inp.vips {
-        let Ok(ip) = v.status.ip.parse::<Ipv4Addr>() else {
-            let why = format!("address {:?} does not parse", v.status.ip);
-            fail(failed, ObjectKind::Vip, &v.metadata.id, why);
+        let Some(ip) = parse_address(failed, ObjectKind::Vip, &v.metadata.id, &v.status.ip) else {
             continue;
         };
         out.push(net::Vip {
             id: v.metadata.id.clone(),
-            vpc: vpc_of
-                .get(v.spec.subnet.as_str())
-                .copied()
-                .unwrap_or(&v.status.vpc)
-                .to_string(),
+            vpc: vpcs.of(&v.spec.subnet, &v.status.vpc).to_string(),
             subnet: v.spec.subnet.clone(),
             ip,
             mac: None,
