@@ -14,13 +14,10 @@ fn model(hosts: usize, vpcs: usize, per_vpc: usize) -> NetworkModel {
         let vpc = format!("vpc{v}");
         m.vpcs.push(fixtures::vpc(&vpc, 1000 + v as u32));
         for s in 0..2u8 {
-            m.subnets.push(Subnet {
-                id: format!("{vpc}-s{s}"),
-                vpc: vpc.clone(),
-                cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, s * 16, 0), 20).unwrap(),
-                gateway_ip: Ipv4Addr::new(10, 0, s * 16, 1),
-                gateway_mac: MacAddr::from_key(&format!("{vpc}-s{s}-gw")),
-            });
+            let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, s * 16, 0), 20).unwrap();
+            let mac = MacAddr::from_key(&format!("{vpc}-s{s}-gw"));
+            let id = format!("{vpc}-s{s}");
+            m.subnets.push(fixtures::subnet_over(id, &vpc, cidr, mac));
         }
         m.security_groups
             .extend(fixtures::web_and_db(&vpc, (80, 443)));

@@ -19,13 +19,10 @@ fn scale_model(ports: usize) -> NetworkModel {
     for v in 0..vpcs {
         let vpc = format!("vpc{v}");
         m.vpcs.push(fixtures::vpc(&vpc, 5000 + v as u32));
-        m.subnets.push(Subnet {
-            id: format!("{vpc}-s"),
-            vpc: vpc.clone(),
-            cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap(),
-            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
-            gateway_mac: MacAddr::from_key(&format!("{vpc}-gw")),
-        });
+        let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap();
+        let mac = MacAddr::from_key(&format!("{vpc}-gw"));
+        m.subnets
+            .push(fixtures::subnet_over(format!("{vpc}-s"), &vpc, cidr, mac));
         m.security_groups.push(SecurityGroup {
             id: format!("{vpc}-web"),
             vpc: vpc.clone(),

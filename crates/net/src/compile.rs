@@ -570,13 +570,10 @@ pub(crate) mod tests {
             let vpc = format!("vpc{v}");
             m.vpcs.push(fixtures::vpc(&vpc, 100 + v as u32));
             for s in 0..2u8 {
-                m.subnets.push(Subnet {
-                    id: format!("vpc{v}-sn{s}"),
-                    vpc: vpc.clone(),
-                    cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, s, 0), 24).unwrap(),
-                    gateway_ip: Ipv4Addr::new(10, 0, s, 1),
-                    gateway_mac: MacAddr::local([0xfe, v as u8, s, 0, 1]),
-                });
+                let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, s, 0), 24).unwrap();
+                let mac = MacAddr::local([0xfe, v as u8, s, 0, 1]);
+                let id = format!("vpc{v}-sn{s}");
+                m.subnets.push(fixtures::subnet_over(id, &vpc, cidr, mac));
             }
             m.security_groups
                 .extend(fixtures::web_and_db(&vpc, (80, 80)));

@@ -437,7 +437,7 @@ impl Drop for Lab {
 
 /// Small models shared by unit tests, snapshots and the e2e lab.
 pub mod fixtures {
-    use crate::addr::MacAddr;
+    use crate::addr::{Ipv4Cidr, MacAddr};
     use crate::model::*;
     use std::net::Ipv4Addr;
 
@@ -486,6 +486,17 @@ pub mod fixtures {
 
     pub fn cidr(s: &str) -> Peer {
         Peer::Cidr(s.parse().expect("cidr"))
+    }
+
+    /// Subnet `id` of `vpc` over `cidr`, its gateway the first host address.
+    pub fn subnet_over(id: String, vpc: &str, cidr: Ipv4Cidr, gateway_mac: MacAddr) -> Subnet {
+        Subnet {
+            id,
+            vpc: vpc.into(),
+            cidr,
+            gateway_ip: cidr.nth(1).expect("a host address"),
+            gateway_mac,
+        }
     }
 
     /// VPC `id` (VNI `vni`) over 10.0.0.0/16, the range every VPC of the fixtures reuses.
