@@ -29,7 +29,7 @@ use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
 use yunhan_net::{HostPlan, Ipv4Cidr, MacAddr, NetworkModel, ObjectKind};
 use yunhan_store::objects::{object_prefix, Doc, ObjectError, Objects, GLOBAL_SCOPE};
-use yunhan_store::StoreExt;
+use yunhan_store::{KeyValue, StoreExt};
 
 use crate::Reconciler;
 
@@ -38,7 +38,7 @@ mod load_balancer;
 mod route_table;
 mod security_group;
 
-use external_network::{gateway_host, map_external_networks, parse_devices};
+use external_network::{gateway_host, map_external_networks};
 pub use load_balancer::{lb_group, LbHosts};
 use load_balancer::{lb_groups, lb_of_nic, place_load_balancers, write_lb_hosts};
 use route_table::{dropped_routes, map_route_tables};
@@ -615,32 +615,25 @@ impl NetworkController {
     }
 }
 
+/// The entries under `prefix`, by the rest of their key; values `parse` refuses are left out.
+async fn read_under<T>(
+    objects: &Objects,
+    prefix: &str,
+    parse: impl Fn(Vec<u8>) -> Option<T>,
+) -> Result<HashMap<String, T>, ObjectError> {
+    let kvs = objects.store().range_all(prefix).await?;
+    let entry = |kv: KeyValue| Some((kv.key.strip_prefix(prefix)?.to_string(), parse(kv.value)?));
+    Ok(kvs.into_iter().filter_map(entry).collect())
+}
+
 async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
-    let vteps = objects
-        .store()
-        .range_all(VTEP_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|kv| {
-            let id = kv.key.strip_prefix(VTEP_PREFIX)?.to_string();
-            let ip = std::str::from_utf8(&kv.value).ok()?.trim().parse().ok()?;
-            Some((id, ip))
-        })
-        .collect();
-    let devices = parse_devices(
-        objects.store().range_all(DEVICES_PREFIX).await?,
-        DEVICES_PREFIX,
-    );
-    let vip_holders = objects
-        .store()
-        .range_all(VIP_HOLDERS_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|kv| {
-            let vip = kv.key.strip_prefix(VIP_HOLDERS_PREFIX)?.to_string();
-            Some((vip, String::from_utf8(kv.value).ok()?))
-        })
-        .collect();
+    let vteps = read_under(objects, VTEP_PREFIX, |v| {
+        std::str::from_utf8(&v).ok()?.trim().parse().ok()
+    })
+    .await?;
+    let devices = read_under(objects, DEVICES_PREFIX, |v| serde_json::from_slice(&v).ok()).await?;
+    let vip_holders =
+        read_under(objects, VIP_HOLDERS_PREFIX, |v| String::from_utf8(v).ok()).await?;
     Ok(Inputs {
         hosts: objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?,
         vteps,
