@@ -929,6 +929,17 @@ mod tests {
         e
     }
 
+    /// NAT gateway `natgw-1` of `vpc-1` on elastic IP `eip-gw` (203.0.113.9).
+    fn add_gateway(inp: &mut Inputs) {
+        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        let spec = NatGatewaySpec {
+            vpc: "vpc-1".into(),
+            elastic_ip: "eip-gw".into(),
+            ..Default::default()
+        };
+        inp.nat_gateways.push(doc("natgw-1", spec));
+    }
+
     fn later<S, T>(mut d: Resource<S, T>, project: &str) -> Resource<S, T> {
         d.metadata.created = "2026-06-01T00:00:00Z".into();
         d.metadata.project = Some(project.into());
@@ -1003,16 +1014,8 @@ mod tests {
     fn a_nat_gateway_without_a_leg_and_a_nic_with_a_missing_group_fail_alone() {
         let mut inp = inputs(&[], &[(5, 0, true), (6, 0, true)]);
         inp.externals.push(pool("ext", "203.0.113.0/24"));
-        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        add_gateway(&mut inp);
         inp.eips.push(eip("eip-vm", "203.0.113.10", Some("nic-1")));
-        inp.nat_gateways.push(doc(
-            "natgw-1",
-            NatGatewaySpec {
-                vpc: "vpc-1".into(),
-                elastic_ip: "eip-gw".into(),
-                ..Default::default()
-            },
-        ));
         inp.nics[0].spec.security_groups = vec!["sg-gone".into()];
         let d = decide(inp, UNDERLAY_MTU).unwrap();
         assert_eq!(
@@ -1048,17 +1051,9 @@ mod tests {
         public.spec.device = None;
         public.spec.host_gateway = true;
         inp.externals.push(later(public, "prj-1"));
-        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        add_gateway(&mut inp);
         inp.eips.push(eip("eip-1", "203.0.113.10", Some("nic-0")));
         inp.eips.push(eip("eip-2", "172.24.4.10", Some("nic-1")));
-        inp.nat_gateways.push(doc(
-            "natgw-1",
-            NatGatewaySpec {
-                vpc: "vpc-1".into(),
-                elastic_ip: "eip-gw".into(),
-                ..Default::default()
-            },
-        ));
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.nat_gateways[0].host, "hst-2");
         assert_eq!(
