@@ -371,13 +371,15 @@ fn map_ports(
     out
 }
 
+/// The elastic IPs NAT gateways use.
+fn gateway_eips(inp: &Inputs) -> HashSet<&str> {
+    let gateways = inp.nat_gateways.iter();
+    gateways.map(|g| g.spec.elastic_ip.as_str()).collect()
+}
+
 /// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's).
 fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
-    let of_gateways: HashSet<&str> = inp
-        .nat_gateways
-        .iter()
-        .map(|g| g.spec.elastic_ip.as_str())
-        .collect();
+    let of_gateways = gateway_eips(inp);
     let mut out = Vec::new();
     for e in inp
         .eips
@@ -1214,11 +1216,7 @@ mod tests {
     fn accounted(inp: &Inputs, d: &Decision) -> Result<(), TestCaseError> {
         let in_model = |k: ObjectKind, id: &str| yunhan_net::admit::ids(&d.model, k).contains(&id);
         let check = |k: ObjectKind, id: &str| in_model(k, id) || d.reason(k, id).is_some();
-        let gw_eips: HashSet<&str> = inp
-            .nat_gateways
-            .iter()
-            .map(|g| g.spec.elastic_ip.as_str())
-            .collect();
+        let gw_eips = gateway_eips(inp);
         for v in &inp.vpcs {
             prop_assert!(check(ObjectKind::Vpc, &v.metadata.id));
         }
