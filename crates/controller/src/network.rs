@@ -29,7 +29,7 @@ use yunhan_net::compile::CompileError;
 use yunhan_net::model as net;
 use yunhan_net::{HostPlan, Ipv4Cidr, MacAddr, NetworkModel, ObjectKind};
 use yunhan_store::objects::{object_prefix, Doc, ObjectError, Objects, GLOBAL_SCOPE};
-use yunhan_store::StoreExt;
+use yunhan_store::{KeyValue, StoreExt};
 
 use crate::Reconciler;
 
@@ -38,7 +38,7 @@ mod load_balancer;
 mod route_table;
 mod security_group;
 
-use external_network::{gateway_host, map_external_networks, parse_devices};
+use external_network::{gateway_host, map_external_networks};
 pub use load_balancer::{lb_group, LbHosts};
 use load_balancer::{lb_groups, lb_of_nic, place_load_balancers, write_lb_hosts};
 use route_table::{dropped_routes, map_route_tables};
@@ -222,6 +222,34 @@ fn fail(failed: &mut Failed, kind: ObjectKind, id: &str, why: String) {
     failed.insert((kind, id.to_string()), why);
 }
 
+/// `addr` parsed; `None`, with the object marked failed, when it does not parse.
+fn parse_address(failed: &mut Failed, kind: ObjectKind, id: &str, addr: &str) -> Option<Ipv4Addr> {
+    let parsed = addr.parse().ok();
+    if parsed.is_none() {
+        fail(failed, kind, id, format!("address {addr:?} does not parse"));
+    }
+    parsed
+}
+
+/// The VPC of each subnet, by subnet id.
+struct SubnetVpcs<'a>(HashMap<&'a str, &'a str>);
+
+impl<'a> SubnetVpcs<'a> {
+    fn new(inp: &'a Inputs) -> Self {
+        let pairs = inp.subnets.iter();
+        SubnetVpcs(
+            pairs
+                .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
+                .collect(),
+        )
+    }
+
+    /// The VPC of `subnet`; `recorded` (kept in the object's status) once the subnet is gone.
+    fn of(&self, subnet: &str, recorded: &'a str) -> &'a str {
+        self.0.get(subnet).copied().unwrap_or(recorded)
+    }
+}
+
 fn map_hosts(inp: &Inputs) -> Vec<net::Host> {
     inp.hosts
         .iter()
@@ -302,11 +330,7 @@ fn map_ports(
         .filter_map(|i| Some((i.metadata.id.as_str(), i.status.host.as_deref()?)))
         .filter(|(_, h)| known.contains(h))
         .collect();
-    let vpc_of: HashMap<&str, &str> = inp
-        .subnets
-        .iter()
-        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
-        .collect();
+    let vpcs = SubnetVpcs::new(inp);
     let mut out = Vec::new();
     for n in &inp.nics {
         let (Ok(ip), Ok(mac)) = (
@@ -320,10 +344,7 @@ fn map_ports(
             fail(failed, ObjectKind::Port, &n.metadata.id, why);
             continue;
         };
-        let vpc = vpc_of
-            .get(n.spec.subnet.as_str())
-            .copied()
-            .unwrap_or(&n.status.vpc);
+        let vpc = vpcs.of(&n.spec.subnet, &n.status.vpc);
         let mut groups = n.spec.security_groups.clone();
         let lb = lbs.get(n.metadata.id.as_str());
         if let Some(lb) = lb {
@@ -350,22 +371,23 @@ fn map_ports(
     out
 }
 
+/// The elastic IPs NAT gateways use.
+fn gateway_eips(inp: &Inputs) -> HashSet<&str> {
+    let gateways = inp.nat_gateways.iter();
+    gateways.map(|g| g.spec.elastic_ip.as_str()).collect()
+}
+
 /// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's).
 fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
-    let of_gateways: HashSet<&str> = inp
-        .nat_gateways
-        .iter()
-        .map(|g| g.spec.elastic_ip.as_str())
-        .collect();
+    let of_gateways = gateway_eips(inp);
     let mut out = Vec::new();
     for e in inp
         .eips
         .iter()
         .filter(|e| !of_gateways.contains(e.metadata.id.as_str()))
     {
-        let Ok(address) = e.status.address.parse::<Ipv4Addr>() else {
-            let why = format!("address {:?} does not parse", e.status.address);
-            fail(failed, ObjectKind::ElasticIp, &e.metadata.id, why);
+        let (kind, id) = (ObjectKind::ElasticIp, &e.metadata.id);
+        let Some(address) = parse_address(failed, kind, id, &e.status.address) else {
             continue;
         };
         out.push(net::ElasticIp {
@@ -469,25 +491,15 @@ fn map_nat_gateway(
 }
 
 fn map_vips(inp: &Inputs, failed: &mut Failed) -> Vec<net::Vip> {
-    let vpc_of: HashMap<&str, &str> = inp
-        .subnets
-        .iter()
-        .map(|s| (s.metadata.id.as_str(), s.spec.vpc.as_str()))
-        .collect();
+    let vpcs = SubnetVpcs::new(inp);
     let mut out = Vec::new();
     for v in &inp.vips {
-        let Ok(ip) = v.status.ip.parse::<Ipv4Addr>() else {
-            let why = format!("address {:?} does not parse", v.status.ip);
-            fail(failed, ObjectKind::Vip, &v.metadata.id, why);
+        let Some(ip) = parse_address(failed, ObjectKind::Vip, &v.metadata.id, &v.status.ip) else {
             continue;
         };
         out.push(net::Vip {
             id: v.metadata.id.clone(),
-            vpc: vpc_of
-                .get(v.spec.subnet.as_str())
-                .copied()
-                .unwrap_or(&v.status.vpc)
-                .to_string(),
+            vpc: vpcs.of(&v.spec.subnet, &v.status.vpc).to_string(),
             subnet: v.spec.subnet.clone(),
             ip,
             mac: None,
@@ -605,32 +617,25 @@ impl NetworkController {
     }
 }
 
+/// The entries under `prefix`, by the rest of their key; values `parse` refuses are left out.
+async fn read_under<T>(
+    objects: &Objects,
+    prefix: &str,
+    parse: impl Fn(Vec<u8>) -> Option<T>,
+) -> Result<HashMap<String, T>, ObjectError> {
+    let kvs = objects.store().range_all(prefix).await?;
+    let entry = |kv: KeyValue| Some((kv.key.strip_prefix(prefix)?.to_string(), parse(kv.value)?));
+    Ok(kvs.into_iter().filter_map(entry).collect())
+}
+
 async fn read_inputs(objects: &Objects) -> Result<Inputs, ObjectError> {
-    let vteps = objects
-        .store()
-        .range_all(VTEP_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|kv| {
-            let id = kv.key.strip_prefix(VTEP_PREFIX)?.to_string();
-            let ip = std::str::from_utf8(&kv.value).ok()?.trim().parse().ok()?;
-            Some((id, ip))
-        })
-        .collect();
-    let devices = parse_devices(
-        objects.store().range_all(DEVICES_PREFIX).await?,
-        DEVICES_PREFIX,
-    );
-    let vip_holders = objects
-        .store()
-        .range_all(VIP_HOLDERS_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|kv| {
-            let vip = kv.key.strip_prefix(VIP_HOLDERS_PREFIX)?.to_string();
-            Some((vip, String::from_utf8(kv.value).ok()?))
-        })
-        .collect();
+    let vteps = read_under(objects, VTEP_PREFIX, |v| {
+        std::str::from_utf8(&v).ok()?.trim().parse().ok()
+    })
+    .await?;
+    let devices = read_under(objects, DEVICES_PREFIX, |v| serde_json::from_slice(&v).ok()).await?;
+    let vip_holders =
+        read_under(objects, VIP_HOLDERS_PREFIX, |v| String::from_utf8(v).ok()).await?;
     Ok(Inputs {
         hosts: objects.list_all::<Host>(Some(GLOBAL_SCOPE)).await?,
         vteps,
@@ -926,6 +931,17 @@ mod tests {
         e
     }
 
+    /// NAT gateway `natgw-1` of `vpc-1` on elastic IP `eip-gw` (203.0.113.9).
+    fn add_gateway(inp: &mut Inputs) {
+        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        let spec = NatGatewaySpec {
+            vpc: "vpc-1".into(),
+            elastic_ip: "eip-gw".into(),
+            ..Default::default()
+        };
+        inp.nat_gateways.push(doc("natgw-1", spec));
+    }
+
     fn later<S, T>(mut d: Resource<S, T>, project: &str) -> Resource<S, T> {
         d.metadata.created = "2026-06-01T00:00:00Z".into();
         d.metadata.project = Some(project.into());
@@ -1000,16 +1016,8 @@ mod tests {
     fn a_nat_gateway_without_a_leg_and_a_nic_with_a_missing_group_fail_alone() {
         let mut inp = inputs(&[], &[(5, 0, true), (6, 0, true)]);
         inp.externals.push(pool("ext", "203.0.113.0/24"));
-        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        add_gateway(&mut inp);
         inp.eips.push(eip("eip-vm", "203.0.113.10", Some("nic-1")));
-        inp.nat_gateways.push(doc(
-            "natgw-1",
-            NatGatewaySpec {
-                vpc: "vpc-1".into(),
-                elastic_ip: "eip-gw".into(),
-                ..Default::default()
-            },
-        ));
         inp.nics[0].spec.security_groups = vec!["sg-gone".into()];
         let d = decide(inp, UNDERLAY_MTU).unwrap();
         assert_eq!(
@@ -1045,17 +1053,9 @@ mod tests {
         public.spec.device = None;
         public.spec.host_gateway = true;
         inp.externals.push(later(public, "prj-1"));
-        inp.eips.push(eip("eip-gw", "203.0.113.9", None));
+        add_gateway(&mut inp);
         inp.eips.push(eip("eip-1", "203.0.113.10", Some("nic-0")));
         inp.eips.push(eip("eip-2", "172.24.4.10", Some("nic-1")));
-        inp.nat_gateways.push(doc(
-            "natgw-1",
-            NatGatewaySpec {
-                vpc: "vpc-1".into(),
-                elastic_ip: "eip-gw".into(),
-                ..Default::default()
-            },
-        ));
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.nat_gateways[0].host, "hst-2");
         assert_eq!(
@@ -1216,11 +1216,7 @@ mod tests {
     fn accounted(inp: &Inputs, d: &Decision) -> Result<(), TestCaseError> {
         let in_model = |k: ObjectKind, id: &str| yunhan_net::admit::ids(&d.model, k).contains(&id);
         let check = |k: ObjectKind, id: &str| in_model(k, id) || d.reason(k, id).is_some();
-        let gw_eips: HashSet<&str> = inp
-            .nat_gateways
-            .iter()
-            .map(|g| g.spec.elastic_ip.as_str())
-            .collect();
+        let gw_eips = gateway_eips(inp);
         for v in &inp.vpcs {
             prop_assert!(check(ObjectKind::Vpc, &v.metadata.id));
         }

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::yes;
+use crate::meta::{name_schema, yes};
 use crate::migration::{MigrationSpec, MigrationStatus};
 use crate::{validate_name, ApiError, Kind, Scope, Usage};
 
@@ -17,16 +17,10 @@ fn is_zero(n: &u64) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Flavor name or id.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
-    )]
+    #[schemars(schema_with = "name_schema")]
     pub flavor: String,
     /// Image name or id.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
-    )]
+    #[schemars(schema_with = "name_schema")]
     pub image: String,
     /// Desired power state: true = running.
     #[serde(default = "yes")]

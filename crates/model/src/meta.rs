@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
 use rand::Rng;
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Schema, SchemaObject, StringValidation};
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -97,10 +99,7 @@ pub type Doc<K> = Resource<<K as Kind>::Spec, <K as Kind>::Status>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectMeta {
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
-    )]
+    #[schemars(schema_with = "name_schema")]
     pub name: String,
     /// Target project (admins only; members always create in their own project).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +153,21 @@ pub fn age_of(stamp: &str) -> Option<std::time::Duration> {
 pub fn new_id(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("{prefix}-{n:016x}")
+}
+
+/// The JSON schema of a name: the rules of [`validate_name`].
+pub(crate) fn name_schema(_: &mut SchemaGenerator) -> Schema {
+    let string = StringValidation {
+        max_length: Some(63),
+        min_length: Some(1),
+        pattern: Some(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$".into()),
+    };
+    let name = SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        string: Some(Box::new(string)),
+        ..Default::default()
+    };
+    name.into()
 }
 
 /// Names: 1–63 characters of `a-z A-Z 0-9 - _ .`, starting with a letter or digit.

@@ -5,49 +5,22 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::net::Ipv4Addr;
 use yunhan_net::addr::{Ipv4Cidr, MacAddr};
 use yunhan_net::compile::{compile_all, compile_host, Index};
-use yunhan_net::lab::fixtures::{cidr, ingress};
+use yunhan_net::lab::fixtures;
 use yunhan_net::model::*;
 
 fn model(hosts: usize, vpcs: usize, per_vpc: usize) -> NetworkModel {
-    let mut m = NetworkModel {
-        underlay_mtu: 1500,
-        ..Default::default()
-    };
-    for h in 0..hosts {
-        m.hosts.push(Host {
-            id: format!("h{h}"),
-            vtep: Ipv4Addr::from(0xc000_0200u32 + 10 + h as u32),
-        });
-    }
+    let mut m = fixtures::hosts_model(hosts);
     for v in 0..vpcs {
         let vpc = format!("vpc{v}");
-        m.vpcs.push(Vpc {
-            id: vpc.clone(),
-            vni: 1000 + v as u32,
-            cidr: "10.0.0.0/16".parse().unwrap(),
-        });
+        m.vpcs.push(fixtures::vpc(&vpc, 1000 + v as u32));
         for s in 0..2u8 {
-            m.subnets.push(Subnet {
-                id: format!("{vpc}-s{s}"),
-                vpc: vpc.clone(),
-                cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, s * 16, 0), 20).unwrap(),
-                gateway_ip: Ipv4Addr::new(10, 0, s * 16, 1),
-                gateway_mac: MacAddr::from_key(&format!("{vpc}-s{s}-gw")),
-            });
+            let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, s * 16, 0), 20).unwrap();
+            let mac = MacAddr::from_key(&format!("{vpc}-s{s}-gw"));
+            let id = format!("{vpc}-s{s}");
+            m.subnets.push(fixtures::subnet_over(id, &vpc, cidr, mac));
         }
-        let web = ingress(Protocol::Tcp, Some((80, 443)), cidr("0.0.0.0/0"));
-        let db = ingress(
-            Protocol::Tcp,
-            Some((5432, 5432)),
-            Peer::Group(format!("{vpc}-web")),
-        );
-        for (group, rule) in [("web", web), ("db", db)] {
-            m.security_groups.push(SecurityGroup {
-                id: format!("{vpc}-{group}"),
-                vpc: vpc.clone(),
-                rules: vec![rule],
-            });
-        }
+        m.security_groups
+            .extend(fixtures::web_and_db(&vpc, (80, 443)));
         for i in 0..per_vpc {
             let s = (i % 2) as u8;
             let o = 10 + (i / 2) as u32;

@@ -15,34 +15,14 @@ use yunhan_net::realise::{Realiser, SystemRunner};
 
 fn scale_model(ports: usize) -> NetworkModel {
     let vpcs = ports.div_ceil(50);
-    let mut m = NetworkModel {
-        hosts: vec![
-            Host {
-                id: "h0".into(),
-                vtep: Ipv4Addr::new(192, 0, 2, 10),
-            },
-            Host {
-                id: "h1".into(),
-                vtep: Ipv4Addr::new(192, 0, 2, 11),
-            },
-        ],
-        underlay_mtu: 1500,
-        ..Default::default()
-    };
+    let mut m = fixtures::hosts_model(2);
     for v in 0..vpcs {
         let vpc = format!("vpc{v}");
-        m.vpcs.push(Vpc {
-            id: vpc.clone(),
-            vni: 5000 + v as u32,
-            cidr: "10.0.0.0/16".parse().unwrap(),
-        });
-        m.subnets.push(Subnet {
-            id: format!("{vpc}-s"),
-            vpc: vpc.clone(),
-            cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap(),
-            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
-            gateway_mac: MacAddr::from_key(&format!("{vpc}-gw")),
-        });
+        m.vpcs.push(fixtures::vpc(&vpc, 5000 + v as u32));
+        let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap();
+        let mac = MacAddr::from_key(&format!("{vpc}-gw"));
+        m.subnets
+            .push(fixtures::subnet_over(format!("{vpc}-s"), &vpc, cidr, mac));
         m.security_groups.push(SecurityGroup {
             id: format!("{vpc}-web"),
             vpc: vpc.clone(),

@@ -505,7 +505,7 @@ fn zones(vnis: impl Iterator<Item = u32>) -> HashMap<u32, u16> {
 pub(crate) mod tests {
     use super::*;
     use crate::addr::{Ipv4Cidr, MacAddr};
-    use crate::model::{Direction, Peer, PortRange, Protocol, Rule};
+    use crate::lab::fixtures;
     use proptest::prelude::*;
     use std::collections::HashSet;
 
@@ -565,55 +565,18 @@ pub(crate) mod tests {
         nv: usize,
         raw: &[(usize, usize, usize, u8)],
     ) -> NetworkModel {
-        let mut m = NetworkModel {
-            underlay_mtu: 1500,
-            ..Default::default()
-        };
-        for h in 0..nh {
-            m.hosts.push(Host {
-                id: format!("h{h}"),
-                vtep: Ipv4Addr::new(192, 0, 2, 10 + h as u8),
-            });
-        }
+        let mut m = fixtures::hosts_model(nh);
         for v in 0..nv {
             let vpc = format!("vpc{v}");
-            m.vpcs.push(Vpc {
-                id: vpc.clone(),
-                vni: 100 + v as u32,
-                cidr: "10.0.0.0/16".parse().unwrap(),
-            });
+            m.vpcs.push(fixtures::vpc(&vpc, 100 + v as u32));
             for s in 0..2u8 {
-                m.subnets.push(Subnet {
-                    id: format!("vpc{v}-sn{s}"),
-                    vpc: vpc.clone(),
-                    cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 0, s, 0), 24).unwrap(),
-                    gateway_ip: Ipv4Addr::new(10, 0, s, 1),
-                    gateway_mac: MacAddr::local([0xfe, v as u8, s, 0, 1]),
-                });
+                let cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 0, s, 0), 24).unwrap();
+                let mac = MacAddr::local([0xfe, v as u8, s, 0, 1]);
+                let id = format!("vpc{v}-sn{s}");
+                m.subnets.push(fixtures::subnet_over(id, &vpc, cidr, mac));
             }
-            m.security_groups.push(SecurityGroup {
-                id: format!("vpc{v}-web"),
-                vpc: vpc.clone(),
-                rules: vec![Rule {
-                    direction: Direction::Ingress,
-                    protocol: Protocol::Tcp,
-                    ports: Some(PortRange { from: 80, to: 80 }),
-                    peer: Peer::Cidr("0.0.0.0/0".parse().unwrap()),
-                }],
-            });
-            m.security_groups.push(SecurityGroup {
-                id: format!("vpc{v}-db"),
-                vpc: vpc.clone(),
-                rules: vec![Rule {
-                    direction: Direction::Ingress,
-                    protocol: Protocol::Tcp,
-                    ports: Some(PortRange {
-                        from: 5432,
-                        to: 5432,
-                    }),
-                    peer: Peer::Group(format!("vpc{v}-web")),
-                }],
-            });
+            m.security_groups
+                .extend(fixtures::web_and_db(&vpc, (80, 80)));
         }
         let mut next = vec![[10u8; 2]; nv];
         for (i, &(h, v, s, g)) in raw.iter().enumerate() {

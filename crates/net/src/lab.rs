@@ -437,7 +437,7 @@ impl Drop for Lab {
 
 /// Small models shared by unit tests, snapshots and the e2e lab.
 pub mod fixtures {
-    use crate::addr::MacAddr;
+    use crate::addr::{Ipv4Cidr, MacAddr};
     use crate::model::*;
     use std::net::Ipv4Addr;
 
@@ -486,6 +486,60 @@ pub mod fixtures {
 
     pub fn cidr(s: &str) -> Peer {
         Peer::Cidr(s.parse().expect("cidr"))
+    }
+
+    /// Subnet `id` of `vpc` over `cidr`, its gateway the first host address.
+    pub fn subnet_over(id: String, vpc: &str, cidr: Ipv4Cidr, gateway_mac: MacAddr) -> Subnet {
+        Subnet {
+            id,
+            vpc: vpc.into(),
+            cidr,
+            gateway_ip: cidr.nth(1).expect("a host address"),
+            gateway_mac,
+        }
+    }
+
+    /// VPC `id` (VNI `vni`) over 10.0.0.0/16, the range every VPC of the fixtures reuses.
+    pub fn vpc(id: &str, vni: u32) -> Vpc {
+        Vpc {
+            id: id.into(),
+            vni,
+            cidr: "10.0.0.0/16".parse().expect("cidr"),
+        }
+    }
+
+    /// Groups `<vpc>-web` (TCP `web_ports` from anywhere) and `<vpc>-db` (TCP 5432 from
+    /// members of `<vpc>-web`).
+    pub fn web_and_db(vpc: &str, web_ports: (u16, u16)) -> [SecurityGroup; 2] {
+        let web = format!("{vpc}-web");
+        let group = |id: String, rule| SecurityGroup {
+            id,
+            vpc: vpc.into(),
+            rules: vec![rule],
+        };
+        let db_rule = ingress(Protocol::Tcp, Some((5432, 5432)), Peer::Group(web.clone()));
+        [
+            group(
+                web,
+                ingress(Protocol::Tcp, Some(web_ports), cidr("0.0.0.0/0")),
+            ),
+            group(format!("{vpc}-db"), db_rule),
+        ]
+    }
+
+    /// A model of `hosts` hosts `h0`, `h1`, … (VTEPs 192.0.2.10 on) and nothing else yet.
+    pub fn hosts_model(hosts: usize) -> NetworkModel {
+        let vtep = |h: usize| Ipv4Addr::from(0xc000_0200u32 + 10 + h as u32);
+        NetworkModel {
+            hosts: (0..hosts)
+                .map(|h| Host {
+                    id: format!("h{h}"),
+                    vtep: vtep(h),
+                })
+                .collect(),
+            underlay_mtu: 1500,
+            ..Default::default()
+        }
     }
 
     /// [`two_host_model`] with everything external: the lab's external network, an elastic
@@ -566,18 +620,7 @@ pub mod fixtures {
                     vtep: Ipv4Addr::new(192, 0, 2, 11),
                 },
             ],
-            vpcs: vec![
-                Vpc {
-                    id: "vpc-a".into(),
-                    vni: 42,
-                    cidr: "10.0.0.0/16".parse().unwrap(),
-                },
-                Vpc {
-                    id: "vpc-b".into(),
-                    vni: 43,
-                    cidr: "10.0.0.0/16".parse().unwrap(),
-                },
-            ],
+            vpcs: vec![vpc("vpc-a", 42), vpc("vpc-b", 43)],
             subnets: vec![
                 subnet(
                     "sn-a1",

@@ -558,24 +558,12 @@ async fn e2e_load_balancer_bad_input() {
         ("s2", "10.20.1.0/24"),
     )
     .await;
-    let (s, _n2) = cloud
-        .post(
-            &t.token,
-            "network-interfaces",
-            "n2",
-            serde_json::json!({"subnet": "s2"}),
-        )
+    let n2 = serde_json::json!({"subnet": "s2"});
+    cloud.create(&t.token, "network-interfaces", "n2", n2).await;
+    let theirs = serde_json::json!({"subnet": "s1"});
+    let theirs = cloud
+        .create(&other.token, "network-interfaces", "theirs", theirs)
         .await;
-    assert_eq!(s, 201, "{_n2}");
-    let (s, theirs) = cloud
-        .post(
-            &other.token,
-            "network-interfaces",
-            "theirs",
-            serde_json::json!({"subnet": "s1"}),
-        )
-        .await;
-    assert_eq!(s, 201);
     let theirs_id = theirs["metadata"]["id"].as_str().unwrap().to_string();
     let listener = |members: Value| serde_json::json!([{"name": "web", "protocol": "http", "port": 80, "members": members}]);
     let cases = [
@@ -654,15 +642,8 @@ async fn e2e_load_balancer_bad_input() {
         .await;
     assert_eq!(lbs["items"].as_array().map(Vec::len), Some(0), "{lbs}");
     // A load balancer's address NIC is the load balancer's.
-    let (s, lb) = cloud
-        .post(
-            &t.token,
-            "load-balancers",
-            "lb1",
-            serde_json::json!({"subnet": "s1"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{lb}");
+    let lb1 = serde_json::json!({"subnet": "s1"});
+    let lb = cloud.create(&t.token, "load-balancers", "lb1", lb1).await;
     let vip = format!(
         "/v1/network-interfaces/{}",
         lb["status"]["nic"].as_str().unwrap()
@@ -688,8 +669,7 @@ async fn vpc_and_subnet(cloud: &Cloud, token: &str, vpc: (&str, &str), subnet: (
             serde_json::json!({"vpc": vpc.0, "cidr": subnet.1}),
         ),
     ] {
-        let (s, v) = cloud.post(token, plural, name, spec).await;
-        assert_eq!(s, 201, "{plural} {name}: {v}");
+        cloud.create(token, plural, name, spec).await;
     }
 }
 
@@ -706,15 +686,8 @@ async fn lb_quotas(cloud: &Cloud) {
     )
     .await;
     let web = serde_json::json!([{"name": "web", "protocol": "http", "port": 80}]);
-    let (s, v) = cloud
-        .post(
-            &t.token,
-            "load-balancers",
-            "a",
-            serde_json::json!({"subnet": "s1", "listeners": web}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let a = serde_json::json!({"subnet": "s1", "listeners": web});
+    cloud.create(&t.token, "load-balancers", "a", a).await;
     let (s, v) = cloud
         .post(
             &t.token,

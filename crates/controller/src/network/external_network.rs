@@ -3,7 +3,7 @@
 //! network that lives on the hosts themselves, through a bridge of the realiser's). NAT
 //! gateways are placed on a Ready host with a leg.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use yunhan_model::{ExternalNetwork, HostPhase};
 use yunhan_net::model as net;
@@ -104,18 +104,4 @@ fn missing_device(inp: &Inputs, id: &str) -> String {
         Some(d) => format!(": no host reports a device {d:?}"),
         None => String::new(),
     }
-}
-
-/// Host id → network devices its agent reported, from the keys under `prefix`.
-pub(super) fn parse_devices(
-    kvs: Vec<yunhan_store::KeyValue>,
-    prefix: &str,
-) -> HashMap<String, BTreeSet<String>> {
-    kvs.into_iter()
-        .filter_map(|kv| {
-            let id = kv.key.strip_prefix(prefix)?.to_string();
-            let devs: BTreeSet<String> = serde_json::from_slice(&kv.value).ok()?;
-            Some((id, devs))
-        })
-        .collect()
 }
