@@ -200,6 +200,7 @@ pub fn openapi_document() -> Value {
     b.kind::<Instance>(true, true);
     b.kind::<Volume>(true, true);
     b.kind::<yunhan_model::Snapshot>(true, true);
+    b.kind::<yunhan_model::SnapshotPolicy>(true, true);
     b.kind::<PlacementGroup>(true, true);
     b.kind::<yunhan_model::Vpc>(true, true);
     b.kind::<yunhan_model::Subnet>(true, true);

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use yunhan_model::{
     AlarmRule, ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance,
     LoadBalancer, NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup,
-    Snapshot, Subnet, User, Vip, Volume, Vpc,
+    Snapshot, SnapshotPolicy, Subnet, User, Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;
@@ -47,7 +47,7 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     // compute
     let r = crud::<PlacementGroup>(crud::<Instance>(crud::<Image>(r)));
     // storage
-    let r = crud::<Snapshot>(crud::<Volume>(r));
+    let r = crud::<SnapshotPolicy>(crud::<Snapshot>(crud::<Volume>(r)));
     // network
     let r = crud::<NetworkInterface>(crud::<Subnet>(crud::<Vpc>(r)));
     let r = crud::<ElasticIp>(crud::<ExternalNetwork>(crud::<SecurityGroup>(r)));

@@ -11,6 +11,7 @@ pub mod metering;
 pub mod migration;
 pub mod network;
 pub mod scheduler;
+pub mod snapshot_policy;
 pub mod volumes;
 
 pub use leader::{run_as_leader, LeaderConfig};
@@ -40,6 +41,7 @@ pub async fn run_controllers(
         Arc::new(scheduler::Scheduler { policy }),
         Arc::new(network::NetworkController::default()),
         Arc::new(volumes::VolumeBinder),
+        Arc::new(snapshot_policy::SnapshotPolicies),
         ha,
         migrations,
         Arc::new(metering::MeteringController),

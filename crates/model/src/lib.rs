@@ -22,6 +22,7 @@ mod quota;
 mod route_table;
 pub mod scheduling;
 mod security_group;
+mod snapshot_policy;
 mod storage;
 
 pub use alarm::{
@@ -68,8 +69,12 @@ pub use network::{
 };
 pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};
+pub use snapshot_policy::{
+    Cron, CronError, SnapshotPolicy, SnapshotPolicySpec, SnapshotPolicyStatus, CRASH_CONSISTENT,
+    HORIZON_DAYS, MAX_KEEP, MAX_POLICY_NAME, POLICY_LABEL,
+};
 pub use storage::{
-    storage_why, PoolReport, Snapshot, SnapshotPhase, SnapshotSpec, SnapshotStatus, Volume,
-    VolumePhase, VolumeRestore, VolumeSource, VolumeSpec, VolumeStatus, DEFAULT_POOL,
-    MAX_VOLUME_BYTES,
+    check_snapshottable, restoring_from, storage_why, PoolReport, Snapshot, SnapshotPhase,
+    SnapshotSpec, SnapshotStatus, Volume, VolumePhase, VolumeRestore, VolumeSource, VolumeSpec,
+    VolumeStatus, DEFAULT_POOL, MAX_VOLUME_BYTES,
 };

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::{validate_name, ApiError, ErrorCode, Kind, Resource, Scope, Usage};
 
 pub use yunhan_types::sizes::MAX_VOLUME_BYTES;
 
@@ -217,6 +217,36 @@ pub struct SnapshotStatus {
     /// The volume's size when the snapshot was taken.
     #[serde(default)]
     pub size_bytes: u64,
+}
+
+/// Whether a snapshot of `vol` (asked for as `asked`) can be taken now: 409
+/// `conflict` while it is being deleted or is not Available or InUse. The API and the
+/// snapshot-policy controller both ask this before they write a snapshot.
+pub fn check_snapshottable(
+    asked: &str,
+    vol: &Resource<VolumeSpec, VolumeStatus>,
+) -> Result<(), ApiError> {
+    let refuse = |why: String| Err(ApiError::new(ErrorCode::Conflict, why));
+    if vol.metadata.deleting.is_some() {
+        return refuse(format!("volume {asked:?} is being deleted"));
+    }
+    if !matches!(
+        vol.status.phase,
+        VolumePhase::Available | VolumePhase::InUse
+    ) {
+        return refuse(format!(
+            "volume {asked:?} is {:?}; snapshots are taken of Available or InUse volumes",
+            vol.status.phase
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `vol` is being restored from the snapshot `snap` (a restore asked for and
+/// not carried out yet): that snapshot must not be deleted meanwhile.
+pub fn restoring_from(vol: &Resource<VolumeSpec, VolumeStatus>, snap: &str) -> bool {
+    (vol.spec.restore.as_ref())
+        .is_some_and(|r| r.snapshot == snap && r.generation > vol.status.restore_generation)
 }
 
 pub struct Snapshot;

@@ -3,7 +3,7 @@
 //! while their volume is being restored from them.
 
 use async_trait::async_trait;
-use yunhan_model::{Snapshot, Volume, VolumePhase};
+use yunhan_model::{check_snapshottable, restoring_from, ApiError, Snapshot, Volume, POLICY_LABEL};
 use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
@@ -18,21 +18,8 @@ impl Hooks for Snapshot {
         doc.status = Default::default();
         let project = project_of(doc).to_string();
         let vol = resolve::<Volume>(s, &project, "spec.volume", &doc.spec.volume).await?;
-        if vol.metadata.deleting.is_some() {
-            return Err(conflict(format!(
-                "volume {:?} is being deleted",
-                doc.spec.volume
-            )));
-        }
-        if !matches!(
-            vol.status.phase,
-            VolumePhase::Available | VolumePhase::InUse
-        ) {
-            return Err(conflict(format!(
-                "volume {:?} is {:?}; snapshots are taken of Available or InUse volumes",
-                doc.spec.volume, vol.status.phase
-            )));
-        }
+        check_snapshottable(&doc.spec.volume, &vol)?;
+        refuse_policy_label(doc)?;
         doc.spec.volume = vol.metadata.id;
         Ok(())
     }
@@ -41,16 +28,17 @@ impl Hooks for Snapshot {
         refuse_change(
             old.spec.volume != new.spec.volume,
             "a snapshot's volume cannot change",
+        )?;
+        let label = |d: &Doc<Self>| d.metadata.labels.get(POLICY_LABEL).cloned();
+        refuse_change(
+            label(old) != label(new),
+            "the snapshot-policy label is the policy's to set",
         )
     }
 
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         let vol = s.objects.get::<Volume>(&doc.spec.volume).await?;
-        let restoring = vol.as_ref().is_some_and(|v| {
-            v.spec.restore.as_ref().is_some_and(|r| {
-                r.snapshot == doc.metadata.id && r.generation > v.status.restore_generation
-            })
-        });
+        let restoring = (vol.as_ref()).is_some_and(|v| restoring_from(v, &doc.metadata.id));
         if restoring {
             return Err(conflict(format!(
                 "volume {} is being restored from snapshot {:?}; wait for it",
@@ -59,5 +47,17 @@ impl Hooks for Snapshot {
         }
         let hosted = vol.and_then(|v| v.status.host).is_some();
         delete_or_mark(s, doc, hosted).await
+    }
+}
+
+/// Only a snapshot policy marks its snapshots (it prunes what it marked): users may not.
+fn refuse_policy_label(doc: &Doc<Snapshot>) -> Result<()> {
+    match doc.metadata.labels.contains_key(POLICY_LABEL) {
+        true => Err(ApiError::invalid_field(
+            "metadata.labels",
+            format!("the label {POLICY_LABEL:?} is set only by snapshot policies"),
+        )
+        .into()),
+        false => Ok(()),
     }
 }

@@ -21,6 +21,7 @@ pub mod project;
 pub mod route_table;
 pub mod security_group;
 pub mod snapshot;
+pub mod snapshot_policy;
 pub mod storage;
 pub mod subnet;
 pub mod usage;

@@ -1,9 +1,11 @@
-//! `yunhan snapshot …`: point-in-time snapshots of volumes.
+//! `yunhan snapshot …`: point-in-time snapshots of volumes (and `snapshot policy`:
+//! `snapshot_policy.rs`).
 
 use clap::{Args, Subcommand};
 use yunhan_model::{Doc, Snapshot, SnapshotPhase, SnapshotSpec};
 
 use crate::client::ClientError;
+use crate::commands::snapshot_policy::{self, SnapshotPolicyCommand};
 use crate::commands::volume::{wait_storage, Fallible};
 use crate::ctx::{Common, Ctx};
 use crate::kind::Shown;
@@ -18,6 +20,8 @@ pub enum SnapshotCommand {
     Common(Common),
     /// Create one
     Create(SnapshotCreate),
+    #[command(subcommand)]
+    Policy(SnapshotPolicyCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,5 +63,6 @@ pub(crate) async fn run(ctx: &Ctx, cmd: SnapshotCommand) -> Result<(), ClientErr
             ctx.print::<Snapshot>(&v);
             Ok(())
         }
+        SnapshotCommand::Policy(c) => snapshot_policy::run(ctx, c).await,
     }
 }

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use yunhan_model::network::{ElasticIp, Subnet, Vip, Vpc};
 use yunhan_model::network::{NatGateway, NetworkInterface, SecurityGroup};
-use yunhan_model::{AlarmRule, Snapshot, Volume};
+use yunhan_model::{AlarmRule, Snapshot, SnapshotPolicy, Volume};
 use yunhan_model::{ApiKey, Doc, ExternalNetwork, Flavor, Host, Image, Instance};
 use yunhan_model::{PlacementGroup, Project, User};
 
@@ -60,6 +60,7 @@ fn tables_of_every_kind() {
         kind_table::<Vip>(&all),
         kind_table::<Volume>(&all),
         kind_table::<Snapshot>(&all),
+        kind_table::<SnapshotPolicy>(&all),
         kind_table::<AlarmRule>(&all),
         format!(
             "== pools\n{}",
