@@ -193,20 +193,17 @@ impl Migrations {
             return Ok(Err(Refusal::SameHost));
         }
         let (cap, _, _) = scheduler::load(objects).await?;
-        let hosts: Vec<_> = cap
-            .candidates
-            .iter()
-            .filter(|c| c.id != source && to.is_none_or(|t| t == c.id))
-            .cloned()
-            .collect();
-        if let Some(t) = to {
-            if hosts.is_empty() {
-                return Ok(Err(Refusal::NoSuchHost(t.to_string())));
-            }
-        }
         // The VM is counted on its source only: the target must hold it besides its own.
         let d = demand(inst, &cap.groups);
-        Ok(match place(&hosts, &d, &self.policy) {
+        let placed = match to {
+            // One given target: weighing it alone is the scan of one host.
+            Some(t) => match cap.host(t) {
+                Some(host) => place(std::slice::from_ref(host), &d, &self.policy),
+                None => return Ok(Err(Refusal::NoSuchHost(t.to_string()))),
+            },
+            None => cap.place_elsewhere(&d, &self.policy, source),
+        };
+        Ok(match placed {
             Ok(p) => Ok(p.host.id.clone()),
             Err(why) => Err(Refusal::NoRoom(why)),
         })

@@ -3,7 +3,7 @@
 //! pass, so adding a host or freeing capacity un-sticks them.
 
 use async_trait::async_trait;
-use yunhan_model::scheduling::{demand, place, Capacity, Policy};
+use yunhan_model::scheduling::{demand, Capacity, Policy};
 use yunhan_model::{Doc, Host, HostAllocation, Instance, InstancePhase, PlacementGroup};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
@@ -47,8 +47,7 @@ impl Scheduler {
         inst: &Doc<Instance>,
     ) -> Result<(), ObjectError> {
         let d = demand(inst, &cap.groups);
-        let decision =
-            place(&cap.candidates, &d, &self.policy).map(|p| (p.host.id.clone(), p.gpus));
+        let decision = (cap.place(&d, &self.policy)).map(|p| (p.host.id.clone(), p.gpus));
         let written = objects
             .modify::<Instance>(&inst.metadata.id, |doc| {
                 if doc.status.host.is_some() || doc.metadata.deleting.is_some() {

@@ -2,10 +2,14 @@
 //! allocated. No I/O, so it is property-tested and benchmarked at data-centre scale;
 //! the scheduler (controller) and the API (a resize's fit) read the store and call it.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use crate::PlacementPolicy;
 use crate::{Doc, Host, HostPhase, Instance, PlacementGroup};
+
+mod index;
+use index::Index;
 
 /// A host as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -70,14 +74,58 @@ impl Default for Policy {
     }
 }
 
+/// `size` overcommitted by `ratio` (rounded down): what a host may promise.
+fn limit(size: u64, ratio: f64) -> u64 {
+    (size as f64 * ratio).floor() as u64
+}
+
+/// A fraction `num / den` (`den` ≥ 1) compared exactly, by integer cross-multiplication:
+/// a host's load, so that equal loads tie (and go to the smallest id) on every path.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    num: u64,
+    den: u64,
+}
+
+impl Load {
+    /// `used / limit`, a limit of 0 counting as 1.
+    fn of(used: u64, limit: u64) -> Load {
+        Load {
+            num: used,
+            den: limit.max(1),
+        }
+    }
+}
+
+impl Ord for Load {
+    fn cmp(&self, o: &Load) -> Ordering {
+        (self.num as u128 * o.den as u128).cmp(&(o.num as u128 * self.den as u128))
+    }
+}
+impl PartialOrd for Load {
+    fn partial_cmp(&self, o: &Load) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl PartialEq for Load {
+    fn eq(&self, o: &Load) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Load {}
+
+/// How good a fitting host is for a demand: (crowded by its soft anti-affinity group,
+/// shared with its project, load after placing it); smaller is better.
+type Preference = (bool, bool, Load);
+
 impl Candidate {
     /// The vCPUs this host may carry: its CPUs times its (or the cluster's) ratio.
     pub fn cpu_limit(&self, p: &Policy) -> u64 {
-        (self.cpus as f64 * self.cpu_ratio.unwrap_or(p.cpu_ratio)).floor() as u64
+        limit(self.cpus as u64, self.cpu_ratio.unwrap_or(p.cpu_ratio))
     }
     /// The memory (MiB) this host may promise: its memory times its (or the cluster's) ratio.
     pub fn memory_limit(&self, p: &Policy) -> u64 {
-        (self.memory_mib as f64 * self.memory_ratio.unwrap_or(p.memory_ratio)).floor() as u64
+        limit(self.memory_mib, self.memory_ratio.unwrap_or(p.memory_ratio))
     }
     /// Why `d` does not fit here, if it does not.
     pub fn misfit(&self, d: &Demand, p: &Policy) -> Option<&'static str> {
@@ -110,10 +158,22 @@ impl Candidate {
             .is_some_and(|p| self.projects.contains(p))
     }
     /// The host's load after placing `d`: the larger of CPU and memory fractions.
-    fn load_after(&self, d: &Demand, p: &Policy) -> f64 {
-        let cpu = (self.used_vcpus + d.vcpus) as f64 / self.cpu_limit(p).max(1) as f64;
-        let mem = (self.used_memory_mib + d.memory_mib) as f64 / self.memory_limit(p).max(1) as f64;
+    fn load_after(&self, d: &Demand, p: &Policy) -> Load {
+        let cpu = Load::of(self.used_vcpus + d.vcpus, self.cpu_limit(p));
+        let mem = Load::of(self.used_memory_mib + d.memory_mib, self.memory_limit(p));
         cpu.max(mem)
+    }
+    /// How good this (fitting) host is for `d`.
+    fn preference(&self, d: &Demand, p: &Policy) -> Preference {
+        (self.crowded(d), self.shared(d), self.load_after(d, p))
+    }
+}
+
+impl<'a> Placement<'a> {
+    /// `d` on `host`, with its first free GPUs.
+    fn on(host: &'a Candidate, d: &Demand) -> Placement<'a> {
+        let gpus = host.free_gpus[..d.gpus as usize].to_vec();
+        Placement { host, gpus }
     }
 }
 
@@ -146,46 +206,44 @@ fn per_reason(reasons: &BTreeMap<&'static str, usize>) -> String {
 
 /// Least-loaded host that fits, preferring hosts without a member of a soft
 /// anti-affinity group, then hosts without another VM of the same project; ties go to
-/// the smallest id (deterministic). `Err` says why nothing fits, counting hosts per
-/// reason.
+/// the smallest id, then the first in `hosts` (deterministic). `Err` says why nothing
+/// fits, counting hosts per reason. A linear scan: the reference [`Capacity::place`]
+/// (indexed) is tested against, and the right tool for a handful of hosts.
 pub fn place<'a>(
     hosts: &'a [Candidate],
     d: &Demand,
     p: &Policy,
 ) -> Result<Placement<'a>, PlacementError> {
-    // Ordered by (crowded by a soft group, shared with the project, load, id): smaller
-    // is better.
-    let mut best: Option<(&Candidate, (bool, bool, f64))> = None;
+    (hosts.iter())
+        .filter(|h| h.misfit(d, p).is_none())
+        .min_by_key(|h| (h.preference(d, p), h.id.as_str()))
+        .map(|h| Placement::on(h, d))
+        .ok_or_else(|| refusal(hosts, d, p))
+}
+
+/// Why none of `hosts` takes `d` (each misfits): the hosts counted per reason.
+fn refusal<'a>(
+    hosts: impl IntoIterator<Item = &'a Candidate>,
+    d: &Demand,
+    p: &Policy,
+) -> PlacementError {
+    let mut seen = 0;
     let mut reasons: BTreeMap<&'static str, usize> = Default::default();
     for h in hosts {
+        seen += 1;
         if let Some(why) = h.misfit(d, p) {
             *reasons.entry(why).or_default() += 1;
-            continue;
-        }
-        let key = (h.crowded(d), h.shared(d), h.load_after(d, p));
-        let better = match best {
-            None => true,
-            Some((b, bk)) => (key, h.id.as_str()) < (bk, b.id.as_str()),
-        };
-        if better {
-            best = Some((h, key));
         }
     }
-    best.map(|(h, _)| Placement {
-        host: h,
-        gpus: h.free_gpus[..d.gpus as usize].to_vec(),
-    })
-    .ok_or_else(|| {
-        if hosts.is_empty() {
-            return PlacementError::NoHosts;
-        }
-        PlacementError::NoFit {
-            vcpus: d.vcpus,
-            memory_mib: d.memory_mib,
-            disk_gib: d.disk_gib,
-            reasons,
-        }
-    })
+    if seen == 0 {
+        return PlacementError::NoHosts;
+    }
+    PlacementError::NoFit {
+        vcpus: d.vcpus,
+        memory_mib: d.memory_mib,
+        disk_gib: d.disk_gib,
+        reasons,
+    }
 }
 
 /// A placement group as the scheduler sees it: whose it is and its rule.
@@ -199,12 +257,16 @@ pub struct GroupRule {
 pub type Groups = HashMap<String, GroupRule>;
 
 /// The hosts as placement sees them: capacity, what their instances use, which
-/// placement groups and projects have instances there.
+/// placement groups and projects have instances there; indexed so that a decision
+/// costs microseconds at 10,000 hosts ([`Capacity::place`]).
 #[derive(Debug, Clone, Default)]
 pub struct Capacity {
-    pub candidates: Vec<Candidate>,
-    /// Host id → index into `candidates`.
-    pub index: HashMap<String, usize>,
+    /// The hosts, in id order (a host's position is its rank in the index).
+    candidates: Vec<Candidate>,
+    /// Host id → position in `candidates`.
+    by_id: HashMap<String, usize>,
+    /// The schedulable hosts by shape and usage, and who has members where.
+    index: Index,
     /// The placement groups, by id.
     pub groups: Groups,
 }
@@ -225,45 +287,130 @@ impl Capacity {
                 (g.metadata.id.clone(), rule)
             })
             .collect();
-        let candidates: Vec<Candidate> = hosts.iter().map(candidate).collect();
-        let index = (candidates.iter().enumerate())
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
-        let mut cap = Capacity {
-            candidates,
-            index,
-            groups,
-        };
+        let mut cap = Capacity::unindexed(hosts.iter().map(candidate).collect(), groups);
         for i in instances {
-            if let Some(host) = i.status.host.clone() {
-                cap.bind(&host, &demand(i, &cap.groups), &i.status.gpu_devices);
+            let host = i.status.host.as_ref().and_then(|h| cap.by_id.get(h));
+            if let Some(&h) = host {
+                let d = demand(i, &cap.groups);
+                count(&mut cap.candidates[h], &d, &i.status.gpu_devices);
             }
         }
+        cap.index = Index::new(&cap.candidates);
         cap
+    }
+
+    /// `candidates` (their usage already counted) indexed for placement.
+    pub fn new(candidates: Vec<Candidate>, groups: Groups) -> Capacity {
+        let mut cap = Capacity::unindexed(candidates, groups);
+        cap.index = Index::new(&cap.candidates);
+        cap
+    }
+
+    /// `candidates` in id order, found by id, not yet indexed.
+    fn unindexed(mut candidates: Vec<Candidate>, groups: Groups) -> Capacity {
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        let by_id = (candidates.iter().enumerate())
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        Capacity {
+            candidates,
+            by_id,
+            index: Index::default(),
+            groups,
+        }
     }
 
     /// Counts `d` (with `gpus`) on host `host` (an unknown host: nothing).
     pub fn bind(&mut self, host: &str, d: &Demand, gpus: &[String]) {
-        let Some(&h) = self.index.get(host) else {
+        let Some(&h) = self.by_id.get(host) else {
             return;
         };
-        let c = &mut self.candidates[h];
-        c.used_vcpus += d.vcpus;
-        c.used_memory_mib += d.memory_mib;
-        c.used_disk_gib += d.disk_gib;
-        c.instances += 1;
-        c.free_gpus.retain(|g| !gpus.contains(g));
-        if let Some((g, _)) = &d.group {
-            c.groups.insert(g.clone());
-        }
-        if let Some(p) = &d.project {
-            c.projects.insert(p.clone());
-        }
+        self.index.remove(h, &self.candidates[h]);
+        count(&mut self.candidates[h], d, gpus);
+        self.index.insert(h, &self.candidates[h]);
+        self.index.note(h, d);
     }
 
     /// The host with id `id`, as placement sees it.
     pub fn host(&self, id: &str) -> Option<&Candidate> {
-        self.index.get(id).map(|&i| &self.candidates[i])
+        self.by_id.get(id).map(|&i| &self.candidates[i])
+    }
+
+    /// Every host, in id order.
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// Where `d` goes: exactly [`place`]`(self.candidates(), d, p)`, from the index.
+    pub fn place(&self, d: &Demand, p: &Policy) -> Result<Placement<'_>, PlacementError> {
+        self.decide(d, p, None)
+    }
+
+    /// Where `d` goes on any host but `source` (a migration's target): exactly
+    /// [`place`] over the other hosts.
+    pub fn place_elsewhere(
+        &self,
+        d: &Demand,
+        p: &Policy,
+        source: &str,
+    ) -> Result<Placement<'_>, PlacementError> {
+        self.decide(d, p, self.by_id.get(source).copied())
+    }
+
+    /// The indexed decision: the best ordinary host (no member of `d`'s group nor VM
+    /// of its project there) from the index, else the best of those exceptions (few);
+    /// a scan when the exceptions are most hosts, and, when nothing fits, a scan to
+    /// count the reasons.
+    fn decide(
+        &self,
+        d: &Demand,
+        p: &Policy,
+        without: Option<usize>,
+    ) -> Result<Placement<'_>, PlacementError> {
+        let skip = self.index.exceptions(d, without);
+        let best = if skip.most_of(self.candidates.len()) {
+            self.best_of(
+                (0..self.candidates.len()).filter(|&h| Some(h) != without),
+                d,
+                p,
+            )
+        } else {
+            (self.index.best(&self.candidates, d, p, &skip))
+                .or_else(|| self.best_of(skip.hosts(), d, p))
+        };
+        match best {
+            Some(h) => Ok(Placement::on(&self.candidates[h], d)),
+            None => Err(refusal(
+                (self.candidates.iter().enumerate())
+                    .filter(|&(h, _)| Some(h) != without)
+                    .map(|(_, c)| c),
+                d,
+                p,
+            )),
+        }
+    }
+
+    /// The best fitting host among `hosts` (the full preference decides): the index's
+    /// exceptions, or every host when they are most of them (a scan).
+    fn best_of(&self, hosts: impl Iterator<Item = usize>, d: &Demand, p: &Policy) -> Option<usize> {
+        hosts
+            .filter(|&h| self.candidates[h].misfit(d, p).is_none())
+            .min_by_key(|&h| (self.candidates[h].preference(d, p), h))
+    }
+}
+
+/// Counts `d` (with `gpus`) on `c`.
+fn count(c: &mut Candidate, d: &Demand, gpus: &[String]) {
+    c.used_vcpus += d.vcpus;
+    c.used_memory_mib += d.memory_mib;
+    c.used_disk_gib += d.disk_gib;
+    c.instances += 1;
+    c.free_gpus.retain(|g| !gpus.contains(g));
+    if let Some((g, _)) = &d.group {
+        c.groups.insert(g.clone());
+    }
+    if let Some(p) = &d.project {
+        c.projects.insert(p.clone());
     }
 }
 
@@ -383,7 +530,93 @@ mod tests {
             )
     }
 
+    /// A host of a cloud with few shapes and usages: many hosts tie, in shape and in load.
+    fn alike_host() -> impl Strategy<Value = Candidate> {
+        (
+            (
+                0u32..1000,
+                prop::sample::select(vec![(8, 16_384), (16, 65_536)]),
+            ),
+            (0u64..2, prop::option::of(Just(1.5f64)), 0usize..3),
+            (0u64..8, 0u64..8, 0u64..4, prop::bool::weighted(0.9)),
+            (
+                prop::collection::btree_set("g[0-3]", 0..2),
+                prop::collection::btree_set("prj-[a-c]", 0..2),
+            ),
+        )
+            .prop_map(
+                |(
+                    (id, (cpus, memory_mib)),
+                    (disk, cpu_ratio, gpus),
+                    (v, m, dk, ok),
+                    (groups, projects),
+                )| {
+                    Candidate {
+                        id: format!("hst-{id:04}"),
+                        cpus,
+                        memory_mib,
+                        disk_gib: 100 + 100 * disk,
+                        schedulable: ok,
+                        used_vcpus: 2 * v,
+                        used_memory_mib: 4096 * m,
+                        used_disk_gib: 40 * dk,
+                        groups,
+                        projects,
+                        free_gpus: (0..gpus).map(|i| format!("0000:0{i}:00.0")).collect(),
+                        cpu_ratio,
+                        ..Default::default()
+                    }
+                },
+            )
+    }
+
+    /// A cloud of distinct hosts (ids unique), some alike, some of any shape.
+    fn cloud() -> impl Strategy<Value = Vec<Candidate>> {
+        prop::collection::vec(prop_oneof![alike_host(), host()], 0..40).prop_map(|mut hosts| {
+            let mut seen = BTreeSet::new();
+            hosts.retain(|h| seen.insert(h.id.clone()));
+            hosts
+        })
+    }
+
+    /// The index's decision and the scan's, as comparable values.
+    fn both(cap: &Capacity, d: &Demand, p: &Policy) -> (Decision, Decision) {
+        let indexed = cap.place(d, p).map(|h| (h.host.id.clone(), h.gpus));
+        let scanned = place(cap.candidates(), d, p).map(|h| (h.host.id.clone(), h.gpus));
+        (indexed, scanned)
+    }
+    type Decision = Result<(String, Vec<String>), PlacementError>;
+
     proptest! {
+        #[test]
+        fn the_index_decides_as_the_scan(
+            hosts in cloud(),
+            steps in prop::collection::vec((demand(), any::<prop::sample::Index>()), 1..12),
+        ) {
+            let p = Policy::default();
+            let mut cap = Capacity::new(hosts, Groups::default());
+            for (d, other) in steps {
+                let (indexed, scanned) = both(&cap, &d, &p);
+                prop_assert_eq!(&indexed, &scanned);
+                if let Some(source) = (!cap.candidates().is_empty()).then(|| other.get(cap.candidates()).id.clone()) {
+                    let rest: Vec<Candidate> = cap.candidates().iter().filter(|c| c.id != source).cloned().collect();
+                    let elsewhere = cap.place_elsewhere(&d, &p, &source).map(|h| (h.host.id.clone(), h.gpus));
+                    let scanned = place(&rest, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
+                    prop_assert_eq!(elsewhere, scanned);
+                }
+                // Bind as the scheduler does, or (nothing fits) somewhere anyway.
+                match indexed {
+                    Ok((host, gpus)) => cap.bind(&host, &d, &gpus),
+                    Err(_) if !cap.candidates().is_empty() => {
+                        let host = other.get(cap.candidates());
+                        let gpus: Vec<String> = host.free_gpus.iter().take(d.gpus as usize).cloned().collect();
+                        cap.bind(&host.id.clone(), &d, &gpus);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+
         #[test]
         fn never_over_capacity_nor_against_anti_affinity(hosts in proptest::collection::vec(host(), 0..30), d in demand()) {
             let p = Policy::default();
@@ -444,6 +677,19 @@ mod tests {
             let b = place(&hosts, &d, &p).map(|h| (h.host.id.clone(), h.gpus));
             prop_assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn loads_compare_exactly() {
+        assert_eq!(Load::of(1, 3), Load::of(2, 6));
+        // Equal as f64, yet (MAX-1)/(MAX-2) is the larger.
+        let (a, b) = (
+            Load::of(u64::MAX, u64::MAX - 1),
+            Load::of(u64::MAX - 1, u64::MAX - 2),
+        );
+        assert_eq!(a.num as f64 / a.den as f64, b.num as f64 / b.den as f64);
+        assert!(a < b);
+        assert_eq!(Load::of(5, 0), Load::of(5, 1));
     }
 
     #[test]
