@@ -31,6 +31,7 @@ mod monitoring;
 mod network;
 mod placement_groups;
 mod projects;
+mod rebalance;
 mod storage;
 mod users;
 

@@ -289,6 +289,7 @@ pub fn openapi_document() -> Value {
 
     monitoring_ops(&mut b);
     metering_ops(&mut b);
+    rebalance_op(&mut b);
     let _ = b.schema::<ApiError>();
     let schemas = serde_json::to_value(b.gen.definitions()).unwrap_or(Value::Null);
     let mut public = Map::new();
@@ -319,6 +320,19 @@ pub fn openapi_document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
         },
     })
+}
+
+/// `GET /v1/rebalance` (docs/compute.md "Day two").
+fn rebalance_op(b: &mut Builder) {
+    let plan = b.schema::<yunhan_model::RebalancePlan>();
+    let mut responses = error_responses(&[400, 401, 403, 429, 503]);
+    responses.insert("200".into(), json_response("the proposed migrations", plan));
+    b.op("/v1/rebalance", "get", json!({
+        "operationId": "rebalance",
+        "summary": "The live migrations that would bring every host at or under a target load, and the VMs that cannot move (admins; a dry run: nothing moves)",
+        "parameters": [{"name": "target", "in": "query", "required": false, "schema": {"type": "string"}, "description": "percent of a host's limits, 10-100 (default 80)"}],
+        "responses": responses,
+    }));
 }
 
 /// `GET /v1/usage`, `GET`/`PUT /v1/price-list` (docs/metering.md).

@@ -78,6 +78,7 @@ fn special_routes(r: Router<Shared>) -> Router<Shared> {
         .route("/v1/whoami", get(crate::users::whoami))
         .route("/v1/events", get(crate::events::list))
         .route("/v1/usage", get(crate::metering::usage))
+        .route("/v1/rebalance", get(crate::rebalance::plan))
         .route(
             "/v1/price-list",
             get(crate::metering::price_list).put(crate::metering::set_price_list),

@@ -142,3 +142,46 @@ fn check_ratio(field: &str, ratio: Option<f64>, max: f64) -> Result<(), ApiError
         _ => Ok(()),
     }
 }
+
+/// `GET /v1/rebalance`: the live migrations that would bring every host at or under a
+/// target load, and the VMs that cannot move (docs/compute.md "Rebalance").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RebalancePlan {
+    /// The target: a host's load (the larger of its vCPU and memory shares of its
+    /// limits) at most this percent.
+    pub target_percent: f64,
+    /// The migrations, in the order to make them.
+    pub moves: Vec<RebalanceMove>,
+    /// Every host's load before and after the moves.
+    pub hosts: Vec<HostLoad>,
+    /// VMs on hosts above the target that cannot move live, and why.
+    pub pinned: Vec<PinnedVm>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RebalanceMove {
+    pub instance: String,
+    pub name: String,
+    /// Host ids and names.
+    pub from: String,
+    pub from_name: String,
+    pub to: String,
+    pub to_name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostLoad {
+    pub host: String,
+    pub name: String,
+    pub before_percent: f64,
+    pub after_percent: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PinnedVm {
+    pub instance: String,
+    pub name: String,
+    /// The host's name.
+    pub host: String,
+    pub reason: String,
+}

@@ -39,7 +39,10 @@ pub use external_network::{
     DEFAULT_PUBLIC_NAME,
 };
 pub use flavor::{Flavor, FlavorSpec, FlavorStatus, GPU_SHAPES};
-pub use host::{Host, HostAllocation, HostPhase, HostSpec, HostStatus, HostUsage};
+pub use host::{
+    Host, HostAllocation, HostLoad, HostPhase, HostSpec, HostStatus, HostUsage, PinnedVm,
+    RebalanceMove, RebalancePlan,
+};
 pub use identity::{
     ApiKey, ApiKeySpec, ApiKeyStatus, Project, ProjectSpec, ProjectStatus, Role, User, UserSpec,
     UserStatus,

@@ -9,6 +9,7 @@ pub use crate::PlacementPolicy;
 use crate::{Doc, Host, HostPhase, Instance, PlacementGroup};
 
 mod index;
+pub mod rebalance;
 use index::Index;
 
 /// A host as the scheduler sees it.

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::guest_disk::{device_of, read_pattern, write_pattern};
-use common::{eventually, kernel_image_args, stderr, strs, words, Cloud, GuestShell};
+use common::{eventually, kernel_image_args, stderr, stdout, strs, words, Cloud, GuestShell};
 use serde_json::{json, Value};
 
 /// The first number after `label` in the guest's answer (e.g. `CPUS=2`).
@@ -188,7 +188,8 @@ async fn rebuild_keeps_the_vm_and_its_volume(cloud: &Cloud, id: &str) {
 }
 
 /// `host set --cpu-overcommit`: a VM that did not fit now fits, and the reverse;
-/// `host list` shows allocated against capacity; members may not steer.
+/// `host list` shows allocated against capacity; `host rebalance` names what cannot
+/// move; members may not steer.
 async fn overcommit_steers_the_scheduler(cloud: &Cloud) {
     let h = host(cloud);
     let (name, cpus) = (
@@ -280,7 +281,35 @@ async fn overcommit_steers_the_scheduler(cloud: &Cloud) {
         "from 1 to 16",
     );
 
+    // Back at 2:1, 6 of `cpus × 2` vCPUs: the host is above 80 %, and nothing can move
+    // (one host; web1's root disk is on it, big is stopped): the dry run says so.
+    let plan = cloud.ok(&["host", "rebalance"]);
+    assert_eq!(plan["moves"], json!([]), "{plan}");
+    let before = plan["hosts"][0]["before_percent"].as_f64().unwrap();
+    assert!((before - 600.0 / (cpus * 2) as f64).abs() < 0.1, "{plan}");
+    let why = |vm: &str| {
+        let pinned = plan["pinned"].as_array().unwrap();
+        let p = pinned.iter().find(|p| p["name"] == vm);
+        p.and_then(|p| p["reason"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        why("web1").contains("root disk is a copy on its host"),
+        "{plan}"
+    );
+    assert!(why("big").contains("only running VMs move live"), "{plan}");
+    let table = stdout(&cloud.cli(&["host", "rebalance", "--target", "90"]));
+    assert!(
+        table.contains("Cannot move live") && table.contains("web1"),
+        "{table}"
+    );
+
     let t = cloud.tenant("steer", None).await;
+    let (code, _) = cloud
+        .call("GET", "/v1/rebalance", Some(&t.token), None)
+        .await;
+    assert_eq!(code, 403, "a member asked for a rebalance plan");
     let id = h["metadata"]["id"].as_str().unwrap();
     let mut spec = h["spec"].clone();
     spec["cpu_overcommit"] = json!(8.0);

@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use yunhan_model::{Doc, Host, Instance, InstancePhase};
+use yunhan_model::{
+    Doc, Host, HostLoad, Instance, InstancePhase, PinnedVm, RebalanceMove, RebalancePlan,
+};
 
 use crate::client::ClientError;
 use crate::commands::metrics::{self, MetricsArgs};
 use crate::commands::migration::{request_migration, wait_migrated, MigrateArgs};
 use crate::ctx::Ctx;
 use crate::kind::{Obj, Shown};
-use crate::output::{cell, col, Column};
+use crate::output::{cell, col, print_json, table, Column, Format};
 use crate::wait::parse_duration;
 
 /// Hypervisor hosts (agents register them)
@@ -31,6 +33,17 @@ pub enum HostCommand {
     },
     /// End maintenance mode: the scheduler may place VMs on the host again
     Uncordon { name: String },
+    /// Propose (and with --apply, make) the live migrations that bring every host at
+    /// or under a target load (the larger of its vCPU and memory shares of its limits)
+    ///
+    /// A dry run by default: it prints the moves, every host's load before and after,
+    /// and the VMs on hot hosts that cannot move live (stopped, or a disk on their host).
+    ///
+    /// Example:
+    ///   yunhan host rebalance
+    ///   yunhan host rebalance --target 70 --apply
+    #[command(verbatim_doc_comment)]
+    Rebalance(RebalanceArgs),
     /// Set a host's overcommit ratios (admins): how many vCPUs the scheduler may place
     /// per physical CPU, and how much memory it may promise per MiB; `cluster` goes back
     /// to the servers' ratios (`--cpu-overcommit`, `--memory-overcommit`)
@@ -59,6 +72,19 @@ pub struct SetArgs {
     /// Memory multiplier, 1–4, or `cluster`
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
     pub memory_overcommit: Option<Ratio>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RebalanceArgs {
+    /// The highest load a host should carry, in percent (10–100)
+    #[arg(long, default_value_t = 80)]
+    pub target: u8,
+    /// Make the migrations, one at a time, showing progress
+    #[arg(long)]
+    pub apply: bool,
+    /// How long each migration may take
+    #[arg(long, default_value = "1800s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// A ratio an admin sets: a number, or the cluster's (`None`).
@@ -133,6 +159,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: HostCommand) -> Result<(), ClientError> 
             })
             .await
         }
+        HostCommand::Rebalance(a) => rebalance(ctx, &a).await,
         HostCommand::Uncordon { name } => {
             let v = set_schedulable(ctx, &name, true).await?;
             ctx.print::<Host>(&v);
@@ -201,3 +228,56 @@ async fn move_off(
         Err(e) => Err(e),
     }
 }
+
+/// `host rebalance`: the plan (`GET /v1/rebalance`), then, with --apply, its moves.
+async fn rebalance(ctx: &Ctx, a: &RebalanceArgs) -> Result<(), ClientError> {
+    let path = format!("/v1/rebalance?target={}", a.target);
+    let plan = ctx.client.get_as::<RebalancePlan>(&path).await?;
+    match ctx.format {
+        Format::Json => print_json(&plan.raw),
+        Format::Table => print!("{}", plan_text(&plan.value)),
+    }
+    if !a.apply {
+        return Ok(());
+    }
+    for m in &plan.value.moves {
+        let args = MigrateArgs {
+            to: Some(m.to.clone()),
+            ..MigrateArgs::to_anywhere(&m.instance, a.timeout)
+        };
+        let (request, _) = request_migration(ctx, &args).await?;
+        let path = format!("/v1/instances/{}", m.instance);
+        wait_migrated(&ctx.client, &path, &m.name, request, false, a.timeout).await?;
+        eprintln!("moved {} to {}", m.name, m.to_name);
+    }
+    Ok(())
+}
+
+/// The plan for people: moves, loads, what cannot move.
+fn plan_text(p: &RebalancePlan) -> String {
+    let mut out = if p.moves.is_empty() {
+        format!("No migration brings a host nearer {}%.\n", p.target_percent)
+    } else {
+        table(&MOVE_COLUMNS, &p.moves)
+    };
+    out.push('\n');
+    out.push_str(&table(&LOAD_COLUMNS, &p.hosts));
+    if !p.pinned.is_empty() {
+        out.push_str("\nCannot move live:\n");
+        out.push_str(&table(&PINNED_COLUMNS, &p.pinned));
+    }
+    out
+}
+
+const MOVE_COLUMNS: [Column<RebalanceMove>; 3] = [
+    col!("VM", name),
+    col!("FROM", from_name),
+    col!("TO", to_name),
+];
+const LOAD_COLUMNS: [Column<HostLoad>; 3] = [
+    col!("HOST", name),
+    col!("LOAD_NOW_%", before_percent),
+    col!("LOAD_AFTER_%", after_percent),
+];
+const PINNED_COLUMNS: [Column<PinnedVm>; 3] =
+    [col!("VM", name), col!("HOST", host), col!("WHY", reason)];
