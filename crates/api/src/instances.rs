@@ -206,9 +206,10 @@ async fn check_migration(s: &AppState, old: &Doc<Instance>, m: &mut MigrationSpe
             "{name:?} is already migrating; wait for it or cancel it with 'yunhan vm migrate {name} --cancel'"
         )));
     }
-    if old.status.phase != InstancePhase::Running {
+    let stopped = old.status.phase == InstancePhase::Stopped && !old.spec.running;
+    if old.status.phase != InstancePhase::Running && !stopped {
         return Err(conflict(format!(
-            "{name:?} is {:?}: only running VMs migrate live",
+            "{name:?} is {:?}: running VMs move live and stopped ones cold; wait until it runs or stops",
             old.status.phase
         )));
     }

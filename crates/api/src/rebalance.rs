@@ -1,7 +1,7 @@
 //! `GET /v1/rebalance?target=80` (admins): the live migrations that would bring every
 //! host at or under `target` percent of its limits, planned by the pure
-//! `model::scheduling::rebalance` over what the scheduler counts, and the VMs that cannot
-//! move live (stopped, or a disk on their host). Nothing moves here: the CLI's
+//! `model::scheduling::rebalance` over what the scheduler counts (running VMs move live,
+//! stopped ones cold), and the VMs that cannot move (a disk on their host). Nothing moves here: the CLI's
 //! `host rebalance --apply` requests the migrations one at a time.
 
 use std::collections::HashMap;
@@ -73,12 +73,14 @@ fn target_of(raw: Option<&str>) -> Result<f64> {
     }
 }
 
-/// Why `inst` cannot move live, if it cannot: the same rules as a live migration (it
-/// runs, and every disk is on shared storage: it boots from a volume, none is local).
+/// Why `inst` cannot move, if it cannot: the same rules as a migration (it runs, or is
+/// stopped and moves cold, and every disk is on shared storage: it boots from a volume,
+/// none is local).
 fn pinned(inst: &Doc<Instance>, volumes: &[Doc<Volume>]) -> Option<String> {
-    if inst.status.phase != InstancePhase::Running {
+    let stopped = inst.status.phase == InstancePhase::Stopped && !inst.spec.running;
+    if inst.status.phase != InstancePhase::Running && !stopped {
         return Some(format!(
-            "{:?}: only running VMs move live",
+            "{:?}: running VMs move live and stopped ones cold, nothing else",
             inst.status.phase
         ));
     }

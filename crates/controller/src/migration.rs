@@ -110,10 +110,10 @@ impl Reconciler for Migrations {
 /// Why a migration request is refused; the text becomes the migration's status message.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error("the VM is {0:?}, not Running: only running VMs migrate live")]
+    #[error("the VM is {0:?}: running VMs move live and stopped ones cold, nothing else")]
     NotRunning(InstancePhase),
     #[error(
-        "live migration needs every disk on shared storage (block migration is not supported): {0}"
+        "moving a VM needs every disk on shared storage (block migration is not supported): {0}"
     )]
     NotPortable(SharedStorageError),
     #[error("the VM already runs on that host")]
@@ -135,7 +135,7 @@ impl Migrations {
             .await?;
         let request = want.request;
         let id = inst.metadata.id.clone();
-        objects
+        let written = objects
             .modify::<Instance>(&id, |d| {
                 let fresh = d.spec.migration.as_ref().map(|m| m.request) == Some(request)
                     && d.status
@@ -145,7 +145,7 @@ impl Migrations {
                 if !fresh {
                     return false;
                 }
-                d.status.migration = Some(match &decision {
+                let mut m = match &decision {
                     Ok(target) => MigrationStatus {
                         request,
                         phase: MigrationPhase::Preparing,
@@ -160,11 +160,21 @@ impl Migrations {
                         message: why.to_string(),
                         ..Default::default()
                     },
-                });
+                };
+                if decision.is_ok() && cold(inst) {
+                    move_cold(d, &mut m);
+                }
+                d.status.migration = Some(m);
                 true
             })
             .await?;
+        let moved_cold = (written.and_then(|d| d.status.migration))
+            .is_some_and(|m| m.cold && m.phase == MigrationPhase::Completed);
         match decision {
+            Ok(t) if moved_cold => {
+                let what = format!("moved while stopped from host {source} to host {t}");
+                crate::events::platform_event::<Instance>(objects, inst, "migrated", what).await;
+            }
             Ok(t) => {
                 tracing::info!(instance = %inst.metadata.name, target = %t, "live migration accepted")
             }
@@ -183,7 +193,7 @@ impl Migrations {
         source: &str,
         to: Option<&str>,
     ) -> Result<Result<String, Refusal>, ObjectError> {
-        if inst.status.phase != InstancePhase::Running || source.is_empty() {
+        if !(live(inst) || cold(inst)) || source.is_empty() {
             return Ok(Err(Refusal::NotRunning(inst.status.phase)));
         }
         if let Err(why) = self.storage.portable(objects, inst).await {
@@ -208,6 +218,32 @@ impl Migrations {
             Err(why) => Err(Refusal::NoRoom(why)),
         })
     }
+}
+
+fn live(inst: &Doc<Instance>) -> bool {
+    inst.status.phase == InstancePhase::Running
+}
+
+/// Stopped and meant to stay so: moved by moving its binding.
+fn cold(inst: &Doc<Instance>) -> bool {
+    inst.status.phase == InstancePhase::Stopped && !inst.spec.running
+}
+
+/// A cold move, done in the same write that accepts it: the binding moves to `target`
+/// while the VM is still stopped (else the request fails: it started meanwhile).
+fn move_cold(d: &mut Doc<Instance>, m: &mut MigrationStatus) {
+    if !cold(d) {
+        m.phase = MigrationPhase::Failed;
+        m.message = "the VM started while its cold move was planned; move it live instead".into();
+        return;
+    }
+    m.cold = true;
+    m.phase = MigrationPhase::Completed;
+    m.total_ms = Some(0);
+    m.message = "moved while stopped: its disks are on shared storage, nothing to copy".into();
+    d.status.host = Some(m.target.clone());
+    d.status.console_log = None;
+    d.status.console_socket = None;
 }
 
 /// CAS-updates the current migration status of `inst`.
@@ -290,6 +326,32 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    #[test]
+    fn a_cold_move_rebinds_a_stopped_vm_at_once_and_only_a_stopped_one() {
+        let mut d = inst(Some((1, false)), None);
+        d.status.phase = InstancePhase::Stopped;
+        let planned = MigrationStatus {
+            request: 1,
+            source: "src".into(),
+            target: "dst".into(),
+            ..Default::default()
+        };
+        let mut m = planned.clone();
+        move_cold(&mut d, &mut m);
+        assert_eq!((m.phase, m.cold), (MigrationPhase::Completed, true));
+        assert_eq!(d.status.host.as_deref(), Some("dst"));
+        d.status.migration = Some(m);
+        assert_eq!(step(&d), Step::Nothing, "nothing left to rebind");
+
+        let mut started = inst(Some((1, false)), None);
+        started.status.phase = InstancePhase::Stopped;
+        started.spec.running = true;
+        let mut m = planned;
+        move_cold(&mut started, &mut m);
+        assert_eq!(m.phase, MigrationPhase::Failed);
+        assert_eq!(started.status.host.as_deref(), Some("src"));
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn check_ratio(field: &str, ratio: Option<f64>, max: f64) -> Result<(), ApiError
     }
 }
 
-/// `GET /v1/rebalance`: the live migrations that would bring every host at or under a
+/// `GET /v1/rebalance`: the migrations (live, or cold for stopped VMs) that would bring every host at or under a
 /// target load, and the VMs that cannot move (docs/compute.md "Rebalance").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RebalancePlan {
@@ -154,7 +154,7 @@ pub struct RebalancePlan {
     pub moves: Vec<RebalanceMove>,
     /// Every host's load before and after the moves.
     pub hosts: Vec<HostLoad>,
-    /// VMs on hosts above the target that cannot move live, and why.
+    /// VMs on hosts above the target that cannot move, and why.
     pub pinned: Vec<PinnedVm>,
 }
 

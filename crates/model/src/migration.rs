@@ -96,6 +96,10 @@ pub struct MigrationStatus {
     pub phase: MigrationPhase,
     pub source: String,
     pub target: String,
+    /// A cold move: the VM was stopped, so only its binding moved (its disks are on
+    /// shared storage); it starts on the target when started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cold: bool,
     /// Where the target QEMU listens (`tcp:host:port`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub incoming: String,

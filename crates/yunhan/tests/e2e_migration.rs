@@ -179,7 +179,11 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         &["vm", "migrate", "m", "--to", "no-such-host"],
         "does not exist",
     );
-    refused(&["vm", "migrate", "p"], "only running VMs migrate live");
+    // A stopped VM on a local disk: a cold move is refused by the orchestrator.
+    refused(
+        &["vm", "migrate", "p", "--wait"],
+        "its root disk is a local copy",
+    );
     // A running VM on a local disk: accepted by the API, refused by the orchestrator.
     c.ok(&[
         "vm", "create", "l", "--image", "tiny", "--flavor", "tiny", "--wait",
@@ -323,7 +327,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     assert!(!out.status.success(), "p stays");
     let said = stderr(&out);
     assert!(
-        said.contains("still holds 1 VM(s)") && said.contains("p (") && said.contains("Stopped"),
+        said.contains("still holds 1 VM(s)") && said.contains("p (") && said.contains("local copy"),
         "{said}"
     );
     let back = vm(&c, "m");
@@ -391,6 +395,27 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         || async { (qemus_of(&id).len() == 1).then_some(()) },
     )
     .await;
+
+    // Stopped, m moves cold: the binding moves at once; started, it runs on its new
+    // host, reachable at its address, one copy.
+    let was = vm(&c, "m")["status"]["host"].as_str().unwrap().to_string();
+    c.ok(&["vm", "stop", "m", "--wait"]);
+    let out = c.cli(&["vm", "migrate", "m", "--wait"]);
+    assert!(out.status.success(), "cold move: {}", stderr(&out));
+    let v = vm(&c, "m");
+    assert_ne!(
+        v["status"]["host"],
+        was.as_str(),
+        "moved while stopped: {v}"
+    );
+    assert_eq!(v["status"]["phase"], "Stopped", "{v}");
+    assert_eq!(v["status"]["migration"]["cold"], true, "{v}");
+    c.ok(&["vm", "start", "m", "--wait"]);
+    assert!(
+        lab.ping_within(&g, ip, Duration::from_secs(60)),
+        "peer → m after the cold move"
+    );
+    assert_eq!(qemus_of(&id).len(), 1, "one copy after the cold move");
     drop(c);
     drop(lab);
 }

@@ -23,9 +23,9 @@ pub enum HostCommand {
     List,
     /// Show one host, by name or id
     Show { name: String },
-    /// Maintenance mode: mark the host unschedulable and live-migrate every
-    /// running VM off it, showing progress; fails listing the VMs that could not
-    /// move (e.g. on local disks)
+    /// Maintenance mode: mark the host unschedulable and move every VM off it (running
+    /// ones live, stopped ones cold), showing progress; fails listing the VMs that could
+    /// not move (e.g. on local disks)
     Drain {
         name: String,
         #[arg(long, default_value = "1800s", value_parser = parse_duration)]
@@ -36,8 +36,9 @@ pub enum HostCommand {
     /// Propose (and with --apply, make) the live migrations that bring every host at
     /// or under a target load (the larger of its vCPU and memory shares of its limits)
     ///
-    /// A dry run by default: it prints the moves, every host's load before and after,
-    /// and the VMs on hot hosts that cannot move live (stopped, or a disk on their host).
+    /// A dry run by default: it prints the moves (running VMs live, stopped ones cold),
+    /// every host's load before and after, and the VMs on hot hosts that cannot move
+    /// (a disk on their host).
     ///
     /// Example:
     ///   yunhan host rebalance
@@ -177,8 +178,8 @@ async fn set_schedulable(ctx: &Ctx, name: &str, on: bool) -> Result<Obj<Host>, C
     .await
 }
 
-/// `host drain`: unschedulable, then every running VM migrated away, one
-/// at a time (they would compete for bandwidth).
+/// `host drain`: unschedulable, then every VM moved away (running ones live, stopped
+/// ones cold), one at a time (they would compete for bandwidth).
 async fn drain(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), ClientError> {
     let host = set_schedulable(ctx, name, false).await?;
     let id = host.metadata.id.as_str();
@@ -202,7 +203,7 @@ async fn drain(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), ClientErr
     }
 }
 
-/// Live-migrates one VM off a draining host; why not, if it cannot.
+/// Moves one VM off a draining host; why not, if it cannot.
 async fn move_off(
     ctx: &Ctx,
     vm: &Obj<Instance>,
@@ -210,10 +211,11 @@ async fn move_off(
 ) -> Result<Option<String>, ClientError> {
     let vm_id = &vm.metadata.id;
     let label = format!("{} ({vm_id})", vm.metadata.name);
-    if vm.status.phase != InstancePhase::Running {
+    let stopped = vm.status.phase == InstancePhase::Stopped && !vm.spec.running;
+    if vm.status.phase != InstancePhase::Running && !stopped {
         let phase = cell(&vm.status.phase);
         return Ok(Some(format!(
-            "{label}: {phase} (only running VMs migrate live)"
+            "{label}: {phase} (running VMs move live, stopped ones cold; not this one)"
         )));
     }
     let args = MigrateArgs::to_anywhere(vm_id, timeout);
@@ -263,7 +265,7 @@ fn plan_text(p: &RebalancePlan) -> String {
     out.push('\n');
     out.push_str(&table(&LOAD_COLUMNS, &p.hosts));
     if !p.pinned.is_empty() {
-        out.push_str("\nCannot move live:\n");
+        out.push_str("\nCannot move:\n");
         out.push_str(&table(&PINNED_COLUMNS, &p.pinned));
     }
     out

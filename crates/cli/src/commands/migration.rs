@@ -155,10 +155,12 @@ fn mine(v: &Doc<Instance>, request: u64) -> Option<&yunhan_model::MigrationStatu
 fn migrated(cur: &Doc<Instance>, name: &str, request: u64, cancel: bool) -> Verdict {
     let m = mine(cur, request)?;
     match m.phase {
-        // Done once the binding moved and the target reports the VM running.
+        // Done once the binding moved and the target reports the VM running (or, moved
+        // cold, still stopped).
         MigrationPhase::Completed
             if cur.status.host.as_deref() == Some(m.target.as_str())
-                && cur.status.phase == InstancePhase::Running =>
+                && (cur.status.phase == InstancePhase::Running
+                    || (m.cold && cur.status.phase == InstancePhase::Stopped)) =>
         {
             Some(Ok(()))
         }
