@@ -246,6 +246,13 @@ async fn e2e_readme_tour_runs_verbatim_as_root_with_a_private_home() {
     });
     assert_eq!(served.await, ["http=haproxy", "tcp=vortex-tc"]);
 
+    // The nightly snapshot policy waits for 03:00 UTC; it goes before its volume.
+    let policy = alice.json(&["snapshot", "policy", "show", "nightly"]);
+    let next = policy["status"]["next_run"].as_str().unwrap_or_default();
+    assert!(next.contains("T03:00:00"), "{policy}");
+    let out = alice.run(&["snapshot", "policy", "delete", "nightly"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     alice
         .delete_all(&[
             ("alarm", "busy"),
