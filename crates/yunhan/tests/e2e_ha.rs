@@ -29,9 +29,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::guest_disk::{device_of, read_pattern, write_pattern};
 use common::{
     console_text, disk_image_args, eventually, qemus_of, serial_log, signal, stdout, strs, tiny_vm,
-    CephCloud, Cluster,
+    words, CephCloud, Cluster,
 };
 use serde_json::Value;
 use yunhan_net::lab::Lab;
@@ -130,6 +131,17 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
         .unwrap()
         .to_string();
     booted(&c, 1).await;
+    // A Ceph data volume on ha1, a marker written on it from inside the guest.
+    let data = c.ok(&words(
+        "volume create data --size 1GiB --pool havols --wait",
+    ));
+    let data_id = data["metadata"]["id"].as_str().unwrap().to_string();
+    c.ok(&words("volume attach data --vm ha1 --wait"));
+    {
+        let mut sh = c.shell(&id).await;
+        let dev = device_of(&mut sh, &data_id).await;
+        write_pattern(&mut sh, &dev, "HA-DATA-KEPT").await;
+    }
     // ha1's elastic IP, answering the outside through ha1's host.
     let eip = c.ok(&["eip", "create", "ha1-ip", "--nic", "ha1-nic0"]);
     let eip: Ipv4Addr = eip["status"]["address"].as_str().unwrap().parse().unwrap();
@@ -186,6 +198,8 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
             qemus_of(&id).contains(&old_qemu),
             "stopped agents kill nothing"
         );
+        // The data volume came along: attached on the new host, its marker there.
+        data_comes_along(&c, &id, &data_id).await;
         // The lost agent resumes: it fences itself and drops its stale copy.
         signal(agent, "-CONT");
         stale_copy_gone(&id, old_qemu).await;
@@ -218,6 +232,25 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     drop(pings);
     drop(c);
     drop(lab);
+}
+
+/// After a failover, ha1 has its data volume: attached (the volume says so) and in
+/// the guest, with the marker written before the loss (read with the page cache
+/// dropped: from the disk, not from memory).
+async fn data_comes_along(c: &Cluster, id: &str, data_id: &str) {
+    eventually(
+        "the data volume InUse by ha1",
+        Duration::from_secs(60),
+        || async {
+            let v = c.ok(&["volume", "show", "data"]);
+            (v["status"]["phase"] == "InUse" && v["spec"]["instance"] == id).then_some(())
+        },
+    )
+    .await;
+    let mut sh = c.shell(id).await;
+    let dev = device_of(&mut sh, data_id).await;
+    sh.run("sync; echo 3 > /proc/sys/vm/drop_caches").await;
+    assert_eq!(read_pattern(&mut sh, &dev, 12).await, "HA-DATA-KEPT");
 }
 
 /// ha1's console shows boot number `n` of its root disk.

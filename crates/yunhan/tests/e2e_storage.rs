@@ -520,7 +520,10 @@ async fn e2e_storage_ceph_osd_stopped_while_the_guest_writes_no_io_error_data_in
         ))
         .await,
     );
-    let read_back = format!("dd if=/dev/{dev} bs=4096 count={BLOCKS} 2>/dev/null | md5sum");
+    // Read from the disk, not the guest's page cache (dropped first).
+    let read_back = format!(
+        "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/{dev} bs=4096 count={BLOCKS} 2>/dev/null | md5sum"
+    );
 
     // The guest writes while one of the three OSDs is stopped (size 3,
     // min_size 2: the writes are acknowledged by the two others).
@@ -579,6 +582,16 @@ async fn e2e_storage_ceph_osd_stopped_while_the_guest_writes_no_io_error_data_in
         "the guest saw an I/O error: {log}"
     );
     ok(&cloud, &["volume", "detach", "v1", "--wait"]);
+    // A second client, outside the guest, reads the same bytes from the cluster.
+    let export = format!(
+        "rbd -c {conf} export rbdvols/{vol_id} - 2>/dev/null | head -c {} | md5sum",
+        BLOCKS * 4096
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &export])
+        .output()
+        .unwrap();
+    assert_eq!(md5_of(&stdout(&out)), want, "rbd export of the volume");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -486,16 +486,19 @@ impl GuestShell {
     /// Attaches to instance `id`'s console and waits for the shell (it starts
     /// when Enter is pressed).
     pub async fn open(cloud: &Cloud, id: &str) -> GuestShell {
+        GuestShell::attach(&cloud.endpoint, &cloud.token, id).await
+    }
+
+    /// [`GuestShell::open`] through the API at `endpoint` with `token`.
+    pub async fn attach(endpoint: &str, token: &str, id: &str) -> GuestShell {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!(
             "{}/v1/instances/{id}/console/attach",
-            cloud.endpoint.replace("http://", "ws://")
+            endpoint.replace("http://", "ws://")
         );
         let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", cloud.token).parse().unwrap(),
-        );
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("console WebSocket");
@@ -636,6 +639,19 @@ impl Cluster {
     }
 
     /// Starts agent `i` again (after it was killed), with the same state dir.
+    /// The guest shell of instance `id`, through the server's API (its endpoint and
+    /// the admin token in the client configuration).
+    pub async fn shell(&self, id: &str) -> GuestShell {
+        let cfg = std::fs::read_to_string(&self.cfg).expect("client config");
+        let field = |name: &str| {
+            (cfg.lines())
+                .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                .map(|v| v.trim_matches('"').to_string())
+                .unwrap_or_else(|| panic!("{name} in {cfg}"))
+        };
+        GuestShell::attach(&field("endpoint"), &field("token"), id).await
+    }
+
     pub fn restart_agent(&mut self, i: usize) {
         self.agents[i].kill9();
         self.agents[i] = self.spawn_agent(i);
