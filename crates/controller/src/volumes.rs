@@ -1,11 +1,15 @@
-//! The volume binder gives every new volume its host (`status.host`, written
-//! once): the agent of that host creates, attaches, extends, snapshots,
-//! restores and deletes it. A local volume lives on that host for good.
+//! The volume binder gives every new volume its host (`status.host`): the agent of
+//! that host creates, attaches, extends, snapshots, restores and deletes it. A local
+//! volume lives on that host for good; a volume on shared storage (Ceph) attached to a
+//! VM follows the VM's host when the VM moves (HA restart, live or cold migration), so
+//! that the agent of the host the VM runs on plugs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use yunhan_model::{Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource};
+use yunhan_model::{
+    Doc, Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource, DEFAULT_POOL,
+};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
@@ -46,6 +50,50 @@ pub fn choose_host(pin: &Pin, ready_load: &BTreeMap<String, usize>) -> Result<St
     }
 }
 
+/// The host a volume should move to because its VM moved: a settled volume on shared
+/// storage whose VM now runs (is bound) elsewhere.
+pub fn follows(vol: &Doc<Volume>, inst: &Doc<Instance>) -> Option<String> {
+    let settled = matches!(
+        vol.status.phase,
+        VolumePhase::Available | VolumePhase::InUse | VolumePhase::Attaching
+    );
+    let host = inst.status.host.as_ref()?;
+    let moved = vol.status.host.as_ref().is_some_and(|h| h != host);
+    (vol.spec.pool != DEFAULT_POOL && settled && moved && vol.metadata.deleting.is_none())
+        .then(|| host.clone())
+}
+
+/// Rebinds the shared volumes whose VM moved to the VM's host.
+async fn follow_instances(objects: &Objects, volumes: &[Doc<Volume>]) -> Result<(), ObjectError> {
+    if volumes.iter().all(|v| v.spec.instance.is_none()) {
+        return Ok(());
+    }
+    let instances: HashMap<String, Doc<Instance>> = (objects.list_all::<Instance>(None).await?)
+        .into_iter()
+        .map(|i| (i.metadata.id.clone(), i))
+        .collect();
+    for vol in volumes {
+        let inst = vol.spec.instance.as_ref().and_then(|i| instances.get(i));
+        let Some(host) = inst.and_then(|i| follows(vol, i)) else {
+            continue;
+        };
+        let written = objects
+            .modify::<Volume>(&vol.metadata.id, |d| {
+                let again = inst.and_then(|i| follows(d, i));
+                if again.as_ref() != Some(&host) {
+                    return false;
+                }
+                d.status.host = Some(host.clone());
+                true
+            })
+            .await?;
+        if written.is_some() {
+            tracing::info!(volume = %vol.metadata.name, %host, "volume follows its VM to its new host");
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 pub struct VolumeBinder;
 
@@ -63,6 +111,7 @@ impl Reconciler for VolumeBinder {
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let volumes = objects.list_all::<Volume>(None).await?;
+        follow_instances(objects, &volumes).await?;
         if volumes.iter().all(|v| v.status.host.is_some()) {
             return Ok(());
         }
@@ -159,6 +208,40 @@ mod tests {
                 Err(_) => prop_assert!(loads.is_empty()),
             }
         }
+    }
+
+    #[test]
+    fn shared_settled_volumes_follow_their_vm_local_ones_never() {
+        use yunhan_model::{Metadata, Resource};
+        let vol = |pool: &str, phase: VolumePhase| -> Doc<Volume> {
+            let mut v: Doc<Volume> = Resource {
+                metadata: Metadata::new("vol-1", "d", None),
+                spec: Default::default(),
+                status: Default::default(),
+            };
+            v.spec.pool = pool.into();
+            v.spec.instance = Some("ins-1".into());
+            v.status.host = Some("hst-old".into());
+            v.status.phase = phase;
+            v
+        };
+        let mut inst: Doc<Instance> = Resource {
+            metadata: Metadata::new("ins-1", "vm", None),
+            spec: Default::default(),
+            status: Default::default(),
+        };
+        inst.status.host = Some("hst-new".into());
+        let ceph = vol("rbdvols", VolumePhase::InUse);
+        assert_eq!(follows(&ceph, &inst).as_deref(), Some("hst-new"));
+        assert_eq!(follows(&vol(DEFAULT_POOL, VolumePhase::InUse), &inst), None);
+        assert_eq!(
+            follows(&vol("rbdvols", VolumePhase::Extending), &inst),
+            None
+        );
+        inst.status.host = Some("hst-old".into());
+        assert_eq!(follows(&ceph, &inst), None, "already there");
+        inst.status.host = None;
+        assert_eq!(follows(&ceph, &inst), None, "no host to follow");
     }
 
     #[test]
