@@ -416,8 +416,43 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "peer → m after the cold move"
     );
     assert_eq!(qemus_of(&id).len(), 1, "one copy after the cold move");
+
+    rebalance_moves_m_off_a_crowded_host(&c, &id).await;
     drop(c);
     drop(lab);
+}
+
+/// `host rebalance --apply`: m's host made crowded (1 vCPU per CPU), the other roomy (16
+/// per CPU); at a 30 % target the plan moves m there and --apply makes the move live.
+async fn rebalance_moves_m_off_a_crowded_host(c: &Cluster, id: &str) {
+    let here = vm(c, "m")["status"]["host"].as_str().unwrap().to_string();
+    let hosts = c.ok(&["host", "list"]);
+    let name_of = |h: &Value| h["metadata"]["name"].as_str().unwrap().to_string();
+    let (crowded, roomy): (Vec<&Value>, Vec<&Value>) =
+        (hosts.as_array().unwrap().iter()).partition(|h| h["metadata"]["id"] == here.as_str());
+    let (crowded, roomy) = (name_of(crowded[0]), name_of(roomy[0]));
+    c.ok(&["host", "set", &crowded, "--cpu-overcommit", "1"]);
+    c.ok(&["host", "set", &roomy, "--cpu-overcommit", "16"]);
+    let plan = eventually("a plan that moves m", Duration::from_secs(20), || async {
+        let plan = c.ok(&["host", "rebalance", "--target", "30"]);
+        (plan["moves"][0]["name"] == "m").then_some(plan)
+    })
+    .await;
+    assert_eq!(plan["moves"][0]["to_name"], roomy.as_str(), "{plan}");
+    let out = c.cli(&["host", "rebalance", "--target", "30", "--apply"]);
+    assert!(out.status.success(), "rebalance --apply: {}", stderr(&out));
+    let v = vm(c, "m");
+    assert_ne!(v["status"]["host"], here.as_str(), "m moved: {v}");
+    assert_eq!(v["status"]["phase"], "Running", "{v}");
+    eventually(
+        "one copy after the rebalance",
+        Duration::from_secs(60),
+        || async { (qemus_of(id).len() == 1).then_some(()) },
+    )
+    .await;
+    for h in [&crowded, &roomy] {
+        c.ok(&["host", "set", h, "--cpu-overcommit", "cluster"]);
+    }
 }
 
 /// Waits (10 s) until `eip show m-ip` names `host` (a host name) as the one realising it.
