@@ -137,11 +137,12 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
     ));
     let data_id = data["metadata"]["id"].as_str().unwrap().to_string();
     c.ok(&words("volume attach data --vm ha1 --wait"));
-    {
+    let data_dev = {
         let mut sh = c.shell(&id).await;
         let dev = device_of(&mut sh, &data_id).await;
         write_pattern(&mut sh, &dev, "HA-DATA-KEPT").await;
-    }
+        dev
+    };
     // ha1's elastic IP, answering the outside through ha1's host.
     let eip = c.ok(&["eip", "create", "ha1-ip", "--nic", "ha1-nic0"]);
     let eip: Ipv4Addr = eip["status"]["address"].as_str().unwrap().parse().unwrap();
@@ -198,6 +199,21 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
             qemus_of(&id).contains(&old_qemu),
             "stopped agents kill nothing"
         );
+        // The fenced copy cannot write: what it tries through its own console never
+        // reaches the disk, where the new copy reads the marker written before.
+        let console = (c.dir.path()).join(format!(
+            "node-{}/vms/{id}/console.sock",
+            c.agent_of(&lost) + 1
+        ));
+        let said = type_into(
+            &console,
+            &format!("printf 'FENCED-WRITE' > /tmp/f; dd if=/tmp/f of=/dev/{data_dev} bs=512 count=1 conv=sync,fsync; echo DD-DONE-$?"),
+            Duration::from_secs(15),
+        );
+        eprintln!(
+            "the fenced copy, writing to its data volume: {:?}",
+            said.lines().rev().take(3).collect::<Vec<_>>()
+        );
         // The data volume came along: attached on the new host, its marker there.
         data_comes_along(&c, &id, &data_id).await;
         // The lost agent resumes: it fences itself and drops its stale copy.
@@ -251,6 +267,34 @@ async fn data_comes_along(c: &Cluster, id: &str, data_id: &str) {
     let dev = device_of(&mut sh, data_id).await;
     sh.run("sync; echo 3 > /proc/sys/vm/drop_caches").await;
     assert_eq!(read_pattern(&mut sh, &dev, 12).await, "HA-DATA-KEPT");
+}
+
+/// Types `cmd` into the guest shell on the serial console at `socket` (a QEMU the API no
+/// longer reaches: the fenced copy on the lost host) and reads until it printed
+/// `DD-DONE-<status>` or `wait` passed (a write that hangs on a fenced disk never ends).
+fn type_into(socket: &std::path::Path, cmd: &str, wait: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("the fenced copy's console {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s.write_all(format!("\n{cmd}\n").as_bytes()).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let done = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        (text.match_indices("DD-DONE-"))
+            .any(|(i, m)| text[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    while Instant::now() < deadline && !done(&out) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// ha1's console shows boot number `n` of its root disk.

@@ -638,7 +638,6 @@ impl Cluster {
         Proc::spawn(self.dir.path(), &name, &args)
     }
 
-    /// Starts agent `i` again (after it was killed), with the same state dir.
     /// The guest shell of instance `id`, through the server's API (its endpoint and
     /// the admin token in the client configuration).
     pub async fn shell(&self, id: &str) -> GuestShell {
@@ -652,6 +651,7 @@ impl Cluster {
         GuestShell::attach(&field("endpoint"), &field("token"), id).await
     }
 
+    /// Starts agent `i` again (after it was killed), with the same state dir.
     pub fn restart_agent(&mut self, i: usize) {
         self.agents[i].kill9();
         self.agents[i] = self.spawn_agent(i);
