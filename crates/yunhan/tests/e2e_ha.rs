@@ -210,9 +210,11 @@ async fn e2e_ha_local_vm_is_host_down_and_rbd_vm_fails_over_exactly_once() {
             &format!("printf 'FENCED-WRITE' > /tmp/f; dd if=/tmp/f of=/dev/{data_dev} bs=512 count=1 conv=sync,fsync; echo DD-DONE-$?"),
             Duration::from_secs(15),
         );
-        eprintln!(
-            "the fenced copy, writing to its data volume: {:?}",
-            said.lines().rev().take(3).collect::<Vec<_>>()
+        let tail: Vec<&str> = said.lines().rev().take(3).collect();
+        eprintln!("the fenced copy, writing to its data volume: {tail:?}");
+        assert!(
+            !said.contains("DD-DONE-0"),
+            "the fenced copy's write succeeded: {said}"
         );
         // The data volume came along: attached on the new host, its marker there.
         data_comes_along(&c, &id, &data_id).await;
