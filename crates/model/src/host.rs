@@ -144,7 +144,7 @@ fn check_ratio(field: &str, ratio: Option<f64>, max: f64) -> Result<(), ApiError
 }
 
 /// `GET /v1/rebalance`: the migrations (live, or cold for stopped VMs) that would bring every host at or under a
-/// target load, and the VMs that cannot move (docs/compute.md "Rebalance").
+/// target load, and the VMs that cannot move (docs/compute.md "Day two").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RebalancePlan {
     /// The target: a host's load (the larger of its vCPU and memory shares of its
