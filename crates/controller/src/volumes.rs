@@ -1,11 +1,16 @@
 //! The volume binder gives every new volume its host (`status.host`, written
 //! once): the agent of that host creates, attaches, extends, snapshots,
-//! restores and deletes it. A local volume lives on that host for good.
+//! restores and deletes it. A local volume lives on that host for good; a
+//! settled shared (Ceph) volume follows the instance it is attached to when
+//! that instance moves (live migration, cold move, HA restart), so the agent
+//! of the instance's new host keeps it plugged.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use yunhan_model::{Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource};
+use yunhan_model::{
+    Doc, Host, HostPhase, Instance, Snapshot, Volume, VolumePhase, VolumeSource, DEFAULT_POOL,
+};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects, GLOBAL_SCOPE};
 
 use crate::Reconciler;
@@ -46,6 +51,52 @@ pub fn choose_host(pin: &Pin, ready_load: &BTreeMap<String, usize>) -> Result<St
     }
 }
 
+/// The host a bound volume must move to: a settled shared volume attached to
+/// an instance now bound to another host goes with it (`inst_host`: the host of
+/// `spec.instance`).
+pub fn follows(vol: &Doc<Volume>, inst_host: Option<&String>) -> Option<String> {
+    let settled = matches!(
+        vol.status.phase,
+        VolumePhase::Available | VolumePhase::InUse
+    );
+    let shared = vol.spec.pool != DEFAULT_POOL;
+    let moved =
+        vol.status.host.is_some() && inst_host.is_some() && vol.status.host.as_ref() != inst_host;
+    (settled && shared && moved && vol.metadata.deleting.is_none())
+        .then(|| inst_host.cloned())
+        .flatten()
+}
+
+/// Moves every shared volume whose instance moved to that instance's host.
+async fn follow(objects: &Objects, volumes: &[Doc<Volume>]) -> Result<(), ObjectError> {
+    for vol in volumes {
+        let Some(i) = &vol.spec.instance else {
+            continue;
+        };
+        let host = objects
+            .get::<Instance>(i)
+            .await?
+            .and_then(|i| i.status.host);
+        let Some(to) = follows(vol, host.as_ref()) else {
+            continue;
+        };
+        let from = vol.status.host.clone();
+        let moved = objects
+            .modify::<Volume>(&vol.metadata.id, |d| {
+                if d.status.host != from || d.status.phase != vol.status.phase {
+                    return false;
+                }
+                d.status.host = Some(to.clone());
+                true
+            })
+            .await?;
+        if moved.is_some() {
+            tracing::info!(volume = %vol.metadata.name, host = %to, "volume follows its instance");
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 pub struct VolumeBinder;
 
@@ -63,6 +114,7 @@ impl Reconciler for VolumeBinder {
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let volumes = objects.list_all::<Volume>(None).await?;
+        follow(objects, &volumes).await?;
         if volumes.iter().all(|v| v.status.host.is_some()) {
             return Ok(());
         }
@@ -159,6 +211,36 @@ mod tests {
                 Err(_) => prop_assert!(loads.is_empty()),
             }
         }
+    }
+
+    #[test]
+    fn a_settled_ceph_volume_follows_its_instance_and_a_local_one_stays() {
+        use yunhan_model::{Metadata, Resource, VolumeSpec, VolumeStatus};
+        let vol = |pool: &str, phase| Resource {
+            metadata: Metadata::new("vol-1", "d1", None),
+            spec: VolumeSpec {
+                pool: pool.into(),
+                instance: Some("ins-1".into()),
+                ..Default::default()
+            },
+            status: VolumeStatus {
+                host: Some("hst-a".into()),
+                phase,
+                ..Default::default()
+            },
+        };
+        let b = Some("hst-b".to_string());
+        let a = Some("hst-a".to_string());
+        let ceph = vol("vols", VolumePhase::InUse);
+        assert_eq!(follows(&ceph, b.as_ref()), b);
+        assert_eq!(follows(&ceph, a.as_ref()), None, "already there");
+        assert_eq!(follows(&ceph, None), None, "the instance is unbound");
+        assert_eq!(follows(&vol("local", VolumePhase::InUse), b.as_ref()), None);
+        assert_eq!(
+            follows(&vol("vols", VolumePhase::Attaching), b.as_ref()),
+            None,
+            "busy"
+        );
     }
 
     #[test]
