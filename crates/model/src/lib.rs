@@ -64,7 +64,7 @@ pub use metering::{
     Metered, Meters, Pass, PriceList, PricedLine, Span, UsageLine, UsageRecord, UsageReport,
     HOUR_SECS,
 };
-pub use migration::{MigrationPhase, MigrationSpec, MigrationStatus};
+pub use migration::{DeviceKind, MigrationPhase, MigrationSpec, MigrationStatus, PluggedDevice};
 pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};
 pub use network::{
     ElasticIp, NatGateway, NetworkInterface, PrimaryNic, RouteTable, SecurityGroup, Subnet, Vip,

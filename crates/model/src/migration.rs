@@ -117,4 +117,28 @@ pub struct MigrationStatus {
     pub downtime_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The devices hot-plugged into the VM and the port each sits on, published by the
+    /// source while the migration is `Preparing`; the target starts its QEMU with the
+    /// same layout once they are there (None: not published yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<PluggedDevice>>,
+}
+
+/// A device hot-plugged into a running VM: QEMU device `id` on hot-plug port `port`
+/// (`hp<port>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluggedDevice {
+    /// The NIC's or volume's id (also the QEMU device id).
+    pub id: String,
+    pub kind: DeviceKind,
+    pub port: u32,
+}
+
+/// What a hot-plugged device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Nic,
+    Volume,
 }

@@ -200,6 +200,15 @@ pub struct QomList {
 }
 command!(QomList, "qom-list", Vec<crate::types::QomProperty>);
 
+/// `qom-get` of one property of a QOM object, e.g. a device's `parent_bus`
+/// (`/machine/peripheral/hp1/hp1` for a device on root port `hp1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QomGet {
+    pub path: String,
+    pub property: String,
+}
+command!(QomGet, "qom-get", serde_json::Value);
+
 /// `block_resize` of a node to `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

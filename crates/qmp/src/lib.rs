@@ -27,7 +27,8 @@ use async_trait::async_trait;
 
 pub use client::{ConnectOptions, EventStream, QmpClient, EVENT_BUFFER};
 pub use commands::{
-    BlockdevAdd, Command, DeviceAdd, Empty, MigrateStartPostcopy, NetdevAddTap, NetdevDel, QomList,
+    BlockdevAdd, Command, DeviceAdd, Empty, MigrateStartPostcopy, NetdevAddTap, NetdevDel, QomGet,
+    QomList,
 };
 pub use error::{QmpError, Result};
 pub use types::{

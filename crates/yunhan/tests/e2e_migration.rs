@@ -7,7 +7,9 @@
 //!   both leave the VM running on the source, with no copy left on the target.
 //! - A migration that completes: the guest keeps counting on its console (no
 //!   reboot), keeps its address (the peer reaches it), runs exactly once, and the
-//!   total time and downtime are reported.
+//!   total time and downtime are reported. What was hot-plugged into it before
+//!   comes along: a Ceph data volume (its marker read back from the disk) and a
+//!   second NIC (its MAC in the guest).
 //! - `host drain` moves it back, names the VM it cannot move (stopped, local
 //!   disk) and marks the host unschedulable (a migration to it is then refused);
 //!   `host uncordon` ends that. The VM's elastic IP follows it both times: the
@@ -22,7 +24,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, qemus_of, stderr, test_guest, CephCloud, Cluster};
+use common::guest_disk::{device_of, read_pattern, write_pattern};
+use common::{eventually, qemus_of, stderr, test_guest, words, CephCloud, Cluster};
 use serde_json::Value;
 
 fn vm(c: &Cluster, name: &str) -> Value {
@@ -235,6 +238,9 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "peer → m after the failure"
     );
 
+    // Hot-plugged devices: a Ceph data volume with a marker, and a second NIC.
+    let d1 = hot_plug(&c, &id).await;
+
     // The real thing, with an elastic IP the outside pings every 100 ms meanwhile.
     let eip = c.ok(&["eip", "create", "m-ip", "--nic", "m-nic0"]);
     let eip: Ipv4Addr = eip["status"]["address"].as_str().unwrap().parse().unwrap();
@@ -306,6 +312,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         (qemus_of(&id).len() == 1).then_some(())
     })
     .await;
+    hot_plugged_came_along(&c, &id, &d1).await;
     eprintln!(
         "live migration: total {} ms, downtime {} ms",
         m["total_ms"], m["downtime_ms"]
@@ -355,6 +362,8 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         &["vm", "migrate", "m", "--to", &target_name, "--wait"],
         "no host can take it",
     );
+    // The drain moved the hot-plugged devices back with it.
+    hot_plugged_came_along(&c, &id, &d1).await;
     c.ok(&["host", "uncordon", &target_name]);
     assert_eq!(
         c.ok(&["host", "show", &target_name])["spec"]["schedulable"],
@@ -453,6 +462,48 @@ async fn rebalance_moves_m_off_a_crowded_host(c: &Cluster, id: &str) {
     for h in [&crowded, &roomy] {
         c.ok(&["host", "set", h, "--cpu-overcommit", "cluster"]);
     }
+}
+
+/// The data volume d1 and the NIC n2, hot-plugged into running m: d1 gets a marker
+/// from inside the guest, n2 shows up in the guest. Returns d1's id.
+async fn hot_plug(c: &Cluster, id: &str) -> (String, String) {
+    let d1 = c.ok(&words("volume create d1 --size 1GiB --pool migvols --wait"));
+    let d1 = d1["metadata"]["id"].as_str().unwrap().to_string();
+    c.ok(&words("volume attach d1 --vm m --wait"));
+    let n2 = c.ok(&words("nic create n2 --subnet s1 --vm m"));
+    let mac = n2["status"]["mac"].as_str().unwrap().to_string();
+    let mut sh = c.shell(id).await;
+    let dev = device_of(&mut sh, &d1).await;
+    write_pattern(&mut sh, &dev, "MIGRATED-DATA").await;
+    guest_has_mac(&mut sh, &mac).await;
+    (d1, mac)
+}
+
+/// After the move, the guest still has d1 with its marker (read past the page
+/// cache: from the RBD image through the target's QEMU) and n2.
+async fn hot_plugged_came_along(c: &Cluster, id: &str, (d1, mac): &(String, String)) {
+    eventually("d1 InUse by m", Duration::from_secs(60), || async {
+        let v = c.ok(&["volume", "show", "d1"]);
+        (v["status"]["phase"] == "InUse" && v["status"]["attached_to"] == id).then_some(())
+    })
+    .await;
+    let mut sh = c.shell(id).await;
+    let dev = device_of(&mut sh, d1).await;
+    sh.run("sync; echo 3 > /proc/sys/vm/drop_caches").await;
+    assert_eq!(read_pattern(&mut sh, &dev, 13).await, "MIGRATED-DATA");
+    guest_has_mac(&mut sh, mac).await;
+}
+
+/// Waits (60 s) until one of the guest's interfaces has `mac`.
+async fn guest_has_mac(sh: &mut common::GuestShell, mac: &str) {
+    for _ in 0..120 {
+        let out = sh.run("cat /sys/class/net/*/address").await;
+        if out.lines().any(|l| l.trim() == mac) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("no interface with MAC {mac} in the guest");
 }
 
 /// Waits (10 s) until `eip show m-ip` names `host` (a host name) as the one realising it.

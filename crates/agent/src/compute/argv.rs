@@ -56,6 +56,10 @@ pub struct VmPlan {
     /// VPC NICs (TAP file descriptors inherited by QEMU). None: the user-mode NIC.
     #[serde(default)]
     pub nics: Vec<VmNic>,
+    /// Volumes hot-plugged into the VM before it came here (a live migration's
+    /// target starts with them on their ports).
+    #[serde(default)]
+    pub volumes: Vec<VmVolume>,
     /// A live migration's target: QEMU waits for the VM's state on this
     /// address (`tcp:host:port`) instead of booting.
     #[serde(default)]
@@ -73,6 +77,34 @@ pub struct VmNic {
     /// Its descriptor number in QEMU (inherited across exec).
     pub fd: i32,
     pub mtu: u16,
+    /// The hot-plug port it was plugged into (a live migration's target);
+    /// None: the root bus, as at start.
+    #[serde(default)]
+    pub port: Option<usize>,
+}
+
+/// A hot-plugged volume on the command line of a live migration's target: its
+/// block nodes (protocol, then raw format node named after the volume) and its
+/// virtio-blk device on the port it had on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmVolume {
+    /// The volume id: device id, format node name and guest serial.
+    pub id: String,
+    pub nodes: [serde_json::Value; 2],
+    pub port: usize,
+}
+
+impl VmVolume {
+    /// `-device` arguments, as `storage/plug.rs` hot-plugs it.
+    pub fn device(&self) -> String {
+        format!(
+            "virtio-blk-pci,bus={},id={},drive={},serial={}",
+            hotplug_port(self.port),
+            self.id,
+            self.id,
+            self.id
+        )
+    }
 }
 
 /// The QEMU network backend id of NIC `nic_id`.
@@ -87,8 +119,12 @@ impl VmNic {
     }
     /// `-device` arguments.
     pub fn device(&self) -> String {
+        let bus = self
+            .port
+            .map(|p| format!("bus={},", hotplug_port(p)))
+            .unwrap_or_default();
         format!(
-            "virtio-net-pci,id={},netdev={},mac={},host_mtu={}",
+            "virtio-net-pci,{bus}id={},netdev={},mac={},host_mtu={}",
             self.id,
             netdev_id(&self.id),
             self.mac,
@@ -227,14 +263,16 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
     // VPC NICs: TAPs in the host's namespace, plugged into the VPC bridge by the
     // network agent. Without any, a user-mode NIC isolated from the host and the
     // outside (restrict=on); QEMU's DHCP server still answers.
-    if plan.nics.is_empty() {
+    let (hot_nics, nics): (Vec<&VmNic>, Vec<&VmNic>) =
+        plan.nics.iter().partition(|n| n.port.is_some());
+    if nics.is_empty() {
         push("-netdev", "user,id=net0,restrict=on".into());
         push(
             "-device",
             format!("virtio-net-pci,id=nic0,netdev=net0,mac={}", plan.mac),
         );
     }
-    for nic in &plan.nics {
+    for nic in nics {
         push("-netdev", nic.netdev());
         push("-device", nic.device());
     }
@@ -248,6 +286,17 @@ pub fn build_argv(plan: &VmPlan) -> Vec<String> {
             "-device",
             format!("pcie-root-port,id={},chassis={}", hotplug_port(i), i + 1),
         );
+    }
+    // What was hot-plugged before a live migration, on the same ports.
+    for vol in &plan.volumes {
+        for n in &vol.nodes {
+            push("-blockdev", n.to_string());
+        }
+        push("-device", vol.device());
+    }
+    for nic in hot_nics {
+        push("-netdev", nic.netdev());
+        push("-device", nic.device());
     }
     push(
         "-chardev",
@@ -322,6 +371,7 @@ mod tests {
             gpus,
             root: None,
             nics: vec![],
+            volumes: vec![],
             incoming: None,
         }
     }
@@ -350,9 +400,63 @@ mod tests {
                 device: yunhan_net::names::port_device(id),
                 fd: 40 + i as i32,
                 mtu: 1450,
+                port: None,
             });
         }
         insta::assert_json_snapshot!(build_argv(&p));
+    }
+
+    /// A live migration's target: the NIC from start time on the root bus, a NIC
+    /// and a volume hot-plugged later on the ports they had on the source.
+    #[test]
+    fn incoming_vm_with_a_hot_plugged_volume_and_nic() {
+        let mut p = plan(Accelerator::Tcg, Boot::Disk, vec![]);
+        for (i, port) in [None, Some(1)].into_iter().enumerate() {
+            let id = format!("nic-00000000000000a{}", i + 1);
+            p.nics.push(VmNic {
+                device: yunhan_net::names::port_device(&id),
+                id,
+                mac: format!("52:54:0a:0a:01:0{}", i + 2),
+                fd: 40 + i as i32,
+                mtu: 1450,
+                port,
+            });
+        }
+        p.volumes.push(VmVolume {
+            id: "vol-00000000000000d1".into(),
+            nodes: [
+                serde_json::json!({"driver": "rbd", "node-name": "vol-00000000000000d1-file",
+                    "pool": "vols", "image": "vol-00000000000000d1"}),
+                serde_json::json!({"driver": "raw", "node-name": "vol-00000000000000d1",
+                    "file": "vol-00000000000000d1-file"}),
+            ],
+            port: 0,
+        });
+        p.incoming = Some("tcp:10.0.0.2:4444".into());
+        let argv = build_argv(&p);
+        let at = |s: &str| argv.iter().position(|a| a.contains(s)).unwrap();
+        assert!(at("id=hp7,") < at("bus=hp0,id=vol-00000000000000d1"));
+        assert!(at("bus=hp1,id=nic-00000000000000a2") > at("id=hp7,"));
+        assert!(!argv.iter().any(|a| a.contains("user,id=net0")));
+        insta::assert_json_snapshot!(argv);
+    }
+
+    #[test]
+    fn only_hot_plugged_nics_keep_the_user_mode_nic_on_the_root_bus() {
+        let mut p = plan(Accelerator::Tcg, Boot::Disk, vec![]);
+        p.nics.push(VmNic {
+            id: "nic-00000000000000a1".into(),
+            mac: "52:54:0a:0a:01:02".into(),
+            device: "tap-x".into(),
+            fd: 40,
+            mtu: 1450,
+            port: Some(3),
+        });
+        let argv = build_argv(&p);
+        assert!(argv.iter().any(|a| a == "user,id=net0,restrict=on"));
+        assert!(argv
+            .iter()
+            .any(|a| a.starts_with("virtio-net-pci,bus=hp3,")));
     }
 
     #[test]

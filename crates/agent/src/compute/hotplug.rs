@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use yunhan_qmp::{DeviceAdd, EventKind, Qmp, QmpClient, QmpError};
+use yunhan_qmp::{DeviceAdd, EventKind, Qmp, QmpClient, QmpError, QomList};
 
 use super::argv::{hotplug_port, HOTPLUG_PORTS};
 
@@ -42,6 +42,17 @@ pub async fn plug(qmp: &QmpClient, dev: DeviceAdd) -> Result<(), HotplugError> {
         }
     }
     Err(HotplugError::NoFreeSlot { last })
+}
+
+/// Whether the VM has a device with id `id` (e.g. a volume that came with it
+/// in a live migration: it is plugged already).
+pub async fn present(qmp: &QmpClient, id: &str) -> Result<bool, QmpError> {
+    let children = qmp
+        .execute(&QomList {
+            path: "/machine/peripheral".into(),
+        })
+        .await?;
+    Ok(children.iter().any(|c| c.name == id))
 }
 
 /// Unplugs device `id` and waits until the guest has released it; a device

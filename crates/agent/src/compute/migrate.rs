@@ -1,8 +1,11 @@
 //! Live migration, the agents' part (the orchestrator in
 //! `controller/src/migration.rs` decides and moves the binding):
 //!
-//! - target: starts an identical QEMU (same plan: RBD root, NICs' TAPs on this
-//!   host) with `-incoming tcp:<address>:<port>` and reports `Incoming`;
+//! - source, first: publishes the VM's hot-plugged devices and their ports
+//!   (`status.migration.devices`, read from QEMU: `layout.rs`);
+//! - target: once they are there, starts an identical QEMU (same plan: RBD
+//!   root, NICs' TAPs on this host, the hot-plugged NICs and volumes on the
+//!   same ports) with `-incoming tcp:<address>:<port>` and reports `Incoming`;
 //! - source: sets the downtime limit, bandwidth cap and auto-converge, runs
 //!   `migrate`, reports progress while it copies (`Running`), honours a cancel
 //!   request (`migrate_cancel`), and on completion reports the total time and
@@ -22,6 +25,7 @@ use yunhan_qmp::{
 };
 use yunhan_store::objects::{ObjectError, Objects};
 
+use super::layout::{self, LayoutError};
 use super::runtime::RuntimeError;
 use super::{Doc, Inner, StartError};
 
@@ -45,6 +49,10 @@ enum MigrationError {
     /// The target's copy of the VM could not be planned.
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("reading the VM's hot-plugged devices: {0}")]
+    ReadLayout(QmpError),
     #[error("the target host could not start QEMU: {0}")]
     TargetQemu(RuntimeError),
     #[error("post-copy is not available on the target host: {0}")]
@@ -125,6 +133,11 @@ impl Inner {
             let uri = format!("tcp:{}:{port}", self.cfg.address);
             let accel = self.accelerator().await;
             let mut req = self.start_request(objects, &inst, accel).await?;
+            let devices = (inst.status.migration.as_ref())
+                .and_then(|m| m.devices.clone())
+                .unwrap_or_default();
+            self.lay_out(objects, &inst, &mut req.plan, &devices)
+                .await?;
             req.plan.incoming = Some(uri.clone());
             self.rt
                 .start(&req)
@@ -167,6 +180,34 @@ impl Inner {
         };
         if let Err(e) = written {
             tracing::warn!(instance = %id, error = %e, "reporting the incoming migration failed");
+        }
+    }
+
+    /// Source: publishes the VM's hot-plugged devices for the target.
+    pub(super) async fn publish_layout(&self, objects: &Objects, inst: Doc<Instance>) {
+        let id = inst.metadata.id.clone();
+        let Some(request) = inst.status.migration.as_ref().map(|m| m.request) else {
+            return;
+        };
+        let read = async {
+            let qmp = self.rt.qmp(&id).await?;
+            layout::read(&qmp).await.map_err(MigrationError::ReadLayout)
+        }
+        .await;
+        let written = match read {
+            Ok(devices) => {
+                tracing::info!(instance = %id, ?devices, "hot-plugged devices published for the target");
+                set(objects, &id, request, |m| {
+                    if m.phase == MigrationPhase::Preparing {
+                        m.devices = Some(devices.clone());
+                    }
+                })
+                .await
+            }
+            Err(why) => set(objects, &id, request, |m| fail(m, why.to_string())).await,
+        };
+        if let Err(e) = written {
+            tracing::warn!(instance = %id, error = %e, "publishing the VM's devices failed");
         }
     }
 

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod access;
 pub mod argv;
 pub mod hotplug;
+mod layout;
 mod migrate;
 mod nics;
 pub mod runtime;
@@ -282,6 +283,44 @@ impl Compute {
         self.inner.rt.clone()
     }
 
+    /// Spawns this host's part in the live migrations of `all` (the source
+    /// publishes the device layout, the target prepares, the source sends);
+    /// returns the instances arriving here.
+    fn spawn_migration_parts(&self, objects: &Objects, all: &[Doc<Instance>]) -> HashSet<String> {
+        let me = self.inner.host_id.as_str();
+        let mut receiving = HashSet::new();
+        for inst in all {
+            let Some((m, target)) = migrate::part(inst, me) else {
+                continue;
+            };
+            let id = &inst.metadata.id;
+            if target && (m.phase.active() || m.phase == MigrationPhase::Completed) {
+                receiving.insert(id.clone());
+            }
+            let (objects, inst) = (objects.clone(), inst.clone());
+            let here = inst.status.host.as_deref() == Some(me);
+            match (target, m.phase, m.devices.is_some()) {
+                // The target waits for the source's device layout.
+                (true, MigrationPhase::Preparing, true) => {
+                    self.spawn_op(id, move |inner| async move {
+                        inner.prepare_incoming(&objects, inst).await;
+                    })
+                }
+                (false, MigrationPhase::Preparing, false) if here => {
+                    self.spawn_op(id, move |inner| async move {
+                        inner.publish_layout(&objects, inst).await;
+                    })
+                }
+                (false, MigrationPhase::Incoming | MigrationPhase::Running, _) if here => self
+                    .spawn_op(id, move |inner| async move {
+                        inner.migrate_out(&objects, inst).await;
+                    }),
+                _ => {}
+            }
+        }
+        receiving
+    }
+
     /// Runs `op` for `id` unless an operation for it is already in flight.
     fn spawn_op<F>(&self, id: &str, op: impl FnOnce(Arc<Inner>) -> F)
     where
@@ -313,31 +352,7 @@ impl Reconciler for Compute {
         // A store error ends the pass here: VMs keep running as they are.
         let all = objects.list_all::<Instance>(None).await?;
         let me = self.inner.host_id.as_str();
-        // Live migrations this host has a part in: the target prepares, the source sends.
-        let mut receiving = HashSet::new();
-        for inst in &all {
-            let Some((m, target)) = migrate::part(inst, me) else {
-                continue;
-            };
-            let id = &inst.metadata.id;
-            if target && (m.phase.active() || m.phase == MigrationPhase::Completed) {
-                receiving.insert(id.clone());
-            }
-            let (objects, inst) = (objects.clone(), inst.clone());
-            match (target, m.phase) {
-                (true, MigrationPhase::Preparing) => self.spawn_op(id, move |inner| async move {
-                    inner.prepare_incoming(&objects, inst).await;
-                }),
-                (false, MigrationPhase::Incoming | MigrationPhase::Running)
-                    if inst.status.host.as_deref() == Some(me) =>
-                {
-                    self.spawn_op(id, move |inner| async move {
-                        inner.migrate_out(&objects, inst).await;
-                    })
-                }
-                _ => {}
-            }
-        }
+        let receiving = self.spawn_migration_parts(objects, &all);
         let mine: HashMap<String, Doc<Instance>> = all
             .into_iter()
             .filter(|i| i.status.host.as_deref() == Some(me))
@@ -663,6 +678,7 @@ impl Inner {
                 device: n.device,
                 fd: -1,
                 mtu,
+                port: None,
             })
             .collect();
         Ok(StartRequest {
@@ -678,6 +694,7 @@ impl Inner {
                 gpus: inst.status.gpu_devices.clone(),
                 root,
                 nics,
+                volumes: Vec::new(),
                 incoming: None,
             },
             image_disk: image.status.disk_path.as_ref().map(PathBuf::from),

@@ -23,6 +23,10 @@ impl Inner {
         let disk = self.volumes.qemu_disk(pool, id).await?;
         secure(&disk, self.rt.vm_owner(inst))?;
         let qmp = self.rt.qmp(inst).await?;
+        // Plugged already (its QEMU came with it in a live migration): nothing to add.
+        if hotplug::present(&qmp, id).await? {
+            return Ok(());
+        }
         let [file, raw] = disk.blockdev_nodes(&node(id));
         let added = async {
             for n in [file, raw] {
