@@ -6,9 +6,12 @@
 
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time};
 
-/// How far ahead [`Cron::next_after`] looks: eight years, so a schedule on 29 February
-/// is found even across 2100 (no leap day).
-pub const HORIZON_DAYS: i64 = 8 * 366;
+/// How far ahead [`Cron::next_after`] looks: fifty years. A day-of-month restricted
+/// together with a weekday and a month (`* * * */7 3 3`: March Wednesdays that are the
+/// 1st, 8th, …) can fire only every 5 to 11 years, and a 29 February on a given weekday
+/// every 28 (40 across 2100, which has no leap day); fifty years covers them all from
+/// any start.
+pub const HORIZON_DAYS: i64 = 50 * 366;
 
 /// Why a schedule was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
