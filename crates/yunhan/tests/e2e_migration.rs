@@ -327,6 +327,22 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     // throughout the drain.
     eip_realised_on(&c, &target_name).await;
     let pinger = Pinger::start(&outside, eip);
+    // A stopped VM booting from Ceph is on the target too: the drain moves it cold.
+    c.ok(&words(
+        "volume create root-s --image tiny --size 1GiB --pool migvols --bootable --wait",
+    ));
+    c.ok(&words(
+        "vm create s --image tiny --flavor tiny --boot-volume root-s --stopped",
+    ));
+    let s_host = eventually("s stopped and bound", Duration::from_secs(30), || async {
+        let v = vm(&c, "s");
+        let host = v["status"]["host"].as_str().map(str::to_string);
+        host.filter(|_| v["status"]["phase"] == "Stopped")
+    })
+    .await;
+    if s_host != target {
+        c.ok(&["vm", "migrate", "s", "--to", &target_name, "--wait"]);
+    }
     // The stopped peer VM (a local disk) cannot move: the drain says so.
     let out = c.cli(&["host", "drain", &target_name]);
     // m is Running on the source again (the drain waited for that before trying p).
@@ -339,6 +355,13 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     );
     let back = vm(&c, "m");
     assert_eq!(back["status"]["host"], source.as_str(), "drained back");
+    let sv = vm(&c, "s");
+    assert_eq!(
+        sv["status"]["host"],
+        source.as_str(),
+        "s moved cold by the drain"
+    );
+    assert_eq!(sv["status"]["migration"]["cold"], true, "{sv}");
     assert_eq!(back["status"]["phase"], "Running", "{back}");
     assert!(
         lab.ping_within(&outside, eip, Duration::from_secs(5)),
@@ -432,7 +455,8 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
 }
 
 /// `host rebalance --apply`: m's host made crowded (1 vCPU per CPU), the other roomy (16
-/// per CPU); at a 30 % target the plan moves m there and --apply makes the move live.
+/// per CPU); at a 30 % target the plan moves m there (and maybe the stopped s, cold) and
+/// --apply makes the moves.
 async fn rebalance_moves_m_off_a_crowded_host(c: &Cluster, id: &str) {
     let here = vm(c, "m")["status"]["host"].as_str().unwrap().to_string();
     let hosts = c.ok(&["host", "list"]);
@@ -442,12 +466,13 @@ async fn rebalance_moves_m_off_a_crowded_host(c: &Cluster, id: &str) {
     let (crowded, roomy) = (name_of(crowded[0]), name_of(roomy[0]));
     c.ok(&["host", "set", &crowded, "--cpu-overcommit", "1"]);
     c.ok(&["host", "set", &roomy, "--cpu-overcommit", "16"]);
-    let plan = eventually("a plan that moves m", Duration::from_secs(20), || async {
+    let m_move = eventually("a plan that moves m", Duration::from_secs(20), || async {
         let plan = c.ok(&["host", "rebalance", "--target", "30"]);
-        (plan["moves"][0]["name"] == "m").then_some(plan)
+        let moves = plan["moves"].as_array().cloned().unwrap_or_default();
+        moves.into_iter().find(|mv| mv["name"] == "m")
     })
     .await;
-    assert_eq!(plan["moves"][0]["to_name"], roomy.as_str(), "{plan}");
+    assert_eq!(m_move["to_name"], roomy.as_str(), "{m_move}");
     let out = c.cli(&["host", "rebalance", "--target", "30", "--apply"]);
     assert!(out.status.success(), "rebalance --apply: {}", stderr(&out));
     let v = vm(c, "m");
