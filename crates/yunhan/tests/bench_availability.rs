@@ -2,8 +2,9 @@
 //! suite: `#[ignore]`): real binary, real etcd, real Ceph, TCG guests booting
 //! from RBD clones of the test guest (flavor tiny: 256 MiB, 1 vCPU).
 //! - live migration: total time and downtime, p50/p99 over ROUNDS back-and-forth
-//!   moves of an idle guest, then of a guest rewriting 64 MiB of random data in
-//!   a loop (memory-busy);
+//!   moves of an idle guest, of the same guest with two hot-plugged Ceph data
+//!   volumes, then of it rewriting 64 MiB of random data in a loop (memory-busy);
+//!   and the wall-clock time of a cold move of the stopped guest;
 //! - HA: host loss (agent SIGSTOPped) → VM Running elsewhere, and → the guest's
 //!   next boot marker, p50/p95 over ROUNDS failovers, with the default timing
 //!   settings (lease TTL 2 s in these agents, grace 3 s).
@@ -73,14 +74,49 @@ async fn bench_live_migration_idle_and_busy() {
         "live migration, idle 256 MiB guest ({} runs): total p50 {:.0} ms p99 {:.0} ms; downtime p50 {:.0} ms p99 {:.0} ms",
         t.len(), pct(&mut t, 0.5), pct(&mut t, 0.99), pct(&mut d, 0.5), pct(&mut d, 0.99)
     );
+    // The same guest with two hot-plugged Ceph data volumes (the target starts with them).
+    for v in ["d1", "d2"] {
+        c.ok(&[
+            "volume",
+            "create",
+            v,
+            "--size",
+            "1GiB",
+            "--pool",
+            "benchvols",
+            "--wait",
+        ]);
+        c.ok(&["volume", "attach", v, "--vm", "b", "--wait"]);
+    }
+    let (mut t, mut d) = migrate_rounds(&c);
+    println!(
+        "live migration, idle 256 MiB guest with two hot-plugged data volumes ({} runs): total p50 {:.0} ms p99 {:.0} ms; downtime p50 {:.0} ms p99 {:.0} ms",
+        t.len(), pct(&mut t, 0.5), pct(&mut t, 0.99), pct(&mut d, 0.5), pct(&mut d, 0.99)
+    );
     // Memory-busy: 64 MiB of random data copied over itself in a loop.
     let busy = "head -c 67108864 /dev/urandom > /dev/shm/a && \
                 (while :; do cp /dev/shm/a /dev/shm/b; done) >/dev/null 2>&1 & echo BUSY-$((40+2))";
     guest_runs(&vm(&c), busy, "BUSY-42", Duration::from_secs(120)).await;
     let (mut t, mut d) = migrate_rounds(&c);
     println!(
-        "live migration, memory-busy 256 MiB guest ({} runs): total p50 {:.0} ms p99 {:.0} ms; downtime p50 {:.0} ms p99 {:.0} ms",
+        "live migration, memory-busy 256 MiB guest with the two volumes ({} runs): total p50 {:.0} ms p99 {:.0} ms; downtime p50 {:.0} ms p99 {:.0} ms",
         t.len(), pct(&mut t, 0.5), pct(&mut t, 0.99), pct(&mut d, 0.5), pct(&mut d, 0.99)
+    );
+    // Stopped, it moves cold: `vm migrate --wait` from the command to the binding moved.
+    c.ok(&["vm", "stop", "b", "--wait"]);
+    let mut cold: Vec<f64> = (0..rounds(10))
+        .map(|_| {
+            let t0 = Instant::now();
+            let out = c.cli(&["vm", "migrate", "b", "--wait"]);
+            assert!(out.status.success(), "{}", common::stderr(&out));
+            t0.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    println!(
+        "cold move of the stopped guest ({} runs, the CLI's wall clock): p50 {:.0} ms p99 {:.0} ms",
+        cold.len(),
+        pct(&mut cold, 0.5),
+        pct(&mut cold, 0.99)
     );
 }
 
