@@ -19,6 +19,7 @@ use crate::resource::{changes, conflict, refuse_change, Deleted, Hooks};
 use crate::storage::volumes::{boot_volume, detach_all};
 use crate::AppState;
 
+mod reach;
 mod rebuild;
 mod resize;
 
@@ -234,6 +235,7 @@ async fn migration_target(s: &AppState, old: &Doc<Instance>, to: &str) -> Result
         )
         .into());
     }
+    reach::check(s, old, &host).await?;
     Ok(host.metadata.id)
 }
 

@@ -1,7 +1,7 @@
 //! External networks (admin): where elastic IPs and NAT gateway addresses come from, and
 //! how each host reaches them. Design note: `docs/network.md` ("External networks").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -154,6 +154,13 @@ impl ExternalNetworkSpec {
         Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
     }
 
+    /// Whether `host` (its id and name) has a leg on the network: the network lives on
+    /// the hosts themselves, or the host reports the device the spec names for it.
+    pub fn has_leg(&self, host_id: &str, host_name: &str, reported: &BTreeSet<String>) -> bool {
+        self.host_gateway
+            || (self.device_on(host_id, host_name)).is_some_and(|d| reported.contains(d))
+    }
+
     /// The device `host` (its id or name) reaches the network through, by the spec.
     pub fn device_on(&self, host_id: &str, host_name: &str) -> Option<&str> {
         self.legs
@@ -175,6 +182,21 @@ mod tests {
             host_gateway,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_host_has_a_leg_when_it_reports_the_device_named_for_it() {
+        let reported: BTreeSet<String> = ["eth1".to_string()].into();
+        assert!(spec(Some("eth1"), false).has_leg("hst-1", "node-1", &reported));
+        assert!(!spec(Some("eth2"), false).has_leg("hst-1", "node-1", &reported));
+        assert!(spec(None, true).has_leg("hst-1", "node-1", &BTreeSet::new()));
+        let mut per_host = spec(None, false);
+        per_host.legs = [("node-2".to_string(), "eth1".to_string())].into();
+        assert!(per_host.has_leg("hst-2", "node-2", &reported));
+        assert!(
+            !per_host.has_leg("hst-1", "node-1", &reported),
+            "no leg named for it"
+        );
     }
 
     #[test]

@@ -187,6 +187,46 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         &["vm", "migrate", "p", "--wait"],
         "its root disk is a local copy",
     );
+    // A host without the VM's networks: q's elastic IP is on an external network with a
+    // leg on q's host only, so the API refuses a move to the other host.
+    c.ok(&words(
+        "vm create q --image tiny --flavor tiny --subnet s1 --stopped",
+    ));
+    let q_host = eventually("q bound", Duration::from_secs(30), || async {
+        vm(&c, "q")["status"]["host"].as_str().map(str::to_string)
+    })
+    .await;
+    let host_name = |id: &str| {
+        let h = c.ok(&["host", "show", id]);
+        h["metadata"]["name"].as_str().unwrap().to_string()
+    };
+    let other = if q_host == source {
+        p_host.clone()
+    } else {
+        source.clone()
+    };
+    let leg = format!(
+        "{}={}",
+        host_name(&q_host),
+        yunhan_net::lab::Lab::EXTERNAL_DEVICE
+    );
+    let edge = [
+        "external-network",
+        "create",
+        "edge",
+        "--cidr",
+        "198.51.100.0/28",
+    ];
+    c.ok(&[&edge[..], &["--leg", &leg]].concat());
+    c.ok(&words("eip create edge-ip --network edge --nic q-nic0"));
+    refused(
+        &["vm", "migrate", "q", "--to", &host_name(&other)],
+        "has no leg on external network \"edge\"",
+    );
+    assert_eq!(vm(&c, "q")["status"]["host"], q_host.as_str(), "q stays");
+    c.ok(&words("eip delete edge-ip"));
+    c.ok(&words("vm delete q --wait"));
+    c.ok(&words("external-network delete edge"));
     // A running VM on a local disk: accepted by the API, refused by the orchestrator.
     c.ok(&[
         "vm", "create", "l", "--image", "tiny", "--flavor", "tiny", "--wait",

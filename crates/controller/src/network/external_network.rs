@@ -48,13 +48,17 @@ fn legs(inp: &Inputs, x: &Doc<ExternalNetwork>) -> Vec<net::ExternalLeg> {
     let none = BTreeSet::new();
     inp.hosts
         .iter()
+        .filter(|h| {
+            let reported = inp.devices.get(&h.metadata.id).unwrap_or(&none);
+            x.spec.has_leg(&h.metadata.id, &h.metadata.name, reported)
+        })
         .filter_map(|h| {
-            let device = if x.spec.host_gateway {
-                names::external_bridge(&x.metadata.id)
-            } else {
-                let d = x.spec.device_on(&h.metadata.id, &h.metadata.name)?;
-                let reported = inp.devices.get(&h.metadata.id).unwrap_or(&none);
-                reported.contains(d).then(|| d.to_string())?
+            let device = match x.spec.host_gateway {
+                true => names::external_bridge(&x.metadata.id),
+                false => x
+                    .spec
+                    .device_on(&h.metadata.id, &h.metadata.name)?
+                    .to_string(),
             };
             Some(net::ExternalLeg {
                 host: h.metadata.id.clone(),
