@@ -279,7 +279,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     );
 
     // Hot-plugged devices: a Ceph data volume with a marker, and a second NIC.
-    let d1 = hot_plug(&c, &id).await;
+    let plugged = hot_plug(&c, &id).await;
 
     // The real thing, with an elastic IP the outside pings every 100 ms meanwhile.
     let eip = c.ok(&["eip", "create", "m-ip", "--nic", "m-nic0"]);
@@ -352,7 +352,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         (qemus_of(&id).len() == 1).then_some(())
     })
     .await;
-    hot_plugged_came_along(&c, &id, &d1).await;
+    hot_plugged_came_along(&c, &id, &plugged).await;
     eprintln!(
         "live migration: total {} ms, downtime {} ms",
         m["total_ms"], m["downtime_ms"]
@@ -426,7 +426,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
         "no host can take it",
     );
     // The drain moved the hot-plugged devices back with it.
-    hot_plugged_came_along(&c, &id, &d1).await;
+    hot_plugged_came_along(&c, &id, &plugged).await;
     c.ok(&["host", "uncordon", &target_name]);
     assert_eq!(
         c.ok(&["host", "show", &target_name])["spec"]["schedulable"],
@@ -529,34 +529,60 @@ async fn rebalance_moves_m_off_a_crowded_host(c: &Cluster, id: &str) {
     }
 }
 
-/// The data volume d1 and the NIC n2, hot-plugged into running m: d1 gets a marker
-/// from inside the guest, n2 shows up in the guest. Returns d1's id.
-async fn hot_plug(c: &Cluster, id: &str) -> (String, String) {
-    let d1 = c.ok(&words("volume create d1 --size 1GiB --pool migvols --wait"));
-    let d1 = d1["metadata"]["id"].as_str().unwrap().to_string();
-    c.ok(&words("volume attach d1 --vm m --wait"));
+/// The data volumes d1 and d2 and the NIC n2, hot-plugged into running m: each volume
+/// gets a marker from inside the guest, n2 shows up in the guest.
+async fn hot_plug(c: &Cluster, id: &str) -> Plugged {
+    let mut disks = Vec::new();
+    for (name, marker) in [("d1", "MIGRATED-DATA"), ("d2", "SECOND-DISK-2")] {
+        let v = c.ok(&[
+            "volume", "create", name, "--size", "1GiB", "--pool", "migvols", "--wait",
+        ]);
+        c.ok(&["volume", "attach", name, "--vm", "m", "--wait"]);
+        disks.push((
+            name,
+            v["metadata"]["id"].as_str().unwrap().to_string(),
+            marker,
+        ));
+    }
     let n2 = c.ok(&words("nic create n2 --subnet s1 --vm m"));
     let mac = n2["status"]["mac"].as_str().unwrap().to_string();
     let mut sh = c.shell(id).await;
-    let dev = device_of(&mut sh, &d1).await;
-    write_pattern(&mut sh, &dev, "MIGRATED-DATA").await;
+    for (_, vol, marker) in &disks {
+        let dev = device_of(&mut sh, vol).await;
+        write_pattern(&mut sh, &dev, marker).await;
+    }
     guest_has_mac(&mut sh, &mac).await;
-    (d1, mac)
+    Plugged { disks, mac }
 }
 
-/// After the move, the guest still has d1 with its marker (read past the page
-/// cache: from the RBD image through the target's QEMU) and n2.
-async fn hot_plugged_came_along(c: &Cluster, id: &str, (d1, mac): &(String, String)) {
-    eventually("d1 InUse by m", Duration::from_secs(60), || async {
-        let v = c.ok(&["volume", "show", "d1"]);
-        (v["status"]["phase"] == "InUse" && v["status"]["attached_to"] == id).then_some(())
-    })
-    .await;
+/// Two data volumes (name, id, the marker written on each) and a NIC's MAC,
+/// hot-plugged into m.
+struct Plugged {
+    disks: Vec<(&'static str, String, &'static str)>,
+    mac: String,
+}
+
+/// After the move, the guest still has both volumes with their markers (read past
+/// the page cache: from the RBD images through the target's QEMU) and n2.
+async fn hot_plugged_came_along(c: &Cluster, id: &str, p: &Plugged) {
+    for (name, _, _) in &p.disks {
+        eventually(
+            &format!("{name} InUse by m"),
+            Duration::from_secs(60),
+            || async {
+                let v = c.ok(&["volume", "show", name]);
+                (v["status"]["phase"] == "InUse" && v["status"]["attached_to"] == id).then_some(())
+            },
+        )
+        .await;
+    }
     let mut sh = c.shell(id).await;
-    let dev = device_of(&mut sh, d1).await;
     sh.run("sync; echo 3 > /proc/sys/vm/drop_caches").await;
-    assert_eq!(read_pattern(&mut sh, &dev, 13).await, "MIGRATED-DATA");
-    guest_has_mac(&mut sh, mac).await;
+    for (_, vol, marker) in &p.disks {
+        let dev = device_of(&mut sh, vol).await;
+        assert_eq!(read_pattern(&mut sh, &dev, marker.len()).await, *marker);
+    }
+    guest_has_mac(&mut sh, &p.mac).await;
 }
 
 /// Waits (60 s) until one of the guest's interfaces has `mac`.

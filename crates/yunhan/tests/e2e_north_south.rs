@@ -181,6 +181,22 @@ async fn e2e_elastic_ip_and_nat_gateway_on_one_box() {
         )
         .await;
     }
+
+    // Rebuilt, b keeps its NIC's address and its elastic IP: the new guest answers at it.
+    let b_ip = ok(&["nic", "show", "b-nic0"])["status"]["ip"].clone();
+    let v = ok(&["vm", "rebuild", "b", "--wait", "--timeout", "240s"]);
+    assert_eq!(v["status"]["rebuild_generation"], 1, "{v}");
+    assert_eq!(ok(&["nic", "show", "b-nic0"])["status"]["ip"], b_ip);
+    assert_eq!(ok(&["eip", "show", "e1"])["spec"]["nic"], b_ip_nic(&ok));
+    assert!(
+        within(Duration::from_secs(120), || onebox.ping_eip(&addr)).is_some(),
+        "{addr} never answered for the rebuilt b"
+    );
+}
+
+/// The id of b's NIC (what e1 is bound to).
+fn b_ip_nic(ok: &impl Fn(&[&str]) -> serde_json::Value) -> serde_json::Value {
+    ok(&["nic", "show", "b-nic0"])["metadata"]["id"].clone()
 }
 
 /// The port of the guest's byte sink (`nc -l`), open in the test's security group.
