@@ -147,12 +147,7 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn child(name: &str, ty: &str) -> QomProperty {
-        QomProperty {
-            name: name.into(),
-            kind: format!("child<{ty}>"),
-        }
-    }
+    use crate::compute::qom_child as child;
 
     #[test]
     fn devices_on_hot_plug_ports_are_the_hot_plugged_ones() {

@@ -847,6 +847,16 @@ async fn find_image(
         .find(|i| i.spec.public && i.metadata.name == want))
 }
 
+/// A QOM child as `qom-list` reports it (`child<virtio-net-pci>`), for tests of what
+/// QEMU answers.
+#[cfg(test)]
+pub(super) fn qom_child(name: &str, ty: &str) -> yunhan_qmp::QomProperty {
+    yunhan_qmp::QomProperty {
+        name: name.into(),
+        kind: format!("child<{ty}>"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

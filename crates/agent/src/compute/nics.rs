@@ -142,12 +142,7 @@ async fn unplug(qmp: &QmpClient, id: &str) -> Result<(), NicError> {
 mod tests {
     use super::*;
 
-    fn child(name: &str, ty: &str) -> QomProperty {
-        QomProperty {
-            name: name.into(),
-            kind: format!("child<{ty}>"),
-        }
-    }
+    use crate::compute::qom_child as child;
 
     #[test]
     fn the_user_mode_nic_of_a_vm_without_vpc_nics_is_not_a_nic_to_unplug() {
