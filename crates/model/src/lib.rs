@@ -17,6 +17,7 @@ mod metering;
 mod migration;
 mod monitoring;
 pub mod network;
+mod object_storage;
 mod placement;
 mod quota;
 mod route_table;
@@ -69,6 +70,11 @@ pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};
 pub use network::{
     ElasticIp, NatGateway, NetworkInterface, PrimaryNic, RouteTable, SecurityGroup, Subnet, Vip,
     Vpc,
+};
+pub use object_storage::{
+    bucket_name_error, tenant_of, Bucket, BucketPhase, BucketSpec, BucketStatus, BucketUsage,
+    S3Key, S3KeyPhase, S3KeySpec, S3KeyStatus, Visibility, MAX_BUCKET_BYTES, MAX_BUCKET_OBJECTS,
+    MAX_S3_KEYS_PER_USER, MAX_S3_KEY_DESCRIPTION, S3_VPC_ADDRESS, S3_VPC_ENDPOINT,
 };
 pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};

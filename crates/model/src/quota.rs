@@ -23,6 +23,21 @@ pub struct Quota {
     /// Listeners over all the project's load balancers.
     #[serde(default = "default_listeners")]
     pub listeners: u64,
+    /// S3 buckets (docs/object-storage.md), whoever made them.
+    #[serde(default = "default_buckets")]
+    pub buckets: u64,
+    /// Bytes the project's buckets may hold in all; the S3 gateway enforces it on what
+    /// is stored (an upload beyond it is refused with 403 `QuotaExceeded`).
+    #[serde(default = "default_object_bytes")]
+    pub object_bytes: u64,
+}
+
+fn default_buckets() -> u64 {
+    100
+}
+
+fn default_object_bytes() -> u64 {
+    1 << 40
 }
 
 fn default_load_balancers() -> u64 {
@@ -53,6 +68,8 @@ impl Default for Quota {
             image_bytes: default_image_bytes(),
             load_balancers: default_load_balancers(),
             listeners: default_listeners(),
+            buckets: default_buckets(),
+            object_bytes: default_object_bytes(),
         }
     }
 }
@@ -79,6 +96,8 @@ pub struct Usage {
     pub load_balancers: u64,
     #[serde(default)]
     pub listeners: u64,
+    #[serde(default)]
+    pub buckets: u64,
 }
 
 impl Usage {
@@ -97,6 +116,7 @@ impl Usage {
             image_bytes: self.image_bytes + o.image_bytes,
             load_balancers: self.load_balancers + o.load_balancers,
             listeners: self.listeners + o.listeners,
+            buckets: self.buckets + o.buckets,
         }
     }
 
@@ -111,6 +131,7 @@ impl Usage {
             image_bytes: self.image_bytes.saturating_sub(o.image_bytes),
             load_balancers: self.load_balancers.saturating_sub(o.load_balancers),
             listeners: self.listeners.saturating_sub(o.listeners),
+            buckets: self.buckets.saturating_sub(o.buckets),
         }
     }
 
@@ -126,6 +147,7 @@ impl Usage {
             ("image_bytes", self.image_bytes, quota.image_bytes),
             ("load_balancers", self.load_balancers, quota.load_balancers),
             ("listeners", self.listeners, quota.listeners),
+            ("buckets", self.buckets, quota.buckets),
         ]
         .into_iter()
         .find(|(_, used, limit)| used > limit)
@@ -182,6 +204,8 @@ mod tests {
             image_bytes: 1 << 20,
             load_balancers: 1,
             listeners: 2,
+            buckets: 1,
+            object_bytes: 1 << 30,
         };
         let u = Usage {
             instances: 2,

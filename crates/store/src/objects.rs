@@ -80,6 +80,19 @@ pub fn api_key_secret_key(key_id: &str) -> String {
     format!("{API_KEY_SECRET_PREFIX}{key_id}")
 }
 
+/// The S3 gateway's endpoint (a URL the hosts can reach), written by `up`/`server` when
+/// the cloud has object storage; each host's agent passes guests' connections to the
+/// VPC address of object storage on to it.
+pub const S3_ENDPOINT_KEY: &str = "/yunhan/object-storage/endpoint";
+
+/// Where S3 keys' secret keys live (never in the S3Key document): the API writes one
+/// when it makes the key, the object-storage controller gives it to the gateway.
+pub const S3_KEY_SECRET_PREFIX: &str = "/yunhan/secrets/s3-keys/";
+
+pub fn s3_key_secret_key(key_id: &str) -> String {
+    format!("{S3_KEY_SECRET_PREFIX}{key_id}")
+}
+
 pub fn object_prefix<K: Kind>(scope: Option<&str>) -> String {
     match scope {
         Some(s) => format!("/yunhan/objects/{}/{s}/", K::PLURAL),
@@ -362,6 +375,20 @@ impl Objects {
                 Ok(d) => return Ok(Some(d)),
                 Err(ObjectError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes the current version of object `id`, whatever status writes moved it on
+    /// meanwhile; gone already counts as deleted.
+    pub async fn delete_latest<K: Kind>(&self, id: &str) -> Result<(), ObjectError> {
+        loop {
+            let Some(cur) = self.get::<K>(id).await? else {
+                return Ok(());
+            };
+            match self.delete::<K>(&cur).await {
+                Err(ObjectError::Conflict(_)) => continue,
+                done => return done,
             }
         }
     }
