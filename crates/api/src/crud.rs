@@ -51,6 +51,15 @@ pub struct ObjectQuery {
 
 /// `GET/POST /v1/<plural>` and `GET/PUT/DELETE /v1/<plural>/{id}`.
 pub(crate) fn crud<K: Hooks>(router: Router<Shared>) -> Router<Shared> {
+    crud_with::<K>(router, axum::routing::delete(remove::<K>))
+}
+
+/// [`crud`] with a `DELETE /v1/<plural>/{id}` of the kind's own (e.g. one that takes
+/// query parameters).
+pub(crate) fn crud_with<K: Hooks>(
+    router: Router<Shared>,
+    delete: axum::routing::MethodRouter<Shared>,
+) -> Router<Shared> {
     router
         .route(
             &format!("/v1/{}", K::PLURAL),
@@ -58,7 +67,7 @@ pub(crate) fn crud<K: Hooks>(router: Router<Shared>) -> Router<Shared> {
         )
         .route(
             &format!("/v1/{}/{{id}}", K::PLURAL),
-            get(show::<K>).put(update::<K>).delete(remove::<K>),
+            get(show::<K>).put(update::<K>).merge(delete),
         )
 }
 

@@ -26,8 +26,11 @@ use crate::resource::{delete_current, Deleted, Hooks};
 use crate::{AppState, Shared};
 
 pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
-    r.route("/v1/api-keys", get(list).post(create))
-        .route("/v1/api-keys/{id}", get(show).delete(remove))
+    r.route("/v1/api-keys", get(list_mine::<ApiKey>).post(create))
+        .route(
+            "/v1/api-keys/{id}",
+            get(show_mine::<ApiKey>).delete(remove_mine::<ApiKey>),
+        )
 }
 
 /// Response of `POST /v1/api-keys`: the token is shown this once.
@@ -55,60 +58,75 @@ impl Hooks for ApiKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyQuery {
+pub(crate) struct KeyQuery {
     /// Admins: resolve names in this project (id or name).
-    project: Option<String>,
+    pub project: Option<String>,
+}
+
+/// Kinds whose objects each belong to one user (API keys, S3 keys): a member sees
+/// and deletes only their own; another user's answers 404, as other projects' do.
+pub(crate) trait UserOwned: Hooks {
+    fn user_of(doc: &Doc<Self>) -> &str;
+}
+
+impl UserOwned for ApiKey {
+    fn user_of(doc: &Doc<Self>) -> &str {
+        &doc.status.user
+    }
 }
 
 /// May `p` see and delete `key`?
-fn mine(p: &Principal, key: &Doc<ApiKey>) -> bool {
-    p.is_admin() || key.status.user == p.user
+fn mine<K: UserOwned>(p: &Principal, key: &Doc<K>) -> bool {
+    p.is_admin() || K::user_of(key) == p.user
 }
 
-async fn find_mine(
+pub(crate) async fn find_mine<K: UserOwned>(
     s: &Shared,
     p: &Principal,
     id: &str,
     project: Option<&str>,
-) -> Result<Doc<ApiKey>> {
-    let key = find_visible::<ApiKey>(s, p, id, project).await?;
-    if !mine(p, &key) {
-        return Err(ApiError::not_found(ApiKey::KIND, id).into());
+) -> Result<Doc<K>> {
+    let key = find_visible::<K>(s, p, id, project).await?;
+    if !mine::<K>(p, &key) {
+        return Err(ApiError::not_found(K::KIND, id).into());
     }
     Ok(key)
 }
 
-async fn list(
+/// `GET /v1/<plural>` of a [`UserOwned`] kind.
+pub(crate) async fn list_mine<K: UserOwned>(
     s: State<Shared>,
     p: Principal,
     q: QueryParams<ListQuery>,
-) -> Result<Json<ListResponse<Doc<ApiKey>>>> {
-    let Json(mut page) = crate::crud::list::<ApiKey>(s, p.clone(), q).await?;
-    page.items.retain(|k| mine(&p, k));
+) -> Result<Json<ListResponse<Doc<K>>>> {
+    let Json(mut page) = crate::crud::list::<K>(s, p.clone(), q).await?;
+    page.items.retain(|k| mine::<K>(&p, k));
     Ok(Json(page))
 }
 
-async fn show(
+/// `GET /v1/<plural>/{id}` of a [`UserOwned`] kind.
+pub(crate) async fn show_mine<K: UserOwned>(
     State(s): State<Shared>,
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<KeyQuery>,
-) -> Result<Json<Doc<ApiKey>>> {
-    Ok(Json(find_mine(&s, &p, &id, q.project.as_deref()).await?))
+) -> Result<Json<Doc<K>>> {
+    Ok(Json(find_mine::<K>(&s, &p, &id, q.project.as_deref()).await?))
 }
 
-async fn remove(
+/// `DELETE /v1/<plural>/{id}` of a [`UserOwned`] kind.
+pub(crate) async fn remove_mine<K: UserOwned>(
     State(s): State<Shared>,
     p: Principal,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<KeyQuery>,
 ) -> Result<Response> {
-    let key = find_mine(&s, &p, &id, q.project.as_deref()).await?;
-    Ok(deleted(<ApiKey as Hooks>::delete(&s, key).await?))
+    let key = find_mine::<K>(&s, &p, &id, q.project.as_deref()).await?;
+    Ok(deleted(<K as Hooks>::delete(&s, key).await?))
 }
 
 /// The user a new key is for: the caller, or (admins) anyone.
-async fn key_user(s: &Shared, p: &Principal, named: Option<&str>) -> Result<Doc<User>> {
+pub(crate) async fn key_user(s: &Shared, p: &Principal, named: Option<&str>) -> Result<Doc<User>> {
     let user = match named {
         None => p.user.as_str(),
         Some(u) if !p.is_admin() && u != p.user => {

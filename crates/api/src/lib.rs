@@ -29,6 +29,7 @@ mod load_balancers;
 mod metering;
 mod monitoring;
 mod network;
+mod object_storage;
 mod placement_groups;
 mod projects;
 mod rebalance;
@@ -76,6 +77,8 @@ pub struct ApiConfig {
     pub storage_pools: Vec<String>,
     /// The cluster's overcommit ratios (a resize must fit its VM's host).
     pub placement: yunhan_model::scheduling::Policy,
+    /// The S3 gateway's endpoint, when the cloud has object storage.
+    pub s3_endpoint: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +94,7 @@ impl Default for ApiConfig {
             import_dir: "/var/lib/yunhan/import".into(),
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
             placement: Default::default(),
+            s3_endpoint: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub(crate) struct AppState {
     pub import_dir: std::path::PathBuf,
     pub storage_pools: Vec<String>,
     pub placement: yunhan_model::scheduling::Policy,
+    pub s3_endpoint: Option<String>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -132,6 +137,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         import_dir: config.import_dir.clone(),
         storage_pools: config.storage_pools.clone(),
         placement: config.placement,
+        s3_endpoint: config.s3_endpoint.clone(),
     });
     router::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
         state,

@@ -12,6 +12,7 @@ use yunhan_store::objects::Doc;
 
 use crate::crud::ListResponse;
 use crate::keys::CreatedApiKey;
+use crate::object_storage::s3_keys::CreatedS3Key;
 use crate::users::WhoAmI;
 
 struct Builder {
@@ -186,6 +187,36 @@ fn item_links(plural: &str, update: bool) -> Value {
     Value::Object(links)
 }
 
+/// `POST /v1/<plural>` of a key whose secret the response shows once.
+fn key_create_op<S: JsonSchema, C: JsonSchema>(b: &mut Builder, plural: &str, tag: &str, what: &str) {
+    let body = b.schema::<CreateRequest<S>>();
+    let created = b.schema::<C>();
+    let mut responses = error_responses(&[400, 401, 403, 409, 413, 415, 429, 503]);
+    responses.insert(
+        "201".into(),
+        json_response("the key and its secret (shown once)", created),
+    );
+    b.op(
+        &format!("/v1/{plural}"),
+        "post",
+        json!({
+            "operationId": format!("create_{plural}").replace('-', "_"),
+            "summary": format!("Create {what}, shown only this once"),
+            "tags": [tag],
+            "requestBody": json_body(body),
+            "responses": responses,
+        }),
+    );
+}
+
+/// `DELETE /v1/buckets/{id}` takes `force` (the objects go too).
+fn force_param(b: &mut Builder) {
+    let force = json!({"name": "force", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}});
+    if let Some(Value::Array(params)) = b.paths.get_mut("/v1/buckets/{id}").and_then(|p| p.pointer_mut("/delete/parameters")) {
+        params.push(force);
+    }
+}
+
 /// The whole OpenAPI 3.0.3 document served at `/v1/openapi.json`.
 pub fn openapi_document() -> Value {
     let mut b = Builder {
@@ -214,25 +245,11 @@ pub fn openapi_document() -> Value {
     b.kind::<yunhan_model::LoadBalancer>(true, true);
     b.kind::<yunhan_model::AlarmRule>(true, true);
     b.kind::<ApiKey>(false, false);
-
-    let key_body = b.schema::<CreateRequest<ApiKeySpec>>();
-    let created = b.schema::<CreatedApiKey>();
-    let mut responses = error_responses(&[400, 401, 403, 409, 413, 415, 429, 503]);
-    responses.insert(
-        "201".into(),
-        json_response("the key and its token (shown once)", created),
-    );
-    b.op(
-        "/v1/api-keys",
-        "post",
-        json!({
-            "operationId": "create_api_keys",
-            "summary": "Create an API key; the response holds the token, shown only this once",
-            "tags": ["ApiKey"],
-            "requestBody": json_body(key_body),
-            "responses": responses,
-        }),
-    );
+    b.kind::<yunhan_model::Bucket>(true, true);
+    b.kind::<yunhan_model::S3Key>(false, false);
+    force_param(&mut b);
+    key_create_op::<ApiKeySpec, CreatedApiKey>(&mut b, "api-keys", "ApiKey", "an API key; the response holds the token");
+    key_create_op::<yunhan_model::S3KeySpec, CreatedS3Key>(&mut b, "s3-keys", "S3Key", "an S3 key; the response holds the secret key");
 
     let image = b.schema::<Doc<Image>>();
     let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 429, 503]);

@@ -10,16 +10,16 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use yunhan_model::{
-    AlarmRule, ApiError, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance,
+    AlarmRule, ApiError, Bucket, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance,
     LoadBalancer, NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup,
     Snapshot, SnapshotPolicy, Subnet, User, Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;
-use crate::crud::crud;
+use crate::crud::{crud, crud_with};
 use crate::error::{HttpError, Result};
 use crate::extract::BodyLimit;
 use crate::lookup::forbidden;
@@ -54,13 +54,15 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
     let r = crud::<RouteTable>(crud::<Vip>(crud::<NatGateway>(r)));
     // load balancing
     let r = crud::<LoadBalancer>(r);
+    // object storage
+    let r = crud_with::<Bucket>(r, delete(crate::object_storage::buckets::remove));
     // monitoring
     crud::<AlarmRule>(r)
 }
 
 /// Routes with handlers of their own.
 fn special_routes(r: Router<Shared>) -> Router<Shared> {
-    crate::keys::routes(r)
+    crate::object_storage::s3_keys::routes(crate::keys::routes(r))
         .route("/v1/images/{id}/data", put(crate::images::upload::upload))
         .route("/v1/instances/{id}/console", get(crate::console::log))
         .route(

@@ -1,15 +1,16 @@
-//! Users: each belongs to one project for good; their API keys go with them.
+//! Users: each belongs to one project for good; their API and S3 keys go with them.
 //! `GET /v1/whoami` tells a token's user.
 
 use async_trait::async_trait;
 use axum::Json;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use yunhan_model::{ApiError, ApiKey, Project, Role, User};
+use yunhan_model::{ApiError, ApiKey, Project, Role, S3Key, User};
 use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
 use crate::error::Result;
+use crate::keys::UserOwned;
 use crate::resource::{delete_current, Deleted, Hooks};
 use crate::AppState;
 
@@ -34,19 +35,21 @@ impl Hooks for User {
         Ok(())
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        // The user's keys go with the user.
-        for key in s
-            .objects
-            .list_all::<ApiKey>(Some(&doc.spec.project))
-            .await?
-        {
-            if key.status.user == doc.metadata.id {
-                <ApiKey as Hooks>::delete(s, key).await?;
-            }
-        }
+        // The user's keys (API and S3) go with the user.
+        delete_keys_of::<ApiKey>(s, &doc).await?;
+        delete_keys_of::<S3Key>(s, &doc).await?;
         delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }
+}
+
+async fn delete_keys_of<K: UserOwned>(s: &AppState, user: &Doc<User>) -> Result<()> {
+    for key in s.objects.list_all::<K>(Some(&user.spec.project)).await? {
+        if K::user_of(&key) == user.metadata.id {
+            <K as Hooks>::delete(s, key).await?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -156,15 +156,20 @@ impl Ctx {
             let gone = |v: Option<&_>| v.is_none().then_some(Ok(()));
             wait_for::<K>(&self.client, &by_id, &what, Duration::from_secs(300), gone).await?;
         }
+        self.deleted(name, id, K::NOUN);
+        Ok(())
+    }
+
+    /// Says that `noun` `name` (`id`) is deleted (or on its way out).
+    pub(crate) fn deleted(&self, name: &str, id: &str, noun: &str) {
         if self.format == Format::Json {
             println!(
                 "{}",
                 serde_json::to_string(&Deleted { deleted: id }).unwrap_or_default()
             );
         } else {
-            eprintln!("deleted {} {name} ({id})", K::NOUN);
+            eprintln!("deleted {noun} {name} ({id})");
         }
-        Ok(())
     }
 
     /// Reads `name`, changes its spec with `change` and writes it back at the read revision.

@@ -59,6 +59,10 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     #[command(subcommand)]
     Storage(storage::PoolCommand),
+    #[command(subcommand)]
+    Bucket(bucket::BucketCommand),
+    #[command(subcommand, name = "s3-key")]
+    S3Key(s3_key::S3KeyCommand),
 }
 
 /// Runs one client command.
@@ -91,6 +95,8 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Volume(c) => volume::run(ctx, c).await,
         Command::Snapshot(c) => snapshot::run(ctx, c).await,
         Command::Storage(c) => storage::run(ctx, c).await,
+        Command::Bucket(c) => bucket::run(ctx, c).await,
+        Command::S3Key(c) => s3_key::run(ctx, c).await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod liveness;
 pub mod metering;
 pub mod migration;
 pub mod network;
+pub mod object_storage;
 pub mod scheduler;
 pub mod snapshot_policy;
 pub mod volumes;
@@ -25,18 +26,31 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use yunhan_store::objects::Objects;
 
+/// What the controllers are configured with.
+pub struct Controllers {
+    /// The cluster's overcommit ratios.
+    pub policy: yunhan_model::scheduling::Policy,
+    pub ha: Arc<ha::HaMonitor>,
+    /// The S3 gateway, when the cloud has object storage.
+    pub gateway: Option<Arc<dyn yunhan_storage::rgw::ObjectGateway>>,
+}
+
 /// Runs every control-plane controller until `shutdown` flips to true.
 pub async fn run_controllers(
     objects: Objects,
-    policy: yunhan_model::scheduling::Policy,
-    ha: Arc<ha::HaMonitor>,
+    c: Controllers,
     shutdown: watch::Receiver<bool>,
 ) {
+    let Controllers {
+        policy,
+        ha,
+        gateway,
+    } = c;
     let migrations = Arc::new(migration::Migrations {
         policy,
         storage: ha.storage.clone(),
     });
-    let reconcilers: Vec<Arc<dyn Reconciler>> = vec![
+    let mut reconcilers: Vec<Arc<dyn Reconciler>> = vec![
         Arc::new(liveness::HostLiveness),
         Arc::new(scheduler::Scheduler { policy }),
         Arc::new(network::NetworkController::default()),
@@ -47,6 +61,9 @@ pub async fn run_controllers(
         Arc::new(metering::MeteringController),
         Arc::new(alarms::Alarms::new(objects.clone())),
     ];
+    if let Some(g) = gateway {
+        reconcilers.push(Arc::new(object_storage::ObjectStorage::new(g)));
+    }
     let mut tasks = Vec::new();
     for r in reconcilers {
         tasks.push(tokio::spawn(run_reconciler(

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use yunhan_model::{
-    eip_metered, instance_metered, lb_metered, roll_up, snapshot_metered, volume_metered, BadTime,
-    Doc, ElasticIp, Instance, Ledger, LoadBalancer, Metered, Pass, Resource, Snapshot, Volume,
+    bucket_metered, eip_metered, instance_metered, lb_metered, roll_up, snapshot_metered,
+    volume_metered, BadTime, Bucket, Doc, ElasticIp, Instance, Ledger, LoadBalancer, Metered,
+    Pass, Resource, Snapshot, Volume,
 };
 use yunhan_store::metering::{Metering, MeteringError};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};
@@ -30,6 +31,7 @@ pub struct Inventory {
     pub snapshots: Vec<Doc<Snapshot>>,
     pub eips: Vec<Doc<ElasticIp>>,
     pub lbs: Vec<Doc<LoadBalancer>>,
+    pub buckets: Vec<Doc<Bucket>>,
 }
 
 /// An object left out of a pass, and why.
@@ -67,6 +69,9 @@ pub fn pass_of(old: &Ledger, inv: &Inventory, now: i64) -> (Pass, Vec<Skipped>) 
     inv.lbs
         .iter()
         .for_each(|d| take(&d.metadata.id, lb_metered(d)));
+    inv.buckets
+        .iter()
+        .for_each(|d| take(&d.metadata.id, bucket_metered(d)));
     let mut pass = roll_up(old, &metered, now);
     for s in &skipped {
         if let Some(c) = old.cursors.get(&s.id) {
@@ -123,6 +128,9 @@ async fn inventories(objects: &Objects) -> Result<BTreeMap<String, Inventory>, O
         &mut inv,
         |i| &mut i.lbs,
     );
+    by_project(objects.list_all::<Bucket>(None).await?, &mut inv, |i| {
+        &mut i.buckets
+    });
     Ok(inv)
 }
 
@@ -153,6 +161,7 @@ impl Reconciler for MeteringController {
             object_prefix::<Snapshot>(None),
             object_prefix::<ElasticIp>(None),
             object_prefix::<LoadBalancer>(None),
+            object_prefix::<Bucket>(None),
         ]
     }
     fn resync(&self) -> Duration {

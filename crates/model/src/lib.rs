@@ -60,7 +60,7 @@ pub use meta::{
     ObjectMeta, Resource, Scope, UpdateRequest,
 };
 pub use metering::{
-    eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge, month_start, report,
+    bucket_metered, eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge, month_start, report,
     rfc3339_of, roll_up, snapshot_metered, volume_metered, when_of, BadTime, Cursor, Ledger, Meter,
     Metered, Meters, Pass, PriceList, PricedLine, Span, UsageLine, UsageRecord, UsageReport,
     HOUR_SECS,

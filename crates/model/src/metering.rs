@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Doc, ElasticIp, Instance, InstancePhase, LoadBalancer, Snapshot, Volume};
+use crate::{ApiError, Bucket, Doc, ElasticIp, Instance, InstancePhase, LoadBalancer, Snapshot, Volume};
 
 /// Seconds in the hour records roll up to.
 pub const HOUR_SECS: i64 = 3600;
@@ -41,10 +41,12 @@ pub enum Meter {
     EipMbitSeconds,
     /// Seconds a load balancer exists.
     LbSeconds,
+    /// GiB stored in a bucket × seconds (as the gateway last counted it).
+    BucketGibSeconds,
 }
 
 impl Meter {
-    pub const ALL: [Meter; 7] = [
+    pub const ALL: [Meter; 8] = [
         Meter::VcpuSeconds,
         Meter::MemoryGibSeconds,
         Meter::VolumeGibSeconds,
@@ -52,6 +54,7 @@ impl Meter {
         Meter::EipSeconds,
         Meter::EipMbitSeconds,
         Meter::LbSeconds,
+        Meter::BucketGibSeconds,
     ];
 
     /// The unit, for people: `90 vCPU·s`.
@@ -64,6 +67,7 @@ impl Meter {
             Meter::EipSeconds => "EIP·s",
             Meter::EipMbitSeconds => "Mbit·s",
             Meter::LbSeconds => "LB·s",
+            Meter::BucketGibSeconds => "GiB·s S3",
         }
     }
 }
@@ -442,6 +446,13 @@ pub fn lb_metered(doc: &Doc<LoadBalancer>) -> Result<Metered, BadTime> {
     Ok(metered_of(doc, "load-balancers", rates, lifetime(doc)?))
 }
 
+/// A bucket accrues the GiB it holds (its last usage reading) while it exists.
+pub fn bucket_metered(doc: &Doc<Bucket>) -> Result<Metered, BadTime> {
+    let bytes = doc.status.usage.as_ref().map_or(0, |u| u.bytes);
+    let rates = Meters::from([(Meter::BucketGibSeconds, bytes as f64 / GIB)]);
+    Ok(metered_of(doc, "buckets", rates, lifetime(doc)?))
+}
+
 /// The admin's prices, per unit-hour (`PUT /v1/price-list`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -480,6 +491,10 @@ pub struct PriceList {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub lb_hour: f64,
+    /// Per GiB-hour stored in buckets.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub bucket_gib_hour: f64,
 }
 
 impl Default for PriceList {
@@ -494,6 +509,7 @@ impl Default for PriceList {
             eip_hour: 0.0,
             eip_mbit_hour: 0.0,
             lb_hour: 0.0,
+            bucket_gib_hour: 0.0,
         }
     }
 }
@@ -514,6 +530,7 @@ impl PriceList {
             ("eip_hour", self.eip_hour),
             ("eip_mbit_hour", self.eip_mbit_hour),
             ("lb_hour", self.lb_hour),
+            ("bucket_gib_hour", self.bucket_gib_hour),
         ];
         let pools = (self.volume_gib_hour_by_pool.iter())
             .map(|(p, v)| (format!("volume_gib_hour_by_pool.{p}"), *v));
@@ -540,6 +557,7 @@ impl PriceList {
             Meter::EipSeconds => self.eip_hour,
             Meter::EipMbitSeconds => self.eip_mbit_hour,
             Meter::LbSeconds => self.lb_hour,
+            Meter::BucketGibSeconds => self.bucket_gib_hour,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct UpArgs {
     tuning: Tuning,
     #[command(flatten)]
     ceph: crate::ceph::CephArgs,
+    #[command(flatten)]
+    s3: crate::object_storage::ObjectStorageArgs,
 }
 
 /// Run the control plane (API + leader-elected controllers). Several servers
@@ -86,6 +88,11 @@ pub struct ServerArgs {
     tuning: Tuning,
     #[command(flatten)]
     ceph: crate::ceph::CephArgs,
+    #[command(flatten)]
+    s3: crate::object_storage::ObjectStorageArgs,
+    /// Where this server keeps its own files (the S3 gateway's keyring and log)
+    #[arg(long, default_value = "/var/lib/yunhan/server")]
+    state_dir: PathBuf,
 }
 
 /// Run a host agent: registers this host, keeps its liveness lease and runs
@@ -199,6 +206,7 @@ impl Tuning {
         image_dir: PathBuf,
         import_dir: PathBuf,
         ceph: Option<&yunhan_agent::storage::CephPool>,
+        s3: Option<&crate::object_storage::ObjectStorage>,
     ) -> anyhow::Result<yunhan_api::ApiConfig> {
         let mut c = yunhan_api::ApiConfig {
             placement: self.placement()?,
@@ -207,6 +215,7 @@ impl Tuning {
             body_limit: self.body_limit,
             image_dir,
             import_dir,
+            s3_endpoint: s3.map(|s| s.endpoint()),
             ..Default::default()
         };
         c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
@@ -369,6 +378,7 @@ fn spawn_controllers(
     objects: Objects,
     tuning: &Tuning,
     ceph: Option<&yunhan_agent::storage::CephPool>,
+    s3: Option<&crate::object_storage::ObjectStorage>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use yunhan_controller::ha::{HaMonitor, LocalOnly, SharedStorage};
@@ -381,6 +391,7 @@ fn spawn_controllers(
         grace: Duration::from_secs(tuning.ha_grace),
         storage,
     });
+    let gateway = s3.map(|s| s.gateway.clone());
     let identity = format!("{}:{}", hostname(), std::process::id());
     let cfg = yunhan_controller::LeaderConfig {
         key: "/yunhan/leader/controllers".into(),
@@ -391,7 +402,14 @@ fn spawn_controllers(
         store,
         cfg,
         shutdown,
-        move |stop| yunhan_controller::run_controllers(objects.clone(), policy, ha.clone(), stop),
+        move |stop| {
+            let controllers = yunhan_controller::Controllers {
+                policy,
+                ha: ha.clone(),
+                gateway: gateway.clone(),
+            };
+            yunhan_controller::run_controllers(objects.clone(), controllers, stop)
+        },
     )))
 }
 
@@ -432,22 +450,29 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
 
     let ceph = a.ceph.apply().await?;
+    let name = a.name.unwrap_or_else(hostname);
+    let s3 = a.s3.start(ceph.as_ref(), &data_dir, &name).await?;
+    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
         objects.clone(),
         &a.tuning,
         ceph.as_ref(),
+        s3.as_ref(),
         shutdown.clone(),
     )?;
     let import_dir = a
         .import_dir
         .unwrap_or_else(|| default_import_dir(&data_dir));
-    let api_cfg = a
-        .tuning
-        .api_config(data_dir.join("images"), import_dir, ceph.as_ref())?;
+    let api_cfg = a.tuning.api_config(
+        data_dir.join("images"),
+        import_dir,
+        ceph.as_ref(),
+        s3.as_ref(),
+    )?;
     let agent_cfg = yunhan_agent::AgentConfig {
-        name: a.name.unwrap_or_else(hostname),
+        name,
         address: a.listen.ip().to_string(),
         state_dir: data_dir.join("agent"),
         lease_ttl: Duration::from_secs(3),
@@ -466,8 +491,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         prepared,
         shutdown.clone(),
     ));
+    let s3_line = match &s3 {
+        Some(s) => format!("S3 {}, ", s.endpoint()),
+        None => String::new(),
+    };
     let announce = format!(
-        "Yunhan is up: API {endpoint}, data in {}\ntry: yunhan host list",
+        "Yunhan is up: API {endpoint}, {s3_line}data in {}\ntry: yunhan host list",
         data_dir.display()
     );
     // Announced once the images asked for are imported, so the tour can use them.
@@ -494,6 +523,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let _ = controllers.await;
+    drop(s3);
     Ok(())
 }
 
@@ -511,21 +541,28 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     let ceph = a.ceph.apply().await?;
+    let s3 = a.s3.start(ceph.as_ref(), &a.state_dir, &hostname()).await?;
+    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let shutdown = shutdown_signal();
     let controllers = spawn_controllers(
         store.clone(),
         objects,
         &a.tuning,
         ceph.as_ref(),
+        s3.as_ref(),
         shutdown.clone(),
     )?;
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
     secure_image_dir(&a.image_dir)?;
-    let api_cfg = a
-        .tuning
-        .api_config(a.image_dir, a.import_dir, ceph.as_ref())?;
+    let api_cfg = a.tuning.api_config(
+        a.image_dir,
+        a.import_dir,
+        ceph.as_ref(),
+        s3.as_ref(),
+    )?;
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
+    drop(s3);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod ceph;
 mod daemon;
 mod ha;
 mod import;
+mod object_storage;
 
 use clap::{Parser, Subcommand};
 

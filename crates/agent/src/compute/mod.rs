@@ -803,21 +803,9 @@ impl Inner {
             return Ok(());
         }
         self.nics.forget(id);
-        // The object may have moved on (our own status writes): delete the
-        // current version.
-        loop {
-            let Some(cur) = objects.get::<Instance>(id).await? else {
-                return Ok(());
-            };
-            match objects.delete::<Instance>(&cur).await {
-                Ok(()) => {
-                    tracing::info!(instance = id, "VM deleted");
-                    return Ok(());
-                }
-                Err(ObjectError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        objects.delete_latest::<Instance>(id).await?;
+        tracing::info!(instance = id, "VM deleted");
+        Ok(())
     }
 }
 

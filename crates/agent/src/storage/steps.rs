@@ -64,7 +64,7 @@ pub(super) async fn snapshot_step(
                 return Ok(());
             }
         }
-        return delete_current::<Snapshot>(objects, id).await;
+        return objects.delete_latest::<Snapshot>(id).await;
     }
     let existing = driver
         .list_snapshots(vol)
@@ -95,24 +95,6 @@ pub(super) async fn snapshot_step(
         tracing::info!(snapshot = id, volume = vol, "snapshot taken");
     }
     Ok(())
-}
-
-/// Deletes the current version of object `id` (our own status writes may
-/// have moved it on).
-async fn delete_current<K: yunhan_model::Kind>(
-    objects: &Objects,
-    id: &str,
-) -> Result<(), ObjectError> {
-    loop {
-        let Some(cur) = objects.get::<K>(id).await? else {
-            return Ok(());
-        };
-        match objects.delete::<K>(&cur).await {
-            Ok(()) => return Ok(()),
-            Err(ObjectError::Conflict(_)) => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 impl Inner {
@@ -303,7 +285,7 @@ impl Inner {
             Ok(()) | Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        delete_current::<Volume>(objects, id).await?;
+        objects.delete_latest::<Volume>(id).await?;
         tracing::info!(volume = id, "volume deleted");
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod alarm;
 pub mod api_key;
+pub mod bucket;
 pub mod eip;
 pub mod events;
 pub mod external_network;
@@ -21,6 +22,7 @@ pub mod project;
 pub mod route_table;
 pub mod security_group;
 pub mod snapshot;
+pub mod s3_key;
 pub mod snapshot_policy;
 pub mod storage;
 pub mod subnet;

@@ -55,6 +55,9 @@ pub struct SetArgs {
     /// Per hour a load balancer exists
     #[arg(long, value_name = "PRICE")]
     pub lb_hour: Option<f64>,
+    /// Per GiB stored in buckets, per hour
+    #[arg(long, value_name = "PRICE")]
+    pub bucket_gib_hour: Option<f64>,
 }
 
 fn pool_price(s: &str) -> Result<(String, f64), String> {
@@ -84,6 +87,7 @@ fn edited(mut prices: PriceList, a: SetArgs) -> PriceList {
     set(&mut prices.eip_hour, a.eip_hour);
     set(&mut prices.eip_mbit_hour, a.eip_mbit_hour);
     set(&mut prices.lb_hour, a.lb_hour);
+    set(&mut prices.bucket_gib_hour, a.bucket_gib_hour);
     prices.volume_gib_hour_by_pool.extend(a.pool_gib_hour);
     prices
 }
@@ -103,6 +107,7 @@ fn rows(p: &PriceList) -> Vec<(String, String)> {
         ("elastic IP".into(), p.eip_hour),
         ("elastic IP Mbit/s cap".into(), p.eip_mbit_hour),
         ("load balancer".into(), p.lb_hour),
+        ("bucket GiB".into(), p.bucket_gib_hour),
     ]);
     (rows.into_iter())
         .map(|(item, price)| (item, format!("{price} {}", p.currency)))

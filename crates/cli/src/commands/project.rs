@@ -50,6 +50,13 @@ pub struct ProjectCreate {
     /// Quota: listeners over all its load balancers
     #[arg(long, default_value_t = 50)]
     pub listeners: u64,
+    /// Quota: S3 buckets
+    #[arg(long, default_value_t = 100)]
+    pub buckets: u64,
+    /// Quota: bytes all the project's buckets may hold, e.g. 1T, 500G (the S3 gateway
+    /// refuses uploads beyond it)
+    #[arg(long, default_value = "1T", value_parser = yunhan_types::sizes::parse_size)]
+    pub object_bytes: u64,
 }
 
 /// A column of usage against quota, `used/allowed`.
@@ -80,6 +87,7 @@ impl Shown for Project {
         },
         usage!("LBS", load_balancers),
         usage!("LISTENERS", listeners),
+        usage!("BUCKETS", buckets),
         col!("ID", metadata.id),
     ];
 }
@@ -98,6 +106,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ProjectCommand) -> Result<(), ClientErro
                 image_bytes: a.image_bytes,
                 load_balancers: a.load_balancers,
                 listeners: a.listeners,
+                buckets: a.buckets,
+                object_bytes: a.object_bytes,
             };
             let spec = ProjectSpec {
                 description: a.description,

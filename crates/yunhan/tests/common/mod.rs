@@ -96,6 +96,7 @@ impl Cloud {
         if !asked {
             cmd.arg("--no-public-network");
         }
+        cmd.args(no_object_storage_unless_asked(&self.args));
         cmd.args(&self.args)
             .env_remove("YUNHAN_DATA_DIR")
             .env("HOME", self.home.path())
@@ -290,6 +291,14 @@ impl Cloud {
             token: key["token"].as_str().unwrap().to_string(),
         }
     }
+}
+
+/// Tests run side by side on one machine: a cloud on Ceph starts no S3 gateway (its
+/// default port is one per machine) unless it asks, with `--s3-listen` or `--s3-endpoint`.
+fn no_object_storage_unless_asked(args: &[String]) -> Option<&'static str> {
+    let on_ceph = args.iter().any(|a| a == "--ceph-conf");
+    let asked = (args.iter()).any(|a| a.starts_with("--s3-") || a == "--no-object-storage");
+    (on_ceph && !asked).then_some("--no-object-storage")
 }
 
 pub struct Tenant {
@@ -680,6 +689,7 @@ impl Cluster {
             "--image-dir",
             images.to_str().unwrap(),
         ];
+        args.extend(no_object_storage_unless_asked(&self.server_args));
         args.extend(self.server_args.iter().map(String::as_str));
         self.server = Some(Proc::spawn(self.dir.path(), "server", &args));
     }

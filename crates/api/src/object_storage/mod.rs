@@ -1,0 +1,29 @@
+//! Object storage (docs/object-storage.md): [`buckets`] and [`s3_keys`]. The API
+//! writes the documents (and an S3 key's secret, beside its document); the
+//! object-storage controller makes them real in the S3 gateway. A cloud started
+//! without a gateway (no `--ceph-conf`) refuses both with a 409 that says so.
+
+pub(crate) mod buckets;
+pub(crate) mod s3_keys;
+
+use yunhan_model::{tenant_of, ApiError, ErrorCode};
+
+use crate::error::HttpError;
+use crate::AppState;
+
+/// The S3 endpoint of this cloud, or the 409 telling how to get one.
+pub(crate) fn endpoint(s: &AppState) -> Result<&str, HttpError> {
+    s.s3_endpoint.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Conflict,
+            "object storage is not enabled on this cloud: start it on a Ceph cluster (yunhan up --ceph-conf FILE) so it runs an S3 gateway",
+        )
+        .into()
+    })
+}
+
+/// The anonymous URL of `bucket` of `project`: other tenants and anonymous clients name
+/// a tenant's bucket `<tenant>:<bucket>`.
+pub(crate) fn public_url(endpoint: &str, project: &str, bucket: &str) -> String {
+    format!("{endpoint}/{}:{bucket}", tenant_of(project))
+}

@@ -1,0 +1,200 @@
+//! Object storage through the real binary: `yunhan up --ceph-conf` on a
+//! `scripts/ceph-dev` cluster starts Ceph's S3 gateway (radosgw); the contract
+//! commands, then a standard S3 client (boto3, `tests/s3/client.py`) with the keys the
+//! platform issued: put/get/list/delete, a 3-part multipart upload of 15 MiB, a
+//! presigned URL, anonymous reads of a public-read bucket (and refusals of a private
+//! one), a bucket's quota (403 QuotaExceeded), another project's key and a revoked key
+//! refused (403); usage shown; bad input refused with nothing left in the gateway.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, stderr, words, Cloud, Tenant};
+use serde_json::{json, Value};
+
+/// A dev Ceph cluster and a cloud on it with its own S3 gateway on a free port.
+async fn s3_cloud() -> (yunhan_testkit::DevCeph, Cloud) {
+    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+        .await
+        .unwrap();
+    let conf = ceph.conf().to_str().unwrap().to_string();
+    let args = [
+        "--ceph-conf",
+        &conf,
+        "--ceph-pool",
+        "rbdvols",
+        "--ceph-failure-domain",
+        "osd",
+        "--s3-listen",
+        "127.0.0.1:0",
+    ];
+    let cloud = Cloud::up(&args).await;
+    (ceph, cloud)
+}
+
+/// An S3 key: access key, secret key, endpoint.
+struct Key {
+    access: String,
+    secret: String,
+    endpoint: String,
+}
+
+impl Key {
+    fn of(created: &Value) -> Key {
+        let field = |f: &str| created[f].as_str().unwrap_or_else(|| panic!("{f} in {created}"));
+        Key {
+            access: field("access_key").to_string(),
+            secret: field("secret_key").to_string(),
+            endpoint: field("endpoint").to_string(),
+        }
+    }
+
+    /// Runs `tests/s3/client.py` with this key; its JSON answer.
+    fn s3(&self, op: &str, args: &[&str]) -> Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/client.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args([&self.endpoint, &self.access, &self.secret, op])
+            .args(args)
+            .output()
+            .expect("run python3 (boto3: scripts/setup --test)");
+        assert!(out.status.success(), "client.py {op} {args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("client.py prints JSON")
+    }
+}
+
+/// The status of an anonymous GET of `url`.
+async fn anonymous_get(url: &str) -> u16 {
+    let r = reqwest::get(url).await.expect("GET the gateway");
+    r.status().as_u16()
+}
+
+/// `bucket show NAME -o json`, polled until `done` accepts it.
+async fn bucket_until(cloud: &Cloud, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(30), || {
+        let b = cloud.ok(&["bucket", "show", name]);
+        let ok = done(&b);
+        async move { ok.then_some(b) }
+    })
+    .await
+}
+
+fn refused(answer: &Value, status: u64, code: &str) {
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["status"], status, "{answer}");
+    assert_eq!(answer["code"], code, "{answer}");
+}
+
+/// An S3 key of tenant `t` made through the API (as the tenant's member).
+async fn tenant_key(cloud: &Cloud, t: &Tenant) -> Key {
+    let body = json!({"metadata": {"name": "other"}, "spec": {}});
+    let (s, v) = cloud.call("POST", "/v1/s3-keys", Some(&t.token), Some(&body)).await;
+    assert_eq!(s, 201, "{v}");
+    let path = format!("/v1/s3-keys/{}", v["s3_key"]["metadata"]["id"].as_str().unwrap());
+    eventually("the other key to be Active", Duration::from_secs(30), || async {
+        let (_, k) = cloud.call("GET", &path, Some(&t.token), None).await;
+        (k["status"]["phase"] == "Active").then_some(())
+    })
+    .await;
+    Key::of(&v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
+    let (ceph, cloud) = s3_cloud().await;
+
+    // The contract, as a user types it.
+    let photos = cloud.ok(&words("bucket create photos --quota-size 100MiB --wait"));
+    assert_eq!(photos["status"]["phase"], "Active", "{photos}");
+    let created = cloud.ok(&["s3-key", "create"]);
+    let key = Key::of(&created);
+    assert!(key.endpoint.starts_with("http://127.0.0.1:"), "{created}");
+    let shown = cloud.ok(&words("bucket show photos"));
+    assert_eq!(shown["spec"]["visibility"], "private");
+    assert_eq!(shown["spec"]["quota_bytes"], 100u64 << 20);
+    assert_eq!(shown["status"]["usage"]["objects"], 0, "{shown}");
+
+    // A standard client with the issued key.
+    let rt = key.s3("roundtrip", &["photos"]);
+    assert_eq!(rt["ok"], true, "{rt}");
+    assert_eq!(rt["multipart_bytes"], 15u64 << 20);
+    let used = bucket_until(&cloud, "photos", "usage of 2 objects", |b| {
+        b["status"]["usage"]["objects"] == 2
+    })
+    .await;
+    assert!(used["status"]["usage"]["bytes"].as_u64().unwrap() >= 15 << 20, "{used}");
+
+    // Private: refused without a key; public-read: anyone reads.
+    let public = used["status"]["public_url"].as_str().unwrap().to_string();
+    let object = format!("{public}/keep.txt");
+    assert_eq!(anonymous_get(&object).await, 403);
+    let set = cloud.ok(&words("bucket set photos --public-read"));
+    assert_eq!(set["spec"]["visibility"], "public-read");
+    eventually("an anonymous read of keep.txt", Duration::from_secs(30), || async {
+        (anonymous_get(&object).await == 200).then_some(())
+    })
+    .await;
+
+    // A bucket's quota: the third object is refused by the gateway.
+    cloud.ok(&words("bucket create two --quota-objects 2 --wait"));
+    for k in ["a", "b"] {
+        assert_eq!(key.s3("put", &["two", k, "10"])["ok"], true);
+    }
+    refused(&key.s3("put", &["two", "c", "10"]), 403, "QuotaExceeded");
+
+    // Another project's key, and its member through the API, see nothing of ours.
+    let other = cloud.tenant("other", None).await;
+    let theirs = tenant_key(&cloud, &other).await;
+    refused(&theirs.s3("list", &["photos"]), 403, "AccessDenied");
+    let (s, _) = cloud
+        .call("GET", "/v1/buckets/photos", Some(&other.token), None)
+        .await;
+    assert_eq!(s, 404);
+
+    bad_input(&cloud).await;
+
+    // A revoked key is refused.
+    let name = created["s3_key"]["metadata"]["name"].as_str().unwrap();
+    let gone = cloud.cli(&["s3-key", "delete", name, "--wait"]);
+    assert!(gone.status.success(), "{}", stderr(&gone));
+    refused(&key.s3("list", &["photos"]), 403, "InvalidAccessKeyId");
+
+    // Delete with its objects: gone from the platform and the gateway.
+    let del = cloud.cli(&words("bucket delete photos --force --wait"));
+    assert!(del.status.success(), "{}", stderr(&del));
+    let list = cloud.ok(&["bucket", "list"]);
+    let names: Vec<&str> = (list.as_array().unwrap().iter())
+        .filter_map(|b| b["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["two"]);
+    assert!(!gateway_buckets(ceph.conf()).contains("photos"));
+}
+
+/// Refusals: S3's naming rules, a quota below what a bucket holds, deleting a
+/// bucket with objects; nothing of them reaches the gateway.
+async fn bad_input(cloud: &Cloud) {
+    for bad in ["Bad_Name", "ab", "192.168.1.1"] {
+        let out = cloud.cli(&["bucket", "create", bad]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("not valid in S3"), "{bad}: {}", stderr(&out));
+    }
+    let out = cloud.cli(&words("bucket set two --quota-objects 1"));
+    assert!(stderr(&out).contains("cannot be below"), "{}", stderr(&out));
+    let out = cloud.cli(&words("bucket delete two"));
+    assert!(stderr(&out).contains("holds 2 objects"), "{}", stderr(&out));
+    let two = cloud.ok(&words("bucket show two"));
+    assert_eq!(two["status"]["phase"], "Active", "{two}");
+}
+
+/// `radosgw-admin bucket list` of the whole gateway (every tenant's buckets).
+fn gateway_buckets(conf: &std::path::Path) -> String {
+    let out = Command::new("radosgw-admin")
+        .arg("-c")
+        .arg(conf)
+        .args(["bucket", "list"])
+        .output()
+        .expect("radosgw-admin");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
