@@ -126,9 +126,41 @@ async fn e2e_rgw_tenants_keys_buckets_quotas_and_traffic() {
     tenant_removal(&w).await;
     step("done", t0);
 
+    step("a second radosgw on a taken port", t0);
+    second_daemon_on_a_taken_port(&daemon, &ceph, dir.path()).await;
+
     drop(w);
+    let pid = daemon.pid();
     drop(daemon);
+    let proc = format!("/proc/{pid}");
+    assert!(
+        !Path::new(&proc).exists(),
+        "radosgw stopped and reaped on drop"
+    );
     drop(ceph);
+    eprintln!("[{:>5.1?}] torn down", t0.elapsed());
+}
+
+async fn second_daemon_on_a_taken_port(first: &RgwDaemon, ceph: &DevCeph, dir: &Path) {
+    let listen = first
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let err = RgwDaemon::start(RgwDaemonConfig {
+        cluster: CephCluster::admin(ceph.conf()),
+        name: "e2e-second".into(),
+        listen,
+        data_dir: dir.join("rgw-second"),
+    })
+    .await
+    .err()
+    .expect("a second radosgw on a taken port");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("listen on {listen} for radosgw")),
+        "{text}"
+    );
 }
 
 async fn tenants_and_keys(w: &World) {

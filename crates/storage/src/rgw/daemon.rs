@@ -44,6 +44,7 @@ const TAIL_BYTES: u64 = 2048;
 /// How to run one radosgw.
 #[derive(Debug, Clone)]
 pub struct RgwDaemonConfig {
+    /// The cluster, with an identity allowed to create cephx users.
     pub cluster: CephCluster,
     /// cephx id suffix: the daemon is `client.rgw.<name>`.
     pub name: String,
@@ -69,10 +70,10 @@ impl RgwDaemon {
     /// `GET /` answers.
     pub async fn start(cfg: RgwDaemonConfig) -> Result<RgwDaemon, RgwError> {
         validate_name(&cfg.name)?;
+        let listen = pick_port(cfg.listen)?;
         fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| StorageError::io(format!("create {}", cfg.data_dir.display()), e))?;
         let keyring = write_keyring(&cfg).await?;
-        let listen = pick_port(cfg.listen)?;
         let files = Files::new(&cfg.data_dir);
         let command = radosgw_command(&cfg, listen, &keyring, &files);
         let rendered = render(&command);
@@ -96,6 +97,7 @@ impl RgwDaemon {
         self.endpoint.clone()
     }
 
+    /// The radosgw process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -114,10 +116,8 @@ impl RgwDaemon {
             .map_err(|e| self.unreachable(format!("cannot build an HTTP client: {e}")))?;
         let t0 = Instant::now();
         loop {
-            if http.get(&self.endpoint).send().await.is_ok() {
-                tracing::info!(endpoint = %self.endpoint, took = ?t0.elapsed(), "radosgw is up");
-                return Ok(());
-            }
+            // An answer counts only while radosgw runs (not another server's).
+            let answered = http.get(&self.endpoint).send().await.is_ok();
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -129,6 +129,10 @@ impl RgwDaemon {
                     stderr: format!("exited ({status}) before serving; {}", files.explain()),
                 }
                 .into());
+            }
+            if answered {
+                tracing::info!(endpoint = %self.endpoint, took = ?t0.elapsed(), "radosgw is up");
+                return Ok(());
             }
             if t0.elapsed() > START_DEADLINE {
                 let why = format!(
@@ -239,15 +243,13 @@ async fn write_keyring(cfg: &RgwDaemonConfig) -> Result<PathBuf, RgwError> {
     Ok(path)
 }
 
-/// `listen` itself, or with port 0 the same address with a port free now.
+/// `listen` if it is free now; with port 0, the same address with a port
+/// free now. (A taken port would otherwise look like a radosgw answering.)
 fn pick_port(listen: SocketAddr) -> Result<SocketAddr, StorageError> {
-    if listen.port() != 0 {
-        return Ok(listen);
-    }
-    let l = TcpListener::bind(listen)
-        .map_err(|e| StorageError::io(format!("find a free port on {}", listen.ip()), e))?;
-    l.local_addr()
-        .map_err(|e| StorageError::io(format!("find a free port on {}", listen.ip()), e))
+    let err = |e| StorageError::io(format!("listen on {listen} for radosgw"), e);
+    TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .map_err(err)
 }
 
 fn radosgw_command(
@@ -394,8 +396,15 @@ mod tests {
         }
         let picked = pick_port("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_ne!(picked.port(), 0);
-        let fixed: SocketAddr = "127.0.0.1:7480".parse().unwrap();
-        assert_eq!(pick_port(fixed).unwrap(), fixed);
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = pick_port(addr).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("listen on {addr} for radosgw: ")),
+            "{e}"
+        );
+        drop(taken);
+        assert_eq!(pick_port(addr).unwrap(), addr);
     }
 
     #[test]

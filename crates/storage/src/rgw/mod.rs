@@ -24,6 +24,7 @@
 //! RGW 16.2 quirks the driver works around are noted where they matter
 //! (`radosgw-admin bucket rm` and `quota set` exit 0 on some failures; see
 //! `admin.rs`).
+#![warn(missing_docs)]
 
 mod admin;
 mod daemon;
@@ -82,7 +83,9 @@ pub struct TenantTraffic {
     /// Every request, successful or not (anonymous requests count for the
     /// bucket's owner).
     pub requests: u64,
+    /// Bytes the gateway sent (response bodies).
     pub bytes_sent: u64,
+    /// Bytes the gateway received (request bodies it accepted).
     pub bytes_received: u64,
 }
 
@@ -97,19 +100,33 @@ pub enum RgwError {
     NoSuchBucket(String),
     /// Lowering a bucket's quota below its current content.
     #[error("the quota of bucket `{bucket}` cannot be below what it holds ({held})")]
-    QuotaBelowUsage { bucket: String, held: String },
+    QuotaBelowUsage {
+        /// The bucket.
+        bucket: String,
+        /// What it holds, e.g. `5 objects` or `3.0 MiB`.
+        held: String,
+    },
     /// The gateway answered an S3 call with an error (`code` is S3's, e.g.
     /// `TooManyBuckets`, `AccessDenied`).
     #[error("the S3 gateway refused `{op}`: {code} {message}")]
     S3 {
+        /// The S3 operation, e.g. `CreateBucket`.
         op: String,
+        /// The HTTP status.
         status: u16,
+        /// S3's `<Code>` (`HTTP <status>` if the body had none).
         code: String,
+        /// S3's `<Message>` (RGW often leaves it empty).
         message: String,
     },
     /// No HTTP answer from the gateway.
     #[error("the S3 gateway at {endpoint} cannot be reached: {why}")]
-    Unreachable { endpoint: String, why: String },
+    Unreachable {
+        /// The endpoint tried.
+        endpoint: String,
+        /// The HTTP client's error, or what the gateway's start-up said.
+        why: String,
+    },
     /// `radosgw-admin`/`ceph` failures (`Backend { command, stderr }`), bad
     /// input (`Invalid`), a missing tenant (`NotFound`), local I/O.
     #[error(transparent)]
@@ -140,7 +157,9 @@ pub trait ObjectGateway: Send + Sync {
     /// Adds an S3 key (given access key + secret) to the tenant's user.
     /// Idempotent (same pair present = Ok; a new secret for a key of this
     /// tenant replaces the old one). A key of another tenant is
-    /// `Storage(AlreadyExists)`, a missing tenant `Storage(NotFound)`.
+    /// `Storage(AlreadyExists)`, a missing tenant `Storage(NotFound)`, an
+    /// access key that [`validate_access_key`] refuses (e.g. the platform's
+    /// `YHP` prefix) `Storage(Invalid)`.
     async fn put_key(
         &self,
         tenant: &str,
@@ -148,7 +167,8 @@ pub trait ObjectGateway: Send + Sync {
         secret_key: &str,
     ) -> Result<(), RgwError>;
     /// Removes an S3 key. Idempotent (gone = Ok). After it returns, requests
-    /// signed with it get 403.
+    /// signed with it get 403. The platform's key cannot be named
+    /// (`Storage(Invalid)`).
     async fn remove_key(&self, tenant: &str, access_key: &str) -> Result<(), RgwError>;
     /// Creates the bucket if missing (S3 CreateBucket with the platform key,
     /// path-style), then applies settings: the bucket quota and visibility

@@ -20,11 +20,14 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// An S3 key pair. `Debug` does not show the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
+    /// The access key id.
     pub access_key: String,
+    /// The secret it is signed with.
     pub secret_key: String,
 }
 
 impl S3Credentials {
+    /// A key pair.
     pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
         S3Credentials {
             access_key: access_key.into(),
@@ -45,15 +48,18 @@ impl std::fmt::Debug for S3Credentials {
 /// One path-style S3 request.
 #[derive(Debug, Clone)]
 pub struct S3Request {
+    /// The HTTP method.
     pub method: Method,
     /// Not encoded: `/bucket/key`, `/tenant:bucket/key`.
     pub path: String,
     /// Not encoded; `("policy", "")` is the sub-resource `?policy`.
     pub query: Vec<(String, String)>,
+    /// The body (empty for none).
     pub body: Vec<u8>,
 }
 
 impl S3Request {
+    /// `method path`, no query, empty body.
     pub fn new(method: Method, path: impl Into<String>) -> Self {
         S3Request {
             method,
@@ -69,6 +75,7 @@ impl S3Request {
         self
     }
 
+    /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
@@ -96,11 +103,14 @@ impl S3Request {
 /// Whatever the gateway answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The body as received.
     pub body: Vec<u8>,
 }
 
 impl S3Response {
+    /// A 2xx status.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -166,6 +176,7 @@ impl S3Client {
         })
     }
 
+    /// The endpoint, without a trailing `/`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

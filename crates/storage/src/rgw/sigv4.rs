@@ -21,6 +21,7 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// What is signed.
 #[derive(Debug, Clone, Copy)]
 pub struct Signable<'a> {
+    /// `GET`, `PUT`, …
     pub method: &'a str,
     /// The path, URI-encoded once ([`uri_encode`] with `encode_slash = false`).
     pub canonical_uri: &'a str,
