@@ -65,14 +65,12 @@ impl Ran {
         .into()
     }
 
+    /// stdout as JSON (not quoted in the error: it may hold secrets).
     fn json<T: DeserializeOwned>(&self) -> Result<T, RgwError> {
         serde_json::from_slice(&self.stdout).map_err(|e| {
             StorageError::Backend {
                 command: self.command.clone(),
-                stderr: format!(
-                    "unparsable JSON output ({e}): {}",
-                    String::from_utf8_lossy(&self.stdout)
-                ),
+                stderr: format!("unparsable JSON output ({e})"),
             }
             .into()
         })
@@ -153,6 +151,14 @@ fn new_platform_key() -> S3Credentials {
     S3Credentials::new(format!("{PLATFORM_KEY_PREFIX}{suffix}"), secret)
 }
 
+/// An argument as error messages show it: secrets hidden.
+fn redact(arg: &str) -> &str {
+    match arg.starts_with("--secret-key=") {
+        true => "--secret-key=<redacted>",
+        false => arg,
+    }
+}
+
 fn user_args(tenant: &str) -> Vec<String> {
     vec![format!("--tenant={tenant}"), format!("--uid={PROJECT_UID}")]
 }
@@ -218,14 +224,19 @@ impl RgwAdmin {
     /// Runs `radosgw-admin args…`; any exit status is `Ok`.
     async fn run(&self, args: Vec<String>) -> Result<Ran, RgwError> {
         let mut c = self.cluster.base("radosgw-admin");
+        let shown: Vec<&str> = args.iter().map(|a| redact(a)).collect();
+        let command = format!("{} {}", cmd::render(&c), shown.join(" "));
         c.args(&args);
-        let command = cmd::render(&c);
-        let out = tokio::time::timeout(ADMIN_TIMEOUT, cmd::output(&mut c))
-            .await
-            .map_err(|_| StorageError::Backend {
-                command: command.clone(),
-                stderr: format!("no answer within {ADMIN_TIMEOUT:?}"),
-            })??;
+        let failed = |stderr| StorageError::Backend {
+            command: command.clone(),
+            stderr,
+        };
+        let out = match tokio::time::timeout(ADMIN_TIMEOUT, cmd::output(&mut c)).await {
+            Err(_) => return Err(failed(format!("no answer within {ADMIN_TIMEOUT:?}")).into()),
+            // Its own rendering of the command would show the secrets.
+            Ok(Err(StorageError::Backend { stderr, .. })) => return Err(failed(stderr).into()),
+            Ok(other) => other?,
+        };
         Ok(Ran {
             command,
             code: out.status.code(),
@@ -747,5 +758,23 @@ mod tests {
             ]
         );
         assert_eq!(bucket_arg("prj_a", "photos"), "--bucket=prj_a/photos");
+        assert_eq!(redact("--secret-key=s3cr3t"), "--secret-key=<redacted>");
+        assert_eq!(redact("--access-key=AK"), "--access-key=AK");
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_secrets() {
+        let gw = RgwAdmin::new(
+            CephCluster::admin("/nonexistent/ceph.conf"),
+            "http://127.0.0.1:1",
+        );
+        let key = S3Credentials::new("AKIAX", "s3cr3t-value");
+        let e = match gw.add_key("prj_a", &key).await {
+            Ok(ran) => ran.backend(),
+            Err(e) => e,
+        };
+        let text = e.to_string();
+        assert!(text.contains("--secret-key=<redacted>"), "{text}");
+        assert!(!text.contains("s3cr3t-value"), "{text}");
     }
 }
