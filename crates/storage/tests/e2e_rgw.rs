@@ -292,6 +292,13 @@ async fn tenant_limits(w: &World) {
         Some("TooManyBuckets"),
         "{second:?}"
     );
+    // At its limit, the tenant's bucket still takes new settings, although
+    // RGW refuses CreateBucket even for a bucket the tenant has.
+    w.gw.ensure_bucket(B, "only", &settings(Some(10), true))
+        .await
+        .unwrap();
+    let again = w.put(&w.key_b, "/only", b"").await;
+    assert_eq!(again, (400, Some("TooManyBuckets".into())));
     let (status, code) = w.put(&w.key_b, "/only/big", &[7; 20]).await;
     assert_eq!(
         (status, code.as_deref()),

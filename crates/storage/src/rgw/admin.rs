@@ -413,6 +413,19 @@ impl RgwAdmin {
         }
     }
 
+    /// The bucket's stats, after creating it if missing. (Not CreateBucket
+    /// regardless: RGW checks `max_buckets` before it looks whether the
+    /// bucket exists, so a tenant at its limit could not re-apply settings.)
+    async fn existing_bucket(&self, tenant: &str, bucket: &str) -> Result<BucketStats, RgwError> {
+        if let Some(stats) = self.bucket_stats(tenant, bucket).await? {
+            return Ok(stats);
+        }
+        self.create_bucket(tenant, bucket).await?;
+        self.bucket_stats(tenant, bucket)
+            .await?
+            .ok_or_else(|| RgwError::NoSuchBucket(bucket.to_string()))
+    }
+
     /// S3 CreateBucket; one the tenant already has is fine.
     async fn create_bucket(&self, tenant: &str, bucket: &str) -> Result<(), RgwError> {
         let resp = self
@@ -590,11 +603,7 @@ impl ObjectGateway for RgwAdmin {
     ) -> Result<(), RgwError> {
         validate_tenant(tenant)?;
         validate_bucket(bucket)?;
-        self.create_bucket(tenant, bucket).await?;
-        let stats = self
-            .bucket_stats(tenant, bucket)
-            .await?
-            .ok_or_else(|| RgwError::NoSuchBucket(bucket.to_string()))?;
+        let stats = self.existing_bucket(tenant, bucket).await?;
         self.apply_bucket_quota(tenant, bucket, &stats, settings)
             .await?;
         self.apply_visibility(tenant, bucket, settings.public_read)

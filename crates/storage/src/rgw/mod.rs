@@ -51,7 +51,9 @@ pub const PLATFORM_KEY_PREFIX: &str = "YHP";
 pub struct TenantLimits {
     /// The user quota: logical bytes across all the tenant's buckets.
     pub max_bytes: Option<u64>,
-    /// How many buckets the tenant may have (`Some(0)`: none at all).
+    /// How many buckets the tenant may have. Beyond it CreateBucket is
+    /// refused with `TooManyBuckets`; with `Some(0)` (none at all) RGW says
+    /// `AccessDenied` instead.
     pub max_buckets: Option<u64>,
 }
 
