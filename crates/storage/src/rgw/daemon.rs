@@ -192,7 +192,7 @@ impl Files {
         }
     }
 
-    /// "see <log>; its stderr ends with: …".
+    /// `see its log LOG; stderr ends with: …`.
     fn explain(&self) -> String {
         let tail = read_tail(&self.stderr);
         match tail.trim().is_empty() {
