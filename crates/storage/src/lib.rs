@@ -14,12 +14,17 @@
 //! The driver never talks to QEMU: [`VolumeDriver::qemu_drive`] says what to
 //! give QEMU (`-blockdev` / QMP `blockdev-add`), and the agent does the rest
 //! (attach, detach, `block_resize` after [`VolumeDriver::extend`]).
+//!
+//! Objects rather than volumes: [`rgw`] is S3 object storage on Ceph's own
+//! gateway (radosgw), one RGW tenant per project ([`rgw::ObjectGateway`],
+//! [`rgw::RgwAdmin`], and [`rgw::RgwDaemon`] to run a radosgw).
 
 pub mod ceph;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod error;
 pub mod local;
+pub mod rgw;
 
 use std::path::{Path, PathBuf};
 

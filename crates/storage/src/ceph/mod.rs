@@ -77,7 +77,7 @@ impl CephCluster {
         }
     }
 
-    fn base(&self, program: &str) -> Command {
+    pub(crate) fn base(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.arg("-c").arg(&self.conf).arg("--id").arg(&self.user);
         if let Some(k) = &self.keyring {
@@ -92,7 +92,7 @@ impl CephCluster {
     }
 
     /// `ceph …` with a connect timeout so a dead cluster fails instead of hanging.
-    fn ceph(&self) -> Command {
+    pub(crate) fn ceph(&self) -> Command {
         let mut c = self.base("ceph");
         c.args(["--connect-timeout", "15"]);
         c
