@@ -30,7 +30,7 @@ pub struct ObjectStorageArgs {
 pub struct ObjectStorage {
     pub gateway: Arc<dyn ObjectGateway>,
     /// Stops radosgw when dropped.
-    pub daemon: Option<RgwDaemon>,
+    pub _daemon: Option<RgwDaemon>,
 }
 
 impl ObjectStorage {
@@ -55,7 +55,7 @@ impl ObjectStorageArgs {
             let gateway = Arc::new(RgwAdmin::new(cluster, url.trim_end_matches('/')));
             return Ok(Some(ObjectStorage {
                 gateway,
-                daemon: None,
+                _daemon: None,
             }));
         }
         let cfg = RgwDaemonConfig {
@@ -74,7 +74,7 @@ impl ObjectStorageArgs {
         let gateway = Arc::new(RgwAdmin::new(cluster, daemon.endpoint()));
         Ok(Some(ObjectStorage {
             gateway,
-            daemon: Some(daemon),
+            _daemon: Some(daemon),
         }))
     }
 }
@@ -87,6 +87,7 @@ pub async fn publish(
     s3: Option<&ObjectStorage>,
 ) -> anyhow::Result<()> {
     use yunhan_store::objects::S3_ENDPOINT_KEY;
+    use yunhan_store::StoreExt;
     match s3 {
         Some(s) => store.put(S3_ENDPOINT_KEY, s.endpoint().into_bytes()).await?,
         None => store.delete(S3_ENDPOINT_KEY).await?,
