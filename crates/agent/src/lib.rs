@@ -150,6 +150,10 @@ pub async fn run_prepared(
         net.clone()
             .watch_vip_holders(objects.clone(), shutdown.clone()),
     ));
+    let _object_storage = AbortOnDrop(tokio::spawn(
+        net.clone()
+            .serve_object_storage(objects.clone(), shutdown.clone()),
+    ));
     let mut net = AbortOnDrop(tokio::spawn(run_reconciler(
         net,
         objects.clone(),

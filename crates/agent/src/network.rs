@@ -8,6 +8,11 @@
 //!
 //! VM NICs are TAP devices created here, in the host's namespace ([`open_tap`]), and handed
 //! to QEMU (which stays in the root namespace) as file descriptors.
+//!
+//! Object storage's address inside every VPC ([`s3_service`]) follows the router
+//! namespaces of the plan realised here.
+
+pub mod s3_service;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -55,6 +60,16 @@ pub struct NetAgent {
     devices_published: Mutex<Option<BTreeSet<String>>>,
     /// VIP holders this host saw last (vip id → NIC id), see [`NetAgent::report_holders`].
     holders_seen: Mutex<BTreeSet<(String, String)>>,
+    /// Object storage's address in the router namespaces realised here.
+    s3: s3_service::S3Service,
+}
+
+/// What one pass realised: the VIP holders seen just before, and the router namespaces
+/// of the plan (empty when no plan was applied; None when the pass itself failed).
+#[derive(Default)]
+struct Applied {
+    holders: Vec<(String, String)>,
+    routers: Option<BTreeSet<String>>,
 }
 
 /// What this host's VPC router namespaces' names start with: lab hosts share one machine,
@@ -77,7 +92,23 @@ impl NetAgent {
             vtep_published: Mutex::new(false),
             devices_published: Mutex::new(None),
             holders_seen: Mutex::new(BTreeSet::new()),
+            s3: s3_service::S3Service::new(),
         }
+    }
+
+    /// Serves object storage's VPC address in the router namespaces the reconciler
+    /// realises, until `shutdown` (see [`s3_service`]); run it beside the reconciler.
+    pub async fn serve_object_storage(
+        self: Arc<Self>,
+        objects: Objects,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.s3.run(objects, shutdown).await
+    }
+
+    /// The router namespaces where object storage's VPC address is served now.
+    pub fn object_storage_namespaces(&self) -> BTreeSet<String> {
+        self.s3.serving()
     }
 
     fn plan_key(&self) -> String {
@@ -188,11 +219,17 @@ impl NetAgent {
     }
 
     /// Applies `plan` (None: the last applied one, if any) off the async threads; returns
-    /// the VIP holders seen just before (the plan would move a VIP's MAC back).
-    async fn apply(&self, plan: Option<HostPlan>) -> Vec<(String, String)> {
+    /// the VIP holders seen just before (the plan would move a VIP's MAC back) and the
+    /// plan's router namespaces.
+    async fn apply(&self, plan: Option<HostPlan>) -> Applied {
         let r = self.realiser.clone();
         let host = self.host_id.clone();
+        let prefix = router_prefix(self.cfg.netns.as_deref());
         let done = tokio::task::spawn_blocking(move || {
+            let none = || Applied {
+                routers: Some(BTreeSet::new()),
+                ..Applied::default()
+            };
             let mut r = lock(&r);
             let last = match r.last_plan() {
                 Ok(l) => l,
@@ -202,7 +239,7 @@ impl NetAgent {
                 }
             };
             let Some(plan) = plan.or_else(|| last.clone()) else {
-                return Vec::new();
+                return none();
             };
             // Never touch a host's networking before it has a VPC port (or had one) or a
             // network of Yunhan's own lives on it (e.g. `yunhan up`'s `public`).
@@ -212,11 +249,11 @@ impl NetAgent {
                     || p.externals.iter().any(|x| x.host_gateway)
             };
             if !used(&plan) && !last.as_ref().is_some_and(used) {
-                return Vec::new();
+                return none();
             }
             if plan.host != host {
                 tracing::error!(plan_host = %plan.host, "a network plan for another host; ignored");
-                return Vec::new();
+                return none();
             }
             let holders = r.vip_holders(&plan).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot look for VIP holders");
@@ -237,12 +274,15 @@ impl NetAgent {
                     tracing::warn!(error = %e, "applying the network plan failed; will retry")
                 }
             }
-            holders
+            Applied {
+                holders,
+                routers: Some(s3_service::router_namespaces(&plan, &prefix)),
+            }
         })
         .await;
         done.unwrap_or_else(|e| {
             tracing::error!(error = %e, "network apply task failed");
-            Vec::new()
+            Applied::default()
         })
     }
 }
@@ -275,9 +315,12 @@ impl Reconciler for NetAgent {
             // No plan yet (a new host), or the store is away: keep realising the last one.
             Ok(None) | Err(_) => None,
         };
-        let holders = self.apply(plan).await;
+        let applied = self.apply(plan).await;
+        if let Some(routers) = applied.routers {
+            self.s3.want(routers);
+        }
         fetched?;
-        self.report_holders(objects, holders).await?;
+        self.report_holders(objects, applied.holders).await?;
         self.publish_vtep(objects).await?;
         self.publish_devices(objects).await
     }
