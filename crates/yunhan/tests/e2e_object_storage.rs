@@ -147,7 +147,15 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
     // Another project's key, and its member through the API, see nothing of ours.
     let other = cloud.tenant("other", None).await;
     let theirs = tenant_key(&cloud, &other).await;
-    refused(&theirs.s3("list", &["photos"]), 403, "AccessDenied");
+    // Their `photos` is their own (none); ours, by tenant-qualified name: the private
+    // `two` refuses them everything, the public-read `photos` lets them read only.
+    refused(&theirs.s3("list", &["photos"]), 404, "NoSuchBucket");
+    let tenant = public.rsplit('/').next().unwrap().trim_end_matches(":photos");
+    let (two, photos) = (format!("{tenant}:two"), format!("{tenant}:photos"));
+    refused(&theirs.s3("list", &[&two]), 403, "AccessDenied");
+    refused(&theirs.s3("get", &[&two, "a"]), 403, "AccessDenied");
+    refused(&theirs.s3("put", &[&photos, "intruder", "3"]), 403, "AccessDenied");
+    assert_eq!(theirs.s3("get", &[&photos, "keep.txt"])["ok"], true, "public-read");
     let (s, _) = cloud
         .call("GET", "/v1/buckets/photos", Some(&other.token), None)
         .await;
