@@ -111,7 +111,9 @@ pub(crate) async fn show_mine<K: UserOwned>(
     Path(id): Path<String>,
     QueryParams(q): QueryParams<KeyQuery>,
 ) -> Result<Json<Doc<K>>> {
-    Ok(Json(find_mine::<K>(&s, &p, &id, q.project.as_deref()).await?))
+    Ok(Json(
+        find_mine::<K>(&s, &p, &id, q.project.as_deref()).await?,
+    ))
 }
 
 /// `DELETE /v1/<plural>/{id}` of a [`UserOwned`] kind.

@@ -188,7 +188,12 @@ fn item_links(plural: &str, update: bool) -> Value {
 }
 
 /// `POST /v1/<plural>` of a key whose secret the response shows once.
-fn key_create_op<S: JsonSchema, C: JsonSchema>(b: &mut Builder, plural: &str, tag: &str, what: &str) {
+fn key_create_op<S: JsonSchema, C: JsonSchema>(
+    b: &mut Builder,
+    plural: &str,
+    tag: &str,
+    what: &str,
+) {
     let body = b.schema::<CreateRequest<S>>();
     let created = b.schema::<C>();
     let mut responses = error_responses(&[400, 401, 403, 409, 413, 415, 429, 503]);
@@ -212,7 +217,11 @@ fn key_create_op<S: JsonSchema, C: JsonSchema>(b: &mut Builder, plural: &str, ta
 /// `DELETE /v1/buckets/{id}` takes `force` (the objects go too).
 fn force_param(b: &mut Builder) {
     let force = json!({"name": "force", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}});
-    if let Some(Value::Array(params)) = b.paths.get_mut("/v1/buckets/{id}").and_then(|p| p.pointer_mut("/delete/parameters")) {
+    if let Some(Value::Array(params)) = b
+        .paths
+        .get_mut("/v1/buckets/{id}")
+        .and_then(|p| p.pointer_mut("/delete/parameters"))
+    {
         params.push(force);
     }
 }
@@ -248,8 +257,18 @@ pub fn openapi_document() -> Value {
     b.kind::<yunhan_model::Bucket>(true, true);
     b.kind::<yunhan_model::S3Key>(false, false);
     force_param(&mut b);
-    key_create_op::<ApiKeySpec, CreatedApiKey>(&mut b, "api-keys", "ApiKey", "an API key; the response holds the token");
-    key_create_op::<yunhan_model::S3KeySpec, CreatedS3Key>(&mut b, "s3-keys", "S3Key", "an S3 key; the response holds the secret key");
+    key_create_op::<ApiKeySpec, CreatedApiKey>(
+        &mut b,
+        "api-keys",
+        "ApiKey",
+        "an API key; the response holds the token",
+    );
+    key_create_op::<yunhan_model::S3KeySpec, CreatedS3Key>(
+        &mut b,
+        "s3-keys",
+        "S3Key",
+        "an S3 key; the response holds the secret key",
+    );
 
     let image = b.schema::<Doc<Image>>();
     let mut responses = error_responses(&[400, 401, 403, 404, 409, 413, 429, 503]);

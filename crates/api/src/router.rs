@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use yunhan_model::{
-    AlarmRule, ApiError, Bucket, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image, Instance,
-    LoadBalancer, NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable, SecurityGroup,
-    Snapshot, SnapshotPolicy, Subnet, User, Vip, Volume, Vpc,
+    AlarmRule, ApiError, Bucket, ElasticIp, ErrorCode, ExternalNetwork, Flavor, Host, Image,
+    Instance, LoadBalancer, NatGateway, NetworkInterface, PlacementGroup, Project, RouteTable,
+    SecurityGroup, Snapshot, SnapshotPolicy, Subnet, User, Vip, Volume, Vpc,
 };
 
 use crate::auth::Principal;

@@ -36,11 +36,7 @@ pub struct Controllers {
 }
 
 /// Runs every control-plane controller until `shutdown` flips to true.
-pub async fn run_controllers(
-    objects: Objects,
-    c: Controllers,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn run_controllers(objects: Objects, c: Controllers, shutdown: watch::Receiver<bool>) {
     let Controllers {
         policy,
         ha,

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use yunhan_model::{
     bucket_metered, eip_metered, instance_metered, lb_metered, roll_up, snapshot_metered,
-    volume_metered, BadTime, Bucket, Doc, ElasticIp, Instance, Ledger, LoadBalancer, Metered,
-    Pass, Resource, Snapshot, Volume,
+    volume_metered, BadTime, Bucket, Doc, ElasticIp, Instance, Ledger, LoadBalancer, Metered, Pass,
+    Resource, Snapshot, Volume,
 };
 use yunhan_store::metering::{Metering, MeteringError};
 use yunhan_store::objects::{object_prefix, ObjectError, Objects};

@@ -60,10 +60,10 @@ pub use meta::{
     ObjectMeta, Resource, Scope, UpdateRequest,
 };
 pub use metering::{
-    bucket_metered, eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge, month_start, report,
-    rfc3339_of, roll_up, snapshot_metered, volume_metered, when_of, BadTime, Cursor, Ledger, Meter,
-    Metered, Meters, Pass, PriceList, PricedLine, Span, UsageLine, UsageRecord, UsageReport,
-    HOUR_SECS,
+    bucket_metered, eip_metered, epoch_of, hour_of, instance_metered, lb_metered, merge,
+    month_start, report, rfc3339_of, roll_up, snapshot_metered, volume_metered, when_of, BadTime,
+    Cursor, Ledger, Meter, Metered, Meters, Pass, PriceList, PricedLine, Span, UsageLine,
+    UsageRecord, UsageReport, HOUR_SECS,
 };
 pub use migration::{DeviceKind, MigrationPhase, MigrationSpec, MigrationStatus, PluggedDevice};
 pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Bucket, Doc, ElasticIp, Instance, InstancePhase, LoadBalancer, Snapshot, Volume};
+use crate::{
+    ApiError, Bucket, Doc, ElasticIp, Instance, InstancePhase, LoadBalancer, Snapshot, Volume,
+};
 
 /// Seconds in the hour records roll up to.
 pub const HOUR_SECS: i64 = 3600;

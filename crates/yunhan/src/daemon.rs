@@ -554,12 +554,9 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
     secure_image_dir(&a.image_dir)?;
-    let api_cfg = a.tuning.api_config(
-        a.image_dir,
-        a.import_dir,
-        ceph.as_ref(),
-        s3.as_ref(),
-    )?;
+    let api_cfg = a
+        .tuning
+        .api_config(a.image_dir, a.import_dir, ceph.as_ref(), s3.as_ref())?;
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
     drop(s3);

@@ -89,7 +89,11 @@ pub async fn publish(
     use yunhan_store::objects::S3_ENDPOINT_KEY;
     use yunhan_store::StoreExt;
     match s3 {
-        Some(s) => store.put(S3_ENDPOINT_KEY, s.endpoint().into_bytes()).await?,
+        Some(s) => {
+            store
+                .put(S3_ENDPOINT_KEY, s.endpoint().into_bytes())
+                .await?
+        }
         None => store.delete(S3_ENDPOINT_KEY).await?,
     };
     Ok(())

@@ -93,7 +93,10 @@ fn key_pair() -> (String, String) {
             char::from(if c < 10 { b'0' + c } else { b'A' + c - 10 })
         })
         .collect();
-    (format!("YK{access}"), Alphanumeric.sample_string(&mut rng, 40))
+    (
+        format!("YK{access}"),
+        Alphanumeric.sample_string(&mut rng, 40),
+    )
 }
 
 async fn create(
@@ -125,7 +128,10 @@ async fn create(
     let serial = s.key_create.lock().await;
     check_limit(&s, &user).await?;
     let secret = s3_key_secret_key(&id);
-    s.objects.store().put(&secret, secret_key.clone().into_bytes()).await?;
+    s.objects
+        .store()
+        .put(&secret, secret_key.clone().into_bytes())
+        .await?;
     let made = s.objects.create::<S3Key>(doc).await;
     drop(serial);
     let s3_key = match made {
@@ -146,7 +152,10 @@ async fn create(
 
 /// Refuses a key beyond [`MAX_S3_KEYS_PER_USER`] (call under `key_create`).
 async fn check_limit(s: &AppState, user: &Doc<User>) -> Result<()> {
-    let keys = s.objects.list_all::<S3Key>(Some(&user.spec.project)).await?;
+    let keys = s
+        .objects
+        .list_all::<S3Key>(Some(&user.spec.project))
+        .await?;
     let held = keys
         .iter()
         .filter(|k| k.status.user == user.metadata.id)

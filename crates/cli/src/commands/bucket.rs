@@ -88,7 +88,9 @@ pub struct Limit(pub Option<u64>);
 fn parse_limit_size(s: &str) -> Result<Limit, String> {
     match s {
         "none" => Ok(Limit(None)),
-        _ => parse_size(s).map(|b| Limit(Some(b))).map_err(|e| e.to_string()),
+        _ => parse_size(s)
+            .map(|b| Limit(Some(b)))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -222,7 +224,8 @@ mod tests {
     /// The commands of the contract, as they are typed.
     #[test]
     fn the_contract_parses() {
-        let BucketCommand::Create(a) = parse("yunhan bucket create photos --quota-size 100MiB --wait")
+        let BucketCommand::Create(a) =
+            parse("yunhan bucket create photos --quota-size 100MiB --wait")
         else {
             panic!("not a create");
         };
@@ -237,12 +240,16 @@ mod tests {
         assert_eq!(spec.quota_bytes, Some(100 << 20));
         let d = parse("yunhan bucket delete photos --force");
         assert!(matches!(d, BucketCommand::Delete { force: true, .. }));
-        assert!(matches!(parse("yunhan bucket show photos"), BucketCommand::Show { .. }));
+        assert!(matches!(
+            parse("yunhan bucket show photos"),
+            BucketCommand::Show { .. }
+        ));
     }
 
     #[test]
     fn set_takes_none_to_lift_a_quota() {
-        let BucketCommand::Set(s) = parse("yunhan bucket set b --quota-size none --quota-objects 7")
+        let BucketCommand::Set(s) =
+            parse("yunhan bucket set b --quota-size none --quota-objects 7")
         else {
             panic!("not a set");
         };

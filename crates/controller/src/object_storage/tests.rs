@@ -62,7 +62,10 @@ impl ObjectGateway for FakeGateway {
                     message: "refused".into(),
                 });
             }
-            let held = s.buckets.get(&(tenant.into(), bucket.into())).map_or(0, |b| b.1);
+            let held = s
+                .buckets
+                .get(&(tenant.into(), bucket.into()))
+                .map_or(0, |b| b.1);
             s.buckets
                 .insert((tenant.into(), bucket.into()), (settings.clone(), held));
             Ok(())
@@ -141,7 +144,10 @@ impl World {
     }
 
     async fn get(&self, name: &str) -> Option<Doc<Bucket>> {
-        self.objects.get::<Bucket>(&format!("bkt-{name}")).await.unwrap()
+        self.objects
+            .get::<Bucket>(&format!("bkt-{name}"))
+            .await
+            .unwrap()
     }
 
     /// Marks a bucket for deletion as the API does.
@@ -207,8 +213,15 @@ async fn a_refused_bucket_fails_with_why_and_the_others_go_on() {
     w.pass().await;
     let bad = w.get("bad").await.unwrap();
     assert_eq!(bad.status.phase, BucketPhase::Failed);
-    assert!(bad.status.message.contains("InvalidBucketName"), "{}", bad.status.message);
-    assert_eq!(w.get("good").await.unwrap().status.phase, BucketPhase::Active);
+    assert!(
+        bad.status.message.contains("InvalidBucketName"),
+        "{}",
+        bad.status.message
+    );
+    assert_eq!(
+        w.get("good").await.unwrap().status.phase,
+        BucketPhase::Active
+    );
 }
 
 #[tokio::test]
@@ -226,7 +239,11 @@ async fn a_bucket_with_objects_is_deleted_only_when_forced() {
     w.pass().await;
     let kept = w.get("full").await.unwrap();
     assert!(kept.metadata.deleting.is_none());
-    assert!(kept.status.message.contains("holds objects"), "{}", kept.status.message);
+    assert!(
+        kept.status.message.contains("holds objects"),
+        "{}",
+        kept.status.message
+    );
     w.delete("full", true).await;
     w.pass().await;
     assert!(w.get("full").await.is_none());
@@ -246,12 +263,20 @@ async fn keys_reach_the_gateway_with_their_secret_and_leave_with_it() {
         },
     };
     let secret = s3_key_secret_key("s3k-1");
-    w.objects.store().put(&secret, b"sekrit".to_vec()).await.unwrap();
+    w.objects
+        .store()
+        .put(&secret, b"sekrit".to_vec())
+        .await
+        .unwrap();
     w.objects.create::<S3Key>(key).await.unwrap();
     w.pass().await;
     let k = w.objects.get::<S3Key>("s3k-1").await.unwrap().unwrap();
     assert_eq!(k.status.phase, S3KeyPhase::Active);
-    let held = (TENANT.to_string(), "YKTEST".to_string(), "sekrit".to_string());
+    let held = (
+        TENANT.to_string(),
+        "YKTEST".to_string(),
+        "sekrit".to_string(),
+    );
     assert!(w.gateway.with(|s| s.keys.contains(&held)));
 
     let mut k = k;
@@ -271,11 +296,20 @@ fn steps_follow_the_document() {
         status: BucketStatus::default(),
     };
     assert_eq!(bucket_step(&b, None, true), BucketStep::Ensure);
-    assert_eq!(bucket_step(&b, Some(&b.spec.clone()), true), BucketStep::Measure);
+    assert_eq!(
+        bucket_step(&b, Some(&b.spec.clone()), true),
+        BucketStep::Measure
+    );
     b.status.phase = BucketPhase::Failed;
     assert_eq!(bucket_step(&b, None, false), BucketStep::Wait);
-    assert_eq!(bucket_step(&b, Some(&b.spec.clone()), true), BucketStep::Ensure);
+    assert_eq!(
+        bucket_step(&b, Some(&b.spec.clone()), true),
+        BucketStep::Ensure
+    );
     b.metadata.deleting = Some(now());
     b.status.force_delete = true;
-    assert_eq!(bucket_step(&b, None, false), BucketStep::Remove { purge: true });
+    assert_eq!(
+        bucket_step(&b, None, false),
+        BucketStep::Remove { purge: true }
+    );
 }

@@ -7,6 +7,7 @@
     client.py ENDPOINT ACCESS_KEY SECRET_KEY put BUCKET KEY SIZE
     client.py ENDPOINT ACCESS_KEY SECRET_KEY get BUCKET KEY
     client.py ENDPOINT ACCESS_KEY SECRET_KEY list BUCKET
+    client.py ENDPOINT ACCESS_KEY SECRET_KEY presign BUCKET KEY   (signs only: no request)
 
 Prints one JSON object: {"ok": true, ...} or {"ok": false, "status": 403, "code": "..."}.
 Path-style URLs, signature v4, region us-east-1 (what the gateway accepts).
@@ -79,6 +80,10 @@ def main():
         elif op == "get":
             body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
             out = {"ok": True, "bytes": len(body)}
+        elif op == "presign":
+            url = s3.generate_presigned_url("get_object", ExpiresIn=600,
+                                            Params={"Bucket": args[0], "Key": args[1]})
+            out = {"ok": True, "url": url}
         elif op == "list":
             got = s3.list_objects_v2(Bucket=args[0]).get("Contents", [])
             out = {"ok": True, "keys": [o["Key"] for o in got]}
