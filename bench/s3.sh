@@ -15,8 +15,10 @@
 # shows its CPU use. The user is a tenant's user, as the platform makes them
 # (<tenant>$project). rados bench: `write -b SIZE -O SIZE` then `seq` with
 # -t THREADS. Prints a table: op, size, ops/s, MiB/s, p50/p99 ms, rados bench
-# MiB/s (and its mean latency), S3/rados ratio. Results: docs/BENCHMARKS.md,
-# section "S3 (object storage)". Needs boto3 (scripts/setup --test).
+# MiB/s (and its mean latency), S3/rados ratio, the gateway's CPU time per
+# operation (and its share of one core), the client's share of one core.
+# Results: docs/BENCHMARKS.md, section "S3 (object storage)". Needs boto3
+# (scripts/setup --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,7 +80,12 @@ if not bw or not lat:
 print("%.1f %.2f" % (float(bw.group(1)), float(lat.group(1)) * 1000))'
 }
 
-declare -A R S
+# The gateway's own CPU time (user + system, in clock ticks).
+RGW_PID=$(cat "$CLUSTER/run/client.rgw.dev.pid")
+TCK=$(getconf CLK_TCK)
+rgw_ticks() { awk '{print $14 + $15}' "/proc/$RGW_PID/stat"; }
+
+declare -A R S G
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for size in 4096 4194304; do
     log "rados bench, ${size}-byte objects: write, then seq…"
@@ -87,7 +94,9 @@ for size in 4096 4194304; do
     rados -p "$POOL" cleanup --run-name "rb$size" >/dev/null 2>&1
     for op in put get; do
         log "S3 $op, ${size}-byte objects, $THREADS threads, ${DURATION}s…"
+        t0=$(rgw_ticks)
         S[$op.$size]=$("${CLIENT[@]}" "$op" --size "$size" --duration "$DURATION" --keys "$WORK/keys.$size.json")
+        G[$op.$size]=$(($(rgw_ticks) - t0))
     done
 done
 
@@ -95,22 +104,23 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 echo
 echo "S3 through radosgw vs rados bench on its data pool ($POOL, size 3), ${DURATION}s per test, $THREADS concurrent ops ($PROCS client processes), $(nproc) vCPUs"
-printf '| %-3s | %-7s | %8s | %8s | %8s | %8s | %-22s | %-9s | %s |\n' \
-    op size ops/s MiB/s "p50 ms" "p99 ms" "rados bench MiB/s (lat)" "S3/rados" "client CPU"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' -----  --------- ---------- ---------- ---------- ---------- \
-    ------------------------ ----------- ------------
+printf '| %-3s | %-5s | %6s | %6s | %7s | %7s | %-23s | %-8s | %-13s | %s |\n' \
+    op size ops/s MiB/s "p50 ms" "p99 ms" "rados bench MiB/s (lat)" "S3/rados" "gateway CPU" "client CPU"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ----- ------- -------- -------- --------- --------- \
+    ------------------------- ---------- --------------- -----------
 for size in 4096 4194304; do
     for op in put get; do
         read -r rb rl <<<"${R[$op.$size]}"
-        python3 - "$op" "$size" "$rb" "$rl" "${S[$op.$size]}" "$DURATION" <<'EOF'
+        python3 - "$op" "$size" "$rb" "$rl" "${S[$op.$size]}" "${G[$op.$size]}" "$TCK" <<'EOF'
 import json, sys
-op, size, rb, rl, s, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), float(sys.argv[6])
+op, size, rb, rl, s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5])
+gw_s = int(sys.argv[6]) / int(sys.argv[7])
 label = "4 KiB" if size == 4096 else "4 MiB"
 ratio = s["mib_s"] / rb if rb else 0
 err = f", {s['errors']} errors" if s["errors"] else ""
-print("| %-3s | %-7s | %8.0f | %8.1f | %8.2f | %8.2f | %8.1f (%6.1f ms)  | %8.2fx | %4.0f%% of a core%s |" % (
+print("| %-3s | %-5s | %6.0f | %6.1f | %7.1f | %7.1f | %7.1f (%6.1f ms) | %7.2fx | %4.2f ms/op %3.0f%% | %4.0f%%%s |" % (
     op.upper(), label, s["ops_s"], s["mib_s"], s["p50_ms"], s["p99_ms"], rb, rl, ratio,
-    100 * s["client_cpu_s"] / s["seconds"], err))
+    1000 * gw_s / s["ops"], 100 * gw_s / s["seconds"], 100 * s["client_cpu_s"] / s["seconds"], err))
 EOF
     done
 done
