@@ -9,6 +9,7 @@
 
 pub mod compute;
 mod host;
+mod ip;
 pub mod load_balancer;
 pub mod metrics;
 pub mod network;

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::onebox::{ready_guest, running_vm, vpc_with_open_group, OneBox};
-use common::{eventually, guest_runs, stderr, words, Cloud, Tenant};
-use serde_json::{json, Value};
+use common::{eventually, guest_runs, stderr, words, Cloud};
+use serde_json::Value;
 
 /// A dev Ceph cluster and a cloud on it with its own S3 gateway on a free port, its VPCs
 /// realised in the test's namespace `onebox.host`.
@@ -106,29 +106,6 @@ fn refused(answer: &Value, status: u64, code: &str) {
     assert_eq!(answer["code"], code, "{answer}");
 }
 
-/// An S3 key of tenant `t` made through the API (as the tenant's member).
-async fn tenant_key(cloud: &Cloud, t: &Tenant) -> Key {
-    let body = json!({"metadata": {"name": "other"}, "spec": {}});
-    let (s, v) = cloud
-        .call("POST", "/v1/s3-keys", Some(&t.token), Some(&body))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let path = format!(
-        "/v1/s3-keys/{}",
-        v["s3_key"]["metadata"]["id"].as_str().unwrap()
-    );
-    eventually(
-        "the other key to be Active",
-        Duration::from_secs(30),
-        || async {
-            let (_, k) = cloud.call("GET", &path, Some(&t.token), None).await;
-            (k["status"]["phase"] == "Active").then_some(())
-        },
-    )
-    .await;
-    Key::of(&v)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
     let onebox = OneBox::new();
@@ -178,7 +155,7 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
 
     // Another project's key, and its member through the API, see nothing of ours.
     let other = cloud.tenant("other", None).await;
-    let theirs = tenant_key(&cloud, &other).await;
+    let theirs = Key::of(&cloud.s3_key(&other.token, "other").await);
     // Their `photos` is their own (none); ours, by tenant-qualified name: the private
     // `two` refuses them everything, the public-read `photos` lets them read only.
     refused(&theirs.s3("list", &["photos"]), 404, "NoSuchBucket");

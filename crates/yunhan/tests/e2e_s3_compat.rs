@@ -9,36 +9,18 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
-use common::{eventually, stderr, Cloud, Tenant};
+use common::{stderr, Cloud, Tenant};
 use serde_json::{json, Value};
 
 /// At least this many tests must run and pass (measured: see docs/object-storage.md).
 const MIN_RAN: u64 = 300;
 const MIN_PASSED: u64 = 280;
 
-/// The `users.<role>` entry of the runner's configuration for tenant `t`'s new key, and
-/// the endpoint, once the key is Active.
+/// The `users.<role>` entry of the runner's configuration: a new S3 key of tenant `t`
+/// (as its member), and the endpoint.
 async fn s3_user(cloud: &Cloud, t: &Tenant, role: &str) -> (Value, Value) {
-    let body = json!({"metadata": {"name": format!("s3t-{role}")}, "spec": {}});
-    let (s, v) = cloud
-        .call("POST", "/v1/s3-keys", Some(&t.token), Some(&body))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let path = format!(
-        "/v1/s3-keys/{}",
-        v["s3_key"]["metadata"]["id"].as_str().unwrap()
-    );
-    eventually(
-        "the S3 key to be Active",
-        Duration::from_secs(30),
-        || async {
-            let (_, k) = cloud.call("GET", &path, Some(&t.token), None).await;
-            (k["status"]["phase"] == "Active").then_some(())
-        },
-    )
-    .await;
+    let v = cloud.s3_key(&t.token, &format!("s3t-{role}")).await;
     let tenant = yunhan_model::tenant_of(&t.project);
     let user = json!({
         "access_key": v["access_key"],

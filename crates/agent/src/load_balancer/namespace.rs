@@ -9,10 +9,10 @@
 
 use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+
+use crate::ip::{ip, ip_json, IpError, Link};
 
 use crate::network::GUEST_MTU;
 
@@ -37,40 +37,12 @@ pub struct Port<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
-    #[error("cannot run ip: {0}")]
-    Spawn(#[source] io::Error),
-    #[error("ip {args}: {stderr}")]
-    Ip { args: String, stderr: String },
-    #[error("unreadable output of ip {args}: {source}")]
-    Json {
-        args: String,
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Ip(#[from] IpError),
     #[error("namespace {0}: eth0 did not appear")]
     NoEth0(String),
     #[error("listing {NETNS_DIR}: {0}")]
     List(#[source] io::Error),
-}
-
-/// A link as `ip -j addr show` lists it.
-#[derive(Debug, Deserialize)]
-struct Link {
-    ifname: String,
-    #[serde(default)]
-    flags: Vec<String>,
-    #[serde(default)]
-    mtu: u32,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AddrInfo {
-    family: String,
-    local: String,
-    prefixlen: u8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,12 +51,6 @@ struct Route {
     gateway: String,
     #[serde(default)]
     dev: String,
-}
-
-impl Link {
-    fn up(&self) -> bool {
-        self.flags.iter().any(|f| f == "UP")
-    }
 }
 
 /// Makes `p`'s namespace and port what they should be. True when the namespace had to be
@@ -110,14 +76,15 @@ pub fn ensure(p: &Port) -> Result<bool, NsError> {
 
 /// The links of the load balancer's namespace, with their addresses.
 fn inside(p: &Port) -> Result<Vec<Link>, NsError> {
-    ip_json(Some(p.netns), &["-j", "addr", "show"])
+    Ok(ip_json(Some(p.netns), &["-j", "addr", "show"])?)
 }
 
 fn ensure_lo(p: &Port, links: &[Link]) -> Result<(), NsError> {
     if links.iter().any(|l| l.ifname == "lo" && l.up()) {
         return Ok(());
     }
-    ip(Some(p.netns), &["link", "set", "dev", "lo", "up"]).map(drop)
+    ip(Some(p.netns), &["link", "set", "dev", "lo", "up"])?;
+    Ok(())
 }
 
 fn pair_is_there(p: &Port, links: &[Link]) -> Result<bool, NsError> {
@@ -138,14 +105,15 @@ fn make_pair(p: &Port, links: &[Link]) -> Result<(), NsError> {
         "link", "add", p.device, "mtu", &mtu, "type", "veth",
         "peer", "name", "eth0", "mtu", &mtu, "address", p.mac, "netns", p.netns,
     ];
-    ip(p.host_netns, &args).map(drop)
+    ip(p.host_netns, &args)?;
+    Ok(())
 }
 
 fn host_end_exists(p: &Port) -> Result<bool, NsError> {
     match ip(p.host_netns, &["link", "show", "dev", p.device]) {
         Ok(_) => Ok(true),
-        Err(NsError::Ip { stderr, .. }) if stderr.contains("does not exist") => Ok(false),
-        Err(e) => Err(e),
+        Err(e) if e.is_missing() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -164,7 +132,8 @@ fn ensure_eth0(p: &Port, eth0: &Link) -> Result<(), NsError> {
     if args.len() == 4 {
         return Ok(());
     }
-    ip(Some(p.netns), &args).map(drop)
+    ip(Some(p.netns), &args)?;
+    Ok(())
 }
 
 /// Exactly the port's IPv4 address on `eth0`.
@@ -182,7 +151,8 @@ fn ensure_address(p: &Port, eth0: &Link) -> Result<(), NsError> {
     if have {
         return Ok(());
     }
-    ip(Some(p.netns), &["addr", "add", &want, "dev", "eth0"]).map(drop)
+    ip(Some(p.netns), &["addr", "add", &want, "dev", "eth0"])?;
+    Ok(())
 }
 
 fn ensure_route(p: &Port) -> Result<(), NsError> {
@@ -197,7 +167,8 @@ fn ensure_route(p: &Port) -> Result<(), NsError> {
     }
     #[rustfmt::skip]
     let args = ["route", "replace", "default", "via", p.gateway, "dev", "eth0"];
-    ip(Some(p.netns), &args).map(drop)
+    ip(Some(p.netns), &args)?;
+    Ok(())
 }
 
 /// Whether the named namespace exists.
@@ -211,7 +182,8 @@ pub fn delete(netns: &str) -> Result<(), NsError> {
     if !exists(netns) {
         return Ok(());
     }
-    ip(None, &["netns", "del", netns]).map(drop)
+    ip(None, &["netns", "del", netns])?;
+    Ok(())
 }
 
 /// The named namespaces whose names start with `prefix`.
@@ -230,28 +202,4 @@ pub fn list(prefix: &str) -> Result<Vec<String>, NsError> {
         }
     }
     Ok(names)
-}
-
-/// Runs `ip [-n netns] args…`; its standard output.
-fn ip(netns: Option<&str>, args: &[&str]) -> Result<String, NsError> {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = netns {
-        cmd.args(["-n", ns]);
-    }
-    let out = (cmd.args(args).stdin(Stdio::null()).output()).map_err(NsError::Spawn)?;
-    if !out.status.success() {
-        return Err(NsError::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip_json<T: DeserializeOwned>(netns: Option<&str>, args: &[&str]) -> Result<T, NsError> {
-    let out = ip(netns, args)?;
-    serde_json::from_str(&out).map_err(|source| NsError::Json {
-        args: args.join(" "),
-        source,
-    })
 }

@@ -36,12 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use yunhan_model::S3_VPC_ADDRESS;
 use yunhan_net::HostPlan;
 use yunhan_store::objects::{Objects, S3_ENDPOINT_KEY};
+
+use crate::ip::{ip, parse_json, IpError, Link};
 
 /// The port object storage answers on at [`S3_VPC_ADDRESS`].
 pub const S3_VPC_PORT: u16 = 80;
@@ -194,15 +195,8 @@ pub enum S3ServiceError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("cannot run ip: {0}")]
-    Spawn(#[source] io::Error),
-    #[error("ip {args}: {stderr}")]
-    Ip { args: String, stderr: String },
-    #[error("unreadable output of ip {args}: {source}")]
-    Json {
-        args: String,
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Ip(#[from] IpError),
     #[error("the listener thread of {0} panicked")]
     Thread(String),
 }
@@ -394,38 +388,15 @@ fn bind_in_netns(
     .map_err(|_| S3ServiceError::Thread(ns.to_string()))?
 }
 
-/// What `ip -j addr show` lists of a link.
-#[derive(Debug, serde::Deserialize)]
-struct Link {
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct AddrInfo {
-    #[serde(default)]
-    family: String,
-    #[serde(default)]
-    local: String,
-    #[serde(default)]
-    prefixlen: u8,
-}
-
 /// Whether `ip -j addr show dev lo` output lists the address as a /32.
 fn lists_address(links: &[Link], addr: Ipv4Addr) -> bool {
-    let addr = addr.to_string();
-    (links.iter().flat_map(|l| &l.addr_info))
-        .any(|a| a.family == "inet" && a.local == addr && a.prefixlen == 32)
+    links.iter().any(|l| l.holds(addr, 32))
 }
 
 /// Whether [`S3_VPC_ADDRESS`]/32 is on `lo` in `ns`.
 async fn has_address(ns: &str) -> Result<bool, S3ServiceError> {
     let args = ["-j", "addr", "show", "dev", "lo"];
-    let out = ip(ns, &args).await?;
-    let links: Vec<Link> = serde_json::from_str(&out).map_err(|source| S3ServiceError::Json {
-        args: args.join(" "),
-        source,
-    })?;
+    let links: Vec<Link> = parse_json(&args, &ip_in(ns, &args).await?)?;
     Ok(lists_address(&links, S3_VPC_ADDRESS))
 }
 
@@ -435,7 +406,7 @@ async fn ensure_address(ns: &str) -> Result<bool, S3ServiceError> {
         return Ok(false);
     }
     let cidr = format!("{S3_VPC_ADDRESS}/32");
-    ip(ns, &["addr", "add", &cidr, "dev", "lo", "scope", "host"]).await?;
+    ip_in(ns, &["addr", "add", &cidr, "dev", "lo", "scope", "host"]).await?;
     Ok(true)
 }
 
@@ -445,25 +416,23 @@ async fn remove_address(ns: &str) -> Result<(), S3ServiceError> {
         return Ok(());
     }
     let cidr = format!("{S3_VPC_ADDRESS}/32");
-    ip(ns, &["addr", "del", &cidr, "dev", "lo"]).await.map(drop)
+    ip_in(ns, &["addr", "del", &cidr, "dev", "lo"])
+        .await
+        .map(drop)
 }
 
-/// Runs `ip -n ns args…`; its standard output.
-async fn ip(ns: &str, args: &[&str]) -> Result<String, S3ServiceError> {
-    let out = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(S3ServiceError::Spawn)?;
-    if !out.status.success() {
-        return Err(S3ServiceError::Ip {
-            args: format!("-n {ns} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// `ip -n ns args…` off the runtime's threads; its standard output.
+async fn ip_in(ns: &str, args: &[&str]) -> Result<String, S3ServiceError> {
+    let ns = ns.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let run = move || {
+        ip(
+            Some(&ns),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let joined = tokio::task::spawn_blocking(run).await;
+    Ok(joined.map_err(|_| S3ServiceError::Thread("ip".into()))??)
 }
 
 /// Accepts connections while fewer than `cap` are open and passes each on to the gateway.

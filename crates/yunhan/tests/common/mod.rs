@@ -259,6 +259,30 @@ impl Cloud {
         v
     }
 
+    /// An S3 key of the caller of `token` named `name`, once the gateway has it: the
+    /// answer of `POST /v1/s3-keys` (`s3_key`, `access_key`, `secret_key`, `endpoint`).
+    pub async fn s3_key(&self, token: &str, name: &str) -> Value {
+        let body = json!({"metadata": {"name": name}, "spec": {}});
+        let (s, v) = self
+            .call("POST", "/v1/s3-keys", Some(token), Some(&body))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let path = format!(
+            "/v1/s3-keys/{}",
+            v["s3_key"]["metadata"]["id"].as_str().unwrap()
+        );
+        eventually(
+            "the S3 key to be Active",
+            Duration::from_secs(30),
+            || async {
+                let (_, k) = self.call("GET", &path, Some(token), None).await;
+                (k["status"]["phase"] == "Active").then_some(())
+            },
+        )
+        .await;
+        v
+    }
+
     /// A project with a member user and that user's token.
     pub async fn tenant(&self, name: &str, quota: Option<Value>) -> Tenant {
         let mut spec = json!({"description": format!("tenant {name}")});

@@ -185,16 +185,18 @@ async fn echoes(s: &mut TcpStream, msg: &[u8], wait: Duration) -> bool {
     matches!(tokio::time::timeout(wait, round).await, Ok(Some(true)))
 }
 
+/// The store says the gateway is at 127.0.0.1:`port`.
+async fn point_at(objects: &Objects, port: u16) {
+    let url = format!("http://127.0.0.1:{port}");
+    let put = objects.store().put(S3_ENDPOINT_KEY, url.into());
+    put.await.unwrap();
+}
+
 #[tokio::test]
 async fn connections_pass_to_the_gateway_at_most_cap_at_once() {
     let objects = Objects::new(Arc::new(MemStore::new()));
     let gw = echo_gateway().await;
-    let url = format!("http://127.0.0.1:{gw}");
-    objects
-        .store()
-        .put(S3_ENDPOINT_KEY, url.into())
-        .await
-        .unwrap();
+    point_at(&objects, gw).await;
     let (addr, task) = served(objects, 2).await;
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut b = TcpStream::connect(addr).await.unwrap();
@@ -231,12 +233,7 @@ async fn without_a_gateway_connections_are_closed_at_once() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
-    let url = format!("http://127.0.0.1:{port}");
-    objects
-        .store()
-        .put(S3_ENDPOINT_KEY, url.into())
-        .await
-        .unwrap();
+    point_at(&objects, port).await;
     tokio::time::sleep(ENDPOINT_TTL).await;
     assert!(closed(addr).await, "unreachable gateway: closed");
 }
