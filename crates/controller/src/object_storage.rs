@@ -10,6 +10,8 @@
 //!   usage is read every few seconds and written when it moved. A deleted bucket is
 //!   removed with its objects when the deletion was forced; one that turns out to hold
 //!   objects stays, with why in `status.message`.
+//! - Each tenant's traffic (requests, bytes in and out) is read from the gateway's usage
+//!   log with the usage and kept in the store for `/metrics`.
 //!
 //! What to do with each object is [`bucket_step`] / [`key_step`] (pure); a failure
 //! marks that object Failed with the gateway's words and is retried after
@@ -21,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use yunhan_model::{
     now, tenant_of, Bucket, BucketPhase, BucketSpec, BucketUsage, Doc, Project, Quota, S3Key,
-    S3KeyPhase, Visibility,
+    S3KeyPhase, S3Traffic, Visibility,
 };
 use yunhan_storage::rgw::{BucketSettings, ObjectGateway, RgwError, TenantLimits};
-use yunhan_store::objects::{object_prefix, s3_key_secret_key, ObjectError, Objects};
+use yunhan_store::objects::{
+    object_prefix, s3_key_secret_key, ObjectError, Objects, S3_TRAFFIC_PREFIX,
+};
 use yunhan_store::reconcile::Reconciler;
 use yunhan_store::StoreExt;
 
@@ -107,6 +111,7 @@ struct Memory {
     keys: HashMap<String, String>,
     failed_at: HashMap<String, Instant>,
     measured_at: Option<Instant>,
+    traffic: HashMap<String, S3Traffic>,
 }
 
 pub struct ObjectStorage {
@@ -167,6 +172,9 @@ impl Reconciler for ObjectStorage {
         for b in &buckets {
             self.bucket(objects, b, measure).await?;
         }
+        if measure {
+            self.traffic(objects).await?;
+        }
         Ok(())
     }
 }
@@ -201,6 +209,31 @@ impl ObjectStorage {
                     None
                 }
             };
+        }
+        Ok(())
+    }
+
+    /// Each tenant's traffic from the gateway's usage log, written when it moved.
+    async fn traffic(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let projects: Vec<String> = self.remember(|m| m.tenants.keys().cloned().collect());
+        for p in projects {
+            let t = match self.gateway.traffic(&tenant_of(&p)).await {
+                Ok(t) => S3Traffic {
+                    requests: t.requests,
+                    bytes_sent: t.bytes_sent,
+                    bytes_received: t.bytes_received,
+                },
+                Err(e) => {
+                    tracing::warn!(project = %p, error = %e, "S3 traffic not read");
+                    continue;
+                }
+            };
+            if self.remember(|m| m.traffic.insert(p.clone(), t)) == Some(t) {
+                continue;
+            }
+            let value = serde_json::to_vec(&t).unwrap_or_default();
+            let key = format!("{S3_TRAFFIC_PREFIX}{p}");
+            objects.store().put(&key, value).await?;
         }
         Ok(())
     }

@@ -125,6 +125,16 @@ fn check_quota(field: &str, value: Option<u64>, max: u64) -> Result<(), ApiError
     }
 }
 
+/// A project's S3 traffic through the gateway, from its usage log: totals since the
+/// tenant's first request (counters, for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Traffic {
+    pub requests: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
 /// Why `name` cannot name a bucket (S3's rules for DNS-compatible names), if it cannot:
 /// 3–63 characters of lowercase letters, digits, `-` and `.`, starting and ending with
 /// a letter or digit, no `..`, `.-` or `-.`, and not shaped like an IPv4 address.

@@ -85,6 +85,10 @@ pub fn api_key_secret_key(key_id: &str) -> String {
 /// VPC address of object storage on to it.
 pub const S3_ENDPOINT_KEY: &str = "/yunhan/object-storage/endpoint";
 
+/// Each project's S3 traffic (`S3Traffic` JSON) under this prefix + the project id,
+/// written by the object-storage controller when it moves, read by `/metrics`.
+pub const S3_TRAFFIC_PREFIX: &str = "/yunhan/object-storage/traffic/";
+
 /// Where S3 keys' secret keys live (never in the S3Key document): the API writes one
 /// when it makes the key, the object-storage controller gives it to the gateway.
 pub const S3_KEY_SECRET_PREFIX: &str = "/yunhan/secrets/s3-keys/";

@@ -33,6 +33,13 @@ async fn s3_user(cloud: &Cloud, t: &Tenant, role: &str) -> (Value, Value) {
     (user, v["endpoint"].clone())
 }
 
+/// The suite makes hundreds of buckets (RGW's own default allows 1000 a user).
+fn quota() -> Value {
+    let mut q = serde_json::to_value(yunhan_model::Quota::default()).unwrap();
+    q["buckets"] = json!(1000);
+    q
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn e2e_s3_compat_ceph_s3_tests_against_the_platform_gateway() {
     let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
@@ -53,7 +60,7 @@ async fn e2e_s3_compat_ceph_s3_tests_against_the_platform_gateway() {
     let mut users = serde_json::Map::new();
     let mut endpoint = Value::Null;
     for role in ["main", "alt", "tenant"] {
-        let t = cloud.tenant(&format!("s3t-{role}"), None).await;
+        let t = cloud.tenant(&format!("s3t-{role}"), Some(quota())).await;
         let (user, at) = s3_user(&cloud, &t, role).await;
         users.insert(role.into(), user);
         endpoint = at;
@@ -73,7 +80,7 @@ async fn e2e_s3_compat_ceph_s3_tests_against_the_platform_gateway() {
     assert!(out.status.success(), "scripts/s3-tests: {}", stderr(&out));
     let summary: Value =
         serde_json::from_slice(&std::fs::read(dir.join("out/summary.json")).unwrap()).unwrap();
-    let n = |f: &str| summary[f].as_u64().unwrap_or(0);
+    let n = |f: &str| summary[f].as_f64().unwrap_or(0.0) as u64;
     eprintln!(
         "s3-tests: ran {}, passed {}, failed {}, errors {}, skipped {}, excluded {}, {} s",
         n("ran"),
