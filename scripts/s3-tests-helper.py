@@ -4,8 +4,9 @@
   tenanted CONF_JSON             exit 0 if main or alt is a user of an RGW tenant
   excludes FILE TENANTED         print the names to leave out (one a line)
   sweep CONF_JSON                delete the users' leftover test buckets; print how many remain
-  summary OUT MS TIMED_OUT ATTRS EXCLUDE_FILE TENANTED
-                                 print summary.json from OUT's xunit files (or nose.log)
+  summary OUT MS PARTIAL LOST ATTRS EXCLUDE_FILE TENANTED
+                                 print summary.json from OUT's xunit files (or, for a
+                                 run cut short, from nose.log)
 """
 import json
 import re
@@ -162,8 +163,8 @@ def sweep(path):
     print(left)
 
 
-def summary(out, ms, timed_out, attrs, exclude_file, is_tenanted):
-    timed_out = timed_out == "true"
+def summary(out, ms, partial, lost, attrs, exclude_file, is_tenanted):
+    partial, lost = partial == "true", lost == "true"
 
     def collected(name):
         return int(ET.parse(f"{out}/{name}").getroot().get("tests", 0))
@@ -171,7 +172,8 @@ def summary(out, ms, timed_out, attrs, exclude_file, is_tenanted):
     total, eligible = collected("collect-all.xml"), collected("collect-run.xml")
     s = {"ran": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0,
          "excluded": total - eligible, "collected": total, "duration_s": round(int(ms) / 1000, 1),
-         "tests_s": 0.0, "timed_out": timed_out, "tenanted": is_tenanted == "true",
+         "tests_s": 0.0, "timed_out": partial and not lost, "endpoint_lost": lost,
+         "tenanted": is_tenanted == "true",
          "failures": [], "errors_list": [], "fixture_errors": [], "modules": {}}
 
     def module_of(classname):  # a test function's classname is its module
@@ -189,7 +191,7 @@ def summary(out, ms, timed_out, attrs, exclude_file, is_tenanted):
         elif kind == "error":
             s["errors_list"].append({"name": name, "message": message})
 
-    if not timed_out:
+    if not partial:
         for tc in ET.parse(f"{out}/nosetests.xml").getroot().iter("testcase"):
             cls, name = tc.get("classname") or "", tc.get("name") or ""
             kind = next((ch.tag for ch in tc if ch.tag in ("failure", "error", "skipped")), "ok")
