@@ -133,6 +133,7 @@ async fn metrics(State(s): State<Shared>, req: Request) -> Result<Response> {
     let mut body = s.metrics.render(&gauges);
     if platform {
         body.push_str(&crate::monitoring::prometheus::scrape(&s).await?);
+        body.push_str(&crate::monitoring::object_storage::scrape(&s).await?);
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

@@ -2,7 +2,8 @@
 //! API's buckets and S3 keys real in the S3 gateway and keeps their status true.
 //!
 //! - A project with a bucket or a key is an RGW tenant whose limits follow the
-//!   project's quota (`buckets`, `object_bytes`).
+//!   project's quota (`buckets`, `object_bytes`); when the project is deleted, so is the
+//!   tenant (one this leader made: a tenant of a project deleted while no leader ran stays).
 //! - A key is given to the gateway with the secret the API kept beside it; a deleted
 //!   key is taken out of the gateway, then its document and secret go.
 //! - A bucket is made (or adopted, if the project made it through S3 already) with
@@ -194,6 +195,7 @@ impl ObjectStorage {
             .collect();
         projects.sort_unstable();
         projects.dedup();
+        self.forget_deleted_projects(objects).await?;
         for id in projects {
             let Some(p) = objects.get::<Project>(id).await? else {
                 continue;
@@ -209,6 +211,26 @@ impl ObjectStorage {
                     None
                 }
             };
+        }
+        Ok(())
+    }
+
+    /// A tenant this leader made whose project is gone goes from the gateway too (the
+    /// API deletes a project only once it holds nothing and has no users).
+    async fn forget_deleted_projects(&self, objects: &Objects) -> Result<(), ObjectError> {
+        let known: Vec<String> = self.remember(|m| m.tenants.keys().cloned().collect());
+        for id in known {
+            if objects.get::<Project>(&id).await?.is_some() {
+                continue;
+            }
+            match self.gateway.remove_tenant(&tenant_of(&id)).await {
+                Ok(()) => {
+                    self.remember(|m| m.tenants.remove(&id));
+                    let key = format!("{S3_TRAFFIC_PREFIX}{id}");
+                    objects.store().delete(&key).await?;
+                }
+                Err(e) => tracing::warn!(project = %id, error = %e, "tenant not removed"),
+            }
         }
         Ok(())
     }

@@ -79,6 +79,13 @@ impl Key {
     }
 }
 
+/// `/metrics` as the admin scrapes it.
+async fn scrape(cloud: &Cloud) -> String {
+    let url = format!("{}/metrics", cloud.endpoint);
+    let r = cloud.http.get(url).bearer_auth(&cloud.token).send().await;
+    r.expect("GET /metrics").text().await.unwrap_or_default()
+}
+
 /// The status of an anonymous GET of `url`.
 async fn anonymous_get(url: &str) -> u16 {
     let r = reqwest::get(url).await.expect("GET the gateway");
@@ -131,6 +138,23 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
         let u = &b["status"]["usage"];
         u["objects"] == 2 && u["bytes"] == (15u64 << 20) + 5
     })
+    .await;
+
+    // Usage and traffic on /metrics (an admin's scrape).
+    let project = used["metadata"]["project"].as_str().unwrap().to_string();
+    let bytes = format!(
+        "yunhan_bucket_bytes{{project=\"{project}\",bucket=\"photos\"}} {}",
+        (15u64 << 20) + 5
+    );
+    let requests = format!("yunhan_s3_requests_total{{project=\"{project}\"}} ");
+    eventually(
+        "S3 usage and traffic on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape(&cloud).await;
+            (text.contains(&bytes) && text.contains(&requests)).then_some(())
+        },
+    )
     .await;
 
     // Private: refused without a key; public-read: anyone reads.

@@ -7,6 +7,7 @@
 //! project, like any read of it) and `GET /v1/hosts/{id}/metrics` (admins).
 //! `prometheus.rs` adds the latest samples of every host to `/metrics`.
 
+pub(crate) mod object_storage;
 pub(crate) mod prometheus;
 
 use std::sync::OnceLock;

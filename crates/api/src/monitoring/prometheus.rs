@@ -116,7 +116,7 @@ fn labelled(name: &str, host: &str, vms: &VmLabels) -> Option<(String, String)> 
     }
 }
 
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

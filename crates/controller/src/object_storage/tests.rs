@@ -313,3 +313,17 @@ fn steps_follow_the_document() {
         BucketStep::Remove { purge: true }
     );
 }
+
+#[tokio::test]
+async fn a_deleted_project_leaves_the_gateway() {
+    let w = world().await;
+    w.bucket("b", BucketSpec::default()).await;
+    w.pass().await;
+    w.delete("b", true).await;
+    w.pass().await;
+    assert!(w.gateway.with(|s| s.tenants.contains_key(TENANT)));
+    let p = w.objects.get::<Project>(PROJECT).await.unwrap().unwrap();
+    w.objects.delete::<Project>(&p).await.unwrap();
+    w.pass().await;
+    assert!(w.gateway.with(|s| s.tenants.is_empty()));
+}
