@@ -16,29 +16,6 @@ use common::onebox::{ready_guest, running_vm, vpc_with_open_group, OneBox};
 use common::{eventually, guest_runs, stderr, words, Cloud};
 use serde_json::Value;
 
-/// A dev Ceph cluster and a cloud on it with its own S3 gateway on a free port, its VPCs
-/// realised in the test's namespace `onebox.host`.
-async fn s3_cloud(onebox: &OneBox) -> (yunhan_testkit::DevCeph, Cloud) {
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let args = [
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "rbdvols",
-        "--ceph-failure-domain",
-        "osd",
-        "--s3-listen",
-        "127.0.0.1:0",
-        "--netns",
-        &onebox.host,
-    ];
-    let cloud = Cloud::up(&args).await;
-    (ceph, cloud)
-}
-
 /// An S3 key: access key, secret key, endpoint.
 #[derive(Clone)]
 struct Key {
@@ -116,7 +93,8 @@ fn refused(answer: &Value, status: u64, code: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
     let onebox = OneBox::new();
-    let (ceph, cloud) = s3_cloud(&onebox).await;
+    // VPCs realised in the test's namespace `onebox.host`.
+    let (ceph, cloud) = Cloud::on_ceph_with_s3(&["--netns", &onebox.host]).await;
 
     // The contract, as a user types it.
     let photos = cloud.ok(&words("bucket create photos --quota-size 100MiB --wait"));

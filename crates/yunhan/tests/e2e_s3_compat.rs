@@ -42,21 +42,7 @@ fn quota() -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn e2e_s3_compat_ceph_s3_tests_against_the_platform_gateway() {
-    let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
-        .await
-        .unwrap();
-    let conf = ceph.conf().to_str().unwrap().to_string();
-    let cloud = Cloud::up(&[
-        "--ceph-conf",
-        &conf,
-        "--ceph-pool",
-        "rbdvols",
-        "--ceph-failure-domain",
-        "osd",
-        "--s3-listen",
-        "127.0.0.1:0",
-    ])
-    .await;
+    let (_ceph, cloud) = Cloud::on_ceph_with_s3(&[]).await;
     let mut users = serde_json::Map::new();
     let mut endpoint = Value::Null;
     for role in ["main", "alt", "tenant"] {

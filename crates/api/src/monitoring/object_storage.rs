@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use yunhan_model::{Bucket, Doc, S3Traffic};
+use yunhan_model::{Bucket, BucketUsage, Doc, S3Traffic};
 use yunhan_store::objects::S3_TRAFFIC_PREFIX;
 use yunhan_store::StoreExt;
 
@@ -29,71 +29,80 @@ pub(crate) async fn scrape(s: &AppState) -> crate::error::Result<String> {
 /// The exposition of `buckets` and the projects' `traffic` (pure).
 pub(crate) fn render(buckets: &[Doc<Bucket>], traffic: &[(String, S3Traffic)]) -> String {
     let mut out = String::new();
-    let measured = || {
-        buckets
-            .iter()
-            .filter_map(|b| Some((b, b.status.usage.as_ref()?)))
-    };
-    let gauges: [(&str, &str, fn(&yunhan_model::BucketUsage) -> u64); 2] = [
-        (
-            "bucket_bytes",
-            "Bytes a bucket holds (its last usage reading).",
-            |u| u.bytes,
-        ),
-        (
-            "bucket_objects",
-            "Objects a bucket holds (its last usage reading).",
-            |u| u.objects,
-        ),
-    ];
-    for (family, help, value) in gauges {
-        header(&mut out, family, help, "gauge");
-        for (b, u) in measured() {
-            let project = escape(b.metadata.project.as_deref().unwrap_or_default());
-            let bucket = escape(&b.metadata.name);
-            let labels = format!("project=\"{project}\",bucket=\"{bucket}\"");
-            let _ = writeln!(out, "yunhan_{family}{{{labels}}} {}", value(u));
-        }
-    }
-    let counters: [(&str, &str, fn(&S3Traffic) -> u64); 3] = [
-        (
-            "s3_requests_total",
-            "S3 requests of a project's keys and anonymous readers of its buckets.",
-            |t| t.requests,
-        ),
-        (
-            "s3_bytes_sent_total",
-            "Bytes the S3 gateway sent for a project.",
-            |t| t.bytes_sent,
-        ),
-        (
-            "s3_bytes_received_total",
-            "Bytes the S3 gateway received for a project.",
-            |t| t.bytes_received,
-        ),
-    ];
-    for (family, help, value) in counters {
-        header(&mut out, family, help, "counter");
-        for (project, t) in traffic {
-            let _ = writeln!(
-                out,
-                "yunhan_{family}{{project=\"{}\"}} {}",
-                escape(project),
-                value(t)
-            );
-        }
-    }
+    let measured: Vec<(String, &BucketUsage)> = (buckets.iter())
+        .filter_map(|b| Some((bucket_labels(b), b.status.usage.as_ref()?)))
+        .collect();
+    let held = |f: fn(&BucketUsage) -> u64| measured.iter().map(move |(l, u)| (l.clone(), f(u)));
+    let gauge = "gauge";
+    family(&mut out, "bucket_bytes", BYTES, gauge, held(|u| u.bytes));
+    family(
+        &mut out,
+        "bucket_objects",
+        OBJECTS,
+        gauge,
+        held(|u| u.objects),
+    );
+    let projects: Vec<(String, &S3Traffic)> = (traffic.iter())
+        .map(|(p, t)| (format!("project=\"{}\"", escape(p)), t))
+        .collect();
+    let sum = |f: fn(&S3Traffic) -> u64| projects.iter().map(move |(l, t)| (l.clone(), f(t)));
+    let counter = "counter";
+    family(
+        &mut out,
+        "s3_requests_total",
+        REQUESTS,
+        counter,
+        sum(|t| t.requests),
+    );
+    family(
+        &mut out,
+        "s3_bytes_sent_total",
+        SENT,
+        counter,
+        sum(|t| t.bytes_sent),
+    );
+    family(
+        &mut out,
+        "s3_bytes_received_total",
+        RECEIVED,
+        counter,
+        sum(|t| t.bytes_received),
+    );
     out
 }
 
-fn header(out: &mut String, family: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP yunhan_{family} {help}");
-    let _ = writeln!(out, "# TYPE yunhan_{family} {kind}");
+const BYTES: &str = "Bytes a bucket holds (its last usage reading).";
+const OBJECTS: &str = "Objects a bucket holds (its last usage reading).";
+const REQUESTS: &str = "S3 requests of a project's keys and anonymous readers of its buckets.";
+const SENT: &str = "Bytes the S3 gateway sent for a project.";
+const RECEIVED: &str = "Bytes the S3 gateway received for a project.";
+
+fn bucket_labels(b: &Doc<Bucket>) -> String {
+    let project = escape(b.metadata.project.as_deref().unwrap_or_default());
+    format!(
+        "project=\"{project}\",bucket=\"{}\"",
+        escape(&b.metadata.name)
+    )
+}
+
+/// One family: its `# HELP` and `# TYPE`, then a line per (labels, value).
+fn family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    rows: impl Iterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP yunhan_{name} {help}");
+    let _ = writeln!(out, "# TYPE yunhan_{name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "yunhan_{name}{{{labels}}} {value}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use yunhan_model::{BucketStatus, BucketUsage, Metadata, Resource};
+    use yunhan_model::{BucketStatus, Metadata, Resource};
 
     use super::*;
 

@@ -41,6 +41,20 @@ pub struct Cloud {
 }
 
 impl Cloud {
+    /// A `scripts/ceph-dev` cluster and a cloud on it (pool `rbdvols`) with its own S3
+    /// gateway on a free port, and `extra` arguments.
+    pub async fn on_ceph_with_s3(extra: &[&str]) -> (yunhan_testkit::DevCeph, Cloud) {
+        let ceph = tokio::task::spawn_blocking(yunhan_testkit::DevCeph::start)
+            .await
+            .unwrap();
+        let conf = ceph.conf().to_str().unwrap().to_string();
+        let mut args = vec!["--ceph-conf", &conf, "--ceph-pool", "rbdvols"];
+        args.extend(["--ceph-failure-domain", "osd", "--s3-listen", "127.0.0.1:0"]);
+        args.extend(extra);
+        let cloud = Cloud::up(&args).await;
+        (ceph, cloud)
+    }
+
     pub async fn up(extra: &[&str]) -> Cloud {
         Cloud::start_new(extra, true).await
     }
