@@ -14,8 +14,9 @@ use common::{stderr, Cloud, Tenant};
 use serde_json::{json, Value};
 
 /// At least this many tests must run and pass (measured: see docs/object-storage.md).
-const MIN_RAN: u64 = 300;
-const MIN_PASSED: u64 = 280;
+/// One run here: 373 ran, 372 passed, 1 error, 191 excluded, in 291 s.
+const MIN_RAN: u64 = 360;
+const MIN_PASSED: u64 = 350;
 
 /// The `users.<role>` entry of the runner's configuration: a new S3 key of tenant `t`
 /// (as its member), and the endpoint.
@@ -78,6 +79,7 @@ async fn e2e_s3_compat_ceph_s3_tests_against_the_platform_gateway() {
         n("duration_s")
     );
     eprintln!("failures: {}", summary["failures"]);
+    eprintln!("errors: {}", summary["errors_list"]);
     assert!(n("ran") >= MIN_RAN, "{summary}");
     assert!(n("passed") >= MIN_PASSED, "{summary}");
 }
