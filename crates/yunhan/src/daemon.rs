@@ -451,9 +451,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
 
     let ceph = a.ceph.apply().await?;
     let name = a.name.unwrap_or_else(hostname);
-    let s3 = a.s3.start(ceph.as_ref(), &data_dir, &name).await?;
-    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let shutdown = shutdown_signal();
+    let s3 = (a.s3).start(ceph.as_ref(), &data_dir, &name, shutdown.clone());
+    let s3 = s3.await?;
+    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let controllers = spawn_controllers(
         store.clone(),
         objects.clone(),
@@ -523,7 +524,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let _ = controllers.await;
-    drop(s3);
+    if let Some(s3) = s3 {
+        s3.stopped().await;
+    }
     Ok(())
 }
 
@@ -541,9 +544,11 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     let ceph = a.ceph.apply().await?;
-    let s3 = a.s3.start(ceph.as_ref(), &a.state_dir, &hostname()).await?;
-    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let shutdown = shutdown_signal();
+    let host = hostname();
+    let s3 = (a.s3).start(ceph.as_ref(), &a.state_dir, &host, shutdown.clone());
+    let s3 = s3.await?;
+    crate::object_storage::publish(&store, s3.as_ref()).await?;
     let controllers = spawn_controllers(
         store.clone(),
         objects,
@@ -559,7 +564,9 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         .api_config(a.image_dir, a.import_dir, ceph.as_ref(), s3.as_ref())?;
     serve_api(listener, store, api_cfg, shutdown).await?;
     let _ = controllers.await;
-    drop(s3);
+    if let Some(s3) = s3 {
+        s3.stopped().await;
+    }
     Ok(())
 }
 

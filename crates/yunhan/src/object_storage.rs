@@ -1,14 +1,18 @@
 //! Object storage for `up` and `server` (docs/object-storage.md): on a Ceph cluster
 //! (`--ceph-conf`) the process starts Ceph's own S3 gateway, `radosgw`, as its child
-//! (it stops with the process), or uses the gateway `--s3-endpoint` names. The
+//! (started again if it exits; it stops with the process), or uses the gateway
+//! `--s3-endpoint` names. The
 //! gateway is given to the object-storage controller and its endpoint to the API.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use yunhan_storage::rgw::{ObjectGateway, RgwAdmin, RgwDaemon, RgwDaemonConfig};
 
 #[derive(Args, Debug, Clone)]
@@ -26,16 +30,61 @@ pub struct ObjectStorageArgs {
     no_object_storage: bool,
 }
 
-/// The gateway of a cloud with object storage, and the daemon this process owns.
+/// The gateway of a cloud with object storage, and the supervisor of the daemon this
+/// process owns.
 pub struct ObjectStorage {
     pub gateway: Arc<dyn ObjectGateway>,
-    /// Stops radosgw when dropped.
-    pub _daemon: Option<RgwDaemon>,
+    supervisor: Option<JoinHandle<()>>,
 }
 
 impl ObjectStorage {
     pub fn endpoint(&self) -> String {
         self.gateway.endpoint().to_string()
+    }
+
+    /// Waits until the supervisor has stopped radosgw (after `shutdown`).
+    pub async fn stopped(self) {
+        if let Some(s) = self.supervisor {
+            let _ = s.await;
+        }
+    }
+}
+
+/// How often the supervisor looks at radosgw, and the longest pause between restarts.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Keeps radosgw running on the same address until `shutdown`: one that exits (a crash,
+/// a kill) is started again, after 1 s, then up to [`MAX_BACKOFF`] while starts fail.
+/// On shutdown the daemon is dropped: SIGTERM, and waited for.
+async fn supervise(
+    mut daemon: RgwDaemon,
+    cfg: RgwDaemonConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = WATCH_EVERY;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        let Some(status) = daemon.exited() else {
+            backoff = WATCH_EVERY;
+            continue;
+        };
+        let log = daemon.log_path().display().to_string();
+        tracing::error!(%status, %log, "the S3 gateway (radosgw) exited; starting it again");
+        match RgwDaemon::start(cfg.clone()).await {
+            Ok(d) => {
+                tracing::info!(pid = d.pid(), "the S3 gateway (radosgw) is back");
+                daemon = d;
+                backoff = WATCH_EVERY;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the S3 gateway (radosgw) did not start again");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
     }
 }
 
@@ -46,6 +95,7 @@ impl ObjectStorageArgs {
         ceph: Option<&yunhan_agent::storage::CephPool>,
         state_dir: &Path,
         name: &str,
+        shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Option<ObjectStorage>> {
         let Some(pool) = ceph.filter(|_| !self.no_object_storage) else {
             return Ok(None);
@@ -55,7 +105,7 @@ impl ObjectStorageArgs {
             let gateway = Arc::new(RgwAdmin::new(cluster, url.trim_end_matches('/')));
             return Ok(Some(ObjectStorage {
                 gateway,
-                _daemon: None,
+                supervisor: None,
             }));
         }
         let cfg = RgwDaemonConfig {
@@ -64,7 +114,7 @@ impl ObjectStorageArgs {
             listen: self.s3_listen,
             data_dir: state_dir.join("radosgw"),
         };
-        let daemon = RgwDaemon::start(cfg).await.with_context(|| {
+        let daemon = RgwDaemon::start(cfg.clone()).await.with_context(|| {
             format!(
                 "starting the S3 gateway (radosgw) on {}; pick another address with --s3-listen, or turn it off with --no-object-storage",
                 self.s3_listen
@@ -72,9 +122,15 @@ impl ObjectStorageArgs {
         })?;
         tracing::info!(endpoint = %daemon.endpoint(), pid = daemon.pid(), "S3 gateway (radosgw) ready");
         let gateway = Arc::new(RgwAdmin::new(cluster, daemon.endpoint()));
+        // Restarts keep the address the endpoint names (port 0 picked one).
+        let cfg = RgwDaemonConfig {
+            listen: daemon.endpoint().trim_start_matches("http://").parse()?,
+            ..cfg
+        };
+        let supervisor = tokio::spawn(supervise(daemon, cfg, shutdown));
         Ok(Some(ObjectStorage {
             gateway,
-            _daemon: Some(daemon),
+            supervisor: Some(supervisor),
         }))
     }
 }

@@ -202,6 +202,17 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
         .collect();
     assert_eq!(names, ["two"]);
     assert!(!gateway_buckets(ceph.conf()).contains("photos"));
+
+    // A gateway that dies is started again, on the same address.
+    let up = cloud.child.as_ref().unwrap().id();
+    let old = gateway_pid(up).expect("radosgw under yunhan up");
+    common::signal(old, "-KILL");
+    eventually("radosgw started again", Duration::from_secs(90), || async {
+        let new = gateway_pid(up).filter(|p| *p != old)?;
+        let answer = theirs.s3("list", &["photos"]);
+        (answer["code"] == "NoSuchBucket").then_some(new)
+    })
+    .await;
 }
 
 /// A guest in a VPC with no elastic IP or NAT gateway reads through object storage's
@@ -258,6 +269,19 @@ async fn bad_input(cloud: &Cloud) {
     assert!(stderr(&out).contains("holds 2 objects"), "{}", stderr(&out));
     let two = cloud.ok(&words("bucket show two"));
     assert_eq!(two["status"]["phase"], "Active", "{two}");
+}
+
+/// The radosgw whose parent is process `up`.
+fn gateway_pid(up: u32) -> Option<u32> {
+    let stat_of = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let children = std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| {
+        let pid = e.file_name().to_str()?.to_string();
+        let stat = stat_of(&pid)?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+        (comm.ends_with("(radosgw") && ppid == up).then(|| pid.parse().ok())?
+    });
+    children.into_iter().next()
 }
 
 /// `radosgw-admin bucket list` of the whole gateway (every tenant's buckets).

@@ -107,6 +107,11 @@ impl RgwDaemon {
         &self.log
     }
 
+    /// How radosgw ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Polls `GET /` until any HTTP answer; fails if radosgw exits first or
     /// the deadline passes (the error names the log and quotes stderr).
     async fn wait_ready(&mut self, command: &str, files: &Files) -> Result<(), RgwError> {
