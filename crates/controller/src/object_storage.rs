@@ -13,6 +13,9 @@
 //!   objects stays, with why in `status.message`.
 //! - Each tenant's traffic (requests, bytes in and out) is read from the gateway's usage
 //!   log with the usage and kept in the store for `/metrics`.
+//! - Buckets a project makes or deletes straight through S3 (`aws s3 mb`) follow: found in
+//!   the gateway, they become documents labelled `origin=s3`; an Active bucket the
+//!   gateway no longer has loses its document.
 //!
 //! What to do with each object is [`bucket_step`] / [`key_step`] (pure); a failure
 //! marks that object Failed with the gateway's words and is retried after
@@ -23,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use yunhan_model::{
-    now, tenant_of, Bucket, BucketPhase, BucketSpec, BucketUsage, Doc, Project, Quota, S3Key,
-    S3KeyPhase, S3Traffic, Visibility,
+    bucket_name_error, bucket_public_url, new_id, now, tenant_of, Bucket, BucketPhase, BucketSpec,
+    BucketStatus, BucketUsage, Doc, Kind, Metadata, Project, Quota, Resource, S3Key, S3KeyPhase,
+    S3Traffic, Visibility, ORIGIN_LABEL,
 };
 use yunhan_storage::rgw::{BucketSettings, ObjectGateway, RgwError, TenantLimits};
 use yunhan_store::objects::{
@@ -174,6 +178,7 @@ impl Reconciler for ObjectStorage {
             self.bucket(objects, b, measure).await?;
         }
         if measure {
+            self.adopt(objects, &buckets).await?;
             self.traffic(objects).await?;
         }
         Ok(())
@@ -231,6 +236,63 @@ impl ObjectStorage {
                 }
                 Err(e) => tracing::warn!(project = %id, error = %e, "tenant not removed"),
             }
+        }
+        Ok(())
+    }
+
+    /// Buckets a project made straight through S3 become documents (labelled
+    /// [`ORIGIN_LABEL`] `s3`, their spec taken as applied: the bucket is left as it is).
+    async fn adopt(&self, objects: &Objects, buckets: &[Doc<Bucket>]) -> Result<(), ObjectError> {
+        let projects: Vec<String> = self.remember(|m| m.tenants.keys().cloned().collect());
+        for p in projects {
+            let found = match self.gateway.list_buckets(&tenant_of(&p)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(project = %p, error = %e, "buckets not listed");
+                    continue;
+                }
+            };
+            let known = |name: &str| {
+                (buckets.iter())
+                    .any(|b| b.metadata.project.as_deref() == Some(&p) && b.metadata.name == name)
+            };
+            for name in found.iter().filter(|n| !known(n)) {
+                self.adopt_one(objects, &p, name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn adopt_one(
+        &self,
+        objects: &Objects,
+        project: &str,
+        name: &str,
+    ) -> Result<(), ObjectError> {
+        if bucket_name_error(name).is_some() {
+            return Ok(()); // RGW's names are S3's; one we could not name stays unlisted
+        }
+        let endpoint = self.gateway.endpoint();
+        let mut metadata = Metadata::new(new_id(Bucket::ID_PREFIX), name, Some(project.into()));
+        metadata.labels.insert(ORIGIN_LABEL.into(), "s3".into());
+        let doc = Resource {
+            metadata,
+            spec: BucketSpec::default(),
+            status: BucketStatus {
+                phase: BucketPhase::Active,
+                endpoint: Some(endpoint.to_string()),
+                public_url: Some(bucket_public_url(endpoint, project, name)),
+                ..Default::default()
+            },
+        };
+        match objects.create::<Bucket>(doc).await {
+            Ok(d) => {
+                self.remember(|m| m.buckets.insert(d.metadata.id.clone(), d.spec.clone()));
+                let what = "made through S3: listed from now on".to_string();
+                crate::events::platform_event::<Bucket>(objects, &d, "bucket-adopted", what).await;
+            }
+            // Made through the API meanwhile, or over the project's quota: not listed.
+            Err(e) => tracing::debug!(project, bucket = name, error = %e, "bucket not adopted"),
         }
         Ok(())
     }
@@ -449,7 +511,7 @@ async fn write_usage(
     usage: Option<yunhan_storage::rgw::BucketUsage>,
 ) -> Result<(), ObjectError> {
     let Some(u) = usage else {
-        return Ok(()); // gone from the gateway behind our back: the next Ensure makes it
+        return bucket_gone(objects, b).await;
     };
     let same = |old: &Option<BucketUsage>| {
         old.as_ref()
@@ -466,6 +528,17 @@ async fn write_usage(
         })
         .await
         .map(drop)
+}
+
+/// An Active bucket the gateway no longer has was deleted through S3: so is its document.
+async fn bucket_gone(objects: &Objects, b: &Doc<Bucket>) -> Result<(), ObjectError> {
+    if b.status.phase != BucketPhase::Active {
+        return Ok(());
+    }
+    objects.delete_latest::<Bucket>(&b.metadata.id).await?;
+    let what = "deleted through S3".to_string();
+    crate::events::platform_event::<Bucket>(objects, b, "bucket-gone", what).await;
+    Ok(())
 }
 
 /// A deletion (not forced) found objects in the bucket: it stays, and says why.

@@ -72,10 +72,10 @@ pub use network::{
     Vpc,
 };
 pub use object_storage::{
-    bucket_name_error, tenant_of, Bucket, BucketPhase, BucketSpec, BucketStatus, BucketUsage,
-    S3Key, S3KeyPhase, S3KeySpec, S3KeyStatus, S3Traffic, Visibility, MAX_BUCKET_BYTES,
-    MAX_BUCKET_OBJECTS, MAX_S3_KEYS_PER_USER, MAX_S3_KEY_DESCRIPTION, S3_VPC_ADDRESS,
-    S3_VPC_ENDPOINT,
+    bucket_name_error, bucket_public_url, tenant_of, Bucket, BucketPhase, BucketSpec, BucketStatus,
+    BucketUsage, S3Key, S3KeyPhase, S3KeySpec, S3KeyStatus, S3Traffic, Visibility,
+    MAX_BUCKET_BYTES, MAX_BUCKET_OBJECTS, MAX_S3_KEYS_PER_USER, MAX_S3_KEY_DESCRIPTION,
+    ORIGIN_LABEL, S3_VPC_ADDRESS, S3_VPC_ENDPOINT,
 };
 pub use placement::{PlacementGroup, PlacementGroupSpec, PlacementGroupStatus, PlacementPolicy};
 pub use quota::{Quota, Usage};

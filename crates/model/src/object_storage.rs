@@ -170,6 +170,16 @@ pub fn tenant_of(project: &str) -> String {
     project.replace('-', "_")
 }
 
+/// The anonymous URL of `bucket` of `project` at `endpoint`: other tenants and anonymous
+/// clients name a tenant's bucket `<tenant>:<bucket>`.
+pub fn bucket_public_url(endpoint: &str, project: &str, bucket: &str) -> String {
+    format!("{endpoint}/{}:{bucket}", tenant_of(project))
+}
+
+/// The label a bucket the platform found in the gateway (made straight through S3)
+/// carries, with the value `s3`.
+pub const ORIGIN_LABEL: &str = "origin";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum S3KeyPhase {
     /// Written; the gateway does not know it yet.

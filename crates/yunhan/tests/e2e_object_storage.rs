@@ -56,6 +56,18 @@ impl Key {
     }
 }
 
+/// Waits until `bucket list` has (`there`) or has not bucket `name`; the bucket, or Null.
+async fn listed(cloud: &Cloud, name: &str, there: bool) -> Value {
+    let what = format!("bucket {name} listed: {there}");
+    eventually(&what, Duration::from_secs(30), || {
+        let list = cloud.ok(&["bucket", "list"]);
+        let found = (list.as_array().unwrap().iter()).find(|b| b["metadata"]["name"] == name);
+        let answer = (found.is_some() == there).then(|| found.cloned().unwrap_or(Value::Null));
+        async move { answer }
+    })
+    .await
+}
+
 /// `/metrics` as the admin scrapes it.
 async fn scrape(cloud: &Cloud) -> String {
     let url = format!("{}/metrics", cloud.endpoint);
@@ -117,6 +129,15 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
         u["objects"] == 2 && u["bytes"] == (15u64 << 20) + 5
     })
     .await;
+
+    // A bucket made straight through S3 is listed (labelled origin=s3); deleted through
+    // S3, it is not any more.
+    assert_eq!(key.s3("mkbucket", &["direct"])["ok"], true);
+    let adopted = listed(&cloud, "direct", true).await;
+    assert_eq!(adopted["metadata"]["labels"]["origin"], "s3", "{adopted}");
+    assert_eq!(adopted["status"]["phase"], "Active", "{adopted}");
+    assert_eq!(key.s3("rmbucket", &["direct"])["ok"], true);
+    listed(&cloud, "direct", false).await;
 
     // Usage and traffic on /metrics (an admin's scrape).
     let project = used["metadata"]["project"].as_str().unwrap().to_string();

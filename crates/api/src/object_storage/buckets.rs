@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
-use yunhan_model::{bucket_name_error, ApiError, Bucket, BucketPhase, BucketStatus};
+use yunhan_model::{
+    bucket_name_error, bucket_public_url, ApiError, Bucket, BucketPhase, BucketStatus,
+};
 use yunhan_store::objects::Doc;
 
 use crate::auth::Principal;
@@ -23,7 +25,7 @@ impl Hooks for Bucket {
         if let Some(why) = bucket_name_error(&doc.metadata.name) {
             return Err(ApiError::invalid_field("metadata.name", why).into());
         }
-        let public = super::public_url(endpoint, project_of(doc), &doc.metadata.name);
+        let public = bucket_public_url(endpoint, project_of(doc), &doc.metadata.name);
         doc.status = BucketStatus {
             endpoint: Some(endpoint.to_string()),
             public_url: Some(public),

@@ -6,7 +6,7 @@
 pub(crate) mod buckets;
 pub(crate) mod s3_keys;
 
-use yunhan_model::{tenant_of, ApiError, ErrorCode};
+use yunhan_model::{ApiError, ErrorCode};
 
 use crate::error::HttpError;
 use crate::AppState;
@@ -20,10 +20,4 @@ pub(crate) fn endpoint(s: &AppState) -> Result<&str, HttpError> {
         )
         .into()
     })
-}
-
-/// The anonymous URL of `bucket` of `project`: other tenants and anonymous clients name
-/// a tenant's bucket `<tenant>:<bucket>`.
-pub(crate) fn public_url(endpoint: &str, project: &str, bucket: &str) -> String {
-    format!("{endpoint}/{}:{bucket}", tenant_of(project))
 }

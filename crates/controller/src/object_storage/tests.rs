@@ -327,3 +327,43 @@ async fn a_deleted_project_leaves_the_gateway() {
     w.pass().await;
     assert!(w.gateway.with(|s| s.tenants.is_empty()));
 }
+
+#[tokio::test]
+async fn buckets_made_and_deleted_through_s3_follow() {
+    let w = world().await;
+    w.bucket("api", BucketSpec::default()).await;
+    w.pass().await;
+    let made = BucketSettings::default();
+    w.gateway.with(|s| {
+        s.buckets
+            .insert((TENANT.into(), "direct".into()), (made, 0))
+    });
+    w.gateway.with(|s| {
+        s.buckets.insert(
+            (TENANT.into(), "Not_S3".into()),
+            (BucketSettings::default(), 0),
+        )
+    });
+    w.controller.remember(|m| m.measured_at = None);
+    w.pass().await;
+    let all = w.objects.list_all::<Bucket>(Some(PROJECT)).await.unwrap();
+    let direct = all
+        .iter()
+        .find(|b| b.metadata.name == "direct")
+        .expect("adopted");
+    assert_eq!(
+        direct.metadata.labels.get(ORIGIN_LABEL).map(String::as_str),
+        Some("s3")
+    );
+    assert_eq!(direct.status.phase, BucketPhase::Active);
+    assert_eq!(all.len(), 2, "a name S3 forbids stays unlisted");
+
+    w.gateway
+        .with(|s| s.buckets.remove(&(TENANT.to_string(), "api".to_string())));
+    w.controller.remember(|m| m.measured_at = None);
+    w.pass().await;
+    assert!(w.get("api").await.is_none(), "deleted through S3");
+    assert!(w
+        .gateway
+        .with(|s| s.buckets.contains_key(&(TENANT.into(), "direct".into()))));
+}

@@ -7,6 +7,7 @@
     client.py ENDPOINT ACCESS_KEY SECRET_KEY put BUCKET KEY SIZE
     client.py ENDPOINT ACCESS_KEY SECRET_KEY get BUCKET KEY
     client.py ENDPOINT ACCESS_KEY SECRET_KEY list BUCKET
+    client.py ENDPOINT ACCESS_KEY SECRET_KEY mkbucket|rmbucket BUCKET
     client.py ENDPOINT ACCESS_KEY SECRET_KEY presign BUCKET KEY   (signs only: no request)
 
 Prints one JSON object: {"ok": true, ...} or {"ok": false, "status": 403, "code": "..."}.
@@ -80,6 +81,12 @@ def main():
         elif op == "get":
             body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
             out = {"ok": True, "bytes": len(body)}
+        elif op == "mkbucket":
+            s3.create_bucket(Bucket=args[0])
+            out = {"ok": True}
+        elif op == "rmbucket":
+            s3.delete_bucket(Bucket=args[0])
+            out = {"ok": True}
         elif op == "presign":
             url = s3.generate_presigned_url("get_object", ExpiresIn=600,
                                             Params={"Bucket": args[0], "Key": args[1]})
