@@ -204,8 +204,10 @@ pub(crate) fn created(plural: &str, id: &str, body: impl IntoResponse) -> Respon
 }
 
 /// How often an unconditional `PUT` re-reads and re-applies itself when a
-/// controller's status write slipped in between its read and its write.
-const UNCONDITIONAL_UPDATE_ATTEMPTS: usize = 8;
+/// controller's status write (or another unconditional `PUT`) slipped in between its
+/// read and its write: more than a handful of writers racing on one object plus the
+/// controllers and agent writing its status.
+const UNCONDITIONAL_UPDATE_ATTEMPTS: usize = 16;
 
 /// `PUT /v1/<kind>/<id>`. With a precondition (`If-Match` or a body
 /// `revision`) a changed object is a 409; without one the write is
