@@ -66,10 +66,18 @@ pub(crate) struct KeyQuery {
 /// Kinds whose objects each belong to one user (API keys, S3 keys): a member sees
 /// and deletes only their own; another user's answers 404, as other projects' do.
 pub(crate) trait UserOwned: Hooks {
+    /// The most one user holds.
+    const MAX_PER_USER: usize;
+    /// Their plural in messages (`API keys`) and the CLI noun that manages them (`key`).
+    const WHAT: &'static str;
+    const CLI_NOUN: &'static str;
     fn user_of(doc: &Doc<Self>) -> &str;
 }
 
 impl UserOwned for ApiKey {
+    const MAX_PER_USER: usize = ApiKey::MAX_PER_USER;
+    const WHAT: &'static str = "API keys";
+    const CLI_NOUN: &'static str = "key";
     fn user_of(doc: &Doc<Self>) -> &str {
         &doc.status.user
     }
@@ -146,28 +154,25 @@ pub(crate) async fn key_user(s: &Shared, p: &Principal, named: Option<&str>) -> 
     })
 }
 
-/// Refuses a key beyond [`ApiKey::MAX_PER_USER`] (call under `key_create`).
-async fn check_key_limit(s: &Shared, user: &Doc<User>) -> Result<()> {
-    let keys = s
-        .objects
-        .list_all::<ApiKey>(Some(&user.spec.project))
-        .await?;
-    let held = keys
-        .iter()
-        .filter(|k| k.status.user == user.metadata.id)
+/// Refuses a key of kind `K` beyond `K::MAX_PER_USER` (call under `key_create`).
+pub(crate) async fn check_key_limit<K: UserOwned>(s: &AppState, user: &Doc<User>) -> Result<()> {
+    let keys = s.objects.list_all::<K>(Some(&user.spec.project)).await?;
+    let held = (keys.iter())
+        .filter(|k| K::user_of(k) == user.metadata.id)
         .count();
-    if held < ApiKey::MAX_PER_USER {
+    if held < K::MAX_PER_USER {
         return Ok(());
     }
+    let (what, noun) = (K::WHAT, K::CLI_NOUN);
     Err(ApiError::new(
         ErrorCode::QuotaExceeded,
         format!(
-            "user {:?} already holds {held} API keys, the most one user may hold; delete one first ('yunhan key list', 'yunhan key delete')",
+            "user {:?} already holds {held} {what}, the most one user may hold; delete one first ('yunhan {noun} list', 'yunhan {noun} delete')",
             user.metadata.name
         ),
     )
-    .with_detail("resource", "api_keys")
-    .with_detail("limit", ApiKey::MAX_PER_USER)
+    .with_detail("resource", what.replace(' ', "_").to_lowercase())
+    .with_detail("limit", K::MAX_PER_USER)
     .with_detail("requested", 1)
     .into())
 }
@@ -218,7 +223,7 @@ async fn create(
         },
     };
     let serial = s.key_create.lock().await;
-    check_key_limit(&s, &user).await?;
+    check_key_limit::<ApiKey>(&s, &user).await?;
     store_secret(&s.objects, &id, hash).await?;
     let api_key = s.objects.create::<ApiKey>(doc).await?;
     drop(serial);

@@ -163,7 +163,11 @@ impl Reconciler for ObjectStorage {
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let keys = objects.list_all::<S3Key>(None).await?;
         let buckets = objects.list_all::<Bucket>(None).await?;
-        self.tenants(objects, &keys, &buckets).await?;
+        let projects: HashMap<String, Quota> = (objects.list_all::<Project>(None).await?)
+            .into_iter()
+            .map(|p| (p.metadata.id, p.spec.quota))
+            .collect();
+        self.tenants(objects, &projects, &keys, &buckets).await?;
         for k in &keys {
             self.key(objects, k).await?;
         }
@@ -190,6 +194,7 @@ impl ObjectStorage {
     async fn tenants(
         &self,
         objects: &Objects,
+        quotas: &HashMap<String, Quota>,
         keys: &[Doc<S3Key>],
         buckets: &[Doc<Bucket>],
     ) -> Result<(), ObjectError> {
@@ -200,12 +205,12 @@ impl ObjectStorage {
             .collect();
         projects.sort_unstable();
         projects.dedup();
-        self.forget_deleted_projects(objects).await?;
+        self.forget_deleted_projects(objects, quotas).await?;
         for id in projects {
-            let Some(p) = objects.get::<Project>(id).await? else {
+            let Some(quota) = quotas.get(id) else {
                 continue;
             };
-            let limits = limits_of(&p.spec.quota);
+            let limits = limits_of(quota);
             if self.remember(|m| m.tenants.get(id) == Some(&limits)) {
                 continue;
             }
@@ -222,12 +227,13 @@ impl ObjectStorage {
 
     /// A tenant this leader made whose project is gone goes from the gateway too (the
     /// API deletes a project only once it holds nothing and has no users).
-    async fn forget_deleted_projects(&self, objects: &Objects) -> Result<(), ObjectError> {
+    async fn forget_deleted_projects(
+        &self,
+        objects: &Objects,
+        quotas: &HashMap<String, Quota>,
+    ) -> Result<(), ObjectError> {
         let known: Vec<String> = self.remember(|m| m.tenants.keys().cloned().collect());
-        for id in known {
-            if objects.get::<Project>(&id).await?.is_some() {
-                continue;
-            }
+        for id in known.into_iter().filter(|id| !quotas.contains_key(id)) {
             match self.gateway.remove_tenant(&tenant_of(&id)).await {
                 Ok(()) => {
                     self.remember(|m| m.tenants.remove(&id));

@@ -13,8 +13,8 @@ use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_model::{
-    new_id, validate_labels, validate_name, ApiError, CreateRequest, ErrorCode, Kind, Metadata,
-    Resource, S3Key, S3KeySpec, S3KeyStatus, User, MAX_S3_KEYS_PER_USER,
+    new_id, validate_labels, validate_name, ApiError, CreateRequest, Kind, Metadata, Resource,
+    S3Key, S3KeySpec, S3KeyStatus, MAX_S3_KEYS_PER_USER,
 };
 use yunhan_store::objects::{s3_key_secret_key, Doc};
 use yunhan_store::StoreExt;
@@ -23,7 +23,7 @@ use crate::auth::Principal;
 use crate::crud::created;
 use crate::error::Result;
 use crate::extract::JsonBody;
-use crate::keys::{key_user, list_mine, remove_mine, show_mine, UserOwned};
+use crate::keys::{check_key_limit, key_user, list_mine, remove_mine, show_mine, UserOwned};
 use crate::resource::{delete_current, delete_or_mark, Deleted, Hooks};
 use crate::{AppState, Shared};
 
@@ -49,6 +49,9 @@ pub struct CreatedS3Key {
 }
 
 impl UserOwned for S3Key {
+    const MAX_PER_USER: usize = MAX_S3_KEYS_PER_USER;
+    const WHAT: &'static str = "S3 keys";
+    const CLI_NOUN: &'static str = "s3-key";
     fn user_of(doc: &Doc<Self>) -> &str {
         &doc.status.user
     }
@@ -126,7 +129,7 @@ async fn create(
         },
     };
     let serial = s.key_create.lock().await;
-    check_limit(&s, &user).await?;
+    check_key_limit::<S3Key>(&s, &user).await?;
     let secret = s3_key_secret_key(&id);
     s.objects
         .store()
@@ -148,30 +151,4 @@ async fn create(
         endpoint,
     };
     Ok(created(S3Key::PLURAL, &id, Json(body)))
-}
-
-/// Refuses a key beyond [`MAX_S3_KEYS_PER_USER`] (call under `key_create`).
-async fn check_limit(s: &AppState, user: &Doc<User>) -> Result<()> {
-    let keys = s
-        .objects
-        .list_all::<S3Key>(Some(&user.spec.project))
-        .await?;
-    let held = keys
-        .iter()
-        .filter(|k| k.status.user == user.metadata.id)
-        .count();
-    if held < MAX_S3_KEYS_PER_USER {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::QuotaExceeded,
-        format!(
-            "user {:?} already holds {held} S3 keys, the most one user may hold; delete one first ('yunhan s3-key list', 'yunhan s3-key delete')",
-            user.metadata.name
-        ),
-    )
-    .with_detail("resource", "s3_keys")
-    .with_detail("limit", MAX_S3_KEYS_PER_USER)
-    .with_detail("requested", 1)
-    .into())
 }
