@@ -153,7 +153,7 @@ fn parse_token(token: &str) -> Option<(String, &str)> {
 
 /// The bucket of a client address: IPv6 clients by their /64 (one host
 /// usually has the whole prefix).
-fn addr_bucket(client: Option<IpAddr>) -> String {
+pub(crate) fn addr_bucket(client: Option<IpAddr>) -> String {
     match client.map(|ip| ip.to_canonical()) {
         None => "addr:unknown".into(),
         Some(IpAddr::V4(v4)) => format!("addr:{v4}"),
@@ -256,7 +256,7 @@ impl Authenticator {
 
     /// Takes one failure token from the address's and the key id's buckets
     /// before any lookup or hashing; refused (429) when either is empty.
-    fn admit(&self, addr: &str, key_id: &str) -> Result<(), HttpError> {
+    pub(crate) fn admit(&self, addr: &str, key_id: &str) -> Result<(), HttpError> {
         self.failures_by_addr
             .check(addr)
             .map_err(too_many_failures)?;
@@ -265,6 +265,17 @@ impl Authenticator {
             return Err(too_many_failures(retry));
         }
         Ok(())
+    }
+
+    /// Gives back the failure tokens [`Self::admit`] took: the attempt was no guess.
+    pub(crate) fn refund(&self, addr: &str, key_id: &str) {
+        self.failures_by_addr.refund(addr);
+        self.failures_by_key.refund(key_id);
+    }
+
+    /// The bounded argon2id pool (passwords are checked under the same limit as keys).
+    pub(crate) fn argon2(&self) -> &Argon2Pool {
+        &self.argon2
     }
 
     /// The key if `secret` is its secret. Unknown ids take the same path
@@ -308,8 +319,7 @@ impl Authenticator {
         };
         if !proven {
             // Not a guess: the attempt does not count against the caller.
-            self.failures_by_addr.refund(&addr);
-            self.failures_by_key.refund(&key_id);
+            self.refund(&addr, &key_id);
         }
         let user = self
             .objects
@@ -354,12 +364,19 @@ impl FromRequestParts<Shared> for Principal {
         parts: &mut Parts,
         state: &Shared,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let principal = state.auth.authenticate(token, client).await?;
+        let principal = match crate::sessions::cookie(&parts.headers) {
+            Some(cookie) if !parts.headers.contains_key(header::AUTHORIZATION) => {
+                crate::sessions::authenticate(state, parts, cookie).await?
+            }
+            _ => {
+                let token = bearer(parts)?;
+                let client = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                state.auth.authenticate(token, client).await?
+            }
+        };
         if let Err(retry_after) = state.limiter.check(&principal.key) {
             return Err(HttpError {
                 error: ApiError::new(

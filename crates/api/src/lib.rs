@@ -30,11 +30,14 @@ mod metering;
 mod monitoring;
 mod network;
 mod object_storage;
+mod passwords;
 mod placement_groups;
 mod projects;
 mod rebalance;
+mod sessions;
 mod storage;
 mod users;
+mod web_console;
 
 mod openapi;
 mod router;
@@ -52,6 +55,8 @@ pub use bootstrap::{
 };
 pub use error::HttpError;
 pub use openapi::openapi_document;
+pub use sessions::{mint_link, LoginLink};
+pub use web_console::{ConsoleAssets, CONTENT_SECURITY_POLICY};
 
 /// Tunables of the API server.
 #[derive(Debug, Clone)]
@@ -79,6 +84,10 @@ pub struct ApiConfig {
     pub placement: yunhan_model::scheduling::Policy,
     /// The S3 gateway's endpoint, when the cloud has object storage.
     pub s3_endpoint: Option<String>,
+    /// How long a console session lasts after its login (it is not extended by use).
+    pub session_ttl: Duration,
+    /// Where the web console's files come from.
+    pub console: ConsoleAssets,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +104,8 @@ impl Default for ApiConfig {
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
             placement: Default::default(),
             s3_endpoint: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            console: ConsoleAssets::Embedded,
         }
     }
 }
@@ -113,6 +124,8 @@ pub(crate) struct AppState {
     pub storage_pools: Vec<String>,
     pub placement: yunhan_model::scheduling::Policy,
     pub s3_endpoint: Option<String>,
+    pub session_ttl: Duration,
+    pub console: ConsoleAssets,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -138,6 +151,8 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         storage_pools: config.storage_pools.clone(),
         placement: config.placement,
         s3_endpoint: config.s3_endpoint.clone(),
+        session_ttl: config.session_ttl,
+        console: config.console.clone(),
     });
     router::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
         state,

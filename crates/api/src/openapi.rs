@@ -323,6 +323,7 @@ pub fn openapi_document() -> Value {
         "responses": responses,
     }));
 
+    session_ops(&mut b);
     monitoring_ops(&mut b);
     metering_ops(&mut b);
     rebalance_op(&mut b);
@@ -349,13 +350,83 @@ pub fn openapi_document() -> Value {
             "description": "Yunhan private cloud. Every resource is {metadata, spec, status}; errors are {code, message, details} with the stable codes in docs/errors.md.",
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"},
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::sessions::COOKIE,
+                    "description": "a web console session (POST /v1/sessions); requests that change something also need the X-CSRF-Token header"},
+            },
         },
     })
+}
+
+/// Console logins and users' passwords (docs/console.md).
+fn session_ops(b: &mut Builder) {
+    let info = b.schema::<crate::sessions::SessionInfo>();
+    let login = b.schema::<crate::sessions::LoginRequest>();
+    let mut responses = error_responses(&[400, 401, 415, 429, 503]);
+    responses.insert(
+        "201".into(),
+        json!({"description": "logged in; the session cookie is set",
+        "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": info.clone()}}}),
+    );
+    b.op("/v1/sessions", "post", json!({
+        "operationId": "login", "security": [], "tags": ["Session"],
+        "summary": "Log in to the web console with a username and password, an API key's token or a one-time login link",
+        "requestBody": json_body(login), "responses": responses,
+    }));
+    let mut responses = error_responses(&[401, 503]);
+    responses.insert(
+        "200".into(),
+        json_response("the session's user and CSRF token", info),
+    );
+    b.op(
+        "/v1/session",
+        "get",
+        json!({
+            "operationId": "session", "security": [{"session": []}], "tags": ["Session"],
+            "summary": "The current console session", "responses": responses,
+        }),
+    );
+    let mut responses = error_responses(&[401, 403, 429, 503]);
+    responses.insert(
+        "204".into(),
+        json!({"description": "logged out; the cookie is cleared"}),
+    );
+    b.op(
+        "/v1/session",
+        "delete",
+        json!({
+            "operationId": "logout", "tags": ["Session"],
+            "summary": "Log out of the console", "responses": responses,
+        }),
+    );
+    let link = b.schema::<crate::sessions::LoginLink>();
+    let mut responses = error_responses(&[401, 403, 429, 503]);
+    responses.insert(
+        "201".into(),
+        json_response("a one-time login link for the caller", link),
+    );
+    b.op("/v1/sessions/links", "post", json!({
+        "operationId": "create_login_link", "tags": ["Session"],
+        "summary": "A one-time link (15 minutes) that opens the console logged in as the caller",
+        "responses": responses,
+    }));
+    let set = b.schema::<crate::passwords::SetPassword>();
+    let mut responses = error_responses(&[400, 401, 403, 404, 415, 429, 503]);
+    responses.insert(
+        "204".into(),
+        json!({"description": "set; the user's console sessions ended"}),
+    );
+    b.op("/v1/users/{id}/password", "put", json!({
+        "operationId": "set_password", "tags": ["User"],
+        "summary": "Set a user's console password (admins: anyone's; members: their own, with the current one)",
+        "parameters": [id_param()], "requestBody": json_body(set), "responses": responses,
+    }));
 }
 
 /// `GET /v1/rebalance` (docs/compute.md "Day two").

@@ -1,5 +1,5 @@
 //! The API's routes: the CRUD routes of every kind, the few special ones
-//! (image data, consoles, API keys, whoami, events, usage, price list), the public endpoints (health,
+//! (image data, consoles, API keys, passwords and console sessions, the web console's pages, whoami, events, usage, price list), the public endpoints (health,
 //! metrics, this API's OpenAPI document) and the middleware around them (metrics,
 //! the audit trail).
 
@@ -62,6 +62,7 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
 
 /// Routes with handlers of their own.
 fn special_routes(r: Router<Shared>) -> Router<Shared> {
+    let r = crate::web_console::routes(crate::sessions::routes(crate::passwords::routes(r)));
     crate::object_storage::s3_keys::routes(crate::keys::routes(r))
         .route("/v1/images/{id}/data", put(crate::images::upload::upload))
         .route("/v1/instances/{id}/console", get(crate::console::log))

@@ -38,6 +38,9 @@ impl Hooks for User {
         // The user's keys (API and S3) go with the user.
         delete_keys_of::<ApiKey>(s, &doc).await?;
         delete_keys_of::<S3Key>(s, &doc).await?;
+        // So do their password and console sessions.
+        crate::passwords::forget(s, &doc.metadata.id).await?;
+        crate::sessions::end_all_of(s, &doc.metadata.id).await?;
         delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }

@@ -27,6 +27,7 @@ pub enum Command {
     PlacementGroup(placement_group::PlacementGroupCommand),
     /// Show who the configured token belongs to
     Whoami,
+    Console(web_console::ConsoleArgs),
     Events(events::EventsArgs),
     #[command(subcommand)]
     Alarm(alarm::AlarmCommand),
@@ -78,6 +79,7 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
         Command::Vm(c) => vm::run(ctx, c).await,
         Command::PlacementGroup(c) => placement_group::run(ctx, c).await,
         Command::Whoami => whoami::run(ctx).await,
+        Command::Console(a) => web_console::run(ctx, a).await,
         Command::Events(a) => events::run(ctx, a).await,
         Command::Alarm(c) => alarm::run(ctx, c).await,
         Command::Usage(a) => usage::run(ctx, a).await,

@@ -17,6 +17,7 @@ mod ctx;
 mod dispatch;
 mod kind;
 mod output;
+mod password;
 #[cfg(test)]
 mod testing;
 mod wait;

@@ -80,6 +80,28 @@ pub fn api_key_secret_key(key_id: &str) -> String {
     format!("{API_KEY_SECRET_PREFIX}{key_id}")
 }
 
+/// Where users' console passwords (argon2id PHC strings) live, by user id.
+pub const PASSWORD_PREFIX: &str = "/yunhan/secrets/passwords/";
+
+pub fn password_key(user_id: &str) -> String {
+    format!("{PASSWORD_PREFIX}{user_id}")
+}
+
+/// Where console sessions live, by the SHA-256 (hex) of the session cookie: a
+/// copy of the store never holds a usable cookie.
+pub const SESSION_PREFIX: &str = "/yunhan/secrets/sessions/";
+
+pub fn session_key(digest_hex: &str) -> String {
+    format!("{SESSION_PREFIX}{digest_hex}")
+}
+
+/// Where one-time console login links live, by the SHA-256 (hex) of their code.
+pub const LOGIN_LINK_PREFIX: &str = "/yunhan/secrets/login-links/";
+
+pub fn login_link_key(digest_hex: &str) -> String {
+    format!("{LOGIN_LINK_PREFIX}{digest_hex}")
+}
+
 /// The S3 gateway's endpoint (a URL the hosts can reach), written by `up`/`server` when
 /// the cloud has object storage; each host's agent passes guests' connections to the
 /// VPC address of object storage on to it.

@@ -186,6 +186,13 @@ pub struct Tuning {
     /// before its HA instances are fenced and restarted on other hosts
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
     ha_grace: u64,
+    /// Seconds a web console session lasts after its login
+    #[arg(long, default_value_t = 12 * 3600, value_name = "SECONDS")]
+    session_ttl: u64,
+    /// Serve the web console from this directory instead of the files built into the
+    /// binary (developing the console: `scripts/console build` writes crates/console/assets)
+    #[arg(long, env = "YUNHAN_CONSOLE_DIR", value_name = "DIR", hide = true)]
+    console_dir: Option<PathBuf>,
 }
 
 impl Tuning {
@@ -216,6 +223,11 @@ impl Tuning {
             image_dir,
             import_dir,
             s3_endpoint: s3.map(|s| s.endpoint()),
+            session_ttl: Duration::from_secs(self.session_ttl.max(60)),
+            console: match &self.console_dir {
+                Some(dir) => yunhan_api::ConsoleAssets::Dir(dir.clone()),
+                None => yunhan_api::ConsoleAssets::Embedded,
+            },
             ..Default::default()
         };
         c.storage_pools.extend(ceph.map(|c| c.pool.clone()));
@@ -496,8 +508,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         Some(s) => format!("S3 {}, ", s.endpoint()),
         None => String::new(),
     };
+    let console = console_link(&objects, &endpoint).await;
     let announce = format!(
-        "Yunhan is up: API {endpoint}, {s3_line}data in {}\ntry: yunhan host list",
+        "Yunhan is up: API {endpoint}, {s3_line}data in {}\n{console}\ntry: yunhan host list",
         data_dir.display()
     );
     // Announced once the images asked for are imported, so the tour can use them.
@@ -530,6 +543,28 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The web console's line of the announcement: a one-time login link for the admin
+/// (`yunhan console` makes another; `yunhan user set-password` gives a password).
+async fn console_link(objects: &Objects, endpoint: &str) -> String {
+    use yunhan_store::objects::GLOBAL_SCOPE;
+    let admin = objects
+        .get_by_name::<yunhan_model::User>(GLOBAL_SCOPE, "admin")
+        .await;
+    let link = match admin {
+        Ok(Some(admin)) => yunhan_api::mint_link(objects, &admin.metadata.id)
+            .await
+            .ok(),
+        _ => None,
+    };
+    match link {
+        Some(l) => format!(
+            "web console: {endpoint}/console/#login={} (logs in as admin, once, within 15 min; 'yunhan console' prints a new link)",
+            l.login_link
+        ),
+        None => format!("web console: {endpoint}/console/ (log in with 'yunhan console')"),
+    }
+}
+
 pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     init_logging();
     let store = open_store(&a.store).await?;
@@ -557,7 +592,10 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         s3.as_ref(),
         shutdown.clone(),
     )?;
-    eprintln!("Yunhan server: API {endpoint}, store {}", a.store);
+    eprintln!(
+        "Yunhan server: API {endpoint}, web console {endpoint}/console/, store {}",
+        a.store
+    );
     secure_image_dir(&a.image_dir)?;
     let api_cfg = a
         .tuning

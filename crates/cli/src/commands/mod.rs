@@ -32,6 +32,7 @@ pub mod vip;
 pub mod vm;
 pub mod volume;
 pub mod vpc;
+pub mod web_console;
 pub mod whoami;
 
 #[cfg(test)]
