@@ -20,7 +20,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use yunhan_model::{ApiError, ApiKey, ErrorCode, Role, User};
+use yunhan_model::{ApiError, ApiKey, ErrorCode, User};
 use yunhan_store::objects::{api_key_secret_key, Doc, Objects};
 use yunhan_store::StoreExt;
 
@@ -31,20 +31,7 @@ use crate::Shared;
 
 pub const TOKEN_PREFIX: &str = "yh_";
 
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user: String,
-    pub key: String,
-    pub project: String,
-    pub role: Role,
-}
-
-impl Principal {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-}
+pub use crate::principal::Principal;
 
 /// How hard guessing tokens is made.
 #[derive(Debug, Clone, PartialEq)]
@@ -364,9 +351,9 @@ impl FromRequestParts<Shared> for Principal {
         parts: &mut Parts,
         state: &Shared,
     ) -> Result<Self, Self::Rejection> {
-        let principal = match crate::sessions::cookie(&parts.headers) {
+        let principal = match crate::session_store::cookie(&parts.headers) {
             Some(cookie) if !parts.headers.contains_key(header::AUTHORIZATION) => {
-                crate::sessions::authenticate(state, parts, cookie).await?
+                crate::session_store::authenticate(state, parts, cookie).await?
             }
             _ => {
                 let token = bearer(parts)?;

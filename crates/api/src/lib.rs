@@ -9,7 +9,9 @@ mod bootstrap;
 mod error;
 mod extract;
 mod metrics;
+mod principal;
 mod ratelimit;
+mod session_store;
 mod verify;
 
 mod crud;
@@ -49,13 +51,14 @@ use std::time::Duration;
 use axum::Router;
 use yunhan_store::{objects::Objects, Store};
 
-pub use auth::{AuthLimits, Principal, TOKEN_PREFIX};
+pub use auth::{AuthLimits, TOKEN_PREFIX};
 pub use bootstrap::{
     bootstrap, ensure_public_network, Bootstrap, PublicNetworkError, DEFAULT_FLAVORS,
 };
 pub use error::HttpError;
 pub use openapi::openapi_document;
-pub use sessions::{mint_link, LoginLink};
+pub use principal::Principal;
+pub use session_store::{mint_link, LoginLink};
 pub use web_console::{ConsoleAssets, CONTENT_SECURITY_POLICY};
 
 /// Tunables of the API server.

@@ -356,7 +356,7 @@ pub fn openapi_document() -> Value {
             "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API key token (yh_…)"},
-                "session": {"type": "apiKey", "in": "cookie", "name": crate::sessions::COOKIE,
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::session_store::COOKIE,
                     "description": "a web console session (POST /v1/sessions); requests that change something also need the X-CSRF-Token header"},
             },
         },
@@ -405,7 +405,7 @@ fn session_ops(b: &mut Builder) {
             "summary": "Log out of the console", "responses": responses,
         }),
     );
-    let link = b.schema::<crate::sessions::LoginLink>();
+    let link = b.schema::<crate::session_store::LoginLink>();
     let mut responses = error_responses(&[401, 403, 429, 503]);
     responses.insert(
         "201".into(),

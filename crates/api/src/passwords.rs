@@ -148,7 +148,7 @@ async fn set(
         .store()
         .put(&password_key(&user.metadata.id), hash.into_bytes())
         .await?;
-    crate::sessions::end_all_of(&s, &user.metadata.id).await?;
+    crate::session_store::end_all_of(&s, &user.metadata.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
