@@ -350,7 +350,7 @@ pub fn openapi_document() -> Value {
             "description": "Yunhan private cloud. Every resource is {metadata, spec, status}; errors are {code, message, details} with the stable codes in docs/errors.md.",
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}, {"session": []}],
+        "security": [{"bearer": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -388,8 +388,8 @@ fn session_ops(b: &mut Builder) {
         "/v1/session",
         "get",
         json!({
-            "operationId": "session", "security": [{"session": []}], "tags": ["Session"],
-            "summary": "The current console session", "responses": responses,
+            "operationId": "session", "security": [], "tags": ["Session"],
+            "summary": "The current console session (from the session cookie)", "responses": responses,
         }),
     );
     let mut responses = error_responses(&[401, 403, 429, 503]);
