@@ -3,6 +3,8 @@
 // names the hashed files by absolute path (/console/assets/...), and a .gz of
 // every text asset (gzip level 9 by pako, a pure-JS zlib, header mtime 0), so
 // the output is byte-for-byte the same on every machine and Node version.
+// Layout (what the server expects): DIR/index.html, and DIR/assets/<file> served
+// at /console/assets/<file>.
 // Usage: node tools/build.mjs [--out DIR]   (default: ../assets)
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -39,7 +41,7 @@ const result = await esbuild.build({
 });
 
 rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
+mkdirSync(join(out, 'assets'), { recursive: true });
 const files = new Map();
 for (const f of result.outputFiles) files.set(relative(join(root, 'out'), f.path), Buffer.from(f.contents));
 
@@ -67,8 +69,13 @@ const html = readFileSync(join(root, 'src/index.html'), 'utf8')
       `<script type="module" src="${PUBLIC}${appJs}"></script>`,
     ].join('\n    '),
   );
-files.set('index.html', Buffer.from(html));
 files.set('favicon.svg', readFileSync(join(root, 'src/favicon.svg')));
+// Everything but the page itself lives under assets/.
+for (const name of [...files.keys()]) {
+  files.set('assets/' + name, files.get(name));
+  files.delete(name);
+}
+files.set('index.html', Buffer.from(html));
 
 const sizes = [];
 for (const [name, buf] of [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -79,6 +86,6 @@ for (const [name, buf] of [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 
     sizes.push([name, buf.length, gz.length]);
   }
 }
-for (const [name, raw, gz] of sizes) console.log(`${name.padEnd(28)} ${String(raw).padStart(8)} B  ${String(gz).padStart(7)} B gzipped`);
-const firstLoad = [appJs, ...preload].reduce((n, f) => n + sizes.find(([x]) => x === f)[2], 0);
-console.log(`first-load script (gzipped): ${firstLoad} B; wrote ${readdirSync(out).length} files to ${out}`);
+for (const [name, raw, gz] of sizes) console.log(`${name.padEnd(34)} ${String(raw).padStart(8)} B  ${String(gz).padStart(7)} B gzipped`);
+const firstLoad = [appJs, ...preload].reduce((n, f) => n + sizes.find(([x]) => x === 'assets/' + f)[2], 0);
+console.log(`first-load script (gzipped): ${firstLoad} B; wrote ${readdirSync(join(out, 'assets')).length + 2} files to ${out}`);

@@ -8,7 +8,7 @@ import {
   useSession, useTitle, when,
 } from '../lib';
 import {
-  FormFields, KV, NotFound, ProjectName, Table, initialValues, list, opt, str, type Column, type Field, type Values,
+  EditSpec, FormFields, KV, NotFound, ProjectName, Table, initialValues, list, opt, str, type Column, type Field, type Values,
 } from '../resource';
 import { FormDialog } from '../kinds';
 import { MetricsPanel } from './chart';
@@ -432,6 +432,7 @@ export function VmDetail({ id, tab }: { id: string; tab: string }) {
               </FormDialog>,
             )}>Migrate</button>
           )}
+          <button type="button" data-testid="action-edit" onClick={() => setDialog(<EditSpec kind="instances" obj={vm as unknown as AnyObj} onClose={close} onDone={done} />)}>Edit</button>
           <button type="button" class="danger" data-testid="action-delete" onClick={() => setDialog(
             <Confirm title="Delete virtual machine" body={<>Delete <b>{vm.metadata.name}</b> and its root disk? Attached volumes are detached and kept.</>}
               onClose={close} onConfirm={async () => { await api.remove('instances', vm.metadata.id); navigate('/console/vms'); }} />,
