@@ -14,6 +14,7 @@
 //   YH_ARTIFACTS                    where screenshots go
 //   YH_CHROMIUM (optional)          the browser (default /usr/bin/chromium)
 //   YH_BOOT_TIMEOUT (optional)      seconds for a VM to reach Running (default 240)
+//   YH_LOGIN_LINK (optional)        a fresh one-time link (http://…/console/#login=CODE) to try
 import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -472,6 +473,29 @@ try {
     await go('/admin/hosts');
     await until('the admin page refused', () => visible(page.getByTestId('not-found')), 10000);
   });
+
+  await step('an ended session sends the page to the login form, saying so', async () => {
+    await go('/vms');
+    await page.getByTestId('vm-list').waitFor();
+    // End the session behind the page's back (as an expiry would).
+    const status = await page.evaluate(async () => {
+      const s = await (await fetch('/v1/session')).json();
+      return (await fetch('/v1/session', { method: 'DELETE', headers: { 'X-CSRF-Token': s.csrf_token } })).status;
+    });
+    if (status !== 204) throw new Error(`DELETE /v1/session answered ${status}`);
+    await until('the login form with a notice', () => visible(page.getByTestId('login-notice')), 20000);
+    log(`  ${await page.getByTestId('login-notice').innerText()}`);
+  });
+
+  if (process.env.YH_LOGIN_LINK) {
+    await step('a one-time login link logs in and leaves the address bar', async () => {
+      await page.goto(process.env.YH_LOGIN_LINK);
+      await until('the overview', () => visible(page.getByTestId('page-overview')), 20000);
+      if (page.url().includes('login=')) throw new Error(`the code is still in the address: ${page.url()}`);
+      await page.getByTestId('logout').click();
+      await page.getByTestId('login-form').waitFor();
+    });
+  }
 
   await step('no page errors, no dialogs, no CSP violations', async () => {
     if (pageErrors.length) throw new Error(`uncaught errors in the page: ${pageErrors.join(' | ')}`);
