@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, type AnyObj, type Obj, type Plural, type S } from './api';
 import { Dialog, ErrorBox, Link, Phase, Trunc, bytes, mib, useAction, usePoll, when } from './lib';
 import {
-  FormFields, ageCol, initialValues, list, meta, nameCol, num, opt, phaseCol, str, textCol,
+  FormFields, RefName, ageCol, initialValues, list, meta, nameCol, num, opt, phaseCol, refCol, str, textCol,
   type Action, type Field, type KindDef, type Values,
 } from './resource';
 import { SecurityGroupRules } from './pages/secgroups';
@@ -81,7 +81,7 @@ const volumes: KindDef<'volumes'> = {
   columns: [
     nameCol(), phaseCol(),
     textCol('Size', (o) => bytes(o.spec.size_bytes)),
-    { label: 'Attached to', get: (o) => (o.status.attached_to ? <Link to={`/vms/${o.status.attached_to}`}><Trunc text={o.spec.instance ?? o.status.attached_to} /></Link> : <span class="muted">—</span>), text: (o) => o.spec.instance ?? '' },
+    refCol('Attached to', 'instances', (o) => o.spec.instance ?? o.status.attached_to, '/vms'),
     textCol('Pool', (o) => o.spec.pool ?? 'local'),
     ageCol(),
   ],
@@ -147,7 +147,7 @@ const volumes: KindDef<'volumes'> = {
 
 const snapshots: KindDef<'snapshots'> = {
   kind: 'snapshots', title: 'Snapshots', singular: 'Snapshot', route: '/snapshots',
-  columns: [nameCol(), phaseCol(), textCol('Volume', (o) => o.spec.volume), textCol('Size', (o) => bytes(o.status.size_bytes)), ageCol()],
+  columns: [nameCol(), phaseCol(), refCol('Volume', 'volumes', (o) => o.spec.volume, '/volumes'), textCol('Size', (o) => bytes(o.status.size_bytes)), ageCol()],
   fields: [NAME, { name: 'volume', label: 'Volume', type: 'select', ref: 'volumes', required: true }, LABELS],
   toBody: (v) => ({ metadata: meta(v), spec: { volume: str(v, 'volume') } }),
   noEdit: true,
@@ -165,7 +165,7 @@ const snapshots: KindDef<'snapshots'> = {
 
 const snapshotPolicies: KindDef<'snapshot-policies'> = {
   kind: 'snapshot-policies', title: 'Snapshot policies', singular: 'Snapshot policy', route: '/snapshot-policies',
-  columns: [nameCol(), textCol('Schedule (UTC)', (o) => o.spec.schedule), textCol('Keep', (o) => o.spec.keep), textCol('Of', (o) => o.spec.volume ?? o.spec.instance), textCol('Enabled', (o) => (o.spec.enabled === false ? 'no' : 'yes')), ageCol()],
+  columns: [nameCol(), textCol('Schedule (UTC)', (o) => o.spec.schedule), textCol('Keep', (o) => o.spec.keep), { label: 'Of', get: (o) => (o.spec.volume ? <RefName kind="volumes" id={o.spec.volume} route="/volumes" /> : <RefName kind="instances" id={o.spec.instance} route="/vms" />) }, textCol('Enabled', (o) => (o.spec.enabled === false ? 'no' : 'yes')), ageCol()],
   fields: [
     NAME,
     { name: 'of', label: 'Snapshot', type: 'select', required: true, options: [{ value: 'volume', label: 'a volume' }, { value: 'instance', label: 'all disks of a virtual machine' }], initial: 'volume' },
@@ -237,7 +237,7 @@ const vpcs: KindDef<'vpcs'> = {
 };
 const subnets: KindDef<'subnets'> = {
   kind: 'subnets', title: 'Subnets', singular: 'Subnet', route: '/subnets',
-  columns: [nameCol(), phaseCol(), textCol('CIDR', (o) => o.spec.cidr), textCol('VPC', (o) => o.spec.vpc), textCol('Gateway', (o) => o.status.gateway_ip), ageCol()],
+  columns: [nameCol(), phaseCol(), textCol('CIDR', (o) => o.spec.cidr), refCol('VPC', 'vpcs', (o) => o.spec.vpc, '/vpcs'), textCol('Gateway', (o) => o.status.gateway_ip), ageCol()],
   fields: [NAME, { name: 'vpc', label: 'VPC', type: 'select', ref: 'vpcs', required: true }, { name: 'cidr', label: 'Address range (CIDR)', required: true, placeholder: '10.10.1.0/24' }, LABELS, PROJECT],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { vpc: str(v, 'vpc'), cidr: str(v, 'cidr') } }, v, admin),
   noEdit: true,
@@ -245,7 +245,7 @@ const subnets: KindDef<'subnets'> = {
 };
 const securityGroups: KindDef<'security-groups'> = {
   kind: 'security-groups', title: 'Security groups', singular: 'Security group', route: '/security-groups',
-  columns: [nameCol(), textCol('VPC', (o) => o.spec.vpc), textCol('Rules', (o) => (o.spec.rules ?? []).length), ageCol()],
+  columns: [nameCol(), refCol('VPC', 'vpcs', (o) => o.spec.vpc, '/vpcs'), textCol('Rules', (o) => (o.spec.rules ?? []).length), ageCol()],
   fields: [NAME, { name: 'vpc', label: 'VPC', type: 'select', ref: 'vpcs', required: true }, LABELS, PROJECT],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { vpc: str(v, 'vpc'), rules: [] } }, v, admin),
   detail: (o, reload) => <SecurityGroupRules group={o} onSaved={reload} />,
@@ -253,8 +253,8 @@ const securityGroups: KindDef<'security-groups'> = {
 const nics: KindDef<'network-interfaces'> = {
   kind: 'network-interfaces', title: 'Network interfaces', singular: 'Network interface', route: '/nics',
   columns: [
-    nameCol(), phaseCol(), textCol('Address', (o) => o.status.ip), textCol('Subnet', (o) => o.spec.subnet),
-    { label: 'Virtual machine', get: (o) => (o.spec.instance ? <Link to={`/vms/${o.spec.instance}`}><Trunc text={o.spec.instance} /></Link> : <span class="muted">—</span>), text: (o) => o.spec.instance ?? '' },
+    nameCol(), phaseCol(), textCol('Address', (o) => o.status.ip), refCol('Subnet', 'subnets', (o) => o.spec.subnet, '/subnets'),
+    refCol('Virtual machine', 'instances', (o) => o.spec.instance, '/vms'),
     textCol('MAC', (o) => o.status.mac), ageCol(),
   ],
   fields: [
@@ -285,7 +285,7 @@ const nics: KindDef<'network-interfaces'> = {
 };
 const eips: KindDef<'elastic-ips'> = {
   kind: 'elastic-ips', title: 'Elastic IPs', singular: 'Elastic IP', route: '/elastic-ips',
-  columns: [nameCol(), phaseCol(), textCol('Address', (o) => o.status.address), textCol('Bound to NIC', (o) => o.spec.nic), textCol('Bandwidth', (o) => (o.spec.bandwidth_mbit ? `${o.spec.bandwidth_mbit} Mbit/s` : 'unlimited')), ageCol()],
+  columns: [nameCol(), phaseCol(), textCol('Address', (o) => o.status.address), refCol('Bound to NIC', 'network-interfaces', (o) => o.spec.nic, '/nics'), textCol('Bandwidth', (o) => (o.spec.bandwidth_mbit ? `${o.spec.bandwidth_mbit} Mbit/s` : 'unlimited')), ageCol()],
   fields: [
     NAME, { name: 'network', label: 'External network (default: the first)', type: 'select', ref: 'external-networks' }, { name: 'address', label: 'Address (optional)' },
     { name: 'nic', label: 'Bind to network interface', type: 'select', ref: 'network-interfaces' }, { name: 'bandwidth_mbit', label: 'Bandwidth cap (Mbit/s, optional)', type: 'number' }, LABELS, PROJECT,
@@ -306,7 +306,7 @@ const eips: KindDef<'elastic-ips'> = {
 };
 const natGateways: KindDef<'nat-gateways'> = {
   kind: 'nat-gateways', title: 'NAT gateways', singular: 'NAT gateway', route: '/nat-gateways',
-  columns: [nameCol(), phaseCol(), textCol('VPC', (o) => o.spec.vpc), textCol('Elastic IP', (o) => o.spec.elastic_ip), textCol('Port forwards', (o) => (o.spec.dnat ?? []).length), ageCol()],
+  columns: [nameCol(), phaseCol(), refCol('VPC', 'vpcs', (o) => o.spec.vpc, '/vpcs'), refCol('Elastic IP', 'elastic-ips', (o) => o.spec.elastic_ip, '/elastic-ips'), textCol('Port forwards', (o) => (o.spec.dnat ?? []).length), ageCol()],
   fields: [
     NAME, { name: 'vpc', label: 'VPC', type: 'select', ref: 'vpcs', required: true }, { name: 'elastic_ip', label: 'Elastic IP', type: 'select', ref: 'elastic-ips', required: true },
     { name: 'subnets', label: 'Subnets (none: the whole VPC)', type: 'multi', ref: 'subnets', refFilter: (s, v) => !v.vpc || (s.spec as S['SubnetSpec']).vpc === v.vpc || false }, LABELS, PROJECT,
@@ -315,13 +315,13 @@ const natGateways: KindDef<'nat-gateways'> = {
 };
 const vips: KindDef<'vips'> = {
   kind: 'vips', title: 'Virtual IPs', singular: 'Virtual IP', route: '/vips',
-  columns: [nameCol(), phaseCol(), textCol('Address', (o) => o.status.ip), textCol('Subnet', (o) => o.spec.subnet), textCol('Held by', (o) => o.status.host), textCol('NICs', (o) => (o.spec.nics ?? []).length), ageCol()],
+  columns: [nameCol(), phaseCol(), textCol('Address', (o) => o.status.ip), refCol('Subnet', 'subnets', (o) => o.spec.subnet, '/subnets'), textCol('Held by', (o) => o.status.host), textCol('NICs', (o) => (o.spec.nics ?? []).length), ageCol()],
   fields: [NAME, { name: 'subnet', label: 'Subnet', type: 'select', ref: 'subnets', required: true }, { name: 'ip', label: 'Fixed address (optional)' }, { name: 'nics', label: 'Interfaces that may hold it', type: 'multi', ref: 'network-interfaces' }, LABELS, PROJECT],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { subnet: str(v, 'subnet'), ip: opt(v, 'ip'), nics: list(v, 'nics') } }, v, admin),
 };
 const routeTables: KindDef<'route-tables'> = {
   kind: 'route-tables', title: 'Route tables', singular: 'Route table', route: '/route-tables',
-  columns: [nameCol(), phaseCol(), textCol('VPC', (o) => o.spec.vpc), textCol('Routes', (o) => (o.spec.routes ?? []).length), textCol('Subnets', (o) => (o.spec.subnets ?? []).join(', ')), ageCol()],
+  columns: [nameCol(), phaseCol(), refCol('VPC', 'vpcs', (o) => o.spec.vpc, '/vpcs'), textCol('Routes', (o) => (o.spec.routes ?? []).length), textCol('Subnets', (o) => (o.spec.subnets ?? []).join(', ')), ageCol()],
   fields: [NAME, { name: 'vpc', label: 'VPC', type: 'select', ref: 'vpcs', required: true }, { name: 'subnets', label: 'Subnets', type: 'multi', ref: 'subnets', refFilter: (s, v) => (s.spec as S['SubnetSpec']).vpc === v.vpc }, LABELS, PROJECT],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { vpc: str(v, 'vpc'), subnets: list(v, 'subnets'), routes: [] } }, v, admin),
   detail: (o) => (
@@ -604,7 +604,7 @@ const projects: KindDef<'projects'> = {
 };
 const users: KindDef<'users'> = {
   kind: 'users', title: 'Users', singular: 'User', route: '/admin/users', adminOnly: true,
-  columns: [nameCol(), textCol('Role', (o) => o.spec.role), { label: 'Project', get: (o) => <Trunc text={o.spec.project} />, text: (o) => o.spec.project }, ageCol()],
+  columns: [nameCol(), textCol('Role', (o) => o.spec.role), refCol('Project', 'projects', (o) => o.spec.project, '/admin/projects'), ageCol()],
   fields: [NAME, { name: 'project', label: 'Project', type: 'select', ref: 'projects', required: true }, { name: 'role', label: 'Role', type: 'select', options: [{ value: 'member', label: 'member' }, { value: 'admin', label: 'admin' }], initial: 'member', required: true }],
   toBody: (v) => ({ metadata: meta(v), spec: { project: str(v, 'project'), role: (str(v, 'role') || 'member') as S['Role'] } }),
   detail: (o) => <Related kind="api-keys" title="API keys of this user" filter={(k) => (k.status as S['ApiKeyStatus']).user === o.metadata.id} route="/api-keys" />,

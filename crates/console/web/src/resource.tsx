@@ -146,21 +146,36 @@ function projectCol(): Column<AnyObj> {
   return { label: 'Project', get: (o) => <ProjectName id={o.metadata.project} />, text: (o) => o.metadata.project ?? '' };
 }
 
-let projectNames: Promise<Map<string, string>> | null = null;
-/** A project's name (admins see every project's objects). */
-export function ProjectName({ id }: { id: string | null | undefined }) {
-  const [names, setNames] = useState<Map<string, string> | null>(null);
-  useEffect(() => {
-    if (!id) return;
-    projectNames ??= api.listAll('projects').then(
-      (ps) => new Map(ps.map((p) => [p.metadata.id, p.metadata.name])),
-      () => new Map(),
-    );
-    void projectNames.then(setNames);
-  }, [id]);
-  if (!id) return <span class="muted">—</span>;
-  return <Trunc text={names?.get(id) ?? id} />;
+const names = new Map<Plural, { at: number; p: Promise<Map<string, string>> }>();
+/** id → name of every object of a kind (cached for 15 s). */
+function namesOf(kind: Plural): Promise<Map<string, string>> {
+  const c = names.get(kind);
+  if (c && Date.now() - c.at < 15000) return c.p;
+  const p = api.listAll(kind).then(
+    (os) => new Map((os as unknown as AnyObj[]).map((o) => [o.metadata.id, o.metadata.name])),
+    () => new Map<string, string>(),
+  );
+  names.set(kind, { at: Date.now(), p });
+  return p;
 }
+/** Another object, by its name (ids are what the API stores), linked when `route` is given. */
+export function RefName({ kind, id, route }: { kind: Plural; id: string | null | undefined; route?: string }) {
+  const [map, setMap] = useState<Map<string, string> | null>(null);
+  useEffect(() => {
+    if (id) void namesOf(kind).then(setMap);
+  }, [kind, id]);
+  if (!id) return <span class="muted">—</span>;
+  const text = <Trunc text={map?.get(id) ?? id} />;
+  return route && map?.has(id) ? <Link to={`${route}/${id}`}>{text}</Link> : text;
+}
+export function ProjectName({ id }: { id: string | null | undefined }) {
+  return <RefName kind="projects" id={id} />;
+}
+export const refCol = <T extends AnyObj>(label: string, kind: Plural, f: (o: T) => string | null | undefined, route?: string): Column<T> => ({
+  label,
+  get: (o) => <RefName kind={kind} id={f(o)} route={route} />,
+  text: (o) => f(o) ?? '',
+});
 
 /** A light table with a filter box and client-side paging. */
 export function Table<T extends AnyObj>(props: {
