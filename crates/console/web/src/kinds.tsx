@@ -497,6 +497,10 @@ const alarms: KindDef<'alarm-rules'> = {
 };
 
 // ---------------------------------------------------------------- admin
+export const PASSWORD_FIELDS: Field[] = [
+  { name: 'password', label: 'New password (8–256 characters)', type: 'password', required: true },
+  { name: 'again', label: 'The new password again', type: 'password', required: true },
+];
 const pct = (a: number, b: number) => (b > 0 ? Math.round((100 * a) / b) : 0);
 export function Meter({ label, used, limit, fmt = String, testid }: { label: string; used: number; limit: number; fmt?: (n: number) => string; testid?: string }) {
   const p = pct(used, limit);
@@ -607,6 +611,20 @@ const users: KindDef<'users'> = {
   columns: [nameCol(), textCol('Role', (o) => o.spec.role), refCol('Project', 'projects', (o) => o.spec.project, '/admin/projects'), ageCol()],
   fields: [NAME, { name: 'project', label: 'Project', type: 'select', ref: 'projects', required: true }, { name: 'role', label: 'Role', type: 'select', options: [{ value: 'member', label: 'member' }, { value: 'admin', label: 'admin' }], initial: 'member', required: true }],
   toBody: (v) => ({ metadata: meta(v), spec: { project: str(v, 'project'), role: (str(v, 'role') || 'member') as S['Role'] } }),
+  actions: [
+    {
+      label: 'Set password', testid: 'action-set-password',
+      dialog: (o, close, done) => (
+        <FormDialog title={`Password of ${o.metadata.name}`} submit="Set password" onClose={close} onDone={done} fields={PASSWORD_FIELDS}
+          apply={async (v) => {
+            if (String(v.password) !== String(v.again)) throw new Error('The two passwords differ.');
+            await api.setPassword(o.metadata.id, { password: String(v.password) });
+          }}>
+          <p class="muted">For the web console; the user's other console sessions end.</p>
+        </FormDialog>
+      ),
+    },
+  ],
   detail: (o) => <Related kind="api-keys" title="API keys of this user" filter={(k) => (k.status as S['ApiKeyStatus']).user === o.metadata.id} route="/api-keys" />,
 };
 const flavors: KindDef<'flavors'> = {

@@ -8,7 +8,8 @@ import { VmCreate, VmDetail, VmList } from './pages/vms';
 import { ImageDetail, Images } from './pages/images';
 import { BucketBrowser } from './pages/buckets';
 import { Events, Storage } from './pages/misc';
-import { DEFS, defByRoute } from './kinds';
+import { DEFS, FormDialog, PASSWORD_FIELDS, defByRoute } from './kinds';
+import { str } from './resource';
 import { ResourceDetail, ResourceList, NotFound } from './resource';
 
 interface NavItem {
@@ -113,9 +114,10 @@ function Routes({ path, session }: { path: string; session: Session }) {
 }
 void DEFS;
 
-function Shell({ session, onLogout }: { session: Session; onLogout: () => void }) {
+function Shell({ session, onLogout, onEnded }: { session: Session; onLogout: () => void; onEnded: (notice: string) => void }) {
   const { path } = useLocation();
   const [navOpen, setNavOpen] = useState(false);
+  const [pw, setPw] = useState(false);
   return (
     <SessionCtx.Provider value={session}>
       <a class="skip" href="#main">Skip to content</a>
@@ -130,6 +132,7 @@ function Shell({ session, onLogout }: { session: Session; onLogout: () => void }
           <span class="muted trunc"> · {session.project_name}</span>
           {isAdmin(session) && <span class="badge">admin</span>}
         </span>
+        <button type="button" onClick={() => setPw(true)} data-testid="change-password">Password</button>
         <button type="button" onClick={onLogout} data-testid="logout">Log out</button>
       </header>
       <div class="layout">
@@ -138,6 +141,18 @@ function Shell({ session, onLogout }: { session: Session; onLogout: () => void }
           <Routes path={path} session={session} />
         </main>
       </div>
+      {pw && (
+        <FormDialog title="Change your password" submit="Change password" onClose={() => setPw(false)} onDone={() => {
+            setPw(false);
+            // A new password may end this session too.
+            api.session().catch(() => onEnded('Your password was changed. Log in with the new one.'));
+          }}
+          fields={[{ name: 'current', label: 'Current password (if you have one)', type: 'password' }, ...PASSWORD_FIELDS]}
+          apply={async (v) => {
+            if (String(v.password) !== String(v.again)) throw new Error('The two passwords differ.');
+            await api.setPassword(session.user, { password: String(v.password), current_password: str(v, 'current') || undefined });
+          }} />
+      )}
     </SessionCtx.Provider>
   );
 }
@@ -258,6 +273,11 @@ function App() {
   return (
     <Shell
       session={session}
+      onEnded={(n) => {
+        setCsrf('');
+        setNotice(n);
+        setSession(null);
+      }}
       onLogout={async () => {
         try {
           await api.logout();
