@@ -420,7 +420,7 @@ fn session_ops(b: &mut Builder) {
     let mut responses = error_responses(&[400, 401, 403, 404, 415, 429, 503]);
     responses.insert(
         "204".into(),
-        json!({"description": "set; the user's console sessions ended"}),
+        json!({"description": "set; the user's other console sessions ended"}),
     );
     b.op("/v1/users/{id}/password", "put", json!({
         "operationId": "set_password", "tags": ["User"],

@@ -1,6 +1,6 @@
 //! Users' console passwords. `PUT /v1/users/{id}/password` sets one: an admin for
 //! anyone, a user for themself (with the current password, when there is one). The
-//! store keeps its argon2id hash; a new password ends the user's console sessions.
+//! store keeps its argon2id hash; a new password ends the user's other console sessions.
 //! Checking one at login is bounded like API keys: failures counted per client
 //! address and per username before any hashing, argon2 under the shared limit, unknown
 //! names checked against a dummy hash so they cost the same.
@@ -148,7 +148,7 @@ async fn set(
         .store()
         .put(&password_key(&user.metadata.id), hash.into_bytes())
         .await?;
-    crate::session_store::end_all_of(&s, &user.metadata.id).await?;
+    crate::session_store::end_all_of(&s, &user.metadata.id, Some(&p.key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

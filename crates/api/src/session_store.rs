@@ -170,7 +170,7 @@ pub(crate) async fn authenticate(s: &AppState, parts: &Parts, cookie: &str) -> R
         )
         .into());
     }
-    let id = format!("ses-{}", &key[SESSION_PREFIX.len()..][..16]);
+    let id = session_id(&key);
     Ok(principal_of(s, &rec.user, id).await?.0)
 }
 
@@ -235,9 +235,18 @@ pub(crate) async fn end(s: &AppState, cookie: &str) -> Result<()> {
     Ok(())
 }
 
-/// Ends every session of `user` (a new password, a deleted user).
-pub(crate) async fn end_all_of(s: &AppState, user: &str) -> Result<()> {
+/// The principal key of the session stored under `key` (`ses-` and 16 hex digits).
+fn session_id(key: &str) -> String {
+    format!("ses-{}", &key[SESSION_PREFIX.len()..][..16])
+}
+
+/// Ends every session of `user` (a new password, a deleted user) but the one whose
+/// principal key is `keep` (the session that changed its own password goes on).
+pub(crate) async fn end_all_of(s: &AppState, user: &str, keep: Option<&str>) -> Result<()> {
     for kv in s.objects.store().range_all(SESSION_PREFIX).await? {
+        if keep == Some(session_id(&kv.key).as_str()) {
+            continue;
+        }
         if serde_json::from_slice::<Record>(&kv.value).is_ok_and(|r| r.user == user) {
             s.objects.store().delete(&kv.key).await?;
         }

@@ -40,7 +40,7 @@ impl Hooks for User {
         delete_keys_of::<S3Key>(s, &doc).await?;
         // So do their password and console sessions.
         crate::passwords::forget(s, &doc.metadata.id).await?;
-        crate::session_store::end_all_of(s, &doc.metadata.id).await?;
+        crate::session_store::end_all_of(s, &doc.metadata.id, None).await?;
         delete_current::<Self>(s, doc).await?;
         Ok(Deleted::Now)
     }

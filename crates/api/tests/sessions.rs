@@ -114,6 +114,38 @@ impl Api {
             .unwrap();
         self.send(req).await.status()
     }
+
+    /// A member `name` with `password`, in a project of their own.
+    async fn member(&self, name: &str, password: &str) {
+        let admin = format!("Bearer {}", self.admin_token);
+        let post = |path: &str, body: Value| {
+            Request::post(path)
+                .header(header::AUTHORIZATION, admin.as_str())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let resp = self
+            .send(post(
+                "/v1/projects",
+                json!({"metadata": {"name": format!("{name}-project")}, "spec": {}}),
+            ))
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let p2 = body_of(resp).await["metadata"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let user = json!({"metadata": {"name": name}, "spec": {"project": p2, "role": "member"}});
+        assert_eq!(
+            self.send(post("/v1/users", user)).await.status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            self.set_password(name, password).await,
+            StatusCode::NO_CONTENT
+        );
+    }
 }
 
 #[tokio::test]
@@ -230,34 +262,7 @@ async fn api_keys_and_one_time_links_log_in_and_a_new_password_ends_sessions() {
 #[tokio::test]
 async fn a_members_session_is_refused_admin_endpoints_and_sessions_expire() {
     let api = api(Duration::from_secs(1)).await;
-    let admin = Some(format!("Bearer {}", api.admin_token));
-    let post = |path: &str, body: Value| {
-        Request::post(path)
-            .header(header::AUTHORIZATION, admin.clone().unwrap())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap()
-    };
-    let resp = api
-        .send(post(
-            "/v1/projects",
-            json!({"metadata": {"name": "p2"}, "spec": {}}),
-        ))
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let p2 = body_of(resp).await["metadata"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bob = json!({"metadata": {"name": "bob"}, "spec": {"project": p2, "role": "member"}});
-    assert_eq!(
-        api.send(post("/v1/users", bob)).await.status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        api.set_password("bob", "bobs password").await,
-        StatusCode::NO_CONTENT
-    );
+    api.member("bob", "bobs password").await;
     let (cookie, _) = api
         .session(json!({"username": "bob", "password": "bobs password"}))
         .await;
@@ -327,4 +332,39 @@ async fn console_pages_carry_a_strict_content_security_policy() {
         .send(Request::get("/").body(Body::empty()).unwrap())
         .await;
     assert_eq!(resp.headers().get(header::LOCATION).unwrap(), "/console/");
+}
+
+#[tokio::test]
+async fn changing_your_own_password_keeps_your_session_and_ends_the_others() {
+    let api = api(Duration::from_secs(3600)).await;
+    api.member("bob", "bobs password").await;
+    let login = json!({"username": "bob", "password": "bobs password"});
+    let (other, _) = api.session(login.clone()).await;
+    let (cookie, csrf) = api.session(login).await;
+    let change = |current: &str| {
+        let body = json!({"password": "bobs new password", "current_password": current});
+        Request::put("/v1/users/bob/password")
+            .header(header::COOKIE, cookie.as_str())
+            .header("x-csrf-token", csrf.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let wrong = api.send(change("a wrong guess")).await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let right = api.send(change("bobs password")).await;
+    assert_eq!(right.status(), StatusCode::NO_CONTENT);
+    let (status, _) = api
+        .with_cookie("GET", "/v1/whoami", &cookie, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .with_cookie("GET", "/v1/whoami", &other, None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Users are the admins' business.
+    let (status, err) = api
+        .with_cookie("GET", "/v1/users", &cookie, None, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
 }
