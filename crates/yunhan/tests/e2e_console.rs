@@ -84,7 +84,7 @@ async fn e2e_console_drives_the_cloud_from_a_real_browser() {
     ];
     run_browser(&cloud, &env);
     // The member's session touched nothing of the admin's.
-    let vms = cloud.ok(&["vm", "list", "-o", "json"]);
+    let vms = cloud.ok(&["vm", "list"]);
     let names: Vec<&str> = vms
         .as_array()
         .unwrap()
