@@ -189,12 +189,7 @@ export function Dialog(props: {
   testid?: string;
   wide?: boolean;
 }) {
-  const ref = useRef<HTMLDialogElement>(null);
-  useEffect(() => {
-    const d = ref.current;
-    if (d && !d.open) d.showModal();
-    return () => d?.open && d.close();
-  }, []);
+  const ref = useModal();
   return (
     <dialog
       ref={ref}
@@ -294,4 +289,15 @@ export function parseLabels(text: string): Record<string, string> {
     out[l.slice(0, i).trim()] = l.slice(i + 1).trim();
   }
   return out;
+}
+
+/** A `<dialog>` ref shown modal while the component is mounted. */
+export function useModal() {
+  const ref = useRef<HTMLDialogElement>(null);
+  useEffect(() => {
+    const d = ref.current;
+    if (d && !d.open) d.showModal();
+    return () => d?.open && d.close();
+  }, []);
+  return ref;
 }

@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type AnyObj, type Obj, type S } from '../api';
 import {
   Confirm, ErrorBox, Link, Phase, Spinner, Trunc, ago, bytes, isAdmin, mib, navigate, parseLabels, useAction, usePoll,
-  useSession, useTitle, when,
+  useModal, useSession, useTitle, when,
 } from '../lib';
 import {
   EditSpec, FormFields, KV, NotFound, ProjectName, Table, initialValues, list, opt, str, type Column, type Field, type Values,
@@ -236,12 +236,7 @@ function FormShell(props: { title: string; onClose: () => void; onSubmit: () => 
   );
 }
 function FormDialogShell(props: { title: string; onClose: () => void; onSubmit: () => void; busy: boolean; submit: string; error: string | null; progress?: string | null; children: JSX.Element | JSX.Element[]; danger?: boolean }) {
-  const ref = useRef<HTMLDialogElement>(null);
-  useEffect(() => {
-    const d = ref.current;
-    if (d && !d.open) d.showModal();
-    return () => d?.open && d.close();
-  }, []);
+  const ref = useModal();
   return (
     <dialog ref={ref} data-testid="form-dialog" aria-label={props.title} onCancel={(e) => { e.preventDefault(); if (!props.busy) props.onClose(); }}>
       <h2>{props.title}</h2>
