@@ -10,7 +10,10 @@
 # a user with a password, the VMs through the API (8 at a time), then loads the console
 # and logs in --runs times with a fresh browser profile each time (cold cache). Prints
 # the script and total bytes of the first load, and per run the time from navigation to
-# the first row of the VM list being clickable. Results: docs/BENCHMARKS.md, section
+# the first row of the VM list being clickable. Baseline, same run: the API's own answer
+# to the list the page asks for first (`GET /v1/instances?limit=1000`, median of --runs,
+# by curl), so the table shows what the browser adds on top of the data. Results:
+# docs/BENCHMARKS.md, section
 # "Web console". Needs scripts/setup --test (node, chromium, the console's packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,4 +74,15 @@ seq -w 1 "$VMS" | xargs -P 8 -I{} sh -c \
 log "$(api "$URL/v1/instances?limit=1000" | jq '.items | length') VMs; loading the console $RUNS times"
 
 YH_URL=$URL YH_USER=viewer YH_PASSWORD='bench password' YH_RUNS=$RUNS \
-    node crates/console/web/bench/load.mjs
+    YH_BENCH_JSON=$WORK/console.json node crates/console/web/bench/load.mjs
+
+api_ms=$(for _ in $(seq "$RUNS"); do
+    api -o /dev/null -w '%{time_total}\n' "$URL/v1/instances?limit=1000"
+done | sort -n | awk '{ t[NR] = $1 * 1000 } END { m = int((NR + 1) / 2); printf "%.0f", t[m] }')
+page_ms=$(jq -r '.median_ms' "$WORK/console.json")
+script=$(jq -r '.median_script_bytes' "$WORK/console.json")
+printf '\n%-44s %10s\n' "what (median of $RUNS)" "value"
+printf '%-44s %8s ms\n' "API answers GET /v1/instances?limit=1000" "$api_ms"
+printf '%-44s %8s ms\n' "console: VM list usable (cold browser)" "$page_ms"
+printf '%-44s %9sx\n' "ratio console / API" "$(awk -v a="$page_ms" -v b="$api_ms" 'BEGIN { printf "%.1f", a / (b > 0 ? b : 1) }')"
+printf '%-44s %6.1f KiB (aim < 300)\n' "first-load script, compressed" "$(awk -v s="$script" 'BEGIN { print s / 1024 }')"
