@@ -2,10 +2,11 @@
 //! (`crates/console/web/e2e/console.e2e.mjs`), against a `yunhan up` started here. The
 //! script logs in through the form, builds a VPC, a subnet and a VM with the console's
 //! forms, sees the VM run and its serial console and metrics, stops and deletes it,
-//! uploads an image with progress, attaches a volume, shows `<img src=x onerror=alert(1)>` as
-//! text (the API refuses it as a VM name, with a message the form shows; as a label value it
-//! is stored and must render as those characters), checks the CSP and a cross-site form POST, and logs in as a member of another project who
-//! sees none of the admin's VMs or admin pages. Screenshots go to
+//! uploads an image with progress and attaches a volume. It shows
+//! `<img src=x onerror=alert(1)>` as text (the API refuses it as a VM name, with a message
+//! the form shows; as a label value it is stored and must render as those characters),
+//! checks the CSP and a cross-site form POST, and logs in as a member of another project
+//! who sees none of the admin's VMs or admin pages. Screenshots go to
 //! `target/artifacts/console/`.
 
 mod common;
