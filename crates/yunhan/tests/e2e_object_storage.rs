@@ -359,6 +359,43 @@ async fn file_browser(cloud: &Cloud, others: &str) {
         .await;
     assert_eq!(s, 404);
 
+    // The same through the CLI: put, ls, get (byte for byte), rm.
+    let dir = cloud.home.path();
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "from the CLI\n").unwrap();
+    let put = cloud.ok(&["bucket", "put", "photos", file.to_str().unwrap(), "cli/"]);
+    assert_eq!(
+        (put["key"].as_str(), put["size"].as_u64()),
+        (Some("cli/notes.txt"), Some(13)),
+        "{put}"
+    );
+    let ls = cloud.ok(&["bucket", "ls", "photos", "cli/"]);
+    assert_eq!(names(&ls, "items"), ["cli/notes.txt"], "{ls}");
+    let top = cloud.ok(&["bucket", "ls", "photos"]);
+    assert_eq!(names(&top, "prefixes"), ["cli/", "dir/"], "{top}");
+    let back = dir.join("back.txt");
+    cloud.ok(&[
+        "bucket",
+        "get",
+        "photos",
+        "cli/notes.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from the CLI\n");
+    cloud.ok(&["bucket", "rm", "photos", "cli/notes.txt"]);
+    let gone = cloud.cli(&[
+        "bucket",
+        "get",
+        "photos",
+        "cli/notes.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        !gone.status.success() && stderr(&gone).contains("no such object"),
+        "{}",
+        stderr(&gone)
+    );
+
     // Deletes: 204, then the objects are gone (a second delete is a 404).
     for path in ["/top.bin", "/dir/a%20b%2Bc.txt"] {
         let del = cloud.http.delete(url(path)).bearer_auth(token).send();
