@@ -56,6 +56,10 @@ pub use bootstrap::{
     bootstrap, ensure_public_network, Bootstrap, PublicNetworkError, DEFAULT_FLAVORS,
 };
 pub use error::HttpError;
+pub use object_storage::objects::{
+    BrowseError, ByteStream, NewObject, ObjectBrowser, ObjectContent, ObjectItem, ObjectList,
+    ObjectQuery,
+};
 pub use openapi::openapi_document;
 pub use principal::Principal;
 pub use session_store::{mint_link, LoginLink};
@@ -87,6 +91,8 @@ pub struct ApiConfig {
     pub placement: yunhan_model::scheduling::Policy,
     /// The S3 gateway's endpoint, when the cloud has object storage.
     pub s3_endpoint: Option<String>,
+    /// Buckets' objects for the file browser (`/v1/buckets/{id}/objects`).
+    pub object_browser: Option<Arc<dyn ObjectBrowser>>,
     /// How long a console session lasts after its login (it is not extended by use).
     pub session_ttl: Duration,
     /// Where the web console's files come from.
@@ -107,6 +113,7 @@ impl Default for ApiConfig {
             storage_pools: vec![yunhan_model::DEFAULT_POOL.into()],
             placement: Default::default(),
             s3_endpoint: None,
+            object_browser: None,
             session_ttl: Duration::from_secs(12 * 3600),
             console: ConsoleAssets::Embedded,
         }
@@ -127,6 +134,7 @@ pub(crate) struct AppState {
     pub storage_pools: Vec<String>,
     pub placement: yunhan_model::scheduling::Policy,
     pub s3_endpoint: Option<String>,
+    pub object_browser: Option<Arc<dyn ObjectBrowser>>,
     pub session_ttl: Duration,
     pub console: ConsoleAssets,
 }
@@ -154,6 +162,7 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         storage_pools: config.storage_pools.clone(),
         placement: config.placement,
         s3_endpoint: config.s3_endpoint.clone(),
+        object_browser: config.object_browser.clone(),
         session_ttl: config.session_ttl,
         console: config.console.clone(),
     });

@@ -15,6 +15,8 @@ use crate::keys::CreatedApiKey;
 use crate::object_storage::s3_keys::CreatedS3Key;
 use crate::users::WhoAmI;
 
+mod objects;
+
 struct Builder {
     gen: SchemaGenerator,
     paths: Map<String, Value>,
@@ -324,6 +326,7 @@ pub fn openapi_document() -> Value {
     }));
 
     session_ops(&mut b);
+    objects::object_ops(&mut b);
     monitoring_ops(&mut b);
     metering_ops(&mut b);
     rebalance_op(&mut b);

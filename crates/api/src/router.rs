@@ -63,6 +63,7 @@ fn kind_routes(r: Router<Shared>) -> Router<Shared> {
 /// Routes with handlers of their own.
 fn special_routes(r: Router<Shared>) -> Router<Shared> {
     let r = crate::web_console::routes(crate::sessions::routes(crate::passwords::routes(r)));
+    let r = crate::object_storage::objects::routes(r);
     crate::object_storage::s3_keys::routes(crate::keys::routes(r))
         .route("/v1/images/{id}/data", put(crate::images::upload::upload))
         .route("/v1/instances/{id}/console", get(crate::console::log))

@@ -142,6 +142,57 @@ impl Client {
         Self::decode(&self.endpoint, resp).await
     }
 
+    /// Streams `file` as an object of a bucket (`PUT …/objects/KEY`), with its length
+    /// declared (the server streams it on to the S3 gateway).
+    pub async fn upload_object(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        content_type: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let size = f.metadata().await.map_or(0, |m| m.len());
+        let url = format!("{}{}", self.endpoint, path);
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::from(f))
+            .send()
+            .await
+            .map_err(|e| self.send_error(&e, Some((size, OBJECT_LIMIT))))?;
+        Self::decode(&self.endpoint, resp).await
+    }
+
+    /// A GET whose answer's body is the caller's to read (downloads); an error
+    /// answer is decoded as usual.
+    pub async fn download(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{}", self.endpoint, path);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| self.send_error(&e, None))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        match Self::decode(&self.endpoint, resp).await {
+            Err(e) => Err(e),
+            Ok(body) => Err(ClientError::Protocol {
+                status: 0,
+                body: body.map(|b| b.to_string()).unwrap_or_default(),
+            }),
+        }
+    }
+
     /// A request that failed before its answer: unreachable when no connection
     /// was made (refused, no route, timeout); when one was and the request had
     /// a body (`sent`: its size and the server limit it may exceed), the server
@@ -277,6 +328,7 @@ impl Client {
 const BODY_LIMIT: &str = "its request body limit (the server's --body-limit, 1 MiB by default)";
 /// The server limit an image upload may exceed.
 const IMAGE_LIMIT: &str = "its largest image upload, or the project's image quota";
+const OBJECT_LIMIT: &str = "its largest object upload (5 GiB), or a quota of the bucket or project";
 
 fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;

@@ -223,6 +223,7 @@ impl Tuning {
             image_dir,
             import_dir,
             s3_endpoint: s3.map(|s| s.endpoint()),
+            object_browser: s3.map(|s| s.browser.clone()),
             session_ttl: Duration::from_secs(self.session_ttl.max(60)),
             console: match &self.console_dir {
                 Some(dir) => yunhan_api::ConsoleAssets::Dir(dir.clone()),

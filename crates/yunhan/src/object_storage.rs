@@ -2,7 +2,8 @@
 //! (`--ceph-conf`) the process starts Ceph's own S3 gateway, `radosgw`, as its child
 //! (started again if it exits; it stops with the process), or uses the gateway
 //! `--s3-endpoint` names. The
-//! gateway is given to the object-storage controller and its endpoint to the API.
+//! gateway is given to the object-storage controller, and its endpoint and a view of
+//! buckets' objects (the web console's file browser, [`RgwBrowser`]) to the API.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,10 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use clap::Args;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use yunhan_storage::rgw::{ObjectGateway, RgwAdmin, RgwDaemon, RgwDaemonConfig};
+use yunhan_api::{
+    BrowseError, NewObject, ObjectBrowser, ObjectContent, ObjectItem, ObjectList, ObjectQuery,
+};
+use yunhan_storage::rgw::{
+    ListObjects, ObjectEntry, ObjectGateway, ObjectUpload, RgwAdmin, RgwDaemon, RgwDaemonConfig,
+    RgwError,
+};
+use yunhan_storage::StorageError;
 
 #[derive(Args, Debug, Clone)]
 pub struct ObjectStorageArgs {
@@ -34,6 +43,8 @@ pub struct ObjectStorageArgs {
 /// process owns.
 pub struct ObjectStorage {
     pub gateway: Arc<dyn ObjectGateway>,
+    /// The same gateway, as the API's file browser reads and writes objects.
+    pub browser: Arc<dyn ObjectBrowser>,
     supervisor: Option<JoinHandle<()>>,
 }
 
@@ -104,6 +115,7 @@ impl ObjectStorageArgs {
         if let Some(url) = &self.s3_endpoint {
             let gateway = Arc::new(RgwAdmin::new(cluster, url.trim_end_matches('/')));
             return Ok(Some(ObjectStorage {
+                browser: Arc::new(RgwBrowser(gateway.clone())),
                 gateway,
                 supervisor: None,
             }));
@@ -129,6 +141,7 @@ impl ObjectStorageArgs {
         };
         let supervisor = tokio::spawn(supervise(daemon, cfg, shutdown));
         Ok(Some(ObjectStorage {
+            browser: Arc::new(RgwBrowser(gateway.clone())),
             gateway,
             supervisor: Some(supervisor),
         }))
@@ -153,4 +166,209 @@ pub async fn publish(
         None => store.delete(S3_ENDPOINT_KEY).await?,
     };
     Ok(())
+}
+
+/// Buckets' objects for the API's file browser: the gateway's S3 calls with each
+/// tenant's platform key.
+pub struct RgwBrowser(pub Arc<RgwAdmin>);
+
+impl std::fmt::Debug for RgwBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RgwBrowser")
+            .field(&self.0.endpoint())
+            .finish()
+    }
+}
+
+/// The gateway's answer in the API's terms: S3's codes that the API gives codes of its
+/// own, the rest with the gateway's words. The admin tool's failures (which name
+/// commands and paths of the server) are logged, not answered.
+fn browse_error(e: RgwError) -> BrowseError {
+    match e {
+        RgwError::NoSuchBucket(_) => BrowseError::NoSuchBucket,
+        RgwError::S3 { code, .. } if code == "NoSuchKey" => BrowseError::NoSuchKey,
+        RgwError::S3 { code, .. } if code == "NoSuchBucket" => BrowseError::NoSuchBucket,
+        RgwError::S3 { code, message, .. } if code == "QuotaExceeded" => {
+            BrowseError::QuotaExceeded(format!("{code} {message}").trim().to_string())
+        }
+        RgwError::S3 { code, message, .. } if code == "EntityTooLarge" => {
+            BrowseError::TooLarge(format!("{code} {message}").trim().to_string())
+        }
+        RgwError::S3 {
+            code,
+            message,
+            status: 400,
+            ..
+        } if code == "InvalidArgument" => {
+            BrowseError::Invalid(format!("the S3 gateway refused it: {code} {message}"))
+        }
+        RgwError::S3 {
+            op,
+            status,
+            code,
+            message,
+        } => BrowseError::Gateway {
+            op,
+            status,
+            code,
+            message,
+        },
+        RgwError::Unreachable { why, .. } => BrowseError::Unreachable(why),
+        RgwError::Storage(StorageError::Invalid { why }) => BrowseError::Invalid(why),
+        // No tenant yet: the controller has not made the project's buckets.
+        RgwError::Storage(e) if e.is_not_found() => BrowseError::NoSuchBucket,
+        other => {
+            tracing::warn!(error = %other, "the file browser's call to the S3 gateway failed");
+            BrowseError::Gateway {
+                op: "the platform key".into(),
+                status: 500,
+                code: "AdminToolFailed".into(),
+                message: "radosgw-admin failed (the server's log says why)".into(),
+            }
+        }
+    }
+}
+
+fn item(e: ObjectEntry) -> ObjectItem {
+    ObjectItem {
+        key: e.key,
+        size: e.size,
+        last_modified: e.last_modified,
+        etag: e.etag,
+    }
+}
+
+#[async_trait]
+impl ObjectBrowser for RgwBrowser {
+    async fn list(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        q: &ObjectQuery,
+    ) -> Result<ObjectList, BrowseError> {
+        let query = ListObjects {
+            prefix: q.prefix.clone(),
+            delimiter: q.delimiter.clone(),
+            continuation_token: q.page_token.clone(),
+            max_keys: q.limit,
+        };
+        let page = self
+            .0
+            .list_objects(tenant, bucket, &query)
+            .await
+            .map_err(browse_error)?;
+        Ok(ObjectList {
+            items: page.objects.into_iter().map(item).collect(),
+            prefixes: page.common_prefixes,
+            next_page_token: page.next_continuation_token,
+        })
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectContent, BrowseError> {
+        let data = self
+            .0
+            .get_object(tenant, bucket, key)
+            .await
+            .map_err(browse_error)?;
+        Ok(ObjectContent {
+            content_type: data.content_type,
+            length: data.content_length,
+            etag: data.etag,
+            body: data.body,
+        })
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+    ) -> Result<ObjectItem, BrowseError> {
+        let upload = ObjectUpload {
+            content_type: object.content_type,
+            content_length: object.length,
+            body: object.body,
+        };
+        let entry = self
+            .0
+            .put_object(tenant, bucket, key, upload)
+            .await
+            .map_err(browse_error)?;
+        Ok(item(entry))
+    }
+
+    async fn delete(&self, tenant: &str, bucket: &str, key: &str) -> Result<(), BrowseError> {
+        // S3 deletes a missing key without a word; the API says 404.
+        self.0
+            .head_object(tenant, bucket, key)
+            .await
+            .map_err(browse_error)?;
+        self.0
+            .delete_object(tenant, bucket, key)
+            .await
+            .map_err(browse_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(status: u16, code: &str) -> RgwError {
+        RgwError::S3 {
+            op: "PutObject".into(),
+            status,
+            code: code.into(),
+            message: "said".into(),
+        }
+    }
+
+    #[test]
+    fn gateway_errors_in_the_apis_terms() {
+        assert_eq!(browse_error(s3(404, "NoSuchKey")), BrowseError::NoSuchKey);
+        assert_eq!(
+            browse_error(RgwError::NoSuchBucket("b".into())),
+            BrowseError::NoSuchBucket
+        );
+        assert_eq!(
+            browse_error(s3(403, "QuotaExceeded")),
+            BrowseError::QuotaExceeded("QuotaExceeded said".into())
+        );
+        assert!(matches!(
+            browse_error(s3(400, "EntityTooLarge")),
+            BrowseError::TooLarge(_)
+        ));
+        assert!(matches!(
+            browse_error(s3(400, "InvalidArgument")),
+            BrowseError::Invalid(_)
+        ));
+        assert_eq!(
+            browse_error(s3(503, "SlowDown")),
+            BrowseError::Gateway {
+                op: "PutObject".into(),
+                status: 503,
+                code: "SlowDown".into(),
+                message: "said".into()
+            }
+        );
+        assert_eq!(
+            browse_error(StorageError::not_found("tenant", "prj_a").into()),
+            BrowseError::NoSuchBucket
+        );
+        // The admin tool's command line and output stay in the log.
+        let e = browse_error(
+            StorageError::Backend {
+                command: "radosgw-admin -c /etc/ceph/secret.conf user info".into(),
+                stderr: "boom".into(),
+            }
+            .into(),
+        );
+        assert!(!e.to_string().contains("secret.conf"), "{e}");
+    }
 }

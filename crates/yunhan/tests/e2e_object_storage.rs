@@ -4,8 +4,9 @@
 //! platform issued: put/get/list/delete, a 3-part multipart upload of 15 MiB, a
 //! presigned URL, anonymous reads of a public-read bucket (and refusals of a private
 //! one), a bucket's quota (403 QuotaExceeded), another project's key and a revoked key
-//! refused (403); usage shown; a guest in a VPC reading through object storage's VPC
-//! address; bad input refused with nothing left in the gateway.
+//! refused (403); usage shown; the file browser's API (uploads, listings, downloads,
+//! deletes, another project refused); a guest in a VPC reading through object
+//! storage's VPC address; bad input refused with nothing left in the gateway.
 
 mod common;
 
@@ -204,6 +205,7 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
         .call("GET", "/v1/buckets/photos", Some(&other.token), None)
         .await;
     assert_eq!(s, 404);
+    file_browser(&cloud, &other.token).await;
 
     bad_input(&cloud).await;
     from_a_vpc(&cloud, &key, &object).await;
@@ -234,6 +236,177 @@ async fn e2e_object_storage_buckets_keys_and_a_standard_s3_client() {
         (answer["code"] == "NoSuchBucket").then_some(new)
     })
     .await;
+}
+
+/// The web console's file browser through the API (`/v1/buckets/{id}/objects`) with
+/// the project's token on `photos`: two uploads (one under `dir/`, one past the API's
+/// 1 MiB JSON limit), listings with the folder, the objects boto3 put and pages, the
+/// bytes read back, deletes; another project's token gets 404 for all of it.
+async fn file_browser(cloud: &Cloud, others: &str) {
+    let url = |rest: &str| format!("{}/v1/buckets/photos/objects{rest}", cloud.endpoint);
+    let token = cloud.token.as_str();
+    let top: Vec<u8> = (0..=255u8).cycle().take(3 << 20).collect();
+    let nested = b"nested file\n".to_vec();
+    // (key, as it goes in the URL, bytes, type)
+    let uploads = [
+        ("top.bin", "top.bin", &top, "application/octet-stream"),
+        ("dir/a b+c.txt", "dir/a%20b%2Bc.txt", &nested, "text/plain"),
+    ];
+    for (key, path, body, ctype) in uploads {
+        let r = cloud.http.put(url(&format!("/{path}"))).bearer_auth(token);
+        let r = r
+            .header("content-type", ctype)
+            .body(body.clone())
+            .send()
+            .await;
+        let r = r.expect("PUT an object");
+        assert_eq!(r.status(), 201, "PUT {key}");
+        let item: Value = r.json().await.unwrap();
+        assert_eq!(
+            (item["key"].as_str(), item["size"].as_u64()),
+            (Some(key), Some(body.len() as u64)),
+            "{item}"
+        );
+        assert!(
+            item["etag"].as_str().is_some_and(|e| e.len() == 32),
+            "{item}"
+        );
+    }
+    let get = |rest: String, token: &str| {
+        let r = cloud.http.get(url(&rest)).bearer_auth(token).send();
+        async move { r.await.expect("GET from the API") }
+    };
+    let json = |r: reqwest::Response| async move { r.json::<Value>().await.unwrap() };
+    let names = |page: &Value, field: &str| -> Vec<String> {
+        let all = page[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{field} in {page}"));
+        let name = |v: &Value| v.as_str().or(v["key"].as_str()).unwrap().to_string();
+        all.iter().map(name).collect()
+    };
+
+    // The top: the objects boto3 put and ours, and the folder.
+    let page = json(get("?delimiter=/".into(), token).await).await;
+    assert_eq!(
+        names(&page, "items"),
+        ["big.bin", "keep.txt", "top.bin"],
+        "{page}"
+    );
+    assert_eq!(names(&page, "prefixes"), ["dir/"], "{page}");
+    let big = &page["items"][0];
+    assert_eq!(big["size"], 15u64 << 20, "{page}");
+    assert!(
+        big["etag"].as_str().unwrap().ends_with("-3"),
+        "multipart: {page}"
+    );
+    // In the folder; and the whole bucket in pages of one.
+    let page = json(get("?prefix=dir/&delimiter=/".into(), token).await).await;
+    assert_eq!(names(&page, "items"), ["dir/a b+c.txt"], "{page}");
+    let mut seen = Vec::new();
+    let mut query = "?limit=1".to_string();
+    loop {
+        let page = json(get(query.clone(), token).await).await;
+        seen.extend(names(&page, "items"));
+        let Some(t) = page["next_page_token"].as_str() else {
+            break;
+        };
+        let t: String = t.bytes().map(|b| format!("%{b:02X}")).collect();
+        query = format!("?limit=1&page_token={t}");
+    }
+    assert_eq!(seen, ["big.bin", "dir/a b+c.txt", "keep.txt", "top.bin"]);
+
+    // Downloads: byte for byte, as attachments, with the type given at upload.
+    let r = get("/top.bin".into(), token).await;
+    assert_eq!(r.status(), 200);
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.starts_with("attachment; filename=\"top.bin\""),
+        "{disposition}"
+    );
+    assert!(
+        r.bytes().await.unwrap()[..] == top[..],
+        "top.bin read back differs"
+    );
+    let r = get("/dir/a%20b%2Bc.txt".into(), token).await;
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.bytes().await.unwrap()[..], nested[..]);
+    let r = get("/keep.txt".into(), token).await;
+    assert_eq!(r.bytes().await.unwrap()[..], b"kept\n"[..]);
+
+    // Another project's member: 404, whatever the operation.
+    let (s, e) = cloud
+        .call("GET", "/v1/buckets/photos/objects", Some(others), None)
+        .await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    assert_eq!(get("/keep.txt".into(), others).await.status(), 404);
+    let put = cloud
+        .http
+        .put(url("/intruder"))
+        .bearer_auth(others)
+        .body("x")
+        .send();
+    assert_eq!(put.await.unwrap().status(), 404);
+    let (s, _) = cloud
+        .call(
+            "DELETE",
+            "/v1/buckets/photos/objects/keep.txt",
+            Some(others),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // The same through the CLI: put, ls, get (byte for byte), rm.
+    let dir = cloud.home.path();
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "from the CLI\n").unwrap();
+    let put = cloud.ok(&["bucket", "put", "photos", file.to_str().unwrap(), "cli/"]);
+    assert_eq!(
+        (put["key"].as_str(), put["size"].as_u64()),
+        (Some("cli/notes.txt"), Some(13)),
+        "{put}"
+    );
+    let ls = cloud.ok(&["bucket", "ls", "photos", "cli/"]);
+    assert_eq!(names(&ls, "items"), ["cli/notes.txt"], "{ls}");
+    let top = cloud.ok(&["bucket", "ls", "photos"]);
+    assert_eq!(names(&top, "prefixes"), ["cli/", "dir/"], "{top}");
+    let back = dir.join("back.txt");
+    cloud.ok(&[
+        "bucket",
+        "get",
+        "photos",
+        "cli/notes.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from the CLI\n");
+    cloud.ok(&["bucket", "rm", "photos", "cli/notes.txt"]);
+    let gone = cloud.cli(&[
+        "bucket",
+        "get",
+        "photos",
+        "cli/notes.txt",
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        !gone.status.success() && stderr(&gone).contains("no such object"),
+        "{}",
+        stderr(&gone)
+    );
+
+    // Deletes: 204, then the objects are gone (a second delete is a 404).
+    for path in ["/top.bin", "/dir/a%20b%2Bc.txt"] {
+        let del = cloud.http.delete(url(path)).bearer_auth(token).send();
+        assert_eq!(del.await.unwrap().status(), 204, "DELETE {path}");
+    }
+    let del = cloud.http.delete(url("/top.bin")).bearer_auth(token).send();
+    assert_eq!(del.await.unwrap().status(), 404);
+    assert_eq!(get("/top.bin".into(), token).await.status(), 404);
+    let page = json(get("?delimiter=/".into(), token).await).await;
+    assert_eq!(names(&page, "items"), ["big.bin", "keep.txt"], "{page}");
+    assert_eq!(names(&page, "prefixes"), Vec::<String>::new(), "{page}");
 }
 
 /// A guest in a VPC with no elastic IP or NAT gateway reads through object storage's

@@ -13,6 +13,8 @@ use crate::wait::{wait_for, WaitArgs};
 
 use super::volume::{wait_storage, Fallible};
 
+mod objects;
+
 /// S3 buckets on the cloud's object storage (Ceph's S3 gateway)
 ///
 /// A bucket belongs to the project; the project's S3 keys ('yunhan s3-key create')
@@ -24,24 +26,43 @@ use super::volume::{wait_storage, Fallible};
 ///   yunhan bucket show photos              # usage (bytes, objects), visibility, URLs
 ///   yunhan bucket set photos --public-read # anyone may GET its objects
 ///   yunhan bucket delete photos --force    # with its objects
+///
+/// Its objects, through the API (no S3 key needed):
+///   yunhan bucket ls photos [dir/]         # folders and objects under a prefix
+///   yunhan bucket put photos cat.jpg [pics/cat.jpg]
+///   yunhan bucket get photos pics/cat.jpg [FILE|-]
+///   yunhan bucket rm photos pics/cat.jpg
 #[derive(Subcommand, Debug, Clone)]
 #[command(verbatim_doc_comment)]
 pub enum BucketCommand {
     /// Create a bucket (S3 names: 3-63 characters of a-z, 0-9, '-' and '.')
     Create(BucketCreate),
-    /// List the project's buckets with their usage
+    /// List the project's buckets with their usage; with BUCKET, its folders and
+    /// objects under PREFIX
     #[command(alias = "ls")]
-    List,
+    List {
+        bucket: Option<String>,
+        /// Only what is under this prefix (e.g. `dir/`)
+        #[arg(requires = "bucket")]
+        prefix: Option<String>,
+    },
+    /// Upload a file as an object (at most 5 GiB; larger ones with an S3 client)
+    Put(objects::PutArgs),
+    /// Download an object
+    Get(objects::GetArgs),
     /// Show one, by name or id
     Show { name: String },
     /// Change a bucket's quota or visibility
     Set(BucketSet),
-    /// Delete a bucket (one holding objects only with --force)
+    /// Delete a bucket (one holding objects only with --force); with KEY, that
+    /// object of the bucket
     #[command(alias = "rm")]
     Delete {
         name: String,
+        /// The object to delete (not the bucket)
+        key: Option<String>,
         /// Delete its objects too
-        #[arg(long)]
+        #[arg(long, conflicts_with = "key")]
         force: bool,
         #[command(flatten)]
         wait: WaitArgs,
@@ -174,7 +195,18 @@ fn apply(a: &BucketSet, spec: &mut BucketSpec) {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: BucketCommand) -> Result<(), ClientError> {
     match cmd {
-        BucketCommand::List => ctx.list::<Bucket>().await,
+        BucketCommand::List { bucket: None, .. } => ctx.list::<Bucket>().await,
+        BucketCommand::List {
+            bucket: Some(b),
+            prefix,
+        } => objects::list(ctx, &b, prefix.as_deref()).await,
+        BucketCommand::Put(a) => objects::put(ctx, &a).await,
+        BucketCommand::Get(a) => objects::get(ctx, &a).await,
+        BucketCommand::Delete {
+            name,
+            key: Some(key),
+            ..
+        } => objects::remove(ctx, &name, &key).await,
         BucketCommand::Show { name } => ctx.show::<Bucket>(&name).await,
         BucketCommand::Create(a) => {
             let b = ctx.create::<Bucket>(&a.name, spec_of(&a)).await?;
@@ -184,7 +216,9 @@ pub(crate) async fn run(ctx: &Ctx, cmd: BucketCommand) -> Result<(), ClientError
             Ok(())
         }
         BucketCommand::Set(a) => ctx.update_print::<Bucket>(&a.name, |s| apply(&a, s)).await,
-        BucketCommand::Delete { name, force, wait } => delete(ctx, &name, force, &wait).await,
+        BucketCommand::Delete {
+            name, force, wait, ..
+        } => delete(ctx, &name, force, &wait).await,
     }
 }
 
@@ -261,5 +295,46 @@ mod tests {
         assert_eq!((spec.quota_bytes, spec.quota_objects), (None, Some(7)));
         assert!(Cli::line("yunhan bucket set b --public-read --private").is_err());
         assert!(Cli::line("yunhan bucket set b --quota-objects many").is_err());
+    }
+
+    #[test]
+    fn object_commands_parse() {
+        assert!(matches!(
+            parse("yunhan bucket ls"),
+            BucketCommand::List { bucket: None, .. }
+        ));
+        let BucketCommand::List { bucket, prefix } = parse("yunhan bucket ls photos dir/") else {
+            panic!("not a list");
+        };
+        assert_eq!(
+            (bucket.as_deref(), prefix.as_deref()),
+            (Some("photos"), Some("dir/"))
+        );
+        let BucketCommand::Put(p) = parse("yunhan bucket put photos ./cat.jpg pics/") else {
+            panic!("not a put");
+        };
+        assert_eq!(
+            (p.bucket.as_str(), p.key.as_deref()),
+            ("photos", Some("pics/"))
+        );
+        assert!(matches!(
+            parse("yunhan bucket get photos pics/cat.jpg -"),
+            BucketCommand::Get(_)
+        ));
+        let BucketCommand::Delete {
+            name, key, force, ..
+        } = parse("yunhan bucket rm photos a/b")
+        else {
+            panic!("not a delete");
+        };
+        assert_eq!(
+            (name.as_str(), key.as_deref(), force),
+            ("photos", Some("a/b"), false)
+        );
+        assert!(matches!(
+            parse("yunhan bucket rm photos"),
+            BucketCommand::Delete { key: None, .. }
+        ));
+        assert!(Cli::line("yunhan bucket rm photos a --force").is_err());
     }
 }

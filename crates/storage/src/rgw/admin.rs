@@ -212,7 +212,7 @@ impl RgwAdmin {
         }
     }
 
-    fn s3(&self) -> Result<&S3Client, RgwError> {
+    pub(super) fn s3(&self) -> Result<&S3Client, RgwError> {
         match &self.s3 {
             Some(c) => Ok(c),
             None => Err(S3Client::new(&self.endpoint)
@@ -303,7 +303,7 @@ impl RgwAdmin {
         keys.get(tenant).cloned()
     }
 
-    fn cache_key(&self, tenant: &str, key: Option<S3Credentials>) {
+    pub(super) fn cache_key(&self, tenant: &str, key: Option<S3Credentials>) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         match key {
             Some(k) => keys.insert(tenant.to_string(), k),
@@ -333,7 +333,7 @@ impl RgwAdmin {
     }
 
     /// The tenant's platform key: cached, else from `user info`.
-    async fn platform_key(&self, tenant: &str) -> Result<S3Credentials, RgwError> {
+    pub(super) async fn platform_key(&self, tenant: &str) -> Result<S3Credentials, RgwError> {
         if let Some(k) = self.cached_key(tenant) {
             return Ok(k);
         }
@@ -345,7 +345,11 @@ impl RgwAdmin {
 
     /// Sends `req` with the tenant's platform key. A key refused as unknown
     /// (the tenant was re-created elsewhere) is looked up again, once.
-    async fn s3_platform(&self, tenant: &str, req: &S3Request) -> Result<S3Response, RgwError> {
+    pub(super) async fn s3_platform(
+        &self,
+        tenant: &str,
+        req: &S3Request,
+    ) -> Result<S3Response, RgwError> {
         let key = self.platform_key(tenant).await?;
         let resp = self.s3()?.send(req, Some(&key)).await?;
         let stale = matches!(

@@ -29,6 +29,7 @@
 mod admin;
 mod daemon;
 mod json;
+mod objects;
 pub mod s3;
 pub mod sigv4;
 
@@ -36,7 +37,11 @@ use async_trait::async_trait;
 
 pub use admin::RgwAdmin;
 pub use daemon::{RgwDaemon, RgwDaemonConfig};
-pub use s3::{Method, S3Client, S3Credentials, S3Request, S3Response};
+pub use objects::{
+    validate_object_key, ByteStream, ListObjects, ObjectData, ObjectEntry, ObjectListing,
+    ObjectUpload, MAX_KEY_BYTES, MAX_LIST_KEYS,
+};
+pub use s3::{Method, S3Client, S3Credentials, S3Request, S3Response, StreamingRequest};
 
 use crate::StorageError;
 

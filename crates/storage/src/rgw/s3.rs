@@ -16,6 +16,10 @@ pub use reqwest::Method;
 
 /// How long one S3 call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting may take for a call whose body streams.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `x-amz-content-sha256` of a body that is not hashed in advance.
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// An S3 key pair. `Debug` does not show the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -82,7 +86,7 @@ impl S3Request {
     }
 
     /// The query as sent: encoded, sorted, `key` alone for an empty value.
-    fn wire_query(&self) -> String {
+    pub(crate) fn wire_query(&self) -> String {
         let mut q: Vec<String> = self
             .query
             .iter()
@@ -134,7 +138,7 @@ impl S3Response {
 
 /// The text of the first `<name>…</name>` in `xml` (S3 error documents are
 /// flat; no XML parser needed).
-fn xml_element(xml: &str, name: &str) -> Option<String> {
+pub(crate) fn xml_element(xml: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
     let len = xml[start..].find(&format!("</{name}>"))?;
@@ -145,6 +149,8 @@ fn xml_element(xml: &str, name: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct S3Client {
     http: reqwest::Client,
+    /// For objects' bodies: no overall timeout (a 5 GiB upload takes its time).
+    streaming: reqwest::Client,
     endpoint: String,
     base: Url,
     /// The `Host` header (and signed host): `host[:port]`.
@@ -161,15 +167,21 @@ impl S3Client {
             (Some(h), None) => h.to_string(),
             (None, _) => return Err(bad("no host").into()),
         };
+        let no_client = |e: reqwest::Error| RgwError::Unreachable {
+            endpoint: endpoint.to_string(),
+            why: format!("cannot build an HTTP client: {e}"),
+        };
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .build()
-            .map_err(|e| RgwError::Unreachable {
-                endpoint: endpoint.to_string(),
-                why: format!("cannot build an HTTP client: {e}"),
-            })?;
+            .map_err(no_client)?;
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(no_client)?;
         Ok(S3Client {
             http,
+            streaming,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             base,
             host,
@@ -187,27 +199,80 @@ impl S3Client {
         req: &S3Request,
         creds: Option<&S3Credentials>,
     ) -> Result<S3Response, RgwError> {
-        let path = sigv4::uri_encode(&req.path, false);
-        let mut url = self.base.clone();
-        url.set_path(&path);
-        let query = req.wire_query();
-        url.set_query((!query.is_empty()).then_some(query.as_str()));
+        let (url, path) = self.url(&req.path, &req.wire_query());
         let mut builder = self.http.request(req.method.clone(), url);
-        for (name, value) in self.signed_headers(req, &path, creds) {
+        let payload_hash = sigv4::sha256_hex(&req.body);
+        let signing = Signing {
+            method: &req.method,
+            encoded_path: &path,
+            query: &req.query,
+            payload_hash: &payload_hash,
+        };
+        for (name, value) in self.signed_headers(&signing, creds) {
             builder = builder.header(name, value);
         }
-        let unreachable = |e: reqwest::Error| RgwError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            why: e.to_string(),
-        };
         let resp = builder
             .body(req.body.clone())
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(unreachable)?.to_vec();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .to_vec();
         Ok(S3Response { status, body })
+    }
+
+    /// Sends `req` signed with `creds` and answers as soon as the headers are in:
+    /// the body of the answer is the caller's to read (any HTTP status is `Ok`).
+    /// A request body is sent as it comes, its payload unsigned
+    /// (`UNSIGNED-PAYLOAD`); no overall timeout.
+    pub async fn send_streaming(
+        &self,
+        req: StreamingRequest,
+        creds: &S3Credentials,
+    ) -> Result<reqwest::Response, RgwError> {
+        let (url, path) = self.url(&req.path, "");
+        let mut builder = self.streaming.request(req.method.clone(), url);
+        let payload_hash = match req.body {
+            Some(_) => UNSIGNED_PAYLOAD,
+            None => sigv4::EMPTY_SHA256,
+        };
+        let signing = Signing {
+            method: &req.method,
+            encoded_path: &path,
+            query: &[],
+            payload_hash,
+        };
+        for (name, value) in self.signed_headers(&signing, Some(creds)) {
+            builder = builder.header(name, value);
+        }
+        for (name, value) in req.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        builder.send().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// The URL of `path` (not encoded) with `query` (encoded), and the encoded path.
+    fn url(&self, path: &str, query: &str) -> (Url, String) {
+        let path = sigv4::uri_encode(path, false);
+        let mut url = self.base.clone();
+        url.set_path(&path);
+        url.set_query((!query.is_empty()).then_some(query));
+        (url, path)
+    }
+
+    /// The gateway did not answer (or its answer broke off).
+    pub(crate) fn unreachable(&self, e: reqwest::Error) -> RgwError {
+        RgwError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            why: e.to_string(),
+        }
     }
 
     /// Like [`S3Client::send`], but a non-2xx answer is `RgwError::S3` naming `op`.
@@ -228,32 +293,51 @@ impl S3Client {
     /// and `authorization`.
     fn signed_headers(
         &self,
-        req: &S3Request,
-        encoded_path: &str,
+        req: &Signing<'_>,
         creds: Option<&S3Credentials>,
     ) -> Vec<(String, String)> {
         let mut headers = vec![("host".to_string(), self.host.clone())];
         let Some(creds) = creds else {
             return headers;
         };
-        let payload_hash = sigv4::sha256_hex(&req.body);
         headers.push(("x-amz-date".into(), amz_date(OffsetDateTime::now_utc())));
-        headers.push(("x-amz-content-sha256".into(), payload_hash.clone()));
+        headers.push(("x-amz-content-sha256".into(), req.payload_hash.to_string()));
         let auth = sigv4::authorization(
             &creds.access_key,
             &creds.secret_key,
             &Signable {
                 method: req.method.as_str(),
-                canonical_uri: encoded_path,
-                query: &req.query,
+                canonical_uri: req.encoded_path,
+                query: req.query,
                 headers: &headers,
-                payload_hash: &payload_hash,
+                payload_hash: req.payload_hash,
                 amz_date: &headers[1].1,
             },
         );
         headers.push(("authorization".into(), auth));
         headers
     }
+}
+
+/// What [`S3Client::signed_headers`] signs.
+struct Signing<'a> {
+    method: &'a Method,
+    encoded_path: &'a str,
+    query: &'a [(String, String)],
+    payload_hash: &'a str,
+}
+
+/// A request for [`S3Client::send_streaming`]: no query, a body that streams.
+#[derive(Debug)]
+pub struct StreamingRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// Not encoded: `/bucket/key`.
+    pub path: String,
+    /// Sent, not signed (e.g. `content-type`, `content-length`).
+    pub headers: Vec<(String, String)>,
+    /// `None`: no body.
+    pub body: Option<reqwest::Body>,
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
@@ -313,7 +397,14 @@ mod tests {
         assert!(S3Client::new("not a url").is_err());
         let creds = S3Credentials::new("AK", "very-secret");
         assert!(!format!("{creds:?}").contains("very-secret"));
-        let headers = c.signed_headers(&r, "/photos", Some(&creds));
+        let hash = sigv4::sha256_hex(&r.body);
+        let signing = Signing {
+            method: &r.method,
+            encoded_path: "/photos",
+            query: &r.query,
+            payload_hash: &hash,
+        };
+        let headers = c.signed_headers(&signing, Some(&creds));
         let names: Vec<_> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -324,6 +415,6 @@ mod tests {
                 "authorization"
             ]
         );
-        assert_eq!(c.signed_headers(&r, "/photos", None).len(), 1);
+        assert_eq!(c.signed_headers(&signing, None).len(), 1);
     }
 }
