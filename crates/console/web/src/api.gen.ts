@@ -146,6 +146,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/buckets/{id}/objects": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List a bucket's objects (the bucket must be Active); with a delimiter, the "folders" under the prefix too */
+        get: operations["list_bucket_objects"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/buckets/{id}/objects/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download an object */
+        get: operations["download_bucket_object"];
+        /** Upload (or replace) an object: the body is its bytes, any Content-Type (stored with it); at most 5 GiB with a Content-Length, 64 MiB without */
+        put: operations["upload_bucket_object"];
+        post?: never;
+        /** Delete an object */
+        delete: operations["delete_bucket_object"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/elastic-ips": {
         parameters: {
             query?: never;
@@ -2454,6 +2490,32 @@ export interface components {
         };
         /** @description Whether the SDN controller realises a networking object. */
         NetworkPhase: "Ready" | "Failed";
+        /** @description An object in a listing (and the answer of an upload). */
+        ObjectItem: {
+            /** @description The gateway's entity tag, without quotes: the MD5 of a single upload's bytes, `<md5>-<parts>` for a multipart one. */
+            etag: string;
+            /** @description The object's full key. */
+            key: string;
+            /** @description When it was written (RFC 3339 UTC). */
+            last_modified: string;
+            /**
+             * Format: uint64
+             * @description Bytes.
+             */
+            size: number;
+        };
+        /** @description One page of a bucket's objects. */
+        ObjectList: {
+            /** @description The objects of this page, in key order. */
+            items: components["schemas"]["ObjectItem"][];
+            /** @description Pass as `page_token` for the next page; absent on the last page. */
+            next_page_token?: string | null;
+            /**
+             * @description With a `delimiter`: the "folders" under `prefix` (each ends with the delimiter); list again with one as `prefix` to open it.
+             * @default []
+             */
+            prefixes?: string[];
+        };
         /** @description The metadata a client may set when creating an object. */
         ObjectMeta: {
             /** @default {} */
@@ -4761,6 +4823,379 @@ export interface operations {
                     "application/json": components["schemas"]["Resource_for_BucketSpec_and_BucketStatus"];
                 };
             };
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description invalid request (codes: malformed_json, invalid_request, invalid_field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description missing or invalid token (unauthenticated) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description needs the admin role (forbidden) or over quota (quota_exceeded) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description no such object in the caller's scope (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description name taken (already_exists) or changed meanwhile (conflict) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description rate limited (rate_limited); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description store unavailable (unavailable) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+        };
+    };
+    list_bucket_objects: {
+        parameters: {
+            query?: {
+                /** @description group keys by this after the prefix (usually `/`) */
+                delimiter?: string;
+                /** @description objects and prefixes per page */
+                limit?: number;
+                /** @description the previous page's next_page_token */
+                page_token?: string;
+                /** @description only keys starting with this */
+                prefix?: string;
+                /** @description admins: the project (id or name) to look in */
+                project?: string;
+            };
+            header?: never;
+            path: {
+                /** @description the object's id, or its name in the caller's project */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description one page of the bucket's objects */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ObjectList"];
+                };
+            };
+            /** @description invalid request (codes: malformed_json, invalid_request, invalid_field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description missing or invalid token (unauthenticated) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description no such object in the caller's scope (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description name taken (already_exists) or changed meanwhile (conflict) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description rate limited (rate_limited); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description store unavailable (unavailable) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+        };
+    };
+    download_bucket_object: {
+        parameters: {
+            query?: {
+                /** @description admins: the project (id or name) to look in */
+                project?: string;
+            };
+            header?: never;
+            path: {
+                /** @description the object's id, or its name in the caller's project */
+                id: string;
+                /** @description the object's key, 1–1024 bytes of UTF-8 (no NUL, no `.` or `..` segment); `/` may be sent as it is */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the object's bytes, with its Content-Type, as an attachment (Content-Disposition) */
+            200: {
+                headers: {
+                    "Content-Disposition"?: string;
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description invalid request (codes: malformed_json, invalid_request, invalid_field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description missing or invalid token (unauthenticated) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description no such object in the caller's scope (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description name taken (already_exists) or changed meanwhile (conflict) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description rate limited (rate_limited); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description store unavailable (unavailable) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+        };
+    };
+    upload_bucket_object: {
+        parameters: {
+            query?: {
+                /** @description admins: the project (id or name) to look in */
+                project?: string;
+            };
+            header?: never;
+            path: {
+                /** @description the object's id, or its name in the caller's project */
+                id: string;
+                /** @description the object's key, 1–1024 bytes of UTF-8 (no NUL, no `.` or `..` segment); `/` may be sent as it is */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "*/*": string;
+            };
+        };
+        responses: {
+            /** @description the object as a listing shows it */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ObjectItem"];
+                };
+            };
+            /** @description invalid request (codes: malformed_json, invalid_request, invalid_field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description missing or invalid token (unauthenticated) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description needs the admin role (forbidden) or over quota (quota_exceeded) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description no such object in the caller's scope (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description name taken (already_exists) or changed meanwhile (conflict) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description body too large (payload_too_large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description rate limited (rate_limited); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+            /** @description store unavailable (unavailable) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiError"];
+                };
+            };
+        };
+    };
+    delete_bucket_object: {
+        parameters: {
+            query?: {
+                /** @description admins: the project (id or name) to look in */
+                project?: string;
+            };
+            header?: never;
+            path: {
+                /** @description the object's id, or its name in the caller's project */
+                id: string;
+                /** @description the object's key, 1–1024 bytes of UTF-8 (no NUL, no `.` or `..` segment); `/` may be sent as it is */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
             /** @description deleted */
             204: {
                 headers: {
