@@ -6,7 +6,9 @@
 //! `<img src=x onerror=alert(1)>` as text (the API refuses it as a VM name, with a message
 //! the form shows; as a label value it is stored and must render as those characters),
 //! checks the CSP and a cross-site form POST, and logs in as a member of another project
-//! who sees none of the admin's VMs or admin pages. Screenshots go to
+//! who sees none of the admin's VMs or admin pages. The cloud runs on a `scripts/ceph-dev`
+//! cluster with its S3 gateway, so the script also uploads, downloads and deletes a file in
+//! a bucket's file browser. Screenshots go to
 //! `target/artifacts/console/`.
 
 mod common;
@@ -48,7 +50,8 @@ fn run_browser(cloud: &Cloud, env: &[(&str, String)]) {
 
 #[tokio::test]
 async fn e2e_console_drives_the_cloud_from_a_real_browser() {
-    let cloud = Cloud::up(&[]).await;
+    // On Ceph with its S3 gateway, so the bucket file browser is driven too.
+    let (_ceph, cloud) = Cloud::on_ceph_with_s3(&[]).await;
     cloud.ok(&strs(&kernel_image_args("tiny")));
     set_password(&cloud, "admin", ADMIN_PASSWORD).await;
     let member = cloud.tenant("p2", None).await;
@@ -83,6 +86,7 @@ async fn e2e_console_drives_the_cloud_from_a_real_browser() {
         ("YH_MARKER", "YUNHAN-TICK".to_string()),
         ("YH_UPLOAD_FILE", upload.display().to_string()),
         ("YH_ARTIFACTS", artifacts.display().to_string()),
+        ("YH_S3", "1".to_string()),
     ];
     run_browser(&cloud, &env);
     // The member's session touched nothing of the admin's.

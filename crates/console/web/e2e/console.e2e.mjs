@@ -15,7 +15,8 @@
 //   YH_CHROMIUM (optional)          the browser (default /usr/bin/chromium)
 //   YH_BOOT_TIMEOUT (optional)      seconds for a VM to reach Running (default 240)
 //   YH_LOGIN_LINK (optional)        a fresh one-time link (http://…/console/#login=CODE) to try
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+//   YH_S3 (optional)                1: the cloud has object storage; also drive a bucket's file browser
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +55,9 @@ const N = {
   vol: `e2e-vol-${tag}`,
   img: `e2e-img-${tag}`,
   csrfVpc: `e2e-csrf-${tag}`,
+  bucket: `e2e-bucket-${tag}`,
 };
+const S3 = process.env.YH_S3 === '1';
 const XSS = '<img src=x onerror=alert(1)>';
 
 let page;
@@ -401,6 +404,30 @@ try {
     await row('list-images', N.img, 'Active');
     await shot('images');
   });
+
+  if (S3) {
+    await step(`create bucket ${N.bucket}; upload, list, download and delete a file in its browser`, async () => {
+      await createThroughForm('/buckets', 'buckets', async () => {
+        await page.getByTestId('field-name').fill(N.bucket);
+      });
+      await row('list-buckets', N.bucket, 'Active', 60000);
+      const b = JSON.parse((await apiGet(`/v1/buckets/${N.bucket}`)).body);
+      await go(`/buckets/${b.metadata.id}`);
+      await page.getByTestId('browse-files').click();
+      await page.getByTestId('bucket-browser').waitFor();
+      const body = `hello from the browser ${tag}\n`;
+      await page.getByTestId('object-upload').setInputFiles({ name: 'hello.txt', mimeType: 'text/plain', buffer: Buffer.from(body) });
+      const obj = page.locator('[data-testid="object"][data-key="hello.txt"]');
+      await until('hello.txt in the file browser', () => visible(obj), 30000);
+      await shot('bucket-browser');
+      const [download] = await Promise.all([page.waitForEvent('download'), obj.getByText('Download').click()]);
+      const got = readFileSync(await download.path(), 'utf8');
+      if (got !== body) throw new Error(`the download holds ${JSON.stringify(got)}, not what was uploaded`);
+      await obj.getByText('Delete').click();
+      await page.getByTestId('confirm-ok').click();
+      await until('hello.txt to leave the file browser', async () => !(await visible(obj)), 30000);
+    });
+  }
 
   await step('a cross-site form POST is refused', async () => {
     // A page of another origin (another port) posts a form to the API: the
