@@ -124,22 +124,8 @@ impl Client {
         path: &str,
         file: &std::path::Path,
     ) -> Result<Option<Value>, ClientError> {
-        let f = tokio::fs::File::open(file)
+        self.put_file(path, file, "application/octet-stream", IMAGE_LIMIT)
             .await
-            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", file.display())))?;
-        let size = f.metadata().await.map_or(0, |m| m.len());
-        let url = format!("{}{}", self.endpoint, path);
-        let resp = self
-            .http
-            .put(&url)
-            .bearer_auth(&self.token)
-            .header("content-type", "application/octet-stream")
-            .timeout(Duration::from_secs(3600))
-            .body(reqwest::Body::from(f))
-            .send()
-            .await
-            .map_err(|e| self.send_error(&e, Some((size, IMAGE_LIMIT))))?;
-        Self::decode(&self.endpoint, resp).await
     }
 
     /// Streams `file` as an object of a bucket (`PUT …/objects/KEY`), with its length
@@ -149,6 +135,18 @@ impl Client {
         path: &str,
         file: &std::path::Path,
         content_type: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        self.put_file(path, file, content_type, OBJECT_LIMIT).await
+    }
+
+    /// PUTs `file` streamed, with its content type and length; `limit` names the server
+    /// limit a refusal for size is about.
+    async fn put_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        content_type: &str,
+        limit: &'static str,
     ) -> Result<Option<Value>, ClientError> {
         let f = tokio::fs::File::open(file)
             .await
@@ -165,7 +163,7 @@ impl Client {
             .body(reqwest::Body::from(f))
             .send()
             .await
-            .map_err(|e| self.send_error(&e, Some((size, OBJECT_LIMIT))))?;
+            .map_err(|e| self.send_error(&e, Some((size, limit))))?;
         Self::decode(&self.endpoint, resp).await
     }
 
