@@ -51,6 +51,8 @@ const tag = Date.now().toString(36).slice(-5);
 const N = {
   vpc: `e2e-vpc-${tag}`,
   subnet: `e2e-sn-${tag}`,
+  nic: `e2e-nic-${tag}`,
+  rt: `e2e-rt-${tag}`,
   vm: `e2e-vm-${tag}`,
   vol: `e2e-vol-${tag}`,
   img: `e2e-img-${tag}`,
@@ -240,6 +242,49 @@ try {
     await go('/vpcs');
     await row('list-vpcs', N.vpc);
     await shot('networks');
+  });
+
+  await step(`add a route to route table ${N.rt} through its form, then remove it (confirming)`, async () => {
+    await createThroughForm('/nics', 'network-interfaces', async () => {
+      await page.getByTestId('field-name').fill(N.nic);
+      await choose('field-subnet', N.subnet);
+    });
+    await row('list-network-interfaces', N.nic);
+    await createThroughForm('/route-tables', 'route-tables', async () => {
+      await page.getByTestId('field-name').fill(N.rt);
+      await choose('field-vpc', N.vpc);
+    });
+    await (await row('list-route-tables', N.rt)).locator('a').first().click();
+    await page.getByTestId('route-table-routes').waitFor();
+    const rtId = new URL(page.url()).pathname.split('/').pop();
+    // The API's own message for a bad destination, in the form.
+    await page.getByTestId('route-add').click();
+    await page.getByTestId('field-destination').fill('10.78.0.1/16');
+    await page.getByTestId('field-target').selectOption('local');
+    await submitForm();
+    const err = await until('the API’s error in the route form', () => formError(), 15000);
+    if (!/10\.78\.0\.1\/16/.test(err)) throw new Error(`unexpected error: ${err}`);
+    log(`  refused: ${err}`);
+    await page.getByTestId('field-destination').fill('10.78.0.0/16');
+    await page.getByTestId('field-target').selectOption('nic');
+    const nicSel = page.getByTestId('field-nic');
+    const label = await until(`${N.nic} among the next hops`, async () => (await nicSel.locator('option').allInnerTexts()).find((t) => t.startsWith(N.nic + ' ')), 20000);
+    await nicSel.selectOption({ label });
+    await submitForm();
+    const route = page.locator('[data-testid=route][data-destination="10.78.0.0/16"]');
+    await until('the route in the table', async () => {
+      const e = await formError();
+      if (e) throw new Error(`the form says: ${e}`);
+      return (await visible(route)) && (await route.innerText()).includes(N.nic);
+    }, 20000);
+    const stored = JSON.parse((await apiGet(`/v1/route-tables/${rtId}`)).body).spec.routes;
+    if (stored?.length !== 1 || stored[0].target !== 'nic' || !stored[0].nic?.startsWith('nic-')) throw new Error(`stored routes: ${JSON.stringify(stored)}`);
+    await shot('route-table');
+    await route.getByTestId('route-remove').click();
+    await page.getByTestId('confirm-ok').click();
+    await until('the route to go', async () => !(await visible(route)) && visible(page.getByTestId('routes-empty')), 20000);
+    const left = JSON.parse((await apiGet(`/v1/route-tables/${rtId}`)).body).spec.routes ?? [];
+    if (left.length) throw new Error(`routes left: ${JSON.stringify(left)}`);
   });
 
   await step(`create VM ${N.vm} (${IMAGE}, ${FLAVOR}, in ${N.subnet}) through the wizard`, async () => {

@@ -1,8 +1,8 @@
 // The definitions of the kinds shown by the generic resource pages.
 import type { ComponentChildren } from 'preact';
-import { useState } from 'preact/hooks';
-import { api, type AnyObj, type Obj, type Plural, type S } from './api';
-import { Dialog, ErrorBox, Link, Phase, Trunc, bytes, mib, useAction, usePoll, when } from './lib';
+import { useEffect, useState } from 'preact/hooks';
+import { api, message, type AnyObj, type Obj, type Plural, type S } from './api';
+import { Dialog, ErrorBox, Link, Phase, Spinner, Trunc, bytes, mib, useAction, usePoll, when } from './lib';
 import {
   FormFields, RefName, ageCol, initialValues, list, meta, nameCol, num, opt, phaseCol, refCol, str, textCol,
   type Action, type Field, type KindDef, type Values,
@@ -63,6 +63,30 @@ export function Secret({ label, value, testid }: { label: string; value: string;
       </div>
     </div>
   );
+}
+
+/** The forms inside networking specs (routes, port forwards, listeners): a chunk of
+ * their own, loaded the first time such a page opens. */
+type NetFormsModule = typeof import('./pages/netforms');
+let netForms: Promise<NetFormsModule> | null = null;
+function NetForms({ render }: { render: (m: NetFormsModule) => ComponentChildren }) {
+  const [m, setM] = useState<NetFormsModule | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let alive = true;
+    (netForms ??= import('./pages/netforms')).then(
+      (x) => alive && setM(x),
+      (e) => {
+        netForms = null;
+        if (alive) setError(`Cannot load the forms of this page (${message(e)}); reload the page.`);
+      },
+    );
+    return () => {
+      alive = false;
+    };
+  }, []);
+  if (error) return <ErrorBox error={error} />;
+  return m ? <>{render(m)}</> : <Spinner />;
 }
 
 // ---------------------------------------------------------------- storage
@@ -312,6 +336,7 @@ const natGateways: KindDef<'nat-gateways'> = {
     { name: 'subnets', label: 'Subnets (none: the whole VPC)', type: 'multi', ref: 'subnets', refFilter: (s, v) => !v.vpc || (s.spec as S['SubnetSpec']).vpc === v.vpc || false }, LABELS, PROJECT,
   ],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { vpc: str(v, 'vpc'), elastic_ip: str(v, 'elastic_ip'), subnets: list(v, 'subnets'), dnat: [] } }, v, admin),
+  detail: (o, reload) => <NetForms render={(m) => <m.NatForwards gw={o} reload={reload} />} />,
 };
 const vips: KindDef<'vips'> = {
   kind: 'vips', title: 'Virtual IPs', singular: 'Virtual IP', route: '/vips',
@@ -324,20 +349,7 @@ const routeTables: KindDef<'route-tables'> = {
   columns: [nameCol(), phaseCol(), refCol('VPC', 'vpcs', (o) => o.spec.vpc, '/vpcs'), textCol('Routes', (o) => (o.spec.routes ?? []).length), textCol('Subnets', (o) => (o.spec.subnets ?? []).join(', ')), ageCol()],
   fields: [NAME, { name: 'vpc', label: 'VPC', type: 'select', ref: 'vpcs', required: true }, { name: 'subnets', label: 'Subnets', type: 'multi', ref: 'subnets', refFilter: (s, v) => (s.spec as S['SubnetSpec']).vpc === v.vpc }, LABELS, PROJECT],
   toBody: (v, admin) => withProject({ metadata: meta(v), spec: { vpc: str(v, 'vpc'), subnets: list(v, 'subnets'), routes: [] } }, v, admin),
-  detail: (o) => (
-    <div class="card">
-      <h2>Routes</h2>
-      <table class="small" data-testid="routes">
-        <thead><tr><th>Destination</th><th>Target</th><th>NIC</th><th>Priority</th></tr></thead>
-        <tbody>
-          {(o.spec.routes ?? []).map((r) => (
-            <tr><td>{r.destination}</td><td>{r.target}</td><td><Trunc text={r.nic ?? '—'} /></td><td>{r.priority ?? 100}</td></tr>
-          ))}
-        </tbody>
-      </table>
-      <p class="muted">Edit the routes with “Edit” (the specification’s <code>routes</code>).</p>
-    </div>
-  ),
+  detail: (o, reload) => <NetForms render={(m) => <m.RouteTableRoutes table={o} reload={reload} />} />,
 };
 const loadBalancers: KindDef<'load-balancers'> = {
   kind: 'load-balancers', title: 'Load balancers', singular: 'Load balancer', route: '/load-balancers',
@@ -359,48 +371,13 @@ const loadBalancers: KindDef<'load-balancers'> = {
       },
     }, v, admin);
   },
-  detail: (o) => <LbListeners lb={o} />,
-};
-
-function LbListeners({ lb }: { lb: Obj<'load-balancers'> }) {
-  const statusOf = (name: string) => (lb.status.listeners ?? []).find((l) => l.name === name);
-  return (
+  detail: (o, reload) => (
     <>
-      {(lb.spec.listeners ?? []).map((l) => {
-        const st = statusOf(l.name);
-        return (
-          <div class="card" data-testid="listener">
-            <h2>
-              Listener <Trunc text={l.name} /> — {l.protocol} :{l.port}
-            </h2>
-            <p class="muted">
-              {l.algorithm ?? 'round_robin'}; health check: {l.health ? `${l.health.type} every ${l.health.interval_secs ?? 2}s` : 'none'}
-              {st && `; ${st.connections ?? 0} connections, ${bytes(st.bytes_in)} in, ${bytes(st.bytes_out)} out`}
-            </p>
-            <table class="small" data-testid="members">
-              <thead><tr><th>Member</th><th>Address</th><th>Port</th><th>Weight</th><th>Health</th></tr></thead>
-              <tbody>
-                {(l.members ?? []).map((m) => {
-                  const ms = st?.members?.find((x) => x.port === m.port && (!m.address || x.address === m.address));
-                  return (
-                    <tr>
-                      <td><Trunc text={m.vm ?? m.nic ?? m.address ?? '—'} /></td>
-                      <td>{ms?.address ?? m.address ?? '—'}</td>
-                      <td>{m.port}</td>
-                      <td>{m.weight ?? 1}</td>
-                      <td><Phase phase={ms?.health ?? 'unknown'} /></td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
-        );
-      })}
-      <MetricsPanel kind="load-balancers" id={lb.metadata.id} />
+      <NetForms render={(m) => <m.LbListeners lb={o} reload={reload} />} />
+      <MetricsPanel kind="load-balancers" id={o.metadata.id} />
     </>
-  );
-}
+  ),
+};
 
 const placementGroups: KindDef<'placement-groups'> = {
   kind: 'placement-groups', title: 'Placement groups', singular: 'Placement group', route: '/placement-groups',

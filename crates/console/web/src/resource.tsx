@@ -23,6 +23,10 @@ export interface Field {
   ref?: Plural;
   /** Only objects of `ref` passing this filter (given the form's values). */
   refFilter?: (o: AnyObj, v: Values) => boolean;
+  /** With `ref`: the choices' values are the objects' ids (default: their names). */
+  byId?: boolean;
+  /** With `ref`: a choice's text (default: the object's name). */
+  refLabel?: (o: AnyObj) => string;
   initial?: string | boolean | string[];
   /** Shown only when this returns true. */
   when?: (v: Values) => boolean;
@@ -297,7 +301,7 @@ export function FormFields(props: { fields: Field[]; values: Values; set: (v: Va
           let options = f.options;
           if (f.ref) {
             const objs = (refs.data?.[f.ref] ?? []).filter((o) => !f.refFilter || f.refFilter(o, v));
-            options = objs.map((o) => ({ value: o.metadata.name, label: o.metadata.name }));
+            options = objs.map((o) => ({ value: f.byId ? o.metadata.id : o.metadata.name, label: f.refLabel ? f.refLabel(o) : o.metadata.name }));
           }
           const common = { id, name: f.name, 'data-testid': `field-${f.name}`, required: f.required };
           let input: JSX.Element;
