@@ -13,7 +13,8 @@ use yunhan_store::Store;
 
 /// Start an all-in-one cloud: API server, controllers and a host agent in one
 /// process, on an embedded store under --data-dir. The first start creates the
-/// admin and writes ~/.config/yunhan/config.toml (mode 0600).
+/// admin and writes ~/.config/yunhan/config.toml (mode 0600; the global --config
+/// to put it elsewhere).
 #[derive(Args, Debug)]
 pub struct UpArgs {
     /// Where the store, images and the agent's state (VM disks) live
@@ -74,7 +75,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// On first start, write the admin's client config here
-    /// [default: ~/.config/yunhan/config.toml]
+    /// [default: the global --config, else ~/.config/yunhan/config.toml]
     #[arg(long)]
     write_config: Option<PathBuf>,
     /// The image store: where uploaded images are kept (sparse RAW)
@@ -439,7 +440,9 @@ async fn serve_api(
     .context("API server failed")
 }
 
-pub async fn up(a: UpArgs) -> anyhow::Result<()> {
+/// `config`: the global `--config` (where the admin's client config goes; default
+/// `~/.config/yunhan/config.toml`).
+pub async fn up(a: UpArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
     init_logging();
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
     secure_data_dir(&data_dir)?;
@@ -452,7 +455,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let objects = Objects::new(store.clone());
     let listener = bind(a.listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
-    bootstrap(&objects, &endpoint, yunhan_cli::config::default_path()).await?;
+    let config = config.unwrap_or_else(yunhan_cli::config::default_path);
+    bootstrap(&objects, &endpoint, config).await?;
     if !a.no_public_network {
         if let Some(x) = yunhan_api::ensure_public_network(&objects, &a.public_cidr).await? {
             eprintln!(
@@ -566,7 +570,9 @@ async fn console_link(objects: &Objects, endpoint: &str) -> String {
     }
 }
 
-pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
+/// `config`: the global `--config`, where the admin's client config goes unless
+/// `--write-config` says otherwise.
+pub async fn server(a: ServerArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
     init_logging();
     let store = open_store(&a.store).await?;
     let objects = Objects::new(store.clone());
@@ -576,6 +582,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         &objects,
         &endpoint,
         a.write_config
+            .or(config)
             .unwrap_or_else(yunhan_cli::config::default_path),
     )
     .await?;

@@ -77,8 +77,8 @@ fn main() -> std::process::ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async move {
         match cli.command {
-            Top::Up(a) => daemon::up(a).await,
-            Top::Server(a) => daemon::server(a).await,
+            Top::Up(a) => daemon::up(a, cli.client.config).await,
+            Top::Server(a) => daemon::server(a, cli.client.config).await,
             Top::Agent(a) => daemon::agent(a).await,
             Top::Hotpatch(c) => {
                 let output = hotpatch_output(&cli.client)?;
