@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -55,7 +56,8 @@ async fn page(State(s): State<Shared>, Path(path): Path<String>, headers: Header
 
 /// A file's bytes and, when the client takes gzip and a `.gz` was built, those instead.
 struct Body {
-    bytes: Vec<u8>,
+    /// The embedded files are served without a copy.
+    bytes: Bytes,
     gzipped: bool,
 }
 
@@ -65,11 +67,11 @@ async fn read(assets: &ConsoleAssets, path: &str, gzip_ok: bool) -> Option<Body>
             let a = yunhan_console::asset(path)?;
             Some(match a.gzip.filter(|_| gzip_ok) {
                 Some(gz) => Body {
-                    bytes: gz.to_vec(),
+                    bytes: Bytes::from_static(gz),
                     gzipped: true,
                 },
                 None => Body {
-                    bytes: a.body.to_vec(),
+                    bytes: Bytes::from_static(a.body),
                     gzipped: false,
                 },
             })
@@ -82,14 +84,14 @@ async fn read(assets: &ConsoleAssets, path: &str, gzip_ok: bool) -> Option<Body>
             if gzip_ok {
                 if let Ok(bytes) = tokio::fs::read(format!("{}.gz", file.display())).await {
                     return Some(Body {
-                        bytes,
+                        bytes: bytes.into(),
                         gzipped: true,
                     });
                 }
             }
             let bytes = tokio::fs::read(&file).await.ok()?;
             Some(Body {
-                bytes,
+                bytes: bytes.into(),
                 gzipped: false,
             })
         }
