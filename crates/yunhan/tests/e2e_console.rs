@@ -15,6 +15,7 @@ mod common;
 
 use std::process::Command;
 
+use common::onebox::OneBox;
 use common::{kernel_image_args, strs, Cloud};
 use serde_json::{json, Value};
 
@@ -50,8 +51,11 @@ fn run_browser(cloud: &Cloud, env: &[(&str, String)]) {
 
 #[tokio::test]
 async fn e2e_console_drives_the_cloud_from_a_real_browser() {
-    // On Ceph with its S3 gateway, so the bucket file browser is driven too.
-    let (_ceph, cloud) = Cloud::on_ceph_with_s3(&[]).await;
+    // On Ceph with its S3 gateway, so the bucket file browser is driven too. The VPC the
+    // browser builds is realised in a namespace standing for the host, so its nft tables,
+    // bridges and router namespaces go with it.
+    let onebox = OneBox::new();
+    let (_ceph, cloud) = Cloud::on_ceph_with_s3(&["--netns", &onebox.host]).await;
     cloud.ok(&strs(&kernel_image_args("tiny")));
     set_password(&cloud, "admin", ADMIN_PASSWORD).await;
     let member = cloud.tenant("p2", None).await;
