@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use yunhan_model::{Kind, UpdateRequest};
+use yunhan_model::{Kind, UpdateRequest, User};
 
 use crate::client::{Answer, Client, ClientError};
 use crate::config::{default_path, ClientConfig};
@@ -51,6 +51,37 @@ pub enum Common {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// The verbs of a kind that has only the common ones and `create` (with the
+/// arguments `C`). The noun's help is on its variant of `dispatch::Command`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Verbs<C: Args> {
+    #[command(flatten)]
+    Common(Common),
+    /// Create one
+    Create(C),
+}
+
+/// The arguments of a kind's `create`, and what it does with them.
+pub(crate) trait Create {
+    /// The kind it creates.
+    type Kind: Shown;
+    /// Creates the object and prints it.
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError>;
+}
+
+impl<C: Args> Verbs<C> {
+    /// Runs the verb on `C`'s kind.
+    pub(crate) async fn run(self, ctx: &Ctx) -> Result<(), ClientError>
+    where
+        C: Create,
+    {
+        match self {
+            Verbs::Common(verb) => ctx.common::<C::Kind>(verb).await,
+            Verbs::Create(a) => a.run(ctx).await,
+        }
+    }
 }
 
 pub(crate) struct Ctx {
@@ -110,6 +141,17 @@ impl Ctx {
     /// One object, by name or id.
     pub(crate) async fn fetch<K: Kind>(&self, name: &str) -> Result<Obj<K>, ClientError> {
         self.client.get_as(&path_of::<K>(name)).await
+    }
+
+    /// The id of the user `name` (a name or id), when one is given.
+    pub(crate) async fn user_id(
+        &self,
+        name: Option<String>,
+    ) -> Result<Option<String>, ClientError> {
+        match name {
+            Some(u) => Ok(Some(self.fetch::<User>(&u).await?.value.metadata.id)),
+            None => Ok(None),
+        }
     }
 
     /// Prints an object of kind `K` in the chosen format.

@@ -5,26 +5,31 @@ use clap::Subcommand;
 
 use crate::client::ClientError;
 use crate::commands::*;
-use crate::ctx::{ClientArgs, Ctx};
+use crate::ctx::{ClientArgs, Ctx, Verbs};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Projects (tenants) and their quotas
     #[command(subcommand)]
-    Project(project::ProjectCommand),
+    Project(Verbs<project::ProjectCreate>),
     #[command(subcommand)]
     User(user::UserCommand),
+    /// API keys: bearer tokens for the API and this CLI
     #[command(subcommand)]
-    Key(api_key::KeyCommand),
+    Key(Verbs<api_key::KeyCreate>),
+    /// Flavors: instance sizes
     #[command(subcommand)]
-    Flavor(flavor::FlavorCommand),
+    Flavor(Verbs<flavor::FlavorCreate>),
+    /// Images that VMs boot from
     #[command(subcommand)]
-    Image(image::ImageCommand),
+    Image(Verbs<image::ImageCreate>),
     #[command(subcommand, alias = "instance")]
     Vm(vm::VmCommand),
+    /// Placement groups: spread VMs over hosts (anti-affinity)
     #[command(subcommand, name = "placement-group", alias = "pg")]
-    PlacementGroup(placement_group::PlacementGroupCommand),
+    PlacementGroup(Verbs<placement_group::PlacementGroupCreate>),
     /// Show who the configured token belongs to
     Whoami,
     Console(web_console::ConsoleArgs),
@@ -34,22 +39,60 @@ pub enum Command {
     Usage(usage::UsageArgs),
     #[command(subcommand, name = "price-list")]
     PriceList(price_list::PriceListCommand),
-    #[command(subcommand)]
-    Vpc(vpc::VpcCommand),
-    #[command(subcommand)]
-    Subnet(subnet::SubnetCommand),
+    /// VPCs: isolated private networks spanning hosts (one VXLAN segment each)
+    ///
+    /// Example:
+    ///   yunhan vpc create net1 --cidr 10.10.0.0/16
+    ///   yunhan subnet create s1 --vpc net1 --cidr 10.10.1.0/24
+    ///   yunhan vm create a --image tiny --flavor tiny --subnet s1 --wait
+    #[command(subcommand, verbatim_doc_comment)]
+    Vpc(Verbs<vpc::VpcCreate>),
+    /// Subnets of a VPC; the first address is the gateway (a distributed router)
+    ///
+    /// Example:
+    ///   yunhan subnet create s1 --vpc net1 --cidr 10.10.1.0/24
+    #[command(subcommand, verbatim_doc_comment)]
+    Subnet(Verbs<subnet::SubnetCreate>),
     #[command(subcommand)]
     Nic(nic::NicCommand),
     #[command(subcommand, name = "sg", alias = "security-group")]
     Sg(security_group::SgCommand),
-    #[command(subcommand, name = "external-network", alias = "eip-pool")]
-    ExternalNetwork(external_network::ExternalNetworkCommand),
+    /// External networks: where elastic IPs come from, and how hosts reach them (admin)
+    ///
+    /// A host has a leg on a network when its agent reports the network's device;
+    /// elastic IPs and NAT gateways are realised only on hosts with a leg.
+    /// `yunhan up` makes `public`, a network on the host itself.
+    ///
+    /// Example:
+    ///   yunhan external-network create provider --cidr 203.0.113.0/24 --device eth1 \
+    ///       --pool 203.0.113.10-203.0.113.99
+    ///   yunhan external-network create lab --cidr 198.51.100.0/24 --host-gateway
+    #[command(
+        subcommand,
+        verbatim_doc_comment,
+        name = "external-network",
+        alias = "eip-pool"
+    )]
+    ExternalNetwork(Verbs<external_network::ExternalNetworkCreate>),
     #[command(subcommand, name = "eip", alias = "elastic-ip")]
     Eip(eip::EipCommand),
-    #[command(subcommand, name = "natgw", alias = "nat-gateway")]
-    Natgw(nat_gateway::NatgwCommand),
-    #[command(subcommand)]
-    Vip(vip::VipCommand),
+    /// NAT gateways: SNAT a VPC (or some subnets) behind an elastic IP, plus port forwards
+    ///
+    /// Example:
+    ///   yunhan natgw create gw --vpc net1 --eip gw-ip --dnat tcp:8080:10.10.1.5:80
+    #[command(
+        subcommand,
+        verbatim_doc_comment,
+        name = "natgw",
+        alias = "nat-gateway"
+    )]
+    Natgw(Verbs<nat_gateway::NatgwCreate>),
+    /// Virtual IPs that several NICs of a subnet may announce (keepalived-style failover)
+    ///
+    /// Example:
+    ///   yunhan vip create db-vip --subnet s1 --nic db1-nic0 --nic db2-nic0
+    #[command(subcommand, verbatim_doc_comment)]
+    Vip(Verbs<vip::VipCreate>),
     #[command(subcommand, name = "route-table", alias = "rt")]
     RouteTable(route_table::RouteTableCommand),
     #[command(subcommand, name = "lb", alias = "load-balancer")]
@@ -71,27 +114,27 @@ pub async fn run(args: ClientArgs, cmd: Command) -> Result<(), ClientError> {
     let ctx = &Ctx::new(&args)?;
     match cmd {
         Command::Host(c) => host::run(ctx, c).await,
-        Command::Project(c) => project::run(ctx, c).await,
+        Command::Project(c) => c.run(ctx).await,
         Command::User(c) => user::run(ctx, c).await,
-        Command::Key(c) => api_key::run(ctx, c).await,
-        Command::Flavor(c) => flavor::run(ctx, c).await,
-        Command::Image(c) => image::run(ctx, c).await,
+        Command::Key(c) => c.run(ctx).await,
+        Command::Flavor(c) => c.run(ctx).await,
+        Command::Image(c) => c.run(ctx).await,
         Command::Vm(c) => vm::run(ctx, c).await,
-        Command::PlacementGroup(c) => placement_group::run(ctx, c).await,
+        Command::PlacementGroup(c) => c.run(ctx).await,
         Command::Whoami => whoami::run(ctx).await,
         Command::Console(a) => web_console::run(ctx, a).await,
         Command::Events(a) => events::run(ctx, a).await,
         Command::Alarm(c) => alarm::run(ctx, c).await,
         Command::Usage(a) => usage::run(ctx, a).await,
         Command::PriceList(c) => price_list::run(ctx, c).await,
-        Command::Vpc(c) => vpc::run(ctx, c).await,
-        Command::Subnet(c) => subnet::run(ctx, c).await,
+        Command::Vpc(c) => c.run(ctx).await,
+        Command::Subnet(c) => c.run(ctx).await,
         Command::Nic(c) => nic::run(ctx, c).await,
         Command::Sg(c) => security_group::run(ctx, c).await,
-        Command::ExternalNetwork(c) => external_network::run(ctx, c).await,
+        Command::ExternalNetwork(c) => c.run(ctx).await,
         Command::Eip(c) => eip::run(ctx, c).await,
-        Command::Natgw(c) => nat_gateway::run(ctx, c).await,
-        Command::Vip(c) => vip::run(ctx, c).await,
+        Command::Natgw(c) => c.run(ctx).await,
+        Command::Vip(c) => c.run(ctx).await,
         Command::RouteTable(c) => route_table::run(ctx, c).await,
         Command::Lb(c) => load_balancer::run(ctx, c).await,
         Command::Volume(c) => volume::run(ctx, c).await,

@@ -1,6 +1,6 @@
 //! Test helpers: `yunhan`'s client command line as the binary parses it.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::ctx::ClientArgs;
 use crate::dispatch::Command;
@@ -19,5 +19,14 @@ impl Cli {
     /// `line`, split on whitespace, parsed.
     pub(crate) fn line(line: &str) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(line.split_whitespace())
+    }
+
+    /// The help `line` (one asking for it) prints, after clap's own checks
+    /// of the whole command tree.
+    pub(crate) fn help(line: &str) -> String {
+        Cli::command().debug_assert();
+        let e = Cli::line(line).expect_err(line);
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{line}");
+        e.to_string()
     }
 }

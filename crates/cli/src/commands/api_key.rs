@@ -2,23 +2,14 @@
 
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::Deserialize;
-use yunhan_model::{ApiKey, ApiKeySpec, Doc, User};
+use yunhan_model::{ApiKey, ApiKeySpec, Doc};
 
 use crate::client::{Answer, ClientError};
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{cell, col, print_json, table, Column, Format};
-
-/// API keys: bearer tokens for the API and this CLI
-#[derive(Subcommand, Debug, Clone)]
-pub enum KeyCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(KeyCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct KeyCreate {
@@ -77,28 +68,26 @@ struct CreatedApiKey {
     token: String,
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<(), ClientError> {
-    match cmd {
-        KeyCommand::Common(verb) => ctx.common::<ApiKey>(verb).await,
-        KeyCommand::Create(a) => create(ctx, a).await,
-    }
-}
-
-async fn create(ctx: &Ctx, a: KeyCreate) -> Result<(), ClientError> {
-    let expires_at =
-        match a.expires_in {
+impl Create for KeyCreate {
+    type Kind = ApiKey;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let expires_at = match self.expires_in {
             Some(ttl) => Some(ApiKeySpec::expiry_in(ttl).ok_or_else(|| {
                 ClientError::Usage(format!("--expires-in {ttl:?} is too far away"))
             })?),
-            None => a.expires_at,
+            None => self.expires_at,
         };
-    let user = match a.user {
-        Some(u) => Some(ctx.fetch::<User>(&u).await?.value.metadata.id),
-        None => None,
-    };
-    let spec = ApiKeySpec { user, expires_at };
-    let created: Answer<CreatedApiKey> = ctx.create_as::<ApiKey, _>(&a.name, spec).await?;
-    match ctx.format {
+        let user = ctx.user_id(self.user).await?;
+        let spec = ApiKeySpec { user, expires_at };
+        let created: Answer<CreatedApiKey> = ctx.create_as::<ApiKey, _>(&self.name, spec).await?;
+        print_created(ctx.format, &created);
+        Ok(())
+    }
+}
+
+/// The new key, then its token.
+fn print_created(format: Format, created: &Answer<CreatedApiKey>) {
+    match format {
         Format::Json => print_json(&created.raw),
         Format::Table => {
             print!("{}", table(ApiKey::COLUMNS, [&created.api_key]));
@@ -108,7 +97,6 @@ async fn create(ctx: &Ctx, a: KeyCreate) -> Result<(), ClientError> {
             );
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

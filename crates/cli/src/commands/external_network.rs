@@ -3,32 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::{Doc, ExternalNetwork, ExternalNetworkSpec};
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, with_phase, Column};
-
-/// External networks: where elastic IPs come from, and how hosts reach them (admin)
-///
-/// A host has a leg on a network when its agent reports the network's device;
-/// elastic IPs and NAT gateways are realised only on hosts with a leg.
-/// `yunhan up` makes `public`, a network on the host itself.
-///
-/// Example:
-///   yunhan external-network create provider --cidr 203.0.113.0/24 --device eth1 \
-///       --pool 203.0.113.10-203.0.113.99
-///   yunhan external-network create lab --cidr 198.51.100.0/24 --host-gateway
-#[derive(Subcommand, Debug, Clone)]
-#[command(verbatim_doc_comment)]
-pub enum ExternalNetworkCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(ExternalNetworkCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct ExternalNetworkCreate {
@@ -74,19 +55,17 @@ impl Shown for ExternalNetwork {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: ExternalNetworkCommand) -> Result<(), ClientError> {
-    match cmd {
-        ExternalNetworkCommand::Common(verb) => ctx.common::<ExternalNetwork>(verb).await,
-        ExternalNetworkCommand::Create(a) => {
-            let spec = ExternalNetworkSpec {
-                cidr: a.cidr,
-                gateway: a.gateway,
-                device: a.device,
-                legs: a.legs.into_iter().collect::<BTreeMap<_, _>>(),
-                host_gateway: a.host_gateway,
-                pool: a.pool,
-            };
-            ctx.create_print::<ExternalNetwork>(&a.name, spec).await
-        }
+impl Create for ExternalNetworkCreate {
+    type Kind = ExternalNetwork;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let spec = ExternalNetworkSpec {
+            cidr: self.cidr,
+            gateway: self.gateway,
+            device: self.device,
+            legs: self.legs.into_iter().collect::<BTreeMap<_, _>>(),
+            host_gateway: self.host_gateway,
+            pool: self.pool,
+        };
+        ctx.create_print::<ExternalNetwork>(&self.name, spec).await
     }
 }

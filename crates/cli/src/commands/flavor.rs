@@ -1,21 +1,12 @@
 //! `yunhan flavor …`: instance sizes.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::{Doc, Flavor, FlavorSpec};
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, Column};
-
-/// Flavors: instance sizes
-#[derive(Subcommand, Debug, Clone)]
-pub enum FlavorCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(FlavorCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct FlavorCreate {
@@ -44,17 +35,15 @@ impl Shown for Flavor {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: FlavorCommand) -> Result<(), ClientError> {
-    match cmd {
-        FlavorCommand::Common(verb) => ctx.common::<Flavor>(verb).await,
-        FlavorCommand::Create(a) => {
-            let spec = FlavorSpec {
-                vcpus: a.vcpus,
-                memory_mib: a.memory_mib,
-                disk_gib: a.disk_gib,
-                gpus: a.gpus,
-            };
-            ctx.create_print::<Flavor>(&a.name, spec).await
-        }
+impl Create for FlavorCreate {
+    type Kind = Flavor;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let spec = FlavorSpec {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            gpus: self.gpus,
+        };
+        ctx.create_print::<Flavor>(&self.name, spec).await
     }
 }

@@ -3,23 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use reqwest::Method;
 use yunhan_model::{Doc, Image, ImageSpec};
 
 use crate::client::{Answer, Client, ClientError};
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::{create_in, path_of, Obj, Shown};
 use crate::output::{col, Column};
-
-/// Images that VMs boot from
-#[derive(Subcommand, Debug, Clone)]
-pub enum ImageCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(ImageCreate),
-}
 
 /// An image is created with its data: a disk (--file) or a kernel (--kernel).
 /// Examples:
@@ -68,14 +59,12 @@ impl Shown for Image {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<(), ClientError> {
-    match cmd {
-        ImageCommand::Common(verb) => ctx.common::<Image>(verb).await,
-        ImageCommand::Create(a) => {
-            let v = create_with_data(&ctx.client, &a).await?;
-            ctx.print::<Image>(&v);
-            Ok(())
-        }
+impl Create for ImageCreate {
+    type Kind = Image;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let v = create_with_data(&ctx.client, &self).await?;
+        ctx.print::<Image>(&v);
+        Ok(())
     }
 }
 

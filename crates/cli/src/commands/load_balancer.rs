@@ -861,7 +861,6 @@ async fn weigh(ctx: &Ctx, a: &MemberPick, weight: u16) -> Result<(), ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
     use serde_json::json;
 
     use crate::dispatch::Command;
@@ -877,7 +876,6 @@ mod tests {
 
     #[test]
     fn help_parses_and_teaches() {
-        Cli::command().debug_assert();
         for line in [
             "yunhan lb --help",
             "yunhan load-balancer --help",
@@ -885,9 +883,7 @@ mod tests {
             "yunhan lb member --help",
             "yunhan lb health --help",
         ] {
-            let e = parse(line).unwrap_err();
-            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{line}");
-            let help = e.to_string();
+            let help = Cli::help(line);
             assert!(help.contains("Example:\n  yunhan lb "), "{line}: {help}");
         }
     }

@@ -1,26 +1,13 @@
 //! `yunhan natgw …` (`nat-gateway`): SNAT behind an elastic IP, plus port forwards.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::network::{DnatProtocol, DnatRule, NatGateway, NatGatewaySpec};
 use yunhan_model::Doc;
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, join, with_phase, Column};
-
-/// NAT gateways: SNAT a VPC (or some subnets) behind an elastic IP, plus port forwards
-///
-/// Example:
-///   yunhan natgw create gw --vpc net1 --eip gw-ip --dnat tcp:8080:10.10.1.5:80
-#[derive(Subcommand, Debug, Clone)]
-#[command(verbatim_doc_comment)]
-pub enum NatgwCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(NatgwCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct NatgwCreate {
@@ -77,18 +64,16 @@ impl Shown for NatGateway {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: NatgwCommand) -> Result<(), ClientError> {
-    match cmd {
-        NatgwCommand::Common(verb) => ctx.common::<NatGateway>(verb).await,
-        NatgwCommand::Create(a) => {
-            let spec = NatGatewaySpec {
-                vpc: a.vpc,
-                subnets: a.subnets,
-                elastic_ip: a.eip,
-                dnat: a.dnat,
-            };
-            ctx.create_print::<NatGateway>(&a.name, spec).await
-        }
+impl Create for NatgwCreate {
+    type Kind = NatGateway;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let spec = NatGatewaySpec {
+            vpc: self.vpc,
+            subnets: self.subnets,
+            elastic_ip: self.eip,
+            dnat: self.dnat,
+        };
+        ctx.create_print::<NatGateway>(&self.name, spec).await
     }
 }
 

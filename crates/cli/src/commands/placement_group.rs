@@ -1,21 +1,12 @@
 //! `yunhan placement-group …` (`pg`): spread VMs over hosts.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::{Doc, PlacementGroup, PlacementGroupSpec, PlacementPolicy};
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, Column};
-
-/// Placement groups: spread VMs over hosts (anti-affinity)
-#[derive(Subcommand, Debug, Clone)]
-pub enum PlacementGroupCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(PlacementGroupCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct PlacementGroupCreate {
@@ -34,17 +25,15 @@ impl Shown for PlacementGroup {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: PlacementGroupCommand) -> Result<(), ClientError> {
-    match cmd {
-        PlacementGroupCommand::Common(verb) => ctx.common::<PlacementGroup>(verb).await,
-        PlacementGroupCommand::Create(a) => {
-            let policy = if a.policy == "soft" {
-                PlacementPolicy::SoftAntiAffinity
-            } else {
-                PlacementPolicy::HardAntiAffinity
-            };
-            let spec = PlacementGroupSpec { policy };
-            ctx.create_print::<PlacementGroup>(&a.name, spec).await
-        }
+impl Create for PlacementGroupCreate {
+    type Kind = PlacementGroup;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let policy = if self.policy == "soft" {
+            PlacementPolicy::SoftAntiAffinity
+        } else {
+            PlacementPolicy::HardAntiAffinity
+        };
+        let spec = PlacementGroupSpec { policy };
+        ctx.create_print::<PlacementGroup>(&self.name, spec).await
     }
 }

@@ -1,22 +1,13 @@
 //! `yunhan project …`: projects (tenants) and their quotas.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::{Doc, Project, ProjectSpec, Quota};
 use yunhan_types::sizes::human;
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, Column};
-
-/// Projects (tenants) and their quotas
-#[derive(Subcommand, Debug, Clone)]
-pub enum ProjectCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(ProjectCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct ProjectCreate {
@@ -92,28 +83,26 @@ impl Shown for Project {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: ProjectCommand) -> Result<(), ClientError> {
-    match cmd {
-        ProjectCommand::Common(verb) => ctx.common::<Project>(verb).await,
-        ProjectCommand::Create(a) => {
-            let quota = Quota {
-                instances: a.instances,
-                vcpus: a.vcpus,
-                memory_mib: a.memory_mib,
-                volume_gib: a.volume_gib,
-                elastic_ips: a.elastic_ips,
-                images: a.images,
-                image_bytes: a.image_bytes,
-                load_balancers: a.load_balancers,
-                listeners: a.listeners,
-                buckets: a.buckets,
-                object_bytes: a.object_bytes,
-            };
-            let spec = ProjectSpec {
-                description: a.description,
-                quota,
-            };
-            ctx.create_print::<Project>(&a.name, spec).await
-        }
+impl Create for ProjectCreate {
+    type Kind = Project;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let quota = Quota {
+            instances: self.instances,
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            volume_gib: self.volume_gib,
+            elastic_ips: self.elastic_ips,
+            images: self.images,
+            image_bytes: self.image_bytes,
+            load_balancers: self.load_balancers,
+            listeners: self.listeners,
+            buckets: self.buckets,
+            object_bytes: self.object_bytes,
+        };
+        let spec = ProjectSpec {
+            description: self.description,
+            quota,
+        };
+        ctx.create_print::<Project>(&self.name, spec).await
     }
 }

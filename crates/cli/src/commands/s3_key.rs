@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use yunhan_model::{Doc, S3Key, S3KeyPhase, S3KeySpec, User};
+use yunhan_model::{Doc, S3Key, S3KeyPhase, S3KeySpec};
 
 use crate::client::{Answer, ClientError};
 use crate::ctx::{Common, Ctx};
@@ -91,10 +91,7 @@ fn default_name() -> String {
 }
 
 async fn create(ctx: &Ctx, a: S3KeyCreate) -> Result<(), ClientError> {
-    let user = match a.user {
-        Some(u) => Some(ctx.fetch::<User>(&u).await?.value.metadata.id),
-        None => None,
-    };
+    let user = ctx.user_id(a.user).await?;
     let spec = S3KeySpec {
         user,
         description: a.description,

@@ -1,26 +1,13 @@
 //! `yunhan subnet …`: subnets of a VPC.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::network::{Subnet, SubnetSpec};
 use yunhan_model::Doc;
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, with_phase, Column};
-
-/// Subnets of a VPC; the first address is the gateway (a distributed router)
-///
-/// Example:
-///   yunhan subnet create s1 --vpc net1 --cidr 10.10.1.0/24
-#[derive(Subcommand, Debug, Clone)]
-#[command(verbatim_doc_comment)]
-pub enum SubnetCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(SubnetCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct SubnetCreate {
@@ -43,15 +30,13 @@ impl Shown for Subnet {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: SubnetCommand) -> Result<(), ClientError> {
-    match cmd {
-        SubnetCommand::Common(verb) => ctx.common::<Subnet>(verb).await,
-        SubnetCommand::Create(a) => {
-            let spec = SubnetSpec {
-                vpc: a.vpc,
-                cidr: a.cidr,
-            };
-            ctx.create_print::<Subnet>(&a.name, spec).await
-        }
+impl Create for SubnetCreate {
+    type Kind = Subnet;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let spec = SubnetSpec {
+            vpc: self.vpc,
+            cidr: self.cidr,
+        };
+        ctx.create_print::<Subnet>(&self.name, spec).await
     }
 }

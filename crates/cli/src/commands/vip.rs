@@ -1,26 +1,13 @@
 //! `yunhan vip …`: virtual IPs several NICs of a subnet may announce.
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use yunhan_model::network::{Vip, VipSpec};
 use yunhan_model::Doc;
 
 use crate::client::ClientError;
-use crate::ctx::{Common, Ctx};
+use crate::ctx::{Create, Ctx};
 use crate::kind::Shown;
 use crate::output::{col, join, with_phase, Column};
-
-/// Virtual IPs that several NICs of a subnet may announce (keepalived-style failover)
-///
-/// Example:
-///   yunhan vip create db-vip --subnet s1 --nic db1-nic0 --nic db2-nic0
-#[derive(Subcommand, Debug, Clone)]
-#[command(verbatim_doc_comment)]
-pub enum VipCommand {
-    #[command(flatten)]
-    Common(Common),
-    /// Create one
-    Create(VipCreate),
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct VipCreate {
@@ -50,16 +37,14 @@ impl Shown for Vip {
     ];
 }
 
-pub(crate) async fn run(ctx: &Ctx, cmd: VipCommand) -> Result<(), ClientError> {
-    match cmd {
-        VipCommand::Common(verb) => ctx.common::<Vip>(verb).await,
-        VipCommand::Create(a) => {
-            let spec = VipSpec {
-                subnet: a.subnet,
-                ip: a.ip,
-                nics: a.nics,
-            };
-            ctx.create_print::<Vip>(&a.name, spec).await
-        }
+impl Create for VipCreate {
+    type Kind = Vip;
+    async fn run(self, ctx: &Ctx) -> Result<(), ClientError> {
+        let spec = VipSpec {
+            subnet: self.subnet,
+            ip: self.ip,
+            nics: self.nics,
+        };
+        ctx.create_print::<Vip>(&self.name, spec).await
     }
 }
