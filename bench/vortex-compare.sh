@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Vortex vs kernel baselines, measured in the same run (root needed):
 #   1. UDP packets/s forwarded on veth: Vortex (XDP, DSR), Vortex in NAT mode
-#      (tc marks, the kernel's NAT forwards: what the platform's load balancers
-#      run) and an nftables DNAT load balancer (jhash and numgen maps) to the
+#      (its tc program translates and redirects: what the platform's load
+#      balancers run) and an nftables DNAT load balancer (jhash and numgen maps) to the
 #      same 3 backends, plus a "direct" run (client straight to one backend, no
 #      LB) as the floor.
 #   2. New TCP connections/s: Vortex (DSR), Vortex (NAT) and HAProxy in TCP
@@ -337,8 +337,9 @@ echo "ratio vortex/haproxy conns/s: $(ratio "$(col vortex 2 "$W/cps.txt")" "$(co
 echo "ratio vortex-nat/haproxy conns/s: $(per_round vortex-nat haproxy 2 "$W/cps.txt") (median per round)   haproxy/vortex-nat cpu per conn: $(ratio "$(col haproxy 4 "$W/cps.txt")" "$(col vortex-nat 4 "$W/cps.txt")")"
 echo
 echo "raw runs:"; sed 's/^/  pps /' "$W/pps.txt"; sed 's/^/  cps /' "$W/cps.txt"
-echo "vortex per-backend packets (status file):"
-python3 - "$W/lv.status.json" <<'EOF' || true
+for ns in lv lt; do
+echo "vortex ($ns) per-backend packets (status file):"
+python3 - "$W/$ns.status.json" <<'EOF' || true
 import json, sys
 st = json.load(open(sys.argv[1]))
 for v in st["vips"]:
@@ -347,8 +348,9 @@ print("  per backend (all VIPs): " + ", ".join(
     "%s=%d" % (b["address"], b["packets"]) for b in st["vips"][0]["backends"]))
 print("  counters:", {k: n for k, n in sorted(st["counters"].items()) if n})
 EOF
-echo "veth drop counters on the Vortex path (loss in the vortex rows shows up here):"
-for spec in "lv eth0" "br plv"; do
+done
+echo "veth drop counters on the Vortex paths (loss in the vortex rows shows up here):"
+for spec in "lv eth0" "br plv" "lt eth0" "br plt"; do
 	set -- $spec
 	echo "  $1/$2: $(ip -n "$P-$1" -s -s link show "$2" | awk '/RX:/ {getline; print "rx_dropped", $4} /TX:/ {getline; print "tx_dropped", $4}' | tr '\n' ' ')"
 done

@@ -9,11 +9,9 @@
  * flow_hash_v1(5-tuple) % M and a conntrack entry is created. Then forward:
  * DSR (destination MAC rewrite, XDP_TX) or VXLAN encapsulation (XDP_TX).
  *
- * vortex_tc (tc ingress, for virtual devices and NAT): the same lookup and
- * choice for IPv4 TCP/UDP, then the packet is only marked (VX_NAT_MARK | vip
- * index << 12 | backend id) and passed on; the kernel's NAT (an nftables map
- * from mark to backend address and port, written by the daemon) rewrites it
- * and its conntrack keeps the flow's translation.
+ * vortex_tc (tc ingress, for virtual devices: NAT mode): the same lookup and
+ * choice for IPv4 TCP/UDP, then Vortex translates the packet itself and
+ * redirects it (see "tc: Vortex's own NAT" below).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -24,6 +22,7 @@
 #include <linux/udp.h>
 #include <linux/icmpv6.h>
 #include <linux/pkt_cls.h>
+#include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -259,7 +258,6 @@ static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
 		struct vx_ct_value v = {
 			.backend = id,
 			.vip = vip->index,
-			.last_seen_ns = 0,
 		};
 		bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
 		__u32 vi = vip->index;
@@ -535,13 +533,273 @@ int vortex_xdp(struct xdp_md *ctx)
 	return forward(ctx, &k, vip, 1);
 }
 
-/* tc ingress: IPv4 TCP/UDP to a VIP gets the backend's NAT mark; the rest,
- * and what cannot be balanced (fragments: the kernel reassembles them and its
- * conntrack already knows their flow), passes untouched. */
+/* ---- tc: Vortex's own NAT (NAT mode) ----
+ *
+ * A packet to a VIP is translated here and sent back out of the interface it came in
+ * on (bpf_redirect_neigh: the kernel's route and neighbour for the next hop), so it
+ * never enters the namespace's stack: destination -> the backend's address and port,
+ * source -> the interface's address (vx_config.nat_src; the VIP on the platform's load
+ * balancers) and a source port claimed in nat_rev (the client's own in
+ * VX_NAT_PORT_MIN.., else one from the flow's hash, so every node claims the same one
+ * for the same flow and a flow that fails over keeps its translation). A backend's
+ * answer, and its ICMP errors about a flow, are found in nat_rev and translated back.
+ * What cannot be translated here (no free port, no target) is marked for the kernel's
+ * NAT instead (VX_NAT_MARK | vip index << 12 | backend id, an nftables map written by
+ * the daemon); fragments and everything else pass untouched. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VX_CT_DEFAULT);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, struct vx_nat_key);
+	__type(value, struct vx_nat_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_rev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct vx_nat_target);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_targets SEC(".maps");
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define IS_PSEUDO 0x10
+
+/* What one translation writes: addresses and ports, old and new (network order). */
+struct vx_rewrite {
+	__u32 l4_off;   /* offset of the L4 header */
+	__u32 csum_off; /* offset of the L4 checksum */
+	__u32 flags;    /* extra bpf_l4_csum_replace flags (UDP: mangled 0) */
+	__u32 saddr, daddr, new_saddr, new_daddr;
+	__u16 sport, dport, new_sport, new_dport;
+};
+
+static __always_inline int rewrite(struct __sk_buff *skb, const struct vx_rewrite *r)
+{
+	__u32 addrs[2] = {r->new_saddr, r->new_daddr};
+	__u16 ports[2] = {r->new_sport, r->new_dport};
+	__u32 f = r->flags;
+
+	if (bpf_l4_csum_replace(skb, r->csum_off, r->saddr, r->new_saddr, f | IS_PSEUDO | 4) ||
+	    bpf_l4_csum_replace(skb, r->csum_off, r->daddr, r->new_daddr, f | IS_PSEUDO | 4) ||
+	    bpf_l4_csum_replace(skb, r->csum_off, r->sport, r->new_sport, f | 2) ||
+	    bpf_l4_csum_replace(skb, r->csum_off, r->dport, r->new_dport, f | 2) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, r->saddr, r->new_saddr, 4) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, r->daddr, r->new_daddr, 4) ||
+	    bpf_skb_store_bytes(skb, IP_SRC_OFF, addrs, sizeof(addrs), 0) ||
+	    bpf_skb_store_bytes(skb, r->l4_off, ports, sizeof(ports), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
+}
+
+static __always_inline void fill_l4(struct vx_rewrite *r, __u8 proto, __u32 l4_off)
+{
+	r->l4_off = l4_off;
+	if (proto == IPPROTO_TCP) {
+		r->csum_off = l4_off + offsetof(struct tcphdr, check);
+		r->flags = 0;
+	} else {
+		r->csum_off = l4_off + offsetof(struct udphdr, check);
+		r->flags = BPF_F_MARK_MANGLED_0;
+	}
+}
+
+static __always_inline int same_flow(const struct vx_nat_value *v, const struct vx_flow_key *k)
+{
+	return v->client == k->src[0] && v->vip == k->dst[0] && v->cport == k->sport &&
+	       v->vport == k->dport;
+}
+
+/* Is `v` free for the flow `k`, or already its own? */
+static __always_inline int port_is_ours(struct vx_nat_value *v, const struct vx_flow_key *k,
+					__u64 now)
+{
+	if (!v || same_flow(v, k))
+		return 1;
+	return now - v->seen_ns > (v->closing ? VX_NAT_CLOSING_NS : VX_NAT_IDLE_NS);
+}
+
+/* TCP flags of a packet, as far as the NAT cares. */
+#define VX_TCP_FIN 0x01
+#define VX_TCP_SYN 0x02
+#define VX_TCP_RST 0x04
+#define VX_TCP_ACK 0x10
+
+/* Notes a flow's end (FIN or RST, either way) or its new start (a SYN on a reused
+ * 5-tuple), and refreshes a live one at most once a second. */
+static __always_inline void note_state(struct vx_nat_value *v, __u8 tcp_flags)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if ((tcp_flags & (VX_TCP_SYN | VX_TCP_ACK)) == VX_TCP_SYN) {
+		v->closing = 0;
+		v->seen_ns = now;
+	} else if ((tcp_flags & (VX_TCP_FIN | VX_TCP_RST)) && !v->closing) {
+		v->closing = 1;
+		v->seen_ns = now;
+	} else if (!v->closing && now - v->seen_ns > 1000000000ULL) {
+		v->seen_ns = now;
+	}
+}
+
+/* Claims a source port for flow `k` towards `rk` (backend, vip, bport, proto set);
+ * leaves it in rk->nport and returns 0, or -1 if none is free. */
+static __always_inline int claim_port(struct vx_nat_key *rk, const struct vx_flow_key *k,
+				      __u32 hash)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct vx_nat_value v = {
+		.client = k->src[0], .vip = k->dst[0], .cport = k->sport, .vport = k->dport,
+		.seen_ns = now,
+	};
+	__u16 own = bpf_ntohs(k->sport);
+	int keep = own >= VX_NAT_PORT_MIN && own < VX_NAT_PORT_END;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		__u16 p = own;
+		if (i > 0 || !keep)
+			p = VX_NAT_PORT_MIN + (hash + i * 40503u) % (VX_NAT_PORT_END - VX_NAT_PORT_MIN);
+		rk->nport = bpf_htons(p);
+		if (port_is_ours(bpf_map_lookup_elem(&nat_rev, rk), k, now)) {
+			bpf_map_update_elem(&nat_rev, rk, &v, BPF_ANY);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* The flow's translation is still in nat_rev: note its TCP state. */
+static __always_inline int still_ours(struct vx_nat_key *rk, const struct vx_flow_key *k,
+				      __u8 tcp_flags)
+{
+	struct vx_nat_value *v = bpf_map_lookup_elem(&nat_rev, rk);
+	if (!v || !same_flow(v, k))
+		return 0;
+	note_state(v, tcp_flags);
+	return 1;
+}
+
+static __always_inline int nat_mark(struct __sk_buff *skb, const struct vx_vip_info *vip, __u32 id)
+{
+	skb->mark = VX_NAT_MARK | ((vip->index & 0xfff) << 12) | id;
+	count(VX_C_NAT_MARK);
+	return TC_ACT_OK;
+}
+
+/* A packet of flow `k` to `vip`: to its backend. */
+static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_flow_key *k,
+				       const struct vx_vip_info *vip, __u32 l4_off, __u8 tcp_flags)
+{
+	__u32 hash;
+	__u32 id = pick_backend(k, vip, 1, &hash);
+	if (id >= VX_MAX_BACKENDS) {
+		count(VX_C_NO_BACKEND);
+		return TC_ACT_SHOT;
+	}
+	stat_add(&vip_stats, vip->index, skb->len);
+	stat_add(&backend_stats, id, skb->len);
+	__u32 tkey = ((vip->index & 0xfff) << 12) | id;
+	struct vx_nat_target *t = bpf_map_lookup_elem(&nat_targets, &tkey);
+	struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
+	struct vx_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
+	__u32 zero = 0;
+	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!t || !b || !ct || !cfg || !cfg->nat_src)
+		return nat_mark(skb, vip, id);
+	struct vx_nat_key rk = {
+		.backend = b->addr[0], .src = cfg->nat_src, .bport = t->port, .proto = k->proto,
+	};
+	rk.nport = ct->nat_port;
+	if (!ct->nat_port || !still_ours(&rk, k, tcp_flags)) {
+		if (claim_port(&rk, k, hash)) {
+			count(VX_C_NAT_NO_PORT);
+			return nat_mark(skb, vip, id);
+		}
+		ct->nat_port = rk.nport;
+	}
+	struct vx_rewrite r = {
+		.saddr = k->src[0], .daddr = k->dst[0], .new_saddr = rk.src, .new_daddr = rk.backend,
+		.sport = k->sport, .dport = k->dport, .new_sport = rk.nport, .new_dport = rk.bport,
+	};
+	fill_l4(&r, k->proto, l4_off);
+	count(VX_C_NAT_FWD);
+	return rewrite(skb, &r);
+}
+
+/* A backend's answer (k: backend:bport -> src:nport) to a translated flow: back to
+ * its client; anything else passes. */
+static __always_inline int nat_reply(struct __sk_buff *skb, const struct vx_flow_key *k,
+				     __u32 l4_off, __u8 tcp_flags)
+{
+	struct vx_nat_key rk = {
+		.backend = k->src[0], .src = k->dst[0], .bport = k->sport, .nport = k->dport,
+		.proto = k->proto,
+	};
+	struct vx_nat_value *v = bpf_map_lookup_elem(&nat_rev, &rk);
+	if (!v) {
+		count(VX_C_PASS);
+		return TC_ACT_OK;
+	}
+	if (tcp_flags & (VX_TCP_FIN | VX_TCP_RST))
+		note_state(v, tcp_flags);
+	struct vx_rewrite r = {
+		.saddr = k->src[0], .daddr = k->dst[0], .new_saddr = v->vip, .new_daddr = v->client,
+		.sport = k->sport, .dport = k->dport, .new_sport = v->vport, .new_dport = v->cport,
+	};
+	fill_l4(&r, k->proto, l4_off);
+	count(VX_C_NAT_REPLY);
+	return rewrite(skb, &r);
+}
+
+/* An ICMP error from a backend quoting a translated packet (src:nport -> backend:bport):
+ * the outer packet goes to the client as from the VIP, the quoted one reads
+ * client:cport -> vip:vport. The quoted IP header keeps summing to ~0 when its checksum
+ * is fixed with its addresses, so only the quoted ports change the ICMP checksum. */
+static __always_inline int nat_icmp_error(struct __sk_buff *skb, struct iphdr *ip, void *data_end)
+{
+	struct vx_icmphdr *icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 1) > data_end || (icmp->type != ICMP_DEST_UNREACH && icmp->type != 11))
+		return TC_ACT_OK;
+	struct iphdr *in = (void *)(icmp + 1);
+	__u16 *ports = (void *)(in + 1);
+	if ((void *)(ports + 2) > data_end || in->ihl != 5)
+		return TC_ACT_OK;
+	struct vx_nat_key rk = {
+		.backend = in->daddr, .src = in->saddr, .bport = ports[1], .nport = ports[0],
+		.proto = in->protocol,
+	};
+	struct vx_nat_value *v = bpf_map_lookup_elem(&nat_rev, &rk);
+	if (!v || ip->daddr != rk.src || ip->saddr != rk.backend)
+		return TC_ACT_OK;
+	__u32 icmp_off = ETH_HLEN + sizeof(struct iphdr);
+	__u32 icmp_csum = icmp_off + offsetof(struct vx_icmphdr, checksum);
+	__u32 in_off = icmp_off + sizeof(struct vx_icmphdr);
+	__u32 in_addrs[2] = {v->client, v->vip};
+	__u16 in_ports[2] = {v->cport, v->vport};
+	__u32 outer[2] = {v->vip, v->client};
+	__u32 old_src = ip->saddr, old_dst = ip->daddr;
+
+	if (bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), rk.src, v->client, 4) ||
+	    bpf_l3_csum_replace(skb, in_off + offsetof(struct iphdr, check), rk.backend, v->vip, 4) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, rk.nport, v->cport, 2) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, rk.bport, v->vport, 2) ||
+	    bpf_skb_store_bytes(skb, in_off + offsetof(struct iphdr, saddr), in_addrs, 8, 0) ||
+	    bpf_skb_store_bytes(skb, in_off + sizeof(struct iphdr), in_ports, 4, 0) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_src, v->vip, 4) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_dst, v->client, 4) ||
+	    bpf_skb_store_bytes(skb, IP_SRC_OFF, outer, 8, 0))
+		return TC_ACT_SHOT;
+	count(VX_C_NAT_ICMP);
+	return bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
+}
+
 SEC("classifier")
 int vortex_tc(struct __sk_buff *skb)
 {
-	bpf_skb_pull_data(skb, sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr));
+	bpf_skb_pull_data(skb, ETH_HLEN + 2 * sizeof(struct iphdr) + 8 + sizeof(struct tcphdr));
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -550,34 +808,32 @@ int vortex_tc(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
-		return TC_ACT_OK;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5)
 		return TC_ACT_OK;
 	if (ip->frag_off & bpf_htons(0x3fff))
+		return TC_ACT_OK;
+	if (ip->protocol == IPPROTO_ICMP)
+		return nat_icmp_error(skb, ip, data_end);
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return TC_ACT_OK;
 	k.family = 4;
 	k.proto = ip->protocol;
 	k.src[0] = ip->saddr;
 	k.dst[0] = ip->daddr;
-	if (read_ports(&k, (void *)ip + ip->ihl * 4, data_end))
+	__u32 l4_off = ETH_HLEN + sizeof(struct iphdr);
+	if (read_ports(&k, (void *)(ip + 1), data_end))
 		return TC_ACT_OK;
+	__u8 tcp_flags = 0;
+	if (k.proto == IPPROTO_TCP) {
+		__u8 *flags = (__u8 *)(ip + 1) + 13;
+		if ((void *)(flags + 1) > data_end)
+			return TC_ACT_OK;
+		tcp_flags = *flags;
+	}
 	struct vx_vip_info *vip = lookup_vip(&k);
-	if (!vip) {
-		count(VX_C_PASS);
-		return TC_ACT_OK;
-	}
-	__u32 hash;
-	__u32 id = pick_backend(&k, vip, 1, &hash);
-	if (id >= VX_MAX_BACKENDS) {
-		count(VX_C_NO_BACKEND);
-		return TC_ACT_SHOT;
-	}
-	stat_add(&vip_stats, vip->index, skb->len);
-	stat_add(&backend_stats, id, skb->len);
-	skb->mark = VX_NAT_MARK | ((vip->index & 0xfff) << 12) | id;
-	count(VX_C_NAT_MARK);
-	return TC_ACT_OK;
+	if (!vip)
+		return nat_reply(skb, &k, l4_off, tcp_flags);
+	return nat_forward(skb, &k, vip, l4_off, tcp_flags);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -17,7 +17,7 @@
 /* backend.mode */
 #define VX_MODE_DSR 0    /* rewrite destination MAC, same L2 */
 #define VX_MODE_VXLAN 1  /* encapsulate in VXLAN/UDP/IPv4 */
-#define VX_MODE_NAT 2    /* tc: mark the packet; the kernel's NAT rewrites it */
+#define VX_MODE_NAT 2    /* tc: Vortex translates the packet itself (kernel NAT as fallback) */
 
 /* vip.flags */
 #define VX_VIP_HASH_SOURCE 1 /* hash the client address only (source-IP persistence) */
@@ -40,7 +40,11 @@ enum {
 	VX_C_MALFORMED,    /* truncated L4 / unsupported ext header to a VIP address: dropped */
 	VX_C_ICMP_PTB,     /* ICMP frag-needed / packet-too-big forwarded to a backend */
 	VX_C_ENCAP_FAIL,
-	VX_C_NAT_MARK,     /* tc: marked for the kernel's NAT */
+	VX_C_NAT_MARK,     /* tc: marked for the kernel's NAT (the slow path) */
+	VX_C_NAT_FWD,      /* tc: translated to its backend and redirected */
+	VX_C_NAT_REPLY,    /* tc: a backend's answer translated back and redirected */
+	VX_C_NAT_ICMP,     /* tc: a backend's ICMP error about a flow translated back */
+	VX_C_NAT_NO_PORT,  /* tc: no free source port for a new flow (kernel NAT took it) */
 	VX_C_MAX,
 };
 
@@ -57,8 +61,45 @@ struct vx_flow_key {
 struct vx_ct_value {
 	__u32 backend;
 	__u32 vip;
-	__u64 last_seen_ns;
+	__u16 nat_port;    /* tc: the flow's translated source port (network order), 0: none */
+	__u8 pad[6];
 };
+
+/* tc NAT: a backend's answer (backend:bport -> src:nport) identifies its flow. */
+struct vx_nat_key {
+	__u32 backend;
+	__u32 src;         /* the translated source (vx_config.nat_src) */
+	__u16 bport;       /* network order */
+	__u16 nport;       /* network order */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct vx_nat_value {
+	__u32 client;
+	__u32 vip;         /* the address the client sent to */
+	__u16 cport;       /* network order */
+	__u16 vport;       /* network order */
+	__u32 closing;     /* a TCP FIN or RST was seen (the flow ends: its port frees sooner) */
+	__u64 seen_ns;     /* refreshed at most once a second while not closing */
+};
+
+/* tc NAT: the port of backend `id` behind VIP `index`, keyed by index << 12 | id. */
+struct vx_nat_target {
+	__u16 port;        /* network order */
+	__u16 pad;
+};
+
+/* Source ports the tc NAT gives flows: a client's own port when it is in this range
+ * and free, else one derived from the flow's hash. The daemon keeps the kernel's own
+ * sockets in the namespace (HAProxy's) and the kernel's NAT above it
+ * (ip_local_port_range, masquerade to VX_NAT_PORT_END..65535). */
+#define VX_NAT_PORT_MIN 1024
+#define VX_NAT_PORT_END 49152
+/* A translation idle this long (closing: since its FIN or RST) may be taken by another
+ * flow. */
+#define VX_NAT_IDLE_NS (120ULL * 1000000000ULL)
+#define VX_NAT_CLOSING_NS (10ULL * 1000000000ULL)
 
 struct vx_vip_key {
 	__u32 addr[4];
@@ -93,6 +134,7 @@ struct vx_backend {
 struct vx_config {
 	__u32 ring_size;   /* Maglev table size M (prime) */
 	__u32 vxlan_src;   /* outer source IPv4, network order */
+	__u32 nat_src;     /* tc NAT: the translated source, the interface's IPv4 (network order) */
 };
 
 struct vx_stat {

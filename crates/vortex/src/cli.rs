@@ -40,10 +40,10 @@ pub struct VortexArgs {
     pub interface: String,
 
     /// dsr: XDP, backends answer clients directly (they hold the VIP; see
-    /// docs/vortex.md). nat: a tc program on the interface marks VIP traffic with
-    /// the Maglev choice and the kernel's NAT sends it to the backend's address and
-    /// port from the interface's own address (the VIP), so backends need nothing;
-    /// for virtual devices and tenant VMs (the platform's load balancers use it).
+    /// docs/vortex.md). nat: a tc program on the interface makes the Maglev choice
+    /// and translates VIP traffic itself, to the backend's address and port from the
+    /// interface's own address (the VIP), and its answers back, so backends need
+    /// nothing; for virtual devices and tenant VMs (the platform's load balancers).
     #[arg(long, value_enum, default_value = "dsr")]
     pub mode: Mode,
 
@@ -156,7 +156,7 @@ struct Daemon {
     tx: mpsc::Sender<(HealthKey, bool)>,
     rx: mpsc::Receiver<(HealthKey, bool)>,
     last_applied: Option<Vec<DesiredVip>>,
-    /// NAT mode: the nftables ruleset last written.
+    /// NAT mode: the nftables ruleset (the slow path) last written.
     nat_written: Option<String>,
 }
 
@@ -186,6 +186,7 @@ impl Daemon {
         opts.vxlan_source = args.vxlan_source.unwrap_or(Ipv4Addr::UNSPECIFIED);
         if args.mode == Mode::Nat {
             opts.hook = Hook::Tc;
+            opts.nat_source = interface_ipv4(&args.interface)?;
             forwarding(&args.interface)?;
         }
         let mut dp = Dataplane::load(opts)?;
@@ -383,8 +384,9 @@ impl Daemon {
         }
     }
 
-    /// NAT mode: the nftables table that sends each (VIP, backend) mark to the backend's
-    /// address and port, rewritten when it changes.
+    /// NAT mode: each (VIP, backend)'s port for Vortex's own NAT, and the nftables table
+    /// that sends the marks of its slow path to the backend's address and port, both
+    /// rewritten when they change.
     fn write_nat(&mut self) -> Result<(), VortexError> {
         if self.args.mode != Mode::Nat {
             return Ok(());
@@ -406,6 +408,10 @@ impl Daemon {
         let rules = crate::nat::ruleset(&crate::nat::table(&self.args.name), &targets);
         if self.nat_written.as_ref() != Some(&rules) {
             nft(&rules)?;
+            let ports: Vec<(u32, u16)> = (targets.iter())
+                .map(|t| (t.mark & !crate::nat::MARK_MASK, t.port))
+                .collect();
+            self.ctl.dataplane_mut().set_nat_targets(&ports)?;
             self.nat_written = Some(rules);
         }
         Ok(())
@@ -525,17 +531,44 @@ fn nft(rules: &str) -> Result<(), VortexError> {
     Ok(())
 }
 
-/// NAT mode forwards what arrives on `iface` back out of it: IPv4 forwarding on, and no
-/// ICMP redirects telling clients to go to the backend directly.
+/// NAT mode forwards what arrives on `iface` back out of it: IPv4 forwarding on (for
+/// the kernel's NAT, the slow path), no ICMP redirects telling clients to go to the
+/// backend directly, and the namespace's own sockets (HAProxy's) kept above the source
+/// ports Vortex's NAT gives flows.
 fn forwarding(iface: &str) -> Result<(), VortexError> {
     let set = |path: String, value: &str| {
         std::fs::write(&path, value).map_err(|e| VortexError::io(format!("writing {path}"), e))
     };
     set("/proc/sys/net/ipv4/ip_forward".into(), "1")?;
+    set(
+        "/proc/sys/net/ipv4/ip_local_port_range".into(),
+        &format!("{} 65535", crate::nat::PORT_END),
+    )?;
     for dev in ["all", iface] {
         set(format!("/proc/sys/net/ipv4/conf/{dev}/send_redirects"), "0")?;
     }
     Ok(())
+}
+
+/// The first IPv4 address of `iface` (what NAT mode translates sources to).
+fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, VortexError> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", iface])
+        .output()
+        .map_err(|e| VortexError::io("running ip addr", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    first_inet(&text).ok_or_else(|| {
+        VortexError::Invalid(format!(
+            "{iface} has no IPv4 address for NAT mode to translate sources to"
+        ))
+    })
+}
+
+/// The address of the first `inet A.B.C.D/N` in `ip -4 -o addr` output.
+fn first_inet(text: &str) -> Option<Ipv4Addr> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    words.next()?.split('/').next()?.parse().ok()
 }
 
 /// IPv4 neighbours of the current network namespace (complete entries only).
@@ -560,4 +593,18 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_inet;
+
+    #[test]
+    fn the_first_inet_address_of_ip_addr_output() {
+        let out = "7: eth0    inet 10.10.1.9/24 brd 10.10.1.255 scope global eth0\\       valid_lft forever preferred_lft forever\n\
+                   7: eth0    inet 10.10.1.20/32 scope global eth0\n";
+        assert_eq!(first_inet(out), Some([10, 10, 1, 9].into()));
+        assert_eq!(first_inet(""), None);
+        assert_eq!(first_inet("inet nonsense/24"), None);
+    }
 }

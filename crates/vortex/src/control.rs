@@ -33,7 +33,7 @@ pub enum Forward {
         vni: u32,
         inner_mac: [u8; 6],
     },
-    /// tc: the packet is marked, the kernel's NAT sends it to the backend (no MAC needed).
+    /// tc: Vortex translates the packet to the backend's address and port (no MAC needed).
     Nat,
 }
 

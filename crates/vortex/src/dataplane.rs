@@ -29,7 +29,7 @@ pub static VORTEX_OBJ: &[u8] =
 pub static PASS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
 
 pub const PROGRAM: &str = "vortex_xdp";
-/// The tc ingress program (NAT mode: it marks, the kernel's NAT rewrites).
+/// The tc ingress program (NAT mode: it translates, the kernel's NAT is its slow path).
 pub const TC_PROGRAM: &str = "vortex_tc";
 pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_MAX_VIPS: u32 = 16;
@@ -44,7 +44,7 @@ pub const MODE_NAT: u8 = 2;
 pub const VIP_HASH_SOURCE: u32 = 1;
 
 /// Indices of the `counters` map (mirror of the enum in `bpf/vortex.h`).
-pub const COUNTER_NAMES: [&str; 10] = [
+pub const COUNTER_NAMES: [&str; 14] = [
     "pass",
     "tx",
     "ct_hit",
@@ -55,6 +55,10 @@ pub const COUNTER_NAMES: [&str; 10] = [
     "icmp_ptb",
     "encap_fail",
     "nat_mark",
+    "nat_forward",
+    "nat_reply",
+    "nat_icmp",
+    "nat_no_port",
 ];
 
 #[repr(C)]
@@ -74,7 +78,18 @@ pub struct FlowKey {
 pub struct CtValue {
     pub backend: u32,
     pub vip: u32,
-    pub last_seen_ns: u64,
+    /// NAT mode: the flow's translated source port (network order), 0 if none yet.
+    pub nat_port: u16,
+    pub pad: [u8; 6],
+}
+
+/// NAT mode: the port of one backend behind one VIP (`nat_targets`, keyed by
+/// `vip index << 12 | backend id`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatTarget {
+    pub port: u16, // network order
+    pub pad: u16,
 }
 
 #[repr(C)]
@@ -121,6 +136,7 @@ pub struct BackendEntry {
 pub struct ConfigEntry {
     pub ring_size: u32,
     pub vxlan_src: [u8; 4],
+    pub nat_src: [u8; 4],
 }
 
 #[repr(C)]
@@ -140,6 +156,7 @@ unsafe impl aya::Pod for AddrKey {}
 unsafe impl aya::Pod for BackendEntry {}
 unsafe impl aya::Pod for ConfigEntry {}
 unsafe impl aya::Pod for Stat {}
+unsafe impl aya::Pod for NatTarget {}
 
 const _: () = assert!(std::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(std::mem::size_of::<VipKey>() == 20);
@@ -157,6 +174,8 @@ pub struct LoadOptions {
     pub conntrack_size: u32,
     /// Outer source IPv4 address for VXLAN encapsulation.
     pub vxlan_source: std::net::Ipv4Addr,
+    /// NAT mode: the source address flows are translated to (the interface's).
+    pub nat_source: std::net::Ipv4Addr,
     /// Remove the pin directory when dropped (tests).
     pub ephemeral: bool,
     /// Which program runs: XDP (DSR/VXLAN) or tc (NAT marks).
@@ -169,7 +188,7 @@ pub enum Hook {
     /// XDP on the interface (native driver mode, or generic with `skb_mode`).
     #[default]
     Xdp,
-    /// tc ingress on the interface: packets to a VIP are marked for the kernel's NAT.
+    /// tc ingress on the interface: packets to a VIP are translated by Vortex (NAT mode).
     Tc,
 }
 
@@ -181,6 +200,7 @@ impl LoadOptions {
             max_vips: DEFAULT_MAX_VIPS,
             conntrack_size: DEFAULT_CONNTRACK,
             vxlan_source: std::net::Ipv4Addr::UNSPECIFIED,
+            nat_source: std::net::Ipv4Addr::UNSPECIFIED,
             ephemeral: false,
             hook: Hook::Xdp,
         }
@@ -281,6 +301,7 @@ impl Dataplane {
             .set_max_entries("vip_stats", opts.max_vips)
             .set_max_entries("vip_flows", opts.max_vips)
             .set_max_entries("conntrack", opts.conntrack_size)
+            .set_max_entries("nat_rev", opts.conntrack_size)
             .load(VORTEX_OBJ)?;
         match opts.hook {
             Hook::Xdp => {
@@ -312,6 +333,7 @@ impl Dataplane {
         let cfg = ConfigEntry {
             ring_size: self.opts.table_size,
             vxlan_src: self.opts.vxlan_source.octets(),
+            nat_src: self.opts.nat_source.octets(),
         };
         let mut a: Array<&mut MapData, ConfigEntry> =
             Array::try_from(self.map_mut("config")?).map_err(map_err("config"))?;
@@ -419,6 +441,27 @@ impl Dataplane {
     }
 
     // ---------- maps ----------
+
+    /// NAT mode: makes `nat_targets` hold exactly `targets`, (`vip index << 12 | backend
+    /// id`, backend port) pairs.
+    pub fn set_nat_targets(&mut self, targets: &[(u32, u16)]) -> Result<(), VortexError> {
+        let mut h: HashMap<&mut MapData, u32, NatTarget> =
+            HashMap::try_from(self.map_mut("nat_targets")?).map_err(map_err("nat_targets"))?;
+        let stale: Vec<u32> = (h.keys().flatten())
+            .filter(|k| !targets.iter().any(|(t, _)| t == k))
+            .collect();
+        for k in stale {
+            h.remove(&k).map_err(map_err("nat_targets"))?;
+        }
+        for (key, port) in targets {
+            let t = NatTarget {
+                port: port.to_be(),
+                pad: 0,
+            };
+            h.insert(key, t, 0).map_err(map_err("nat_targets"))?;
+        }
+        Ok(())
+    }
 
     pub fn set_backend(&mut self, id: u32, e: &BackendEntry) -> Result<(), VortexError> {
         let mut a: Array<&mut MapData, BackendEntry> =

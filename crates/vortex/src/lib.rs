@@ -4,7 +4,8 @@
 //! * [`hash`] and [`maglev`] are pure and deterministic (property-tested);
 //! * the XDP program lives in `bpf/vortex.bpf.c` and is compiled by `build.rs`;
 //!   [`dataplane`] loads it (aya) and owns its maps;
-//! * [`nat`]: the nftables side of NAT mode (tc marks, the kernel translates).
+//! * [`nat`]: NAT mode's port range and its slow path's nftables table (what the tc
+//!   program cannot translate itself, it marks for the kernel's NAT).
 
 pub mod cli;
 pub mod config;

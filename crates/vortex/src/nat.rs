@@ -1,14 +1,22 @@
-//! NAT mode (`yunhan vortex --mode nat`): the tc program marks each packet to a VIP with
-//! its backend (`VX_NAT_MARK | vip index << 12 | backend id`, `bpf/vortex.h`), and the
-//! kernel's NAT, from the nftables table written here, rewrites it: the destination to
-//! the backend's address and port, the source to the interface's address (the VIP), so
-//! replies come back through the load balancer. The kernel's conntrack keeps each flow's
-//! translation: a flow stays on its backend whatever the table does later (drain, weight
-//! changes), and a flow that fails over from another node with the same table is
-//! translated to the same backend. Pure: the ruleset as text ([`ruleset`]).
+//! NAT mode (`yunhan vortex --mode nat`): the tc program translates each packet to a VIP
+//! itself (the destination to the backend's address and port, the source to the VIP and
+//! a port it claims below [`PORT_END`], so replies come back through the load
+//! balancer) and sends it straight back out (`bpf/vortex.bpf.c`, "tc: Vortex's own
+//! NAT"). Its maps keep each flow's translation: a flow stays on its backend whatever the
+//! table does later (drain, weight changes), and a flow that fails over from another node
+//! with the same table gets the same backend and the same port.
+//!
+//! What the program cannot translate (no free port) it marks with its backend
+//! (`VX_NAT_MARK | vip index << 12 | backend id`, `bpf/vortex.h`) for the slow path: the
+//! kernel's NAT, from the nftables table written here, with the kernel's conntrack and
+//! source ports from [`PORT_END`] up. Pure: the ruleset as text ([`ruleset`]).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+
+/// The end of the source ports Vortex's NAT gives flows (1024 up to it: mirror of
+/// `VX_NAT_PORT_END`); the namespace's own sockets and the kernel's NAT stay above.
+pub const PORT_END: u16 = 49152;
 
 /// The marks the tc program gives (mirror of `VX_NAT_MARK` in `bpf/vortex.h`).
 pub const MARK: u32 = 0x5600_0000;
@@ -37,7 +45,8 @@ pub fn table(name: &str) -> String {
 
 /// The whole table, replacing any former one in one `nft -f` transaction: marked
 /// packets are translated to their target on the way in (prerouting) and, once
-/// translated, leave from `iface`'s own address (masquerade).
+/// translated, leave from `iface`'s own address (masquerade) and a port from
+/// [`PORT_END`] up.
 pub fn ruleset(table: &str, targets: &[Target]) -> String {
     let mut elements = String::new();
     for (i, t) in targets.iter().enumerate() {
@@ -54,7 +63,7 @@ pub fn ruleset(table: &str, targets: &[Target]) -> String {
          \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t\tmeta mark & {MARK_MASK:#010x} == {MARK:#010x} meta l4proto {{ tcp, udp }} dnat ip to meta mark map @backends\n\t}}\n\
          \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tct status dnat meta mark & {MARK_MASK:#010x} == {MARK:#010x} masquerade\n\t}}\n}}\n"
+         \t\tct status dnat meta mark & {MARK_MASK:#010x} == {MARK:#010x} meta l4proto {{ tcp, udp }} masquerade to :{PORT_END}-65535\n\t}}\n}}\n"
     )
 }
 
