@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind};
 
 /// Conditions of the platform that admins' rules may watch instead of a VM metric; each
 /// resource is a host (or the instance, for `vm_start_failures`, the cloud for
@@ -187,11 +188,7 @@ pub const MAX_WEBHOOKS: usize = 5;
 
 pub struct AlarmRule;
 impl Kind for AlarmRule {
-    const KIND: &'static str = "AlarmRule";
-    const PLURAL: &'static str = "alarm-rules";
-    const ID_PREFIX: &'static str = "alm";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("AlarmRule", "alarm-rules", "alm", Project, admin_write: false);
     type Spec = AlarmRuleSpec;
     type Status = AlarmRuleStatus;
     fn validate(spec: &AlarmRuleSpec) -> Result<(), ApiError> {

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::kind_consts;
 use crate::network::{parse_cidr, parse_ip, NetworkPhase};
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind};
 
 /// Where the all-in-one cloud's default external network (`yunhan up`) lives unless
 /// `--public-cidr` says otherwise (DevStack's "public" network uses it too).
@@ -58,11 +59,7 @@ pub struct ExternalNetworkStatus {
 /// An admin-defined external (provider) network.
 pub struct ExternalNetwork;
 impl Kind for ExternalNetwork {
-    const KIND: &'static str = "ExternalNetwork";
-    const PLURAL: &'static str = "external-networks";
-    const ID_PREFIX: &'static str = "extnet";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("ExternalNetwork", "external-networks", "extnet", Global, admin_write: true);
     type Spec = ExternalNetworkSpec;
     type Status = ExternalNetworkStatus;
     fn validate(spec: &ExternalNetworkSpec) -> Result<(), ApiError> {

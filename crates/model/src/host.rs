@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::yes;
-use crate::{ApiError, Kind, Scope};
+use crate::meta::{kind_consts, yes};
+use crate::{ApiError, Kind};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,11 +111,7 @@ impl HostUsage {
 
 pub struct Host;
 impl Kind for Host {
-    const KIND: &'static str = "Host";
-    const PLURAL: &'static str = "hosts";
-    const ID_PREFIX: &'static str = "hst";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("Host", "hosts", "hst", Global, admin_write: true);
     /// Tenants do not see the hypervisors.
     const ADMIN_READ: bool = true;
     type Spec = HostSpec;

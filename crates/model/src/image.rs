@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope, Usage};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind, Usage};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,11 +62,7 @@ pub struct ImageStatus {
 
 pub struct Image;
 impl Kind for Image {
-    const KIND: &'static str = "Image";
-    const PLURAL: &'static str = "images";
-    const ID_PREFIX: &'static str = "img";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Image", "images", "img", Project, admin_write: false);
     type Spec = ImageSpec;
     type Status = ImageStatus;
     fn validate(spec: &ImageSpec) -> Result<(), ApiError> {

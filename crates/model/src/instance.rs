@@ -5,9 +5,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{name_schema, yes};
+use crate::meta::{kind_consts, name_schema, validate_optional_name, yes};
 use crate::migration::{MigrationSpec, MigrationStatus};
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -140,22 +140,14 @@ pub struct InstanceStatus {
 
 pub struct Instance;
 impl Kind for Instance {
-    const KIND: &'static str = "Instance";
-    const PLURAL: &'static str = "instances";
-    const ID_PREFIX: &'static str = "ins";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Instance", "instances", "ins", Project, admin_write: false);
     type Spec = InstanceSpec;
     type Status = InstanceStatus;
     fn validate(spec: &InstanceSpec) -> Result<(), ApiError> {
         validate_name("spec.flavor", &spec.flavor)?;
         validate_name("spec.image", &spec.image)?;
-        if let Some(g) = &spec.placement_group {
-            validate_name("spec.placement_group", g)?;
-        }
-        if let Some(v) = &spec.boot_volume {
-            validate_name("spec.boot_volume", v)?;
-        }
+        validate_optional_name("spec.placement_group", spec.placement_group.as_deref())?;
+        validate_optional_name("spec.boot_volume", spec.boot_volume.as_deref())?;
         if let Some(m) = &spec.migration {
             m.validate()?;
         }

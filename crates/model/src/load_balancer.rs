@@ -11,8 +11,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::{kind_consts, validate_optional_name};
 use crate::network::parse_ip;
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
@@ -309,11 +310,7 @@ pub struct LoadBalancerStatus {
 /// A load balancer: listeners on a virtual address, members behind them.
 pub struct LoadBalancer;
 impl Kind for LoadBalancer {
-    const KIND: &'static str = "LoadBalancer";
-    const PLURAL: &'static str = "load-balancers";
-    const ID_PREFIX: &'static str = "lb";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("LoadBalancer", "load-balancers", "lb", Project, admin_write: false);
     type Spec = LoadBalancerSpec;
     type Status = LoadBalancerStatus;
     fn usage(spec: &LoadBalancerSpec, _status: &LoadBalancerStatus) -> Usage {
@@ -533,12 +530,8 @@ impl LbMember {
                 "give a vm, a nic or an address",
             ));
         }
-        if let Some(v) = &self.vm {
-            validate_name(&format!("{field}.vm"), v)?;
-        }
-        if let Some(n) = &self.nic {
-            validate_name(&format!("{field}.nic"), n)?;
-        }
+        validate_optional_name(&format!("{field}.vm"), self.vm.as_deref())?;
+        validate_optional_name(&format!("{field}.nic"), self.nic.as_deref())?;
         if !self.address.is_empty() {
             parse_ip(&format!("{field}.address"), &self.address)?;
         }

@@ -11,7 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_types::{Ipv4Cidr, MacAddr};
 
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::meta::{kind_consts, validate_optional_name};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 // Security groups live in `security_group.rs`; their public path stays `network::…`.
 pub use crate::security_group::{
@@ -187,11 +188,7 @@ pub struct VpcStatus {
 /// A tenant's isolated layer-3 network (one VXLAN segment across hosts).
 pub struct Vpc;
 impl Kind for Vpc {
-    const KIND: &'static str = "Vpc";
-    const PLURAL: &'static str = "vpcs";
-    const ID_PREFIX: &'static str = "vpc";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Vpc", "vpcs", "vpc", Project, admin_write: false);
     type Spec = VpcSpec;
     type Status = VpcStatus;
     fn validate(spec: &VpcSpec) -> Result<(), ApiError> {
@@ -235,11 +232,7 @@ pub struct SubnetStatus {
 
 pub struct Subnet;
 impl Kind for Subnet {
-    const KIND: &'static str = "Subnet";
-    const PLURAL: &'static str = "subnets";
-    const ID_PREFIX: &'static str = "sn";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Subnet", "subnets", "sn", Project, admin_write: false);
     type Spec = SubnetSpec;
     type Status = SubnetStatus;
     fn validate(spec: &SubnetSpec) -> Result<(), ApiError> {
@@ -312,11 +305,7 @@ pub struct NetworkInterfaceStatus {
 
 pub struct NetworkInterface;
 impl Kind for NetworkInterface {
-    const KIND: &'static str = "NetworkInterface";
-    const PLURAL: &'static str = "network-interfaces";
-    const ID_PREFIX: &'static str = "nic";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("NetworkInterface", "network-interfaces", "nic", Project, admin_write: false);
     type Spec = NetworkInterfaceSpec;
     type Status = NetworkInterfaceStatus;
     fn validate(spec: &NetworkInterfaceSpec) -> Result<(), ApiError> {
@@ -325,9 +314,7 @@ impl Kind for NetworkInterface {
             parse_ip("spec.ip", ip)?;
         }
         check_refs("spec.security_groups", &spec.security_groups, 5)?;
-        if let Some(i) = &spec.instance {
-            validate_name("spec.instance", i)?;
-        }
+        validate_optional_name("spec.instance", spec.instance.as_deref())?;
         Ok(())
     }
 }
@@ -395,23 +382,15 @@ pub struct ElasticIpStatus {
 
 pub struct ElasticIp;
 impl Kind for ElasticIp {
-    const KIND: &'static str = "ElasticIp";
-    const PLURAL: &'static str = "elastic-ips";
-    const ID_PREFIX: &'static str = "eip";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("ElasticIp", "elastic-ips", "eip", Project, admin_write: false);
     type Spec = ElasticIpSpec;
     type Status = ElasticIpStatus;
     fn validate(spec: &ElasticIpSpec) -> Result<(), ApiError> {
-        if let Some(p) = &spec.network {
-            validate_name("spec.network", p)?;
-        }
+        validate_optional_name("spec.network", spec.network.as_deref())?;
         if let Some(a) = &spec.address {
             parse_ip("spec.address", a)?;
         }
-        if let Some(n) = &spec.nic {
-            validate_name("spec.nic", n)?;
-        }
+        validate_optional_name("spec.nic", spec.nic.as_deref())?;
         if spec.bandwidth_mbit == Some(0) || spec.bandwidth_mbit > Some(100_000) {
             return Err(ApiError::invalid_field(
                 "spec.bandwidth_mbit",
@@ -479,11 +458,7 @@ pub struct NatGatewayStatus {
 /// SNAT for a VPC (or some of its subnets) behind one elastic IP, plus DNAT port forwards.
 pub struct NatGateway;
 impl Kind for NatGateway {
-    const KIND: &'static str = "NatGateway";
-    const PLURAL: &'static str = "nat-gateways";
-    const ID_PREFIX: &'static str = "natgw";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("NatGateway", "nat-gateways", "natgw", Project, admin_write: false);
     type Spec = NatGatewaySpec;
     type Status = NatGatewayStatus;
     fn validate(spec: &NatGatewaySpec) -> Result<(), ApiError> {
@@ -553,11 +528,7 @@ pub struct VipStatus {
 /// A virtual IP several NICs of one subnet may announce.
 pub struct Vip;
 impl Kind for Vip {
-    const KIND: &'static str = "Vip";
-    const PLURAL: &'static str = "vips";
-    const ID_PREFIX: &'static str = "vip";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Vip", "vips", "vip", Project, admin_write: false);
     type Spec = VipSpec;
     type Status = VipStatus;
     fn validate(spec: &VipSpec) -> Result<(), ApiError> {

@@ -7,7 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope, Usage};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind, Usage};
 
 /// The S3 endpoint's address inside every VPC: each host's agent answers on it, port 80,
 /// in the VPC's router namespace and passes the connection to the gateway, so a guest
@@ -96,11 +97,7 @@ pub struct BucketStatus {
 
 pub struct Bucket;
 impl Kind for Bucket {
-    const KIND: &'static str = "Bucket";
-    const PLURAL: &'static str = "buckets";
-    const ID_PREFIX: &'static str = "bkt";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Bucket", "buckets", "bkt", Project, admin_write: false);
     type Spec = BucketSpec;
     type Status = BucketStatus;
     fn validate(spec: &BucketSpec) -> Result<(), ApiError> {
@@ -226,11 +223,7 @@ pub const MAX_S3_KEY_DESCRIPTION: usize = 256;
 
 pub struct S3Key;
 impl Kind for S3Key {
-    const KIND: &'static str = "S3Key";
-    const PLURAL: &'static str = "s3-keys";
-    const ID_PREFIX: &'static str = "s3k";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("S3Key", "s3-keys", "s3k", Project, admin_write: false);
     type Spec = S3KeySpec;
     type Status = S3KeyStatus;
     fn validate(spec: &S3KeySpec) -> Result<(), ApiError> {

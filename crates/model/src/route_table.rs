@@ -10,8 +10,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::kind_consts;
 use crate::network::{check_refs, parse_cidr, NetworkPhase};
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind};
 
 /// The priority a route gets when none is given.
 pub const DEFAULT_ROUTE_PRIORITY: u32 = 100;
@@ -77,11 +78,7 @@ pub struct RouteTableStatus {
 /// Routes for the traffic of some subnets of a VPC.
 pub struct RouteTable;
 impl Kind for RouteTable {
-    const KIND: &'static str = "RouteTable";
-    const PLURAL: &'static str = "route-tables";
-    const ID_PREFIX: &'static str = "rtb";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("RouteTable", "route-tables", "rtb", Project, admin_write: false);
     type Spec = RouteTableSpec;
     type Status = RouteTableStatus;
     fn validate(spec: &RouteTableSpec) -> Result<(), ApiError> {

@@ -5,7 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate_name, ApiError, ErrorCode, Kind, Resource, Scope, Usage};
+use crate::meta::{kind_consts, validate_optional_name};
+use crate::{validate_name, ApiError, ErrorCode, Kind, Resource, Usage};
 
 pub use yunhan_types::sizes::MAX_VOLUME_BYTES;
 
@@ -114,11 +115,7 @@ pub struct VolumeStatus {
 
 pub struct Volume;
 impl Kind for Volume {
-    const KIND: &'static str = "Volume";
-    const PLURAL: &'static str = "volumes";
-    const ID_PREFIX: &'static str = "vol";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Volume", "volumes", "vol", Project, admin_write: false);
     type Spec = VolumeSpec;
     type Status = VolumeStatus;
     fn validate(spec: &VolumeSpec) -> Result<(), ApiError> {
@@ -130,9 +127,7 @@ impl Kind for Volume {
             Some(VolumeSource::Image(i)) => validate_name("spec.source.image", i)?,
             None => {}
         }
-        if let Some(i) = &spec.instance {
-            validate_name("spec.instance", i)?;
-        }
+        validate_optional_name("spec.instance", spec.instance.as_deref())?;
         if let Some(r) = &spec.restore {
             validate_name("spec.restore.snapshot", &r.snapshot)?;
         }
@@ -251,11 +246,7 @@ pub fn restoring_from(vol: &Resource<VolumeSpec, VolumeStatus>, snap: &str) -> b
 
 pub struct Snapshot;
 impl Kind for Snapshot {
-    const KIND: &'static str = "Snapshot";
-    const PLURAL: &'static str = "snapshots";
-    const ID_PREFIX: &'static str = "snap";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Snapshot", "snapshots", "snap", Project, admin_write: false);
     type Spec = SnapshotSpec;
     type Status = SnapshotStatus;
     fn validate(spec: &SnapshotSpec) -> Result<(), ApiError> {
