@@ -159,25 +159,22 @@ pub struct AlarmNotification {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlarmRuleStatus {
-    #[serde(default)]
     pub state: AlarmState,
     /// When the state last changed (seconds since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
     /// When it was last evaluated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated: Option<u64>,
-    #[serde(default)]
     pub resources: Vec<AlarmResource>,
     /// The latest transitions, newest last (at most [`HISTORY`]).
-    #[serde(default)]
     pub history: Vec<AlarmTransition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notification: Option<AlarmNotification>,
     /// Why it cannot be evaluated (e.g. an instance it names was deleted).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 

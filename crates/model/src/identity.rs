@@ -27,10 +27,9 @@ pub struct ProjectSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProjectStatus {
     /// Resources held by the project; updated atomically with every create and delete.
-    #[serde(default)]
     pub usage: Usage,
 }
 
@@ -120,16 +119,14 @@ impl ApiKeySpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiKeyStatus {
     /// The first characters of the token, to recognise it in listings.
-    #[serde(default)]
     pub prefix: String,
     /// The role the key carries (that of its user at creation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// The user the key authenticates as.
-    #[serde(default)]
     pub user: String,
 }
 

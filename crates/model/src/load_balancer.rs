@@ -269,41 +269,33 @@ pub struct ListenerStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoadBalancerStatus {
-    #[serde(default)]
     pub phase: LbPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(default)]
     pub vpc: String,
     /// The virtual address in the subnet.
-    #[serde(default)]
     pub address: String,
     /// The elastic IP's address (external load balancers).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub external_address: String,
     /// The NIC holding `address` (owned by the load balancer) and its elastic IP.
-    #[serde(default)]
     pub nic: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub elastic_ip: String,
     /// The port as the agent plugs it: host-side device, MAC, prefix, gateway.
-    #[serde(default)]
     pub device: String,
-    #[serde(default)]
     pub mac: String,
-    #[serde(default)]
     pub prefix_len: u8,
-    #[serde(default)]
     pub gateway: String,
     /// The host realising it (id), chosen by the controller.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// The configuration its host serves (hash), as the agent reports it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub served: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
 }
 

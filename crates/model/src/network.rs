@@ -172,16 +172,14 @@ pub struct VpcSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VpcStatus {
     /// The VXLAN network identifier (24 bits), allocated by the server, unique.
-    #[serde(default)]
     pub vni: u32,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -215,18 +213,15 @@ pub struct SubnetSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubnetStatus {
     /// The first host address; held by the VPC's distributed router on every host.
-    #[serde(default)]
     pub gateway_ip: String,
-    #[serde(default)]
     pub gateway_mac: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -272,34 +267,26 @@ pub struct NetworkInterfaceSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetworkInterfaceStatus {
-    #[serde(default)]
     pub vpc: String,
     /// The address allocated at creation.
-    #[serde(default)]
     pub ip: String,
-    #[serde(default)]
     pub prefix_len: u8,
-    #[serde(default)]
     pub gateway: String,
-    #[serde(default)]
     pub mac: String,
     /// The host-side device (the VM's tap).
-    #[serde(default)]
     pub device: String,
     /// Created with an instance as its primary NIC: deleted with it.
-    #[serde(default)]
     pub primary: bool,
     /// The load balancer whose virtual address this is (it is the load balancer's to
     /// change and delete; the port lives where the load balancer is realised).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub load_balancer: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -362,21 +349,19 @@ pub struct ElasticIpSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ElasticIpStatus {
-    #[serde(default)]
     pub address: String,
     /// The id of its external network.
-    #[serde(default, alias = "pool")]
+    #[serde(alias = "pool")]
     pub network: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host realising it (empty: none).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 
@@ -442,16 +427,15 @@ pub struct NatGatewaySpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatGatewayStatus {
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host realising it (empty: none).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 
@@ -503,25 +487,22 @@ pub struct VipSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VipStatus {
-    #[serde(default)]
     pub vpc: String,
-    #[serde(default)]
     pub ip: String,
     /// The MAC members announce it with (keepalived `use_vmac`: a macvlan with this
     /// address holds the VIP); derived from the id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mac: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host of the NIC that holds it (announced it last), as agents
     /// report it (empty: nobody yet).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 

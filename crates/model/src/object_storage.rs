@@ -73,25 +73,24 @@ pub struct BucketUsage {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BucketStatus {
-    #[serde(default)]
     pub phase: BucketPhase,
     /// Why the bucket is Failed, or why a deletion was not done.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The S3 endpoint (path-style: `<endpoint>/<bucket>/<key>` with the project's keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// The bucket's anonymous URL (`<endpoint>/<tenant>:<bucket>`), for public-read
     /// buckets and presigned requests made outside the project.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
     /// Refreshed every few seconds while the bucket is Active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<BucketUsage>,
     /// Set by `DELETE …?force=true`: the bucket goes with its objects.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force_delete: bool,
 }
 
