@@ -357,7 +357,7 @@ async fn import_source(s: &AppState, p: &Principal, src: &str) -> Result<PathBuf
         )
         .into());
     }
-    let dir = &s.import_dir;
+    let dir = &s.config.import_dir;
     let outside = |what: String| -> HttpError {
         ApiError::new(
             ErrorCode::Forbidden,
@@ -436,7 +436,7 @@ async fn run_upload(s: &AppState, id: &str, part: Part, input: Input) -> Result<
         .await?
         .ok_or_else(|| ApiError::not_found("Image", id))?;
     check_part_fits(&image, part)?;
-    tokio::fs::create_dir_all(&s.image_dir)
+    tokio::fs::create_dir_all(&s.config.image_dir)
         .await
         .map_err(|e| internal("cannot create the image store", e))?;
     match store_part(s, &image, part, input).await {
@@ -462,24 +462,25 @@ struct Stored {
 
 async fn store_part(s: &AppState, image: &Doc<Image>, part: Part, input: Input) -> Result<Stored> {
     let budget = Budget::of(s, image).await?;
-    let staged = Staged(
-        s.image_dir
-            .join(format!("{}.{}.upload", image.metadata.id, part.name())),
-    );
+    let staged = Staged(s.config.image_dir.join(format!(
+        "{}.{}.upload",
+        image.metadata.id,
+        part.name()
+    )));
     let input = match input {
         Input::Server(path) => {
             let len = tokio::fs::metadata(&path)
                 .await
                 .map_err(|e| bad("source", format!("cannot read {}: {e}", path.display())))?
                 .len();
-            check_size(len, s.image_max_bytes, &budget)?;
+            check_size(len, s.config.image_max_bytes, &budget)?;
             path
         }
         Input::Body { body, declared } => {
             if let Some(len) = declared {
-                check_size(len, s.image_max_bytes, &budget)?;
+                check_size(len, s.config.image_max_bytes, &budget)?;
             }
-            receive(body, &staged.0, s.image_max_bytes, &budget).await?;
+            receive(body, &staged.0, s.config.image_max_bytes, &budget).await?;
             staged.0.clone()
         }
     };
@@ -497,11 +498,11 @@ async fn store_disk(
     input: &Path,
     budget: &Budget,
 ) -> Result<Stored> {
-    let info = inspect(input, s.image_max_bytes.saturating_mul(16)).await?;
+    let info = inspect(input, s.config.image_max_bytes.saturating_mul(16)).await?;
     // Refused before any conversion: a small qcow2 may unpack to its virtual size.
     budget.check(info.virtual_size)?;
     let id = &image.metadata.id;
-    let dest = s.image_dir.join(format!("{id}.raw"));
+    let dest = s.config.image_dir.join(format!("{id}.raw"));
     let reserved = info.virtual_size;
     reserve(s, id, reserved).await?;
     let written = async {
@@ -554,7 +555,7 @@ async fn store_file(s: &AppState, image: &Doc<Image>, part: Part, input: &Path) 
         .await
         .map_err(|e| internal("cannot read the upload", e))?
         .len();
-    let dest = s.image_dir.join(format!("{id}.{}", part.name()));
+    let dest = s.config.image_dir.join(format!("{id}.{}", part.name()));
     reserve(s, id, size).await?;
     let written = async {
         tokio::fs::copy(input, &dest)

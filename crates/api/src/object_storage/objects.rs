@@ -238,7 +238,8 @@ impl From<BrowseError> for HttpError {
 /// The object store, or the 409 of a cloud without one.
 fn browser(s: &AppState) -> Result<Arc<dyn ObjectBrowser>> {
     super::endpoint(s)?;
-    s.object_browser
+    s.config
+        .object_browser
         .clone()
         .ok_or_else(|| super::not_enabled().into())
 }

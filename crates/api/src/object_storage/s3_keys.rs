@@ -62,7 +62,7 @@ impl UserOwned for S3Key {
 #[async_trait]
 impl Hooks for S3Key {
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        if s.s3_endpoint.is_some() {
+        if s.config.s3_endpoint.is_some() {
             return delete_or_mark::<Self>(s, doc, true).await;
         }
         delete_current::<Self>(s, doc.clone()).await?;
