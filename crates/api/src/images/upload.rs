@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 use yunhan_model::{ApiError, ErrorCode, Image, Project};
 use yunhan_store::objects::{Doc, ObjectError};
 
@@ -81,23 +82,16 @@ struct QemuImgInfo {
 /// What `qemu-img info` says about an uploaded file, refusing anything that
 /// is not a self-contained raw or qcow2 disk.
 async fn inspect(path: &Path, max_virtual: u64) -> Result<QemuImgInfo> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img (is qemu-utils installed?)", e))?;
-    if !out.status.success() {
-        return Err(bad(
-            "data",
-            format!(
-                "not a disk image qemu-img can read: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    let info: QemuImgInfo = serde_json::from_slice(&out.stdout)
-        .map_err(|e| internal("unexpected qemu-img output", e))?;
+    let stdout = qemu_img(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(path),
+        "cannot run qemu-img (is qemu-utils installed?)",
+        "not a disk image qemu-img can read",
+    )
+    .await?;
+    let info: QemuImgInfo =
+        serde_json::from_slice(&stdout).map_err(|e| internal("unexpected qemu-img output", e))?;
     if !matches!(info.format.as_str(), "raw" | "qcow2") {
         return Err(bad(
             "data",
@@ -529,23 +523,27 @@ async fn store_disk(
 }
 
 async fn convert(format: &str, input: &Path, dest: &Path) -> Result<()> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["convert", "-q", "-f", format, "-O", "raw", "-S", "4k"])
-        .arg(input)
-        .arg(dest)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img", e))?;
-    if !out.status.success() {
-        return Err(bad(
-            "data",
-            format!(
-                "converting the image failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
+    qemu_img(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", format, "-O", "raw", "-S", "4k"])
+            .arg(input)
+            .arg(dest),
+        "cannot run qemu-img",
+        "converting the image failed",
+    )
+    .await?;
     Ok(())
+}
+
+/// Runs a `qemu-img` command: its output, or (500) `cannot_run` when it does not start,
+/// or (400 on `data`) `failed` and what it said when it fails.
+async fn qemu_img(cmd: &mut Command, cannot_run: &str, failed: &str) -> Result<Vec<u8>> {
+    let out = cmd.output().await.map_err(|e| internal(cannot_run, e))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        return Err(bad("data", format!("{failed}: {}", said.trim())));
+    }
+    Ok(out.stdout)
 }
 
 /// A kernel or initrd, copied as it is (its size was checked against the quota).
