@@ -498,28 +498,16 @@ async fn store_disk(
     let id = &image.metadata.id;
     let dest = s.config.image_dir.join(format!("{id}.raw"));
     let reserved = info.virtual_size;
-    reserve(s, id, reserved).await?;
-    let written = async {
-        convert(&info.format, input, &dest).await?;
-        private(&dest).await?;
-        sha256_of(&dest).await
-    }
-    .await;
-    match written {
-        Ok(checksum) => Ok(Stored {
-            charged: allocated(&dest).min(reserved),
-            path: dest,
-            checksum,
-            size: info.virtual_size,
-            format: info.format,
-            reserved,
-        }),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
-            release(s, id, reserved).await;
-            Err(e)
-        }
-    }
+    let converted = convert(&info.format, input, &dest);
+    let checksum = write_charged(s, id, &dest, reserved, converted).await?;
+    Ok(Stored {
+        charged: allocated(&dest).min(reserved),
+        path: dest,
+        checksum,
+        size: info.virtual_size,
+        format: info.format,
+        reserved,
+    })
 }
 
 async fn convert(format: &str, input: &Path, dest: &Path) -> Result<()> {
@@ -554,30 +542,44 @@ async fn store_file(s: &AppState, image: &Doc<Image>, part: Part, input: &Path) 
         .map_err(|e| internal("cannot read the upload", e))?
         .len();
     let dest = s.config.image_dir.join(format!("{id}.{}", part.name()));
-    reserve(s, id, size).await?;
-    let written = async {
+    let copied = async {
         tokio::fs::copy(input, &dest)
             .await
             .map_err(|e| internal("cannot store the file", e))?;
-        private(&dest).await?;
-        sha256_of(&dest).await
+        Ok(())
+    };
+    let checksum = write_charged(s, id, &dest, size, copied).await?;
+    Ok(Stored {
+        charged: allocated(&dest).min(size),
+        path: dest,
+        checksum,
+        size,
+        format: part.name().into(),
+        reserved: size,
+    })
+}
+
+/// Charges `reserved` bytes to image `id`, runs `write` (which makes `dest`), then
+/// makes `dest` private and checksums it. On failure `dest` goes and the charge with it.
+async fn write_charged(
+    s: &AppState,
+    id: &str,
+    dest: &Path,
+    reserved: u64,
+    write: impl std::future::Future<Output = Result<()>>,
+) -> Result<String> {
+    reserve(s, id, reserved).await?;
+    let written = async {
+        write.await?;
+        private(dest).await?;
+        sha256_of(dest).await
     }
     .await;
-    match written {
-        Ok(checksum) => Ok(Stored {
-            charged: allocated(&dest).min(size),
-            path: dest,
-            checksum,
-            size,
-            format: part.name().into(),
-            reserved: size,
-        }),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
-            release(s, id, size).await;
-            Err(e)
-        }
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+        release(s, id, reserved).await;
     }
+    written
 }
 
 /// Stored images are the server's alone (0600, in a 0700 image store).
