@@ -12,7 +12,7 @@ use yunhan_store::StoreExt;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{forbidden, resolve_each};
-use crate::resource::{delete_current, project_of, Deleted, Hooks};
+use crate::resource::{delete_with_secrets, project_of, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -39,13 +39,8 @@ impl Hooks for AlarmRule {
     }
 
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        let id = doc.metadata.id.clone();
-        delete_current::<Self>(s, doc).await?;
-        let store = s.objects.store();
-        for kv in store.range_all(&alarm_secret_key(&id, "")).await? {
-            store.delete(&kv.key).await?;
-        }
-        Ok(Deleted::Now)
+        let secrets = alarm_secret_key(&doc.metadata.id, "");
+        delete_with_secrets::<Self>(s, doc, &secrets).await
     }
 }
 

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,11 +26,23 @@ use crate::resource::{delete_current, Deleted, Hooks};
 use crate::{AppState, Shared};
 
 pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
-    r.route("/v1/api-keys", get(list_mine::<ApiKey>).post(create))
-        .route(
-            "/v1/api-keys/{id}",
-            get(show_mine::<ApiKey>).delete(remove_mine::<ApiKey>),
-        )
+    user_owned_routes::<ApiKey>(r, post(create))
+}
+
+/// `GET/POST /v1/<plural>` and `GET/DELETE /v1/<plural>/{id}` of a [`UserOwned`]
+/// kind, whose `POST` is its own `create`.
+pub(crate) fn user_owned_routes<K: UserOwned>(
+    r: Router<Shared>,
+    create: MethodRouter<Shared>,
+) -> Router<Shared> {
+    r.route(
+        &format!("/v1/{}", K::PLURAL),
+        get(list_mine::<K>).merge(create),
+    )
+    .route(
+        &format!("/v1/{}/{{id}}", K::PLURAL),
+        get(show_mine::<K>).delete(remove_mine::<K>),
+    )
 }
 
 /// Response of `POST /v1/api-keys`: the token is shown this once.
@@ -102,7 +114,7 @@ pub(crate) async fn find_mine<K: UserOwned>(
 }
 
 /// `GET /v1/<plural>` of a [`UserOwned`] kind.
-pub(crate) async fn list_mine<K: UserOwned>(
+async fn list_mine<K: UserOwned>(
     s: State<Shared>,
     p: Principal,
     q: QueryParams<ListQuery>,
@@ -113,7 +125,7 @@ pub(crate) async fn list_mine<K: UserOwned>(
 }
 
 /// `GET /v1/<plural>/{id}` of a [`UserOwned`] kind.
-pub(crate) async fn show_mine<K: UserOwned>(
+async fn show_mine<K: UserOwned>(
     State(s): State<Shared>,
     p: Principal,
     Path(id): Path<String>,
@@ -125,7 +137,7 @@ pub(crate) async fn show_mine<K: UserOwned>(
 }
 
 /// `DELETE /v1/<plural>/{id}` of a [`UserOwned`] kind.
-pub(crate) async fn remove_mine<K: UserOwned>(
+async fn remove_mine<K: UserOwned>(
     State(s): State<Shared>,
     p: Principal,
     Path(id): Path<String>,

@@ -128,15 +128,8 @@ pub(crate) struct AppState {
     pub key_create: tokio::sync::Mutex<()>,
     pub metrics: metrics::Metrics,
     pub events: yunhan_store::events::EventLog,
-    pub image_dir: std::path::PathBuf,
-    pub image_max_bytes: u64,
-    pub import_dir: std::path::PathBuf,
-    pub storage_pools: Vec<String>,
-    pub placement: yunhan_model::scheduling::Policy,
-    pub s3_endpoint: Option<String>,
-    pub object_browser: Option<Arc<dyn ObjectBrowser>>,
-    pub session_ttl: Duration,
-    pub console: ConsoleAssets,
+    /// What the server was started with (image store, pools, object storage, …).
+    pub config: ApiConfig,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -156,20 +149,11 @@ pub fn router(store: Arc<dyn Store>, config: ApiConfig) -> Router {
         key_create: tokio::sync::Mutex::new(()),
         metrics: metrics::Metrics::default(),
         events,
-        image_dir: config.image_dir.clone(),
-        image_max_bytes: config.image_max_bytes,
-        import_dir: config.import_dir.clone(),
-        storage_pools: config.storage_pools.clone(),
-        placement: config.placement,
-        s3_endpoint: config.s3_endpoint.clone(),
-        object_browser: config.object_browser.clone(),
-        session_ttl: config.session_ttl,
-        console: config.console.clone(),
+        config,
     });
-    router::routes(state.clone(), config.body_limit).layer(axum::middleware::from_fn_with_state(
-        state,
-        images::server_paths::hide_server_paths,
-    ))
+    router::routes(state.clone(), state.config.body_limit).layer(
+        axum::middleware::from_fn_with_state(state, images::server_paths::hide_server_paths),
+    )
 }
 
 /// Serves the API on `addr` until `shutdown` resolves.

@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::nics::{create_lb_nic, delete_nic};
-use crate::resource::{delete_current, project_of, refuse_change, Deleted, Hooks};
+use crate::resource::{delete_with_secrets, project_of, refuse_change, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -74,13 +74,8 @@ impl Hooks for LoadBalancer {
         if let Some(nic) = s.objects.get::<NetworkInterface>(&doc.status.nic).await? {
             delete_nic(s, nic).await?;
         }
-        let id = doc.metadata.id.clone();
-        delete_current::<Self>(s, doc).await?;
-        let store = s.objects.store();
-        for kv in store.range_all(&lb_key_secret_key(&id, "")).await? {
-            store.delete(&kv.key).await?;
-        }
-        Ok(Deleted::Now)
+        let secrets = lb_key_secret_key(&doc.metadata.id, "");
+        delete_with_secrets::<Self>(s, doc, &secrets).await
     }
 }
 

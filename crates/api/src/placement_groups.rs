@@ -7,7 +7,7 @@ use yunhan_store::objects::Doc;
 
 use crate::error::Result;
 use crate::lookup::lookup;
-use crate::resource::{delete_current, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{delete_now, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -25,8 +25,7 @@ impl Hooks for PlacementGroup {
             },
         )
         .await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 

@@ -6,7 +6,7 @@ use yunhan_model::{Project, User};
 use yunhan_store::objects::{Doc, GLOBAL_SCOPE};
 
 use crate::error::Result;
-use crate::resource::{conflict, delete_current, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{conflict, delete_now, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -37,7 +37,6 @@ impl Hooks for Project {
             },
         )
         .await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }

@@ -55,7 +55,12 @@ pub(crate) async fn plan(
             })
         })
         .collect();
-    let plan = rebalance(cap.candidates(), &residents, target / 100.0, &s.placement);
+    let plan = rebalance(
+        cap.candidates(),
+        &residents,
+        target / 100.0,
+        &s.config.placement,
+    );
     Ok(Json(answer(target, &plan, &hosts, &instances, &residents)))
 }
 

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use yunhan_model::{ApiError, ErrorCode, Kind, Resource, Scope};
 use yunhan_store::objects::{Doc, ObjectError, GLOBAL_SCOPE};
+use yunhan_store::StoreExt;
 
 use crate::auth::Principal;
 use crate::error::{HttpError, Result};
@@ -62,8 +63,7 @@ pub trait Hooks: Kind + Sized {
     }
 
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 
@@ -85,6 +85,26 @@ pub(crate) async fn delete_current<K: Kind>(s: &AppState, mut doc: Doc<K>) -> Re
         }
     }
     Ok(s.objects.delete::<K>(&doc).await?)
+}
+
+/// [`delete_current`] as a deletion's answer: gone now (204).
+pub(crate) async fn delete_now<K: Kind>(s: &AppState, doc: Doc<K>) -> Result<Deleted<K>> {
+    delete_current::<K>(s, doc).await?;
+    Ok(Deleted::Now)
+}
+
+/// [`delete_now`], and the secrets stored under the key prefix `secrets` go with it.
+pub(crate) async fn delete_with_secrets<K: Kind>(
+    s: &AppState,
+    doc: Doc<K>,
+    secrets: &str,
+) -> Result<Deleted<K>> {
+    delete_current::<K>(s, doc).await?;
+    let store = s.objects.store();
+    for kv in store.range_all(secrets).await? {
+        store.delete(&kv.key).await?;
+    }
+    Ok(Deleted::Now)
 }
 
 /// 409 `conflict` with `msg`.
@@ -133,8 +153,7 @@ pub(crate) async fn delete_or_mark<K: Hooks>(
     hosted: bool,
 ) -> Result<Deleted<K>> {
     if !hosted {
-        delete_current::<K>(s, doc).await?;
-        return Ok(Deleted::Now);
+        return delete_now::<K>(s, doc).await;
     }
     if doc.metadata.deleting.is_none() {
         doc.metadata.deleting = Some(yunhan_model::now());

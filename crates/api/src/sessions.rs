@@ -123,7 +123,7 @@ async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response> {
     let user = prove(&s, req, client_ip(&ci)).await?;
-    let ttl = s.session_ttl.as_secs().max(1);
+    let ttl = s.config.session_ttl.as_secs().max(1);
     let (secret, rec) = session_store::open(&s, &user, ttl).await?;
     let (p, doc) = session_store::principal_of(&s, &user, String::new()).await?;
     let info = info(&s, &p, &doc, &rec).await?;

@@ -11,7 +11,7 @@ use yunhan_store::objects::Doc;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::keys::UserOwned;
-use crate::resource::{delete_current, Deleted, Hooks};
+use crate::resource::{delete_now, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -41,8 +41,7 @@ impl Hooks for User {
         // So do their password and console sessions.
         crate::passwords::forget(s, &doc.metadata.id).await?;
         crate::session_store::end_all_of(s, &doc.metadata.id, None).await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 

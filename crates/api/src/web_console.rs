@@ -43,14 +43,14 @@ async fn to_console() -> Redirect {
 }
 
 async fn index(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    serve(&s.console, "index.html", &headers).await
+    serve(&s.config.console, "index.html", &headers).await
 }
 
 async fn page(State(s): State<Shared>, Path(path): Path<String>, headers: HeaderMap) -> Response {
     if path.starts_with("assets/") {
-        serve(&s.console, &path, &headers).await
+        serve(&s.config.console, &path, &headers).await
     } else {
-        serve(&s.console, "index.html", &headers).await
+        serve(&s.config.console, "index.html", &headers).await
     }
 }
 

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind};
 
 /// Conditions of the platform that admins' rules may watch instead of a VM metric; each
 /// resource is a host (or the instance, for `vm_start_failures`, the cloud for
@@ -158,25 +159,22 @@ pub struct AlarmNotification {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlarmRuleStatus {
-    #[serde(default)]
     pub state: AlarmState,
     /// When the state last changed (seconds since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
     /// When it was last evaluated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated: Option<u64>,
-    #[serde(default)]
     pub resources: Vec<AlarmResource>,
     /// The latest transitions, newest last (at most [`HISTORY`]).
-    #[serde(default)]
     pub history: Vec<AlarmTransition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notification: Option<AlarmNotification>,
     /// Why it cannot be evaluated (e.g. an instance it names was deleted).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -187,11 +185,7 @@ pub const MAX_WEBHOOKS: usize = 5;
 
 pub struct AlarmRule;
 impl Kind for AlarmRule {
-    const KIND: &'static str = "AlarmRule";
-    const PLURAL: &'static str = "alarm-rules";
-    const ID_PREFIX: &'static str = "alm";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("AlarmRule", "alarm-rules", "alm", Project, admin_write: false);
     type Spec = AlarmRuleSpec;
     type Status = AlarmRuleStatus;
     fn validate(spec: &AlarmRuleSpec) -> Result<(), ApiError> {

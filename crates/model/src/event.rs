@@ -90,23 +90,15 @@ mod tests {
     #[test]
     fn writes_are_told_from_reads() {
         let w = |m, p| write_of(m, p).map(|(a, k, t)| format!("{a} {k} {t}"));
-        assert_eq!(w("POST", "/v1/vpcs").as_deref(), Some("create vpcs "));
-        assert_eq!(
-            w("PUT", "/v1/vpcs/net1").as_deref(),
-            Some("update vpcs net1")
-        );
-        assert_eq!(
-            w("DELETE", "/v1/vpcs/net1").as_deref(),
-            Some("delete vpcs net1")
-        );
-        assert_eq!(
-            w("PUT", "/v1/images/tiny/data").as_deref(),
-            Some("data images tiny")
-        );
-        assert_eq!(
-            w("POST", "/v1/users/alice/keys").as_deref(),
-            Some("keys users alice")
-        );
+        for (m, p, want) in [
+            ("POST", "/v1/vpcs", "create vpcs "),
+            ("PUT", "/v1/vpcs/net1", "update vpcs net1"),
+            ("DELETE", "/v1/vpcs/net1", "delete vpcs net1"),
+            ("PUT", "/v1/images/tiny/data", "data images tiny"),
+            ("POST", "/v1/users/alice/keys", "keys users alice"),
+        ] {
+            assert_eq!(w(m, p).as_deref(), Some(want), "{m} {p}");
+        }
         for (m, p) in [
             ("GET", "/v1/vpcs"),
             ("POST", "/healthz"),

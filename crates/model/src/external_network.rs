@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::kind_consts;
 use crate::network::{parse_cidr, parse_ip, NetworkPhase};
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind};
 
 /// Where the all-in-one cloud's default external network (`yunhan up`) lives unless
 /// `--public-cidr` says otherwise (DevStack's "public" network uses it too).
@@ -45,24 +46,19 @@ pub struct ExternalNetworkSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExternalNetworkStatus {
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 /// An admin-defined external (provider) network.
 pub struct ExternalNetwork;
 impl Kind for ExternalNetwork {
-    const KIND: &'static str = "ExternalNetwork";
-    const PLURAL: &'static str = "external-networks";
-    const ID_PREFIX: &'static str = "extnet";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("ExternalNetwork", "external-networks", "extnet", Global, admin_write: true);
     type Spec = ExternalNetworkSpec;
     type Status = ExternalNetworkStatus;
     fn validate(spec: &ExternalNetworkSpec) -> Result<(), ApiError> {

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,11 +42,7 @@ pub const GPU_SHAPES: [(u32, u32, u64); 12] = [
 
 pub struct Flavor;
 impl Kind for Flavor {
-    const KIND: &'static str = "Flavor";
-    const PLURAL: &'static str = "flavors";
-    const ID_PREFIX: &'static str = "flv";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("Flavor", "flavors", "flv", Global, admin_write: true);
     type Spec = FlavorSpec;
     type Status = FlavorStatus;
     fn validate(spec: &FlavorSpec) -> Result<(), ApiError> {

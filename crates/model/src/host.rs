@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::yes;
-use crate::{ApiError, Kind, Scope};
+use crate::meta::{kind_consts, yes};
+use crate::{ApiError, Kind};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,32 +61,28 @@ pub enum HostPhase {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostStatus {
-    #[serde(default)]
     pub phase: HostPhase,
     /// When the phase last changed, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    #[serde(default)]
     pub agent_version: String,
     /// The store lease the agent keeps alive (liveness).
-    #[serde(default)]
     pub lease: i64,
     /// The storage pools this host's agent serves, as last measured.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<crate::PoolReport>,
     /// The URL of the agent's metrics endpoint (history and latest samples of this
     /// host's VMs, the host and its pools), which the control plane reads with the
     /// token the agent keeps in the store (docs/monitoring.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
     /// What the scheduler has allocated here, against the host's limits.
-    #[serde(default)]
     pub allocation: HostAllocation,
     /// What the host really uses, as its agent last measured (written when it moves by
     /// 5 points of CPU or 5 % of memory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<HostUsage>,
 }
 
@@ -111,11 +107,7 @@ impl HostUsage {
 
 pub struct Host;
 impl Kind for Host {
-    const KIND: &'static str = "Host";
-    const PLURAL: &'static str = "hosts";
-    const ID_PREFIX: &'static str = "hst";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("Host", "hosts", "hst", Global, admin_write: true);
     /// Tenants do not see the hypervisors.
     const ADMIN_READ: bool = true;
     type Spec = HostSpec;

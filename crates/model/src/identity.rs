@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Quota, Scope, Usage};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind, Quota, Usage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -26,20 +27,15 @@ pub struct ProjectSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProjectStatus {
     /// Resources held by the project; updated atomically with every create and delete.
-    #[serde(default)]
     pub usage: Usage,
 }
 
 pub struct Project;
 impl Kind for Project {
-    const KIND: &'static str = "Project";
-    const PLURAL: &'static str = "projects";
-    const ID_PREFIX: &'static str = "prj";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("Project", "projects", "prj", Global, admin_write: true);
     type Spec = ProjectSpec;
     type Status = ProjectStatus;
     fn validate(spec: &ProjectSpec) -> Result<(), ApiError> {
@@ -67,11 +63,7 @@ pub struct UserStatus {}
 
 pub struct User;
 impl Kind for User {
-    const KIND: &'static str = "User";
-    const PLURAL: &'static str = "users";
-    const ID_PREFIX: &'static str = "usr";
-    const SCOPE: Scope = Scope::Global;
-    const ADMIN_WRITE: bool = true;
+    kind_consts!("User", "users", "usr", Global, admin_write: true);
     const ADMIN_READ: bool = true;
     type Spec = UserSpec;
     type Status = UserStatus;
@@ -127,26 +119,20 @@ impl ApiKeySpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiKeyStatus {
     /// The first characters of the token, to recognise it in listings.
-    #[serde(default)]
     pub prefix: String,
     /// The role the key carries (that of its user at creation).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// The user the key authenticates as.
-    #[serde(default)]
     pub user: String,
 }
 
 pub struct ApiKey;
 impl Kind for ApiKey {
-    const KIND: &'static str = "ApiKey";
-    const PLURAL: &'static str = "api-keys";
-    const ID_PREFIX: &'static str = "key";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("ApiKey", "api-keys", "key", Project, admin_write: false);
     type Spec = ApiKeySpec;
     type Status = ApiKeyStatus;
     fn validate(spec: &ApiKeySpec) -> Result<(), ApiError> {

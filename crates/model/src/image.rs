@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope, Usage};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind, Usage};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,47 +26,39 @@ pub struct ImageSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ImageStatus {
     /// `Pending` (no data yet), `Active` (usable) or `Failed` (see `message`).
-    #[serde(default)]
     pub phase: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// Format the data was uploaded in (`raw`, `qcow2`); stored as RAW.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub source_format: String,
     /// Virtual size of the disk, bytes.
-    #[serde(default)]
     pub size_bytes: u64,
     /// Bytes actually allocated in the image store (thin).
-    #[serde(default)]
     pub allocated_bytes: u64,
     /// `sha256:<hex>` of the stored RAW disk (or kernel for direct-kernel images).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub checksum: String,
     /// Bytes this image holds in the image store (disk, kernel and initrd as
     /// stored), charged to its project's `image_bytes` quota; while a disk
     /// converts, its virtual size is reserved here instead.
-    #[serde(default)]
     pub stored_bytes: u64,
     /// Where the server keeps the RAW disk (on the image store). Shown to
     /// platform admins only; members' responses leave the server paths out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub initrd_path: Option<String>,
 }
 
 pub struct Image;
 impl Kind for Image {
-    const KIND: &'static str = "Image";
-    const PLURAL: &'static str = "images";
-    const ID_PREFIX: &'static str = "img";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Image", "images", "img", Project, admin_write: false);
     type Spec = ImageSpec;
     type Status = ImageStatus;
     fn validate(spec: &ImageSpec) -> Result<(), ApiError> {

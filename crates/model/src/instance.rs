@@ -5,9 +5,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{name_schema, yes};
+use crate::meta::{kind_consts, name_schema, validate_optional_name, yes};
 use crate::migration::{MigrationSpec, MigrationStatus};
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -85,77 +85,63 @@ pub enum InstancePhase {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct InstanceStatus {
-    #[serde(default)]
     pub phase: InstancePhase,
     /// The host the scheduler bound the instance to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Why the instance is in its phase (e.g. the scheduler's reason).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// Resources resolved from the flavor at creation (what the quota charged).
-    #[serde(default)]
     pub vcpus: u32,
-    #[serde(default)]
     pub memory_mib: u64,
-    #[serde(default)]
     pub disk_gib: u64,
-    #[serde(default)]
     pub gpus: u32,
     /// PCI addresses of the host GPUs given to this instance (by the scheduler).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gpu_devices: Vec<String>,
     /// Accelerator QEMU runs with (`kvm` or `tcg`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub accel: String,
     /// Path of the serial console log on the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub console_log: Option<String>,
     /// UNIX socket of the interactive serial console on the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub console_socket: Option<String>,
     /// The latest live migration: where it stands, its progress and its result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
     /// How many times the HA monitor moved it off a lost host: the fencing epoch (a
     /// host that comes back never runs a copy bound before the latest failover).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub failovers: u64,
     /// The last `spec.reboot_generation` the agent carried out.
-    #[serde(default)]
     pub reboot_generation: u64,
     /// The last `spec.rebuild_generation` the agent carried out.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub rebuild_generation: u64,
     /// When the VM last started, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// When the VM last stopped (or its QEMU was found dead), RFC 3339: with `started_at`,
     /// the time it ran, which metering bills (docs/metering.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
 }
 
 pub struct Instance;
 impl Kind for Instance {
-    const KIND: &'static str = "Instance";
-    const PLURAL: &'static str = "instances";
-    const ID_PREFIX: &'static str = "ins";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Instance", "instances", "ins", Project, admin_write: false);
     type Spec = InstanceSpec;
     type Status = InstanceStatus;
     fn validate(spec: &InstanceSpec) -> Result<(), ApiError> {
         validate_name("spec.flavor", &spec.flavor)?;
         validate_name("spec.image", &spec.image)?;
-        if let Some(g) = &spec.placement_group {
-            validate_name("spec.placement_group", g)?;
-        }
-        if let Some(v) = &spec.boot_volume {
-            validate_name("spec.boot_volume", v)?;
-        }
+        validate_optional_name("spec.placement_group", spec.placement_group.as_deref())?;
+        validate_optional_name("spec.boot_volume", spec.boot_volume.as_deref())?;
         if let Some(m) = &spec.migration {
             m.validate()?;
         }

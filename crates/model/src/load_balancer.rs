@@ -11,8 +11,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::{kind_consts, validate_optional_name};
 use crate::network::parse_ip;
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
@@ -268,52 +269,40 @@ pub struct ListenerStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoadBalancerStatus {
-    #[serde(default)]
     pub phase: LbPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(default)]
     pub vpc: String,
     /// The virtual address in the subnet.
-    #[serde(default)]
     pub address: String,
     /// The elastic IP's address (external load balancers).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub external_address: String,
     /// The NIC holding `address` (owned by the load balancer) and its elastic IP.
-    #[serde(default)]
     pub nic: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub elastic_ip: String,
     /// The port as the agent plugs it: host-side device, MAC, prefix, gateway.
-    #[serde(default)]
     pub device: String,
-    #[serde(default)]
     pub mac: String,
-    #[serde(default)]
     pub prefix_len: u8,
-    #[serde(default)]
     pub gateway: String,
     /// The host realising it (id), chosen by the controller.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// The configuration its host serves (hash), as the agent reports it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub served: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
 }
 
 /// A load balancer: listeners on a virtual address, members behind them.
 pub struct LoadBalancer;
 impl Kind for LoadBalancer {
-    const KIND: &'static str = "LoadBalancer";
-    const PLURAL: &'static str = "load-balancers";
-    const ID_PREFIX: &'static str = "lb";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("LoadBalancer", "load-balancers", "lb", Project, admin_write: false);
     type Spec = LoadBalancerSpec;
     type Status = LoadBalancerStatus;
     fn usage(spec: &LoadBalancerSpec, _status: &LoadBalancerStatus) -> Usage {
@@ -533,12 +522,8 @@ impl LbMember {
                 "give a vm, a nic or an address",
             ));
         }
-        if let Some(v) = &self.vm {
-            validate_name(&format!("{field}.vm"), v)?;
-        }
-        if let Some(n) = &self.nic {
-            validate_name(&format!("{field}.nic"), n)?;
-        }
+        validate_optional_name(&format!("{field}.vm"), self.vm.as_deref())?;
+        validate_optional_name(&format!("{field}.nic"), self.nic.as_deref())?;
         if !self.address.is_empty() {
             parse_ip(&format!("{field}.address"), &self.address)?;
         }

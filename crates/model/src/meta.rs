@@ -44,6 +44,22 @@ pub trait Kind: Send + Sync + 'static {
     }
 }
 
+/// The names and access rules of a kind, written first in its `impl Kind`:
+/// `kind_consts!("Vpc", "vpcs", "vpc", Project, admin_write: false);` sets
+/// `KIND`, `PLURAL`, `ID_PREFIX`, `SCOPE` (a [`Scope`] variant) and `ADMIN_WRITE`.
+macro_rules! kind_consts {
+    (
+        $kind:literal, $plural:literal, $prefix:literal, $scope:ident, admin_write: $admin:literal
+    ) => {
+        const KIND: &'static str = $kind;
+        const PLURAL: &'static str = $plural;
+        const ID_PREFIX: &'static str = $prefix;
+        const SCOPE: $crate::Scope = $crate::Scope::$scope;
+        const ADMIN_WRITE: bool = $admin;
+    };
+}
+pub(crate) use kind_consts;
+
 /// Identity and bookkeeping of every object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +214,11 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
         return bad("it must start with a letter or digit");
     }
     Ok(())
+}
+
+/// [`validate_name`] of an optional reference; absent is fine.
+pub(crate) fn validate_optional_name(field: &str, name: Option<&str>) -> Result<(), ApiError> {
+    name.map_or(Ok(()), |n| validate_name(field, n))
 }
 
 /// Labels: at most 64, keys are names, values at most 255 printable characters.

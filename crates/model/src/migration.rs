@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate_name, ApiError};
+use crate::meta::validate_optional_name;
+use crate::ApiError;
 
 /// A live migration request (`InstanceSpec.migration`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -39,9 +40,7 @@ fn default_downtime_ms() -> u64 {
 
 impl MigrationSpec {
     pub(crate) fn validate(&self) -> Result<(), ApiError> {
-        if let Some(to) = &self.to {
-            validate_name("spec.migration.to", to)?;
-        }
+        validate_optional_name("spec.migration.to", self.to.as_deref())?;
         if !(1..=60_000).contains(&self.max_downtime_ms) {
             return Err(ApiError::invalid_field(
                 "spec.migration.max_downtime_ms",

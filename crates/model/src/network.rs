@@ -11,7 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use yunhan_types::{Ipv4Cidr, MacAddr};
 
-use crate::{validate_name, ApiError, Kind, Scope, Usage};
+use crate::meta::{kind_consts, validate_optional_name};
+use crate::{validate_name, ApiError, Kind, Usage};
 
 // Security groups live in `security_group.rs`; their public path stays `network::…`.
 pub use crate::security_group::{
@@ -171,27 +172,21 @@ pub struct VpcSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VpcStatus {
     /// The VXLAN network identifier (24 bits), allocated by the server, unique.
-    #[serde(default)]
     pub vni: u32,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 /// A tenant's isolated layer-3 network (one VXLAN segment across hosts).
 pub struct Vpc;
 impl Kind for Vpc {
-    const KIND: &'static str = "Vpc";
-    const PLURAL: &'static str = "vpcs";
-    const ID_PREFIX: &'static str = "vpc";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Vpc", "vpcs", "vpc", Project, admin_write: false);
     type Spec = VpcSpec;
     type Status = VpcStatus;
     fn validate(spec: &VpcSpec) -> Result<(), ApiError> {
@@ -218,28 +213,21 @@ pub struct SubnetSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubnetStatus {
     /// The first host address; held by the VPC's distributed router on every host.
-    #[serde(default)]
     pub gateway_ip: String,
-    #[serde(default)]
     pub gateway_mac: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 pub struct Subnet;
 impl Kind for Subnet {
-    const KIND: &'static str = "Subnet";
-    const PLURAL: &'static str = "subnets";
-    const ID_PREFIX: &'static str = "sn";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Subnet", "subnets", "sn", Project, admin_write: false);
     type Spec = SubnetSpec;
     type Status = SubnetStatus;
     fn validate(spec: &SubnetSpec) -> Result<(), ApiError> {
@@ -279,44 +267,32 @@ pub struct NetworkInterfaceSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetworkInterfaceStatus {
-    #[serde(default)]
     pub vpc: String,
     /// The address allocated at creation.
-    #[serde(default)]
     pub ip: String,
-    #[serde(default)]
     pub prefix_len: u8,
-    #[serde(default)]
     pub gateway: String,
-    #[serde(default)]
     pub mac: String,
     /// The host-side device (the VM's tap).
-    #[serde(default)]
     pub device: String,
     /// Created with an instance as its primary NIC: deleted with it.
-    #[serde(default)]
     pub primary: bool,
     /// The load balancer whose virtual address this is (it is the load balancer's to
     /// change and delete; the port lives where the load balancer is realised).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub load_balancer: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 pub struct NetworkInterface;
 impl Kind for NetworkInterface {
-    const KIND: &'static str = "NetworkInterface";
-    const PLURAL: &'static str = "network-interfaces";
-    const ID_PREFIX: &'static str = "nic";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("NetworkInterface", "network-interfaces", "nic", Project, admin_write: false);
     type Spec = NetworkInterfaceSpec;
     type Status = NetworkInterfaceStatus;
     fn validate(spec: &NetworkInterfaceSpec) -> Result<(), ApiError> {
@@ -325,9 +301,7 @@ impl Kind for NetworkInterface {
             parse_ip("spec.ip", ip)?;
         }
         check_refs("spec.security_groups", &spec.security_groups, 5)?;
-        if let Some(i) = &spec.instance {
-            validate_name("spec.instance", i)?;
-        }
+        validate_optional_name("spec.instance", spec.instance.as_deref())?;
         Ok(())
     }
 }
@@ -375,43 +349,33 @@ pub struct ElasticIpSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ElasticIpStatus {
-    #[serde(default)]
     pub address: String,
     /// The id of its external network.
-    #[serde(default, alias = "pool")]
+    #[serde(alias = "pool")]
     pub network: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host realising it (empty: none).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 
 pub struct ElasticIp;
 impl Kind for ElasticIp {
-    const KIND: &'static str = "ElasticIp";
-    const PLURAL: &'static str = "elastic-ips";
-    const ID_PREFIX: &'static str = "eip";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("ElasticIp", "elastic-ips", "eip", Project, admin_write: false);
     type Spec = ElasticIpSpec;
     type Status = ElasticIpStatus;
     fn validate(spec: &ElasticIpSpec) -> Result<(), ApiError> {
-        if let Some(p) = &spec.network {
-            validate_name("spec.network", p)?;
-        }
+        validate_optional_name("spec.network", spec.network.as_deref())?;
         if let Some(a) = &spec.address {
             parse_ip("spec.address", a)?;
         }
-        if let Some(n) = &spec.nic {
-            validate_name("spec.nic", n)?;
-        }
+        validate_optional_name("spec.nic", spec.nic.as_deref())?;
         if spec.bandwidth_mbit == Some(0) || spec.bandwidth_mbit > Some(100_000) {
             return Err(ApiError::invalid_field(
                 "spec.bandwidth_mbit",
@@ -463,27 +427,22 @@ pub struct NatGatewaySpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatGatewayStatus {
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host realising it (empty: none).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 
 /// SNAT for a VPC (or some of its subnets) behind one elastic IP, plus DNAT port forwards.
 pub struct NatGateway;
 impl Kind for NatGateway {
-    const KIND: &'static str = "NatGateway";
-    const PLURAL: &'static str = "nat-gateways";
-    const ID_PREFIX: &'static str = "natgw";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("NatGateway", "nat-gateways", "natgw", Project, admin_write: false);
     type Spec = NatGatewaySpec;
     type Status = NatGatewayStatus;
     fn validate(spec: &NatGatewaySpec) -> Result<(), ApiError> {
@@ -528,36 +487,29 @@ pub struct VipSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VipStatus {
-    #[serde(default)]
     pub vpc: String,
-    #[serde(default)]
     pub ip: String,
     /// The MAC members announce it with (keepalived `use_vmac`: a macvlan with this
     /// address holds the VIP); derived from the id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mac: String,
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The name of the host of the NIC that holds it (announced it last), as agents
     /// report it (empty: nobody yet).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
 }
 
 /// A virtual IP several NICs of one subnet may announce.
 pub struct Vip;
 impl Kind for Vip {
-    const KIND: &'static str = "Vip";
-    const PLURAL: &'static str = "vips";
-    const ID_PREFIX: &'static str = "vip";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Vip", "vips", "vip", Project, admin_write: false);
     type Spec = VipSpec;
     type Status = VipStatus;
     fn validate(spec: &VipSpec) -> Result<(), ApiError> {

@@ -7,7 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope, Usage};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind, Usage};
 
 /// The S3 endpoint's address inside every VPC: each host's agent answers on it, port 80,
 /// in the VPC's router namespace and passes the connection to the gateway, so a guest
@@ -72,35 +73,30 @@ pub struct BucketUsage {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BucketStatus {
-    #[serde(default)]
     pub phase: BucketPhase,
     /// Why the bucket is Failed, or why a deletion was not done.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The S3 endpoint (path-style: `<endpoint>/<bucket>/<key>` with the project's keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// The bucket's anonymous URL (`<endpoint>/<tenant>:<bucket>`), for public-read
     /// buckets and presigned requests made outside the project.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
     /// Refreshed every few seconds while the bucket is Active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<BucketUsage>,
     /// Set by `DELETE …?force=true`: the bucket goes with its objects.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force_delete: bool,
 }
 
 pub struct Bucket;
 impl Kind for Bucket {
-    const KIND: &'static str = "Bucket";
-    const PLURAL: &'static str = "buckets";
-    const ID_PREFIX: &'static str = "bkt";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Bucket", "buckets", "bkt", Project, admin_write: false);
     type Spec = BucketSpec;
     type Status = BucketStatus;
     fn validate(spec: &BucketSpec) -> Result<(), ApiError> {
@@ -226,11 +222,7 @@ pub const MAX_S3_KEY_DESCRIPTION: usize = 256;
 
 pub struct S3Key;
 impl Kind for S3Key {
-    const KIND: &'static str = "S3Key";
-    const PLURAL: &'static str = "s3-keys";
-    const ID_PREFIX: &'static str = "s3k";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("S3Key", "s3-keys", "s3k", Project, admin_write: false);
     type Spec = S3KeySpec;
     type Status = S3KeyStatus;
     fn validate(spec: &S3KeySpec) -> Result<(), ApiError> {

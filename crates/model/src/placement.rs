@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, Kind, Scope};
+use crate::meta::kind_consts;
+use crate::{ApiError, Kind};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -29,11 +30,7 @@ pub struct PlacementGroupStatus {}
 /// A "business group": instances spread over hosts for availability.
 pub struct PlacementGroup;
 impl Kind for PlacementGroup {
-    const KIND: &'static str = "PlacementGroup";
-    const PLURAL: &'static str = "placement-groups";
-    const ID_PREFIX: &'static str = "pg";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("PlacementGroup", "placement-groups", "pg", Project, admin_write: false);
     type Spec = PlacementGroupSpec;
     type Status = PlacementGroupStatus;
     fn validate(_spec: &PlacementGroupSpec) -> Result<(), ApiError> {

@@ -76,27 +76,17 @@ impl Default for Quota {
 
 /// What a project currently holds, in the same units as [`Quota`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Usage {
-    #[serde(default)]
     pub instances: u64,
-    #[serde(default)]
     pub vcpus: u64,
-    #[serde(default)]
     pub memory_mib: u64,
-    #[serde(default)]
     pub volume_gib: u64,
-    #[serde(default)]
     pub elastic_ips: u64,
-    #[serde(default)]
     pub images: u64,
-    #[serde(default)]
     pub image_bytes: u64,
-    #[serde(default)]
     pub load_balancers: u64,
-    #[serde(default)]
     pub listeners: u64,
-    #[serde(default)]
     pub buckets: u64,
 }
 

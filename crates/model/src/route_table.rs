@@ -10,8 +10,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::kind_consts;
 use crate::network::{check_refs, parse_cidr, NetworkPhase};
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind};
 
 /// The priority a route gets when none is given.
 pub const DEFAULT_ROUTE_PRIORITY: u32 = 100;
@@ -64,24 +65,19 @@ pub struct RouteTableSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RouteTableStatus {
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 /// Routes for the traffic of some subnets of a VPC.
 pub struct RouteTable;
 impl Kind for RouteTable {
-    const KIND: &'static str = "RouteTable";
-    const PLURAL: &'static str = "route-tables";
-    const ID_PREFIX: &'static str = "rtb";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("RouteTable", "route-tables", "rtb", Project, admin_write: false);
     type Spec = RouteTableSpec;
     type Status = RouteTableStatus;
     fn validate(spec: &RouteTableSpec) -> Result<(), ApiError> {

@@ -7,8 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::meta::{kind_consts, validate_optional_name};
 use crate::network::{parse_cidr, NetworkPhase};
-use crate::{validate_name, ApiError, Kind, Scope};
+use crate::{validate_name, ApiError, Kind};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -74,9 +75,7 @@ impl SecurityGroupRule {
         if let Some(c) = &self.cidr {
             parse_cidr(&format!("{field}.cidr"), c)?;
         }
-        if let Some(g) = &self.group {
-            validate_name(&format!("{field}.group"), g)?;
-        }
+        validate_optional_name(&format!("{field}.group"), self.group.as_deref())?;
         Ok(())
     }
 }
@@ -91,13 +90,12 @@ pub struct SecurityGroupSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecurityGroupStatus {
     /// `Failed` when the SDN controller cannot realise it (`message` says why); everything
     /// else keeps being realised. Cleared once the problem goes away.
-    #[serde(default)]
     pub phase: NetworkPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -106,11 +104,7 @@ pub struct SecurityGroupStatus {
 /// group has egress rules.
 pub struct SecurityGroup;
 impl Kind for SecurityGroup {
-    const KIND: &'static str = "SecurityGroup";
-    const PLURAL: &'static str = "security-groups";
-    const ID_PREFIX: &'static str = "sg";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("SecurityGroup", "security-groups", "sg", Project, admin_write: false);
     type Spec = SecurityGroupSpec;
     type Status = SecurityGroupStatus;
     fn validate(spec: &SecurityGroupSpec) -> Result<(), ApiError> {

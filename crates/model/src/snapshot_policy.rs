@@ -8,7 +8,8 @@ mod cron;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{meta::yes, validate_name, ApiError, Kind, Scope};
+use crate::meta::{kind_consts, yes};
+use crate::{validate_name, ApiError, Kind};
 
 pub use cron::{Cron, CronError, HORIZON_DAYS};
 
@@ -91,11 +92,7 @@ impl Default for SnapshotPolicyStatus {
 
 pub struct SnapshotPolicy;
 impl Kind for SnapshotPolicy {
-    const KIND: &'static str = "SnapshotPolicy";
-    const PLURAL: &'static str = "snapshot-policies";
-    const ID_PREFIX: &'static str = "spol";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("SnapshotPolicy", "snapshot-policies", "spol", Project, admin_write: false);
     type Spec = SnapshotPolicySpec;
     type Status = SnapshotPolicyStatus;
     fn validate(spec: &SnapshotPolicySpec) -> Result<(), ApiError> {

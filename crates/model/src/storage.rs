@@ -5,7 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate_name, ApiError, ErrorCode, Kind, Resource, Scope, Usage};
+use crate::meta::{kind_consts, validate_optional_name};
+use crate::{validate_name, ApiError, ErrorCode, Kind, Resource, Usage};
 
 pub use yunhan_types::sizes::MAX_VOLUME_BYTES;
 
@@ -76,49 +77,40 @@ pub enum VolumePhase {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VolumeStatus {
-    #[serde(default)]
     pub phase: VolumePhase,
     /// Why the volume is in its phase (e.g. the backend's error).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The host whose agent manages the volume (written once by the volume
     /// binder; a local volume lives there).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The instance the volume is plugged into right now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_to: Option<String>,
     /// `status.started_at` of that instance when it was plugged: a restarted
     /// QEMU has lost the device, and the agent plugs it again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_since: Option<String>,
     /// The disk's serial number in the guest (`/sys/block/vdX/serial`,
     /// `/dev/disk/by-id/virtio-<serial>`), while attached.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// Size of the volume in the backend.
-    #[serde(default)]
     pub size_bytes: u64,
     /// What the guest sees (thin provisioning: see `physical_bytes`).
-    #[serde(default)]
     pub logical_bytes: u64,
     /// What the volume really occupies in the pool.
-    #[serde(default)]
     pub physical_bytes: u64,
     /// The last `spec.restore.generation` carried out.
-    #[serde(default)]
     pub restore_generation: u64,
 }
 
 pub struct Volume;
 impl Kind for Volume {
-    const KIND: &'static str = "Volume";
-    const PLURAL: &'static str = "volumes";
-    const ID_PREFIX: &'static str = "vol";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Volume", "volumes", "vol", Project, admin_write: false);
     type Spec = VolumeSpec;
     type Status = VolumeStatus;
     fn validate(spec: &VolumeSpec) -> Result<(), ApiError> {
@@ -130,9 +122,7 @@ impl Kind for Volume {
             Some(VolumeSource::Image(i)) => validate_name("spec.source.image", i)?,
             None => {}
         }
-        if let Some(i) = &spec.instance {
-            validate_name("spec.instance", i)?;
-        }
+        validate_optional_name("spec.instance", spec.instance.as_deref())?;
         if let Some(r) = &spec.restore {
             validate_name("spec.restore.snapshot", &r.snapshot)?;
         }
@@ -208,14 +198,12 @@ pub enum SnapshotPhase {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnapshotStatus {
-    #[serde(default)]
     pub phase: SnapshotPhase,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The volume's size when the snapshot was taken.
-    #[serde(default)]
     pub size_bytes: u64,
 }
 
@@ -251,11 +239,7 @@ pub fn restoring_from(vol: &Resource<VolumeSpec, VolumeStatus>, snap: &str) -> b
 
 pub struct Snapshot;
 impl Kind for Snapshot {
-    const KIND: &'static str = "Snapshot";
-    const PLURAL: &'static str = "snapshots";
-    const ID_PREFIX: &'static str = "snap";
-    const SCOPE: Scope = Scope::Project;
-    const ADMIN_WRITE: bool = false;
+    kind_consts!("Snapshot", "snapshots", "snap", Project, admin_write: false);
     type Spec = SnapshotSpec;
     type Status = SnapshotStatus;
     fn validate(spec: &SnapshotSpec) -> Result<(), ApiError> {

@@ -65,7 +65,7 @@ impl Hooks for Image {
     }
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
         delete_current::<Self>(s, doc.clone()).await?;
-        remove_files(&s.image_dir, &doc.metadata.id).await;
+        remove_files(&s.config.image_dir, &doc.metadata.id).await;
         Ok(Deleted::Now)
     }
 }

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 use yunhan_model::{ApiError, ErrorCode, Image, Project};
 use yunhan_store::objects::{Doc, ObjectError};
 
@@ -81,23 +82,16 @@ struct QemuImgInfo {
 /// What `qemu-img info` says about an uploaded file, refusing anything that
 /// is not a self-contained raw or qcow2 disk.
 async fn inspect(path: &Path, max_virtual: u64) -> Result<QemuImgInfo> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img (is qemu-utils installed?)", e))?;
-    if !out.status.success() {
-        return Err(bad(
-            "data",
-            format!(
-                "not a disk image qemu-img can read: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    let info: QemuImgInfo = serde_json::from_slice(&out.stdout)
-        .map_err(|e| internal("unexpected qemu-img output", e))?;
+    let stdout = qemu_img(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(path),
+        "cannot run qemu-img (is qemu-utils installed?)",
+        "not a disk image qemu-img can read",
+    )
+    .await?;
+    let info: QemuImgInfo =
+        serde_json::from_slice(&stdout).map_err(|e| internal("unexpected qemu-img output", e))?;
     if !matches!(info.format.as_str(), "raw" | "qcow2") {
         return Err(bad(
             "data",
@@ -357,7 +351,7 @@ async fn import_source(s: &AppState, p: &Principal, src: &str) -> Result<PathBuf
         )
         .into());
     }
-    let dir = &s.import_dir;
+    let dir = &s.config.import_dir;
     let outside = |what: String| -> HttpError {
         ApiError::new(
             ErrorCode::Forbidden,
@@ -436,7 +430,7 @@ async fn run_upload(s: &AppState, id: &str, part: Part, input: Input) -> Result<
         .await?
         .ok_or_else(|| ApiError::not_found("Image", id))?;
     check_part_fits(&image, part)?;
-    tokio::fs::create_dir_all(&s.image_dir)
+    tokio::fs::create_dir_all(&s.config.image_dir)
         .await
         .map_err(|e| internal("cannot create the image store", e))?;
     match store_part(s, &image, part, input).await {
@@ -462,24 +456,25 @@ struct Stored {
 
 async fn store_part(s: &AppState, image: &Doc<Image>, part: Part, input: Input) -> Result<Stored> {
     let budget = Budget::of(s, image).await?;
-    let staged = Staged(
-        s.image_dir
-            .join(format!("{}.{}.upload", image.metadata.id, part.name())),
-    );
+    let staged = Staged(s.config.image_dir.join(format!(
+        "{}.{}.upload",
+        image.metadata.id,
+        part.name()
+    )));
     let input = match input {
         Input::Server(path) => {
             let len = tokio::fs::metadata(&path)
                 .await
                 .map_err(|e| bad("source", format!("cannot read {}: {e}", path.display())))?
                 .len();
-            check_size(len, s.image_max_bytes, &budget)?;
+            check_size(len, s.config.image_max_bytes, &budget)?;
             path
         }
         Input::Body { body, declared } => {
             if let Some(len) = declared {
-                check_size(len, s.image_max_bytes, &budget)?;
+                check_size(len, s.config.image_max_bytes, &budget)?;
             }
-            receive(body, &staged.0, s.image_max_bytes, &budget).await?;
+            receive(body, &staged.0, s.config.image_max_bytes, &budget).await?;
             staged.0.clone()
         }
     };
@@ -497,54 +492,46 @@ async fn store_disk(
     input: &Path,
     budget: &Budget,
 ) -> Result<Stored> {
-    let info = inspect(input, s.image_max_bytes.saturating_mul(16)).await?;
+    let info = inspect(input, s.config.image_max_bytes.saturating_mul(16)).await?;
     // Refused before any conversion: a small qcow2 may unpack to its virtual size.
     budget.check(info.virtual_size)?;
     let id = &image.metadata.id;
-    let dest = s.image_dir.join(format!("{id}.raw"));
+    let dest = s.config.image_dir.join(format!("{id}.raw"));
     let reserved = info.virtual_size;
-    reserve(s, id, reserved).await?;
-    let written = async {
-        convert(&info.format, input, &dest).await?;
-        private(&dest).await?;
-        sha256_of(&dest).await
-    }
-    .await;
-    match written {
-        Ok(checksum) => Ok(Stored {
-            charged: allocated(&dest).min(reserved),
-            path: dest,
-            checksum,
-            size: info.virtual_size,
-            format: info.format,
-            reserved,
-        }),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
-            release(s, id, reserved).await;
-            Err(e)
-        }
-    }
+    let converted = convert(&info.format, input, &dest);
+    let checksum = write_charged(s, id, &dest, reserved, converted).await?;
+    Ok(Stored {
+        charged: allocated(&dest).min(reserved),
+        path: dest,
+        checksum,
+        size: info.virtual_size,
+        format: info.format,
+        reserved,
+    })
 }
 
 async fn convert(format: &str, input: &Path, dest: &Path) -> Result<()> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["convert", "-q", "-f", format, "-O", "raw", "-S", "4k"])
-        .arg(input)
-        .arg(dest)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img", e))?;
-    if !out.status.success() {
-        return Err(bad(
-            "data",
-            format!(
-                "converting the image failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
+    qemu_img(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", format, "-O", "raw", "-S", "4k"])
+            .arg(input)
+            .arg(dest),
+        "cannot run qemu-img",
+        "converting the image failed",
+    )
+    .await?;
     Ok(())
+}
+
+/// Runs a `qemu-img` command: its output, or (500) `cannot_run` when it does not start,
+/// or (400 on `data`) `failed` and what it said when it fails.
+async fn qemu_img(cmd: &mut Command, cannot_run: &str, failed: &str) -> Result<Vec<u8>> {
+    let out = cmd.output().await.map_err(|e| internal(cannot_run, e))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        return Err(bad("data", format!("{failed}: {}", said.trim())));
+    }
+    Ok(out.stdout)
 }
 
 /// A kernel or initrd, copied as it is (its size was checked against the quota).
@@ -554,31 +541,45 @@ async fn store_file(s: &AppState, image: &Doc<Image>, part: Part, input: &Path) 
         .await
         .map_err(|e| internal("cannot read the upload", e))?
         .len();
-    let dest = s.image_dir.join(format!("{id}.{}", part.name()));
-    reserve(s, id, size).await?;
-    let written = async {
+    let dest = s.config.image_dir.join(format!("{id}.{}", part.name()));
+    let copied = async {
         tokio::fs::copy(input, &dest)
             .await
             .map_err(|e| internal("cannot store the file", e))?;
-        private(&dest).await?;
-        sha256_of(&dest).await
+        Ok(())
+    };
+    let checksum = write_charged(s, id, &dest, size, copied).await?;
+    Ok(Stored {
+        charged: allocated(&dest).min(size),
+        path: dest,
+        checksum,
+        size,
+        format: part.name().into(),
+        reserved: size,
+    })
+}
+
+/// Charges `reserved` bytes to image `id`, runs `write` (which makes `dest`), then
+/// makes `dest` private and checksums it. On failure `dest` goes and the charge with it.
+async fn write_charged(
+    s: &AppState,
+    id: &str,
+    dest: &Path,
+    reserved: u64,
+    write: impl std::future::Future<Output = Result<()>>,
+) -> Result<String> {
+    reserve(s, id, reserved).await?;
+    let written = async {
+        write.await?;
+        private(dest).await?;
+        sha256_of(dest).await
     }
     .await;
-    match written {
-        Ok(checksum) => Ok(Stored {
-            charged: allocated(&dest).min(size),
-            path: dest,
-            checksum,
-            size,
-            format: part.name().into(),
-            reserved: size,
-        }),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&dest).await;
-            release(s, id, size).await;
-            Err(e)
-        }
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+        release(s, id, reserved).await;
     }
+    written
 }
 
 /// Stored images are the server's alone (0600, in a 0700 image store).

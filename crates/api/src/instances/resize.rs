@@ -95,7 +95,7 @@ async fn fits_its_host(s: &AppState, old: &Doc<Instance>, f: &Doc<Flavor>) -> Re
         disk_gib: f.spec.disk_gib,
         ..Default::default()
     };
-    match here.misfit(&d, &s.placement) {
+    match here.misfit(&d, &s.config.placement) {
         None => Ok(()),
         Some(why) => Err(conflict(format!(
             "{:?} does not fit its host as {:?} ({} vCPU / {} MiB / {} GiB): {why}; pick a smaller flavor, or ask an admin to raise the host's overcommit ('yunhan host set') or to move the VM",

@@ -14,7 +14,7 @@ use yunhan_types::Ipv4Cidr;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::network::addresses::refuse_overlap;
-use crate::resource::{delete_current, refuse_change, refuse_while_referenced, Deleted, Hooks};
+use crate::resource::{delete_now, refuse_change, refuse_while_referenced, Deleted, Hooks};
 use crate::AppState;
 
 #[async_trait]
@@ -48,8 +48,7 @@ impl Hooks for ExternalNetwork {
             },
         )
         .await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 

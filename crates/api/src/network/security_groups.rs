@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::error::Result;
 use crate::lookup::{resolve, resolve_each};
 use crate::resource::{
-    delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    delete_now, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -60,8 +60,7 @@ impl Hooks for SecurityGroup {
             },
         )
         .await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::lookup::resolve;
 use crate::network::addresses::refuse_overlap;
 use crate::resource::{
-    delete_current, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    delete_now, project_of, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -81,7 +81,6 @@ impl Hooks for Subnet {
             },
         )
         .await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }

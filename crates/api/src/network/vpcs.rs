@@ -11,7 +11,7 @@ use yunhan_types::addr::MAX_VNI;
 use crate::auth::Principal;
 use crate::error::Result;
 use crate::resource::{
-    conflict, delete_current, refuse_change, refuse_while_referenced, Deleted, Hooks,
+    conflict, delete_now, refuse_change, refuse_while_referenced, Deleted, Hooks,
 };
 use crate::AppState;
 
@@ -62,8 +62,7 @@ impl Hooks for Vpc {
         refuse_while_in::<SecurityGroup>(s, &doc, "security group", |x| &x.spec.vpc).await?;
         refuse_while_in::<NatGateway>(s, &doc, "NAT gateway", |x| &x.spec.vpc).await?;
         refuse_while_in::<RouteTable>(s, &doc, "route table", |x| &x.spec.vpc).await?;
-        delete_current::<Self>(s, doc).await?;
-        Ok(Deleted::Now)
+        delete_now::<Self>(s, doc).await
     }
 }
 

@@ -15,7 +15,10 @@ use crate::AppState;
 
 /// The S3 endpoint of this cloud, or the 409 telling how to get one.
 pub(crate) fn endpoint(s: &AppState) -> Result<&str, HttpError> {
-    s.s3_endpoint.as_deref().ok_or_else(|| not_enabled().into())
+    s.config
+        .s3_endpoint
+        .as_deref()
+        .ok_or_else(|| not_enabled().into())
 }
 
 /// The 409 of a cloud without object storage.

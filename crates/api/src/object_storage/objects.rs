@@ -238,7 +238,8 @@ impl From<BrowseError> for HttpError {
 /// The object store, or the 409 of a cloud without one.
 fn browser(s: &AppState) -> Result<Arc<dyn ObjectBrowser>> {
     super::endpoint(s)?;
-    s.object_browser
+    s.config
+        .object_browser
         .clone()
         .ok_or_else(|| super::not_enabled().into())
 }
@@ -306,10 +307,11 @@ fn tenant(doc: &Doc<Bucket>) -> String {
     tenant_of(project_of(doc))
 }
 
+/// `{id}` and `{*key}` of an object's URL, as the handlers take them.
+type ObjectPath = std::result::Result<Path<(String, String)>, PathRejection>;
+
 /// `{id}` and `{*key}` of the URL, the key checked.
-fn object_path(
-    path: std::result::Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, String)> {
+fn object_path(path: ObjectPath) -> Result<(String, String)> {
     let Path((id, key)) = path.map_err(|e| {
         HttpError::from(ApiError::invalid_field(
             "key",
@@ -318,6 +320,35 @@ fn object_path(
     })?;
     check("key", key_error(&key))?;
     Ok((id, key))
+}
+
+/// The object a request names, in an active bucket the caller may read (`write`:
+/// change), and the browser that reaches it.
+struct Target {
+    browser: Arc<dyn ObjectBrowser>,
+    tenant: String,
+    bucket: String,
+    key: String,
+}
+
+impl Target {
+    async fn of(
+        s: &AppState,
+        p: &Principal,
+        path: ObjectPath,
+        project: Option<&str>,
+        write: bool,
+    ) -> Result<Target> {
+        let browser = browser(s)?;
+        let (id, key) = object_path(path)?;
+        let bucket = active_bucket(s, p, &id, project, write).await?;
+        Ok(Target {
+            browser,
+            tenant: tenant(&bucket),
+            bucket: bucket.metadata.name,
+            key,
+        })
+    }
 }
 
 /// `GET /v1/buckets/{id}/objects`: one page of the bucket's objects.
@@ -399,15 +430,11 @@ fn sane_content_type(value: Option<&str>) -> Option<String> {
 pub(crate) async fn download(
     State(s): State<Shared>,
     p: Principal,
-    path: std::result::Result<Path<(String, String)>, PathRejection>,
+    path: ObjectPath,
     QueryParams(q): QueryParams<ObjectParams>,
 ) -> Result<Response> {
-    let browser = browser(&s)?;
-    let (id, key) = object_path(path)?;
-    let bucket = active_bucket(&s, &p, &id, q.project.as_deref(), false).await?;
-    let object = browser
-        .get(&tenant(&bucket), &bucket.metadata.name, &key)
-        .await?;
+    let t = Target::of(&s, &p, path, q.project.as_deref(), false).await?;
+    let object = t.browser.get(&t.tenant, &t.bucket, &t.key).await?;
     let content_type = sane_content_type(object.content_type.as_deref())
         .unwrap_or_else(|| "application/octet-stream".into());
     let mut resp = Response::new(Body::from_stream(object.body));
@@ -418,7 +445,7 @@ pub(crate) async fn download(
         }
     };
     set(header::CONTENT_TYPE, content_type);
-    set(header::CONTENT_DISPOSITION, content_disposition(&key));
+    set(header::CONTENT_DISPOSITION, content_disposition(&t.key));
     if let Some(len) = object.length {
         set(header::CONTENT_LENGTH, len.to_string());
     }
@@ -499,14 +526,12 @@ async fn object_body(headers: &HeaderMap, body: Body) -> Result<(u64, ByteStream
 pub(crate) async fn upload(
     State(s): State<Shared>,
     p: Principal,
-    path: std::result::Result<Path<(String, String)>, PathRejection>,
+    path: ObjectPath,
     QueryParams(q): QueryParams<ObjectParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let browser = browser(&s)?;
-    let (id, key) = object_path(path)?;
-    let bucket = active_bucket(&s, &p, &id, q.project.as_deref(), true).await?;
+    let t = Target::of(&s, &p, path, q.project.as_deref(), true).await?;
     let content_type = sane_content_type(
         headers
             .get(header::CONTENT_TYPE)
@@ -519,9 +544,7 @@ pub(crate) async fn upload(
         length,
         body,
     };
-    let item = browser
-        .put(&tenant(&bucket), &bucket.metadata.name, &key, object)
-        .await?;
+    let item = t.browser.put(&t.tenant, &t.bucket, &t.key, object).await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
@@ -529,15 +552,11 @@ pub(crate) async fn upload(
 pub(crate) async fn remove(
     State(s): State<Shared>,
     p: Principal,
-    path: std::result::Result<Path<(String, String)>, PathRejection>,
+    path: ObjectPath,
     QueryParams(q): QueryParams<ObjectParams>,
 ) -> Result<StatusCode> {
-    let browser = browser(&s)?;
-    let (id, key) = object_path(path)?;
-    let bucket = active_bucket(&s, &p, &id, q.project.as_deref(), true).await?;
-    browser
-        .delete(&tenant(&bucket), &bucket.metadata.name, &key)
-        .await?;
+    let t = Target::of(&s, &p, path, q.project.as_deref(), true).await?;
+    t.browser.delete(&t.tenant, &t.bucket, &t.key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

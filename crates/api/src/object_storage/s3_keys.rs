@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::post;
 use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use rand::Rng;
@@ -23,16 +23,12 @@ use crate::auth::Principal;
 use crate::crud::created;
 use crate::error::Result;
 use crate::extract::JsonBody;
-use crate::keys::{check_key_limit, key_user, list_mine, remove_mine, show_mine, UserOwned};
+use crate::keys::{check_key_limit, key_user, user_owned_routes, UserOwned};
 use crate::resource::{delete_current, delete_or_mark, Deleted, Hooks};
 use crate::{AppState, Shared};
 
 pub(crate) fn routes(r: Router<Shared>) -> Router<Shared> {
-    r.route("/v1/s3-keys", get(list_mine::<S3Key>).post(create))
-        .route(
-            "/v1/s3-keys/{id}",
-            get(show_mine::<S3Key>).delete(remove_mine::<S3Key>),
-        )
+    user_owned_routes::<S3Key>(r, post(create))
 }
 
 /// Response of `POST /v1/s3-keys`: the secret key is shown this once.
@@ -62,7 +58,7 @@ impl UserOwned for S3Key {
 #[async_trait]
 impl Hooks for S3Key {
     async fn delete(s: &AppState, doc: Doc<Self>) -> Result<Deleted<Self>> {
-        if s.s3_endpoint.is_some() {
+        if s.config.s3_endpoint.is_some() {
             return delete_or_mark::<Self>(s, doc, true).await;
         }
         delete_current::<Self>(s, doc.clone()).await?;

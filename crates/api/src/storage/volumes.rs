@@ -26,10 +26,10 @@ use crate::AppState;
 impl Hooks for Volume {
     async fn prepare_create(s: &AppState, _p: &Principal, doc: &mut Doc<Self>) -> Result<()> {
         doc.status = Default::default();
-        if !s.storage_pools.iter().any(|p| p == &doc.spec.pool) {
+        if !s.config.storage_pools.iter().any(|p| p == &doc.spec.pool) {
             return Err(ApiError::not_found("StoragePool", &doc.spec.pool)
                 .with_detail("field", "spec.pool")
-                .with_detail("pools", s.storage_pools.clone())
+                .with_detail("pools", s.config.storage_pools.clone())
                 .into());
         }
         let project = project_of(doc).to_string();

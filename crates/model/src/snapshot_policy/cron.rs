@@ -36,30 +36,22 @@ struct FieldKind {
     names: &'static [&'static str],
 }
 
-const SECOND: FieldKind = FieldKind {
-    name: "second",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const MINUTE: FieldKind = FieldKind {
-    name: "minute",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const HOUR: FieldKind = FieldKind {
-    name: "hour",
-    min: 0,
-    max: 23,
-    names: &[],
-};
-const DOM: FieldKind = FieldKind {
-    name: "day-of-month",
-    min: 1,
-    max: 31,
-    names: &[],
-};
+impl FieldKind {
+    /// A field of numbers only (no names such as `jan` or `mon`).
+    const fn numeric(name: &'static str, min: u32, max: u32) -> FieldKind {
+        FieldKind {
+            name,
+            min,
+            max,
+            names: &[],
+        }
+    }
+}
+
+const SECOND: FieldKind = FieldKind::numeric("second", 0, 59);
+const MINUTE: FieldKind = FieldKind::numeric("minute", 0, 59);
+const HOUR: FieldKind = FieldKind::numeric("hour", 0, 23);
+const DOM: FieldKind = FieldKind::numeric("day-of-month", 1, 31);
 const MONTH: FieldKind = FieldKind {
     name: "month",
     min: 1,
