@@ -210,7 +210,8 @@ impl LoadOptions {
 /// Result of one BPF_PROG_TEST_RUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestRun {
-    /// XDP verdict (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3).
+    /// XDP verdict (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3), or tc's (`TC_ACT_OK` = 0,
+    /// `TC_ACT_SHOT` = 2, `TC_ACT_REDIRECT` = 7).
     pub verdict: u32,
     /// The packet as the program left it.
     pub data: Vec<u8>,
@@ -222,6 +223,8 @@ pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// The loaded program and its maps.
 pub struct Dataplane {
@@ -429,14 +432,21 @@ impl Dataplane {
         remove_pin_dir(&dir)
     }
 
-    /// Run the program once (or `repeat` times) on `pkt` with BPF_PROG_TEST_RUN.
+    /// Run the loaded program (XDP, or tc with [`Hook::Tc`]) once (or `repeat` times) on
+    /// `pkt` with BPF_PROG_TEST_RUN.
     pub fn test_run(&self, pkt: &[u8], repeat: u32) -> Result<TestRun, VortexError> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or_else(|| VortexError::Invalid("program missing".into()))?
-            .try_into()?;
-        let fd = prog.fd()?.as_fd().as_raw_fd();
+        let name = match self.opts.hook {
+            Hook::Xdp => PROGRAM,
+            Hook::Tc => TC_PROGRAM,
+        };
+        let prog = (self.ebpf.program(name)).ok_or_else(|| missing(name))?;
+        let fd = match self.opts.hook {
+            Hook::Xdp => <&Xdp>::try_from(prog)?.fd()?.as_fd().as_raw_fd(),
+            Hook::Tc => <&SchedClassifier>::try_from(prog)?
+                .fd()?
+                .as_fd()
+                .as_raw_fd(),
+        };
         prog_test_run(fd, pkt, repeat)
     }
 
