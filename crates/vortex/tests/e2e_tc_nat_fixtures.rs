@@ -3,13 +3,14 @@
 //! ICMP error come back as from the VIP, checksums stay right, and two nodes translate a
 //! flow alike. Needs root (BPF) — hence the e2e_ prefix.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use yunhan_vortex::control::{vip_key, Controller, DesiredBackend, DesiredVip, Forward};
-use yunhan_vortex::dataplane::{Dataplane, Hook, LoadOptions, TC_ACT_OK, TC_ACT_REDIRECT};
+use yunhan_vortex::dataplane::{Dataplane, Hook, TC_ACT_OK, TC_ACT_REDIRECT};
 use yunhan_vortex::packet::{self, checksum, TCP, TCP_ACK, TCP_SYN, UDP};
 
-const M: u32 = 1009;
 const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
@@ -23,18 +24,9 @@ fn backends() -> Vec<Ipv4Addr> {
 
 /// A NAT-mode data plane serving VIP tcp/80 and udp/53 over three backends on 8080.
 fn node(tag: &str) -> Controller {
-    let dir = format!(
-        "/sys/fs/bpf/yunhan-vortex-natfx-{}-{tag}",
-        std::process::id()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut o = LoadOptions::new(dir);
-    o.table_size = M;
-    o.max_vips = 4;
-    o.conntrack_size = 4096;
+    let mut o = common::options(&format!("nat-{tag}"));
     o.hook = Hook::Tc;
     o.nat_source = OURS;
-    o.ephemeral = true;
     let dp = Dataplane::load(o).expect("load the tc program (root + BPF needed)");
     let mut c = Controller::new(dp).unwrap();
     let vip = |port, proto| DesiredVip {

@@ -1,7 +1,11 @@
 //! Packet fixtures through BPF_PROG_TEST_RUN: input packet → expected verdict
 //! and output bytes. Needs root (BPF) — hence the e2e_ prefix.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use common::M;
 
 use yunhan_vortex::control::{Controller, DesiredBackend, DesiredVip, Forward};
 use yunhan_vortex::dataplane::{Dataplane, LoadOptions, XDP_DROP, XDP_PASS, XDP_TX};
@@ -9,24 +13,14 @@ use yunhan_vortex::hash::{flow_hash, FlowTuple};
 use yunhan_vortex::maglev::{self, Member};
 use yunhan_vortex::packet::{self, frame, TCP, UDP};
 
-const M: u32 = 1009;
 const LB_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 1];
 const VIP4: &str = "10.0.1.1";
 const VIP6: &str = "fd00::1:1";
 
 fn opts(tag: &str) -> LoadOptions {
-    let dir = format!(
-        "/sys/fs/bpf/yunhan-vortex-test-{}-{tag}",
-        std::process::id()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut o = LoadOptions::new(dir);
-    o.table_size = M;
-    o.max_vips = 4;
-    o.conntrack_size = 4096;
+    let mut o = common::options(tag);
     o.vxlan_source = Ipv4Addr::new(192, 168, 0, 1);
-    o.ephemeral = true;
     o
 }
 
