@@ -44,34 +44,27 @@ pub struct Skipped {
 /// One project's pass at `now`: its objects metered and rolled up from `old`. A skipped
 /// object keeps its cursor, so its time is counted once it can be metered again.
 pub fn pass_of(old: &Ledger, inv: &Inventory, now: i64) -> (Pass, Vec<Skipped>) {
+    let instances = (inv.instances.iter()).map(|d| {
+        let cursor = old.cursors.get(&d.metadata.id);
+        (d.metadata.id.as_str(), instance_metered(d, cursor))
+    });
+    let outcomes = instances
+        .chain(each(&inv.volumes, volume_metered))
+        .chain(each(&inv.snapshots, snapshot_metered))
+        .chain(each(&inv.eips, eip_metered))
+        .chain(each(&inv.lbs, lb_metered))
+        .chain(each(&inv.buckets, bucket_metered));
     let mut metered = Vec::new();
     let mut skipped = Vec::new();
-    let mut take = |id: &str, m: Result<Metered, BadTime>| match m {
-        Ok(m) => metered.push(m),
-        Err(why) => skipped.push(Skipped {
-            id: id.to_string(),
-            why,
-        }),
-    };
-    for d in &inv.instances {
-        let cursor = old.cursors.get(&d.metadata.id);
-        take(&d.metadata.id, instance_metered(d, cursor));
+    for (id, m) in outcomes {
+        match m {
+            Ok(m) => metered.push(m),
+            Err(why) => skipped.push(Skipped {
+                id: id.to_string(),
+                why,
+            }),
+        }
     }
-    inv.volumes
-        .iter()
-        .for_each(|d| take(&d.metadata.id, volume_metered(d)));
-    inv.snapshots
-        .iter()
-        .for_each(|d| take(&d.metadata.id, snapshot_metered(d)));
-    inv.eips
-        .iter()
-        .for_each(|d| take(&d.metadata.id, eip_metered(d)));
-    inv.lbs
-        .iter()
-        .for_each(|d| take(&d.metadata.id, lb_metered(d)));
-    inv.buckets
-        .iter()
-        .for_each(|d| take(&d.metadata.id, bucket_metered(d)));
     let mut pass = roll_up(old, &metered, now);
     for s in &skipped {
         if let Some(c) = old.cursors.get(&s.id) {
@@ -79,6 +72,14 @@ pub fn pass_of(old: &Ledger, inv: &Inventory, now: i64) -> (Pass, Vec<Skipped>) 
         }
     }
     (pass, skipped)
+}
+
+/// Each of `docs` metered by `meter`, with its id.
+fn each<'a, Spec, Status>(
+    docs: &'a [Resource<Spec, Status>],
+    meter: impl Fn(&Resource<Spec, Status>) -> Result<Metered, BadTime> + 'a,
+) -> impl Iterator<Item = (&'a str, Result<Metered, BadTime>)> + 'a {
+    docs.iter().map(move |d| (d.metadata.id.as_str(), meter(d)))
 }
 
 /// Whether a pass changed anything worth a write: time accrued, an hour closed, a

@@ -78,12 +78,7 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     let proto = |p: Protocol| if p == Protocol::Udp { "udp" } else { "tcp" };
     let mut o = String::new();
     writeln!(o, "table ip {NFT_ROUTER_TABLE} {{").unwrap();
-    writeln!(o, "\tchain prerouting {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
-    )
-    .unwrap();
+    base_chain(&mut o, "prerouting", "nat hook prerouting priority dstnat");
     for e in &eips {
         writeln!(
             o,
@@ -107,12 +102,11 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
         }
     }
     writeln!(o, "\t}}\n").unwrap();
-    writeln!(o, "\tchain postrouting {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-    )
-    .unwrap();
+    base_chain(
+        &mut o,
+        "postrouting",
+        "nat hook postrouting priority srcnat",
+    );
     for e in &eips {
         writeln!(
             o,
@@ -133,12 +127,11 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     writeln!(o, "\t}}\n").unwrap();
     // Marks pick the way out: replies of port-forwards first (they must go back the way
     // they came), then elastic IPs, then what the NAT gateway covers.
-    writeln!(o, "\tchain route_mark {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook prerouting priority mangle; policy accept;"
-    )
-    .unwrap();
+    base_chain(
+        &mut o,
+        "route_mark",
+        "filter hook prerouting priority mangle",
+    );
     writeln!(o, "\t\tiifname \"{UP}\" accept").unwrap();
     let nat_mark = |n: &crate::plan::NatGatewayPlan| if n.local { 1 } else { 2 };
     if v.uplink.is_some() {
@@ -180,12 +173,8 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     writeln!(o, "\t}}").unwrap();
     let shaped: Vec<Shaped> = shaping(plan).into_iter().filter(|s| s.vni == vni).collect();
     if !shaped.is_empty() {
-        writeln!(o, "\n\tchain shape {{").unwrap();
-        writeln!(
-            o,
-            "\t\ttype filter hook postrouting priority filter; policy accept;"
-        )
-        .unwrap();
+        o.push('\n');
+        base_chain(&mut o, "shape", "filter hook postrouting priority filter");
         for s in &shaped {
             writeln!(
                 o,
@@ -201,6 +190,13 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     Some(o)
 }
 
+/// Opens base chain `name` with its hook (`filter hook forward priority filter`, …),
+/// accepting what no rule decides.
+fn base_chain(o: &mut String, name: &str, hook: &str) {
+    writeln!(o, "\tchain {name} {{").unwrap();
+    writeln!(o, "\t\ttype {hook}; policy accept;").unwrap();
+}
+
 /// The comment of an elastic IP's inbound counter, before its id.
 pub const EIP_IN_COMMENT: &str = "eip-in ";
 /// The comment of an elastic IP's outbound counter, before its id.
@@ -214,12 +210,8 @@ fn eip_traffic(eips: &[&crate::plan::EipPlan], o: &mut String) {
     if eips.is_empty() {
         return;
     }
-    writeln!(o, "\n\tchain eip_traffic {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook forward priority filter; policy accept;"
-    )
-    .unwrap();
+    o.push('\n');
+    base_chain(o, "eip_traffic", "filter hook forward priority filter");
     for e in eips {
         let (ip, id) = (e.private_ip, &e.id);
         writeln!(
@@ -271,12 +263,12 @@ fn masquerade(plan: &HostPlan, o: &mut String) {
     if local.is_empty() {
         return;
     }
-    writeln!(o, "\n\tchain host_gateway_nat {{").unwrap();
-    writeln!(
+    o.push('\n');
+    base_chain(
         o,
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-    )
-    .unwrap();
+        "host_gateway_nat",
+        "nat hook postrouting priority srcnat",
+    );
     for x in local {
         writeln!(o, "\t\tip saddr {0} ip daddr != {0} masquerade", x.cidr).unwrap();
     }

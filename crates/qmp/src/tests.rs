@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
 
 use crate::commands::{self as c, Command};
 use crate::fake::{FakeConfig, FakeQmpServer};
@@ -333,13 +334,34 @@ async fn paused_guest_has_no_powerdown_shutdown() {
     );
 }
 
-#[tokio::test]
-async fn bad_greeting_is_a_protocol_error() {
+/// A socket `name` in a new directory (kept while the caller holds it) whose first
+/// connection `serve` handles, in a task.
+fn hand_written_server<F, Fut>(
+    name: &str,
+    serve: F,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    JoinHandle<Fut::Output>,
+)
+where
+    F: FnOnce(tokio::net::UnixStream) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.sock");
+    let path = dir.path().join(name);
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        serve(s).await
+    });
+    (dir, path, server)
+}
+
+#[tokio::test]
+async fn bad_greeting_is_a_protocol_error() {
+    let (dir, path, server) = hand_written_server("bad.sock", |mut s| async move {
         s.write_all(b"{\"hello\": 1}\n").await.unwrap();
         s
     });
@@ -358,11 +380,7 @@ async fn bad_greeting_is_a_protocol_error() {
 #[tokio::test]
 async fn events_before_the_greeting_are_skipped() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stale.sock");
-    let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let server = tokio::spawn(async move {
-        let (s, _) = listener.accept().await.unwrap();
+    let (_dir, path, server) = hand_written_server("stale.sock", |s| async move {
         let (r, mut w) = s.into_split();
         let stale = r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}"#;
         let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}"#;
@@ -386,10 +404,7 @@ async fn events_before_the_greeting_are_skipped() {
 
 #[tokio::test]
 async fn silent_server_times_out_on_greeting() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("silent.sock");
-    let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let keep = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+    let (_dir, path, keep) = hand_written_server("silent.sock", |s| async move { s });
     let opts = ConnectOptions {
         timeout: Duration::from_millis(100),
     };

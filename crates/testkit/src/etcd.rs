@@ -221,15 +221,16 @@ impl EtcdCluster {
 
     /// Whether member `i` answers `GET /health` with `{"health":"true"}`.
     pub fn healthy(&self, i: usize) -> bool {
-        http(
-            self.members[i].client_port,
-            "GET",
-            "/health",
-            "",
-            Duration::from_millis(500),
-        )
-        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-        .is_some_and(|v| v["health"] == "true")
+        self.ask(i, "GET", "/health", "")
+            .is_some_and(|v| v["health"] == "true")
+    }
+
+    /// Member `i`'s JSON answer to `method path` with `body` (`None`: no 200 answer in
+    /// half a second).
+    fn ask(&self, i: usize, method: &str, path: &str, body: &str) -> Option<serde_json::Value> {
+        let port = self.members[i].client_port;
+        http(port, method, path, body, Duration::from_millis(500))
+            .and_then(|b| serde_json::from_str(&b).ok())
     }
 
     /// Number of members (running or killed).
@@ -287,18 +288,12 @@ impl EtcdCluster {
     pub fn leader(&self) -> Option<usize> {
         (0..self.members.len()).find(|&i| {
             self.members[i].child.is_some()
-                && http(
-                    self.members[i].client_port,
-                    "POST",
-                    "/v3/maintenance/status",
-                    "{}",
-                    Duration::from_millis(500),
-                )
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                .is_some_and(|v| {
-                    let leader = &v["leader"];
-                    leader.is_string() && leader != "0" && *leader == v["header"]["member_id"]
-                })
+                && self
+                    .ask(i, "POST", "/v3/maintenance/status", "{}")
+                    .is_some_and(|v| {
+                        let leader = &v["leader"];
+                        leader.is_string() && leader != "0" && *leader == v["header"]["member_id"]
+                    })
         })
     }
 

@@ -12,7 +12,7 @@
 //!   a local port's IP (in its zone) go through the port's egress chain (which returns or
 //!   drops), new flows to a local port's IP through its ingress chain (accept or drop).
 //! - one address set per referenced security group (`sg_<id>`).
-use super::shaping;
+use super::{base_chain, shaping};
 use crate::model::Protocol;
 use crate::names::NFT_TABLE;
 use crate::plan::{HostPlan, PeerPlan, PortPlan, RulePlan};
@@ -79,12 +79,7 @@ pub fn render(plan: &HostPlan) -> String {
         writeln!(o, "\t}}\n").unwrap();
     }
 
-    writeln!(o, "\tchain prerouting {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook prerouting priority raw; policy accept;"
-    )
-    .unwrap();
+    base_chain(&mut o, "prerouting", "filter hook prerouting priority raw");
     // The tunnel itself needs no connection tracking (it would only cost throughput).
     writeln!(
         o,
@@ -97,12 +92,7 @@ pub fn render(plan: &HostPlan) -> String {
     }
     writeln!(o, "\t}}\n").unwrap();
 
-    writeln!(o, "\tchain output {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook output priority raw; policy accept;"
-    )
-    .unwrap();
+    base_chain(&mut o, "output", "filter hook output priority raw");
     writeln!(
         o,
         "\t\tip saddr {} udp dport {} notrack",
@@ -111,12 +101,7 @@ pub fn render(plan: &HostPlan) -> String {
     .unwrap();
     writeln!(o, "\t}}\n").unwrap();
 
-    writeln!(o, "\tchain forward {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook forward priority filter; policy accept;"
-    )
-    .unwrap();
+    base_chain(&mut o, "forward", "filter hook forward priority filter");
     writeln!(o, "\t\tct state established,related accept").unwrap();
     writeln!(o, "\t\tct state invalid drop").unwrap();
     // A shared VIP is judged by the rules of its first local member.
@@ -141,12 +126,12 @@ pub fn render(plan: &HostPlan) -> String {
     // Inbound bandwidth caps of elastic IPs: classify into the uplink's HTB class.
     let shaped = shaping(plan);
     if !shaped.is_empty() {
-        writeln!(o, "\n\tchain postrouting {{").unwrap();
-        writeln!(
-            o,
-            "\t\ttype filter hook postrouting priority filter; policy accept;"
-        )
-        .unwrap();
+        o.push('\n');
+        base_chain(
+            &mut o,
+            "postrouting",
+            "filter hook postrouting priority filter",
+        );
         for s in &shaped {
             writeln!(
                 o,
@@ -188,12 +173,7 @@ pub fn render(plan: &HostPlan) -> String {
 /// port, as the input device, so port matching happens here.)
 fn render_bridge(plan: &HostPlan, o: &mut String) {
     writeln!(o, "table bridge {NFT_TABLE} {{").unwrap();
-    writeln!(o, "\tchain prerouting {{").unwrap();
-    writeln!(
-        o,
-        "\t\ttype filter hook prerouting priority filter; policy accept;"
-    )
-    .unwrap();
+    base_chain(o, "prerouting", "filter hook prerouting priority filter");
     for p in &plan.ports {
         let d = &p.device;
         // VIP members may also send from the VIP's MAC and address.

@@ -168,22 +168,10 @@ fn planned_devs(plan: &HostPlan) -> BTreeSet<String> {
 /// A VPC's bridge.
 fn bridge(ipb: &mut Batch, have: Option<&Link>, br: &str, mtu: u64) {
     match have {
-        Some(l) if l.kind == "bridge" => {
-            if l.mtu != mtu {
-                ipb.push(format!("link set dev {br} mtu {mtu}"));
-            }
-            if !l.up {
-                ipb.push(format!("link set dev {br} up"));
-            }
-        }
+        Some(l) if l.kind == "bridge" => repair(ipb, l, br, None, mtu),
         other => {
-            if other.is_some() {
-                ipb.push(format!("link del dev {br}"));
-            }
-            ipb.push(format!(
-                "link add name {br} mtu {mtu} type bridge stp_state 0"
-            ));
-            ipb.push(format!("link set dev {br} up"));
+            let add = format!("link add name {br} mtu {mtu} type bridge stp_state 0");
+            recreate(ipb, other, br, add, None);
         }
     }
 }
@@ -235,33 +223,42 @@ fn vxlan(
 fn router_veths(ipb: &mut Batch, links: &BTreeMap<String, Link>, v: &VpcPlan, rns: &str, mtu: u64) {
     for i in &v.router.interfaces {
         match links.get(&i.host_dev) {
-            Some(l) if l.kind == "veth" => enslave(ipb, l, &i.host_dev, &v.bridge, mtu),
+            Some(l) if l.kind == "veth" => repair(ipb, l, &i.host_dev, Some(&v.bridge), mtu),
             other => {
-                if other.is_some() {
-                    ipb.push(format!("link del dev {}", i.host_dev));
-                }
-                ipb.push(format!(
+                let add = format!(
                     "link add name {} mtu {mtu} type veth peer name {} netns {rns}",
                     i.host_dev, i.router_dev
-                ));
-                ipb.push(format!("link set dev {} master {}", i.host_dev, v.bridge));
-                ipb.push(format!("link set dev {} up", i.host_dev));
+                );
+                recreate(ipb, other, &i.host_dev, add, Some(&v.bridge));
             }
         }
     }
 }
 
-/// Repairs an existing device that belongs on a bridge: master, MTU, up.
-fn enslave(ipb: &mut Batch, l: &Link, dev: &str, br: &str, mtu: u64) {
-    if l.master.as_deref() != Some(br) {
-        ipb.push(format!("link set dev {dev} master {br}"));
+/// Repairs an existing device: its master (where it belongs on a bridge), MTU, up.
+fn repair(b: &mut Batch, l: &Link, dev: &str, master: Option<&str>, mtu: u64) {
+    if let Some(br) = master.filter(|br| l.master.as_deref() != Some(*br)) {
+        b.push(format!("link set dev {dev} master {br}"));
     }
     if l.mtu != mtu {
-        ipb.push(format!("link set dev {dev} mtu {mtu}"));
+        b.push(format!("link set dev {dev} mtu {mtu}"));
     }
     if !l.up {
-        ipb.push(format!("link set dev {dev} up"));
+        b.push(format!("link set dev {dev} up"));
     }
+}
+
+/// (Re-)creates device `dev` with `add` (deleting what stands under its name first),
+/// puts it on its bridge, if any, and sets it up.
+fn recreate(b: &mut Batch, have: Option<&Link>, dev: &str, add: String, master: Option<&str>) {
+    if have.is_some() {
+        b.push(format!("link del dev {dev}"));
+    }
+    b.push(add);
+    if let Some(br) = master {
+        b.push(format!("link set dev {dev} master {br}"));
+    }
+    b.push(format!("link set dev {dev} up"));
 }
 
 /// Uplink (router ↔ host namespace) and, on the NAT gateway's host, the transit leg
@@ -304,7 +301,7 @@ fn ports(
     for p in plan.ports.iter().filter(|p| p.vni == v.vni) {
         match links.get(&p.device) {
             None => missing.push(p.id.clone()),
-            Some(l) => enslave(ipb, l, &p.device, &v.bridge, mtu),
+            Some(l) => repair(ipb, l, &p.device, Some(&v.bridge), mtu),
         }
     }
 }
@@ -325,30 +322,16 @@ fn veth_to_router(
             if l.kind == "veth"
                 && near_mac.is_none_or(|m| l.mac.eq_ignore_ascii_case(&m.to_string())) =>
         {
-            if let Some(br) = bridge.filter(|br| l.master.as_deref() != Some(*br)) {
-                b.push(format!("link set dev {near} master {br}"));
-            }
-            if l.mtu != mtu {
-                b.push(format!("link set dev {near} mtu {mtu}"));
-            }
-            if !l.up {
-                b.push(format!("link set dev {near} up"));
-            }
+            repair(b, l, near, bridge, mtu)
         }
         other => {
-            if other.is_some() {
-                b.push(format!("link del dev {near}"));
-            }
             let addr = near_mac
                 .map(|m| format!(" address {m}"))
                 .unwrap_or_default();
-            b.push(format!(
+            let add = format!(
                 "link add name {near}{addr} mtu {mtu} type veth peer name {far} address {far_mac} netns {rns}"
-            ));
-            if let Some(br) = bridge {
-                b.push(format!("link set dev {near} master {br}"));
-            }
-            b.push(format!("link set dev {near} up"));
+            );
+            recreate(b, other, near, add, bridge);
         }
     }
 }

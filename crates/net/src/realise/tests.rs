@@ -159,3 +159,48 @@ fn a_taken_over_address_is_announced_again_on_each_apply() {
     real.apply(&compile_all(&gone).unwrap()["host-a"]).unwrap();
     assert_eq!(garps(&real), 0, "no longer this host's");
 }
+
+/// Devices that drifted are repaired in place (master, MTU, up); those of the wrong kind or
+/// MAC are deleted and created again, on their bridge where they belong.
+#[test]
+fn drifted_devices_are_repaired_or_created_again() {
+    let plans = compile_all(&crate::lab::fixtures::external_model()).unwrap();
+    let plan = &plans["host-a"];
+    let v = plan.vpcs.iter().find(|v| v.uplink.is_some()).unwrap();
+    let (br, mtu) = (&v.bridge, plan.mtu);
+    let (leg, other_leg) = (&v.router.interfaces[0], &v.router.interfaces[1]);
+    let uplink = v.uplink.as_ref().unwrap();
+    let port = plan.ports.iter().find(|p| p.vni == v.vni).unwrap();
+    let link = |name: &str, kind: &str, master: &str, mtu: u16, up: bool| {
+        serde_json::json!({
+            "ifname": name, "master": master, "mtu": mtu, "address": "02:00:00:00:00:01",
+            "flags": if up { vec!["UP"] } else { vec![] },
+            "linkinfo": { "info_kind": kind },
+        })
+    };
+    let links = serde_json::Value::from(vec![
+        link(br, "bridge", "", mtu - 1, false),
+        link(&leg.host_dev, "veth", "elsewhere", mtu, true),
+        link(&other_leg.host_dev, "dummy", br, mtu, true),
+        link(&uplink.host_dev, "veth", "", mtu, true),
+        link(&port.device, "veth", br, mtu + 1, true),
+    ]);
+    let r = RecordingRunner::default();
+    r.answer("ip -j -d link show", &links.to_string());
+    let mut real = Realiser::new(r, Target::default());
+    real.apply(plan).unwrap();
+    let lines = real.runner().lines().join("\n");
+    let (other, up_dev, dev) = (&other_leg.host_dev, &uplink.host_dev, &port.device);
+    for want in [
+        format!("link set dev {br} mtu {mtu}\nlink set dev {br} up\n"),
+        format!("link set dev {} master {br}\n", leg.host_dev),
+        format!("link del dev {other}\nlink add name {other} mtu {mtu} type veth peer name "),
+        format!("link set dev {other} master {br}\nlink set dev {other} up\n"),
+        format!("link del dev {up_dev}\nlink add name {up_dev} address {}", uplink.host_mac),
+        format!("link set dev {dev} mtu {mtu}\n"),
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{lines}");
+    }
+    assert!(!lines.contains(&format!("link add name {br} ")), "{lines}");
+    assert!(!lines.contains(&format!("link set dev {dev} master")), "{lines}");
+}
