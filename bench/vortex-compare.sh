@@ -19,6 +19,8 @@
 #   ln 10.77.0.12  nftables: dnat to jhash/numgen mod 3 map { backends }
 #   lh 10.77.0.13  HAProxy (mode tcp, VIP on lo)
 #   lt 10.77.0.14  Vortex --mode nat on eth0 (backends by address and port)
+#   lr 10.77.0.15  no balancer: the kernel routes the VIP to b1 (no netfilter),
+#                  the cheapest hop any balancer in a namespace can be ("hop")
 #   b1..b3 10.77.0.21-23   VIP on lo; netdev-ingress nft counter+drop of
 #                  udp/9 (counts delivered packets); acceptd on tcp/80
 # The client reaches the VIP by a route via lv, ln or lh; only that changes.
@@ -40,8 +42,8 @@ MAX_SECS=${MAX_SECS:-210}
 P=yvxb$$
 VIP=10.77.1.1
 W=$(mktemp -d "/tmp/$P.XXXXXX")
-NSS=(br c lv ln lh lt b1 b2 b3)
-declare -A OCT=([c]=2 [lv]=11 [ln]=12 [lh]=13 [lt]=14 [b1]=21 [b2]=22 [b3]=23)
+NSS=(br c lv ln lh lt lr b1 b2 b3)
+declare -A OCT=([c]=2 [lv]=11 [ln]=12 [lh]=13 [lt]=14 [lr]=15 [b1]=21 [b2]=22 [b3]=23)
 PIDS=()
 ACCEPTD=()
 ip_of() { echo "10.77.0.${OCT[$1]}"; }
@@ -97,7 +99,7 @@ ip -n "$P-br" link add br0 type bridge
 nsx br sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
 	net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
 ip -n "$P-br" link set br0 up
-for n in c lv ln lh lt b1 b2 b3; do
+for n in c lv ln lh lt lr b1 b2 b3; do
 	# 2 queues each way (one per CPU, like RSS on a NIC): with one queue the
 	# XDP side of a veth is a single NAPI context shared by both senders.
 	ip -n "$P-$n" link add eth0 address "$(mac_of "$n")" numtxqueues 2 numrxqueues 2 type veth \
@@ -113,7 +115,8 @@ neigh() { # neigh NS PEER...
 	local n=$1 p; shift
 	for p in "$@"; do ip -n "$P-$n" neigh replace "$(ip_of "$p")" lladdr "$(mac_of "$p")" dev eth0 nud permanent; done
 }
-neigh c lv ln lh lt b1 b2 b3
+neigh c lv ln lh lt lr b1 b2 b3
+neigh lr c b1
 neigh ln c b1 b2 b3
 neigh lh c b1 b2 b3
 neigh lt c b1 b2 b3
@@ -140,6 +143,11 @@ for b in b1 b2 b3; do
 	PIDS+=($!)
 	ACCEPTD+=($!)
 done
+
+# The plain hop: forward out of the same interface to b1, no netfilter, no redirects.
+nsx lr sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+	net.ipv4.conf.eth0.send_redirects=0 net.ipv4.conf.default.send_redirects=0
+ip -n "$P-lr" route add "$VIP/32" via "$(ip_of b1)"
 
 # nftables LB: forward out of the same interface, no redirects.
 nsx ln sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
@@ -282,10 +290,11 @@ run_cps() {
 }
 
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share these $(nproc) CPUs)"
-echo "== pps: $ROUNDS rounds x {direct, vortex, vortex-nat, nft-jhash, nft-numgen}, ${PPS_SECS}s each, $FLOWS UDP flows, 60-byte frames"
+echo "== pps: $ROUNDS rounds x {direct, hop, vortex, vortex-nat, nft-jhash, nft-numgen}, ${PPS_SECS}s each, $FLOWS UDP flows, 60-byte frames"
 ip -n "$P-c" route replace "$VIP/32" via "$(ip_of lv)"
 for r in $(seq "$ROUNDS"); do
 	run_pps direct "$(mac_of b1)" "$(ip_of b1)"
+	run_pps hop "$(mac_of lr)" "$VIP"
 	run_pps vortex "$(mac_of lv)" "$VIP"
 	run_pps vortex-nat "$(mac_of lt)" "$VIP"
 	nft_lb jhash
@@ -309,7 +318,7 @@ echo "UDP forwarding (median of $ROUNDS; cpu = senders + ksoftirqd + yunhan vort
 echo "  lb = cpu minus the direct run: what the LB hop adds per packet)"
 printf '%-11s %12s %14s %11s %10s\n' mode sent_pps delivered_pps cpu_ns/pkt lb_ns/pkt
 DCPU=$(col direct 4 "$W/pps.txt")
-for m in direct vortex vortex-nat nft-jhash nft-numgen; do
+for m in direct hop vortex vortex-nat nft-jhash nft-numgen; do
 	printf '%-11s %12.0f %14.0f %11.1f %10s\n' "$m" "$(col "$m" 2 "$W/pps.txt")" "$(col "$m" 3 "$W/pps.txt")" \
 		"$(col "$m" 4 "$W/pps.txt")" \
 		"$([ "$m" = direct ] && echo - || awk -v a="$(col "$m" 4 "$W/pps.txt")" -v b="$DCPU" 'BEGIN {printf "%.1f", a-b}')"
@@ -327,6 +336,7 @@ per_round() {
 echo "ratio vortex/nft-jhash delivered pps: $(ratio "$V" "$NJ") (median per round $(per_round vortex nft-jhash 3 "$W/pps.txt"))   vortex/nft-numgen: $(ratio "$V" "$NN")"
 echo "ratio nft-jhash/vortex LB cost per packet: $(ratio "$NL" "$VL");  total chain cost nft-jhash/vortex: $(per_round nft-jhash vortex 4 "$W/pps.txt") (median per round)"
 echo "ratio vortex-nat/nft-jhash delivered pps: $(per_round vortex-nat nft-jhash 3 "$W/pps.txt") (median per round);  total chain cost nft-jhash/vortex-nat: $(per_round nft-jhash vortex-nat 4 "$W/pps.txt")"
+echo "ceiling: hop/nft-jhash delivered pps: $(per_round hop nft-jhash 3 "$W/pps.txt"), direct/nft-jhash: $(per_round direct nft-jhash 3 "$W/pps.txt") (no balancer in a namespace can beat the hop)"
 echo
 echo "New TCP connections (median of $ROUNDS; cpu = client + backends + LB + ksoftirqd on-CPU time / connection)"
 printf '%-11s %10s %14s %12s\n' mode conns/s errors+tmo cpu_us/conn
