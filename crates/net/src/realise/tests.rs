@@ -196,11 +196,17 @@ fn drifted_devices_are_repaired_or_created_again() {
         format!("link set dev {} master {br}\n", leg.host_dev),
         format!("link del dev {other}\nlink add name {other} mtu {mtu} type veth peer name "),
         format!("link set dev {other} master {br}\nlink set dev {other} up\n"),
-        format!("link del dev {up_dev}\nlink add name {up_dev} address {}", uplink.host_mac),
+        format!(
+            "link del dev {up_dev}\nlink add name {up_dev} address {}",
+            uplink.host_mac
+        ),
         format!("link set dev {dev} mtu {mtu}\n"),
     ] {
         assert!(lines.contains(&want), "missing {want:?} in\n{lines}");
     }
     assert!(!lines.contains(&format!("link add name {br} ")), "{lines}");
-    assert!(!lines.contains(&format!("link set dev {dev} master")), "{lines}");
+    assert!(
+        !lines.contains(&format!("link set dev {dev} master")),
+        "{lines}"
+    );
 }
