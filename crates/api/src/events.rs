@@ -1,11 +1,13 @@
 //! The audit trail (model: `model/src/event.rs`; store: `store/src/events.rs`): the
 //! [`audit`] middleware records every write of the versioned API once it is answered —
-//! the caller, their project, what (`write_of`: action, kind, target) and the status — and
-//! `GET /v1/events` ([`list`]) reads them back: a member their own project's, an admin
-//! every scope (or one project's with `?project=`). Unauthenticated requests are no one's
-//! event and are not recorded. Recording is best effort: a store error is logged and the
-//! answer goes out unchanged.
+//! the caller (by API key, or the web console's session), their project, what (`write_of`:
+//! action, kind, target; a create's target is the new object's id, from its `Location`)
+//! and the status — and `GET /v1/events` ([`list`]) reads them back: a member their own
+//! project's, an admin every scope (or one project's with `?project=`). Unauthenticated
+//! requests are no one's event and are not recorded. Recording is best effort: a store
+//! error is logged and the answer goes out unchanged.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -50,23 +52,56 @@ fn request_id(req: &Request) -> String {
     }
 }
 
+/// Who sent a request, as the handlers' authentication reads it: its bearer token, else
+/// (no `Authorization` header at all) its session cookie.
+enum Caller {
+    Token(String),
+    Session(String),
+}
+
+fn caller_of(req: &Request) -> Option<Caller> {
+    let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
+        return crate::session_store::cookie(req.headers()).map(|c| Caller::Session(c.into()));
+    };
+    let (scheme, token) = auth.to_str().ok()?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| Caller::Token(token.trim().to_string()))
+}
+
+/// The caller's principal; the handler authenticated it a moment ago (a token: this is
+/// the cache's answer).
+async fn principal(s: &Shared, caller: Caller, client: Option<IpAddr>) -> Option<Principal> {
+    match caller {
+        Caller::Token(t) => s.auth.authenticate(&t, client).await.ok(),
+        Caller::Session(c) => crate::session_store::principal_of_cookie(s, &c).await.ok(),
+    }
+}
+
+/// What a write acted on: its path's target, or a create's new object (its `Location`).
+fn target_of(target: String, resp: &Response) -> String {
+    let location = resp.headers().get(header::LOCATION);
+    match location.and_then(|l| l.to_str().ok()) {
+        Some(l) if target.is_empty() && resp.status().is_success() => {
+            l.rsplit('/').next().unwrap_or_default().to_string()
+        }
+        _ => target,
+    }
+}
+
 async fn record(s: Shared, req: Request, next: Next, request_id: &str) -> Response {
     let write = write_of(req.method().as_str(), req.uri().path());
-    let token = (req.headers().get(header::AUTHORIZATION))
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
+    let caller = caller_of(&req);
     let client = (req.extensions().get::<ConnectInfo<std::net::SocketAddr>>()).map(|c| c.0.ip());
     let resp = next.run(req).await;
-    let (Some((action, kind, target)), Some(token)) = (write, token) else {
+    let (Some((action, kind, target)), Some(caller)) = (write, caller) else {
         return resp;
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
         return resp;
     }
-    // The handler authenticated this token a moment ago: this is the cache's answer.
-    if let Ok(p) = s.auth.authenticate(&token, client).await {
+    if let Some(p) = principal(&s, caller, client).await {
+        let target = target_of(target, &resp);
         let event = AuditEvent {
             time: yunhan_model::now(),
             actor: p.user.clone(),

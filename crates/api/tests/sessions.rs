@@ -216,6 +216,31 @@ async fn a_password_login_gives_a_cookie_session_that_needs_its_csrf_token_to_ch
         .with_cookie("POST", "/v1/vpcs", &cookie, Some(&csrf), same)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{vpc}");
+    // The console's writes are in the audit trail like the CLI's, by the session's user:
+    // the refused ones with their 403, the create with the new object's id.
+    let (status, events) = api
+        .with_cookie("GET", "/v1/events?since=10m&kind=vpcs", &cookie, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let items = events["items"].as_array().unwrap();
+    let outcomes: Vec<(u64, &str)> = (items.iter())
+        .map(|e| {
+            (
+                e["outcome"].as_u64().unwrap(),
+                e["target"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let vpc_id = vpc["metadata"]["id"].as_str().unwrap();
+    assert_eq!(
+        outcomes,
+        [(403, ""), (403, ""), (403, ""), (201, vpc_id)],
+        "{events}"
+    );
+    assert!(
+        items.iter().all(|e| e["actor"] == me["user"]),
+        "{events} {me}"
+    );
 
     // Logout ends the session.
     let (status, _) = api

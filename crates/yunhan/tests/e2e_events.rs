@@ -36,16 +36,19 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
         .post(&a.token, "placement-groups", "pg1", soft.clone())
         .await;
     assert_eq!(s, 201, "{v}");
+    let pg1 = v["metadata"]["id"].as_str().unwrap().to_string();
     let (s, v) = cloud
         .post(&a.token, "placement-groups", "Bad Name", soft.clone())
         .await;
     assert_eq!(s, 400, "{v}");
     let (s, _) = (cloud.call("DELETE", "/v1/placement-groups/pg1", Some(&a.token), None)).await;
     assert_eq!(s, 204);
-    let (s, _) = cloud.post(&b.token, "placement-groups", "pg2", soft).await;
+    let (s, v) = cloud.post(&b.token, "placement-groups", "pg2", soft).await;
     assert_eq!(s, 201);
+    let pg2 = v["metadata"]["id"].as_str().unwrap().to_string();
 
-    // a's: its three writes in order, by its user, in its project; none of b's.
+    // a's: its three writes in order, by its user, in its project; none of b's. A create
+    // names the new object (a refused one, nothing).
     let (s, ev) = cloud
         .call("GET", "/v1/events?since=10m", Some(&a.token), None)
         .await;
@@ -53,7 +56,7 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
     assert_eq!(
         rows(&ev),
         [
-            row("create", "placement-groups", "", 201),
+            row("create", "placement-groups", &pg1, 201),
             row("create", "placement-groups", "", 400),
             row("delete", "placement-groups", "pg1", 204),
         ],
@@ -67,7 +70,7 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
     let (_, evb) = cloud.call("GET", "/v1/events", Some(&b.token), None).await;
     assert_eq!(
         rows(&evb),
-        [row("create", "placement-groups", "", 201)],
+        [row("create", "placement-groups", &pg2, 201)],
         "{evb}"
     );
     // Another project's events are not the member's to read.
@@ -79,7 +82,10 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
     // tenants'), or one project's.
     let (_, all) = cloud.admin("GET", "/v1/events?since=10m", None).await;
     let all = rows(&all);
-    assert!(all.contains(&row("create", "projects", "", 201)), "{all:?}");
+    assert!(
+        all.contains(&row("create", "projects", &a.project, 201)),
+        "{all:?}"
+    );
     assert!(
         all.contains(&row("delete", "placement-groups", "pg1", 204)),
         "{all:?}"
@@ -88,7 +94,10 @@ async fn e2e_events_record_writes_and_members_see_only_their_own() {
     let (_, only_b) = cloud
         .admin("GET", "/v1/events?project=evtb&kind=placement-groups", None)
         .await;
-    assert_eq!(rows(&only_b), [row("create", "placement-groups", "", 201)]);
+    assert_eq!(
+        rows(&only_b),
+        [row("create", "placement-groups", &pg2, 201)]
+    );
     let (_, last) = cloud.admin("GET", "/v1/events?limit=1", None).await;
     assert_eq!(last["items"].as_array().map(Vec::len), Some(1), "{last}");
 
