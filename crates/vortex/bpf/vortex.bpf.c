@@ -613,35 +613,53 @@ static __always_inline int same_flow(const struct vx_nat_value *v, const struct 
 	       v->vport == k->dport;
 }
 
-/* Is `v` free for the flow `k`, or already its own? */
-static __always_inline int port_is_ours(struct vx_nat_value *v, const struct vx_flow_key *k,
-					__u64 now)
-{
-	if (!v || same_flow(v, k))
-		return 1;
-	return now - v->seen_ns > (v->closing ? VX_NAT_CLOSING_NS : VX_NAT_IDLE_NS);
-}
-
 /* TCP flags of a packet, as far as the NAT cares. */
 #define VX_TCP_FIN 0x01
 #define VX_TCP_SYN 0x02
 #define VX_TCP_RST 0x04
 #define VX_TCP_ACK 0x10
 
-/* Notes a flow's end (FIN or RST, either way) or its new start (a SYN on a reused
- * 5-tuple), and refreshes a live one at most once a second. */
-static __always_inline void note_state(struct vx_nat_value *v, __u8 tcp_flags)
+/* vx_nat_value.closing: what of the flow's end was seen. */
+#define VX_END_FIN_CLIENT 1
+#define VX_END_FIN_BACKEND 2
+#define VX_END_RST 4
+
+/* A flow is over once reset or closed both ways (a half-closed one may still send). */
+static __always_inline int ended(const struct vx_nat_value *v)
+{
+	return (v->closing & VX_END_RST) ||
+	       (v->closing & (VX_END_FIN_CLIENT | VX_END_FIN_BACKEND)) ==
+		       (VX_END_FIN_CLIENT | VX_END_FIN_BACKEND);
+}
+
+/* Is `v` free for the flow `k`, or already its own? */
+static __always_inline int port_is_ours(struct vx_nat_value *v, const struct vx_flow_key *k,
+					__u64 now)
+{
+	if (!v || same_flow(v, k))
+		return 1;
+	return now - v->seen_ns > (ended(v) ? VX_NAT_CLOSING_NS : VX_NAT_IDLE_NS);
+}
+
+/* Notes a flow's new start (a client's SYN on a reused 5-tuple), its end (a RST, or a
+ * FIN from each side: `fin` is the side's VX_END_FIN_*), and refreshes a live one at most
+ * once a second; an ended one keeps the time it ended. */
+static __always_inline void note_state(struct vx_nat_value *v, __u8 tcp_flags, __u32 fin)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	if ((tcp_flags & (VX_TCP_SYN | VX_TCP_ACK)) == VX_TCP_SYN) {
 		v->closing = 0;
 		v->seen_ns = now;
-	} else if ((tcp_flags & (VX_TCP_FIN | VX_TCP_RST)) && !v->closing) {
-		v->closing = 1;
-		v->seen_ns = now;
-	} else if (!v->closing && now - v->seen_ns > 1000000000ULL) {
-		v->seen_ns = now;
+		return;
 	}
+	if (ended(v))
+		return;
+	if (tcp_flags & VX_TCP_RST)
+		v->closing |= VX_END_RST;
+	if (tcp_flags & VX_TCP_FIN)
+		v->closing |= fin;
+	if (ended(v) || now - v->seen_ns > 1000000000ULL)
+		v->seen_ns = now;
 }
 
 /* Claims a source port for flow `k` towards `rk` (backend, vip, bport, proto set);
@@ -678,7 +696,7 @@ static __always_inline int still_ours(struct vx_nat_key *rk, const struct vx_flo
 	struct vx_nat_value *v = bpf_map_lookup_elem(&nat_rev, rk);
 	if (!v || !same_flow(v, k))
 		return 0;
-	note_state(v, tcp_flags);
+	note_state(v, tcp_flags, VX_END_FIN_CLIENT);
 	return 1;
 }
 
@@ -744,7 +762,7 @@ static __always_inline int nat_reply(struct __sk_buff *skb, const struct vx_flow
 		return TC_ACT_OK;
 	}
 	if (tcp_flags & (VX_TCP_FIN | VX_TCP_RST))
-		note_state(v, tcp_flags);
+		note_state(v, tcp_flags, VX_END_FIN_BACKEND);
 	struct vx_rewrite r = {
 		.saddr = k->src[0], .daddr = k->dst[0], .new_saddr = v->vip, .new_daddr = v->client,
 		.sport = k->sport, .dport = k->dport, .new_sport = v->vport, .new_dport = v->cport,

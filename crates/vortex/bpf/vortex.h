@@ -80,8 +80,8 @@ struct vx_nat_value {
 	__u32 vip;         /* the address the client sent to */
 	__u16 cport;       /* network order */
 	__u16 vport;       /* network order */
-	__u32 closing;     /* a TCP FIN or RST was seen (the flow ends: its port frees sooner) */
-	__u64 seen_ns;     /* refreshed at most once a second while not closing */
+	__u32 closing;     /* VX_END_*: a FIN from each side or a RST ends the flow (its port frees sooner) */
+	__u64 seen_ns;     /* refreshed at most once a second until the flow ends */
 };
 
 /* tc NAT: the port of backend `id` behind VIP `index`, keyed by index << 12 | id. */
@@ -96,7 +96,7 @@ struct vx_nat_target {
  * (ip_local_port_range, masquerade to VX_NAT_PORT_END..65535). */
 #define VX_NAT_PORT_MIN 1024
 #define VX_NAT_PORT_END 49152
-/* A translation idle this long (closing: since its FIN or RST) may be taken by another
+/* A translation idle this long (an ended flow: since its end) may be taken by another
  * flow. */
 #define VX_NAT_IDLE_NS (120ULL * 1000000000ULL)
 #define VX_NAT_CLOSING_NS (10ULL * 1000000000ULL)

@@ -19,11 +19,20 @@ const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
 
 fn backends() -> Vec<Ipv4Addr> {
-    (11..=13).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect()
+    backends_of(3)
+}
+
+fn backends_of(n: u8) -> Vec<Ipv4Addr> {
+    (11..11 + n).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect()
 }
 
 /// A NAT-mode data plane serving VIP tcp/80 and udp/53 over three backends on 8080.
 fn node(tag: &str) -> Controller {
+    node_of(tag, 3)
+}
+
+/// The same over `n` backends.
+fn node_of(tag: &str, n: u8) -> Controller {
     let mut o = common::options(&format!("nat-{tag}"));
     o.hook = Hook::Tc;
     o.nat_source = OURS;
@@ -34,7 +43,7 @@ fn node(tag: &str) -> Controller {
         port,
         proto,
         hash_source: false,
-        backends: (backends().into_iter())
+        backends: (backends_of(n).into_iter())
             .map(|a| DesiredBackend {
                 addr: a.into(),
                 mac: None,
@@ -205,5 +214,37 @@ fn e2e_tc_nat_icmp_error_from_a_backend_goes_back_translated() {
         (port(20), port(22)),
         (40000, 53),
         "quoted ports (was {nport})"
+    );
+}
+
+#[test]
+fn e2e_tc_nat_a_port_frees_10s_after_its_flow_ended_not_when_half_closed() {
+    const FIN: u8 = 0x01;
+    let a = node_of("e", 1);
+    let backend = backends_of(1)[0];
+    let port_of = |client: [u8; 4], port: u16, flags: u8| {
+        let f = frame(client.into(), VIP, TCP, (port, 80), flags);
+        tuple(&run(&a, &f).1).2
+    };
+    // Two flows keep their clients' ports; a second client's flow on the same port
+    // towards the one backend gets another.
+    assert_eq!(port_of([192, 0, 2, 1], 40000, TCP_SYN), 40000);
+    assert_eq!(port_of([192, 0, 2, 2], 40001, TCP_SYN), 40001);
+    assert_ne!(port_of([192, 0, 2, 3], 40000, TCP_SYN), 40000);
+    // The first ends (a FIN each way); the second is only half closed (the client's FIN).
+    port_of([192, 0, 2, 1], 40000, FIN | TCP_ACK);
+    let backend_fin = frame(backend, OURS, TCP, (BACKEND_PORT, 40000), FIN | TCP_ACK);
+    assert_eq!(run(&a, &backend_fin).0, TC_ACT_REDIRECT);
+    port_of([192, 0, 2, 2], 40001, FIN | TCP_ACK);
+    std::thread::sleep(std::time::Duration::from_millis(10_500));
+    assert_eq!(
+        port_of([192, 0, 2, 4], 40000, TCP_SYN),
+        40000,
+        "ended: free"
+    );
+    assert_ne!(
+        port_of([192, 0, 2, 5], 40001, TCP_SYN),
+        40001,
+        "half closed: still taken"
     );
 }
