@@ -224,48 +224,68 @@ static __always_inline __u32 vip_hash(const struct vx_flow_key *k, const struct 
 	return flow_hash_v1(&src);
 }
 
-/* Returns the backend id or VX_NO_BACKEND. */
-static __always_inline __u32 pick_backend(const struct vx_flow_key *k,
-					  const struct vx_vip_info *vip, int track,
-					  __u32 *hash_out)
+/* A flow's backend as pick_backend found it: its id and entry, the flow's hash, and
+ * (when tracked) the flow's conntrack entry. */
+struct vx_pick {
+	__u32 id;
+	__u32 hash;
+	struct vx_backend *b;
+	struct vx_ct_value *ct;
+};
+
+/* The conntrack entry's backend unless it is DOWN, else the Maglev table's (tracked as
+ * a new flow when `track`); 0, or -1 when there is no usable backend. */
+static __always_inline int pick_backend(const struct vx_flow_key *k,
+					const struct vx_vip_info *vip, int track,
+					struct vx_pick *p)
 {
 	struct vx_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
+	struct vx_backend *b;
 	__u32 zero = 0, id;
-	__u32 h = vip_hash(k, vip);
 
-	*hash_out = h;
+	p->hash = vip_hash(k, vip);
+	p->ct = ct;
 	if (ct) {
 		id = ct->backend;
-		struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
+		b = bpf_map_lookup_elem(&backends, &id);
 		if (b && b->state != VX_BE_DOWN) {
 			count(VX_C_CT_HIT);
-			return id;
+			p->id = id;
+			p->b = b;
+			return 0;
 		}
 	}
 	count(VX_C_CT_MISS);
 
 	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || cfg->ring_size == 0)
-		return VX_NO_BACKEND;
+		return -1;
 	__u32 m = cfg->ring_size;
 	__u32 slot = vip->active_slot & 1;
-	__u32 idx = (vip->index * 2 + slot) * m + h % m;
+	__u32 idx = (vip->index * 2 + slot) * m + p->hash % m;
 	__u32 *e = bpf_map_lookup_elem(&ring, &idx);
-	if (!e || *e == VX_NO_BACKEND)
-		return VX_NO_BACKEND;
+	if (!e || *e >= VX_MAX_BACKENDS)
+		return -1;
 	id = *e;
+	b = bpf_map_lookup_elem(&backends, &id);
+	if (!b)
+		return -1;
+	p->id = id;
+	p->b = b;
+	p->ct = NULL;
 	if (track) {
 		struct vx_ct_value v = {
 			.backend = id,
 			.vip = vip->index,
 		};
 		bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
+		p->ct = bpf_map_lookup_elem(&conntrack, k);
 		__u32 vi = vip->index;
 		__u64 *flows = bpf_map_lookup_elem(&vip_flows, &vi);
 		if (flows)
 			*flows += 1;
 	}
-	return id;
+	return 0;
 }
 
 static __always_inline __u16 csum_fold(__u32 sum)
@@ -343,24 +363,19 @@ static __always_inline int encap_vxlan(struct xdp_md *ctx, const struct vx_backe
 static __always_inline int forward(struct xdp_md *ctx, const struct vx_flow_key *k,
 				   const struct vx_vip_info *vip, int track)
 {
-	__u32 hash;
-	__u32 id = pick_backend(k, vip, track, &hash);
+	struct vx_pick p;
 	__u64 len = ctx->data_end - ctx->data;
 
-	if (id == VX_NO_BACKEND) {
+	if (pick_backend(k, vip, track, &p)) {
 		count(VX_C_NO_BACKEND);
 		return XDP_DROP;
 	}
-	struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
-	if (!b) {
-		count(VX_C_NO_BACKEND);
-		return XDP_DROP;
-	}
+	struct vx_backend *b = p.b;
 	stat_add(&vip_stats, vip->index, len);
-	stat_add(&backend_stats, id, len);
+	stat_add(&backend_stats, p.id, len);
 
 	if (b->mode == VX_MODE_VXLAN) {
-		int rc = encap_vxlan(ctx, b, hash);
+		int rc = encap_vxlan(ctx, b, p.hash);
 		count(rc == XDP_TX ? VX_C_TX : VX_C_ENCAP_FAIL);
 		return rc;
 	}
@@ -711,28 +726,27 @@ static __always_inline int nat_mark(struct __sk_buff *skb, const struct vx_vip_i
 static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_flow_key *k,
 				       const struct vx_vip_info *vip, __u32 l4_off, __u8 tcp_flags)
 {
-	__u32 hash;
-	__u32 id = pick_backend(k, vip, 1, &hash);
-	if (id >= VX_MAX_BACKENDS) {
+	struct vx_pick p;
+	if (pick_backend(k, vip, 1, &p)) {
 		count(VX_C_NO_BACKEND);
 		return TC_ACT_SHOT;
 	}
+	__u32 id = p.id;
 	stat_add(&vip_stats, vip->index, skb->len);
 	stat_add(&backend_stats, id, skb->len);
 	__u32 tkey = ((vip->index & 0xfff) << 12) | id;
 	struct vx_nat_target *t = bpf_map_lookup_elem(&nat_targets, &tkey);
-	struct vx_backend *b = bpf_map_lookup_elem(&backends, &id);
-	struct vx_ct_value *ct = bpf_map_lookup_elem(&conntrack, k);
+	struct vx_ct_value *ct = p.ct;
 	__u32 zero = 0;
 	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!t || !b || !ct || !cfg || !cfg->nat_src)
+	if (!t || !ct || !cfg || !cfg->nat_src)
 		return nat_mark(skb, vip, id);
 	struct vx_nat_key rk = {
-		.backend = b->addr[0], .src = cfg->nat_src, .bport = t->port, .proto = k->proto,
+		.backend = p.b->addr[0], .src = cfg->nat_src, .bport = t->port, .proto = k->proto,
 	};
 	rk.nport = ct->nat_port;
 	if (!ct->nat_port || !still_ours(&rk, k, tcp_flags)) {
-		if (claim_port(&rk, k, hash)) {
+		if (claim_port(&rk, k, p.hash)) {
 			count(VX_C_NAT_NO_PORT);
 			return nat_mark(skb, vip, id);
 		}
