@@ -106,6 +106,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_stats SEC(".maps");
 
+/* Answers translated back to clients, per VIP (tc NAT mode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct vx_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vip_reply_stats SEC(".maps");
+
 /* New flows balanced, per VIP (a conntrack entry created). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -677,15 +686,15 @@ static __always_inline void note_state(struct vx_nat_value *v, __u8 tcp_flags, _
 		v->seen_ns = now;
 }
 
-/* Claims a source port for flow `k` towards `rk` (backend, vip, bport, proto set);
- * leaves it in rk->nport and returns 0, or -1 if none is free. */
+/* Claims a source port for flow `k` to VIP `vip_index` towards `rk` (backend, vip,
+ * bport, proto set); leaves it in rk->nport and returns 0, or -1 if none is free. */
 static __always_inline int claim_port(struct vx_nat_key *rk, const struct vx_flow_key *k,
-				      __u32 hash)
+				      __u32 hash, __u32 vip_index)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	struct vx_nat_value v = {
 		.client = k->src[0], .vip = k->dst[0], .cport = k->sport, .vport = k->dport,
-		.seen_ns = now,
+		.vip_index = vip_index, .seen_ns = now,
 	};
 	__u16 own = bpf_ntohs(k->sport);
 	int keep = own >= VX_NAT_PORT_MIN && own < VX_NAT_PORT_END;
@@ -746,7 +755,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_fl
 	};
 	rk.nport = ct->nat_port;
 	if (!ct->nat_port || !still_ours(&rk, k, tcp_flags)) {
-		if (claim_port(&rk, k, p.hash)) {
+		if (claim_port(&rk, k, p.hash, vip->index)) {
 			count(VX_C_NAT_NO_PORT);
 			return nat_mark(skb, vip, id);
 		}
@@ -777,6 +786,7 @@ static __always_inline int nat_reply(struct __sk_buff *skb, const struct vx_flow
 	}
 	if (tcp_flags & (VX_TCP_FIN | VX_TCP_RST))
 		note_state(v, tcp_flags, VX_END_FIN_BACKEND);
+	stat_add(&vip_reply_stats, v->vip_index, skb->len);
 	struct vx_rewrite r = {
 		.saddr = k->src[0], .daddr = k->dst[0], .new_saddr = v->vip, .new_daddr = v->client,
 		.sport = k->sport, .dport = k->dport, .new_sport = v->vport, .new_dport = v->cport,

@@ -80,7 +80,8 @@ struct vx_nat_value {
 	__u32 vip;         /* the address the client sent to */
 	__u16 cport;       /* network order */
 	__u16 vport;       /* network order */
-	__u32 closing;     /* VX_END_*: a FIN from each side or a RST ends the flow (its port frees sooner) */
+	__u16 closing;     /* VX_END_*: a FIN from each side or a RST ends the flow (its port frees sooner) */
+	__u16 vip_index;   /* the VIP's index, for its answer counters (vip_reply_stats) */
 	__u64 seen_ns;     /* refreshed at most once a second until the flow ends */
 };
 

@@ -126,6 +126,9 @@ struct VipStatus {
     port: u16,
     packets: u64,
     bytes: u64,
+    /// Answers translated back to clients (NAT mode on tc; 0 elsewhere).
+    reply_packets: u64,
+    reply_bytes: u64,
     /// New flows balanced.
     flows: u64,
     backends: Vec<BackendStatus>,
@@ -341,12 +344,15 @@ impl Daemon {
             .map(|(v, d)| {
                 let index = self.ctl.vip_info(&d.key()).map(|i| i.index);
                 let stats = index.and_then(|i| dp.vip_stats(i).ok()).unwrap_or_default();
+                let replies = (index.and_then(|i| dp.vip_reply_stats(i).ok())).unwrap_or_default();
                 VipStatus {
                     name: v.name.clone(),
                     address: v.address.to_string(),
                     port: v.port,
                     packets: stats.packets,
                     bytes: stats.bytes,
+                    reply_packets: replies.packets,
+                    reply_bytes: replies.bytes,
                     flows: index.and_then(|i| dp.vip_flows(i).ok()).unwrap_or(0),
                     backends: (d.backends.iter().zip(&v.backends))
                         .map(|(b, c)| {

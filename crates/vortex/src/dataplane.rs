@@ -302,6 +302,7 @@ impl Dataplane {
             .set_max_entries("vips", opts.max_vips)
             .set_max_entries("vip_addrs", opts.max_vips)
             .set_max_entries("vip_stats", opts.max_vips)
+            .set_max_entries("vip_reply_stats", opts.max_vips)
             .set_max_entries("vip_flows", opts.max_vips)
             .set_max_entries("conntrack", opts.conntrack_size)
             .set_max_entries("nat_rev", opts.conntrack_size)
@@ -601,6 +602,11 @@ impl Dataplane {
 
     pub fn vip_stats(&self, vip_index: u32) -> Result<Stat, VortexError> {
         self.sum_stats("vip_stats", vip_index)
+    }
+
+    /// Members' answers translated back to clients of VIP `vip_index` (tc NAT mode).
+    pub fn vip_reply_stats(&self, vip_index: u32) -> Result<Stat, VortexError> {
+        self.sum_stats("vip_reply_stats", vip_index)
     }
 
     pub fn backend_stats(&self, id: u32) -> Result<Stat, VortexError> {

@@ -1,7 +1,7 @@
 //! NAT mode's translation through BPF_PROG_TEST_RUN of the tc program: a client's packet
 //! goes to its Maglev backend from the interface's address, the backend's answer and its
-//! ICMP error come back as from the VIP, checksums stay right, and two nodes translate a
-//! flow alike. Needs root (BPF) — hence the e2e_ prefix.
+//! ICMP error come back as from the VIP (and are counted as its answers), checksums stay
+//! right, and two nodes translate a flow alike. Needs root (BPF) — hence the e2e_ prefix.
 
 mod common;
 
@@ -131,6 +131,14 @@ fn e2e_tc_nat_translates_both_ways_and_nodes_agree() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(tuple(&out), (VIP, CLIENT, 80, 40000));
     assert_checksums(&out);
+    let index = a.vip_info(&vip_key(VIP.into(), 80, TCP)).unwrap().index;
+    let replies = a.dataplane().vip_reply_stats(index).unwrap();
+    let expected = (1, answer.len() as u64);
+    assert_eq!(
+        (replies.packets, replies.bytes),
+        expected,
+        "answers counted"
+    );
 
     // An answer nobody asked for passes untouched; so does traffic not to a VIP.
     let stray = frame(backend, OURS, TCP, (BACKEND_PORT, 40001), TCP_ACK);

@@ -166,6 +166,9 @@ struct VipStatus {
     /// Bytes from clients.
     #[serde(default)]
     bytes: u64,
+    /// Bytes of the members' answers, translated back to clients.
+    #[serde(default)]
+    reply_bytes: u64,
     #[serde(default)]
     backends: Vec<BackendStatus>,
 }
@@ -187,8 +190,8 @@ fn one() -> u32 {
 }
 
 /// Each listener of `spec` that Vortex serves, in order, as its status file (`status_json`)
-/// reports it: connections are the flows it balanced, bytes those from clients (it does
-/// not count the members' answers).
+/// reports it: connections are the flows it balanced, bytes in those from clients, bytes
+/// out the members' answers it translated back.
 pub fn listener_status(
     spec: &LoadBalancerSpec,
     status_json: &str,
@@ -207,7 +210,7 @@ pub fn listener_status(
                 engine: engine.clone(),
                 connections: vip.map_or(0, |v| v.flows),
                 bytes_in: vip.map_or(0, |v| v.bytes),
-                bytes_out: 0,
+                bytes_out: vip.map_or(0, |v| v.reply_bytes),
                 members: (l.members.iter())
                     .map(|m| MemberStatus {
                         rule: String::new(),
@@ -388,7 +391,7 @@ mod tests {
     }
 
     const STATUS: &str = r#"{"config_revision": 3, "attach": "tc",
- "vips": [{"name": "tcp", "address": "10.0.1.2", "port": 8080, "packets": 10, "bytes": 900, "flows": 2,
+ "vips": [{"name": "tcp", "address": "10.0.1.2", "port": 8080, "packets": 10, "bytes": 900, "reply_packets": 8, "reply_bytes": 4100, "flows": 2,
            "backends": [{"address": "10.0.1.5", "port": 80, "id": 0, "weight": 1, "healthy": true, "mac": null, "packets": 10},
                         {"address": "10.0.1.6", "port": 81, "id": 1, "weight": 0, "healthy": true, "mac": null, "packets": 0},
                         {"address": "10.0.1.7", "port": 80, "id": 2, "weight": 3, "healthy": false, "mac": null, "packets": 0}]},
@@ -403,7 +406,7 @@ mod tests {
         assert_eq!(names, ["tcp", "db", "sticky"]);
         assert!(st.iter().all(|l| l.engine == "vortex-tc"));
         let t = &st[0];
-        assert_eq!((t.connections, t.bytes_in, t.bytes_out), (2, 900, 0));
+        assert_eq!((t.connections, t.bytes_in, t.bytes_out), (2, 900, 4100));
         let health = |l: usize| st[l].members.iter().map(|m| m.health).collect::<Vec<_>>();
         use MemberHealth::*;
         assert_eq!(health(0), [Up, Drained, Unknown, Down]);
