@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::{kind_consts, validate_optional_name};
 use crate::network::parse_ip;
 use crate::{validate_name, ApiError, Kind, Usage};
+use yunhan_types::StatusCodes;
 
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
@@ -79,8 +80,11 @@ pub enum HealthKind {
     /// The member accepts a TCP connection.
     #[default]
     Tcp,
-    /// `GET path` answers 2xx or 3xx.
+    /// `GET path` answers one of the expected codes.
     Http,
+    /// The same over TLS, for members of a tcp listener that speak TLS themselves (their
+    /// certificate is not verified, as Octavia's amphorae do not).
+    Https,
 }
 
 /// How members are checked; a member is down after `fall` failed checks in a row and up
@@ -90,9 +94,13 @@ pub enum HealthKind {
 pub struct HealthMonitor {
     #[serde(rename = "type")]
     pub kind: HealthKind,
-    /// With `type: http`: the path to GET.
+    /// With `type: http` or `https`: the path to GET.
     #[serde(default = "slash")]
     pub path: String,
+    /// With `type: http` or `https`: the answers that count as up, Octavia's form
+    /// (`200`, `200,202`, `200-204`).
+    #[serde(default = "any_success")]
+    pub expected_codes: String,
     #[serde(default = "two")]
     pub interval_secs: u32,
     #[serde(default = "one32")]
@@ -106,6 +114,9 @@ pub struct HealthMonitor {
 fn slash() -> String {
     "/".into()
 }
+fn any_success() -> String {
+    StatusCodes::default().to_string()
+}
 fn two() -> u32 {
     2
 }
@@ -118,6 +129,7 @@ impl Default for HealthMonitor {
         HealthMonitor {
             kind: HealthKind::Tcp,
             path: slash(),
+            expected_codes: any_success(),
             interval_secs: 2,
             timeout_secs: 1,
             rise: 2,
@@ -379,6 +391,13 @@ impl Listener {
         self.validate_rules(field)?;
         if let Some(h) = &self.health {
             h.validate(&format!("{field}.health"))?;
+            if h.kind == HealthKind::Https && self.protocol != LbProtocol::Tcp {
+                return bad(
+                    "an https monitor is for tcp listeners whose members speak TLS; \
+                     this listener's members speak plain http: use type http"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -549,6 +568,11 @@ impl HealthMonitor {
         if !url_path(&self.path) {
             return bad("the path starts with / and has no spaces (at most 256 characters)");
         }
+        let codes = (self.expected_codes.parse::<StatusCodes>())
+            .map_err(|e| ApiError::invalid_field(field, e.to_string()))?;
+        if self.kind == HealthKind::Tcp && codes != StatusCodes::default() {
+            return bad("expected codes are for http and https monitors");
+        }
         Ok(())
     }
 }
@@ -631,6 +655,40 @@ mod tests {
             e.to_string().contains("give a vm, a nic or an address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn monitors_are_checked() {
+        let spec = |protocol, health| LoadBalancerSpec {
+            subnet: "s1".into(),
+            external: false,
+            listeners: vec![Listener {
+                health: Some(health),
+                ..listener("l", protocol, 443)
+            }],
+        };
+        let monitor = |kind, codes: &str| HealthMonitor {
+            kind,
+            expected_codes: codes.into(),
+            ..Default::default()
+        };
+        use HealthKind::*;
+        LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Https, "200,204"))).unwrap();
+        LoadBalancer::validate(&spec(LbProtocol::Http, monitor(Http, "404"))).unwrap();
+        LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Tcp, "200-399"))).unwrap();
+        for (protocol, health, why) in [
+            (LbProtocol::Http, monitor(Https, "200"), "use type http"),
+            (
+                LbProtocol::Tcp,
+                monitor(Tcp, "200"),
+                "for http and https monitors",
+            ),
+            (LbProtocol::Tcp, monitor(Http, "2xx"), "codes are 100–599"),
+            (LbProtocol::Tcp, monitor(Http, "302-301"), "lower code"),
+        ] {
+            let e = LoadBalancer::validate(&spec(protocol, health)).unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

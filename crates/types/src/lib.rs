@@ -4,15 +4,18 @@
 //! A leaf crate: no I/O, no processes, no async runtime.
 //!
 //! - [`addr`]: IPv4 CIDRs and MAC addresses (serde as strings), the VXLAN VNI range.
+//! - [`http_status`]: the HTTP status codes a health check accepts (`200,300-302`).
 //! - [`ipam`]: address allocation inside a subnet.
 //! - [`names`]: names of the Linux objects a network plan creates (bridges, VXLAN
 //!   devices, router namespaces, a VM NIC's tap/veth).
 //! - [`sizes`]: volume size parsing/validation/rendering, volume names,
 //!   thin-provisioning math; refusals are a [`sizes::SizeError`].
 pub mod addr;
+pub mod http_status;
 pub mod ipam;
 pub mod names;
 pub mod sizes;
 
 pub use addr::{Ipv4Cidr, MacAddr};
+pub use http_status::StatusCodes;
 pub use sizes::SizeError;

@@ -11,8 +11,9 @@
 //! protocol = "tcp"              # or "udp"
 //! hash = "flow"                 # or "source": the client address only (source-IP persistence)
 //! [vip.health]
-//! kind = "http"                 # "tcp" (connect), "http" (GET, 2xx/3xx) or "none"
+//! kind = "http"                 # "tcp" (connect), "http" (GET), "https" (GET over TLS) or "none"
 //! path = "/"
+//! expect = "200-399"            # http/https: the status codes that count as healthy
 //! interval_ms = 500
 //! timeout_ms = 400
 //! rise = 2                      # consecutive successes to come back
@@ -29,6 +30,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use yunhan_types::StatusCodes;
 
 use crate::error::VortexError;
 use crate::maglev::{validate_size, TableError, DEFAULT_TABLE_SIZE};
@@ -99,6 +101,8 @@ pub enum HealthKind {
     None,
     Tcp,
     Http,
+    /// HTTP over TLS, the backend's certificate not verified.
+    Https,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +112,8 @@ pub struct HealthConfig {
     /// Port to check; defaults to the VIP port.
     pub port: Option<u16>,
     pub path: String,
+    /// HTTP(S): the status codes that count as healthy (`200,300-302`).
+    pub expect: StatusCodes,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub rise: u32,
@@ -120,6 +126,7 @@ impl Default for HealthConfig {
             kind: HealthKind::Tcp,
             port: None,
             path: "/".into(),
+            expect: StatusCodes::default(),
             interval_ms: 1000,
             timeout_ms: 800,
             rise: 2,

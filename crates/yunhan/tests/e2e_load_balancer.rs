@@ -129,6 +129,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
         seen.get("w1") > Some(&5) && !seen.contains_key("failed"),
         "{seen:?}"
     );
+    expected_codes(&cloud).await;
 
     // Layer 4.
     ok("lb listener add lb1 --name tcp --protocol tcp --port 8080");
@@ -459,6 +460,32 @@ fn https(cloud: &Cloud, onebox: &OneBox, addr: &str) {
     assert_eq!(listeners, 3, "nothing changed");
 }
 
+/// A path the members answer 404 takes them down under the default codes (2xx, 3xx),
+/// and up again once 404 is expected; then the contract's monitor is back.
+async fn expected_codes(cloud: &Cloud) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    let monitor = "lb health set lb1 --listener http --type http --interval 2s --fall 2 --rise 2";
+    let members = |state| [("w1", state), ("w2", state)];
+    ok(&format!("{monitor} --path /nope"));
+    let down = health_is(cloud, &members("down"), Duration::from_secs(30)).await;
+    assert!(down.is_some(), "404 counted as up: {}", ok("lb show lb1"));
+    ok(&format!("{monitor} --path /nope --expected-codes 200,404"));
+    let up = health_is(cloud, &members("up"), Duration::from_secs(30)).await;
+    assert!(
+        up.is_some(),
+        "404 expected, still down: {}",
+        ok("lb show lb1")
+    );
+    let shown = ok("lb show lb1");
+    assert_eq!(
+        shown["spec"]["listeners"][0]["health"]["expected_codes"], "200,404",
+        "{shown}"
+    );
+    ok(&format!("{monitor} --path /"));
+    let up = health_is(cloud, &members("up"), Duration::from_secs(30)).await;
+    assert!(up.is_some(), "members not up again: {}", ok("lb show lb1"));
+}
+
 /// A self-signed certificate for IP address `ip` and its key (openssl).
 fn self_signed(cert: &std::path::Path, key: &std::path::Path, ip: &str) {
     let out = std::process::Command::new("openssl")
@@ -603,6 +630,16 @@ async fn e2e_load_balancer_bad_input() {
             serde_json::json!([{"name": "t", "protocol": "tcp", "port": 81, "rules": [{"name": "r", "host": "a.example"}]}]),
             400,
             "layer-7 rules need an http or https listener",
+        ),
+        (
+            serde_json::json!([{"name": "e", "protocol": "http", "port": 83, "health": {"type": "http", "expected_codes": "2xx"}}]),
+            400,
+            "codes are 100–599",
+        ),
+        (
+            serde_json::json!([{"name": "e", "protocol": "http", "port": 83, "health": {"type": "https"}}]),
+            400,
+            "use type http",
         ),
         (
             serde_json::json!([{"name": "h", "protocol": "http", "port": 82, "rules": [{"name": "r", "members": [{"nic": "n2", "port": 80}], "path_prefix": "/a"}]}]),

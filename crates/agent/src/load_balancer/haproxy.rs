@@ -19,6 +19,7 @@ use yunhan_model::{
 };
 
 use super::vortex;
+use yunhan_types::StatusCodes;
 
 /// What the agent calls HAProxy in a listener's status.
 pub const ENGINE: &str = "haproxy";
@@ -173,15 +174,22 @@ fn backend(
 
 fn health(h: &HealthMonitor) -> String {
     let mut c = format!("    timeout check {}s\n", h.timeout_secs);
-    if h.kind == HealthKind::Http {
+    if h.kind != HealthKind::Tcp {
         let _ = write!(
             c,
             "    option httpchk\n    http-check send meth GET uri {}\n    \
-             http-check expect status 200-399\n",
-            uri(&h.path)
+             http-check expect status {}\n",
+            uri(&h.path),
+            expected_codes(h)
         );
     }
     c
+}
+
+/// A monitor's expected codes in canonical form (digits, ',' and '-' only: nothing for
+/// HAProxy's parser to misread); the document was checked on its way in.
+pub fn expected_codes(h: &HealthMonitor) -> StatusCodes {
+    h.expected_codes.parse().unwrap_or_default()
 }
 
 /// Weight 0 takes no new connections and keeps the open ones: that is the drain.
@@ -209,6 +217,9 @@ fn server(
             " check inter {}s fastinter {fast}ms fall {} rise {}",
             h.interval_secs, h.fall, h.rise
         );
+        if h.kind == HealthKind::Https {
+            c.push_str(" check-ssl verify none");
+        }
     }
     c.push('\n');
     Ok(c)
@@ -417,7 +428,8 @@ pub(super) mod tests {
 
     /// Two listeners: `web` (HTTP, least connections, limit 1000, an HTTP health monitor,
     /// one member drained, one without an address yet) and `db` (TCP, source, limit 100 —
-    /// which keeps it HAProxy's rather than Vortex's —, no monitor).
+    /// which keeps it HAProxy's rather than Vortex's —, an HTTPS monitor: its member
+    /// speaks TLS).
     pub(super) fn spec() -> LoadBalancerSpec {
         LoadBalancerSpec {
             subnet: "sn-1".into(),
@@ -438,6 +450,7 @@ pub(super) mod tests {
                     health: Some(HealthMonitor {
                         kind: HealthKind::Http,
                         path: "/healthz?deep=1#x".into(),
+                        expected_codes: "200, 301-302".into(),
                         interval_secs: 3,
                         timeout_secs: 2,
                         rise: 2,
@@ -452,7 +465,11 @@ pub(super) mod tests {
                     algorithm: LbAlgorithm::SourceIp,
                     connection_limit: 100,
                     members: vec![member("10.0.1.21", 5432, 1)],
-                    health: None,
+                    health: Some(HealthMonitor {
+                        kind: HealthKind::Https,
+                        expected_codes: "200,204".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             ],

@@ -116,6 +116,7 @@ fn monitor(kind: HealthKind) -> Option<HealthMonitor> {
         timeout_secs: 1,
         rise: 1,
         fall: 1,
+        ..Default::default()
     })
 }
 

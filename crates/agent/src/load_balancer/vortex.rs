@@ -19,7 +19,8 @@ use yunhan_model::{
     LoadBalancerSpec, MemberHealth, MemberStatus, Persistence,
 };
 
-use super::haproxy::uri;
+use super::haproxy::{expected_codes, uri};
+use yunhan_types::StatusCodes;
 
 /// What the agent calls Vortex in a listener's status (`vortex-<attach>`, e.g. `vortex-tc`).
 pub const ENGINE: &str = "vortex";
@@ -70,6 +71,7 @@ struct Vip<'a> {
 struct Health {
     kind: &'static str,
     path: String,
+    expect: StatusCodes,
     interval_ms: u64,
     timeout_ms: u64,
     rise: u32,
@@ -130,16 +132,20 @@ fn hash(l: &Listener) -> &'static str {
 }
 
 /// The monitor in Vortex's terms (none: `kind = "none"`, every member up); the HTTP path
-/// is sent as HAProxy sends it.
+/// and the expected codes are sent as HAProxy sends them.
 fn health(h: Option<&HealthMonitor>) -> Health {
     let (kind, h) = match h {
         None => ("none", &HealthMonitor::default()),
-        Some(h) if h.kind == HealthKind::Http => ("http", h),
-        Some(h) => ("tcp", h),
+        Some(h) => match h.kind {
+            HealthKind::Tcp => ("tcp", h),
+            HealthKind::Http => ("http", h),
+            HealthKind::Https => ("https", h),
+        },
     };
     Health {
         kind,
         path: uri(&h.path),
+        expect: expected_codes(h),
         interval_ms: u64::from(h.interval_secs) * 1000,
         timeout_ms: u64::from(h.timeout_secs) * 1000,
         rise: h.rise,
@@ -312,6 +318,7 @@ mod tests {
         t.health = Some(HealthMonitor {
             kind: HealthKind::Http,
             path: "/healthz?deep=1#x \"q\"".into(),
+            expected_codes: "200,204".into(),
             interval_secs: 3,
             timeout_secs: 2,
             rise: 2,
@@ -319,6 +326,10 @@ mod tests {
         });
         let mut db = tcp("db", 5432, vec![member("10.0.1.21", 5432, 1)]);
         db.algorithm = LbAlgorithm::SourceIp;
+        db.health = Some(HealthMonitor {
+            kind: HealthKind::Https,
+            ..Default::default()
+        });
         let mut sticky = tcp("sticky", 9000, vec![member("10.0.1.31", 9000, 2)]);
         sticky.persistence = Persistence::SourceIp;
         sticky.health = Some(HealthMonitor::default());
@@ -375,7 +386,8 @@ mod tests {
         let backends = vips[0]["backend"].as_array().unwrap();
         let ports: Vec<_> = backends.iter().map(|b| b["port"].as_integer()).collect();
         assert_eq!(ports, [Some(80), Some(81), Some(80)]);
-        assert_eq!(vips[1]["health"]["kind"].as_str(), Some("none"));
+        assert_eq!(vips[0]["health"]["expect"].as_str(), Some("200,204"));
+        assert_eq!(vips[1]["health"]["kind"].as_str(), Some("https"));
         assert_eq!(
             (vips[1]["hash"].as_str(), vips[2]["hash"].as_str()),
             (Some("source"), Some("source"))

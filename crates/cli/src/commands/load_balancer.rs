@@ -78,7 +78,9 @@ pub enum LbCommand {
     ///
     /// Example:
     ///   yunhan lb health set lb1 --listener http --type http --path /healthz --interval 2s
+    ///   yunhan lb health set lb1 --listener http --type http --expected-codes 200,204
     ///   yunhan lb health set lb1 --listener db --type tcp --interval 5s --timeout 2s
+    ///   yunhan lb health set lb1 --listener tls --type https --path /ping  # TLS members
     ///   yunhan lb health clear lb1 --listener db
     #[command(subcommand, verbatim_doc_comment)]
     Health(HealthCommand),
@@ -254,12 +256,18 @@ pub struct HealthSet {
     /// The listener ('yunhan lb listener list')
     #[arg(long)]
     pub listener: String,
-    /// tcp: the member accepts a connection; http: GET --path answers 2xx or 3xx
+    /// tcp: the member accepts a connection; http: GET --path answers an expected code;
+    /// https: the same over TLS, for a tcp listener whose members speak TLS (their
+    /// certificate is not verified)
     #[arg(long = "type", value_name = "TYPE", value_parser = health_kind())]
     pub kind: HealthKind,
-    /// With --type http: the path to GET [default: /]
+    /// With --type http or https: the path to GET [default: /]
     #[arg(long)]
     pub path: Option<String>,
+    /// With --type http or https: the answers that count as up, like 200, 200,204 or
+    /// 200-299 [default: 200-399]
+    #[arg(long, value_name = "CODES")]
+    pub expected_codes: Option<String>,
     /// Time between checks: 2s, 500ms (rounded up to whole seconds) or seconds
     #[arg(long, default_value = "2s", value_parser = parse_secs)]
     pub interval: u32,
@@ -323,8 +331,9 @@ fn persistence() -> impl TypedValueParser<Value = Persistence> {
 
 /// `tcp` or `http`.
 fn health_kind() -> impl TypedValueParser<Value = HealthKind> {
-    PossibleValuesParser::new(["tcp", "http"]).map(|s| match s.as_str() {
+    PossibleValuesParser::new(["tcp", "http", "https"]).map(|s| match s.as_str() {
         "http" => HealthKind::Http,
+        "https" => HealthKind::Https,
         _ => HealthKind::Tcp,
     })
 }
@@ -402,7 +411,8 @@ const LISTENER_COLUMNS: &[Column<Listener>] = &[
 fn check(h: &HealthMonitor) -> String {
     let what = match h.kind {
         HealthKind::Tcp => "tcp".to_string(),
-        HealthKind::Http => format!("http GET {}", h.path),
+        HealthKind::Http => format!("http GET {} expects {}", h.path, h.expected_codes),
+        HealthKind::Https => format!("https GET {} expects {}", h.path, h.expected_codes),
     };
     format!(
         "{what} every {}s (timeout {}s, fall {}, rise {})",
@@ -441,14 +451,18 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LbCommand) -> Result<(), ClientError> {
         LbCommand::Member(c) => member(ctx, c).await,
         LbCommand::Rule(c) => rule::run(ctx, c).await,
         LbCommand::Health(HealthCommand::Set(a)) => {
-            if a.kind == HealthKind::Tcp && a.path.is_some() {
+            if a.kind == HealthKind::Tcp && (a.path.is_some() || a.expected_codes.is_some()) {
                 return Err(ClientError::Usage(
-                    "--path is for --type http checks (a tcp check only connects)".into(),
+                    "--path and --expected-codes are for --type http or https checks (a tcp \
+                     check only connects)"
+                        .into(),
                 ));
             }
+            let defaults = HealthMonitor::default();
             let monitor = HealthMonitor {
                 kind: a.kind,
-                path: a.path.unwrap_or_else(|| "/".into()),
+                path: a.path.unwrap_or(defaults.path),
+                expected_codes: a.expected_codes.unwrap_or(defaults.expected_codes),
                 interval_secs: a.interval,
                 timeout_secs: a.timeout,
                 rise: a.rise,
@@ -1128,9 +1142,9 @@ mod tests {
         NAME  ADDRESS   EXTERNAL     HOST    LISTENERS         PHASE   ID    MESSAGE
         lb1   10.0.1.2  203.0.113.7  host-a  http:80,tcp:8080  Active  lb-1  -
 
-        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  CHECK                                                    PERSISTENCE  RULES
-        http  http      80    round_robin  2        -      http GET /healthz every 2s (timeout 1s, fall 3, rise 2)  http_cookie  api
-        tcp   tcp       8080  round_robin  0        100    -                                                        none         -
+        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  CHECK                                                                    PERSISTENCE  RULES
+        http  http      80    round_robin  2        -      http GET /healthz expects 200-399 every 2s (timeout 1s, fall 3, rise 2)  http_cookie  api
+        tcp   tcp       8080  round_robin  0        100    -                                                                        none         -
 
         LISTENER  MEMBER  ADDRESS   PORT  WEIGHT  HEALTH
         http      vm w1   10.0.1.5  80    1       up

@@ -1681,9 +1681,14 @@ export interface components {
             vcpus: number;
         };
         FlavorStatus: Record<string, never>;
-        HealthKind: "tcp" | "http";
+        HealthKind: "tcp" | "http" | "https";
         /** @description How members are checked; a member is down after `fall` failed checks in a row and up again after `rise` good ones. */
         HealthMonitor: {
+            /**
+             * @description With `type: http` or `https`: the answers that count as up, Octavia's form (`200`, `200,202`, `200-204`).
+             * @default 200-399
+             */
+            expected_codes?: string;
             /**
              * Format: uint32
              * @default 2
@@ -1695,7 +1700,7 @@ export interface components {
              */
             interval_secs?: number;
             /**
-             * @description With `type: http`: the path to GET.
+             * @description With `type: http` or `https`: the path to GET.
              * @default /
              */
             path?: string;
