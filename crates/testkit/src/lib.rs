@@ -15,6 +15,7 @@
 //!   dies without running destructors (e.g. a runner's timeout SIGKILL).
 //! - [`hotpatch`]: C targets and patch libraries (gcc) and a reader of the
 //!   target's reports, for the hot-patching end-to-end tests.
+//! - [`tls::self_signed`]: a throwaway certificate and key (openssl).
 //!
 //! Binaries are looked up on `PATH`; when one is missing the error says to run
 //! `scripts/setup`.
@@ -23,6 +24,7 @@ mod ceph;
 mod etcd;
 pub mod hotpatch;
 mod process;
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -83,18 +83,7 @@ impl fmt::Display for StatusCodes {
     }
 }
 
-impl serde::Serialize for StatusCodes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for StatusCodes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(StatusCodes);
 
 #[cfg(test)]
 mod tests {

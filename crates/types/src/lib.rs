@@ -10,6 +10,23 @@
 //!   devices, router namespaces, a VM NIC's tap/veth).
 //! - [`sizes`]: volume size parsing/validation/rendering, volume names,
 //!   thin-provisioning math; refusals are a [`sizes::SizeError`].
+/// Serde as the type's text: `Display` out, `FromStr` in (its error as serde's message).
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod addr;
 pub mod http_status;
 pub mod ipam;

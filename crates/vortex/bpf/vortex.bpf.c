@@ -42,103 +42,52 @@ struct vx_icmphdr {
 #define BPF_F_NO_COMMON_LRU (1U << 1)
 #endif
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
-	__type(key, struct vx_vip_key);
-	__type(value, struct vx_vip_info);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} vips SEC(".maps");
+/* A map pinned by name, so a restarted daemon (and its conntrack) finds it again. */
+#define VX_MAP_FLAGS(name, map_type, size, key_t, value_t, flags)                      \
+	struct {                                                                        \
+		__uint(type, map_type);                                                 \
+		__uint(max_entries, size);                                              \
+		__uint(map_flags, flags);                                               \
+		__type(key, key_t);                                                     \
+		__type(value, value_t);                                                 \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                    \
+	} name SEC(".maps")
+#define VX_MAP(name, map_type, size, key_t, value_t)                                   \
+	VX_MAP_FLAGS(name, map_type, size, key_t, value_t, 0)
+/* An LRU hash with per-CPU LRU lists. */
+#define VX_LRU_MAP(name, size, key_t, value_t)                                        \
+	VX_MAP_FLAGS(name, BPF_MAP_TYPE_LRU_HASH, size, key_t, value_t, BPF_F_NO_COMMON_LRU)
+
+VX_MAP(vips, BPF_MAP_TYPE_HASH, VX_MAX_VIPS_DEFAULT, struct vx_vip_key, struct vx_vip_info);
 
 /* Addresses that carry a VIP: fragments / malformed packets to these are
  * dropped (they cannot be load balanced), not passed. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
-	__type(key, struct vx_addr_key);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} vip_addrs SEC(".maps");
+VX_MAP(vip_addrs, BPF_MAP_TYPE_HASH, VX_MAX_VIPS_DEFAULT, struct vx_addr_key, __u32);
 
 /* Maglev tables: (vip_index * 2 + slot) * M + (hash % M) -> backend id.
  * max_entries is set by the loader to max_vips * 2 * M. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT * 2 * 65537);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ring SEC(".maps");
+VX_MAP(ring, BPF_MAP_TYPE_ARRAY, VX_MAX_VIPS_DEFAULT * 2 * 65537, __u32, __u32);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, VX_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct vx_backend);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} backends SEC(".maps");
+VX_MAP(backends, BPF_MAP_TYPE_ARRAY, VX_MAX_BACKENDS, __u32, struct vx_backend);
 
 /* Connection tracking: one hash shared by all CPUs with per-CPU LRU lists
  * (BPF_F_NO_COMMON_LRU), so eviction is CPU-local and lock-light while a flow
  * that moves between CPUs (RSS changes, ECMP failover) is still found. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, VX_CT_DEFAULT);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct vx_flow_key);
-	__type(value, struct vx_ct_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} conntrack SEC(".maps");
+VX_LRU_MAP(conntrack, VX_CT_DEFAULT, struct vx_flow_key, struct vx_ct_value);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
-	__type(key, __u32);
-	__type(value, struct vx_stat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} vip_stats SEC(".maps");
+VX_MAP(vip_stats, BPF_MAP_TYPE_PERCPU_ARRAY, VX_MAX_VIPS_DEFAULT, __u32, struct vx_stat);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VX_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct vx_stat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} backend_stats SEC(".maps");
+VX_MAP(backend_stats, BPF_MAP_TYPE_PERCPU_ARRAY, VX_MAX_BACKENDS, __u32, struct vx_stat);
 
 /* Answers translated back to clients, per VIP (tc NAT mode). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
-	__type(key, __u32);
-	__type(value, struct vx_stat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} vip_reply_stats SEC(".maps");
+VX_MAP(vip_reply_stats, BPF_MAP_TYPE_PERCPU_ARRAY, VX_MAX_VIPS_DEFAULT, __u32, struct vx_stat);
 
 /* New flows balanced, per VIP (a conntrack entry created). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VX_MAX_VIPS_DEFAULT);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} vip_flows SEC(".maps");
+VX_MAP(vip_flows, BPF_MAP_TYPE_PERCPU_ARRAY, VX_MAX_VIPS_DEFAULT, __u32, __u64);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VX_C_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} counters SEC(".maps");
+VX_MAP(counters, BPF_MAP_TYPE_PERCPU_ARRAY, VX_C_MAX, __u32, __u64);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct vx_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} config SEC(".maps");
+VX_MAP(config, BPF_MAP_TYPE_ARRAY, 1, __u32, struct vx_config);
 
 static __always_inline void count(__u32 idx)
 {
@@ -571,22 +520,9 @@ int vortex_xdp(struct xdp_md *ctx)
  * NAT instead (VX_NAT_MARK | vip index << 12 | backend id, an nftables map written by
  * the daemon); fragments and everything else pass untouched. */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, VX_CT_DEFAULT);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, struct vx_nat_key);
-	__type(value, struct vx_nat_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nat_rev SEC(".maps");
+VX_LRU_MAP(nat_rev, VX_CT_DEFAULT, struct vx_nat_key, struct vx_nat_value);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct vx_nat_target);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nat_targets SEC(".maps");
+VX_MAP(nat_targets, BPF_MAP_TYPE_HASH, 65536, __u32, struct vx_nat_target);
 
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))

@@ -249,20 +249,7 @@ mod tests {
     async fn probes_https() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=member", "-keyout"])
-            .args([&key, std::path::Path::new("-out"), &cert])
-            .output()
-            .expect("openssl (scripts/packages/vortex.txt)");
-        assert!(made.status.success(), "{made:?}");
+        yunhan_testkit::tls::self_signed(&cert, &key, None);
         let mut server = tokio::process::Command::new("openssl")
             .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-cert"])
             .args([&cert, std::path::Path::new("-key"), &key])

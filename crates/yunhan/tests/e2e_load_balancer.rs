@@ -379,7 +379,7 @@ async fn sticky_and_drain(cloud: &Cloud, onebox: &OneBox, addr: &str, guests: &[
 fn https(cloud: &Cloud, onebox: &OneBox, addr: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    self_signed(&cert, &key, addr);
+    yunhan_testkit::tls::self_signed(&cert, &key, Some(addr));
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     cloud.ok(&[
         "lb",
@@ -426,7 +426,7 @@ fn https(cloud: &Cloud, onebox: &OneBox, addr: &str) {
     let shown = cloud.ok(&["lb", "show", "lb1"]).to_string();
     assert!(!shown.contains("PRIVATE KEY"), "the key is never returned");
     let other = dir.path().join("other.pem");
-    self_signed(&dir.path().join("c2.pem"), &other, addr);
+    yunhan_testkit::tls::self_signed(&dir.path().join("c2.pem"), &other, Some(addr));
     let o = other.to_str().unwrap();
     let out = cloud.cli(&[
         "lb",
@@ -484,37 +484,6 @@ async fn expected_codes(cloud: &Cloud) {
     ok(&format!("{monitor} --path /"));
     let up = health_is(cloud, &members("up"), Duration::from_secs(30)).await;
     assert!(up.is_some(), "members not up again: {}", ok("lb show lb1"));
-}
-
-/// A self-signed certificate for IP address `ip` and its key (openssl).
-fn self_signed(cert: &std::path::Path, key: &std::path::Path, ip: &str) {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=yunhan-test",
-        ])
-        .arg("-addext")
-        .arg(format!("subjectAltName=IP:{ip}"))
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Polls until the members (by VM name) have the healths wanted; how long it took.
