@@ -387,6 +387,25 @@ static __always_inline int read_ports(struct vx_flow_key *k, void *l4, void *dat
 /* ICMPv4 type 3 code 4 quoting a packet the backend sent from the VIP:
  * rebuild the client→VIP 5-tuple from the quoted header and send the ICMP
  * to the backend that owns that flow, so PMTU discovery works with DSR. */
+/* A "packet too big" about flow `f` (family, protocol and swapped addresses of the
+ * quoted header set; its ports at `ports`): to that flow's backend, so PMTU discovery
+ * works through the balancer. `k` is the ICMP packet's own flow. */
+static __always_inline int forward_quoted(struct xdp_md *ctx, struct vx_flow_key *k,
+					  struct vx_flow_key *f, __u16 *ports, void *data_end)
+{
+	if ((void *)(ports + 2) > data_end)
+		return unbalanceable(k, VX_C_MALFORMED);
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return pass();
+	f->sport = ports[1];
+	f->dport = ports[0];
+	struct vx_vip_info *vip = lookup_vip(f);
+	if (!vip)
+		return pass();
+	count(VX_C_ICMP_PTB);
+	return forward(ctx, f, vip, 0);
+}
+
 static __always_inline int handle_icmp4(struct xdp_md *ctx, struct vx_flow_key *k, void *l4,
 					void *data_end)
 {
@@ -398,23 +417,10 @@ static __always_inline int handle_icmp4(struct xdp_md *ctx, struct vx_flow_key *
 	struct iphdr *in = (void *)(icmp + 1);
 	if ((void *)(in + 1) > data_end || in->ihl != 5)
 		return unbalanceable(k, VX_C_MALFORMED);
-	__u16 *ports = (void *)(in + 1);
-	if ((void *)(ports + 2) > data_end)
-		return unbalanceable(k, VX_C_MALFORMED);
-	if (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP)
-		return pass();
-	struct vx_flow_key f = {};
-	f.family = 4;
-	f.proto = in->protocol;
+	struct vx_flow_key f = {.family = 4, .proto = in->protocol};
 	f.src[0] = in->daddr;
 	f.dst[0] = in->saddr;
-	f.sport = ports[1];
-	f.dport = ports[0];
-	struct vx_vip_info *vip = lookup_vip(&f);
-	if (!vip)
-		return pass();
-	count(VX_C_ICMP_PTB);
-	return forward(ctx, &f, vip, 0);
+	return forward_quoted(ctx, k, &f, (void *)(in + 1), data_end);
 }
 
 static __always_inline int handle_icmp6(struct xdp_md *ctx, struct vx_flow_key *k, void *l4,
@@ -428,23 +434,10 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct vx_flow_key *
 	struct ipv6hdr *in = (void *)(icmp + 1);
 	if ((void *)(in + 1) > data_end)
 		return unbalanceable(k, VX_C_MALFORMED);
-	__u16 *ports = (void *)(in + 1);
-	if ((void *)(ports + 2) > data_end)
-		return unbalanceable(k, VX_C_MALFORMED);
-	if (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP)
-		return pass();
-	struct vx_flow_key f = {};
-	f.family = 6;
-	f.proto = in->nexthdr;
+	struct vx_flow_key f = {.family = 6, .proto = in->nexthdr};
 	__builtin_memcpy(f.src, &in->daddr, 16);
 	__builtin_memcpy(f.dst, &in->saddr, 16);
-	f.sport = ports[1];
-	f.dport = ports[0];
-	struct vx_vip_info *vip = lookup_vip(&f);
-	if (!vip)
-		return pass();
-	count(VX_C_ICMP_PTB);
-	return forward(ctx, &f, vip, 0);
+	return forward_quoted(ctx, k, &f, (void *)(in + 1), data_end);
 }
 
 SEC("xdp")
