@@ -21,6 +21,8 @@ pub const MAX_LISTENERS: usize = 16;
 pub const MAX_MEMBERS: usize = 64;
 /// How many layer-7 rules a listener may have.
 pub const MAX_RULES: usize = 16;
+/// The longest listener timeout: 24 days, in ms (HAProxy's ceiling is 2^31 - 1 ms).
+pub const MAX_TIMEOUT_MS: u32 = 24 * 86_400_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -186,6 +188,16 @@ pub struct Listener {
     /// At most this many connections at once (0: no limit).
     #[serde(default)]
     pub connection_limit: u32,
+    /// How long a client may stay silent, in ms (Octavia's `timeout_client_data`;
+    /// default 60,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_client_data_ms: Option<u32>,
+    /// How long connecting to a member may take, in ms (default 5,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_member_connect_ms: Option<u32>,
+    /// How long a member may stay silent, in ms (default 60,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_member_data_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<LbMember>,
     /// Without one, every member is taken as up.
@@ -380,6 +392,9 @@ impl Listener {
         }
         self.validate_udp(field)?;
         self.validate_tls(field)?;
+        if self.timeouts().any(|t| !(1..=MAX_TIMEOUT_MS).contains(&t)) {
+            return bad("timeouts are 1 ms to 24 days".into());
+        }
         let layer7 = matches!(self.protocol, LbProtocol::Http | LbProtocol::Https);
         if !layer7 && self.persistence == Persistence::HttpCookie {
             return bad("http_cookie persistence needs an http or https listener".into());
@@ -402,6 +417,17 @@ impl Listener {
         Ok(())
     }
 
+    /// The timeouts set (left out: HAProxy's defaults).
+    pub fn timeouts(&self) -> impl Iterator<Item = u32> {
+        [
+            self.timeout_client_data_ms,
+            self.timeout_member_connect_ms,
+            self.timeout_member_data_ms,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// UDP is Vortex's alone: what only HAProxy does is refused.
     fn validate_udp(&self, field: &str) -> Result<(), ApiError> {
         if self.protocol != LbProtocol::Udp {
@@ -416,6 +442,12 @@ impl Listener {
         }
         if self.health.is_some() {
             return bad("a udp listener takes no health monitor yet (its members count as up)");
+        }
+        if self.timeouts().next().is_some() {
+            return bad(
+                "a udp listener takes no timeouts (a flow is forgotten 120 s after its \
+                 last datagram)",
+            );
         }
         Ok(())
     }
@@ -655,6 +687,48 @@ mod tests {
             e.to_string().contains("give a vm, a nic or an address"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn timeouts_are_checked() {
+        let spec = |l: Listener| LoadBalancerSpec {
+            subnet: "s1".into(),
+            external: false,
+            listeners: vec![l],
+        };
+        let tcp = Listener {
+            timeout_client_data_ms: Some(2_000),
+            timeout_member_connect_ms: Some(MAX_TIMEOUT_MS),
+            ..listener("t", LbProtocol::Tcp, 80)
+        };
+        LoadBalancer::validate(&spec(tcp.clone())).unwrap();
+        assert_eq!(tcp.timeouts().collect::<Vec<_>>(), [2_000, MAX_TIMEOUT_MS]);
+        for (l, why) in [
+            (
+                Listener {
+                    timeout_member_data_ms: Some(0),
+                    ..tcp.clone()
+                },
+                "1 ms to 24 days",
+            ),
+            (
+                Listener {
+                    timeout_member_connect_ms: Some(MAX_TIMEOUT_MS + 1),
+                    ..tcp.clone()
+                },
+                "1 ms to 24 days",
+            ),
+            (
+                Listener {
+                    protocol: LbProtocol::Udp,
+                    ..tcp
+                },
+                "a udp listener takes no timeouts",
+            ),
+        ] {
+            let e = LoadBalancer::validate(&spec(l)).unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

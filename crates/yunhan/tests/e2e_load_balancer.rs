@@ -169,6 +169,7 @@ async fn e2e_external_http_load_balancer_on_one_box() {
     udp(&cloud, &onebox, &addr).await;
     rules_and_cookies(&cloud, &onebox, &addr, &guests[1]).await;
     sticky_and_drain(&cloud, &onebox, &addr, &guests).await;
+    idle_timeout(&cloud, &onebox, &addr).await;
 
     // Inside: a VM of the VPC reaches the virtual address; one of another VPC does not.
     let vip = shown["status"]["address"].as_str().unwrap();
@@ -460,6 +461,48 @@ fn https(cloud: &Cloud, onebox: &OneBox, addr: &str) {
     assert_eq!(listeners, 3, "nothing changed");
 }
 
+/// A TCP listener with timeouts is HAProxy's (a proxy's feature), and a client that stays
+/// silent is cut after its timeout, not before.
+async fn idle_timeout(cloud: &Cloud, onebox: &OneBox, addr: &str) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    ok("lb listener add lb1 --name idle --protocol tcp --port 8082 --timeout-client 2s --timeout-member-data 2s");
+    ok("lb member add lb1 --listener idle --vm w2 --port 80");
+    let up = within(Duration::from_secs(30), || {
+        http_get(&onebox.host, addr, 8082).contains("w2")
+    });
+    assert!(up.is_some(), "{addr}:8082 never reached w2");
+    let engine = eventually(
+        "the idle listener's engine",
+        Duration::from_secs(10),
+        || {
+            let idle = listener_now(cloud, "idle");
+            async move { idle.map(|l| l["engine"].clone()).filter(|e| !e.is_null()) }
+        },
+    );
+    assert_eq!(
+        engine.await,
+        "haproxy",
+        "a listener with timeouts is a proxy's"
+    );
+    let sa = std::net::SocketAddr::from((addr.parse::<std::net::Ipv4Addr>().unwrap(), 8082));
+    let silent = yunhan_net::lab::Lab::in_netns(&onebox.host, move || {
+        let mut c = std::net::TcpStream::connect(sa)?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let t0 = Instant::now();
+        let n = std::io::Read::read(&mut c, &mut [0u8; 64])?;
+        Ok::<_, std::io::Error>((n, t0.elapsed()))
+    });
+    let (n, after) = silent
+        .unwrap()
+        .expect("the connection ends, not the read timeout");
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}, the timeout is 2 s"
+    );
+    ok("lb listener remove lb1 --name idle");
+}
+
 /// A path the members answer 404 takes them down under the default codes (2xx, 3xx),
 /// and up again once 404 is expected; then the contract's monitor is back.
 async fn expected_codes(cloud: &Cloud) {
@@ -609,6 +652,11 @@ async fn e2e_load_balancer_bad_input() {
             serde_json::json!([{"name": "e", "protocol": "http", "port": 83, "health": {"type": "https"}}]),
             400,
             "use type http",
+        ),
+        (
+            serde_json::json!([{"name": "t0", "protocol": "tcp", "port": 84, "timeout_member_data_ms": 0}]),
+            400,
+            "timeouts are 1 ms to 24 days",
         ),
         (
             serde_json::json!([{"name": "h", "protocol": "http", "port": 82, "rules": [{"name": "r", "members": [{"nic": "n2", "port": 80}], "path_prefix": "/a"}]}]),

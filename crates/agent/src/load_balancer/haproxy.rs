@@ -103,6 +103,9 @@ fn frontend(l: &Listener, mode: &str, address: Ipv4Addr, socket: &Path) -> Strin
     if l.connection_limit > 0 {
         let _ = writeln!(c, "    maxconn {}", l.connection_limit);
     }
+    if let Some(ms) = l.timeout_client_data_ms {
+        let _ = writeln!(c, "    timeout client {ms}ms");
+    }
     for (k, r) in l.rules.iter().enumerate() {
         c.push_str(&rule(&l.name, k, r));
     }
@@ -155,6 +158,14 @@ fn backend(
         LbAlgorithm::SourceIp => "source",
     };
     let mut c = format!("backend {name}\n    mode {mode}\n    balance {balance}\n");
+    for (what, ms) in [
+        ("connect", l.timeout_member_connect_ms),
+        ("server", l.timeout_member_data_ms),
+    ] {
+        if let Some(ms) = ms {
+            let _ = writeln!(c, "    timeout {what} {ms}ms");
+        }
+    }
     c.push_str(match l.persistence {
         Persistence::None => "",
         Persistence::SourceIp => "    stick-table type ip size 100k expire 30m\n    stick on src\n",
@@ -426,7 +437,8 @@ pub(super) mod tests {
         }
     }
 
-    /// Two listeners: `web` (HTTP, least connections, limit 1000, an HTTP health monitor,
+    /// Two listeners: `web` (HTTP, least connections, limit 1000, client and member data
+    /// timeouts, an HTTP health monitor,
     /// one member drained, one without an address yet) and `db` (TCP, source, limit 100 —
     /// which keeps it HAProxy's rather than Vortex's —, an HTTPS monitor: its member
     /// speaks TLS).
@@ -441,6 +453,8 @@ pub(super) mod tests {
                     port: 80,
                     algorithm: LbAlgorithm::LeastConnections,
                     connection_limit: 1000,
+                    timeout_client_data_ms: Some(30_000),
+                    timeout_member_data_ms: Some(120_500),
                     members: vec![
                         member("10.0.1.11", 8080, 1),
                         member("10.0.1.12", 8080, 0),
@@ -499,6 +513,9 @@ pub(super) mod tests {
         raw.algorithm = LbAlgorithm::RoundRobin;
         s.listeners.insert(1, raw);
         assert!(vortex::serves(&s.listeners[1]) && !vortex::serves(&s.listeners[2]));
+        let mut timed = s.listeners[1].clone();
+        timed.timeout_member_connect_ms = Some(1_000);
+        assert!(!vortex::serves(&timed), "a timeout is a proxy's");
         let cfg = render(&s, "10.0.1.5", Path::new("/s")).unwrap();
         assert!(!cfg.contains("_raw") && !cfg.contains(":9000"), "{cfg}");
         assert!(cfg.contains("frontend ft_db\n") && cfg.contains("backend bk_db\n"));

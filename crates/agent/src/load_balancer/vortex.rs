@@ -30,13 +30,15 @@ const TABLE_SIZE: u32 = 65537;
 const MAX_WORDS: usize = 300;
 
 /// Whether Vortex serves listener `l` (else HAProxy does): TCP, balanced by round robin or
-/// source (Maglev), no connection limit, persistence none or by source, and members with
+/// source (Maglev), no connection limit and no timeouts (a proxy's features: Vortex passes
+/// packets through), persistence none or by source, and members with
 /// distinct IPv4 addresses (Vortex names a backend by its address). A member's address
 /// that is not IPv4 leaves the listener to HAProxy, which refuses it in its own words.
 pub fn serves(l: &Listener) -> bool {
     matches!(l.protocol, LbProtocol::Tcp | LbProtocol::Udp)
         && matches!(l.algorithm, LbAlgorithm::RoundRobin | LbAlgorithm::SourceIp)
         && l.connection_limit == 0
+        && l.timeouts().next().is_none()
         && matches!(l.persistence, Persistence::None | Persistence::SourceIp)
         && l.rules.is_empty()
         && distinct_ipv4(&l.members)

@@ -167,6 +167,16 @@ pub struct ListenerAdd {
     /// http-cookie (a cookie the load balancer sets; http and https)
     #[arg(long, default_value = "none", value_parser = persistence())]
     pub persistence: Persistence,
+    /// Close a connection whose client stays silent this long: 30s, 500ms, 1h
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ms)]
+    pub timeout_client: Option<u32>,
+    /// Give up connecting to a member after this long [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ms)]
+    pub timeout_member_connect: Option<u32>,
+    /// Close a connection whose member stays silent this long [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ms)]
+    pub timeout_member_data: Option<u32>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -338,6 +348,13 @@ fn health_kind() -> impl TypedValueParser<Value = HealthKind> {
     })
 }
 
+/// Milliseconds: `30s`, `500ms`, `1h`, or a plain number of seconds.
+fn parse_ms(s: &str) -> Result<u32, String> {
+    let d = parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 30 (seconds)"))?;
+    u32::try_from(d.as_millis()).map_err(|_| format!("{s:?} is too long"))
+}
+
 /// Whole seconds: `2s`, `500ms` (rounded up), `1m`, or a plain number of seconds.
 fn parse_secs(s: &str) -> Result<u32, String> {
     let d = parse_duration(s)
@@ -394,6 +411,10 @@ const LISTENER_COLUMNS: &[Column<Listener>] = &[
         },
     },
     Column {
+        header: "TIMEOUTS",
+        get: timeouts,
+    },
+    Column {
         header: "CHECK",
         get: |l| l.health.as_ref().map_or_else(|| "-".into(), check),
     },
@@ -406,6 +427,28 @@ const LISTENER_COLUMNS: &[Column<Listener>] = &[
         get: |l| join(&l.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>()),
     },
 ];
+
+/// The timeouts set, in words (`-`: the defaults).
+fn timeouts(l: &Listener) -> String {
+    let set: Vec<String> = [
+        ("client", l.timeout_client_data_ms),
+        ("connect", l.timeout_member_connect_ms),
+        ("member", l.timeout_member_data_ms),
+    ]
+    .into_iter()
+    .filter_map(|(what, ms)| Some(format!("{what} {}", human_ms(ms?))))
+    .collect();
+    join(&set)
+}
+
+/// `1500ms`, `30s`, `2m`: the largest whole unit.
+fn human_ms(ms: u32) -> String {
+    match ms {
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1_000 == 0 => format!("{}s", m / 1_000),
+        m => format!("{m}ms"),
+    }
+}
 
 /// A health check in words.
 fn check(h: &HealthMonitor) -> String {
@@ -536,6 +579,9 @@ async fn listener(ctx: &Ctx, cmd: ListenerCommand) -> Result<(), ClientError> {
                 algorithm: a.algorithm,
                 connection_limit: a.connection_limit,
                 persistence: a.persistence,
+                timeout_client_data_ms: a.timeout_client,
+                timeout_member_connect_ms: a.timeout_member_connect,
+                timeout_member_data_ms: a.timeout_member_data,
                 ..Default::default()
             };
             edit(ctx, &a.lb, |s| {
@@ -1113,6 +1159,8 @@ mod tests {
         let mut spec = serde_json::to_value(spec()).unwrap();
         spec["listeners"][0]["health"] = json!({"type": "http", "path": "/healthz", "interval_secs": 2, "timeout_secs": 1, "rise": 2, "fall": 3});
         spec["listeners"][1]["connection_limit"] = json!(100);
+        spec["listeners"][1]["timeout_client_data_ms"] = json!(120_000);
+        spec["listeners"][1]["timeout_member_connect_ms"] = json!(1_500);
         spec["listeners"][0]["members"][1]["weight"] = json!(0);
         spec["listeners"][0]["persistence"] = json!("http_cookie");
         spec["listeners"][0]["rules"] = json!([{"name": "api", "host": "api.example.com",
@@ -1142,9 +1190,9 @@ mod tests {
         NAME  ADDRESS   EXTERNAL     HOST    LISTENERS         PHASE   ID    MESSAGE
         lb1   10.0.1.2  203.0.113.7  host-a  http:80,tcp:8080  Active  lb-1  -
 
-        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  CHECK                                                                    PERSISTENCE  RULES
-        http  http      80    round_robin  2        -      http GET /healthz expects 200-399 every 2s (timeout 1s, fall 3, rise 2)  http_cookie  api
-        tcp   tcp       8080  round_robin  0        100    -                                                                        none         -
+        NAME  PROTOCOL  PORT  ALGORITHM    MEMBERS  LIMIT  TIMEOUTS                  CHECK                                                                    PERSISTENCE  RULES
+        http  http      80    round_robin  2        -      -                         http GET /healthz expects 200-399 every 2s (timeout 1s, fall 3, rise 2)  http_cookie  api
+        tcp   tcp       8080  round_robin  0        100    client 2m,connect 1500ms  -                                                                        none         -
 
         LISTENER  MEMBER  ADDRESS   PORT  WEIGHT  HEALTH
         http      vm w1   10.0.1.5  80    1       up

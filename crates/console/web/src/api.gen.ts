@@ -2041,6 +2041,21 @@ export interface components {
             protocol: components["schemas"]["LbProtocol"];
             /** @description HTTP/HTTPS: requests matching a rule go to its members (first match wins). */
             rules?: components["schemas"]["L7Rule"][];
+            /**
+             * Format: uint32
+             * @description How long a client may stay silent, in ms (Octavia's `timeout_client_data`; default 60,000).
+             */
+            timeout_client_data_ms?: number | null;
+            /**
+             * Format: uint32
+             * @description How long connecting to a member may take, in ms (default 5,000).
+             */
+            timeout_member_connect_ms?: number | null;
+            /**
+             * Format: uint32
+             * @description How long a member may stay silent, in ms (default 60,000).
+             */
+            timeout_member_data_ms?: number | null;
         };
         ListenerStatus: {
             /**
