@@ -231,6 +231,51 @@ pub trait VolumeDriver: Send + Sync {
     async fn qemu_drive(&self, volume: &str) -> Result<QemuDisk>;
 }
 
+pub(crate) mod check {
+    //! Argument checks both drivers make before they touch the backend.
+    use crate::error::{Result, StorageError};
+    use crate::sizes::{validate_name, validate_size};
+
+    /// The name and size of a volume about to be made.
+    pub fn new_volume(name: &str, size_bytes: u64) -> Result<()> {
+        validate_name("volume", name)?;
+        validate_size(size_bytes)?;
+        Ok(())
+    }
+
+    /// `clone_for_root`'s arguments: the base image's name, then the root
+    /// disk's name and size.
+    pub fn root_disk(base: &str, volume: &str, size_bytes: u64) -> Result<()> {
+        validate_name("image", base)?;
+        new_volume(volume, size_bytes)
+    }
+
+    /// A root disk of `size_bytes` holds all of base image `base`
+    /// (`image_size` bytes).
+    pub fn root_fits(base: &str, size_bytes: u64, image_size: u64) -> Result<()> {
+        if size_bytes < image_size {
+            return Err(StorageError::invalid(format!(
+                "a root disk of {size_bytes} bytes is smaller than image `{base}` ({image_size} bytes)"
+            )));
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn root_fits_refuses_a_disk_smaller_than_its_image() {
+            assert!(root_fits("deb", 2048, 2048).is_ok());
+            assert_eq!(
+                root_fits("deb", 1024, 2048).unwrap_err().to_string(),
+                "invalid request: a root disk of 1024 bytes is smaller than image `deb` (2048 bytes)"
+            );
+        }
+    }
+}
+
 pub(crate) mod cmd {
     //! Running backend commands with clear errors.
     use crate::error::{Result, StorageError};

@@ -21,10 +21,9 @@ use async_trait::async_trait;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use crate::cmd;
 use crate::error::{Result, StorageError};
-use crate::sizes::{validate_extend, validate_name, validate_size};
-use crate::{PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
+use crate::sizes::{validate_extend, validate_name};
+use crate::{check, cmd, PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
 
 /// How the local driver copies files for snapshots, restores and clones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,8 +218,7 @@ impl VolumeDriver for LocalDriver {
     }
 
     async fn create(&self, name: &str, size_bytes: u64) -> Result<VolumeInfo> {
-        validate_name("volume", name)?;
-        validate_size(size_bytes)?;
+        check::new_volume(name, size_bytes)?;
         let path = self.volume_path(name);
         let f = tokio::fs::OpenOptions::new()
             .write(true)
@@ -396,19 +394,12 @@ impl VolumeDriver for LocalDriver {
         new_volume: &str,
         size_bytes: u64,
     ) -> Result<VolumeInfo> {
-        validate_name("image", base)?;
-        validate_name("volume", new_volume)?;
-        validate_size(size_bytes)?;
+        check::root_disk(base, new_volume, size_bytes)?;
         let src = self.image_path(base);
         let m = Self::meta(&src)
             .await
             .ok_or_else(|| StorageError::not_found("image", base))?;
-        if size_bytes < m.len() {
-            return Err(StorageError::invalid(format!(
-                "a root disk of {size_bytes} bytes is smaller than image `{base}` ({} bytes)",
-                m.len()
-            )));
-        }
+        check::root_fits(base, size_bytes, m.len())?;
         if Self::meta(&self.volume_path(new_volume)).await.is_some() {
             return Err(StorageError::exists("volume", new_volume));
         }

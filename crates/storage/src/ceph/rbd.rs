@@ -9,10 +9,9 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use super::{errno_of, u64_at, CephCluster};
-use crate::cmd;
 use crate::error::{Result, StorageError};
-use crate::sizes::{validate_extend, validate_name, validate_size};
-use crate::{PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
+use crate::sizes::{validate_extend, validate_name};
+use crate::{check, cmd, PoolUsage, QemuDisk, SnapshotInfo, VolumeDriver, VolumeInfo, VolumeUsage};
 
 /// Base images live under this RBD name prefix (never a volume name).
 const IMAGE_PREFIX: &str = ".img.";
@@ -329,8 +328,7 @@ impl VolumeDriver for CephDriver {
     }
 
     async fn create(&self, name: &str, size_bytes: u64) -> Result<VolumeInfo> {
-        validate_name("volume", name)?;
-        validate_size(size_bytes)?;
+        check::new_volume(name, size_bytes)?;
         self.rbd(
             &[
                 "create",
@@ -509,17 +507,11 @@ impl VolumeDriver for CephDriver {
         new_volume: &str,
         size_bytes: u64,
     ) -> Result<VolumeInfo> {
-        validate_name("image", base)?;
-        validate_name("volume", new_volume)?;
-        validate_size(size_bytes)?;
+        check::root_disk(base, new_volume, size_bytes)?;
         let image = Self::base_image(base);
         let v = self.image_info(&image, "image", base).await?;
         let image_size = u64_at(&v, "size");
-        if size_bytes < image_size {
-            return Err(StorageError::invalid(format!(
-                "a root disk of {size_bytes} bytes is smaller than image `{base}` ({image_size} bytes)"
-            )));
-        }
+        check::root_fits(base, size_bytes, image_size)?;
         let from = format!("{}@{BASE_SNAP}", self.spec(&image));
         self.clone_to(
             &from,
