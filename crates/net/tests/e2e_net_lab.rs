@@ -381,19 +381,36 @@ fn e2e_isolation_of_vpcs_with_identical_cidrs() {
         .ping_within(&w.g("pb1"), ip("10.0.1.12"), Duration::from_secs(5)));
 }
 
+/// The two-host model plus port `pa4`: in sn-a1 next to pa1, on host-a (10.0.1.12),
+/// in `groups`.
+fn model_with_pa4(groups: &[&str]) -> NetworkModel {
+    let mut m = fixtures::two_host_model();
+    let mac = "02:00:00:0a:01:0c";
+    let pa4 = fixtures::port("pa4", "vpc-a", "sn-a1", "host-a", "10.0.1.12", mac, groups);
+    m.ports.push(pa4);
+    m
+}
+
+/// Whether `ns` reaches `to`: TCP to `ADDR:PORT`, or ping to a bare `ADDR`. Probed as
+/// a security group matrix case expects: an `allowed` one waits up to `d` for an
+/// answer, a denied one tries once.
+fn reaches(lab: &Lab, ns: &str, to: &str, allowed: bool, d: Duration) -> bool {
+    let (addr, port) = match to.split_once(':') {
+        Some((a, p)) => (ip(a), Some(p.parse().expect("port"))),
+        None => (ip(to), None),
+    };
+    match (port, allowed) {
+        (Some(p), true) => tcp_ok(ns, addr, p, d),
+        (Some(p), false) => !tcp_blocked(ns, addr, p),
+        (None, true) => lab.ping_within(ns, addr, d),
+        (None, false) => lab.ping(ns, addr, 1),
+    }
+}
+
 #[test]
 fn e2e_security_groups_matrix_and_rule_removal_cuts_connections() {
-    let mut m = fixtures::two_host_model();
     // pa4: same subnet as pa1, on host-a, in no group (ingress: nothing allowed).
-    m.ports.push(fixtures::port(
-        "pa4",
-        "vpc-a",
-        "sn-a1",
-        "host-a",
-        "10.0.1.12",
-        "02:00:00:0a:01:0c",
-        &[],
-    ));
+    let mut m = model_with_pa4(&[]);
     let mut w = World::new("d", &m);
     let (pa1, pa2, pa3, pa4) = (w.g("pa1"), w.g("pa2"), w.g("pa3"), w.g("pa4"));
     for (ns, a, p) in [
@@ -408,65 +425,28 @@ fn e2e_security_groups_matrix_and_rule_removal_cuts_connections() {
     }
     let t = Instant::now();
     let d = Duration::from_secs(5);
-    // (case, allowed?)
-    let cases: Vec<(&str, bool)> = vec![
-        (
-            "no group → web:80 (cidr rule, remote)",
-            tcp_ok(&pa4, ip("10.0.1.11"), 80, d),
-        ),
-        (
-            "no group → web:22 (no rule)",
-            !tcp_blocked(&pa4, ip("10.0.1.11"), 22),
-        ),
-        (
-            "web → web:22 (same group, remote)",
-            tcp_ok(&pa1, ip("10.0.1.11"), 22, d),
-        ),
-        (
-            "no group → web:80 (same host)",
-            tcp_ok(&pa4, ip("10.0.1.10"), 80, d),
-        ),
-        (
-            "no group → web:22 (same host)",
-            !tcp_blocked(&pa4, ip("10.0.1.10"), 22),
-        ),
-        (
-            "web → db:5432 (group peer, routed)",
-            tcp_ok(&pa1, ip("10.0.2.10"), 5432, d),
-        ),
-        (
-            "no group → db:5432 (not in peer group)",
-            !tcp_blocked(&pa4, ip("10.0.2.10"), 5432),
-        ),
-        (
-            "web → no group:80 (default deny ingress)",
-            !tcp_blocked(&pa2, ip("10.0.1.12"), 80),
-        ),
-        (
-            "no group → web icmp (icmp from 10/16)",
-            w.lab.ping_within(&pa4, ip("10.0.1.11"), d),
-        ),
-        (
-            "web → no group icmp (default deny)",
-            w.lab.ping(&pa1, ip("10.0.1.12"), 1),
-        ),
-        (
-            "anyone → db icmp (icmp from 0/0)",
-            w.lab.ping_within(&pa4, ip("10.0.2.10"), d),
-        ),
-        (
-            "db → web:22 (db not in web)",
-            !tcp_blocked(&pa3, ip("10.0.1.11"), 22),
-        ),
-    ];
-    let want = [
-        true, false, true, true, false, true, false, false, true, false, true, false,
+    // (case, from, to: ADDR:PORT for TCP or ADDR for ping, allowed?)
+    #[rustfmt::skip]
+    let cases = [
+        ("no group → web:80 (cidr rule, remote)", &pa4, "10.0.1.11:80", true),
+        ("no group → web:22 (no rule)", &pa4, "10.0.1.11:22", false),
+        ("web → web:22 (same group, remote)", &pa1, "10.0.1.11:22", true),
+        ("no group → web:80 (same host)", &pa4, "10.0.1.10:80", true),
+        ("no group → web:22 (same host)", &pa4, "10.0.1.10:22", false),
+        ("web → db:5432 (group peer, routed)", &pa1, "10.0.2.10:5432", true),
+        ("no group → db:5432 (not in peer group)", &pa4, "10.0.2.10:5432", false),
+        ("web → no group:80 (default deny ingress)", &pa2, "10.0.1.12:80", false),
+        ("no group → web icmp (icmp from 10/16)", &pa4, "10.0.1.11", true),
+        ("web → no group icmp (default deny)", &pa1, "10.0.1.12", false),
+        ("anyone → db icmp (icmp from 0/0)", &pa4, "10.0.2.10", true),
+        ("db → web:22 (db not in web)", &pa3, "10.0.1.11:22", false),
     ];
     let mut bad = vec![];
-    for ((name, got), want) in cases.iter().zip(want) {
-        eprintln!("{:5} {name}", if *got == want { "ok" } else { "FAIL" });
-        if *got != want {
-            bad.push(*name);
+    for (name, ns, to, want) in cases {
+        let got = reaches(&w.lab, ns, to, want, d);
+        eprintln!("{:5} {name}", if got == want { "ok" } else { "FAIL" });
+        if got != want {
+            bad.push(name);
         }
     }
     eprintln!("matrix: {} cases in {:?}", cases.len(), t.elapsed());
@@ -777,17 +757,8 @@ fn e2e_network_nat_gateway_snat_from_another_host_and_dnat() {
 /// from the VIP's MAC.
 #[test]
 fn e2e_network_vip_failover_between_hosts() {
-    let mut m = fixtures::two_host_model();
     // pa4: a client on host-a next to the first holder; pa3 (host-b, other subnet) is routed.
-    m.ports.push(fixtures::port(
-        "pa4",
-        "vpc-a",
-        "sn-a1",
-        "host-a",
-        "10.0.1.12",
-        "02:00:00:0a:01:0c",
-        &["sg-web"],
-    ));
+    let mut m = model_with_pa4(&["sg-web"]);
     let vip = ip("10.0.1.100");
     m.vips.push(Vip {
         id: "vip1".into(),

@@ -56,11 +56,7 @@ pub struct UpArgs {
     #[command(flatten)]
     history: HistoryArgs,
     #[command(flatten)]
-    tuning: Tuning,
-    #[command(flatten)]
-    ceph: crate::ceph::CephArgs,
-    #[command(flatten)]
-    s3: crate::object_storage::ObjectStorageArgs,
+    plane: ControlPlaneArgs,
 }
 
 /// Run the control plane (API + leader-elected controllers). Several servers
@@ -86,11 +82,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "/var/lib/yunhan/import")]
     import_dir: PathBuf,
     #[command(flatten)]
-    tuning: Tuning,
-    #[command(flatten)]
-    ceph: crate::ceph::CephArgs,
-    #[command(flatten)]
-    s3: crate::object_storage::ObjectStorageArgs,
+    plane: ControlPlaneArgs,
     /// Where this server keeps its own files (the S3 gateway's keyring and log)
     #[arg(long, default_value = "/var/lib/yunhan/server")]
     state_dir: PathBuf,
@@ -144,6 +136,84 @@ pub struct AgentArgs {
     history: HistoryArgs,
     #[command(flatten)]
     ceph: crate::ceph::CephArgs,
+}
+
+/// The control plane's options, shared by `up` and `server`: API tuning, a Ceph cluster
+/// and the S3 gateway.
+#[derive(Args, Debug)]
+pub struct ControlPlaneArgs {
+    #[command(flatten)]
+    tuning: Tuning,
+    #[command(flatten)]
+    ceph: crate::ceph::CephArgs,
+    #[command(flatten)]
+    s3: crate::object_storage::ObjectStorageArgs,
+}
+
+/// A started control plane: the Ceph pool and S3 gateway it uses, its controllers and
+/// the shutdown signal they stop on.
+struct ControlPlane {
+    tuning: Tuning,
+    ceph: Option<yunhan_agent::storage::CephPool>,
+    s3: Option<crate::object_storage::ObjectStorage>,
+    controllers: tokio::task::JoinHandle<()>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ControlPlaneArgs {
+    /// Applies the Ceph pool, then (catching shutdown signals from here on) starts the
+    /// S3 gateway as `host` with its files in `dir`, publishes it in the store and spawns
+    /// the controllers.
+    async fn start(
+        self,
+        store: &Arc<dyn Store>,
+        objects: Objects,
+        dir: &Path,
+        host: &str,
+    ) -> anyhow::Result<ControlPlane> {
+        let ceph = self.ceph.apply().await?;
+        let shutdown = shutdown_signal();
+        let s3 = (self.s3).start(ceph.as_ref(), dir, host, shutdown.clone());
+        let s3 = s3.await?;
+        crate::object_storage::publish(store, s3.as_ref()).await?;
+        let controllers = spawn_controllers(
+            store.clone(),
+            objects,
+            &self.tuning,
+            ceph.as_ref(),
+            s3.as_ref(),
+            shutdown.clone(),
+        )?;
+        let tuning = self.tuning;
+        Ok(ControlPlane {
+            tuning,
+            ceph,
+            s3,
+            controllers,
+            shutdown,
+        })
+    }
+}
+
+impl ControlPlane {
+    /// The API's configuration: images kept in `image_dir`, server-path imports from
+    /// `import_dir`.
+    fn api_config(
+        &self,
+        image_dir: PathBuf,
+        import_dir: PathBuf,
+    ) -> anyhow::Result<yunhan_api::ApiConfig> {
+        let (ceph, s3) = (self.ceph.as_ref(), self.s3.as_ref());
+        self.tuning.api_config(image_dir, import_dir, ceph, s3)
+    }
+
+    /// Waits for the controllers to stop, then for the S3 gateway.
+    async fn stopped(self) {
+        let _ = self.controllers.await;
+        if let Some(s3) = self.s3 {
+            s3.stopped().await;
+        }
+    }
 }
 
 /// The bound of a host's metric history.
@@ -466,29 +536,14 @@ pub async fn up(a: UpArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
 
-    let ceph = a.ceph.apply().await?;
     let name = a.name.unwrap_or_else(hostname);
-    let shutdown = shutdown_signal();
-    let s3 = (a.s3).start(ceph.as_ref(), &data_dir, &name, shutdown.clone());
-    let s3 = s3.await?;
-    crate::object_storage::publish(&store, s3.as_ref()).await?;
-    let controllers = spawn_controllers(
-        store.clone(),
-        objects.clone(),
-        &a.tuning,
-        ceph.as_ref(),
-        s3.as_ref(),
-        shutdown.clone(),
-    )?;
+    let plane = (a.plane).start(&store, objects.clone(), &data_dir, &name);
+    let plane = plane.await?;
+    let shutdown = plane.shutdown.clone();
     let import_dir = a
         .import_dir
         .unwrap_or_else(|| default_import_dir(&data_dir));
-    let api_cfg = a.tuning.api_config(
-        data_dir.join("images"),
-        import_dir,
-        ceph.as_ref(),
-        s3.as_ref(),
-    )?;
+    let api_cfg = plane.api_config(data_dir.join("images"), import_dir)?;
     let agent_cfg = yunhan_agent::AgentConfig {
         name,
         address: a.listen.ip().to_string(),
@@ -500,7 +555,7 @@ pub async fn up(a: UpArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
             netns: a.netns,
             ..Default::default()
         },
-        ceph,
+        ceph: plane.ceph.clone(),
         metrics: a.history.config(a.metrics_listen),
     };
     let agent = tokio::spawn(yunhan_agent::run_prepared(
@@ -509,7 +564,7 @@ pub async fn up(a: UpArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
         prepared,
         shutdown.clone(),
     ));
-    let s3_line = match &s3 {
+    let s3_line = match &plane.s3 {
         Some(s) => format!("S3 {}, ", s.endpoint()),
         None => String::new(),
     };
@@ -541,10 +596,7 @@ pub async fn up(a: UpArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
         }
     }
-    let _ = controllers.await;
-    if let Some(s3) = s3 {
-        s3.stopped().await;
-    }
+    plane.stopped().await;
     Ok(())
 }
 
@@ -586,33 +638,17 @@ pub async fn server(a: ServerArgs, config: Option<PathBuf>) -> anyhow::Result<()
             .unwrap_or_else(yunhan_cli::config::default_path),
     )
     .await?;
-    let ceph = a.ceph.apply().await?;
-    let shutdown = shutdown_signal();
     let host = hostname();
-    let s3 = (a.s3).start(ceph.as_ref(), &a.state_dir, &host, shutdown.clone());
-    let s3 = s3.await?;
-    crate::object_storage::publish(&store, s3.as_ref()).await?;
-    let controllers = spawn_controllers(
-        store.clone(),
-        objects,
-        &a.tuning,
-        ceph.as_ref(),
-        s3.as_ref(),
-        shutdown.clone(),
-    )?;
+    let plane = (a.plane).start(&store, objects, &a.state_dir, &host);
+    let plane = plane.await?;
     eprintln!(
         "Yunhan server: API {endpoint}, web console {endpoint}/console/, store {}",
         a.store
     );
     secure_image_dir(&a.image_dir)?;
-    let api_cfg = a
-        .tuning
-        .api_config(a.image_dir, a.import_dir, ceph.as_ref(), s3.as_ref())?;
-    serve_api(listener, store, api_cfg, shutdown).await?;
-    let _ = controllers.await;
-    if let Some(s3) = s3 {
-        s3.stopped().await;
-    }
+    let api_cfg = plane.api_config(a.image_dir, a.import_dir)?;
+    serve_api(listener, store, api_cfg, plane.shutdown.clone()).await?;
+    plane.stopped().await;
     Ok(())
 }
 

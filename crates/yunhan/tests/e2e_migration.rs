@@ -62,16 +62,7 @@ async fn e2e_migration_live_cancel_failure_and_refusals() {
     let c = CephCloud::start("migvols", &common::lab_agents(&lab), &[]).await;
     let raw = guest.join("test-guest.raw");
     c.ok(&["image", "create", "tiny", "--file", raw.to_str().unwrap()]);
-    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    c.ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
+    common::net1_with_s1(&*c);
     // A provider network on the hosts' `ext0` (an outside namespace holds its gateway),
     // and a group that lets the outside ping.
     let outside = lab

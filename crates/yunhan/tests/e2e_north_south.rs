@@ -410,16 +410,7 @@ async fn e2e_nat_gateway_moves_when_its_host_is_lost() {
         "--device",
         "ext0",
     ]);
-    c.ok(&["vpc", "create", "net1", "--cidr", "10.10.0.0/16"]);
-    c.ok(&[
-        "subnet",
-        "create",
-        "s1",
-        "--vpc",
-        "net1",
-        "--cidr",
-        "10.10.1.0/24",
-    ]);
+    common::net1_with_s1(&c);
     c.ok(&["placement-group", "create", "spread", "--policy", "hard"]);
     for vm in ["a", "b"] {
         c.ok(&[

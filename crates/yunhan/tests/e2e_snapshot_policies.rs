@@ -52,6 +52,14 @@ async fn available_volume(cloud: &Cloud, token: &str, name: &str) -> String {
     id
 }
 
+/// The client's arguments creating policy `name` of volume `data1` on `schedule`,
+/// keeping 3.
+fn create_policy<'a>(name: &'a str, schedule: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["snapshot", "policy", "create", name, "--volume", "data1"];
+    args.extend(["--schedule", schedule, "--keep", "3"]);
+    args
+}
+
 /// The policy, polled until `done` accepts it.
 async fn policy_until(
     cloud: &Cloud,
@@ -77,18 +85,7 @@ async fn e2e_snapshot_policy_takes_prunes_its_own_and_stops_when_disabled() {
     ]);
     assert_eq!(mine["status"]["phase"], "Available", "{mine}");
 
-    let created = cloud.ok(&[
-        "snapshot",
-        "policy",
-        "create",
-        "nightly",
-        "--volume",
-        "data1",
-        "--schedule",
-        "*/5 * * * * *",
-        "--keep",
-        "3",
-    ]);
+    let created = cloud.ok(&create_policy("nightly", "*/5 * * * * *"));
     assert_eq!(
         created["status"]["consistency"], "crash-consistent",
         "{created}"
@@ -242,18 +239,7 @@ async fn e2e_snapshot_policy_bad_input_is_refused_and_nothing_is_created() {
     let labelled = json!({"metadata": {"name": "forged", "labels": {"snapshot-policy": "spol-1"}}, "spec": {"volume": "data1"}});
     let (s, v) = cloud.admin("POST", "/v1/snapshots", Some(&labelled)).await;
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "{v}");
-    let out = cloud.cli(&[
-        "snapshot",
-        "policy",
-        "create",
-        "feb30",
-        "--volume",
-        "data1",
-        "--schedule",
-        "0 0 30 2 *",
-        "--keep",
-        "3",
-    ]);
+    let out = cloud.cli(&create_policy("feb30", "0 0 30 2 *"));
     assert!(
         !out.status.success() && stderr(&out).contains("never fires"),
         "{}",
@@ -265,18 +251,7 @@ async fn e2e_snapshot_policy_bad_input_is_refused_and_nothing_is_created() {
     }
 
     // The contract line; another project sees nothing of it.
-    let p = cloud.ok(&[
-        "snapshot",
-        "policy",
-        "create",
-        "nightly",
-        "--volume",
-        "data1",
-        "--schedule",
-        "*/1 * * * *",
-        "--keep",
-        "3",
-    ]);
+    let p = cloud.ok(&create_policy("nightly", "*/1 * * * *"));
     assert_eq!(p["spec"]["keep"], 3, "{p}");
     let p = policy_until(&cloud, "a next run", 10, |p| {
         p["status"]["next_run"].is_string()
