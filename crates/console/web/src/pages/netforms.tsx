@@ -257,6 +257,17 @@ function sameMember(a: Member, b: Member) {
   if (a.nic) return b.nic === a.nic;
   return !b.vm && !b.nic && (b.address ?? '') === (a.address ?? '');
 }
+/** A listener's timeouts (left out: HAProxy's defaults), in the form and its summary. */
+const TIMEOUTS = [
+  ['timeout_client_data_ms', 'Client silent at most (ms; empty: 60000)'],
+  ['timeout_member_connect_ms', 'Connecting to a member at most (ms; empty: 5000)'],
+  ['timeout_member_data_ms', 'Member silent at most (ms; empty: 60000)'],
+] as const;
+function timeoutsText(l: Listener) {
+  const set = [['client', l.timeout_client_data_ms], ['connect', l.timeout_member_connect_ms], ['member', l.timeout_member_data_ms]] as const;
+  const parts = set.filter(([, ms]) => ms != null).map(([what, ms]) => `${what} ${ms} ms`);
+  return parts.length ? `, timeouts ${parts.join(', ')}` : '';
+}
 function healthText(h: Health | undefined) {
   if (!h) return 'no health check (every member counts as up)';
   const what = h.type === 'tcp' ? 'TCP connect' : `${h.type.toUpperCase()} GET ${h.path ?? '/'} expecting ${h.expected_codes ?? '200-399'}`;
@@ -278,6 +289,7 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
       { name: 'algorithm', label: 'Spread new connections by', type: 'select', required: true, options: ALGORITHMS, initial: 'round_robin' },
       { name: 'persistence', label: 'Keep a client on its member', type: 'select', required: true, options: PERSISTENCE, initial: 'none' },
       { name: 'connection_limit', label: 'Connection limit (0 or empty: none)', type: 'number', when: (v) => v.protocol !== 'udp' },
+      ...TIMEOUTS.map(([key, label]) => ({ name: key, label, type: 'number' as const, when: (v: Values) => v.protocol !== 'udp' })),
       ...PEM_FIELDS.map((f) => ({ ...f, when: (v: Values) => v.protocol === 'https' })),
     ];
     const apply = (v: Values) => {
@@ -291,6 +303,9 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
         persistence: str(v, 'persistence') as S['Persistence'],
       };
       if (protocol !== 'udp') l.connection_limit = int(v, 'connection_limit', 'Connection limit', 0, 4294967295, 0);
+      for (const [key, label] of TIMEOUTS) {
+        if (protocol !== 'udp' && num(v, key) !== undefined) l[key] = int(v, key, label, 1, 24 * 86400000);
+      }
       if (protocol === 'https') {
         l.certificate = pem(v, 'certificate', 'certificate');
         l.key = pem(v, 'key', 'key');
@@ -437,7 +452,8 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
             <p class="muted small" data-testid="listener-summary">
               {(l.algorithm ?? 'round_robin').replace(/_/g, ' ')}
               {l.persistence && l.persistence !== 'none' ? `, ${l.persistence.replace(/_/g, ' ')} persistence` : ''}
-              {l.connection_limit ? `, at most ${l.connection_limit} connections` : ''}; health: <span data-testid="health">{healthText(l.health)}</span>
+              {l.connection_limit ? `, at most ${l.connection_limit} connections` : ''}
+              {timeoutsText(l)}; health: <span data-testid="health">{healthText(l.health)}</span>
               {l.health && (
                 <>
                   {' '}
