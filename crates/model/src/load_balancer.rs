@@ -87,6 +87,10 @@ pub enum HealthKind {
     /// The same over TLS, for members of a tcp listener that speak TLS themselves (their
     /// certificate is not verified, as Octavia's amphorae do not).
     Https,
+    /// For udp listeners (Octavia's UDP-CONNECT): a datagram to the member draws no ICMP
+    /// "port unreachable" within the timeout.
+    #[serde(rename = "udp_connect")]
+    UdpConnect,
 }
 
 /// How members are checked; a member is down after `fall` failed checks in a row and up
@@ -413,6 +417,10 @@ impl Listener {
                         .into(),
                 );
             }
+            let udp = self.protocol == LbProtocol::Udp;
+            if udp != (h.kind == HealthKind::UdpConnect) {
+                return bad("a udp listener is checked by type udp_connect, and only it".into());
+            }
         }
         Ok(())
     }
@@ -439,9 +447,6 @@ impl Listener {
         }
         if self.connection_limit > 0 {
             return bad("a udp listener has no connection limit");
-        }
-        if self.health.is_some() {
-            return bad("a udp listener takes no health monitor yet (its members count as up)");
         }
         if self.timeouts().next().is_some() {
             return bad(
@@ -602,7 +607,8 @@ impl HealthMonitor {
         }
         let codes = (self.expected_codes.parse::<StatusCodes>())
             .map_err(|e| ApiError::invalid_field(field, e.to_string()))?;
-        if self.kind == HealthKind::Tcp && codes != StatusCodes::default() {
+        let http = matches!(self.kind, HealthKind::Http | HealthKind::Https);
+        if !http && codes != StatusCodes::default() {
             return bad("expected codes are for http and https monitors");
         }
         Ok(())
@@ -668,7 +674,7 @@ mod tests {
                     health: Some(HealthMonitor::default()),
                     ..listener("u", LbProtocol::Udp, 53)
                 }],
-                "no health monitor yet",
+                "checked by type udp_connect",
             ),
             (vec![listener("a b", LbProtocol::Tcp, 1)], "listener name"),
             (vec![listener("z", LbProtocol::Tcp, 0)], "port must be"),
@@ -750,6 +756,7 @@ mod tests {
         LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Https, "200,204"))).unwrap();
         LoadBalancer::validate(&spec(LbProtocol::Http, monitor(Http, "404"))).unwrap();
         LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Tcp, "200-399"))).unwrap();
+        LoadBalancer::validate(&spec(LbProtocol::Udp, monitor(UdpConnect, "200-399"))).unwrap();
         for (protocol, health, why) in [
             (LbProtocol::Http, monitor(Https, "200"), "use type http"),
             (
@@ -758,6 +765,21 @@ mod tests {
                 "for http and https monitors",
             ),
             (LbProtocol::Tcp, monitor(Http, "2xx"), "codes are 100–599"),
+            (
+                LbProtocol::Udp,
+                monitor(UdpConnect, "200"),
+                "for http and https monitors",
+            ),
+            (
+                LbProtocol::Tcp,
+                monitor(UdpConnect, "200-399"),
+                "checked by type udp_connect",
+            ),
+            (
+                LbProtocol::Udp,
+                monitor(Tcp, "200-399"),
+                "checked by type udp_connect",
+            ),
             (LbProtocol::Tcp, monitor(Http, "302-301"), "lower code"),
         ] {
             let e = LoadBalancer::validate(&spec(protocol, health)).unwrap_err();

@@ -11,7 +11,8 @@
 //! protocol = "tcp"              # or "udp"
 //! hash = "flow"                 # or "source": the client address only (source-IP persistence)
 //! [vip.health]
-//! kind = "http"                 # "tcp" (connect), "http" (GET), "https" (GET over TLS) or "none"
+//! kind = "http"                 # "tcp" (connect), "http" (GET), "https" (GET over TLS),
+//!                               # "udp" (no ICMP port unreachable) or "none"
 //! path = "/"
 //! expect = "200-399"            # http/https: the status codes that count as healthy
 //! interval_ms = 500
@@ -103,6 +104,8 @@ pub enum HealthKind {
     Http,
     /// HTTP over TLS, the backend's certificate not verified.
     Https,
+    /// A datagram draws no ICMP "port unreachable" within the timeout (UDP services).
+    Udp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! Health checks: TCP connect, HTTP GET or HTTPS GET (the backend's certificate not
-//! verified, as load balancers' checks do not), with rise/fall thresholds.
+//! Health checks: TCP connect, HTTP GET, HTTPS GET (the backend's certificate not
+//! verified, as load balancers' checks do not) or a UDP datagram, with rise/fall
+//! thresholds.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -27,6 +28,27 @@ pub async fn probe(cfg: &HealthConfig, target: SocketAddr) -> bool {
         ),
         HealthKind::Http => http(false).await.unwrap_or(false),
         HealthKind::Https => http(true).await.unwrap_or(false),
+        HealthKind::Udp => udp_alive(target, timeout).await,
+    }
+}
+
+/// Octavia's UDP-CONNECT: a datagram from a connected socket, and no ICMP "port
+/// unreachable" (ECONNREFUSED on the socket) within `timeout`. An answer or silence is
+/// up: a UDP service need not answer an empty probe.
+async fn udp_alive(target: SocketAddr, timeout: Duration) -> bool {
+    let any: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let Ok(s) = tokio::net::UdpSocket::bind(any).await else {
+        return false;
+    };
+    if s.connect(target).await.is_err() || s.send(b"\n").await.is_err() {
+        return false;
+    }
+    match tokio::time::timeout(timeout, s.recv(&mut [0u8; 512])).await {
+        Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => true,
     }
 }
 
@@ -241,6 +263,33 @@ mod tests {
             l.local_addr().unwrap()
         };
         assert!(!probe(&cfg, closed).await);
+    }
+
+    #[tokio::test]
+    async fn probes_udp() {
+        let cfg = HealthConfig {
+            kind: HealthKind::Udp,
+            timeout_ms: 300,
+            ..Default::default()
+        };
+        let open = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(
+            probe(&cfg, open.local_addr().unwrap()).await,
+            "silence is up"
+        );
+        let answers = open.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut b = [0u8; 16];
+            while let Ok((_, from)) = open.recv_from(&mut b).await {
+                let _ = open.send_to(b"pong", from).await;
+            }
+        });
+        assert!(probe(&cfg, answers).await, "an answer is up");
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        assert!(!probe(&cfg, closed).await, "port unreachable is down");
     }
 
     /// An HTTPS backend: `openssl s_server -www` with a throwaway self-signed certificate,

@@ -231,6 +231,18 @@ async fn udp(cloud: &Cloud, onebox: &OneBox, addr: &str) {
         seen.is_some(),
         "no ICMP error was translated back by Vortex"
     );
+    // A UDP monitor: w2 serves nothing on 5353, so it answers "port unreachable" and is
+    // down; without the monitor it counts as up again.
+    let dns_member = |want: &'static str| {
+        eventually(want, Duration::from_secs(30), move || {
+            let dns = listener_now(cloud, "dns");
+            async move { (dns?["members"][0]["health"] == want).then_some(()) }
+        })
+    };
+    ok("lb health set lb1 --listener dns --type udp-connect --interval 1s --fall 2 --rise 2");
+    dns_member("down").await;
+    ok("lb health clear lb1 --listener dns");
+    dns_member("up").await;
 }
 
 /// Layer 7: a rule by host and a rule by path send requests to w2, the rest go to the
@@ -636,7 +648,7 @@ async fn e2e_load_balancer_bad_input() {
         (
             serde_json::json!([{"name": "u", "protocol": "udp", "port": 53, "health": {"type": "tcp"}}]),
             400,
-            "no health monitor yet",
+            "checked by type udp_connect",
         ),
         (
             serde_json::json!([{"name": "t", "protocol": "tcp", "port": 81, "rules": [{"name": "r", "host": "a.example"}]}]),

@@ -185,7 +185,7 @@ fn backend(
 
 fn health(h: &HealthMonitor) -> String {
     let mut c = format!("    timeout check {}s\n", h.timeout_secs);
-    if h.kind != HealthKind::Tcp {
+    if matches!(h.kind, HealthKind::Http | HealthKind::Https) {
         let _ = write!(
             c,
             "    option httpchk\n    http-check send meth GET uri {}\n    \

@@ -142,6 +142,7 @@ fn health(h: Option<&HealthMonitor>) -> Health {
             HealthKind::Tcp => ("tcp", h),
             HealthKind::Http => ("http", h),
             HealthKind::Https => ("https", h),
+            HealthKind::UdpConnect => ("udp", h),
         },
     };
     Health {

@@ -81,6 +81,7 @@ pub enum LbCommand {
     ///   yunhan lb health set lb1 --listener http --type http --expected-codes 200,204
     ///   yunhan lb health set lb1 --listener db --type tcp --interval 5s --timeout 2s
     ///   yunhan lb health set lb1 --listener tls --type https --path /ping  # TLS members
+    ///   yunhan lb health set lb1 --listener dns --type udp-connect
     ///   yunhan lb health clear lb1 --listener db
     #[command(subcommand, verbatim_doc_comment)]
     Health(HealthCommand),
@@ -268,7 +269,8 @@ pub struct HealthSet {
     pub listener: String,
     /// tcp: the member accepts a connection; http: GET --path answers an expected code;
     /// https: the same over TLS, for a tcp listener whose members speak TLS (their
-    /// certificate is not verified)
+    /// certificate is not verified); udp-connect: for udp listeners, a datagram draws no
+    /// ICMP port unreachable
     #[arg(long = "type", value_name = "TYPE", value_parser = health_kind())]
     pub kind: HealthKind,
     /// With --type http or https: the path to GET [default: /]
@@ -341,9 +343,10 @@ fn persistence() -> impl TypedValueParser<Value = Persistence> {
 
 /// `tcp` or `http`.
 fn health_kind() -> impl TypedValueParser<Value = HealthKind> {
-    PossibleValuesParser::new(["tcp", "http", "https"]).map(|s| match s.as_str() {
+    PossibleValuesParser::new(["tcp", "http", "https", "udp-connect"]).map(|s| match s.as_str() {
         "http" => HealthKind::Http,
         "https" => HealthKind::Https,
+        "udp-connect" => HealthKind::UdpConnect,
         _ => HealthKind::Tcp,
     })
 }
@@ -456,6 +459,7 @@ fn check(h: &HealthMonitor) -> String {
         HealthKind::Tcp => "tcp".to_string(),
         HealthKind::Http => format!("http GET {} expects {}", h.path, h.expected_codes),
         HealthKind::Https => format!("https GET {} expects {}", h.path, h.expected_codes),
+        HealthKind::UdpConnect => "udp (no port unreachable)".to_string(),
     };
     format!(
         "{what} every {}s (timeout {}s, fall {}, rise {})",
@@ -494,10 +498,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LbCommand) -> Result<(), ClientError> {
         LbCommand::Member(c) => member(ctx, c).await,
         LbCommand::Rule(c) => rule::run(ctx, c).await,
         LbCommand::Health(HealthCommand::Set(a)) => {
-            if a.kind == HealthKind::Tcp && (a.path.is_some() || a.expected_codes.is_some()) {
+            let http = matches!(a.kind, HealthKind::Http | HealthKind::Https);
+            if !http && (a.path.is_some() || a.expected_codes.is_some()) {
                 return Err(ClientError::Usage(
                     "--path and --expected-codes are for --type http or https checks (a tcp \
-                     check only connects)"
+                     or udp-connect check sends no request)"
                         .into(),
                 ));
             }

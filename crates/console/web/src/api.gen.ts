@@ -1681,7 +1681,7 @@ export interface components {
             vcpus: number;
         };
         FlavorStatus: Record<string, never>;
-        HealthKind: "tcp" | "http" | "https";
+        HealthKind: "tcp" | "http" | "https" | "udp_connect";
         /** @description How members are checked; a member is down after `fall` failed checks in a row and up again after `rise` good ones. */
         HealthMonitor: {
             /**

@@ -268,9 +268,16 @@ function timeoutsText(l: Listener) {
   const parts = set.filter(([, ms]) => ms != null).map(([what, ms]) => `${what} ${ms} ms`);
   return parts.length ? `, timeouts ${parts.join(', ')}` : '';
 }
+/** The checks a listener takes: udp_connect alone for udp; https only for tcp (TLS members). */
+function checksFor(l: Listener) {
+  if (l.protocol === 'udp') return [{ value: 'udp_connect', label: 'UDP: a datagram draws no “port unreachable”' }];
+  const https = l.protocol === 'tcp' ? [{ value: 'https', label: 'HTTPS: the same over TLS (members that speak TLS)' }] : [];
+  return [{ value: 'tcp', label: 'TCP: the member accepts a connection' }, { value: 'http', label: 'HTTP: GET a path answers an expected code' }, ...https];
+}
+const checkFor = (l: Listener) => (l.protocol === 'udp' ? 'udp_connect' : l.protocol === 'http' || l.protocol === 'https' ? 'http' : 'tcp');
 function healthText(h: Health | undefined) {
   if (!h) return 'no health check (every member counts as up)';
-  const what = h.type === 'tcp' ? 'TCP connect' : `${h.type.toUpperCase()} GET ${h.path ?? '/'} expecting ${h.expected_codes ?? '200-399'}`;
+  const what = h.type === 'tcp' ? 'TCP connect' : h.type === 'udp_connect' ? 'UDP datagram, no “port unreachable”' : `${h.type.toUpperCase()} GET ${h.path ?? '/'} expecting ${h.expected_codes ?? '200-399'}`;
   return `${what} every ${h.interval_secs ?? 2}s (timeout ${h.timeout_secs ?? 1}s, down after ${h.fall ?? 2} failures, up after ${h.rise ?? 2} passes)`;
 }
 
@@ -345,9 +352,9 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
   const setHealth = (l: Listener) => {
     const h = l.health;
     const fields: Field[] = [
-      { name: 'type', label: 'Check', type: 'select', required: true, initial: h?.type ?? (l.protocol === 'http' || l.protocol === 'https' ? 'http' : 'tcp'), options: [{ value: 'tcp', label: 'TCP: the member accepts a connection' }, { value: 'http', label: 'HTTP: GET a path answers an expected code' }, ...(l.protocol === 'tcp' ? [{ value: 'https', label: 'HTTPS: the same over TLS (members that speak TLS)' }] : [])] },
-      { name: 'path', label: 'Path', initial: h?.path ?? '/', when: (v) => v.type !== 'tcp' },
-      { name: 'expected_codes', label: 'Expected codes (200, 200,204 or 200-299)', initial: h?.expected_codes ?? '200-399', when: (v) => v.type !== 'tcp' },
+      { name: 'type', label: 'Check', type: 'select', required: true, initial: h?.type ?? checkFor(l), options: checksFor(l) },
+      { name: 'path', label: 'Path', initial: h?.path ?? '/', when: (v) => v.type === 'http' || v.type === 'https' },
+      { name: 'expected_codes', label: 'Expected codes (200, 200,204 or 200-299)', initial: h?.expected_codes ?? '200-399', when: (v) => v.type === 'http' || v.type === 'https' },
       { name: 'interval_secs', label: 'Every (seconds, 1–3600)', type: 'number', initial: String(h?.interval_secs ?? 2) },
       { name: 'timeout_secs', label: 'Timeout (seconds, 1–3600)', type: 'number', initial: String(h?.timeout_secs ?? 1) },
       { name: 'fall', label: 'Down after this many failed checks in a row (1–10)', type: 'number', initial: String(h?.fall ?? 2) },
@@ -355,9 +362,10 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
     ];
     const apply = (v: Values) => {
       const type = str(v, 'type') as S['HealthKind'];
-      const path = type !== 'tcp' ? str(v, 'path') || '/' : '/';
+      const http = type === 'http' || type === 'https';
+      const path = http ? str(v, 'path') || '/' : '/';
       if (!path.startsWith('/')) throw new Error('The path starts with /.');
-      const expected_codes = type !== 'tcp' ? str(v, 'expected_codes') || '200-399' : '200-399';
+      const expected_codes = http ? str(v, 'expected_codes') || '200-399' : '200-399';
       const monitor: Health = {
         type, path, expected_codes,
         interval_secs: int(v, 'interval_secs', 'Every', 1, 3600, 2),
