@@ -157,6 +157,10 @@ pub enum Persistence {
     /// HTTP/HTTPS: the load balancer sets a cookie (`YUNHAN_LB`) naming the member;
     /// a browser that sends it back stays there.
     HttpCookie,
+    /// HTTP/HTTPS: the application's own cookie (`persistence_cookie`, e.g. a session
+    /// id): requests carrying the same value go to the same member, for 30 minutes after
+    /// the value was last seen.
+    AppCookie,
 }
 
 /// A layer-7 rule of an HTTP/HTTPS listener: requests whose Host header and path match
@@ -209,6 +213,9 @@ pub struct Listener {
     pub health: Option<HealthMonitor>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub persistence: Persistence,
+    /// With `persistence: app_cookie`: the application's cookie (Octavia's `cookie_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_cookie: Option<String>,
     /// HTTP/HTTPS: requests matching a rule go to its members (first match wins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<L7Rule>,
@@ -400,8 +407,27 @@ impl Listener {
             return bad("timeouts are 1 ms to 24 days".into());
         }
         let layer7 = matches!(self.protocol, LbProtocol::Http | LbProtocol::Https);
-        if !layer7 && self.persistence == Persistence::HttpCookie {
-            return bad("http_cookie persistence needs an http or https listener".into());
+        let cookie = matches!(
+            self.persistence,
+            Persistence::HttpCookie | Persistence::AppCookie
+        );
+        if !layer7 && cookie {
+            return bad("cookie persistence needs an http or https listener".into());
+        }
+        let app = self.persistence == Persistence::AppCookie;
+        match &self.persistence_cookie {
+            Some(c) if !app => {
+                return bad(format!(
+                    "persistence_cookie {c:?} goes with app_cookie persistence"
+                ))
+            }
+            Some(c) if !cookie_name(c) => {
+                return bad(format!(
+                    "persistence_cookie {c:?}: 1–64 letters, digits, '-', '_' or '.'"
+                ))
+            }
+            None if app => return bad("app_cookie persistence needs persistence_cookie".into()),
+            _ => {}
         }
         if !layer7 && !self.rules.is_empty() {
             return bad("layer-7 rules need an http or https listener".into());
@@ -504,6 +530,13 @@ fn short_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && (name.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A cookie name HAProxy's configuration and HTTP both read as one word.
+fn cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && (name.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// At most [`MAX_MEMBERS`], each valid and there once.
@@ -819,10 +852,43 @@ mod tests {
             f(&mut l);
             LoadBalancer::validate(&spec(l)).unwrap_err().to_string()
         };
+        let app = |l: &mut Listener| {
+            l.persistence = Persistence::AppCookie;
+            l.persistence_cookie = Some("JSESSIONID".into());
+        };
+        let mut ok = http.clone();
+        app(&mut ok);
+        LoadBalancer::validate(&spec(ok)).unwrap();
         for (e, why) in [
             (
                 with(&|l| l.protocol = LbProtocol::Tcp),
-                "http_cookie persistence needs",
+                "cookie persistence needs",
+            ),
+            (
+                with(&|l| {
+                    app(l);
+                    l.protocol = LbProtocol::Tcp;
+                    l.rules.clear();
+                }),
+                "cookie persistence needs",
+            ),
+            (
+                with(&|l| l.persistence_cookie = Some("SID".into())),
+                "goes with app_cookie",
+            ),
+            (
+                with(&|l| {
+                    app(l);
+                    l.persistence_cookie = None;
+                }),
+                "needs persistence_cookie",
+            ),
+            (
+                with(&|l| {
+                    app(l);
+                    l.persistence_cookie = Some("a b".into());
+                }),
+                "1–64 letters",
             ),
             (
                 with(&|l| {

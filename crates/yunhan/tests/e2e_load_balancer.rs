@@ -305,6 +305,32 @@ async fn rules_and_cookies(cloud: &Cloud, onebox: &OneBox, addr: &str, w2: &Valu
         let answer = get("/", &format!("Cookie: {cookie}\r\n"));
         assert!(answer.contains("w2"), "{cookie} left w2: {answer}");
     }
+    app_cookie(cloud, onebox, addr).await;
+}
+
+/// The application's own cookie: requests carrying one session id stay on one member,
+/// requests without it are spread.
+async fn app_cookie(cloud: &Cloud, onebox: &OneBox, addr: &str) {
+    let ok = |line: &str| cloud.ok(&words(line));
+    ok("lb listener add lb1 --name app --protocol http --port 8091 --persistence app-cookie --persistence-cookie SID");
+    ok("lb member add lb1 --listener app --vm w1 --port 80");
+    ok("lb member add lb1 --listener app --vm w2 --port 80");
+    let get = |cookie: &str| {
+        let req = format!("GET / HTTP/1.0\r\n{cookie}\r\n");
+        let answer = http_request(&onebox.host, addr, 8091, &req);
+        ["w1", "w2"].into_iter().find(|w| answer.contains(w))
+    };
+    let spread = eventually("both members serve", Duration::from_secs(30), || {
+        let seen: Vec<_> = (0..6).map(|_| get("")).collect();
+        async move { (seen.contains(&Some("w1")) && seen.contains(&Some("w2"))).then_some(()) }
+    });
+    spread.await;
+    for sid in ["a1", "b2", "c3"] {
+        let header = format!("Cookie: SID={sid}\r\n");
+        let first = get(&header).expect("an answer");
+        let all: Vec<_> = (0..8).map(|_| get(&header)).collect();
+        assert!(all.iter().all(|w| *w == Some(first)), "SID={sid}: {all:?}");
+    }
 }
 
 /// Listener `name` of load balancer `lb1` as `lb show` reports it now.

@@ -166,11 +166,7 @@ fn backend(
             let _ = writeln!(c, "    timeout {what} {ms}ms");
         }
     }
-    c.push_str(match l.persistence {
-        Persistence::None => "",
-        Persistence::SourceIp => "    stick-table type ip size 100k expire 30m\n    stick on src\n",
-        Persistence::HttpCookie => "    cookie YUNHAN_LB insert indirect nocache httponly\n",
-    });
+    c.push_str(&persistence(l));
     if let Some(h) = &l.health {
         c.push_str(&health(h));
     }
@@ -201,6 +197,24 @@ fn health(h: &HealthMonitor) -> String {
 /// HAProxy's parser to misread); the document was checked on its way in.
 pub fn expected_codes(h: &HealthMonitor) -> StatusCodes {
     h.expected_codes.parse().unwrap_or_default()
+}
+
+/// How the backend keeps a client on its member. An application's cookie is learned
+/// from requests and answers alike (the value a member sets, or a client sends first).
+fn persistence(l: &Listener) -> String {
+    match (l.persistence, l.persistence_cookie.as_deref()) {
+        (Persistence::SourceIp, _) => {
+            "    stick-table type ip size 100k expire 30m\n    stick on src\n".into()
+        }
+        (Persistence::HttpCookie, _) => {
+            "    cookie YUNHAN_LB insert indirect nocache httponly\n".into()
+        }
+        (Persistence::AppCookie, Some(name)) => format!(
+            "    stick-table type string len 64 size 100k expire 30m\n    \
+             stick on req.cook({name})\n    stick store-response res.cook({name})\n"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Weight 0 takes no new connections and keeps the open ones: that is the drain.
@@ -542,7 +556,8 @@ pub(super) mod tests {
         insta::assert_snapshot!(cfg.unwrap());
     }
 
-    /// `web` with a cookie and two rules (host and path; path alone), `db` stuck by source.
+    /// `web` with a cookie and two rules (host and path; path alone), `db` stuck by source,
+    /// `app` stuck by the application's JSESSIONID.
     fn spec_l7() -> LoadBalancerSpec {
         let mut s = spec();
         let web = &mut s.listeners[0];
@@ -561,6 +576,11 @@ pub(super) mod tests {
             },
         ];
         s.listeners[1].persistence = Persistence::SourceIp;
+        let mut app = s.listeners[0].clone();
+        (app.name, app.port, app.rules) = ("app".into(), 8080, Vec::new());
+        app.persistence = Persistence::AppCookie;
+        app.persistence_cookie = Some("JSESSIONID".into());
+        s.listeners.push(app);
         s
     }
 

@@ -164,10 +164,14 @@ pub struct ListenerAdd {
     /// At most this many connections at once (0: no limit)
     #[arg(long, default_value_t = 0)]
     pub connection_limit: u32,
-    /// Keep a client on its member: source-ip (its address, 30 minutes, any protocol) or
-    /// http-cookie (a cookie the load balancer sets; http and https)
+    /// Keep a client on its member: source-ip (its address, 30 minutes, any protocol),
+    /// http-cookie (a cookie the load balancer sets; http and https) or app-cookie (the
+    /// application's own cookie, --persistence-cookie; http and https)
     #[arg(long, default_value = "none", value_parser = persistence())]
     pub persistence: Persistence,
+    /// With --persistence app-cookie: the application's cookie, e.g. JSESSIONID
+    #[arg(long, value_name = "NAME")]
+    pub persistence_cookie: Option<String>,
     /// Close a connection whose client stays silent this long: 30s, 500ms, 1h
     /// [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = parse_ms)]
@@ -327,16 +331,18 @@ fn algorithm() -> impl TypedValueParser<Value = LbAlgorithm> {
     })
 }
 
-/// `none`, `source-ip` or `http-cookie` (or as JSON writes them, `source_ip`…).
+/// `none`, `source-ip`, `http-cookie` or `app-cookie` (or as JSON writes them, `source_ip`…).
 fn persistence() -> impl TypedValueParser<Value = Persistence> {
     let names = [
         PossibleValue::new("none"),
         PossibleValue::new("source-ip").alias("source_ip"),
         PossibleValue::new("http-cookie").alias("http_cookie"),
+        PossibleValue::new("app-cookie").alias("app_cookie"),
     ];
     PossibleValuesParser::new(names).map(|s| match s.replace('_', "-").as_str() {
         "source-ip" => Persistence::SourceIp,
         "http-cookie" => Persistence::HttpCookie,
+        "app-cookie" => Persistence::AppCookie,
         _ => Persistence::None,
     })
 }
@@ -584,6 +590,7 @@ async fn listener(ctx: &Ctx, cmd: ListenerCommand) -> Result<(), ClientError> {
                 algorithm: a.algorithm,
                 connection_limit: a.connection_limit,
                 persistence: a.persistence,
+                persistence_cookie: a.persistence_cookie,
                 timeout_client_data_ms: a.timeout_client,
                 timeout_member_connect_ms: a.timeout_member_connect,
                 timeout_member_data_ms: a.timeout_member_data,

@@ -2036,6 +2036,8 @@ export interface components {
             /** @description Unique within the load balancer (letters, digits, '-', '_'). */
             name: string;
             persistence?: components["schemas"]["Persistence"];
+            /** @description With `persistence: app_cookie`: the application's cookie (Octavia's `cookie_name`). */
+            persistence_cookie?: string | null;
             /** Format: uint16 */
             port: number;
             protocol: components["schemas"]["LbProtocol"];
@@ -2547,7 +2549,7 @@ export interface components {
             project?: string | null;
         };
         /** @description How a client is kept on the member it first reached (Octavia's session persistence). */
-        Persistence: "none" | "source_ip" | "http_cookie";
+        Persistence: "none" | "source_ip" | "http_cookie" | "app_cookie";
         PinnedVm: {
             /** @description The host's name. */
             host: string;

@@ -233,6 +233,7 @@ const PERSISTENCE: { value: S['Persistence']; label: string }[] = [
   { value: 'none', label: 'none' },
   { value: 'source_ip', label: 'source IP (30 minutes)' },
   { value: 'http_cookie', label: 'HTTP cookie (HTTP and HTTPS)' },
+  { value: 'app_cookie', label: 'the application’s cookie (HTTP and HTTPS)' },
 ];
 const PEM_FIELDS: Field[] = [
   { name: 'certificate', label: 'Certificate chain (PEM)', type: 'textarea', required: true, placeholder: '-----BEGIN CERTIFICATE-----' },
@@ -295,6 +296,7 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
       { name: 'name', label: 'Name (letters, digits, - and _; default PROTOCOL-PORT)', placeholder: 'http' },
       { name: 'algorithm', label: 'Spread new connections by', type: 'select', required: true, options: ALGORITHMS, initial: 'round_robin' },
       { name: 'persistence', label: 'Keep a client on its member', type: 'select', required: true, options: PERSISTENCE, initial: 'none' },
+      { name: 'persistence_cookie', label: 'The application’s cookie (e.g. JSESSIONID)', required: true, when: (v) => v.persistence === 'app_cookie' },
       { name: 'connection_limit', label: 'Connection limit (0 or empty: none)', type: 'number', when: (v) => v.protocol !== 'udp' },
       ...TIMEOUTS.map(([key, label]) => ({ name: key, label, type: 'number' as const, when: (v: Values) => v.protocol !== 'udp' })),
       ...PEM_FIELDS.map((f) => ({ ...f, when: (v: Values) => v.protocol === 'https' })),
@@ -308,6 +310,7 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
         port: p,
         algorithm: str(v, 'algorithm') as S['LbAlgorithm'],
         persistence: str(v, 'persistence') as S['Persistence'],
+        ...(str(v, 'persistence') === 'app_cookie' ? { persistence_cookie: str(v, 'persistence_cookie') } : {}),
       };
       if (protocol !== 'udp') l.connection_limit = int(v, 'connection_limit', 'Connection limit', 0, 4294967295, 0);
       for (const [key, label] of TIMEOUTS) {
@@ -459,7 +462,7 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
             </header>
             <p class="muted small" data-testid="listener-summary">
               {(l.algorithm ?? 'round_robin').replace(/_/g, ' ')}
-              {l.persistence && l.persistence !== 'none' ? `, ${l.persistence.replace(/_/g, ' ')} persistence` : ''}
+              {l.persistence && l.persistence !== 'none' ? `, ${l.persistence.replace(/_/g, ' ')} persistence${l.persistence_cookie ? ` (${l.persistence_cookie})` : ''}` : ''}
               {l.connection_limit ? `, at most ${l.connection_limit} connections` : ''}
               {timeoutsText(l)}; health: <span data-testid="health">{healthText(l.health)}</span>
               {l.health && (
