@@ -163,10 +163,27 @@ pub enum Persistence {
     AppCookie,
 }
 
+/// What a request matching a layer-7 rule gets (Octavia's L7 policy actions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum L7Action {
+    /// It goes to the rule's own members (REDIRECT_TO_POOL).
+    #[default]
+    Forward,
+    /// An HTTP redirect to `redirect_url` (REDIRECT_TO_URL), code `redirect_code`.
+    Redirect,
+    /// 403 Forbidden (REJECT).
+    Reject,
+}
+
+/// The redirect codes a rule may answer with (Octavia's).
+pub const REDIRECT_CODES: [u16; 5] = [301, 302, 303, 307, 308];
+
 /// A layer-7 rule of an HTTP/HTTPS listener: requests whose Host header and path match
-/// go to the rule's own members instead of the listener's (Octavia's L7 policy that
-/// redirects to a pool, with its HOST_NAME and PATH rules). Rules are tried in order; the
-/// first that matches wins; none matching leaves the request to the listener's members.
+/// go to the rule's own members instead of the listener's, are redirected or are refused
+/// (Octavia's L7 policies, with their HOST_NAME and PATH rules). Rules are tried in order;
+/// the first that matches wins; none matching leaves the request to the listener's
+/// members.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L7Rule {
@@ -179,7 +196,16 @@ pub struct L7Rule {
     /// The request's path starts with this (`/api/`); empty: any path.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path_prefix: String,
-    /// Where matching requests go (checked by the listener's health monitor).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub action: L7Action,
+    /// With `action: redirect`: where to (an absolute http:// or https:// URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// With `action: redirect`: 301, 302 (the default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u16>,
+    /// With `action: forward`: where matching requests go (checked by the listener's
+    /// health monitor).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<LbMember>,
 }
@@ -584,8 +610,37 @@ impl L7Rule {
                 "the path prefix starts with / and has no spaces (at most 256 characters)".into(),
             );
         }
+        self.validate_action(field)?;
         validate_members(&format!("{field}.members"), &self.members)
     }
+
+    fn validate_action(&self, field: &str) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::invalid_field(field, m.to_string()));
+        let redirect = self.action == L7Action::Redirect;
+        if self.action != L7Action::Forward && !self.members.is_empty() {
+            return bad("only a forward rule has members (a redirect or reject answers itself)");
+        }
+        if !redirect && (self.redirect_url.is_some() || self.redirect_code.is_some()) {
+            return bad("redirect_url and redirect_code go with action redirect");
+        }
+        if redirect && !self.redirect_url.as_deref().is_some_and(redirect_url) {
+            return bad(
+                "a redirect needs redirect_url: an http:// or https:// URL, at most 2048 \
+                 characters, without spaces, quotes, '\\' or '#'",
+            );
+        }
+        if (self.redirect_code).is_some_and(|c| !REDIRECT_CODES.contains(&c)) {
+            return bad("redirect_code is 301, 302, 303, 307 or 308");
+        }
+        Ok(())
+    }
+}
+
+/// An absolute http(s) URL that HAProxy's configuration reads as one word.
+fn redirect_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && (url.bytes()).all(|b| b.is_ascii_graphic() && !b"\"'\\#".contains(&b))
 }
 
 /// Starts with `/`, printable ASCII without spaces, at most 256 bytes.
@@ -821,6 +876,80 @@ mod tests {
     }
 
     #[test]
+    fn rule_actions_are_checked() {
+        let spec = |r: L7Rule| LoadBalancerSpec {
+            subnet: "s1".into(),
+            external: false,
+            listeners: vec![Listener {
+                rules: vec![r],
+                ..listener("web", LbProtocol::Http, 80)
+            }],
+        };
+        let redirect = L7Rule {
+            name: "old".into(),
+            path_prefix: "/old/".into(),
+            action: L7Action::Redirect,
+            redirect_url: Some("https://new.example.com/x?a=%20".into()),
+            redirect_code: Some(301),
+            ..Default::default()
+        };
+        let reject = L7Rule {
+            action: L7Action::Reject,
+            redirect_url: None,
+            redirect_code: None,
+            ..redirect.clone()
+        };
+        LoadBalancer::validate(&spec(redirect.clone())).unwrap();
+        LoadBalancer::validate(&spec(reject.clone())).unwrap();
+        let member = LbMember {
+            address: "10.0.0.5".into(),
+            port: 80,
+            weight: 1,
+            ..Default::default()
+        };
+        for (r, why) in [
+            (
+                L7Rule {
+                    members: vec![member],
+                    ..reject.clone()
+                },
+                "only a forward rule has members",
+            ),
+            (
+                L7Rule {
+                    redirect_code: Some(302),
+                    ..reject
+                },
+                "go with action redirect",
+            ),
+            (
+                L7Rule {
+                    redirect_url: Some("ftp://x".into()),
+                    ..redirect.clone()
+                },
+                "an http:// or https:// URL",
+            ),
+            (
+                L7Rule {
+                    redirect_url: Some("https://x/#frag".into()),
+                    ..redirect.clone()
+                },
+                "an http:// or https:// URL",
+            ),
+            (
+                L7Rule {
+                    redirect_code: Some(200),
+                    ..redirect
+                },
+                "301, 302, 303, 307 or 308",
+            ),
+        ] {
+            let e = LoadBalancer::validate(&spec(r)).unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
     fn rules_and_persistence_are_checked() {
         let spec = |l: Listener| LoadBalancerSpec {
             subnet: "s1".into(),
@@ -837,6 +966,7 @@ mod tests {
                 weight: 1,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let mut http = listener("web", LbProtocol::Http, 80);
         http.rules = vec![

@@ -283,6 +283,38 @@ async fn rules_and_cookies(cloud: &Cloud, onebox: &OneBox, addr: &str, w2: &Valu
         .map(|m| m["rule"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(rules, ["", "api", "img"], "{web}");
+    // Rules that answer themselves; the first rule that matches wins.
+    ok("lb rule add lb1 --listener web --name old --path-prefix /old/ --redirect http://example.com/new --redirect-code 301");
+    ok("lb rule add lb1 --listener web --name shadow --path-prefix /img/ --reject");
+    ok("lb rule add lb1 --listener web --name admin --path-prefix /admin --reject");
+    let status = |path: &str| {
+        let answer = get(path, "Host: www.example.com\r\n");
+        let line = answer.lines().next().unwrap_or("").to_string();
+        (line, answer.to_ascii_lowercase())
+    };
+    let refused = within(Duration::from_secs(30), || {
+        status("/admin").0.contains(" 403")
+    });
+    assert!(
+        refused.is_some(),
+        "/admin never refused: {}",
+        ok("lb show lb1")
+    );
+    let (line, answer) = status("/old/page");
+    assert!(line.contains(" 301"), "{line}");
+    assert!(
+        answer.contains("location: http://example.com/new"),
+        "{answer}"
+    );
+    let (line, answer) = status("/img/");
+    assert!(
+        line.contains(" 200") && answer.contains("w2-img"),
+        "img comes first: {answer}"
+    );
+    assert!(get("/", "Host: www.example.com\r\n").contains("w1"));
+    ok("lb rule remove lb1 --listener web --name old");
+    ok("lb rule remove lb1 --listener web --name shadow");
+    ok("lb rule remove lb1 --listener web --name admin");
     // Cookie persistence over the listener's own members, w1 and w2.
     ok("lb member add lb1 --listener web --vm w2 --port 80");
     let first = eventually("both members serve", Duration::from_secs(30), || {
@@ -695,6 +727,11 @@ async fn e2e_load_balancer_bad_input() {
             serde_json::json!([{"name": "t0", "protocol": "tcp", "port": 84, "timeout_member_data_ms": 0}]),
             400,
             "timeouts are 1 ms to 24 days",
+        ),
+        (
+            serde_json::json!([{"name": "h", "protocol": "http", "port": 85, "rules": [{"name": "r", "path_prefix": "/a", "action": "redirect"}]}]),
+            400,
+            "a redirect needs redirect_url",
         ),
         (
             serde_json::json!([{"name": "h", "protocol": "http", "port": 82, "rules": [{"name": "r", "members": [{"nic": "n2", "port": 80}], "path_prefix": "/a"}]}]),

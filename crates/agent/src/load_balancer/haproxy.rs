@@ -14,8 +14,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use yunhan_model::{
-    HealthKind, HealthMonitor, L7Rule, LbAlgorithm, LbMember, LbProtocol, Listener, ListenerStatus,
-    LoadBalancerSpec, MemberHealth, MemberStatus, Persistence,
+    HealthKind, HealthMonitor, L7Action, L7Rule, LbAlgorithm, LbMember, LbProtocol, Listener,
+    ListenerStatus, LoadBalancerSpec, MemberHealth, MemberStatus, Persistence,
 };
 
 use super::vortex;
@@ -51,7 +51,10 @@ pub fn render(
         let mode = mode(l)?;
         c.push('\n');
         c.push_str(&frontend(l, mode, address, socket));
-        for (rule, members) in l.pools() {
+        // Redirect and reject rules answer themselves: no backend.
+        let answers =
+            |rule: &str| (l.rules.iter()).any(|r| r.name == rule && r.action != L7Action::Forward);
+        for (rule, members) in l.pools().filter(|(rule, _)| !answers(rule)) {
             c.push('\n');
             c.push_str(&backend(&backend_name(&l.name, rule), l, members, mode)?);
         }
@@ -106,10 +109,46 @@ fn frontend(l: &Listener, mode: &str, address: Ipv4Addr, socket: &Path) -> Strin
     if let Some(ms) = l.timeout_client_data_ms {
         let _ = writeln!(c, "    timeout client {ms}ms");
     }
-    for (k, r) in l.rules.iter().enumerate() {
-        c.push_str(&rule(&l.name, k, r));
-    }
+    c.push_str(&rules(&l.name, &l.rules));
     let _ = writeln!(c, "    default_backend bk_{}", l.name);
+    c
+}
+
+/// The rules, first match wins: each rule whose conditions hold marks the request with
+/// its index (`txn.yh_rule`) unless an earlier one did, and the mark picks the answer
+/// (`http-request`, which HAProxy runs first) or the backend (`use_backend`).
+fn rules(listener: &str, rules: &[L7Rule]) -> String {
+    let mut c = String::new();
+    for (k, r) in rules.iter().enumerate() {
+        let conds = rule_conditions(&mut c, k, r);
+        let _ = writeln!(
+            c,
+            "    http-request set-var(txn.yh_rule) int({k}) if {conds} !{{ var(txn.yh_rule) -m found }}"
+        );
+    }
+    let marked = |k: usize| format!("{{ var(txn.yh_rule) -m int {k} }}");
+    for (k, r) in rules.iter().enumerate() {
+        let _ = match r.action {
+            L7Action::Forward => continue,
+            L7Action::Reject => {
+                writeln!(c, "    http-request deny deny_status 403 if {}", marked(k))
+            }
+            L7Action::Redirect => writeln!(
+                c,
+                "    http-request redirect location {} code {} if {}",
+                // A log-format string: '%' would start a fetch.
+                (r.redirect_url.as_deref().unwrap_or("/")).replace('%', "%%"),
+                r.redirect_code.unwrap_or(302),
+                marked(k)
+            ),
+        };
+    }
+    for (k, r) in rules.iter().enumerate() {
+        if r.action == L7Action::Forward {
+            let bk = backend_name(listener, &r.name);
+            let _ = writeln!(c, "    use_backend {bk} if {}", marked(k));
+        }
+    }
     c
 }
 
@@ -121,9 +160,9 @@ fn backend_name(listener: &str, rule: &str) -> String {
     }
 }
 
-/// Rule `k`'s conditions (`r<k>_host`, `r<k>_path`) and where matching requests go.
-fn rule(listener: &str, k: usize, r: &L7Rule) -> String {
-    let mut c = String::new();
+/// Writes rule `k`'s ACLs (`r<k>_host`, `r<k>_path`) to `c`; their names, as one
+/// condition.
+fn rule_conditions(c: &mut String, k: usize, r: &L7Rule) -> String {
     let mut conds = Vec::new();
     if !r.host.is_empty() {
         let host = r.host.to_ascii_lowercase();
@@ -137,13 +176,7 @@ fn rule(listener: &str, k: usize, r: &L7Rule) -> String {
         let _ = writeln!(c, "    acl r{k}_path path -m beg {}", quote(&r.path_prefix));
         conds.push(format!("r{k}_path"));
     }
-    let _ = writeln!(
-        c,
-        "    use_backend {} if {}",
-        backend_name(listener, &r.name),
-        conds.join(" ")
-    );
-    c
+    conds.join(" ")
 }
 
 fn backend(
@@ -556,7 +589,8 @@ pub(super) mod tests {
         insta::assert_snapshot!(cfg.unwrap());
     }
 
-    /// `web` with a cookie and two rules (host and path; path alone), `db` stuck by source,
+    /// `web` with a cookie and four rules (host and path; path alone; a redirect; a
+    /// reject), `db` stuck by source,
     /// `app` stuck by the application's JSESSIONID.
     fn spec_l7() -> LoadBalancerSpec {
         let mut s = spec();
@@ -568,10 +602,25 @@ pub(super) mod tests {
                 host: "API.example.com".into(),
                 path_prefix: "/v1/".into(),
                 members: vec![member("10.0.1.31", 9000, 1)],
+                ..Default::default()
             },
             L7Rule {
                 name: "img".into(),
                 path_prefix: "/img#1".into(),
+                ..Default::default()
+            },
+            L7Rule {
+                name: "old".into(),
+                path_prefix: "/old/".into(),
+                action: L7Action::Redirect,
+                redirect_url: Some("https://new.example.com/a%20b".into()),
+                redirect_code: Some(301),
+                ..Default::default()
+            },
+            L7Rule {
+                name: "admin".into(),
+                host: "admin.example.com".into(),
+                action: L7Action::Reject,
                 ..Default::default()
             },
         ];

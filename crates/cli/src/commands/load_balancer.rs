@@ -89,12 +89,16 @@ pub enum LbCommand {
     ///
     /// A rule of an http or https listener matches the request's Host (without its port,
     /// any case), the start of its path, or both; the first rule that matches sends the
-    /// request to the rule's members (add them with 'yunhan lb member add --rule'), the
-    /// others go to the listener's members. The listener's health check covers them all.
+    /// request to the rule's members (add them with 'yunhan lb member add --rule'),
+    /// redirects it (--redirect) or refuses it (--reject, 403); requests no rule matches
+    /// go to the listener's members. The listener's health check covers them all.
     ///
     /// Example:
     ///   yunhan lb rule add lb1 --listener http --name api --host api.example.com
     ///   yunhan lb rule add lb1 --listener http --name static --path-prefix /static/
+    ///   yunhan lb rule add lb1 --listener http --name old --path-prefix /old/ \
+    ///       --redirect https://www.example.com/ --redirect-code 301
+    ///   yunhan lb rule add lb1 --listener http --name admin --path-prefix /admin --reject
     ///   yunhan lb member add lb1 --listener http --rule api --vm api1 --port 8080
     ///   yunhan lb rule list lb1 --listener http
     ///   yunhan lb rule remove lb1 --listener http --name static

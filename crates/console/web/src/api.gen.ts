@@ -1986,16 +1986,26 @@ export interface components {
              */
             vcpus?: number;
         };
-        /** @description A layer-7 rule of an HTTP/HTTPS listener: requests whose Host header and path match go to the rule's own members instead of the listener's (Octavia's L7 policy that redirects to a pool, with its HOST_NAME and PATH rules). Rules are tried in order; the first that matches wins; none matching leaves the request to the listener's members. */
+        /** @description What a request matching a layer-7 rule gets (Octavia's L7 policy actions). */
+        L7Action: "forward" | "redirect" | "reject";
+        /** @description A layer-7 rule of an HTTP/HTTPS listener: requests whose Host header and path match go to the rule's own members instead of the listener's, are redirected or are refused (Octavia's L7 policies, with their HOST_NAME and PATH rules). Rules are tried in order; the first that matches wins; none matching leaves the request to the listener's members. */
         L7Rule: {
+            action?: components["schemas"]["L7Action"];
             /** @description The request's host name, without its port, compared case-insensitively (`api.example.com`); empty: any host. */
             host?: string;
-            /** @description Where matching requests go (checked by the listener's health monitor). */
+            /** @description With `action: forward`: where matching requests go (checked by the listener's health monitor). */
             members?: components["schemas"]["LbMember"][];
             /** @description Unique within the listener (letters, digits, '-', '_'). */
             name: string;
             /** @description The request's path starts with this (`/api/`); empty: any path. */
             path_prefix?: string;
+            /**
+             * Format: uint16
+             * @description With `action: redirect`: 301, 302 (the default), 303, 307 or 308.
+             */
+            redirect_code?: number | null;
+            /** @description With `action: redirect`: where to (an absolute http:// or https:// URL). */
+            redirect_url?: string | null;
         };
         LbAlgorithm: ("round_robin" | "least_connections") | "source_ip";
         /** @description One backend: a VM's NIC in the load balancer's VPC (by VM or NIC), or an address in it. */

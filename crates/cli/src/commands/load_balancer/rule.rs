@@ -1,7 +1,8 @@
-//! `yunhan lb rule …`: a listener's layer-7 rules (host and path → members of their own).
+//! `yunhan lb rule …`: a listener's layer-7 rules (host and path → members of their own,
+//! a redirect, or a refusal).
 
 use clap::{Args, Subcommand};
-use yunhan_model::{L7Rule, Listener, LoadBalancer};
+use yunhan_model::{L7Action, L7Rule, Listener, LoadBalancer};
 
 use super::{edit, listener_at};
 use crate::client::{Answer, ClientError};
@@ -49,10 +50,29 @@ pub struct RuleAdd {
     /// Requests whose path starts with this (e.g. /api/)
     #[arg(long)]
     pub path_prefix: Option<String>,
+    /// Answer matching requests with a redirect to this URL (http:// or https://) rather
+    /// than send them to members of the rule
+    #[arg(long, value_name = "URL", conflicts_with = "reject")]
+    pub redirect: Option<String>,
+    /// With --redirect: 301, 302, 303, 307 or 308
+    #[arg(
+        long,
+        value_name = "CODE",
+        requires = "redirect",
+        default_value_t = 302
+    )]
+    pub redirect_code: u16,
+    /// Refuse matching requests (403 Forbidden)
+    #[arg(long)]
+    pub reject: bool,
 }
 
 const RULE_COLUMNS: &[Column<L7Rule>] = &[
     col!("NAME", name),
+    Column {
+        header: "ACTION",
+        get: action,
+    },
     Column {
         header: "HOST",
         get: |r| or_any(&r.host),
@@ -83,10 +103,18 @@ pub(super) async fn run(ctx: &Ctx, cmd: RuleCommand) -> Result<(), ClientError> 
             Ok(())
         }
         RuleCommand::Add(a) => {
+            let action = match (&a.redirect, a.reject) {
+                (Some(_), _) => L7Action::Redirect,
+                (None, true) => L7Action::Reject,
+                (None, false) => L7Action::Forward,
+            };
             let rule = L7Rule {
                 name: a.name,
                 host: a.host.unwrap_or_default(),
                 path_prefix: a.path_prefix.unwrap_or_default(),
+                action,
+                redirect_code: a.redirect.is_some().then_some(a.redirect_code),
+                redirect_url: a.redirect,
                 members: Vec::new(),
             };
             edit(ctx, &a.of.lb, |s| {
@@ -106,6 +134,19 @@ pub(super) async fn run(ctx: &Ctx, cmd: RuleCommand) -> Result<(), ClientError> 
             })
             .await
         }
+    }
+}
+
+/// What a matching request gets, in words.
+fn action(r: &L7Rule) -> String {
+    match r.action {
+        L7Action::Forward => "forward".into(),
+        L7Action::Reject => "reject (403)".into(),
+        L7Action::Redirect => format!(
+            "redirect {} {}",
+            r.redirect_code.unwrap_or(302),
+            r.redirect_url.as_deref().unwrap_or("")
+        ),
     }
 }
 

@@ -276,6 +276,12 @@ function checksFor(l: Listener) {
   return [{ value: 'tcp', label: 'TCP: the member accepts a connection' }, { value: 'http', label: 'HTTP: GET a path answers an expected code' }, ...https];
 }
 const checkFor = (l: Listener) => (l.protocol === 'udp' ? 'udp_connect' : l.protocol === 'http' || l.protocol === 'https' ? 'http' : 'tcp');
+/** Where a rule sends what it matches. */
+function ruleAction(r: NonNullable<Listener['rules']>[number]) {
+  if (r.action === 'reject') return 'refused (403)';
+  if (r.action === 'redirect') return `redirect ${r.redirect_code ?? 302} to ${r.redirect_url ?? ''}`;
+  return `${(r.members ?? []).length} member(s)`;
+}
 function healthText(h: Health | undefined) {
   if (!h) return 'no health check (every member counts as up)';
   const what = h.type === 'tcp' ? 'TCP connect' : h.type === 'udp_connect' ? 'UDP datagram, no “port unreachable”' : `${h.type.toUpperCase()} GET ${h.path ?? '/'} expecting ${h.expected_codes ?? '200-399'}`;
@@ -521,7 +527,7 @@ export function LbListeners({ lb, reload }: { lb: Obj<'load-balancers'>; reload:
                 <ul class="plain small">
                   {(l.rules ?? []).map((r) => (
                     <li>
-                      <Trunc text={`${r.name}: ${[r.host && `host ${r.host}`, r.path_prefix && `path ${r.path_prefix}…`].filter(Boolean).join(', ')} → ${(r.members ?? []).length} member(s)`} />
+                      <Trunc text={`${r.name}: ${[r.host && `host ${r.host}`, r.path_prefix && `path ${r.path_prefix}…`].filter(Boolean).join(', ')} → ${ruleAction(r)}`} />
                     </li>
                   ))}
                 </ul>
