@@ -707,6 +707,15 @@ impl HealthMonitor {
 mod tests {
     use super::*;
 
+    /// Validates a load balancer in subnet `s1` with `listeners`.
+    fn check(listeners: Vec<Listener>) -> Result<(), ApiError> {
+        LoadBalancer::validate(&LoadBalancerSpec {
+            subnet: "s1".into(),
+            external: false,
+            listeners,
+        })
+    }
+
     fn listener(name: &str, protocol: LbProtocol, port: u16) -> Listener {
         Listener {
             name: name.into(),
@@ -718,11 +727,6 @@ mod tests {
 
     #[test]
     fn listeners_are_checked() {
-        let spec = |listeners| LoadBalancerSpec {
-            subnet: "s1".into(),
-            external: true,
-            listeners,
-        };
         let mut http = listener("http", LbProtocol::Http, 80);
         http.members.push(LbMember {
             vm: Some("w1".into()),
@@ -731,11 +735,11 @@ mod tests {
             ..Default::default()
         });
         http.health = Some(HealthMonitor::default());
-        LoadBalancer::validate(&spec(vec![
+        check(vec![
             http.clone(),
             listener("tcp", LbProtocol::Tcp, 8080),
             listener("dns", LbProtocol::Udp, 53),
-        ]))
+        ])
         .unwrap();
         for (bad, why) in [
             (
@@ -767,16 +771,16 @@ mod tests {
             (vec![listener("a b", LbProtocol::Tcp, 1)], "listener name"),
             (vec![listener("z", LbProtocol::Tcp, 0)], "port must be"),
         ] {
-            let e = LoadBalancer::validate(&spec(bad)).unwrap_err();
+            let e = check(bad).unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
         let mut twice = http.clone();
         twice.members.push(twice.members[0].clone());
-        let e = LoadBalancer::validate(&spec(vec![twice])).unwrap_err();
+        let e = check(vec![twice]).unwrap_err();
         assert!(e.to_string().contains("already there"), "{e}");
         let mut nothing = http;
         nothing.members[0].vm = None;
-        let e = LoadBalancer::validate(&spec(vec![nothing])).unwrap_err();
+        let e = check(vec![nothing]).unwrap_err();
         assert!(
             e.to_string().contains("give a vm, a nic or an address"),
             "{e}"
@@ -785,17 +789,12 @@ mod tests {
 
     #[test]
     fn timeouts_are_checked() {
-        let spec = |l: Listener| LoadBalancerSpec {
-            subnet: "s1".into(),
-            external: false,
-            listeners: vec![l],
-        };
         let tcp = Listener {
             timeout_client_data_ms: Some(2_000),
             timeout_member_connect_ms: Some(MAX_TIMEOUT_MS),
             ..listener("t", LbProtocol::Tcp, 80)
         };
-        LoadBalancer::validate(&spec(tcp.clone())).unwrap();
+        check(vec![tcp.clone()]).unwrap();
         assert_eq!(tcp.timeouts().collect::<Vec<_>>(), [2_000, MAX_TIMEOUT_MS]);
         for (l, why) in [
             (
@@ -820,20 +819,16 @@ mod tests {
                 "a udp listener takes no timeouts",
             ),
         ] {
-            let e = LoadBalancer::validate(&spec(l)).unwrap_err();
+            let e = check(vec![l]).unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
     }
 
     #[test]
     fn monitors_are_checked() {
-        let spec = |protocol, health| LoadBalancerSpec {
-            subnet: "s1".into(),
-            external: false,
-            listeners: vec![Listener {
-                health: Some(health),
-                ..listener("l", protocol, 443)
-            }],
+        let checked = |protocol, health| Listener {
+            health: Some(health),
+            ..listener("l", protocol, 443)
         };
         let monitor = |kind, codes: &str| HealthMonitor {
             kind,
@@ -841,10 +836,14 @@ mod tests {
             ..Default::default()
         };
         use HealthKind::*;
-        LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Https, "200,204"))).unwrap();
-        LoadBalancer::validate(&spec(LbProtocol::Http, monitor(Http, "404"))).unwrap();
-        LoadBalancer::validate(&spec(LbProtocol::Tcp, monitor(Tcp, "200-399"))).unwrap();
-        LoadBalancer::validate(&spec(LbProtocol::Udp, monitor(UdpConnect, "200-399"))).unwrap();
+        check(vec![checked(LbProtocol::Tcp, monitor(Https, "200,204"))]).unwrap();
+        check(vec![checked(LbProtocol::Http, monitor(Http, "404"))]).unwrap();
+        check(vec![checked(LbProtocol::Tcp, monitor(Tcp, "200-399"))]).unwrap();
+        check(vec![checked(
+            LbProtocol::Udp,
+            monitor(UdpConnect, "200-399"),
+        )])
+        .unwrap();
         for (protocol, health, why) in [
             (LbProtocol::Http, monitor(Https, "200"), "use type http"),
             (
@@ -870,20 +869,16 @@ mod tests {
             ),
             (LbProtocol::Tcp, monitor(Http, "302-301"), "lower code"),
         ] {
-            let e = LoadBalancer::validate(&spec(protocol, health)).unwrap_err();
+            let e = check(vec![checked(protocol, health)]).unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
     }
 
     #[test]
     fn rule_actions_are_checked() {
-        let spec = |r: L7Rule| LoadBalancerSpec {
-            subnet: "s1".into(),
-            external: false,
-            listeners: vec![Listener {
-                rules: vec![r],
-                ..listener("web", LbProtocol::Http, 80)
-            }],
+        let with_rule = |r: L7Rule| Listener {
+            rules: vec![r],
+            ..listener("web", LbProtocol::Http, 80)
         };
         let redirect = L7Rule {
             name: "old".into(),
@@ -899,8 +894,8 @@ mod tests {
             redirect_code: None,
             ..redirect.clone()
         };
-        LoadBalancer::validate(&spec(redirect.clone())).unwrap();
-        LoadBalancer::validate(&spec(reject.clone())).unwrap();
+        check(vec![with_rule(redirect.clone())]).unwrap();
+        check(vec![with_rule(reject.clone())]).unwrap();
         let member = LbMember {
             address: "10.0.0.5".into(),
             port: 80,
@@ -944,18 +939,13 @@ mod tests {
                 "301, 302, 303, 307 or 308",
             ),
         ] {
-            let e = LoadBalancer::validate(&spec(r)).unwrap_err();
+            let e = check(vec![with_rule(r)]).unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
     }
 
     #[test]
     fn rules_and_persistence_are_checked() {
-        let spec = |l: Listener| LoadBalancerSpec {
-            subnet: "s1".into(),
-            external: false,
-            listeners: vec![l],
-        };
         let rule = |name: &str, host: &str, path: &str| L7Rule {
             name: name.into(),
             host: host.into(),
@@ -974,13 +964,13 @@ mod tests {
             rule("img", "", "/img"),
         ];
         http.persistence = Persistence::HttpCookie;
-        LoadBalancer::validate(&spec(http.clone())).unwrap();
+        check(vec![http.clone()]).unwrap();
         let pools: Vec<_> = http.pools().map(|(r, m)| (r, m.len())).collect();
         assert_eq!(pools, [("", 0), ("api", 1), ("img", 1)]);
         let with = |f: &dyn Fn(&mut Listener)| {
             let mut l = http.clone();
             f(&mut l);
-            LoadBalancer::validate(&spec(l)).unwrap_err().to_string()
+            check(vec![l]).unwrap_err().to_string()
         };
         let app = |l: &mut Listener| {
             l.persistence = Persistence::AppCookie;
@@ -988,7 +978,7 @@ mod tests {
         };
         let mut ok = http.clone();
         app(&mut ok);
-        LoadBalancer::validate(&spec(ok)).unwrap();
+        check(vec![ok]).unwrap();
         for (e, why) in [
             (
                 with(&|l| l.protocol = LbProtocol::Tcp),
