@@ -404,13 +404,14 @@ impl Kind for LoadBalancer {
 }
 
 impl Listener {
-    /// Its member lists: the listener's own (rule `""`), then each rule's.
+    /// Its member lists: the listener's own (rule `""`), then each forward rule's (a
+    /// redirect or reject rule answers itself: it has none).
     pub fn pools(&self) -> impl Iterator<Item = (&str, &Vec<LbMember>)> {
-        std::iter::once(("", &self.members))
-            .chain((self.rules.iter()).map(|r| (r.name.as_str(), &r.members)))
+        let forward = (self.rules.iter()).filter(|r| r.action == L7Action::Forward);
+        std::iter::once(("", &self.members)).chain(forward.map(|r| (r.name.as_str(), &r.members)))
     }
 
-    /// As [`Listener::pools`], to change them.
+    /// Every member list, the listener's then each rule's in order, to change them.
     pub fn pools_mut(&mut self) -> impl Iterator<Item = (&str, &mut Vec<LbMember>)> {
         std::iter::once(("", &mut self.members))
             .chain((self.rules.iter_mut()).map(|r| (r.name.as_str(), &mut r.members)))

@@ -51,10 +51,7 @@ pub fn render(
         let mode = mode(l)?;
         c.push('\n');
         c.push_str(&frontend(l, mode, address, socket));
-        // Redirect and reject rules answer themselves: no backend.
-        let answers =
-            |rule: &str| (l.rules.iter()).any(|r| r.name == rule && r.action != L7Action::Forward);
-        for (rule, members) in l.pools().filter(|(rule, _)| !answers(rule)) {
+        for (rule, members) in l.pools() {
             c.push('\n');
             c.push_str(&backend(&backend_name(&l.name, rule), l, members, mode)?);
         }
