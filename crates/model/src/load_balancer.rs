@@ -470,9 +470,19 @@ impl Listener {
                         .into(),
                 );
             }
-            let udp = self.protocol == LbProtocol::Udp;
-            if udp != (h.kind == HealthKind::UdpConnect) {
-                return bad("a udp listener is checked by type udp_connect, and only it".into());
+            match (
+                self.protocol == LbProtocol::Udp,
+                h.kind == HealthKind::UdpConnect,
+            ) {
+                (true, false) => return bad("a udp listener is checked by type udp_connect".into()),
+                (false, true) => {
+                    return bad(
+                        "udp_connect is for udp listeners (checked by type udp_connect \
+                         alone); use type tcp, http or https here"
+                            .into(),
+                    )
+                }
+                _ => {}
             }
         }
         Ok(())
