@@ -13,7 +13,8 @@
 //! - **Conflicts: the earlier object wins.** Two objects claiming one thing (an id, a VNI,
 //!   a VTEP, an address or MAC, a VPC's NAT gateway, overlapping ranges): the one listed
 //!   later in its kind's list is left out (the controller lists objects oldest first). Across
-//!   kinds, ports win addresses and MACs over VIPs, elastic IPs over NAT gateways.
+//!   kinds, ports win addresses and MACs over VIPs and anycasts, VIPs over anycasts, elastic
+//!   IPs over NAT gateways.
 //! - **Dependents follow.** What needs a left-out object is left out too, saying why
 //!   ("subnet "sn-1" is not realised: …"): a port of a left-out subnet, VPC, host or security
 //!   group (fail closed: a NIC is never realised with other groups than it asked for), a
@@ -21,7 +22,8 @@
 //! - **References that only narrow are dropped instead.** A VIP member that is not a
 //!   (realised) port is removed from the VIP (and from `holder`), and a NAT gateway's
 //!   port-forward to an address no realised port of the VPC holds is removed: dropping them
-//!   allows less, never more. A route table's subnet that is not realised is dropped from
+//!   allows less, never more. So is an anycast's serving port that is not a port of its
+//!   subnet (one next hop fewer). A route table's subnet that is not realised is dropped from
 //!   it (it has no traffic to route). A route to a port that is not realised stays: the
 //!   compiler makes its destination unreachable (fail closed: traffic meant for a
 //!   firewall appliance never goes around it).
@@ -44,10 +46,11 @@ pub enum ObjectKind {
     NatGateway,
     Vip,
     RouteTable,
+    Anycast,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 10] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Host,
         ObjectKind::Vpc,
         ObjectKind::Subnet,
@@ -58,6 +61,7 @@ impl ObjectKind {
         ObjectKind::NatGateway,
         ObjectKind::Vip,
         ObjectKind::RouteTable,
+        ObjectKind::Anycast,
     ];
 
     /// The name [`ModelError`] uses for the kind.
@@ -73,6 +77,7 @@ impl ObjectKind {
             ObjectKind::NatGateway => "nat gateway",
             ObjectKind::Vip => "vip",
             ObjectKind::RouteTable => "route table",
+            ObjectKind::Anycast => "anycast",
         }
     }
 
@@ -127,6 +132,7 @@ pub fn ids(m: &NetworkModel, kind: ObjectKind) -> Vec<&str> {
         ObjectKind::NatGateway => m.nat_gateways.iter().map(|o| o.id.as_str()).collect(),
         ObjectKind::Vip => m.vips.iter().map(|o| o.id.as_str()).collect(),
         ObjectKind::RouteTable => m.route_tables.iter().map(|o| o.id.as_str()).collect(),
+        ObjectKind::Anycast => m.anycasts.iter().map(|o| o.id.as_str()).collect(),
     }
 }
 
@@ -143,6 +149,7 @@ fn remove_at(m: &mut NetworkModel, kind: ObjectKind, index: usize) {
         ObjectKind::NatGateway => drop(m.nat_gateways.remove(index)),
         ObjectKind::Vip => drop(m.vips.remove(index)),
         ObjectKind::RouteTable => drop(m.route_tables.remove(index)),
+        ObjectKind::Anycast => drop(m.anycasts.remove(index)),
     }
 }
 
@@ -276,14 +283,24 @@ fn dedupe(m: &mut NetworkModel, out: &mut Vec<Rejection>) {
 }
 
 /// Drops references that only narrow what is allowed when their target is not in the model:
-/// VIP members (and holders) that are no port of the VIP's VPC, and NAT port-forwards to
-/// an address no port of the VPC holds.
+/// VIP members (and holders) that are no port of the VIP's VPC, anycasts' serving ports
+/// that are no port of the anycast's subnet, and NAT port-forwards to an address no port
+/// of the VPC holds.
 fn prune(m: &mut NetworkModel) {
     let ports: HashMap<&str, &str> = m
         .ports
         .iter()
         .map(|p| (p.id.as_str(), p.vpc.as_str()))
         .collect();
+    let port_subnets: HashSet<(&str, &str, &str)> = m
+        .ports
+        .iter()
+        .map(|p| (p.id.as_str(), p.vpc.as_str(), p.subnet.as_str()))
+        .collect();
+    for a in &mut m.anycasts {
+        a.ports
+            .retain(|p| port_subnets.contains(&(p.as_str(), a.vpc.as_str(), a.subnet.as_str())));
+    }
     let ips: HashSet<(&str, std::net::Ipv4Addr)> =
         m.ports.iter().map(|p| (p.vpc.as_str(), p.ip)).collect();
     for v in &mut m.vips {
@@ -633,6 +650,37 @@ mod tests {
         })
     }
 
+    fn anycasts() -> impl Strategy<Value = Vec<Anycast>> {
+        let raw = (
+            g(),
+            0usize..9,
+            0usize..7,
+            0usize..4,
+            prop::collection::vec(0usize..11, 0..3),
+        );
+        list(raw, 0..3).prop_map(|v| {
+            v.into_iter()
+                .map(|(i, (bad, r, subnet, vpc, ports))| Anycast {
+                    id: ident("a", i, bad && r < 3, r),
+                    vpc: format!("v{vpc}"),
+                    subnet: format!("s{subnet}"),
+                    ip: Ipv4Addr::new(
+                        10,
+                        0,
+                        subnet as u8 * 16,
+                        // Garbage: the gateway, or a VIP's address.
+                        match (bad, r) {
+                            (true, 6..) => 1,
+                            (true, 3..6) => 200,
+                            _ => 220 + i as u8,
+                        },
+                    ),
+                    ports: ports.into_iter().map(|p| format!("p{p}")).collect(),
+                })
+                .collect()
+        })
+    }
+
     fn route_tables() -> impl Strategy<Value = Vec<RouteTable>> {
         let route = (0u8..4, 0usize..12, 0u32..3, 8u8..=24).prop_map(|(t, p, priority, len)| {
             let target = match t {
@@ -668,7 +716,8 @@ mod tests {
 
     /// Any model, garbage included: dangling and cross-VPC references, duplicate ids,
     /// VNIs, VTEPs, addresses and MACs, addresses outside every range, bad port ranges.
-    /// VIPs take their subnet's VPC (as the controller gives them) unless that is absent.
+    /// VIPs and anycasts take their subnet's VPC (as the controller gives them) unless that
+    /// is absent.
     fn world() -> impl Strategy<Value = NetworkModel> {
         (
             hosts(),
@@ -681,6 +730,7 @@ mod tests {
             nats(),
             vips(),
             route_tables(),
+            anycasts(),
         )
             .prop_map(
                 |(
@@ -694,6 +744,7 @@ mod tests {
                     nat_gateways,
                     mut vips,
                     route_tables,
+                    mut anycasts,
                 )| {
                     let vpc_of: HashMap<&str, &str> = subnets
                         .iter()
@@ -713,6 +764,11 @@ mod tests {
                             v.vpc = vpc.to_string();
                         }
                     }
+                    for a in &mut anycasts {
+                        if let Some(vpc) = vpc_of.get(a.subnet.as_str()) {
+                            a.vpc = vpc.to_string();
+                        }
+                    }
                     NetworkModel {
                         hosts,
                         vpcs,
@@ -724,6 +780,7 @@ mod tests {
                         nat_gateways,
                         vips,
                         route_tables,
+                        anycasts,
                         underlay_mtu: 1500,
                     }
                 },
@@ -748,7 +805,8 @@ mod tests {
         Ok(())
     }
 
-    /// Admitted ports, elastic IPs and NAT gateways are in the plans of their hosts.
+    /// Admitted ports, elastic IPs and NAT gateways are in the plans of their hosts, admitted
+    /// anycasts in every plan of their VPC.
     fn realised(a: &Admitted, plans: &BTreeMap<String, HostPlan>) -> Result<(), TestCaseError> {
         let m = &a.model;
         let host_of: HashMap<&str, &str> = m
@@ -773,6 +831,13 @@ mod tests {
                     "eip {}",
                     e.id
                 );
+            }
+        }
+        for a in &m.anycasts {
+            for p in plans.values() {
+                if let Some(v) = p.vpcs.iter().find(|v| v.vpc == a.vpc) {
+                    prop_assert!(v.anycasts.iter().any(|x| x.id == a.id), "anycast {}", a.id);
+                }
             }
         }
         for n in &m.nat_gateways {
@@ -809,6 +874,7 @@ mod tests {
             ObjectKind::NatGateway => push!(nat_gateways),
             ObjectKind::Vip => push!(vips),
             ObjectKind::RouteTable => push!(route_tables),
+            ObjectKind::Anycast => push!(anycasts),
         }
         true
     }
@@ -835,7 +901,7 @@ mod tests {
         /// elastic IP) may go.
         #[test]
         fn one_bad_object_does_not_change_the_others(
-            m in world(), extra in world(), k in 0usize..10, i in 0usize..8,
+            m in world(), extra in world(), k in 0usize..11, i in 0usize..8,
         ) {
             let valid = admit(m).model;
             let before = compile_all(&valid).expect("valid");
@@ -851,7 +917,11 @@ mod tests {
                 prop_assert_eq!(plans, before);
             } else {
                 for r in &a.rejected {
-                    prop_assert!(matches!(r.kind, ObjectKind::Vip | ObjectKind::NatGateway), "{:?}", r);
+                    prop_assert!(
+                        matches!(r.kind, ObjectKind::Vip | ObjectKind::NatGateway | ObjectKind::Anycast),
+                        "{:?}",
+                        r
+                    );
                 }
             }
         }

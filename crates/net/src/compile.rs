@@ -8,8 +8,8 @@
 //! Its size grows with its own ports and their VPC peers, never with unrelated VPCs.
 //! The security-group part (ports' rules, group address sets) is in [`security_group`].
 use crate::addr::MacAddr;
+use crate::model::{Anycast, NatGateway, Vip};
 use crate::model::{Host, ModelError, NetworkModel, Port, SecurityGroup, Subnet, Vpc};
-use crate::model::{NatGateway, Vip};
 use crate::names;
 use crate::plan::{
     EipPlan, ExternalPlan, FdbEntry, HostPlan, NatGatewayPlan, Neighbour, PortPlan,
@@ -18,6 +18,7 @@ use crate::plan::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
+mod anycast;
 mod route_table;
 mod security_group;
 
@@ -63,6 +64,10 @@ pub struct Index<'a> {
     ports: HashMap<&'a str, &'a Port>,
     nat_by_vpc: HashMap<&'a str, &'a NatGateway>,
     vips_by_vpc: HashMap<&'a str, Vec<&'a Vip>>,
+    /// Anycast addresses per VPC, by id.
+    anycasts_by_vpc: HashMap<&'a str, Vec<&'a Anycast>>,
+    /// The anycast addresses each port serves, sorted.
+    serves: HashMap<&'a str, Vec<Ipv4Addr>>,
 }
 
 impl<'a> Index<'a> {
@@ -86,7 +91,10 @@ impl<'a> Index<'a> {
             ports: m.ports.iter().map(|p| (p.id.as_str(), p)).collect(),
             nat_by_vpc: m.nat_gateways.iter().map(|n| (n.vpc.as_str(), n)).collect(),
             vips_by_vpc: HashMap::new(),
+            anycasts_by_vpc: HashMap::new(),
+            serves: HashMap::new(),
         };
+        ix.index_anycasts();
         for v in &m.vips {
             ix.vips_by_vpc.entry(&v.vpc).or_default().push(v);
         }
@@ -227,6 +235,7 @@ impl<'a> Index<'a> {
                 Some(t)
             });
             let vips = self.vip_plans(host, v, &mut fdb, &mut neighbours);
+            let anycasts = self.anycast_plans(v);
             fdb.sort();
             neighbours.sort();
             // The router needs a way out here for a local port's elastic IP or the gateway.
@@ -241,6 +250,7 @@ impl<'a> Index<'a> {
                 uplink,
                 transit,
                 vips,
+                anycasts,
                 vpc: v.id.clone(),
                 vni: v.vni,
                 zone: zones[&v.vni],
@@ -276,6 +286,7 @@ impl<'a> Index<'a> {
                     ingress: security.ingress,
                     egress: security.egress,
                     forwarding: self.forwards(p),
+                    serves: self.serves.get(p.id.as_str()).cloned().unwrap_or_default(),
                 }
             })
             .collect();
@@ -694,8 +705,15 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_external_input_is_refused_with_reasons() {
-        use crate::model::{DnatRule, Protocol};
-        let base = crate::lab::fixtures::external_model();
+        use crate::model::{Anycast, DnatRule, Protocol};
+        let mut base = crate::lab::fixtures::external_model();
+        base.anycasts.push(Anycast {
+            id: "ac-1".into(),
+            vpc: "vpc-a".into(),
+            subnet: "sn-a1".into(),
+            ip: "10.0.1.200".parse().unwrap(),
+            ports: vec!["pa1".into(), "pa2".into()],
+        });
         assert_eq!(errors_of(&base), "");
         type Edit = fn(&mut NetworkModel);
         let cases: Vec<(Edit, &str)> = vec![
@@ -782,6 +800,55 @@ pub(crate) mod tests {
                 |m| m.vips[0].mac = Some("02:00:00:0a:01:0b".parse().unwrap()),
                 "is a port's MAC",
             ),
+            (|m| m.anycasts[0].id = "ac 1".into(), "invalid anycast id"),
+            (
+                |m| m.anycasts[0].vpc = "nope".into(),
+                "anycast \"ac-1\" refers to unknown vpc \"nope\"",
+            ),
+            (
+                |m| m.anycasts[0].subnet = "nope".into(),
+                "anycast \"ac-1\" refers to unknown subnet \"nope\"",
+            ),
+            (
+                |m| m.anycasts[0].subnet = "sn-b1".into(),
+                "subnet \"sn-b1\" is not in VPC \"vpc-a\"",
+            ),
+            (
+                |m| m.anycasts[0].ip = "10.0.2.200".parse().unwrap(),
+                "10.0.2.200 is not a usable address of 10.0.1.0/24",
+            ),
+            (
+                |m| m.anycasts[0].ip = "10.0.1.1".parse().unwrap(),
+                "10.0.1.1 is not a usable address of 10.0.1.0/24",
+            ),
+            (
+                |m| m.anycasts[0].ip = "10.0.1.11".parse().unwrap(),
+                "anycast \"ac-1\": address 10.0.1.11 is already used",
+            ),
+            (
+                |m| m.anycasts[0].ip = "10.0.1.100".parse().unwrap(),
+                "anycast \"ac-1\": address 10.0.1.100 is already used",
+            ),
+            (
+                |m| {
+                    let mut b = m.anycasts[0].clone();
+                    b.id = "ac-2".into();
+                    m.anycasts.push(b);
+                },
+                "anycast \"ac-2\": address 10.0.1.200 is already used",
+            ),
+            (
+                |m| m.anycasts[0].ports.push("gone".into()),
+                "anycast \"ac-1\" refers to unknown port \"gone\"",
+            ),
+            (
+                |m| m.anycasts[0].ports.push("pa3".into()),
+                "port \"pa3\" is no port of subnet \"sn-a1\"",
+            ),
+            (
+                |m| m.anycasts[0].ports.push("pb1".into()),
+                "port \"pb1\" is no port of subnet \"sn-a1\"",
+            ),
         ];
         for (i, (edit, want)) in cases.into_iter().enumerate() {
             let mut m = base.clone();
@@ -794,7 +861,8 @@ pub(crate) mod tests {
 
     /// Random external extras on a random model: an external network with a leg on every
     /// host but the last, elastic IPs on random ports, a NAT gateway for vpc0 on a random
-    /// host, a VIP in vpc0 with random members and holder.
+    /// host, a VIP in vpc0 with random members and holder, an anycast in vpc0's first
+    /// subnet served by random ports of it.
     fn arb_external_model() -> impl Strategy<Value = NetworkModel> {
         (
             arb_model(),
@@ -802,8 +870,9 @@ pub(crate) mod tests {
             0usize..5,
             proptest::collection::vec(0usize..40, 0..4),
             0usize..4,
+            proptest::collection::vec(0usize..40, 0..4),
         )
-            .prop_map(|(mut m, eips, nat_host, members, holder)| {
+            .prop_map(|(mut m, eips, nat_host, members, holder, serving)| {
                 let legs = m.hosts.len() - 1;
                 m.external_networks.push(crate::model::ExternalNetwork {
                     id: "ext".into(),
@@ -861,6 +930,26 @@ pub(crate) mod tests {
                         holder,
                     });
                 }
+                // An anycast in vpc0-sn0 served by random ports of that subnet (maybe none).
+                let sn0: Vec<String> = m
+                    .ports
+                    .iter()
+                    .filter(|p| p.subnet == "vpc0-sn0")
+                    .map(|p| p.id.clone())
+                    .collect();
+                if m.vpcs.iter().any(|v| v.id == "vpc0") {
+                    m.anycasts.push(crate::model::Anycast {
+                        id: "ac0".into(),
+                        vpc: "vpc0".into(),
+                        subnet: "vpc0-sn0".into(),
+                        ip: "10.0.0.251".parse().unwrap(),
+                        ports: serving
+                            .iter()
+                            .filter(|_| !sn0.is_empty())
+                            .map(|i| sn0[i % sn0.len()].clone())
+                            .collect(),
+                    });
+                }
                 m
             })
     }
@@ -871,7 +960,8 @@ pub(crate) mod tests {
         /// Each host gets exactly the external pieces it realises: elastic IPs of its own
         /// ports (where it has a leg), an uplink only where one is needed, the NAT gateway's
         /// VPC (even without local ports) and transit on every host of that VPC, VIP
-        /// entries pointing at the holder's host; deterministic under reordering.
+        /// entries pointing at the holder's host, anycasts on every host of their VPC with
+        /// the realised serving ports as next hops; deterministic under reordering.
         #[test]
         fn external_pieces_go_exactly_where_needed(m in arb_external_model()) {
             prop_assert_eq!(m.validate(), Ok(()));
@@ -912,6 +1002,27 @@ pub(crate) mod tests {
                         }
                     }
                 }
+                // Anycasts: on every host of their VPC, next hops = the serving ports that
+                // are on a host; `serves` exactly on the serving ports.
+                for v in &plan.vpcs {
+                    let want: Vec<&str> = m.anycasts.iter()
+                        .filter(|a| a.vpc == v.vpc).map(|a| a.id.as_str()).collect();
+                    let got: Vec<&str> = v.anycasts.iter().map(|a| a.id.as_str()).collect();
+                    prop_assert_eq!(want, got);
+                    for a in &v.anycasts {
+                        let ac = m.anycasts.iter().find(|x| x.id == a.id).unwrap();
+                        let hops: BTreeSet<Ipv4Addr> = m.ports.iter()
+                            .filter(|p| ac.ports.contains(&p.id) && p.host.is_some())
+                            .map(|p| p.ip).collect();
+                        prop_assert_eq!(a.next_hops.iter().copied().collect::<BTreeSet<_>>(), hops);
+                        prop_assert!(a.next_hops.windows(2).all(|w| w[0] < w[1]));
+                    }
+                }
+                for p in &plan.ports {
+                    let want: Vec<Ipv4Addr> = m.anycasts.iter()
+                        .filter(|a| a.ports.contains(&p.id)).map(|a| a.ip).collect();
+                    prop_assert_eq!(&p.serves, &want, "serves of {}", p.id);
+                }
                 if nat.host == *host {
                     prop_assert!(plan.vpcs.iter().any(|v| v.vpc == nat.vpc));
                     prop_assert!(plan.nat_gateways.iter().any(|n| n.local));
@@ -927,6 +1038,9 @@ pub(crate) mod tests {
             let mut shuffled = m.clone();
             shuffled.elastic_ips.reverse();
             shuffled.ports.reverse();
+            if let Some(a) = shuffled.anycasts.first_mut() {
+                a.ports.reverse();
+            }
             prop_assert_eq!(compile_all(&shuffled).unwrap(), plans);
         }
     }

@@ -196,6 +196,7 @@ impl Lab {
             ingress: vec![],
             egress: None,
             forwarding: false,
+            serves: vec![],
         };
         self.add_guest(host, &port, mtu)
     }
@@ -584,6 +585,20 @@ pub mod fixtures {
             mac: None,
             ports: vec!["pa1".into(), "pa2".into()],
             holder: Some("pa1".into()),
+        });
+        m
+    }
+
+    /// [`two_host_model`] with anycast address `lb-1` = 10.0.1.200 in `sn-a1`, served by
+    /// `pa1` (host-a, 10.0.1.10) and `pa2` (host-b, 10.0.1.11).
+    pub fn anycast_model() -> NetworkModel {
+        let mut m = two_host_model();
+        m.anycasts.push(Anycast {
+            id: "lb-1".into(),
+            vpc: "vpc-a".into(),
+            subnet: "sn-a1".into(),
+            ip: "10.0.1.200".parse().expect("ip"),
+            ports: vec!["pa1".into(), "pa2".into()],
         });
         m
     }

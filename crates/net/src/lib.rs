@@ -5,7 +5,7 @@
 //!   that the model, API and CLI need not link this crate).
 //! - [`model`]: the plain input of the network compiler ([`model::NetworkModel`]: hosts,
 //!   VPCs, subnets, ports, security groups, external networks, elastic IPs, NAT gateways,
-//!   shared VIPs) and its validation (subnets inside their VPC, no overlaps within a VPC,
+//!   shared VIPs, anycast addresses) and its validation (subnets inside their VPC, no overlaps within a VPC,
 //!   unique VNIs, external addresses used once, …).
 //! - [`admit`]: the realisable part of a model built from whatever the store holds, and
 //!   why each left-out object was left out (one object never stops the others).

@@ -36,6 +36,10 @@ pub struct NetworkModel {
     /// VPC's router (to an appliance port, or back to the VPC's own way).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route_tables: Vec<RouteTable>,
+    /// Anycast addresses: a load balancer's virtual address served by several ports at
+    /// once (ECMP in every router of the VPC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycasts: Vec<Anycast>,
     /// MTU of the underlay; the overlay gets 50 bytes less (VXLAN over IPv4).
     #[serde(default = "default_mtu")]
     pub underlay_mtu: u16,
@@ -234,6 +238,21 @@ impl Vip {
     }
 }
 
+/// A virtual address served by several ports at once (a load balancer's replicas): every
+/// router of the VPC sends it to the ports' own addresses as equal-cost next hops (L4 hash),
+/// and ARP for it is answered with the subnet gateway's MAC, so clients in its subnet go
+/// through their router too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anycast {
+    pub id: String,
+    pub vpc: String,
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    /// The ports serving it (ports of `subnet`, each with its own address).
+    pub ports: Vec<String>,
+}
+
 /// A VPC's route table: the traffic of its `subnets` that enters the VPC's router (to
 /// anything outside the sender's own subnet) follows `routes` first, longest prefix
 /// first, then the lowest `priority`; what no route matches, and anything inside the VPC's
@@ -396,6 +415,7 @@ impl NetworkModel {
         ids("nat gateway", &mut self.nat_gateways.iter().map(|e| &e.id));
         ids("vip", &mut self.vips.iter().map(|e| &e.id));
         ids("route table", &mut self.route_tables.iter().map(|e| &e.id));
+        ids("anycast", &mut self.anycasts.iter().map(|e| &e.id));
 
         let mut vteps: HashMap<Ipv4Addr, &str> = HashMap::new();
         for h in &self.hosts {
@@ -584,6 +604,7 @@ impl NetworkModel {
         }
         self.validate_external(&mut errs);
         self.validate_route_tables(&mut errs);
+        self.validate_anycasts(&mut errs);
         if self.underlay_mtu < 1280 {
             errs.push(ModelError::BadSubnet {
                 subnet: String::new(),
@@ -914,6 +935,77 @@ impl NetworkModel {
                             r.destination
                         ),
                     ));
+                }
+            }
+        }
+    }
+}
+
+impl NetworkModel {
+    /// Anycast addresses: VPC and subnet known, the subnet in the VPC, the address usable
+    /// in the subnet and nobody else's in the VPC (ports and VIPs win it, and an anycast
+    /// listed earlier), every serving port a port of the subnet.
+    fn validate_anycasts(&self, errs: &mut Vec<ModelError>) {
+        let bad = |id: &str, reason: String| ModelError::Bad {
+            kind: "anycast",
+            id: id.into(),
+            reason,
+        };
+        let unknown = |id: &str, target, target_id: &str| ModelError::Unknown {
+            kind: "anycast",
+            id: id.into(),
+            target,
+            target_id: target_id.into(),
+        };
+        let vpcs: HashSet<&str> = self.vpcs.iter().map(|v| v.id.as_str()).collect();
+        let subnets: HashMap<&str, &Subnet> =
+            self.subnets.iter().map(|s| (s.id.as_str(), s)).collect();
+        let ports: HashMap<&str, &Port> = self.ports.iter().map(|p| (p.id.as_str(), p)).collect();
+        let taken: HashSet<(&str, Ipv4Addr)> = (self.ports.iter())
+            .map(|p| (p.vpc.as_str(), p.ip))
+            .chain(self.vips.iter().map(|v| (v.vpc.as_str(), v.ip)))
+            .collect();
+        let mut anycast_ips: HashSet<(&str, Ipv4Addr)> = HashSet::new();
+        for a in &self.anycasts {
+            if !vpcs.contains(a.vpc.as_str()) {
+                errs.push(unknown(&a.id, "vpc", &a.vpc));
+            }
+            match subnets.get(a.subnet.as_str()) {
+                None => errs.push(unknown(&a.id, "subnet", &a.subnet)),
+                Some(s) if s.vpc != a.vpc => errs.push(bad(
+                    &a.id,
+                    format!("subnet {:?} is not in VPC {:?}", a.subnet, a.vpc),
+                )),
+                Some(s) => {
+                    if !s.cidr.contains(a.ip)
+                        || a.ip == s.gateway_ip
+                        || a.ip == s.cidr.network()
+                        || a.ip == s.cidr.broadcast()
+                    {
+                        errs.push(bad(
+                            &a.id,
+                            format!("{} is not a usable address of {}", a.ip, s.cidr),
+                        ));
+                    }
+                }
+            }
+            // An anycast loses its address to a port or a VIP, and to an anycast listed
+            // before it.
+            if taken.contains(&(a.vpc.as_str(), a.ip)) || !anycast_ips.insert((&a.vpc, a.ip)) {
+                errs.push(ModelError::Conflict {
+                    kind: "anycast",
+                    id: a.id.clone(),
+                    reason: format!("address {} is already used", a.ip),
+                });
+            }
+            for p in &a.ports {
+                match ports.get(p.as_str()) {
+                    None => errs.push(unknown(&a.id, "port", p)),
+                    Some(port) if port.vpc != a.vpc || port.subnet != a.subnet => errs.push(bad(
+                        &a.id,
+                        format!("port {p:?} is no port of subnet {:?}", a.subnet),
+                    )),
+                    Some(_) => {}
                 }
             }
         }

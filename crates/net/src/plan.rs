@@ -59,6 +59,9 @@ pub struct VpcPlan {
     /// Shared virtual IPs of the VPC, by id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vips: Vec<VipPlan>,
+    /// Anycast addresses of the VPC, by id (on every host of the VPC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycasts: Vec<AnycastPlan>,
 }
 
 /// Addresses of the point-to-point legs (link-local; the same on every VPC's leg: they are
@@ -110,6 +113,24 @@ pub struct VipPlan {
     /// Member ports on this host (port id, device), by id: they may send from the VIP's
     /// address and MAC, and the holder is looked for among them.
     pub local_members: Vec<(String, String)>,
+}
+
+/// An anycast address as every host of its VPC sees it: the router sends it to the serving
+/// ports' addresses as equal-cost next hops, and the VXLAN ARP proxy answers for it with the
+/// subnet gateway's MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastPlan {
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub subnet: String,
+    /// The router interface of `subnet` (next hops are reached through it).
+    pub router_dev: String,
+    /// The subnet gateway's MAC: ARP for `ip` is answered with it.
+    pub gateway_mac: MacAddr,
+    /// Addresses of the serving ports realised on some host, sorted; empty: dropped
+    /// (blackhole).
+    pub next_hops: Vec<Ipv4Addr>,
 }
 
 /// An external network as one host uses it.
@@ -246,6 +267,9 @@ pub struct PortPlan {
     /// still enforced).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forwarding: bool,
+    /// The anycast addresses this port serves (sorted): it may send from them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -7,10 +7,14 @@
 //! - `prerouting` (raw priority): packets crossing a VPC's bridge get the VPC's conntrack
 //!   zone, so VPCs that reuse CIDRs never share conntrack state.
 //! - table `bridge yunhan`: a local port may only send from its own MAC and IP (ARP too);
-//!   a port that is a route's target (an appliance) may send from any IP.
+//!   a port that is a route's target (an appliance) may send from any IP; a VIP member
+//!   also from the VIP's MAC and IP, a port serving anycast addresses also from those
+//!   (not in ARP: ARP for them is answered with the gateway's MAC).
 //! - `forward`: `ct state established,related` is accepted, invalid dropped; new flows from
 //!   a local port's IP (in its zone) go through the port's egress chain (which returns or
-//!   drops), new flows to a local port's IP through its ingress chain (accept or drop).
+//!   drops), new flows to a local port's IP through its ingress chain (accept or drop); a
+//!   VIP's or anycast address's flows through the chains of its first local member or
+//!   serving port.
 //! - one address set per referenced security group (`sg_<id>`).
 use super::{base_chain, shaping};
 use crate::model::Protocol;
@@ -104,17 +108,19 @@ pub fn render(plan: &HostPlan) -> String {
     base_chain(&mut o, "forward", "filter hook forward priority filter");
     writeln!(o, "\t\tct state established,related accept").unwrap();
     writeln!(o, "\t\tct state invalid drop").unwrap();
-    // A shared VIP is judged by the rules of its first local member.
-    let mut vip_seen = std::collections::HashSet::new();
+    // A shared VIP is judged by the rules of its first local member, an anycast address by
+    // those of its first local serving port (their addresses never coincide).
+    let mut shared_seen = std::collections::HashSet::new();
     for p in &plan.ports {
         let z = zone_of[&p.vni];
-        let vips: Vec<_> = plan
+        let shared: Vec<_> = plan
             .port_vips(p)
             .into_iter()
-            .filter(|(ip, _)| vip_seen.insert((z, *ip)))
             .map(|(ip, _)| ip)
+            .chain(p.serves.iter().copied())
+            .filter(|ip| shared_seen.insert((z, *ip)))
             .collect();
-        for a in std::iter::once(p.ip).chain(vips) {
+        for a in std::iter::once(p.ip).chain(shared) {
             if p.egress.is_some() {
                 writeln!(o, "\t\tct zone {z} ip saddr {a} jump {}", chain_out(p)).unwrap();
             }
@@ -193,16 +199,23 @@ fn render_bridge(plan: &HostPlan, o: &mut String) {
             p.mac.to_string(),
             vips.iter().map(|(_, m)| m.to_string()).collect(),
         );
-        let ips = one_or_set(
+        let arp_ips = one_or_set(
             p.ip.to_string(),
             vips.iter().map(|(i, _)| i.to_string()).collect(),
+        );
+        // A port serving anycast addresses answers from them (never ARP for them).
+        let ips = one_or_set(
+            p.ip.to_string(),
+            (vips.iter().map(|(i, _)| i.to_string()))
+                .chain(p.serves.iter().map(|i| i.to_string()))
+                .collect(),
         );
         writeln!(o, "\t\tiifname \"{d}\" ether saddr != {macs} drop").unwrap();
         // A route's target forwards: it sends from others' addresses (not from others' MACs).
         if !p.forwarding {
             writeln!(o, "\t\tiifname \"{d}\" ip saddr != {ips} drop").unwrap();
         }
-        writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {ips} drop").unwrap();
+        writeln!(o, "\t\tiifname \"{d}\" arp saddr ip != {arp_ips} drop").unwrap();
         writeln!(o, "\t\tiifname \"{d}\" ether type ip6 drop").unwrap();
         // A VIP is only ever announced with its own MAC: peers' ARP caches (and the plan's
         // answers) then stay right across failovers.

@@ -92,10 +92,28 @@ fn fingerprint(plan: &HostPlan, p: &PortPlan, ingress: bool) -> String {
     format!("{}|{rules}|{resolved:?}", p.ip)
 }
 
+/// What judges the flows of each anycast address on this host: (zone, address) → the
+/// ingress and egress fingerprints of its first local serving port (whose chains the nft
+/// table sends them to).
+fn anycast_judges(plan: &HostPlan) -> BTreeMap<(u16, std::net::Ipv4Addr), (String, String)> {
+    let mut out = BTreeMap::new();
+    for p in &plan.ports {
+        let Some(z) = plan.vpc(p.vni).map(|v| v.zone) else {
+            continue;
+        };
+        for a in &p.serves {
+            out.entry((z, *a))
+                .or_insert_with(|| (fingerprint(plan, p, true), fingerprint(plan, p, false)));
+        }
+    }
+    out
+}
+
 /// Conntrack deletions needed between two plans: (zone, "-d"/"-s", address).
 /// A port whose ingress changed loses the flows towards it; whose egress changed, the flows
-/// it started; a port that left loses both. Flows allowed by rules that still hold are picked
-/// up again as new (and allowed) on their next packet.
+/// it started; a port that left loses both. Likewise the flows of an anycast address whose
+/// judging port (or its rules) changed or went. Flows allowed by rules that still hold are
+/// picked up again as new (and allowed) on their next packet.
 pub fn conntrack_flushes(
     prev: &HostPlan,
     next: &HostPlan,
@@ -119,6 +137,16 @@ pub fn conntrack_flushes(
                 out.insert((z, "-d", p.ip));
                 out.insert((z, "-s", p.ip));
             }
+        }
+    }
+    let after = anycast_judges(next);
+    for (key @ (z, a), (ingress, egress)) in anycast_judges(prev) {
+        let now = after.get(&key);
+        if now.map(|j| &j.0) != Some(&ingress) {
+            out.insert((z, "-d", a));
+        }
+        if now.map(|j| &j.1) != Some(&egress) {
+            out.insert((z, "-s", a));
         }
     }
     out.into_iter().collect()

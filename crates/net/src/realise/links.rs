@@ -1,6 +1,7 @@
 //! The host namespace: bridge netfilter, router namespaces (created and deleted here), VPC
 //! bridges, VXLAN devices, the host ends of router veths (subnet gateways, uplink, transit),
-//! local port devices, FDB entries and ARP-proxy neighbours.
+//! local port devices, FDB entries and ARP-proxy neighbours (remote ports, and anycast
+//! addresses answered with their subnet gateway's MAC).
 use super::observe::{parse_json, Link, Masters, Neighbours, Tunnels};
 use super::{owned, ApplyReport, Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::addr::MacAddr;
@@ -363,6 +364,14 @@ fn wanted_fdb(plan: &HostPlan) -> (Tunnels, Masters, Neighbours) {
             if remote.contains(&n.mac.to_string()) {
                 want_neigh.insert((v.vxlan.clone(), n.ip.to_string()), n.mac.to_string());
             }
+        }
+        // The VXLAN device's ARP proxy answers local requests for an anycast address with
+        // the gateway's MAC: clients in its subnet send it to their router too.
+        for a in &v.anycasts {
+            want_neigh.insert(
+                (v.vxlan.clone(), a.ip.to_string()),
+                a.gateway_mac.to_string(),
+            );
         }
     }
     (want_tunnel, want_master, want_neigh)

@@ -6,7 +6,8 @@
 //! plan twice runs nothing the second time ([`ApplyReport::changes`] is 0); a deleted link,
 //! FDB entry, neighbour or nft rule is put back by the next apply. Everything it owns is
 //! recognisable by name (`ynb-`, `ynx-`, `yng…`, the router namespaces, table
-//! `inet yunhan`), and what is no longer in the plan is removed.
+//! `inet yunhan`) or tag (routes of protocol [`ANYCAST_ROUTE_PROTO`] in a router
+//! namespace), and what is no longer in the plan is removed.
 //!
 //! When security rules change, conntrack entries they may have allowed are deleted
 //! (`conntrack -D -w <zone> -d <port ip>`), so removing a rule cuts open connections: the
@@ -23,6 +24,7 @@
 //!   and neighbours;
 //! - [`router`]: each VPC's router namespace (interfaces, legs, neighbours);
 //! - [`route_table`]: the route tables in it (a policy-routing table and `iif` rules each);
+//! - [`anycast`]: the anycast addresses' equal-cost routes in it (`proto 121`);
 //! - [`security_group`]: the security-group nft tables;
 //! - [`conntrack`]: which flows to forget when rules or translations change;
 //! - [`external`]: external networks on the host and each router's ways out (uplink,
@@ -32,6 +34,7 @@ use crate::plan::{HostPlan, VpcPlan};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
+mod anycast;
 mod conntrack;
 mod external;
 pub mod garp;
@@ -43,6 +46,7 @@ mod runner;
 mod security_group;
 mod shaping;
 
+pub use anycast::ANYCAST_ROUTE_PROTO;
 pub use conntrack::{conntrack_flushes, nat_changes};
 pub use observe::VIP_FRESH_SECS;
 #[cfg(any(test, feature = "test-util"))]

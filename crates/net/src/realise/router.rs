@@ -1,7 +1,7 @@
 //! Each VPC's router namespace: sysctls, loopback, the gateway interfaces of its subnets,
 //! the uplink and transit legs, stale interfaces, and permanent neighbours. Its route
-//! tables are in [`super::route_table`], its ways out (tables, rules, NAT) in
-//! [`super::external`].
+//! tables are in [`super::route_table`], its anycast routes in [`super::anycast`], its ways
+//! out (tables, rules, NAT) in [`super::external`].
 use super::observe::{inet_addrs_of, links_of, parse_json, Link, Neighbours};
 use super::{Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::addr::MacAddr;
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Forwarding on; every subnet's gateway sits on the same L2 segment (one VNI per VPC), so
 /// each interface must answer ARP only for its own address (no ARP flux).
-const SYSCTLS: [(&str, &str); 9] = [
+const SYSCTLS: [(&str, &str); 13] = [
     ("net.ipv4.ip_forward", "1"),
     ("net.ipv4.conf.all.arp_ignore", "1"),
     ("net.ipv4.conf.all.arp_announce", "2"),
@@ -24,7 +24,26 @@ const SYSCTLS: [(&str, &str); 9] = [
     // transit leg while its replies leave through a subnet interface.
     ("net.ipv4.conf.all.rp_filter", "0"),
     ("net.ipv4.conf.default.rp_filter", "0"),
+    // Anycast addresses: equal-cost next hops chosen by a hash of the packet's 5-tuple (so
+    // a flow keeps its replica and flows spread over them): the custom policy (3) over
+    // source and destination address, protocol, source and destination port (0x37). Not
+    // the L4 policy (1): it takes the hash a packet already carries, and one from a socket
+    // on the same host (a veth-attached namespace) carries the socket's random hash, new
+    // for every connection and changed on every retransmission timeout.
+    ("net.ipv4.fib_multipath_hash_policy", "3"),
+    ("net.ipv4.fib_multipath_hash_fields", "55"),
+    // A client in an anycast address's own subnet sends to the router, which forwards back
+    // out of the same interface: no ICMP redirect may tell the client to bypass the router
+    // (and its hash). The effective value is `all` OR the device's, so every interface is
+    // set too ([`SEND_REDIRECTS`]); `default` covers devices made later.
+    ("net.ipv4.conf.all.send_redirects", "0"),
+    ("net.ipv4.conf.default.send_redirects", "0"),
 ];
+
+/// The per-device sysctl that must be 0 on every router interface (see [`SYSCTLS`]):
+/// devices are made before the namespace's sysctls are first set, and copy `default` only
+/// when they are made.
+const SEND_REDIRECTS: &str = "send_redirects";
 
 type Links = BTreeMap<String, Link>;
 
@@ -40,22 +59,27 @@ impl<R: Runner> Realiser<R> {
     ) -> Result<usize, RealiseError> {
         let rns_name = self.router_ns(v);
         let rns = Some(rns_name.as_str());
-        let want: Vec<(String, String)> = SYSCTLS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut changes = self.sysctls(rns, &want)?;
         let out = self.run(Cmd::new(rns, &["ip", "-j", "-d", "addr", "show"]))?;
         let raw = parse_json("ip addr show", &out)?;
         let links = links_of(&raw);
         let addrs = inet_addrs_of(&raw);
+        let legs = legs(v);
+        let mut want: Vec<(String, String)> = SYSCTLS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The interfaces that exist now (those made in this apply do: links come first).
+        let devices = (v.router.interfaces.iter().map(|i| i.router_dev.as_str()))
+            .chain(legs.iter().map(|(d, _)| *d))
+            .filter(|d| links.contains_key(*d));
+        want.extend(devices.map(|d| (format!("net.ipv4.conf.{d}.{SEND_REDIRECTS}"), "0".into())));
+        let mut changes = self.sysctls(rns, &want)?;
         let mut b = Batch::default();
         if links.get("lo").is_none_or(|l| !l.up) {
             b.push("link set dev lo up".into());
         }
         let mtu = u64::from(plan.mtu);
         gateway_interfaces(&mut b, &links, &addrs, v, mtu);
-        let legs = legs(v);
         configure_legs(&mut b, &links, &legs, mtu);
         stale_interfaces(&mut b, &links, v, &legs);
         let have = self.neighbours(rns)?;
@@ -68,6 +92,8 @@ impl<R: Runner> Realiser<R> {
         if had_tables || !v.router.tables.is_empty() {
             changes += self.apply_route_tables(rns, &v.router.tables)?;
         }
+        // Always observed: routes of ours left by an earlier agent go too.
+        changes += self.apply_anycast_routes(rns, &v.anycasts)?;
         changes += self.apply_router_exits(plan, v, previous, &rns_name)?;
         Ok(changes)
     }

@@ -128,6 +128,30 @@ fn rule_changes_flush_only_what_they_allowed() {
         .any(|(_, f, _)| *f == "-s"));
 }
 
+/// An anycast address is judged by its first local serving port's rules: when they change,
+/// or the port stops serving, the address's flows are forgotten too.
+#[test]
+fn anycast_flows_are_flushed_with_their_judging_rules() {
+    let mut m = crate::lab::fixtures::anycast_model();
+    let a = compile_all(&m).unwrap();
+    let v: std::net::Ipv4Addr = "10.0.1.200".parse().unwrap();
+    assert!(conntrack_flushes(&a["host-a"], &a["host-a"]).is_empty());
+    let web = m.security_groups.iter_mut().find(|g| g.id == "sg-web");
+    web.unwrap()
+        .rules
+        .retain(|r| r.direction != Direction::Ingress);
+    let b = compile_all(&m).unwrap();
+    let f = conntrack_flushes(&a["host-a"], &b["host-a"]);
+    assert_eq!(
+        f,
+        vec![(43, "-d", "10.0.1.10".parse().unwrap()), (43, "-d", v)]
+    );
+    m.anycasts[0].ports = vec!["pa2".into()];
+    let c = compile_all(&m).unwrap();
+    let f = conntrack_flushes(&b["host-a"], &c["host-a"]);
+    assert_eq!(f, vec![(43, "-d", v), (43, "-s", v)]);
+}
+
 /// A host keeps announcing an address it took over (a host that still answers for it may
 /// win a fresh lookup), and stops once the address is no longer its own.
 #[test]
@@ -207,6 +231,124 @@ fn drifted_devices_are_repaired_or_created_again() {
     assert!(!lines.contains(&format!("link add name {br} ")), "{lines}");
     assert!(
         !lines.contains(&format!("link set dev {dev} master")),
+        "{lines}"
+    );
+}
+
+/// Anycast: the router's equal-cost route (proto 121), the VXLAN proxy's neighbour, the
+/// sysctls (L4 hash, no redirects, per existing interface); a second apply over the
+/// resulting state changes nothing; fewer serving ports, none, and none at all follow.
+#[test]
+fn anycast_routes_are_realised_changed_and_removed() {
+    let m = crate::lab::fixtures::anycast_model();
+    let plans = compile_all(&m).unwrap();
+    let plan = &plans["host-a"];
+    let v = plan.vpcs.iter().find(|v| v.vni == 42).unwrap();
+    let gw = crate::names::router_dev("sn-a1");
+    let router_links = serde_json::json!([
+        {"ifname": "lo", "flags": ["UP"], "mtu": 65536, "address": "00:00:00:00:00:00"},
+        {"ifname": gw, "flags": ["UP"], "mtu": plan.mtu, "address": "02:00:00:00:a1:01",
+         "linkinfo": {"info_kind": "veth"}},
+    ]);
+    let target = Target {
+        netns: Some("h".into()),
+        router_prefix: "t-".into(),
+        state_dir: None,
+    };
+    let real = |answers: &[(&str, String)]| {
+        let r = RecordingRunner::default();
+        for (p, out) in answers {
+            r.answer(p, out);
+        }
+        let mut real = Realiser::new(r, target.clone());
+        real.apply(plan).unwrap();
+        let lines = real.runner().lines().join("\n");
+        lines
+    };
+    let addr_show = ("ip -j -d addr show", router_links.to_string());
+    let lines = real(std::slice::from_ref(&addr_show));
+    let rns = "[t-ynr-00002a]";
+    for want in [
+        format!("{rns} ip -j route show table main proto 121"),
+        format!(
+            "route replace 10.0.1.200/32 proto 121 nexthop via 10.0.1.10 dev {gw} nexthop via 10.0.1.11 dev {gw}"
+        ),
+        format!("neigh replace 10.0.1.200 lladdr 02:00:00:00:a1:01 dev {} nud permanent", v.vxlan),
+        "net.ipv4.fib_multipath_hash_policy=3 net.ipv4.fib_multipath_hash_fields=55".into(),
+        "net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0".into(),
+        format!("net.ipv4.conf.{gw}.send_redirects=0"),
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{lines}");
+    }
+    // Only the interfaces that exist get the per-device setting.
+    let other = crate::names::router_dev("sn-a2");
+    assert!(!lines.contains(&format!("conf.{other}.")), "{lines}");
+
+    // The route as the kernel lists it: nothing to do; a stale one of ours goes.
+    let listed = format!(
+        r#"[{{"dst":"10.0.1.200","flags":[],"nexthops":[
+            {{"gateway":"10.0.1.11","dev":"{gw}","weight":1,"flags":[]}},
+            {{"gateway":"10.0.1.10","dev":"{gw}","weight":1,"flags":[]}}]}},
+            {{"type":"blackhole","dst":"10.0.1.250","flags":[]}}]"#
+    );
+    let lines = real(&[
+        addr_show.clone(),
+        ("ip -j route show table main proto 121", listed.clone()),
+    ]);
+    assert!(!lines.contains("route replace 10.0.1.200"), "{lines}");
+    assert!(
+        lines.contains("route del 10.0.1.250/32 proto 121"),
+        "{lines}"
+    );
+
+    // One serving port left, then none: one next hop, then a blackhole.
+    let mut m1 = m.clone();
+    m1.anycasts[0].ports = vec!["pa2".into()];
+    let p1 = compile_all(&m1).unwrap();
+    let mut real1 = Realiser::new(RecordingRunner::default(), target.clone());
+    real1
+        .runner()
+        .answer("ip -j route show table main proto 121", &listed);
+    real1.apply(&p1["host-a"]).unwrap();
+    let lines = real1.runner().lines().join("\n");
+    assert!(
+        lines.contains(&format!(
+            "route replace 10.0.1.200/32 proto 121 via 10.0.1.11 dev {gw}\n"
+        )),
+        "{lines}"
+    );
+    m1.anycasts[0].ports.clear();
+    let p0 = compile_all(&m1).unwrap();
+    real1.runner().commands.lock().unwrap().clear();
+    real1.apply(&p0["host-a"]).unwrap();
+    let lines = real1.runner().lines().join("\n");
+    assert!(
+        lines.contains("route replace blackhole 10.0.1.200/32 proto 121"),
+        "{lines}"
+    );
+
+    // No anycast any more: our route and the proxy neighbour go.
+    let vx_neigh = format!(
+        r#"[{{"dst":"10.0.1.200","dev":"{}","lladdr":"02:00:00:00:a1:01","state":["PERMANENT"]}}]"#,
+        v.vxlan
+    );
+    let links = serde_json::json!([
+        {"ifname": v.vxlan, "flags": ["UP"], "mtu": plan.mtu, "linkinfo": {"info_kind": "vxlan"}},
+    ]);
+    let r = RecordingRunner::default();
+    r.answer("ip -j route show table main proto 121", &listed);
+    r.answer("ip -j neigh show", &vx_neigh);
+    r.answer("ip -j -d link show", &links.to_string());
+    let mut real2 = Realiser::new(r, target.clone());
+    let plain = compile_all(&crate::lab::fixtures::two_host_model()).unwrap();
+    real2.apply(&plain["host-a"]).unwrap();
+    let lines = real2.runner().lines().join("\n");
+    assert!(
+        lines.contains("route del 10.0.1.200/32 proto 121"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains(&format!("neigh del 10.0.1.200 dev {}", v.vxlan)),
         "{lines}"
     );
 }
