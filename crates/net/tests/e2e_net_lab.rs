@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use yunhan_net::compile::compile_all;
 use yunhan_net::lab::{fixtures, Lab};
-use yunhan_net::model::{DnatRule, ElasticIp, NatGateway, NetworkModel, Peer, Protocol, Vip};
+use yunhan_net::model::{
+    Anycast, DnatRule, ElasticIp, NatGateway, NetworkModel, Peer, Protocol, SecurityGroup, Vip,
+};
 use yunhan_net::plan::HostPlan;
 use yunhan_net::realise::{Realiser, SystemRunner};
 
@@ -841,4 +843,344 @@ fn e2e_network_vip_failover_between_hosts() {
         .unwrap()
         .status
         .success());
+}
+
+/// The line a [`banner_server`] answers to a connection from exactly `src` (SO_REUSEADDR:
+/// the same 5-tuple again after the previous connection closed), retrying until `deadline`
+/// (the previous connection may still be closing).
+fn banner_from(
+    ns: &str,
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    deadline: Duration,
+) -> Option<String> {
+    use nix::sys::socket::{self as so, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + deadline;
+    loop {
+        let attempt = Lab::in_netns(ns, move || -> nix::Result<TcpStream> {
+            let fd = so::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            so::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+            so::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::milliseconds(700))?;
+            so::bind(fd.as_raw_fd(), &SockaddrIn::from(src))?;
+            so::connect(fd.as_raw_fd(), &SockaddrIn::from(dst))?;
+            Ok(TcpStream::from(fd))
+        })
+        .expect("netns");
+        if let Ok(mut s) = attempt {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut line = String::new();
+            if s.read_to_string(&mut line).is_ok() && !line.is_empty() {
+                return Some(line.trim().to_string());
+            }
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // retry interval, bounded by the deadline
+    }
+}
+
+/// A counter of the `Icmp:` lines of `/proc/net/snmp` in namespace `ns`.
+fn icmp_counter(lab: &Lab, ns: &str, name: &str) -> u64 {
+    let o = lab.exec(ns, &["cat", "/proc/net/snmp"]).expect("exec");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut icmp = text.lines().filter(|l| l.starts_with("Icmp: "));
+    let (names, values) = (icmp.next().expect("header"), icmp.next().expect("values"));
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {names}"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Which replicas answered `n` connections from `ns` to `addr:port` (by name → count).
+fn spread(ns: &str, addr: Ipv4Addr, port: u16, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let name = banner(ns, addr, port, Duration::from_secs(3)).expect("an answer");
+        *seen.entry(name).or_default() += 1;
+    }
+    seen
+}
+
+/// An anycast address served by two replicas (r1 on host-a, r2 on host-b), each a
+/// namespace with the address on `lo` (`arp_ignore=1`, `arp_announce=2` on `eth0`) and a
+/// TCP responder on it answering its name. A client in the address's own subnet (host-a)
+/// and one in another subnet (host-b) reach both replicas over connections from different
+/// source ports, a fixed 5-tuple keeps its replica across reconnects, the client's ARP
+/// entry for the address is the gateway's MAC, and no ICMP redirect is sent or received
+/// (the router forwards the same-subnet client's packets back out of the interface they
+/// came in by); with one replica removed from the anycast, the other answers everything.
+#[test]
+fn e2e_network_anycast_ecmp_over_two_replicas() {
+    let v_ip = ip("10.0.1.100");
+    const PORT: u16 = 8080;
+    let mut m = fixtures::two_host_model();
+    m.ports.clear();
+    m.security_groups = vec![
+        SecurityGroup {
+            id: "sg-lb".into(),
+            vpc: "vpc-a".into(),
+            rules: vec![fixtures::ingress(
+                Protocol::Tcp,
+                Some((PORT, PORT)),
+                fixtures::cidr("0.0.0.0/0"),
+            )],
+        },
+        SecurityGroup {
+            id: "sg-client".into(),
+            vpc: "vpc-a".into(),
+            rules: vec![],
+        },
+    ];
+    for (id, subnet, host, addr, mac, sg) in [
+        (
+            "cl",
+            "sn-a1",
+            "host-a",
+            "10.0.1.20",
+            "02:00:00:0a:01:14",
+            "sg-client",
+        ),
+        (
+            "r1",
+            "sn-a1",
+            "host-a",
+            "10.0.1.21",
+            "02:00:00:0a:01:15",
+            "sg-lb",
+        ),
+        (
+            "r2",
+            "sn-a1",
+            "host-b",
+            "10.0.1.22",
+            "02:00:00:0a:01:16",
+            "sg-lb",
+        ),
+        (
+            "cr",
+            "sn-a2",
+            "host-b",
+            "10.0.2.20",
+            "02:00:00:0a:02:14",
+            "sg-client",
+        ),
+    ] {
+        m.ports
+            .push(fixtures::port(id, "vpc-a", subnet, host, addr, mac, &[sg]));
+    }
+    m.anycasts.push(Anycast {
+        id: "lb-1".into(),
+        vpc: "vpc-a".into(),
+        subnet: "sn-a1".into(),
+        ip: v_ip,
+        ports: vec!["r1".into(), "r2".into()],
+    });
+    let gateway_mac = m.subnets[0].gateway_mac.to_string();
+    let mut w = World::new("k", &m);
+    let (cl, cr) = (w.g("cl"), w.g("cr"));
+    for r in ["r1", "r2"] {
+        let g = w.g(r);
+        for argv in [
+            vec!["ip", "addr", "add", "10.0.1.100/32", "dev", "lo"],
+            vec![
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.conf.eth0.arp_ignore=1",
+                "net.ipv4.conf.eth0.arp_announce=2",
+            ],
+        ] {
+            let o = w.lab.exec(&g, &argv).unwrap();
+            assert!(
+                o.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        banner_server(&g, v_ip, PORT, Some(r));
+    }
+    let d = Duration::from_secs(5);
+    let routers: Vec<String> = ["host-a", "host-b"]
+        .iter()
+        .map(|h| format!("{}-{h}-ynr-00002a", w.lab.prefix))
+        .collect();
+    // Every router holds the equal-cost route, tagged as ours.
+    for rns in &routers {
+        let o = w
+            .lab
+            .exec(rns, &["ip", "route", "show", "proto", "121"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        for hop in ["nexthop via 10.0.1.21", "nexthop via 10.0.1.22"] {
+            assert!(text.contains(hop), "{rns}: {text}");
+        }
+    }
+    assert_eq!(w.apply(&m), 0, "idempotent with an anycast");
+
+    // The first answer waits for ARP; then many connections (new source ports each) spread.
+    assert!(banner(&cl, v_ip, PORT, d).is_some());
+    assert!(banner(&cr, v_ip, PORT, d).is_some());
+    let t = Instant::now();
+    let same_subnet = spread(&cl, v_ip, PORT, 64);
+    let routed = spread(&cr, v_ip, PORT, 64);
+    eprintln!(
+        "anycast: 64 connections from the same subnet {same_subnet:?}, 64 routed {routed:?} in {:?}",
+        t.elapsed()
+    );
+    for seen in [&same_subnet, &routed] {
+        assert_eq!(
+            seen.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["r1", "r2"],
+            "{seen:?}"
+        );
+    }
+
+    // A given 5-tuple keeps its replica: five connections from each fixed source port,
+    // ports taken until each replica has some (so stickiness is not everything going to
+    // one replica).
+    let dst = std::net::SocketAddrV4::new(v_ip, PORT);
+    let mut sticky = BTreeMap::new();
+    for sport in 40001u16..40033 {
+        let src = std::net::SocketAddrV4::new(ip("10.0.1.20"), sport);
+        let names: Vec<String> = (0..5)
+            .map(|_| banner_from(&cl, src, dst, d).expect("an answer"))
+            .collect();
+        assert!(names.iter().all(|n| *n == names[0]), "{sport}: {names:?}");
+        sticky.insert(sport, names[0].clone());
+        if sticky.values().any(|n| n == "r1") && sticky.values().any(|n| n == "r2") {
+            break;
+        }
+    }
+    eprintln!("anycast: fixed source ports keep their replica: {sticky:?}");
+    assert!(
+        sticky.values().any(|n| n == "r1") && sticky.values().any(|n| n == "r2"),
+        "{sticky:?}"
+    );
+
+    // ARP for the address was answered with the gateway's MAC (the VXLAN proxy).
+    assert_eq!(
+        neigh_mac(&w.lab, &cl, v_ip).as_deref(),
+        Some(gateway_mac.as_str())
+    );
+    // No ICMP redirect: none sent by the routers, none received, none cached by the client.
+    for rns in &routers {
+        assert_eq!(icmp_counter(&w.lab, rns, "OutRedirects"), 0, "{rns}");
+    }
+    assert_eq!(icmp_counter(&w.lab, &cl, "InRedirects"), 0);
+    let o = w
+        .lab
+        .exec(&cl, &["ip", "route", "get", "10.0.1.100"])
+        .unwrap();
+    let route = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !route.contains("redirected") && !route.contains(" via "),
+        "{route}"
+    );
+    // `send_redirects` counts per device (all OR device): one turned on again is repaired.
+    let gw = yunhan_net::names::router_dev("sn-a1");
+    let key = format!("net.ipv4.conf.{gw}.send_redirects");
+    let read = |w: &World| {
+        let o = w.lab.exec(&routers[0], &["sysctl", "-n", &key]).unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(read(&w), "0");
+    let o = w
+        .lab
+        .exec(&routers[0], &["sysctl", "-q", "-w", &format!("{key}=1")])
+        .unwrap();
+    assert!(o.status.success());
+    assert!(w.apply(&m) > 0);
+    assert_eq!(read(&w), "0");
+
+    // The counters above would see redirects: allowed again on host-a's router, the next
+    // connection from the client is redirected (a Linux client ignores a redirect for an
+    // address it sends to on-link, other stacks need not); the next apply turns them off.
+    for k in ["net.ipv4.conf.all.send_redirects", key.as_str()] {
+        let o = w
+            .lab
+            .exec(&routers[0], &["sysctl", "-q", "-w", &format!("{k}=1")])
+            .unwrap();
+        assert!(o.status.success());
+    }
+    let end = Instant::now() + d;
+    while icmp_counter(&w.lab, &cl, "InRedirects") == 0 {
+        assert!(Instant::now() < end, "no redirect with send_redirects on");
+        banner(&cl, v_ip, PORT, d).expect("an answer");
+    }
+    assert!(icmp_counter(&w.lab, &routers[0], "OutRedirects") > 0);
+    assert!(w.apply(&m) > 0);
+    assert_eq!(read(&w), "0");
+    let o = w
+        .lab
+        .exec(
+            &routers[0],
+            &["sysctl", "-n", "net.ipv4.conf.all.send_redirects"],
+        )
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+    let redirects = icmp_counter(&w.lab, &cl, "InRedirects");
+    assert!(spread(&cl, v_ip, PORT, 16).len() == 2);
+    assert_eq!(icmp_counter(&w.lab, &cl, "InRedirects"), redirects);
+
+    // r2 leaves the anycast: everything reaches r1, from both clients.
+    m.anycasts[0].ports = vec!["r1".into()];
+    assert!(w.apply(&m) > 0);
+    for rns in &routers {
+        let o = w
+            .lab
+            .exec(rns, &["ip", "route", "show", "proto", "121"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("10.0.1.100 via 10.0.1.21 dev") && !text.contains("10.0.1.22"),
+            "{rns}: {text}"
+        );
+    }
+    for c in [&cl, &cr] {
+        let seen = spread(c, v_ip, PORT, 32);
+        assert_eq!(
+            seen.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["r1"],
+            "{seen:?}"
+        );
+    }
+    for sport in sticky.keys() {
+        let src = std::net::SocketAddrV4::new(ip("10.0.1.20"), *sport);
+        assert_eq!(banner_from(&cl, src, dst, d).as_deref(), Some("r1"));
+    }
+    assert_eq!(w.apply(&m), 0);
+
+    // The anycast goes: its routes and the proxy's neighbour go with it.
+    m.anycasts.clear();
+    assert!(w.apply(&m) > 0);
+    for rns in &routers {
+        let o = w
+            .lab
+            .exec(rns, &["ip", "route", "show", "proto", "121"])
+            .unwrap();
+        assert!(
+            o.stdout.is_empty(),
+            "{rns}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let o = w
+        .lab
+        .exec(&w.host_ns("host-a"), &["ip", "neigh", "show", "10.0.1.100"])
+        .unwrap();
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(w.apply(&m), 0);
 }
