@@ -511,7 +511,8 @@ int vortex_xdp(struct xdp_md *ctx)
  * answer, and its ICMP errors about a flow, are found in nat_rev and translated back.
  * What cannot be translated here (no free port, no target) is marked for the kernel's
  * NAT instead (VX_NAT_MARK | vip index << 12 | backend id, an nftables map written by
- * the daemon); fragments and everything else pass untouched. */
+ * the daemon), and so is the rest of that flow; fragments and everything else pass
+ * untouched. */
 
 VX_LRU_MAP(nat_rev, VX_CT_DEFAULT, struct vx_nat_key, struct vx_nat_value);
 
@@ -660,6 +661,19 @@ static __always_inline int nat_mark(struct __sk_buff *skb, const struct vx_vip_i
 	return TC_ACT_OK;
 }
 
+/* A flow the kernel's NAT translates (its first packet found no target or no free port,
+ * e.g. while a new configuration is being written) stays the kernel's: its later
+ * packets must not be translated here differently. */
+#define VX_NAT_BY_KERNEL bpf_htons(1)
+
+static __always_inline int by_kernel(struct __sk_buff *skb, struct vx_ct_value *ct,
+				     const struct vx_vip_info *vip, __u32 id)
+{
+	if (ct)
+		ct->nat_port = VX_NAT_BY_KERNEL;
+	return nat_mark(skb, vip, id);
+}
+
 /* A packet of flow `k` to `vip`: to its backend. */
 static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_flow_key *k,
 				       const struct vx_vip_info *vip, __u32 l4_off, __u8 tcp_flags)
@@ -677,8 +691,10 @@ static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_fl
 	struct vx_ct_value *ct = p.ct;
 	__u32 zero = 0;
 	struct vx_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!t || !ct || !cfg || !cfg->nat_src)
+	if (ct && ct->nat_port == VX_NAT_BY_KERNEL)
 		return nat_mark(skb, vip, id);
+	if (!t || !ct || !cfg || !cfg->nat_src)
+		return by_kernel(skb, ct, vip, id);
 	struct vx_nat_key rk = {
 		.backend = p.b->addr[0], .src = cfg->nat_src, .bport = t->port, .proto = k->proto,
 	};
@@ -686,7 +702,7 @@ static __always_inline int nat_forward(struct __sk_buff *skb, const struct vx_fl
 	if (!ct->nat_port || !still_ours(&rk, k, tcp_flags)) {
 		if (claim_port(&rk, k, p.hash, vip->index)) {
 			count(VX_C_NAT_NO_PORT);
-			return nat_mark(skb, vip, id);
+			return by_kernel(skb, ct, vip, id);
 		}
 		ct->nat_port = rk.nport;
 	}
@@ -767,6 +783,9 @@ static __always_inline int nat_icmp_error(struct __sk_buff *skb, struct iphdr *i
 	return bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
 }
 
+/* linux/if_packet.h's PACKET_OTHERHOST: to another host's MAC. */
+#define VX_PACKET_OTHERHOST 3
+
 SEC("classifier")
 int vortex_tc(struct __sk_buff *skb)
 {
@@ -776,6 +795,11 @@ int vortex_tc(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct vx_flow_key k = {};
 
+	/* A frame a bridge flooded here for another MAC (another replica of the same
+	 * load balancer, whose MAC it has not learnt yet, holds the same VIP) is not ours
+	 * to translate: the stack drops it. */
+	if (skb->pkt_type == VX_PACKET_OTHERHOST)
+		return TC_ACT_OK;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);

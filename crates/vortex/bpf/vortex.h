@@ -61,7 +61,7 @@ struct vx_flow_key {
 struct vx_ct_value {
 	__u32 backend;
 	__u32 vip;
-	__u16 nat_port;    /* tc: the flow's translated source port (network order), 0: none */
+	__u16 nat_port;    /* tc: the flow's translated source port (network order), 0: none, 1 (network order): the kernel's NAT */
 	__u8 pad[6];
 };
 

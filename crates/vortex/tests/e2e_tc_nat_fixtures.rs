@@ -15,7 +15,9 @@ const OURS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 const BACKEND_PORT: u16 = 8080;
-const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+/// The test run's device (loopback: BPF_PROG_TEST_RUN classifies frames against it), so
+/// frames to it are the host's.
+const MAC_A: [u8; 6] = [0; 6];
 const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
 
 fn backends() -> Vec<Ipv4Addr> {
@@ -162,6 +164,12 @@ fn e2e_tc_nat_translates_both_ways_and_nodes_agree() {
     let counters: Vec<(&str, u64)> = a.dataplane().counters().unwrap();
     let count = |n: &str| counters.iter().find(|(k, _)| *k == n).unwrap().1;
     assert_eq!((count("nat_forward"), count("nat_reply")), (2, 1));
+
+    // A frame flooded here for another MAC (another replica holding the VIP) is left to
+    // the stack, which drops it.
+    let mut flooded = frame(CLIENT, VIP, TCP, (40002, 80), TCP_ACK);
+    flooded[..6].copy_from_slice(&MAC_B);
+    assert_eq!(run(&a, &flooded), (TC_ACT_OK, flooded.clone()));
 }
 
 #[test]
@@ -255,4 +263,43 @@ fn e2e_tc_nat_a_port_frees_10s_after_its_flow_ended_not_when_half_closed() {
         40001,
         "half closed: still taken"
     );
+}
+
+/// A flow whose first packet the kernel's NAT took (no target yet: a configuration being
+/// written) stays the kernel's once the target is there: its later packets are not
+/// translated here differently (the backend would see another connection). New flows are
+/// translated here.
+#[test]
+fn e2e_tc_nat_a_flow_the_kernel_took_stays_the_kernels() {
+    let mut a = node("k");
+    let all: Vec<(u32, u16)> = {
+        let index = a.vip_info(&vip_key(VIP.into(), 80, TCP)).unwrap().index;
+        (backends().iter())
+            .map(|b| {
+                (
+                    index << 12 | a.backend_id((*b).into()).unwrap(),
+                    BACKEND_PORT,
+                )
+            })
+            .collect()
+    };
+    a.dataplane_mut().set_nat_targets(&[]).unwrap();
+    let syn = frame(CLIENT, VIP, TCP, (40000, 80), TCP_SYN);
+    assert_eq!(
+        run(&a, &syn),
+        (TC_ACT_OK, syn.clone()),
+        "to the kernel's NAT"
+    );
+    a.dataplane_mut().set_nat_targets(&all).unwrap();
+    let ack = frame(CLIENT, VIP, TCP, (40000, 80), TCP_ACK);
+    assert_eq!(
+        run(&a, &ack),
+        (TC_ACT_OK, ack.clone()),
+        "still the kernel's"
+    );
+    let other = frame(CLIENT, VIP, TCP, (40001, 80), TCP_SYN);
+    assert_eq!(run(&a, &other).0, TC_ACT_REDIRECT, "a new flow is ours");
+    let counters: Vec<(&str, u64)> = a.dataplane().counters().unwrap();
+    let count = |n: &str| counters.iter().find(|(k, _)| *k == n).unwrap().1;
+    assert_eq!((count("nat_mark"), count("nat_forward")), (2, 1));
 }
