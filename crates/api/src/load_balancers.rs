@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use yunhan_model::network::parse_cidr;
 use yunhan_model::network::ElasticIpSpec;
 use yunhan_model::{
-    ApiError, ElasticIp, Instance, Kind, LbMember, LoadBalancer, Metadata, NetworkInterface,
-    Resource, Subnet, Vpc,
+    ApiError, ElasticIp, Instance, Kind, LbMember, LbReplica, LoadBalancer, Metadata,
+    NetworkInterface, Resource, Subnet, Vpc,
 };
 use yunhan_store::objects::{lb_key_secret_key, Doc};
 use yunhan_store::StoreExt;
@@ -33,7 +33,11 @@ impl Hooks for LoadBalancer {
         doc.status.vpc = subnet.spec.vpc.clone();
         resolve_members(s, &project, doc).await?;
         keep_keys(s, doc).await?;
-        let nic = create_lb_nic(s, doc, &subnet.metadata.id).await?;
+        let nic = create_lb_nic(s, doc, &subnet.metadata.id, "vip").await?;
+        if let Err(e) = create_replicas(s, doc, &subnet.metadata.id).await {
+            undo_nics(s, doc, nic).await;
+            return Err(e);
+        }
         let st = &mut doc.status;
         st.nic = nic.metadata.id.clone();
         st.address = nic.status.ip.clone();
@@ -48,9 +52,7 @@ impl Hooks for LoadBalancer {
                     doc.status.external_address = eip.status.address;
                 }
                 Err(e) => {
-                    if let Err(undo) = delete_nic(s, nic).await {
-                        tracing::warn!(error = %undo.error.message, "the load balancer's address NIC stays; delete it by hand");
-                    }
+                    undo_nics(s, doc, nic).await;
                     return Err(e);
                 }
             }
@@ -59,8 +61,11 @@ impl Hooks for LoadBalancer {
     }
     fn check_update(old: &Doc<Self>, new: &Doc<Self>) -> Result<()> {
         refuse_change(
-            old.spec.subnet != new.spec.subnet || old.spec.external != new.spec.external,
-            "a load balancer's subnet and whether it is external cannot change; create another",
+            old.spec.subnet != new.spec.subnet
+                || old.spec.external != new.spec.external
+                || old.spec.replica_count() != new.spec.replica_count(),
+            "a load balancer's subnet, whether it is external and its replicas cannot \
+             change; create another",
         )
     }
     async fn resolve_update(s: &AppState, old: &Doc<Self>, new: &mut Doc<Self>) -> Result<()> {
@@ -71,11 +76,51 @@ impl Hooks for LoadBalancer {
         if let Some(eip) = s.objects.get::<ElasticIp>(&doc.status.elastic_ip).await? {
             <ElasticIp as Hooks>::delete(s, eip).await?;
         }
-        if let Some(nic) = s.objects.get::<NetworkInterface>(&doc.status.nic).await? {
-            delete_nic(s, nic).await?;
+        let nics = doc.status.replicas.iter().map(|r| &r.nic);
+        for id in std::iter::once(&doc.status.nic).chain(nics) {
+            if let Some(nic) = s.objects.get::<NetworkInterface>(id).await? {
+                delete_nic(s, nic).await?;
+            }
         }
         let secrets = lb_key_secret_key(&doc.metadata.id, "");
         delete_with_secrets::<Self>(s, doc, &secrets).await
+    }
+}
+
+/// With more than one replica, a NIC of its own for each (`<name>-r1`…) in the load
+/// balancer's subnet, into `status.replicas` (on error the caller deletes those made).
+async fn create_replicas(s: &AppState, doc: &mut Doc<LoadBalancer>, subnet: &str) -> Result<()> {
+    let n = doc.spec.replica_count();
+    if n < 2 {
+        return Ok(());
+    }
+    for i in 1..=n {
+        let nic = create_lb_nic(s, doc, subnet, &format!("r{i}")).await?;
+        doc.status.replicas.push(LbReplica {
+            nic: nic.metadata.id,
+            address: nic.status.ip,
+            device: nic.status.device,
+            mac: nic.status.mac,
+            ..Default::default()
+        });
+    }
+    Ok(())
+}
+
+/// Deletes the NICs a failed create made (its address's and its replicas').
+async fn undo_nics(s: &AppState, doc: &mut Doc<LoadBalancer>, vip: Doc<NetworkInterface>) {
+    undo_nic(s, vip).await;
+    for r in std::mem::take(&mut doc.status.replicas) {
+        if let Ok(Some(nic)) = s.objects.get::<NetworkInterface>(&r.nic).await {
+            undo_nic(s, nic).await;
+        }
+    }
+}
+
+async fn undo_nic(s: &AppState, nic: Doc<NetworkInterface>) {
+    let name = nic.metadata.name.clone();
+    if let Err(undo) = delete_nic(s, nic).await {
+        tracing::warn!(nic = %name, error = %undo.error.message, "a load balancer's NIC stays; delete it by hand");
     }
 }
 

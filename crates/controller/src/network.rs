@@ -39,8 +39,11 @@ mod route_table;
 mod security_group;
 
 use external_network::{gateway_host, map_external_networks};
+use load_balancer::{
+    fail_unrouted_lbs, lb_anycast_nics, lb_anycasts, lb_groups, lb_nics, place_load_balancers,
+    write_lb_hosts,
+};
 pub use load_balancer::{lb_group, LbHosts};
-use load_balancer::{lb_groups, lb_of_nic, place_load_balancers, write_lb_hosts};
 use route_table::{dropped_routes, map_route_tables};
 pub use security_group::default_group;
 use security_group::{default_groups, map_groups};
@@ -163,11 +166,12 @@ pub fn decide(inp: Inputs, underlay_mtu: u16) -> Result<Decision, CompileError> 
         .iter()
         .map(|p| (p.metadata.id.clone(), p.metadata.name.clone()))
         .collect();
-    let (model, mut failed, lb_hosts) = build_model(inp, underlay_mtu);
+    let (model, mut failed, mut lb_hosts) = build_model(inp, underlay_mtu);
     let (plans, admitted) = yunhan_net::compile_admitted(model)?;
     for r in admitted.rejected {
         failed.entry((r.kind, r.id)).or_insert(r.reason);
     }
+    fail_unrouted_lbs(&failed, &mut lb_hosts);
     for (id, why) in unrealised_eips(&admitted.model, &names) {
         failed.insert((ObjectKind::ElasticIp, id), why);
     }
@@ -215,6 +219,7 @@ pub fn build_model(mut inp: Inputs, underlay_mtu: u16) -> (NetworkModel, Failed,
     m.elastic_ips = map_eips(&inp, &mut failed);
     m.vips = map_vips(&inp, &mut failed);
     m.route_tables = map_route_tables(&inp, &mut failed);
+    m.anycasts = lb_anycasts(&inp, &mut failed);
     (m, failed, lb_hosts)
 }
 
@@ -322,7 +327,8 @@ fn map_ports(
     lb_hosts: &LbHosts,
     failed: &mut Failed,
 ) -> Vec<net::Port> {
-    let lbs = lb_of_nic(inp);
+    let lbs = lb_nics(inp, lb_hosts);
+    let anycast = lb_anycast_nics(inp);
     let known: HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
     let bound: HashMap<&str, &str> = inp
         .instances
@@ -332,7 +338,11 @@ fn map_ports(
         .collect();
     let vpcs = SubnetVpcs::new(inp);
     let mut out = Vec::new();
-    for n in &inp.nics {
+    for n in inp
+        .nics
+        .iter()
+        .filter(|n| !anycast.contains(n.metadata.id.as_str()))
+    {
         let (Ok(ip), Ok(mac)) = (
             n.status.ip.parse::<Ipv4Addr>(),
             n.status.mac.parse::<MacAddr>(),
@@ -347,13 +357,13 @@ fn map_ports(
         let vpc = vpcs.of(&n.spec.subnet, &n.status.vpc);
         let mut groups = n.spec.security_groups.clone();
         let lb = lbs.get(n.metadata.id.as_str());
-        if let Some(lb) = lb {
+        if let Some((lb, _)) = lb {
             groups = vec![lb_group(lb)];
         } else if groups.is_empty() {
             groups.push(default_group(vpc));
         }
         let host = match lb {
-            Some(lb) => lb_hosts.get(*lb).and_then(|h| h.clone().ok()),
+            Some((_, host)) => host.clone(),
             None => (n.spec.instance.as_deref())
                 .and_then(|i| bound.get(i))
                 .map(|h| h.to_string()),

@@ -52,8 +52,9 @@ pub use image::{Image, ImageSpec, ImageStatus};
 pub use instance::{Instance, InstancePhase, InstanceSpec, InstanceStatus};
 pub use load_balancer::{
     HealthKind, HealthMonitor, L7Action, L7Rule, LbAlgorithm, LbMember, LbPhase, LbProtocol,
-    Listener, ListenerStatus, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus, MemberHealth,
-    MemberStatus, Persistence, MAX_LISTENERS, MAX_MEMBERS, MAX_RULES, REDIRECT_CODES,
+    LbReplica, Listener, ListenerStatus, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus,
+    MemberHealth, MemberStatus, Persistence, MAX_LISTENERS, MAX_MEMBERS, MAX_REPLICAS, MAX_RULES,
+    REDIRECT_CODES,
 };
 pub use meta::{
     age_of, new_id, now, validate_labels, validate_name, CreateRequest, Doc, Kind, Metadata,

@@ -16,6 +16,9 @@ use crate::network::parse_ip;
 use crate::{validate_name, ApiError, Kind, Usage};
 use yunhan_types::StatusCodes;
 
+mod replicas;
+pub use replicas::{LbReplica, MAX_REPLICAS};
+
 /// How many listeners a load balancer may have, and members a listener.
 pub const MAX_LISTENERS: usize = 16;
 pub const MAX_MEMBERS: usize = 64;
@@ -263,6 +266,13 @@ pub struct LoadBalancerSpec {
     /// network) bound to its address. Cannot change.
     #[serde(default)]
     pub external: bool,
+    /// How many hosts serve it at once (1–4; left out: 1). With more than one, every
+    /// router of the VPC spreads flows over the replicas (ECMP, by an L4 hash), each
+    /// replica makes the same member choice for the same flow, and a lost replica's
+    /// address moves with its flows to a surviving host (`replicas.rs`). Internal load
+    /// balancers only, for now. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<Listener>,
 }
@@ -358,6 +368,10 @@ pub struct LoadBalancerStatus {
     pub served: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
+    /// With `spec.replicas` above 1: each replica, where it runs and what it serves (the
+    /// fields above then sum them up: see `replicas.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<LbReplica>,
 }
 
 /// A load balancer: listeners on a virtual address, members behind them.
@@ -375,6 +389,7 @@ impl Kind for LoadBalancer {
     }
     fn validate(spec: &LoadBalancerSpec) -> Result<(), ApiError> {
         validate_name("spec.subnet", &spec.subnet)?;
+        spec.validate_replicas()?;
         if spec.listeners.len() > MAX_LISTENERS {
             return Err(ApiError::invalid_field(
                 "spec.listeners",
@@ -723,6 +738,7 @@ mod tests {
         LoadBalancer::validate(&LoadBalancerSpec {
             subnet: "s1".into(),
             external: false,
+            replicas: None,
             listeners,
         })
     }

@@ -758,6 +758,23 @@ async fn e2e_load_balancer_bad_input() {
         )
         .await;
     assert!((400..500).contains(&s), "{v}");
+    for (spec, why) in [
+        (
+            serde_json::json!({"subnet": "s1", "replicas": 5}),
+            "1 to 4 replicas",
+        ),
+        (
+            serde_json::json!({"subnet": "s1", "replicas": 2, "external": true}),
+            "internal load balancers",
+        ),
+    ] {
+        let (s, v) = cloud.post(&t.token, "load-balancers", "rep", spec).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{why}: {v}"
+        );
+    }
     let (_, nics) = cloud
         .call("GET", "/v1/network-interfaces", Some(&t.token), None)
         .await;
@@ -787,7 +804,43 @@ async fn e2e_load_balancer_bad_input() {
     assert_eq!(s, 204);
     let (s, _) = cloud.call("GET", &vip, Some(&t.token), None).await;
     assert_eq!(s, 404, "the address NIC goes with the load balancer");
+    replica_nics(&cloud, &t.token).await;
     lb_quotas(&cloud).await;
+}
+
+/// A load balancer with three replicas has a NIC for each, the load balancer's like its
+/// address NIC; its replicas cannot change; its NICs go with it.
+async fn replica_nics(cloud: &Cloud, token: &str) {
+    let spec = serde_json::json!({"subnet": "s1", "replicas": 3});
+    let lb = cloud.create(token, "load-balancers", "lb3", spec).await;
+    let replicas = lb["status"]["replicas"].as_array().unwrap().clone();
+    assert_eq!(replicas.len(), 3, "{lb}");
+    let mut paths = vec![];
+    for (i, r) in replicas.iter().enumerate() {
+        let path = format!("/v1/network-interfaces/{}", r["nic"].as_str().unwrap());
+        let (s, nic) = cloud.call("GET", &path, Some(token), None).await;
+        assert_eq!(s, 200);
+        assert_eq!(nic["metadata"]["name"], format!("lb3-r{}", i + 1));
+        assert_eq!(nic["status"]["ip"], r["address"]);
+        let (s, v) = cloud.call("DELETE", &path, Some(token), None).await;
+        assert_eq!(s, 409, "{v}");
+        paths.push(path);
+    }
+    let mut changed = lb["spec"].clone();
+    changed["replicas"] = serde_json::json!(2);
+    let body = serde_json::json!({"spec": changed});
+    let (s, v) = cloud
+        .call("PUT", "/v1/load-balancers/lb3", Some(token), Some(&body))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (s, _) = cloud
+        .call("DELETE", "/v1/load-balancers/lb3", Some(token), None)
+        .await;
+    assert_eq!(s, 204);
+    for path in paths {
+        let (s, _) = cloud.call("GET", &path, Some(token), None).await;
+        assert_eq!(s, 404, "a replica's NIC goes with the load balancer");
+    }
 }
 
 /// VPC `vpc` (name, CIDR) with subnet `subnet` (name, CIDR), as the holder of `token`.

@@ -490,6 +490,7 @@ pub(super) mod tests {
         LoadBalancerSpec {
             subnet: "sn-1".into(),
             external: false,
+            replicas: None,
             listeners: vec![
                 Listener {
                     name: "web".into(),

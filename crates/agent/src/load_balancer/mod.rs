@@ -27,6 +27,12 @@
 //! (its HAProxy, what it serves, its last failure and when to try again, its counters),
 //! `local_vortex.rs` the same of its Vortex.
 //!
+//! A load balancer with replicas (`spec.replicas`) is realised replica by replica: each
+//! replica placed here is a [`Unit`] of its own (namespace, HAProxy, Vortex, directory,
+//! keyed `<id>.r<n>`), its port the replica's, the virtual address on its `lo`
+//! (`namespace.rs`); it reports into `status.replicas[n-1]`, which the load balancer's
+//! status then sums up.
+//!
 //! A load balancer that is gone, being deleted or placed elsewhere is stopped and its
 //! namespace deleted; at start, namespaces of ours that no load balancer here wants go.
 //!
@@ -97,12 +103,31 @@ impl LbAgent {
         }
     }
 
-    fn wants(&self, lb: &Doc<LoadBalancer>) -> bool {
+    /// What this host realises of `lb`: the whole of it, or those of its replicas placed
+    /// here.
+    fn units(&self, lb: Doc<LoadBalancer>) -> Vec<Unit> {
         let s = &lb.status;
-        s.host == self.host_id
-            && !s.address.is_empty()
-            && !s.device.is_empty()
-            && lb.metadata.deleting.is_none()
+        if lb.metadata.deleting.is_some() || s.address.is_empty() {
+            return Vec::new();
+        }
+        if s.replicas.is_empty() {
+            let here = s.host == self.host_id && !s.device.is_empty();
+            return if here {
+                vec![Unit { lb, replica: None }]
+            } else {
+                Vec::new()
+            };
+        }
+        let mine: Vec<usize> = (s.replicas.iter().enumerate())
+            .filter(|(_, r)| r.host == self.host_id && !r.device.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        (mine.into_iter())
+            .map(|i| Unit {
+                lb: lb.clone(),
+                replica: Some(i),
+            })
+            .collect()
     }
 
     /// Reports members' health as soon as it changes (see [`HEALTH_PROBE`]), until
@@ -121,42 +146,48 @@ impl LbAgent {
             let Ok(changed) = tokio::task::spawn_blocking(move || node.probe()).await else {
                 continue;
             };
-            for (id, report) in changed {
-                if let Err(e) = self.write(&objects, &id, &report, None).await {
-                    tracing::warn!(lb = %id, error = %e, "cannot write the load balancer's status");
+            for (key, report) in changed {
+                if let Err(e) = self.write(&objects, &key, &report, None).await {
+                    tracing::warn!(lb = %key, error = %e, "cannot write the load balancer's status");
                 }
             }
         }
     }
 
-    /// Writes `report` into the load balancer's status when it says something new (`listed`:
-    /// the status as listed, which spares a read when nothing is new).
+    /// Writes `report` of unit `key` into the load balancer's status when it says
+    /// something new (`listed`: the status as listed, which spares a read when nothing is
+    /// new).
     async fn write(
         &self,
         objects: &Objects,
-        id: &str,
+        key: &str,
         report: &Report,
         listed: Option<&LoadBalancerStatus>,
     ) -> Result<(), ObjectError> {
         let due = lock(&self.written)
-            .get(id)
+            .get(key)
             .is_none_or(|t| t.elapsed() >= COUNTERS_EVERY);
-        if listed.is_some_and(|old| !report.changes(old, due)) {
+        let (id, replica) = Unit::parse_key(key);
+        if listed.is_some_and(|old| !report.changes(old, replica, due)) {
             return Ok(());
         }
         let mut wrote = false;
         objects
             .modify::<LoadBalancer>(id, |doc| {
                 // Moved meanwhile: no longer ours to report.
-                wrote = doc.status.host == self.host_id && report.changes(&doc.status, due);
+                let host = match replica {
+                    None => Some(&doc.status.host),
+                    Some(i) => doc.status.replicas.get(i).map(|r| &r.host),
+                };
+                wrote = host == Some(&self.host_id) && report.changes(&doc.status, replica, due);
                 if wrote {
-                    doc.status = report.status(&doc.status);
+                    report.apply(&mut doc.status, replica);
                 }
                 wrote
             })
             .await?;
         if wrote {
-            lock(&self.written).insert(id.to_string(), Instant::now());
+            lock(&self.written).insert(key.to_string(), Instant::now());
         }
         Ok(())
     }
@@ -191,11 +222,11 @@ impl Reconciler for LbAgent {
     }
     async fn reconcile(&self, objects: &Objects) -> Result<(), ObjectError> {
         let all = objects.list_all::<LoadBalancer>(None).await?;
-        let mut mine: Vec<_> = all.into_iter().filter(|lb| self.wants(lb)).collect();
-        for lb in &mut mine {
-            with_keys(objects, lb).await?;
+        let mut mine: Vec<Unit> = all.into_iter().flat_map(|lb| self.units(lb)).collect();
+        for u in &mut mine {
+            with_keys(objects, &mut u.lb).await?;
         }
-        lock(&self.written).retain(|id, _| mine.iter().any(|lb| lb.metadata.id == *id));
+        lock(&self.written).retain(|key, _| mine.iter().any(|u| u.key() == *key));
         let node = self.node.clone();
         let (mine, reports) = match tokio::task::spawn_blocking(move || {
             let r = node.pass(&mine);
@@ -210,9 +241,9 @@ impl Reconciler for LbAgent {
             }
         };
         let mut first_error = None;
-        for (lb, (id, report)) in mine.iter().zip(reports) {
-            if let Err(e) = self.write(objects, &id, &report, Some(&lb.status)).await {
-                tracing::warn!(lb = %id, error = %e, "cannot write the load balancer's status");
+        for (u, (key, report)) in mine.iter().zip(reports) {
+            if let Err(e) = self.write(objects, &key, &report, Some(&u.lb.status)).await {
+                tracing::warn!(lb = %key, error = %e, "cannot write the load balancer's status");
                 first_error.get_or_insert(e);
             }
         }
@@ -248,22 +279,32 @@ struct Report {
 }
 
 impl Report {
-    fn status(&self, old: &LoadBalancerStatus) -> LoadBalancerStatus {
-        let mut s = old.clone();
-        s.phase = match (&self.failure, &self.served) {
+    /// Puts it into the load balancer's status, or into its replica's (then summed up).
+    fn apply(&self, st: &mut LoadBalancerStatus, replica: Option<usize>) {
+        let phase = match (&self.failure, &self.served) {
             (Some(_), _) => LbPhase::Failed,
             (None, Some(_)) => LbPhase::Active,
             (None, None) => LbPhase::Provisioning,
         };
-        s.message = self.failure.clone().unwrap_or_default();
-        s.served = self.served.clone().unwrap_or_default();
-        s.listeners = self.listeners.clone();
-        s
+        let message = self.failure.clone().unwrap_or_default();
+        let served = self.served.clone().unwrap_or_default();
+        let listeners = self.listeners.clone();
+        match replica.and_then(|i| st.replicas.get_mut(i)) {
+            Some(r) => {
+                (r.phase, r.message, r.served, r.listeners) = (phase, message, served, listeners);
+                st.sum_replicas();
+            }
+            None => {
+                (st.phase, st.message, st.served, st.listeners) =
+                    (phase, message, served, listeners)
+            }
+        }
     }
 
     /// Whether it changes `old` (counters count only when `counters` is true).
-    fn changes(&self, old: &LoadBalancerStatus, counters: bool) -> bool {
-        let new = self.status(old);
+    fn changes(&self, old: &LoadBalancerStatus, replica: Option<usize>, counters: bool) -> bool {
+        let mut new = old.clone();
+        self.apply(&mut new, replica);
         if counters {
             return new != *old;
         }
@@ -273,8 +314,41 @@ impl Report {
 
 fn without_counters(s: &LoadBalancerStatus) -> LoadBalancerStatus {
     let mut s = s.clone();
-    for l in &mut s.listeners {
+    let replicas = s.replicas.iter_mut().map(|r| &mut r.listeners);
+    for l in std::iter::once(&mut s.listeners).chain(replicas).flatten() {
         (l.connections, l.bytes_in, l.bytes_out) = (0, 0, 0);
     }
     s
+}
+
+/// What this host realises of a load balancer: the whole of it (`replica` None), or its
+/// replica `replica` (index into `status.replicas`).
+#[derive(Debug, Clone)]
+pub(super) struct Unit {
+    pub(super) lb: Doc<LoadBalancer>,
+    pub(super) replica: Option<usize>,
+}
+
+impl Unit {
+    /// Its key (directory, namespace and status writes): the load balancer's id, or
+    /// `<id>.r<n>` for its n-th replica (from 1; ids have no '.').
+    pub(super) fn key(&self) -> String {
+        let id = &self.lb.metadata.id;
+        match self.replica {
+            None => id.clone(),
+            Some(i) => format!("{id}.r{}", i + 1),
+        }
+    }
+
+    /// The load balancer's id and replica index of a key.
+    fn parse_key(key: &str) -> (&str, Option<usize>) {
+        let replica = key.rsplit_once(".r").and_then(|(id, n)| {
+            let n: usize = n.parse().ok()?;
+            Some((id, n.checked_sub(1)?))
+        });
+        match replica {
+            Some((id, i)) => (id, Some(i)),
+            None => (key, None),
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub struct Port<'a> {
     pub prefix_len: u8,
     /// Empty: no default route.
     pub gateway: &'a str,
+    /// A replica's: the load balancer's virtual address, held on `lo` (the routers send
+    /// it here; eth0 keeps the replica's own address, which sends and answers ARP).
+    pub anycast: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,8 @@ pub fn ensure(p: &Port) -> Result<bool, NsError> {
     }
     let mut links = inside(p)?;
     ensure_lo(p, &links)?;
-    if !pair_is_there(p, &links)? {
+    let fresh = !pair_is_there(p, &links)?;
+    if fresh {
         make_pair(p, &links)?;
         links = inside(p)?;
     }
@@ -71,7 +75,50 @@ pub fn ensure(p: &Port) -> Result<bool, NsError> {
     ensure_eth0(p, eth0)?;
     ensure_address(p, eth0)?;
     ensure_route(p)?;
+    if let Some(vip) = p.anycast {
+        ensure_anycast(p, &links, vip)?;
+    }
+    if fresh {
+        announce(p);
+    }
     Ok(made)
+}
+
+/// A new port says where its MAC is now (a gratuitous ARP for its own address): the VPC
+/// bridge learns it at once rather than flooding its frames to every port until the
+/// port first speaks (a moved port: replicas of one load balancer hold the same virtual
+/// address, see `ensure_anycast`).
+fn announce(p: &Port) {
+    let (Ok(mac), Ok(addr)) = (p.mac.parse(), p.address.parse()) else {
+        return;
+    };
+    if let Err(e) = yunhan_net::realise::garp::announce(Some(p.netns), "eth0", mac, addr) {
+        tracing::warn!(netns = %p.netns, error = %e, "cannot announce a load balancer's port");
+    }
+}
+
+/// The virtual address on `lo`, answered by no ARP of eth0's and never the source of
+/// one (`arp_ignore` 1, `arp_announce` 2): ARP for it is the routers' to answer, and the
+/// replica's port may only speak ARP for its own address.
+fn ensure_anycast(p: &Port, links: &[Link], vip: &str) -> Result<(), NsError> {
+    let lo = links.iter().find(|l| l.ifname == "lo");
+    let there = lo.is_some_and(|l| {
+        (l.addr_info.iter()).any(|a| a.family == "inet" && a.local == vip && a.prefixlen == 32)
+    });
+    if there {
+        return Ok(());
+    }
+    for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+        for dev in ["all", "eth0"] {
+            let set = format!("net.ipv4.conf.{dev}.{key}={value}");
+            ip(None, &["netns", "exec", p.netns, "sysctl", "-qw", &set])?;
+        }
+    }
+    ip(
+        Some(p.netns),
+        &["addr", "add", &format!("{vip}/32"), "dev", "lo"],
+    )?;
+    Ok(())
 }
 
 /// The links of the load balancer's namespace, with their addresses.

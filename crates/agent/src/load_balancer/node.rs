@@ -12,7 +12,7 @@ use yunhan_net::names::lb_netns;
 use super::local::Local;
 use super::namespace::{self, Port};
 use super::process::{Files, Spawner};
-use super::{haproxy, lock, remove_dir, vortex, LbError, Report};
+use super::{haproxy, lock, remove_dir, vortex, LbError, Report, Unit};
 
 pub(super) struct Node {
     /// `<state_dir>/lb`, one directory per load balancer.
@@ -63,12 +63,12 @@ impl Node {
         self.state.try_lock().map_or(true, |s| !s.local.is_empty())
     }
 
-    /// One pass over the load balancers this host should run.
-    pub(super) fn pass(&self, mine: &[Doc<LoadBalancer>]) -> Vec<(String, Report)> {
+    /// One pass over the load balancers (and replicas) this host should run: by key.
+    pub(super) fn pass(&self, mine: &[Unit]) -> Vec<(String, Report)> {
         let mut st = lock(&self.state);
-        let wanted: BTreeMap<&str, String> = (mine.iter())
-            .map(|lb| (lb.metadata.id.as_str(), self.netns(&lb.metadata.id)))
-            .collect();
+        let keys: Vec<String> = mine.iter().map(Unit::key).collect();
+        let wanted: BTreeMap<&str, String> =
+            (keys.iter()).map(|k| (k.as_str(), self.netns(k))).collect();
         let gone: Vec<String> = (st.local.keys())
             .filter(|id| !wanted.contains_key(id.as_str()))
             .cloned()
@@ -81,11 +81,10 @@ impl Node {
         if !st.swept {
             st.swept = self.sweep(&wanted);
         }
-        (mine.iter())
-            .map(|lb| {
-                let id = &lb.metadata.id;
-                let l = (st.local.entry(id.clone())).or_insert_with(|| self.local(id));
-                (id.clone(), self.realise(l, lb))
+        (mine.iter().zip(keys))
+            .map(|(u, key)| {
+                let l = (st.local.entry(key.clone())).or_insert_with(|| self.local(&key));
+                (key, self.realise(l, u))
             })
             .collect()
     }
@@ -130,7 +129,8 @@ impl Node {
         true
     }
 
-    fn realise(&self, l: &mut Local, lb: &Doc<LoadBalancer>) -> Report {
+    fn realise(&self, l: &mut Local, u: &Unit) -> Report {
+        let lb = &u.lb;
         l.set_spec(&lb.spec);
         match haproxy::render(&lb.spec, &lb.status.address, &l.files.socket) {
             Err(e) => l.failed("", e.to_string()),
@@ -141,7 +141,7 @@ impl Node {
                     .collect();
                 let hash = haproxy::config_hash(&all);
                 let installed = l.files.install_pems(&pems).map_err(LbError::from);
-                if let Err(e) = installed.and_then(|()| self.converge(l, lb, &cfg, &hash)) {
+                if let Err(e) = installed.and_then(|()| self.converge(l, u, &cfg, &hash)) {
                     // Only what HAProxy refused waits before it is tried again.
                     let refused = matches!(e, LbError::Haproxy(_));
                     l.failed(if refused { &hash } else { "" }, e.to_string());
@@ -155,14 +155,9 @@ impl Node {
     /// Namespace and port, then HAProxy serving `cfg` (started, restarted or reloaded),
     /// then Vortex serving the listeners it serves (started or stopped; its failure is its
     /// own).
-    fn converge(
-        &self,
-        l: &mut Local,
-        lb: &Doc<LoadBalancer>,
-        cfg: &str,
-        hash: &str,
-    ) -> Result<(), LbError> {
-        if namespace::ensure(&self.port(lb, &l.netns))? && l.running() {
+    fn converge(&self, l: &mut Local, u: &Unit, cfg: &str, hash: &str) -> Result<(), LbError> {
+        let lb = &u.lb;
+        if namespace::ensure(&self.port(u, &l.netns))? && l.running() {
             tracing::warn!(lb = %l.id, "its namespace was gone; restarting HAProxy and Vortex");
             l.stop();
         }
@@ -188,16 +183,24 @@ impl Node {
         Ok(())
     }
 
-    fn port<'a>(&'a self, lb: &'a Doc<LoadBalancer>, netns: &'a str) -> Port<'a> {
-        let s = &lb.status;
+    /// The unit's port: the load balancer's own, or its replica's with the virtual
+    /// address on the namespace's loopback.
+    fn port<'a>(&'a self, u: &'a Unit, netns: &'a str) -> Port<'a> {
+        let s = &u.lb.status;
+        let replica = u.replica.and_then(|i| s.replicas.get(i));
+        let (device, mac, address) = match replica {
+            Some(r) => (&r.device, &r.mac, &r.address),
+            None => (&s.device, &s.mac, &s.address),
+        };
         Port {
             netns,
             host_netns: self.host_netns.as_deref(),
-            device: &s.device,
-            mac: &s.mac,
-            address: &s.address,
+            device,
+            mac,
+            address,
             prefix_len: s.prefix_len,
             gateway: &s.gateway,
+            anycast: replica.map(|_| s.address.as_str()),
         }
     }
 }

@@ -134,6 +134,7 @@ fn spec() -> LoadBalancerSpec {
     LoadBalancerSpec {
         subnet: "sn-test".into(),
         external: false,
+        replicas: None,
         listeners: vec![
             listener(
                 "web",
@@ -620,4 +621,103 @@ async fn serves_layer_4_with_vortex(f: &Fixture, id: &str) {
     f.until(id, "served again", true, |s| s.listeners.len() == 3)
         .await;
     assert!(f.vortex(id).is_some_and(alive));
+}
+
+/// A load balancer with three replicas, two of them placed here: each is a namespace of
+/// its own with its replica's address on eth0 and the virtual address on `lo`, serving
+/// the virtual address; each reports into its replica, and the status sums them up.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_here_are_realised_each_with_its_own_port() {
+    if !runnable() {
+        return;
+    }
+    let f = Fixture::new();
+    let mut spec = spec();
+    spec.listeners.truncate(1);
+    spec.replicas = Some(3);
+    let id = f.create("r", 10, spec, "").await;
+    let replica = |n: u8, host: &str| yunhan_model::LbReplica {
+        address: format!("10.77.0.{}", 20 + n),
+        device: format!("ylb{}r{n}", f.pid),
+        mac: format!("02:00:0a:4d:00:{:02x}", 20 + n),
+        host: host.into(),
+        ..Default::default()
+    };
+    f.objects
+        .modify::<LoadBalancer>(&id, |d| {
+            let r = [
+                replica(1, "h-test"),
+                replica(2, "h-other"),
+                replica(3, "h-test"),
+            ];
+            d.status.replicas = r.into();
+            true
+        })
+        .await
+        .unwrap();
+    f.agent.reconcile(&f.objects).await.unwrap();
+    // The test plays the VPC: both host ends on one bridge holding the gateway's address.
+    let br = format!("ylb{}br", f.pid);
+    let inh = |args: &[&str]| {
+        let mut a = vec!["ip", "-n", f.host.as_str()];
+        a.extend(args);
+        sh(&a);
+    };
+    inh(&["link", "add", &br, "type", "bridge"]);
+    inh(&["addr", "add", "10.77.0.1/24", "dev", &br]);
+    inh(&["link", "set", &br, "up"]);
+    for n in [1, 3] {
+        let dev = format!("ylb{}r{n}", f.pid);
+        inh(&["link", "set", &dev, "master", &br, "up"]);
+    }
+    let _members = Server::start(&f.host, "10.77.0.1:8080");
+    let s = f
+        .until(&id, "both replicas here active", true, |s| {
+            s.replicas[0].phase == LbPhase::Active && s.replicas[2].phase == LbPhase::Active
+        })
+        .await;
+    assert_eq!(s.replicas[1].phase, LbPhase::Provisioning, "not ours");
+    assert_eq!(
+        s.phase,
+        LbPhase::Provisioning,
+        "one replica is not active yet"
+    );
+    assert_eq!(s.host, "h-other,h-test");
+    for (key, own) in [
+        (format!("{id}.r1"), "10.77.0.21"),
+        (format!("{id}.r3"), "10.77.0.23"),
+    ] {
+        let ns = f.netns(&key);
+        let addrs = |dev: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &ns, "-4", "-o", "addr", "show", "dev", dev])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(
+            addrs("eth0").contains(&format!("{own}/24")),
+            "{}",
+            addrs("eth0")
+        );
+        assert!(addrs("lo").contains("10.77.0.10/32"), "{}", addrs("lo"));
+        // Through this replica (the routers' next hop), the virtual address answers.
+        inh(&["route", "replace", "10.77.0.10/32", "via", own]);
+        assert!(
+            get(&f.host, "10.77.0.10:80").ends_with("hello"),
+            "via {own}"
+        );
+    }
+    let s = f
+        .until(&id, "requests counted", true, |s| {
+            s.listeners.first().is_some_and(|l| l.connections >= 2)
+        })
+        .await;
+    assert_eq!(s.listeners[0].members[0].health, MemberHealth::Up);
+    let d = f.objects.get::<LoadBalancer>(&id).await.unwrap().unwrap();
+    f.objects.delete::<LoadBalancer>(&d).await.unwrap();
+    f.agent.reconcile(&f.objects).await.unwrap();
+    for key in [format!("{id}.r1"), format!("{id}.r3")] {
+        assert!(!namespace::exists(&f.netns(&key)), "{key}");
+    }
 }

@@ -341,6 +341,7 @@ mod tests {
         LoadBalancerSpec {
             subnet: "sn-1".into(),
             external: false,
+            replicas: None,
             listeners: vec![web, t, db, sticky, least],
         }
     }

@@ -348,10 +348,15 @@ impl Monitor {
 }
 
 /// The counters of the listeners of the load balancers served here
-/// (`lb/<id>/<listener>/{connections,bytes_in,bytes_out}`).
+/// (`lb/<id>/<listener>/{connections,bytes_in,bytes_out}`); those of a load balancer with
+/// replicas, summed over them, by the host of its first.
 fn listener_counters(lbs: &[Doc<LoadBalancer>], host_id: &str) -> Counters {
     let mut out = Counters::new();
-    for lb in lbs.iter().filter(|lb| lb.status.host == host_id) {
+    let reporter = |lb: &Doc<LoadBalancer>| match lb.status.replicas.first() {
+        Some(r) => r.host == host_id,
+        None => lb.status.host == host_id,
+    };
+    for lb in lbs.iter().filter(|lb| reporter(lb)) {
         for l in &lb.status.listeners {
             let base = format!("lb/{}/{}", lb.metadata.id, l.name);
             out.insert(format!("{base}/connections"), l.connections);

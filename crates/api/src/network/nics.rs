@@ -158,17 +158,19 @@ fn refuse_owned(nic: &Doc<NetworkInterface>) -> Result<()> {
     )
 }
 
-/// Creates the NIC holding load balancer `lb`'s virtual address in `subnet`, owned by it
-/// (`status.load_balancer`). On error nothing is left claimed.
+/// Creates a NIC of load balancer `lb` in `subnet`, named `<lb name>-<suffix>` and owned by
+/// it (`status.load_balancer`): its virtual address (`vip`) or a replica's (`r1`…). On
+/// error nothing is left claimed.
 pub(crate) async fn create_lb_nic(
     s: &AppState,
     lb: &Doc<yunhan_model::LoadBalancer>,
     subnet: &str,
+    suffix: &str,
 ) -> Result<Doc<NetworkInterface>> {
     let mut nic: Doc<NetworkInterface> = Resource {
         metadata: Metadata::new(
             new_id(NetworkInterface::ID_PREFIX),
-            format!("{}-vip", lb.metadata.name),
+            format!("{}-{suffix}", lb.metadata.name),
             lb.metadata.project.clone(),
         ),
         spec: NetworkInterfaceSpec {

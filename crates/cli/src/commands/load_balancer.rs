@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use yunhan_model::network::NetworkInterface;
 use yunhan_model::{
     Doc, ErrorCode, HealthKind, HealthMonitor, Instance, Kind, LbAlgorithm, LbMember, LbPhase,
-    LbProtocol, Listener, LoadBalancer, LoadBalancerSpec, Persistence,
+    LbProtocol, LbReplica, Listener, LoadBalancer, LoadBalancerSpec, Persistence,
 };
 
 use crate::client::{Answer, ClientError};
@@ -115,6 +115,12 @@ pub struct LbCreate {
     /// Also reachable from outside, through an elastic IP of the default external network
     #[arg(long)]
     pub external: bool,
+    /// Serve it from this many hosts at once (1-4; internal load balancers). Each replica
+    /// has an address of its own; the VPC's routers spread flows over them, every replica
+    /// picks the same member for the same flow, and a lost host's replica moves with its
+    /// flows to another host
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u8>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -496,6 +502,25 @@ const MEMBER_COLUMNS: &[Column<MemberRow>] = &[
     col!("HEALTH", health),
 ];
 
+/// `lb show`'s replicas: each one's own address (where members see its connections come
+/// from), host and phase, and the connections it balanced.
+const REPLICA_COLUMNS: &[Column<LbReplica>] = &[
+    col!("REPLICA", address),
+    col!("HOST", host),
+    col!("PHASE", phase),
+    Column {
+        header: "CONNECTIONS",
+        get: |r| {
+            r.listeners
+                .iter()
+                .map(|l| l.connections)
+                .sum::<u64>()
+                .to_string()
+        },
+    },
+    col!("MESSAGE", message),
+];
+
 pub(crate) async fn run(ctx: &Ctx, cmd: LbCommand) -> Result<(), ClientError> {
     match cmd {
         LbCommand::Common(Common::Show { name }) => {
@@ -548,6 +573,7 @@ async fn create(ctx: &Ctx, a: LbCreate) -> Result<(), ClientError> {
     let spec = LoadBalancerSpec {
         subnet: a.subnet,
         external: a.external,
+        replicas: a.replicas,
         listeners: Vec::new(),
     };
     let mut v = ctx.create::<LoadBalancer>(&a.name, spec).await?;
@@ -886,6 +912,10 @@ fn details(lb: &Doc<LoadBalancer>, names: &HashMap<String, String>) -> String {
     if lb.spec.listeners.is_empty() {
         return out;
     }
+    if !lb.status.replicas.is_empty() {
+        out.push('\n');
+        out.push_str(&table(REPLICA_COLUMNS, &lb.status.replicas));
+    }
     out.push('\n');
     out.push_str(&table(LISTENER_COLUMNS, &lb.spec.listeners));
     let members = member_rows(lb, names);
@@ -1107,6 +1137,7 @@ mod tests {
         LoadBalancerSpec {
             subnet: "sub-1".into(),
             external: true,
+            replicas: None,
             listeners: vec![http, tcp],
         }
     }

@@ -2027,6 +2027,32 @@ export interface components {
         };
         LbPhase: "Provisioning" | "Active" | "Failed";
         LbProtocol: "tcp" | "http" | "https" | "udp";
+        /** @description One replica of a load balancer: its port, its host, what that host serves. */
+        LbReplica: {
+            /**
+             * @description Its own address: members see its connections come from it.
+             * @default
+             */
+            address?: string;
+            /** @default  */
+            device?: string;
+            /** @description The host realising it (id), chosen by the controller. */
+            host?: string;
+            /** @description Its own counters and its own view of the members' health. */
+            listeners?: components["schemas"]["ListenerStatus"][];
+            /** @default  */
+            mac?: string;
+            message?: string;
+            /**
+             * @description Its NIC (owned by the load balancer) and the port as the agent plugs it.
+             * @default
+             */
+            nic?: string;
+            /** @default Provisioning */
+            phase?: components["schemas"]["LbPhase"];
+            /** @description The configuration its host serves (hash). */
+            served?: string;
+        };
         Listener: {
             /** @default round_robin */
             algorithm?: components["schemas"]["LbAlgorithm"];
@@ -2246,6 +2272,11 @@ export interface components {
              */
             external?: boolean;
             listeners?: components["schemas"]["Listener"][];
+            /**
+             * Format: uint8
+             * @description How many hosts serve it at once (1–4; left out: 1). With more than one, every router of the VPC spreads flows over the replicas (ECMP, by an L4 hash), each replica makes the same member choice for the same flow, and a lost replica's address moves with its flows to a surviving host (`replicas.rs`). Internal load balancers only, for now. Cannot change.
+             */
+            replicas?: number | null;
             /** @description The subnet of its virtual address (name or id; stored as the id). Cannot change. */
             subnet: string;
         };
@@ -2283,6 +2314,8 @@ export interface components {
              * @default 0
              */
             prefix_len?: number;
+            /** @description With `spec.replicas` above 1: each replica, where it runs and what it serves (the fields above then sum them up: see `replicas.rs`). */
+            replicas?: components["schemas"]["LbReplica"][];
             /** @description The configuration its host serves (hash), as the agent reports it. */
             served?: string;
             /** @default  */

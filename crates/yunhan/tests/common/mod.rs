@@ -754,6 +754,14 @@ impl Cluster {
         onebox::sh(&["ip", "-n", netns, "link", "set", "ext0", "down"]);
     }
 
+    /// Host `agent` of `lab` gone from the network: its agent killed (SIGKILL) and its
+    /// underlay link down (nothing on it reaches the other hosts any more).
+    pub fn cut_host(&mut self, lab: &yunhan_net::lab::Lab, agent: usize) {
+        self.agents[agent].kill9();
+        let netns = &lab.hosts[agent].netns;
+        onebox::sh(&["ip", "-n", netns, "link", "set", "eth0", "down"]);
+    }
+
     /// The first of the VMs `names` whose host is not agent `agent`'s.
     pub fn vm_not_on(&self, names: &[&str], agent: usize) -> Value {
         (names.iter())

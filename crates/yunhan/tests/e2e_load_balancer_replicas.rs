@@ -1,0 +1,234 @@
+//! One load balancer on two hosts at once (issue #16's ECMP, `lb create --replicas 2`),
+//! through the real binary on the two-host lab (etcd, two agents). Host 1 is drained
+//! first, so the client and both members run on host 2, and only a replica is on host 1.
+//! The client opens 12 long TCP connections to the virtual address, each sending a
+//! numbered line every second. The VPC's router spreads them over both replicas, and
+//! each connection's lines reach one member only. Then host 1 is lost (its agent killed,
+//! its underlay cut). Its replica moves, address and MAC, to host 2, and every connection
+//! goes on: each keeps sending to the same member. So the same 5-tuple reached the same
+//! member through either replica.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{console_text, eventually, guest_runs, serial_log, words};
+use serde_json::Value;
+
+/// How many long connections the client opens.
+const FLOWS: usize = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
+    let lab = common::two_host_lab("lbr");
+    let (_etcd, mut c) = common::lab_cloud(&lab).await;
+    let ok = |c: &common::Cluster, line: &str| c.ok(&words(line));
+    c.ok(&common::strs(&common::kernel_image_args("tiny")));
+    let hosts = ok(&c, "host list");
+    let lost_host = (hosts.as_array().unwrap().iter())
+        .find(|h| h["metadata"]["name"] == "node-1")
+        .map(|h| h["metadata"]["id"].as_str().unwrap().to_string())
+        .expect("node-1");
+    let lost = c.agent_of(&lost_host);
+    ok(&c, &format!("host drain {lost_host}"));
+    ok(&c, "vpc create net1 --cidr 10.10.0.0/16");
+    ok(&c, "subnet create s1 --vpc net1 --cidr 10.10.1.0/24");
+    ok(&c, "sg create open --vpc net1");
+    ok(
+        &c,
+        "sg rule add open --protocol tcp --port 9000 --cidr 10.10.0.0/16",
+    );
+    let mut vms = BTreeMap::new();
+    for vm in ["m1", "m2", "c1"] {
+        let line = format!("vm create {vm} --image tiny --flavor tiny --subnet s1 --security-group open --wait --timeout 120s");
+        let v = ok(&c, &line);
+        assert_ne!(
+            v["status"]["host"],
+            lost_host.as_str(),
+            "{vm} on the drained host"
+        );
+        vms.insert(vm, v);
+    }
+    let lb = ok(&c, "lb create lb1 --subnet s1 --replicas 2 --wait");
+    let replicas = lb["status"]["replicas"].as_array().unwrap().clone();
+    let on: Vec<&str> = replicas
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(on.len(), 2);
+    assert_ne!(on[0], on[1], "replicas on distinct hosts: {on:?}");
+    let gone = on.iter().position(|h| *h == lost_host).unwrap();
+    let vip = lb["status"]["address"].as_str().unwrap().to_string();
+
+    let minute = Duration::from_secs(60);
+    for vm in vms.values() {
+        eventually("the guest booted", Duration::from_secs(180), || async {
+            (console_text(&serial_log(vm)).contains("YUNHAN-READY")).then_some(())
+        })
+        .await;
+    }
+    // Each member appends whatever each connection sends to one file.
+    let serve = "[ -e /tmp/sink ] || { printf '#!/bin/sh\\ncat >> /tmp/got9\\n' > /tmp/sink; \
+                 chmod +x /tmp/sink; (nc -ll -p 9000 -e /tmp/sink &) ; } ; echo NC-$((40+2))";
+    for m in ["m1", "m2"] {
+        guest_runs(&vms[m], serve, "NC-42", minute).await;
+    }
+    ok(
+        &c,
+        "lb listener add lb1 --name long --protocol tcp --port 9000",
+    );
+    for m in ["m1", "m2"] {
+        ok(
+            &c,
+            &format!("lb member add lb1 --listener long --vm {m} --port 9000"),
+        );
+    }
+    eventually("the listener served by each replica", minute, || {
+        let lb = ok(&c, "lb show lb1");
+        async move { (lb["status"]["phase"] == "Active" && listed(&lb)).then_some(()) }
+    })
+    .await;
+    // Connection K sends `cK-1`, `cK-2`, … one a second (started once: the console may
+    // take the command twice).
+    let open = format!(
+        "[ -e /tmp/open ] || {{ touch /tmp/open; for k in $(seq {FLOWS}); do \
+         ( (i=0; while :; do i=$((i+1)); echo c$k-$i; sleep 1; done) | nc {vip} 9000 & ) ; \
+         done ; }} ; echo OPEN-$((40+2))"
+    );
+    guest_runs(&vms["c1"], &open, "OPEN-42", minute).await;
+    let mut round = 0;
+    let before = lines_per_flow(&vms, &mut round, |n| n.values().all(|k| *k >= 3)).await;
+    let through = eventually("every flow counted", minute, || {
+        let lb = ok(&c, "lb show lb1");
+        async move {
+            let per = connections(&lb);
+            (per.iter().sum::<u64>() >= FLOWS as u64).then_some(per)
+        }
+    })
+    .await;
+    assert!(
+        through.iter().all(|n| *n > 0),
+        "the router spreads flows over both replicas: {through:?}"
+    );
+
+    let t0 = Instant::now();
+    c.cut_host(&lab, lost);
+    eventually("the lost host's replica moved and active", minute, || {
+        let lb = ok(&c, "lb show lb1");
+        let lost_host = lost_host.clone();
+        async move {
+            let r = &lb["status"]["replicas"][gone];
+            (r["host"] != lost_host.as_str() && r["phase"] == "Active").then_some(())
+        }
+    })
+    .await;
+    let moved = t0.elapsed();
+    let at_move = lines_per_flow(&vms, &mut round, |_| true).await;
+    let after = lines_per_flow(&vms, &mut round, |n| {
+        n.iter()
+            .all(|(k, got)| *got >= at_move.get(k).map_or(0, |x| x.1) + 3)
+    })
+    .await;
+    for (k, (member, _)) in &before {
+        assert_eq!(after[k].0, *member, "flow {k} stays on its member");
+    }
+    eprintln!(
+        "replicas: {through:?} flows per replica; the lost host's replica active elsewhere \
+         {:.1} s after the loss; every flow carried data again within {:.1} s",
+        moved.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Whether every replica's Vortex serves the listener with its two members up.
+fn listed(lb: &Value) -> bool {
+    let replicas = lb["status"]["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    replicas.iter().all(|r| {
+        let l = &r["listeners"][0];
+        let members = l["members"].as_array().cloned().unwrap_or_default();
+        l["engine"] == "vortex-tc"
+            && members.len() == 2
+            && members.iter().all(|m| m["health"] == "up")
+    })
+}
+
+/// Each replica's balanced connections.
+fn connections(lb: &Value) -> Vec<u64> {
+    let replicas = lb["status"]["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (replicas.iter())
+        .map(|r| {
+            let ls = r["listeners"].as_array().cloned().unwrap_or_default();
+            ls.iter()
+                .map(|l| l["connections"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .collect()
+}
+
+/// Flow K → (the member its lines reach, how many), read from both members until `done`
+/// holds of the counts; no flow may reach both members.
+async fn lines_per_flow(
+    vms: &BTreeMap<&str, Value>,
+    round: &mut u32,
+    done: impl Fn(&BTreeMap<usize, usize>) -> bool,
+) -> BTreeMap<usize, (String, usize)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut per: BTreeMap<usize, (String, usize)> = BTreeMap::new();
+        for m in ["m1", "m2"] {
+            for (k, n) in counts(&vms[m], round).await {
+                if n == 0 {
+                    continue;
+                }
+                if let Some((other, _)) = per.insert(k, (m.to_string(), n)) {
+                    panic!("flow {k} reached {other} and {m}");
+                }
+            }
+        }
+        let counts: BTreeMap<usize, usize> = per.iter().map(|(k, v)| (*k, v.1)).collect();
+        if counts.len() == FLOWS && done(&counts) {
+            return per;
+        }
+        if Instant::now() > deadline {
+            for (name, vm) in vms {
+                let text = console_text(&serial_log(vm));
+                let tail = &text[text.len().saturating_sub(3000)..];
+                eprintln!("--- console of {name} ---\n{tail}");
+            }
+            panic!("flows never got there: {per:?}");
+        }
+    }
+}
+
+/// How many lines of each flow member `vm` got so far (its console, round `round`).
+async fn counts(vm: &Value, round: &mut u32) -> BTreeMap<usize, usize> {
+    *round += 1;
+    let r = *round;
+    let cmd = format!(
+        "echo CNT-$(({r}+1000)) $(for k in $(seq {FLOWS}); do printf '%s:%s,' $k \
+         $(grep -c \"^c$k-\" /tmp/got9 2>/dev/null); done) TNC"
+    );
+    let marker = format!("CNT-{} ", r + 1000);
+    guest_runs(vm, &cmd, &marker, Duration::from_secs(60)).await;
+    let text = eventually("the counts line", Duration::from_secs(30), || {
+        let text = console_text(&serial_log(vm));
+        let line = (text.lines())
+            .find(|l| l.contains(&marker) && l.contains("TNC"))
+            .map(str::to_string);
+        async move { line }
+    })
+    .await;
+    let body = text.split(&marker).nth(1).unwrap_or_default();
+    (body.split(',').filter_map(|kv| {
+        let (k, n) = kv.trim().split_once(':')?;
+        Some((k.parse().ok()?, n.trim().parse().ok()?))
+    }))
+    .collect()
+}
