@@ -618,18 +618,22 @@ mod tests {
                 .collect()
         })
     }
-    fn vips() -> impl Strategy<Value = Vec<Vip>> {
-        let raw = (
+    /// What a shared address (a VIP, an anycast) is drawn from: (garbage?, which garbage,
+    /// subnet, VPC, its ports).
+    type Shared = (bool, usize, usize, usize, Vec<usize>);
+    fn shared() -> impl Strategy<Value = Shared> {
+        (
             g(),
             0usize..9,
             0usize..7,
             0usize..4,
             prop::collection::vec(0usize..11, 0..3),
-            any::<bool>(),
-        );
-        list(raw, 0..3).prop_map(|v| {
+        )
+    }
+    fn vips() -> impl Strategy<Value = Vec<Vip>> {
+        list((shared(), any::<bool>()), 0..3).prop_map(|v| {
             v.into_iter()
-                .map(|(i, (bad, r, subnet, vpc, ports, held))| {
+                .map(|(i, ((bad, r, subnet, vpc, ports), held))| {
                     let ports: Vec<String> = ports.into_iter().map(|p| format!("p{p}")).collect();
                     Vip {
                         id: ident("i", i, bad && r < 3, r),
@@ -651,14 +655,7 @@ mod tests {
     }
 
     fn anycasts() -> impl Strategy<Value = Vec<Anycast>> {
-        let raw = (
-            g(),
-            0usize..9,
-            0usize..7,
-            0usize..4,
-            prop::collection::vec(0usize..11, 0..3),
-        );
-        list(raw, 0..3).prop_map(|v| {
+        list(shared(), 0..3).prop_map(|v| {
             v.into_iter()
                 .map(|(i, (bad, r, subnet, vpc, ports))| Anycast {
                     id: ident("a", i, bad && r < 3, r),

@@ -9,7 +9,7 @@
 //! (ARP for the address is answered in the host namespace, `realise/links.rs`.)
 use std::collections::BTreeMap;
 
-use super::observe::parse_json;
+use super::observe::{parse_json, route_dst};
 use super::{Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::plan::AnycastPlan;
 use serde_json::Value;
@@ -117,11 +117,7 @@ fn replace(dst: &str, hops: &Hops) -> String {
 fn observed(v: &[Value]) -> Routes {
     v.iter()
         .filter_map(|r| {
-            let dst = match r["dst"].as_str()? {
-                "default" => "0.0.0.0/0".to_string(),
-                d if d.contains('/') => d.to_string(),
-                d => format!("{d}/32"),
-            };
+            let dst = route_dst(r)?;
             let via = |h: &Value| {
                 Some((
                     h["gateway"].as_str()?.to_string(),

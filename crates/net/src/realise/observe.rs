@@ -131,6 +131,16 @@ pub(super) fn fdb_of(v: &[Value]) -> (Tunnels, Masters) {
 }
 
 /// Routes of a table as canonical `dst [via gw] dev dev` lines.
+/// A route's destination as `ip -j route` lists it, as a CIDR (`default` → `0.0.0.0/0`,
+/// a bare address → `/32`).
+pub(super) fn route_dst(r: &Value) -> Option<String> {
+    Some(match r["dst"].as_str()? {
+        "default" => "0.0.0.0/0".to_string(),
+        d if d.contains('/') => d.to_string(),
+        d => format!("{d}/32"),
+    })
+}
+
 pub(super) fn routes_of(v: &[Value]) -> BTreeSet<String> {
     v.iter()
         .filter_map(|r| {

@@ -6,7 +6,7 @@
 //! that are not planned go.
 use std::collections::BTreeSet;
 
-use super::observe::parse_json;
+use super::observe::{parse_json, route_dst};
 use super::{Batch, Cmd, RealiseError, Realiser, Runner};
 use crate::addr::Ipv4Cidr;
 use crate::plan::{RouteAction, RouteTablePlan, ROUTER_TABLE_ROUTES};
@@ -87,11 +87,7 @@ fn routes_in_our_tables(v: &[Value]) -> Want {
             if !ours.contains(&table) {
                 return None;
             }
-            let dst = match r["dst"].as_str()? {
-                "default" => "0.0.0.0/0".to_string(),
-                d if d.contains('/') => d.to_string(),
-                d => format!("{d}/32"),
-            };
+            let dst = route_dst(r)?;
             let dst: Ipv4Cidr = dst.parse().ok()?;
             let m = r["metric"].as_u64().unwrap_or(0);
             let key = match (r["type"].as_str(), r["gateway"].as_str(), r["dev"].as_str()) {
