@@ -502,16 +502,21 @@ fn banner_server(ns: &str, addr: Ipv4Addr, port: u16, banner: Option<&str>) {
     });
 }
 
+/// The line a connected [`banner_server`] sent, if any (within a second).
+fn line_of(mut s: TcpStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut line = String::new();
+    let read = s.read_to_string(&mut line).is_ok() && !line.is_empty();
+    read.then(|| line.trim().to_string())
+}
+
 /// The line a [`banner_server`] answers, retrying until `deadline`.
 fn banner(ns: &str, addr: Ipv4Addr, port: u16, deadline: Duration) -> Option<String> {
     let end = Instant::now() + deadline;
     loop {
-        if let Some(mut s) = connect(ns, addr, port, Duration::from_millis(700)) {
-            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-            let mut line = String::new();
-            if s.read_to_string(&mut line).is_ok() && !line.is_empty() {
-                return Some(line.trim().to_string());
-            }
+        let got = connect(ns, addr, port, Duration::from_millis(700)).and_then(line_of);
+        if got.is_some() {
+            return got;
         }
         if Instant::now() >= end {
             return None;
@@ -873,12 +878,9 @@ fn banner_from(
             Ok(TcpStream::from(fd))
         })
         .expect("netns");
-        if let Ok(mut s) = attempt {
-            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-            let mut line = String::new();
-            if s.read_to_string(&mut line).is_ok() && !line.is_empty() {
-                return Some(line.trim().to_string());
-            }
+        let got = attempt.ok().and_then(line_of);
+        if got.is_some() {
+            return got;
         }
         if Instant::now() >= end {
             return None;
