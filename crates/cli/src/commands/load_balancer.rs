@@ -1263,6 +1263,33 @@ mod tests {
     }
 
     #[test]
+    fn show_prints_each_replica() {
+        let mut lb = doc("Active");
+        lb.spec.listeners.truncate(1);
+        let replica = |address: &str, host: &str, phase, conns| LbReplica {
+            address: address.into(),
+            host: host.into(),
+            phase,
+            listeners: vec![yunhan_model::ListenerStatus {
+                connections: conns,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        lb.status.replicas = vec![
+            replica("10.0.1.3", "host-a", LbPhase::Active, 12),
+            replica("10.0.1.4", "host-b", LbPhase::Provisioning, 0),
+        ];
+        let shown = details(&lb, &HashMap::new());
+        let replicas = shown.trim_start().split("\n\n").next().unwrap_or_default();
+        insta::assert_snapshot!(replicas, @r"
+        REPLICA   HOST    PHASE         CONNECTIONS  MESSAGE
+        10.0.1.3  host-a  Active        12           -
+        10.0.1.4  host-b  Provisioning  0            -
+        ");
+    }
+
+    #[test]
     fn create_waits_until_active_or_failed() {
         assert_eq!(active("lb1", Some(&doc("Provisioning"))), None);
         assert_eq!(active("lb1", Some(&doc("Active"))), Some(Ok(())));
