@@ -289,10 +289,14 @@ impl Report {
         let message = self.failure.clone().unwrap_or_default();
         let served = self.served.clone().unwrap_or_default();
         let listeners = self.listeners.clone();
-        match replica.and_then(|i| st.replicas.get_mut(i)) {
-            Some(r) => {
-                (r.phase, r.message, r.served, r.listeners) = (phase, message, served, listeners);
-                st.sum_replicas();
+        match replica {
+            // A replica that is gone meanwhile has nothing to report into.
+            Some(i) => {
+                if let Some(r) = st.replicas.get_mut(i) {
+                    (r.phase, r.message, r.served, r.listeners) =
+                        (phase, message, served, listeners);
+                    st.sum_replicas();
+                }
             }
             None => {
                 (st.phase, st.message, st.served, st.listeners) =

@@ -721,3 +721,25 @@ async fn replicas_here_are_realised_each_with_its_own_port() {
         assert!(!namespace::exists(&f.netns(&key)), "{key}");
     }
 }
+
+#[test]
+fn unit_keys_name_the_load_balancer_and_its_replica() {
+    let lb = doc("lb-abc", 10, "d", spec());
+    for replica in [None, Some(0), Some(11)] {
+        let u = Unit {
+            lb: lb.clone(),
+            replica,
+        };
+        assert_eq!(
+            Unit::parse_key(&u.key()),
+            ("lb-abc", replica),
+            "{}",
+            u.key()
+        );
+    }
+    assert_eq!(
+        Unit::parse_key("lb-abc.r0"),
+        ("lb-abc.r0", None),
+        "replicas count from 1"
+    );
+}
