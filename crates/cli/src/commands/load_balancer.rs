@@ -38,6 +38,7 @@ pub use rule::RuleCommand;
 ///   yunhan lb show lb1                                  # listeners, members, health
 ///   yunhan lb member drain lb1 --listener http --vm w2   # no new connections to w2
 ///   yunhan lb member remove lb1 --listener http --vm w2
+///   yunhan lb create lb2 --subnet s1 --replicas 2 --wait  # internal, on two hosts at once
 #[derive(Subcommand, Debug, Clone)]
 #[command(verbatim_doc_comment)]
 pub enum LbCommand {
