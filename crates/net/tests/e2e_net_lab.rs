@@ -502,6 +502,14 @@ fn banner_server(ns: &str, addr: Ipv4Addr, port: u16, banner: Option<&str>) {
     });
 }
 
+/// The anycast routes (ours: protocol 121) of router namespace `rns`.
+fn anycast_routes(lab: &Lab, rns: &str) -> String {
+    let o = lab
+        .exec(rns, &["ip", "route", "show", "proto", "121"])
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The line a connected [`banner_server`] sent, if any (within a second).
 fn line_of(mut s: TcpStream) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -1017,11 +1025,7 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
         .collect();
     // Every router holds the equal-cost route, tagged as ours.
     for rns in &routers {
-        let o = w
-            .lab
-            .exec(rns, &["ip", "route", "show", "proto", "121"])
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
+        let text = anycast_routes(&w.lab, rns);
         for hop in ["nexthop via 10.0.1.21", "nexthop via 10.0.1.22"] {
             assert!(text.contains(hop), "{rns}: {text}");
         }
@@ -1137,11 +1141,7 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
     m.anycasts[0].ports = vec!["r1".into()];
     assert!(w.apply(&m) > 0);
     for rns in &routers {
-        let o = w
-            .lab
-            .exec(rns, &["ip", "route", "show", "proto", "121"])
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
+        let text = anycast_routes(&w.lab, rns);
         assert!(
             text.contains("10.0.1.100 via 10.0.1.21 dev") && !text.contains("10.0.1.22"),
             "{rns}: {text}"

@@ -937,13 +937,7 @@ async fn e2e_load_balancer_host_lost_keeps_layer_4_flows() {
         &c,
         &format!("external-network create ext --cidr {cidr} --gateway 203.0.113.1 --device ext0"),
     );
-    ok(&c, "vpc create net1 --cidr 10.10.0.0/16");
-    ok(&c, "subnet create s1 --vpc net1 --cidr 10.10.1.0/24");
-    ok(&c, "sg create open --vpc net1");
-    ok(
-        &c,
-        "sg rule add open --protocol tcp --port 9000 --cidr 10.10.0.0/16",
-    );
+    c.vpc_open_on_9000();
     ok(&c, "placement-group create spread --policy hard");
     for vm in ["m1", "m2"] {
         let line = format!("vm create {vm} --image tiny --flavor tiny --subnet s1 --security-group open --placement-group spread --wait --timeout 120s");

@@ -32,13 +32,7 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
         .expect("node-1");
     let lost = c.agent_of(&lost_host);
     ok(&c, &format!("host drain {lost_host}"));
-    ok(&c, "vpc create net1 --cidr 10.10.0.0/16");
-    ok(&c, "subnet create s1 --vpc net1 --cidr 10.10.1.0/24");
-    ok(&c, "sg create open --vpc net1");
-    ok(
-        &c,
-        "sg rule add open --protocol tcp --port 9000 --cidr 10.10.0.0/16",
-    );
+    c.vpc_open_on_9000();
     let mut vms = BTreeMap::new();
     for vm in ["m1", "m2", "c1"] {
         let line = format!("vm create {vm} --image tiny --flavor tiny --subnet s1 --security-group open --wait --timeout 120s");

@@ -754,6 +754,19 @@ impl Cluster {
         onebox::sh(&["ip", "-n", netns, "link", "set", "ext0", "down"]);
     }
 
+    /// VPC `net1` (10.10.0.0/16) with subnet `s1` (10.10.1.0/24) and group `open`, which
+    /// lets TCP port 9000 in from the VPC.
+    pub fn vpc_open_on_9000(&self) {
+        for line in [
+            "vpc create net1 --cidr 10.10.0.0/16",
+            "subnet create s1 --vpc net1 --cidr 10.10.1.0/24",
+            "sg create open --vpc net1",
+            "sg rule add open --protocol tcp --port 9000 --cidr 10.10.0.0/16",
+        ] {
+            self.ok(&words(line));
+        }
+    }
+
     /// Host `agent` of `lab` gone from the network: its agent killed (SIGKILL) and its
     /// underlay link down (nothing on it reaches the other hosts any more).
     pub fn cut_host(&mut self, lab: &yunhan_net::lab::Lab, agent: usize) {
