@@ -1046,6 +1046,57 @@ mod tests {
         assert!(d.plans["hst-1"].ports.is_empty());
     }
 
+    /// A load balancer with replicas: its replicas' NICs are ports on distinct hosts, its
+    /// address an anycast served by them (its own NIC no port). Another one whose address
+    /// the model refuses (a port holds it) has every replica `Failed` with the reason, and
+    /// the first is realised all the same.
+    #[test]
+    fn replicated_load_balancers_are_anycast_and_a_refused_one_fails_alone() {
+        let mut inp = inputs(&[], &[(5, 0, true)]);
+        for h in &mut inp.hosts {
+            h.status.phase = yunhan_model::HostPhase::Ready;
+        }
+        let mut lb = |id: &str, vip: u8, replicas: [u8; 2]| {
+            let ip = |last| Ipv4Addr::new(10, 10, 1, last);
+            let vip_nic = format!("{id}-vip");
+            inp.nics.push(nic(&vip_nic, "sn-0", ip(vip), None));
+            let mut d: Doc<LoadBalancer> = doc(id, Default::default());
+            d.spec.subnet = "sn-0".into();
+            (d.status.vpc, d.status.nic) = ("vpc-1".into(), vip_nic);
+            d.status.address = ip(vip).to_string();
+            for (i, last) in replicas.into_iter().enumerate() {
+                let n = nic(&format!("{id}-r{i}"), "sn-0", ip(last), None);
+                d.status.replicas.push(yunhan_model::LbReplica {
+                    nic: n.metadata.id.clone(),
+                    address: n.status.ip.clone(),
+                    ..Default::default()
+                });
+                inp.nics.push(n);
+            }
+            inp.load_balancers.push(d);
+        };
+        lb("lb-good", 20, [21, 22]);
+        lb("lb-bad", 5, [23, 24]);
+        let d = decide(inp, UNDERLAY_MTU).unwrap();
+        let ok = |h: &str| Ok(h.to_string());
+        assert_eq!(d.lb_hosts["lb-good"], [ok("hst-1"), ok("hst-2")]);
+        let ports: Vec<&str> = d.model.ports.iter().map(|p| p.id.as_str()).collect();
+        assert!(!ports.contains(&"lb-good-vip"), "{ports:?}");
+        for h in ["hst-1", "hst-2"] {
+            let anycasts = &d.plans[h].vpcs[0].anycasts;
+            assert_eq!(anycasts.len(), 1, "{h}: {anycasts:?}");
+            assert_eq!(anycasts[0].next_hops.len(), 2, "{h}");
+        }
+        for placed in &d.lb_hosts["lb-bad"] {
+            assert!(
+                placed
+                    .as_ref()
+                    .is_err_and(|why| why.starts_with("its address: ")),
+                "{placed:?}"
+            );
+        }
+    }
+
     /// Issue #15: legs come from the devices agents report; NAT gateways go to a Ready
     /// host with a leg; a network on the hosts themselves is everywhere, on its bridge.
     #[test]
