@@ -81,8 +81,12 @@ struct Previous {
     t: u64,
     vms: BTreeMap<String, VmReading>,
     host: HostReading,
-    /// The listeners of the load balancers served here, the elastic IPs realised here.
-    counters: Counters,
+    /// The listeners of the load balancers served here (their totals move with the load
+    /// balancer, so a listener first seen here counts from its next reading).
+    listeners: Counters,
+    /// The elastic IPs realised here: the router's rules count from zero when made, so an
+    /// address first seen here counts from zero (its traffic since it was bound or rebound).
+    eips: Counters,
 }
 
 /// The collector: what one collection needs from the agent, and the previous readings.
@@ -227,20 +231,26 @@ impl Monitor {
         }
         groups.push(host_group);
         let lbs = objects.list_all::<LoadBalancer>(None).await?;
-        let mut counters = listener_counters(&lbs, &self.host_id);
-        if let Some(plan) = self.plan(objects).await? {
-            let prefix = crate::network::router_prefix(self.netns.as_deref());
-            counters.extend(read::eip_counters(&plan, &prefix).await);
-        }
+        let listeners = listener_counters(&lbs, &self.host_id);
+        let eips = match self.plan(objects).await? {
+            Some(plan) => {
+                let prefix = crate::network::router_prefix(self.netns.as_deref());
+                read::eip_counters(&plan, &prefix).await
+            }
+            None => Counters::new(),
+        };
         if let Some(p) = &self.before {
-            let samples = rates::counter_samples(&p.counters, &counters, secs, false);
-            groups.push(samples.into_iter().map(|(n, v)| (n, t, v)).collect());
+            let samples = (rates::counter_samples(&p.listeners, &listeners, secs, false))
+                .into_iter()
+                .chain(rates::counter_samples(&p.eips, &eips, secs, true));
+            groups.push(samples.map(|(n, v)| (n, t, v)).collect());
         }
         self.before = Some(Previous {
             t,
             vms,
             host,
-            counters,
+            listeners,
+            eips,
         });
         self.record(&groups)?;
         self.latest.replace(&groups.concat());
