@@ -341,7 +341,7 @@ fn map_ports(
     for n in inp
         .nics
         .iter()
-        .filter(|n| !anycast.contains(n.metadata.id.as_str()))
+        .filter(|n| !anycast.contains_key(n.metadata.id.as_str()))
     {
         let (Ok(ip), Ok(mac)) = (
             n.status.ip.parse::<Ipv4Addr>(),
@@ -387,9 +387,11 @@ fn gateway_eips(inp: &Inputs) -> HashSet<&str> {
     gateways.map(|g| g.spec.elastic_ip.as_str()).collect()
 }
 
-/// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's).
+/// Elastic IPs not used by a NAT gateway (a gateway's address is the gateway's); one
+/// bound to the address NIC of a load balancer with replicas is bound to its anycast.
 fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
     let of_gateways = gateway_eips(inp);
+    let anycast = lb_anycast_nics(inp);
     let mut out = Vec::new();
     for e in inp
         .eips
@@ -403,7 +405,8 @@ fn map_eips(inp: &Inputs, failed: &mut Failed) -> Vec<net::ElasticIp> {
         out.push(net::ElasticIp {
             id: e.metadata.id.clone(),
             address,
-            port: e.spec.nic.clone(),
+            port: (e.spec.nic.as_deref())
+                .map(|nic| anycast.get(nic).map_or(nic, |lb| *lb).to_string()),
             bandwidth_mbit: e.spec.bandwidth_mbit,
         });
     }
@@ -532,19 +535,27 @@ pub fn unrealised_eips(m: &NetworkModel, names: &HashMap<String, String>) -> Vec
         .iter()
         .filter_map(|p| Some((p.id.as_str(), p.host.as_deref()?)))
         .collect();
+    // What serves each address: its NIC's host, or every host of an anycast's ports.
+    let mut serving: HashMap<&str, (Vec<&str>, &str)> = host_of
+        .iter()
+        .map(|(port, host)| (*port, (vec![*host], "of its NIC")))
+        .collect();
+    for a in &m.anycasts {
+        let hosts = a.ports.iter().filter_map(|p| host_of.get(p.as_str()).copied());
+        serving.insert(&a.id, (hosts.collect(), "of one of its replicas"));
+    }
     m.elastic_ips
         .iter()
         .filter_map(|e| {
-            let host = host_of.get(e.port.as_deref()?)?;
+            let (hosts, whose) = serving.get(e.port.as_deref()?)?;
             let x = m.external_of(e.address)?;
-            (!x.legs.iter().any(|l| l.host == *host)).then(|| {
-                let why = format!(
-                    "host {host:?} of its NIC has no leg on external network {} ({}): its agent reports none of the network's devices",
-                    names.get(&x.id).unwrap_or(&x.id),
-                    x.cidr
-                );
-                (e.id.clone(), why)
-            })
+            let host = hosts.iter().find(|h| !x.legs.iter().any(|l| l.host == **h))?;
+            let why = format!(
+                "host {host:?} {whose} has no leg on external network {} ({}): its agent reports none of the network's devices",
+                names.get(&x.id).unwrap_or(&x.id),
+                x.cidr
+            );
+            Some((e.id.clone(), why))
         })
         .collect()
 }
@@ -1046,37 +1057,46 @@ mod tests {
         assert!(d.plans["hst-1"].ports.is_empty());
     }
 
+    /// Two Ready hosts, a VM on each and a NIC of the first (10.10.1.5).
+    fn ready_inputs() -> Inputs {
+        let mut inp = inputs(&[], &[(5, 0, true)]);
+        for h in &mut inp.hosts {
+            h.status.phase = yunhan_model::HostPhase::Ready;
+        }
+        inp
+    }
+
+    /// Load balancer `id` in sn-0 with its address NIC `<id>-vip` (10.10.1.`vip`) and two
+    /// replicas, `<id>-r0` and `<id>-r1` (10.10.1.`replicas[i]`).
+    fn replicated_lb(inp: &mut Inputs, id: &str, vip: u8, replicas: [u8; 2]) {
+        let ip = |last| Ipv4Addr::new(10, 10, 1, last);
+        let vip_nic = format!("{id}-vip");
+        inp.nics.push(nic(&vip_nic, "sn-0", ip(vip), None));
+        let mut d: Doc<LoadBalancer> = doc(id, Default::default());
+        d.spec.subnet = "sn-0".into();
+        (d.status.vpc, d.status.nic) = ("vpc-1".into(), vip_nic);
+        d.status.address = ip(vip).to_string();
+        for (i, last) in replicas.into_iter().enumerate() {
+            let n = nic(&format!("{id}-r{i}"), "sn-0", ip(last), None);
+            d.status.replicas.push(yunhan_model::LbReplica {
+                nic: n.metadata.id.clone(),
+                address: n.status.ip.clone(),
+                ..Default::default()
+            });
+            inp.nics.push(n);
+        }
+        inp.load_balancers.push(d);
+    }
+
     /// A load balancer with replicas: its replicas' NICs are ports on distinct hosts, its
     /// address an anycast served by them (its own NIC no port). Another one whose address
     /// the model refuses (a port holds it) has every replica `Failed` with the reason, and
     /// the first is realised all the same.
     #[test]
     fn replicated_load_balancers_are_anycast_and_a_refused_one_fails_alone() {
-        let mut inp = inputs(&[], &[(5, 0, true)]);
-        for h in &mut inp.hosts {
-            h.status.phase = yunhan_model::HostPhase::Ready;
-        }
-        let mut lb = |id: &str, vip: u8, replicas: [u8; 2]| {
-            let ip = |last| Ipv4Addr::new(10, 10, 1, last);
-            let vip_nic = format!("{id}-vip");
-            inp.nics.push(nic(&vip_nic, "sn-0", ip(vip), None));
-            let mut d: Doc<LoadBalancer> = doc(id, Default::default());
-            d.spec.subnet = "sn-0".into();
-            (d.status.vpc, d.status.nic) = ("vpc-1".into(), vip_nic);
-            d.status.address = ip(vip).to_string();
-            for (i, last) in replicas.into_iter().enumerate() {
-                let n = nic(&format!("{id}-r{i}"), "sn-0", ip(last), None);
-                d.status.replicas.push(yunhan_model::LbReplica {
-                    nic: n.metadata.id.clone(),
-                    address: n.status.ip.clone(),
-                    ..Default::default()
-                });
-                inp.nics.push(n);
-            }
-            inp.load_balancers.push(d);
-        };
-        lb("lb-good", 20, [21, 22]);
-        lb("lb-bad", 5, [23, 24]);
+        let mut inp = ready_inputs();
+        replicated_lb(&mut inp, "lb-good", 20, [21, 22]);
+        replicated_lb(&mut inp, "lb-bad", 5, [23, 24]);
         let d = decide(inp, UNDERLAY_MTU).unwrap();
         let ok = |h: &str| Ok(h.to_string());
         assert_eq!(d.lb_hosts["lb-good"], [ok("hst-1"), ok("hst-2")]);
@@ -1095,6 +1115,42 @@ mod tests {
                 "{placed:?}"
             );
         }
+    }
+
+    /// An elastic IP on the address NIC of a load balancer with replicas is bound to its
+    /// anycast: both replicas' hosts realise it, the first replica's answers for it. With
+    /// a replica's host that has no leg on its external network, it fails saying which.
+    #[test]
+    fn an_elastic_ip_on_a_replicated_load_balancer_is_its_anycasts() {
+        let mut inp = ready_inputs();
+        replicated_lb(&mut inp, "lb-1", 20, [21, 22]);
+        inp.externals.push(pool("ext", "203.0.113.0/24"));
+        inp.eips.push(eip("eip-lb", "203.0.113.10", Some("lb-1-vip")));
+        let ext0 = |inp: &mut Inputs, h: &str| {
+            let devices = ["eth0", "ext0"].iter().map(|d| d.to_string()).collect();
+            inp.devices.insert(h.into(), devices);
+        };
+        ext0(&mut inp, "hst-2");
+        let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
+        assert_eq!(d.model.elastic_ips[0].port.as_deref(), Some("lb-1"));
+        let first = d.lb_hosts["lb-1"][0].clone().unwrap();
+        let why = d.reason(ObjectKind::ElasticIp, "eip-lb").unwrap_or_default();
+        assert!(
+            why.starts_with(&format!("host {first:?} of one of its replicas has no leg")),
+            "{why}"
+        );
+        ext0(&mut inp, "hst-1");
+        let d = decide(inp, UNDERLAY_MTU).unwrap();
+        assert_eq!(d.reason(ObjectKind::ElasticIp, "eip-lb"), None);
+        for h in ["hst-1", "hst-2"] {
+            let eips = &d.plans[h].elastic_ips;
+            assert_eq!(eips.len(), 1, "{h}: {eips:?}");
+            assert_eq!(eips[0].private_ip, Ipv4Addr::new(10, 10, 1, 20), "{h}");
+        }
+        assert_eq!(
+            d.realised_on(ObjectKind::ElasticIp, "eip-lb"),
+            Some(first.as_str())
+        );
     }
 
     /// Issue #15: legs come from the devices agents report; NAT gateways go to a Ready

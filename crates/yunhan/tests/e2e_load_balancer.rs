@@ -764,8 +764,8 @@ async fn e2e_load_balancer_bad_input() {
             "1 to 4 replicas",
         ),
         (
-            serde_json::json!({"subnet": "s1", "replicas": 2, "external": true}),
-            "internal load balancers",
+            serde_json::json!({"subnet": "s1", "replicas": 0, "external": true}),
+            "not 0",
         ),
     ] {
         let (s, v) = cloud.post(&t.token, "load-balancers", "rep", spec).await;

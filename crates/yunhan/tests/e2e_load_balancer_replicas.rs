@@ -1,30 +1,48 @@
-//! One load balancer on two hosts at once (issue #16's ECMP, `lb create --replicas 2`),
-//! through the real binary on the two-host lab (etcd, two agents). Host 1 is drained
-//! first, so the client and both members run on host 2, and only a replica is on host 1.
-//! The client opens 12 long TCP connections to the virtual address, each sending a
-//! numbered line every second. The VPC's router spreads them over both replicas, and
-//! each connection's lines reach one member only. Then host 1 is lost (its agent killed,
-//! its underlay cut). Its replica moves, address and MAC, to host 2, and every connection
-//! goes on: each keeps sending to the same member. So the same 5-tuple reached the same
-//! member through either replica.
+//! One load balancer on two hosts at once (issue #16's ECMP, `lb create --replicas 2
+//! --external`), through the real binary on the two-host lab (etcd, two agents, an
+//! external network with an "outside" namespace). Host 1 is drained first, so the client
+//! VM and both members run on host 2, and only a replica is on host 1.
+//! The client VM opens 12 long TCP connections to the virtual address, and the outside
+//! 12 more to the elastic IP, each sending a numbered line every second. The VPC's
+//! routers spread both sets over both replicas (the outside's through the first replica's
+//! host, where the elastic IP is answered), and each connection's lines reach one member
+//! only. Then host 1 is lost (its agent killed, its underlay cut). Its replica moves,
+//! address and MAC, to host 2 (and the elastic IP with it if it was answered there), and
+//! every connection goes on: each keeps sending to the same member. So the same 5-tuple
+//! reached the same member through either replica.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{console_text, eventually, guest_runs, serial_log, words};
 use serde_json::Value;
 
-/// How many long connections the client opens.
-const FLOWS: usize = 12;
+/// How many long connections the client VM opens (flows 1 to 12), and the outside
+/// (flows 13 to 24).
+const INSIDE: usize = 12;
+const FLOWS: usize = 2 * INSIDE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     let lab = common::two_host_lab("lbr");
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let outside = lab
+        .add_external(
+            "203.0.113.0/24".parse().unwrap(),
+            ip("203.0.113.1"),
+            &[ip("203.0.113.201"), ip("203.0.113.202")],
+        )
+        .unwrap();
     let (_etcd, mut c) = common::lab_cloud(&lab).await;
     let ok = |c: &common::Cluster, line: &str| c.ok(&words(line));
     c.ok(&common::strs(&common::kernel_image_args("tiny")));
+    ok(&c, "external-network create ext --cidr 203.0.113.0/24 --gateway 203.0.113.1 --device ext0");
     let hosts = ok(&c, "host list");
     let lost_host = (hosts.as_array().unwrap().iter())
         .find(|h| h["metadata"]["name"] == "node-1")
@@ -44,7 +62,7 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
         );
         vms.insert(vm, v);
     }
-    let lb = ok(&c, "lb create lb1 --subnet s1 --replicas 2 --wait");
+    let lb = ok(&c, "lb create lb1 --subnet s1 --replicas 2 --external --wait");
     let replicas = lb["status"]["replicas"].as_array().unwrap().clone();
     let on: Vec<&str> = replicas
         .iter()
@@ -54,6 +72,7 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     assert_ne!(on[0], on[1], "replicas on distinct hosts: {on:?}");
     let gone = on.iter().position(|h| *h == lost_host).unwrap();
     let vip = lb["status"]["address"].as_str().unwrap().to_string();
+    let eip = ip(lb["status"]["external_address"].as_str().unwrap());
 
     let minute = Duration::from_secs(60);
     for vm in vms.values() {
@@ -88,23 +107,24 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     let open = format!(
         "[ -e /tmp/open ] || {{ touch /tmp/open; for k in $(seq {FLOWS}); do \
          ( (i=0; while :; do i=$((i+1)); echo c$k-$i; sleep 1; done) | nc {vip} 9000 & ) ; \
-         done ; }} ; echo OPEN-$((40+2))"
+         done ; }} ; echo OPEN-$((40+2))",
+        FLOWS = INSIDE
     );
     guest_runs(&vms["c1"], &open, "OPEN-42", minute).await;
+    let inside = counted(&c, INSIDE).await;
+    assert!(
+        inside.iter().all(|n| *n > 0),
+        "the router spreads the client VM's flows over both replicas: {inside:?}"
+    );
+    let _outside = OutsideFlows::open(&outside, eip, INSIDE + 1..=FLOWS).await;
+    let through = counted(&c, FLOWS).await;
+    let from_outside: Vec<u64> = through.iter().zip(&inside).map(|(a, b)| a - b).collect();
+    assert!(
+        from_outside.iter().all(|n| *n > 0),
+        "the elastic IP's host spreads the outside's flows over both replicas: {from_outside:?}"
+    );
     let mut round = 0;
     let before = lines_per_flow(&vms, &mut round, |n| n.values().all(|k| *k >= 3)).await;
-    let through = eventually("every flow counted", minute, || {
-        let lb = ok(&c, "lb show lb1");
-        async move {
-            let per = connections(&lb);
-            (per.iter().sum::<u64>() >= FLOWS as u64).then_some(per)
-        }
-    })
-    .await;
-    assert!(
-        through.iter().all(|n| *n > 0),
-        "the router spreads flows over both replicas: {through:?}"
-    );
 
     let t0 = Instant::now();
     c.cut_host(&lab, lost);
@@ -128,11 +148,68 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
         assert_eq!(after[k].0, *member, "flow {k} stays on its member");
     }
     eprintln!(
-        "replicas: {through:?} flows per replica; the lost host's replica active elsewhere \
+        "replicas: {inside:?} inside and {from_outside:?} outside flows per replica; the \
+         lost host's replica active elsewhere \
          {:.1} s after the loss; every flow carried data again within {:.1} s",
         moved.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// Each replica's balanced connections, once they add up to `flows`.
+async fn counted(c: &common::Cluster, flows: usize) -> Vec<u64> {
+    eventually("every flow counted", Duration::from_secs(60), || {
+        let lb = c.ok(&["lb", "show", "lb1"]);
+        async move {
+            let per = connections(&lb);
+            (per.iter().sum::<u64>() >= flows as u64).then_some(per)
+        }
+    })
+    .await
+}
+
+/// Long connections from the outside namespace to the elastic IP: flow K sends `cK-1`,
+/// `cK-2`, … one a second (from a thread of its own) until dropped.
+struct OutsideFlows {
+    stop: Arc<AtomicBool>,
+}
+
+impl OutsideFlows {
+    /// Connects once the elastic IP answers (a first connection that succeeds, then
+    /// closed, shows it does), then starts the flows.
+    async fn open(ns: &str, eip: Ipv4Addr, flows: std::ops::RangeInclusive<usize>) -> Self {
+        let connect = |ns: &str| {
+            yunhan_net::lab::Lab::in_netns(ns, move || {
+                TcpStream::connect_timeout(&(eip, 9000).into(), Duration::from_secs(2))
+            })
+            .expect("the outside namespace")
+        };
+        eventually("the elastic IP answers", Duration::from_secs(60), || {
+            let up = connect(ns).is_ok();
+            async move { up.then_some(()) }
+        })
+        .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        for k in flows {
+            let mut conn = connect(ns).unwrap_or_else(|e| panic!("outside flow {k}: {e}"));
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for i in 1.. {
+                    if stop.load(Ordering::Relaxed) || writeln!(conn, "c{k}-{i}").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+        OutsideFlows { stop }
+    }
+}
+
+impl Drop for OutsideFlows {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Whether every replica's Vortex serves the listener with its two members up.

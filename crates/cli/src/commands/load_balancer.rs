@@ -116,10 +116,11 @@ pub struct LbCreate {
     /// Also reachable from outside, through an elastic IP of the default external network
     #[arg(long)]
     pub external: bool,
-    /// Serve it from this many hosts at once (1-4; internal load balancers). Each replica
-    /// has an address of its own; the VPC's routers spread flows over them, every replica
-    /// picks the same member for the same flow, and a lost host's replica moves with its
-    /// flows to another host
+    /// Serve it from this many hosts at once (1-4). Each replica has an address of its
+    /// own; the VPC's routers spread flows over them, every replica picks the same member
+    /// for the same flow, and a lost host's replica moves with its flows to another host.
+    /// With --external, outside traffic enters through the first replica's host and each
+    /// replica answers through its own
     #[arg(long, value_name = "N")]
     pub replicas: Option<u8>,
     #[command(flatten)]

@@ -356,7 +356,7 @@ const loadBalancers: KindDef<'load-balancers'> = {
   columns: [nameCol(), phaseCol(), textCol('Address', (o) => o.status.address), textCol('External', (o) => o.status.external_address || (o.spec.external ? '…' : '—')), textCol('Listeners', (o) => (o.spec.listeners ?? []).map((l) => `${l.protocol}:${l.port}`).join(', ')), textCol('Hosts', (o) => o.status.host || '—'), ageCol()],
   fields: [
     NAME, { name: 'subnet', label: 'Subnet', type: 'select', ref: 'subnets', required: true }, { name: 'external', label: 'Reachable from outside (elastic IP)', type: 'checkbox' },
-    { name: 'replicas', label: 'Replicas: hosts serving it at once (1–4; internal only)', type: 'number', initial: '1' },
+    { name: 'replicas', label: 'Replicas: hosts serving it at once (1–4)', type: 'number', initial: '1' },
     { name: 'l_protocol', label: 'First listener: protocol', type: 'select', options: ['tcp', 'udp', 'http', 'https'].map((p) => ({ value: p, label: p })), initial: 'tcp' },
     { name: 'l_port', label: 'First listener: port', type: 'number', initial: '80' },
     { name: 'l_members', label: 'Members (virtual machines, on the same port)', type: 'multi', ref: 'instances' }, LABELS, PROJECT,

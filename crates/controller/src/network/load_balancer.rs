@@ -7,7 +7,7 @@
 //! [`place_replicas`], and the virtual address becomes an anycast address served by them
 //! ([`lb_anycasts`]). The host's agent serves it (`agent/src/load_balancer/`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use yunhan_model::{HostPhase, LbProtocol, LoadBalancer};
 use yunhan_net::model as net;
@@ -134,11 +134,12 @@ pub(super) fn lb_nics<'a>(
     out
 }
 
-/// The address NICs of load balancers with replicas: no ports (their address is anycast).
-pub(super) fn lb_anycast_nics(inp: &Inputs) -> HashSet<&str> {
+/// The address NICs of load balancers with replicas → the load balancer (its anycast
+/// address's id). Such a NIC is no port; an elastic IP bound to it is the anycast's.
+pub(super) fn lb_anycast_nics(inp: &Inputs) -> HashMap<&str, &str> {
     (inp.load_balancers.iter())
         .filter(|l| !l.status.replicas.is_empty())
-        .map(|l| l.status.nic.as_str())
+        .map(|l| (l.status.nic.as_str(), l.metadata.id.as_str()))
         .collect()
 }
 

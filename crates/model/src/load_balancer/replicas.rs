@@ -56,13 +56,6 @@ impl LoadBalancerSpec {
                 format!("a load balancer has 1 to {MAX_REPLICAS} replicas, not {n}"),
             ));
         }
-        if n > 1 && self.external {
-            return Err(ApiError::invalid_field(
-                "spec.replicas",
-                "replicas are for internal load balancers for now: an elastic IP is \
-                 NATed on one host; create it without --external, or with one replica",
-            ));
-        }
         Ok(())
     }
 }
@@ -193,10 +186,10 @@ mod tests {
         };
         assert!(spec(None, true).validate_replicas().is_ok());
         assert!(spec(Some(4), false).validate_replicas().is_ok());
+        assert!(spec(Some(2), true).validate_replicas().is_ok());
         for (bad, why) in [
             (spec(Some(0), false), "1 to 4 replicas, not 0"),
-            (spec(Some(5), false), "not 5"),
-            (spec(Some(2), true), "internal load balancers"),
+            (spec(Some(5), true), "not 5"),
         ] {
             let e = bad.validate_replicas().unwrap_err();
             assert!(e.message.contains(why), "{}", e.message);
