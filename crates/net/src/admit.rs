@@ -18,7 +18,7 @@
 //! - **Dependents follow.** What needs a left-out object is left out too, saying why
 //!   ("subnet "sn-1" is not realised: …"): a port of a left-out subnet, VPC, host or security
 //!   group (fail closed: a NIC is never realised with other groups than it asked for), a
-//!   subnet or group of a left-out VPC, an elastic IP bound to a left-out port.
+//!   subnet or group of a left-out VPC, an elastic IP bound to a left-out port or anycast.
 //! - **References that only narrow are dropped instead.** A VIP member that is not a
 //!   (realised) port is removed from the VIP (and from `holder`), and a NAT gateway's
 //!   port-forward to an address no realised port of the VPC holds is removed: dropping them
@@ -200,8 +200,12 @@ fn blame(
             target,
             target_id,
         } => {
-            let reason = match kind(target).and_then(|t| rejected.get(&(t, target_id.clone()))) {
-                Some(why) => format!("{target} {target_id:?} is not realised: {why}"),
+            // An elastic IP's `port` may also name an anycast.
+            let anycast = (*k == "elastic ip" && *target == "port").then_some(ObjectKind::Anycast);
+            let left_out = (kind(target).into_iter().chain(anycast))
+                .find_map(|t| Some((t, rejected.get(&(t, target_id.clone()))?)));
+            let reason = match left_out {
+                Some((t, why)) => format!("{t} {target_id:?} is not realised: {why}"),
                 None => format!("{target} {target_id:?} does not exist"),
             };
             own(kind(k)?, id, reason)
@@ -563,8 +567,9 @@ mod tests {
                 .collect()
         })
     }
+    /// Bound to ports `p0`..`p10` or (11..14) to anycasts `a0`..`a2`.
     fn eips() -> impl Strategy<Value = Vec<ElasticIp>> {
-        list((g(), 0usize..9, 0u8..4, prop::option::of(0usize..11)), 0..5).prop_map(|v| {
+        list((g(), 0usize..9, 0u8..4, prop::option::of(0usize..14)), 0..5).prop_map(|v| {
             v.into_iter()
                 .map(|(i, (bad, r, net, port))| ElasticIp {
                     id: ident("e", i, bad && r < 3, r),
@@ -574,7 +579,10 @@ mod tests {
                         113 + net,
                         if bad && r >= 6 { 1 } else { 10 + i as u8 },
                     ),
-                    port: port.map(|p| format!("p{p}")),
+                    port: port.map(|p| match p {
+                        11.. => format!("a{}", p - 11),
+                        _ => format!("p{p}"),
+                    }),
                     bandwidth_mbit: if bad && (3..6).contains(&r) {
                         Some(0)
                     } else {
@@ -802,8 +810,9 @@ mod tests {
         Ok(())
     }
 
-    /// Admitted ports, elastic IPs and NAT gateways are in the plans of their hosts, admitted
-    /// anycasts in every plan of their VPC.
+    /// Admitted ports, elastic IPs and NAT gateways are in the plans of their hosts (an
+    /// anycast's elastic IP in those of its serving ports), admitted anycasts in every plan
+    /// of their VPC.
     fn realised(a: &Admitted, plans: &BTreeMap<String, HostPlan>) -> Result<(), TestCaseError> {
         let m = &a.model;
         let host_of: HashMap<&str, &str> = m
@@ -817,17 +826,26 @@ mod tests {
             }
         }
         for e in &m.elastic_ips {
-            let Some(h) = e.port.as_deref().and_then(|p| host_of.get(p)) else {
+            let Some(target) = e.port.as_deref() else {
                 continue;
             };
-            if m.external_of(e.address)
-                .is_some_and(|x| x.legs.iter().any(|l| l.host == *h))
-            {
-                prop_assert!(
-                    plans[*h].elastic_ips.iter().any(|x| x.id == e.id),
-                    "eip {}",
-                    e.id
-                );
+            let hosts: Vec<&str> = match m.anycasts.iter().find(|a| a.id == target) {
+                Some(ac) if !host_of.contains_key(target) => (ac.ports.iter())
+                    .filter_map(|p| host_of.get(p.as_str()).copied())
+                    .collect(),
+                _ => host_of.get(target).copied().into_iter().collect(),
+            };
+            for h in hosts {
+                if m.external_of(e.address)
+                    .is_some_and(|x| x.legs.iter().any(|l| l.host == h))
+                {
+                    prop_assert!(
+                        plans[h].elastic_ips.iter().any(|x| x.id == e.id),
+                        "eip {} on {}",
+                        e.id,
+                        h
+                    );
+                }
             }
         }
         for a in &m.anycasts {
@@ -895,7 +913,7 @@ mod tests {
         /// One more object never costs a valid world anything if it is rejected itself:
         /// the admitted model and every plan stay identical. If it is admitted, only what
         /// loses an address or MAC to it across kinds (a VIP to a port, a NAT gateway to an
-        /// elastic IP) may go.
+        /// elastic IP) may go, and an elastic IP bound to an anycast that went.
         #[test]
         fn one_bad_object_does_not_change_the_others(
             m in world(), extra in world(), k in 0usize..11, i in 0usize..8,
@@ -914,8 +932,12 @@ mod tests {
                 prop_assert_eq!(plans, before);
             } else {
                 for r in &a.rejected {
+                    let anycasts_eip = r.kind == ObjectKind::ElasticIp
+                        && r.reason.starts_with("anycast ")
+                        && r.reason.contains(" is not realised: ");
                     prop_assert!(
-                        matches!(r.kind, ObjectKind::Vip | ObjectKind::NatGateway | ObjectKind::Anycast),
+                        anycasts_eip
+                            || matches!(r.kind, ObjectKind::Vip | ObjectKind::NatGateway | ObjectKind::Anycast),
                         "{:?}",
                         r
                     );
@@ -944,6 +966,54 @@ mod tests {
                 id: "eip-bad".into(),
                 reason: "198.51.100.2 is in no external network".into(),
             }]
+        );
+    }
+
+    #[test]
+    fn an_eip_on_a_refused_anycast_goes_with_it_and_says_why() {
+        let mut m = crate::lab::fixtures::anycast_model();
+        m.external_networks.push(crate::lab::fixtures::external(&m));
+        let eip = |id: &str, last: u8, to: &str| ElasticIp {
+            id: id.into(),
+            address: Ipv4Addr::new(203, 0, 113, last),
+            port: Some(to.into()),
+            bandwidth_mbit: None,
+        };
+        m.elastic_ips = vec![eip("eip-lb", 70, "lb-1"), eip("eip-twice", 71, "lb-1")];
+        let a = admit(m.clone());
+        assert_eq!(
+            a.rejected,
+            vec![Rejection {
+                kind: ObjectKind::ElasticIp,
+                id: "eip-twice".into(),
+                reason: "anycast \"lb-1\" already has an elastic IP".into(),
+            }]
+        );
+        // The anycast's address is its subnet's gateway: it goes, and its elastic IP too.
+        m.anycasts[0].ip = "10.0.1.1".parse().unwrap();
+        m.elastic_ips.truncate(1);
+        let before = {
+            let mut good = m.clone();
+            good.anycasts.clear();
+            good.elastic_ips.clear();
+            compile_all(&good).unwrap()
+        };
+        let (plans, a) = compile_admitted(m).unwrap();
+        assert_eq!(plans, before);
+        assert_eq!(
+            a.reason(ObjectKind::ElasticIp, "eip-lb"),
+            Some(
+                "anycast \"lb-1\" is not realised: \
+                 10.0.1.1 is not a usable address of 10.0.1.0/24"
+            )
+        );
+        // Neither a port nor an anycast: today's error.
+        let mut m = crate::lab::fixtures::anycast_model();
+        m.external_networks.push(crate::lab::fixtures::external(&m));
+        m.elastic_ips = vec![eip("eip-x", 72, "nothing")];
+        assert_eq!(
+            admit(m).reason(ObjectKind::ElasticIp, "eip-x"),
+            Some("port \"nothing\" does not exist")
         );
     }
 

@@ -66,6 +66,7 @@ pub struct Index<'a> {
     vips_by_vpc: HashMap<&'a str, Vec<&'a Vip>>,
     /// Anycast addresses per VPC, by id.
     anycasts_by_vpc: HashMap<&'a str, Vec<&'a Anycast>>,
+    anycasts: HashMap<&'a str, &'a Anycast>,
     /// The anycast addresses each port serves, sorted.
     serves: HashMap<&'a str, Vec<Ipv4Addr>>,
 }
@@ -92,6 +93,7 @@ impl<'a> Index<'a> {
             nat_by_vpc: m.nat_gateways.iter().map(|n| (n.vpc.as_str(), n)).collect(),
             vips_by_vpc: HashMap::new(),
             anycasts_by_vpc: HashMap::new(),
+            anycasts: m.anycasts.iter().map(|a| (a.id.as_str(), a)).collect(),
             serves: HashMap::new(),
         };
         ix.index_anycasts();
@@ -156,26 +158,7 @@ impl<'a> Index<'a> {
         vpcs.sort_by_key(|v| v.vni);
         let zones = zones(vpcs.iter().map(|v| v.vni));
 
-        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
-        let mut elastic_ips: Vec<EipPlan> = self
-            .m
-            .elastic_ips
-            .iter()
-            .filter_map(|e| {
-                let p = local_ids.get(e.port.as_deref()?)?;
-                let x = self.external_leg(host, e.address)?;
-                Some(EipPlan {
-                    external: x.0.id.clone(),
-                    id: e.id.clone(),
-                    address: e.address,
-                    port: p.id.clone(),
-                    private_ip: p.ip,
-                    vni: self.vpcs[p.vpc.as_str()].vni,
-                    bandwidth_mbit: e.bandwidth_mbit,
-                })
-            })
-            .collect();
-        elastic_ips.sort_by(|a, b| a.id.cmp(&b.id));
+        let elastic_ips = self.eip_plans(host, local);
         let eip_vnis: BTreeSet<u32> = elastic_ips.iter().map(|e| e.vni).collect();
         let mut vpc_plans = Vec::with_capacity(vpcs.len());
         for v in &vpcs {
@@ -313,6 +296,34 @@ impl<'a> Index<'a> {
 }
 
 impl Index<'_> {
+    /// The elastic IPs realised here, by id: those of local ports (1:1 NAT) and those of
+    /// anycasts with a local serving port (stateless NAT), where this host has a leg.
+    fn eip_plans(&self, host: &Host, local: &[&Port]) -> Vec<EipPlan> {
+        let local_ids: HashMap<&str, &Port> = local.iter().map(|p| (p.id.as_str(), *p)).collect();
+        let mut out: Vec<EipPlan> = (self.m.elastic_ips.iter())
+            .filter_map(|e| {
+                let target = e.port.as_deref()?;
+                let Some(p) = local_ids.get(target) else {
+                    return self.anycast_eip(host, e);
+                };
+                let x = self.external_leg(host, e.address)?;
+                Some(EipPlan {
+                    external: x.0.id.clone(),
+                    id: e.id.clone(),
+                    address: e.address,
+                    port: p.id.clone(),
+                    private_ip: p.ip,
+                    vni: self.vpcs[p.vpc.as_str()].vni,
+                    bandwidth_mbit: e.bandwidth_mbit,
+                    anycast: false,
+                    inbound: true,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// The external network holding `addr` and this host's device on it.
     fn external_leg(
         &self,
@@ -862,7 +873,8 @@ pub(crate) mod tests {
     /// Random external extras on a random model: an external network with a leg on every
     /// host but the last, elastic IPs on random ports, a NAT gateway for vpc0 on a random
     /// host, a VIP in vpc0 with random members and holder, an anycast in vpc0's first
-    /// subnet served by random ports of it.
+    /// subnet served by random ports of it (in random order, repeats included), maybe with
+    /// an elastic IP.
     fn arb_external_model() -> impl Strategy<Value = NetworkModel> {
         (
             arb_model(),
@@ -870,9 +882,13 @@ pub(crate) mod tests {
             0usize..5,
             proptest::collection::vec(0usize..40, 0..4),
             0usize..4,
-            proptest::collection::vec(0usize..40, 0..4),
+            (
+                proptest::collection::vec(0usize..40, 0..4),
+                proptest::option::of(proptest::option::of(1u32..1000)),
+            ),
         )
             .prop_map(|(mut m, eips, nat_host, members, holder, serving)| {
+                let (serving, ac_eip) = serving;
                 let legs = m.hosts.len() - 1;
                 m.external_networks.push(crate::model::ExternalNetwork {
                     id: "ext".into(),
@@ -949,16 +965,39 @@ pub(crate) mod tests {
                             .map(|i| sn0[i % sn0.len()].clone())
                             .collect(),
                     });
+                    if let Some(bandwidth_mbit) = ac_eip {
+                        m.elastic_ips.push(crate::model::ElasticIp {
+                            id: "eip-ac0".into(),
+                            address: "203.0.113.240".parse().unwrap(),
+                            port: Some("ac0".into()),
+                            bandwidth_mbit,
+                        });
+                    }
                 }
                 m
             })
+    }
+
+    /// Where an anycast's elastic IP goes: (hosts with a serving port and a leg, the
+    /// anchor: the host of the first serving port in the anycast's order with a leg).
+    fn anycast_eip_hosts<'m>(
+        m: &'m NetworkModel,
+        ac: &crate::model::Anycast,
+        legs: &[&str],
+    ) -> (BTreeSet<&'m str>, Option<&'m str>) {
+        let hosts: Vec<&str> = (ac.ports.iter())
+            .filter_map(|p| m.ports.iter().find(|x| x.id == *p)?.host.as_deref())
+            .filter(|h| legs.contains(h))
+            .collect();
+        (hosts.iter().copied().collect(), hosts.first().copied())
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Each host gets exactly the external pieces it realises: elastic IPs of its own
-        /// ports (where it has a leg), an uplink only where one is needed, the NAT gateway's
+        /// ports (where it has a leg) and of anycasts it has a serving port of (answered
+        /// for on the anchor only), an uplink only where one is needed, the NAT gateway's
         /// VPC (even without local ports) and transit on every host of that VPC, VIP
         /// entries pointing at the holder's host, anycasts on every host of their VPC with
         /// the realised serving ports as next hops; deterministic under reordering.
@@ -971,13 +1010,31 @@ pub(crate) mod tests {
             let vtep: HashMap<&str, Ipv4Addr> =
                 m.hosts.iter().map(|h| (h.id.as_str(), h.vtep)).collect();
             let last = m.hosts.last().unwrap().id.clone();
+            let legs: Vec<&str> = m.external_networks[0].legs.iter().map(|l| l.host.as_str()).collect();
             let nat = &m.nat_gateways[0];
+            let anycast_of = |e: &crate::model::ElasticIp| {
+                m.anycasts.iter().find(|a| e.port.as_deref() == Some(a.id.as_str()))
+            };
             for (host, plan) in &plans {
                 let want: BTreeSet<&str> = m.elastic_ips.iter()
-                    .filter(|e| e.port.as_deref().and_then(|p| host_of[p]) == Some(host.as_str()) && *host != last)
+                    .filter(|e| match anycast_of(e) {
+                        Some(ac) => anycast_eip_hosts(&m, ac, &legs).0.contains(host.as_str()),
+                        None => e.port.as_deref().and_then(|p| host_of[p]) == Some(host.as_str()) && *host != last,
+                    })
                     .map(|e| e.id.as_str()).collect();
                 let got: BTreeSet<&str> = plan.elastic_ips.iter().map(|e| e.id.as_str()).collect();
                 prop_assert_eq!(&want, &got);
+                for e in &plan.elastic_ips {
+                    let me = m.elastic_ips.iter().find(|x| x.id == e.id).unwrap();
+                    match anycast_of(me) {
+                        Some(ac) => {
+                            let anchor = anycast_eip_hosts(&m, ac, &legs).1;
+                            prop_assert!(e.anycast && e.port == ac.id && e.private_ip == ac.ip);
+                            prop_assert_eq!(e.inbound, anchor == Some(host.as_str()), "anchor {:?}", anchor);
+                        }
+                        None => prop_assert!(!e.anycast && e.inbound),
+                    }
+                }
                 for v in &plan.vpcs {
                     let needs = plan.elastic_ips.iter().any(|e| e.vni == v.vni)
                         || (v.vpc == nat.vpc && nat.host == *host);
@@ -1035,10 +1092,17 @@ pub(crate) mod tests {
                 }
                 prop_assert_eq!(addrs, want);
             }
+            // Each anycast elastic IP has exactly one anchor, if realised anywhere.
+            for e in m.elastic_ips.iter().filter(|e| anycast_of(e).is_some()) {
+                let here = plans.values().flat_map(|p| &p.elastic_ips).filter(|x| x.id == e.id);
+                let (n, inbound) = here.fold((0, 0), |(n, i), x| (n + 1, i + usize::from(x.inbound)));
+                prop_assert_eq!(inbound, usize::from(n > 0));
+            }
             let mut shuffled = m.clone();
             shuffled.elastic_ips.reverse();
             shuffled.ports.reverse();
-            if let Some(a) = shuffled.anycasts.first_mut() {
+            // The anchor follows the order of the serving ports: reversed only without one.
+            if let Some(a) = shuffled.anycasts.first_mut().filter(|_| !m.elastic_ips.iter().any(|e| anycast_of(e).is_some())) {
                 a.ports.reverse();
             }
             prop_assert_eq!(compile_all(&shuffled).unwrap(), plans);

@@ -152,6 +152,8 @@ pub struct Rule {
 pub struct ElasticIp {
     pub id: String,
     pub address: Ipv4Addr,
+    /// The port it is bound to (1:1 NAT), or an [`Anycast`] by its id (stateless NAT on
+    /// every host of a serving port; a port of the same id wins). `None`: unbound.
     #[serde(default)]
     pub port: Option<String>,
     #[serde(default)]
@@ -594,7 +596,10 @@ impl NetworkModel {
                 }
             }
         }
-        let ports: BTreeSet<&str> = self.ports.iter().map(|p| p.id.as_str()).collect();
+        // An elastic IP is bound to a port or, by its id, to an anycast (a port wins).
+        let ports: BTreeSet<&str> = (self.ports.iter().map(|p| p.id.as_str()))
+            .chain(self.anycasts.iter().map(|a| a.id.as_str()))
+            .collect();
         for e in &self.elastic_ips {
             if let Some(p) = &e.port {
                 if !ports.contains(p.as_str()) {
@@ -733,10 +738,15 @@ impl NetworkModel {
         for e in &self.elastic_ips {
             if let Some(p) = &e.port {
                 if !bound.insert(p) {
+                    let what = if port_of.contains_key(p.as_str()) {
+                        "port"
+                    } else {
+                        "anycast"
+                    };
                     errs.push(conflict(
                         "elastic ip",
                         &e.id,
-                        format!("port {p:?} already has an elastic IP"),
+                        format!("{what} {p:?} already has an elastic IP"),
                     ));
                 }
             }

@@ -52,8 +52,9 @@ pub fn shaping(plan: &HostPlan) -> Vec<Shaped> {
 }
 
 /// The nftables table of one VPC's router namespace (`None`: nothing external there):
-/// 1:1 NAT of elastic IPs, NAT gateway SNAT/DNAT, routing marks (1 = out of the uplink,
-/// 2 = to the NAT gateway's host through the transit) and outbound shaping classes.
+/// 1:1 NAT of elastic IPs (stateless for anycasts'), NAT gateway SNAT/DNAT, routing marks
+/// (1 = out of the uplink, 2 = to the NAT gateway's host through the transit) and
+/// outbound shaping classes.
 /// Unmarked traffic has no route out of the VPC: nothing leaves un-NATed.
 pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
     use crate::names::{NFT_ROUTER_TABLE, UPLINK_ROUTER_DEV as UP};
@@ -76,10 +77,12 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
         }
     };
     let proto = |p: Protocol| if p == Protocol::Udp { "udp" } else { "tcp" };
+    // A port's elastic IP is translated by conntrack; an anycast's statelessly (below).
+    let stateful: Vec<_> = eips.iter().filter(|e| !e.anycast).collect();
     let mut o = String::new();
     writeln!(o, "table ip {NFT_ROUTER_TABLE} {{").unwrap();
     base_chain(&mut o, "prerouting", "nat hook prerouting priority dstnat");
-    for e in &eips {
+    for e in &stateful {
         writeln!(
             o,
             "\t\tiifname \"{UP}\" ip daddr {} dnat to {}",
@@ -107,7 +110,7 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
         "postrouting",
         "nat hook postrouting priority srcnat",
     );
-    for e in &eips {
+    for e in &stateful {
         writeln!(
             o,
             "\t\toifname \"{UP}\" ip saddr {} snat to {}",
@@ -185,9 +188,46 @@ pub fn render_router(plan: &HostPlan, vni: u32) -> Option<String> {
         }
         writeln!(o, "\t}}").unwrap();
     }
+    stateless(&eips, &mut o);
     eip_traffic(&eips, &mut o);
     writeln!(o, "}}").unwrap();
     Some(o)
+}
+
+/// Elastic IPs of anycasts: a flow enters through one host's router and its answers leave
+/// through the router of whichever host holds the replica that served it, so no conntrack
+/// sees both directions. Their packets are not tracked here (nothing translates them as a
+/// connection, nothing judges them invalid, NAT gateway rules never see them) and their
+/// addresses are rewritten both ways: inbound before routing (the anycast route then
+/// spreads the flows), outbound after the shaping classes (which match the private source).
+fn stateless(eips: &[&crate::plan::EipPlan], o: &mut String) {
+    use crate::names::UPLINK_ROUTER_DEV as UP;
+    let eips: Vec<_> = eips.iter().filter(|e| e.anycast).collect();
+    if eips.is_empty() {
+        return;
+    }
+    o.push('\n');
+    base_chain(o, "stateless_in", "filter hook prerouting priority raw");
+    for e in &eips {
+        let (eip, ip) = (e.address, e.private_ip);
+        writeln!(
+            o,
+            "\t\tiifname \"{UP}\" ip daddr {eip} notrack ip daddr set {ip}"
+        )
+        .unwrap();
+        writeln!(o, "\t\tip saddr {ip} notrack").unwrap();
+    }
+    writeln!(o, "\t}}\n").unwrap();
+    base_chain(
+        o,
+        "stateless_out",
+        "filter hook postrouting priority srcnat",
+    );
+    for e in &eips {
+        let (eip, ip) = (e.address, e.private_ip);
+        writeln!(o, "\t\toifname \"{UP}\" ip saddr {ip} ip saddr set {eip}").unwrap();
+    }
+    writeln!(o, "\t}}").unwrap();
 }
 
 /// Opens base chain `name` with its hook (`filter hook forward priority filter`, …),
@@ -254,6 +294,67 @@ pub fn eip_counters(json: &str) -> Vec<(String, bool, u64, u64)> {
         }
     }
     out
+}
+
+/// The host's part of anycast elastic IPs' stateless NAT (raw prerouting, host table): a
+/// flow comes in through the anchor host and its answers go out through the host of the
+/// replica that serves it, so a host on the way may see one direction only, which
+/// conntrack would call invalid (and `forward` drops). Not tracked: everything to or from
+/// the elastic IP in the host namespace, and, on the VPC's bridge, what the router sends
+/// from outside the VPC's subnets to the anycast address at a serving port on another host
+/// (that host's bridge tracks the flow and its security groups judge it; flows to a
+/// local serving port and from inside the VPC are tracked and judged here as usual).
+fn untracked_anycast_eips(plan: &HostPlan, o: &mut String) {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in plan.elastic_ips.iter().filter(|e| e.anycast) {
+        writeln!(o, "\t\tip daddr {} notrack", e.address).unwrap();
+        writeln!(o, "\t\tip saddr {} notrack", e.address).unwrap();
+        let Some(v) = plan
+            .vpc(e.vni)
+            .filter(|_| seen.insert((e.vni, e.private_ip)))
+        else {
+            continue;
+        };
+        let remote = remote_serving_macs(plan, v, &e.port);
+        if remote.is_empty() {
+            continue;
+        }
+        let outside: String = (v.router.interfaces.iter())
+            .map(|i| format!(" ip saddr != {}", i.cidr))
+            .collect();
+        writeln!(
+            o,
+            "\t\tiifname \"{}\" ip daddr {} ether daddr {}{outside} notrack accept",
+            v.bridge,
+            e.private_ip,
+            one_or_set(remote)
+        )
+        .unwrap();
+    }
+}
+
+/// The MACs of anycast `id`'s serving ports (next hops) on other hosts, sorted.
+fn remote_serving_macs(plan: &HostPlan, v: &crate::plan::VpcPlan, id: &str) -> Vec<String> {
+    let Some(a) = v.anycasts.iter().find(|a| a.id == id) else {
+        return Vec::new();
+    };
+    let local = |ip| plan.ports.iter().any(|p| p.vni == v.vni && p.ip == ip);
+    let mut macs: Vec<String> = (a.next_hops.iter())
+        .filter(|ip| !local(**ip))
+        .filter_map(|ip| v.neighbours.iter().find(|n| n.ip == *ip))
+        .map(|n| n.mac.to_string())
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+/// `a` or `{ a, b, … }`.
+fn one_or_set(items: Vec<String>) -> String {
+    match items.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    }
 }
 
 /// External networks that live on this host leave through the host's own routes,

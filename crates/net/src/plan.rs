@@ -22,7 +22,8 @@ pub struct HostPlan {
     pub ports: Vec<PortPlan>,
     /// Address sets of the security groups the local ports' rules refer to, by id.
     pub groups: Vec<GroupSet>,
-    /// 1:1 NAT of elastic IPs of local ports (in their VPC's router namespace).
+    /// 1:1 NAT of elastic IPs of local ports (in their VPC's router namespace), and the
+    /// stateless NAT of elastic IPs of anycasts with a local serving port, by id.
     #[serde(default)]
     pub elastic_ips: Vec<EipPlan>,
     /// External networks this host reaches for its elastic IPs and NAT gateways, by id.
@@ -309,6 +310,23 @@ pub struct EipPlan {
     /// The external network holding `address`.
     #[serde(default)]
     pub external: String,
+    /// `port` is an anycast's id and `private_ip` its address: stateless NAT (notrack and
+    /// address rewrites, no conntrack), on every host with a serving port of the anycast.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anycast: bool,
+    /// This host answers for `address` on the external network (proxy ARP, gratuitous
+    /// ARP): always for a port's elastic IP; for an anycast's, only on its anchor host
+    /// (the host of the first serving port, in the anycast's order, with a leg).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub inbound: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl HostPlan {

@@ -910,6 +910,32 @@ fn icmp_counter(lab: &Lab, ns: &str, name: &str) -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
+/// Port `r`'s guest serves anycast address `v` the way a load balancer replica does: `v`
+/// on `lo`, `arp_ignore=1`/`arp_announce=2` on `eth0` (it never answers ARP for `v` nor
+/// announces it), and a TCP responder on `v:port` answering its name.
+fn replica(w: &World, r: &str, v: Ipv4Addr, port: u16) {
+    let g = w.g(r);
+    let addr = format!("{v}/32");
+    for argv in [
+        vec!["ip", "addr", "add", &addr, "dev", "lo"],
+        vec![
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.conf.eth0.arp_ignore=1",
+            "net.ipv4.conf.eth0.arp_announce=2",
+        ],
+    ] {
+        let o = w.lab.exec(&g, &argv).unwrap();
+        assert!(
+            o.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    banner_server(&g, v, port, Some(r));
+}
+
 /// Which replicas answered `n` connections from `ns` to `addr:port` (by name → count).
 fn spread(ns: &str, addr: Ipv4Addr, port: u16, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -998,25 +1024,7 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
     let mut w = World::new("k", &m);
     let (cl, cr) = (w.g("cl"), w.g("cr"));
     for r in ["r1", "r2"] {
-        let g = w.g(r);
-        for argv in [
-            vec!["ip", "addr", "add", "10.0.1.100/32", "dev", "lo"],
-            vec![
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.conf.eth0.arp_ignore=1",
-                "net.ipv4.conf.eth0.arp_announce=2",
-            ],
-        ] {
-            let o = w.lab.exec(&g, &argv).unwrap();
-            assert!(
-                o.status.success(),
-                "{argv:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        banner_server(&g, v_ip, PORT, Some(r));
+        replica(&w, r, v_ip, PORT);
     }
     let d = Duration::from_secs(5);
     let routers: Vec<String> = ["host-a", "host-b"]
@@ -1184,5 +1192,176 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    assert_eq!(w.apply(&m), 0);
+}
+
+/// The MAC of `dev` in namespace `ns`.
+fn link_mac(lab: &Lab, ns: &str, dev: &str) -> String {
+    let o = lab.exec(ns, &["ip", "-j", "link", "show", dev]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v[0]["address"].as_str().unwrap().to_string()
+}
+
+/// An elastic IP's (inbound, outbound) bytes as router namespace `rns` counted them.
+fn eip_bytes(lab: &Lab, rns: &str, id: &str) -> (u64, u64) {
+    let o = lab
+        .exec(rns, &["nft", "-j", "list", "table", "ip", "yunhan_router"])
+        .unwrap();
+    let counters = yunhan_net::nft::eip_counters(&String::from_utf8_lossy(&o.stdout));
+    let sum = |inbound: bool| {
+        (counters.iter())
+            .filter(|(e, i, _, _)| e == id && *i == inbound)
+            .map(|(_, _, _, bytes)| bytes)
+            .sum()
+    };
+    (sum(true), sum(false))
+}
+
+/// An elastic IP on an anycast address served by replicas r1 (host-a) and r2 (host-b),
+/// with a NAT gateway of the VPC on host-b covering the replicas' subnet: stateless NAT.
+/// The outside opens many connections to the elastic IP: all complete (so the answers
+/// come from the elastic IP, through whichever host holds the replica) and both replicas
+/// serve; the outside's ARP entry is the anchor's (host-a, pa1 listed first) external MAC;
+/// host-a's router counts the traffic in, both routers the answers out. With the serving
+/// ports listed the other way round host-b becomes the anchor: the outside's entry moves
+/// to it (gratuitous ARP), host-a stops answering, connections still reach both replicas;
+/// with r2 gone from the anycast, host-b drops it and everything reaches r1 via host-a.
+#[test]
+fn e2e_network_elastic_ip_on_an_anycast_address() {
+    let (v_ip, eip) = (ip("10.0.1.100"), ip("203.0.113.70"));
+    const PORT: u16 = 8080;
+    let mut m = fixtures::two_host_model();
+    m.ports.clear();
+    m.security_groups = vec![SecurityGroup {
+        id: "sg-lb".into(),
+        vpc: "vpc-a".into(),
+        rules: vec![fixtures::ingress(
+            Protocol::Tcp,
+            Some((PORT, PORT)),
+            fixtures::cidr("0.0.0.0/0"),
+        )],
+    }];
+    for (id, host, addr, mac) in [
+        ("r1", "host-a", "10.0.1.21", "02:00:00:0a:01:15"),
+        ("r2", "host-b", "10.0.1.22", "02:00:00:0a:01:16"),
+    ] {
+        let p = fixtures::port(id, "vpc-a", "sn-a1", host, addr, mac, &["sg-lb"]);
+        m.ports.push(p);
+    }
+    m.anycasts.push(Anycast {
+        id: "lb-1".into(),
+        vpc: "vpc-a".into(),
+        subnet: "sn-a1".into(),
+        ip: v_ip,
+        ports: vec!["r1".into(), "r2".into()],
+    });
+    m.external_networks.push(fixtures::external(&m));
+    m.nat_gateways.push(NatGateway {
+        id: "nat-a".into(),
+        vpc: "vpc-a".into(),
+        external_ip: ip("203.0.113.60"),
+        subnets: vec![],
+        dnat: vec![],
+        host: "host-b".into(),
+    });
+    m.elastic_ips.push(ElasticIp {
+        id: "eip-lb".into(),
+        address: eip,
+        port: Some("lb-1".into()),
+        bandwidth_mbit: None,
+    });
+    let mut w = World::with_external("n", &m);
+    let out = w.outside.clone();
+    for r in ["r1", "r2"] {
+        replica(&w, r, v_ip, PORT);
+    }
+    assert_eq!(w.apply(&m), 0, "idempotent with an anycast's elastic IP");
+    let (ha, hb) = (w.host_ns("host-a"), w.host_ns("host-b"));
+    let (mac_a, mac_b) = (link_mac(&w.lab, &ha, "ext0"), link_mac(&w.lab, &hb, "ext0"));
+    let rns = |h: &str| format!("{}-{h}-ynr-00002a", w.lab.prefix);
+    let d = Duration::from_secs(5);
+
+    // The first answer waits for ARP; then many connections (new source ports) spread.
+    let t = Instant::now();
+    assert!(
+        banner(&out, eip, PORT, d).is_some(),
+        "the elastic IP answers"
+    );
+    eprintln!("anycast elastic IP: first answer after {:?}", t.elapsed());
+    let t = Instant::now();
+    let seen = spread(&out, eip, PORT, 64);
+    eprintln!(
+        "anycast elastic IP: 64 connections from the outside {seen:?} in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert_eq!(
+        neigh_mac(&w.lab, &out, eip),
+        Some(mac_a.clone()),
+        "anchor host-a"
+    );
+    let proxies = |w: &World, ns: &str| {
+        let o = w.lab.exec(ns, &["ip", "neigh", "show", "proxy"]).unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("203.0.113.70")
+    };
+    assert!(proxies(&w, &ha) && !proxies(&w, &hb));
+    // In through host-a's router only; out through both (each replica's answers).
+    let (a_in, a_out) = eip_bytes(&w.lab, &rns("host-a"), "eip-lb");
+    let (b_in, b_out) = eip_bytes(&w.lab, &rns("host-b"), "eip-lb");
+    eprintln!(
+        "anycast elastic IP bytes: host-a in {a_in} out {a_out}, host-b in {b_in} out {b_out}"
+    );
+    assert!(a_in > 0 && a_out > 0 && b_out > 0 && b_in == 0);
+    // Conntrack neither translates nor judges them: no entry for the anycast address in
+    // the routers, none for the elastic IP in the host namespaces.
+    for (ns, flag, addr) in [
+        (rns("host-a"), "-s", "10.0.1.100"),
+        (rns("host-b"), "-s", "10.0.1.100"),
+        (ha.clone(), "-d", "203.0.113.70"),
+        (hb.clone(), "-s", "203.0.113.70"),
+    ] {
+        let o = w.lab.exec(&ns, &["conntrack", "-L", flag, addr]).unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.trim().is_empty(), "{ns} {flag} {addr}: {text}");
+    }
+
+    // host-b becomes the anchor: it answers (and announces) the address, host-a stops.
+    m.anycasts[0].ports.reverse();
+    let t = Instant::now();
+    assert!(w.apply(&m) > 0);
+    let applied = t.elapsed();
+    while neigh_mac(&w.lab, &out, eip).as_deref() != Some(mac_b.as_str()) {
+        assert!(
+            t.elapsed() < d,
+            "the outside still has {:?}",
+            neigh_mac(&w.lab, &out, eip)
+        );
+        std::thread::sleep(Duration::from_millis(10)); // poll interval, bounded by `d`
+    }
+    eprintln!(
+        "anycast elastic IP: anchor moved to host-b, applied in {applied:?}, outside's ARP entry moved after {:?}",
+        t.elapsed()
+    );
+    assert!(proxies(&w, &hb) && !proxies(&w, &ha));
+    let seen = spread(&out, eip, PORT, 32);
+    eprintln!("anycast elastic IP: 32 connections through host-b {seen:?}");
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert_eq!(w.apply(&m), 0);
+
+    // r2 leaves the anycast: host-b has no serving port, so neither the address nor its
+    // uplink; host-a anchors it again and r1 answers everything.
+    m.anycasts[0].ports = vec!["r1".into()];
+    assert!(w.apply(&m) > 0);
+    assert!(w.plans["host-b"].elastic_ips.is_empty());
+    let seen = spread(&out, eip, PORT, 16);
+    assert_eq!(seen.keys().map(String::as_str).collect::<Vec<_>>(), ["r1"]);
+    assert_eq!(neigh_mac(&w.lab, &out, eip), Some(mac_a));
+    assert!(proxies(&w, &ha) && !proxies(&w, &hb));
     assert_eq!(w.apply(&m), 0);
 }

@@ -4,9 +4,9 @@
 //! route), `realise/links.rs` (ARP proxy neighbour) and `nft/security_group.rs` (filtering).
 //! Design note: docs/network.md ("Anycast addresses").
 use super::Index;
-use crate::model::Vpc;
+use crate::model::{ElasticIp, Host, Vpc};
 use crate::names;
-use crate::plan::AnycastPlan;
+use crate::plan::{AnycastPlan, EipPlan};
 use std::net::Ipv4Addr;
 
 impl Index<'_> {
@@ -59,6 +59,39 @@ impl Index<'_> {
                 }
             })
             .collect()
+    }
+}
+
+impl Index<'_> {
+    /// An elastic IP bound to an anycast (`port` names it; a port of that id wins), on a
+    /// host with a serving port of it and a leg on the address's network: stateless NAT,
+    /// answered for (`inbound`) only on the anchor, the host of the first serving port in
+    /// the anycast's order whose host has a leg.
+    pub(super) fn anycast_eip(&self, host: &Host, e: &ElasticIp) -> Option<EipPlan> {
+        let id = e.port.as_deref()?;
+        if self.ports.contains_key(id) {
+            return None;
+        }
+        let a = self.anycasts.get(id)?;
+        let (x, _) = self.external_leg(host, e.address)?;
+        let mut hosts = (a.ports.iter())
+            .filter_map(|p| self.ports.get(p.as_str())?.host.as_deref())
+            .filter(|h| x.legs.iter().any(|l| l.host == *h));
+        let anchor = hosts.next()?;
+        if anchor != host.id && !hosts.any(|h| h == host.id) {
+            return None;
+        }
+        Some(EipPlan {
+            id: e.id.clone(),
+            address: e.address,
+            port: a.id.clone(),
+            private_ip: a.ip,
+            vni: self.vpcs[a.vpc.as_str()].vni,
+            bandwidth_mbit: e.bandwidth_mbit,
+            external: x.id.clone(),
+            anycast: true,
+            inbound: anchor == host.id,
+        })
     }
 }
 
@@ -153,6 +186,85 @@ mod tests {
             !json.contains("anycasts") && !json.contains("serves"),
             "{json}"
         );
+    }
+
+    /// [`crate::lab::fixtures::external_model`] (a port's elastic IP `eip-a` on pa1, a NAT
+    /// gateway for vpc-a on host-b) with anycast `lb-1` (10.0.1.200, served by pa1 on
+    /// host-a and pa2 on host-b) and elastic IP `eip-lb` (203.0.113.70, 30 Mbit/s) on it.
+    fn anycast_eip_model() -> NetworkModel {
+        let mut m = crate::lab::fixtures::external_model();
+        m.anycasts = crate::lab::fixtures::anycast_model().anycasts;
+        m.elastic_ips.push(crate::model::ElasticIp {
+            id: "eip-lb".into(),
+            address: ip("203.0.113.70"),
+            port: Some("lb-1".into()),
+            bandwidth_mbit: Some(30),
+        });
+        m
+    }
+
+    /// Stateless NAT in every router with a serving port (no `dnat to`/`snat to`, notrack,
+    /// marked out of the uplink before the NAT gateway's sources); in the host table, the
+    /// elastic IP untracked, and what the router sends from outside to the remote replica.
+    #[test]
+    fn anycast_eip_nft_snapshots() {
+        let plans = compile_all(&anycast_eip_model()).unwrap();
+        for h in ["host-a", "host-b"] {
+            let r = crate::nft::render_router(&plans[h], 42).unwrap();
+            insta::assert_snapshot!(format!("anycast_eip_router_nft_{h}"), r);
+        }
+        insta::assert_snapshot!(
+            "anycast_eip_host_nft_host-a",
+            crate::nft::render(&plans["host-a"])
+        );
+    }
+
+    #[test]
+    fn an_anycasts_eip_is_on_every_serving_host_and_answered_on_the_anchor() {
+        let mut m = anycast_eip_model();
+        let eip = |plans: &std::collections::BTreeMap<String, crate::plan::HostPlan>, h: &str| {
+            plans[h]
+                .elastic_ips
+                .iter()
+                .find(|e| e.id == "eip-lb")
+                .cloned()
+        };
+        let plans = compile_all(&m).unwrap();
+        let (a, b) = (
+            eip(&plans, "host-a").unwrap(),
+            eip(&plans, "host-b").unwrap(),
+        );
+        assert_eq!((a.port.as_str(), a.private_ip), ("lb-1", ip("10.0.1.200")));
+        assert!(a.anycast && b.anycast);
+        assert_eq!(
+            (a.inbound, b.inbound),
+            (true, false),
+            "pa1 (host-a) is first"
+        );
+        for h in ["host-a", "host-b"] {
+            let p = &plans[h];
+            assert!(p.vpcs[0].uplink.is_some(), "{h}");
+            assert!(p.externals[0].addresses.contains(&(ip("203.0.113.70"), 42)));
+        }
+        // The anchor follows the order of the serving ports.
+        m.anycasts[0].ports.reverse();
+        let plans = compile_all(&m).unwrap();
+        let (a, b) = (
+            eip(&plans, "host-a").unwrap(),
+            eip(&plans, "host-b").unwrap(),
+        );
+        assert_eq!((a.inbound, b.inbound), (false, true));
+        // A host without a leg neither carries it nor anchors it.
+        m.external_networks[0].legs.retain(|l| l.host != "host-b");
+        m.nat_gateways.clear();
+        let plans = compile_all(&m).unwrap();
+        assert!(eip(&plans, "host-a").unwrap().inbound);
+        assert_eq!(eip(&plans, "host-b"), None);
+        // A port's elastic IP is unchanged: inbound, not an anycast's, neither field in JSON.
+        let json = serde_json::to_string(&plans["host-a"].elastic_ips).unwrap();
+        assert!(json.contains(r#""id":"eip-a""#), "{json}");
+        assert_eq!(json.matches("inbound").count(), 0, "{json}");
+        assert_eq!(json.matches(r#""anycast":true"#).count(), 1, "{json}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! (`net.bridge.bridge-nf-call-iptables = 1`), where conntrack is available. Layout:
 //!
 //! - `prerouting` (raw priority): packets crossing a VPC's bridge get the VPC's conntrack
-//!   zone, so VPCs that reuse CIDRs never share conntrack state.
+//!   zone, so VPCs that reuse CIDRs never share conntrack state; the halves of anycast
+//!   elastic IPs' flows this host sees alone are not tracked (see `untracked_anycast_eips`).
 //! - table `bridge yunhan`: a local port may only send from its own MAC and IP (ARP too);
 //!   a port that is a route's target (an appliance) may send from any IP; a VIP member
 //!   also from the VIP's MAC and IP, a port serving anycast addresses also from those
@@ -91,6 +92,8 @@ pub fn render(plan: &HostPlan) -> String {
         plan.vtep, plan.vxlan_port
     )
     .unwrap();
+    // Before the zones: a zone would make an untracked packet tracked again.
+    super::untracked_anycast_eips(plan, &mut o);
     for v in &plan.vpcs {
         writeln!(o, "\t\tiifname \"{}\" ct zone set {}", v.bridge, v.zone).unwrap();
     }

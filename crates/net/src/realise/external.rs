@@ -34,7 +34,7 @@ type Exit<'a> = (u32, Option<(std::net::Ipv4Addr, String)>, &'a str);
 
 impl<R: Runner> Realiser<R> {
     /// The host side of external networks: forwarding, proxy ARP for the external addresses
-    /// realised here (answered on the external device, without delay), and one policy
+    /// answered here (answered on the external device, without delay), and one policy
     /// routing table per network, used `from`/`to` its CIDR: the network, its gateway as
     /// default route, and each external address via its VPC's uplink.
     pub(super) fn apply_external(
@@ -337,9 +337,45 @@ impl<R: Runner> Realiser<R> {
     }
 }
 
-/// (external device, address) of every external address this host answers for.
+/// (external device, address) of every external address this host answers for: those
+/// realised here but the elastic IPs of anycasts whose anchor is another host (routed
+/// here, answered for there).
 fn answered_here(plan: &HostPlan) -> BTreeSet<(String, String)> {
+    let elsewhere: BTreeSet<_> = (plan.elastic_ips.iter())
+        .filter(|e| !e.inbound)
+        .map(|e| e.address)
+        .collect();
     (plan.externals.iter())
-        .flat_map(|x| (x.addresses.iter()).map(|(a, _)| (x.device.clone(), a.to_string())))
+        .flat_map(|x| (x.addresses.iter()).map(move |(a, _)| (x, *a)))
+        .filter(|(_, a)| !elsewhere.contains(a))
+        .map(|(x, a)| (x.device.clone(), a.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_here;
+
+    /// An anycast's elastic IP is routed on every host of a serving port, answered for only
+    /// on its anchor (pa1's host-a: first in the anycast's list).
+    #[test]
+    fn only_the_anchor_answers_for_an_anycasts_elastic_ip() {
+        let mut m = crate::lab::fixtures::external_model();
+        m.anycasts = crate::lab::fixtures::anycast_model().anycasts;
+        m.elastic_ips.push(crate::model::ElasticIp {
+            id: "eip-lb".into(),
+            address: "203.0.113.70".parse().unwrap(),
+            port: Some("lb-1".into()),
+            bandwidth_mbit: None,
+        });
+        let plans = crate::compile::compile_all(&m).unwrap();
+        let lb = ("ext0".to_string(), "203.0.113.70".to_string());
+        for (h, anchor) in [("host-a", true), ("host-b", false)] {
+            let routed = plans[h].externals[0].addresses.iter();
+            assert!(routed.map(|(a, _)| a.to_string()).any(|a| a == lb.1), "{h}");
+            assert_eq!(answered_here(&plans[h]).contains(&lb), anchor, "{h}");
+        }
+        let ports = answered_here(&plans["host-a"]);
+        assert!(ports.contains(&("ext0".into(), "203.0.113.50".into())));
+    }
 }
