@@ -131,9 +131,9 @@ impl Decision {
 
 /// Where each object realised on one host is, computed once per pass: (kind, id) → host id.
 fn realised_hosts(model: &NetworkModel, plans: &BTreeMap<String, HostPlan>) -> Placed {
+    // An anycast's elastic IP is on every serving host: its host is the one answering.
     let eips = plans.iter().flat_map(|(h, p)| {
-        p.elastic_ips
-            .iter()
+        (p.elastic_ips.iter().filter(|e| e.inbound))
             .map(move |e| ((ObjectKind::ElasticIp, e.id.clone()), h.clone()))
     });
     let gateways = model
@@ -541,7 +541,10 @@ pub fn unrealised_eips(m: &NetworkModel, names: &HashMap<String, String>) -> Vec
         .map(|(port, host)| (*port, (vec![*host], "of its NIC")))
         .collect();
     for a in &m.anycasts {
-        let hosts = a.ports.iter().filter_map(|p| host_of.get(p.as_str()).copied());
+        let hosts = a
+            .ports
+            .iter()
+            .filter_map(|p| host_of.get(p.as_str()).copied());
         serving.insert(&a.id, (hosts.collect(), "of one of its replicas"));
     }
     m.elastic_ips
@@ -1125,7 +1128,8 @@ mod tests {
         let mut inp = ready_inputs();
         replicated_lb(&mut inp, "lb-1", 20, [21, 22]);
         inp.externals.push(pool("ext", "203.0.113.0/24"));
-        inp.eips.push(eip("eip-lb", "203.0.113.10", Some("lb-1-vip")));
+        inp.eips
+            .push(eip("eip-lb", "203.0.113.10", Some("lb-1-vip")));
         let ext0 = |inp: &mut Inputs, h: &str| {
             let devices = ["eth0", "ext0"].iter().map(|d| d.to_string()).collect();
             inp.devices.insert(h.into(), devices);
@@ -1134,7 +1138,9 @@ mod tests {
         let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
         assert_eq!(d.model.elastic_ips[0].port.as_deref(), Some("lb-1"));
         let first = d.lb_hosts["lb-1"][0].clone().unwrap();
-        let why = d.reason(ObjectKind::ElasticIp, "eip-lb").unwrap_or_default();
+        let why = d
+            .reason(ObjectKind::ElasticIp, "eip-lb")
+            .unwrap_or_default();
         assert!(
             why.starts_with(&format!("host {first:?} of one of its replicas has no leg")),
             "{why}"

@@ -1328,6 +1328,42 @@ fn e2e_network_elastic_ip_on_an_anycast_address() {
         assert!(text.trim().is_empty(), "{ns} {flag} {addr}: {text}");
     }
 
+    // Both routers hash with the VPC's seed: whichever host the elastic IP enters by, a
+    // 5-tuple takes the same next hop (so an outside flow keeps its replica when the
+    // anchor moves). `ip route get` asks each router's forwarding decision.
+    let gw = yunhan_net::names::router_dev("sn-a1");
+    let next_hop = |ns: &str, sport: u16| {
+        let (sport, dport) = (sport.to_string(), PORT.to_string());
+        let argv = [
+            "ip",
+            "route",
+            "get",
+            "10.0.1.100",
+            "from",
+            "203.0.113.1",
+            "iif",
+            &gw,
+            "ipproto",
+            "tcp",
+            "sport",
+            &sport,
+            "dport",
+            &dport,
+        ];
+        let o = w.lab.exec(ns, &argv).unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let via = text.split_whitespace().skip_while(|t| *t != "via").nth(1);
+        via.map(String::from).unwrap_or(text)
+    };
+    let mut hops = BTreeMap::new();
+    for sport in 40000..40032 {
+        let a = next_hop(&rns("host-a"), sport);
+        assert_eq!(a, next_hop(&rns("host-b"), sport), "source port {sport}");
+        *hops.entry(a).or_insert(0) += 1;
+    }
+    eprintln!("anycast elastic IP: 32 source ports, the same next hop on both routers: {hops:?}");
+    assert_eq!(hops.len(), 2, "{hops:?}");
+
     // host-b becomes the anchor: it answers (and announces) the address, host-a stops.
     m.anycasts[0].ports.reverse();
     let t = Instant::now();

@@ -6,7 +6,7 @@
 //! 12 more to the elastic IP, each sending a numbered line every second. The VPC's
 //! routers spread both sets over both replicas (the outside's through the first replica's
 //! host, where the elastic IP is answered), and each connection's lines reach one member
-//! only. Then host 1 is lost (its agent killed, its underlay cut). Its replica moves,
+//! only. Then host 1 is lost (its agent killed, its underlay and external legs cut). Its replica moves,
 //! address and MAC, to host 2 (and the elastic IP with it if it was answered there), and
 //! every connection goes on: each keeps sending to the same member. So the same 5-tuple
 //! reached the same member through either replica.
@@ -42,7 +42,10 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     let (_etcd, mut c) = common::lab_cloud(&lab).await;
     let ok = |c: &common::Cluster, line: &str| c.ok(&words(line));
     c.ok(&common::strs(&common::kernel_image_args("tiny")));
-    ok(&c, "external-network create ext --cidr 203.0.113.0/24 --gateway 203.0.113.1 --device ext0");
+    ok(
+        &c,
+        "external-network create ext --cidr 203.0.113.0/24 --gateway 203.0.113.1 --device ext0",
+    );
     let hosts = ok(&c, "host list");
     let lost_host = (hosts.as_array().unwrap().iter())
         .find(|h| h["metadata"]["name"] == "node-1")
@@ -62,7 +65,10 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
         );
         vms.insert(vm, v);
     }
-    let lb = ok(&c, "lb create lb1 --subnet s1 --replicas 2 --external --wait");
+    let lb = ok(
+        &c,
+        "lb create lb1 --subnet s1 --replicas 2 --external --wait",
+    );
     let replicas = lb["status"]["replicas"].as_array().unwrap().clone();
     let on: Vec<&str> = replicas
         .iter()
@@ -73,6 +79,31 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     let gone = on.iter().position(|h| *h == lost_host).unwrap();
     let vip = lb["status"]["address"].as_str().unwrap().to_string();
     let eip = ip(lb["status"]["external_address"].as_str().unwrap());
+    let eip_id = lb["status"]["elastic_ip"].as_str().unwrap().to_string();
+    // The elastic IP is answered on the first replica's host (an elastic IP names its
+    // host, a replica gives its id).
+    let name_of: BTreeMap<String, Value> = (hosts.as_array().unwrap().iter())
+        .map(|h| {
+            (
+                h["metadata"]["id"].as_str().unwrap().to_string(),
+                h["metadata"]["name"].clone(),
+            )
+        })
+        .collect();
+    let answering = |c: &common::Cluster| {
+        let lb = ok(c, "lb show lb1");
+        let first = lb["status"]["replicas"][0]["host"]
+            .as_str()
+            .map(|h| name_of[h].clone());
+        let host = ok(c, &format!("eip show {eip_id}"))["status"]["host"].clone();
+        async move { (Some(&host) == first.as_ref()).then_some(host) }
+    };
+    let answered_before = eventually(
+        "the elastic IP on replica 1's host",
+        Duration::from_secs(60),
+        || answering(&c),
+    )
+    .await;
 
     let minute = Duration::from_secs(60);
     for vm in vms.values() {
@@ -138,6 +169,10 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     })
     .await;
     let moved = t0.elapsed();
+    let answered_after = eventually("the elastic IP on replica 1's host", minute, || {
+        answering(&c)
+    })
+    .await;
     let at_move = lines_per_flow(&vms, &mut round, |_| true).await;
     let after = lines_per_flow(&vms, &mut round, |n| {
         n.iter()
@@ -149,7 +184,8 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     }
     eprintln!(
         "replicas: {inside:?} inside and {from_outside:?} outside flows per replica; the \
-         lost host's replica active elsewhere \
+         elastic IP answered on {answered_before} then {answered_after}; the lost host's \
+         replica active elsewhere \
          {:.1} s after the loss; every flow carried data again within {:.1} s",
         moved.as_secs_f64(),
         t0.elapsed().as_secs_f64()

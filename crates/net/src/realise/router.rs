@@ -40,6 +40,28 @@ const SYSCTLS: [(&str, &str); 13] = [
     ("net.ipv4.conf.default.send_redirects", "0"),
 ];
 
+/// The seed of the multipath hash (Linux 6.11 and later; 0 means a random one of the
+/// namespace's own). Every router of a VPC with an anycast address gets the same seed
+/// (from the VPC's id), so the same 5-tuple takes the same next hop whichever router it
+/// enters: an outside flow keeps its replica when the elastic IP's host changes. Older
+/// kernels hash with each namespace's random seed.
+const HASH_SEED: &str = "net.ipv4.fib_multipath_hash_seed";
+
+/// The multipath hash seed of `vpc`'s routers: the first 4 bytes of SHA-256 of its id,
+/// never 0.
+pub(super) fn hash_seed(vpc: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("ecmp-seed/{vpc}").as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]).max(1)
+}
+
+/// Whether this kernel has `sysctl` (a path under /proc/sys).
+pub(super) fn kernel_has(sysctl: &str) -> bool {
+    std::path::Path::new("/proc/sys")
+        .join(sysctl.replace('.', "/"))
+        .exists()
+}
+
 /// The per-device sysctl that must be 0 on every router interface (see [`SYSCTLS`]):
 /// devices are made before the namespace's sysctls are first set, and copy `default` only
 /// when they are made.
@@ -73,6 +95,9 @@ impl<R: Runner> Realiser<R> {
             .chain(legs.iter().map(|(d, _)| *d))
             .filter(|d| links.contains_key(*d));
         want.extend(devices.map(|d| (format!("net.ipv4.conf.{d}.{SEND_REDIRECTS}"), "0".into())));
+        if !v.anycasts.is_empty() && kernel_has(HASH_SEED) {
+            want.push((HASH_SEED.into(), hash_seed(&v.vpc).to_string()));
+        }
         let mut changes = self.sysctls(rns, &want)?;
         let mut b = Batch::default();
         if links.get("lo").is_none_or(|l| !l.up) {

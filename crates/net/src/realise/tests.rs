@@ -283,6 +283,14 @@ fn anycast_routes_are_realised_changed_and_removed() {
     // Only the interfaces that exist get the per-device setting.
     let other = crate::names::router_dev("sn-a2");
     assert!(!lines.contains(&format!("conf.{other}.")), "{lines}");
+    // Every router of the VPC hashes with the VPC's seed, where the kernel has one.
+    let seed = super::router::hash_seed(&v.vpc);
+    assert_ne!(seed, super::router::hash_seed("vpc-other"));
+    assert_eq!(
+        lines.contains(&format!("net.ipv4.fib_multipath_hash_seed={seed}")),
+        super::router::kernel_has("net.ipv4.fib_multipath_hash_seed"),
+        "{lines}"
+    );
 
     // The route as the kernel lists it: nothing to do; a stale one of ours goes.
     let listed = format!(

@@ -767,12 +767,19 @@ impl Cluster {
         }
     }
 
-    /// Host `agent` of `lab` gone from the network: its agent killed (SIGKILL) and its
-    /// underlay link down (nothing on it reaches the other hosts any more).
+    /// Host `agent` of `lab` gone from the network: its agent killed (SIGKILL), its
+    /// underlay link down (nothing on it reaches the other hosts any more) and its leg on
+    /// the lab's external network too, if it has one (nothing outside reaches it either).
     pub fn cut_host(&mut self, lab: &yunhan_net::lab::Lab, agent: usize) {
         self.agents[agent].kill9();
         let netns = &lab.hosts[agent].netns;
-        onebox::sh(&["ip", "-n", netns, "link", "set", "eth0", "down"]);
+        let ext = yunhan_net::lab::Lab::EXTERNAL_DEVICE;
+        let has_ext = (Command::new("ip").args(["-n", netns, "link", "show", ext]))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        for dev in std::iter::once("eth0").chain(has_ext.then_some(ext)) {
+            onebox::sh(&["ip", "-n", netns, "link", "set", dev, "down"]);
+        }
     }
 
     /// The first of the VMs `names` whose host is not agent `agent`'s.
