@@ -946,6 +946,30 @@ fn spread(ns: &str, addr: Ipv4Addr, port: u16, n: usize) -> BTreeMap<String, usi
     seen
 }
 
+/// Anycast `lb-1` of `vpc-a`: address `ip` in sn-a1, served by ports r1 and r2.
+fn anycast_over_r1_r2(ip: Ipv4Addr) -> Anycast {
+    Anycast {
+        id: "lb-1".into(),
+        vpc: "vpc-a".into(),
+        subnet: "sn-a1".into(),
+        ip,
+        ports: vec!["r1".into(), "r2".into()],
+    }
+}
+
+/// The replicas' group `sg-lb`: TCP `port` open to everyone.
+fn lb_group(port: u16) -> SecurityGroup {
+    SecurityGroup {
+        id: "sg-lb".into(),
+        vpc: "vpc-a".into(),
+        rules: vec![fixtures::ingress(
+            Protocol::Tcp,
+            Some((port, port)),
+            fixtures::cidr("0.0.0.0/0"),
+        )],
+    }
+}
+
 /// An anycast address served by two replicas (r1 on host-a, r2 on host-b), each a
 /// namespace with the address on `lo` (`arp_ignore=1`, `arp_announce=2` on `eth0`) and a
 /// TCP responder on it answering its name. A client in the address's own subnet (host-a)
@@ -961,15 +985,7 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
     let mut m = fixtures::two_host_model();
     m.ports.clear();
     m.security_groups = vec![
-        SecurityGroup {
-            id: "sg-lb".into(),
-            vpc: "vpc-a".into(),
-            rules: vec![fixtures::ingress(
-                Protocol::Tcp,
-                Some((PORT, PORT)),
-                fixtures::cidr("0.0.0.0/0"),
-            )],
-        },
+        lb_group(PORT),
         SecurityGroup {
             id: "sg-client".into(),
             vpc: "vpc-a".into(),
@@ -1013,13 +1029,7 @@ fn e2e_network_anycast_ecmp_over_two_replicas() {
         m.ports
             .push(fixtures::port(id, "vpc-a", subnet, host, addr, mac, &[sg]));
     }
-    m.anycasts.push(Anycast {
-        id: "lb-1".into(),
-        vpc: "vpc-a".into(),
-        subnet: "sn-a1".into(),
-        ip: v_ip,
-        ports: vec!["r1".into(), "r2".into()],
-    });
+    m.anycasts.push(anycast_over_r1_r2(v_ip));
     let gateway_mac = m.subnets[0].gateway_mac.to_string();
     let mut w = World::new("k", &m);
     let (cl, cr) = (w.g("cl"), w.g("cr"));
@@ -1232,15 +1242,7 @@ fn e2e_network_elastic_ip_on_an_anycast_address() {
     const PORT: u16 = 8080;
     let mut m = fixtures::two_host_model();
     m.ports.clear();
-    m.security_groups = vec![SecurityGroup {
-        id: "sg-lb".into(),
-        vpc: "vpc-a".into(),
-        rules: vec![fixtures::ingress(
-            Protocol::Tcp,
-            Some((PORT, PORT)),
-            fixtures::cidr("0.0.0.0/0"),
-        )],
-    }];
+    m.security_groups = vec![lb_group(PORT)];
     for (id, host, addr, mac) in [
         ("r1", "host-a", "10.0.1.21", "02:00:00:0a:01:15"),
         ("r2", "host-b", "10.0.1.22", "02:00:00:0a:01:16"),
@@ -1248,13 +1250,7 @@ fn e2e_network_elastic_ip_on_an_anycast_address() {
         let p = fixtures::port(id, "vpc-a", "sn-a1", host, addr, mac, &["sg-lb"]);
         m.ports.push(p);
     }
-    m.anycasts.push(Anycast {
-        id: "lb-1".into(),
-        vpc: "vpc-a".into(),
-        subnet: "sn-a1".into(),
-        ip: v_ip,
-        ports: vec!["r1".into(), "r2".into()],
-    });
+    m.anycasts.push(anycast_over_r1_r2(v_ip));
     m.external_networks.push(fixtures::external(&m));
     m.nat_gateways.push(NatGateway {
         id: "nat-a".into(),
