@@ -1121,8 +1121,10 @@ mod tests {
     }
 
     /// An elastic IP on the address NIC of a load balancer with replicas is bound to its
-    /// anycast: both replicas' hosts realise it, the first replica's answers for it. With
-    /// a replica's host that has no leg on its external network, it fails saying which.
+    /// anycast: every replica's host realises it, the first replica's answers for it. An
+    /// external load balancer's replicas go to hosts with a leg on its elastic IP's
+    /// network only; an elastic IP bound to one that is not external (so placed anywhere)
+    /// fails, saying which replica's host has no leg.
     #[test]
     fn an_elastic_ip_on_a_replicated_load_balancer_is_its_anycasts() {
         let mut inp = ready_inputs();
@@ -1145,8 +1147,24 @@ mod tests {
             why.starts_with(&format!("host {first:?} of one of its replicas has no leg")),
             "{why}"
         );
+
+        // External: both replicas on the one host with a leg, then on both.
+        inp.load_balancers[0].status.external_address = "203.0.113.10".into();
+        let d = decide(inp.clone(), UNDERLAY_MTU).unwrap();
+        let ok = |h: &str| Ok(h.to_string());
+        assert_eq!(d.lb_hosts["lb-1"], [ok("hst-2"), ok("hst-2")]);
+        assert_eq!(d.reason(ObjectKind::ElasticIp, "eip-lb"), None);
+        assert_eq!(
+            d.realised_on(ObjectKind::ElasticIp, "eip-lb"),
+            Some("hst-2")
+        );
         ext0(&mut inp, "hst-1");
+        for r in &mut inp.load_balancers[0].status.replicas {
+            r.host = "hst-2".into();
+        }
+        inp.load_balancers[0].status.replicas[0].host = "hst-1".into();
         let d = decide(inp, UNDERLAY_MTU).unwrap();
+        assert_eq!(d.lb_hosts["lb-1"], [ok("hst-1"), ok("hst-2")]);
         assert_eq!(d.reason(ObjectKind::ElasticIp, "eip-lb"), None);
         for h in ["hst-1", "hst-2"] {
             let eips = &d.plans[h].elastic_ips;
@@ -1155,7 +1173,7 @@ mod tests {
         }
         assert_eq!(
             d.realised_on(ObjectKind::ElasticIp, "eip-lb"),
-            Some(first.as_str())
+            Some("hst-1")
         );
     }
 

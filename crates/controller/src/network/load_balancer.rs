@@ -1,6 +1,7 @@
 //! Load balancers in the SDN controller: where each is realised (its host: the current
 //! one while it stays Ready, else the first Ready host by id — with a leg on the external
-//! network of its elastic IP, for an external one), so that its virtual address's NIC is
+//! network of its elastic IP, for an external one, and likewise each replica's), so that
+//! its virtual address's NIC is
 //! a port of that host, and the security group of that port (the listener ports open to
 //! everyone, and ping), the group the load balancer's NIC is in. With replicas
 //! (`model/src/load_balancer/replicas.rs`), each replica's NIC is the port, placed by
@@ -41,35 +42,40 @@ pub(super) fn place_load_balancers(
         .iter()
         .filter(|l| !l.status.nic.is_empty())
     {
+        let (fit, why) = eligible(lb, &ready, externals);
         let placed = if lb.status.replicas.is_empty() {
-            vec![place_one(lb, &ready, externals)]
+            let current = Some(lb.status.host.as_str()).filter(|h| fit.contains(h));
+            let chosen = current.or_else(|| fit.first().copied());
+            vec![chosen.map(str::to_string).ok_or(why)]
         } else {
             let current: Vec<&str> = lb.status.replicas.iter().map(|r| r.host.as_str()).collect();
-            place_replicas(&current, &ready)
+            let placed = place_replicas(&current, &fit).into_iter();
+            placed.map(|p| p.map_err(|_| why.clone())).collect()
         };
         out.insert(lb.metadata.id.clone(), placed);
     }
     out
 }
 
-/// A load balancer without replicas: its host while it stays Ready (and, for an external
-/// one, has a leg on its elastic IP's network), else the first such host by id.
-fn place_one(
+/// The Ready hosts (`ready`, sorted) that may carry `lb` (or each of its replicas): for an
+/// external one, those with a leg on its elastic IP's network; and what to say when none
+/// may. A load balancer without replicas stays on its host while that fits, else takes
+/// the first that does; replicas are placed among them by [`place_replicas`].
+fn eligible<'a>(
     lb: &Doc<LoadBalancer>,
-    ready: &[&str],
+    ready: &[&'a str],
     externals: &[net::ExternalNetwork],
-) -> Result<String, String> {
+) -> (Vec<&'a str>, String) {
     let leg = external_of(lb, externals);
     let fits = |h: &str| match &leg {
         Some(x) => x.legs.iter().any(|l| l.host == h),
         None => true,
     };
-    let current = Some(lb.status.host.as_str()).filter(|h| ready.contains(h) && fits(h));
-    let chosen = current.or_else(|| ready.iter().copied().find(|h| fits(h)));
-    chosen.map(str::to_string).ok_or_else(|| match &leg {
+    let why = match &leg {
         Some(x) => format!("no Ready host has a leg on external network {}", x.cidr),
         None => "no Ready host".to_string(),
-    })
+    };
+    (ready.iter().copied().filter(|h| fits(h)).collect(), why)
 }
 
 /// Replicas' hosts (`current`: where each is now, empty for none; `ready`: sorted): each
