@@ -67,7 +67,7 @@ pub use metering::{
     UsageRecord, UsageReport, HOUR_SECS,
 };
 pub use migration::{DeviceKind, MigrationPhase, MigrationSpec, MigrationStatus, PluggedDevice};
-pub use monitoring::{metric_unit, metric_wanted, MetricSeries, MetricsAnswer};
+pub use monitoring::{metric_unit, metric_wanted, sum_series, MetricSeries, MetricsAnswer};
 pub use network::{
     ElasticIp, NatGateway, NetworkInterface, PrimaryNic, RouteTable, SecurityGroup, Subnet, Vip,
     Vpc,

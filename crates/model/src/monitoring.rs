@@ -24,7 +24,9 @@ pub struct MetricsAnswer {
     /// The instance's or host's id.
     pub id: String,
     pub name: String,
-    /// The host whose history answered (an instance's current host).
+    /// The host whose history answered (an instance's current host); several, comma
+    /// separated, when the series are sums over hosts (an elastic IP on the address of a
+    /// load balancer with replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// The window, seconds since the epoch.
@@ -57,9 +59,81 @@ pub fn metric_wanted(name: &str, wanted: &str) -> bool {
         || (wanted.split(',').map(str::trim)).any(|w| !w.is_empty() && name.starts_with(w))
 }
 
+/// Series of one resource read from several hosts' histories → one series per name
+/// (in the order first seen), each slot's value the sum of the hosts' values for it.
+pub fn sum_series(series: Vec<MetricSeries>) -> Vec<MetricSeries> {
+    let mut out: Vec<MetricSeries> = Vec::new();
+    let mut slots: Vec<std::collections::BTreeMap<u64, f64>> = Vec::new();
+    for s in series {
+        let i = match out.iter().position(|o| o.name == s.name) {
+            Some(i) => i,
+            None => {
+                out.push(MetricSeries {
+                    points: Vec::new(),
+                    ..s.clone()
+                });
+                slots.push(Default::default());
+                out.len() - 1
+            }
+        };
+        for (t, v) in s.points {
+            *slots[i].entry(t).or_default() += v;
+        }
+    }
+    for (o, points) in out.iter_mut().zip(slots) {
+        o.points = points.into_iter().collect();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn series(name: &str, points: &[(u64, f64)]) -> MetricSeries {
+        MetricSeries {
+            name: name.into(),
+            unit: metric_unit(name).into(),
+            points: points.to_vec(),
+        }
+    }
+
+    #[test]
+    fn series_of_several_hosts_add_up_slot_by_slot() {
+        let summed = sum_series(vec![
+            series("rx_bytes_per_second", &[(10, 1.0), (20, 2.0)]),
+            series("tx_bytes_per_second", &[(10, 5.0)]),
+            series("rx_bytes_per_second", &[(20, 3.0), (30, 4.0)]),
+        ]);
+        assert_eq!(
+            summed,
+            [
+                series("rx_bytes_per_second", &[(10, 1.0), (20, 5.0), (30, 4.0)]),
+                series("tx_bytes_per_second", &[(10, 5.0)]),
+            ]
+        );
+    }
+
+    proptest! {
+        /// One host's series are unchanged; whatever the hosts, each name's total is the
+        /// sum of its parts and its slots are in order.
+        #[test]
+        fn summing_keeps_totals_and_order(
+            hosts in prop::collection::vec(
+                prop::collection::btree_map(0u64..20, 0u32..1000, 0..8), 1..4)
+        ) {
+            let one = |h: &std::collections::BTreeMap<u64, u32>| {
+                series("tx_bytes_per_second", &h.iter().map(|(t, v)| (*t * 10, f64::from(*v))).collect::<Vec<_>>())
+            };
+            prop_assert_eq!(sum_series(vec![one(&hosts[0])]), vec![one(&hosts[0])]);
+            let summed = sum_series(hosts.iter().map(one).collect());
+            let total: f64 = summed.iter().flat_map(|s| &s.points).map(|p| p.1).sum();
+            let want: f64 = hosts.iter().flat_map(|h| h.values()).map(|v| f64::from(*v)).sum();
+            prop_assert_eq!(total, want);
+            prop_assert!(summed.iter().all(|s| s.points.windows(2).all(|w| w[0].0 < w[1].0)));
+        }
+    }
 
     #[test]
     fn units_come_from_the_suffix() {

@@ -156,6 +156,34 @@ async fn e2e_load_balancer_replicas_spread_flows_and_survive_a_host() {
     );
     let mut round = 0;
     let before = lines_per_flow(&vms, &mut round, |n| n.values().all(|k| *k >= 3)).await;
+    // Metrics: the elastic IP's traffic summed over both replicas' hosts, the load
+    // balancer's from the first replica's host (which reports the sums).
+    let replica_hosts = replicas
+        .iter()
+        .map(|r| name_of[r["host"].as_str().unwrap()].clone());
+    let mut both: Vec<String> = replica_hosts
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    both.sort();
+    let (eip_metrics, lb_metrics) = (
+        format!("eip metrics {eip_id} --since 10m"),
+        "lb metrics lb1 --since 10m",
+    );
+    eventually("metrics of the elastic IP over both hosts", minute, || {
+        let (e, l) = (ok(&c, &eip_metrics), ok(&c, lb_metrics));
+        let both = both.join(",");
+        let lb_ok =
+            l["host"] == answered_before && l["series"].as_array().is_some_and(|s| !s.is_empty());
+        async move {
+            let rx = (e["series"].as_array()?.iter())
+                .find(|s| s["name"] == "rx_bytes_per_second")?["points"]
+                .as_array()?
+                .iter()
+                .any(|p| p[1].as_f64() > Some(0.0));
+            (e["host"] == both.as_str() && rx && lb_ok).then_some(())
+        }
+    })
+    .await;
 
     let t0 = Instant::now();
     c.cut_host(&lab, lost);

@@ -69,16 +69,17 @@ pub(crate) struct MetricsQuery {
 #[async_trait]
 pub(crate) trait Measured: Hooks {
     const FAMILY: &'static str;
-    /// The id of the host whose history holds the object's series now (none: no host).
-    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>>;
+    /// The ids of the hosts whose histories hold the object's series now (none: no host;
+    /// several: its series are the sums over them).
+    async fn hosts_of(s: &AppState, doc: &Doc<Self>) -> Result<Vec<String>>;
 }
 
 /// Instances: the instance's host.
 #[async_trait]
 impl Measured for Instance {
     const FAMILY: &'static str = "vm";
-    async fn host_of(_: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
-        Ok(doc.status.host.clone())
+    async fn hosts_of(_: &AppState, doc: &Doc<Self>) -> Result<Vec<String>> {
+        Ok(doc.status.host.iter().cloned().collect())
     }
 }
 
@@ -87,37 +88,66 @@ impl Measured for Instance {
 #[async_trait]
 impl Measured for Volume {
     const FAMILY: &'static str = "volume";
-    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+    async fn hosts_of(s: &AppState, doc: &Doc<Self>) -> Result<Vec<String>> {
         let vm = match doc.status.attached_to.as_deref() {
             Some(i) => s.objects.get::<Instance>(i).await?,
             None => None,
         };
-        Ok(vm.and_then(|vm| vm.status.host).or(doc.status.host.clone()))
+        let host = vm.and_then(|vm| vm.status.host).or(doc.status.host.clone());
+        Ok(host.into_iter().collect())
     }
 }
 
-/// Load balancers: the host serving them (their listeners' connections and bytes).
+/// Load balancers: the host serving them (their listeners' connections and bytes); with
+/// replicas, the first one's, whose agent reports the sums over them.
 #[async_trait]
 impl Measured for LoadBalancer {
     const FAMILY: &'static str = "lb";
-    async fn host_of(_: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
-        Ok(Some(doc.status.host.clone()).filter(|h| !h.is_empty()))
+    async fn hosts_of(_: &AppState, doc: &Doc<Self>) -> Result<Vec<String>> {
+        let reporter = (doc.status.replicas.first()).map_or(&doc.status.host, |r| &r.host);
+        Ok(Some(reporter.clone())
+            .filter(|h| !h.is_empty())
+            .into_iter()
+            .collect())
     }
 }
 
 /// Elastic IPs: the host realising them (the traffic through the address; rx: what came
-/// in to it). Their status names the host.
+/// in to it; their status names the host), or every host of the replicas of the load
+/// balancer on whose address it is (each counts the answers of its own replicas).
 #[async_trait]
 impl Measured for ElasticIp {
     const FAMILY: &'static str = "eip";
-    async fn host_of(s: &AppState, doc: &Doc<Self>) -> Result<Option<String>> {
+    async fn hosts_of(s: &AppState, doc: &Doc<Self>) -> Result<Vec<String>> {
+        if let Some(lb) = replicated_lb_on(s, doc).await? {
+            let mut hosts: Vec<String> = lb.status.replicas.into_iter().map(|r| r.host).collect();
+            hosts.retain(|h| !h.is_empty());
+            hosts.sort();
+            hosts.dedup();
+            return Ok(hosts);
+        }
         Ok(match doc.status.host.as_str() {
-            "" => None,
-            name => {
-                (s.objects.get_by_name::<Host>(GLOBAL_SCOPE, name).await?).map(|h| h.metadata.id)
-            }
+            "" => Vec::new(),
+            name => (s.objects.get_by_name::<Host>(GLOBAL_SCOPE, name).await?)
+                .map(|h| h.metadata.id)
+                .into_iter()
+                .collect(),
         })
     }
+}
+
+/// The load balancer with replicas whose address NIC elastic IP `eip` is bound to.
+async fn replicated_lb_on(s: &AppState, eip: &Doc<ElasticIp>) -> Result<Option<Doc<LoadBalancer>>> {
+    let Some(nic) = eip.spec.nic.as_deref() else {
+        return Ok(None);
+    };
+    let lbs = s
+        .objects
+        .list_all::<LoadBalancer>(eip.metadata.project.as_deref())
+        .await?;
+    Ok(lbs
+        .into_iter()
+        .find(|l| l.status.nic == nic && !l.status.replicas.is_empty()))
 }
 
 /// `GET /v1/<kind>/{id}/metrics`: the object's series (it is read like any read of it:
@@ -129,30 +159,34 @@ pub(crate) async fn of_kind<K: Measured>(
     QueryParams(q): QueryParams<MetricsQuery>,
 ) -> Result<Json<MetricsAnswer>> {
     let doc = find_visible::<K>(&s, &p, &id, q.project.as_deref()).await?;
-    let host = K::host_of(&s, &doc).await?;
+    let hosts = K::hosts_of(&s, &doc).await?;
     Ok(Json(
-        of_resource(&s, &doc.metadata, host, K::FAMILY, &q).await?,
+        of_resource(&s, &doc.metadata, &hosts, K::FAMILY, &q).await?,
     ))
 }
 
-/// The series `<family>/<id>/…` of a resource in the history of host `host_id` (none:
-/// it has no host, and no series).
+/// The series `<family>/<id>/…` of a resource in the histories of hosts `host_ids`
+/// (none: it has no host, and no series; several: each series summed over them, slot by
+/// slot, and `host` names them all).
 async fn of_resource(
     s: &AppState,
     m: &Metadata,
-    host_id: Option<String>,
+    host_ids: &[String],
     family: &str,
     q: &MetricsQuery,
 ) -> Result<MetricsAnswer> {
     let mut answer = window(&m.id, &m.name, q)?;
-    let Some(host_id) = host_id else {
-        return Ok(answer);
-    };
-    let host = (s.objects.get::<Host>(&host_id).await?)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "its host is gone"))?;
-    answer.host = Some(host.metadata.name.clone());
     let prefix = format!("{family}/{}/", m.id);
-    fill(s, &host, &[prefix.as_str()], q, &mut answer).await?;
+    let mut names = Vec::new();
+    for host_id in host_ids {
+        let host = (s.objects.get::<Host>(host_id).await?)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "its host is gone"))?;
+        names.push(host.metadata.name.clone());
+        fill(s, &host, &[prefix.as_str()], q, &mut answer).await?;
+    }
+    names.sort();
+    answer.host = Some(names.join(",")).filter(|n| !n.is_empty());
+    answer.series = yunhan_model::sum_series(std::mem::take(&mut answer.series));
     Ok(answer)
 }
 

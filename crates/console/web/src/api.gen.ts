@@ -2386,7 +2386,7 @@ export interface components {
              * @description The window, seconds since the epoch.
              */
             from: number;
-            /** @description The host whose history answered (an instance's current host). */
+            /** @description The host whose history answered (an instance's current host); several, comma separated, when the series are sums over hosts (an elastic IP on the address of a load balancer with replicas). */
             host?: string | null;
             /** @description The instance's or host's id. */
             id: string;
