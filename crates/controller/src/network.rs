@@ -535,22 +535,22 @@ pub fn unrealised_eips(m: &NetworkModel, names: &HashMap<String, String>) -> Vec
         .iter()
         .filter_map(|p| Some((p.id.as_str(), p.host.as_deref()?)))
         .collect();
-    // What serves each address: its NIC's host, or every host of an anycast's ports.
-    let mut serving: HashMap<&str, (Vec<&str>, &str)> = host_of
-        .iter()
-        .map(|(port, host)| (*port, (vec![*host], "of its NIC")))
-        .collect();
-    for a in &m.anycasts {
+    // What serves an address: its NIC's host, or every host of an anycast's ports.
+    let serving = |id: &str| -> Option<(Vec<&str>, &str)> {
+        if let Some(h) = host_of.get(id) {
+            return Some((vec![*h], "of its NIC"));
+        }
+        let a = m.anycasts.iter().find(|a| a.id == id)?;
         let hosts = a
             .ports
             .iter()
             .filter_map(|p| host_of.get(p.as_str()).copied());
-        serving.insert(&a.id, (hosts.collect(), "of one of its replicas"));
-    }
+        Some((hosts.collect(), "of one of its replicas"))
+    };
     m.elastic_ips
         .iter()
         .filter_map(|e| {
-            let (hosts, whose) = serving.get(e.port.as_deref()?)?;
+            let (hosts, whose) = serving(e.port.as_deref()?)?;
             let x = m.external_of(e.address)?;
             let host = hosts.iter().find(|h| !x.legs.iter().any(|l| l.host == **h))?;
             let why = format!(

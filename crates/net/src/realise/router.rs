@@ -55,11 +55,14 @@ pub(super) fn hash_seed(vpc: &str) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]]).max(1)
 }
 
-/// Whether this kernel has `sysctl` (a path under /proc/sys).
-pub(super) fn kernel_has(sysctl: &str) -> bool {
-    std::path::Path::new("/proc/sys")
-        .join(sysctl.replace('.', "/"))
-        .exists()
+/// Whether this kernel has the multipath hash seed (looked up once).
+pub(super) fn kernel_has_hash_seed() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::path::Path::new("/proc/sys")
+            .join(HASH_SEED.replace('.', "/"))
+            .exists()
+    })
 }
 
 /// The per-device sysctl that must be 0 on every router interface (see [`SYSCTLS`]):
@@ -95,7 +98,7 @@ impl<R: Runner> Realiser<R> {
             .chain(legs.iter().map(|(d, _)| *d))
             .filter(|d| links.contains_key(*d));
         want.extend(devices.map(|d| (format!("net.ipv4.conf.{d}.{SEND_REDIRECTS}"), "0".into())));
-        if !v.anycasts.is_empty() && kernel_has(HASH_SEED) {
+        if !v.anycasts.is_empty() && kernel_has_hash_seed() {
             want.push((HASH_SEED.into(), hash_seed(&v.vpc).to_string()));
         }
         let mut changes = self.sysctls(rns, &want)?;

@@ -288,7 +288,7 @@ fn anycast_routes_are_realised_changed_and_removed() {
     assert_ne!(seed, super::router::hash_seed("vpc-other"));
     assert_eq!(
         lines.contains(&format!("net.ipv4.fib_multipath_hash_seed={seed}")),
-        super::router::kernel_has("net.ipv4.fib_multipath_hash_seed"),
+        super::router::kernel_has_hash_seed(),
         "{lines}"
     );
 
