@@ -43,11 +43,13 @@ fn line(cloud: &Cloud) -> (Value, Value) {
     (l.unwrap_or(Value::Null), usage)
 }
 
-/// Waits until the VM's billed seconds are `want` (±2) and returns its line.
+/// Waits until the VM's billed seconds are `want` (±2) and returns its line: within one
+/// metering resync (30 s, a pass at least that often) and some slack, since a pass that
+/// began before the VM's last change may leave it to the next.
 async fn billed(cloud: &Cloud, want: i64) -> Value {
     eventually(
         &format!("{want} s billed"),
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || async {
             let (l, _) = line(cloud);
             let got = l["seconds"].as_i64()?;
